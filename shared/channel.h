@@ -1,0 +1,74 @@
+/* channel.h - the secure channel: authenticated key exchange, then AEAD frames.
+ *
+ * Sans-I/O: the caller feeds received bytes in and drains bytes to send out;
+ * the channel never touches a socket or a clock. Every unit on the wire is a
+ * frame: u32 big-endian length, then that many bytes (at most
+ * CHANNEL_MAX_WIRE_FRAME).
+ *
+ * Handshake (initiator I, responder R; SIGMA-I shape, identities encrypted):
+ *   M1 I->R: "CNPY" | u8 version | I_eph_pk[32]                 (crypto_kx keys)
+ *   M2 R->I: R_eph_pk[32] | ss_header_R[24] |
+ *            secretstream(R_static_pk[32] | sig_R(ctx_R | I_eph | R_eph))
+ *   M3 I->R: ss_header_I[24] |
+ *            secretstream(I_static_pk[32] | sig_I(ctx_I | I_eph | R_eph | R_static))
+ * Session keys come from crypto_kx over the ephemerals; each direction is one
+ * crypto_secretstream_xchacha20poly1305 stream, so a flipped bit, a replayed,
+ * reordered or truncated frame fails to decrypt and the channel fails for good.
+ * Because each static key and signature travels inside the stream only the
+ * two ends can read, a man in the middle cannot re-sign the transcript under
+ * its own key (identity misbinding).
+ */
+#ifndef CANOPY_CHANNEL_H
+#define CANOPY_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "identity.h"
+
+#define CHANNEL_MAX_PLAIN 65536 /* largest application message */
+#define CHANNEL_MAX_WIRE_FRAME (CHANNEL_MAX_PLAIN + 17 /* ABYTES */)
+
+typedef struct Channel Channel;
+
+typedef enum { CHANNEL_INITIATOR, CHANNEL_RESPONDER } ChannelRole;
+
+typedef enum {
+  CHANNEL_HANDSHAKE, /* keys not yet agreed */
+  CHANNEL_OPEN,      /* peer authenticated; frames flow */
+  CHANNEL_CLOSED,    /* the peer sent its final frame */
+  CHANNEL_FAILED,    /* see channel_error(); the session must end */
+} ChannelState;
+
+/* self is copied. An initiator queues M1 at once. NULL on allocation failure. */
+Channel *channel_new(const Identity *self, ChannelRole role);
+void channel_free(Channel *ch); /* NULL is a no-op; wipes keys */
+
+ChannelState channel_state(const Channel *ch);
+/* Static reason for CHANNEL_FAILED ("bad signature", "decryption failed", ...). */
+const char *channel_error(const Channel *ch);
+/* Peer's node id and public key; valid once CHANNEL_OPEN. Borrowed. */
+const uint8_t *channel_peer_id(const Channel *ch);
+const uint8_t *channel_peer_pk(const Channel *ch);
+
+/* Buffers received bytes and advances the handshake as far as they allow.
+ * Returns false once the channel has failed. Input is bounded: at most one
+ * frame plus its header is ever buffered. */
+bool channel_feed(Channel *ch, const uint8_t *data, size_t len);
+/* Decrypts the next complete application frame from the buffered input.
+ * Returns 1 and sets *msg/*len (borrowed until the next call into ch),
+ * 0 if no complete frame is buffered, -1 on failure. */
+int channel_read(Channel *ch, const uint8_t **msg, size_t *len);
+/* Encrypts one application message (len <= CHANNEL_MAX_PLAIN) and queues it.
+ * Only when CHANNEL_OPEN. */
+bool channel_write(Channel *ch, const uint8_t *msg, size_t len);
+/* Queues the final frame; the peer will see CHANNEL_CLOSED. */
+bool channel_write_final(Channel *ch);
+
+/* Bytes waiting to go out, and marking n of them sent. */
+const uint8_t *channel_output(const Channel *ch, size_t *len);
+void channel_output_consume(Channel *ch, size_t n);
+
+#endif

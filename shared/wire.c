@@ -1,0 +1,337 @@
+/* wire.c - encode and decode Canopy's application messages.
+ *
+ * Decoding reads through a Reader whose failure sticks, checks the caps before
+ * allocating anything, and rejects trailing bytes. An array is allocated only
+ * after the reader proved that count * minimum-entry-size bytes are present,
+ * so a peer cannot make us allocate more than it sent.
+ */
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool wire_utf8_ok(const char *s, size_t len)
+{
+  const uint8_t *p = (const uint8_t *)s;
+  size_t i = 0;
+  while (i < len) {
+    uint8_t c = p[i];
+    if (c == 0)
+      return false;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t n;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (len - i <= n)
+      return false;
+    for (size_t k = 1; k <= n; k++) {
+      if ((p[i + k] & 0xC0) != 0x80)
+        return false;
+      cp = cp << 6 | (p[i + k] & 0x3F);
+    }
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+/* Reads a u16-length string capped at max bytes; sets *err on a cap or
+ * encoding violation (the reader only knows about truncation). */
+static WireStr rd_str(Reader *r, uint16_t max, bool allow_empty, WireError *err)
+{
+  WireStr s = {NULL, 0};
+  uint16_t n = rd_u16(r);
+  if (!rd_ok(r))
+    return s;
+  if (n > max) {
+    *err = WIRE_ELIMIT;
+    rd_fail(r);
+    return s;
+  }
+  const uint8_t *p = rd_bytes(r, n);
+  if (!p)
+    return s;
+  if ((!allow_empty && n == 0) || !wire_utf8_ok((const char *)p, n)) {
+    *err = WIRE_EINVALID;
+    rd_fail(r);
+    return s;
+  }
+  s.p = (const char *)p;
+  s.len = n;
+  return s;
+}
+
+static bool wr_str(Buf *b, WireStr s, uint16_t max)
+{
+  if (s.len > max || (s.len && !s.p))
+    return false;
+  wr_u16(b, s.len);
+  wr_bytes(b, s.p, s.len);
+  return true;
+}
+
+/* Checks a declared count against its cap and against the bytes left, then
+ * allocates. min_size is the smallest encoding of one element. */
+static void *rd_array(Reader *r, uint16_t count, uint16_t cap, size_t min_size, size_t elem,
+                      WireError *err)
+{
+  if (!rd_ok(r) || count == 0)
+    return NULL;
+  if (count > cap) {
+    *err = WIRE_ELIMIT;
+    rd_fail(r);
+    return NULL;
+  }
+  if ((size_t)count * min_size > rd_left(r)) {
+    rd_fail(r);
+    return NULL;
+  }
+  void *a = calloc(count, elem);
+  if (!a) {
+    *err = WIRE_ENOMEM;
+    rd_fail(r);
+  }
+  return a;
+}
+
+static void rd_hits(Reader *r, WireMsg *m, WireError *err)
+{
+  m->u.hits.count = rd_u16(r);
+  m->u.hits.hits = rd_array(r, m->u.hits.count, WIRE_MAX_HITS, 2 + 1 + 8 + WIRE_CID_LEN + WIRE_ID_LEN,
+                            sizeof(WireHit), err);
+  for (uint16_t i = 0; m->u.hits.hits && i < m->u.hits.count; i++) {
+    WireHit *h = &m->u.hits.hits[i];
+    h->name = rd_str(r, WIRE_MAX_NAME, false, err);
+    h->size = rd_u64(r);
+    rd_copy(r, h->cid, WIRE_CID_LEN);
+    rd_copy(r, h->peer, WIRE_ID_LEN);
+  }
+}
+
+WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
+{
+  WireError err = WIRE_OK;
+  Reader r;
+  memset(m, 0, sizeof *m);
+  rd_init(&r, p, len);
+
+  uint8_t version = rd_u8(&r);
+  m->type = rd_u8(&r);
+  if (!rd_ok(&r))
+    return WIRE_ETRUNC;
+  if (version != WIRE_VERSION)
+    return WIRE_EVERSION;
+
+  switch (m->type) {
+  case MSG_HELLO:
+    m->u.hello.role = rd_u8(&r);
+    m->u.hello.listen = rd_str(&r, WIRE_MAX_ADDR, true, &err);
+    m->u.hello.agent = rd_str(&r, WIRE_MAX_AGENT, true, &err);
+    if (rd_ok(&r) && m->u.hello.role != ROLE_LEAF && m->u.hello.role != ROLE_SUPER)
+      err = WIRE_EINVALID;
+    break;
+  case MSG_PING:
+  case MSG_PONG:
+    m->u.ping = rd_u64(&r);
+    break;
+  case MSG_PUBLISH: {
+    uint8_t flags = rd_u8(&r);
+    m->u.publish.reset = flags & 1;
+    if (flags & ~1u)
+      err = WIRE_EINVALID;
+    m->u.publish.count = rd_u16(&r);
+    m->u.publish.entries = rd_array(&r, m->u.publish.count, WIRE_MAX_ENTRIES,
+                                    2 + 1 + 8 + WIRE_CID_LEN, sizeof(WireEntry), &err);
+    for (uint16_t i = 0; m->u.publish.entries && i < m->u.publish.count; i++) {
+      WireEntry *e = &m->u.publish.entries[i];
+      e->name = rd_str(&r, WIRE_MAX_NAME, false, &err);
+      e->size = rd_u64(&r);
+      rd_copy(&r, e->cid, WIRE_CID_LEN);
+    }
+    break;
+  }
+  case MSG_SEARCH:
+    m->u.search.req = rd_u32(&r);
+    m->u.search.ttl = rd_u8(&r);
+    m->u.search.kind = rd_u8(&r);
+    m->u.search.text = rd_str(&r, WIRE_MAX_QUERY, false, &err);
+    if (rd_ok(&r) && (m->u.search.ttl > WIRE_MAX_TTL || m->u.search.kind > QUERY_CONTENT_ID))
+      err = WIRE_EINVALID;
+    break;
+  case MSG_QUERY:
+    rd_copy(&r, m->u.query.qid, WIRE_QID_LEN);
+    m->u.query.ttl = rd_u8(&r);
+    m->u.query.kind = rd_u8(&r);
+    m->u.query.text = rd_str(&r, WIRE_MAX_QUERY, false, &err);
+    if (rd_ok(&r) && (m->u.query.ttl > WIRE_MAX_TTL || m->u.query.kind > QUERY_CONTENT_ID))
+      err = WIRE_EINVALID;
+    break;
+  case MSG_SEARCH_HITS:
+    m->u.hits.req = rd_u32(&r);
+    rd_hits(&r, m, &err);
+    break;
+  case MSG_QUERY_HITS:
+    rd_copy(&r, m->u.hits.qid, WIRE_QID_LEN);
+    rd_hits(&r, m, &err);
+    break;
+  case MSG_PEERS_REQ:
+    break;
+  case MSG_PEERS:
+    m->u.peers.count = rd_u16(&r);
+    m->u.peers.peers = rd_array(&r, m->u.peers.count, WIRE_MAX_PEERS, WIRE_ID_LEN + 2 + 1,
+                                sizeof(WirePeer), &err);
+    for (uint16_t i = 0; m->u.peers.peers && i < m->u.peers.count; i++) {
+      rd_copy(&r, m->u.peers.peers[i].id, WIRE_ID_LEN);
+      m->u.peers.peers[i].addr = rd_str(&r, WIRE_MAX_ADDR, false, &err);
+    }
+    break;
+  default:
+    return WIRE_EUNKNOWN;
+  }
+
+  if (err == WIRE_OK && !rd_done(&r))
+    err = WIRE_ETRUNC;
+  if (err != WIRE_OK)
+    wire_msg_clear(m);
+  return err;
+}
+
+void wire_msg_clear(WireMsg *m)
+{
+  switch (m->type) {
+  case MSG_PUBLISH:
+    free(m->u.publish.entries);
+    break;
+  case MSG_SEARCH_HITS:
+  case MSG_QUERY_HITS:
+    free(m->u.hits.hits);
+    break;
+  case MSG_PEERS:
+    free(m->u.peers.peers);
+    break;
+  default:
+    break;
+  }
+  uint8_t type = m->type;
+  memset(m, 0, sizeof *m);
+  m->type = type;
+}
+
+static bool wr_hits(Buf *b, const WireMsg *m)
+{
+  if (m->u.hits.count > WIRE_MAX_HITS)
+    return false;
+  wr_u16(b, m->u.hits.count);
+  for (uint16_t i = 0; i < m->u.hits.count; i++) {
+    const WireHit *h = &m->u.hits.hits[i];
+    if (h->name.len == 0 || !wr_str(b, h->name, WIRE_MAX_NAME))
+      return false;
+    wr_u64(b, h->size);
+    wr_bytes(b, h->cid, WIRE_CID_LEN);
+    wr_bytes(b, h->peer, WIRE_ID_LEN);
+  }
+  return true;
+}
+
+bool wire_encode(const WireMsg *m, Buf *b)
+{
+  size_t start = b->len;
+  bool ok = true;
+  wr_u8(b, WIRE_VERSION);
+  wr_u8(b, m->type);
+  switch (m->type) {
+  case MSG_HELLO:
+    wr_u8(b, m->u.hello.role);
+    ok = wr_str(b, m->u.hello.listen, WIRE_MAX_ADDR) && wr_str(b, m->u.hello.agent, WIRE_MAX_AGENT);
+    break;
+  case MSG_PING:
+  case MSG_PONG:
+    wr_u64(b, m->u.ping);
+    break;
+  case MSG_PUBLISH:
+    wr_u8(b, m->u.publish.reset ? 1 : 0);
+    ok = m->u.publish.count <= WIRE_MAX_ENTRIES;
+    wr_u16(b, m->u.publish.count);
+    for (uint16_t i = 0; ok && i < m->u.publish.count; i++) {
+      const WireEntry *e = &m->u.publish.entries[i];
+      ok = e->name.len > 0 && wr_str(b, e->name, WIRE_MAX_NAME);
+      wr_u64(b, e->size);
+      wr_bytes(b, e->cid, WIRE_CID_LEN);
+    }
+    break;
+  case MSG_SEARCH:
+    wr_u32(b, m->u.search.req);
+    wr_u8(b, m->u.search.ttl);
+    wr_u8(b, m->u.search.kind);
+    ok = m->u.search.text.len > 0 && wr_str(b, m->u.search.text, WIRE_MAX_QUERY);
+    break;
+  case MSG_QUERY:
+    wr_bytes(b, m->u.query.qid, WIRE_QID_LEN);
+    wr_u8(b, m->u.query.ttl);
+    wr_u8(b, m->u.query.kind);
+    ok = m->u.query.text.len > 0 && wr_str(b, m->u.query.text, WIRE_MAX_QUERY);
+    break;
+  case MSG_SEARCH_HITS:
+    wr_u32(b, m->u.hits.req);
+    ok = wr_hits(b, m);
+    break;
+  case MSG_QUERY_HITS:
+    wr_bytes(b, m->u.hits.qid, WIRE_QID_LEN);
+    ok = wr_hits(b, m);
+    break;
+  case MSG_PEERS_REQ:
+    break;
+  case MSG_PEERS:
+    ok = m->u.peers.count <= WIRE_MAX_PEERS;
+    wr_u16(b, m->u.peers.count);
+    for (uint16_t i = 0; ok && i < m->u.peers.count; i++) {
+      wr_bytes(b, m->u.peers.peers[i].id, WIRE_ID_LEN);
+      ok = m->u.peers.peers[i].addr.len > 0 && wr_str(b, m->u.peers.peers[i].addr, WIRE_MAX_ADDR);
+    }
+    break;
+  default:
+    ok = false;
+  }
+  if (!ok || b->failed) {
+    b->len = start;
+    return false;
+  }
+  return true;
+}
+
+const char *wire_error_str(WireError e)
+{
+  switch (e) {
+  case WIRE_OK: return "ok";
+  case WIRE_ETRUNC: return "truncated or trailing bytes";
+  case WIRE_EVERSION: return "unsupported protocol version";
+  case WIRE_EUNKNOWN: return "unknown message type";
+  case WIRE_ELIMIT: return "declared length or count over its cap";
+  case WIRE_EINVALID: return "invalid field";
+  case WIRE_ENOMEM: return "out of memory";
+  }
+  return "?";
+}
+
+const char *wire_type_str(uint8_t type)
+{
+  static const char *names[] = {"?", "HELLO", "PING", "PONG", "PUBLISH", "SEARCH",
+                                "SEARCH_HITS", "QUERY", "QUERY_HITS", "PEERS_REQ", "PEERS"};
+  return type < sizeof names / sizeof names[0] ? names[type] : "?";
+}

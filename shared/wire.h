@@ -1,0 +1,141 @@
+/* wire.h - Canopy's application messages and their codec.
+ *
+ * Every message is: u8 version | u8 type | body. Bodies are big-endian,
+ * strings are u16 length + UTF-8 bytes (no NUL), and every count and length a
+ * peer declares is capped below. Decoding borrows string bytes from the frame
+ * buffer: a decoded WireMsg is valid only while that buffer lives; arrays are
+ * allocated and released with wire_msg_clear().
+ *
+ * These bytes travel inside the secure channel's AEAD frames (channel.h).
+ */
+#ifndef CANOPY_WIRE_H
+#define CANOPY_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#define WIRE_VERSION 1
+#define WIRE_ID_LEN 32       /* node id: BLAKE2b-256 of the Ed25519 public key */
+#define WIRE_CID_LEN 32      /* content id: root of the chunk hash tree */
+#define WIRE_QID_LEN 16      /* flooded query id */
+#define WIRE_MAX_NAME 255    /* bytes of a published file name */
+#define WIRE_MAX_QUERY 256   /* bytes of a search string */
+#define WIRE_MAX_ADDR 128    /* bytes of a "host:port" string */
+#define WIRE_MAX_AGENT 64
+#define WIRE_MAX_ENTRIES 128 /* published entries per PUBLISH frame */
+#define WIRE_MAX_HITS 128    /* hits per hits frame */
+#define WIRE_MAX_PEERS 32    /* addresses per PEERS frame */
+#define WIRE_MAX_TTL 7       /* super-node hops a query may travel */
+
+typedef enum {
+  MSG_HELLO = 1,       /* first message on every session */
+  MSG_PING = 2,
+  MSG_PONG = 3,
+  MSG_PUBLISH = 4,     /* leaf -> super node: a batch of its manifest */
+  MSG_SEARCH = 5,      /* leaf -> super node */
+  MSG_SEARCH_HITS = 6, /* super node -> leaf */
+  MSG_QUERY = 7,       /* super node -> super node, flooded */
+  MSG_QUERY_HITS = 8,  /* super node -> super node, along the reverse path */
+  MSG_PEERS_REQ = 9,
+  MSG_PEERS = 10,
+} WireType;
+
+typedef enum { ROLE_LEAF = 1, ROLE_SUPER = 2 } WireRole;
+typedef enum { QUERY_KEYWORDS = 0, QUERY_CONTENT_ID = 1 } WireQueryKind;
+
+typedef struct {
+  const char *p; /* borrowed, not NUL-terminated */
+  uint16_t len;
+} WireStr;
+
+typedef struct {
+  WireStr name;
+  uint64_t size;
+  uint8_t cid[WIRE_CID_LEN];
+} WireEntry;
+
+typedef struct {
+  WireStr name;
+  uint64_t size;
+  uint8_t cid[WIRE_CID_LEN];
+  uint8_t peer[WIRE_ID_LEN]; /* node id of the leaf that shares it */
+} WireHit;
+
+typedef struct {
+  uint8_t id[WIRE_ID_LEN];
+  WireStr addr;
+} WirePeer;
+
+typedef struct {
+  uint8_t type; /* WireType */
+  union {
+    struct {
+      uint8_t role;
+      WireStr listen; /* super nodes: the address others may dial; else empty */
+      WireStr agent;
+    } hello;
+    uint64_t ping; /* PING and PONG nonce */
+    struct {
+      bool reset; /* first batch of a manifest: replace what was published */
+      uint16_t count;
+      WireEntry *entries;
+    } publish;
+    struct {
+      uint32_t req;
+      uint8_t ttl;
+      uint8_t kind;
+      WireStr text;
+    } search;
+    struct {
+      uint8_t qid[WIRE_QID_LEN];
+      uint8_t ttl; /* hops still allowed after the receiver */
+      uint8_t kind;
+      WireStr text;
+    } query;
+    struct {
+      uint32_t req;                /* SEARCH_HITS */
+      uint8_t qid[WIRE_QID_LEN];   /* QUERY_HITS */
+      uint16_t count;
+      WireHit *hits;
+    } hits;
+    struct {
+      uint16_t count;
+      WirePeer *peers;
+    } peers;
+  } u;
+} WireMsg;
+
+typedef enum {
+  WIRE_OK = 0,
+  WIRE_ETRUNC,     /* fewer bytes than the message needs, or trailing bytes */
+  WIRE_EVERSION,   /* a version this build does not speak */
+  WIRE_EUNKNOWN,   /* unknown type: the caller may ignore it */
+  WIRE_ELIMIT,     /* a declared length or count over its cap */
+  WIRE_EINVALID,   /* a field out of range (bad UTF-8, bad role, ...) */
+  WIRE_ENOMEM,
+} WireError;
+
+/* Decodes one message. On WIRE_OK, *m borrows from p and must be released
+ * with wire_msg_clear(). On error *m is cleared and needs no release. */
+WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m);
+void wire_msg_clear(WireMsg *m);
+const char *wire_error_str(WireError e);
+const char *wire_type_str(uint8_t type);
+
+/* Appends the encoding of m to out. Returns false if a field breaks a cap
+ * (the caller built a bad message) or memory ran out. */
+bool wire_encode(const WireMsg *m, Buf *out);
+
+static inline WireStr wire_str(const char *s, size_t len)
+{
+  WireStr w = {s, (uint16_t)len};
+  return w;
+}
+
+/* Strict UTF-8 check (no overlongs, no surrogates, no NUL). */
+bool wire_utf8_ok(const char *p, size_t len);
+
+#endif

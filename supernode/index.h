@@ -1,0 +1,50 @@
+/* index.h - a super node's directory of what its leaves share.
+ *
+ * Napster-style: it holds who has what, never the files. An inverted index
+ * (keyword -> entries) answers keyword searches; a content-id table answers
+ * "who has this file". Entries belong to an owner (one leaf session); all of
+ * an owner's entries go in one call when its session ends.
+ * Not thread-safe; no I/O; no clock.
+ */
+#ifndef CANOPY_INDEX_H
+#define CANOPY_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Index Index;
+
+typedef struct {
+  const char *name; /* borrowed: valid until the index next changes */
+  size_t name_len;
+  uint64_t size;
+  uint8_t cid[32];
+  uint8_t peer[32]; /* node id of the owner */
+} IndexHit;
+
+typedef enum { INDEX_OK, INDEX_DUPLICATE, INDEX_OWNER_FULL, INDEX_NOMEM, INDEX_BADNAME } IndexResult;
+
+/* max_per_owner caps the entries one leaf may publish. NULL on failure. */
+Index *index_new(size_t max_per_owner);
+void index_free(Index *ix); /* NULL is a no-op */
+
+/* Adds an entry of owner (a caller-chosen handle, e.g. a connection id) whose
+ * node id is peer. The same (name, cid) twice for one owner is a duplicate. */
+IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const char *name,
+                      size_t name_len, uint64_t size, const uint8_t cid[32]);
+/* Removes every entry of owner; returns how many. */
+size_t index_remove_owner(Index *ix, uint64_t owner);
+
+/* Entries whose name holds every keyword of query (tokenize.h rules), at most
+ * max. Returns how many were written to out. A query with no keyword matches
+ * nothing. */
+size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *out, size_t max);
+/* Entries with this content id, at most max. */
+size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t max);
+
+size_t index_size(const Index *ix);            /* live entries */
+size_t index_owner_count(const Index *ix);     /* owners with >= 1 entry */
+size_t index_owner_entries(const Index *ix, uint64_t owner);
+
+#endif
