@@ -1,1 +1,161 @@
-/* placeholder */
+/* cli.c - leaf commands: ask the running daemon over its control socket. */
+#include "cli.h"
+
+#include <json-glib/json-glib.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "control.h"
+
+static void print_json(JsonObject *o)
+{
+  JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+  json_node_set_object(n, o);
+  gchar *text = json_to_string(n, FALSE);
+  printf("%s\n", text);
+  fflush(stdout);
+  g_free(text);
+  json_node_unref(n);
+}
+
+static void human_size(uint64_t n, char *out, size_t len)
+{
+  const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)n;
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  g_snprintf(out, len, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
+typedef struct {
+  gboolean json;
+  unsigned hits;
+} SearchOut;
+
+static void on_search_line(JsonObject *o, void *ud)
+{
+  SearchOut *so = ud;
+  if (json_object_get_boolean_member_with_default(o, "done", FALSE)) {
+    if (!so->json)
+      printf("%u hit%s\n", so->hits, so->hits == 1 ? "" : "s");
+    return;
+  }
+  so->hits++;
+  if (so->json) {
+    print_json(o);
+    return;
+  }
+  char size[32];
+  human_size((uint64_t)json_object_get_int_member(o, "size"), size, sizeof size);
+  printf("%-40s %10s  %.16s  from %.16s\n", json_object_get_string_member(o, "name"), size,
+         json_object_get_string_member(o, "content_id"), json_object_get_string_member(o, "peer"));
+  fflush(stdout);
+}
+
+int cli_search(int argc, char **argv)
+{
+  gchar *state_dir = NULL;
+  gint ttl = 4, wait_ms = 1500;
+  gboolean json = FALSE, by_cid = FALSE;
+  gchar **terms = NULL;
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the leaf daemon", "DIR"},
+      {"ttl", 0, 0, G_OPTION_ARG_INT, &ttl,
+       "Super-node hops beyond the leaf's own super node (0..7, default 4)", "N"},
+      {"wait", 0, 0, G_OPTION_ARG_INT, &wait_ms, "How long to collect hits (default 1500)", "MS"},
+      {"content-id", 0, 0, G_OPTION_ARG_NONE, &by_cid, "TERMS is one content id (hex)", NULL},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json,
+       "One JSON object per hit: name, size, content_id, peer", NULL},
+      {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &terms, NULL, "TERMS..."},
+      {NULL}};
+  GOptionContext *oc = g_option_context_new("TERMS... - search the overlay");
+  g_option_context_set_description(oc, "Example:\n  canopy-leaf search --state-dir ~/.canopy --ttl 3 abbey road\n");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 2;
+  if (!g_option_context_parse(oc, &argc, &argv, &err)) {
+    fprintf(stderr, "canopy-leaf search: %s\n", err->message);
+    goto out;
+  }
+  if (!state_dir || !terms || !terms[0]) {
+    fprintf(stderr, "canopy-leaf search: --state-dir and at least one search term are required\n");
+    goto out;
+  }
+  if (ttl < 0 || ttl > 7 || wait_ms < 0 || wait_ms > 60000) {
+    fprintf(stderr, "canopy-leaf search: --ttl 0..7, --wait 0..60000\n");
+    goto out;
+  }
+  gchar *text = g_strjoinv(" ", terms);
+  JsonObject *req = json_object_new();
+  json_object_set_string_member(req, "cmd", "search");
+  json_object_set_string_member(req, "text", text);
+  json_object_set_string_member(req, "kind", by_cid ? "content_id" : "keywords");
+  json_object_set_int_member(req, "ttl", ttl);
+  json_object_set_int_member(req, "wait_ms", wait_ms);
+  g_free(text);
+  SearchOut so = {json, 0};
+  gboolean ok = control_call(state_dir, req, on_search_line, &so, (guint)(wait_ms / 1000 + 10), &err);
+  json_object_unref(req);
+  if (!ok) {
+    fprintf(stderr, "canopy-leaf search: %s\n", err->message);
+    rc = 1;
+    goto out;
+  }
+  rc = 0;
+out:
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(state_dir);
+  g_strfreev(terms);
+  return rc;
+}
+
+static void on_status_line(JsonObject *o, void *ud)
+{
+  json_object_remove_member(o, "done");
+  if (*(gboolean *)ud) {
+    print_json(o);
+    return;
+  }
+  GList *members = json_object_get_members(o);
+  for (GList *m = members; m; m = m->next) {
+    gchar *text = json_to_string(json_object_get_member(o, m->data), FALSE);
+    printf("%-14s %s\n", (const char *)m->data, text);
+    g_free(text);
+  }
+  g_list_free(members);
+}
+
+int cli_status(int argc, char **argv)
+{
+  gchar *state_dir = NULL;
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the leaf daemon", "DIR"},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
+      {NULL}};
+  GOptionContext *oc = g_option_context_new("- show the leaf daemon's state");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 2;
+  if (!g_option_context_parse(oc, &argc, &argv, &err) || !state_dir) {
+    fprintf(stderr, "canopy-leaf status: %s\n", err ? err->message : "--state-dir is required");
+    goto out;
+  }
+  JsonObject *req = json_object_new();
+  json_object_set_string_member(req, "cmd", "status");
+  gboolean ok = control_call(state_dir, req, on_status_line, &json, 5, &err);
+  json_object_unref(req);
+  rc = ok ? 0 : 1;
+  if (!ok)
+    fprintf(stderr, "canopy-leaf status: %s\n", err->message);
+out:
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(state_dir);
+  return rc;
+}

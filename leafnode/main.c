@@ -1,1 +1,375 @@
-int main(void) { return 0; }
+/* main.c - canopy-leaf: the leaf daemon's glib shell, and the CLI entry.
+ *
+ * The daemon scans its share, keeps a session with its super node through
+ * the leaf core (leafcore.h) and serves searches to `canopy-leaf search`
+ * over the control socket in its state dir.
+ */
+#include <glib-unix.h>
+#include <gio/gio.h>
+#include <json-glib/json-glib.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "clock.h"
+#include "config.h"
+#include "control.h"
+#include "identity.h"
+#include "leafcore.h"
+#include "session.h"
+#include "share.h"
+#include "wire.h"
+
+typedef struct {
+  GMainContext *ctx;
+  GMainLoop *loop;
+  Identity id;
+  char id_hex[IDENTITY_HEX_LEN];
+  LeafCore *core;
+  Share *share;
+  char *sn_addr;
+  GSocketClient *dialer;
+  Session *session;
+  uint64_t next_sid;
+  GSource *tick;
+  GSource *rescan;
+  uint64_t rescan_ms;
+  ControlServer *ctl;
+  GHashTable *pending; /* search id -> ControlClient* */
+  char last_error[256];
+  char sn_hex[IDENTITY_HEX_LEN];
+} Leaf;
+
+static void run_actions(Leaf *lf);
+
+static void rng_fill(uint8_t *out, size_t n, void *ctx) { randombytes_buf(out, n); }
+
+static gboolean on_tick(gpointer ud)
+{
+  Leaf *lf = ud;
+  leaf_core_tick(lf->core, clock_now_ms());
+  run_actions(lf);
+  return G_SOURCE_REMOVE;
+}
+
+static void on_opened(Session *s, void *ud)
+{
+  Leaf *lf = ud;
+  hex_encode(session_peer_id(s), IDENTITY_ID_LEN, lf->sn_hex);
+  g_message("connected to super node %.16s… at %s", lf->sn_hex, lf->sn_addr);
+  lf->last_error[0] = '\0';
+  leaf_core_connected(lf->core, clock_now_ms());
+  run_actions(lf);
+}
+
+static void on_message(Session *s, const uint8_t *msg, size_t len, void *ud)
+{
+  Leaf *lf = ud;
+  leaf_core_recv(lf->core, msg, len, clock_now_ms());
+  run_actions(lf);
+}
+
+static void on_closed(Session *s, const char *reason, void *ud)
+{
+  Leaf *lf = ud;
+  g_message("session with super node %s ended: %s", lf->sn_addr, reason);
+  g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sn_addr, reason);
+  if (lf->session == s) {
+    lf->session = NULL;
+    session_unref(s);
+  }
+  leaf_core_disconnected(lf->core, clock_now_ms());
+  run_actions(lf);
+}
+
+static const SessionCallbacks session_cb = {on_opened, on_message, on_closed};
+
+static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
+{
+  Leaf *lf = ud;
+  GError *err = NULL;
+  GSocketConnection *conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(src), res, &err);
+  if (!conn) {
+    g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sn_addr, err->message);
+    g_info("cannot reach super node %s", lf->last_error);
+    g_error_free(err);
+    leaf_core_disconnected(lf->core, clock_now_ms());
+  } else {
+    lf->session = session_new(conn, ++lf->next_sid, &lf->id, CHANNEL_INITIATOR, lf->ctx,
+                              &session_cb, lf);
+    g_object_unref(conn);
+  }
+  run_actions(lf);
+}
+
+static ControlClient *take_pending(Leaf *lf, uint32_t id)
+{
+  ControlClient *cl = g_hash_table_lookup(lf->pending, GUINT_TO_POINTER(id));
+  g_hash_table_remove(lf->pending, GUINT_TO_POINTER(id));
+  return cl;
+}
+
+static void run_actions(Leaf *lf)
+{
+  LeafAction a;
+  while (leaf_core_next_action(lf->core, &a)) {
+    switch (a.kind) {
+    case LEAF_ACT_DIAL:
+      g_socket_client_connect_to_host_async(lf->dialer, lf->sn_addr, 0, NULL, on_dialed, lf);
+      break;
+    case LEAF_ACT_SEND:
+      if (lf->session)
+        session_send(lf->session, a.data, a.len);
+      break;
+    case LEAF_ACT_CLOSE:
+      if (lf->session) {
+        Session *s = lf->session;
+        lf->session = NULL;
+        g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sn_addr, a.reason);
+        session_close(s, a.reason);
+        session_unref(s);
+      }
+      break;
+    case LEAF_ACT_HIT: {
+      ControlClient *cl = g_hash_table_lookup(lf->pending, GUINT_TO_POINTER(a.search));
+      if (!cl)
+        break;
+      char cid[IDENTITY_HEX_LEN], peer[IDENTITY_HEX_LEN];
+      hex_encode(a.cid, 32, cid);
+      hex_encode(a.peer, 32, peer);
+      JsonObject *o = json_object_new();
+      json_object_set_string_member(o, "name", a.name);
+      json_object_set_int_member(o, "size", (gint64)a.size);
+      json_object_set_string_member(o, "content_id", cid);
+      json_object_set_string_member(o, "peer", peer);
+      control_send(cl, o);
+      break;
+    }
+    case LEAF_ACT_SEARCH_DONE: {
+      ControlClient *cl = take_pending(lf, a.search);
+      if (!cl)
+        break;
+      if (a.reason) {
+        char msg[400];
+        g_snprintf(msg, sizeof msg, "%s%s%s", a.reason, lf->last_error[0] ? " (last error: " : "",
+                   lf->last_error[0] ? lf->last_error : "");
+        if (lf->last_error[0])
+          g_strlcat(msg, ")", sizeof msg);
+        control_fail(cl, msg);
+      } else {
+        JsonObject *o = json_object_new();
+        json_object_set_boolean_member(o, "done", TRUE);
+        control_send(cl, o);
+        control_finish(cl);
+      }
+      break;
+    }
+    }
+    leaf_action_clear(&a);
+  }
+  timer_arm(&lf->tick, lf->ctx, leaf_core_next_deadline(lf->core), on_tick, lf);
+}
+
+static void rescan(Leaf *lf)
+{
+  GError *err = NULL;
+  gboolean changed = FALSE;
+  if (!share_scan(lf->share, &changed, &err)) {
+    g_warning("%s", err->message);
+    g_error_free(err);
+    return;
+  }
+  if (changed) {
+    size_t n;
+    const LeafEntry *e = share_entries(lf->share, &n);
+    g_message("sharing %zu file%s (%zu hashed)", n, n == 1 ? "" : "s", share_last_hashed(lf->share));
+    leaf_core_set_manifest(lf->core, e, n, clock_now_ms());
+  }
+}
+
+static gboolean on_rescan(gpointer ud)
+{
+  Leaf *lf = ud;
+  rescan(lf);
+  run_actions(lf);
+  timer_arm(&lf->rescan, lf->ctx, clock_now_ms() + lf->rescan_ms, on_rescan, lf);
+  return G_SOURCE_REMOVE;
+}
+
+static void on_control(ControlClient *cl, JsonObject *req, void *ud)
+{
+  Leaf *lf = ud;
+  const char *cmd = json_object_get_string_member_with_default(req, "cmd", "");
+  if (strcmp(cmd, "search") == 0) {
+    const char *text = json_object_get_string_member_with_default(req, "text", "");
+    const char *kind = json_object_get_string_member_with_default(req, "kind", "keywords");
+    gint64 ttl = json_object_get_int_member_with_default(req, "ttl", 4);
+    gint64 wait = json_object_get_int_member_with_default(req, "wait_ms", 1500);
+    if (ttl < 0 || ttl > WIRE_MAX_TTL || wait < 0 || wait > 60000) {
+      control_fail(cl, "bad search: ttl 0..7, wait_ms 0..60000");
+      return;
+    }
+    uint32_t id = leaf_core_search(lf->core, strcmp(kind, "content_id") == 0, text, (uint8_t)ttl,
+                                   (uint64_t)wait, clock_now_ms());
+    g_hash_table_insert(lf->pending, GUINT_TO_POINTER(id), cl);
+    run_actions(lf);
+  } else if (strcmp(cmd, "status") == 0) {
+    size_t n;
+    share_entries(lf->share, &n);
+    JsonObject *o = json_object_new();
+    json_object_set_string_member(o, "id", lf->id_hex);
+    json_object_set_string_member(o, "supernode", lf->sn_addr);
+    json_object_set_boolean_member(o, "connected", leaf_core_is_connected(lf->core));
+    if (leaf_core_is_connected(lf->core))
+      json_object_set_string_member(o, "supernode_id", lf->sn_hex);
+    json_object_set_int_member(o, "shared_files", (gint64)n);
+    if (lf->last_error[0])
+      json_object_set_string_member(o, "last_error", lf->last_error);
+    json_object_set_boolean_member(o, "done", TRUE);
+    control_send(cl, o);
+    control_finish(cl);
+  } else {
+    control_fail(cl, "unknown command");
+  }
+}
+
+static gboolean on_signal(gpointer ud)
+{
+  g_main_loop_quit(ud);
+  return G_SOURCE_CONTINUE;
+}
+
+static const CfgKey config_keys[] = {
+    {"supernode", CFG_STRING},   {"share", CFG_STRING},     {"state-dir", CFG_STRING},
+    {"keepalive-ms", CFG_INT},   {"rescan-s", CFG_INT},     {"log-level", CFG_STRING},
+    {NULL, 0}};
+
+static int run_daemon(int argc, char **argv)
+{
+  gchar *sn_addr = NULL, *share = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
+  gint keepalive_ms = 5000, rescan_s = 60;
+  GOptionEntry entries[] = {
+      {"supernode", 0, 0, G_OPTION_ARG_STRING, &sn_addr, "Super node to attach to", "HOST:PORT"},
+      {"share", 0, 0, G_OPTION_ARG_FILENAME, &share, "Folder whose files are published", "DIR"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)", "DIR"},
+      {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms, "Keepalive interval (default 5000)", "MS"},
+      {"rescan-s", 0, 0, G_OPTION_ARG_INT, &rescan_s, "Rescan the share every S seconds (0: never; default 60)", "S"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [leaf] section", "FILE"},
+      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug", "LEVEL"},
+      {NULL}};
+  GOptionContext *oc = g_option_context_new("- run a Canopy leaf (commands: search, status)");
+  g_option_context_set_description(
+      oc, "Examples:\n  canopy-leaf --supernode 203.0.113.5:7400 --share ~/Music --state-dir ~/.canopy\n"
+          "  canopy-leaf search --state-dir ~/.canopy abbey road\n");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 1;
+  Leaf lf = {0};
+  char **args = argv;
+  int nargs = argc;
+  if (!config_merge_args("leaf", config_keys, &nargs, &args, &err) ||
+      !g_option_context_parse(oc, &nargs, &args, &err)) {
+    fprintf(stderr, "canopy-leaf: %s\n", err->message);
+    goto out;
+  }
+  if (!sn_addr || !share || !state_dir) {
+    fprintf(stderr, "canopy-leaf: --supernode, --share and --state-dir are required (see --help)\n");
+    goto out;
+  }
+  if (nargs > 1) {
+    fprintf(stderr, "canopy-leaf: unknown command '%s' (commands: search, status)\n", args[1]);
+    goto out;
+  }
+  if (keepalive_ms < 100 || keepalive_ms > 600000 || rescan_s < 0) {
+    fprintf(stderr, "canopy-leaf: --keepalive-ms 100..600000, --rescan-s >= 0\n");
+    goto out;
+  }
+  if (!log_setup(log_level, &err) || !statedir_prepare(state_dir, &err)) {
+    fprintf(stderr, "canopy-leaf: %s\n", err->message);
+    goto out;
+  }
+  char msg[256];
+  if (!crypto_ready() || !identity_load_or_create(state_dir, &lf.id, msg, sizeof msg)) {
+    fprintf(stderr, "canopy-leaf: %s\n", crypto_ready() ? msg : "libsodium failed to initialise");
+    goto out;
+  }
+  hex_encode(lf.id.id, IDENTITY_ID_LEN, lf.id_hex);
+  lf.sn_addr = g_strdup(sn_addr);
+  lf.ctx = g_main_context_ref_thread_default();
+  lf.loop = g_main_loop_new(lf.ctx, FALSE);
+  lf.dialer = g_socket_client_new();
+  g_socket_client_set_timeout(lf.dialer, 5);
+  lf.pending = g_hash_table_new(g_direct_hash, g_direct_equal);
+  lf.rescan_ms = (uint64_t)rescan_s * 1000;
+
+  gchar *ctl_path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
+  lf.ctl = control_server_new(ctl_path, lf.ctx, on_control, &lf, &err);
+  g_free(ctl_path);
+  if (!lf.ctl) {
+    fprintf(stderr, "canopy-leaf: control socket: %s\n", err->message);
+    goto out;
+  }
+  lf.share = share_new(share);
+  if (!share_scan(lf.share, NULL, &err)) {
+    fprintf(stderr, "canopy-leaf: %s\n", err->message);
+    goto out;
+  }
+  LeafConfig cfg;
+  leaf_config_defaults(&cfg);
+  cfg.keepalive_ms = (uint64_t)keepalive_ms;
+  lf.core = leaf_core_new(&cfg, rng_fill, NULL);
+  size_t n;
+  const LeafEntry *e = share_entries(lf.share, &n);
+  leaf_core_set_manifest(lf.core, e, n, clock_now_ms());
+  g_message("leaf %.16s… sharing %zu file%s from %s", lf.id_hex, n, n == 1 ? "" : "s", share);
+  leaf_core_start(lf.core, clock_now_ms());
+  run_actions(&lf);
+  if (lf.rescan_ms)
+    timer_arm(&lf.rescan, lf.ctx, clock_now_ms() + lf.rescan_ms, on_rescan, &lf);
+
+  g_unix_signal_add(SIGINT, on_signal, lf.loop);
+  g_unix_signal_add(SIGTERM, on_signal, lf.loop);
+  g_main_loop_run(lf.loop);
+  rc = 0;
+out:
+  timer_disarm(&lf.tick);
+  timer_disarm(&lf.rescan);
+  if (lf.session) {
+    Session *s = lf.session;
+    lf.session = NULL;
+    session_close(s, "shutting down");
+    session_unref(s);
+  }
+  control_server_free(lf.ctl);
+  if (lf.pending)
+    g_hash_table_destroy(lf.pending);
+  leaf_core_free(lf.core);
+  share_free(lf.share);
+  g_clear_object(&lf.dialer);
+  if (lf.loop)
+    g_main_loop_unref(lf.loop);
+  if (lf.ctx)
+    g_main_context_unref(lf.ctx);
+  identity_clear(&lf.id);
+  g_free(lf.sn_addr);
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  if (args != argv)
+    g_strfreev(args);
+  g_free(sn_addr);
+  g_free(share);
+  g_free(state_dir);
+  g_free(config);
+  g_free(log_level);
+  return rc;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc > 1 && strcmp(argv[1], "search") == 0)
+    return cli_search(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "status") == 0)
+    return cli_status(argc - 1, argv + 1);
+  return run_daemon(argc, argv);
+}

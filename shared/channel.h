@@ -58,7 +58,7 @@ const uint8_t *channel_peer_pk(const Channel *ch);
  * frame plus its header is ever buffered. */
 bool channel_feed(Channel *ch, const uint8_t *data, size_t len);
 /* Decrypts the next complete application frame from the buffered input.
- * Returns 1 and sets *msg/*len (borrowed until the next call into ch),
+ * Returns 1 and sets *msg and *len (borrowed until the next call into ch),
  * 0 if no complete frame is buffered, -1 on failure. */
 int channel_read(Channel *ch, const uint8_t **msg, size_t *len);
 /* Encrypts one application message (len <= CHANNEL_MAX_PLAIN) and queues it.

@@ -1,1 +1,235 @@
-/* placeholder */
+/* session.c - drive a Channel over a non-blocking GSocket. */
+#include "session.h"
+
+#include "clock.h"
+
+#define READ_CHUNK 65536
+
+struct Session {
+  gint refs;
+  uint64_t id;
+  GSocketConnection *conn;
+  GSocket *sock;
+  GMainContext *ctx;
+  Channel *ch;
+  SessionCallbacks cb;
+  void *ud;
+  GSource *in_src;
+  GSource *out_src;
+  GSource *hs_timer;
+  char remote[80];
+  bool opened;
+  bool closed;
+  char reason[160];
+};
+
+static void arm_output(Session *s);
+
+Session *session_ref(Session *s)
+{
+  g_atomic_int_inc(&s->refs);
+  return s;
+}
+
+static void drop_sources(Session *s)
+{
+  if (s->in_src) {
+    g_source_destroy(s->in_src);
+    g_source_unref(s->in_src);
+    s->in_src = NULL;
+  }
+  if (s->out_src) {
+    g_source_destroy(s->out_src);
+    g_source_unref(s->out_src);
+    s->out_src = NULL;
+  }
+  timer_disarm(&s->hs_timer);
+}
+
+void session_unref(Session *s)
+{
+  if (!s || !g_atomic_int_dec_and_test(&s->refs))
+    return;
+  drop_sources(s);
+  channel_free(s->ch);
+  if (s->conn) {
+    g_io_stream_close(G_IO_STREAM(s->conn), NULL, NULL);
+    g_object_unref(s->conn);
+  }
+  g_free(s);
+}
+
+uint64_t session_id(const Session *s) { return s->id; }
+const uint8_t *session_peer_id(const Session *s) { return channel_peer_id(s->ch); }
+const char *session_remote(const Session *s) { return s->remote; }
+bool session_is_open(const Session *s) { return s->opened && !s->closed; }
+
+void session_close(Session *s, const char *reason)
+{
+  if (s->closed)
+    return;
+  s->closed = true;
+  g_strlcpy(s->reason, reason ? reason : "closed", sizeof s->reason);
+  drop_sources(s);
+  /* Closing the socket now (not at the last unref) tells the peer at once. */
+  g_socket_close(s->sock, NULL);
+  session_ref(s);
+  if (s->cb.closed)
+    s->cb.closed(s, s->reason, s->ud);
+  session_unref(s);
+}
+
+/* Writes as much queued output as the socket takes. */
+static bool flush(Session *s)
+{
+  size_t len;
+  const uint8_t *out = channel_output(s->ch, &len);
+  while (len > 0) {
+    GError *err = NULL;
+    gssize n = g_socket_send(s->sock, (const gchar *)out, len, NULL, &err);
+    if (n < 0) {
+      bool again = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+      char reason[160];
+      g_snprintf(reason, sizeof reason, "send failed: %s", err->message);
+      g_error_free(err);
+      if (again)
+        break;
+      session_close(s, reason);
+      return false;
+    }
+    channel_output_consume(s->ch, (size_t)n);
+    out = channel_output(s->ch, &len);
+  }
+  if (len > SESSION_MAX_OUTPUT) {
+    session_close(s, "peer is not reading (output queue full)");
+    return false;
+  }
+  if (len > 0)
+    arm_output(s);
+  return true;
+}
+
+static gboolean on_writable(GSocket *sock, GIOCondition cond, gpointer ud)
+{
+  Session *s = ud;
+  g_source_unref(s->out_src);
+  s->out_src = NULL;
+  flush(s);
+  return G_SOURCE_REMOVE;
+}
+
+static void arm_output(Session *s)
+{
+  if (s->out_src || s->closed)
+    return;
+  s->out_src = g_socket_create_source(s->sock, G_IO_OUT, NULL);
+  g_source_set_callback(s->out_src, (GSourceFunc)(void (*)(void))on_writable, s, NULL);
+  g_source_attach(s->out_src, s->ctx);
+}
+
+/* Hands every complete message up; stops as soon as the session closes. */
+static void deliver(Session *s)
+{
+  if (!s->opened && channel_state(s->ch) == CHANNEL_OPEN) {
+    s->opened = true;
+    timer_disarm(&s->hs_timer);
+    if (s->cb.opened)
+      s->cb.opened(s, s->ud);
+  }
+  while (!s->closed) {
+    const uint8_t *msg;
+    size_t len;
+    int r = channel_read(s->ch, &msg, &len);
+    if (r == 0)
+      break;
+    if (r < 0) {
+      char reason[160];
+      g_snprintf(reason, sizeof reason, "secure channel: %s", channel_error(s->ch));
+      session_close(s, reason);
+      break;
+    }
+    if (s->cb.message)
+      s->cb.message(s, msg, len, s->ud);
+  }
+  if (!s->closed && channel_state(s->ch) == CHANNEL_CLOSED)
+    session_close(s, "peer ended the session");
+}
+
+static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer ud)
+{
+  Session *s = ud;
+  uint8_t buf[READ_CHUNK];
+  session_ref(s);
+  GError *err = NULL;
+  gssize n = g_socket_receive(sock, (gchar *)buf, sizeof buf, NULL, &err);
+  if (n < 0) {
+    if (!g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
+      char reason[160];
+      g_snprintf(reason, sizeof reason, "receive failed: %s", err->message);
+      session_close(s, reason);
+    }
+    g_error_free(err);
+  } else if (n == 0) {
+    session_close(s, "connection closed by peer");
+  } else if (!channel_feed(s->ch, buf, (size_t)n)) {
+    char reason[160];
+    g_snprintf(reason, sizeof reason, "secure channel: %s", channel_error(s->ch));
+    session_close(s, reason);
+  } else {
+    deliver(s);
+    if (!s->closed)
+      flush(s); /* handshake replies */
+  }
+  gboolean keep = !s->closed;
+  session_unref(s);
+  return keep;
+}
+
+static gboolean on_handshake_timeout(gpointer ud)
+{
+  session_close(ud, "handshake timed out");
+  return G_SOURCE_REMOVE;
+}
+
+Session *session_new(GSocketConnection *conn, uint64_t id, const Identity *self, ChannelRole role,
+                     GMainContext *ctx, const SessionCallbacks *cb, void *ud)
+{
+  Session *s = g_new0(Session, 1);
+  s->refs = 1;
+  s->id = id;
+  s->conn = g_object_ref(conn);
+  s->sock = g_socket_connection_get_socket(conn);
+  s->ctx = ctx;
+  s->cb = *cb;
+  s->ud = ud;
+  s->ch = channel_new(self, role);
+  if (!s->ch) {
+    session_unref(s);
+    return NULL;
+  }
+  g_socket_set_blocking(s->sock, FALSE);
+  g_socket_set_keepalive(s->sock, TRUE);
+  GSocketAddress *ra = g_socket_get_remote_address(s->sock, NULL);
+  if (G_IS_INET_SOCKET_ADDRESS(ra)) {
+    gchar *host = g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(ra)));
+    g_snprintf(s->remote, sizeof s->remote, "%s:%u", host,
+               g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(ra)));
+    g_free(host);
+  } else {
+    g_strlcpy(s->remote, "local", sizeof s->remote);
+  }
+  g_clear_object(&ra);
+  s->in_src = g_socket_create_source(s->sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
+  g_source_set_callback(s->in_src, (GSourceFunc)(void (*)(void))on_readable, s, NULL);
+  g_source_attach(s->in_src, ctx);
+  timer_arm(&s->hs_timer, ctx, clock_now_ms() + SESSION_HANDSHAKE_MS, on_handshake_timeout, s);
+  flush(s); /* the initiator's first handshake message */
+  return s;
+}
+
+bool session_send(Session *s, const uint8_t *msg, size_t len)
+{
+  if (!session_is_open(s) || !channel_write(s->ch, msg, len))
+    return false;
+  return flush(s);
+}

@@ -1,1 +1,669 @@
-/* placeholder */
+/* index.c - a super node's directory of what its leaves share.
+ *
+ * Layout, chosen so that a million entries stay small and a search touches
+ * little memory:
+ *   - Entries live in one slot array (64 bytes each) with a free list; a
+ *     slot's generation is bumped when it is freed, so a stale reference to a
+ *     reused slot is recognised and never resurrects the old entry.
+ *   - Names live in one byte arena, length-prefixed, not one malloc each;
+ *     removals leave holes that are squeezed out once they outweigh the live
+ *     bytes.
+ *   - Each keyword has a posting list of (slot, generation). Removal does not
+ *     search the list: it only counts one more dead reference, and the list
+ *     is compacted when dead > live. Each compaction's cost is paid for by the
+ *     removals since the last one, so removing an owner is O(its entries x
+ *     its keywords) even when they all share one huge posting list.
+ *   - Content ids go through an open-addressing table of chain heads; entries
+ *     with the same content id form a doubly linked chain, so unlinking one
+ *     is O(1) however many leaves share a popular file.
+ *   - An owner's entries form a singly linked list: they only ever leave all
+ *     together.
+ */
+#include "index.h"
+
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenize.h"
+
+#define NIL UINT32_MAX
+#define INDEX_NAME_MAX 255 /* the arena's length prefix is one byte */
+#define KEYWORD_BUF (INDEX_NAME_MAX + TOKENIZE_MAX_TOKENS)
+#define QUERY_STACK_BUF 512
+#define ARENA_COMPACT_MIN (64u * 1024u)
+#define CID_TAB_MIN 1024
+
+typedef struct {
+  uint8_t cid[32];
+  uint64_t size;
+  uint32_t name_off;   /* arena offset of a u8 length and the name bytes */
+  uint32_t owner;      /* owner id; NIL while the slot is free */
+  uint32_t gen;        /* bumped on free: stale Refs no longer match */
+  uint32_t next_owned; /* the owner's next entry; free-list link when free */
+  uint32_t cid_prev;   /* NIL at the chain head (the one the table points to) */
+  uint32_t cid_next;
+} Entry;
+
+typedef struct {
+  uint32_t slot;
+  uint32_t gen;
+} Ref;
+
+typedef struct {
+  Ref *refs;
+  uint32_t len; /* refs in use, live and dead */
+  uint32_t cap;
+  uint32_t dead; /* refs whose entry is gone; invariant: len - dead >= 1 */
+  char word[];   /* NUL-terminated; the keyword table's key */
+} Posting;
+
+typedef struct {
+  uint64_t handle; /* the keyword of owners_by_handle */
+  uint8_t peer[32];
+  uint32_t id;   /* index into Index.owners */
+  uint32_t head; /* first entry slot */
+  size_t count;  /* >= 1 while the owner is registered */
+} Owner;
+
+struct Index {
+  size_t max_per_owner;
+
+  Entry *slots;
+  uint32_t nslots; /* slots ever used; those below are live or on the free list */
+  uint32_t slots_cap;
+  uint32_t free_head;
+  size_t live;
+
+  uint8_t *arena;
+  size_t arena_len;
+  size_t arena_cap;
+  size_t arena_dead; /* bytes of removed names still in the arena */
+
+  uint32_t *cid_tab; /* chain-head slots; NIL = empty bucket */
+  size_t cid_cap;    /* power of two */
+  unsigned cid_bits;
+  size_t cid_used;
+  uint64_t cid_seed; /* peers pick content ids: keep bucket choice unguessable */
+
+  GHashTable *words;            /* keyword (Posting.word) -> Posting* */
+  GHashTable *owners_by_handle; /* &Owner.handle -> Owner* */
+  GPtrArray *owners;            /* id -> Owner*, NULL when the id is free */
+  GArray *free_owner_ids;       /* uint32_t */
+};
+
+/* ---- names ------------------------------------------------------------ */
+
+static const char *entry_name(const Index *ix, const Entry *e, size_t *len)
+{
+  *len = ix->arena[e->name_off];
+  return (const char *)ix->arena + e->name_off + 1;
+}
+
+static bool arena_reserve(Index *ix, size_t need)
+{
+  if (ix->arena_len + need <= ix->arena_cap)
+    return true;
+  /* name_off is 32 bits wide */
+  if (ix->arena_len + need > UINT32_MAX)
+    return false;
+  size_t cap = ix->arena_cap ? ix->arena_cap : 4096;
+  while (cap < ix->arena_len + need)
+    cap *= 2;
+  if (cap > UINT32_MAX)
+    cap = UINT32_MAX;
+  uint8_t *a = realloc(ix->arena, cap);
+  if (!a)
+    return false;
+  ix->arena = a;
+  ix->arena_cap = cap;
+  return true;
+}
+
+/* Copies live names into a fresh arena, dropping removed ones. Called only
+ * when dead bytes outweigh live ones, so its cost is covered by the removals
+ * that made them dead. Failing to allocate just leaves the holes. */
+static void arena_compact(Index *ix)
+{
+  size_t live = ix->arena_len - ix->arena_dead;
+  size_t cap = live + live / 4 + 4096;
+  uint8_t *a = malloc(cap);
+  if (!a)
+    return;
+  size_t off = 0;
+  for (uint32_t s = 0; s < ix->nslots; s++) {
+    Entry *e = &ix->slots[s];
+    if (e->owner == NIL)
+      continue;
+    size_t n = 1 + (size_t)ix->arena[e->name_off];
+    memcpy(a + off, ix->arena + e->name_off, n);
+    e->name_off = (uint32_t)off;
+    off += n;
+  }
+  free(ix->arena);
+  ix->arena = a;
+  ix->arena_len = off;
+  ix->arena_cap = cap;
+  ix->arena_dead = 0;
+}
+
+/* ---- content-id table ------------------------------------------------- */
+
+/* Mixes all 32 bytes with a per-index seed and takes the top bits: a peer
+ * that picks content ids cannot aim them at one bucket run without knowing
+ * the seed. (Not a keyed PRF; chains and results never depend on buckets.) */
+static size_t cid_bucket(const Index *ix, const uint8_t cid[32])
+{
+  uint64_t h = ix->cid_seed;
+  for (int i = 0; i < 4; i++) {
+    uint64_t w;
+    memcpy(&w, cid + 8 * i, 8);
+    h = (h ^ w) * 0x9E3779B97F4A7C15u;
+    h ^= h >> 29;
+  }
+  h *= 0xBF58476D1CE4E5B9u;
+  return (size_t)(h >> (64 - ix->cid_bits));
+}
+
+/* Bucket holding the chain for cid, or SIZE_MAX. */
+static size_t cid_find(const Index *ix, const uint8_t cid[32])
+{
+  size_t mask = ix->cid_cap - 1;
+  for (size_t i = cid_bucket(ix, cid);; i = (i + 1) & mask) {
+    uint32_t s = ix->cid_tab[i];
+    if (s == NIL)
+      return SIZE_MAX;
+    if (memcmp(ix->slots[s].cid, cid, 32) == 0)
+      return i;
+  }
+}
+
+/* Puts slot's chain into the table; its cid must not be there yet. */
+static void cid_place(Index *ix, uint32_t slot)
+{
+  size_t mask = ix->cid_cap - 1;
+  size_t i = cid_bucket(ix, ix->slots[slot].cid);
+  while (ix->cid_tab[i] != NIL)
+    i = (i + 1) & mask;
+  ix->cid_tab[i] = slot;
+}
+
+/* Makes room for one more chain, keeping the load at most 3/4 so linear
+ * probing stays short. */
+static bool cid_reserve(Index *ix)
+{
+  if ((ix->cid_used + 1) * 4 <= ix->cid_cap * 3)
+    return true;
+  uint32_t *old = ix->cid_tab;
+  size_t old_cap = ix->cid_cap;
+  uint32_t *t = malloc(old_cap * 2 * sizeof *t);
+  if (!t)
+    return false;
+  memset(t, 0xff, old_cap * 2 * sizeof *t); /* all NIL */
+  ix->cid_tab = t;
+  ix->cid_cap = old_cap * 2;
+  ix->cid_bits++;
+  for (size_t i = 0; i < old_cap; i++)
+    if (old[i] != NIL)
+      cid_place(ix, old[i]);
+  free(old);
+  return true;
+}
+
+/* Empties bucket pos by backward-shift deletion (no tombstones): every later
+ * member of the probe run that may legally sit earlier moves up. */
+static void cid_delete(Index *ix, size_t pos)
+{
+  size_t mask = ix->cid_cap - 1;
+  size_t hole = pos;
+  for (size_t j = (pos + 1) & mask; ix->cid_tab[j] != NIL; j = (j + 1) & mask) {
+    size_t home = cid_bucket(ix, ix->slots[ix->cid_tab[j]].cid);
+    /* It may fill the hole if the hole is no further from home than j. */
+    if (((j - home) & mask) >= ((j - hole) & mask)) {
+      ix->cid_tab[hole] = ix->cid_tab[j];
+      hole = j;
+    }
+  }
+  ix->cid_tab[hole] = NIL;
+  ix->cid_used--;
+}
+
+static void cid_link(Index *ix, uint32_t slot)
+{
+  Entry *e = &ix->slots[slot];
+  size_t pos = cid_find(ix, e->cid);
+  e->cid_prev = NIL;
+  if (pos == SIZE_MAX) {
+    e->cid_next = NIL;
+    cid_place(ix, slot);
+    ix->cid_used++;
+    return;
+  }
+  /* New entries go first: the table holds the head, so retarget it. */
+  e->cid_next = ix->cid_tab[pos];
+  ix->slots[e->cid_next].cid_prev = slot;
+  ix->cid_tab[pos] = slot;
+}
+
+static void cid_unlink(Index *ix, uint32_t slot)
+{
+  Entry *e = &ix->slots[slot];
+  if (e->cid_next != NIL)
+    ix->slots[e->cid_next].cid_prev = e->cid_prev;
+  if (e->cid_prev != NIL) {
+    ix->slots[e->cid_prev].cid_next = e->cid_next;
+    return;
+  }
+  size_t pos = cid_find(ix, e->cid);
+  g_assert(pos != SIZE_MAX && ix->cid_tab[pos] == slot);
+  if (e->cid_next != NIL)
+    ix->cid_tab[pos] = e->cid_next;
+  else
+    cid_delete(ix, pos);
+}
+
+/* ---- postings --------------------------------------------------------- */
+
+static Posting *posting_new(const char *word)
+{
+  size_t n = strlen(word);
+  Posting *p = malloc(sizeof *p + n + 1);
+  if (!p)
+    return NULL;
+  p->refs = NULL;
+  p->len = p->cap = p->dead = 0;
+  memcpy(p->word, word, n + 1);
+  return p;
+}
+
+static void posting_free(Posting *p)
+{
+  if (!p)
+    return;
+  free(p->refs);
+  free(p);
+}
+
+static bool posting_reserve(Posting *p)
+{
+  if (p->len < p->cap)
+    return true;
+  if (p->cap >= UINT32_MAX / 2)
+    return false;
+  /* Three refs fill malloc's smallest chunk; most keywords are rare. */
+  uint32_t cap = p->cap < 3 ? 3 : p->cap + p->cap / 2;
+  Ref *r = realloc(p->refs, cap * sizeof *r);
+  if (!r)
+    return false;
+  p->refs = r;
+  p->cap = cap;
+  return true;
+}
+
+static void posting_compact(Index *ix, Posting *p)
+{
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < p->len; i++) {
+    Ref r = p->refs[i];
+    if (ix->slots[r.slot].gen == r.gen)
+      p->refs[n++] = r;
+  }
+  p->len = n;
+  p->dead = 0;
+  /* Give memory back after mass removals; keep the old block on failure. */
+  if (p->cap > 8 && p->cap / 4 > n) {
+    uint32_t cap = n + n / 2 + 1;
+    Ref *r = realloc(p->refs, cap * sizeof *r);
+    if (r) {
+      p->refs = r;
+      p->cap = cap;
+    }
+  }
+}
+
+/* The entry a Ref named has gone: count it, and compact or drop the list. */
+static void posting_note_dead(Index *ix, Posting *p)
+{
+  p->dead++;
+  uint32_t live = p->len - p->dead;
+  if (live == 0) {
+    g_hash_table_remove(ix->words, p->word);
+    posting_free(p);
+  } else if (p->dead > live) {
+    posting_compact(ix, p);
+  }
+}
+
+/* ---- owners ----------------------------------------------------------- */
+
+static Owner *owner_lookup(const Index *ix, uint64_t handle)
+{
+  return g_hash_table_lookup(ix->owners_by_handle, &handle);
+}
+
+static Owner *owner_register(Index *ix, uint64_t handle, const uint8_t peer[32])
+{
+  Owner *o = g_new0(Owner, 1);
+  o->handle = handle;
+  memcpy(o->peer, peer, 32);
+  o->head = NIL;
+  if (ix->free_owner_ids->len > 0) {
+    o->id = g_array_index(ix->free_owner_ids, uint32_t, ix->free_owner_ids->len - 1);
+    g_array_set_size(ix->free_owner_ids, ix->free_owner_ids->len - 1);
+    g_ptr_array_index(ix->owners, o->id) = o;
+  } else {
+    o->id = ix->owners->len;
+    g_ptr_array_add(ix->owners, o);
+  }
+  g_hash_table_insert(ix->owners_by_handle, &o->handle, o);
+  return o;
+}
+
+static void owner_unregister(Index *ix, Owner *o)
+{
+  g_hash_table_remove(ix->owners_by_handle, &o->handle);
+  g_ptr_array_index(ix->owners, o->id) = NULL;
+  g_array_append_val(ix->free_owner_ids, o->id);
+  g_free(o);
+}
+
+/* ---- entries ---------------------------------------------------------- */
+
+static bool slot_reserve(Index *ix)
+{
+  if (ix->free_head != NIL || ix->nslots < ix->slots_cap)
+    return true;
+  /* NIL is never a slot number */
+  if (ix->slots_cap >= NIL / 2)
+    return false;
+  uint32_t cap = ix->slots_cap ? ix->slots_cap * 2 : 1024;
+  Entry *s = realloc(ix->slots, (size_t)cap * sizeof *s);
+  if (!s)
+    return false;
+  ix->slots = s;
+  ix->slots_cap = cap;
+  return true;
+}
+
+static uint32_t slot_take(Index *ix)
+{
+  if (ix->free_head != NIL) {
+    uint32_t s = ix->free_head;
+    ix->free_head = ix->slots[s].next_owned;
+    return s;
+  }
+  ix->slots[ix->nslots].gen = 0;
+  return ix->nslots++;
+}
+
+static void entry_remove(Index *ix, uint32_t slot)
+{
+  Entry *e = &ix->slots[slot];
+  char buf[KEYWORD_BUF];
+  const char *tok[TOKENIZE_MAX_TOKENS];
+  size_t nlen;
+  const char *name = entry_name(ix, e, &nlen);
+  /* Same name, same tokenizer: exactly the keywords it was posted under. */
+  size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
+
+  e->gen++; /* from here on, its Refs are dead */
+  e->owner = NIL;
+  for (size_t k = 0; k < nt; k++) {
+    Posting *p = g_hash_table_lookup(ix->words, tok[k]);
+    g_assert(p);
+    posting_note_dead(ix, p);
+  }
+  cid_unlink(ix, slot);
+  ix->arena_dead += 1 + nlen;
+  e->next_owned = ix->free_head;
+  ix->free_head = slot;
+  ix->live--;
+}
+
+static bool name_equal(const Index *ix, const Entry *e, const char *name, size_t len)
+{
+  size_t elen;
+  const char *en = entry_name(ix, e, &elen);
+  return elen == len && memcmp(en, name, len) == 0;
+}
+
+/* ---- API -------------------------------------------------------------- */
+
+Index *index_new(size_t max_per_owner)
+{
+  Index *ix = calloc(1, sizeof *ix);
+  if (!ix)
+    return NULL;
+  ix->max_per_owner = max_per_owner;
+  ix->free_head = NIL;
+  ix->cid_cap = CID_TAB_MIN;
+  ix->cid_bits = 10;
+  ix->cid_tab = malloc(ix->cid_cap * sizeof *ix->cid_tab);
+  if (!ix->cid_tab) {
+    free(ix);
+    return NULL;
+  }
+  memset(ix->cid_tab, 0xff, ix->cid_cap * sizeof *ix->cid_tab);
+  ix->cid_seed = (uint64_t)g_random_int() << 32 | g_random_int();
+  ix->words = g_hash_table_new(g_str_hash, g_str_equal);
+  ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
+  ix->owners = g_ptr_array_new();
+  ix->free_owner_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+  return ix;
+}
+
+void index_free(Index *ix)
+{
+  if (!ix)
+    return;
+  GHashTableIter it;
+  gpointer key, val;
+  g_hash_table_iter_init(&it, ix->words);
+  while (g_hash_table_iter_next(&it, &key, &val))
+    posting_free(val);
+  g_hash_table_destroy(ix->words);
+  g_hash_table_destroy(ix->owners_by_handle);
+  for (guint i = 0; i < ix->owners->len; i++)
+    g_free(g_ptr_array_index(ix->owners, i));
+  g_ptr_array_free(ix->owners, TRUE);
+  g_array_free(ix->free_owner_ids, TRUE);
+  free(ix->cid_tab);
+  free(ix->arena);
+  free(ix->slots);
+  free(ix);
+}
+
+IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const char *name,
+                      size_t name_len, uint64_t size, const uint8_t cid[32])
+{
+  if (name_len == 0 || name_len > INDEX_NAME_MAX)
+    return INDEX_BADNAME;
+  Owner *o = owner_lookup(ix, owner);
+  if (o && o->count >= ix->max_per_owner)
+    return INDEX_OWNER_FULL;
+  if (!o && ix->max_per_owner == 0)
+    return INDEX_OWNER_FULL;
+
+  size_t pos = cid_find(ix, cid);
+  if (o && pos != SIZE_MAX) {
+    for (uint32_t s = ix->cid_tab[pos]; s != NIL; s = ix->slots[s].cid_next)
+      if (ix->slots[s].owner == o->id && name_equal(ix, &ix->slots[s], name, name_len))
+        return INDEX_DUPLICATE;
+  }
+
+  /* Reserve everything that can fail before changing anything, so a failed
+   * add leaves the index as it was. */
+  char buf[KEYWORD_BUF];
+  const char *tok[TOKENIZE_MAX_TOKENS];
+  Posting *post[TOKENIZE_MAX_TOKENS];
+  size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
+  size_t np = 0;
+  if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) ||
+      (pos == SIZE_MAX && !cid_reserve(ix)))
+    return INDEX_NOMEM;
+  for (; np < nt; np++) {
+    Posting *p = g_hash_table_lookup(ix->words, tok[np]);
+    if (!p) {
+      p = posting_new(tok[np]);
+      if (!p)
+        goto nomem;
+      g_hash_table_insert(ix->words, p->word, p);
+    }
+    post[np] = p;
+    if (!posting_reserve(p)) {
+      np++;
+      goto nomem;
+    }
+  }
+
+  if (!o)
+    o = owner_register(ix, owner, peer);
+  uint32_t slot = slot_take(ix);
+  Entry *e = &ix->slots[slot];
+  memcpy(e->cid, cid, 32);
+  e->size = size;
+  e->name_off = (uint32_t)ix->arena_len;
+  ix->arena[ix->arena_len] = (uint8_t)name_len;
+  memcpy(ix->arena + ix->arena_len + 1, name, name_len);
+  ix->arena_len += 1 + name_len;
+  e->owner = o->id;
+  e->next_owned = o->head;
+  o->head = slot;
+  o->count++;
+  cid_link(ix, slot);
+  for (size_t k = 0; k < nt; k++)
+    post[k]->refs[post[k]->len++] = (Ref){slot, e->gen};
+  ix->live++;
+  return INDEX_OK;
+
+nomem:
+  /* Only lists created above can be empty; drop them again. */
+  for (size_t k = 0; k < np; k++) {
+    if (post[k]->len == 0) {
+      g_hash_table_remove(ix->words, post[k]->word);
+      posting_free(post[k]);
+    }
+  }
+  return INDEX_NOMEM;
+}
+
+size_t index_remove_owner(Index *ix, uint64_t owner)
+{
+  Owner *o = owner_lookup(ix, owner);
+  if (!o)
+    return 0;
+  size_t n = 0;
+  for (uint32_t s = o->head, next; s != NIL; s = next) {
+    next = ix->slots[s].next_owned;
+    entry_remove(ix, s);
+    n++;
+  }
+  owner_unregister(ix, o);
+  if (ix->arena_len >= ARENA_COMPACT_MIN && ix->arena_dead > ix->arena_len - ix->arena_dead)
+    arena_compact(ix);
+  return n;
+}
+
+static void fill_hit(const Index *ix, const Entry *e, IndexHit *h)
+{
+  const Owner *o = g_ptr_array_index(ix->owners, e->owner);
+  h->name = entry_name(ix, e, &h->name_len);
+  h->size = e->size;
+  memcpy(h->cid, e->cid, 32);
+  memcpy(h->peer, o->peer, 32);
+}
+
+/* True if every keyword in want (except skip) is among the name's own. */
+static bool name_has_all(const Index *ix, const Entry *e, const char **want, size_t nwant,
+                         size_t skip)
+{
+  char buf[KEYWORD_BUF];
+  const char *tok[TOKENIZE_MAX_TOKENS];
+  size_t nlen;
+  const char *name = entry_name(ix, e, &nlen);
+  size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
+  for (size_t w = 0; w < nwant; w++) {
+    if (w == skip)
+      continue;
+    bool found = false;
+    for (size_t k = 0; k < nt && !found; k++)
+      found = strcmp(tok[k], want[w]) == 0;
+    if (!found)
+      return false;
+  }
+  return true;
+}
+
+size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *out, size_t max)
+{
+  char stack_buf[QUERY_STACK_BUF + TOKENIZE_MAX_TOKENS];
+  char *buf = stack_buf;
+  size_t bufcap = sizeof stack_buf;
+  const char *tok[TOKENIZE_MAX_TOKENS];
+  size_t n = 0;
+  if (max == 0)
+    return 0;
+  if (query_len > QUERY_STACK_BUF) {
+    bufcap = query_len + TOKENIZE_MAX_TOKENS;
+    buf = malloc(bufcap);
+    if (!buf)
+      return 0;
+  }
+  /* tokenize() drops repeated keywords, so "a a" costs one list. */
+  size_t nt = tokenize(query, query_len, buf, bufcap, tok, TOKENIZE_MAX_TOKENS);
+  if (nt == 0)
+    goto out;
+
+  /* Walk the shortest list; check the other keywords against each name. */
+  Posting *best = NULL;
+  size_t best_k = 0;
+  for (size_t k = 0; k < nt; k++) {
+    Posting *p = g_hash_table_lookup(ix->words, tok[k]);
+    if (!p)
+      goto out; /* some keyword is in no name at all */
+    if (!best || p->len - p->dead < best->len - best->dead) {
+      best = p;
+      best_k = k;
+    }
+  }
+  for (uint32_t i = 0; i < best->len && n < max; i++) {
+    Ref r = best->refs[i];
+    const Entry *e = &ix->slots[r.slot];
+    if (e->gen != r.gen)
+      continue;
+    if (nt > 1 && !name_has_all(ix, e, tok, nt, best_k))
+      continue;
+    fill_hit(ix, e, &out[n++]);
+  }
+out:
+  if (buf != stack_buf)
+    free(buf);
+  return n;
+}
+
+size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t max)
+{
+  size_t n = 0;
+  size_t pos = cid_find(ix, cid);
+  if (pos == SIZE_MAX)
+    return 0;
+  for (uint32_t s = ix->cid_tab[pos]; s != NIL && n < max; s = ix->slots[s].cid_next)
+    fill_hit(ix, &ix->slots[s], &out[n++]);
+  return n;
+}
+
+size_t index_size(const Index *ix)
+{
+  return ix->live;
+}
+
+size_t index_owner_count(const Index *ix)
+{
+  return g_hash_table_size(ix->owners_by_handle);
+}
+
+size_t index_owner_entries(const Index *ix, uint64_t owner)
+{
+  const Owner *o = owner_lookup(ix, owner);
+  return o ? o->count : 0;
+}

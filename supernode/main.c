@@ -1,1 +1,476 @@
-int main(void) { return 0; }
+/* main.c - canopy-supernode: the glib shell around the super-node core.
+ *
+ * One GMainContext. Sessions (session.h) carry decrypted messages into the
+ * core (sncore.h); the core's actions come back out as sends, closes and
+ * dials. The shell owns sockets, timers, the control socket and signals;
+ * every protocol decision is the core's.
+ */
+#include <glib-unix.h>
+#include <gio/gio.h>
+#include <json-glib/json-glib.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "config.h"
+#include "control.h"
+#include "identity.h"
+#include "session.h"
+#include "sncore.h"
+
+typedef struct {
+  GMainContext *ctx;
+  GMainLoop *loop;
+  Identity id;
+  SnCore *core;
+  GHashTable *sessions; /* conn id -> Session* (one ref) */
+  uint64_t next_conn;
+  GSource *tick;
+  GSocketService *listener;
+  GSocketClient *dialer;
+  ControlServer *ctl;
+  char listen[160];
+  char id_hex[IDENTITY_HEX_LEN];
+} Sn;
+
+typedef struct {
+  Sn *sn;
+  char *dialed; /* outbound: the address we dialed */
+  gboolean opened;
+} SessCtx;
+
+static void run_actions(Sn *sn);
+
+static void rng_fill(uint8_t *out, size_t n, void *ctx) { randombytes_buf(out, n); }
+
+static gboolean on_tick(gpointer ud)
+{
+  Sn *sn = ud;
+  sn_core_tick(sn->core, clock_now_ms());
+  run_actions(sn);
+  return G_SOURCE_REMOVE;
+}
+
+static void on_opened(Session *s, void *ud)
+{
+  SessCtx *sc = ud;
+  char hex[IDENTITY_HEX_LEN];
+  sc->opened = TRUE;
+  hex_encode(session_peer_id(s), IDENTITY_ID_LEN, hex);
+  g_info("session %" G_GUINT64_FORMAT " open with %.16s… at %s (%s)", session_id(s), hex,
+         session_remote(s), sc->dialed ? "outbound" : "inbound");
+  sn_core_open(sc->sn->core, session_id(s), session_peer_id(s), sc->dialed, clock_now_ms());
+  run_actions(sc->sn);
+}
+
+static void on_message(Session *s, const uint8_t *msg, size_t len, void *ud)
+{
+  SessCtx *sc = ud;
+  sn_core_recv(sc->sn->core, session_id(s), msg, len, clock_now_ms());
+  run_actions(sc->sn);
+}
+
+static void on_closed(Session *s, const char *reason, void *ud)
+{
+  SessCtx *sc = ud;
+  Sn *sn = sc->sn;
+  uint64_t id = session_id(s);
+  g_info("session %" G_GUINT64_FORMAT " (%s) closed: %s", id, session_remote(s), reason);
+  if (sc->opened)
+    sn_core_closed(sn->core, id, clock_now_ms());
+  else if (sc->dialed)
+    sn_core_dial_failed(sn->core, sc->dialed, clock_now_ms());
+  g_hash_table_remove(sn->sessions, &id); /* drops our ref (and sc) */
+  run_actions(sn);
+}
+
+static const SessionCallbacks session_cb = {on_opened, on_message, on_closed};
+
+static void sessctx_free(SessCtx *sc)
+{
+  g_free(sc->dialed);
+  g_free(sc);
+}
+
+typedef struct {
+  Session *s;
+  SessCtx *sc;
+} Entry;
+
+static void entry_free(gpointer p)
+{
+  Entry *e = p;
+  session_unref(e->s);
+  sessctx_free(e->sc);
+  g_free(e);
+}
+
+static void start_session(Sn *sn, GSocketConnection *conn, const char *dialed)
+{
+  uint64_t id = ++sn->next_conn;
+  SessCtx *sc = g_new0(SessCtx, 1);
+  sc->sn = sn;
+  sc->dialed = g_strdup(dialed);
+  Entry *e = g_new0(Entry, 1);
+  e->sc = sc;
+  uint64_t *key = g_new(uint64_t, 1);
+  *key = id;
+  /* Insert before session_new can call back, so on_closed finds it. */
+  g_hash_table_insert(sn->sessions, key, e);
+  e->s = session_new(conn, id, &sn->id, dialed ? CHANNEL_INITIATOR : CHANNEL_RESPONDER, sn->ctx,
+                     &session_cb, sc);
+  if (!e->s)
+    g_hash_table_remove(sn->sessions, &id);
+}
+
+static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObject *src, gpointer ud)
+{
+  start_session(ud, conn, NULL);
+  return TRUE;
+}
+
+typedef struct {
+  Sn *sn;
+  char *addr;
+} Dial;
+
+static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
+{
+  Dial *d = ud;
+  GError *err = NULL;
+  GSocketConnection *conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(src), res, &err);
+  if (!conn) {
+    g_info("dial %s failed: %s", d->addr, err->message);
+    g_error_free(err);
+    sn_core_dial_failed(d->sn->core, d->addr, clock_now_ms());
+  } else {
+    start_session(d->sn, conn, d->addr);
+    g_object_unref(conn);
+  }
+  run_actions(d->sn);
+  g_free(d->addr);
+  g_free(d);
+}
+
+static Session *find_session(Sn *sn, uint64_t id)
+{
+  Entry *e = g_hash_table_lookup(sn->sessions, &id);
+  return e ? e->s : NULL;
+}
+
+static void run_actions(Sn *sn)
+{
+  SnAction a;
+  while (sn_core_next_action(sn->core, &a)) {
+    Session *s = a.kind == SN_ACT_DIAL ? NULL : find_session(sn, a.conn);
+    switch (a.kind) {
+    case SN_ACT_SEND:
+      if (s)
+        session_send(s, a.data, a.len);
+      break;
+    case SN_ACT_CLOSE:
+      if (s) {
+        g_info("closing session %" G_GUINT64_FORMAT " (%s): %s", a.conn, session_remote(s),
+               a.reason);
+        session_close(s, a.reason);
+      }
+      break;
+    case SN_ACT_DIAL: {
+      Dial *d = g_new0(Dial, 1);
+      d->sn = sn;
+      d->addr = g_strdup(a.addr);
+      g_debug("dialing %s", a.addr);
+      g_socket_client_connect_to_host_async(sn->dialer, a.addr, 0, NULL, on_dialed, d);
+      break;
+    }
+    }
+    sn_action_clear(&a);
+  }
+  timer_arm(&sn->tick, sn->ctx, sn_core_next_deadline(sn->core), on_tick, sn);
+}
+
+/* --- control socket -------------------------------------------------------- */
+
+static void add_link(const uint8_t id[32], const char *addr, uint64_t conn, void *ud)
+{
+  JsonArray *arr = ud;
+  JsonObject *o = json_object_new();
+  char hex[IDENTITY_HEX_LEN];
+  hex_encode(id, 32, hex);
+  json_object_set_string_member(o, "id", hex);
+  json_object_set_string_member(o, "address", addr);
+  json_array_add_object_element(arr, o);
+}
+
+static void on_control(ControlClient *cl, JsonObject *req, void *ud)
+{
+  Sn *sn = ud;
+  const char *cmd = json_object_get_string_member_with_default(req, "cmd", "");
+  if (strcmp(cmd, "stats") != 0 && strcmp(cmd, "status") != 0) {
+    control_fail(cl, "unknown command");
+    return;
+  }
+  const SnStats *st = sn_core_stats(sn->core);
+  JsonObject *o = json_object_new();
+  json_object_set_string_member(o, "id", sn->id_hex);
+  json_object_set_string_member(o, "listen", sn->listen);
+  json_object_set_int_member(o, "queries_received", (gint64)st->queries_received);
+  json_object_set_int_member(o, "queries_handled", (gint64)st->queries_handled);
+  json_object_set_int_member(o, "queries_forwarded", (gint64)st->queries_forwarded);
+  json_object_set_int_member(o, "queries_duplicate", (gint64)st->queries_duplicate);
+  json_object_set_int_member(o, "queries_throttled", (gint64)st->queries_throttled);
+  json_object_set_int_member(o, "hits_sent", (gint64)st->hits_sent);
+  json_object_set_int_member(o, "hits_relayed", (gint64)st->hits_relayed);
+  json_object_set_int_member(o, "hits_dropped", (gint64)st->hits_dropped);
+  json_object_set_int_member(o, "malformed", (gint64)st->malformed);
+  json_object_set_int_member(o, "sessions_opened", (gint64)st->sessions_opened);
+  json_object_set_int_member(o, "entries_rejected", (gint64)st->entries_rejected);
+  json_object_set_int_member(o, "leaves", st->leaves);
+  json_object_set_int_member(o, "links", st->links);
+  json_object_set_int_member(o, "index_entries", (gint64)st->index_entries);
+  json_object_set_int_member(o, "sessions", g_hash_table_size(sn->sessions));
+  JsonArray *links = json_array_new();
+  sn_core_foreach_link(sn->core, add_link, links);
+  json_object_set_array_member(o, "neighbours", links);
+  json_object_set_boolean_member(o, "done", TRUE);
+  control_send(cl, o);
+  control_finish(cl);
+}
+
+/* --- command line ------------------------------------------------------------ */
+
+static gboolean on_signal(gpointer ud)
+{
+  g_main_loop_quit(ud);
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean listen_on(Sn *sn, const char *hostport, GError **error)
+{
+  gchar *host = NULL;
+  guint16 port = 0;
+  gboolean ok = FALSE;
+  GSocketConnectable *na = g_network_address_parse(hostport, 0, error);
+  if (!na)
+    return FALSE;
+  host = g_strdup(g_network_address_get_hostname(G_NETWORK_ADDRESS(na)));
+  port = g_network_address_get_port(G_NETWORK_ADDRESS(na));
+  g_object_unref(na);
+  GSocketAddress *sa = g_inet_socket_address_new_from_string(host, port);
+  if (!sa || port == 0) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "--listen %s: expected a numeric IP address and a port", hostport);
+    goto out;
+  }
+  sn->listener = g_socket_service_new();
+  ok = g_socket_listener_add_address(G_SOCKET_LISTENER(sn->listener), sa, G_SOCKET_TYPE_STREAM,
+                                     G_SOCKET_PROTOCOL_TCP, NULL, NULL, error);
+  if (ok) {
+    g_signal_connect(sn->listener, "incoming", G_CALLBACK(on_incoming), sn);
+    g_socket_service_start(sn->listener);
+  }
+out:
+  g_clear_object(&sa);
+  g_free(host);
+  return ok;
+}
+
+static const CfgKey config_keys[] = {
+    {"listen", CFG_STRING},     {"advertise", CFG_STRING},    {"peer", CFG_LIST},
+    {"no-discovery", CFG_FLAG}, {"state-dir", CFG_STRING},    {"degree", CFG_INT},
+    {"keepalive-ms", CFG_INT},  {"max-leaves", CFG_INT},      {"log-level", CFG_STRING},
+    {NULL, 0}};
+
+static void print_stats(JsonObject *o, void *ud)
+{
+  gboolean json = *(gboolean *)ud;
+  json_object_remove_member(o, "done");
+  if (json) {
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+    json_node_set_object(n, o);
+    gchar *text = json_to_string(n, FALSE);
+    printf("%s\n", text);
+    g_free(text);
+    json_node_unref(n);
+    return;
+  }
+  GList *members = json_object_get_members(o);
+  for (GList *m = members; m; m = m->next) {
+    JsonNode *v = json_object_get_member(o, m->data);
+    if (JSON_NODE_HOLDS_VALUE(v)) {
+      gchar *text = json_to_string(v, FALSE);
+      printf("%-18s %s\n", (const char *)m->data, text);
+      g_free(text);
+    }
+  }
+  g_list_free(members);
+  JsonArray *links = json_object_get_array_member(o, "neighbours");
+  for (guint i = 0; links && i < json_array_get_length(links); i++) {
+    JsonObject *l = json_array_get_object_element(links, i);
+    printf("neighbour          %.16s… %s\n", json_object_get_string_member(l, "id"),
+           json_object_get_string_member(l, "address"));
+  }
+}
+
+static int cmd_stats(int argc, char **argv)
+{
+  gchar *state_dir = NULL;
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the super node", "DIR"},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
+      {NULL}};
+  GOptionContext *oc = g_option_context_new("- show a running super node's counters");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 1;
+  if (!g_option_context_parse(oc, &argc, &argv, &err) || !state_dir) {
+    fprintf(stderr, "canopy-supernode stats: %s\n", err ? err->message : "--state-dir is required");
+    goto out;
+  }
+  JsonObject *req = json_object_new();
+  json_object_set_string_member(req, "cmd", "stats");
+  gboolean ok = control_call(state_dir, req, print_stats, &json, 5, &err);
+  json_object_unref(req);
+  if (!ok) {
+    fprintf(stderr, "canopy-supernode stats: %s\n", err->message);
+    goto out;
+  }
+  rc = 0;
+out:
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(state_dir);
+  return rc;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc > 1 && (strcmp(argv[1], "stats") == 0 || strcmp(argv[1], "status") == 0))
+    return cmd_stats(argc - 1, argv + 1);
+
+  gchar *listen = NULL, *advertise = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
+  gchar **peers = NULL;
+  gboolean no_discovery = FALSE;
+  gint degree = 4, keepalive_ms = 5000, max_leaves = 2000;
+  GOptionEntry entries[] = {
+      {"listen", 0, 0, G_OPTION_ARG_STRING, &listen, "Address for leaves and super nodes", "HOST:PORT"},
+      {"advertise", 0, 0, G_OPTION_ARG_STRING, &advertise,
+       "Address other super nodes should dial (default: --listen)", "HOST:PORT"},
+      {"peer", 0, 0, G_OPTION_ARG_STRING_ARRAY, &peers, "Known super node to join through (repeat)",
+       "HOST:PORT"},
+      {"no-discovery", 0, 0, G_OPTION_ARG_NONE, &no_discovery,
+       "Keep exactly the --peer links; learn no addresses", NULL},
+      {"degree", 0, 0, G_OPTION_ARG_INT, &degree, "Super-node links to aim for (default 4)", "N"},
+      {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms,
+       "Keepalive interval; silent peers go after 3 (default 5000)", "MS"},
+      {"max-leaves", 0, 0, G_OPTION_ARG_INT, &max_leaves, "Leaf sessions accepted (default 2000)", "N"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)", "DIR"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [supernode] section", "FILE"},
+      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug", "LEVEL"},
+      {NULL}};
+  GOptionContext *oc = g_option_context_new("- run a Canopy super node (or: stats --state-dir DIR)");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 1;
+  Sn sn = {0};
+  char **args = argv;
+  int nargs = argc;
+
+  if (!config_merge_args("supernode", config_keys, &nargs, &args, &err) ||
+      !g_option_context_parse(oc, &nargs, &args, &err)) {
+    fprintf(stderr, "canopy-supernode: %s\n", err->message);
+    goto out;
+  }
+  if (!listen || !state_dir) {
+    fprintf(stderr, "canopy-supernode: --listen and --state-dir are required (see --help)\n");
+    goto out;
+  }
+  if (nargs > 1) {
+    fprintf(stderr, "canopy-supernode: unexpected argument '%s'\n", args[1]);
+    goto out;
+  }
+  if (degree < 1 || degree > 64 || keepalive_ms < 100 || keepalive_ms > 600000 || max_leaves < 1) {
+    fprintf(stderr, "canopy-supernode: --degree 1..64, --keepalive-ms 100..600000, --max-leaves >= 1\n");
+    goto out;
+  }
+  if (!log_setup(log_level, &err) || !statedir_prepare(state_dir, &err)) {
+    fprintf(stderr, "canopy-supernode: %s\n", err->message);
+    goto out;
+  }
+  char msg[256];
+  if (!crypto_ready() || !identity_load_or_create(state_dir, &sn.id, msg, sizeof msg)) {
+    fprintf(stderr, "canopy-supernode: %s\n", crypto_ready() ? msg : "libsodium failed to initialise");
+    goto out;
+  }
+  hex_encode(sn.id.id, IDENTITY_ID_LEN, sn.id_hex);
+  g_strlcpy(sn.listen, listen, sizeof sn.listen);
+
+  sn.ctx = g_main_context_ref_thread_default();
+  sn.loop = g_main_loop_new(sn.ctx, FALSE);
+  sn.sessions = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, entry_free);
+  sn.dialer = g_socket_client_new();
+  g_socket_client_set_timeout(sn.dialer, 5);
+  if (!listen_on(&sn, listen, &err)) {
+    fprintf(stderr, "canopy-supernode: cannot listen on %s: %s\n", listen, err->message);
+    goto out;
+  }
+  gchar *ctl_path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
+  sn.ctl = control_server_new(ctl_path, sn.ctx, on_control, &sn, &err);
+  g_free(ctl_path);
+  if (!sn.ctl) {
+    fprintf(stderr, "canopy-supernode: control socket: %s\n", err->message);
+    goto out;
+  }
+
+  SnConfig cfg;
+  sn_config_defaults(&cfg);
+  cfg.advertise = advertise ? advertise : listen;
+  cfg.discovery = !no_discovery;
+  cfg.target_degree = (unsigned)degree;
+  cfg.keepalive_ms = (uint64_t)keepalive_ms;
+  cfg.max_leaves = (unsigned)max_leaves;
+  sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
+  for (gchar **p = peers; p && *p; p++)
+    sn_core_add_peer(sn.core, *p, clock_now_ms());
+  run_actions(&sn);
+
+  g_unix_signal_add(SIGINT, on_signal, sn.loop);
+  g_unix_signal_add(SIGTERM, on_signal, sn.loop);
+  g_message("super node %.16s… listening on %s (discovery %s)", sn.id_hex, listen,
+            no_discovery ? "off" : "on");
+  g_main_loop_run(sn.loop);
+  g_message("shutting down");
+  rc = 0;
+
+out:
+  timer_disarm(&sn.tick);
+  control_server_free(sn.ctl);
+  if (sn.listener) {
+    g_socket_service_stop(sn.listener);
+    g_socket_listener_close(G_SOCKET_LISTENER(sn.listener));
+    g_object_unref(sn.listener);
+  }
+  if (sn.sessions)
+    g_hash_table_destroy(sn.sessions);
+  sn_core_free(sn.core);
+  g_clear_object(&sn.dialer);
+  if (sn.loop)
+    g_main_loop_unref(sn.loop);
+  if (sn.ctx)
+    g_main_context_unref(sn.ctx);
+  identity_clear(&sn.id);
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  if (args != argv)
+    g_strfreev(args);
+  g_free(listen);
+  g_free(advertise);
+  g_free(state_dir);
+  g_free(config);
+  g_free(log_level);
+  g_strfreev(peers);
+  return rc;
+}

@@ -1,1 +1,664 @@
-/* placeholder */
+/* sncore.c - super-node protocol core: sessions, index, mesh, flooding.
+ *
+ * Invariants:
+ * - A session is NEW until its HELLO, then LEAF or SUPER for good; any other
+ *   first message closes it.
+ * - A closed session is forgotten at once (its index entries go with it); the
+ *   shell's later sn_core_closed() for it is a no-op.
+ * - At most one SUPER link per remote node id: when both sides dial each
+ *   other, the link dialed by the smaller node id survives on both ends.
+ * - Actions are queued, never called back, so the shell may run them after
+ *   the core returns (no re-entrancy).
+ */
+#include "sncore.h"
+
+#include <glib.h>
+#include <string.h>
+
+#include "flood.h"
+#include "identity.h"
+#include "index.h"
+#include "mesh.h"
+#include "ratelimit.h"
+#include "wire.h"
+
+#define SN_AGENT "canopy-supernode/0.1"
+#define FLOOD_LIFETIME_MS 60000
+#define FLOOD_MAX_IDS 65536
+#define PEERS_REQ_INTERVAL_MS 10000
+#define MAX_DIALS_PER_TICK 8
+
+typedef enum { PEER_NEW, PEER_LEAF, PEER_SUPER } PeerKind;
+
+typedef struct {
+  uint64_t conn;
+  uint8_t id[32];
+  PeerKind kind;
+  bool outbound;
+  char addr[MESH_ADDR_MAX + 1]; /* dialed, or advertised in HELLO; may be "" */
+  uint64_t last_rx;
+  uint64_t last_ping;
+  RateLimit queries;
+} Peer;
+
+struct SnCore {
+  SnConfig cfg;
+  char advertise[MESH_ADDR_MAX + 1];
+  uint8_t self[32];
+  SnRandomFn rng;
+  void *rng_ctx;
+  GHashTable *peers; /* conn (uint64 key) -> Peer*, owned */
+  Index *index;
+  Flood *flood;
+  Mesh *mesh;
+  GQueue actions; /* SnAction*, owned */
+  SnStats stats;
+  uint64_t next_housekeeping;
+  uint64_t next_peers_req;
+};
+
+void sn_config_defaults(SnConfig *c)
+{
+  memset(c, 0, sizeof *c);
+  c->advertise = "";
+  c->discovery = true;
+  c->target_degree = 4;
+  c->max_super_links = 16;
+  c->max_leaves = 2000;
+  c->keepalive_ms = 5000;
+  c->max_hits_local = 100;
+  c->max_hits_relayed = 500;
+  c->max_entries_per_leaf = 100000;
+  c->leaf_query_rate = 10;
+  c->leaf_query_burst = 20;
+  c->super_query_rate = 500;
+  c->super_query_burst = 1000;
+}
+
+/* --- actions --------------------------------------------------------------- */
+
+static void push(SnCore *c, SnAction a)
+{
+  g_queue_push_tail(&c->actions, g_memdup2(&a, sizeof a));
+}
+
+static void send_msg(SnCore *c, uint64_t conn, const WireMsg *m)
+{
+  Buf b;
+  buf_init(&b);
+  if (!wire_encode(m, &b)) {
+    /* Only our own bug can get here: every field was checked on the way in. */
+    g_warning("cannot encode %s for session %" G_GUINT64_FORMAT, wire_type_str(m->type), conn);
+    buf_free(&b);
+    return;
+  }
+  SnAction a = {.kind = SN_ACT_SEND, .conn = conn};
+  a.data = buf_steal(&b, &a.len);
+  push(c, a);
+}
+
+static Peer *peer_get(SnCore *c, uint64_t conn)
+{
+  return g_hash_table_lookup(c->peers, &conn);
+}
+
+static void forget(SnCore *c, Peer *p, uint64_t now)
+{
+  if (p->kind == PEER_LEAF) {
+    index_remove_owner(c->index, p->conn);
+    c->stats.leaves--;
+  } else if (p->kind == PEER_SUPER) {
+    c->stats.links--;
+  }
+  mesh_link_down(c->mesh, p->conn, now);
+  g_hash_table_remove(c->peers, &p->conn);
+  c->stats.index_entries = index_size(c->index);
+}
+
+/* Closes a session on our own decision. The peer is forgotten now. */
+static void close_peer(SnCore *c, Peer *p, const char *reason, uint64_t now)
+{
+  SnAction a = {.kind = SN_ACT_CLOSE, .conn = p->conn, .reason = reason};
+  if (p->kind == PEER_NEW && p->addr[0])
+    mesh_dial_failed(c->mesh, p->addr, now);
+  push(c, a);
+  forget(c, p, now);
+}
+
+static void protocol_error(SnCore *c, Peer *p, const char *reason, uint64_t now)
+{
+  c->stats.malformed++;
+  close_peer(c, p, reason, now);
+}
+
+bool sn_core_next_action(SnCore *c, SnAction *out)
+{
+  SnAction *a = g_queue_pop_head(&c->actions);
+  if (!a)
+    return false;
+  *out = *a;
+  g_free(a);
+  return true;
+}
+
+void sn_action_clear(SnAction *a)
+{
+  g_free(a->data);
+  g_free(a->addr);
+  memset(a, 0, sizeof *a);
+}
+
+/* --- life cycle ----------------------------------------------------------- */
+
+SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn rng, void *rng_ctx,
+                    uint64_t now)
+{
+  SnCore *c = g_new0(SnCore, 1);
+  c->cfg = *cfg;
+  g_strlcpy(c->advertise, cfg->advertise ? cfg->advertise : "", sizeof c->advertise);
+  c->cfg.advertise = c->advertise;
+  if (c->cfg.keepalive_ms == 0)
+    c->cfg.keepalive_ms = 5000;
+  memcpy(c->self, self_id, 32);
+  c->rng = rng;
+  c->rng_ctx = rng_ctx;
+  c->peers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
+  c->index = index_new(cfg->max_entries_per_leaf);
+  c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
+  c->mesh = mesh_new(self_id, 500, 30000);
+  g_queue_init(&c->actions);
+  c->next_housekeeping = now;
+  c->next_peers_req = now + PEERS_REQ_INTERVAL_MS;
+  if (!c->index) {
+    sn_core_free(c);
+    return NULL;
+  }
+  return c;
+}
+
+void sn_core_free(SnCore *c)
+{
+  if (!c)
+    return;
+  SnAction *a;
+  while ((a = g_queue_pop_head(&c->actions))) {
+    sn_action_clear(a);
+    g_free(a);
+  }
+  g_hash_table_destroy(c->peers);
+  index_free(c->index);
+  flood_free(c->flood);
+  mesh_free(c->mesh);
+  g_free(c);
+}
+
+const SnStats *sn_core_stats(const SnCore *c) { return &c->stats; }
+
+void sn_core_add_peer(SnCore *c, const char *addr, uint64_t now)
+{
+  if (!mesh_learn(c->mesh, addr, NULL, true))
+    g_warning("ignoring peer address '%s': expected HOST:PORT", addr);
+  sn_core_tick(c, now);
+}
+
+/* --- sessions ------------------------------------------------------------- */
+
+void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const char *dialed,
+                  uint64_t now)
+{
+  Peer *p = g_new0(Peer, 1);
+  p->conn = conn;
+  memcpy(p->id, peer_id, 32);
+  p->outbound = dialed != NULL;
+  if (dialed)
+    g_strlcpy(p->addr, dialed, sizeof p->addr);
+  p->last_rx = now;
+  p->last_ping = now;
+  g_hash_table_insert(c->peers, &p->conn, p);
+  c->stats.sessions_opened++;
+
+  if (memcmp(peer_id, c->self, 32) == 0) {
+    if (dialed)
+      mesh_dial_succeeded(c->mesh, dialed, peer_id, 0); /* marks it as self */
+    close_peer(c, p, "connected to ourselves", now);
+    return;
+  }
+  WireMsg hello = {.type = MSG_HELLO};
+  hello.u.hello.role = ROLE_SUPER;
+  hello.u.hello.listen = wire_str(c->advertise, strlen(c->advertise));
+  hello.u.hello.agent = wire_str(SN_AGENT, strlen(SN_AGENT));
+  send_msg(c, conn, &hello);
+}
+
+void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now)
+{
+  Peer *p = peer_get(c, conn);
+  if (!p)
+    return;
+  if (p->kind == PEER_NEW && p->outbound)
+    mesh_dial_failed(c->mesh, p->addr, now);
+  forget(c, p, now);
+}
+
+void sn_core_dial_failed(SnCore *c, const char *addr, uint64_t now)
+{
+  mesh_dial_failed(c->mesh, addr, now);
+}
+
+static const uint8_t *initiator_of(const SnCore *c, const Peer *p)
+{
+  return p->outbound ? c->self : p->id;
+}
+
+typedef struct {
+  const uint8_t *id;
+  Peer *found;
+  uint64_t skip;
+} FindLink;
+
+static void find_link_cb(gpointer k, gpointer v, gpointer ud)
+{
+  FindLink *f = ud;
+  Peer *p = v;
+  if (p->kind == PEER_SUPER && p->conn != f->skip && memcmp(p->id, f->id, 32) == 0)
+    f->found = p;
+}
+
+static Peer *find_link(SnCore *c, const uint8_t id[32], uint64_t skip)
+{
+  FindLink f = {id, NULL, skip};
+  g_hash_table_foreach(c->peers, find_link_cb, &f);
+  return f.found;
+}
+
+static bool linked_cb(const uint8_t id[32], void *ctx)
+{
+  return find_link(ctx, id, 0) != NULL;
+}
+
+static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  Peer *old = find_link(c, p->id, p->conn);
+  if (old) {
+    /* Both ends apply the same rule, so they keep the same TCP connection. */
+    int cmp = memcmp(initiator_of(c, p), initiator_of(c, old), 32);
+    Peer *loser = cmp > 0 ? p : old; /* same initiator: the newer one wins */
+    close_peer(c, loser, "duplicate link", now);
+    if (loser == p)
+      return;
+  }
+  if (c->stats.links >= c->cfg.max_super_links) {
+    close_peer(c, p, "too many super-node links", now);
+    return;
+  }
+  p->kind = PEER_SUPER;
+  c->stats.links++;
+  ratelimit_init(&p->queries, c->cfg.super_query_rate, c->cfg.super_query_burst, now);
+  char listen[MESH_ADDR_MAX + 1] = "";
+  memcpy(listen, m->u.hello.listen.p ? m->u.hello.listen.p : "", m->u.hello.listen.len);
+  if (p->outbound) {
+    mesh_dial_succeeded(c->mesh, p->addr, p->id, p->conn);
+  } else if (listen[0]) {
+    g_strlcpy(p->addr, listen, sizeof p->addr);
+  }
+  if (listen[0]) {
+    MeshAddr *a = mesh_learn(c->mesh, listen, p->id, false);
+    if (a)
+      a->linked_conn = p->conn;
+  }
+  if (c->cfg.discovery) {
+    WireMsg req = {.type = MSG_PEERS_REQ};
+    send_msg(c, p->conn, &req);
+  }
+}
+
+static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  if (p->kind != PEER_NEW) {
+    protocol_error(c, p, "second HELLO", now);
+    return;
+  }
+  if (m->u.hello.role == ROLE_SUPER) {
+    hello_super(c, p, m, now);
+    return;
+  }
+  if (p->outbound) {
+    protocol_error(c, p, "dialed a super node but a leaf answered", now);
+    return;
+  }
+  if (c->stats.leaves >= c->cfg.max_leaves) {
+    close_peer(c, p, "too many leaves", now);
+    return;
+  }
+  p->kind = PEER_LEAF;
+  c->stats.leaves++;
+  ratelimit_init(&p->queries, c->cfg.leaf_query_rate, c->cfg.leaf_query_burst, now);
+}
+
+static void on_publish(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  if (p->kind != PEER_LEAF) {
+    protocol_error(c, p, "PUBLISH from a super node", now);
+    return;
+  }
+  if (m->u.publish.reset)
+    index_remove_owner(c->index, p->conn);
+  for (uint16_t i = 0; i < m->u.publish.count; i++) {
+    const WireEntry *e = &m->u.publish.entries[i];
+    IndexResult r = index_add(c->index, p->conn, p->id, e->name.p, e->name.len, e->size, e->cid);
+    if (r == INDEX_OWNER_FULL || r == INDEX_NOMEM || r == INDEX_BADNAME)
+      c->stats.entries_rejected++;
+  }
+  c->stats.index_entries = index_size(c->index);
+}
+
+/* Answers a query from our own index; hits go to `to` as SEARCH_HITS (a
+ * leaf's request) or QUERY_HITS (a neighbour's flood). */
+static void answer_local(SnCore *c, uint8_t kind, WireStr text, bool to_leaf, uint64_t to,
+                         uint32_t req, const uint8_t qid[WIRE_QID_LEN])
+{
+  unsigned max = c->cfg.max_hits_local ? c->cfg.max_hits_local : 1;
+  IndexHit *found = g_new(IndexHit, max);
+  size_t n = 0;
+  if (kind == QUERY_CONTENT_ID) {
+    char hex[2 * WIRE_CID_LEN + 1];
+    uint8_t cid[WIRE_CID_LEN];
+    if (text.len == 2 * WIRE_CID_LEN) {
+      memcpy(hex, text.p, text.len);
+      hex[text.len] = '\0';
+      if (hex_decode(hex, cid, sizeof cid))
+        n = index_lookup_cid(c->index, cid, found, max);
+    }
+  } else {
+    n = index_search(c->index, text.p, text.len, found, max);
+  }
+  for (size_t off = 0; off < n; off += WIRE_MAX_HITS) {
+    size_t batch = MIN(n - off, (size_t)WIRE_MAX_HITS);
+    WireHit hits[WIRE_MAX_HITS];
+    for (size_t i = 0; i < batch; i++) {
+      const IndexHit *h = &found[off + i];
+      hits[i].name = wire_str(h->name, h->name_len);
+      hits[i].size = h->size;
+      memcpy(hits[i].cid, h->cid, WIRE_CID_LEN);
+      memcpy(hits[i].peer, h->peer, WIRE_ID_LEN);
+    }
+    WireMsg out = {.type = to_leaf ? MSG_SEARCH_HITS : MSG_QUERY_HITS};
+    out.u.hits.req = req;
+    if (qid)
+      memcpy(out.u.hits.qid, qid, WIRE_QID_LEN);
+    out.u.hits.count = (uint16_t)batch;
+    out.u.hits.hits = hits;
+    send_msg(c, to, &out);
+  }
+  c->stats.hits_sent += n;
+  g_free(found);
+}
+
+typedef struct {
+  SnCore *c;
+  uint64_t except;
+  const WireMsg *m;
+} Forward;
+
+static void forward_cb(gpointer k, gpointer v, gpointer ud)
+{
+  Forward *f = ud;
+  Peer *p = v;
+  if (p->kind != PEER_SUPER || p->conn == f->except)
+    return;
+  send_msg(f->c, p->conn, f->m);
+  f->c->stats.queries_forwarded++;
+}
+
+/* Handles a query id for the first time: route, answer, forward. */
+static void handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN], uint8_t ttl,
+                         uint8_t kind, WireStr text, uint32_t req, uint64_t now)
+{
+  FloodRoute route = {.conn = from->conn, .from_leaf = from->kind == PEER_LEAF, .req = req};
+  if (!flood_first_seen(c->flood, qid, &route, now)) {
+    c->stats.queries_duplicate++;
+    return;
+  }
+  c->stats.queries_handled++;
+  answer_local(c, kind, text, route.from_leaf, from->conn, req, qid);
+  if (ttl == 0)
+    return;
+  WireMsg fwd = {.type = MSG_QUERY};
+  memcpy(fwd.u.query.qid, qid, WIRE_QID_LEN);
+  fwd.u.query.ttl = ttl - 1;
+  fwd.u.query.kind = kind;
+  fwd.u.query.text = text;
+  Forward f = {c, from->conn, &fwd};
+  g_hash_table_foreach(c->peers, forward_cb, &f);
+}
+
+static void on_search(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  if (p->kind != PEER_LEAF) {
+    protocol_error(c, p, "SEARCH from a super node", now);
+    return;
+  }
+  c->stats.queries_received++;
+  if (!ratelimit_take(&p->queries, now)) {
+    c->stats.queries_throttled++;
+    return;
+  }
+  uint8_t qid[WIRE_QID_LEN];
+  c->rng(qid, sizeof qid, c->rng_ctx);
+  handle_query(c, p, qid, m->u.search.ttl, m->u.search.kind, m->u.search.text, m->u.search.req,
+               now);
+}
+
+static void on_query(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  if (p->kind != PEER_SUPER) {
+    protocol_error(c, p, "QUERY from a leaf", now);
+    return;
+  }
+  c->stats.queries_received++;
+  if (!ratelimit_take(&p->queries, now)) {
+    c->stats.queries_throttled++;
+    return;
+  }
+  handle_query(c, p, m->u.query.qid, m->u.query.ttl, m->u.query.kind, m->u.query.text, 0, now);
+}
+
+static void on_query_hits(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  if (p->kind != PEER_SUPER) {
+    protocol_error(c, p, "QUERY_HITS from a leaf", now);
+    return;
+  }
+  FloodRoute *r = flood_route(c->flood, m->u.hits.qid, now);
+  Peer *back = r ? peer_get(c, r->conn) : NULL;
+  if (!back || back == p) {
+    c->stats.hits_dropped += m->u.hits.count;
+    return;
+  }
+  uint16_t room = r->hits_sent >= c->cfg.max_hits_relayed
+                      ? 0
+                      : (uint16_t)MIN(m->u.hits.count, c->cfg.max_hits_relayed - r->hits_sent);
+  c->stats.hits_dropped += m->u.hits.count - room;
+  if (room == 0)
+    return;
+  r->hits_sent += room;
+  WireMsg out = *m;
+  out.type = r->from_leaf ? MSG_SEARCH_HITS : MSG_QUERY_HITS;
+  out.u.hits.req = r->req;
+  out.u.hits.count = room;
+  send_msg(c, back->conn, &out);
+  c->stats.hits_relayed += room;
+}
+
+static void on_peers_req(SnCore *c, Peer *p, uint64_t now)
+{
+  if (p->kind != PEER_SUPER) {
+    protocol_error(c, p, "PEERS_REQ from a leaf", now);
+    return;
+  }
+  const MeshAddr *sample[WIRE_MAX_PEERS];
+  size_t n = mesh_sample(c->mesh, p->id, sample, WIRE_MAX_PEERS);
+  WirePeer peers[WIRE_MAX_PEERS];
+  for (size_t i = 0; i < n; i++) {
+    memcpy(peers[i].id, sample[i]->id, 32);
+    peers[i].addr = wire_str(sample[i]->addr, strlen(sample[i]->addr));
+  }
+  WireMsg out = {.type = MSG_PEERS};
+  out.u.peers.count = (uint16_t)n;
+  out.u.peers.peers = peers;
+  send_msg(c, p->conn, &out);
+}
+
+static void on_peers(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  if (p->kind != PEER_SUPER) {
+    protocol_error(c, p, "PEERS from a leaf", now);
+    return;
+  }
+  if (!c->cfg.discovery)
+    return;
+  for (uint16_t i = 0; i < m->u.peers.count; i++) {
+    char addr[MESH_ADDR_MAX + 1];
+    const WirePeer *wp = &m->u.peers.peers[i];
+    memcpy(addr, wp->addr.p, wp->addr.len);
+    addr[wp->addr.len] = '\0';
+    mesh_learn(c->mesh, addr, wp->id, false);
+  }
+}
+
+void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uint64_t now)
+{
+  Peer *p = peer_get(c, conn);
+  if (!p)
+    return;
+  p->last_rx = now;
+  WireMsg m;
+  WireError err = wire_decode(data, len, &m);
+  if (err == WIRE_EUNKNOWN && p->kind != PEER_NEW)
+    return; /* newer peers may speak types we do not know: ignore them */
+  if (err != WIRE_OK) {
+    g_debug("session %" G_GUINT64_FORMAT ": %s", conn, wire_error_str(err));
+    protocol_error(c, p, wire_error_str(err), now);
+    return;
+  }
+  if (p->kind == PEER_NEW && m.type != MSG_HELLO) {
+    protocol_error(c, p, "expected HELLO", now);
+    wire_msg_clear(&m);
+    return;
+  }
+  switch (m.type) {
+  case MSG_HELLO:
+    on_hello(c, p, &m, now);
+    break;
+  case MSG_PING: {
+    WireMsg pong = {.type = MSG_PONG};
+    pong.u.ping = m.u.ping;
+    send_msg(c, conn, &pong);
+    break;
+  }
+  case MSG_PONG:
+    break;
+  case MSG_PUBLISH:
+    on_publish(c, p, &m, now);
+    break;
+  case MSG_SEARCH:
+    on_search(c, p, &m, now);
+    break;
+  case MSG_QUERY:
+    on_query(c, p, &m, now);
+    break;
+  case MSG_QUERY_HITS:
+    on_query_hits(c, p, &m, now);
+    break;
+  case MSG_PEERS_REQ:
+    on_peers_req(c, p, now);
+    break;
+  case MSG_PEERS:
+    on_peers(c, p, &m, now);
+    break;
+  default: /* SEARCH_HITS: only super nodes send it */
+    protocol_error(c, p, "message type not allowed here", now);
+    break;
+  }
+  wire_msg_clear(&m);
+}
+
+/* --- time ------------------------------------------------------------------ */
+
+typedef struct {
+  SnCore *c;
+  uint64_t now;
+  GPtrArray *expired;
+  bool peers_req;
+} Sweep;
+
+static void sweep_cb(gpointer k, gpointer v, gpointer ud)
+{
+  Sweep *s = ud;
+  Peer *p = v;
+  uint64_t ka = s->c->cfg.keepalive_ms;
+  if (s->now - p->last_rx >= 3 * ka) {
+    g_ptr_array_add(s->expired, p);
+    return;
+  }
+  if (p->kind != PEER_NEW && s->now - p->last_ping >= ka) {
+    WireMsg ping = {.type = MSG_PING};
+    ping.u.ping = s->now;
+    send_msg(s->c, p->conn, &ping);
+    p->last_ping = s->now;
+  }
+  if (s->peers_req && p->kind == PEER_SUPER) {
+    WireMsg req = {.type = MSG_PEERS_REQ};
+    send_msg(s->c, p->conn, &req);
+  }
+}
+
+void sn_core_tick(SnCore *c, uint64_t now)
+{
+  if (now >= c->next_housekeeping) {
+    Sweep s = {c, now, g_ptr_array_new(), false};
+    if (c->cfg.discovery && now >= c->next_peers_req) {
+      s.peers_req = c->stats.links < c->cfg.target_degree;
+      c->next_peers_req = now + PEERS_REQ_INTERVAL_MS;
+    }
+    g_hash_table_foreach(c->peers, sweep_cb, &s);
+    for (guint i = 0; i < s.expired->len; i++)
+      close_peer(c, g_ptr_array_index(s.expired, i), "keepalive timeout", now);
+    g_ptr_array_unref(s.expired);
+    flood_expire(c->flood, now);
+    c->next_housekeeping = now + MIN(c->cfg.keepalive_ms / 2, 1000);
+  }
+  for (int i = 0; i < MAX_DIALS_PER_TICK; i++) {
+    bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
+    MeshAddr *a = mesh_next_dial(c->mesh, want_more, linked_cb, c, now);
+    if (!a)
+      break;
+    SnAction act = {.kind = SN_ACT_DIAL, .addr = g_strdup(a->addr)};
+    push(c, act);
+  }
+}
+
+uint64_t sn_core_next_deadline(const SnCore *c)
+{
+  bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
+  return MIN(c->next_housekeeping, mesh_next_attempt(c->mesh, want_more));
+}
+
+typedef struct {
+  SnLinkFn fn;
+  void *ctx;
+} LinkIter;
+
+static void link_iter_cb(gpointer k, gpointer v, gpointer ud)
+{
+  LinkIter *it = ud;
+  Peer *p = v;
+  if (p->kind == PEER_SUPER)
+    it->fn(p->id, p->addr, p->conn, it->ctx);
+}
+
+void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx)
+{
+  LinkIter it = {fn, ctx};
+  g_hash_table_foreach(c->peers, link_iter_cb, &it);
+}

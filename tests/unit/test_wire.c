@@ -1,1 +1,589 @@
-int main(void) { return 0; }
+/* test_wire.c - the application message codec: round trips, a truncation
+ * sweep, and every cap and validity check a peer can run into. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "wire.h"
+
+#define S(lit) wire_str(lit, sizeof lit - 1)
+
+static void fill(uint8_t *p, size_t n, uint8_t seed)
+{
+  for (size_t i = 0; i < n; i++)
+    p[i] = (uint8_t)(seed + i * 13);
+}
+
+static void assert_str_eq(WireStr a, WireStr b)
+{
+  assert_int_equal(a.len, b.len);
+  if (a.len)
+    assert_memory_equal(a.p, b.p, a.len);
+}
+
+/* Compares every field of two messages of the same type. */
+static void assert_msg_eq(const WireMsg *a, const WireMsg *b)
+{
+  assert_int_equal(a->type, b->type);
+  switch (a->type) {
+  case MSG_HELLO:
+    assert_int_equal(a->u.hello.role, b->u.hello.role);
+    assert_str_eq(a->u.hello.listen, b->u.hello.listen);
+    assert_str_eq(a->u.hello.agent, b->u.hello.agent);
+    break;
+  case MSG_PING:
+  case MSG_PONG:
+    assert_true(a->u.ping == b->u.ping);
+    break;
+  case MSG_PUBLISH:
+    assert_int_equal(a->u.publish.reset, b->u.publish.reset);
+    assert_int_equal(a->u.publish.count, b->u.publish.count);
+    for (uint16_t i = 0; i < a->u.publish.count; i++) {
+      const WireEntry *x = &a->u.publish.entries[i], *y = &b->u.publish.entries[i];
+      assert_str_eq(x->name, y->name);
+      assert_true(x->size == y->size);
+      assert_memory_equal(x->cid, y->cid, WIRE_CID_LEN);
+    }
+    break;
+  case MSG_SEARCH:
+    assert_int_equal(a->u.search.req, b->u.search.req);
+    assert_int_equal(a->u.search.ttl, b->u.search.ttl);
+    assert_int_equal(a->u.search.kind, b->u.search.kind);
+    assert_str_eq(a->u.search.text, b->u.search.text);
+    break;
+  case MSG_QUERY:
+    assert_memory_equal(a->u.query.qid, b->u.query.qid, WIRE_QID_LEN);
+    assert_int_equal(a->u.query.ttl, b->u.query.ttl);
+    assert_int_equal(a->u.query.kind, b->u.query.kind);
+    assert_str_eq(a->u.query.text, b->u.query.text);
+    break;
+  case MSG_SEARCH_HITS:
+  case MSG_QUERY_HITS:
+    if (a->type == MSG_SEARCH_HITS)
+      assert_int_equal(a->u.hits.req, b->u.hits.req);
+    else
+      assert_memory_equal(a->u.hits.qid, b->u.hits.qid, WIRE_QID_LEN);
+    assert_int_equal(a->u.hits.count, b->u.hits.count);
+    for (uint16_t i = 0; i < a->u.hits.count; i++) {
+      const WireHit *x = &a->u.hits.hits[i], *y = &b->u.hits.hits[i];
+      assert_str_eq(x->name, y->name);
+      assert_true(x->size == y->size);
+      assert_memory_equal(x->cid, y->cid, WIRE_CID_LEN);
+      assert_memory_equal(x->peer, y->peer, WIRE_ID_LEN);
+    }
+    break;
+  case MSG_PEERS_REQ:
+    break;
+  case MSG_PEERS:
+    assert_int_equal(a->u.peers.count, b->u.peers.count);
+    for (uint16_t i = 0; i < a->u.peers.count; i++) {
+      assert_memory_equal(a->u.peers.peers[i].id, b->u.peers.peers[i].id, WIRE_ID_LEN);
+      assert_str_eq(a->u.peers.peers[i].addr, b->u.peers.peers[i].addr);
+    }
+    break;
+  default:
+    fail_msg("unexpected type %d", a->type);
+  }
+}
+
+/* Decodes every strict prefix of a valid encoding: each must fail, and
+ * under ASan none may read out of bounds. The prefix is copied into an
+ * exactly sized heap block so an overread is caught. */
+static void truncation_sweep(const uint8_t *p, size_t len)
+{
+  for (size_t n = 0; n < len; n++) {
+    uint8_t *copy = malloc(n ? n : 1);
+    assert_non_null(copy);
+    memcpy(copy, p, n);
+    WireMsg m;
+    WireError e = wire_decode(copy, n, &m);
+    assert_int_not_equal(e, WIRE_OK);
+    free(copy);
+  }
+}
+
+/* Encodes m, decodes it back, compares, sweeps its prefixes and checks that
+ * one trailing byte is refused. */
+static void roundtrip(const WireMsg *m)
+{
+  Buf b;
+  WireMsg out;
+  buf_init(&b);
+  assert_true(wire_encode(m, &b));
+  assert_int_equal(wire_decode(b.data, b.len, &out), WIRE_OK);
+  assert_msg_eq(m, &out);
+
+  /* Re-encoding gives the same bytes: the encoding is canonical. */
+  Buf again;
+  buf_init(&again);
+  assert_true(wire_encode(&out, &again));
+  assert_int_equal(again.len, b.len);
+  assert_memory_equal(again.data, b.data, b.len);
+  buf_free(&again);
+  wire_msg_clear(&out);
+
+  truncation_sweep(b.data, b.len);
+
+  wr_u8(&b, 0);
+  assert_int_equal(wire_decode(b.data, b.len, &out), WIRE_ETRUNC);
+  buf_free(&b);
+}
+
+static void test_hello(void **state)
+{
+  WireMsg m = {.type = MSG_HELLO};
+  m.u.hello.role = ROLE_SUPER;
+  m.u.hello.listen = S("198.51.100.7:4000");
+  m.u.hello.agent = S("canopy/0.1");
+  roundtrip(&m);
+
+  m.u.hello.role = ROLE_LEAF;
+  m.u.hello.listen = wire_str(NULL, 0); /* leaves have no listen address */
+  roundtrip(&m);
+}
+
+static void test_ping_pong(void **state)
+{
+  WireMsg m = {.type = MSG_PING};
+  m.u.ping = 0x0123456789abcdefULL;
+  roundtrip(&m);
+  m.type = MSG_PONG;
+  m.u.ping = UINT64_MAX;
+  roundtrip(&m);
+}
+
+static void test_publish(void **state)
+{
+  WireEntry e[3] = {
+    {.name = S("song.ogg"), .size = 0},
+    {.name = S("r\xc3\xa9sum\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80.pdf"), .size = UINT64_MAX},
+    {.name = S("x"), .size = 4096},
+  };
+  for (int i = 0; i < 3; i++)
+    fill(e[i].cid, WIRE_CID_LEN, (uint8_t)(i * 50));
+  WireMsg m = {.type = MSG_PUBLISH};
+  m.u.publish.reset = true;
+  m.u.publish.count = 3;
+  m.u.publish.entries = e;
+  roundtrip(&m);
+
+  m.u.publish.reset = false;
+  m.u.publish.count = 0; /* an empty first batch clears the manifest */
+  m.u.publish.entries = NULL;
+  roundtrip(&m);
+}
+
+static void test_publish_at_caps(void **state)
+{
+  static char name[WIRE_MAX_NAME];
+  WireEntry *e = calloc(WIRE_MAX_ENTRIES, sizeof *e);
+  assert_non_null(e);
+  memset(name, 'n', sizeof name);
+  for (int i = 0; i < WIRE_MAX_ENTRIES; i++) {
+    e[i].name = wire_str(name, WIRE_MAX_NAME);
+    e[i].size = (uint64_t)i << 40;
+    fill(e[i].cid, WIRE_CID_LEN, (uint8_t)i);
+  }
+  WireMsg m = {.type = MSG_PUBLISH};
+  m.u.publish.count = WIRE_MAX_ENTRIES;
+  m.u.publish.entries = e;
+  Buf b;
+  WireMsg out;
+  buf_init(&b);
+  assert_true(wire_encode(&m, &b));
+  assert_int_equal(wire_decode(b.data, b.len, &out), WIRE_OK);
+  assert_msg_eq(&m, &out);
+  wire_msg_clear(&out);
+  buf_free(&b);
+  free(e);
+}
+
+static void test_search(void **state)
+{
+  WireMsg m = {.type = MSG_SEARCH};
+  m.u.search.req = 0xdeadbeef;
+  m.u.search.ttl = WIRE_MAX_TTL;
+  m.u.search.kind = QUERY_KEYWORDS;
+  m.u.search.text = S("free music \xe2\x99\xab");
+  roundtrip(&m);
+  m.u.search.ttl = 0;
+  m.u.search.kind = QUERY_CONTENT_ID;
+  roundtrip(&m);
+}
+
+static void test_query(void **state)
+{
+  WireMsg m = {.type = MSG_QUERY};
+  fill(m.u.query.qid, WIRE_QID_LEN, 9);
+  m.u.query.ttl = 3;
+  m.u.query.kind = QUERY_CONTENT_ID;
+  m.u.query.text = S("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+  roundtrip(&m);
+}
+
+static void hits_fixture(WireHit h[2])
+{
+  memset(h, 0, 2 * sizeof *h);
+  h[0].name = S("a.txt");
+  h[0].size = 12;
+  h[1].name = S("\xe6\x97\xa5\xe6\x9c\xac.mkv");
+  h[1].size = 1ULL << 33;
+  for (int i = 0; i < 2; i++) {
+    fill(h[i].cid, WIRE_CID_LEN, (uint8_t)(i + 1));
+    fill(h[i].peer, WIRE_ID_LEN, (uint8_t)(i + 100));
+  }
+}
+
+static void test_search_hits(void **state)
+{
+  WireHit h[2];
+  hits_fixture(h);
+  WireMsg m = {.type = MSG_SEARCH_HITS};
+  m.u.hits.req = 77;
+  m.u.hits.count = 2;
+  m.u.hits.hits = h;
+  roundtrip(&m);
+  m.u.hits.count = 0;
+  m.u.hits.hits = NULL;
+  roundtrip(&m);
+}
+
+static void test_query_hits(void **state)
+{
+  WireHit h[2];
+  hits_fixture(h);
+  WireMsg m = {.type = MSG_QUERY_HITS};
+  fill(m.u.hits.qid, WIRE_QID_LEN, 200);
+  m.u.hits.count = 2;
+  m.u.hits.hits = h;
+  roundtrip(&m);
+}
+
+static void test_peers(void **state)
+{
+  WireMsg m = {.type = MSG_PEERS_REQ};
+  roundtrip(&m);
+
+  WirePeer p[2] = {{.addr = S("203.0.113.5:4000")}, {.addr = S("[2001:db8::1]:4000")}};
+  fill(p[0].id, WIRE_ID_LEN, 1);
+  fill(p[1].id, WIRE_ID_LEN, 2);
+  m.type = MSG_PEERS;
+  m.u.peers.count = 2;
+  m.u.peers.peers = p;
+  roundtrip(&m);
+}
+
+/* -- hand-made bad input ------------------------------------------------- */
+
+static WireError decode_bytes(const uint8_t *p, size_t len)
+{
+  WireMsg m;
+  WireError e = wire_decode(p, len, &m);
+  if (e == WIRE_OK)
+    wire_msg_clear(&m);
+  return e;
+}
+
+static Buf header(uint8_t type)
+{
+  Buf b;
+  buf_init(&b);
+  wr_u8(&b, WIRE_VERSION);
+  wr_u8(&b, type);
+  return b;
+}
+
+static WireError decode_buf(Buf *b)
+{
+  WireError e = decode_bytes(b->data, b->len);
+  buf_free(b);
+  return e;
+}
+
+/* A PUBLISH with one entry whose name is the given bytes. */
+static WireError publish_with_name(const void *name, size_t len)
+{
+  Buf b = header(MSG_PUBLISH);
+  uint8_t cid[WIRE_CID_LEN] = {0};
+  wr_u8(&b, 0);
+  wr_u16(&b, 1);
+  wr_u16(&b, (uint16_t)len);
+  wr_bytes(&b, name, len);
+  wr_u64(&b, 1);
+  wr_bytes(&b, cid, sizeof cid);
+  return decode_buf(&b);
+}
+
+static WireError search_with(uint8_t ttl, uint8_t kind)
+{
+  Buf b = header(MSG_SEARCH);
+  wr_u32(&b, 1);
+  wr_u8(&b, ttl);
+  wr_u8(&b, kind);
+  wr_u16(&b, 3);
+  wr_bytes(&b, "abc", 3);
+  return decode_buf(&b);
+}
+
+static WireError query_with(uint8_t ttl, uint8_t kind)
+{
+  Buf b = header(MSG_QUERY);
+  uint8_t qid[WIRE_QID_LEN] = {0};
+  wr_bytes(&b, qid, sizeof qid);
+  wr_u8(&b, ttl);
+  wr_u8(&b, kind);
+  wr_u16(&b, 3);
+  wr_bytes(&b, "abc", 3);
+  return decode_buf(&b);
+}
+
+static void test_version(void **state)
+{
+  static const uint8_t v2[] = {2, MSG_PING, 0, 0, 0, 0, 0, 0, 0, 1};
+  static const uint8_t v0[] = {0, MSG_PEERS_REQ};
+  assert_int_equal(decode_bytes(v2, sizeof v2), WIRE_EVERSION);
+  assert_int_equal(decode_bytes(v0, sizeof v0), WIRE_EVERSION);
+}
+
+static void test_unknown_type(void **state)
+{
+  static const uint8_t types[] = {0, 11, 0x7f, 0xff};
+  for (size_t i = 0; i < sizeof types; i++) {
+    uint8_t msg[] = {WIRE_VERSION, types[i], 1, 2, 3};
+    assert_int_equal(decode_bytes(msg, sizeof msg), WIRE_EUNKNOWN);
+  }
+  assert_string_equal(wire_type_str(0xff), "?");
+  assert_string_equal(wire_type_str(MSG_QUERY_HITS), "QUERY_HITS");
+}
+
+static void test_count_over_cap(void **state)
+{
+  Buf b = header(MSG_PUBLISH);
+  wr_u8(&b, 0);
+  wr_u16(&b, WIRE_MAX_ENTRIES + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+
+  b = header(MSG_SEARCH_HITS);
+  wr_u32(&b, 1);
+  wr_u16(&b, WIRE_MAX_HITS + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+
+  b = header(MSG_QUERY_HITS);
+  uint8_t qid[WIRE_QID_LEN] = {0};
+  wr_bytes(&b, qid, sizeof qid);
+  wr_u16(&b, 0xffff);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+
+  b = header(MSG_PEERS);
+  wr_u16(&b, WIRE_MAX_PEERS + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+}
+
+static void test_length_over_cap(void **state)
+{
+  char big[WIRE_MAX_QUERY + 1];
+  memset(big, 'a', sizeof big);
+  assert_int_equal(publish_with_name(big, WIRE_MAX_NAME), WIRE_OK);
+  assert_int_equal(publish_with_name(big, WIRE_MAX_NAME + 1), WIRE_ELIMIT);
+
+  Buf b = header(MSG_SEARCH);
+  wr_u32(&b, 1);
+  wr_u8(&b, 1);
+  wr_u8(&b, 0);
+  wr_u16(&b, WIRE_MAX_QUERY + 1);
+  wr_bytes(&b, big, WIRE_MAX_QUERY + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+
+  b = header(MSG_HELLO);
+  wr_u8(&b, ROLE_LEAF);
+  wr_u16(&b, 0);
+  wr_u16(&b, WIRE_MAX_AGENT + 1);
+  wr_bytes(&b, big, WIRE_MAX_AGENT + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+
+  /* The cap is checked before the bytes are looked for. */
+  b = header(MSG_HELLO);
+  wr_u8(&b, ROLE_SUPER);
+  wr_u16(&b, WIRE_MAX_ADDR + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+}
+
+static void test_invalid_text(void **state)
+{
+  assert_int_equal(publish_with_name("ok", 2), WIRE_OK);
+  assert_int_equal(publish_with_name("a\0b", 3), WIRE_EINVALID);     /* embedded NUL */
+  assert_int_equal(publish_with_name("\xc0\x80", 2), WIRE_EINVALID); /* overlong NUL */
+  assert_int_equal(publish_with_name("\xe0\x80\xaf", 3), WIRE_EINVALID);
+  assert_int_equal(publish_with_name("\xed\xa0\x80", 3), WIRE_EINVALID); /* surrogate */
+  assert_int_equal(publish_with_name("\xf4\x90\x80\x80", 4), WIRE_EINVALID); /* > U+10FFFF */
+  assert_int_equal(publish_with_name("\xf5\x80\x80\x80", 4), WIRE_EINVALID);
+  assert_int_equal(publish_with_name("\x80", 1), WIRE_EINVALID); /* lone continuation */
+  assert_int_equal(publish_with_name("ab\xc3", 3), WIRE_EINVALID); /* cut sequence */
+  assert_int_equal(publish_with_name("\xe2\x82", 2), WIRE_EINVALID);
+  assert_int_equal(publish_with_name("\xff", 1), WIRE_EINVALID);
+  /* Names are not empty; the entry is then also a byte short of the
+   * smallest valid one, which the count check sees first. */
+  assert_int_not_equal(publish_with_name("", 0), WIRE_OK);
+
+  assert_true(wire_utf8_ok("\xf4\x8f\xbf\xbf", 4)); /* U+10FFFF */
+  assert_true(wire_utf8_ok("\xef\xbf\xbd", 3));
+  assert_true(wire_utf8_ok("", 0));
+  assert_false(wire_utf8_ok("\xf0\x8f\xbf\xbf", 4)); /* overlong */
+}
+
+static void test_invalid_fields(void **state)
+{
+  assert_int_equal(search_with(WIRE_MAX_TTL, QUERY_KEYWORDS), WIRE_OK);
+  assert_int_equal(search_with(WIRE_MAX_TTL + 1, QUERY_KEYWORDS), WIRE_EINVALID);
+  assert_int_equal(search_with(1, QUERY_CONTENT_ID + 1), WIRE_EINVALID);
+  assert_int_equal(query_with(WIRE_MAX_TTL, QUERY_CONTENT_ID), WIRE_OK);
+  assert_int_equal(query_with(WIRE_MAX_TTL + 1, QUERY_KEYWORDS), WIRE_EINVALID);
+  assert_int_equal(query_with(0, 7), WIRE_EINVALID);
+
+  static const uint8_t role0[] = {WIRE_VERSION, MSG_HELLO, 0, 0, 0, 0, 0};
+  static const uint8_t role3[] = {WIRE_VERSION, MSG_HELLO, 3, 0, 0, 0, 0};
+  static const uint8_t leaf[] = {WIRE_VERSION, MSG_HELLO, ROLE_LEAF, 0, 0, 0, 0};
+  assert_int_equal(decode_bytes(role0, sizeof role0), WIRE_EINVALID);
+  assert_int_equal(decode_bytes(role3, sizeof role3), WIRE_EINVALID);
+  assert_int_equal(decode_bytes(leaf, sizeof leaf), WIRE_OK);
+
+  static const uint8_t flags[] = {WIRE_VERSION, MSG_PUBLISH, 2, 0, 0};
+  static const uint8_t reset[] = {WIRE_VERSION, MSG_PUBLISH, 1, 0, 0};
+  assert_int_equal(decode_bytes(flags, sizeof flags), WIRE_EINVALID);
+  assert_int_equal(decode_bytes(reset, sizeof reset), WIRE_OK);
+
+  /* Peer addresses may not be empty. */
+  Buf b = header(MSG_PEERS);
+  uint8_t id[WIRE_ID_LEN] = {0};
+  wr_u16(&b, 1);
+  wr_bytes(&b, id, sizeof id);
+  wr_u16(&b, 0);
+  wr_u8(&b, 0); /* pad so the count check passes and the string is reached */
+  assert_int_equal(decode_buf(&b), WIRE_EINVALID);
+}
+
+static void test_trailing_byte(void **state)
+{
+  static const uint8_t req[] = {WIRE_VERSION, MSG_PEERS_REQ, 0};
+  static const uint8_t ping[] = {WIRE_VERSION, MSG_PING, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  assert_int_equal(decode_bytes(req, sizeof req), WIRE_ETRUNC);
+  assert_int_equal(decode_bytes(ping, sizeof ping), WIRE_ETRUNC);
+  assert_int_equal(decode_bytes(ping, sizeof ping - 1), WIRE_OK);
+  assert_int_equal(decode_bytes(NULL, 0), WIRE_ETRUNC);
+}
+
+/* A peer declaring more entries than it sent gets an error, not an array
+ * sized from its claim. */
+static void test_count_beyond_bytes(void **state)
+{
+  Buf b = header(MSG_PUBLISH);
+  uint8_t cid[WIRE_CID_LEN] = {0};
+  wr_u8(&b, 0);
+  wr_u16(&b, WIRE_MAX_ENTRIES);
+  wr_u16(&b, 1);
+  wr_bytes(&b, "a", 1);
+  wr_u64(&b, 1);
+  wr_bytes(&b, cid, sizeof cid);
+  WireMsg m;
+  assert_int_equal(wire_decode(b.data, b.len, &m), WIRE_ETRUNC);
+  assert_null(m.u.publish.entries);
+  assert_int_equal(m.u.publish.count, 0);
+  buf_free(&b);
+
+  b = header(MSG_PEERS);
+  wr_u16(&b, WIRE_MAX_PEERS);
+  assert_int_equal(decode_buf(&b), WIRE_ETRUNC);
+}
+
+static void test_encode_refuses(void **state)
+{
+  Buf b;
+  buf_init(&b);
+  wr_u8(&b, 0xaa); /* a failed encode leaves earlier bytes alone */
+
+  WireEntry *e = calloc(WIRE_MAX_ENTRIES + 1, sizeof *e);
+  assert_non_null(e);
+  for (int i = 0; i <= WIRE_MAX_ENTRIES; i++)
+    e[i].name = S("f");
+  WireMsg m = {.type = MSG_PUBLISH};
+  m.u.publish.count = WIRE_MAX_ENTRIES + 1;
+  m.u.publish.entries = e;
+  assert_false(wire_encode(&m, &b));
+  assert_int_equal(b.len, 1);
+
+  WireHit *h = calloc(WIRE_MAX_HITS + 1, sizeof *h);
+  assert_non_null(h);
+  for (int i = 0; i <= WIRE_MAX_HITS; i++)
+    h[i].name = S("f");
+  m = (WireMsg){.type = MSG_SEARCH_HITS};
+  m.u.hits.count = WIRE_MAX_HITS + 1;
+  m.u.hits.hits = h;
+  assert_false(wire_encode(&m, &b));
+  m.type = MSG_QUERY_HITS;
+  assert_false(wire_encode(&m, &b));
+  m.u.hits.count = WIRE_MAX_HITS;
+  assert_true(wire_encode(&m, &b));
+  b.len = 1;
+
+  WirePeer p[WIRE_MAX_PEERS + 1];
+  memset(p, 0, sizeof p);
+  for (int i = 0; i <= WIRE_MAX_PEERS; i++)
+    p[i].addr = S("h:1");
+  m = (WireMsg){.type = MSG_PEERS};
+  m.u.peers.count = WIRE_MAX_PEERS + 1;
+  m.u.peers.peers = p;
+  assert_false(wire_encode(&m, &b));
+
+  /* Over-long and empty strings, and unknown types. */
+  static char name[WIRE_MAX_NAME + 1];
+  memset(name, 'x', sizeof name);
+  e[0].name = wire_str(name, sizeof name);
+  m = (WireMsg){.type = MSG_PUBLISH};
+  m.u.publish.count = 1;
+  m.u.publish.entries = e;
+  assert_false(wire_encode(&m, &b));
+  e[0].name = wire_str(NULL, 0);
+  assert_false(wire_encode(&m, &b));
+  m = (WireMsg){.type = MSG_SEARCH};
+  assert_false(wire_encode(&m, &b)); /* empty search text */
+  m = (WireMsg){.type = 0};
+  assert_false(wire_encode(&m, &b));
+  m = (WireMsg){.type = 42};
+  assert_false(wire_encode(&m, &b));
+  assert_int_equal(b.len, 1);
+  assert_int_equal(b.data[0], 0xaa);
+
+  free(e);
+  free(h);
+  buf_free(&b);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_hello),
+    cmocka_unit_test(test_ping_pong),
+    cmocka_unit_test(test_publish),
+    cmocka_unit_test(test_publish_at_caps),
+    cmocka_unit_test(test_search),
+    cmocka_unit_test(test_query),
+    cmocka_unit_test(test_search_hits),
+    cmocka_unit_test(test_query_hits),
+    cmocka_unit_test(test_peers),
+    cmocka_unit_test(test_version),
+    cmocka_unit_test(test_unknown_type),
+    cmocka_unit_test(test_count_over_cap),
+    cmocka_unit_test(test_length_over_cap),
+    cmocka_unit_test(test_invalid_text),
+    cmocka_unit_test(test_invalid_fields),
+    cmocka_unit_test(test_trailing_byte),
+    cmocka_unit_test(test_count_beyond_bytes),
+    cmocka_unit_test(test_encode_refuses),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

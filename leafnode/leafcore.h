@@ -1,0 +1,83 @@
+/* leafcore.h - the leaf's protocol core, sans I/O.
+ *
+ * Keeps one session with a super node: dials it (with exponential backoff and
+ * jitter after failures), says HELLO, publishes the manifest (again after
+ * every reconnect), pings, and runs searches: a search collects hits until
+ * its deadline, de-duplicated, and then completes. Time is passed in.
+ */
+#ifndef CANOPY_LEAFCORE_H
+#define CANOPY_LEAFCORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct LeafCore LeafCore;
+
+typedef struct {
+  uint64_t keepalive_ms;   /* PING interval; 3 silent intervals end the session */
+  uint64_t backoff_min_ms; /* first redial delay */
+  uint64_t backoff_max_ms;
+  unsigned max_hits;       /* per search */
+} LeafConfig;
+
+void leaf_config_defaults(LeafConfig *c);
+
+typedef struct {
+  char *name; /* relative path inside the share, UTF-8 */
+  uint64_t size;
+  uint8_t cid[32];
+} LeafEntry;
+
+typedef enum {
+  LEAF_ACT_DIAL,        /* connect to the super node */
+  LEAF_ACT_SEND,        /* data/len: one encoded message for the session */
+  LEAF_ACT_CLOSE,       /* end the session (reason) */
+  LEAF_ACT_HIT,         /* search: one new hit */
+  LEAF_ACT_SEARCH_DONE, /* search: finished; error set if it could not run */
+} LeafActionKind;
+
+typedef struct {
+  LeafActionKind kind;
+  uint8_t *data; /* SEND (owned) */
+  size_t len;
+  const char *reason; /* CLOSE, or SEARCH_DONE's error (static); NULL if none */
+  uint32_t search;    /* HIT, SEARCH_DONE */
+  char *name;         /* HIT (owned) */
+  uint64_t size;
+  uint8_t cid[32];
+  uint8_t peer[32];
+} LeafAction;
+
+typedef void (*LeafRandomFn)(uint8_t *out, size_t n, void *ctx);
+
+LeafCore *leaf_core_new(const LeafConfig *cfg, LeafRandomFn rng, void *rng_ctx);
+void leaf_core_free(LeafCore *c); /* NULL is a no-op */
+
+/* Begins: the first DIAL comes out now. */
+void leaf_core_start(LeafCore *c, uint64_t now);
+/* Replaces the manifest (entries copied); republished at once if connected. */
+void leaf_core_set_manifest(LeafCore *c, const LeafEntry *e, size_t n, uint64_t now);
+size_t leaf_core_manifest_size(const LeafCore *c);
+
+/* The session's handshake finished. */
+void leaf_core_connected(LeafCore *c, uint64_t now);
+/* The dial failed or the session ended: redial after backoff. Pending
+ * searches finish with an error. */
+void leaf_core_disconnected(LeafCore *c, uint64_t now);
+void leaf_core_recv(LeafCore *c, const uint8_t *msg, size_t len, uint64_t now);
+void leaf_core_tick(LeafCore *c, uint64_t now);
+uint64_t leaf_core_next_deadline(const LeafCore *c);
+
+/* Starts a search; returns its id. kind is WireQueryKind. If not connected
+ * the SEARCH_DONE (with error) is queued at once. */
+uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t ttl,
+                          uint64_t wait_ms, uint64_t now);
+
+bool leaf_core_next_action(LeafCore *c, LeafAction *out);
+void leaf_action_clear(LeafAction *a);
+
+bool leaf_core_is_connected(const LeafCore *c);
+unsigned leaf_core_failures(const LeafCore *c); /* dials failed in a row */
+
+#endif

@@ -1,0 +1,101 @@
+/* sncore.h - the super node's protocol core, sans I/O.
+ *
+ * Events in (a session opened after its handshake, a decrypted message, a
+ * session closed, a dial failed, time passed), actions out (send these bytes
+ * on session N, close N with a reason, dial an address). The core never reads
+ * a clock or touches a socket: the glib shell (main.c) and the unit tests
+ * drive it with `now` in monotonic milliseconds.
+ *
+ * It owns the leaf sessions and their index entries, the super-node links and
+ * address book (mesh.h), and flooding with duplicate suppression (flood.h).
+ */
+#ifndef CANOPY_SNCORE_H
+#define CANOPY_SNCORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct SnCore SnCore;
+
+typedef struct {
+  const char *advertise;       /* our "host:port" for other super nodes */
+  bool discovery;              /* learn addresses and keep target_degree */
+  unsigned target_degree;      /* super-node links to aim for */
+  unsigned max_super_links;    /* hard cap, inbound included */
+  unsigned max_leaves;
+  uint64_t keepalive_ms;       /* PING interval; silence for 3x closes */
+  unsigned max_hits_local;     /* hits one super node answers per query */
+  unsigned max_hits_relayed;   /* hits passed back per query id */
+  size_t max_entries_per_leaf;
+  double leaf_query_rate, leaf_query_burst;   /* per leaf session */
+  double super_query_rate, super_query_burst; /* per super-node link */
+} SnConfig;
+
+/* Defaults a caller then overrides. */
+void sn_config_defaults(SnConfig *c);
+
+typedef struct {
+  uint64_t queries_received;   /* SEARCH from leaves + QUERY from links */
+  uint64_t queries_handled;    /* distinct query ids answered */
+  uint64_t queries_forwarded;  /* QUERY messages sent to links */
+  uint64_t queries_duplicate;  /* dropped: id already handled */
+  uint64_t queries_throttled;  /* dropped: over the per-session rate */
+  uint64_t hits_sent;          /* hits from our own index */
+  uint64_t hits_relayed;       /* hits passed back along the reverse path */
+  uint64_t hits_dropped;       /* no route, or over the relay cap */
+  uint64_t malformed;          /* messages that failed to decode or were out of place */
+  uint64_t sessions_opened;
+  uint64_t entries_rejected;   /* over the per-leaf cap */
+  unsigned leaves;             /* current leaf sessions */
+  unsigned links;              /* current super-node links */
+  size_t index_entries;
+} SnStats;
+
+typedef enum { SN_ACT_SEND, SN_ACT_CLOSE, SN_ACT_DIAL } SnActionKind;
+
+typedef struct {
+  SnActionKind kind;
+  uint64_t conn;       /* SEND, CLOSE */
+  uint8_t *data;       /* SEND: one encoded message (owned; sn_action_clear) */
+  size_t len;
+  char *addr;          /* DIAL (owned) */
+  const char *reason;  /* CLOSE: static string for the log */
+} SnAction;
+
+/* rng fills n random bytes (query ids, jitter). */
+typedef void (*SnRandomFn)(uint8_t *out, size_t n, void *ctx);
+
+SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn rng, void *rng_ctx,
+                    uint64_t now);
+void sn_core_free(SnCore *c); /* NULL is a no-op */
+
+/* A configured neighbour (--peer): dialed now and kept linked. */
+void sn_core_add_peer(SnCore *c, const char *addr, uint64_t now);
+
+/* A session finished its handshake. peer_id is the authenticated node id;
+ * dialed is the address we dialed (outbound) or NULL (inbound). */
+void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const char *dialed,
+                  uint64_t now);
+/* A session ended, for any reason. */
+void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now);
+/* A DIAL action failed before a session opened. */
+void sn_core_dial_failed(SnCore *c, const char *addr, uint64_t now);
+/* One decrypted application message from conn. */
+void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *msg, size_t len, uint64_t now);
+/* Time passed: keepalives, timeouts, dialing, expiry. */
+void sn_core_tick(SnCore *c, uint64_t now);
+/* When sn_core_tick next has work (absolute ms). */
+uint64_t sn_core_next_deadline(const SnCore *c);
+
+/* Pops the next action; false when none. Release with sn_action_clear. */
+bool sn_core_next_action(SnCore *c, SnAction *out);
+void sn_action_clear(SnAction *a);
+
+const SnStats *sn_core_stats(const SnCore *c);
+
+/* Iterates over super-node links (for status): id, address, conn. */
+typedef void (*SnLinkFn)(const uint8_t id[32], const char *addr, uint64_t conn, void *ctx);
+void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx);
+
+#endif
