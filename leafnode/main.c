@@ -299,6 +299,8 @@ static int run_daemon(int argc, char **argv)
   lf.ctx = g_main_context_ref_thread_default();
   lf.loop = g_main_loop_new(lf.ctx, FALSE);
   lf.dialer = g_socket_client_new();
+  /* Peers are dialed directly: no proxy (and no desktop settings lookup). */
+  g_socket_client_set_enable_proxy(lf.dialer, FALSE);
   g_socket_client_set_timeout(lf.dialer, 5);
   lf.pending = g_hash_table_new(g_direct_hash, g_direct_equal);
   lf.rescan_ms = (uint64_t)rescan_s * 1000;

@@ -128,19 +128,25 @@ static GLogLevelFlags max_level = G_LOG_LEVEL_INFO;
 static GLogWriterOutput log_writer(GLogLevelFlags level, const GLogField *fields, gsize n,
                                    gpointer ud)
 {
-  /* Lower numeric value = more severe. */
+  const char *domain = NULL;
+  for (gsize i = 0; i < n; i++)
+    if (strcmp(fields[i].key, "GLIB_DOMAIN") == 0)
+      domain = fields[i].value;
+  /* Lower numeric value = more severe. Debug output of libraries (GIO,
+   * dconf) is noise for an operator: our own domains only. */
   if ((level & G_LOG_LEVEL_MASK) > max_level)
+    return G_LOG_WRITER_HANDLED;
+  if ((level & G_LOG_LEVEL_DEBUG) &&
+      (!domain || !(strcmp(domain, "supernode") == 0 || strcmp(domain, "leaf") == 0 ||
+                    strcmp(domain, "canopy") == 0)))
     return G_LOG_WRITER_HANDLED;
   if (g_log_writer_is_journald(fileno(stderr)) &&
       g_log_writer_journald(level, fields, n, ud) == G_LOG_WRITER_HANDLED)
     return G_LOG_WRITER_HANDLED;
-  const char *msg = "", *domain = NULL;
-  for (gsize i = 0; i < n; i++) {
+  const char *msg = "";
+  for (gsize i = 0; i < n; i++)
     if (strcmp(fields[i].key, "MESSAGE") == 0)
       msg = fields[i].value;
-    else if (strcmp(fields[i].key, "GLIB_DOMAIN") == 0)
-      domain = fields[i].value;
-  }
   const char *lvl = level & G_LOG_LEVEL_ERROR      ? "error"
                     : level & G_LOG_LEVEL_CRITICAL ? "critical"
                     : level & G_LOG_LEVEL_WARNING  ? "warning"

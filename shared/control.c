@@ -108,6 +108,7 @@ ControlServer *control_server_new(const char *path, GMainContext *ctx, ControlHa
    * answers on it, it is stale. */
   if (g_file_test(path, G_FILE_TEST_EXISTS)) {
     GSocketClient *probe = g_socket_client_new();
+    g_socket_client_set_enable_proxy(probe, FALSE);
     GSocketAddress *a = g_unix_socket_address_new(path);
     GSocketConnection *c = g_socket_client_connect(probe, G_SOCKET_CONNECTABLE(a), NULL, NULL);
     g_object_unref(a);
@@ -161,6 +162,7 @@ gboolean control_call(const char *state_dir, JsonObject *req, ControlLineFn fn, 
 {
   gchar *path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
   GSocketClient *client = g_socket_client_new();
+  g_socket_client_set_enable_proxy(client, FALSE);
   g_socket_client_set_timeout(client, timeout_s);
   GSocketAddress *addr = g_unix_socket_address_new(path);
   GError *err = NULL;

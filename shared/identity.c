@@ -27,12 +27,10 @@ _Static_assert(IDENTITY_SIG_LEN == crypto_sign_BYTES, "sig size");
 
 bool crypto_ready(void)
 {
-  /* sodium_init() is idempotent and thread-safe (0 first time, 1 after);
-   * caching the answer only saves the call. */
-  static bool ready;
-  if (!ready)
-    ready = sodium_init() >= 0;
-  return ready;
+  /* sodium_init() is idempotent and thread-safe: 0 the first time, 1 after,
+   * -1 if the library cannot work here. Calling it every time avoids a racy
+   * cached flag. */
+  return sodium_init() >= 0;
 }
 
 void identity_id_of(const uint8_t pk[IDENTITY_PK_LEN], uint8_t id[IDENTITY_ID_LEN])
@@ -58,12 +56,8 @@ void identity_clear(Identity *id)
 
 void hex_encode(const uint8_t *p, size_t n, char *out)
 {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[p[i] >> 4];
-    out[2 * i + 1] = digits[p[i] & 0x0f];
-  }
-  out[2 * n] = '\0';
+  /* libsodium's encoder runs in constant time; it also hexes secret keys. */
+  sodium_bin2hex(out, 2 * n + 1, p, n);
 }
 
 static int hex_digit(char c)

@@ -208,6 +208,9 @@ Session *session_new(GSocketConnection *conn, uint64_t id, const Identity *self,
     return NULL;
   }
   g_socket_set_blocking(s->sock, FALSE);
+  /* GSocketClient's connect timeout stays on the socket and would end an
+   * idle session after that long; liveness is the keepalive's job. */
+  g_socket_set_timeout(s->sock, 0);
   g_socket_set_keepalive(s->sock, TRUE);
   GSocketAddress *ra = g_socket_get_remote_address(s->sock, NULL);
   if (G_IS_INET_SOCKET_ADDRESS(ra)) {

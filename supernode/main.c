@@ -412,6 +412,8 @@ int main(int argc, char **argv)
   sn.loop = g_main_loop_new(sn.ctx, FALSE);
   sn.sessions = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, entry_free);
   sn.dialer = g_socket_client_new();
+  /* Peers are dialed directly: no proxy (and no desktop settings lookup). */
+  g_socket_client_set_enable_proxy(sn.dialer, FALSE);
   g_socket_client_set_timeout(sn.dialer, 5);
   if (!listen_on(&sn, listen, &err)) {
     fprintf(stderr, "canopy-supernode: cannot listen on %s: %s\n", listen, err->message);

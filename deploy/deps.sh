@@ -1,0 +1,22 @@
+# deps.sh - sourced by deploy/demo.sh and tests/run.sh: make sure the Debian
+# packages Canopy builds and tests with are installed. As root it installs
+# what is missing; otherwise it prints the one apt-get line to run.
+CANOPY_PKGS=(build-essential cmake pkg-config libglib2.0-dev libsodium-dev libjson-glib-dev
+             libcmocka-dev jq)
+
+canopy_deps() {
+  local missing=() p
+  for p in "${CANOPY_PKGS[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Canopy needs these Debian packages; run as root:" >&2
+    echo "  apt-get install -y ${missing[*]}" >&2
+    return 1
+  fi
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; }
+}

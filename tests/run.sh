@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# tests/run.sh - install what is missing, build, run every test.
+#
+#   unit         cmocka tests of every module (tests/unit)
+#   integration  real daemons on loopback (tests/integration)
+#   sanitizers   the unit and integration tests again on an ASan+UBSan build
+#   fuzz         the frame decoder's libFuzzer target, briefly (when clang is here)
+#
+# Exits non-zero if anything failed; the last line reads "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+. deploy/deps.sh
+canopy_deps || exit 1
+
+BUILD=${BUILD:-$ROOT/build}
+ASAN_BUILD=${ASAN_BUILD:-$ROOT/build-asan}
+FUZZ_BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+passed=0; failed=0; failures=()
+
+result() { # result NAME RC
+  if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "PASS $1"
+  else failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1"; fi
+}
+
+build() { # build DIR [cmake args]
+  local dir=$1; shift
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >"$dir.cmake.log" 2>&1 &&
+    make -C "$dir" -j"$(nproc)" >"$dir.make.log" 2>&1
+}
+
+unit_tests() { # unit_tests DIR LABEL
+  local dir=$1 label=$2 t
+  for t in $(cd "$dir" && ctest -N | sed -n 's/^ *Test *#[0-9]*: //p'); do
+    (cd "$dir" && timeout 300 ctest -R "^$t\$" --output-on-failure >"$dir/$t.log" 2>&1)
+    local rc=$?
+    [ $rc -eq 0 ] || cat "$dir/$t.log"
+    result "$label/$t" $rc
+  done
+}
+
+integration_tests() { # integration_tests BINDIR LABEL
+  local t
+  for t in tests/integration/*.sh; do
+    [ "$(basename "$t")" = lib.sh ] && continue
+    echo "--- $2/$(basename "$t" .sh)"
+    CANOPY_BIN=$1 timeout 300 bash "$t"
+    result "$2/$(basename "$t" .sh)" $?
+  done
+}
+
+echo "=== build"
+mkdir -p "$BUILD"
+if ! build "$BUILD"; then
+  tail -n 40 "$BUILD.make.log" "$BUILD.cmake.log"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+echo "=== unit"
+unit_tests "$BUILD" unit
+echo "=== integration"
+integration_tests "$BUILD" integration
+
+echo "=== sanitizers (ASan + UBSan)"
+mkdir -p "$ASAN_BUILD"
+if build "$ASAN_BUILD" -DCANOPY_SANITIZE=ON; then
+  # glib keeps process-lifetime caches that LeakSanitizer would report from
+  # the daemons; the unit tests run with leak detection on.
+  ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    unit_tests "$ASAN_BUILD" asan-unit
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    integration_tests "$ASAN_BUILD" asan-integration
+else
+  tail -n 40 "$ASAN_BUILD.make.log"
+  result asan-build 1
+fi
+
+echo "=== fuzz"
+if command -v clang >/dev/null; then
+  mkdir -p "$FUZZ_BUILD"
+  if build "$FUZZ_BUILD" -DCMAKE_C_COMPILER=clang -DCANOPY_FUZZ=ON; then
+    mkdir -p "$FUZZ_BUILD/corpus"
+    "$FUZZ_BUILD/tests/fuzz_frame" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
+      "$FUZZ_BUILD/corpus" >"$FUZZ_BUILD/fuzz.log" 2>&1
+    rc=$?
+    grep -E "stat::number_of_executed_units|ERROR" "$FUZZ_BUILD/fuzz.log" || true
+    [ $rc -eq 0 ] || tail -n 40 "$FUZZ_BUILD/fuzz.log"
+    result fuzz/fuzz_frame $rc
+  else
+    tail -n 20 "$FUZZ_BUILD.make.log"
+    result fuzz-build 1
+  fi
+else
+  echo "SKIP fuzz: clang is not installed"
+fi
+
+echo
+[ $failed -eq 0 ] || printf 'failed: %s\n' "${failures[*]}"
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
