@@ -59,7 +59,7 @@ static void on_search_line(JsonObject *o, void *ud)
 int cli_search(int argc, char **argv)
 {
   gchar *state_dir = NULL;
-  gint ttl = 4, wait_ms = 1500;
+  gint ttl = 4, wait_ms = 1500, limit = 0;
   gboolean json = FALSE, by_cid = FALSE;
   gchar **terms = NULL;
   GOptionEntry entries[] = {
@@ -67,6 +67,7 @@ int cli_search(int argc, char **argv)
       {"ttl", 0, 0, G_OPTION_ARG_INT, &ttl,
        "Super-node hops beyond the leaf's own super node (0..7, default 4)", "N"},
       {"wait", 0, 0, G_OPTION_ARG_INT, &wait_ms, "How long to collect hits (default 1500)", "MS"},
+      {"limit", 0, 0, G_OPTION_ARG_INT, &limit, "Stop after N hits (default: wait the full time)", "N"},
       {"content-id", 0, 0, G_OPTION_ARG_NONE, &by_cid, "TERMS is one content id (hex)", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json,
        "One JSON object per hit: name, size, content_id, peer", NULL},
@@ -85,8 +86,8 @@ int cli_search(int argc, char **argv)
     fprintf(stderr, "canopy-leaf search: --state-dir and at least one search term are required\n");
     goto out;
   }
-  if (ttl < 0 || ttl > 7 || wait_ms < 0 || wait_ms > 60000) {
-    fprintf(stderr, "canopy-leaf search: --ttl 0..7, --wait 0..60000\n");
+  if (ttl < 0 || ttl > 7 || wait_ms < 0 || wait_ms > 60000 || limit < 0) {
+    fprintf(stderr, "canopy-leaf search: --ttl 0..7, --wait 0..60000, --limit >= 0\n");
     goto out;
   }
   gchar *text = g_strjoinv(" ", terms);
@@ -96,6 +97,7 @@ int cli_search(int argc, char **argv)
   json_object_set_string_member(req, "kind", by_cid ? "content_id" : "keywords");
   json_object_set_int_member(req, "ttl", ttl);
   json_object_set_int_member(req, "wait_ms", wait_ms);
+  json_object_set_int_member(req, "limit", limit);
   g_free(text);
   SearchOut so = {json, 0};
   gboolean ok = control_call(state_dir, req, on_search_line, &so, (guint)(wait_ms / 1000 + 10), &err);

@@ -14,6 +14,7 @@ typedef struct {
   uint32_t id;
   uint64_t deadline;
   unsigned hits;
+  unsigned limit;
   GHashTable *seen; /* peer|cid|name hash keys, to drop duplicate hits */
 } Search;
 
@@ -225,7 +226,7 @@ static void on_hits(LeafCore *c, const WireMsg *m)
   Search *s = g_hash_table_lookup(c->searches, GUINT_TO_POINTER(m->u.hits.req));
   if (!s)
     return; /* late hits of a finished search */
-  for (uint16_t i = 0; i < m->u.hits.count && s->hits < c->cfg.max_hits; i++) {
+  for (uint16_t i = 0; i < m->u.hits.count && s->hits < s->limit; i++) {
     const WireHit *h = &m->u.hits.hits[i];
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     g_checksum_update(ck, h->peer, 32);
@@ -242,6 +243,15 @@ static void on_hits(LeafCore *c, const WireMsg *m)
     memcpy(a.peer, h->peer, 32);
     push(c, a);
   }
+  if (s->hits >= s->limit && s->limit < c->cfg.max_hits)
+    finish_search(c, s->id, NULL);
+}
+
+void leaf_core_search_limit(LeafCore *c, uint32_t id, unsigned limit)
+{
+  Search *s = g_hash_table_lookup(c->searches, GUINT_TO_POINTER(id));
+  if (s && limit > 0)
+    s->limit = MIN(limit, c->cfg.max_hits);
 }
 
 void leaf_core_recv(LeafCore *c, const uint8_t *data, size_t len, uint64_t now)
@@ -326,6 +336,7 @@ uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t t
   Search *s = g_new0(Search, 1);
   s->id = id;
   s->deadline = now + wait_ms;
+  s->limit = c->cfg.max_hits;
   s->seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   g_hash_table_insert(c->searches, GUINT_TO_POINTER(id), s);
   size_t len = strlen(text);

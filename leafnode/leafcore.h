@@ -74,6 +74,10 @@ uint64_t leaf_core_next_deadline(const LeafCore *c);
 uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t ttl,
                           uint64_t wait_ms, uint64_t now);
 
+/* Ends search id as soon as it has `limit` hits (1..max_hits), instead of
+ * at its deadline: for "find me one source" lookups. */
+void leaf_core_search_limit(LeafCore *c, uint32_t id, unsigned limit);
+
 bool leaf_core_next_action(LeafCore *c, LeafAction *out);
 void leaf_action_clear(LeafAction *a);
 

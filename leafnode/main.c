@@ -206,13 +206,17 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
     const char *kind = json_object_get_string_member_with_default(req, "kind", "keywords");
     gint64 ttl = json_object_get_int_member_with_default(req, "ttl", 4);
     gint64 wait = json_object_get_int_member_with_default(req, "wait_ms", 1500);
-    if (ttl < 0 || ttl > WIRE_MAX_TTL || wait < 0 || wait > 60000) {
-      control_fail(cl, "bad search: ttl 0..7, wait_ms 0..60000");
+    gint64 limit = json_object_get_int_member_with_default(req, "limit", 0);
+    if (ttl < 0 || ttl > WIRE_MAX_TTL || wait < 0 || wait > 60000 || limit < 0) {
+      control_fail(cl, "bad search: ttl 0..7, wait_ms 0..60000, limit >= 0");
       return;
     }
     uint32_t id = leaf_core_search(lf->core, strcmp(kind, "content_id") == 0, text, (uint8_t)ttl,
                                    (uint64_t)wait, clock_now_ms());
+    /* Insert first: a search that cannot run finishes in run_actions. */
     g_hash_table_insert(lf->pending, GUINT_TO_POINTER(id), cl);
+    if (limit > 0)
+      leaf_core_search_limit(lf->core, id, (unsigned)MIN(limit, G_MAXUINT));
     run_actions(lf);
   } else if (strcmp(cmd, "status") == 0) {
     size_t n;

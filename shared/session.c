@@ -1,6 +1,9 @@
 /* session.c - drive a Channel over a non-blocking GSocket. */
 #include "session.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include "clock.h"
 
 #define READ_CHUNK 65536
@@ -212,6 +215,10 @@ Session *session_new(GSocketConnection *conn, uint64_t id, const Identity *self,
    * idle session after that long; liveness is the keepalive's job. */
   g_socket_set_timeout(s->sock, 0);
   g_socket_set_keepalive(s->sock, TRUE);
+  /* Queries and hits are small frames answered at once: Nagle plus delayed
+   * ACKs would add 40 ms stalls to a search crossing several hops. */
+  if (g_socket_get_family(s->sock) != G_SOCKET_FAMILY_UNIX)
+    g_socket_set_option(s->sock, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
   GSocketAddress *ra = g_socket_get_remote_address(s->sock, NULL);
   if (G_IS_INET_SOCKET_ADDRESS(ra)) {
     gchar *host = g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(ra)));

@@ -24,10 +24,13 @@ result() { # result NAME RC
   else failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1"; fi
 }
 
-build() { # build DIR [cmake args]
+build() { # build DIR [cmake args] [-- make targets]
   local dir=$1; shift
-  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >"$dir.cmake.log" 2>&1 &&
-    make -C "$dir" -j"$(nproc)" >"$dir.make.log" 2>&1
+  local args=() targets=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do args+=("$1"); shift; done
+  [ $# -gt 0 ] && { shift; targets=("$@"); }
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${args[@]}" >"$dir.cmake.log" 2>&1 &&
+    make -C "$dir" -j"$(nproc)" "${targets[@]}" >"$dir.make.log" 2>&1
 }
 
 unit_tests() { # unit_tests DIR LABEL
@@ -79,7 +82,7 @@ fi
 echo "=== fuzz"
 if command -v clang >/dev/null; then
   mkdir -p "$FUZZ_BUILD"
-  if build "$FUZZ_BUILD" -DCMAKE_C_COMPILER=clang -DCANOPY_FUZZ=ON; then
+  if build "$FUZZ_BUILD" -DCMAKE_C_COMPILER=clang -DCANOPY_FUZZ=ON -- fuzz_frame; then
     mkdir -p "$FUZZ_BUILD/corpus"
     "$FUZZ_BUILD/tests/fuzz_frame" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
       "$FUZZ_BUILD/corpus" >"$FUZZ_BUILD/fuzz.log" 2>&1
