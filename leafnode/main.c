@@ -317,6 +317,7 @@ static int run_daemon(int argc, char **argv)
     goto out;
   }
   lf.share = share_new(share);
+  share_exclude(lf.share, state_dir);
   if (!share_scan(lf.share, NULL, &err)) {
     fprintf(stderr, "canopy-leaf: %s\n", err->message);
     goto out;

@@ -19,6 +19,7 @@ struct Share {
   char *root;
   GHashTable *cache;  /* relpath -> Cached*; rebuilt by every scan */
   GArray *entries;    /* LeafEntry */
+  GArray *excluded;   /* dev_t/ino_t pairs of directories never walked */
   size_t last_hashed;
 };
 
@@ -31,7 +32,25 @@ Share *share_new(const char *root)
   s->cache = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   s->entries = g_array_new(FALSE, TRUE, sizeof(LeafEntry));
   g_array_set_clear_func(s->entries, entry_clear);
+  s->excluded = g_array_new(FALSE, FALSE, sizeof(GStatBuf));
   return s;
+}
+
+void share_exclude(Share *s, const char *dir)
+{
+  GStatBuf st;
+  if (g_stat(dir, &st) == 0)
+    g_array_append_val(s->excluded, st);
+}
+
+static gboolean is_excluded(const Share *s, const GStatBuf *st)
+{
+  for (guint i = 0; i < s->excluded->len; i++) {
+    const GStatBuf *x = &g_array_index(s->excluded, GStatBuf, i);
+    if (x->st_dev == st->st_dev && x->st_ino == st->st_ino)
+      return TRUE;
+  }
+  return FALSE;
 }
 
 void share_free(Share *s)
@@ -41,6 +60,7 @@ void share_free(Share *s)
   g_free(s->root);
   g_hash_table_destroy(s->cache);
   g_array_unref(s->entries);
+  g_array_unref(s->excluded);
   g_free(s);
 }
 
@@ -100,7 +120,9 @@ static void walk_dir(Walk *w, const char *rel_dir)
     gchar *full = g_build_filename(w->s->root, rel, NULL);
     GStatBuf st;
     if (g_lstat(full, &st) == 0) {
-      if (S_ISDIR(st.st_mode)) {
+      if (S_ISDIR(st.st_mode) && is_excluded(w->s, &st)) {
+        g_info("not sharing %s: it is the leaf's state dir", full);
+      } else if (S_ISDIR(st.st_mode)) {
         w->depth++;
         walk_dir(w, rel);
         w->depth--;

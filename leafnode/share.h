@@ -16,6 +16,10 @@ typedef struct Share Share;
 Share *share_new(const char *root);
 void share_free(Share *s); /* NULL is a no-op */
 
+/* Never publish anything under dir (the leaf's own state dir, which holds
+ * its secret key, may sit inside the share). Compared by device and inode. */
+void share_exclude(Share *s, const char *dir);
+
 /* Walks the folder. Files that cannot be read or named are skipped with a
  * warning; FALSE only when the root itself is unusable. *changed tells
  * whether the manifest differs from the previous scan. */

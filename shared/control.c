@@ -133,6 +133,8 @@ ControlServer *control_server_new(const char *path, GMainContext *ctx, ControlHa
                                               G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT,
                                               NULL, NULL, error);
   umask(old);
+  if (ok)
+    g_chmod(path, 0600);
   g_object_unref(addr);
   if (!ok) {
     g_object_unref(srv->service);

@@ -33,6 +33,8 @@ typedef struct {
   ControlServer *ctl;
   char listen[160];
   char id_hex[IDENTITY_HEX_LEN];
+  guint max_sessions;      /* leaves + links + handshakes in progress */
+  uint64_t sessions_refused;
 } Sn;
 
 typedef struct {
@@ -127,7 +129,16 @@ static void start_session(Sn *sn, GSocketConnection *conn, const char *dialed)
 
 static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObject *src, gpointer ud)
 {
-  start_session(ud, conn, NULL);
+  Sn *sn = ud;
+  /* Every session costs buffers before it has proved anything: a flood of
+   * half-open handshakes must not grow memory without bound. */
+  if (g_hash_table_size(sn->sessions) >= sn->max_sessions) {
+    sn->sessions_refused++;
+    g_debug("refusing a connection: %u sessions", g_hash_table_size(sn->sessions));
+    g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
+    return TRUE;
+  }
+  start_session(sn, conn, NULL);
   return TRUE;
 }
 
@@ -231,6 +242,7 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "links", st->links);
   json_object_set_int_member(o, "index_entries", (gint64)st->index_entries);
   json_object_set_int_member(o, "sessions", g_hash_table_size(sn->sessions));
+  json_object_set_int_member(o, "sessions_refused", (gint64)sn->sessions_refused);
   JsonArray *links = json_array_new();
   sn_core_foreach_link(sn->core, add_link, links);
   json_object_set_array_member(o, "neighbours", links);
@@ -434,6 +446,7 @@ int main(int argc, char **argv)
   cfg.target_degree = (unsigned)degree;
   cfg.keepalive_ms = (uint64_t)keepalive_ms;
   cfg.max_leaves = (unsigned)max_leaves;
+  sn.max_sessions = cfg.max_leaves + cfg.max_super_links + 128;
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
   for (gchar **p = peers; p && *p; p++)
     sn_core_add_peer(sn.core, *p, clock_now_ms());

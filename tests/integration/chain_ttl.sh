@@ -38,6 +38,6 @@ cid=$(search l1 --ttl 3 zebra | jq -r .content_id)
 
 # Each super node on the path handled each query once.
 for s in s1 s2 s3 s4; do
-  [ "$(stat $s queries_duplicate)" -eq 0 ] || fail "$s saw duplicates on a chain"
+  [ "$(snstat $s queries_duplicate)" -eq 0 ] || fail "$s saw duplicates on a chain"
 done
 echo "chain_ttl: ok"

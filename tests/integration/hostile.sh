@@ -27,11 +27,11 @@ for mode in garbage hugeframe tamper truncated wrongplace nohello; do
   "$HOSTILE" $mode "$addr" || fail "super node kept a $mode session open"
   note "$mode: session closed"
 done
-before=$(stat s1 malformed)
+before=$(snstat s1 malformed)
 [ "$before" -ge 3 ] || fail "malformed counter did not move ($before)"
 
 answered=$("$HOSTILE" flood "$addr" 2000)
-throttled=$(stat s1 queries_throttled)
+throttled=$(snstat s1 queries_throttled)
 note "flood of 2000 searches: $answered answered, $throttled throttled"
 [ "$throttled" -gt 0 ] || fail "a query flood was not throttled"
 [ "$answered" -lt 2000 ] || fail "every flooded query was answered"
@@ -41,5 +41,5 @@ read -r ok bad <"$T/honest.result"
 note "honest searches during the attack: $ok ok, $bad failed"
 [ "$ok" -ge 3 ] && [ "$bad" -eq 0 ] || fail "honest searches disturbed ($ok ok, $bad failed)"
 kill -0 "$PID_s1" || fail "super node died"
-[ "$(stat s1 leaves)" -eq 1 ] || fail "honest leaf lost its session"
+[ "$(snstat s1 leaves)" -eq 1 ] || fail "honest leaf lost its session"
 echo "hostile: ok"

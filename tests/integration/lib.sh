@@ -57,8 +57,8 @@ start_leaf() {
 connected() { "$LEAF" status --state-dir "$T/$1" --json 2>/dev/null | jq -e '.connected' >/dev/null; }
 leaf_id() { "$LEAF" status --state-dir "$T/$1" --json | jq -r .id; }
 
-# stat SN KEY: one counter of a super node
-stat() { "$SN" stats --state-dir "$T/$1" --json | jq -r ".$2"; }
+# snstat SN KEY: one counter of a super node
+snstat() { "$SN" stats --state-dir "$T/$1" --json | jq -r ".$2"; }
 
 # search LEAF [args...]: JSON hits, one per line
 search() { local l=$1; shift; "$LEAF" search --state-dir "$T/$l" --json "$@"; }
@@ -73,4 +73,4 @@ wait_for() {
   done
 }
 
-links_at_least() { [ "$(stat "$1" links)" -ge "$2" ]; }
+links_at_least() { [ "$(snstat "$1" links)" -ge "$2" ]; }

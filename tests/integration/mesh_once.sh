@@ -9,11 +9,11 @@ for i in 2 3 4 5; do start_sn "s$i" "$i" --degree 3 --peer "127.0.0.1:$(port 1)"
 
 # Discovery: nodes that only knew S1 link to each other.
 for i in 2 3 4 5; do
-  wait_for 20 links_at_least "s$i" 2 || fail "s$i learned no neighbour beyond s1 ($(stat s$i links) links)"
+  wait_for 20 links_at_least "s$i" 2 || fail "s$i learned no neighbour beyond s1 ($(snstat s$i links) links)"
 done
 total=0
-for i in 1 2 3 4 5; do total=$((total + $(stat "s$i" links))); done
-note "links per node: $(for i in 1 2 3 4 5; do printf 's%s=%s ' $i "$(stat s$i links)"; done)"
+for i in 1 2 3 4 5; do total=$((total + $(snstat "s$i" links))); done
+note "links per node: $(for i in 1 2 3 4 5; do printf 's%s=%s ' $i "$(snstat s$i links)"; done)"
 [ $total -gt 8 ] || fail "mesh is only a star ($total link ends)"
 
 mkdir -p "$T/la-share" "$T/lb-share"
@@ -23,15 +23,15 @@ start_leaf la 1
 start_leaf lb 5
 
 declare -A before
-for i in 1 2 3 4 5; do before[$i]=$(stat "s$i" queries_handled); done
+for i in 1 2 3 4 5; do before[$i]=$(snstat "s$i" queries_handled); done
 out=$(search la --ttl 7 needle haystack)
 [ "$(echo "$out" | grep -c content_id)" -eq 1 ] || fail "expected exactly one hit, got: $out"
 sleep 0.5 # let the flood's last duplicates arrive before reading counters
 dups=0
 for i in 1 2 3 4 5; do
-  handled=$(( $(stat "s$i" queries_handled) - ${before[$i]} ))
+  handled=$(( $(snstat "s$i" queries_handled) - ${before[$i]} ))
   [ "$handled" -eq 1 ] || fail "s$i handled the query $handled times"
-  dups=$((dups + $(stat "s$i" queries_duplicate)))
+  dups=$((dups + $(snstat "s$i" queries_duplicate)))
 done
 note "each of 5 super nodes handled the query once; $dups duplicate copies dropped"
 [ $dups -gt 0 ] || fail "a mesh with cycles must see duplicates (suppression untested)"
