@@ -96,7 +96,7 @@ static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
     g_error_free(err);
     leaf_core_disconnected(lf->core, clock_now_ms());
   } else {
-    lf->session = session_new(conn, ++lf->next_sid, &lf->id, CHANNEL_INITIATOR, lf->ctx,
+    lf->session = session_new(G_IO_STREAM(conn), ++lf->next_sid, &lf->id, CHANNEL_INITIATOR, lf->ctx,
                               &session_cb, lf);
     g_object_unref(conn);
   }

@@ -1,4 +1,8 @@
-/* session.c - drive a Channel over a non-blocking GSocket. */
+/* session.c - drive a Channel over a pollable GIOStream.
+ *
+ * The stream is a TCP GSocketConnection between leaves and super nodes, or
+ * the reliable stream over an ICE path between two leaves (nat/); both have
+ * pollable input and output streams, which is all this needs. */
 #include "session.h"
 
 #include <netinet/in.h>
@@ -11,8 +15,9 @@
 struct Session {
   gint refs;
   uint64_t id;
-  GSocketConnection *conn;
-  GSocket *sock;
+  GIOStream *conn;
+  GPollableInputStream *in;
+  GPollableOutputStream *out;
   GMainContext *ctx;
   Channel *ch;
   SessionCallbacks cb;
@@ -56,7 +61,7 @@ void session_unref(Session *s)
   drop_sources(s);
   channel_free(s->ch);
   if (s->conn) {
-    g_io_stream_close(G_IO_STREAM(s->conn), NULL, NULL);
+    g_io_stream_close(s->conn, NULL, NULL);
     g_object_unref(s->conn);
   }
   g_free(s);
@@ -74,8 +79,8 @@ void session_close(Session *s, const char *reason)
   s->closed = true;
   g_strlcpy(s->reason, reason ? reason : "closed", sizeof s->reason);
   drop_sources(s);
-  /* Closing the socket now (not at the last unref) tells the peer at once. */
-  g_socket_close(s->sock, NULL);
+  /* Closing now (not at the last unref) tells the peer at once. */
+  g_io_stream_close(s->conn, NULL, NULL);
   session_ref(s);
   if (s->cb.closed)
     s->cb.closed(s, s->reason, s->ud);
@@ -89,7 +94,7 @@ static bool flush(Session *s)
   const uint8_t *out = channel_output(s->ch, &len);
   while (len > 0) {
     GError *err = NULL;
-    gssize n = g_socket_send(s->sock, (const gchar *)out, len, NULL, &err);
+    gssize n = g_pollable_output_stream_write_nonblocking(s->out, out, len, NULL, &err);
     if (n < 0) {
       bool again = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
       char reason[160];
@@ -112,7 +117,7 @@ static bool flush(Session *s)
   return true;
 }
 
-static gboolean on_writable(GSocket *sock, GIOCondition cond, gpointer ud)
+static gboolean on_writable(GObject *stream, gpointer ud)
 {
   Session *s = ud;
   g_source_unref(s->out_src);
@@ -125,7 +130,7 @@ static void arm_output(Session *s)
 {
   if (s->out_src || s->closed)
     return;
-  s->out_src = g_socket_create_source(s->sock, G_IO_OUT, NULL);
+  s->out_src = g_pollable_output_stream_create_source(s->out, NULL);
   g_source_set_callback(s->out_src, (GSourceFunc)(void (*)(void))on_writable, s, NULL);
   g_source_attach(s->out_src, s->ctx);
 }
@@ -158,13 +163,13 @@ static void deliver(Session *s)
     session_close(s, "peer ended the session");
 }
 
-static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer ud)
+static gboolean on_readable(GObject *stream, gpointer ud)
 {
   Session *s = ud;
   uint8_t buf[READ_CHUNK];
   session_ref(s);
   GError *err = NULL;
-  gssize n = g_socket_receive(sock, (gchar *)buf, sizeof buf, NULL, &err);
+  gssize n = g_pollable_input_stream_read_nonblocking(s->in, buf, sizeof buf, NULL, &err);
   if (n < 0) {
     if (!g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
       char reason[160];
@@ -188,38 +193,18 @@ static gboolean on_readable(GSocket *sock, GIOCondition cond, gpointer ud)
   return keep;
 }
 
-static gboolean on_handshake_timeout(gpointer ud)
+static void tcp_setup(Session *s, GSocket *sock)
 {
-  session_close(ud, "handshake timed out");
-  return G_SOURCE_REMOVE;
-}
-
-Session *session_new(GSocketConnection *conn, uint64_t id, const Identity *self, ChannelRole role,
-                     GMainContext *ctx, const SessionCallbacks *cb, void *ud)
-{
-  Session *s = g_new0(Session, 1);
-  s->refs = 1;
-  s->id = id;
-  s->conn = g_object_ref(conn);
-  s->sock = g_socket_connection_get_socket(conn);
-  s->ctx = ctx;
-  s->cb = *cb;
-  s->ud = ud;
-  s->ch = channel_new(self, role);
-  if (!s->ch) {
-    session_unref(s);
-    return NULL;
-  }
-  g_socket_set_blocking(s->sock, FALSE);
+  g_socket_set_blocking(sock, FALSE);
   /* GSocketClient's connect timeout stays on the socket and would end an
    * idle session after that long; liveness is the keepalive's job. */
-  g_socket_set_timeout(s->sock, 0);
-  g_socket_set_keepalive(s->sock, TRUE);
+  g_socket_set_timeout(sock, 0);
+  g_socket_set_keepalive(sock, TRUE);
   /* Queries and hits are small frames answered at once: Nagle plus delayed
    * ACKs would add 40 ms stalls to a search crossing several hops. */
-  if (g_socket_get_family(s->sock) != G_SOCKET_FAMILY_UNIX)
-    g_socket_set_option(s->sock, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
-  GSocketAddress *ra = g_socket_get_remote_address(s->sock, NULL);
+  if (g_socket_get_family(sock) != G_SOCKET_FAMILY_UNIX)
+    g_socket_set_option(sock, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+  GSocketAddress *ra = g_socket_get_remote_address(sock, NULL);
   if (G_IS_INET_SOCKET_ADDRESS(ra)) {
     gchar *host = g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(ra)));
     g_snprintf(s->remote, sizeof s->remote, "%s:%u", host,
@@ -229,7 +214,36 @@ Session *session_new(GSocketConnection *conn, uint64_t id, const Identity *self,
     g_strlcpy(s->remote, "local", sizeof s->remote);
   }
   g_clear_object(&ra);
-  s->in_src = g_socket_create_source(s->sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
+}
+
+static gboolean on_handshake_timeout(gpointer ud)
+{
+  session_close(ud, "handshake timed out");
+  return G_SOURCE_REMOVE;
+}
+
+Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, ChannelRole role,
+                     GMainContext *ctx, const SessionCallbacks *cb, void *ud)
+{
+  Session *s = g_new0(Session, 1);
+  s->refs = 1;
+  s->id = id;
+  s->conn = g_object_ref(conn);
+  s->in = G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(conn));
+  s->out = G_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(conn));
+  s->ctx = ctx;
+  s->cb = *cb;
+  s->ud = ud;
+  s->ch = channel_new(self, role);
+  if (!s->ch) {
+    session_unref(s);
+    return NULL;
+  }
+  if (G_IS_SOCKET_CONNECTION(conn))
+    tcp_setup(s, g_socket_connection_get_socket(G_SOCKET_CONNECTION(conn)));
+  else
+    g_strlcpy(s->remote, "ice", sizeof s->remote);
+  s->in_src = g_pollable_input_stream_create_source(s->in, NULL);
   g_source_set_callback(s->in_src, (GSourceFunc)(void (*)(void))on_readable, s, NULL);
   g_source_attach(s->in_src, ctx);
   timer_arm(&s->hs_timer, ctx, clock_now_ms() + SESSION_HANDSHAKE_MS, on_handshake_timeout, s);

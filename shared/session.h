@@ -32,8 +32,10 @@ typedef struct {
   void (*closed)(Session *s, const char *reason, void *ud);
 } SessionCallbacks;
 
-/* Takes a reference on conn. id is the owner's handle for logs and lookups. */
-Session *session_new(GSocketConnection *conn, uint64_t id, const Identity *self, ChannelRole role,
+/* Takes a reference on conn, whose streams must be pollable (a TCP
+ * GSocketConnection, or the reliable stream of an ICE path). id is the
+ * owner's handle for logs and lookups. */
+Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, ChannelRole role,
                      GMainContext *ctx, const SessionCallbacks *cb, void *ud);
 Session *session_ref(Session *s);
 void session_unref(Session *s);

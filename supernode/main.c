@@ -121,7 +121,7 @@ static void start_session(Sn *sn, GSocketConnection *conn, const char *dialed)
   *key = id;
   /* Insert before session_new can call back, so on_closed finds it. */
   g_hash_table_insert(sn->sessions, key, e);
-  e->s = session_new(conn, id, &sn->id, dialed ? CHANNEL_INITIATOR : CHANNEL_RESPONDER, sn->ctx,
+  e->s = session_new(G_IO_STREAM(conn), id, &sn->id, dialed ? CHANNEL_INITIATOR : CHANNEL_RESPONDER, sn->ctx,
                      &session_cb, sc);
   if (!e->s)
     g_hash_table_remove(sn->sessions, &id);
