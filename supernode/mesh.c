@@ -137,8 +137,13 @@ MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx
     MeshAddr *a = g_ptr_array_index(m->addrs, i);
     if (!dialable(a, want_more) || a->next_attempt > now)
       continue;
-    if (a->id_known && linked(a->id, ctx))
+    if (a->id_known && linked(a->id, ctx)) {
+      /* Linked under another address (dialed as one name, advertised as
+       * another). Look again later: left due, mesh_next_attempt would report
+       * it forever and the caller's timer would spin. */
+      a->next_attempt = now + m->backoff_min;
       continue;
+    }
     if (!best || (a->configured && !best->configured) || a->failures < best->failures)
       best = a;
   }

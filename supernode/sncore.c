@@ -283,6 +283,12 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     /* Both ends apply the same rule, so they keep the same TCP connection. */
     int cmp = memcmp(initiator_of(c, p), initiator_of(c, old), 32);
     Peer *loser = cmp > 0 ? p : old; /* same initiator: the newer one wins */
+    if (loser == p && p->outbound) {
+      /* The dial worked; the node is simply linked through the other
+       * connection. Not a failure to back off from. */
+      mesh_dial_succeeded(c->mesh, p->addr, p->id, old->conn);
+      p->addr[0] = '\0';
+    }
     close_peer(c, loser, "duplicate link", now);
     if (loser == p)
       return;
@@ -585,6 +591,11 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
 
 /* --- time ------------------------------------------------------------------ */
 
+static uint64_t sweep_period(const SnCore *c)
+{
+  return MAX(MIN(c->cfg.keepalive_ms / 4, 1000), 1);
+}
+
 typedef struct {
   SnCore *c;
   uint64_t now;
@@ -597,7 +608,9 @@ static void sweep_cb(gpointer k, gpointer v, gpointer ud)
   Sweep *s = ud;
   Peer *p = v;
   uint64_t ka = s->c->cfg.keepalive_ms;
-  if (s->now - p->last_rx >= 3 * ka) {
+  /* Silent for 3 intervals, less one sweep period, so that with the sweep's
+   * own delay the peer is gone within 3 intervals of its last message. */
+  if (s->now - p->last_rx >= 3 * ka - sweep_period(s->c)) {
     g_ptr_array_add(s->expired, p);
     return;
   }
@@ -626,7 +639,7 @@ void sn_core_tick(SnCore *c, uint64_t now)
       close_peer(c, g_ptr_array_index(s.expired, i), "keepalive timeout", now);
     g_ptr_array_unref(s.expired);
     flood_expire(c->flood, now);
-    c->next_housekeeping = now + MIN(c->cfg.keepalive_ms / 2, 1000);
+    c->next_housekeeping = now + sweep_period(c);
   }
   for (int i = 0; i < MAX_DIALS_PER_TICK; i++) {
     bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
