@@ -2,17 +2,21 @@
  *
  * Layout, chosen so that a million entries stay small and a search touches
  * little memory:
- *   - Entries live in one slot array (64 bytes each) with a free list; a
- *     slot's generation is bumped when it is freed, so a stale reference to a
- *     reused slot is recognised and never resurrects the old entry.
- *   - Names live in one byte arena, length-prefixed, not one malloc each;
+ *   - Entries live in one slot array (64 bytes each) with a free list. Every
+ *     add takes the next value of a global stamp counter; a reference is
+ *     (slot, stamp) and is live only while the slot still holds that stamp,
+ *     so a stale reference to a reused slot never resurrects the old entry.
+ *   - Names live length-prefixed in 1 MiB arena blocks, not one malloc each;
  *     removals leave holes that are squeezed out once they outweigh the live
  *     bytes.
- *   - Each keyword has a posting list of (slot, generation). Removal does not
- *     search the list: it only counts one more dead reference, and the list
- *     is compacted when dead > live. Each compaction's cost is paid for by the
- *     removals since the last one, so removing an owner is O(its entries x
- *     its keywords) even when they all share one huge posting list.
+ *   - Each keyword has a posting list of references. Lists are only ever
+ *     appended to with a fresh stamp, so they stay sorted by stamp, and a
+ *     multi-keyword search is a leapfrog intersection with galloping search:
+ *     it reads the lists sequentially and touches entries only for hits.
+ *   - Removal does not search a list: it only counts one more dead reference,
+ *     and the list is compacted when dead > live. Each compaction's cost is
+ *     paid for by the removals since the last one, so removing an owner is
+ *     O(its entries x their keywords) even when they share one huge list.
  *   - Content ids go through an open-addressing table of chain heads; entries
  *     with the same content id form a doubly linked chain, so unlinking one
  *     is O(1) however many leaves share a popular file.
@@ -31,27 +35,38 @@
 #define INDEX_NAME_MAX 255 /* the arena's length prefix is one byte */
 #define KEYWORD_BUF (INDEX_NAME_MAX + TOKENIZE_MAX_TOKENS)
 #define QUERY_STACK_BUF 512
-#define ARENA_COMPACT_MIN (64u * 1024u)
+#define HIT_BATCH 32 /* candidates whose cache misses overlap */
+#define ARENA_SHIFT 20
+#define ARENA_BLOCK ((size_t)1 << ARENA_SHIFT)
+#define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
 #define CID_TAB_MIN 1024
+
+/* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
+ * the index renumber the live entries 1..n, which keeps list order. Tests
+ * lower it to exercise that path. */
+#ifndef INDEX_STAMP_LIMIT
+#define INDEX_STAMP_LIMIT UINT32_MAX
+#endif
 
 typedef struct {
   uint8_t cid[32];
   uint64_t size;
   uint32_t name_off;   /* arena offset of a u8 length and the name bytes */
   uint32_t owner;      /* owner id; NIL while the slot is free */
-  uint32_t gen;        /* bumped on free: stale Refs no longer match */
+  uint32_t stamp;      /* of the add that filled the slot; 0 while free */
   uint32_t next_owned; /* the owner's next entry; free-list link when free */
   uint32_t cid_prev;   /* NIL at the chain head (the one the table points to) */
   uint32_t cid_next;
 } Entry;
+G_STATIC_ASSERT(sizeof(Entry) == 64); /* one cache line; the bulk of the index */
 
 typedef struct {
   uint32_t slot;
-  uint32_t gen;
+  uint32_t stamp;
 } Ref;
 
 typedef struct {
-  Ref *refs;
+  Ref *refs;    /* ascending stamps */
   uint32_t len; /* refs in use, live and dead */
   uint32_t cap;
   uint32_t dead; /* refs whose entry is gone; invariant: len - dead >= 1 */
@@ -59,7 +74,7 @@ typedef struct {
 } Posting;
 
 typedef struct {
-  uint64_t handle; /* the keyword of owners_by_handle */
+  uint64_t handle; /* the key of owners_by_handle */
   uint8_t peer[32];
   uint32_t id;   /* index into Index.owners */
   uint32_t head; /* first entry slot */
@@ -73,12 +88,14 @@ struct Index {
   uint32_t nslots; /* slots ever used; those below are live or on the free list */
   uint32_t slots_cap;
   uint32_t free_head;
+  uint32_t next_stamp;
   size_t live;
 
-  uint8_t *arena;
-  size_t arena_len;
-  size_t arena_cap;
-  size_t arena_dead; /* bytes of removed names still in the arena */
+  uint8_t **blocks;  /* name arena; a name never straddles two blocks */
+  size_t nblocks;
+  size_t blocks_cap;
+  size_t arena_len;  /* next write offset; <= nblocks * ARENA_BLOCK */
+  size_t arena_dead; /* bytes below arena_len holding no live name */
 
   uint32_t *cid_tab; /* chain-head slots; NIL = empty bucket */
   size_t cid_cap;    /* power of two */
@@ -94,57 +111,100 @@ struct Index {
 
 /* ---- names ------------------------------------------------------------ */
 
-static const char *entry_name(const Index *ix, const Entry *e, size_t *len)
+static const uint8_t *arena_at(const Index *ix, uint32_t off)
 {
-  *len = ix->arena[e->name_off];
-  return (const char *)ix->arena + e->name_off + 1;
+  return ix->blocks[off >> ARENA_SHIFT] + (off & (ARENA_BLOCK - 1));
 }
 
-static bool arena_reserve(Index *ix, size_t need)
+static const char *entry_name(const Index *ix, const Entry *e, size_t *len)
 {
-  if (ix->arena_len + need <= ix->arena_cap)
-    return true;
-  /* name_off is 32 bits wide */
-  if (ix->arena_len + need > UINT32_MAX)
+  const uint8_t *p = arena_at(ix, e->name_off);
+  *len = p[0];
+  return (const char *)p + 1;
+}
+
+/* Appends a block to a block list, growing it; false on no memory. */
+static bool blocks_push(uint8_t ***blocks, size_t *n, size_t *cap)
+{
+  if (*n == ARENA_MAX_BLOCKS)
     return false;
-  size_t cap = ix->arena_cap ? ix->arena_cap : 4096;
-  while (cap < ix->arena_len + need)
-    cap *= 2;
-  if (cap > UINT32_MAX)
-    cap = UINT32_MAX;
-  uint8_t *a = realloc(ix->arena, cap);
-  if (!a)
+  if (*n == *cap) {
+    size_t c = *cap ? *cap * 2 : 16;
+    uint8_t **b = realloc(*blocks, c * sizeof *b);
+    if (!b)
+      return false;
+    *blocks = b;
+    *cap = c;
+  }
+  uint8_t *blk = malloc(ARENA_BLOCK);
+  if (!blk)
     return false;
-  ix->arena = a;
-  ix->arena_cap = cap;
+  (*blocks)[(*n)++] = blk;
   return true;
 }
 
-/* Copies live names into a fresh arena, dropping removed ones. Called only
+/* Makes arena_len a place where need bytes fit in one block. */
+static bool arena_reserve(Index *ix, size_t need)
+{
+  size_t used = ix->arena_len & (ARENA_BLOCK - 1);
+  if ((ix->arena_len >> ARENA_SHIFT) < ix->nblocks && ARENA_BLOCK - used >= need)
+    return true;
+  if (!blocks_push(&ix->blocks, &ix->nblocks, &ix->blocks_cap))
+    return false;
+  /* The unused tail of the previous block counts as dead space. */
+  size_t start = (ix->nblocks - 1) << ARENA_SHIFT;
+  ix->arena_dead += start - ix->arena_len;
+  ix->arena_len = start;
+  return true;
+}
+
+static void blocks_free(uint8_t **blocks, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    free(blocks[i]);
+  free(blocks);
+}
+
+/* Copies live names into fresh blocks, dropping removed ones. Called only
  * when dead bytes outweigh live ones, so its cost is covered by the removals
  * that made them dead. Failing to allocate just leaves the holes. */
 static void arena_compact(Index *ix)
 {
   size_t live = ix->arena_len - ix->arena_dead;
-  size_t cap = live + live / 4 + 4096;
-  uint8_t *a = malloc(cap);
-  if (!a)
+  /* Each block loses at most one name's worth to its tail. */
+  size_t want = live / (ARENA_BLOCK - 1 - INDEX_NAME_MAX) + 1;
+  if (want > ARENA_MAX_BLOCKS)
     return;
+  uint8_t **nb = NULL;
+  size_t n = 0, cap = 0;
+  while (n < want) {
+    if (!blocks_push(&nb, &n, &cap)) {
+      blocks_free(nb, n);
+      return;
+    }
+  }
   size_t off = 0;
   for (uint32_t s = 0; s < ix->nslots; s++) {
     Entry *e = &ix->slots[s];
-    if (e->owner == NIL)
+    if (e->stamp == 0)
       continue;
-    size_t n = 1 + (size_t)ix->arena[e->name_off];
-    memcpy(a + off, ix->arena + e->name_off, n);
+    const uint8_t *p = arena_at(ix, e->name_off);
+    size_t len = 1 + (size_t)p[0];
+    if (ARENA_BLOCK - (off & (ARENA_BLOCK - 1)) < len)
+      off = ((off >> ARENA_SHIFT) + 1) << ARENA_SHIFT;
+    memcpy(nb[off >> ARENA_SHIFT] + (off & (ARENA_BLOCK - 1)), p, len);
     e->name_off = (uint32_t)off;
-    off += n;
+    off += len;
   }
-  free(ix->arena);
-  ix->arena = a;
+  size_t keep = (off + ARENA_BLOCK - 1) >> ARENA_SHIFT;
+  for (size_t i = keep; i < n; i++)
+    free(nb[i]);
+  blocks_free(ix->blocks, ix->nblocks);
+  ix->blocks = nb;
+  ix->nblocks = keep;
+  ix->blocks_cap = cap;
   ix->arena_len = off;
-  ix->arena_cap = cap;
-  ix->arena_dead = 0;
+  ix->arena_dead = off - live; /* block tails skipped above */
 }
 
 /* ---- content-id table ------------------------------------------------- */
@@ -290,8 +350,11 @@ static bool posting_reserve(Posting *p)
     return true;
   if (p->cap >= UINT32_MAX / 2)
     return false;
-  /* Three refs fill malloc's smallest chunk; most keywords are rare. */
-  uint32_t cap = p->cap < 3 ? 3 : p->cap + p->cap / 2;
+  /* Three refs fill malloc's smallest chunk, and most keywords are rare.
+   * Long lists grow by 1/8 only: they hold most refs, so their slack is
+   * most of the index's, and geometric growth keeps appends amortised O(1)
+   * whatever the factor. */
+  uint32_t cap = p->cap < 3 ? 3 : p->cap + (p->cap < 1024 ? p->cap / 2 : p->cap / 8);
   Ref *r = realloc(p->refs, cap * sizeof *r);
   if (!r)
     return false;
@@ -305,7 +368,7 @@ static void posting_compact(Index *ix, Posting *p)
   uint32_t n = 0;
   for (uint32_t i = 0; i < p->len; i++) {
     Ref r = p->refs[i];
-    if (ix->slots[r.slot].gen == r.gen)
+    if (ix->slots[r.slot].stamp == r.stamp)
       p->refs[n++] = r;
   }
   p->len = n;
@@ -376,7 +439,7 @@ static bool slot_reserve(Index *ix)
   /* NIL is never a slot number */
   if (ix->slots_cap >= NIL / 2)
     return false;
-  uint32_t cap = ix->slots_cap ? ix->slots_cap * 2 : 1024;
+  uint32_t cap = ix->slots_cap ? ix->slots_cap + ix->slots_cap / 2 : 1024;
   Entry *s = realloc(ix->slots, (size_t)cap * sizeof *s);
   if (!s)
     return false;
@@ -392,7 +455,6 @@ static uint32_t slot_take(Index *ix)
     ix->free_head = ix->slots[s].next_owned;
     return s;
   }
-  ix->slots[ix->nslots].gen = 0;
   return ix->nslots++;
 }
 
@@ -406,7 +468,7 @@ static void entry_remove(Index *ix, uint32_t slot)
   /* Same name, same tokenizer: exactly the keywords it was posted under. */
   size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
 
-  e->gen++; /* from here on, its Refs are dead */
+  e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
     Posting *p = g_hash_table_lookup(ix->words, tok[k]);
@@ -420,11 +482,49 @@ static void entry_remove(Index *ix, uint32_t slot)
   ix->live--;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
 static bool name_equal(const Index *ix, const Entry *e, const char *name, size_t len)
 {
   size_t elen;
   const char *en = entry_name(ix, e, &elen);
   return elen == len && memcmp(en, name, len) == 0;
+}
+
+/* Reassigns the live entries stamps 1..n in their current order, so the
+ * counter can go on; every list stays sorted because the mapping is
+ * monotonic. Runs once per ~4 billion adds. */
+static bool stamps_renumber(Index *ix)
+{
+  uint64_t *order = malloc((ix->live + 1) * sizeof *order);
+  if (!order)
+    return false;
+  GHashTableIter it;
+  gpointer key, val;
+  /* Drop dead refs while the old stamps still tell them apart. */
+  g_hash_table_iter_init(&it, ix->words);
+  while (g_hash_table_iter_next(&it, &key, &val))
+    posting_compact(ix, val);
+  size_t n = 0;
+  for (uint32_t s = 0; s < ix->nslots; s++)
+    if (ix->slots[s].stamp != 0)
+      order[n++] = (uint64_t)ix->slots[s].stamp << 32 | s;
+  qsort(order, n, sizeof *order, cmp_u64);
+  for (size_t i = 0; i < n; i++)
+    ix->slots[(uint32_t)order[i]].stamp = (uint32_t)(i + 1);
+  g_hash_table_iter_init(&it, ix->words);
+  while (g_hash_table_iter_next(&it, &key, &val)) {
+    Posting *p = val;
+    for (uint32_t i = 0; i < p->len; i++)
+      p->refs[i].stamp = ix->slots[p->refs[i].slot].stamp;
+  }
+  ix->next_stamp = (uint32_t)(n + 1);
+  free(order);
+  return true;
 }
 
 /* ---- API -------------------------------------------------------------- */
@@ -436,6 +536,7 @@ Index *index_new(size_t max_per_owner)
     return NULL;
   ix->max_per_owner = max_per_owner;
   ix->free_head = NIL;
+  ix->next_stamp = 1;
   ix->cid_cap = CID_TAB_MIN;
   ix->cid_bits = 10;
   ix->cid_tab = malloc(ix->cid_cap * sizeof *ix->cid_tab);
@@ -468,7 +569,7 @@ void index_free(Index *ix)
   g_ptr_array_free(ix->owners, TRUE);
   g_array_free(ix->free_owner_ids, TRUE);
   free(ix->cid_tab);
-  free(ix->arena);
+  blocks_free(ix->blocks, ix->nblocks);
   free(ix->slots);
   free(ix);
 }
@@ -479,17 +580,20 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   if (name_len == 0 || name_len > INDEX_NAME_MAX)
     return INDEX_BADNAME;
   Owner *o = owner_lookup(ix, owner);
-  if (o && o->count >= ix->max_per_owner)
-    return INDEX_OWNER_FULL;
-  if (!o && ix->max_per_owner == 0)
-    return INDEX_OWNER_FULL;
-
   size_t pos = cid_find(ix, cid);
+  /* Duplicate before full: re-publishing what is already there is
+   * harmless, and the leaf should hear so even at its cap. */
   if (o && pos != SIZE_MAX) {
     for (uint32_t s = ix->cid_tab[pos]; s != NIL; s = ix->slots[s].cid_next)
       if (ix->slots[s].owner == o->id && name_equal(ix, &ix->slots[s], name, name_len))
         return INDEX_DUPLICATE;
   }
+  if ((o ? o->count : 0) >= ix->max_per_owner)
+    return INDEX_OWNER_FULL;
+
+  if (ix->next_stamp >= INDEX_STAMP_LIMIT &&
+      (!stamps_renumber(ix) || ix->next_stamp >= INDEX_STAMP_LIMIT))
+    return INDEX_NOMEM;
 
   /* Reserve everything that can fail before changing anything, so a failed
    * add leaves the index as it was. */
@@ -523,16 +627,18 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   memcpy(e->cid, cid, 32);
   e->size = size;
   e->name_off = (uint32_t)ix->arena_len;
-  ix->arena[ix->arena_len] = (uint8_t)name_len;
-  memcpy(ix->arena + ix->arena_len + 1, name, name_len);
+  uint8_t *dst = ix->blocks[ix->arena_len >> ARENA_SHIFT] + (ix->arena_len & (ARENA_BLOCK - 1));
+  dst[0] = (uint8_t)name_len;
+  memcpy(dst + 1, name, name_len);
   ix->arena_len += 1 + name_len;
+  e->stamp = ix->next_stamp++;
   e->owner = o->id;
   e->next_owned = o->head;
   o->head = slot;
   o->count++;
   cid_link(ix, slot);
   for (size_t k = 0; k < nt; k++)
-    post[k]->refs[post[k]->len++] = (Ref){slot, e->gen};
+    post[k]->refs[post[k]->len++] = (Ref){slot, e->stamp};
   ix->live++;
   return INDEX_OK;
 
@@ -559,7 +665,8 @@ size_t index_remove_owner(Index *ix, uint64_t owner)
     n++;
   }
   owner_unregister(ix, o);
-  if (ix->arena_len >= ARENA_COMPACT_MIN && ix->arena_dead > ix->arena_len - ix->arena_dead)
+  /* Half a block at least, so small indexes do not copy over and over. */
+  if (ix->arena_dead >= ARENA_BLOCK / 2 && ix->arena_dead > ix->arena_len - ix->arena_dead)
     arena_compact(ix);
   return n;
 }
@@ -573,25 +680,60 @@ static void fill_hit(const Index *ix, const Entry *e, IndexHit *h)
   memcpy(h->peer, o->peer, 32);
 }
 
-/* True if every keyword in want (except skip) is among the name's own. */
-static bool name_has_all(const Index *ix, const Entry *e, const char **want, size_t nwant,
-                         size_t skip)
+/* Turns candidate refs into hits, skipping stale ones; returns how many.
+ * Entries, names and owners lie scattered in memory: touching a batch in
+ * three passes lets their cache misses overlap instead of queueing. */
+static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *out)
 {
-  char buf[KEYWORD_BUF];
-  const char *tok[TOKENIZE_MAX_TOKENS];
-  size_t nlen;
-  const char *name = entry_name(ix, e, &nlen);
-  size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
-  for (size_t w = 0; w < nwant; w++) {
-    if (w == skip)
-      continue;
-    bool found = false;
-    for (size_t k = 0; k < nt && !found; k++)
-      found = strcmp(tok[k], want[w]) == 0;
-    if (!found)
-      return false;
+  size_t n = 0;
+  for (size_t i = 0; i < nc; i++)
+    __builtin_prefetch(&ix->slots[cand[i].slot]);
+  for (size_t i = 0; i < nc; i++) {
+    const Entry *e = &ix->slots[cand[i].slot];
+    if (e->stamp == cand[i].stamp) {
+      __builtin_prefetch(arena_at(ix, e->name_off));
+      __builtin_prefetch(g_ptr_array_index(ix->owners, e->owner));
+    }
   }
-  return true;
+  for (size_t i = 0; i < nc; i++) {
+    const Entry *e = &ix->slots[cand[i].slot];
+    if (e->stamp == cand[i].stamp)
+      fill_hit(ix, e, &out[n++]);
+  }
+  return n;
+}
+
+/* First position >= from whose stamp is >= target, or p->len: doubling
+ * steps, then binary search, so skipping k refs costs O(log k). */
+static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
+{
+  size_t len = p->len;
+  if (from >= len || p->refs[from].stamp >= target)
+    return from;
+  size_t below = from, step = 1; /* refs[below].stamp < target */
+  size_t hi = from + 1;
+  while (hi < len && p->refs[hi].stamp < target) {
+    below = hi;
+    step *= 2;
+    hi = below + step;
+  }
+  if (hi > len)
+    hi = len;
+  size_t lo = below + 1;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (p->refs[mid].stamp < target)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return (uint32_t)lo;
+}
+
+static int posting_cmp_len(const void *a, const void *b)
+{
+  const Posting *x = *(Posting *const *)a, *y = *(Posting *const *)b;
+  return (x->len > y->len) - (x->len < y->len);
 }
 
 size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *out, size_t max)
@@ -600,6 +742,8 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
   char *buf = stack_buf;
   size_t bufcap = sizeof stack_buf;
   const char *tok[TOKENIZE_MAX_TOKENS];
+  Posting *pl[TOKENIZE_MAX_TOKENS];
+  uint32_t at[TOKENIZE_MAX_TOKENS];
   size_t n = 0;
   if (max == 0)
     return 0;
@@ -609,32 +753,47 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
     if (!buf)
       return 0;
   }
-  /* tokenize() drops repeated keywords, so "a a" costs one list. */
+  /* tokenize() drops repeated keywords, so "a a" is one list, not two. */
   size_t nt = tokenize(query, query_len, buf, bufcap, tok, TOKENIZE_MAX_TOKENS);
   if (nt == 0)
     goto out;
-
-  /* Walk the shortest list; check the other keywords against each name. */
-  Posting *best = NULL;
-  size_t best_k = 0;
   for (size_t k = 0; k < nt; k++) {
-    Posting *p = g_hash_table_lookup(ix->words, tok[k]);
-    if (!p)
+    pl[k] = g_hash_table_lookup(ix->words, tok[k]);
+    if (!pl[k])
       goto out; /* some keyword is in no name at all */
-    if (!best || p->len - p->dead < best->len - best->dead) {
-      best = p;
-      best_k = k;
+    at[k] = 0;
+  }
+  /* The shortest list leads; the others are sought into. */
+  qsort(pl, nt, sizeof pl[0], posting_cmp_len);
+
+  /* Leapfrog intersection on stamps: a stamp in every list is one add
+   * that had all the keywords; it is a hit if its slot still holds it. */
+  Ref cand[HIT_BATCH];
+  size_t nc = 0;
+  bool done = false;
+  while (!done && at[0] < pl[0]->len) {
+    uint32_t target = pl[0]->refs[at[0]].stamp;
+    bool all = true;
+    for (size_t k = 1; k < nt && all; k++) {
+      at[k] = posting_seek(pl[k], at[k], target);
+      if (at[k] == pl[k]->len) {
+        done = true; /* list k has nothing at or after target */
+        all = false;
+      } else if (pl[k]->refs[at[k]].stamp != target) {
+        at[0] = posting_seek(pl[0], at[0] + 1, pl[k]->refs[at[k]].stamp);
+        all = false;
+      }
+    }
+    if (!all)
+      continue;
+    cand[nc++] = pl[0]->refs[at[0]++];
+    if (nc == HIT_BATCH || nc == max - n) {
+      n += fill_hits(ix, cand, nc, out + n);
+      nc = 0;
+      done = n == max;
     }
   }
-  for (uint32_t i = 0; i < best->len && n < max; i++) {
-    Ref r = best->refs[i];
-    const Entry *e = &ix->slots[r.slot];
-    if (e->gen != r.gen)
-      continue;
-    if (nt > 1 && !name_has_all(ix, e, tok, nt, best_k))
-      continue;
-    fill_hit(ix, e, &out[n++]);
-  }
+  n += fill_hits(ix, cand, nc, out + n);
 out:
   if (buf != stack_buf)
     free(buf);

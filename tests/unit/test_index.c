@@ -1,15 +1,23 @@
-/* test_index.c - the super node's directory, as a searching user sees it. */
+/* test_index.c - the super node's directory, as a searching user sees it.
+ *
+ * This file compiles index.c itself with a small stamp limit, so that the
+ * renumbering a long-lived index does once per ~4 billion adds also happens
+ * here, in test_churn and test_against_model. The limit must stay above the
+ * most entries any test keeps live at once (test_remove_large_owner_fast).
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <cmocka.h>
 
-#include "index.h"
+#define INDEX_STAMP_LIMIT 65536u
+#include "../../supernode/index.c"
 
 static void mk_id(uint8_t out[32], uint32_t n, uint8_t tag)
 {
@@ -113,6 +121,15 @@ static void test_remove_owner(void **state)
   /* The owner can come back afresh. */
   assert_int_equal(add(ix, 1, "alpha beta.mp3", 1), INDEX_OK);
   assert_int_equal(search(ix, "alpha beta", h, 10), 1);
+
+  /* With everyone gone, no keyword list or content id is left behind. */
+  index_remove_owner(ix, 1);
+  index_remove_owner(ix, 2);
+  assert_int_equal(index_size(ix), 0);
+  assert_int_equal(index_owner_count(ix), 0);
+  assert_int_equal(g_hash_table_size(ix->words), 0);
+  assert_int_equal(ix->cid_used, 0);
+  assert_int_equal(ix->arena_len - ix->arena_dead, 0); /* no live name bytes */
   index_free(ix);
 }
 
@@ -159,6 +176,7 @@ static void test_owner_cap(void **state)
   assert_int_equal(add(ix, 1, "a2", 2), INDEX_OK);
   assert_int_equal(add(ix, 1, "a3", 3), INDEX_OK);
   assert_int_equal(add(ix, 1, "a4", 4), INDEX_OWNER_FULL);
+  assert_int_equal(add(ix, 1, "a3", 3), INDEX_DUPLICATE); /* even when full */
   assert_int_equal(add(ix, 2, "b1", 5), INDEX_OK);
   assert_int_equal(index_owner_entries(ix, 1), 3);
   assert_int_equal(index_size(ix), 4);
@@ -234,17 +252,20 @@ static void test_slot_reuse_no_resurrection(void **state)
   index_free(ix);
 }
 
-/* Adds and removals in bulk, checked against counts a user could see, so
- * that list compaction, arena compaction and table growth are exercised. */
+/* Adds and removals in bulk, checked against what a user could see, so
+ * that list compaction, name-arena compaction (names are long, so the live
+ * ones span several arena blocks) and table growth are exercised. */
+#define CHURN_NAME "round%d owner%u file%u shared %0150u.bin"
+
 static void test_churn(void **state)
 {
   (void)state;
   Index *ix = index_new(100000);
-  char name[64];
+  char name[256];
   for (int round = 0; round < 4; round++) {
     for (uint32_t o = 0; o < 40; o++)
       for (uint32_t i = 0; i < 500; i++) {
-        snprintf(name, sizeof name, "round%d owner%u file%u shared.bin", round, o, i);
+        snprintf(name, sizeof name, CHURN_NAME, round, o, i, i);
         assert_int_equal(add(ix, o + 100 * (uint32_t)round, name, o * 1000 + i), INDEX_OK);
       }
     /* Drop the previous round, keep this one. */
@@ -257,9 +278,17 @@ static void test_churn(void **state)
   static IndexHit h[1000];
   assert_int_equal(search(ix, "shared", h, 1000), 1000);
   assert_int_equal(search(ix, "round2", h, 1000), 0);
-  size_t n = search(ix, "round3 owner7 file499", h, 1000);
-  assert_int_equal(n, 1);
-  assert_true(has_hit(h, n, "round3 owner7 file499 shared.bin"));
+  /* Every surviving name is intact after the arena moved them. */
+  for (uint32_t o = 0; o < 40; o++)
+    for (uint32_t i = 0; i < 500; i += 7) {
+      char q[64];
+      snprintf(q, sizeof q, "owner%u file%u round3", o, i);
+      snprintf(name, sizeof name, CHURN_NAME, 3, o, i, i);
+      size_t n = search(ix, q, h, 1000);
+      assert_int_equal(n, 1);
+      assert_true(has_hit(h, n, name));
+    }
+  assert_true(ix->nblocks >= 3);
   assert_int_equal(search(ix, "file499", h, 1000), 40);
   uint8_t cid[32];
   mk_id(cid, 7 * 1000 + 499, 0xCC);
@@ -293,6 +322,168 @@ static void test_remove_large_owner_fast(void **state)
   index_free(ix);
 }
 
+/* ---- random operations checked against a plain model ------------------- */
+
+#define M_WORDS 24
+#define M_OWNERS 40
+#define M_CAP 60
+#define M_MAX (M_OWNERS * M_CAP)
+#define M_CIDS 5050 /* 50 popular, the rest rare: chains grow and empty */
+
+static const char *const m_vocab[M_WORDS] = {
+    "red",  "green", "blue", "cyan", "mauve", "ochre", "teal", "navy", "rose", "sand", "jade", "plum",
+    "ruby", "gold",  "iron", "zinc", "lead",  "tin",   "oak",  "pine", "elm",  "ash",  "fir",  "yew",
+};
+
+typedef struct {
+  bool live;
+  uint64_t owner;
+  char name[64];
+  uint32_t cid;
+  unsigned words; /* bit i: m_vocab[i] is in the name */
+} MEntry;
+
+static MEntry model[M_MAX * 4];
+static size_t model_n;
+
+static uint64_t m_rng = 0x1234567887654321u;
+
+static uint32_t m_rand(uint32_t n)
+{
+  m_rng ^= m_rng << 13;
+  m_rng ^= m_rng >> 7;
+  m_rng ^= m_rng << 17;
+  return (uint32_t)(m_rng % n);
+}
+
+static size_t m_owner_entries(uint64_t owner)
+{
+  size_t c = 0;
+  for (size_t i = 0; i < model_n; i++)
+    c += model[i].live && model[i].owner == owner;
+  return c;
+}
+
+static void m_compact(void)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < model_n; i++)
+    if (model[i].live)
+      model[n++] = model[i];
+  model_n = n;
+}
+
+static void m_check_queries(Index *ix)
+{
+  static IndexHit h[M_MAX];
+  size_t live = 0, owners = 0;
+  for (size_t i = 0; i < model_n; i++)
+    live += model[i].live;
+  for (uint64_t o = 0; o < M_OWNERS; o++)
+    owners += m_owner_entries(o) > 0;
+  assert_int_equal(index_size(ix), live);
+  assert_int_equal(index_owner_count(ix), owners);
+
+  static size_t per_cid[M_CIDS];
+  memset(per_cid, 0, sizeof per_cid);
+  for (size_t i = 0; i < model_n; i++)
+    per_cid[model[i].cid] += model[i].live;
+  for (uint32_t c = 0; c < M_CIDS; c++) {
+    uint8_t cid[32];
+    mk_id(cid, c, 0xCC);
+    size_t n = index_lookup_cid(ix, cid, h, M_MAX);
+    assert_int_equal(n, per_cid[c]);
+    for (size_t i = 0; i < n; i++)
+      assert_memory_equal(h[i].cid, cid, 32);
+  }
+
+  for (int q = 0; q < 60; q++) {
+    unsigned want = 0;
+    char query[128] = "";
+    int nw = 1 + (int)m_rand(3);
+    for (int w = 0; w < nw; w++) {
+      uint32_t k = m_rand(M_WORDS);
+      want |= 1u << k;
+      strcat(query, w % 2 ? " " : " .");
+      strcat(query, m_vocab[k]);
+    }
+    size_t expect = 0;
+    for (size_t i = 0; i < model_n; i++)
+      expect += model[i].live && (model[i].words & want) == want;
+    size_t n = search(ix, query, h, M_MAX);
+    assert_int_equal(n, expect);
+    /* Every hit matches and is a distinct live entry: with equal counts,
+     * the hit set is the expected set. */
+    for (size_t i = 0; i < n; i++) {
+      size_t found = SIZE_MAX;
+      for (size_t j = 0; j < model_n && found == SIZE_MAX; j++) {
+        const MEntry *m = &model[j];
+        uint8_t peer[32], cid[32];
+        mk_id(peer, (uint32_t)m->owner, 0xAA);
+        mk_id(cid, m->cid, 0xCC);
+        if (m->live && h[i].name_len == strlen(m->name) &&
+            memcmp(h[i].name, m->name, h[i].name_len) == 0 && memcmp(h[i].peer, peer, 32) == 0 &&
+            memcmp(h[i].cid, cid, 32) == 0)
+          found = j;
+      }
+      assert_true(found != SIZE_MAX);
+      assert_true((model[found].words & want) == want);
+      for (size_t j = 0; j < i; j++)
+        assert_false(h[j].name == h[i].name);
+    }
+  }
+}
+
+static void test_against_model(void **state)
+{
+  (void)state;
+  Index *ix = index_new(M_CAP);
+  size_t adds = 0;
+  model_n = 0;
+  for (int step = 0; step < 200000; step++) {
+    uint64_t owner = m_rand(M_OWNERS);
+    if (m_rand(30) == 0) {
+      size_t expect = m_owner_entries(owner);
+      assert_int_equal(index_remove_owner(ix, owner), expect);
+      for (size_t i = 0; i < model_n; i++)
+        if (model[i].owner == owner)
+          model[i].live = false;
+      m_compact();
+    } else {
+      uint32_t cid = m_rand(2) ? m_rand(50) : 50 + m_rand(M_CIDS - 50);
+      MEntry m = {.live = true, .owner = owner, .cid = cid};
+      int nw = 1 + (int)m_rand(4);
+      for (int w = 0; w < nw; w++) {
+        uint32_t k = m_rand(M_WORDS);
+        strcat(m.name, w ? "_" : "");
+        if (m_rand(4) == 0) {
+          strcat(m.name, "Z"); /* "z" is no query word */
+        } else {
+          strcat(m.name, m_vocab[k]);
+          m.words |= 1u << k;
+        }
+      }
+      IndexResult want = INDEX_OK;
+      for (size_t i = 0; i < model_n; i++)
+        if (model[i].live && model[i].owner == owner && model[i].cid == m.cid &&
+            strcmp(model[i].name, m.name) == 0)
+          want = INDEX_DUPLICATE;
+      if (want == INDEX_OK && m_owner_entries(owner) >= M_CAP)
+        want = INDEX_OWNER_FULL;
+      assert_int_equal(add(ix, owner, m.name, m.cid), want);
+      if (want == INDEX_OK) {
+        model[model_n++] = m;
+        adds++;
+      }
+    }
+    if (step % 10000 == 9999)
+      m_check_queries(ix);
+  }
+  /* The stamp counter went round at least once. */
+  assert_true(adds > 2 * INDEX_STAMP_LIMIT);
+  index_free(ix);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -305,6 +496,7 @@ int main(void)
       cmocka_unit_test(test_slot_reuse_no_resurrection),
       cmocka_unit_test(test_churn),
       cmocka_unit_test(test_remove_large_owner_fast),
+      cmocka_unit_test(test_against_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

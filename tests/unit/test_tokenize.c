@@ -58,7 +58,8 @@ static void test_utf8_word_whole(void **state)
   (void)state;
   /* "Motörhead - Ace_of_Spades", "日本語" : non-ASCII bytes never split a word,
    * and they are not case-folded. */
-  const char *want[] = {"mot\xc3\xb6rhead", "ace", "of", "spades", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"};
+  const char *want[] = {"mot\xc3\xb6rhead", "ace", "of", "spades",
+                        "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"};
   expect("Mot\xc3\xb6rhead - Ace_of_Spades \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", want, 5);
   const char *upper[] = {"\xc3\x96l"};
   expect("\xc3\x96L", upper, 1);
