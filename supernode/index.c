@@ -25,6 +25,8 @@
  */
 #include "index.h"
 
+#include "shorthash.h"
+
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -529,6 +531,13 @@ static bool stamps_renumber(Index *ix)
 
 /* ---- API -------------------------------------------------------------- */
 
+/* Keywords come from peers: a keyed hash keeps them from choosing
+ * colliding ones. */
+static guint word_hash(gconstpointer key)
+{
+  return (guint)shorthash(key, strlen(key));
+}
+
 Index *index_new(size_t max_per_owner)
 {
   Index *ix = calloc(1, sizeof *ix);
@@ -546,7 +555,7 @@ Index *index_new(size_t max_per_owner)
   }
   memset(ix->cid_tab, 0xff, ix->cid_cap * sizeof *ix->cid_tab);
   ix->cid_seed = (uint64_t)g_random_int() << 32 | g_random_int();
-  ix->words = g_hash_table_new(g_str_hash, g_str_equal);
+  ix->words = g_hash_table_new(word_hash, g_str_equal);
   ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
   ix->owners = g_ptr_array_new();
   ix->free_owner_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
