@@ -201,6 +201,64 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
       m->u.peers.peers[i].addr = rd_str(&r, WIRE_MAX_ADDR, false, &err);
     }
     break;
+  case MSG_NAT_INFO:
+    m->u.nat.stun_port = rd_u16(&r);
+    m->u.nat.turn_addr = rd_str(&r, WIRE_MAX_ADDR, true, &err);
+    m->u.nat.turn_user = rd_str(&r, WIRE_MAX_ADDR, true, &err);
+    m->u.nat.turn_pass = rd_str(&r, WIRE_MAX_ADDR, true, &err);
+    m->u.nat.turn_expiry = rd_u64(&r);
+    break;
+  case MSG_SIGNAL:
+    rd_copy(&r, m->u.signal.sid, WIRE_QID_LEN);
+    m->u.signal.ttl = rd_u8(&r);
+    m->u.signal.kind = rd_u8(&r);
+    rd_copy(&r, m->u.signal.src, WIRE_ID_LEN);
+    rd_copy(&r, m->u.signal.dst, WIRE_ID_LEN);
+    m->u.signal.text = rd_str(&r, WIRE_MAX_SIGNAL, true, &err);
+    if (rd_ok(&r) && (m->u.signal.ttl > WIRE_MAX_TTL || m->u.signal.kind < SIGNAL_OFFER ||
+                      m->u.signal.kind > SIGNAL_REJECT))
+      err = WIRE_EINVALID;
+    break;
+  case MSG_GET_TREE:
+    rd_copy(&r, m->u.get_tree.cid, WIRE_CID_LEN);
+    m->u.get_tree.first = rd_u32(&r);
+    m->u.get_tree.count = rd_u16(&r);
+    if (rd_ok(&r) && (m->u.get_tree.count == 0 || m->u.get_tree.count > WIRE_MAX_TREE))
+      err = WIRE_ELIMIT;
+    break;
+  case MSG_TREE:
+    rd_copy(&r, m->u.tree.cid, WIRE_CID_LEN);
+    m->u.tree.size = rd_u64(&r);
+    m->u.tree.total = rd_u32(&r);
+    m->u.tree.first = rd_u32(&r);
+    m->u.tree.count = rd_u16(&r);
+    if (rd_ok(&r) && m->u.tree.count > WIRE_MAX_TREE) {
+      err = WIRE_ELIMIT;
+      break;
+    }
+    m->u.tree.hashes = rd_bytes(&r, (size_t)m->u.tree.count * 32);
+    if (rd_ok(&r) && ((uint64_t)m->u.tree.first + m->u.tree.count > m->u.tree.total))
+      err = WIRE_EINVALID;
+    break;
+  case MSG_GET_CHUNK:
+    rd_copy(&r, m->u.get_chunk.cid, WIRE_CID_LEN);
+    m->u.get_chunk.index = rd_u32(&r);
+    break;
+  case MSG_CHUNK:
+    rd_copy(&r, m->u.chunk.cid, WIRE_CID_LEN);
+    m->u.chunk.index = rd_u32(&r);
+    m->u.chunk.offset = rd_u32(&r);
+    m->u.chunk.len = rd_u16(&r);
+    if (rd_ok(&r) && (m->u.chunk.len > WIRE_PIECE)) {
+      err = WIRE_ELIMIT;
+      break;
+    }
+    m->u.chunk.data = rd_bytes(&r, m->u.chunk.len);
+    break;
+  case MSG_XFER_ERROR:
+    rd_copy(&r, m->u.xfer_error.cid, WIRE_CID_LEN);
+    m->u.xfer_error.code = rd_u8(&r);
+    break;
   default:
     return WIRE_EUNKNOWN;
   }
@@ -305,6 +363,53 @@ bool wire_encode(const WireMsg *m, Buf *b)
       ok = m->u.peers.peers[i].addr.len > 0 && wr_str(b, m->u.peers.peers[i].addr, WIRE_MAX_ADDR);
     }
     break;
+  case MSG_NAT_INFO:
+    wr_u16(b, m->u.nat.stun_port);
+    ok = wr_str(b, m->u.nat.turn_addr, WIRE_MAX_ADDR) && wr_str(b, m->u.nat.turn_user, WIRE_MAX_ADDR) &&
+         wr_str(b, m->u.nat.turn_pass, WIRE_MAX_ADDR);
+    wr_u64(b, m->u.nat.turn_expiry);
+    break;
+  case MSG_SIGNAL:
+    wr_bytes(b, m->u.signal.sid, WIRE_QID_LEN);
+    wr_u8(b, m->u.signal.ttl);
+    wr_u8(b, m->u.signal.kind);
+    wr_bytes(b, m->u.signal.src, WIRE_ID_LEN);
+    wr_bytes(b, m->u.signal.dst, WIRE_ID_LEN);
+    ok = wr_str(b, m->u.signal.text, WIRE_MAX_SIGNAL);
+    break;
+  case MSG_GET_TREE:
+    wr_bytes(b, m->u.get_tree.cid, WIRE_CID_LEN);
+    wr_u32(b, m->u.get_tree.first);
+    wr_u16(b, m->u.get_tree.count);
+    ok = m->u.get_tree.count > 0 && m->u.get_tree.count <= WIRE_MAX_TREE;
+    break;
+  case MSG_TREE:
+    wr_bytes(b, m->u.tree.cid, WIRE_CID_LEN);
+    wr_u64(b, m->u.tree.size);
+    wr_u32(b, m->u.tree.total);
+    wr_u32(b, m->u.tree.first);
+    wr_u16(b, m->u.tree.count);
+    ok = m->u.tree.count <= WIRE_MAX_TREE;
+    if (ok)
+      wr_bytes(b, m->u.tree.hashes, (size_t)m->u.tree.count * 32);
+    break;
+  case MSG_GET_CHUNK:
+    wr_bytes(b, m->u.get_chunk.cid, WIRE_CID_LEN);
+    wr_u32(b, m->u.get_chunk.index);
+    break;
+  case MSG_CHUNK:
+    wr_bytes(b, m->u.chunk.cid, WIRE_CID_LEN);
+    wr_u32(b, m->u.chunk.index);
+    wr_u32(b, m->u.chunk.offset);
+    wr_u16(b, m->u.chunk.len);
+    ok = m->u.chunk.len <= WIRE_PIECE;
+    if (ok)
+      wr_bytes(b, m->u.chunk.data, m->u.chunk.len);
+    break;
+  case MSG_XFER_ERROR:
+    wr_bytes(b, m->u.xfer_error.cid, WIRE_CID_LEN);
+    wr_u8(b, m->u.xfer_error.code);
+    break;
   default:
     ok = false;
   }
@@ -331,7 +436,9 @@ const char *wire_error_str(WireError e)
 
 const char *wire_type_str(uint8_t type)
 {
-  static const char *names[] = {"?", "HELLO", "PING", "PONG", "PUBLISH", "SEARCH",
-                                "SEARCH_HITS", "QUERY", "QUERY_HITS", "PEERS_REQ", "PEERS"};
+  static const char *names[] = {"?",         "HELLO",     "PING",     "PONG",     "PUBLISH",
+                                "SEARCH",    "SEARCH_HITS", "QUERY",  "QUERY_HITS", "PEERS_REQ",
+                                "PEERS",     "NAT_INFO",  "SIGNAL",   "GET_TREE", "TREE",
+                                "GET_CHUNK", "CHUNK",     "XFER_ERROR"};
   return type < sizeof names / sizeof names[0] ? names[type] : "?";
 }

@@ -29,6 +29,9 @@
 #define WIRE_MAX_HITS 128    /* hits per hits frame */
 #define WIRE_MAX_PEERS 32    /* addresses per PEERS frame */
 #define WIRE_MAX_TTL 7       /* super-node hops a query may travel */
+#define WIRE_MAX_SIGNAL 8192 /* bytes of an ICE offer or answer */
+#define WIRE_MAX_TREE 1024   /* chunk hashes per TREE frame */
+#define WIRE_PIECE 32768     /* bytes of chunk data per CHUNK frame */
 
 typedef enum {
   MSG_HELLO = 1,       /* first message on every session */
@@ -41,7 +44,22 @@ typedef enum {
   MSG_QUERY_HITS = 8,  /* super node -> super node, along the reverse path */
   MSG_PEERS_REQ = 9,
   MSG_PEERS = 10,
+  MSG_NAT_INFO = 11,   /* super node -> leaf: its STUN port, TURN credentials */
+  MSG_SIGNAL = 12,     /* ICE offer/answer between leaves, relayed by super nodes */
+  MSG_GET_TREE = 13,   /* leaf -> leaf: chunk hashes of a content id */
+  MSG_TREE = 14,
+  MSG_GET_CHUNK = 15,  /* leaf -> leaf: one chunk */
+  MSG_CHUNK = 16,      /* one piece (<= WIRE_PIECE bytes) of a chunk */
+  MSG_XFER_ERROR = 17, /* leaf -> leaf: the request cannot be served */
 } WireType;
+
+typedef enum {
+  SIGNAL_OFFER = 1,  /* flooded towards dst like a query */
+  SIGNAL_ANSWER = 2, /* routed back along the offer's reverse path */
+  SIGNAL_REJECT = 3, /* ditto: dst will not connect (text says why) */
+} WireSignalKind;
+
+typedef enum { XFER_NOT_FOUND = 1, XFER_BUSY = 2, XFER_BAD_REQUEST = 3 } WireXferError;
 
 typedef enum { ROLE_LEAF = 1, ROLE_SUPER = 2 } WireRole;
 typedef enum { QUERY_KEYWORDS = 0, QUERY_CONTENT_ID = 1 } WireQueryKind;
@@ -105,6 +123,49 @@ typedef struct {
       uint16_t count;
       WirePeer *peers;
     } peers;
+    struct {
+      uint16_t stun_port; /* on the super node's address; 0: none */
+      WireStr turn_addr;  /* "ip:port" or empty */
+      WireStr turn_user;
+      WireStr turn_pass;
+      uint64_t turn_expiry; /* unix seconds */
+    } nat;
+    struct {
+      uint8_t sid[WIRE_QID_LEN];
+      uint8_t ttl;
+      uint8_t kind; /* WireSignalKind */
+      uint8_t src[WIRE_ID_LEN]; /* set by the sender's super node */
+      uint8_t dst[WIRE_ID_LEN];
+      WireStr text;
+    } signal;
+    struct {
+      uint8_t cid[WIRE_CID_LEN];
+      uint32_t first;
+      uint16_t count;
+    } get_tree;
+    struct {
+      uint8_t cid[WIRE_CID_LEN];
+      uint64_t size;
+      uint32_t total; /* chunks in the file */
+      uint32_t first;
+      uint16_t count;
+      const uint8_t *hashes; /* count * 32 bytes, borrowed */
+    } tree;
+    struct {
+      uint8_t cid[WIRE_CID_LEN];
+      uint32_t index;
+    } get_chunk;
+    struct {
+      uint8_t cid[WIRE_CID_LEN];
+      uint32_t index;
+      uint32_t offset; /* within the chunk */
+      uint16_t len;
+      const uint8_t *data; /* borrowed */
+    } chunk;
+    struct {
+      uint8_t cid[WIRE_CID_LEN];
+      uint8_t code; /* WireXferError */
+    } xfer_error;
   } u;
 } WireMsg;
 

@@ -86,6 +86,51 @@ static void assert_msg_eq(const WireMsg *a, const WireMsg *b)
       assert_str_eq(a->u.peers.peers[i].addr, b->u.peers.peers[i].addr);
     }
     break;
+  case MSG_NAT_INFO:
+    assert_int_equal(a->u.nat.stun_port, b->u.nat.stun_port);
+    assert_str_eq(a->u.nat.turn_addr, b->u.nat.turn_addr);
+    assert_str_eq(a->u.nat.turn_user, b->u.nat.turn_user);
+    assert_str_eq(a->u.nat.turn_pass, b->u.nat.turn_pass);
+    assert_int_equal(a->u.nat.turn_expiry, b->u.nat.turn_expiry);
+    break;
+  case MSG_SIGNAL:
+    assert_memory_equal(a->u.signal.sid, b->u.signal.sid, WIRE_QID_LEN);
+    assert_int_equal(a->u.signal.ttl, b->u.signal.ttl);
+    assert_int_equal(a->u.signal.kind, b->u.signal.kind);
+    assert_memory_equal(a->u.signal.src, b->u.signal.src, WIRE_ID_LEN);
+    assert_memory_equal(a->u.signal.dst, b->u.signal.dst, WIRE_ID_LEN);
+    assert_str_eq(a->u.signal.text, b->u.signal.text);
+    break;
+  case MSG_GET_TREE:
+    assert_memory_equal(a->u.get_tree.cid, b->u.get_tree.cid, WIRE_CID_LEN);
+    assert_int_equal(a->u.get_tree.first, b->u.get_tree.first);
+    assert_int_equal(a->u.get_tree.count, b->u.get_tree.count);
+    break;
+  case MSG_TREE:
+    assert_memory_equal(a->u.tree.cid, b->u.tree.cid, WIRE_CID_LEN);
+    assert_int_equal(a->u.tree.size, b->u.tree.size);
+    assert_int_equal(a->u.tree.total, b->u.tree.total);
+    assert_int_equal(a->u.tree.first, b->u.tree.first);
+    assert_int_equal(a->u.tree.count, b->u.tree.count);
+    if (a->u.tree.count)
+      assert_memory_equal(a->u.tree.hashes, b->u.tree.hashes, (size_t)a->u.tree.count * 32);
+    break;
+  case MSG_GET_CHUNK:
+    assert_memory_equal(a->u.get_chunk.cid, b->u.get_chunk.cid, WIRE_CID_LEN);
+    assert_int_equal(a->u.get_chunk.index, b->u.get_chunk.index);
+    break;
+  case MSG_CHUNK:
+    assert_memory_equal(a->u.chunk.cid, b->u.chunk.cid, WIRE_CID_LEN);
+    assert_int_equal(a->u.chunk.index, b->u.chunk.index);
+    assert_int_equal(a->u.chunk.offset, b->u.chunk.offset);
+    assert_int_equal(a->u.chunk.len, b->u.chunk.len);
+    if (a->u.chunk.len)
+      assert_memory_equal(a->u.chunk.data, b->u.chunk.data, a->u.chunk.len);
+    break;
+  case MSG_XFER_ERROR:
+    assert_memory_equal(a->u.xfer_error.cid, b->u.xfer_error.cid, WIRE_CID_LEN);
+    assert_int_equal(a->u.xfer_error.code, b->u.xfer_error.code);
+    break;
   default:
     fail_msg("unexpected type %d", a->type);
   }
@@ -342,6 +387,112 @@ static WireError query_with(uint8_t ttl, uint8_t kind)
   return decode_buf(&b);
 }
 
+static void test_nat_info(void **state)
+{
+  WireMsg m = {.type = MSG_NAT_INFO};
+  m.u.nat.stun_port = 3478;
+  m.u.nat.turn_addr = S("203.0.113.9:3478");
+  m.u.nat.turn_user = S("1800000000:abcdef");
+  m.u.nat.turn_pass = S("c2VjcmV0");
+  m.u.nat.turn_expiry = 1800000000;
+  roundtrip(&m);
+  m.u.nat.turn_addr = wire_str(NULL, 0); /* no TURN configured */
+  m.u.nat.turn_user = wire_str(NULL, 0);
+  m.u.nat.turn_pass = wire_str(NULL, 0);
+  roundtrip(&m);
+}
+
+static void test_signal(void **state)
+{
+  WireMsg m = {.type = MSG_SIGNAL};
+  fill(m.u.signal.sid, WIRE_QID_LEN, 3);
+  fill(m.u.signal.src, WIRE_ID_LEN, 4);
+  fill(m.u.signal.dst, WIRE_ID_LEN, 5);
+  m.u.signal.ttl = 7;
+  m.u.signal.kind = SIGNAL_OFFER;
+  m.u.signal.text = S("v=0\r\na=ice-ufrag:abcd\r\n");
+  roundtrip(&m);
+  m.u.signal.kind = SIGNAL_REJECT;
+  m.u.signal.text = wire_str(NULL, 0);
+  roundtrip(&m);
+
+  /* A kind outside 1..3 and a ttl over the cap are refused. */
+  Buf b;
+  buf_init(&b);
+  m.u.signal.kind = SIGNAL_ANSWER;
+  assert_true(wire_encode(&m, &b));
+  b.data[2 + WIRE_QID_LEN + 1] = 9;
+  WireMsg out;
+  assert_int_equal(wire_decode(b.data, b.len, &out), WIRE_EINVALID);
+  b.data[2 + WIRE_QID_LEN + 1] = SIGNAL_ANSWER;
+  b.data[2 + WIRE_QID_LEN] = WIRE_MAX_TTL + 1;
+  assert_int_equal(wire_decode(b.data, b.len, &out), WIRE_EINVALID);
+  buf_free(&b);
+}
+
+static void test_transfer(void **state)
+{
+  WireMsg m = {.type = MSG_GET_TREE};
+  fill(m.u.get_tree.cid, WIRE_CID_LEN, 6);
+  m.u.get_tree.first = 1024;
+  m.u.get_tree.count = WIRE_MAX_TREE;
+  roundtrip(&m);
+
+  static uint8_t hashes[WIRE_MAX_TREE * 32];
+  fill(hashes, sizeof hashes, 7);
+  m.type = MSG_TREE;
+  fill(m.u.tree.cid, WIRE_CID_LEN, 6);
+  m.u.tree.size = 5000000000ULL;
+  m.u.tree.total = 19074;
+  m.u.tree.first = 2048;
+  m.u.tree.count = WIRE_MAX_TREE;
+  m.u.tree.hashes = hashes;
+  roundtrip(&m);
+
+  m.type = MSG_GET_CHUNK;
+  fill(m.u.get_chunk.cid, WIRE_CID_LEN, 8);
+  m.u.get_chunk.index = 19073;
+  roundtrip(&m);
+
+  static uint8_t piece[WIRE_PIECE];
+  fill(piece, sizeof piece, 9);
+  m.type = MSG_CHUNK;
+  fill(m.u.chunk.cid, WIRE_CID_LEN, 8);
+  m.u.chunk.index = 3;
+  m.u.chunk.offset = 7 * WIRE_PIECE;
+  m.u.chunk.len = WIRE_PIECE;
+  m.u.chunk.data = piece;
+  roundtrip(&m);
+
+  m.type = MSG_XFER_ERROR;
+  fill(m.u.xfer_error.cid, WIRE_CID_LEN, 8);
+  m.u.xfer_error.code = XFER_NOT_FOUND;
+  roundtrip(&m);
+
+  /* Over the caps: a piece longer than WIRE_PIECE, a tree page over
+   * WIRE_MAX_TREE or running past the declared total. */
+  Buf b = header(MSG_CHUNK);
+  uint8_t cid[WIRE_CID_LEN] = {0};
+  wr_bytes(&b, cid, sizeof cid);
+  wr_u32(&b, 0);
+  wr_u32(&b, 0);
+  wr_u16(&b, WIRE_PIECE + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+  b = header(MSG_GET_TREE);
+  wr_bytes(&b, cid, sizeof cid);
+  wr_u32(&b, 0);
+  wr_u16(&b, WIRE_MAX_TREE + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+  b = header(MSG_TREE);
+  wr_bytes(&b, cid, sizeof cid);
+  wr_u64(&b, 1);
+  wr_u32(&b, 1);
+  wr_u32(&b, 1);
+  wr_u16(&b, 1);
+  wr_bytes(&b, cid, 32);
+  assert_int_equal(decode_buf(&b), WIRE_EINVALID);
+}
+
 static void test_version(void **state)
 {
   static const uint8_t v2[] = {2, MSG_PING, 0, 0, 0, 0, 0, 0, 0, 1};
@@ -352,7 +503,7 @@ static void test_version(void **state)
 
 static void test_unknown_type(void **state)
 {
-  static const uint8_t types[] = {0, 11, 0x7f, 0xff};
+  static const uint8_t types[] = {0, 18, 0x7f, 0xff};
   for (size_t i = 0; i < sizeof types; i++) {
     uint8_t msg[] = {WIRE_VERSION, types[i], 1, 2, 3};
     assert_int_equal(decode_bytes(msg, sizeof msg), WIRE_EUNKNOWN);
@@ -575,6 +726,9 @@ int main(void)
     cmocka_unit_test(test_search_hits),
     cmocka_unit_test(test_query_hits),
     cmocka_unit_test(test_peers),
+    cmocka_unit_test(test_nat_info),
+    cmocka_unit_test(test_signal),
+    cmocka_unit_test(test_transfer),
     cmocka_unit_test(test_version),
     cmocka_unit_test(test_unknown_type),
     cmocka_unit_test(test_count_over_cap),
