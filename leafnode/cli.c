@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "control.h"
 
 static void print_json(JsonObject *o)
@@ -159,5 +161,128 @@ out:
   g_clear_error(&err);
   g_option_context_free(oc);
   g_free(state_dir);
+  return rc;
+}
+
+typedef struct {
+  gboolean json;
+  gboolean tty;
+  gint64 last_line_us;
+  JsonObject *result;
+} GetOut;
+
+static void on_get_line(JsonObject *o, void *ud)
+{
+  GetOut *g = ud;
+  if (json_object_get_boolean_member_with_default(o, "done", FALSE)) {
+    g->result = json_object_ref(o);
+    return;
+  }
+  if (json_object_has_member(o, "source")) {
+    if (!g->json)
+      fprintf(g->tty ? stderr : stdout, "%ssource %.16s… linked %s (%s)\n", g->tty ? "\r\033[K" : "",
+              json_object_get_string_member(o, "source"),
+              json_object_get_string_member(o, "path_type"), json_object_get_string_member(o, "path"));
+    return;
+  }
+  if (g->json || !json_object_has_member(o, "progress"))
+    return;
+  gint64 done = json_object_get_int_member(o, "progress");
+  gint64 total = json_object_get_int_member(o, "total");
+  double pct = total > 0 ? 100.0 * (double)done / (double)total : 100.0;
+  char a[32], b[32];
+  human_size((uint64_t)done, a, sizeof a);
+  human_size((uint64_t)total, b, sizeof b);
+  if (g->tty) {
+    int width = 30, fill = (int)(pct * width / 100.0);
+    fprintf(stderr, "\r\033[K[%.*s%*s] %5.1f%%  %s / %s  %" G_GINT64_FORMAT " source(s)",
+            fill, "##############################", width - fill, "", pct, a, b,
+            json_object_get_int_member(o, "sources"));
+    fflush(stderr);
+  } else {
+    /* Plain lines for logs and pipes: at most one every 2 s. */
+    gint64 now = g_get_monotonic_time();
+    if (now - g->last_line_us < 2 * G_USEC_PER_SEC)
+      return;
+    g->last_line_us = now;
+    printf("progress %.1f%% (%s of %s)\n", pct, a, b);
+    fflush(stdout);
+  }
+}
+
+int cli_get(int argc, char **argv)
+{
+  gchar *state_dir = NULL, *output = NULL;
+  gboolean json = FALSE, force = FALSE;
+  gchar **rest = NULL;
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the leaf daemon", "DIR"},
+      {"output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Where to put the file (default: the download dir)", "PATH"},
+      {"force", 0, 0, G_OPTION_ARG_NONE, &force, "Overwrite an existing file", NULL},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json,
+       "Last line: {path, bytes, content_id, sources: [{peer, bytes, path_type}]}", NULL},
+      {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &rest, NULL, "CONTENT_ID"},
+      {NULL}};
+  GOptionContext *oc = g_option_context_new("CONTENT_ID - download a file found by search");
+  g_option_context_set_description(
+      oc, "Example:\n  canopy-leaf search --state-dir ~/.canopy --json abbey road\n"
+          "  canopy-leaf get --state-dir ~/.canopy 5648cca708aec4ae... -o ~/Music/abbey.flac\n");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 2;
+  GetOut g = {json, isatty(STDERR_FILENO) && !json, 0, NULL};
+  if (!g_option_context_parse(oc, &argc, &argv, &err)) {
+    fprintf(stderr, "canopy-leaf get: %s\n", err->message);
+    goto out;
+  }
+  if (!state_dir || !rest || !rest[0] || rest[1]) {
+    fprintf(stderr, "canopy-leaf get: --state-dir and one content id are required\n");
+    goto out;
+  }
+  JsonObject *req = json_object_new();
+  json_object_set_string_member(req, "cmd", "get");
+  json_object_set_string_member(req, "content_id", rest[0]);
+  if (output) {
+    gchar *cwd = g_get_current_dir();
+    gchar *abs = g_path_is_absolute(output) ? g_strdup(output) : g_build_filename(cwd, output, NULL);
+    json_object_set_string_member(req, "output", abs);
+    g_free(abs);
+    g_free(cwd);
+  }
+  json_object_set_boolean_member(req, "force", force);
+  gboolean ok = control_call(state_dir, req, on_get_line, &g, 24 * 3600, &err);
+  json_object_unref(req);
+  if (g.tty)
+    fprintf(stderr, "\r\033[K");
+  if (!ok) {
+    fprintf(stderr, "canopy-leaf get: %s\n", err->message);
+    rc = 1;
+    goto out;
+  }
+  if (json) {
+    json_object_remove_member(g.result, "done");
+    print_json(g.result);
+  } else {
+    char size[32];
+    human_size((uint64_t)json_object_get_int_member(g.result, "bytes"), size, sizeof size);
+    printf("saved %s (%s, verified)\n", json_object_get_string_member(g.result, "path"), size);
+    JsonArray *src = json_object_get_array_member(g.result, "sources");
+    for (guint i = 0; src && i < json_array_get_length(src); i++) {
+      JsonObject *s = json_array_get_object_element(src, i);
+      char b[32];
+      human_size((uint64_t)json_object_get_int_member(s, "bytes"), b, sizeof b);
+      printf("  from %.16s…  %10s  %s (%s)\n", json_object_get_string_member(s, "peer"), b,
+             json_object_get_string_member(s, "path_type"), json_object_get_string_member(s, "path"));
+    }
+  }
+  rc = 0;
+out:
+  if (g.result)
+    json_object_unref(g.result);
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(state_dir);
+  g_free(output);
+  g_strfreev(rest);
   return rc;
 }

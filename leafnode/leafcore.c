@@ -101,6 +101,12 @@ void leaf_action_clear(LeafAction *a)
 {
   g_free(a->data);
   g_free(a->name);
+  g_free(a->text);
+  g_free(a->turn_addr);
+  g_free(a->turn_user);
+  if (a->turn_pass)
+    memset(a->turn_pass, 0, strlen(a->turn_pass));
+  g_free(a->turn_pass);
   memset(a, 0, sizeof *a);
 }
 
@@ -247,6 +253,22 @@ static void on_hits(LeafCore *c, const WireMsg *m)
     finish_search(c, s->id, NULL);
 }
 
+bool leaf_core_signal(LeafCore *c, const uint8_t sid[16], uint8_t kind, const uint8_t dst[32],
+                      const char *text)
+{
+  size_t len = strlen(text);
+  if (c->state != LS_OPEN || len > WIRE_MAX_SIGNAL || !wire_utf8_ok(text, len))
+    return false;
+  WireMsg m = {.type = MSG_SIGNAL};
+  memcpy(m.u.signal.sid, sid, 16);
+  m.u.signal.ttl = WIRE_MAX_TTL;
+  m.u.signal.kind = kind;
+  memcpy(m.u.signal.dst, dst, 32);
+  m.u.signal.text = wire_str(text, len);
+  send_msg(c, &m);
+  return true;
+}
+
 void leaf_core_search_limit(LeafCore *c, uint32_t id, unsigned limit)
 {
   Search *s = g_hash_table_lookup(c->searches, GUINT_TO_POINTER(id));
@@ -279,6 +301,23 @@ void leaf_core_recv(LeafCore *c, const uint8_t *data, size_t len, uint64_t now)
   case MSG_SEARCH_HITS:
     on_hits(c, &m);
     break;
+  case MSG_NAT_INFO: {
+    LeafAction a = {.kind = LEAF_ACT_NAT_INFO, .stun_port = m.u.nat.stun_port};
+    a.turn_addr = g_strndup(m.u.nat.turn_addr.p ? m.u.nat.turn_addr.p : "", m.u.nat.turn_addr.len);
+    a.turn_user = g_strndup(m.u.nat.turn_user.p ? m.u.nat.turn_user.p : "", m.u.nat.turn_user.len);
+    a.turn_pass = g_strndup(m.u.nat.turn_pass.p ? m.u.nat.turn_pass.p : "", m.u.nat.turn_pass.len);
+    push(c, a);
+    break;
+  }
+  case MSG_SIGNAL: {
+    LeafAction a = {.kind = LEAF_ACT_SIGNAL};
+    memcpy(a.sid, m.u.signal.sid, 16);
+    a.signal_kind = m.u.signal.kind;
+    memcpy(a.peer, m.u.signal.src, 32);
+    a.text = g_strndup(m.u.signal.text.p ? m.u.signal.text.p : "", m.u.signal.text.len);
+    push(c, a);
+    break;
+  }
   default: /* HELLO, PONG; anything else a super node has no reason to send */
     break;
   }

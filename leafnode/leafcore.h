@@ -35,6 +35,8 @@ typedef enum {
   LEAF_ACT_CLOSE,       /* end the session (reason) */
   LEAF_ACT_HIT,         /* search: one new hit */
   LEAF_ACT_SEARCH_DONE, /* search: finished; error set if it could not run */
+  LEAF_ACT_NAT_INFO,    /* the super node's STUN port and TURN credentials */
+  LEAF_ACT_SIGNAL,      /* ICE signalling from another leaf (sid, kind, peer = src, text) */
 } LeafActionKind;
 
 typedef struct {
@@ -47,6 +49,11 @@ typedef struct {
   uint64_t size;
   uint8_t cid[32];
   uint8_t peer[32];
+  uint8_t sid[16];    /* SIGNAL */
+  uint8_t signal_kind; /* SIGNAL: WireSignalKind */
+  char *text;         /* SIGNAL (owned) */
+  uint16_t stun_port; /* NAT_INFO */
+  char *turn_addr, *turn_user, *turn_pass; /* NAT_INFO (owned; may be "") */
 } LeafAction;
 
 typedef void (*LeafRandomFn)(uint8_t *out, size_t n, void *ctx);
@@ -73,6 +80,11 @@ uint64_t leaf_core_next_deadline(const LeafCore *c);
  * the SEARCH_DONE (with error) is queued at once. */
 uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t ttl,
                           uint64_t wait_ms, uint64_t now);
+
+/* Sends an ICE signalling message to leaf dst through the super node.
+ * False if not connected or the text breaks the codec's caps. */
+bool leaf_core_signal(LeafCore *c, const uint8_t sid[16], uint8_t kind, const uint8_t dst[32],
+                      const char *text);
 
 /* Ends search id as soon as it has `limit` hits (1..max_hits), instead of
  * at its deadline: for "find me one source" lookups. */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "daemon.h"
 #include "clock.h"
 #include "config.h"
 #include "control.h"
@@ -21,27 +22,7 @@
 #include "share.h"
 #include "wire.h"
 
-typedef struct {
-  GMainContext *ctx;
-  GMainLoop *loop;
-  Identity id;
-  char id_hex[IDENTITY_HEX_LEN];
-  LeafCore *core;
-  Share *share;
-  char *sn_addr;
-  GSocketClient *dialer;
-  Session *session;
-  uint64_t next_sid;
-  GSource *tick;
-  GSource *rescan;
-  uint64_t rescan_ms;
-  ControlServer *ctl;
-  GHashTable *pending; /* search id -> ControlClient* */
-  char last_error[256];
-  char sn_hex[IDENTITY_HEX_LEN];
-} Leaf;
 
-static void run_actions(Leaf *lf);
 
 static void rng_fill(uint8_t *out, size_t n, void *ctx) { randombytes_buf(out, n); }
 
@@ -49,7 +30,7 @@ static gboolean on_tick(gpointer ud)
 {
   Leaf *lf = ud;
   leaf_core_tick(lf->core, clock_now_ms());
-  run_actions(lf);
+  leaf_run_actions(lf);
   return G_SOURCE_REMOVE;
 }
 
@@ -60,14 +41,14 @@ static void on_opened(Session *s, void *ud)
   g_message("connected to super node %.16s… at %s", lf->sn_hex, lf->sn_addr);
   lf->last_error[0] = '\0';
   leaf_core_connected(lf->core, clock_now_ms());
-  run_actions(lf);
+  leaf_run_actions(lf);
 }
 
 static void on_message(Session *s, const uint8_t *msg, size_t len, void *ud)
 {
   Leaf *lf = ud;
   leaf_core_recv(lf->core, msg, len, clock_now_ms());
-  run_actions(lf);
+  leaf_run_actions(lf);
 }
 
 static void on_closed(Session *s, const char *reason, void *ud)
@@ -80,7 +61,7 @@ static void on_closed(Session *s, const char *reason, void *ud)
     session_unref(s);
   }
   leaf_core_disconnected(lf->core, clock_now_ms());
-  run_actions(lf);
+  leaf_run_actions(lf);
 }
 
 static const SessionCallbacks session_cb = {on_opened, on_message, on_closed};
@@ -100,7 +81,7 @@ static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
                               &session_cb, lf);
     g_object_unref(conn);
   }
-  run_actions(lf);
+  leaf_run_actions(lf);
 }
 
 static ControlClient *take_pending(Leaf *lf, uint32_t id)
@@ -110,8 +91,39 @@ static ControlClient *take_pending(Leaf *lf, uint32_t id)
   return cl;
 }
 
-static void run_actions(Leaf *lf)
+/* The super node's NAT_INFO: STUN on the super node's own host (the address
+ * we reach it at), TURN wherever it says. */
+static void apply_nat_info(Leaf *lf, const LeafAction *a)
 {
+  gchar *stun_host = NULL, *turn_host = NULL;
+  guint16 turn_port = 0;
+  GSocketConnectable *sn = g_network_address_parse(lf->sn_addr, 0, NULL);
+  if (sn && a->stun_port)
+    stun_host = g_strdup(g_network_address_get_hostname(G_NETWORK_ADDRESS(sn)));
+  g_clear_object(&sn);
+  if (a->turn_addr && *a->turn_addr) {
+    GSocketConnectable *t = g_network_address_parse(a->turn_addr, 3478, NULL);
+    if (t) {
+      turn_host = g_strdup(g_network_address_get_hostname(G_NETWORK_ADDRESS(t)));
+      turn_port = g_network_address_get_port(G_NETWORK_ADDRESS(t));
+      g_object_unref(t);
+    }
+  }
+  g_info("NAT info: STUN %s:%u, TURN %s", stun_host ? stun_host : "-", a->stun_port,
+         turn_host ? a->turn_addr : "none");
+  peers_set_nat(lf->peers, stun_host, a->stun_port, turn_host, turn_port, a->turn_user,
+                a->turn_pass);
+  g_free(stun_host);
+  g_free(turn_host);
+}
+
+void leaf_run_actions(Leaf *lf)
+{
+  /* Callbacks below may queue more actions and call back in here; the
+   * outermost loop drains them all. */
+  if (lf->running_actions)
+    return;
+  lf->running_actions = TRUE;
   LeafAction a;
   while (leaf_core_next_action(lf->core, &a)) {
     switch (a.kind) {
@@ -131,7 +143,15 @@ static void run_actions(Leaf *lf)
         session_unref(s);
       }
       break;
+    case LEAF_ACT_NAT_INFO:
+      apply_nat_info(lf, &a);
+      break;
+    case LEAF_ACT_SIGNAL:
+      peers_on_signal(lf->peers, a.sid, a.signal_kind, a.peer, a.text);
+      break;
     case LEAF_ACT_HIT: {
+      if (lf->dl_searches && download_on_hit(lf, a.search, &a))
+        break;
       ControlClient *cl = g_hash_table_lookup(lf->pending, GUINT_TO_POINTER(a.search));
       if (!cl)
         break;
@@ -147,6 +167,8 @@ static void run_actions(Leaf *lf)
       break;
     }
     case LEAF_ACT_SEARCH_DONE: {
+      if (lf->dl_searches && download_on_search_done(lf, a.search, a.reason))
+        break;
       ControlClient *cl = take_pending(lf, a.search);
       if (!cl)
         break;
@@ -168,8 +190,67 @@ static void run_actions(Leaf *lf)
     }
     leaf_action_clear(&a);
   }
+  lf->running_actions = FALSE;
   timer_arm(&lf->tick, lf->ctx, leaf_core_next_deadline(lf->core), on_tick, lf);
 }
+
+/* --- links to other leaves ------------------------------------------------------ */
+
+static bool on_peer_signal(const uint8_t sid[16], uint8_t kind, const uint8_t dst[32],
+                           const char *text, void *ud)
+{
+  Leaf *lf = ud;
+  bool ok = leaf_core_signal(lf->core, sid, kind, dst, text);
+  leaf_run_actions(lf);
+  return ok;
+}
+
+static void on_peer_opened(PeerLink *l, void *ud)
+{
+  if (peer_link_outbound(l))
+    download_link_opened(ud, l);
+}
+
+static gboolean serve_send(const uint8_t *msg, size_t len, void *ud)
+{
+  return peer_link_send(ud, msg, len);
+}
+
+static void on_peer_message(PeerLink *l, const uint8_t *msg, size_t len, void *ud)
+{
+  Leaf *lf = ud;
+  if (peer_link_outbound(l)) {
+    download_link_message(lf, l, msg, len);
+    return;
+  }
+  WireMsg m;
+  WireError err = wire_decode(msg, len, &m);
+  if (err == WIRE_EUNKNOWN)
+    return;
+  if (err != WIRE_OK) {
+    peer_link_close(l, wire_error_str(err));
+    return;
+  }
+  if (m.type == MSG_GET_TREE || m.type == MSG_GET_CHUNK)
+    server_handle(lf->server, &m, serve_send, l);
+  else
+    peer_link_close(l, "unexpected message from a downloading peer");
+  wire_msg_clear(&m);
+}
+
+static void on_peer_closed(PeerLink *l, const char *reason, void *ud)
+{
+  Leaf *lf = ud;
+  char hex[IDENTITY_HEX_LEN];
+  hex_encode(peer_link_peer(l), 32, hex);
+  g_info("link with %.16s… (%s) ended: %s", hex, peer_link_outbound(l) ? "download" : "upload",
+         reason);
+  if (peer_link_outbound(l))
+    download_link_closed(lf, l, reason);
+}
+
+static const PeersCallbacks peers_cb = {on_peer_signal, on_peer_opened, on_peer_message,
+                                        on_peer_closed};
 
 static void rescan(Leaf *lf)
 {
@@ -192,7 +273,7 @@ static gboolean on_rescan(gpointer ud)
 {
   Leaf *lf = ud;
   rescan(lf);
-  run_actions(lf);
+  leaf_run_actions(lf);
   timer_arm(&lf->rescan, lf->ctx, clock_now_ms() + lf->rescan_ms, on_rescan, lf);
   return G_SOURCE_REMOVE;
 }
@@ -217,7 +298,9 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
     g_hash_table_insert(lf->pending, GUINT_TO_POINTER(id), cl);
     if (limit > 0)
       leaf_core_search_limit(lf->core, id, (unsigned)MIN(limit, G_MAXUINT));
-    run_actions(lf);
+    leaf_run_actions(lf);
+  } else if (strcmp(cmd, "get") == 0) {
+    download_start(lf, cl, req);
   } else if (strcmp(cmd, "status") == 0) {
     size_t n;
     share_entries(lf->share, &n);
@@ -247,11 +330,13 @@ static gboolean on_signal(gpointer ud)
 static const CfgKey config_keys[] = {
     {"supernode", CFG_STRING},   {"share", CFG_STRING},     {"state-dir", CFG_STRING},
     {"keepalive-ms", CFG_INT},   {"rescan-s", CFG_INT},     {"log-level", CFG_STRING},
-    {NULL, 0}};
+    {"download-dir", CFG_STRING}, {"ice-local", CFG_LIST},  {NULL, 0}};
 
 static int run_daemon(int argc, char **argv)
 {
   gchar *sn_addr = NULL, *share = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
+  gchar *download_dir = NULL;
+  gchar **ice_local = NULL;
   gint keepalive_ms = 5000, rescan_s = 60;
   GOptionEntry entries[] = {
       {"supernode", 0, 0, G_OPTION_ARG_STRING, &sn_addr, "Super node to attach to", "HOST:PORT"},
@@ -259,6 +344,10 @@ static int run_daemon(int argc, char **argv)
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)", "DIR"},
       {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms, "Keepalive interval (default 5000)", "MS"},
       {"rescan-s", 0, 0, G_OPTION_ARG_INT, &rescan_s, "Rescan the share every S seconds (0: never; default 60)", "S"},
+      {"download-dir", 0, 0, G_OPTION_ARG_FILENAME, &download_dir,
+       "Where `get` puts files (default: STATE_DIR/downloads)", "DIR"},
+      {"ice-local", 0, 0, G_OPTION_ARG_STRING_ARRAY, &ice_local,
+       "Local address for ICE host candidates (repeat; default: all interfaces)", "IP"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [leaf] section", "FILE"},
       {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug", "LEVEL"},
       {NULL}};
@@ -318,6 +407,18 @@ static int run_daemon(int argc, char **argv)
   }
   lf.share = share_new(share);
   share_exclude(lf.share, state_dir);
+  lf.download_dir = download_dir ? g_strdup(download_dir) : g_build_filename(state_dir, "downloads", NULL);
+  if (g_path_is_absolute(lf.download_dir) == FALSE) {
+    gchar *cwd = g_get_current_dir();
+    gchar *abs = g_build_filename(cwd, lf.download_dir, NULL);
+    g_free(cwd);
+    g_free(lf.download_dir);
+    lf.download_dir = abs;
+  }
+  lf.server = server_new(lf.share);
+  lf.peers = peers_new(lf.ctx, &lf.id, &peers_cb, &lf);
+  if (ice_local)
+    peers_set_local_addrs(lf.peers, ice_local);
   if (!share_scan(lf.share, NULL, &err)) {
     fprintf(stderr, "canopy-leaf: %s\n", err->message);
     goto out;
@@ -331,7 +432,7 @@ static int run_daemon(int argc, char **argv)
   leaf_core_set_manifest(lf.core, e, n, clock_now_ms());
   g_message("leaf %.16s… sharing %zu file%s from %s", lf.id_hex, n, n == 1 ? "" : "s", share);
   leaf_core_start(lf.core, clock_now_ms());
-  run_actions(&lf);
+  leaf_run_actions(&lf);
   if (lf.rescan_ms)
     timer_arm(&lf.rescan, lf.ctx, clock_now_ms() + lf.rescan_ms, on_rescan, &lf);
 
@@ -340,6 +441,12 @@ static int run_daemon(int argc, char **argv)
   g_main_loop_run(lf.loop);
   rc = 0;
 out:
+  download_free_all(&lf);
+  peers_free(lf.peers);
+  server_free(lf.server);
+  g_free(lf.download_dir);
+  g_free(download_dir);
+  g_strfreev(ice_local);
   timer_disarm(&lf.tick);
   timer_disarm(&lf.rescan);
   if (lf.session) {
@@ -378,5 +485,7 @@ int main(int argc, char **argv)
     return cli_search(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "status") == 0)
     return cli_status(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "get") == 0)
+    return cli_get(argc - 1, argv + 1);
   return run_daemon(argc, argv);
 }

@@ -182,3 +182,19 @@ const LeafEntry *share_entries(const Share *s, size_t *n)
 }
 
 size_t share_last_hashed(const Share *s) { return s->last_hashed; }
+
+const char *share_root(const Share *s) { return s->root; }
+
+gboolean share_find(const Share *s, const uint8_t cid[32], const char **relpath, uint64_t *size)
+{
+  /* Linear: shares hold thousands of files and downloads ask once per link. */
+  for (guint i = 0; i < s->entries->len; i++) {
+    const LeafEntry *e = &g_array_index(s->entries, LeafEntry, i);
+    if (memcmp(e->cid, cid, 32) == 0) {
+      *relpath = e->name;
+      *size = e->size;
+      return TRUE;
+    }
+  }
+  return FALSE;
+}

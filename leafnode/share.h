@@ -26,6 +26,12 @@ void share_exclude(Share *s, const char *dir);
 gboolean share_scan(Share *s, gboolean *changed, GError **error);
 /* The manifest of the last scan (borrowed until the next scan). */
 const LeafEntry *share_entries(const Share *s, size_t *n);
+/* The shared file with this content id: its path relative to the root
+ * (borrowed until the next scan) and size. The path comes from our own scan,
+ * never from a peer. */
+gboolean share_find(const Share *s, const uint8_t cid[32], const char **relpath, uint64_t *size);
+const char *share_root(const Share *s);
+
 /* Files hashed by the last scan (cache misses). */
 size_t share_last_hashed(const Share *s);
 

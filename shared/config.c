@@ -138,7 +138,7 @@ static GLogWriterOutput log_writer(GLogLevelFlags level, const GLogField *fields
     return G_LOG_WRITER_HANDLED;
   if ((level & G_LOG_LEVEL_DEBUG) &&
       (!domain || !(strcmp(domain, "supernode") == 0 || strcmp(domain, "leaf") == 0 ||
-                    strcmp(domain, "canopy") == 0)))
+                    strcmp(domain, "canopy") == 0 || strcmp(domain, "nat") == 0)))
     return G_LOG_WRITER_HANDLED;
   if (g_log_writer_is_journald(fileno(stderr)) &&
       g_log_writer_journald(level, fields, n, ud) == G_LOG_WRITER_HANDLED)

@@ -16,9 +16,15 @@
 #include "clock.h"
 #include "config.h"
 #include "control.h"
+#include "ice.h"
 #include "identity.h"
 #include "session.h"
 #include "sncore.h"
+#include "wire.h"
+
+/* TURN credentials handed to leaves live this long; refreshed at half. */
+#define TURN_CRED_TTL_S (6 * 3600)
+#include "stun_service.h"
 
 typedef struct {
   GMainContext *ctx;
@@ -35,6 +41,11 @@ typedef struct {
   char id_hex[IDENTITY_HEX_LEN];
   guint max_sessions;      /* leaves + links + handshakes in progress */
   uint64_t sessions_refused;
+  StunService *stun; /* NULL if off, or the default port was taken */
+  char *turn_addr;   /* coturn "ip:port", or NULL */
+  char *turn_secret; /* its static-auth-secret (never logged) */
+  uint64_t turn_issued;
+  GSource *turn_refresh;
 } Sn;
 
 typedef struct {
@@ -171,6 +182,54 @@ static Session *find_session(Sn *sn, uint64_t id)
   return e ? e->s : NULL;
 }
 
+/* Tells a leaf where to find STUN (our own UDP port) and, with a TURN
+ * server configured, hands it time-limited REST-API credentials for it
+ * (coturn's use-auth-secret scheme, named after the leaf's node id). */
+static void send_nat_info(Sn *sn, uint64_t conn, const uint8_t leaf_id[32])
+{
+  Entry *e = g_hash_table_lookup(sn->sessions, &conn);
+  if (!e)
+    return;
+  char name[IDENTITY_HEX_LEN];
+  hex_encode(leaf_id, IDENTITY_ID_LEN, name);
+  char *user = NULL, *pass = NULL;
+  guint64 expiry = 0;
+  WireMsg m = {.type = MSG_NAT_INFO};
+  m.u.nat.stun_port = sn->stun ? stun_service_port(sn->stun) : 0;
+  if (sn->turn_addr && sn->turn_secret) {
+    expiry = (guint64)(g_get_real_time() / G_USEC_PER_SEC) + TURN_CRED_TTL_S;
+    ice_turn_credentials(sn->turn_secret, name, expiry, &user, &pass);
+    m.u.nat.turn_addr = wire_str(sn->turn_addr, strlen(sn->turn_addr));
+    m.u.nat.turn_user = wire_str(user, strlen(user));
+    m.u.nat.turn_pass = wire_str(pass, strlen(pass));
+    m.u.nat.turn_expiry = expiry;
+    sn->turn_issued++;
+  }
+  Buf b;
+  buf_init(&b);
+  if (wire_encode(&m, &b))
+    session_send(e->s, b.data, b.len);
+  buf_free(&b);
+  if (pass)
+    memset(pass, 0, strlen(pass));
+  g_free(user);
+  g_free(pass);
+}
+
+static void refresh_one(const uint8_t id[32], uint64_t conn, void *ud)
+{
+  send_nat_info(ud, conn, id);
+}
+
+static gboolean on_turn_refresh(gpointer ud)
+{
+  Sn *sn = ud;
+  sn_core_foreach_leaf(sn->core, refresh_one, sn);
+  timer_arm(&sn->turn_refresh, sn->ctx, clock_now_ms() + TURN_CRED_TTL_S * 1000 / 2,
+            on_turn_refresh, sn);
+  return G_SOURCE_REMOVE;
+}
+
 static void run_actions(Sn *sn)
 {
   SnAction a;
@@ -196,6 +255,9 @@ static void run_actions(Sn *sn)
       g_socket_client_connect_to_host_async(sn->dialer, a.addr, 0, NULL, on_dialed, d);
       break;
     }
+    case SN_ACT_LEAF_UP:
+      send_nat_info(sn, a.conn, a.peer);
+      break;
     }
     sn_action_clear(&a);
   }
@@ -243,6 +305,12 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "index_entries", (gint64)st->index_entries);
   json_object_set_int_member(o, "sessions", g_hash_table_size(sn->sessions));
   json_object_set_int_member(o, "sessions_refused", (gint64)sn->sessions_refused);
+  json_object_set_int_member(o, "signals_relayed", (gint64)st->signals_relayed);
+  json_object_set_int_member(o, "signals_delivered", (gint64)st->signals_delivered);
+  json_object_set_int_member(o, "signals_dropped", (gint64)st->signals_dropped);
+  json_object_set_int_member(o, "stun_requests", sn->stun ? (gint64)stun_service_requests(sn->stun) : 0);
+  json_object_set_int_member(o, "stun_dropped", sn->stun ? (gint64)stun_service_dropped(sn->stun) : 0);
+  json_object_set_int_member(o, "turn_credentials_issued", (gint64)sn->turn_issued);
   JsonArray *links = json_array_new();
   sn_core_foreach_link(sn->core, add_link, links);
   json_object_set_array_member(o, "neighbours", links);
@@ -293,6 +361,7 @@ static const CfgKey config_keys[] = {
     {"listen", CFG_STRING},     {"advertise", CFG_STRING},    {"peer", CFG_LIST},
     {"no-discovery", CFG_FLAG}, {"state-dir", CFG_STRING},    {"degree", CFG_INT},
     {"keepalive-ms", CFG_INT},  {"max-leaves", CFG_INT},      {"log-level", CFG_STRING},
+    {"stun", CFG_STRING},       {"turn", CFG_STRING},         {"turn-secret-file", CFG_STRING},
     {NULL, 0}};
 
 static void print_stats(JsonObject *o, void *ud)
@@ -364,6 +433,7 @@ int main(int argc, char **argv)
     return cmd_stats(argc - 1, argv + 1);
 
   gchar *listen = NULL, *advertise = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
+  gchar *stun = NULL, *turn = NULL, *turn_secret_file = NULL;
   gchar **peers = NULL;
   gboolean no_discovery = FALSE;
   gint degree = 4, keepalive_ms = 5000, max_leaves = 2000;
@@ -380,6 +450,11 @@ int main(int argc, char **argv)
        "Keepalive interval; silent peers go after 3 (default 5000)", "MS"},
       {"max-leaves", 0, 0, G_OPTION_ARG_INT, &max_leaves, "Leaf sessions accepted (default 2000)", "N"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)", "DIR"},
+      {"stun", 0, 0, G_OPTION_ARG_STRING, &stun,
+       "UDP address answering STUN (default: the listen host, port 3478; 'off' disables)", "HOST:PORT"},
+      {"turn", 0, 0, G_OPTION_ARG_STRING, &turn, "coturn server whose credentials leaves get", "IP:PORT"},
+      {"turn-secret-file", 0, 0, G_OPTION_ARG_FILENAME, &turn_secret_file,
+       "File holding coturn's static-auth-secret", "FILE"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [supernode] section", "FILE"},
       {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug", "LEVEL"},
       {NULL}};
@@ -431,6 +506,48 @@ int main(int argc, char **argv)
     fprintf(stderr, "canopy-supernode: cannot listen on %s: %s\n", listen, err->message);
     goto out;
   }
+  if (stun && strcmp(stun, "off") == 0) {
+    g_info("not answering STUN (--stun off)");
+  } else if (stun) {
+    sn.stun = stun_service_new(stun, sn.ctx, &err);
+    if (!sn.stun) {
+      fprintf(stderr, "canopy-supernode: cannot answer STUN on %s: %s\n", stun, err->message);
+      goto out;
+    }
+  } else {
+    /* The default (listen host, port 3478) is best effort: another super
+     * node on this host may hold it already. */
+    GSocketConnectable *na = g_network_address_parse(listen, 0, NULL);
+    if (na)
+      sn.stun = stun_service_new(g_network_address_get_hostname(G_NETWORK_ADDRESS(na)), sn.ctx, &err);
+    if (!sn.stun)
+      g_warning("not answering STUN: %s", err ? err->message : "no listen host");
+    g_clear_error(&err);
+    g_clear_object(&na);
+  }
+  if (!turn != !turn_secret_file) {
+    fprintf(stderr, "canopy-supernode: --turn and --turn-secret-file go together\n");
+    goto out;
+  }
+  if (turn_secret_file) {
+    gchar *secret = NULL;
+    if (!g_file_get_contents(turn_secret_file, &secret, NULL, &err)) {
+      fprintf(stderr, "canopy-supernode: --turn-secret-file: %s\n", err->message);
+      goto out;
+    }
+    g_strstrip(secret);
+    if (!*secret) {
+      fprintf(stderr, "canopy-supernode: %s holds no secret\n", turn_secret_file);
+      g_free(secret);
+      goto out;
+    }
+    sn.turn_secret = secret;
+    sn.turn_addr = g_strdup(turn);
+  }
+  if (sn.turn_secret)
+    timer_arm(&sn.turn_refresh, sn.ctx, clock_now_ms() + TURN_CRED_TTL_S * 1000 / 2,
+              on_turn_refresh, &sn);
+
   gchar *ctl_path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
   sn.ctl = control_server_new(ctl_path, sn.ctx, on_control, &sn, &err);
   g_free(ctl_path);
@@ -462,6 +579,8 @@ int main(int argc, char **argv)
 
 out:
   timer_disarm(&sn.tick);
+  timer_disarm(&sn.turn_refresh);
+  stun_service_free(sn.stun);
   control_server_free(sn.ctl);
   if (sn.listener) {
     g_socket_service_stop(sn.listener);
@@ -477,6 +596,14 @@ out:
   if (sn.ctx)
     g_main_context_unref(sn.ctx);
   identity_clear(&sn.id);
+  if (sn.turn_secret) {
+    memset(sn.turn_secret, 0, strlen(sn.turn_secret));
+    g_free(sn.turn_secret);
+  }
+  g_free(sn.turn_addr);
+  g_free(stun);
+  g_free(turn);
+  g_free(turn_secret_file);
   g_clear_error(&err);
   g_option_context_free(oc);
   if (args != argv)

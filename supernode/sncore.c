@@ -39,6 +39,7 @@ typedef struct {
   uint64_t last_rx;
   uint64_t last_ping;
   RateLimit queries;
+  RateLimit signals;
 } Peer;
 
 struct SnCore {
@@ -48,6 +49,7 @@ struct SnCore {
   SnRandomFn rng;
   void *rng_ctx;
   GHashTable *peers; /* conn (uint64 key) -> Peer*, owned */
+  GHashTable *leaves_by_id; /* node id (Peer.id) -> Peer*, leaves only */
   Index *index;
   Flood *flood;
   Mesh *mesh;
@@ -73,6 +75,8 @@ void sn_config_defaults(SnConfig *c)
   c->leaf_query_burst = 20;
   c->super_query_rate = 500;
   c->super_query_burst = 1000;
+  c->leaf_signal_rate = 5;
+  c->leaf_signal_burst = 20;
 }
 
 /* --- actions --------------------------------------------------------------- */
@@ -106,6 +110,8 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
 {
   if (p->kind == PEER_LEAF) {
     index_remove_owner(c->index, p->conn);
+    if (g_hash_table_lookup(c->leaves_by_id, p->id) == p)
+      g_hash_table_remove(c->leaves_by_id, p->id);
     c->stats.leaves--;
   } else if (p->kind == PEER_SUPER) {
     c->stats.links--;
@@ -150,6 +156,15 @@ void sn_action_clear(SnAction *a)
 
 /* --- life cycle ----------------------------------------------------------- */
 
+static guint id_hash(gconstpointer k)
+{
+  guint h;
+  memcpy(&h, k, sizeof h); /* node ids are hashes already */
+  return h;
+}
+
+static gboolean id_equal(gconstpointer a, gconstpointer b) { return memcmp(a, b, 32) == 0; }
+
 SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn rng, void *rng_ctx,
                     uint64_t now)
 {
@@ -163,6 +178,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->rng = rng;
   c->rng_ctx = rng_ctx;
   c->peers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
+  c->leaves_by_id = g_hash_table_new(id_hash, id_equal);
   c->index = index_new(cfg->max_entries_per_leaf);
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   c->mesh = mesh_new(self_id, 500, 30000);
@@ -185,6 +201,7 @@ void sn_core_free(SnCore *c)
     sn_action_clear(a);
     g_free(a);
   }
+  g_hash_table_destroy(c->leaves_by_id);
   g_hash_table_destroy(c->peers);
   index_free(c->index);
   flood_free(c->flood);
@@ -336,9 +353,19 @@ static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     close_peer(c, p, "too many leaves", now);
     return;
   }
+  /* A leaf that reconnects before its old session timed out: the new
+   * session is the one that can reach it. */
+  Peer *old = g_hash_table_lookup(c->leaves_by_id, p->id);
+  if (old)
+    close_peer(c, old, "replaced by a newer session of the same leaf", now);
   p->kind = PEER_LEAF;
   c->stats.leaves++;
+  g_hash_table_insert(c->leaves_by_id, p->id, p);
   ratelimit_init(&p->queries, c->cfg.leaf_query_rate, c->cfg.leaf_query_burst, now);
+  ratelimit_init(&p->signals, c->cfg.leaf_signal_rate, c->cfg.leaf_signal_burst, now);
+  SnAction up = {.kind = SN_ACT_LEAF_UP, .conn = p->conn};
+  memcpy(up.peer, p->id, 32);
+  push(c, up);
 }
 
 static void on_publish(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -413,7 +440,8 @@ static void forward_cb(gpointer k, gpointer v, gpointer ud)
   if (p->kind != PEER_SUPER || p->conn == f->except)
     return;
   send_msg(f->c, p->conn, f->m);
-  f->c->stats.queries_forwarded++;
+  if (f->m->type == MSG_QUERY)
+    f->c->stats.queries_forwarded++;
 }
 
 /* Handles a query id for the first time: route, answer, forward. */
@@ -532,6 +560,52 @@ static void on_peers(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   }
 }
 
+/* ICE signalling between two leaves. An OFFER floods towards the leaf whose
+ * node id it names, like a query (once per id, TTL); the ANSWER or REJECT
+ * for it goes back along the reverse path the offer left. The sender's
+ * node id is stamped by its own super node from the authenticated session,
+ * so a leaf cannot speak for another. */
+static void on_signal(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  WireMsg fwd = *m;
+  bool allowed = p->kind == PEER_LEAF ? ratelimit_take(&p->signals, now)
+                                      : ratelimit_take(&p->queries, now);
+  if (!allowed) {
+    c->stats.signals_dropped++;
+    return;
+  }
+  if (p->kind == PEER_LEAF)
+    memcpy(fwd.u.signal.src, p->id, 32);
+  if (m->u.signal.kind != SIGNAL_OFFER) {
+    FloodRoute *r = flood_route(c->flood, m->u.signal.sid, now);
+    Peer *back = r ? peer_get(c, r->conn) : NULL;
+    if (!back || back == p) {
+      c->stats.signals_dropped++;
+      return;
+    }
+    send_msg(c, back->conn, &fwd);
+    c->stats.signals_relayed++;
+    return;
+  }
+  FloodRoute route = {.conn = p->conn, .from_leaf = p->kind == PEER_LEAF};
+  if (!flood_first_seen(c->flood, m->u.signal.sid, &route, now)) {
+    c->stats.signals_dropped++;
+    return;
+  }
+  Peer *dst = g_hash_table_lookup(c->leaves_by_id, m->u.signal.dst);
+  if (dst && dst != p) {
+    send_msg(c, dst->conn, &fwd);
+    c->stats.signals_delivered++;
+    return;
+  }
+  if (fwd.u.signal.ttl == 0)
+    return;
+  fwd.u.signal.ttl--;
+  Forward f = {c, p->conn, &fwd};
+  g_hash_table_foreach(c->peers, forward_cb, &f);
+  c->stats.signals_relayed++;
+}
+
 void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uint64_t now)
 {
   Peer *p = peer_get(c, conn);
@@ -581,6 +655,9 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
     break;
   case MSG_PEERS:
     on_peers(c, p, &m, now);
+    break;
+  case MSG_SIGNAL:
+    on_signal(c, p, &m, now);
     break;
   default: /* SEARCH_HITS: only super nodes send it */
     protocol_error(c, p, "message type not allowed here", now);
@@ -668,6 +745,24 @@ static void link_iter_cb(gpointer k, gpointer v, gpointer ud)
   Peer *p = v;
   if (p->kind == PEER_SUPER)
     it->fn(p->id, p->addr, p->conn, it->ctx);
+}
+
+typedef struct {
+  SnLeafFn fn;
+  void *ctx;
+} LeafIter;
+
+static void leaf_iter_cb(gpointer k, gpointer v, gpointer ud)
+{
+  LeafIter *it = ud;
+  Peer *p = v;
+  it->fn(p->id, p->conn, it->ctx);
+}
+
+void sn_core_foreach_leaf(const SnCore *c, SnLeafFn fn, void *ctx)
+{
+  LeafIter it = {fn, ctx};
+  g_hash_table_foreach(c->leaves_by_id, leaf_iter_cb, &it);
 }
 
 void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx)

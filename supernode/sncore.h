@@ -30,6 +30,7 @@ typedef struct {
   size_t max_entries_per_leaf;
   double leaf_query_rate, leaf_query_burst;   /* per leaf session */
   double super_query_rate, super_query_burst; /* per super-node link */
+  double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf */
 } SnConfig;
 
 /* Defaults a caller then overrides. */
@@ -47,12 +48,20 @@ typedef struct {
   uint64_t malformed;          /* messages that failed to decode or were out of place */
   uint64_t sessions_opened;
   uint64_t entries_rejected;   /* over the per-leaf cap */
+  uint64_t signals_relayed;    /* ICE offers/answers passed on */
+  uint64_t signals_delivered;  /* ... to one of our own leaves */
+  uint64_t signals_dropped;    /* no route, duplicate, or over the rate */
   unsigned leaves;             /* current leaf sessions */
   unsigned links;              /* current super-node links */
   size_t index_entries;
 } SnStats;
 
-typedef enum { SN_ACT_SEND, SN_ACT_CLOSE, SN_ACT_DIAL } SnActionKind;
+typedef enum {
+  SN_ACT_SEND,
+  SN_ACT_CLOSE,
+  SN_ACT_DIAL,
+  SN_ACT_LEAF_UP, /* conn became a leaf session (the shell sends it NAT_INFO) */
+} SnActionKind;
 
 typedef struct {
   SnActionKind kind;
@@ -60,6 +69,7 @@ typedef struct {
   uint8_t *data;       /* SEND: one encoded message (owned; sn_action_clear) */
   size_t len;
   char *addr;          /* DIAL (owned) */
+  uint8_t peer[32];    /* LEAF_UP: the leaf's node id */
   const char *reason;  /* CLOSE: static string for the log */
 } SnAction;
 
@@ -93,6 +103,10 @@ bool sn_core_next_action(SnCore *c, SnAction *out);
 void sn_action_clear(SnAction *a);
 
 const SnStats *sn_core_stats(const SnCore *c);
+
+/* Iterates over leaf sessions: id, conn (e.g. to refresh TURN credentials). */
+typedef void (*SnLeafFn)(const uint8_t id[32], uint64_t conn, void *ctx);
+void sn_core_foreach_leaf(const SnCore *c, SnLeafFn fn, void *ctx);
 
 /* Iterates over super-node links (for status): id, address, conn. */
 typedef void (*SnLinkFn)(const uint8_t id[32], const char *addr, uint64_t conn, void *ctx);

@@ -51,6 +51,7 @@ typedef struct {
   uint64_t rng;
   unsigned sent[16]; /* SEND actions by message type */
   GArray *closes;    /* CloseRec: CLOSE actions */
+  unsigned leaf_ups;  /* LEAF_UP actions (the shell then sends NAT_INFO) */
   GPtrArray *dials;  /* char*: DIAL actions */
 } Node;
 
@@ -235,6 +236,11 @@ static void handle_action(Net *net, int i, SnAction *a)
       enqueue(net, EV_MSG, e->peer, data);
     else
       g_ptr_array_add(net->leaves[e->leaf].inbox, data);
+    return;
+  }
+  if (a->kind == SN_ACT_LEAF_UP) {
+    assert_int_equal(e->kind, END_LEAF);
+    nd->leaf_ups++;
     return;
   }
   /* SN_ACT_CLOSE */
@@ -558,6 +564,89 @@ static void test_chain_search_respects_ttl(void **state)
 }
 
 /* --- (b) each node handles a query id once ---------------------------------------- */
+
+/* The last SIGNAL in a leaf's inbox (decoded; text copied into buf). */
+static bool last_signal(Net *net, int li, WireMsg *out, char *buf, size_t cap)
+{
+  GPtrArray *in = net->leaves[li].inbox;
+  bool found = false;
+  for (guint i = 0; i < in->len; i++) {
+    size_t len;
+    const uint8_t *p = g_bytes_get_data(g_ptr_array_index(in, i), &len);
+    WireMsg m;
+    assert_int_equal(wire_decode(p, len, &m), WIRE_OK);
+    if (m.type == MSG_SIGNAL) {
+      *out = m;
+      size_t n = m.u.signal.text.len < cap - 1 ? m.u.signal.text.len : cap - 1;
+      memcpy(buf, m.u.signal.text.p, n);
+      buf[n] = '\0';
+      out->u.signal.text = wire_str(buf, n);
+      found = true;
+    }
+    wire_msg_clear(&m);
+  }
+  return found;
+}
+
+/* ICE signalling: an offer floods to the leaf it names (S1 -> S4 over the
+ * chain), stamped with the sender's authenticated id; the answer follows the
+ * reverse path; answers with no route are dropped; every leaf gets LEAF_UP. */
+static void test_signalling(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  Net *net = net_new(4, &cfg, false);
+  net_link(net, S1, S2);
+  net_link(net, S2, S3);
+  net_link(net, S3, S4);
+  int a = leaf_add(net, S1);
+  int b = leaf_add(net, S4);
+  int bystander = leaf_add(net, S2);
+  assert_int_equal(net->node[S1].leaf_ups, 1);
+  assert_int_equal(net->node[S4].leaf_ups, 1);
+
+  WireMsg offer = {.type = MSG_SIGNAL};
+  memset(offer.u.signal.sid, 0x5a, WIRE_QID_LEN);
+  offer.u.signal.ttl = 3;
+  offer.u.signal.kind = SIGNAL_OFFER;
+  memset(offer.u.signal.src, 0xee, 32); /* a lie the super node must overwrite */
+  memcpy(offer.u.signal.dst, net->leaves[b].id, 32);
+  offer.u.signal.text = wire_str("offer-text", 10);
+  leaf_send(net, a, &offer);
+
+  WireMsg got;
+  char text[64];
+  assert_true(last_signal(net, b, &got, text, sizeof text));
+  assert_int_equal(got.u.signal.kind, SIGNAL_OFFER);
+  assert_memory_equal(got.u.signal.src, net->leaves[a].id, 32);
+  assert_string_equal(text, "offer-text");
+  assert_false(last_signal(net, bystander, &got, text, sizeof text));
+  assert_int_equal(stats(net, S4)->signals_delivered, 1);
+
+  WireMsg answer = offer;
+  answer.u.signal.kind = SIGNAL_ANSWER;
+  memcpy(answer.u.signal.dst, net->leaves[a].id, 32);
+  answer.u.signal.text = wire_str("answer-text", 11);
+  leaf_send(net, b, &answer);
+  assert_true(last_signal(net, a, &got, text, sizeof text));
+  assert_int_equal(got.u.signal.kind, SIGNAL_ANSWER);
+  assert_memory_equal(got.u.signal.src, net->leaves[b].id, 32);
+  assert_string_equal(text, "answer-text");
+
+  /* An answer for an id nobody offered goes nowhere. */
+  uint64_t dropped = stats(net, S4)->signals_dropped;
+  memset(answer.u.signal.sid, 0x11, WIRE_QID_LEN);
+  leaf_send(net, b, &answer);
+  assert_int_equal(stats(net, S4)->signals_dropped, dropped + 1);
+
+  /* Too few hops: an offer with ttl 2 from S1 never reaches S4. */
+  uint64_t delivered = stats(net, S4)->signals_delivered;
+  memset(offer.u.signal.sid, 0x77, WIRE_QID_LEN);
+  offer.u.signal.ttl = 2;
+  leaf_send(net, a, &offer);
+  assert_int_equal(stats(net, S4)->signals_delivered, delivered);
+  net_free(net);
+}
 
 static void assert_flood_accounting(Net *net, uint64_t searches)
 {
@@ -1262,6 +1351,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_chain_search_respects_ttl),
+    cmocka_unit_test(test_signalling),
       cmocka_unit_test(test_triangle_duplicate_suppression),
       cmocka_unit_test(test_ring_duplicate_suppression),
       cmocka_unit_test(test_hits_follow_reverse_path),

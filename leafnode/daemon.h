@@ -1,0 +1,58 @@
+/* daemon.h - the leaf daemon's state, shared by its shell files (main.c,
+ * download.c). Not a public interface: the protocol logic lives in the
+ * sans-I/O cores (leafcore.h, fetch.h); this is the glue around them. */
+#ifndef CANOPY_DAEMON_H
+#define CANOPY_DAEMON_H
+
+#include <gio/gio.h>
+
+#include "control.h"
+#include "identity.h"
+#include "leafcore.h"
+#include "peers.h"
+#include "serve.h"
+#include "session.h"
+#include "share.h"
+
+typedef struct {
+  GMainContext *ctx;
+  GMainLoop *loop;
+  Identity id;
+  char id_hex[IDENTITY_HEX_LEN];
+  LeafCore *core;
+  Share *share;
+  char *sn_addr;
+  GSocketClient *dialer;
+  Session *session;
+  uint64_t next_sid;
+  GSource *tick;
+  GSource *rescan;
+  uint64_t rescan_ms;
+  ControlServer *ctl;
+  GHashTable *pending; /* search id -> ControlClient* */
+  char last_error[256];
+  char sn_hex[IDENTITY_HEX_LEN];
+  Peers *peers;
+  Server *server;
+  char *download_dir;
+  GHashTable *downloads;   /* download id -> Download* */
+  GHashTable *dl_searches; /* search id -> Download* (source lookups) */
+  uint64_t next_download;
+  gboolean running_actions; /* leaf_run_actions is on the stack */
+} Leaf;
+
+/* Runs the leaf core's queued actions (main.c). */
+void leaf_run_actions(Leaf *lf);
+
+/* download.c: `canopy-leaf get` in the daemon. */
+void download_start(Leaf *lf, ControlClient *cl, JsonObject *req);
+/* A hit or the end of a search started by a download; FALSE if the search
+ * was not one of ours. */
+gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit);
+gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error);
+void download_link_opened(Leaf *lf, PeerLink *l);
+void download_link_message(Leaf *lf, PeerLink *l, const uint8_t *msg, size_t len);
+void download_link_closed(Leaf *lf, PeerLink *l, const char *reason);
+void download_free_all(Leaf *lf);
+
+#endif

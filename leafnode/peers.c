@@ -1,0 +1,294 @@
+/* peers.c - ICE links between leaves, with the secure channel on top. */
+#include "peers.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#include "clock.h"
+#include "ice.h"
+#include "session.h"
+#include "wire.h"
+
+struct PeerLink {
+  Peers *owner;
+  uint64_t tag;
+  bool outbound;
+  uint8_t peer[32];
+  uint8_t sid[16];
+  IcePeer *ice;
+  Session *session;
+  bool opened;
+  bool closing;
+  uint64_t started;
+  uint64_t setup_ms;
+  char path_type[16];
+  char path[200];
+};
+
+struct Peers {
+  GMainContext *ctx;
+  Identity self;
+  PeersCallbacks cb;
+  void *ud;
+  GPtrArray *links; /* PeerLink*, owned */
+  uint64_t next_session;
+  char *stun_host, *turn_host, *turn_user, *turn_pass;
+  uint16_t stun_port, turn_port;
+  char **local_addrs;
+};
+
+static void link_free(PeerLink *l)
+{
+  if (l->session) {
+    Session *s = l->session;
+    l->session = NULL;
+    session_unref(s);
+  }
+  ice_peer_free(l->ice);
+  g_free(l);
+}
+
+/* Ends a link once: tells the owner, then frees it from an idle callback,
+ * since we may be inside one of its own callbacks right now. */
+static gboolean link_reap(gpointer ud)
+{
+  link_free(ud);
+  return G_SOURCE_REMOVE;
+}
+
+static void link_end(PeerLink *l, const char *reason)
+{
+  if (l->closing)
+    return;
+  l->closing = true;
+  Peers *p = l->owner;
+  g_ptr_array_remove(p->links, l); /* the array does not free: see peers_new */
+  if (l->session)
+    session_close(l->session, reason);
+  if (p->cb.closed)
+    p->cb.closed(l, reason, p->ud);
+  GSource *idle = g_idle_source_new();
+  g_source_set_callback(idle, link_reap, l, NULL);
+  g_source_attach(idle, p->ctx);
+  g_source_unref(idle);
+}
+
+Peers *peers_new(GMainContext *ctx, const Identity *self, const PeersCallbacks *cb, void *ud)
+{
+  Peers *p = g_new0(Peers, 1);
+  p->ctx = ctx;
+  p->self = *self;
+  p->cb = *cb;
+  p->ud = ud;
+  p->links = g_ptr_array_new();
+  return p;
+}
+
+void peers_free(Peers *p)
+{
+  if (!p)
+    return;
+  while (p->links->len)
+    link_end(g_ptr_array_index(p->links, 0), "shutting down");
+  g_ptr_array_unref(p->links);
+  identity_clear(&p->self);
+  g_free(p->stun_host);
+  g_free(p->turn_host);
+  g_free(p->turn_user);
+  if (p->turn_pass)
+    sodium_memzero(p->turn_pass, strlen(p->turn_pass));
+  g_free(p->turn_pass);
+  g_strfreev(p->local_addrs);
+  g_free(p);
+}
+
+void peers_set_nat(Peers *p, const char *stun_host, uint16_t stun_port, const char *turn_host,
+                   uint16_t turn_port, const char *turn_user, const char *turn_pass)
+{
+  g_free(p->stun_host);
+  g_free(p->turn_host);
+  g_free(p->turn_user);
+  if (p->turn_pass)
+    sodium_memzero(p->turn_pass, strlen(p->turn_pass));
+  g_free(p->turn_pass);
+  p->stun_host = g_strdup(stun_host);
+  p->stun_port = stun_port;
+  p->turn_host = g_strdup(turn_host);
+  p->turn_port = turn_port;
+  p->turn_user = g_strdup(turn_user);
+  p->turn_pass = g_strdup(turn_pass);
+}
+
+void peers_set_local_addrs(Peers *p, char **addrs)
+{
+  g_strfreev(p->local_addrs);
+  p->local_addrs = g_strdupv(addrs);
+}
+
+uint64_t peer_link_tag(const PeerLink *l) { return l->tag; }
+bool peer_link_outbound(const PeerLink *l) { return l->outbound; }
+const uint8_t *peer_link_peer(const PeerLink *l) { return l->peer; }
+const char *peer_link_path_type(const PeerLink *l) { return l->path_type; }
+const char *peer_link_path(const PeerLink *l) { return l->path; }
+uint64_t peer_link_setup_ms(const PeerLink *l) { return l->setup_ms; }
+
+bool peer_link_send(PeerLink *l, const uint8_t *msg, size_t len)
+{
+  return l->session && !l->closing && session_send(l->session, msg, len);
+}
+
+void peer_link_close(PeerLink *l, const char *reason) { link_end(l, reason); }
+
+/* --- the secure session over the ICE stream --------------------------------- */
+
+static void on_session_opened(Session *s, void *ud)
+{
+  PeerLink *l = ud;
+  if (memcmp(session_peer_id(s), l->peer, 32) != 0) {
+    /* The path reached someone, but not the leaf the signalling named. */
+    link_end(l, "the peer proved a different node id");
+    return;
+  }
+  l->opened = true;
+  l->setup_ms = clock_now_ms() - l->started;
+  if (l->owner->cb.opened)
+    l->owner->cb.opened(l, l->owner->ud);
+}
+
+static void on_session_message(Session *s, const uint8_t *msg, size_t len, void *ud)
+{
+  PeerLink *l = ud;
+  if (l->owner->cb.message)
+    l->owner->cb.message(l, msg, len, l->owner->ud);
+}
+
+static void on_session_closed(Session *s, const char *reason, void *ud)
+{
+  link_end(ud, reason);
+}
+
+static const SessionCallbacks link_session_cb = {on_session_opened, on_session_message,
+                                                 on_session_closed};
+
+/* --- ICE --------------------------------------------------------------------- */
+
+static void on_local_ready(IcePeer *ice, const char *description, gpointer ud)
+{
+  PeerLink *l = ud;
+  Peers *p = l->owner;
+  uint8_t kind = l->outbound ? SIGNAL_OFFER : SIGNAL_ANSWER;
+  if (!p->cb.signal(l->sid, kind, l->peer, description, p->ud))
+    link_end(l, "cannot reach our super node for signalling");
+}
+
+static void on_connected(IcePeer *ice, GIOStream *stream, const IcePath *path, gpointer ud)
+{
+  PeerLink *l = ud;
+  Peers *p = l->owner;
+  g_strlcpy(l->path_type, path->relayed ? "relayed" : "direct", sizeof l->path_type);
+  g_snprintf(l->path, sizeof l->path, "%s %s -> %s %s", path->local_type, path->local_addr,
+             path->remote_type, path->remote_addr);
+  g_info("ICE path to %02x%02x%02x%02x…: %s (%s)", l->peer[0], l->peer[1], l->peer[2], l->peer[3],
+         l->path, l->path_type);
+  l->session = session_new(stream, ++p->next_session, &p->self,
+                           l->outbound ? CHANNEL_INITIATOR : CHANNEL_RESPONDER, p->ctx,
+                           &link_session_cb, l);
+  if (!l->session)
+    link_end(l, "cannot start the secure session");
+}
+
+static void on_failed(IcePeer *ice, const char *reason, gpointer ud)
+{
+  PeerLink *l = ud;
+  char why[256];
+  g_snprintf(why, sizeof why, "no path through the NATs: %s%s", reason,
+             l->owner->turn_host ? "" : " (and no TURN relay is configured)");
+  link_end(l, why);
+}
+
+static const IceCallbacks ice_cb = {on_local_ready, on_connected, on_failed};
+
+static PeerLink *link_new(Peers *p, const uint8_t peer[32], bool outbound, uint64_t tag)
+{
+  PeerLink *l = g_new0(PeerLink, 1);
+  l->owner = p;
+  l->tag = tag;
+  l->outbound = outbound;
+  l->started = clock_now_ms();
+  memcpy(l->peer, peer, 32);
+  IceConfig cfg = {0};
+  cfg.stun_host = p->stun_host;
+  cfg.stun_port = p->stun_port;
+  if (p->turn_host && p->turn_user && *p->turn_user) {
+    cfg.turn_host = p->turn_host;
+    cfg.turn_port = p->turn_port;
+    cfg.turn_user = p->turn_user;
+    cfg.turn_pass = p->turn_pass;
+  }
+  cfg.local_addrs = (const char *const *)p->local_addrs;
+  g_ptr_array_add(p->links, l);
+  l->ice = ice_peer_new(p->ctx, outbound, &cfg, &ice_cb, l);
+  if (!l->ice) {
+    link_end(l, "cannot start ICE");
+    return NULL;
+  }
+  return l;
+}
+
+PeerLink *peers_connect(Peers *p, const uint8_t peer_id[32], uint64_t tag)
+{
+  PeerLink *l = link_new(p, peer_id, true, tag);
+  if (l)
+    randombytes_buf(l->sid, sizeof l->sid);
+  return l;
+}
+
+static PeerLink *find_sid(Peers *p, const uint8_t sid[16])
+{
+  for (guint i = 0; i < p->links->len; i++) {
+    PeerLink *l = g_ptr_array_index(p->links, i);
+    if (memcmp(l->sid, sid, 16) == 0)
+      return l;
+  }
+  return NULL;
+}
+
+static unsigned inbound_count(Peers *p)
+{
+  unsigned n = 0;
+  for (guint i = 0; i < p->links->len; i++)
+    n += !((PeerLink *)g_ptr_array_index(p->links, i))->outbound;
+  return n;
+}
+
+void peers_on_signal(Peers *p, const uint8_t sid[16], uint8_t kind, const uint8_t src[32],
+                     const char *text)
+{
+  PeerLink *l = find_sid(p, sid);
+  GError *err = NULL;
+  if (kind == SIGNAL_OFFER) {
+    if (l)
+      return; /* a copy of an offer we already took */
+    if (inbound_count(p) >= PEERS_MAX_INBOUND) {
+      p->cb.signal(sid, SIGNAL_REJECT, src, "busy", p->ud);
+      return;
+    }
+    l = link_new(p, src, false, 0);
+    if (!l)
+      return;
+    memcpy(l->sid, sid, 16);
+  } else if (!l || !l->outbound || memcmp(l->peer, src, 32) != 0) {
+    return; /* not for a link of ours, or from someone else */
+  } else if (kind == SIGNAL_REJECT) {
+    char why[160];
+    g_snprintf(why, sizeof why, "the peer refused: %.100s", text);
+    link_end(l, why);
+    return;
+  }
+  if (!ice_peer_set_remote(l->ice, text, &err)) {
+    char why[200];
+    g_snprintf(why, sizeof why, "bad ICE description from the peer: %s", err->message);
+    g_error_free(err);
+    link_end(l, why);
+  }
+}

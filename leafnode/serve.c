@@ -1,0 +1,222 @@
+/* serve.c - chunk hashes and chunks for other leaves. */
+#include "serve.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "content.h"
+
+typedef struct {
+  uint8_t cid[32];
+  uint64_t size;
+  uint32_t n;
+  uint8_t (*leaves)[32];
+} Tree;
+
+struct Server {
+  Share *share;
+  GHashTable *trees; /* cid (in Tree) -> Tree*; a few KiB per file asked for */
+  uint64_t bytes_sent;
+};
+
+static guint cid_hash(gconstpointer k)
+{
+  guint h;
+  memcpy(&h, k, sizeof h);
+  return h;
+}
+
+static gboolean cid_equal(gconstpointer a, gconstpointer b) { return memcmp(a, b, 32) == 0; }
+
+static void tree_free(gpointer p)
+{
+  Tree *t = p;
+  g_free(t->leaves);
+  g_free(t);
+}
+
+Server *server_new(Share *share)
+{
+  Server *sv = g_new0(Server, 1);
+  sv->share = share;
+  sv->trees = g_hash_table_new_full(cid_hash, cid_equal, NULL, tree_free);
+  return sv;
+}
+
+void server_free(Server *sv)
+{
+  if (!sv)
+    return;
+  g_hash_table_destroy(sv->trees);
+  g_free(sv);
+}
+
+uint64_t server_bytes_sent(const Server *sv) { return sv->bytes_sent; }
+
+/* Opens the shared file for cid, refusing a final symlink and a file whose
+ * size moved since the scan. -1 if we do not (any longer) have it. */
+static int open_shared(Server *sv, const uint8_t cid[32], uint64_t *size)
+{
+  const char *rel;
+  if (!share_find(sv->share, cid, &rel, size))
+    return -1;
+  gchar *path = g_build_filename(share_root(sv->share), rel, NULL);
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  g_free(path);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != *size)) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+static gboolean read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+  while (len > 0) {
+    ssize_t n = pread(fd, buf, len, (off_t)off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return FALSE;
+    buf += n;
+    len -= (size_t)n;
+    off += (uint64_t)n;
+  }
+  return TRUE;
+}
+
+/* Hashes the file once per content id; a file edited since the scan no
+ * longer matches and is not served. */
+static Tree *tree_for(Server *sv, const uint8_t cid[32])
+{
+  Tree *t = g_hash_table_lookup(sv->trees, cid);
+  if (t)
+    return t;
+  uint64_t size;
+  int fd = open_shared(sv, cid, &size);
+  if (fd < 0)
+    return NULL;
+  uint64_t n = size == 0 ? 1 : (size + CONTENT_CHUNK_SIZE - 1) / CONTENT_CHUNK_SIZE;
+  t = g_new0(Tree, 1);
+  memcpy(t->cid, cid, 32);
+  t->size = size;
+  t->n = (uint32_t)n;
+  t->leaves = g_malloc0_n(t->n, 32);
+  uint8_t *buf = g_malloc(CONTENT_CHUNK_SIZE);
+  gboolean ok = TRUE;
+  for (uint32_t i = 0; ok && i < t->n; i++) {
+    uint64_t off = (uint64_t)i * CONTENT_CHUNK_SIZE;
+    size_t len = (size_t)MIN((uint64_t)CONTENT_CHUNK_SIZE, size - MIN(size, off));
+    ok = read_full(fd, buf, len, off);
+    if (ok)
+      content_leaf_hash(buf, len, t->leaves[i]);
+  }
+  g_free(buf);
+  close(fd);
+  uint8_t check[32];
+  if (ok)
+    content_id_from_leaves((const uint8_t(*)[32])t->leaves, t->n, t->size, check);
+  if (!ok || memcmp(check, cid, 32) != 0) {
+    g_warning("not serving %02x%02x%02x%02x…: the file changed since it was scanned", cid[0],
+              cid[1], cid[2], cid[3]);
+    tree_free(t);
+    return NULL;
+  }
+  g_hash_table_insert(sv->trees, t->cid, t);
+  return t;
+}
+
+static void send_error(const uint8_t cid[32], uint8_t code, ServeSendFn send, void *ud)
+{
+  WireMsg m = {.type = MSG_XFER_ERROR};
+  memcpy(m.u.xfer_error.cid, cid, 32);
+  m.u.xfer_error.code = code;
+  Buf b;
+  buf_init(&b);
+  if (wire_encode(&m, &b))
+    send(b.data, b.len, ud);
+  buf_free(&b);
+}
+
+static void send_tree(Server *sv, const WireMsg *req, ServeSendFn send, void *ud)
+{
+  Tree *t = tree_for(sv, req->u.get_tree.cid);
+  if (!t) {
+    send_error(req->u.get_tree.cid, XFER_NOT_FOUND, send, ud);
+    return;
+  }
+  uint32_t first = req->u.get_tree.first;
+  if (first >= t->n) {
+    send_error(req->u.get_tree.cid, XFER_BAD_REQUEST, send, ud);
+    return;
+  }
+  WireMsg m = {.type = MSG_TREE};
+  memcpy(m.u.tree.cid, t->cid, 32);
+  m.u.tree.size = t->size;
+  m.u.tree.total = t->n;
+  m.u.tree.first = first;
+  m.u.tree.count = (uint16_t)MIN((uint32_t)req->u.get_tree.count, t->n - first);
+  m.u.tree.hashes = t->leaves[first];
+  Buf b;
+  buf_init(&b);
+  if (wire_encode(&m, &b))
+    send(b.data, b.len, ud);
+  buf_free(&b);
+}
+
+static void send_chunk(Server *sv, const WireMsg *req, ServeSendFn send, void *ud)
+{
+  const uint8_t *cid = req->u.get_chunk.cid;
+  uint64_t size;
+  int fd = open_shared(sv, cid, &size);
+  uint64_t n = size == 0 ? 1 : (size + CONTENT_CHUNK_SIZE - 1) / CONTENT_CHUNK_SIZE;
+  if (fd < 0) {
+    send_error(cid, XFER_NOT_FOUND, send, ud);
+    return;
+  }
+  if (req->u.get_chunk.index >= n) {
+    close(fd);
+    send_error(cid, XFER_BAD_REQUEST, send, ud);
+    return;
+  }
+  uint64_t off = (uint64_t)req->u.get_chunk.index * CONTENT_CHUNK_SIZE;
+  size_t len = (size_t)MIN((uint64_t)CONTENT_CHUNK_SIZE, size - off);
+  uint8_t *buf = g_malloc(MAX(len, 1));
+  gboolean ok = read_full(fd, buf, len, off);
+  close(fd);
+  if (!ok) {
+    g_free(buf);
+    send_error(cid, XFER_NOT_FOUND, send, ud);
+    return;
+  }
+  Buf b;
+  buf_init(&b);
+  size_t piece = 0;
+  do {
+    WireMsg m = {.type = MSG_CHUNK};
+    memcpy(m.u.chunk.cid, cid, 32);
+    m.u.chunk.index = req->u.get_chunk.index;
+    m.u.chunk.offset = (uint32_t)piece;
+    m.u.chunk.len = (uint16_t)MIN(len - piece, (size_t)WIRE_PIECE);
+    m.u.chunk.data = buf + piece;
+    buf_reset(&b);
+    if (!wire_encode(&m, &b) || !send(b.data, b.len, ud))
+      break;
+    sv->bytes_sent += m.u.chunk.len;
+    piece += m.u.chunk.len;
+  } while (piece < len);
+  buf_free(&b);
+  g_free(buf);
+}
+
+void server_handle(Server *sv, const WireMsg *req, ServeSendFn send, void *ud)
+{
+  if (req->type == MSG_GET_TREE)
+    send_tree(sv, req, send, ud);
+  else if (req->type == MSG_GET_CHUNK)
+    send_chunk(sv, req, send, ud);
+}

@@ -1,0 +1,27 @@
+/* serve.h - answering other leaves' requests for chunk hashes and chunks.
+ *
+ * Requests name a content id, never a path: the file is found in our own
+ * share manifest, opened without following a final symlink, and checked
+ * against its size and hashes before a byte is sent, so no request can reach
+ * anything outside the shared folder or a file that changed under us.
+ */
+#ifndef CANOPY_SERVE_H
+#define CANOPY_SERVE_H
+
+#include <glib.h>
+
+#include "share.h"
+#include "wire.h"
+
+typedef struct Server Server;
+
+/* Sends one encoded message back to the requesting peer. */
+typedef gboolean (*ServeSendFn)(const uint8_t *msg, size_t len, void *ud);
+
+Server *server_new(Share *share);
+void server_free(Server *sv); /* NULL is a no-op */
+/* Answers a decoded GET_TREE or GET_CHUNK; other types are ignored. */
+void server_handle(Server *sv, const WireMsg *req, ServeSendFn send, void *ud);
+uint64_t server_bytes_sent(const Server *sv);
+
+#endif

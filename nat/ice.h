@@ -1,0 +1,120 @@
+/* ice.h - a leaf-to-leaf path through NATs: ICE (RFC 5245) by libnice, with a
+ * TURN relay as the fallback, ending in one reliable byte stream.
+ *
+ * An IcePeer is one side of one connection attempt. It gathers candidates at
+ * once and hands the caller a description (credentials and candidates, one
+ * string) to send to the other side through the signalling path (super
+ * nodes); the caller hands the other side's description back with
+ * ice_peer_set_remote. When a candidate pair is ready the peer offers a
+ * reliable GIOStream (libnice's PseudoTCP) to run the secure channel over.
+ *
+ * Description format (what local_ready gives and ice_peer_set_remote takes):
+ * libnice's SDP fragment for one stream and one component, '\n'-terminated
+ * ASCII lines, at most ICE_DESCRIPTION_MAX bytes in all:
+ *
+ *   m=application <port> ICE/SDP              default candidate's port
+ *   c=IN IP4 <ip>                             default candidate's address
+ *   a=ice-ufrag:<4..256 ice-chars>            RFC 5245 section 15.4
+ *   a=ice-pwd:<22..256 ice-chars>
+ *   a=candidate:<foundation> 1 UDP <priority> <ip> <port> typ <type>
+ *       [raddr <ip> rport <port>]              one line per candidate, 1..
+ *
+ * ice-chars are ALPHA / DIGIT / "+" / "/"; <type> is host, srflx, prflx or
+ * relay; <ip> is numeric IPv4 or IPv6. ice_peer_set_remote accepts exactly
+ * this and nothing else (no '\r', no empty or unknown lines, no TCP
+ * candidates, no second stream or component), so a peer cannot steer
+ * libnice's lenient parser.
+ *
+ * Callbacks run from the peer's GMainContext, never from inside an ice_*
+ * call and never while libnice iterates something; a callback may call
+ * ice_peer_free. Each fires at most once, in the order local_ready,
+ * connected, failed; nothing fires after failed or after ice_peer_free.
+ */
+#ifndef CANOPY_ICE_H
+#define CANOPY_ICE_H
+
+#include <gio/gio.h>
+
+/* Largest description produced or accepted, in bytes (terminating NUL not
+ * counted). */
+#define ICE_DESCRIPTION_MAX 8192
+/* A pair must be ready this long after ice_peer_set_remote, unless
+ * IceConfig.timeout_ms says otherwise. */
+#define ICE_DEFAULT_TIMEOUT_MS 15000
+/* STUN and TURN port when IceConfig leaves it 0 (RFC 5389 section 9). */
+#define ICE_DEFAULT_STUN_PORT 3478
+
+/* Everything is borrowed for the duration of ice_peer_new only. */
+typedef struct {
+  const char *stun_host; /* numeric IPv4/IPv6 address, NULL: no STUN */
+  guint16 stun_port;     /* 0: ICE_DEFAULT_STUN_PORT */
+  const char *turn_host; /* numeric address of a TURN (UDP) server, NULL: none */
+  guint16 turn_port;     /* 0: ICE_DEFAULT_STUN_PORT */
+  const char *turn_user; /* required with turn_host, see ice_turn_credentials */
+  const char *turn_pass;
+  /* NULL-terminated numeric addresses to gather host candidates on; NULL
+   * or empty: every interface libnice finds (none in a namespace that only
+   * has loopback, where the list is needed). */
+  const char *const *local_addrs;
+  guint timeout_ms; /* 0: ICE_DEFAULT_TIMEOUT_MS */
+} IceConfig;
+
+/* The selected candidate pair, as the connected callback sees it. */
+typedef struct {
+  const char *local_type;  /* "host", "srflx", "prflx" or "relay" (static) */
+  const char *remote_type; /* same */
+  char local_addr[64];     /* "ip:port", "[ip6]:port" */
+  char remote_addr[64];
+  gboolean relayed; /* either side is a relay candidate */
+} IcePath;
+
+typedef struct IcePeer IcePeer;
+
+typedef struct {
+  /* Gathering finished. description (borrowed, valid until ice_peer_free)
+   * is what the other side must pass to ice_peer_set_remote. */
+  void (*local_ready)(IcePeer *p, const char *description, gpointer ud);
+  /* A pair is READY. stream is borrowed: it stays valid until
+   * ice_peer_free; take a reference to keep it longer (it then reports
+   * G_IO_ERROR_CLOSED). Its input and output streams are
+   * GPollableInputStream / GPollableOutputStream; writes may report
+   * G_IO_ERROR_WOULD_BLOCK until PseudoTCP's own handshake is done.
+   * path is borrowed for the call only. */
+  void (*connected)(IcePeer *p, GIOStream *stream, const IcePath *path, gpointer ud);
+  /* The attempt is over: every pair failed, no pair became ready in time,
+   * or an established path was lost. reason is borrowed for the call. */
+  void (*failed)(IcePeer *p, const char *reason, gpointer ud);
+} IceCallbacks;
+
+/* Starts gathering on ctx (borrowed; must outlive the peer). controlling:
+ * TRUE on the offering side (RFC 5245 section 5.2). cfg may be NULL for no
+ * STUN, no TURN, all interfaces. cb is copied; any callback may be NULL.
+ * Returns NULL (and logs why) on a bad config or if gathering cannot start.
+ * A TURN server that yields no relay candidate (libnice reports nothing for
+ * a bad credential) is logged with g_warning; the peer goes on with its
+ * other candidates. */
+IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *cfg,
+                      const IceCallbacks *cb, gpointer ud);
+
+/* Hands over the other side's description (borrowed) and starts the
+ * connectivity checks and the ready timeout. Returns FALSE and sets *error:
+ * G_IO_ERROR_INVALID_DATA when the text is not exactly the format above (or
+ * is this peer's own description); the peer is untouched and may be given
+ * another. G_IO_ERROR_FAILED when a description was already set, the peer
+ * has failed, or libnice took none of the candidates; the peer is then
+ * spent, free it. */
+gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error);
+
+/* Stops everything; no callback fires afterwards. A TURN allocation is
+ * released in the background on the peer's context. NULL is a no-op. */
+void ice_peer_free(IcePeer *p);
+
+/* coturn's REST-API credentials (turnserver --use-auth-secret) for name,
+ * valid until expiry_unix (wall-clock seconds, the one place wall time is
+ * right: coturn compares it with its own clock):
+ *   user = "<expiry_unix>:<name>", pass = base64(HMAC-SHA1(secret, user)).
+ * The caller frees *user and *pass with g_free. */
+void ice_turn_credentials(const char *secret, const char *name, guint64 expiry_unix, char **user,
+                          char **pass);
+
+#endif
