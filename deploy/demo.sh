@@ -2,9 +2,10 @@
 # deploy/demo.sh - run a small Canopy overlay on this machine and show it work.
 #
 # Builds Canopy, starts four super nodes in a chain (S1-S2-S3-S4) and three
-# leaves sharing a few files, then searches from the leaf on S1 and shows the
-# hits that crossed the mesh, with each super node's counters. Everything it
-# starts is stopped on exit. Nothing leaves 127.0.0.1.
+# leaves sharing a few files, then searches from the leaf on S1, shows the
+# hits that crossed the mesh, downloads one over an ICE path (verified chunk by
+# chunk) and shows each super node's counters. Everything it starts is
+# stopped on exit. Nothing leaves 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -34,7 +35,7 @@ echo "== starting super nodes S1-S2-S3-S4 on 127.0.0.1:$((BASE + 1))..$((BASE + 
 for i in 1 2 3 4; do
   peer=()
   [ $i -gt 1 ] && peer=(--peer "127.0.0.1:$((BASE + i - 1))")
-  "$SN" --listen "127.0.0.1:$((BASE + i))" --no-discovery "${peer[@]}" --state-dir "$D/s$i" \
+  "$SN" --listen "127.0.0.1:$((BASE + i))" --stun "127.0.0.1:$((BASE + 50 + i))" --no-discovery "${peer[@]}" --state-dir "$D/s$i" \
     >"$D/s$i.log" 2>&1 &
   PIDS+=($!)
   wait_for 5 test -S "$D/s$i/control.sock"
@@ -48,7 +49,8 @@ head -c 2000000 /dev/urandom >"$D/bob/albums/1969/Abbey Road - Come Together.fla
 head -c 1500000 /dev/urandom >"$D/carol/Come Together (live).ogg"
 head -c 700000 /dev/urandom >"$D/carol/Road Trip Map.pdf"
 start_leaf() { # NAME SN
-  "$LEAF" --supernode "127.0.0.1:$((BASE + $2))" --share "$D/$1" --state-dir "$D/$1-state" >"$D/$1.log" 2>&1 &
+  "$LEAF" --supernode "127.0.0.1:$((BASE + $2))" --share "$D/$1" --state-dir "$D/$1-state" \
+    --ice-local 127.0.0.1 >"$D/$1.log" 2>&1 &
   PIDS+=($!)
   wait_for 10 sh -c "'$LEAF' status --state-dir '$D/$1-state' --json 2>/dev/null | jq -e .connected >/dev/null"
   echo "   leaf $1 on S$2 shares $(find "$D/$1" -type f | wc -l) file(s)"
@@ -67,6 +69,12 @@ echo "== the same search with --ttl 1 reaches only S1 and S2 (no hits there):"
 echo
 echo "== 'road' with --ttl 3, as JSON for scripts:"
 "$LEAF" search --state-dir "$D/alice-state" --ttl 3 --json road
+echo
+cid=$("$LEAF" search --state-dir "$D/alice-state" --ttl 3 --json abbey | jq -r .content_id)
+echo "== alice downloads $cid (the .flac) straight from bob, through ICE:"
+"$LEAF" get --state-dir "$D/alice-state" "$cid"
+cmp "$D/alice-state/downloads/Abbey Road - Come Together.flac" "$D/bob/albums/1969/Abbey Road - Come Together.flac" \
+  && echo "   (byte for byte the same as bob's file)"
 echo
 echo "== super node counters (each handled each query once):"
 printf '   %-4s %-8s %-9s %-9s %-6s %-6s\n' node received handled forwarded hits leaves
