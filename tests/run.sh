@@ -3,6 +3,8 @@
 #
 #   unit         cmocka tests of every module (tests/unit)
 #   integration  real daemons on loopback (tests/integration)
+#   natlab       real NATs in network namespaces with coturn (root only;
+#                reported as skipped otherwise, never as passed)
 #   sanitizers   the unit and integration tests again on an ASan+UBSan build
 #   fuzz         the frame decoder's libFuzzer target, briefly (when clang is here)
 #
@@ -17,7 +19,7 @@ BUILD=${BUILD:-$ROOT/build}
 ASAN_BUILD=${ASAN_BUILD:-$ROOT/build-asan}
 FUZZ_BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
-passed=0; failed=0; failures=()
+passed=0; failed=0; skipped=0; failures=()
 
 result() { # result NAME RC
   if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "PASS $1"
@@ -65,6 +67,19 @@ unit_tests "$BUILD" unit
 echo "=== integration"
 integration_tests "$BUILD" integration
 
+echo "=== natlab"
+for t in tests/natlab/*.sh; do
+  [ "$(basename "$t")" = lib.sh ] && continue
+  echo "--- natlab/$(basename "$t" .sh)"
+  CANOPY_BIN=$BUILD timeout 900 bash "$t"
+  rc=$?
+  if [ $rc -eq 77 ]; then
+    skipped=$((skipped + 1)); echo "SKIP natlab/$(basename "$t" .sh)"
+  else
+    result "natlab/$(basename "$t" .sh)" $rc
+  fi
+done
+
 echo "=== sanitizers (ASan + UBSan)"
 mkdir -p "$ASAN_BUILD"
 if build "$ASAN_BUILD" -DCANOPY_SANITIZE=ON; then
@@ -100,5 +115,5 @@ fi
 
 echo
 [ $failed -eq 0 ] || printf 'failed: %s\n' "${failures[*]}"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ $failed -eq 0 ]

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# leaves_nat.sh - the real daemons through real NATs: a super node and coturn
+# on the public side, leaves behind home routers in network namespaces, and
+# `canopy-leaf get` between them. The super node answers STUN itself and
+# hands out coturn credentials; the leaves find each other by search.
+#
+#   (a) cone <-> cone: a direct (server-reflexive/peer-reflexive) pair, 50 MB
+#   (b) symmetric <-> symmetric: relayed through coturn
+#   (c) cone <-> symmetric: connects and transfers
+#   (d) two leaves on one LAN behind one NAT: host candidates
+#   (e) two sources behind different NATs, one killed mid-transfer: the
+#       download completes from the other
+# Every case prints the selected pair. Exit 77 (skipped) when not root.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
+: "${CANOPY_BIN:?set CANOPY_BIN to a build directory}"
+BIN=$(cd "$CANOPY_BIN" && pwd)
+SN="$BIN/supernode/canopy-supernode"
+LEAF="$BIN/leafnode/canopy-leaf"
+MB=${LEAVES_NAT_MB:-50}
+
+make_nat coneA cone 10.1.0
+make_nat coneB cone 10.2.0
+make_nat symC symmetric 10.3.0
+make_nat symD symmetric 10.4.0
+make_host a1 coneA
+make_host a2 coneA
+make_host b1 coneB
+make_host c1 symC
+make_host d1 symD
+start_coturn
+printf '%s\n' "$TURN_SECRET" >"$NL_T/turn.secret"
+chmod 600 "$NL_T/turn.secret"
+
+start_in pub sn "$SN" --listen "$PUB_IP:7400" --stun "$PUB_IP:3479" --turn "$PUB_IP:3478" \
+  --turn-secret-file "$NL_T/turn.secret" --state-dir "$NL_T/sn" --keepalive-ms 2000
+wait_for 5 test -S "$NL_T/sn/control.sock" || nl_fail "super node did not start"
+
+leaf() { # leaf HOST: a leaf daemon in HOST's namespace sharing $NL_T/HOST-share
+  mkdir -p "$NL_T/$1-share"
+  start_in "$1" "leaf-$1" "$LEAF" --supernode "$PUB_IP:7400" --share "$NL_T/$1-share" \
+    --state-dir "$NL_T/$1" --rescan-s 1 --keepalive-ms 2000 --log-level debug
+  eval "LEAF_PID_$1=$NL_LAST_PID"
+  wait_for 10 sh -c "'$LEAF' status --state-dir '$NL_T/$1' --json 2>/dev/null | jq -e .connected >/dev/null" \
+    || nl_fail "leaf $1 did not connect"
+}
+for h in a1 a2 b1 c1 d1; do leaf "$h"; done
+
+# share HOST NAME MB: a random file, found by search once published
+share() {
+  head -c $(($3 * 1000000)) /dev/urandom >"$NL_T/$1-share/$2"
+  wait_for 10 sh -c "'$LEAF' search --state-dir '$NL_T/a1' --json --ttl 0 '$2' | grep -q content_id" \
+    || nl_fail "$2 shared by $1 is not found"
+}
+cid_of() { "$LEAF" search --state-dir "$NL_T/a1" --json --ttl 0 "$1" | jq -r .content_id | head -1; }
+
+FAILED=0
+# get CASE HOST NAME EXPECT: HOST downloads NAME; EXPECT is direct|relayed|host|any
+get() {
+  local c=$1 h=$2 name=$3 want=$4 cid out res
+  cid=$(cid_of "$name")
+  local t0=$(date +%s%N)
+  if ! out=$("$LEAF" get --state-dir "$NL_T/$h" --json -o "$NL_T/$h-$name" "$cid" 2>&1); then
+    echo "  ($c) FAILED: $out"; FAILED=1; return
+  fi
+  local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  res=$(echo "$out" | tail -n 1)
+  local orig; orig=$(ls "$NL_T"/*-share/"$name" | head -1)
+  if ! cmp -s "$NL_T/$h-$name" "$orig"; then echo "  ($c) FAILED: bytes differ"; FAILED=1; return; fi
+  local types; types=$(echo "$res" | jq -r '[.sources[].path_type] | unique | join(",")')
+  local paths; paths=$(echo "$res" | jq -r '[.sources[].path] | join("; ")')
+  local mbs; mbs=$(echo "$res" | jq --argjson ms "$ms" '.bytes / 1000000 / ($ms / 1000) | . * 10 | floor / 10')
+  echo "  ($c) $h got $name: $types [$paths] in $ms ms ($mbs MB/s)"
+  case $want in
+    direct) [[ $types == direct && $paths != *relay* && $paths =~ (srflx|prflx) ]] || { echo "  ($c) FAILED: expected a reflexive direct pair"; FAILED=1; } ;;
+    relayed) [[ $types == relayed ]] || { echo "  ($c) FAILED: expected a relayed pair"; FAILED=1; } ;;
+    host) [[ $types == direct && $paths =~ ^host.*host ]] || { echo "  ($c) FAILED: expected host/host"; FAILED=1; } ;;
+  esac
+}
+
+share b1 cone-file.bin "$MB"
+get "a: cone-cone" a1 cone-file.bin direct
+share d1 sym-file.bin 20
+get "b: sym-sym" c1 sym-file.bin relayed
+get "c: cone-sym" a1 sym-file.bin any
+share a2 lan-file.bin 20
+get "d: same LAN" a1 lan-file.bin host
+
+# (e) two sources behind different NATs; one dies mid-transfer.
+head -c $((MB * 1000000)) /dev/urandom >"$NL_T/b1-share/two-src.bin"
+cp "$NL_T/b1-share/two-src.bin" "$NL_T/d1-share/two-src.bin"
+wait_for 10 sh -c "[ \$('$LEAF' search --state-dir '$NL_T/a1' --json --ttl 0 two-src | grep -c content_id) -eq 2 ]" \
+  || nl_fail "two-src not shared twice"
+cid=$(cid_of two-src.bin)
+"$LEAF" get --state-dir "$NL_T/a1" --json -o "$NL_T/a1-two" "$cid" >"$NL_T/two.out" 2>&1 &
+getter=$!
+wait_for 60 sh -c "grep -q 'linked' '$NL_T/leaf-a1.log'" || true
+sleep 1
+stop_pid "$LEAF_PID_b1"
+if wait "$getter" && cmp -s "$NL_T/a1-two" "$NL_T/d1-share/two-src.bin"; then
+  echo "  (e) source killed mid-transfer: completed ($(tail -n 1 "$NL_T/two.out" | jq -c '[.sources[] | {bytes, path_type}]'))"
+else
+  echo "  (e) FAILED: $(tail -n 3 "$NL_T/two.out")"; FAILED=1
+fi
+[ $FAILED -eq 0 ] || { echo "--- leaf a1 log"; tail -n 40 "$NL_T/leaf-a1.log"; exit 1; }
+echo "leaves_nat: ok"
