@@ -11,6 +11,7 @@ wait_for 10 links_at_least s1 1 || fail "no link"
 mkdir -p "$T/b-share" "$T/c-share" "$T/a-share"
 head -c 60000000 /dev/urandom >"$T/b-share/Big Movie.mkv"
 cp "$T/b-share/Big Movie.mkv" "$T/c-share/big movie copy.mkv"
+head -c 20000000 /dev/urandom >"$T/b-share/small.bin"
 ICE=(--ice-local 127.0.0.1)
 start_leaf a 1 "${ICE[@]}"
 start_leaf b 2 "${ICE[@]}"
@@ -58,6 +59,24 @@ cmp "$T/third.mkv" "$T/b-share/Big Movie.mkv" || fail "bytes differ after resume
 grep -q "resuming" "$T/a.log" || fail "no resume logged"
 [ "$moved" -lt 60000000 ] || fail "resume moved the whole file again ($moved bytes)"
 note "resumed: $moved of 60000000 bytes moved after the restart"
+
+# A source whose file went bad on disk after it was published (no rescan):
+# its chunks fail verification (or it refuses the tree); it is dropped and
+# the file still completes, correct, from the honest source.
+mkdir -p "$T/bad-share"
+cp "$T/b-share/small.bin" "$T/bad-share/small.bin"
+start_leaf bad 2 "${ICE[@]}" --rescan-s 0
+wait_for 15 sh -c "[ \$('$LEAF' search --state-dir '$T/a' --json --ttl 1 small | grep -c content_id) -eq 2 ]" \
+  || fail "small.bin not published twice"
+dd if=/dev/urandom of="$T/bad-share/small.bin" bs=1M count=19 conv=notrunc status=none
+scid=$(search a --ttl 1 small | jq -r .content_id | head -1)
+out=$("$LEAF" get --state-dir "$T/a" --json -o "$T/small.bin" "$scid") || fail "get with a bad source failed: $out"
+cmp "$T/small.bin" "$T/b-share/small.bin" || fail "a corrupt source's bytes got through"
+badid=$(leaf_id bad)
+echo "$out" | tail -n 1 | jq -e --arg p "$badid" '[.sources[] | select(.peer == $p) | .bytes] | add // 0 | . < 20000000' >/dev/null \
+  || fail "the corrupt source delivered the whole file?"
+grep -Eq "failed verification|does not have the file" "$T/a.log" || fail "the bad source was not detected"
+note "corrupt source dropped ($(grep -Eo "failed verification|does not have the file" "$T/a.log" | head -1)); file verified"
 
 # Unknown content id: a clear error, non-zero.
 if "$LEAF" get --state-dir "$T/a" "$(printf '%064d' 0)" 2>"$T/err"; then fail "unknown id succeeded"; fi
