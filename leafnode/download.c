@@ -3,8 +3,8 @@
  * those links, write verified chunks into a part file, and rename it into
  * place when the last chunk is in.
  *
- * The part file is named after the content id, so a later `get` of the same
- * id resumes: once the chunk hashes are known every chunk already on disk is
+ * The part file is named after the content id and sits beside the final
+ * file, so a later `get` of the same id to the same place resumes: once the chunk hashes are known every chunk already on disk is
  * checked and only the missing ones are asked for. The finished file
  * appears atomically (rename) in the download folder, under the hit's
  * base name; a peer-supplied name can never point elsewhere.
@@ -308,8 +308,12 @@ gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
     dl_fail(d, "%s already exists (use --force to overwrite)", d->final_path);
     return TRUE;
   }
+  /* The part file sits beside the final name, so the last step is a rename
+   * within one file system (atomic), wherever -o points. */
   gchar *part_name = g_strdup_printf(".canopy-%s.part", d->cid_hex);
-  d->part_path = g_build_filename(lf->download_dir, part_name, NULL);
+  gchar *dir = g_path_get_dirname(d->final_path);
+  d->part_path = g_build_filename(dir, part_name, NULL);
+  g_free(dir);
   g_free(part_name);
   d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (d->fd < 0) {
