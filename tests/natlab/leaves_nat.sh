@@ -10,6 +10,8 @@
 #   (d) two leaves on one LAN behind one NAT: host candidates
 #   (e) two sources behind different NATs, one killed mid-transfer: the
 #       download completes from the other
+#   (f) symmetric <-> symmetric under a super node with no TURN configured:
+#       fails, and says why
 # Every case prints the selected pair. Exit 77 (skipped) when not root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +31,8 @@ make_host a2 coneA
 make_host b1 coneB
 make_host c1 symC
 make_host d1 symD
+make_host c2 symC
+make_host d2 symD
 start_coturn
 printf '%s\n' "$TURN_SECRET" >"$NL_T/turn.secret"
 chmod 600 "$NL_T/turn.secret"
@@ -102,6 +106,27 @@ if wait "$getter" && cmp -s "$NL_T/a1-two" "$NL_T/d1-share/two-src.bin"; then
   echo "  (e) source killed mid-transfer: completed ($(tail -n 1 "$NL_T/two.out" | jq -c '[.sources[] | {bytes, path_type}]'))"
 else
   echo "  (e) FAILED: $(tail -n 3 "$NL_T/two.out")"; FAILED=1
+fi
+# (f) no TURN relay configured: symmetric NATs cannot meet, and say so.
+start_in pub sn2 "$SN" --listen "$PUB_IP:7401" --stun "$PUB_IP:3480" --state-dir "$NL_T/sn2"
+wait_for 5 test -S "$NL_T/sn2/control.sock" || nl_fail "second super node did not start"
+for h in c2 d2; do
+  mkdir -p "$NL_T/$h-share"
+  start_in "$h" "leaf-$h" "$LEAF" --supernode "$PUB_IP:7401" --share "$NL_T/$h-share" \
+    --state-dir "$NL_T/$h" --rescan-s 1 --log-level debug
+  wait_for 10 sh -c "'$LEAF' status --state-dir '$NL_T/$h' --json 2>/dev/null | jq -e .connected >/dev/null" \
+    || nl_fail "leaf $h did not connect"
+done
+head -c 1000000 /dev/urandom >"$NL_T/d2-share/noturn.bin"
+wait_for 10 sh -c "'$LEAF' search --state-dir '$NL_T/c2' --json --ttl 0 noturn | grep -q content_id" \
+  || nl_fail "noturn.bin not found"
+ncid=$("$LEAF" search --state-dir "$NL_T/c2" --json --ttl 0 noturn | jq -r .content_id)
+if out=$("$LEAF" get --state-dir "$NL_T/c2" "$ncid" 2>&1); then
+  echo "  (f) FAILED: symmetric pair connected without a relay"; FAILED=1
+elif [[ $out == *"no TURN relay is configured"* ]]; then
+  echo "  (f) no TURN: $(echo "$out" | tail -n 1)"
+else
+  echo "  (f) FAILED: unclear message: $out"; FAILED=1
 fi
 [ $FAILED -eq 0 ] || { echo "--- leaf a1 log"; tail -n 40 "$NL_T/leaf-a1.log"; exit 1; }
 echo "leaves_nat: ok"
