@@ -82,5 +82,51 @@ for i in 1 2 3 4; do
   "$SN" stats --state-dir "$D/s$i" --json |
     jq -r --arg n "S$i" '"   \($n)   \(.queries_received)        \(.queries_handled)         \(.queries_forwarded)         \(.hits_sent)      \(.leaves)"'
 done
+echo "== stopping the loopback overlay"
+cleanup
+trap - EXIT
+
+# As root, the same again with the leaves behind real home NATs: network
+# namespaces, nftables NAT routers (two port-restricted cone, two symmetric)
+# and coturn as the relay, as tests/natlab does it.
+if [ "$(id -u)" -ne 0 ] || ! command -v turnserver >/dev/null || ! ip netns list >/dev/null 2>&1; then
+  echo
+  echo "(run as root to also see leaves behind NATs in network namespaces)"
+  exit 0
+fi
 echo
-echo "== stopping everything"
+echo "== leaves behind NATs: a super node and coturn on 203.0.113.1, four home routers"
+(
+  CANOPY_BIN=$BUILD
+  . tests/natlab/lib.sh
+  make_nat homeA cone 10.1.0
+  make_nat homeB cone 10.2.0
+  make_nat mobileC symmetric 10.3.0
+  make_nat mobileD symmetric 10.4.0
+  make_host dora homeA
+  make_host eve homeB
+  make_host finn mobileC
+  make_host gus mobileD
+  start_coturn
+  printf '%s\n' "$TURN_SECRET" >"$NL_T/turn.secret"
+  start_in pub sn "$SN" --listen "$PUB_IP:7400" --stun "$PUB_IP:3479" --turn "$PUB_IP:3478" \
+    --turn-secret-file "$NL_T/turn.secret" --state-dir "$NL_T/sn"
+  wait_for 5 test -S "$NL_T/sn/control.sock"
+  for h in dora eve finn gus; do
+    mkdir -p "$NL_T/$h-share"
+    start_in "$h" "leaf-$h" "$LEAF" --supernode "$PUB_IP:7400" --share "$NL_T/$h-share" \
+      --state-dir "$NL_T/$h" --rescan-s 1
+    wait_for 10 sh -c "'$LEAF' status --state-dir '$NL_T/$h' --json 2>/dev/null | jq -e .connected >/dev/null"
+  done
+  head -c 5000000 /dev/urandom >"$NL_T/eve-share/eve holiday video.mp4"
+  head -c 3000000 /dev/urandom >"$NL_T/gus-share/gus garage band.ogg"
+  wait_for 10 sh -c "'$LEAF' search --state-dir '$NL_T/dora' --json --ttl 0 holiday | grep -q content_id"
+  wait_for 10 sh -c "'$LEAF' search --state-dir '$NL_T/finn' --json --ttl 0 garage | grep -q content_id"
+  echo "   dora (cone NAT) downloads eve's video (eve behind another cone NAT):"
+  "$LEAF" get --state-dir "$NL_T/dora" "$("$LEAF" search --state-dir "$NL_T/dora" --json --ttl 0 holiday | jq -r .content_id)"
+  echo "   finn (symmetric NAT) downloads gus's song (gus behind another symmetric NAT):"
+  "$LEAF" get --state-dir "$NL_T/finn" "$("$LEAF" search --state-dir "$NL_T/finn" --json --ttl 0 garage | jq -r .content_id)"
+  "$SN" stats --state-dir "$NL_T/sn" --json |
+    jq -r '"   super node: \(.stun_requests) STUN requests answered, \(.turn_credentials_issued) TURN credentials issued, \(.signals_delivered) ICE offers delivered"'
+  echo "== stopping everything"
+)
