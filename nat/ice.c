@@ -26,6 +26,179 @@
 #define ICE_PWD_MAX 256
 #define ICE_FOUNDATION_MAX 32
 
+/* ---- the stream handed to the caller ----
+ *
+ * libnice's NiceInputStream breaks one promise of GPollableInputStream: its
+ * source wakes only when a socket is readable, never for bytes PseudoTCP
+ * already holds. Data that arrives before the caller attaches its source
+ * (the peer writes as soon as it is READY), or that a reader leaves behind
+ * by taking one chunk per wakeup, would sit there until the next packet -
+ * a STUN keepalive some 25 s later. CanopyIceInput wraps it with a
+ * level-triggered source: ready while NiceInputStream says it is readable
+ * (bytes in PseudoTCP or a readable socket) or while the pump has seen the
+ * end of the stream, as a TCP socket's source is. Reads and the output
+ * stream are libnice's own. */
+
+#define CANOPY_TYPE_ICE_INPUT (canopy_ice_input_get_type())
+G_DECLARE_FINAL_TYPE(CanopyIceInput, canopy_ice_input, CANOPY, ICE_INPUT, GInputStream)
+
+struct _CanopyIceInput {
+  GInputStream parent_instance;
+  GPollableInputStream *inner; /* owned: libnice's NiceInputStream */
+  gboolean kick;               /* end of stream or an error is waiting for a read */
+};
+
+static void canopy_ice_input_pollable_init(GPollableInputStreamInterface *iface);
+G_DEFINE_FINAL_TYPE_WITH_CODE(CanopyIceInput, canopy_ice_input, G_TYPE_INPUT_STREAM,
+                              G_IMPLEMENT_INTERFACE(G_TYPE_POLLABLE_INPUT_STREAM,
+                                                    canopy_ice_input_pollable_init))
+
+static gssize ice_input_read(GInputStream *s, void *buf, gsize count, GCancellable *c,
+                             GError **error)
+{
+  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
+  self->kick = FALSE;
+  return g_input_stream_read(G_INPUT_STREAM(self->inner), buf, count, c, error);
+}
+
+static gboolean ice_input_close(GInputStream *s, GCancellable *c, GError **error)
+{
+  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
+  return !self->inner || g_input_stream_close(G_INPUT_STREAM(self->inner), c, error);
+}
+
+static void ice_input_dispose(GObject *o)
+{
+  CanopyIceInput *self = CANOPY_ICE_INPUT(o);
+  /* The parent's dispose closes the stream, which needs inner. */
+  G_OBJECT_CLASS(canopy_ice_input_parent_class)->dispose(o);
+  g_clear_object(&self->inner);
+}
+
+static gboolean ice_input_can_poll(GPollableInputStream *s) { return TRUE; }
+
+static gboolean ice_input_is_readable(GPollableInputStream *s)
+{
+  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
+  return self->kick || g_pollable_input_stream_is_readable(self->inner);
+}
+
+static gssize ice_input_read_nonblocking(GPollableInputStream *s, void *buf, gsize count,
+                                         GError **error)
+{
+  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
+  self->kick = FALSE;
+  return g_pollable_input_stream_read_nonblocking(self->inner, buf, count, NULL, error);
+}
+
+typedef struct {
+  GSource source;
+  CanopyIceInput *stream; /* owned */
+} LevelSource;
+
+static gboolean level_prepare(GSource *src, gint *timeout)
+{
+  *timeout = -1;
+  return ice_input_is_readable(G_POLLABLE_INPUT_STREAM(((LevelSource *)src)->stream));
+}
+
+static gboolean level_dispatch(GSource *src, GSourceFunc cb, gpointer ud)
+{
+  GPollableSourceFunc fn = (GPollableSourceFunc)(void (*)(void))cb;
+  return fn ? fn(G_OBJECT(((LevelSource *)src)->stream), ud) : G_SOURCE_REMOVE;
+}
+
+static void level_finalize(GSource *src) { g_object_unref(((LevelSource *)src)->stream); }
+
+static GSourceFuncs level_funcs = {level_prepare, NULL, level_dispatch, level_finalize, NULL, NULL};
+
+static GSource *ice_input_create_source(GPollableInputStream *s, GCancellable *c)
+{
+  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
+  GSource *src = g_source_new(&level_funcs, sizeof(LevelSource));
+  g_source_set_name(src, "CanopyIceInput");
+  ((LevelSource *)src)->stream = g_object_ref(self);
+  /* libnice's own source, for the wakeups when a socket turns readable. */
+  GSource *sockets = g_pollable_input_stream_create_source(self->inner, NULL);
+  g_source_set_dummy_callback(sockets);
+  g_source_add_child_source(src, sockets);
+  g_source_unref(sockets);
+  if (c) {
+    GSource *cs = g_cancellable_source_new(c);
+    g_source_set_dummy_callback(cs);
+    g_source_add_child_source(src, cs);
+    g_source_unref(cs);
+  }
+  return src;
+}
+
+static void canopy_ice_input_pollable_init(GPollableInputStreamInterface *iface)
+{
+  iface->can_poll = ice_input_can_poll;
+  iface->is_readable = ice_input_is_readable;
+  iface->create_source = ice_input_create_source;
+  iface->read_nonblocking = ice_input_read_nonblocking;
+}
+
+static void canopy_ice_input_class_init(CanopyIceInputClass *klass)
+{
+  G_OBJECT_CLASS(klass)->dispose = ice_input_dispose;
+  G_INPUT_STREAM_CLASS(klass)->read_fn = ice_input_read;
+  G_INPUT_STREAM_CLASS(klass)->close_fn = ice_input_close;
+}
+
+static void canopy_ice_input_init(CanopyIceInput *self) {}
+
+#define CANOPY_TYPE_ICE_STREAM (canopy_ice_stream_get_type())
+G_DECLARE_FINAL_TYPE(CanopyIceStream, canopy_ice_stream, CANOPY, ICE_STREAM, GIOStream)
+
+struct _CanopyIceStream {
+  GIOStream parent_instance;
+  GIOStream *inner;   /* owned: libnice's NiceIOStream */
+  CanopyIceInput *in; /* owned */
+};
+
+G_DEFINE_FINAL_TYPE(CanopyIceStream, canopy_ice_stream, G_TYPE_IO_STREAM)
+
+static GInputStream *ice_stream_input(GIOStream *s)
+{
+  return G_INPUT_STREAM(CANOPY_ICE_STREAM(s)->in);
+}
+
+static GOutputStream *ice_stream_output(GIOStream *s)
+{
+  return g_io_stream_get_output_stream(CANOPY_ICE_STREAM(s)->inner);
+}
+
+static void ice_stream_dispose(GObject *o)
+{
+  CanopyIceStream *self = CANOPY_ICE_STREAM(o);
+  G_OBJECT_CLASS(canopy_ice_stream_parent_class)->dispose(o); /* closes both sides */
+  g_clear_object(&self->in);
+  g_clear_object(&self->inner);
+}
+
+static void canopy_ice_stream_class_init(CanopyIceStreamClass *klass)
+{
+  G_OBJECT_CLASS(klass)->dispose = ice_stream_dispose;
+  G_IO_STREAM_CLASS(klass)->get_input_stream = ice_stream_input;
+  G_IO_STREAM_CLASS(klass)->get_output_stream = ice_stream_output;
+}
+
+static void canopy_ice_stream_init(CanopyIceStream *self) {}
+
+/* Takes over the caller's reference on inner. */
+static CanopyIceStream *ice_stream_new(GIOStream *inner)
+{
+  CanopyIceStream *self = g_object_new(CANOPY_TYPE_ICE_STREAM, NULL);
+  self->inner = inner;
+  self->in = g_object_new(CANOPY_TYPE_ICE_INPUT, NULL);
+  self->in->inner = g_object_ref(G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(inner)));
+  return self;
+}
+
+/* ---- the peer ---- */
+
 struct IcePeer {
   GMainContext *ctx; /* borrowed */
   NiceAgent *agent;
@@ -36,15 +209,19 @@ struct IcePeer {
 
   gboolean turn_configured;
   gboolean turn_missing; /* TURN configured, gathering ended without a relay */
+  /* TURN server held back until STUN discovery is over (see
+   * on_gathering_done); NULL once handed to libnice. */
+  char *turn_host, *turn_user, *turn_pass;
+  guint16 turn_port;
   gboolean remote_set;
-  char *local_desc; /* owned, once gathering is done */
-  GIOStream *io;    /* owned; handed out once READY */
+  char *local_desc;    /* owned, once gathering is done */
+  CanopyIceStream *io; /* owned; handed out once READY */
   IcePath path;
   char *fail_reason; /* owned, once failed */
 
   /* Events waiting for the dispatch source, and what was already said. */
   gboolean due_local_ready, due_connected, due_failed;
-  gboolean said_connected, said_failed;
+  gboolean said_local_ready, said_connected, said_failed;
 
   GSource *dispatch_src; /* slots: see slot_arm */
   GSource *timeout_src;
@@ -135,11 +312,64 @@ static void format_addr(const NiceAddress *a, char *out, size_t cap)
     g_snprintf(out, cap, "%s:%u", ip, nice_address_get_port(a));
 }
 
+static gboolean turn_add(IcePeer *p)
+{
+  return nice_agent_set_relay_info(p->agent, p->stream_id, ICE_COMPONENT, p->turn_host,
+                                   p->turn_port, p->turn_user, p->turn_pass,
+                                   NICE_RELAY_TYPE_TURN_UDP);
+}
+
+/* Host candidates TURN discovery will start from: UDP, same IP version as
+ * the server (what nice_agent_set_relay_info looks for). */
+static guint turn_bases(IcePeer *p)
+{
+  NiceAddress server;
+  nice_address_init(&server);
+  nice_address_set_from_string(&server, p->turn_host);
+  guint n = 0;
+  GSList *cands = nice_agent_get_local_candidates(p->agent, p->stream_id, ICE_COMPONENT);
+  for (GSList *l = cands; l; l = l->next) {
+    NiceCandidate *c = l->data;
+    if (c->type == NICE_CANDIDATE_TYPE_HOST && c->transport == NICE_CANDIDATE_TRANSPORT_UDP &&
+        nice_address_ip_version(&c->addr) == nice_address_ip_version(&server))
+      n++;
+  }
+  g_slist_free_full(cands, (GDestroyNotify)nice_candidate_free);
+  return n;
+}
+
+static void turn_forget(IcePeer *p)
+{
+  g_clear_pointer(&p->turn_host, g_free);
+  g_clear_pointer(&p->turn_user, g_free);
+  if (p->turn_pass) {
+    explicit_bzero(p->turn_pass, strlen(p->turn_pass));
+    g_clear_pointer(&p->turn_pass, g_free);
+  }
+}
+
 static void on_gathering_done(NiceAgent *agent, guint stream_id, gpointer data)
 {
   IcePeer *p = data;
   if (stream_id != p->stream_id || p->local_desc)
     return;
+  /* libnice 0.1.21 checks an incoming STUN reply against the first
+   * discovery on its socket only. Server-reflexive discovery sends classic
+   * RFC 3489 requests (no magic cookie), and its resolver always queues the
+   * STUN discovery behind a TURN one, whose RFC 5389 agent rejects the
+   * cookie-less reply: with both servers set the srflx reply is dropped,
+   * gathering stalls about 2 s for the timeout, and a refused TURN
+   * allocation leaves no srflx candidate at all. So STUN runs first, alone;
+   * TURN is added once it is over (libnice starts discovery for a relay
+   * added while gathering has started) and a second gathering-done
+   * follows. */
+  if (p->turn_host) {
+    gboolean started = turn_bases(p) > 0 && turn_add(p);
+    turn_forget(p);
+    if (started)
+      return;
+    g_warning("ICE: could not start TURN discovery");
+  }
 
   gboolean have_relay = FALSE;
   GSList *cands = nice_agent_get_local_candidates(agent, stream_id, ICE_COMPONENT);
@@ -191,17 +421,18 @@ static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_
   p->path.remote_type = cand_type(remote->type);
   format_addr(&local->addr, p->path.local_addr, sizeof p->path.local_addr);
   format_addr(&remote->addr, p->path.remote_addr, sizeof p->path.remote_addr);
-  p->path.relayed = local->type == NICE_CANDIDATE_TYPE_RELAYED ||
-                    remote->type == NICE_CANDIDATE_TYPE_RELAYED;
+  p->path.relayed =
+      local->type == NICE_CANDIDATE_TYPE_RELAYED || remote->type == NICE_CANDIDATE_TYPE_RELAYED;
 
   /* The session runs a non-blocking protocol over these; libnice documents
    * both as pollable, and the rest of Canopy relies on it. */
-  g_assert(G_IS_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(p->io)));
-  g_assert(G_IS_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(p->io)));
-  g_assert(g_pollable_input_stream_can_poll(
-      G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(p->io))));
+  GIOStream *io = G_IO_STREAM(p->io);
+  g_assert(G_IS_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(io)));
+  g_assert(G_IS_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(io)));
+  g_assert(
+      g_pollable_input_stream_can_poll(G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(io))));
   g_assert(g_pollable_output_stream_can_poll(
-      G_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(p->io))));
+      G_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(io))));
 
   slot_disarm(&p->timeout_src);
   p->due_connected = TRUE;
@@ -229,15 +460,19 @@ static gboolean pump_cb(GObject *stream, gpointer data)
   NiceInputMessage msg = {&none, 0, NULL, 0};
   GError *err = NULL;
   /* -1 and WOULD_BLOCK: sockets drained. 1: application data is waiting in
-   * PseudoTCP (its reader's business). 0: the peer closed PseudoTCP. */
-  nice_agent_recv_messages_nonblocking(p->agent, p->stream_id, ICE_COMPONENT, &msg, 1, NULL, &err);
+   * PseudoTCP (the reader's source sees it). 0: the peer closed PseudoTCP,
+   * or another error: only a read reports it, so wake the reader. */
+  int n = nice_agent_recv_messages_nonblocking(p->agent, p->stream_id, ICE_COMPONENT, &msg, 1, NULL,
+                                               &err);
+  if (n == 0 || (n < 0 && !g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)))
+    p->io->in->kick = TRUE;
   g_clear_error(&err);
   return G_SOURCE_CONTINUE;
 }
 
 static void pump_start(IcePeer *p)
 {
-  GPollableInputStream *in = G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(p->io));
+  GPollableInputStream *in = p->io->in->inner;
   p->pump_src = g_pollable_input_stream_create_source(in, NULL);
   g_source_set_callback(p->pump_src, G_SOURCE_FUNC(pump_cb), p, NULL);
   g_source_attach(p->pump_src, p->ctx);
@@ -268,14 +503,18 @@ static gboolean dispatch_cb(gpointer data)
   }
   if (p->due_local_ready) {
     p->due_local_ready = FALSE;
+    p->said_local_ready = TRUE;
     if (p->cb.local_ready)
       p->cb.local_ready(p, p->local_desc, p->ud);
   }
-  if (!p->dead && p->due_connected && !p->due_failed) {
+  /* A pair could in theory be ready before our own gathering ends (checks
+   * run on the host candidates meanwhile); the description goes out first
+   * all the same. */
+  if (!p->dead && p->due_connected && p->said_local_ready && !p->due_failed) {
     p->due_connected = FALSE;
     p->said_connected = TRUE;
     if (p->cb.connected)
-      p->cb.connected(p, p->io, &p->path, p->ud);
+      p->cb.connected(p, G_IO_STREAM(p->io), &p->path, p->ud);
   }
   if (!p->dead && p->due_failed) {
     p->due_failed = FALSE;
@@ -349,15 +588,24 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
   p->stream_id = nice_agent_add_stream(p->agent, 1);
   if (p->stream_id == 0 || !nice_agent_set_stream_name(p->agent, p->stream_id, ICE_STREAM_NAME))
     goto fail;
-  p->io = nice_agent_get_io_stream(p->agent, p->stream_id, ICE_COMPONENT);
-  if (!p->io)
+  GIOStream *nice_io = nice_agent_get_io_stream(p->agent, p->stream_id, ICE_COMPONENT);
+  if (!nice_io)
     goto fail;
+  p->io = ice_stream_new(nice_io);
   pump_start(p);
-  if (cfg->turn_host &&
-      !nice_agent_set_relay_info(p->agent, p->stream_id, ICE_COMPONENT, cfg->turn_host,
-                                 cfg->turn_port ? cfg->turn_port : ICE_DEFAULT_STUN_PORT,
-                                 cfg->turn_user, cfg->turn_pass, NICE_RELAY_TYPE_TURN_UDP))
-    goto fail;
+  if (cfg->turn_host) {
+    p->turn_host = g_strdup(cfg->turn_host);
+    p->turn_port = cfg->turn_port ? cfg->turn_port : ICE_DEFAULT_STUN_PORT;
+    p->turn_user = g_strdup(cfg->turn_user);
+    p->turn_pass = g_strdup(cfg->turn_pass);
+    /* Without STUN there is nothing to wait for (on_gathering_done). */
+    if (!cfg->stun_host) {
+      gboolean ok = turn_add(p);
+      turn_forget(p);
+      if (!ok)
+        goto fail;
+    }
+  }
 
   g_signal_connect(p->agent, "candidate-gathering-done", G_CALLBACK(on_gathering_done), p);
   g_signal_connect(p->agent, "component-state-changed", G_CALLBACK(on_state_changed), p);
@@ -393,6 +641,7 @@ static void peer_destroy(IcePeer *p)
     g_main_context_pop_thread_default(p->ctx);
     g_object_unref(p->agent);
   }
+  turn_forget(p);
   g_free(p->local_desc);
   g_free(p->fail_reason);
   g_free(p);
@@ -476,8 +725,8 @@ static gboolean description_check(const char *text, char **ufrag, GError **error
 {
   size_t len = strnlen(text, ICE_DESCRIPTION_MAX + 1);
   if (len > ICE_DESCRIPTION_MAX) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                "description longer than %d bytes", ICE_DESCRIPTION_MAX);
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "description longer than %d bytes",
+                ICE_DESCRIPTION_MAX);
     return FALSE;
   }
   for (size_t i = 0; i < len; i++)

@@ -8,6 +8,13 @@
  * ice_peer_set_remote. When a candidate pair is ready the peer offers a
  * reliable GIOStream (libnice's PseudoTCP) to run the secure channel over.
  *
+ * Gathering: host candidates, then server-reflexive ones from the STUN
+ * server, then (only then, see ice.c) relay ones from the TURN server; the
+ * TURN Allocate also yields a server-reflexive candidate. On a LAN this
+ * takes tens of milliseconds. A pair becomes READY once every check of a
+ * higher-priority pair has ended: across two NATs the unreachable private
+ * host pairs time out first, which takes about 2 s.
+ *
  * Description format (what local_ready gives and ice_peer_set_remote takes):
  * libnice's SDP fragment for one stream and one component, '\n'-terminated
  * ASCII lines, at most ICE_DESCRIPTION_MAX bytes in all:
@@ -75,10 +82,19 @@ typedef struct {
    * is what the other side must pass to ice_peer_set_remote. */
   void (*local_ready)(IcePeer *p, const char *description, gpointer ud);
   /* A pair is READY. stream is borrowed: it stays valid until
-   * ice_peer_free; take a reference to keep it longer (it then reports
-   * G_IO_ERROR_CLOSED). Its input and output streams are
-   * GPollableInputStream / GPollableOutputStream; writes may report
-   * G_IO_ERROR_WOULD_BLOCK until PseudoTCP's own handshake is done.
+   * ice_peer_free; take a reference to keep it longer (once the peer is
+   * freed it reads as closed). Its input and output streams are
+   * GPollableInputStream / GPollableOutputStream, for a non-blocking
+   * protocol:
+   *   - the input's source is level-triggered, like a TCP socket's: it
+   *     fires while data is buffered, so a reader may take any amount per
+   *     wakeup, and data that came before the source was attached is seen;
+   *   - writes report G_IO_ERROR_WOULD_BLOCK until PseudoTCP's handshake
+   *     is done, and (libnice maps every send failure to it) also after the
+   *     path broke: that is reported by `failed`, not by the stream;
+   *   - the input must be read: connectivity keepalives and PseudoTCP
+   *     acknowledgements are only taken in while no received data is left
+   *     unread (see pump_cb in ice.c).
    * path is borrowed for the call only. */
   void (*connected)(IcePeer *p, GIOStream *stream, const IcePath *path, gpointer ud);
   /* The attempt is over: every pair failed, no pair became ready in time,

@@ -17,7 +17,8 @@
  *   {"role":..,"local_type":..,"remote_type":..,"local_addr":..,"remote_addr":..,
  *    "relayed":..,"gather_ms":..,"setup_ms":..,"bytes":..,"seconds":..,
  *    "mbps":..,"MBps":..}
- * setup_ms runs from ice_peer_set_remote to the connected callback; mbps is
+ * gather_ms runs from ice_peer_new to local_ready, setup_ms from
+ * ice_peer_set_remote to the connected callback; mbps is
  * megabits per second and MBps megabytes (10^6) per second of the transfer,
  * as the side saw it (the sender until the receipt arrived, the receiver
  * from its first byte to its last). On failure it prints "FAILED: reason"
@@ -53,7 +54,7 @@ typedef struct {
   GMainLoop *loop;
   IcePeer *peer;
   int rc; /* -1 while running */
-  gint64 t_start, t_remote, t_connected, t_first, t_last;
+  gint64 t_start, t_gathered, t_remote, t_connected, t_first, t_last;
   gboolean remote_set;
   GSource *poll_src, *deadline_src, *stall_src;
   /* transfer */
@@ -159,11 +160,13 @@ static void report(Run *r)
   double secs = t1 > t0 ? (double)(t1 - t0) / 1e6 : 0.0;
   double MBps = secs > 0 ? (double)r->o.bytes / 1e6 / secs : 0.0;
   printf("{\"role\":\"%s\",\"local_type\":\"%s\",\"remote_type\":\"%s\",\"local_addr\":\"%s\","
-         "\"remote_addr\":\"%s\",\"relayed\":%s,\"setup_ms\":%" G_GINT64_FORMAT ",\"bytes\":%" G_GUINT64_FORMAT
+         "\"remote_addr\":\"%s\",\"relayed\":%s,\"gather_ms\":%" G_GINT64_FORMAT
+         ",\"setup_ms\":%" G_GINT64_FORMAT ",\"bytes\":%" G_GUINT64_FORMAT
          ",\"seconds\":%.3f,\"mbps\":%.2f,\"MBps\":%.2f}\n",
          r->o.offer ? "offer" : "answer", r->path.local_type, r->path.remote_type,
          r->path.local_addr, r->path.remote_addr, r->path.relayed ? "true" : "false",
-         (r->t_connected - r->t_remote) / 1000, r->o.bytes, secs, MBps * 8, MBps);
+         (r->t_gathered - r->t_start) / 1000, (r->t_connected - r->t_remote) / 1000, r->o.bytes,
+         secs, MBps * 8, MBps);
 }
 
 static gboolean on_writable(GObject *o, gpointer data);
@@ -285,8 +288,9 @@ static gboolean on_stall_check(gpointer data)
   if (r->done == r->progress_at && !(r->o.offer && r->done == r->o.bytes) &&
       !(!r->o.offer && r->receipt_sent)) {
     char why[128];
-    g_snprintf(why, sizeof why, "transfer stalled at %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " bytes",
-               r->done, r->o.bytes);
+    g_snprintf(why, sizeof why,
+               "transfer stalled at %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " bytes", r->done,
+               r->o.bytes);
     finish(r, 1, why);
     return G_SOURCE_REMOVE;
   }
@@ -299,8 +303,9 @@ static gboolean on_stall_check(gpointer data)
 static void on_local_ready(IcePeer *p, const char *desc, gpointer ud)
 {
   Run *r = ud;
+  r->t_gathered = now_us();
   fprintf(stderr, "icepair %s: gathered in %" G_GINT64_FORMAT " ms (%zu bytes)\n",
-          r->o.offer ? "offer" : "answer", (now_us() - r->t_start) / 1000, strlen(desc));
+          r->o.offer ? "offer" : "answer", (r->t_gathered - r->t_start) / 1000, strlen(desc));
   char *path = g_build_filename(r->o.dir, r->o.offer ? "offer" : "answer", NULL);
   if (!write_file_atomic(path, desc))
     finish(r, 1, "cannot write the description");
@@ -335,10 +340,7 @@ static void on_connected(IcePeer *p, GIOStream *io, const IcePath *path, gpointe
   }
 }
 
-static void on_failed(IcePeer *p, const char *reason, gpointer ud)
-{
-  finish(ud, 1, reason);
-}
+static void on_failed(IcePeer *p, const char *reason, gpointer ud) { finish(ud, 1, reason); }
 
 static gboolean on_deadline(gpointer data)
 {
@@ -353,10 +355,11 @@ static gboolean on_deadline(gpointer data)
 
 static int usage(void)
 {
-  fprintf(stderr, "usage: canopy-icepair offer|answer [--stun IP:PORT] [--turn IP:PORT --turn-user U "
-                  "--turn-pass P]\n"
-                  "       [--local IP...] --exchange-dir DIR [--bytes N] [--timeout-ms MS] "
-                  "[--deadline-s S]\n");
+  fprintf(stderr,
+          "usage: canopy-icepair offer|answer [--stun IP:PORT] [--turn IP:PORT --turn-user U "
+          "--turn-pass P]\n"
+          "       [--local IP...] --exchange-dir DIR [--bytes N] [--timeout-ms MS] "
+          "[--deadline-s S]\n");
   return 2;
 }
 

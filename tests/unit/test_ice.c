@@ -68,10 +68,7 @@ static void side_clear(Side *s)
   memset(s, 0, sizeof *s);
 }
 
-static gboolean tick_cb(gpointer data)
-{
-  return G_SOURCE_CONTINUE;
-}
+static gboolean tick_cb(gpointer data) { return G_SOURCE_CONTINUE; }
 
 /* Iterates ctx until done(data) or WAIT_MS pass. */
 static gboolean run_until(GMainContext *ctx, gboolean (*done)(gpointer), gpointer data)
@@ -126,6 +123,7 @@ typedef struct {
   const guint8 *data;
   guint8 *got;
   gsize len, sent, received;
+  gsize per_wakeup; /* most bytes read per readable callback; 0: until it would block */
   gboolean error;
   GSource *wsrc, *rsrc;
 } Transfer;
@@ -156,8 +154,11 @@ static gboolean on_readable(GObject *o, gpointer ud)
   Transfer *t = ud;
   while (t->received < t->len) {
     GError *e = NULL;
-    gssize n = g_pollable_input_stream_read_nonblocking(t->in, t->got + t->received,
-                                                        t->len - t->received, NULL, &e);
+    gsize want = t->len - t->received;
+    if (t->per_wakeup)
+      want = MIN(want, t->per_wakeup);
+    gssize n =
+        g_pollable_input_stream_read_nonblocking(t->in, t->got + t->received, want, NULL, &e);
     if (n < 0) {
       gboolean block = g_error_matches(e, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
       g_error_free(e);
@@ -171,6 +172,10 @@ static gboolean on_readable(GObject *o, gpointer ud)
       break;
     }
     t->received += (gsize)n;
+    /* Like session.c: one chunk, then back to the main loop. The source
+     * must fire again for what is still buffered. */
+    if (t->per_wakeup && t->received < t->len)
+      return G_SOURCE_CONTINUE;
   }
   g_clear_pointer(&t->rsrc, g_source_unref);
   return G_SOURCE_REMOVE;
@@ -183,10 +188,13 @@ static gboolean transfer_done(gpointer d)
 }
 
 /* Sends len pseudo-random bytes from one stream to the other; asserts they
- * arrive unchanged. */
-static void transfer(GMainContext *ctx, GIOStream *from, GIOStream *to, gsize len)
+ * arrive unchanged. The reader takes at most per_wakeup bytes per callback
+ * (0: all it can) and attaches its source only late_ms after the first
+ * write. */
+static void transfer(GMainContext *ctx, GIOStream *from, GIOStream *to, gsize len, gsize per_wakeup,
+                     guint late_ms)
 {
-  Transfer t = {0};
+  Transfer t = {.per_wakeup = per_wakeup};
   guint8 *data = g_malloc(len);
   for (gsize i = 0; i < len; i++)
     data[i] = (guint8)((i * 2654435761u) >> 13);
@@ -199,13 +207,19 @@ static void transfer(GMainContext *ctx, GIOStream *from, GIOStream *to, gsize le
   t.wsrc = g_pollable_output_stream_create_source(t.out, NULL);
   g_source_set_callback(t.wsrc, G_SOURCE_FUNC(on_writable), &t, NULL);
   g_source_attach(t.wsrc, ctx);
+  /* A first write without waiting: the stream may be writable already. */
+  on_writable(NULL, &t);
+  if (late_ms)
+    drain(ctx, late_ms); /* the data lands while nobody watches */
+  gint64 t0 = g_get_monotonic_time();
   t.rsrc = g_pollable_input_stream_create_source(t.in, NULL);
   g_source_set_callback(t.rsrc, G_SOURCE_FUNC(on_readable), &t, NULL);
   g_source_attach(t.rsrc, ctx);
-  /* A first write without waiting: the stream may be writable already. */
-  on_writable(NULL, &t);
 
   assert_true(run_until(ctx, transfer_done, &t));
+  /* Buffered data is announced at once, not at the next keepalive (~25 s). */
+  if (late_ms)
+    assert_true(g_get_monotonic_time() - t0 < 3 * G_USEC_PER_SEC);
   assert_false(t.error);
   assert_int_equal(t.received, len);
   assert_memory_equal(t.got, data, len);
@@ -267,8 +281,11 @@ static void test_loopback_connects_and_carries_bytes(void **state)
 
   assert_true(G_IS_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(pr.a.io)));
   assert_true(G_IS_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(pr.a.io)));
-  transfer(ctx, pr.a.io, pr.b.io, BULK);
-  transfer(ctx, pr.b.io, pr.a.io, 65536); /* and back: the stream is duplex */
+  transfer(ctx, pr.a.io, pr.b.io, BULK, 0, 0);
+  transfer(ctx, pr.b.io, pr.a.io, 65536, 0, 0);     /* and back: the stream is duplex */
+  transfer(ctx, pr.a.io, pr.b.io, 200000, 1000, 0); /* a reader taking one chunk per wakeup */
+  transfer(ctx, pr.b.io, pr.a.io, 30000, 0, 500);   /* a reader that attaches late */
+  transfer(ctx, pr.a.io, pr.b.io, 30000, 7, 300);   /* both */
 
   /* A stream the caller keeps past ice_peer_free reports CLOSED. */
   GIOStream *kept = g_object_ref(pr.b.io);
@@ -285,10 +302,7 @@ static void test_loopback_connects_and_carries_bytes(void **state)
   g_main_context_unref(ctx);
 }
 
-static gboolean side_has_desc(gpointer d)
-{
-  return ((Side *)d)->desc != NULL;
-}
+static gboolean side_has_desc(gpointer d) { return ((Side *)d)->desc != NULL; }
 
 /* A valid description to mangle, gathered once. */
 static char *valid_description(GMainContext *ctx)
@@ -367,17 +381,17 @@ static void test_malformed_descriptions_are_errors(void **state)
 
   /* Whole-text shapes built around one good candidate. */
   const char *shapes[][4] = {
-      {head, cand, "", ""},                                      /* no pwd */
-      {"m=application 5000 ICE/SDP\n", pwd, cand, ""},           /* no ufrag */
-      {head, pwd, "", ""},                                       /* no candidate */
-      {head, pwd, pwd, cand},                                    /* pwd twice */
-      {head, "a=ice-ufrag:abcd\n", pwd, cand},                   /* ufrag twice */
-      {head, "a=ice-pwd:short\n", cand, ""},                     /* pwd too short */
-      {head, pwd, "\n", cand},                                   /* empty line */
-      {head, pwd, "a=rtcp:5001\n", cand},                        /* unknown line */
-      {head, pwd, cand, "m=application 5002 ICE/SDP\n"},         /* second stream */
-      {cand, head, pwd, ""},                                     /* m= not first */
-      {"m=application 5000 ICE/SDP\r\n", pwd, cand, ""},         /* CRLF */
+      {head, cand, "", ""},                                                 /* no pwd */
+      {"m=application 5000 ICE/SDP\n", pwd, cand, ""},                      /* no ufrag */
+      {head, pwd, "", ""},                                                  /* no candidate */
+      {head, pwd, pwd, cand},                                               /* pwd twice */
+      {head, "a=ice-ufrag:abcd\n", pwd, cand},                              /* ufrag twice */
+      {head, "a=ice-pwd:short\n", cand, ""},                                /* pwd too short */
+      {head, pwd, "\n", cand},                                              /* empty line */
+      {head, pwd, "a=rtcp:5001\n", cand},                                   /* unknown line */
+      {head, pwd, cand, "m=application 5002 ICE/SDP\n"},                    /* second stream */
+      {cand, head, pwd, ""},                                                /* m= not first */
+      {"m=application 5000 ICE/SDP\r\n", pwd, cand, ""},                    /* CRLF */
       {head, pwd, "a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\t\n", ""}, /* tab */
       {head, pwd, "a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host \n", ""},  /* trailing sp */
       {"m=application 5000 ICE/SDP\nc=IN IP4 nowhere\n", "a=ice-ufrag:abcd\n", pwd, cand},
@@ -391,8 +405,8 @@ static void test_malformed_descriptions_are_errors(void **state)
   }
   /* Non-ASCII byte. */
   {
-    char *t = g_strconcat(head, pwd, "a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\xc3\xa9\n",
-                          NULL);
+    char *t =
+        g_strconcat(head, pwd, "a=candidate:1 1 UDP 1 127.0.0.1 5000 typ host\xc3\xa9\n", NULL);
     refused(s.peer, t);
     g_free(t);
   }
@@ -426,10 +440,7 @@ static void test_malformed_descriptions_are_errors(void **state)
   g_main_context_unref(ctx);
 }
 
-static gboolean side_failed(gpointer d)
-{
-  return ((Side *)d)->n_failed > 0;
-}
+static gboolean side_failed(gpointer d) { return ((Side *)d)->n_failed > 0; }
 
 static void test_no_answer_times_out(void **state)
 {
