@@ -48,6 +48,7 @@ typedef struct {
   int fd;
   uint32_t search;
   GPtrArray *candidates; /* uint8_t[32] node ids that have the file */
+  guint tried;           /* candidates linked to so far */
   GPtrArray *links;      /* PeerLink*, live outbound links */
   GArray *sources;       /* SourceRec, links that opened */
   GString *failures;     /* why sources failed, for the error message */
@@ -57,6 +58,8 @@ typedef struct {
 } Download;
 
 static void dl_pump(Download *d);
+static gboolean dl_begin(Download *d);
+static void dl_link_more(Download *d);
 
 static void dl_free(Download *d)
 {
@@ -252,7 +255,7 @@ static void dl_pump(Download *d)
     }
     fetch_action_clear(&a);
   }
-  if (fetch_sources(d->fetch) == 0 && d->links->len == 0) {
+  if (fetch_sources(d->fetch) == 0 && d->links->len == 0 && d->search == 0) {
     dl_fail(d, "no source could deliver %.16s…: %s", d->cid_hex,
             d->failures->len ? d->failures->str : "no source reachable");
     return;
@@ -282,31 +285,27 @@ gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit)
     }
     d->name = base;
   }
-  if (hit->size == d->size)
-    g_ptr_array_add(d->candidates, g_memdup2(hit->peer, 32));
+  if (hit->size != d->size)
+    return TRUE;
+  g_ptr_array_add(d->candidates, g_memdup2(hit->peer, 32));
+  /* Link at once: waiting for the search to end would add its whole
+   * collection window to every download. */
+  if (!d->fetch && !dl_begin(d))
+    return TRUE;
+  dl_link_more(d);
   return TRUE;
 }
 
-gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
+/* The first hit: fix the file's name and size, open the part file and
+ * start the fetch core. FALSE if the download ended (failed) here. */
+static gboolean dl_begin(Download *d)
 {
-  Download *d = g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search));
-  if (!d)
-    return FALSE;
-  g_hash_table_remove(lf->dl_searches, GUINT_TO_POINTER(search));
-  d->search = 0;
-  if (error) {
-    dl_fail(d, "%s", error);
-    return TRUE;
-  }
-  if (d->candidates->len == 0) {
-    dl_fail(d, "no leaf shares %.16s… (searched 7 super-node hops)", d->cid_hex);
-    return TRUE;
-  }
+  Leaf *lf = d->lf;
   if (!d->final_path)
     d->final_path = g_build_filename(lf->download_dir, d->name, NULL);
   if (!d->force && g_file_test(d->final_path, G_FILE_TEST_EXISTS)) {
     dl_fail(d, "%s already exists (use --force to overwrite)", d->final_path);
-    return TRUE;
+    return FALSE;
   }
   /* The part file sits beside the final name, so the last step is a rename
    * within one file system (atomic), wherever -o points. */
@@ -318,17 +317,36 @@ gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
   d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (d->fd < 0) {
     dl_fail(d, "cannot create %s: %s", d->part_path, g_strerror(errno));
-    return TRUE;
+    return FALSE;
   }
   d->fetch = fetch_new(d->cid, d->size, DL_PIPELINE);
-  for (guint i = 0; i < d->candidates->len && i < DL_MAX_SOURCES; i++) {
-    PeerLink *l = peers_connect(lf->peers, g_ptr_array_index(d->candidates, i), d->id);
+  return TRUE;
+}
+
+/* Links to candidates not yet tried, up to DL_MAX_SOURCES at a time. */
+static void dl_link_more(Download *d)
+{
+  while (d->tried < d->candidates->len && d->links->len < DL_MAX_SOURCES) {
+    PeerLink *l = peers_connect(d->lf->peers, g_ptr_array_index(d->candidates, d->tried), d->id);
+    d->tried++;
     if (l)
       g_ptr_array_add(d->links, l);
   }
-  g_message("download %.16s…: %u source(s) found, linking to %u", d->cid_hex,
-            d->candidates->len, d->links->len);
-  dl_pump(d);
+}
+
+gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
+{
+  Download *d = g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search));
+  if (!d)
+    return FALSE;
+  g_hash_table_remove(lf->dl_searches, GUINT_TO_POINTER(search));
+  d->search = 0;
+  if (d->fetch) {
+    g_message("download %.16s…: %u source(s) found", d->cid_hex, d->candidates->len);
+    dl_pump(d); /* fails it if every link already failed */
+    return TRUE;
+  }
+  dl_fail(d, "%s", error ? error : "no leaf shares this content id (searched 7 super-node hops)");
   return TRUE;
 }
 
@@ -383,6 +401,7 @@ void download_link_closed(Leaf *lf, PeerLink *l, const char *reason)
     return;
   g_string_append_printf(d->failures, "%s%s", d->failures->len ? "; " : "", reason);
   fetch_source_lost(d->fetch, src_of(l), clock_now_ms());
+  dl_link_more(d);
   dl_pump(d);
 }
 

@@ -408,8 +408,12 @@ static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_
                                                   : "ICE failed: no candidate pair worked");
     return;
   }
-  if (state != NICE_COMPONENT_STATE_READY || p->due_connected || p->said_connected ||
-      p->due_failed || p->said_failed)
+  /* CONNECTED already has a working, selected pair: the stream is usable
+   * and libnice moves PseudoTCP along if a better pair is nominated later.
+   * Waiting for READY would add the time the unreachable private-address
+   * pairs take to fail (about 2 s across NATs) to every connection. */
+  if ((state != NICE_COMPONENT_STATE_READY && state != NICE_COMPONENT_STATE_CONNECTED) ||
+      p->due_connected || p->said_connected || p->due_failed || p->said_failed)
     return;
 
   NiceCandidate *local = NULL, *remote = NULL;
