@@ -4,7 +4,9 @@
 CANOPY_PKGS=(build-essential cmake pkg-config libglib2.0-dev libsodium-dev libjson-glib-dev
              libnice-dev libcmocka-dev jq
              # real STUN/TURN peers and NAT tools for the tests
-             coturn stun-client nftables iproute2)
+             coturn stun-client nftables iproute2 openssl
+             # the NAT throughput benchmark (tests/bench/nat_throughput.sh)
+             libnetfilter-queue-dev iptables socat)
 
 canopy_deps() {
   local missing=() p
