@@ -10,17 +10,6 @@
 
 #include "control.h"
 
-static void print_json(JsonObject *o)
-{
-  JsonNode *n = json_node_new(JSON_NODE_OBJECT);
-  json_node_set_object(n, o);
-  gchar *text = json_to_string(n, FALSE);
-  printf("%s\n", text);
-  fflush(stdout);
-  g_free(text);
-  json_node_unref(n);
-}
-
 static void human_size(uint64_t n, char *out, size_t len)
 {
   const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -48,7 +37,7 @@ static void on_search_line(JsonObject *o, void *ud)
   }
   so->hits++;
   if (so->json) {
-    print_json(o);
+    control_print(o, TRUE);
     return;
   }
   char size[32];
@@ -118,50 +107,9 @@ out:
   return rc;
 }
 
-static void on_status_line(JsonObject *o, void *ud)
-{
-  json_object_remove_member(o, "done");
-  if (*(gboolean *)ud) {
-    print_json(o);
-    return;
-  }
-  GList *members = json_object_get_members(o);
-  for (GList *m = members; m; m = m->next) {
-    gchar *text = json_to_string(json_object_get_member(o, m->data), FALSE);
-    printf("%-14s %s\n", (const char *)m->data, text);
-    g_free(text);
-  }
-  g_list_free(members);
-}
-
 int cli_status(int argc, char **argv)
 {
-  gchar *state_dir = NULL;
-  gboolean json = FALSE;
-  GOptionEntry entries[] = {
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the leaf daemon", "DIR"},
-      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
-      {NULL}};
-  GOptionContext *oc = g_option_context_new("- show the leaf daemon's state");
-  g_option_context_add_main_entries(oc, entries, NULL);
-  GError *err = NULL;
-  int rc = 2;
-  if (!g_option_context_parse(oc, &argc, &argv, &err) || !state_dir) {
-    fprintf(stderr, "canopy-leaf status: %s\n", err ? err->message : "--state-dir is required");
-    goto out;
-  }
-  JsonObject *req = json_object_new();
-  json_object_set_string_member(req, "cmd", "status");
-  gboolean ok = control_call(state_dir, req, on_status_line, &json, 5, &err);
-  json_object_unref(req);
-  rc = ok ? 0 : 1;
-  if (!ok)
-    fprintf(stderr, "canopy-leaf status: %s\n", err->message);
-out:
-  g_clear_error(&err);
-  g_option_context_free(oc);
-  g_free(state_dir);
-  return rc;
+  return control_show("canopy-leaf status", "status", "- show the leaf daemon's state", argc, argv);
 }
 
 typedef struct {
@@ -260,8 +208,7 @@ int cli_get(int argc, char **argv)
     goto out;
   }
   if (json) {
-    json_object_remove_member(g.result, "done");
-    print_json(g.result);
+    control_print(g.result, TRUE);
   } else {
     char size[32];
     human_size((uint64_t)json_object_get_int_member(g.result, "bytes"), size, sizeof size);

@@ -2,6 +2,7 @@
 #include "control.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 #include <sys/stat.h>
@@ -227,4 +228,71 @@ out:
   g_object_unref(client);
   g_free(path);
   return ok;
+}
+
+void control_print(JsonObject *o, gboolean json)
+{
+  json_object_remove_member(o, "done");
+  if (json) {
+    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+    json_node_set_object(n, o);
+    gchar *text = json_to_string(n, FALSE);
+    printf("%s\n", text);
+    fflush(stdout);
+    g_free(text);
+    json_node_unref(n);
+    return;
+  }
+  GList *members = json_object_get_members(o);
+  for (GList *m = members; m; m = m->next) {
+    JsonNode *v = json_object_get_member(o, m->data);
+    if (JSON_NODE_HOLDS_ARRAY(v)) {
+      JsonArray *arr = json_node_get_array(v);
+      for (guint i = 0; i < json_array_get_length(arr); i++) {
+        JsonNode *e = json_array_get_element(arr, i);
+        gchar *text = json_to_string(e, FALSE);
+        printf("%-20s %s\n", (const char *)m->data, text);
+        g_free(text);
+      }
+      continue;
+    }
+    gchar *text = JSON_NODE_HOLDS_VALUE(v) && json_node_get_value_type(v) == G_TYPE_STRING
+                      ? g_strdup(json_node_get_string(v))
+                      : json_to_string(v, FALSE);
+    printf("%-20s %s\n", (const char *)m->data, text);
+    g_free(text);
+  }
+  g_list_free(members);
+}
+
+static void show_line(JsonObject *o, void *ud) { control_print(o, *(gboolean *)ud); }
+
+int control_show(const char *prog, const char *cmd, const char *summary, int argc, char **argv)
+{
+  gchar *state_dir = NULL;
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the daemon", "DIR"},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
+      {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  GOptionContext *oc = g_option_context_new(summary);
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 2;
+  if (!g_option_context_parse(oc, &argc, &argv, &err) || !state_dir) {
+    fprintf(stderr, "%s: %s\n", prog, err ? err->message : "--state-dir is required");
+    goto out;
+  }
+  JsonObject *req = json_object_new();
+  json_object_set_string_member(req, "cmd", cmd);
+  gboolean ok = control_call(state_dir, req, show_line, &json, 5, &err);
+  json_object_unref(req);
+  rc = ok ? 0 : 1;
+  if (!ok)
+    fprintf(stderr, "%s: %s\n", prog, err->message);
+out:
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(state_dir);
+  return rc;
 }

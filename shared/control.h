@@ -44,4 +44,14 @@ typedef void (*ControlLineFn)(JsonObject *line, void *ud);
 gboolean control_call(const char *state_dir, JsonObject *req, ControlLineFn fn, void *ud,
                       guint timeout_s, GError **error);
 
+/* Prints one answer object: as one JSON line, or as "key value" lines for
+ * people (arrays of objects one element per line). */
+void control_print(JsonObject *o, gboolean json);
+
+/* The whole of a "show me your state" command (`canopy-leaf status`,
+ * `canopy-supernode stats`): parses --state-dir and --json from argv, sends
+ * {"cmd": cmd}, prints the answer. Returns the exit code (0, 1 daemon
+ * unreachable or error, 2 usage). */
+int control_show(const char *prog, const char *cmd, const char *summary, int argc, char **argv);
+
 #endif

@@ -364,73 +364,11 @@ static const CfgKey config_keys[] = {
     {"stun", CFG_STRING},       {"turn", CFG_STRING},         {"turn-secret-file", CFG_STRING},
     {NULL, 0}};
 
-static void print_stats(JsonObject *o, void *ud)
-{
-  gboolean json = *(gboolean *)ud;
-  json_object_remove_member(o, "done");
-  if (json) {
-    JsonNode *n = json_node_new(JSON_NODE_OBJECT);
-    json_node_set_object(n, o);
-    gchar *text = json_to_string(n, FALSE);
-    printf("%s\n", text);
-    g_free(text);
-    json_node_unref(n);
-    return;
-  }
-  GList *members = json_object_get_members(o);
-  for (GList *m = members; m; m = m->next) {
-    JsonNode *v = json_object_get_member(o, m->data);
-    if (JSON_NODE_HOLDS_VALUE(v)) {
-      gchar *text = json_to_string(v, FALSE);
-      printf("%-18s %s\n", (const char *)m->data, text);
-      g_free(text);
-    }
-  }
-  g_list_free(members);
-  JsonArray *links = json_object_get_array_member(o, "neighbours");
-  for (guint i = 0; links && i < json_array_get_length(links); i++) {
-    JsonObject *l = json_array_get_object_element(links, i);
-    printf("neighbour          %.16s… %s\n", json_object_get_string_member(l, "id"),
-           json_object_get_string_member(l, "address"));
-  }
-}
-
-static int cmd_stats(int argc, char **argv)
-{
-  gchar *state_dir = NULL;
-  gboolean json = FALSE;
-  GOptionEntry entries[] = {
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the super node", "DIR"},
-      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
-      {NULL}};
-  GOptionContext *oc = g_option_context_new("- show a running super node's counters");
-  g_option_context_add_main_entries(oc, entries, NULL);
-  GError *err = NULL;
-  int rc = 1;
-  if (!g_option_context_parse(oc, &argc, &argv, &err) || !state_dir) {
-    fprintf(stderr, "canopy-supernode stats: %s\n", err ? err->message : "--state-dir is required");
-    goto out;
-  }
-  JsonObject *req = json_object_new();
-  json_object_set_string_member(req, "cmd", "stats");
-  gboolean ok = control_call(state_dir, req, print_stats, &json, 5, &err);
-  json_object_unref(req);
-  if (!ok) {
-    fprintf(stderr, "canopy-supernode stats: %s\n", err->message);
-    goto out;
-  }
-  rc = 0;
-out:
-  g_clear_error(&err);
-  g_option_context_free(oc);
-  g_free(state_dir);
-  return rc;
-}
-
 int main(int argc, char **argv)
 {
   if (argc > 1 && (strcmp(argv[1], "stats") == 0 || strcmp(argv[1], "status") == 0))
-    return cmd_stats(argc - 1, argv + 1);
+    return control_show("canopy-supernode stats", "stats",
+                        "- show a running super node's counters and neighbours", argc - 1, argv + 1);
 
   gchar *listen = NULL, *advertise = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
   gchar *stun = NULL, *turn = NULL, *turn_secret_file = NULL;
