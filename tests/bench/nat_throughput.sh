@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# nat_throughput.sh - how fast leaf-to-leaf transfers go through real NATs:
+# plain TCP versus the ICE path (libnice reliable mode) at several RTTs.
+#
+#   sudo tests/bench/nat_throughput.sh [BUILD_DIR]
+#
+# A benchmark, not a test: it prints figures and exits 0 unless the lab
+# itself cannot be set up. Not root (or a tool missing): prints SKIP, exits 0.
+#
+# Lab (tests/natlab/lib.sh): leaves a and b behind two port-restricted cone
+# NATs A and B; leaves c and d behind two symmetric NATs C and D; coturn on
+# the public side. Each NAT router's WAN-bound traffic goes through a
+# canopy-delay stage (NFQUEUE, tests/natlab/delay.c) holding it RTT/2 and
+# dropping 0.1 % of it, so each direction sees RTT/2 and 0.1 % loss.
+#
+# For RTT 0, 20 and 50 ms it measures
+#   tcp: plain TCP a -> b through both NATs, via a port forward on B (DNAT +
+#        forward accept), socat, a 200 MB file or at most NAT_BENCH_TCP_S
+#        (default 12) seconds; bytes received / (connect .. receiver's EOF);
+#   ice: canopy-icepair a -> b, the receiver's rate (first byte .. last),
+#        sized to take about NAT_BENCH_ICE_S (default 8) seconds;
+# and prints the medians of NAT_BENCH_RUNS (default 3) runs and ICE/TCP:
+#   throughput_rtt20_loss0.1: tcp 38.1 MB/s, ice 1.0 MB/s, ratio 0.03
+# Then the relayed ICE rate (c <-> d through coturn) at RTT 0, and the ICE
+# set-up time (median and p95 of NAT_BENCH_SETUPS, default 20, connections)
+# direct and relayed: setup_ms of canopy-icepair, from the moment a side has
+# the other's description to its usable path (answer side: from receiving
+# the offer, i.e. the first signalling it sees).
+#
+# Environment: NAT_BENCH_RUNS, NAT_BENCH_SETUPS, NAT_BENCH_TCP_S, NAT_BENCH_ICE_S
+# as above; NAT_BENCH_POKE=0 turns off the wake-up datagrams (see ice_run);
+# NAT_BENCH_GSO=1 runs the delay stages with --gso: faster TCP at RTT 0, but
+# a drop then takes a whole TSO burst (fewer, larger loss events: TCP looks
+# better than under 0.1 % per-packet loss).
+#
+# Packages: iptables (NFQUEUE through nft_compat: this kernel has no
+# nft "queue"), socat, coturn, jq, nftables, iproute2, iputils-ping (for the
+# RTT check, optional), libnetfilter-queue-dev to build canopy-delay.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=$(cd "${1:-$ROOT/build}" 2>/dev/null && pwd) || { echo "SKIP: no build directory ${1:-$ROOT/build}"; exit 0; }
+RUNS=${NAT_BENCH_RUNS:-3}
+SETUPS=${NAT_BENCH_SETUPS:-20}
+TCP_S=${NAT_BENCH_TCP_S:-12}
+ICE_S=${NAT_BENCH_ICE_S:-8}
+POKE=${NAT_BENCH_POKE:-1}
+STAGE_FLAGS=()
+[ "${NAT_BENCH_GSO:-0}" = 1 ] && STAGE_FLAGS=(--gso)
+TCP_MB=200
+LOSS=0.001
+LOSS_PCT=0.1
+
+skip() { echo "SKIP: $*"; exit 0; }
+[ "$(id -u)" -eq 0 ] || skip "nat_throughput needs root (network namespaces)"
+DELAY=$BUILD/tests/natlab/canopy-delay
+ICEPAIR=$BUILD/nat/canopy-icepair
+[ -x "$DELAY" ] || skip "$DELAY is not built (libnetfilter-queue-dev; make canopy-delay)"
+[ -x "$ICEPAIR" ] || skip "$ICEPAIR is not built (make canopy-icepair)"
+for t in iptables socat jq turnserver nft openssl timeout; do
+  command -v "$t" >/dev/null 2>&1 || skip "needs $t (apt-get install iptables socat jq coturn nftables)"
+done
+
+# lib.sh: namespaces, processes, and the EXIT trap that removes them all.
+. "$ROOT/tests/natlab/lib.sh"
+
+T0=$(date +%s)
+echo "nat_throughput: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+make_nat A cone 10.1.0
+make_nat B cone 10.2.0
+make_nat C symmetric 10.3.0
+make_nat D symmetric 10.4.0
+make_host a A
+make_host b B
+make_host c C
+make_host d D
+start_coturn
+
+# Every router queues what leaves by its WAN side to NFQUEUE 0; while no
+# canopy-delay is bound (between settings) it passes (--queue-bypass).
+for r in A B C D; do
+  in_ns "$r" iptables -t mangle -A FORWARD -o wan -j NFQUEUE --queue-num 0 --queue-bypass
+done
+
+# Port forward on B, for the TCP baseline: WAN_B:5001 -> b:5001, and ICMP
+# echo to b, so that ping from a measures the leaf-to-leaf RTT.
+in_ns B nft -f - <<EOF
+table ip portfwd {
+  chain pre { type nat hook prerouting priority -100;
+    iifname "wan" tcp dport 5001 dnat to $(host_ip b):5001
+    iifname "wan" icmp type echo-request dnat to $(host_ip b)
+  }
+}
+add rule ip filter forward_filter iifname "wan" ip daddr $(host_ip b) tcp dport 5001 accept
+add rule ip filter forward_filter iifname "wan" ip daddr $(host_ip b) icmp type echo-request accept
+EOF
+
+BLOB=$NL_T/blob
+head -c "${TCP_MB}000000" /dev/zero >"$BLOB"
+
+declare -A STAGE_PID=()
+SEED=1
+# set_path RTT_MS ROUTERS...: (re)start the delay stage of each router with
+# RTT/2 and the loss rate, each with its own seed.
+set_path() {
+  local rtt=$1 r half; shift
+  half=$(awk -v r="$rtt" 'BEGIN { printf "%g", r / 2 }')
+  for r in "$@"; do
+    [ -n "${STAGE_PID[$r]:-}" ] && stop_pid "${STAGE_PID[$r]}"
+    SEED=$((SEED + 1))
+    start_in "$r" "delay-$r-$rtt" "$DELAY" --queue 0 --delay-ms "$half" --loss "$LOSS" --seed "$SEED" --stats "${STAGE_FLAGS[@]}"
+    STAGE_PID[$r]=$NL_LAST_PID
+  done
+  sleep 0.2
+  for r in "$@"; do
+    kill -0 "${STAGE_PID[$r]}" 2>/dev/null || nl_fail "canopy-delay on $r did not start: $(cat "$NL_T/delay-$r-$rtt.log")"
+  done
+}
+
+# median / p95 of the numeric arguments ("nan" when there are none).
+median() { printf '%s\n' "$@" | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+p95() { printf '%s\n' "$@" | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } i = int(NR * 0.95 + 0.999); if (i < 1) i = 1; print v[i] }'; }
+ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
+fmt() { awk -v x="$1" 'BEGIN { if (x == "nan" || x == "") { print "n/a"; exit } f = x >= 10 ? "%.1f" : (x >= 1 ? "%.2f" : "%.3f"); printf f, x }'; }
+# exited PID: our child PID has ended (gone, or a zombie not yet reaped).
+exited() { [ ! -e "/proc/$1/stat" ] || grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null; }
+
+# tcp_run: one TCP transfer a -> b; its rate (MB/s) in TCP_RATE.
+TCP_N=0
+tcp_run() {
+  TCP_N=$((TCP_N + 1))
+  local log="tcp-$TCP_N" t0 t1 bytes pid
+  start_in b "$log" sh -c 'socat -u -b 262144 TCP-LISTEN:5001,reuseaddr STDOUT | wc -c; date +%s%N'
+  pid=$NL_LAST_PID
+  wait_for 5 in_ns b sh -c "ss -ltn | grep -q ':5001 '" || nl_fail "TCP sink did not listen"
+  t0=$(date +%s%N)
+  in_ns a timeout "$TCP_S" socat -u -b 262144 "FILE:$BLOB" "TCP:$WAN_B:5001" 2>/dev/null || true
+  wait_for 30 exited "$pid" || { stop_pid "$pid"; TCP_RATE=0; return; }
+  wait "$pid" 2>/dev/null || true
+  bytes=$(sed -n 1p "$NL_T/$log.log"); t1=$(sed -n 2p "$NL_T/$log.log")
+  TCP_RATE=$(awk -v b="$bytes" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.3f\n", (t1 > t0 && b > 0) ? b / 1e6 / ((t1 - t0) / 1e9) : 0 }')
+}
+
+# ice_run OFFER ANSWER BYTES [setup]: one canopy-icepair connection. With
+# BYTES, a transfer: the two JSON lines end up in ICE_OFFER / ICE_ANSWER
+# (both empty on failure). With "setup", both sides are stopped as soon as
+# both report their path; ICE_SETUP_A / ICE_SETUP_O are then each side's
+# setup_ms (description in hand -> stream handed to the application),
+# ICE_CONN_A libnice's own "connected" (remote candidates added -> first
+# nominated pair, from the nat debug log), ICE_GATHER the answer's gathering
+# time.
+ICE_N=0
+ice_run() {
+  local off=$1 ans=$2 bytes=$3 mode=${4:-transfer} dir apid opid oport aport
+  ICE_N=$((ICE_N + 1))
+  local alog="$NL_T/ice-$ICE_N-answer.log" olog="$NL_T/ice-$ICE_N-offer.log"
+  dir="$NL_T/ice-$ICE_N"; mkdir -p "$dir"
+  local common=(--stun "$PUB_IP:3478" --turn "$PUB_IP:3478" --exchange-dir "$dir"
+                --bytes "$bytes" --deadline-s 120)
+  ICE_OFFER='' ICE_ANSWER='' ICE_SETUP_A='' ICE_SETUP_O='' ICE_CONN_A='' ICE_GATHER=''
+  turn_credentials "$ans"
+  G_MESSAGES_DEBUG=nat start_in "$ans" "ice-$ICE_N-answer" "$ICEPAIR" answer --local "$(host_ip "$ans")" \
+    --turn-user "$TURN_USER" --turn-pass "$TURN_PASS" "${common[@]}"
+  apid=$NL_LAST_PID
+  turn_credentials "$off"
+  G_MESSAGES_DEBUG=nat start_in "$off" "ice-$ICE_N-offer" "$ICEPAIR" offer --local "$(host_ip "$off")" \
+    --turn-user "$TURN_USER" --turn-pass "$TURN_PASS" "${common[@]}"
+  opid=$NL_LAST_PID
+  both_connected() { grep -q "offer: connected" "$olog" && grep -q "answer: connected" "$alog"; }
+  wait_for 60 sh -c "grep -q 'offer: connected' '$olog' && grep -q 'answer: connected' '$alog' || \
+    grep -q '^FAILED' '$olog' '$alog'" || true
+  ICE_T_BOTH=$(ms_now)
+  if both_connected; then
+    ICE_SETUP_A=$(sed -n 's/.*answer: connected .* in \([0-9]*\) ms$/\1/p' "$alog")
+    ICE_SETUP_O=$(sed -n 's/.*offer: connected .* in \([0-9]*\) ms$/\1/p' "$olog")
+    ICE_GATHER=$(sed -n 's/.*answer: gathered in \([0-9]*\) ms.*/\1/p' "$alog")
+    # libnice's "connected" less "connecting" (both logged by nat/ice.c).
+    ICE_CONN_A=$(awk '/nat-DEBUG.*ICE component connecting/ && !c { c = $3 }
+                      /nat-DEBUG.*ICE component connected/ && !d { d = $3 }
+                      function s(t, a) { split(t, a, ":"); return a[1] * 3600 + a[2] * 60 + a[3] }
+                      END { if (c && d) { x = s(d) - s(c); if (x < 0) x += 86400; printf "%d", x * 1000 } }' "$alog")
+  fi
+  if [ "$mode" = setup ]; then
+    stop_pid "$opid"; stop_pid "$apid"
+    [ -n "$ICE_SETUP_A" ] || echo "    ice connection $ICE_N failed: $(grep -h '^FAILED' "$olog" "$alog" | head -2 | tr '\n' ' ')" >&2
+    return 0
+  fi
+  # Wake-ups: nat/ice.c's pump can take the peer's last segment into
+  # PseudoTCP without waking the GIOStream reader, which then sleeps until
+  # the next packet (up to ~25 s, libnice's keepalive). A stray datagram to
+  # each side's socket every 0.2 s bounds that stall; libnice discards it.
+  local pokers=()
+  if [ "$POKE" = 1 ] && both_connected; then
+    oport=$(sed -n 's/.*offer: connected [a-z]* [0-9.]*:\([0-9]*\) .*/\1/p' "$olog")
+    aport=$(sed -n 's/.*answer: connected [a-z]* [0-9.]*:\([0-9]*\) .*/\1/p' "$alog")
+    if [ -n "$oport" ] && [ -n "$aport" ]; then
+      start_in "$off" "poke-$ICE_N-o" sh -c "while :; do printf x; sleep 0.2; done | socat -u - UDP-SENDTO:$(host_ip "$off"):$oport"
+      pokers+=("$NL_LAST_PID")
+      start_in "$ans" "poke-$ICE_N-a" sh -c "while :; do printf x; sleep 0.2; done | socat -u - UDP-SENDTO:$(host_ip "$ans"):$aport"
+      pokers+=("$NL_LAST_PID")
+    fi
+  fi
+  wait_for 130 exited "$opid" || true
+  wait_for 10 exited "$apid" || true
+  for p in "$opid" "$apid" "${pokers[@]}"; do stop_pid "$p"; done
+  ICE_OFFER=$(grep '^{' "$olog" || true)
+  ICE_ANSWER=$(grep '^{' "$alog" || true)
+  if [ -z "$ICE_OFFER" ] || [ -z "$ICE_ANSWER" ]; then
+    echo "    ice run $ICE_N failed: $(grep -h '^FAILED' "$olog" "$alog" | head -2 | tr '\n' ' ')" >&2
+    ICE_OFFER='' ICE_ANSWER=''
+  fi
+}
+
+# ice_bytes RATE_MBPS: bytes for a transfer of about ICE_S seconds (2..200 MB).
+ice_bytes() { awk -v r="$1" -v s="$ICE_S" 'BEGIN { b = r * s * 1e6; if (b < 2e6) b = 2e6; if (b > 2e8) b = 2e8; printf "%d\n", b }'; }
+
+path_rtt() { # RTT a -> b: "min/avg ms" of 10 pings, or n/a without ping
+  command -v ping >/dev/null 2>&1 || { echo n/a; return; }
+  in_ns a ping -q -c 10 -i 0.1 -W 2 "$WAN_B" 2>/dev/null |
+    awk '/^rtt/ { split($0, p, "= "); split(p[2], v, "/"); printf "min %s, avg %s ms", v[1], v[2]; f = 1 } END { if (!f) print "n/a" }'
+}
+
+TCP0=
+ice_guess=10
+for rtt in 0 20 50; do
+  set_path "$rtt" A B
+  echo "--- RTT $rtt ms, loss $LOSS_PCT % each way (ping a->b: $(path_rtt))"
+  tcps=() ices=() kinds=()
+  for i in $(seq 1 "$RUNS"); do
+    tcp_run
+    tcps+=("$TCP_RATE")
+    ice_run a b "$(ice_bytes "$ice_guess")"
+    if [ -n "$ICE_ANSWER" ]; then
+      r=$(jq -r .MBps <<<"$ICE_ANSWER")
+      ices+=("$r")
+      ice_guess=$r
+      kinds+=("$(jq -r '"\(.local_type)->\(.remote_type)\(if .relayed then " relayed" else "" end)"' <<<"$ICE_OFFER")")
+      echo "    run $i: tcp $(fmt "${tcps[-1]}") MB/s, ice $(fmt "$r") MB/s ($(jq -r .bytes <<<"$ICE_ANSWER") bytes, ${kinds[-1]}, setup $(jq -r .setup_ms <<<"$ICE_ANSWER") ms)"
+    else
+      echo "    run $i: tcp $(fmt "${tcps[-1]}") MB/s, ice failed"
+    fi
+  done
+  tm=$(median "${tcps[@]}")
+  im=$(median "${ices[@]}")
+  [ "$rtt" = 0 ] && TCP0=$tm
+  ratio=$(awk -v i="$im" -v t="$tm" 'BEGIN { if (i == "nan" || t <= 0) print "n/a"; else printf "%.3f", i / t }')
+  echo "throughput_rtt${rtt}_loss${LOSS_PCT}: tcp $(fmt "$tm") MB/s, ice $(fmt "$im") MB/s, ratio $ratio"
+  # Next RTT: start from a guess scaled by RTT (PseudoTCP's fixed window).
+  [ "$rtt" = 0 ] && ice_guess=3
+  [ "$rtt" = 20 ] && ice_guess=$(awk -v r="$im" 'BEGIN { if (r == "nan") r = 1; printf "%.3f", r * 0.4 }')
+done
+
+# Relayed: symmetric <-> symmetric through coturn, RTT 0.
+set_path 0 C D
+echo "--- relayed (symmetric NATs, coturn), RTT 0 ms, loss $LOSS_PCT % each way"
+rel=()
+guess=20
+for i in $(seq 1 "$RUNS"); do
+  ice_run c d "$(ice_bytes "$guess")"
+  if [ -n "$ICE_ANSWER" ]; then
+    r=$(jq -r .MBps <<<"$ICE_ANSWER"); rel+=("$r"); guess=$r
+    echo "    run $i: ice $(fmt "$r") MB/s ($(jq -r .bytes <<<"$ICE_ANSWER") bytes, $(jq -r '"\(.local_type)->\(.remote_type)\(if .relayed then " relayed" else " NOT relayed" end)"' <<<"$ICE_OFFER"))"
+  else
+    echo "    run $i: failed"
+  fi
+done
+rel_m=$(median "${rel[@]}")
+echo "throughput_relayed_rtt0_loss${LOSS_PCT}: ice $(fmt "$rel_m") MB/s, ratio to direct tcp $(awk -v i="$rel_m" -v t="$TCP0" 'BEGIN { if (i == "nan" || t <= 0) print "n/a"; else printf "%.3f", i / t }')"
+
+# Set-up time: SETUPS connections each, a tiny transfer (a receipt).
+setup_series() { # LABEL OFFER ANSWER
+  local label=$1 off=$2 ans=$3 i fails=0 A_MS=() O_MS=() C_MS=() G_MS=() W_MS=() t0
+  for i in $(seq 1 "$SETUPS"); do
+    t0=$(ms_now)
+    ice_run "$off" "$ans" 1000 setup
+    if [ -n "$ICE_SETUP_A" ] && [ -n "$ICE_SETUP_O" ]; then
+      A_MS+=("$ICE_SETUP_A"); O_MS+=("$ICE_SETUP_O"); C_MS+=("$ICE_CONN_A"); G_MS+=("$ICE_GATHER")
+      W_MS+=("$(( ICE_T_BOTH - t0 ))")
+    else
+      fails=$((fails + 1))
+    fi
+  done
+  echo "ice_setup_${label}: median $(median "${A_MS[@]}") ms, p95 $(p95 "${A_MS[@]}") ms" \
+       "(answer side, offer received -> stream usable; offer side: median $(median "${O_MS[@]}") ms," \
+       "p95 $(p95 "${O_MS[@]}") ms; ${#A_MS[@]} connections, $fails failed)"
+  echo "    libnice 'connected' (first nominated pair) after median $(median "${C_MS[@]}") ms, p95 $(p95 "${C_MS[@]}") ms;" \
+       "gathering median $(median "${G_MS[@]}") ms; process start -> both usable median $(median "${W_MS[@]}") ms"
+}
+echo "--- ICE set-up time, $SETUPS connections each (RTT 20 ms, loss $LOSS_PCT % each way)"
+set_path 20 A B C D
+setup_series direct a b
+setup_series relayed c d
+
+echo "nat_throughput: done in $(( $(date +%s) - T0 )) s"
