@@ -426,6 +426,26 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
     control_fail(cl, "output path must be absolute");
     return;
   }
+  /* A `get` whose command was interrupted goes on in the daemon; asking
+   * again for the same file follows that download instead of starting a
+   * second one on the same part file. */
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, lf->downloads);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    Download *old = v;
+    if (memcmp(old->cid, cid, 32) != 0)
+      continue;
+    if (old->cl && !control_client_gone(old->cl)) {
+      control_fail(cl, "this file is already being downloaded by another `get`");
+      return;
+    }
+    if (old->cl)
+      control_finish(old->cl);
+    old->cl = cl;
+    g_message("download %.16s…: a new `get` follows the running download", old->cid_hex);
+    return;
+  }
   Download *d = g_new0(Download, 1);
   d->id = ++lf->next_download;
   d->lf = lf;

@@ -60,6 +60,17 @@ grep -q "resuming" "$T/a.log" || fail "no resume logged"
 [ "$moved" -lt 60000000 ] || fail "resume moved the whole file again ($moved bytes)"
 note "resumed: $moved of 60000000 bytes moved after the restart"
 
+# The `get` command interrupted (Ctrl-C): the daemon carries on, and asking
+# again follows the running download instead of starting a second one.
+"$LEAF" get --state-dir "$T/a" -o "$T/fourth.mkv" "$cid" >/dev/null 2>&1 &
+cli=$!
+wait_for 20 test -e "$T/.canopy-$cid.part" || fail "interrupted get did not start"
+kill -INT "$cli"; wait "$cli" 2>/dev/null || true
+out=$("$LEAF" get --state-dir "$T/a" --json -o "$T/fourth.mkv" "$cid" 2>&1) || echo "$out" | grep -q "already exists" \
+  || fail "asking again after an interrupted get failed: $out"
+cmp "$T/fourth.mkv" "$T/b-share/Big Movie.mkv" || fail "bytes differ after an interrupted get"
+note "interrupted get: the daemon finished it; asking again followed it"
+
 # A source whose file went bad on disk after it was published (no rescan):
 # its chunks fail verification (or it refuses the tree); it is dropped and
 # the file still completes, correct, from the honest source.
