@@ -216,15 +216,31 @@ static void send_nat_info(Sn *sn, uint64_t conn, const uint8_t leaf_id[32])
   g_free(pass);
 }
 
-static void refresh_one(const uint8_t id[32], uint64_t conn, void *ud)
+typedef struct {
+  uint64_t conn;
+  uint8_t id[32];
+} LeafRef;
+
+static void collect_leaf(const uint8_t id[32], uint64_t conn, void *ud)
 {
-  send_nat_info(ud, conn, id);
+  LeafRef r = {.conn = conn};
+  memcpy(r.id, id, 32);
+  g_array_append_val((GArray *)ud, r);
 }
 
 static gboolean on_turn_refresh(gpointer ud)
 {
   Sn *sn = ud;
-  sn_core_foreach_leaf(sn->core, refresh_one, sn);
+  /* Collect first: a send may fail and close a session, which must not
+   * happen while the core iterates its leaves. */
+  GArray *leaves = g_array_new(FALSE, FALSE, sizeof(LeafRef));
+  sn_core_foreach_leaf(sn->core, collect_leaf, leaves);
+  for (guint i = 0; i < leaves->len; i++) {
+    LeafRef *r = &g_array_index(leaves, LeafRef, i);
+    send_nat_info(sn, r->conn, r->id);
+  }
+  g_array_unref(leaves);
+  run_actions(sn);
   timer_arm(&sn->turn_refresh, sn->ctx, clock_now_ms() + TURN_CRED_TTL_S * 1000 / 2,
             on_turn_refresh, sn);
   return G_SOURCE_REMOVE;
