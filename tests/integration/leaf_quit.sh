@@ -27,8 +27,8 @@ t0=$(date +%s%N)
 wait_for 5 sh -c "[ \"\$('$SN' stats --state-dir '$T/s2' --json | jq .index_entries)\" -eq 0 ]" \
   || fail "a hung leaf's entries outlived 3 keepalive intervals"
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-note "hung leaf's entries gone after ${ms} ms (keepalive ${KEEPALIVE} ms: limit 3 intervals, plus 250 ms for polling)"
-[ $ms -le $((3 * KEEPALIVE + 250)) ] || fail "took ${ms} ms"
+note "hung leaf's entries gone after ${ms} ms (keepalive ${KEEPALIVE} ms: limit 3 intervals, plus 500 ms for polling a loaded machine; the exact bound is asserted in test_sncore)"
+[ $ms -le $((3 * KEEPALIVE + 500)) ] || fail "took ${ms} ms"
 [ "$(hits asker --ttl 1 hanger)" -eq 0 ] || fail "hung leaf still found"
 kill -CONT "$PID_hanger"
 
