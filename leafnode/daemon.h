@@ -13,6 +13,7 @@
 #include "serve.h"
 #include "session.h"
 #include "share.h"
+#include "wire.h"
 
 typedef struct {
   GMainContext *ctx;
@@ -51,7 +52,7 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req);
 gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit);
 gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error);
 void download_link_opened(Leaf *lf, PeerLink *l);
-void download_link_message(Leaf *lf, PeerLink *l, const uint8_t *msg, size_t len);
+void download_link_message(Leaf *lf, PeerLink *l, const WireMsg *m);
 void download_link_closed(Leaf *lf, PeerLink *l, const char *reason);
 void download_free_all(Leaf *lf);
 

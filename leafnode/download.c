@@ -373,21 +373,12 @@ void download_link_opened(Leaf *lf, PeerLink *l)
   dl_pump(d);
 }
 
-void download_link_message(Leaf *lf, PeerLink *l, const uint8_t *msg, size_t len)
+void download_link_message(Leaf *lf, PeerLink *l, const WireMsg *m)
 {
   Download *d = dl_by_link(lf, l);
   if (!d || !d->fetch)
     return;
-  WireMsg m;
-  WireError err = wire_decode(msg, len, &m);
-  if (err == WIRE_EUNKNOWN)
-    return;
-  if (err != WIRE_OK) {
-    peer_link_close(l, wire_error_str(err));
-    return;
-  }
-  fetch_recv(d->fetch, src_of(l), &m, clock_now_ms());
-  wire_msg_clear(&m);
+  fetch_recv(d->fetch, src_of(l), m, clock_now_ms());
   dl_pump(d);
 }
 

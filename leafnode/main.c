@@ -219,10 +219,6 @@ static gboolean serve_send(const uint8_t *msg, size_t len, void *ud)
 static void on_peer_message(PeerLink *l, const uint8_t *msg, size_t len, void *ud)
 {
   Leaf *lf = ud;
-  if (peer_link_outbound(l)) {
-    download_link_message(lf, l, msg, len);
-    return;
-  }
   WireMsg m;
   WireError err = wire_decode(msg, len, &m);
   if (err == WIRE_EUNKNOWN)
@@ -231,7 +227,9 @@ static void on_peer_message(PeerLink *l, const uint8_t *msg, size_t len, void *u
     peer_link_close(l, wire_error_str(err));
     return;
   }
-  if (m.type == MSG_GET_TREE || m.type == MSG_GET_CHUNK)
+  if (peer_link_outbound(l))
+    download_link_message(lf, l, &m);
+  else if (m.type == MSG_GET_TREE || m.type == MSG_GET_CHUNK)
     server_handle(lf->server, &m, serve_send, l);
   else
     peer_link_close(l, "unexpected message from a downloading peer");

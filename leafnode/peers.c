@@ -84,6 +84,17 @@ Peers *peers_new(GMainContext *ctx, const Identity *self, const PeersCallbacks *
   return p;
 }
 
+/* Forgets STUN/TURN settings, wiping the TURN password. */
+static void nat_clear(Peers *p)
+{
+  g_clear_pointer(&p->stun_host, g_free);
+  g_clear_pointer(&p->turn_host, g_free);
+  g_clear_pointer(&p->turn_user, g_free);
+  if (p->turn_pass)
+    sodium_memzero(p->turn_pass, strlen(p->turn_pass));
+  g_clear_pointer(&p->turn_pass, g_free);
+}
+
 void peers_free(Peers *p)
 {
   if (!p)
@@ -92,12 +103,7 @@ void peers_free(Peers *p)
     link_end(g_ptr_array_index(p->links, 0), "shutting down");
   g_ptr_array_unref(p->links);
   identity_clear(&p->self);
-  g_free(p->stun_host);
-  g_free(p->turn_host);
-  g_free(p->turn_user);
-  if (p->turn_pass)
-    sodium_memzero(p->turn_pass, strlen(p->turn_pass));
-  g_free(p->turn_pass);
+  nat_clear(p);
   g_strfreev(p->local_addrs);
   g_free(p);
 }
@@ -105,12 +111,7 @@ void peers_free(Peers *p)
 void peers_set_nat(Peers *p, const char *stun_host, uint16_t stun_port, const char *turn_host,
                    uint16_t turn_port, const char *turn_user, const char *turn_pass)
 {
-  g_free(p->stun_host);
-  g_free(p->turn_host);
-  g_free(p->turn_user);
-  if (p->turn_pass)
-    sodium_memzero(p->turn_pass, strlen(p->turn_pass));
-  g_free(p->turn_pass);
+  nat_clear(p);
   p->stun_host = g_strdup(stun_host);
   p->stun_port = stun_port;
   p->turn_host = g_strdup(turn_host);
