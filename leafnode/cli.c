@@ -54,18 +54,21 @@ int cli_search(int argc, char **argv)
   gboolean json = FALSE, by_cid = FALSE;
   gchar **terms = NULL;
   GOptionEntry entries[] = {
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the leaf daemon", "DIR"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the leaf daemon",
+       "DIR"},
       {"ttl", 0, 0, G_OPTION_ARG_INT, &ttl,
        "Super-node hops beyond the leaf's own super node (0..7, default 4)", "N"},
       {"wait", 0, 0, G_OPTION_ARG_INT, &wait_ms, "How long to collect hits (default 1500)", "MS"},
-      {"limit", 0, 0, G_OPTION_ARG_INT, &limit, "Stop after N hits (default: wait the full time)", "N"},
+      {"limit", 0, 0, G_OPTION_ARG_INT, &limit, "Stop after N hits (default: wait the full time)",
+       "N"},
       {"content-id", 0, 0, G_OPTION_ARG_NONE, &by_cid, "TERMS is one content id (hex)", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json,
        "One JSON object per hit: name, size, content_id, peer", NULL},
       {G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &terms, NULL, "TERMS..."},
       {NULL}};
   GOptionContext *oc = g_option_context_new("TERMS... - search the overlay");
-  g_option_context_set_description(oc, "Example:\n  canopy-leaf search --state-dir ~/.canopy --ttl 3 abbey road\n");
+  g_option_context_set_description(
+      oc, "Example:\n  canopy-leaf search --state-dir ~/.canopy --ttl 3 abbey road\n");
   g_option_context_add_main_entries(oc, entries, NULL);
   GError *err = NULL;
   int rc = 2;
@@ -91,7 +94,8 @@ int cli_search(int argc, char **argv)
   json_object_set_int_member(req, "limit", limit);
   g_free(text);
   SearchOut so = {json, 0};
-  gboolean ok = control_call(state_dir, req, on_search_line, &so, (guint)(wait_ms / 1000 + 10), &err);
+  gboolean ok =
+      control_call(state_dir, req, on_search_line, &so, (guint)(wait_ms / 1000 + 10), &err);
   json_object_unref(req);
   if (!ok) {
     fprintf(stderr, "canopy-leaf search: %s\n", err->message);
@@ -128,9 +132,10 @@ static void on_get_line(JsonObject *o, void *ud)
   }
   if (json_object_has_member(o, "source")) {
     if (!g->json)
-      fprintf(g->tty ? stderr : stdout, "%ssource %.16s… linked %s (%s)\n", g->tty ? "\r\033[K" : "",
-              json_object_get_string_member(o, "source"),
-              json_object_get_string_member(o, "path_type"), json_object_get_string_member(o, "path"));
+      fprintf(g->tty ? stderr : stdout, "%ssource %.16s… linked %s (%s)\n",
+              g->tty ? "\r\033[K" : "", json_object_get_string_member(o, "source"),
+              json_object_get_string_member(o, "path_type"),
+              json_object_get_string_member(o, "path"));
     return;
   }
   if (g->json || !json_object_has_member(o, "progress"))
@@ -143,8 +148,8 @@ static void on_get_line(JsonObject *o, void *ud)
   human_size((uint64_t)total, b, sizeof b);
   if (g->tty) {
     int width = 30, fill = (int)(pct * width / 100.0);
-    fprintf(stderr, "\r\033[K[%.*s%*s] %5.1f%%  %s / %s  %" G_GINT64_FORMAT " source(s)",
-            fill, "##############################", width - fill, "", pct, a, b,
+    fprintf(stderr, "\r\033[K[%.*s%*s] %5.1f%%  %s / %s  %" G_GINT64_FORMAT " source(s)", fill,
+            "##############################", width - fill, "", pct, a, b,
             json_object_get_int_member(o, "sources"));
     fflush(stderr);
   } else {
@@ -164,8 +169,10 @@ int cli_get(int argc, char **argv)
   gboolean json = FALSE, force = FALSE;
   gchar **rest = NULL;
   GOptionEntry entries[] = {
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the leaf daemon", "DIR"},
-      {"output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Where to put the file (default: the download dir)", "PATH"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the leaf daemon",
+       "DIR"},
+      {"output", 'o', 0, G_OPTION_ARG_FILENAME, &output,
+       "Where to put the file (default: the download dir)", "PATH"},
       {"force", 0, 0, G_OPTION_ARG_NONE, &force, "Overwrite an existing file", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &json,
        "Last line: {path, bytes, content_id, sources: [{peer, bytes, path_type}]}", NULL},
@@ -192,7 +199,8 @@ int cli_get(int argc, char **argv)
   json_object_set_string_member(req, "content_id", rest[0]);
   if (output) {
     gchar *cwd = g_get_current_dir();
-    gchar *abs = g_path_is_absolute(output) ? g_strdup(output) : g_build_filename(cwd, output, NULL);
+    gchar *abs =
+        g_path_is_absolute(output) ? g_strdup(output) : g_build_filename(cwd, output, NULL);
     json_object_set_string_member(req, "output", abs);
     g_free(abs);
     g_free(cwd);
@@ -219,7 +227,8 @@ int cli_get(int argc, char **argv)
       char b[32];
       human_size((uint64_t)json_object_get_int_member(s, "bytes"), b, sizeof b);
       printf("  from %.16s…  %10s  %s (%s)\n", json_object_get_string_member(s, "peer"), b,
-             json_object_get_string_member(s, "path_type"), json_object_get_string_member(s, "path"));
+             json_object_get_string_member(s, "path_type"),
+             json_object_get_string_member(s, "path"));
     }
   }
   rc = 0;

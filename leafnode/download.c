@@ -4,8 +4,8 @@
  * place when the last chunk is in.
  *
  * The part file is named after the content id and sits beside the final
- * file, so a later `get` of the same id to the same place resumes: once the chunk hashes are known every chunk already on disk is
- * checked and only the missing ones are asked for. The finished file
+ * file, so a later `get` of the same id to the same place resumes: once the chunk hashes are known
+ * every chunk already on disk is checked and only the missing ones are asked for. The finished file
  * appears atomically (rename) in the download folder, under the hit's
  * base name; a peer-supplied name can never point elsewhere.
  */
@@ -108,7 +108,10 @@ static Download *dl_by_link(Leaf *lf, PeerLink *l)
   return g_hash_table_lookup(lf->downloads, &id);
 }
 
-static uint64_t src_of(PeerLink *l) { return (uint64_t)(uintptr_t)l; }
+static uint64_t src_of(PeerLink *l)
+{
+  return (uint64_t)(uintptr_t)l;
+}
 
 static PeerLink *link_of(Download *d, uint64_t src)
 {
@@ -180,7 +183,8 @@ static void finish(Download *d)
     return;
   }
   uint64_t ms = clock_now_ms() - d->started;
-  g_message("downloaded %s (%" G_GUINT64_FORMAT " bytes) in %" G_GUINT64_FORMAT " ms from %u source(s)",
+  g_message("downloaded %s (%" G_GUINT64_FORMAT " bytes) in %" G_GUINT64_FORMAT
+            " ms from %u source(s)",
             d->final_path, d->size, ms, d->sources->len);
   if (d->cl) {
     JsonObject *o = json_object_new();
@@ -360,8 +364,8 @@ void download_link_opened(Leaf *lf, PeerLink *l)
   g_strlcpy(r.path_type, peer_link_path_type(l), sizeof r.path_type);
   g_strlcpy(r.path, peer_link_path(l), sizeof r.path);
   g_array_append_val(d->sources, r);
-  g_message("download %.16s…: source %.16s… linked %s (%s) in %" G_GUINT64_FORMAT " ms",
-            d->cid_hex, r.peer, r.path_type, r.path, r.setup_ms);
+  g_message("download %.16s…: source %.16s… linked %s (%s) in %" G_GUINT64_FORMAT " ms", d->cid_hex,
+            r.peer, r.path_type, r.path, r.setup_ms);
   if (d->cl) {
     JsonObject *o = json_object_new();
     json_object_set_string_member(o, "source", r.peer);
@@ -398,7 +402,10 @@ void download_link_closed(Leaf *lf, PeerLink *l, const char *reason)
 
 /* --- the request --------------------------------------------------------------- */
 
-static void dl_destroy(gpointer p) { dl_free(p); }
+static void dl_destroy(gpointer p)
+{
+  dl_free(p);
+}
 
 void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
 {
@@ -456,8 +463,8 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
     dl_fail(d, "cannot create %s: %s", lf->download_dir, g_strerror(errno));
     return;
   }
-  d->search = leaf_core_search(lf->core, QUERY_CONTENT_ID, d->cid_hex, WIRE_MAX_TTL, 1500,
-                               clock_now_ms());
+  d->search =
+      leaf_core_search(lf->core, QUERY_CONTENT_ID, d->cid_hex, WIRE_MAX_TTL, 1500, clock_now_ms());
   leaf_core_search_limit(lf->core, d->search, 16);
   g_hash_table_insert(lf->dl_searches, GUINT_TO_POINTER(d->search), d);
   leaf_run_actions(lf);

@@ -50,7 +50,10 @@ struct Fetch {
   GQueue actions;
 };
 
-static void push(Fetch *f, FetchAction a) { g_queue_push_tail(&f->actions, g_memdup2(&a, sizeof a)); }
+static void push(Fetch *f, FetchAction a)
+{
+  g_queue_push_tail(&f->actions, g_memdup2(&a, sizeof a));
+}
 
 static void send_to(Fetch *f, uint64_t src, const WireMsg *m)
 {
@@ -108,8 +111,14 @@ void fetch_free(Fetch *f)
   g_free(f);
 }
 
-uint32_t fetch_chunk_count(const Fetch *f) { return f->n; }
-uint64_t fetch_chunk_offset(const Fetch *f, uint32_t i) { return (uint64_t)i * CONTENT_CHUNK_SIZE; }
+uint32_t fetch_chunk_count(const Fetch *f)
+{
+  return f->n;
+}
+uint64_t fetch_chunk_offset(const Fetch *f, uint32_t i)
+{
+  return (uint64_t)i * CONTENT_CHUNK_SIZE;
+}
 
 size_t fetch_chunk_len(const Fetch *f, uint32_t i)
 {
@@ -117,8 +126,14 @@ size_t fetch_chunk_len(const Fetch *f, uint32_t i)
   return off >= f->size ? 0 : (size_t)MIN((uint64_t)CONTENT_CHUNK_SIZE, f->size - off);
 }
 
-uint64_t fetch_bytes_done(const Fetch *f) { return f->bytes_done; }
-const char *fetch_last_error(const Fetch *f) { return f->last_error; }
+uint64_t fetch_bytes_done(const Fetch *f)
+{
+  return f->bytes_done;
+}
+const char *fetch_last_error(const Fetch *f)
+{
+  return f->last_error;
+}
 
 uint64_t fetch_bytes_from(const Fetch *f, uint64_t src)
 {
@@ -221,7 +236,8 @@ static void on_tree(Fetch *f, uint64_t src, const WireMsg *m, uint64_t now)
 
 bool fetch_have(Fetch *f, uint32_t index, const uint8_t *data, size_t len)
 {
-  if (!f->tree_ok || index >= f->n || f->state[index] == CH_HAVE || len != fetch_chunk_len(f, index))
+  if (!f->tree_ok || index >= f->n || f->state[index] == CH_HAVE ||
+      len != fetch_chunk_len(f, index))
     return false;
   uint8_t h[32];
   content_leaf_hash(data, len, h);
@@ -281,7 +297,8 @@ static bool next_chunk(Fetch *f, Source *s, uint32_t *out)
       return true;
     }
   for (uint32_t i = 0; i < f->n; i++)
-    if (f->state[i] == CH_INFLIGHT && !find_inflight(f, s->id, i, NULL) && copies_in_flight(f, i) < 2) {
+    if (f->state[i] == CH_INFLIGHT && !find_inflight(f, s->id, i, NULL) &&
+        copies_in_flight(f, i) < 2) {
       *out = i;
       return true;
     }
@@ -399,8 +416,9 @@ void fetch_recv(Fetch *f, uint64_t src, const void *wire_msg, uint64_t now)
     break;
   case MSG_XFER_ERROR:
     if (memcmp(m->u.xfer_error.cid, f->cid, 32) == 0) {
-      drop_source(f, src, m->u.xfer_error.code == XFER_BUSY ? "the source is busy"
-                                                             : "the source does not have the file",
+      drop_source(f, src,
+                  m->u.xfer_error.code == XFER_BUSY ? "the source is busy"
+                                                    : "the source does not have the file",
                   now);
       ask_tree(f, now);
       schedule(f, now);

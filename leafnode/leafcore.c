@@ -26,7 +26,7 @@ struct LeafCore {
   uint64_t redial_at;
   unsigned failures;
   uint64_t last_rx, last_ping;
-  GArray *manifest; /* LeafEntry, owned names */
+  GArray *manifest;     /* LeafEntry, owned names */
   GHashTable *searches; /* id -> Search* */
   uint32_t next_search;
   GQueue actions;
@@ -152,9 +152,18 @@ void leaf_core_start(LeafCore *c, uint64_t now)
     dial(c);
 }
 
-bool leaf_core_is_connected(const LeafCore *c) { return c->state == LS_OPEN; }
-unsigned leaf_core_failures(const LeafCore *c) { return c->failures; }
-size_t leaf_core_manifest_size(const LeafCore *c) { return c->manifest->len; }
+bool leaf_core_is_connected(const LeafCore *c)
+{
+  return c->state == LS_OPEN;
+}
+unsigned leaf_core_failures(const LeafCore *c)
+{
+  return c->failures;
+}
+size_t leaf_core_manifest_size(const LeafCore *c)
+{
+  return c->manifest->len;
+}
 
 /* Sends the whole manifest; the first batch says "replace". */
 static void publish(LeafCore *c)
@@ -330,7 +339,8 @@ void leaf_core_tick(LeafCore *c, uint64_t now)
     dial(c);
   if (c->state == LS_OPEN) {
     if (now - c->last_rx >= 3 * c->cfg.keepalive_ms) {
-      LeafAction a = {.kind = LEAF_ACT_CLOSE, .reason = "super node silent for 3 keepalive intervals"};
+      LeafAction a = {.kind = LEAF_ACT_CLOSE,
+                      .reason = "super node silent for 3 keepalive intervals"};
       push(c, a);
       leaf_core_disconnected(c, now);
     } else if (now - c->last_ping >= c->cfg.keepalive_ms) {

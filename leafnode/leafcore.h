@@ -18,7 +18,7 @@ typedef struct {
   uint64_t keepalive_ms;   /* PING interval; 3 silent intervals end the session */
   uint64_t backoff_min_ms; /* first redial delay */
   uint64_t backoff_max_ms;
-  unsigned max_hits;       /* per search */
+  unsigned max_hits; /* per search */
 } LeafConfig;
 
 void leaf_config_defaults(LeafConfig *c);
@@ -49,10 +49,10 @@ typedef struct {
   uint64_t size;
   uint8_t cid[32];
   uint8_t peer[32];
-  uint8_t sid[16];    /* SIGNAL */
-  uint8_t signal_kind; /* SIGNAL: WireSignalKind */
-  char *text;         /* SIGNAL (owned) */
-  uint16_t stun_port; /* NAT_INFO */
+  uint8_t sid[16];                         /* SIGNAL */
+  uint8_t signal_kind;                     /* SIGNAL: WireSignalKind */
+  char *text;                              /* SIGNAL (owned) */
+  uint16_t stun_port;                      /* NAT_INFO */
   char *turn_addr, *turn_user, *turn_pass; /* NAT_INFO (owned; may be "") */
 } LeafAction;
 

@@ -22,9 +22,10 @@
 #include "share.h"
 #include "wire.h"
 
-
-
-static void rng_fill(uint8_t *out, size_t n, void *ctx) { randombytes_buf(out, n); }
+static void rng_fill(uint8_t *out, size_t n, void *ctx)
+{
+  randombytes_buf(out, n);
+}
 
 static gboolean on_tick(gpointer ud)
 {
@@ -77,8 +78,8 @@ static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
     g_error_free(err);
     leaf_core_disconnected(lf->core, clock_now_ms());
   } else {
-    lf->session = session_new(G_IO_STREAM(conn), ++lf->next_sid, &lf->id, CHANNEL_INITIATOR, lf->ctx,
-                              &session_cb, lf);
+    lf->session = session_new(G_IO_STREAM(conn), ++lf->next_sid, &lf->id, CHANNEL_INITIATOR,
+                              lf->ctx, &session_cb, lf);
     g_object_unref(conn);
   }
   leaf_run_actions(lf);
@@ -262,7 +263,8 @@ static void rescan(Leaf *lf)
   if (changed) {
     size_t n;
     const LeafEntry *e = share_entries(lf->share, &n);
-    g_message("sharing %zu file%s (%zu hashed)", n, n == 1 ? "" : "s", share_last_hashed(lf->share));
+    g_message("sharing %zu file%s (%zu hashed)", n, n == 1 ? "" : "s",
+              share_last_hashed(lf->share));
     leaf_core_set_manifest(lf->core, e, n, clock_now_ms());
   }
 }
@@ -326,9 +328,9 @@ static gboolean on_signal(gpointer ud)
 }
 
 static const CfgKey config_keys[] = {
-    {"supernode", CFG_STRING},   {"share", CFG_STRING},     {"state-dir", CFG_STRING},
-    {"keepalive-ms", CFG_INT},   {"rescan-s", CFG_INT},     {"log-level", CFG_STRING},
-    {"download-dir", CFG_STRING}, {"ice-local", CFG_LIST},  {NULL, 0}};
+    {"supernode", CFG_STRING},    {"share", CFG_STRING},   {"state-dir", CFG_STRING},
+    {"keepalive-ms", CFG_INT},    {"rescan-s", CFG_INT},   {"log-level", CFG_STRING},
+    {"download-dir", CFG_STRING}, {"ice-local", CFG_LIST}, {NULL, 0}};
 
 static int run_daemon(int argc, char **argv)
 {
@@ -339,20 +341,24 @@ static int run_daemon(int argc, char **argv)
   GOptionEntry entries[] = {
       {"supernode", 0, 0, G_OPTION_ARG_STRING, &sn_addr, "Super node to attach to", "HOST:PORT"},
       {"share", 0, 0, G_OPTION_ARG_FILENAME, &share, "Folder whose files are published", "DIR"},
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)", "DIR"},
-      {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms, "Keepalive interval (default 5000)", "MS"},
-      {"rescan-s", 0, 0, G_OPTION_ARG_INT, &rescan_s, "Rescan the share every S seconds (0: never; default 60)", "S"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)",
+       "DIR"},
+      {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms, "Keepalive interval (default 5000)",
+       "MS"},
+      {"rescan-s", 0, 0, G_OPTION_ARG_INT, &rescan_s,
+       "Rescan the share every S seconds (0: never; default 60)", "S"},
       {"download-dir", 0, 0, G_OPTION_ARG_FILENAME, &download_dir,
        "Where `get` puts files (default: STATE_DIR/downloads)", "DIR"},
       {"ice-local", 0, 0, G_OPTION_ARG_STRING_ARRAY, &ice_local,
        "Local address for ICE host candidates (repeat; default: all interfaces)", "IP"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [leaf] section", "FILE"},
-      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug", "LEVEL"},
+      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug",
+       "LEVEL"},
       {NULL}};
   GOptionContext *oc = g_option_context_new("- run a Canopy leaf (commands: search, status)");
-  g_option_context_set_description(
-      oc, "Examples:\n  canopy-leaf --supernode 203.0.113.5:7400 --share ~/Music --state-dir ~/.canopy\n"
-          "  canopy-leaf search --state-dir ~/.canopy abbey road\n");
+  g_option_context_set_description(oc, "Examples:\n  canopy-leaf --supernode 203.0.113.5:7400 "
+                                       "--share ~/Music --state-dir ~/.canopy\n"
+                                       "  canopy-leaf search --state-dir ~/.canopy abbey road\n");
   g_option_context_add_main_entries(oc, entries, NULL);
   GError *err = NULL;
   int rc = 1;
@@ -365,7 +371,8 @@ static int run_daemon(int argc, char **argv)
     goto out;
   }
   if (!sn_addr || !share || !state_dir) {
-    fprintf(stderr, "canopy-leaf: --supernode, --share and --state-dir are required (see --help)\n");
+    fprintf(stderr,
+            "canopy-leaf: --supernode, --share and --state-dir are required (see --help)\n");
     goto out;
   }
   if (nargs > 1) {
@@ -405,7 +412,8 @@ static int run_daemon(int argc, char **argv)
   }
   lf.share = share_new(share);
   share_exclude(lf.share, state_dir);
-  lf.download_dir = download_dir ? g_strdup(download_dir) : g_build_filename(state_dir, "downloads", NULL);
+  lf.download_dir =
+      download_dir ? g_strdup(download_dir) : g_build_filename(state_dir, "downloads", NULL);
   if (g_path_is_absolute(lf.download_dir) == FALSE) {
     gchar *cwd = g_get_current_dir();
     gchar *abs = g_build_filename(cwd, lf.download_dir, NULL);

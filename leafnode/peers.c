@@ -126,19 +126,40 @@ void peers_set_local_addrs(Peers *p, char **addrs)
   p->local_addrs = g_strdupv(addrs);
 }
 
-uint64_t peer_link_tag(const PeerLink *l) { return l->tag; }
-bool peer_link_outbound(const PeerLink *l) { return l->outbound; }
-const uint8_t *peer_link_peer(const PeerLink *l) { return l->peer; }
-const char *peer_link_path_type(const PeerLink *l) { return l->path_type; }
-const char *peer_link_path(const PeerLink *l) { return l->path; }
-uint64_t peer_link_setup_ms(const PeerLink *l) { return l->setup_ms; }
+uint64_t peer_link_tag(const PeerLink *l)
+{
+  return l->tag;
+}
+bool peer_link_outbound(const PeerLink *l)
+{
+  return l->outbound;
+}
+const uint8_t *peer_link_peer(const PeerLink *l)
+{
+  return l->peer;
+}
+const char *peer_link_path_type(const PeerLink *l)
+{
+  return l->path_type;
+}
+const char *peer_link_path(const PeerLink *l)
+{
+  return l->path;
+}
+uint64_t peer_link_setup_ms(const PeerLink *l)
+{
+  return l->setup_ms;
+}
 
 bool peer_link_send(PeerLink *l, const uint8_t *msg, size_t len)
 {
   return l->session && !l->closing && session_send(l->session, msg, len);
 }
 
-void peer_link_close(PeerLink *l, const char *reason) { link_end(l, reason); }
+void peer_link_close(PeerLink *l, const char *reason)
+{
+  link_end(l, reason);
+}
 
 /* --- the secure session over the ICE stream --------------------------------- */
 
@@ -191,9 +212,9 @@ static void on_connected(IcePeer *ice, GIOStream *stream, const IcePath *path, g
              path->remote_type, path->remote_addr);
   g_info("ICE path to %02x%02x%02x%02x…: %s (%s)", l->peer[0], l->peer[1], l->peer[2], l->peer[3],
          l->path, l->path_type);
-  l->session = session_new(stream, ++p->next_session, &p->self,
-                           l->outbound ? CHANNEL_INITIATOR : CHANNEL_RESPONDER, p->ctx,
-                           &link_session_cb, l);
+  l->session =
+      session_new(stream, ++p->next_session, &p->self,
+                  l->outbound ? CHANNEL_INITIATOR : CHANNEL_RESPONDER, p->ctx, &link_session_cb, l);
   if (!l->session)
     link_end(l, "cannot start the secure session");
 }

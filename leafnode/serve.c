@@ -29,7 +29,10 @@ static guint cid_hash(gconstpointer k)
   return h;
 }
 
-static gboolean cid_equal(gconstpointer a, gconstpointer b) { return memcmp(a, b, 32) == 0; }
+static gboolean cid_equal(gconstpointer a, gconstpointer b)
+{
+  return memcmp(a, b, 32) == 0;
+}
 
 static void tree_free(gpointer p)
 {
@@ -54,7 +57,10 @@ void server_free(Server *sv)
   g_free(sv);
 }
 
-uint64_t server_bytes_sent(const Server *sv) { return sv->bytes_sent; }
+uint64_t server_bytes_sent(const Server *sv)
+{
+  return sv->bytes_sent;
+}
 
 /* Opens the shared file for cid, refusing a final symlink and a file whose
  * size moved since the scan. -1 if we do not (any longer) have it. */

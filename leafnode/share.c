@@ -17,13 +17,16 @@ typedef struct {
 
 struct Share {
   char *root;
-  GHashTable *cache;  /* relpath -> Cached*; rebuilt by every scan */
-  GArray *entries;    /* LeafEntry */
-  GArray *excluded;   /* dev_t/ino_t pairs of directories never walked */
+  GHashTable *cache; /* relpath -> Cached*; rebuilt by every scan */
+  GArray *entries;   /* LeafEntry */
+  GArray *excluded;  /* dev_t/ino_t pairs of directories never walked */
   size_t last_hashed;
 };
 
-static void entry_clear(gpointer p) { g_free(((LeafEntry *)p)->name); }
+static void entry_clear(gpointer p)
+{
+  g_free(((LeafEntry *)p)->name);
+}
 
 Share *share_new(const char *root)
 {
@@ -181,9 +184,15 @@ const LeafEntry *share_entries(const Share *s, size_t *n)
   return (const LeafEntry *)(void *)s->entries->data;
 }
 
-size_t share_last_hashed(const Share *s) { return s->last_hashed; }
+size_t share_last_hashed(const Share *s)
+{
+  return s->last_hashed;
+}
 
-const char *share_root(const Share *s) { return s->root; }
+const char *share_root(const Share *s)
+{
+  return s->root;
+}
 
 gboolean share_find(const Share *s, const uint8_t cid[32], const char **relpath, uint64_t *size)
 {

@@ -14,19 +14,19 @@
 #define FRAME_ACK 0x02
 #define FRAME_PING 0x03
 
-#define INITIAL_WINDOW 65536u     /* peer's window before its first ACK */
+#define INITIAL_WINDOW 65536u /* peer's window before its first ACK */
 #define MIN_BUF 65536u
 #define MAX_BUF (1u << 30)
 #define MAX_OFFSET (1ull << 62)
-#define RCV_PN_RANGES 64          /* packet-number ranges kept for ACKs */
-#define RCV_OOO_RANGES 1024       /* holes in the receive ring */
-#define SND_RANGES 4096           /* acked / lost ranges of the send ring */
+#define RCV_PN_RANGES 64    /* packet-number ranges kept for ACKs */
+#define RCV_OOO_RANGES 1024 /* holes in the receive ring */
+#define SND_RANGES 4096     /* acked / lost ranges of the send ring */
 #define PIGGYBACK_RANGES 4
-#define GRANULARITY_US 1000       /* RFC 9002 kGranularity */
-#define MAX_ACK_DELAY_US 25000    /* cap on a peer-claimed ack delay */
+#define GRANULARITY_US 1000    /* RFC 9002 kGranularity */
+#define MAX_ACK_DELAY_US 25000 /* cap on a peer-claimed ack delay */
 #define MAX_PKT_THRESH 1000
 #define RECENT_LOST 64 /* losses remembered to spot spurious ones */
-#define BW_ROUNDS 10              /* btlbw max filter length, rounds */
+#define BW_ROUNDS 10   /* btlbw max filter length, rounds */
 #define MIN_RTT_HALF_WINDOW_US 5000000ull
 #define STARTUP_GAIN 2.77     /* BBRv3: 4 ln 2; pacing gain in startup */
 #define STARTUP_CWND_GAIN 2.0 /* BBRv3: 2.89 overfills a BDP-sized queue */
@@ -73,8 +73,8 @@ struct Bulk {
   uint64_t next_pn, largest_acked, inflight, last_eliciting_us, loss_time;
   bool any_acked;
   unsigned pto_count, probes;
-  uint64_t pkt_thresh; /* reorder tolerance, packets; grows on spurious loss */
-  unsigned reo_eighths; /* time threshold is (1 + reo_eighths/8) x RTT */
+  uint64_t pkt_thresh;               /* reorder tolerance, packets; grows on spurious loss */
+  unsigned reo_eighths;              /* time threshold is (1 + reo_eighths/8) x RTT */
   uint64_t recent_lost[RECENT_LOST]; /* pn + 1 of recent losses, 0 = free */
   unsigned recent_next;
 
@@ -111,7 +111,8 @@ struct Bulk {
 
 /* ---- range sets ---- */
 
-static bool rs_init(RangeSet *s, size_t max) {
+static bool rs_init(RangeSet *s, size_t max)
+{
   s->r = malloc(max * sizeof *s->r);
   s->n = 0;
   s->max = max;
@@ -119,7 +120,8 @@ static bool rs_init(RangeSet *s, size_t max) {
 }
 
 /* Index of the first range with hi >= x (the first that x may touch). */
-static size_t rs_lower(const RangeSet *s, uint64_t x) {
+static size_t rs_lower(const RangeSet *s, uint64_t x)
+{
   size_t lo = 0, hi = s->n;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
@@ -134,7 +136,8 @@ static size_t rs_lower(const RangeSet *s, uint64_t x) {
 /* Adds [lo, hi). When full and it touches nothing: with widen, the nearest
  * neighbour grows to cover it (a superset, for sets where that is safe);
  * otherwise returns false and leaves s unchanged. */
-static bool rs_add(RangeSet *s, uint64_t lo, uint64_t hi, bool widen) {
+static bool rs_add(RangeSet *s, uint64_t lo, uint64_t hi, bool widen)
+{
   if (lo >= hi)
     return true;
   size_t i = rs_lower(s, lo), j = i;
@@ -163,13 +166,15 @@ static bool rs_add(RangeSet *s, uint64_t lo, uint64_t hi, bool widen) {
   return true;
 }
 
-static void rs_pop_front(RangeSet *s) {
+static void rs_pop_front(RangeSet *s)
+{
   memmove(&s->r[0], &s->r[1], (s->n - 1) * sizeof *s->r);
   s->n--;
 }
 
 /* Range containing x, or NULL. */
-static const BRange *rs_find(const RangeSet *s, uint64_t x) {
+static const BRange *rs_find(const RangeSet *s, uint64_t x)
+{
   size_t i = rs_lower(s, x + 1);
   return i < s->n && s->r[i].lo <= x ? &s->r[i] : NULL;
 }
@@ -182,7 +187,8 @@ typedef struct {
   bool fail;
 } Rd;
 
-static const uint8_t *rd_bytes(Rd *r, size_t n) {
+static const uint8_t *rd_bytes(Rd *r, size_t n)
+{
   if (r->fail || r->n - r->pos < n) {
     r->fail = true;
     return NULL;
@@ -192,7 +198,8 @@ static const uint8_t *rd_bytes(Rd *r, size_t n) {
   return p;
 }
 
-static uint64_t rd_uint(Rd *r, size_t n) {
+static uint64_t rd_uint(Rd *r, size_t n)
+{
   const uint8_t *p = rd_bytes(r, n);
   uint64_t v = 0;
   for (size_t i = 0; p && i < n; i++)
@@ -200,7 +207,8 @@ static uint64_t rd_uint(Rd *r, size_t n) {
   return v;
 }
 
-static uint8_t *wr_uint(uint8_t *p, uint64_t v, size_t n) {
+static uint8_t *wr_uint(uint8_t *p, uint64_t v, size_t n)
+{
   for (size_t i = 0; i < n; i++)
     p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
   return p + n;
@@ -208,13 +216,15 @@ static uint8_t *wr_uint(uint8_t *p, uint64_t v, size_t n) {
 
 /* ---- rings ---- */
 
-static void ring_put(uint8_t *ring, size_t cap, uint64_t off, const uint8_t *d, size_t len) {
+static void ring_put(uint8_t *ring, size_t cap, uint64_t off, const uint8_t *d, size_t len)
+{
   size_t pos = (size_t)(off % cap), first = cap - pos < len ? cap - pos : len;
   memcpy(ring + pos, d, first);
   memcpy(ring, d + first, len - first);
 }
 
-static void ring_get(const uint8_t *ring, size_t cap, uint64_t off, uint8_t *d, size_t len) {
+static void ring_get(const uint8_t *ring, size_t cap, uint64_t off, uint8_t *d, size_t len)
+{
   size_t pos = (size_t)(off % cap), first = cap - pos < len ? cap - pos : len;
   memcpy(d, ring + pos, first);
   memcpy(d + first, ring, len - first);
@@ -222,10 +232,14 @@ static void ring_get(const uint8_t *ring, size_t cap, uint64_t off, uint8_t *d, 
 
 /* ---- sent-packet deque ---- */
 
-static Sent *sent_at(const Bulk *b, size_t i) { return &b->sent[(b->sent_head + i) % b->sent_cap]; }
+static Sent *sent_at(const Bulk *b, size_t i)
+{
+  return &b->sent[(b->sent_head + i) % b->sent_cap];
+}
 
 /* Logical index of the first record with pn >= x. */
-static size_t sent_lower(const Bulk *b, uint64_t x) {
+static size_t sent_lower(const Bulk *b, uint64_t x)
+{
   size_t lo = 0, hi = b->sent_n;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
@@ -237,7 +251,8 @@ static size_t sent_lower(const Bulk *b, uint64_t x) {
   return lo;
 }
 
-static void sent_trim(Bulk *b) {
+static void sent_trim(Bulk *b)
+{
   while (b->sent_n && sent_at(b, 0)->state != SENT_PENDING) {
     b->sent_head = (b->sent_head + 1) % b->sent_cap;
     b->sent_n--;
@@ -246,7 +261,8 @@ static void sent_trim(Bulk *b) {
 
 /* ---- public: lifetime ---- */
 
-Bulk *bulk_new(const BulkConfig *cfg, uint64_t now_us) {
+Bulk *bulk_new(const BulkConfig *cfg, uint64_t now_us)
+{
   BulkConfig c = cfg ? *cfg : (BulkConfig){0};
   if (!c.mtu)
     c.mtu = 1200;
@@ -260,8 +276,9 @@ Bulk *bulk_new(const BulkConfig *cfg, uint64_t now_us) {
     c.initial_rtt_us = 100000;
   if (!c.pacing_slack_us)
     c.pacing_slack_us = 1000;
-  if (c.mtu < BULK_MIN_MTU || c.mtu > BULK_MAX_MTU || c.send_buf < MIN_BUF || c.send_buf > MAX_BUF ||
-      c.recv_buf < MIN_BUF || c.recv_buf > MAX_BUF || c.ack_delay_us > MAX_ACK_DELAY_US)
+  if (c.mtu < BULK_MIN_MTU || c.mtu > BULK_MAX_MTU || c.send_buf < MIN_BUF ||
+      c.send_buf > MAX_BUF || c.recv_buf < MIN_BUF || c.recv_buf > MAX_BUF ||
+      c.ack_delay_us > MAX_ACK_DELAY_US)
     return NULL;
   Bulk *b = calloc(1, sizeof *b);
   if (!b)
@@ -276,8 +293,9 @@ Bulk *bulk_new(const BulkConfig *cfg, uint64_t now_us) {
   b->sbuf = malloc(b->scap);
   b->rbuf = malloc(b->rcap);
   b->sent = malloc(b->sent_cap * sizeof *b->sent);
-  if (!b->sbuf || !b->rbuf || !b->sent || !rs_init(&b->acked, SND_RANGES) || !rs_init(&b->lost, SND_RANGES) ||
-      !rs_init(&b->ooo, RCV_OOO_RANGES) || !rs_init(&b->pns, RCV_PN_RANGES)) {
+  if (!b->sbuf || !b->rbuf || !b->sent || !rs_init(&b->acked, SND_RANGES) ||
+      !rs_init(&b->lost, SND_RANGES) || !rs_init(&b->ooo, RCV_OOO_RANGES) ||
+      !rs_init(&b->pns, RCV_PN_RANGES)) {
     bulk_free(b);
     return NULL;
   }
@@ -297,7 +315,8 @@ Bulk *bulk_new(const BulkConfig *cfg, uint64_t now_us) {
   return b;
 }
 
-void bulk_free(Bulk *b) {
+void bulk_free(Bulk *b)
+{
   if (!b)
     return;
   free(b->sbuf);
@@ -312,7 +331,8 @@ void bulk_free(Bulk *b) {
 
 /* ---- public: application side ---- */
 
-size_t bulk_write(Bulk *b, const uint8_t *data, size_t len) {
+size_t bulk_write(Bulk *b, const uint8_t *data, size_t len)
+{
   if (b->closed)
     return 0;
   size_t room = b->scap - (size_t)(b->wr_off - b->snd_una);
@@ -326,9 +346,13 @@ size_t bulk_write(Bulk *b, const uint8_t *data, size_t len) {
   return len;
 }
 
-void bulk_close(Bulk *b) { b->closed = true; }
+void bulk_close(Bulk *b)
+{
+  b->closed = true;
+}
 
-size_t bulk_read(Bulk *b, uint8_t *buf, size_t cap) {
+size_t bulk_read(Bulk *b, uint8_t *buf, size_t cap)
+{
   uint64_t avail = b->rcv_contig - b->rcv_read;
   size_t n = avail < cap ? (size_t)avail : cap;
   ring_get(b->rbuf, b->rcap, b->rcv_read, buf, n);
@@ -341,20 +365,33 @@ size_t bulk_read(Bulk *b, uint8_t *buf, size_t cap) {
   return n;
 }
 
-bool bulk_eof(const Bulk *b) { return b->fin_rcvd && b->rcv_read == b->final_size; }
+bool bulk_eof(const Bulk *b)
+{
+  return b->fin_rcvd && b->rcv_read == b->final_size;
+}
 
-bool bulk_done(const Bulk *b) { return b->closed && b->fin_acked && b->snd_una == b->wr_off; }
+bool bulk_done(const Bulk *b)
+{
+  return b->closed && b->fin_acked && b->snd_una == b->wr_off;
+}
 
 /* ---- congestion control (BBR draft, sections 4.1-4.3) ---- */
 
-static uint64_t bbr_min_rtt(const Bulk *b) { return b->min_rtt != UINT64_MAX ? b->min_rtt : b->cfg.initial_rtt_us; }
+static uint64_t bbr_min_rtt(const Bulk *b)
+{
+  return b->min_rtt != UINT64_MAX ? b->min_rtt : b->cfg.initial_rtt_us;
+}
 
-static uint64_t bbr_bdp(const Bulk *b) { return b->btlbw * bbr_min_rtt(b) / 1000000; }
+static uint64_t bbr_bdp(const Bulk *b)
+{
+  return b->btlbw * bbr_min_rtt(b) / 1000000;
+}
 
 /* min RTT over 5-10 s: the min of this half-window and the previous one, so
  * a stale minimum (route change) ages out without a ProbeRTT phase; the
  * 0.75 gain phase drains the queue often enough to see the floor. */
-static void bbr_rtt_sample(Bulk *b, uint64_t rtt, uint64_t now) {
+static void bbr_rtt_sample(Bulk *b, uint64_t rtt, uint64_t now)
+{
   if (now - b->min_rtt_stamp > MIN_RTT_HALF_WINDOW_US) {
     b->min_rtt_prev = b->min_rtt_cur;
     b->min_rtt_cur = UINT64_MAX;
@@ -365,7 +402,8 @@ static void bbr_rtt_sample(Bulk *b, uint64_t rtt, uint64_t now) {
   b->min_rtt = b->min_rtt_cur < b->min_rtt_prev ? b->min_rtt_cur : b->min_rtt_prev;
 }
 
-static void bbr_set_mode(Bulk *b, int mode, uint64_t now) {
+static void bbr_set_mode(Bulk *b, int mode, uint64_t now)
+{
   b->mode = mode;
   if (mode == MODE_DRAIN) {
     b->pacing_gain = 1 / STARTUP_GAIN;
@@ -379,7 +417,8 @@ static void bbr_set_mode(Bulk *b, int mode, uint64_t now) {
 }
 
 /* End of a round trip: the loss response and the startup exit test. */
-static void bbr_round_end(Bulk *b, bool app_limited) {
+static void bbr_round_end(Bulk *b, bool app_limited)
+{
   uint64_t total = b->round_lost_pkts + b->round_acked_pkts;
   uint64_t floor = 4 * (uint64_t)b->cfg.mtu;
   if (b->round_lost_pkts >= 8 && b->round_lost_pkts * 20 > total) {
@@ -406,7 +445,8 @@ static void bbr_round_end(Bulk *b, bool app_limited) {
   }
 }
 
-static void bbr_update(Bulk *b, uint64_t acked, uint64_t now) {
+static void bbr_update(Bulk *b, uint64_t acked, uint64_t now)
+{
   if (b->mode == MODE_STARTUP && b->filled_pipe)
     bbr_set_mode(b, MODE_DRAIN, now);
   if (b->mode == MODE_DRAIN && b->inflight <= bbr_bdp(b))
@@ -435,25 +475,29 @@ static void bbr_update(Bulk *b, uint64_t acked, uint64_t now) {
 
 /* ---- loss detection (RFC 9002 section 6.1, RFC 8985) ---- */
 
-static void lose(Bulk *b, Sent *p) {
+static void lose(Bulk *b, Sent *p)
+{
   p->state = SENT_LOST;
   b->inflight -= p->size;
   b->st.packets_lost++;
   b->round_lost_pkts++;
   b->recent_lost[b->recent_next++ % RECENT_LOST] = p->pn + 1;
   if (p->len)
-    rs_add(&b->lost, p->off, p->off + p->len, true); /* widening is safe: resends skip acked bytes */
+    rs_add(&b->lost, p->off, p->off + p->len,
+           true); /* widening is safe: resends skip acked bytes */
   if ((p->flags & SF_FIN) && !b->fin_acked)
     b->fin_pending = true;
 }
 
-static uint64_t loss_delay(const Bulk *b) {
+static uint64_t loss_delay(const Bulk *b)
+{
   uint64_t rtt = b->srtt > b->latest_rtt ? b->srtt : b->latest_rtt;
   uint64_t d = rtt + rtt * b->reo_eighths / 8;
   return d > GRANULARITY_US ? d : GRANULARITY_US;
 }
 
-static void detect_lost(Bulk *b, uint64_t now) {
+static void detect_lost(Bulk *b, uint64_t now)
+{
   b->loss_time = 0;
   if (!b->any_acked)
     return;
@@ -475,7 +519,8 @@ static void detect_lost(Bulk *b, uint64_t now) {
   sent_trim(b);
 }
 
-static bool pto_armed(const Bulk *b) {
+static bool pto_armed(const Bulk *b)
+{
   if (b->inflight)
     return true;
   /* Blocked by the peer's window with nothing in flight: a lost window
@@ -483,7 +528,8 @@ static bool pto_armed(const Bulk *b) {
   return b->snd_nxt < b->wr_off && b->snd_nxt >= b->peer_max && !b->lost.n;
 }
 
-static uint64_t pto_deadline(const Bulk *b) {
+static uint64_t pto_deadline(const Bulk *b)
+{
   uint64_t base;
   if (b->have_rtt) {
     uint64_t v = 4 * b->rttvar > GRANULARITY_US ? 4 * b->rttvar : GRANULARITY_US;
@@ -502,7 +548,8 @@ static uint64_t pto_deadline(const Bulk *b) {
 
 /* ---- ACK processing ---- */
 
-static void ack_stream(Bulk *b, const Sent *p) {
+static void ack_stream(Bulk *b, const Sent *p)
+{
   if ((p->flags & SF_FIN))
     b->fin_acked = true;
   if (!p->len)
@@ -523,7 +570,9 @@ static void ack_stream(Bulk *b, const Sent *p) {
   b->st.bytes_acked = b->snd_una;
 }
 
-static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, uint64_t max_off, uint64_t now) {
+static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, uint64_t max_off,
+                   uint64_t now)
+{
   if (max_off > b->peer_max)
     b->peer_max = max_off > MAX_OFFSET ? MAX_OFFSET : max_off;
   uint64_t largest = rg[0].hi - 1, acked_bytes = 0;
@@ -549,7 +598,8 @@ static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, u
       b->delivered_us = now;
       acked_bytes += p->size;
       b->round_acked_pkts++;
-      if (!rate_pkt || p->delivered > rp.delivered || (p->delivered == rp.delivered && p->sent_us > rp.sent_us)) {
+      if (!rate_pkt || p->delivered > rp.delivered ||
+          (p->delivered == rp.delivered && p->sent_us > rp.sent_us)) {
         rp = *p;
         rate_pkt = &rp;
       }
@@ -654,7 +704,8 @@ static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, u
 
 /* Stores a STREAM frame; false when it cannot be kept (the packet must then
  * not be acknowledged). */
-static bool on_stream(Bulk *b, uint64_t off, size_t len, bool fin, const uint8_t *data) {
+static bool on_stream(Bulk *b, uint64_t off, size_t len, bool fin, const uint8_t *data)
+{
   uint64_t end = off + len;
   if (end > b->rcv_read + b->rcap)
     return false;
@@ -684,7 +735,8 @@ static bool on_stream(Bulk *b, uint64_t off, size_t len, bool fin, const uint8_t
   return true;
 }
 
-void bulk_on_datagram(Bulk *b, const uint8_t *pkt, size_t len, uint64_t now_us) {
+void bulk_on_datagram(Bulk *b, const uint8_t *pkt, size_t len, uint64_t now_us)
+{
   Rd r = {pkt, len, 0, false};
   BRange rg[BULK_MAX_ACK_RANGES];
   unsigned nr = 0;
@@ -785,7 +837,8 @@ drop:
 
 /* ---- sending ---- */
 
-static size_t build_ack(Bulk *b, uint8_t *p, size_t room, unsigned max_ranges, uint64_t now) {
+static size_t build_ack(Bulk *b, uint8_t *p, size_t room, unsigned max_ranges, uint64_t now)
+{
   if (!b->pns.n || room < ACK_BASE_LEN + ACK_RANGE_LEN)
     return 0;
   unsigned n = (unsigned)((room - ACK_BASE_LEN) / ACK_RANGE_LEN);
@@ -815,7 +868,8 @@ static size_t build_ack(Bulk *b, uint8_t *p, size_t room, unsigned max_ranges, u
 
 /* Picks the stream bytes of the next packet: lost bytes first, then new
  * bytes within the peer's window, then a bare FIN. */
-static bool pick_data(Bulk *b, size_t maxlen, uint64_t *off, size_t *len, bool *retx) {
+static bool pick_data(Bulk *b, size_t maxlen, uint64_t *off, size_t *len, bool *retx)
+{
   while (b->lost.n) {
     BRange *x = &b->lost.r[0];
     uint64_t lo = x->lo > b->snd_una ? x->lo : b->snd_una;
@@ -856,20 +910,24 @@ static bool pick_data(Bulk *b, size_t maxlen, uint64_t *off, size_t *len, bool *
   return false;
 }
 
-static bool has_data(const Bulk *b) {
+static bool has_data(const Bulk *b)
+{
   if (b->lost.n)
     return true;
   uint64_t lim = b->wr_off < b->peer_max ? b->wr_off : b->peer_max;
-  return b->snd_nxt < lim || (b->closed && b->snd_nxt == b->wr_off && (!b->fin_sent || b->fin_pending));
+  return b->snd_nxt < lim ||
+         (b->closed && b->snd_nxt == b->wr_off && (!b->fin_sent || b->fin_pending));
 }
 
-static bool ack_due(const Bulk *b, uint64_t now) {
+static bool ack_due(const Bulk *b, uint64_t now)
+{
   if (!b->pns.n)
     return false;
   return b->win_update || (b->ack_pending && (b->ack_now || now >= b->ack_deadline));
 }
 
-size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us) {
+size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us)
+{
   if (cap > b->cfg.mtu)
     cap = b->cfg.mtu;
   if (cap < HDR_LEN + ACK_BASE_LEN + ACK_RANGE_LEN)
@@ -886,9 +944,11 @@ size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us) {
 
   if (slot && cc_ok) {
     size_t room = cap - HDR_LEN, reserve = 0;
-    bool piggy = (b->ack_pending || b->win_update) && b->pns.n && room > STREAM_HDR_LEN + 256 + ACK_BASE_LEN;
+    bool piggy =
+        (b->ack_pending || b->win_update) && b->pns.n && room > STREAM_HDR_LEN + 256 + ACK_BASE_LEN;
     if (piggy) {
-      reserve = ACK_BASE_LEN + ACK_RANGE_LEN * (b->pns.n < PIGGYBACK_RANGES ? b->pns.n : PIGGYBACK_RANGES);
+      reserve = ACK_BASE_LEN +
+                ACK_RANGE_LEN * (b->pns.n < PIGGYBACK_RANGES ? b->pns.n : PIGGYBACK_RANGES);
       room -= reserve;
     }
     size_t maxlen = room - STREAM_HDR_LEN;
@@ -981,7 +1041,8 @@ size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us) {
 
 /* ---- timers ---- */
 
-uint64_t bulk_next_timer(const Bulk *b) {
+uint64_t bulk_next_timer(const Bulk *b)
+{
   uint64_t t = UINT64_MAX;
   if (b->pns.n && (b->ack_pending || b->win_update))
     t = b->win_update || b->ack_now ? 0 : b->ack_deadline;
@@ -1004,7 +1065,8 @@ uint64_t bulk_next_timer(const Bulk *b) {
   return t;
 }
 
-void bulk_on_timer(Bulk *b, uint64_t now_us) {
+void bulk_on_timer(Bulk *b, uint64_t now_us)
+{
   if (b->ack_pending && now_us >= b->ack_deadline)
     b->ack_now = true;
   if (b->loss_time && now_us >= b->loss_time) {
@@ -1018,7 +1080,8 @@ void bulk_on_timer(Bulk *b, uint64_t now_us) {
   }
 }
 
-void bulk_stats(const Bulk *b, BulkStats *out) {
+void bulk_stats(const Bulk *b, BulkStats *out)
+{
   *out = b->st;
   out->srtt_us = b->srtt;
   out->min_rtt_us = b->min_rtt == UINT64_MAX ? 0 : b->min_rtt;

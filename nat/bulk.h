@@ -79,9 +79,9 @@
 typedef struct Bulk Bulk;
 
 typedef struct {
-  size_t mtu;           /* largest datagram Bulk builds; 0 = 1200 */
-  size_t send_buf;      /* send ring, bytes; 0 = 16 MiB */
-  size_t recv_buf;      /* receive ring = receive window, bytes; 0 = 16 MiB */
+  size_t mtu;               /* largest datagram Bulk builds; 0 = 1200 */
+  size_t send_buf;          /* send ring, bytes; 0 = 16 MiB */
+  size_t recv_buf;          /* receive ring = receive window, bytes; 0 = 16 MiB */
   uint32_t ack_delay_us;    /* max delay of an ACK; 0 = 1000 */
   uint32_t initial_rtt_us;  /* RTT assumed before a sample; 0 = 100000 */
   uint32_t pacing_slack_us; /* burst allowed after the caller was late;
@@ -103,10 +103,10 @@ typedef struct {
   uint64_t dropped_datagrams; /* malformed, duplicate or over a cap */
   uint64_t srtt_us;
   uint64_t min_rtt_us;
-  uint64_t delivery_rate;     /* bytes/s, bottleneck estimate (btlbw) */
-  uint64_t pacing_rate;       /* bytes/s */
-  uint64_t cwnd;              /* bytes */
-  uint64_t inflight;          /* bytes */
+  uint64_t delivery_rate; /* bytes/s, bottleneck estimate (btlbw) */
+  uint64_t pacing_rate;   /* bytes/s */
+  uint64_t cwnd;          /* bytes */
+  uint64_t inflight;      /* bytes */
 } BulkStats;
 
 /* Returns a new endpoint, or NULL when cfg is invalid (mtu outside

@@ -75,7 +75,10 @@ static void ice_input_dispose(GObject *o)
   g_clear_object(&self->inner);
 }
 
-static gboolean ice_input_can_poll(GPollableInputStream *s) { return TRUE; }
+static gboolean ice_input_can_poll(GPollableInputStream *s)
+{
+  return TRUE;
+}
 
 static gboolean ice_input_is_readable(GPollableInputStream *s)
 {
@@ -108,7 +111,10 @@ static gboolean level_dispatch(GSource *src, GSourceFunc cb, gpointer ud)
   return fn ? fn(G_OBJECT(((LevelSource *)src)->stream), ud) : G_SOURCE_REMOVE;
 }
 
-static void level_finalize(GSource *src) { g_object_unref(((LevelSource *)src)->stream); }
+static void level_finalize(GSource *src)
+{
+  g_object_unref(((LevelSource *)src)->stream);
+}
 
 static GSourceFuncs level_funcs = {level_prepare, NULL, level_dispatch, level_finalize, NULL, NULL};
 

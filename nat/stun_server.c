@@ -35,8 +35,8 @@ static const uint16_t known_attrs[] = {STUN_ATTRIBUTE_USERNAME, STUN_ATTRIBUTE_M
                                        STUN_ATTRIBUTE_CHANGE_REQUEST, 0};
 /* The same without CHANGE-REQUEST, for requests whose CHANGE-REQUEST asks
  * for what this server cannot do: libnice then lists it in the 420. */
-static const uint16_t known_attrs_no_change[] = {STUN_ATTRIBUTE_USERNAME, STUN_ATTRIBUTE_MESSAGE_INTEGRITY,
-                                                 0};
+static const uint16_t known_attrs_no_change[] = {STUN_ATTRIBUTE_USERNAME,
+                                                 STUN_ATTRIBUTE_MESSAGE_INTEGRITY, 0};
 
 /* What the walk learnt about a request. */
 typedef struct {
@@ -45,7 +45,10 @@ typedef struct {
   bool change;      /* a CHANGE-REQUEST asks for another IP or port */
 } Request;
 
-static uint16_t get16(const uint8_t *p) { return (uint16_t)((unsigned)p[0] << 8 | p[1]); }
+static uint16_t get16(const uint8_t *p)
+{
+  return (uint16_t)((unsigned)p[0] << 8 | p[1]);
+}
 
 static uint32_t get32(const uint8_t *p)
 {
@@ -93,8 +96,8 @@ static bool walk_request(const uint8_t *req, size_t len, Request *r)
 /* Copies the sender's address into *ss, unmapping ::ffff:a.b.c.d to IPv4
  * (a dual-stack socket reports IPv4 senders that way; their reflexive
  * address is the IPv4 one). Refuses other families and port 0. */
-static bool source_address(const struct sockaddr *from, socklen_t fromlen, struct sockaddr_storage *ss,
-                           socklen_t *sslen)
+static bool source_address(const struct sockaddr *from, socklen_t fromlen,
+                           struct sockaddr_storage *ss, socklen_t *sslen)
 {
   sa_family_t family;
   if (!from || (size_t)fromlen < sizeof(struct sockaddr))
@@ -132,8 +135,8 @@ static bool source_address(const struct sockaddr *from, socklen_t fromlen, struc
   return false;
 }
 
-size_t stun_server_answer(const uint8_t *req, size_t len, const struct sockaddr *from, socklen_t fromlen,
-                          uint8_t *out, size_t outcap)
+size_t stun_server_answer(const uint8_t *req, size_t len, const struct sockaddr *from,
+                          socklen_t fromlen, uint8_t *out, size_t outcap)
 {
   Request r = {0};
   struct sockaddr_storage src;
@@ -177,8 +180,8 @@ size_t stun_server_answer(const uint8_t *req, size_t len, const struct sockaddr 
   if (r.cookie)
     ret = stun_message_append_xor_addr(&response, STUN_ATTRIBUTE_XOR_MAPPED_ADDRESS, &src, srclen);
   else
-    ret = stun_message_append_addr(&response, STUN_ATTRIBUTE_MAPPED_ADDRESS, (const struct sockaddr *)&src,
-                                   srclen);
+    ret = stun_message_append_addr(&response, STUN_ATTRIBUTE_MAPPED_ADDRESS,
+                                   (const struct sockaddr *)&src, srclen);
   if (ret != STUN_MESSAGE_RETURN_SUCCESS)
     return 0;
   return stun_agent_finish_message(&agent, &response, NULL, 0);

@@ -49,7 +49,7 @@
  *
  * Borrows every argument for the duration of the call; never reads past
  * req + len or writes past out + outcap. */
-size_t stun_server_answer(const uint8_t *req, size_t len, const struct sockaddr *from, socklen_t fromlen,
-                          uint8_t *out, size_t outcap);
+size_t stun_server_answer(const uint8_t *req, size_t len, const struct sockaddr *from,
+                          socklen_t fromlen, uint8_t *out, size_t outcap);
 
 #endif

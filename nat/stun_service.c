@@ -34,14 +34,18 @@ struct StunService {
   uint64_t limit_logged_ms; /* when "rate limited" was last logged (0: never) */
 };
 
-static uint64_t now_ms(void) { return (uint64_t)(g_get_monotonic_time() / 1000); }
+static uint64_t now_ms(void)
+{
+  return (uint64_t)(g_get_monotonic_time() / 1000);
+}
 
 static void note_limited(StunService *s, uint64_t now)
 {
   s->limited++;
   if (s->limit_logged_ms == 0 || now - s->limit_logged_ms >= STUN_LIMIT_LOG_MS) {
     s->limit_logged_ms = now;
-    g_info("STUN answers over %d/s: dropping (%" G_GUINT64_FORMAT " so far)", STUN_SERVICE_RATE, s->limited);
+    g_info("STUN answers over %d/s: dropping (%" G_GUINT64_FORMAT " so far)", STUN_SERVICE_RATE,
+           s->limited);
   }
 }
 
@@ -57,7 +61,8 @@ static gboolean on_readable(GSocket *socket, GIOCondition cond, gpointer ud)
   for (int i = 0; i < STUN_SERVICE_BATCH; i++) {
     struct sockaddr_storage from;
     socklen_t fromlen = sizeof from;
-    ssize_t n = recvfrom(fd, buf, sizeof buf, MSG_TRUNC | MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen);
+    ssize_t n =
+        recvfrom(fd, buf, sizeof buf, MSG_TRUNC | MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -67,7 +72,8 @@ static gboolean on_readable(GSocket *socket, GIOCondition cond, gpointer ud)
       s->dropped++;
       continue;
     }
-    size_t len = stun_server_answer(buf, (size_t)n, (struct sockaddr *)&from, fromlen, out, sizeof out);
+    size_t len =
+        stun_server_answer(buf, (size_t)n, (struct sockaddr *)&from, fromlen, out, sizeof out);
     if (len == 0) {
       s->dropped++;
       continue;
@@ -109,7 +115,8 @@ StunService *stun_service_new(const char *host_port, GMainContext *ctx, GError *
                 "STUN address %s: expected a numeric IP address and a port", host_port);
     goto out;
   }
-  sock = g_socket_new(g_socket_address_get_family(sa), G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, error);
+  sock = g_socket_new(g_socket_address_get_family(sa), G_SOCKET_TYPE_DATAGRAM,
+                      G_SOCKET_PROTOCOL_UDP, error);
   if (!sock)
     goto out;
   g_socket_set_blocking(sock, FALSE);
@@ -151,8 +158,17 @@ void stun_service_free(StunService *s)
   g_free(s);
 }
 
-uint16_t stun_service_port(const StunService *s) { return s->port; }
+uint16_t stun_service_port(const StunService *s)
+{
+  return s->port;
+}
 
-uint64_t stun_service_requests(const StunService *s) { return s->requests; }
+uint64_t stun_service_requests(const StunService *s)
+{
+  return s->requests;
+}
 
-uint64_t stun_service_dropped(const StunService *s) { return s->dropped; }
+uint64_t stun_service_dropped(const StunService *s)
+{
+  return s->dropped;
+}

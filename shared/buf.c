@@ -12,7 +12,10 @@ void rd_init(Reader *r, const uint8_t *p, size_t len)
   r->failed = false;
 }
 
-void rd_fail(Reader *r) { r->failed = true; }
+void rd_fail(Reader *r)
+{
+  r->failed = true;
+}
 
 const uint8_t *rd_bytes(Reader *r, size_t n)
 {
@@ -58,11 +61,23 @@ uint64_t rd_u64(Reader *r)
   return hi << 32 | rd_u32(r);
 }
 
-size_t rd_left(const Reader *r) { return r->failed ? 0 : r->len - r->off; }
-bool rd_ok(const Reader *r) { return !r->failed; }
-bool rd_done(const Reader *r) { return !r->failed && r->off == r->len; }
+size_t rd_left(const Reader *r)
+{
+  return r->failed ? 0 : r->len - r->off;
+}
+bool rd_ok(const Reader *r)
+{
+  return !r->failed;
+}
+bool rd_done(const Reader *r)
+{
+  return !r->failed && r->off == r->len;
+}
 
-void buf_init(Buf *b) { memset(b, 0, sizeof *b); }
+void buf_init(Buf *b)
+{
+  memset(b, 0, sizeof *b);
+}
 
 void buf_free(Buf *b)
 {
@@ -108,7 +123,10 @@ void wr_bytes(Buf *b, const void *p, size_t n)
   b->len += n;
 }
 
-void wr_u8(Buf *b, uint8_t v) { wr_bytes(b, &v, 1); }
+void wr_u8(Buf *b, uint8_t v)
+{
+  wr_bytes(b, &v, 1);
+}
 
 void wr_u16(Buf *b, uint16_t v)
 {

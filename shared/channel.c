@@ -166,8 +166,8 @@ static bool open_frame(Channel *ch, const uint8_t *c, size_t clen, uint8_t *tag)
     channel_fail(ch, "out of memory");
     return false;
   }
-  if (crypto_secretstream_xchacha20poly1305_pull(&ch->rx, ch->plain.data, &mlen, tag, c, clen,
-                                                 NULL, 0) != 0) {
+  if (crypto_secretstream_xchacha20poly1305_pull(&ch->rx, ch->plain.data, &mlen, tag, c, clen, NULL,
+                                                 0) != 0) {
     channel_fail(ch, "decryption failed");
     return false;
   }
@@ -345,8 +345,8 @@ static bool on_m3(Channel *ch, const uint8_t *p, size_t len)
 static void handshake_pump(Channel *ch)
 {
   while (ch->state == CHANNEL_HANDSHAKE) {
-    static const size_t want[] = {[HS_WAIT_M1] = M1_LEN, [HS_WAIT_M2] = M2_LEN,
-                                  [HS_WAIT_M3] = M3_LEN};
+    static const size_t want[] = {
+        [HS_WAIT_M1] = M1_LEN, [HS_WAIT_M2] = M2_LEN, [HS_WAIT_M3] = M3_LEN};
     const uint8_t *body;
     size_t blen;
     if (next_frame(ch, want[ch->step], &body, &blen) <= 0)
@@ -403,16 +403,25 @@ void channel_free(Channel *ch)
   free(ch);
 }
 
-ChannelState channel_state(const Channel *ch) { return ch->state; }
+ChannelState channel_state(const Channel *ch)
+{
+  return ch->state;
+}
 
 const char *channel_error(const Channel *ch)
 {
   return ch->state == CHANNEL_FAILED ? ch->error : "no error";
 }
 
-const uint8_t *channel_peer_id(const Channel *ch) { return ch->peer_known ? ch->peer_id : NULL; }
+const uint8_t *channel_peer_id(const Channel *ch)
+{
+  return ch->peer_known ? ch->peer_id : NULL;
+}
 
-const uint8_t *channel_peer_pk(const Channel *ch) { return ch->peer_known ? ch->peer_pk : NULL; }
+const uint8_t *channel_peer_pk(const Channel *ch)
+{
+  return ch->peer_known ? ch->peer_pk : NULL;
+}
 
 bool channel_feed(Channel *ch, const uint8_t *data, size_t len)
 {
@@ -507,4 +516,7 @@ const uint8_t *channel_output(const Channel *ch, size_t *len)
   return ch->out.len ? ch->out.data : NULL;
 }
 
-void channel_output_consume(Channel *ch, size_t n) { buf_consume(&ch->out, n); }
+void channel_output_consume(Channel *ch, size_t n)
+{
+  buf_consume(&ch->out, n);
+}

@@ -1,7 +1,10 @@
 /* clock.c - monotonic time and timers. */
 #include "clock.h"
 
-uint64_t clock_now_ms(void) { return (uint64_t)(g_get_monotonic_time() / 1000); }
+uint64_t clock_now_ms(void)
+{
+  return (uint64_t)(g_get_monotonic_time() / 1000);
+}
 
 typedef struct {
   GSource **slot;

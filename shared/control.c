@@ -90,8 +90,7 @@ static void on_line(GObject *src, GAsyncResult *res, gpointer ud)
   g_free(line);
 }
 
-static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObject *src,
-                            gpointer ud)
+static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObject *src, gpointer ud)
 {
   ControlServer *srv = ud;
   ControlClient *cl = g_new0(ControlClient, 1);
@@ -130,9 +129,9 @@ ControlServer *control_server_new(const char *path, GMainContext *ctx, ControlHa
   srv->service = g_socket_service_new();
   GSocketAddress *addr = g_unix_socket_address_new(path);
   mode_t old = umask(077); /* the socket file is created 0600 */
-  gboolean ok = g_socket_listener_add_address(G_SOCKET_LISTENER(srv->service), addr,
-                                              G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT,
-                                              NULL, NULL, error);
+  gboolean ok =
+      g_socket_listener_add_address(G_SOCKET_LISTENER(srv->service), addr, G_SOCKET_TYPE_STREAM,
+                                    G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL, error);
   umask(old);
   if (ok)
     g_chmod(path, 0600);
@@ -216,8 +215,9 @@ gboolean control_call(const char *state_dir, JsonObject *req, ControlLineFn fn, 
       break;
   }
   if (!done) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "daemon closed the control connection early%s%s",
-                err ? ": " : "", err ? err->message : "");
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                "daemon closed the control connection early%s%s", err ? ": " : "",
+                err ? err->message : "");
     ok = FALSE;
   }
 out:
@@ -265,16 +265,19 @@ void control_print(JsonObject *o, gboolean json)
   g_list_free(members);
 }
 
-static void show_line(JsonObject *o, void *ud) { control_print(o, *(gboolean *)ud); }
+static void show_line(JsonObject *o, void *ud)
+{
+  control_print(o, *(gboolean *)ud);
+}
 
 int control_show(const char *prog, const char *cmd, const char *summary, int argc, char **argv)
 {
   gchar *state_dir = NULL;
   gboolean json = FALSE;
-  GOptionEntry entries[] = {
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the daemon", "DIR"},
-      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
-      {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  GOptionEntry entries[] = {{"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir,
+                             "State directory of the daemon", "DIR"},
+                            {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON object", NULL},
+                            {NULL, 0, 0, 0, NULL, NULL, NULL}};
   GOptionContext *oc = g_option_context_new(summary);
   g_option_context_add_main_entries(oc, entries, NULL);
   GError *err = NULL;

@@ -91,8 +91,8 @@ bool hex_decode(const char *s, uint8_t *out, size_t n)
   return true;
 }
 
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-                                                          const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
   if (!err || errlen == 0)
     return;
@@ -151,8 +151,8 @@ static bool load_key(int fd, const char *dir, Identity *out, char *err, size_t e
     goto out;
   }
   if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-    set_err(err, errlen, "%s in %s: mode %04o lets others access it (chmod 600)", KEY_FILE,
-            dir, (unsigned)(st.st_mode & 07777));
+    set_err(err, errlen, "%s in %s: mode %04o lets others access it (chmod 600)", KEY_FILE, dir,
+            (unsigned)(st.st_mode & 07777));
     goto out;
   }
   while (got < sizeof text) {

@@ -67,10 +67,22 @@ void session_unref(Session *s)
   g_free(s);
 }
 
-uint64_t session_id(const Session *s) { return s->id; }
-const uint8_t *session_peer_id(const Session *s) { return channel_peer_id(s->ch); }
-const char *session_remote(const Session *s) { return s->remote; }
-bool session_is_open(const Session *s) { return s->opened && !s->closed; }
+uint64_t session_id(const Session *s)
+{
+  return s->id;
+}
+const uint8_t *session_peer_id(const Session *s)
+{
+  return channel_peer_id(s->ch);
+}
+const char *session_remote(const Session *s)
+{
+  return s->remote;
+}
+bool session_is_open(const Session *s)
+{
+  return s->opened && !s->closed;
+}
 
 void session_close(Session *s, const char *reason)
 {
@@ -206,7 +218,8 @@ static void tcp_setup(Session *s, GSocket *sock)
     g_socket_set_option(sock, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
   GSocketAddress *ra = g_socket_get_remote_address(sock, NULL);
   if (G_IS_INET_SOCKET_ADDRESS(ra)) {
-    gchar *host = g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(ra)));
+    gchar *host =
+        g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(ra)));
     g_snprintf(s->remote, sizeof s->remote, "%s:%u", host,
                g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(ra)));
     g_free(host);

@@ -113,8 +113,8 @@ static void *rd_array(Reader *r, uint16_t count, uint16_t cap, size_t min_size, 
 static void rd_hits(Reader *r, WireMsg *m, WireError *err)
 {
   m->u.hits.count = rd_u16(r);
-  m->u.hits.hits = rd_array(r, m->u.hits.count, WIRE_MAX_HITS, 2 + 1 + 8 + WIRE_CID_LEN + WIRE_ID_LEN,
-                            sizeof(WireHit), err);
+  m->u.hits.hits = rd_array(r, m->u.hits.count, WIRE_MAX_HITS,
+                            2 + 1 + 8 + WIRE_CID_LEN + WIRE_ID_LEN, sizeof(WireHit), err);
   for (uint16_t i = 0; m->u.hits.hits && i < m->u.hits.count; i++) {
     WireHit *h = &m->u.hits.hits[i];
     h->name = rd_str(r, WIRE_MAX_NAME, false, err);
@@ -194,8 +194,8 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
     break;
   case MSG_PEERS:
     m->u.peers.count = rd_u16(&r);
-    m->u.peers.peers = rd_array(&r, m->u.peers.count, WIRE_MAX_PEERS, WIRE_ID_LEN + 2 + 1,
-                                sizeof(WirePeer), &err);
+    m->u.peers.peers =
+        rd_array(&r, m->u.peers.count, WIRE_MAX_PEERS, WIRE_ID_LEN + 2 + 1, sizeof(WirePeer), &err);
     for (uint16_t i = 0; m->u.peers.peers && i < m->u.peers.count; i++) {
       rd_copy(&r, m->u.peers.peers[i].id, WIRE_ID_LEN);
       m->u.peers.peers[i].addr = rd_str(&r, WIRE_MAX_ADDR, false, &err);
@@ -365,7 +365,8 @@ bool wire_encode(const WireMsg *m, Buf *b)
     break;
   case MSG_NAT_INFO:
     wr_u16(b, m->u.nat.stun_port);
-    ok = wr_str(b, m->u.nat.turn_addr, WIRE_MAX_ADDR) && wr_str(b, m->u.nat.turn_user, WIRE_MAX_ADDR) &&
+    ok = wr_str(b, m->u.nat.turn_addr, WIRE_MAX_ADDR) &&
+         wr_str(b, m->u.nat.turn_user, WIRE_MAX_ADDR) &&
          wr_str(b, m->u.nat.turn_pass, WIRE_MAX_ADDR);
     wr_u64(b, m->u.nat.turn_expiry);
     break;
@@ -423,22 +424,29 @@ bool wire_encode(const WireMsg *m, Buf *b)
 const char *wire_error_str(WireError e)
 {
   switch (e) {
-  case WIRE_OK: return "ok";
-  case WIRE_ETRUNC: return "truncated or trailing bytes";
-  case WIRE_EVERSION: return "unsupported protocol version";
-  case WIRE_EUNKNOWN: return "unknown message type";
-  case WIRE_ELIMIT: return "declared length or count over its cap";
-  case WIRE_EINVALID: return "invalid field";
-  case WIRE_ENOMEM: return "out of memory";
+  case WIRE_OK:
+    return "ok";
+  case WIRE_ETRUNC:
+    return "truncated or trailing bytes";
+  case WIRE_EVERSION:
+    return "unsupported protocol version";
+  case WIRE_EUNKNOWN:
+    return "unknown message type";
+  case WIRE_ELIMIT:
+    return "declared length or count over its cap";
+  case WIRE_EINVALID:
+    return "invalid field";
+  case WIRE_ENOMEM:
+    return "out of memory";
   }
   return "?";
 }
 
 const char *wire_type_str(uint8_t type)
 {
-  static const char *names[] = {"?",         "HELLO",     "PING",     "PONG",     "PUBLISH",
-                                "SEARCH",    "SEARCH_HITS", "QUERY",  "QUERY_HITS", "PEERS_REQ",
-                                "PEERS",     "NAT_INFO",  "SIGNAL",   "GET_TREE", "TREE",
-                                "GET_CHUNK", "CHUNK",     "XFER_ERROR"};
+  static const char *names[] = {"?",         "HELLO",       "PING",      "PONG",       "PUBLISH",
+                                "SEARCH",    "SEARCH_HITS", "QUERY",     "QUERY_HITS", "PEERS_REQ",
+                                "PEERS",     "NAT_INFO",    "SIGNAL",    "GET_TREE",   "TREE",
+                                "GET_CHUNK", "CHUNK",       "XFER_ERROR"};
   return type < sizeof names / sizeof names[0] ? names[type] : "?";
 }

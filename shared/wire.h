@@ -18,12 +18,12 @@
 #include "buf.h"
 
 #define WIRE_VERSION 1
-#define WIRE_ID_LEN 32       /* node id: BLAKE2b-256 of the Ed25519 public key */
-#define WIRE_CID_LEN 32      /* content id: root of the chunk hash tree */
-#define WIRE_QID_LEN 16      /* flooded query id */
-#define WIRE_MAX_NAME 255    /* bytes of a published file name */
-#define WIRE_MAX_QUERY 256   /* bytes of a search string */
-#define WIRE_MAX_ADDR 128    /* bytes of a "host:port" string */
+#define WIRE_ID_LEN 32     /* node id: BLAKE2b-256 of the Ed25519 public key */
+#define WIRE_CID_LEN 32    /* content id: root of the chunk hash tree */
+#define WIRE_QID_LEN 16    /* flooded query id */
+#define WIRE_MAX_NAME 255  /* bytes of a published file name */
+#define WIRE_MAX_QUERY 256 /* bytes of a search string */
+#define WIRE_MAX_ADDR 128  /* bytes of a "host:port" string */
 #define WIRE_MAX_AGENT 64
 #define WIRE_MAX_ENTRIES 128 /* published entries per PUBLISH frame */
 #define WIRE_MAX_HITS 128    /* hits per hits frame */
@@ -34,7 +34,7 @@
 #define WIRE_PIECE 32768     /* bytes of chunk data per CHUNK frame */
 
 typedef enum {
-  MSG_HELLO = 1,       /* first message on every session */
+  MSG_HELLO = 1, /* first message on every session */
   MSG_PING = 2,
   MSG_PONG = 3,
   MSG_PUBLISH = 4,     /* leaf -> super node: a batch of its manifest */
@@ -44,9 +44,9 @@ typedef enum {
   MSG_QUERY_HITS = 8,  /* super node -> super node, along the reverse path */
   MSG_PEERS_REQ = 9,
   MSG_PEERS = 10,
-  MSG_NAT_INFO = 11,   /* super node -> leaf: its STUN port, TURN credentials */
-  MSG_SIGNAL = 12,     /* ICE offer/answer between leaves, relayed by super nodes */
-  MSG_GET_TREE = 13,   /* leaf -> leaf: chunk hashes of a content id */
+  MSG_NAT_INFO = 11, /* super node -> leaf: its STUN port, TURN credentials */
+  MSG_SIGNAL = 12,   /* ICE offer/answer between leaves, relayed by super nodes */
+  MSG_GET_TREE = 13, /* leaf -> leaf: chunk hashes of a content id */
   MSG_TREE = 14,
   MSG_GET_CHUNK = 15,  /* leaf -> leaf: one chunk */
   MSG_CHUNK = 16,      /* one piece (<= WIRE_PIECE bytes) of a chunk */
@@ -114,8 +114,8 @@ typedef struct {
       WireStr text;
     } query;
     struct {
-      uint32_t req;                /* SEARCH_HITS */
-      uint8_t qid[WIRE_QID_LEN];   /* QUERY_HITS */
+      uint32_t req;              /* SEARCH_HITS */
+      uint8_t qid[WIRE_QID_LEN]; /* QUERY_HITS */
       uint16_t count;
       WireHit *hits;
     } hits;
@@ -133,7 +133,7 @@ typedef struct {
     struct {
       uint8_t sid[WIRE_QID_LEN];
       uint8_t ttl;
-      uint8_t kind; /* WireSignalKind */
+      uint8_t kind;             /* WireSignalKind */
       uint8_t src[WIRE_ID_LEN]; /* set by the sender's super node */
       uint8_t dst[WIRE_ID_LEN];
       WireStr text;
@@ -171,11 +171,11 @@ typedef struct {
 
 typedef enum {
   WIRE_OK = 0,
-  WIRE_ETRUNC,     /* fewer bytes than the message needs, or trailing bytes */
-  WIRE_EVERSION,   /* a version this build does not speak */
-  WIRE_EUNKNOWN,   /* unknown type: the caller may ignore it */
-  WIRE_ELIMIT,     /* a declared length or count over its cap */
-  WIRE_EINVALID,   /* a field out of range (bad UTF-8, bad role, ...) */
+  WIRE_ETRUNC,   /* fewer bytes than the message needs, or trailing bytes */
+  WIRE_EVERSION, /* a version this build does not speak */
+  WIRE_EUNKNOWN, /* unknown type: the caller may ignore it */
+  WIRE_ELIMIT,   /* a declared length or count over its cap */
+  WIRE_EINVALID, /* a field out of range (bad UTF-8, bad role, ...) */
   WIRE_ENOMEM,
 } WireError;
 

@@ -98,4 +98,7 @@ uint64_t flood_next_expiry(const Flood *f)
   return s ? s->expires : UINT64_MAX;
 }
 
-size_t flood_size(const Flood *f) { return g_queue_get_length((GQueue *)&f->fifo); }
+size_t flood_size(const Flood *f)
+{
+  return g_queue_get_length((GQueue *)&f->fifo);
+}

@@ -18,8 +18,8 @@
 typedef struct Flood Flood;
 
 typedef struct {
-  uint64_t conn;      /* connection the query came from */
-  bool from_leaf;     /* origin is a leaf's SEARCH (then req is its request id) */
+  uint64_t conn;  /* connection the query came from */
+  bool from_leaf; /* origin is a leaf's SEARCH (then req is its request id) */
   uint32_t req;
   uint32_t hits_sent; /* hits already passed back, to cap amplification */
 } FloodRoute;

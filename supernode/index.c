@@ -93,7 +93,7 @@ struct Index {
   uint32_t next_stamp;
   size_t live;
 
-  uint8_t **blocks;  /* name arena; a name never straddles two blocks */
+  uint8_t **blocks; /* name arena; a name never straddles two blocks */
   size_t nblocks;
   size_t blocks_cap;
   size_t arena_len;  /* next write offset; <= nblocks * ARENA_BLOCK */

@@ -23,7 +23,13 @@ typedef struct {
   uint8_t peer[32]; /* node id of the owner */
 } IndexHit;
 
-typedef enum { INDEX_OK, INDEX_DUPLICATE, INDEX_OWNER_FULL, INDEX_NOMEM, INDEX_BADNAME } IndexResult;
+typedef enum {
+  INDEX_OK,
+  INDEX_DUPLICATE,
+  INDEX_OWNER_FULL,
+  INDEX_NOMEM,
+  INDEX_BADNAME
+} IndexResult;
 
 /* max_per_owner caps the entries one leaf may publish. NULL on failure. */
 Index *index_new(size_t max_per_owner);
@@ -43,8 +49,8 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
 /* Entries with this content id, at most max. */
 size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t max);
 
-size_t index_size(const Index *ix);            /* live entries */
-size_t index_owner_count(const Index *ix);     /* owners with >= 1 entry */
+size_t index_size(const Index *ix);        /* live entries */
+size_t index_owner_count(const Index *ix); /* owners with >= 1 entry */
 size_t index_owner_entries(const Index *ix, uint64_t owner);
 
 #endif

@@ -39,7 +39,7 @@ typedef struct {
   ControlServer *ctl;
   char listen[160];
   char id_hex[IDENTITY_HEX_LEN];
-  guint max_sessions;      /* leaves + links + handshakes in progress */
+  guint max_sessions; /* leaves + links + handshakes in progress */
   uint64_t sessions_refused;
   StunService *stun; /* NULL if off, or the default port was taken */
   char *turn_addr;   /* coturn "ip:port", or NULL */
@@ -56,7 +56,10 @@ typedef struct {
 
 static void run_actions(Sn *sn);
 
-static void rng_fill(uint8_t *out, size_t n, void *ctx) { randombytes_buf(out, n); }
+static void rng_fill(uint8_t *out, size_t n, void *ctx)
+{
+  randombytes_buf(out, n);
+}
 
 static gboolean on_tick(gpointer ud)
 {
@@ -132,8 +135,8 @@ static void start_session(Sn *sn, GSocketConnection *conn, const char *dialed)
   *key = id;
   /* Insert before session_new can call back, so on_closed finds it. */
   g_hash_table_insert(sn->sessions, key, e);
-  e->s = session_new(G_IO_STREAM(conn), id, &sn->id, dialed ? CHANNEL_INITIATOR : CHANNEL_RESPONDER, sn->ctx,
-                     &session_cb, sc);
+  e->s = session_new(G_IO_STREAM(conn), id, &sn->id, dialed ? CHANNEL_INITIATOR : CHANNEL_RESPONDER,
+                     sn->ctx, &session_cb, sc);
   if (!e->s)
     g_hash_table_remove(sn->sessions, &id);
 }
@@ -324,8 +327,10 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "signals_relayed", (gint64)st->signals_relayed);
   json_object_set_int_member(o, "signals_delivered", (gint64)st->signals_delivered);
   json_object_set_int_member(o, "signals_dropped", (gint64)st->signals_dropped);
-  json_object_set_int_member(o, "stun_requests", sn->stun ? (gint64)stun_service_requests(sn->stun) : 0);
-  json_object_set_int_member(o, "stun_dropped", sn->stun ? (gint64)stun_service_dropped(sn->stun) : 0);
+  json_object_set_int_member(o, "stun_requests",
+                             sn->stun ? (gint64)stun_service_requests(sn->stun) : 0);
+  json_object_set_int_member(o, "stun_dropped",
+                             sn->stun ? (gint64)stun_service_dropped(sn->stun) : 0);
   json_object_set_int_member(o, "turn_credentials_issued", (gint64)sn->turn_issued);
   JsonArray *links = json_array_new();
   sn_core_foreach_link(sn->core, add_link, links);
@@ -373,18 +378,26 @@ out:
   return ok;
 }
 
-static const CfgKey config_keys[] = {
-    {"listen", CFG_STRING},     {"advertise", CFG_STRING},    {"peer", CFG_LIST},
-    {"no-discovery", CFG_FLAG}, {"state-dir", CFG_STRING},    {"degree", CFG_INT},
-    {"keepalive-ms", CFG_INT},  {"max-leaves", CFG_INT},      {"log-level", CFG_STRING},
-    {"stun", CFG_STRING},       {"turn", CFG_STRING},         {"turn-secret-file", CFG_STRING},
-    {NULL, 0}};
+static const CfgKey config_keys[] = {{"listen", CFG_STRING},
+                                     {"advertise", CFG_STRING},
+                                     {"peer", CFG_LIST},
+                                     {"no-discovery", CFG_FLAG},
+                                     {"state-dir", CFG_STRING},
+                                     {"degree", CFG_INT},
+                                     {"keepalive-ms", CFG_INT},
+                                     {"max-leaves", CFG_INT},
+                                     {"log-level", CFG_STRING},
+                                     {"stun", CFG_STRING},
+                                     {"turn", CFG_STRING},
+                                     {"turn-secret-file", CFG_STRING},
+                                     {NULL, 0}};
 
 int main(int argc, char **argv)
 {
   if (argc > 1 && (strcmp(argv[1], "stats") == 0 || strcmp(argv[1], "status") == 0))
     return control_show("canopy-supernode stats", "stats",
-                        "- show a running super node's counters and neighbours", argc - 1, argv + 1);
+                        "- show a running super node's counters and neighbours", argc - 1,
+                        argv + 1);
 
   gchar *listen = NULL, *advertise = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
   gchar *stun = NULL, *turn = NULL, *turn_secret_file = NULL;
@@ -392,7 +405,8 @@ int main(int argc, char **argv)
   gboolean no_discovery = FALSE;
   gint degree = 4, keepalive_ms = 5000, max_leaves = 2000;
   GOptionEntry entries[] = {
-      {"listen", 0, 0, G_OPTION_ARG_STRING, &listen, "Address for leaves and super nodes", "HOST:PORT"},
+      {"listen", 0, 0, G_OPTION_ARG_STRING, &listen, "Address for leaves and super nodes",
+       "HOST:PORT"},
       {"advertise", 0, 0, G_OPTION_ARG_STRING, &advertise,
        "Address other super nodes should dial (default: --listen)", "HOST:PORT"},
       {"peer", 0, 0, G_OPTION_ARG_STRING_ARRAY, &peers, "Known super node to join through (repeat)",
@@ -402,17 +416,24 @@ int main(int argc, char **argv)
       {"degree", 0, 0, G_OPTION_ARG_INT, &degree, "Super-node links to aim for (default 4)", "N"},
       {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms,
        "Keepalive interval; silent peers go after 3 (default 5000)", "MS"},
-      {"max-leaves", 0, 0, G_OPTION_ARG_INT, &max_leaves, "Leaf sessions accepted (default 2000)", "N"},
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)", "DIR"},
+      {"max-leaves", 0, 0, G_OPTION_ARG_INT, &max_leaves, "Leaf sessions accepted (default 2000)",
+       "N"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)",
+       "DIR"},
       {"stun", 0, 0, G_OPTION_ARG_STRING, &stun,
-       "UDP address answering STUN (default: the listen host, port 3478; 'off' disables)", "HOST:PORT"},
-      {"turn", 0, 0, G_OPTION_ARG_STRING, &turn, "coturn server whose credentials leaves get", "IP:PORT"},
+       "UDP address answering STUN (default: the listen host, port 3478; 'off' disables)",
+       "HOST:PORT"},
+      {"turn", 0, 0, G_OPTION_ARG_STRING, &turn, "coturn server whose credentials leaves get",
+       "IP:PORT"},
       {"turn-secret-file", 0, 0, G_OPTION_ARG_FILENAME, &turn_secret_file,
        "File holding coturn's static-auth-secret", "FILE"},
-      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [supernode] section", "FILE"},
-      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug", "LEVEL"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [supernode] section",
+       "FILE"},
+      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug",
+       "LEVEL"},
       {NULL}};
-  GOptionContext *oc = g_option_context_new("- run a Canopy super node (or: stats --state-dir DIR)");
+  GOptionContext *oc =
+      g_option_context_new("- run a Canopy super node (or: stats --state-dir DIR)");
   g_option_context_add_main_entries(oc, entries, NULL);
   GError *err = NULL;
   int rc = 1;
@@ -434,7 +455,8 @@ int main(int argc, char **argv)
     goto out;
   }
   if (degree < 1 || degree > 64 || keepalive_ms < 100 || keepalive_ms > 600000 || max_leaves < 1) {
-    fprintf(stderr, "canopy-supernode: --degree 1..64, --keepalive-ms 100..600000, --max-leaves >= 1\n");
+    fprintf(stderr,
+            "canopy-supernode: --degree 1..64, --keepalive-ms 100..600000, --max-leaves >= 1\n");
     goto out;
   }
   if (!log_setup(log_level, &err) || !statedir_prepare(state_dir, &err)) {
@@ -443,7 +465,8 @@ int main(int argc, char **argv)
   }
   char msg[256];
   if (!crypto_ready() || !identity_load_or_create(state_dir, &sn.id, msg, sizeof msg)) {
-    fprintf(stderr, "canopy-supernode: %s\n", crypto_ready() ? msg : "libsodium failed to initialise");
+    fprintf(stderr, "canopy-supernode: %s\n",
+            crypto_ready() ? msg : "libsodium failed to initialise");
     goto out;
   }
   hex_encode(sn.id.id, IDENTITY_ID_LEN, sn.id_hex);
@@ -473,7 +496,8 @@ int main(int argc, char **argv)
      * node on this host may hold it already. */
     GSocketConnectable *na = g_network_address_parse(listen, 0, NULL);
     if (na)
-      sn.stun = stun_service_new(g_network_address_get_hostname(G_NETWORK_ADDRESS(na)), sn.ctx, &err);
+      sn.stun =
+          stun_service_new(g_network_address_get_hostname(G_NETWORK_ADDRESS(na)), sn.ctx, &err);
     if (!sn.stun)
       g_warning("not answering STUN: %s", err ? err->message : "no listen host");
     g_clear_error(&err);

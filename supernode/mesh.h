@@ -23,8 +23,8 @@ typedef struct {
   uint8_t id[32];
   bool id_known;
   bool configured;
-  bool self;     /* dialing it reached ourselves */
-  bool dialing;  /* a dial is under way */
+  bool self;            /* dialing it reached ourselves */
+  bool dialing;         /* a dial is under way */
   uint64_t linked_conn; /* 0 when not linked */
   unsigned failures;
   uint64_t next_attempt;

@@ -48,7 +48,7 @@ struct SnCore {
   uint8_t self[32];
   SnRandomFn rng;
   void *rng_ctx;
-  GHashTable *peers; /* conn (uint64 key) -> Peer*, owned */
+  GHashTable *peers;        /* conn (uint64 key) -> Peer*, owned */
   GHashTable *leaves_by_id; /* node id (Peer.id) -> Peer*, leaves only */
   Index *index;
   Flood *flood;
@@ -163,7 +163,10 @@ static guint id_hash(gconstpointer k)
   return h;
 }
 
-static gboolean id_equal(gconstpointer a, gconstpointer b) { return memcmp(a, b, 32) == 0; }
+static gboolean id_equal(gconstpointer a, gconstpointer b)
+{
+  return memcmp(a, b, 32) == 0;
+}
 
 SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn rng, void *rng_ctx,
                     uint64_t now)
@@ -209,7 +212,10 @@ void sn_core_free(SnCore *c)
   g_free(c);
 }
 
-const SnStats *sn_core_stats(const SnCore *c) { return &c->stats; }
+const SnStats *sn_core_stats(const SnCore *c)
+{
+  return &c->stats;
+}
 
 void sn_core_add_peer(SnCore *c, const char *addr, uint64_t now)
 {
@@ -568,8 +574,8 @@ static void on_peers(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 static void on_signal(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   WireMsg fwd = *m;
-  bool allowed = p->kind == PEER_LEAF ? ratelimit_take(&p->signals, now)
-                                      : ratelimit_take(&p->queries, now);
+  bool allowed =
+      p->kind == PEER_LEAF ? ratelimit_take(&p->signals, now) : ratelimit_take(&p->queries, now);
   if (!allowed) {
     c->stats.signals_dropped++;
     return;

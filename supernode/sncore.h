@@ -19,14 +19,14 @@
 typedef struct SnCore SnCore;
 
 typedef struct {
-  const char *advertise;       /* our "host:port" for other super nodes */
-  bool discovery;              /* learn addresses and keep target_degree */
-  unsigned target_degree;      /* super-node links to aim for */
-  unsigned max_super_links;    /* hard cap, inbound included */
+  const char *advertise;    /* our "host:port" for other super nodes */
+  bool discovery;           /* learn addresses and keep target_degree */
+  unsigned target_degree;   /* super-node links to aim for */
+  unsigned max_super_links; /* hard cap, inbound included */
   unsigned max_leaves;
-  uint64_t keepalive_ms;       /* PING interval; silence for 3x closes */
-  unsigned max_hits_local;     /* hits one super node answers per query */
-  unsigned max_hits_relayed;   /* hits passed back per query id */
+  uint64_t keepalive_ms;     /* PING interval; silence for 3x closes */
+  unsigned max_hits_local;   /* hits one super node answers per query */
+  unsigned max_hits_relayed; /* hits passed back per query id */
   size_t max_entries_per_leaf;
   double leaf_query_rate, leaf_query_burst;   /* per leaf session */
   double super_query_rate, super_query_burst; /* per super-node link */
@@ -37,22 +37,22 @@ typedef struct {
 void sn_config_defaults(SnConfig *c);
 
 typedef struct {
-  uint64_t queries_received;   /* SEARCH from leaves + QUERY from links */
-  uint64_t queries_handled;    /* distinct query ids answered */
-  uint64_t queries_forwarded;  /* QUERY messages sent to links */
-  uint64_t queries_duplicate;  /* dropped: id already handled */
-  uint64_t queries_throttled;  /* dropped: over the per-session rate */
-  uint64_t hits_sent;          /* hits from our own index */
-  uint64_t hits_relayed;       /* hits passed back along the reverse path */
-  uint64_t hits_dropped;       /* no route, or over the relay cap */
-  uint64_t malformed;          /* messages that failed to decode or were out of place */
+  uint64_t queries_received;  /* SEARCH from leaves + QUERY from links */
+  uint64_t queries_handled;   /* distinct query ids answered */
+  uint64_t queries_forwarded; /* QUERY messages sent to links */
+  uint64_t queries_duplicate; /* dropped: id already handled */
+  uint64_t queries_throttled; /* dropped: over the per-session rate */
+  uint64_t hits_sent;         /* hits from our own index */
+  uint64_t hits_relayed;      /* hits passed back along the reverse path */
+  uint64_t hits_dropped;      /* no route, or over the relay cap */
+  uint64_t malformed;         /* messages that failed to decode or were out of place */
   uint64_t sessions_opened;
-  uint64_t entries_rejected;   /* over the per-leaf cap */
-  uint64_t signals_relayed;    /* ICE offers/answers passed on */
-  uint64_t signals_delivered;  /* ... to one of our own leaves */
-  uint64_t signals_dropped;    /* no route, duplicate, or over the rate */
-  unsigned leaves;             /* current leaf sessions */
-  unsigned links;              /* current super-node links */
+  uint64_t entries_rejected;  /* over the per-leaf cap */
+  uint64_t signals_relayed;   /* ICE offers/answers passed on */
+  uint64_t signals_delivered; /* ... to one of our own leaves */
+  uint64_t signals_dropped;   /* no route, duplicate, or over the rate */
+  unsigned leaves;            /* current leaf sessions */
+  unsigned links;             /* current super-node links */
   size_t index_entries;
 } SnStats;
 
@@ -65,12 +65,12 @@ typedef enum {
 
 typedef struct {
   SnActionKind kind;
-  uint64_t conn;       /* SEND, CLOSE */
-  uint8_t *data;       /* SEND: one encoded message (owned; sn_action_clear) */
+  uint64_t conn; /* SEND, CLOSE */
+  uint8_t *data; /* SEND: one encoded message (owned; sn_action_clear) */
   size_t len;
-  char *addr;          /* DIAL (owned) */
-  uint8_t peer[32];    /* LEAF_UP: the leaf's node id */
-  const char *reason;  /* CLOSE: static string for the log */
+  char *addr;         /* DIAL (owned) */
+  uint8_t peer[32];   /* LEAF_UP: the leaf's node id */
+  const char *reason; /* CLOSE: static string for the log */
 } SnAction;
 
 /* rng fills n random bytes (query ids, jitter). */

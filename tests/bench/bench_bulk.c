@@ -64,26 +64,30 @@ typedef struct {
 
 enum { RF_SACKED = 1, RF_LOST = 2, RF_RETX = 4 };
 
-static void put64(uint8_t *p, uint64_t v) {
+static void put64(uint8_t *p, uint64_t v)
+{
   for (int i = 0; i < 8; i++)
     p[i] = (uint8_t)(v >> (56 - 8 * i));
 }
 
-static uint64_t get64(const uint8_t *p) {
+static uint64_t get64(const uint8_t *p)
+{
   uint64_t v = 0;
   for (int i = 0; i < 8; i++)
     v = v << 8 | p[i];
   return v;
 }
 
-static uint64_t reno_rto(const Reno *r) {
+static uint64_t reno_rto(const Reno *r)
+{
   uint64_t rto = r->have_rtt ? r->srtt + 4 * r->rttvar : 1000000;
   if (rto < 200000)
     rto = 200000;
   return rto << r->rto_backoff;
 }
 
-static void reno_mark_lost(Reno *r, uint64_t s) {
+static void reno_mark_lost(Reno *r, uint64_t s)
+{
   uint8_t *f = &r->flags[s % RENO_RING];
   if (*f & (RF_SACKED | RF_LOST))
     return;
@@ -93,7 +97,8 @@ static void reno_mark_lost(Reno *r, uint64_t s) {
   r->retxq[(r->rq_head + r->rq_n++) % RENO_RING] = s;
 }
 
-static void reno_enter_recovery(Reno *r) {
+static void reno_enter_recovery(Reno *r)
+{
   if (r->in_recovery)
     return;
   r->in_recovery = true;
@@ -102,7 +107,8 @@ static void reno_enter_recovery(Reno *r) {
   r->cwnd = r->ssthresh;
 }
 
-static void reno_on_datagram(Reno *r, const uint8_t *p, size_t len, uint64_t now) {
+static void reno_on_datagram(Reno *r, const uint8_t *p, size_t len, uint64_t now)
+{
   if (r->receiver) {
     uint64_t s = get64(p);
     if (s >= r->rcum && s < r->rcum + RENO_RING && !r->got[s % RENO_RING]) {
@@ -181,7 +187,8 @@ static void reno_on_datagram(Reno *r, const uint8_t *p, size_t len, uint64_t now
     r->cwnd = RENO_MAX_WIN;
 }
 
-static size_t reno_poll(Reno *r, uint8_t *out, size_t cap, uint64_t now) {
+static size_t reno_poll(Reno *r, uint8_t *out, size_t cap, uint64_t now)
+{
   if (r->receiver) {
     if (!r->ack_n)
       return 0;
@@ -220,13 +227,15 @@ static size_t reno_poll(Reno *r, uint8_t *out, size_t cap, uint64_t now) {
   return MTU;
 }
 
-static uint64_t reno_next_timer(const Reno *r) {
+static uint64_t reno_next_timer(const Reno *r)
+{
   if (r->receiver)
     return UINT64_MAX;
   return r->cum < r->next_seq ? r->rto_deadline : UINT64_MAX;
 }
 
-static void reno_on_timer(Reno *r, uint64_t now) {
+static void reno_on_timer(Reno *r, uint64_t now)
+{
   if (r->receiver || r->cum >= r->next_seq || now < r->rto_deadline)
     return;
   /* RTO: everything outstanding and unSACKed is lost; window of one. */
@@ -239,7 +248,7 @@ static void reno_on_timer(Reno *r, uint64_t now) {
     uint8_t *f = &r->flags[s % RENO_RING];
     if ((*f & RF_LOST) && !(*f & RF_RETX))
       r->lost_unretx--;
-    *f &= (uint8_t)~(RF_LOST | RF_RETX);
+    *f &= (uint8_t) ~(RF_LOST | RF_RETX);
     reno_mark_lost(r, s);
   }
   r->rto_backoff++;
@@ -271,16 +280,21 @@ typedef struct {
   bool closed;
 } Sim;
 
-static uint64_t rnd(Sim *s) {
+static uint64_t rnd(Sim *s)
+{
   uint64_t z = (s->rng += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
 
-static bool ev_less(const Ev *a, const Ev *b) { return a->t_ns < b->t_ns || (a->t_ns == b->t_ns && a->seq < b->seq); }
+static bool ev_less(const Ev *a, const Ev *b)
+{
+  return a->t_ns < b->t_ns || (a->t_ns == b->t_ns && a->seq < b->seq);
+}
 
-static void heap_push(Sim *s, Ev e) {
+static void heap_push(Sim *s, Ev e)
+{
   if (s->n == s->cap) {
     s->cap = s->cap ? 2 * s->cap : 4096;
     s->heap = realloc(s->heap, s->cap * sizeof *s->heap);
@@ -295,7 +309,8 @@ static void heap_push(Sim *s, Ev e) {
   s->heap[i] = e;
 }
 
-static Ev heap_pop(Sim *s) {
+static Ev heap_pop(Sim *s)
+{
   Ev top = s->heap[0], last = s->heap[--s->n];
   size_t i = 0;
   for (;;) {
@@ -314,11 +329,13 @@ static Ev heap_pop(Sim *s) {
   return top;
 }
 
-static void link_send(Sim *s, int from, const uint8_t *pkt, size_t len) {
+static void link_send(Sim *s, int from, const uint8_t *pkt, size_t len)
+{
   Link *l = &s->link[from];
   if (rnd(s) % 1000000 < LOSS_PPM)
     return;
-  uint64_t backlog = l->busy_ns > s->now_ns ? (uint64_t)((double)(l->busy_ns - s->now_ns) * LINK_RATE / 1e9) : 0;
+  uint64_t backlog =
+      l->busy_ns > s->now_ns ? (uint64_t)((double)(l->busy_ns - s->now_ns) * LINK_RATE / 1e9) : 0;
   if (backlog + len > l->queue)
     return;
   uint64_t start = l->busy_ns > s->now_ns ? l->busy_ns : s->now_ns;
@@ -330,9 +347,13 @@ static void link_send(Sim *s, int from, const uint8_t *pkt, size_t len) {
   heap_push(s, e);
 }
 
-static uint8_t pattern(uint64_t off) { return (uint8_t)((off * 0x9e3779b97f4a7c15ull) >> 56); }
+static uint8_t pattern(uint64_t off)
+{
+  return (uint8_t)((off * 0x9e3779b97f4a7c15ull) >> 56);
+}
 
-static void app_step(Sim *s) {
+static void app_step(Sim *s)
+{
   static uint8_t buf[1 << 16];
   if (s->reno) {
     s->read = s->rn[1]->rcum * RENO_PAYLOAD;
@@ -361,17 +382,22 @@ static void app_step(Sim *s) {
   }
 }
 
-static size_t ep_poll(Sim *s, int i, uint8_t *out, size_t cap) {
+static size_t ep_poll(Sim *s, int i, uint8_t *out, size_t cap)
+{
   uint64_t us = s->now_ns / 1000;
   return s->reno ? reno_poll(s->rn[i], out, cap, us) : bulk_poll_datagram(s->ep[i], out, cap, us);
 }
 
-static uint64_t ep_timer(Sim *s, int i) { return s->reno ? reno_next_timer(s->rn[i]) : bulk_next_timer(s->ep[i]); }
+static uint64_t ep_timer(Sim *s, int i)
+{
+  return s->reno ? reno_next_timer(s->rn[i]) : bulk_next_timer(s->ep[i]);
+}
 
 /* Returns goodput in bytes/s of virtual time over the whole transfer, and
  * in *steady over the second half of its duration (past startup); fills st
  * for Bulk. */
-static double run(bool reno, double rtt_ms, uint64_t total, BulkStats *st, double *steady) {
+static double run(bool reno, double rtt_ms, uint64_t total, BulkStats *st, double *steady)
+{
   Sim s;
   memset(&s, 0, sizeof s);
   s.reno = reno;
@@ -485,14 +511,15 @@ static double run(bool reno, double rtt_ms, uint64_t total, BulkStats *st, doubl
   return s.read < total || s.bad ? 0 : (double)total / secs;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   uint64_t mb = argc > 1 ? strtoull(argv[1], NULL, 10) : 200;
   if (!mb)
     mb = 200;
   const double rtts[] = {0.2, 20, 50};
   const char *names[] = {"0.2", "20", "50"};
-  printf("bottleneck %.0f MB/s, %.1f %% loss each way, %llu MB transfer, goodput in virtual time\n", LINK_RATE / 1e6,
-         LOSS_PPM / 1e4, (unsigned long long)mb);
+  printf("bottleneck %.0f MB/s, %.1f %% loss each way, %llu MB transfer, goodput in virtual time\n",
+         LINK_RATE / 1e6, LOSS_PPM / 1e4, (unsigned long long)mb);
   for (int k = 0; k < 3; k++) {
     BulkStats st;
     double gs, rs = 0;
@@ -502,8 +529,8 @@ int main(int argc, char **argv) {
            " second half of the time: bulk %.1f MB/s (%.2f), reno-sack %.1f MB/s"
            "  [bulk: %llu resent, %llu lost, srtt %.2f ms, btlbw %.1f MB/s, cwnd %.0f KB]\n",
            names[k], g / 1e6, g / LINK_RATE, r / 1e6, gs / 1e6, gs / LINK_RATE, rs / 1e6,
-           (unsigned long long)st.retransmits, (unsigned long long)st.packets_lost, (double)st.srtt_us / 1000,
-           (double)st.delivery_rate / 1e6, (double)st.cwnd / 1e3);
+           (unsigned long long)st.retransmits, (unsigned long long)st.packets_lost,
+           (double)st.srtt_us / 1000, (double)st.delivery_rate / 1e6, (double)st.cwnd / 1e3);
     fflush(stdout);
   }
   return 0;

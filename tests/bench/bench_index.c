@@ -64,8 +64,8 @@ static double now_s(void)
 /* ---- synthetic vocabulary ---------------------------------------------- */
 
 static const char *const syllables[] = {
-    "ka", "lo", "mi", "ra", "ve", "nu", "ti", "sa", "me", "do", "ru", "be", "zo", "fi",
-    "ga", "hu", "ne", "po", "ta", "li", "mo", "se", "ki", "da", "vo", "pa", "ri", "no",
+    "ka", "lo", "mi", "ra", "ve", "nu",  "ti",  "sa",  "me",  "do",  "ru",  "be",  "zo", "fi",
+    "ga", "hu", "ne", "po", "ta", "li",  "mo",  "se",  "ki",  "da",  "vo",  "pa",  "ri", "no",
     "ce", "ja", "wu", "xe", "yo", "qui", "bra", "tre", "plo", "gni", "sto", "mar",
 };
 #define NSYL (sizeof syllables / sizeof syllables[0])
@@ -138,8 +138,8 @@ static size_t append_words(char *out, size_t n, size_t cap, const Zipf *z, int c
 
 static size_t make_name(char *out, size_t cap)
 {
-  static const char *const ext[] = {"mp3", "mp3", "mp3", "mp3", "mp3", "mp3",
-                                     "flac", "flac", "ogg", "m4a"};
+  static const char *const ext[] = {"mp3", "mp3",  "mp3",  "mp3", "mp3",
+                                    "mp3", "flac", "flac", "ogg", "m4a"};
   size_t n = 0;
   n = append_words(out, n, cap, &artists_z, 1 + (int)(rng_next() % 2));
   n += (size_t)snprintf(out + n, cap - n, " - ");
@@ -221,8 +221,8 @@ int main(int argc, char **argv)
     char buf[NAME_CAP + TOKENIZE_MAX_TOKENS];
     const char *tok[TOKENIZE_MAX_TOKENS];
     size_t e = rng_next() % n_entries;
-    size_t nt = tokenize(names + name_off[e], name_off[e + 1] - name_off[e], buf, sizeof buf,
-                         tok, TOKENIZE_MAX_TOKENS);
+    size_t nt = tokenize(names + name_off[e], name_off[e + 1] - name_off[e], buf, sizeof buf, tok,
+                         TOKENIZE_MAX_TOKENS);
     size_t a = rng_next() % nt, b = rng_next() % (nt - 1);
     if (b >= a)
       b++;

@@ -30,7 +30,7 @@
  * SIGTERM / SIGINT: every held packet is accepted (no loss on shutdown),
  * the queue is unbound, exit 0. --stats prints counts to stderr at exit.
  */
-#define _GNU_SOURCE /* ppoll */
+#define _GNU_SOURCE    /* ppoll */
 #include <arpa/inet.h> /* before libnetfilter_queue.h: see LAB.md */
 
 #include <errno.h>
@@ -56,8 +56,8 @@
 #endif
 
 #define READ_BURST 1024 /* messages read before releasing what is due */
-#define BATCH 64         /* messages per recvmmsg */
-#define MSG_BUF 8192     /* one COPY_META message fits easily */
+#define BATCH 64        /* messages per recvmmsg */
+#define MSG_BUF 8192    /* one COPY_META message fits easily */
 #define RCVBUF (64 << 20)
 
 typedef struct {
@@ -80,7 +80,10 @@ typedef struct {
 
 static volatile sig_atomic_t g_stop;
 
-static void on_signal(int sig) { g_stop = sig; }
+static void on_signal(int sig)
+{
+  g_stop = sig;
+}
 
 static int64_t now_ns(void)
 {
@@ -98,7 +101,10 @@ static uint64_t rng_next(uint64_t *s)
   return z ^ (z >> 31);
 }
 
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+static double rng_unit(uint64_t *s)
+{
+  return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
 
 static int ring_push(Stage *st, uint32_t id, int64_t due)
 {
@@ -144,7 +150,8 @@ static void release_due(Stage *st, int64_t now)
   st->verdict_msgs++;
 }
 
-static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *msg, struct nfq_data *nfa, void *data)
+static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *msg, struct nfq_data *nfa,
+                     void *data)
 {
   Stage *st = data;
   struct nfqnl_msg_packet_hdr *ph = nfq_get_msg_packet_hdr(nfa);
@@ -248,8 +255,8 @@ int main(int argc, char **argv)
   }
   st.qh = nfq_create_queue(h, (uint16_t)queue, on_packet, &st);
   if (!st.qh) {
-    fprintf(stderr, "canopy-delay: cannot bind queue %g: %s (another program bound to it?)\n", queue,
-            strerror(errno));
+    fprintf(stderr, "canopy-delay: cannot bind queue %g: %s (another program bound to it?)\n",
+            queue, strerror(errno));
     nfq_close(h);
     return 1;
   }
@@ -271,8 +278,8 @@ int main(int argc, char **argv)
   /* A lost notification is harmless: the next batch verdict covers its id. */
   setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof one);
 
-  fprintf(stderr, "canopy-delay: queue %g, delay %g ms, loss %g, seed %g%s\n", queue, delay_ms, loss, seed,
-          gso ? ", gso" : "");
+  fprintf(stderr, "canopy-delay: queue %g, delay %g ms, loss %g, seed %g%s\n", queue, delay_ms,
+          loss, seed, gso ? ", gso" : "");
 
   /* COPY_META messages are small: many per recvmmsg call. */
   static char bufs[BATCH][MSG_BUF] __attribute__((aligned(8)));
@@ -340,8 +347,8 @@ int main(int argc, char **argv)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     fprintf(stderr,
-            "canopy-delay: seen %" PRIu64 ", dropped %" PRIu64 ", accepted %" PRIu64 ", verdict batches %" PRIu64
-            ", enobufs %" PRIu64 ", cpu user %.2f s sys %.2f s\n",
+            "canopy-delay: seen %" PRIu64 ", dropped %" PRIu64 ", accepted %" PRIu64
+            ", verdict batches %" PRIu64 ", enobufs %" PRIu64 ", cpu user %.2f s sys %.2f s\n",
             st.seen, st.dropped, st.accepted, st.verdict_msgs, st.enobufs,
             (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6,
             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);

@@ -68,7 +68,10 @@ typedef struct {
   guint64 progress_at; /* done at the last stall check */
 } Run;
 
-static gint64 now_us(void) { return g_get_monotonic_time(); }
+static gint64 now_us(void)
+{
+  return g_get_monotonic_time();
+}
 
 static void finish(Run *r, int rc, const char *why)
 {
@@ -340,7 +343,10 @@ static void on_connected(IcePeer *p, GIOStream *io, const IcePath *path, gpointe
   }
 }
 
-static void on_failed(IcePeer *p, const char *reason, gpointer ud) { finish(ud, 1, reason); }
+static void on_failed(IcePeer *p, const char *reason, gpointer ud)
+{
+  finish(ud, 1, reason);
+}
 
 static gboolean on_deadline(gpointer data)
 {

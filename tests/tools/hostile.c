@@ -131,7 +131,9 @@ static void hello_leaf(int fd, Channel *ch)
 int main(int argc, char **argv)
 {
   if (argc < 3) {
-    fprintf(stderr, "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood HOST:PORT [COUNT]\n");
+    fprintf(stderr,
+            "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
+            "HOST:PORT [COUNT]\n");
     return 2;
   }
   const char *mode = argv[1];

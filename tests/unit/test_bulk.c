@@ -28,9 +28,9 @@ typedef struct {
 } Ev;
 
 typedef struct {
-  double rate;        /* bytes/s; 0 = unlimited */
-  uint64_t delay_ns;  /* one way */
-  uint64_t queue;     /* drop-tail queue, bytes */
+  double rate;       /* bytes/s; 0 = unlimited */
+  uint64_t delay_ns; /* one way */
+  uint64_t queue;    /* drop-tail queue, bytes */
   uint32_t loss_ppm, dup_ppm, reorder_ppm;
   uint64_t reorder_ns; /* extra delay of a reordered datagram */
   uint64_t busy_ns;    /* when the bottleneck is free */
@@ -40,7 +40,7 @@ typedef struct {
   uint64_t total, written, read;
   bool closed;
   uint64_t bad_bytes;
-  double read_rate; /* bytes/s, 0 = read everything at once */
+  double read_rate;    /* bytes/s, 0 = read everything at once */
   uint64_t max_unread; /* peak of written (by the peer) - read */
 } App;
 
@@ -55,7 +55,8 @@ typedef struct {
   uint64_t garbage_sent;
 } Sim;
 
-static uint64_t rnd(Sim *s) {
+static uint64_t rnd(Sim *s)
+{
   /* splitmix64 */
   uint64_t z = (s->rng += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -63,16 +64,24 @@ static uint64_t rnd(Sim *s) {
   return z ^ (z >> 31);
 }
 
-static bool chance(Sim *s, uint32_t ppm) { return ppm && rnd(s) % 1000000 < ppm; }
+static bool chance(Sim *s, uint32_t ppm)
+{
+  return ppm && rnd(s) % 1000000 < ppm;
+}
 
-static uint8_t pattern(int dir, uint64_t off) {
+static uint8_t pattern(int dir, uint64_t off)
+{
   uint64_t x = (off + (uint64_t)dir * 0x5555) * 0x9e3779b97f4a7c15ull;
   return (uint8_t)(x >> 56);
 }
 
-static bool ev_less(const Ev *a, const Ev *b) { return a->t_ns < b->t_ns || (a->t_ns == b->t_ns && a->seq < b->seq); }
+static bool ev_less(const Ev *a, const Ev *b)
+{
+  return a->t_ns < b->t_ns || (a->t_ns == b->t_ns && a->seq < b->seq);
+}
 
-static void heap_push(Sim *s, Ev e) {
+static void heap_push(Sim *s, Ev e)
+{
   if (s->n == s->cap) {
     s->cap = s->cap ? 2 * s->cap : 1024;
     s->heap = realloc(s->heap, s->cap * sizeof *s->heap);
@@ -86,7 +95,8 @@ static void heap_push(Sim *s, Ev e) {
   s->heap[i] = e;
 }
 
-static Ev heap_pop(Sim *s) {
+static Ev heap_pop(Sim *s)
+{
   Ev top = s->heap[0], last = s->heap[--s->n];
   size_t i = 0;
   for (;;) {
@@ -105,7 +115,8 @@ static Ev heap_pop(Sim *s) {
   return top;
 }
 
-static void deliver_at(Sim *s, int to, const uint8_t *pkt, size_t len, uint64_t t) {
+static void deliver_at(Sim *s, int to, const uint8_t *pkt, size_t len, uint64_t t)
+{
   Ev e = {t, s->seq++, to, len, malloc(len ? len : 1)};
   assert_non_null(e.data);
   memcpy(e.data, pkt, len);
@@ -113,13 +124,15 @@ static void deliver_at(Sim *s, int to, const uint8_t *pkt, size_t len, uint64_t 
 }
 
 /* ep[from] sends a datagram into its link. */
-static void link_send(Sim *s, int from, const uint8_t *pkt, size_t len) {
+static void link_send(Sim *s, int from, const uint8_t *pkt, size_t len)
+{
   Link *l = &s->link[from];
   if (chance(s, l->loss_ppm))
     return;
   uint64_t depart = s->now_ns;
   if (l->rate > 0) {
-    uint64_t backlog = l->busy_ns > s->now_ns ? (uint64_t)((double)(l->busy_ns - s->now_ns) * l->rate / 1e9) : 0;
+    uint64_t backlog =
+        l->busy_ns > s->now_ns ? (uint64_t)((double)(l->busy_ns - s->now_ns) * l->rate / 1e9) : 0;
     if (backlog + len > l->queue)
       return;
     uint64_t start = l->busy_ns > s->now_ns ? l->busy_ns : s->now_ns;
@@ -134,7 +147,8 @@ static void link_send(Sim *s, int from, const uint8_t *pkt, size_t len) {
     deliver_at(s, 1 - from, pkt, len, t + 1000);
 }
 
-static void sim_init(Sim *s, const BulkConfig *cfg, uint64_t seed) {
+static void sim_init(Sim *s, const BulkConfig *cfg, uint64_t seed)
+{
   memset(s, 0, sizeof *s);
   s->rng = seed;
   s->now_ns = 1000000000ull; /* t0 = 1 s: nothing may assume time starts at 0 */
@@ -146,7 +160,8 @@ static void sim_init(Sim *s, const BulkConfig *cfg, uint64_t seed) {
   }
 }
 
-static void sim_free(Sim *s) {
+static void sim_free(Sim *s)
+{
   for (size_t i = 0; i < s->n; i++)
     free(s->heap[i].data);
   free(s->heap);
@@ -154,7 +169,8 @@ static void sim_free(Sim *s) {
   bulk_free(s->ep[1]);
 }
 
-static void app_step(Sim *s, int i) {
+static void app_step(Sim *s, int i)
+{
   App *a = &s->app[i];
   Bulk *b = s->ep[i];
   uint8_t buf[65536];
@@ -193,14 +209,16 @@ static void app_step(Sim *s, int i) {
     a->max_unread = peer->written - a->read;
 }
 
-static bool sim_done(const Sim *s) {
+static bool sim_done(const Sim *s)
+{
   for (int i = 0; i < 2; i++)
     if (!bulk_eof(s->ep[i]) || !bulk_done(s->ep[i]))
       return false;
   return true;
 }
 
-static void inject_garbage(Sim *s, int to) {
+static void inject_garbage(Sim *s, int to)
+{
   uint8_t g[MTU];
   size_t len = rnd(s) % sizeof g;
   for (size_t k = 0; k < len; k++)
@@ -213,14 +231,17 @@ static void inject_garbage(Sim *s, int to) {
   s->garbage_sent++;
 }
 
-static bool sim_idle(const Sim *s) {
-  return !s->n && bulk_next_timer(s->ep[0]) == UINT64_MAX && bulk_next_timer(s->ep[1]) == UINT64_MAX;
+static bool sim_idle(const Sim *s)
+{
+  return !s->n && bulk_next_timer(s->ep[0]) == UINT64_MAX &&
+         bulk_next_timer(s->ep[1]) == UINT64_MAX;
 }
 
 /* Runs until both streams are done (or, with until_idle, until nothing is
  * in flight and no timer is armed) or limit_ns of virtual time passed;
  * returns the virtual time taken. */
-static uint64_t sim_run_ex(Sim *s, uint64_t limit_ns, bool until_idle) {
+static uint64_t sim_run_ex(Sim *s, uint64_t limit_ns, bool until_idle)
+{
   uint64_t start = s->now_ns, same = 0, last = 0;
   uint8_t pkt[MTU];
   while (s->now_ns - start < limit_ns) {
@@ -263,9 +284,13 @@ static uint64_t sim_run_ex(Sim *s, uint64_t limit_ns, bool until_idle) {
   return s->now_ns - start;
 }
 
-static uint64_t sim_run(Sim *s, uint64_t limit_ns) { return sim_run_ex(s, limit_ns, false); }
+static uint64_t sim_run(Sim *s, uint64_t limit_ns)
+{
+  return sim_run_ex(s, limit_ns, false);
+}
 
-static void check_intact(const Sim *s) {
+static void check_intact(const Sim *s)
+{
   for (int i = 0; i < 2; i++) {
     assert_int_equal(s->app[i].bad_bytes, 0);
     assert_int_equal(s->app[i].read, s->app[1 - i].total);
@@ -274,7 +299,8 @@ static void check_intact(const Sim *s) {
   }
 }
 
-static void run_one_way(uint32_t loss_ppm, uint32_t reorder_ppm, uint64_t seed) {
+static void run_one_way(uint32_t loss_ppm, uint32_t reorder_ppm, uint64_t seed)
+{
   Sim s;
   BulkConfig cfg = {.send_buf = 4 << 20, .recv_buf = 4 << 20};
   sim_init(&s, &cfg, seed);
@@ -293,10 +319,12 @@ static void run_one_way(uint32_t loss_ppm, uint32_t reorder_ppm, uint64_t seed) 
    * startup (9 round trips from a 10-packet window to the 1 MB BDP), so ask
    * for 40 % of the 50 MB/s link; a Reno sender at 1 % loss gets ~1 MB/s. */
   double mbps = (double)(10u << 20) / ((double)t / 1e9) / 1e6;
-  print_message("loss %u ppm reorder %u ppm: %.1f MB/s, %llu retransmits, %llu lost (%llu spurious), srtt %llu us, "
+  print_message("loss %u ppm reorder %u ppm: %.1f MB/s, %llu retransmits, %llu lost (%llu "
+                "spurious), srtt %llu us, "
                 "btlbw %.1f MB/s, cwnd %llu\n",
-                loss_ppm, reorder_ppm, mbps, (unsigned long long)st.retransmits, (unsigned long long)st.packets_lost,
-                (unsigned long long)st.spurious_losses, (unsigned long long)st.srtt_us, (double)st.delivery_rate / 1e6,
+                loss_ppm, reorder_ppm, mbps, (unsigned long long)st.retransmits,
+                (unsigned long long)st.packets_lost, (unsigned long long)st.spurious_losses,
+                (unsigned long long)st.srtt_us, (double)st.delivery_rate / 1e6,
                 (unsigned long long)st.cwnd);
   assert_true(mbps > 20);
   if (!loss_ppm && !reorder_ppm)
@@ -304,20 +332,26 @@ static void run_one_way(uint32_t loss_ppm, uint32_t reorder_ppm, uint64_t seed) 
   sim_free(&s);
 }
 
-static void test_10mb_clean(void **state) { run_one_way(0, 0, 1); }
+static void test_10mb_clean(void **state)
+{
+  run_one_way(0, 0, 1);
+}
 
-static void test_10mb_loss_1pct(void **state) {
+static void test_10mb_loss_1pct(void **state)
+{
   for (uint64_t seed = 100; seed < 106; seed++)
     run_one_way(10000, 0, seed);
 }
 
-static void test_10mb_loss_and_reorder(void **state) {
+static void test_10mb_loss_and_reorder(void **state)
+{
   for (uint64_t seed = 200; seed < 203; seed++)
     run_one_way(10000, 20000, seed);
 }
 
 /* Both directions at once, with loss, duplicates and garbage datagrams. */
-static void test_duplicates_and_garbage(void **state) {
+static void test_duplicates_and_garbage(void **state)
+{
   Sim s;
   BulkConfig cfg = {.send_buf = 1 << 20, .recv_buf = 1 << 20};
   sim_init(&s, &cfg, 5);
@@ -342,7 +376,8 @@ static void test_duplicates_and_garbage(void **state) {
 
 /* A reader at 1 MB/s on a 50 MB/s link: the sender must follow it, and the
  * bytes written but not yet read stay within the two buffers. */
-static void test_slow_reader(void **state) {
+static void test_slow_reader(void **state)
+{
   Sim s;
   BulkConfig cfg = {.send_buf = 256 << 10, .recv_buf = 256 << 10};
   sim_init(&s, &cfg, 6);
@@ -354,8 +389,8 @@ static void test_slow_reader(void **state) {
   s.app[1].read_rate = 1e6;
   uint64_t t = sim_run(&s, 60ull * 1000000000);
   check_intact(&s);
-  assert_true(t > 3000000000ull);                  /* 3 MiB at 1 MB/s: > 3 s */
-  assert_true(t < 4000000000ull);                  /* and not stalled by the window */
+  assert_true(t > 3000000000ull);                   /* 3 MiB at 1 MB/s: > 3 s */
+  assert_true(t < 4000000000ull);                   /* and not stalled by the window */
   assert_true(s.app[1].max_unread <= (512u << 10)); /* bounded buffers */
   BulkStats st;
   bulk_stats(s.ep[0], &st);
@@ -365,7 +400,8 @@ static void test_slow_reader(void **state) {
 
 /* FIN: a short stream ends cleanly both ways, writes after close are
  * refused, and idle endpoints ask for no timer at all. */
-static void test_fin(void **state) {
+static void test_fin(void **state)
+{
   Sim s;
   sim_init(&s, NULL, 7);
   s.app[0].total = 1000;
@@ -386,7 +422,8 @@ static void test_fin(void **state) {
 }
 
 /* FIN whose packets are lost repeatedly still completes (PTO path). */
-static void test_fin_lossy(void **state) {
+static void test_fin_lossy(void **state)
+{
   for (uint64_t seed = 10; seed < 20; seed++) {
     Sim s;
     sim_init(&s, NULL, seed);
@@ -402,7 +439,8 @@ static void test_fin_lossy(void **state) {
 
 /* A small queue (30 KB) at 10 MB/s: the sender must settle without a
  * collapse - most bytes go through, few are resent. */
-static void test_small_queue(void **state) {
+static void test_small_queue(void **state)
+{
   Sim s;
   sim_init(&s, NULL, 8);
   for (int i = 0; i < 2; i++) {
@@ -415,8 +453,8 @@ static void test_small_queue(void **state) {
   BulkStats st;
   bulk_stats(s.ep[0], &st);
   double mbps = (double)(10u << 20) / ((double)t / 1e9) / 1e6;
-  print_message("small queue: %.2f MB/s, %llu of %llu packets resent\n", mbps, (unsigned long long)st.retransmits,
-                (unsigned long long)st.packets_sent);
+  print_message("small queue: %.2f MB/s, %llu of %llu packets resent\n", mbps,
+                (unsigned long long)st.retransmits, (unsigned long long)st.packets_sent);
   assert_true(mbps > 7);
   assert_true(st.retransmits * 10 < st.packets_sent);
   sim_free(&s);
@@ -426,7 +464,8 @@ static void test_small_queue(void **state) {
  * STREAM with a piggybacked ACK, PING) and feeds every proper prefix of
  * each, then random mutations, to endpoints: nothing may crash, every
  * proper prefix is dropped, and the real stream still completes. */
-static void test_truncation_and_fuzz(void **state) {
+static void test_truncation_and_fuzz(void **state)
+{
   Sim s;
   sim_init(&s, NULL, 9);
   for (int i = 0; i < 2; i++)
@@ -511,7 +550,8 @@ static void test_truncation_and_fuzz(void **state) {
   sim_free(&s);
 }
 
-static void test_config(void **state) {
+static void test_config(void **state)
+{
   BulkConfig bad = {.mtu = 100};
   assert_null(bulk_new(&bad, 0));
   bad = (BulkConfig){.recv_buf = 1000};
@@ -526,7 +566,8 @@ static void test_config(void **state) {
   bulk_free(b);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config),
       cmocka_unit_test(test_10mb_clean),

@@ -552,7 +552,10 @@ static void run_manual_responder(SignMode mode)
   Channel *i = channel_new(&id_i, CHANNEL_INITIATOR);
   uint8_t *m1 = take_output(i, &n);
   assert_int_equal(n, M1_LEN);
-  assert_memory_equal(m1, "\0\0\0\x25" "CNPY\x01", 9);
+  assert_memory_equal(m1,
+                      "\0\0\0\x25"
+                      "CNPY\x01",
+                      9);
 
   crypto_kx_keypair(r_pk, r_sk);
   assert_int_equal(crypto_kx_server_session_keys(rx, tx, r_pk, r_sk, m1 + 9), 0);
@@ -597,7 +600,10 @@ static void run_manual_initiator(SignMode mode)
   Channel *r = channel_new(&id_r, CHANNEL_RESPONDER);
 
   crypto_kx_keypair(i_pk, i_sk);
-  memcpy(m1, "\0\0\0\x25" "CNPY\x01", 9);
+  memcpy(m1,
+         "\0\0\0\x25"
+         "CNPY\x01",
+         9);
   memcpy(m1 + 9, i_pk, 32);
   assert_true(channel_feed(r, m1, sizeof m1));
   uint8_t *m2 = take_output(r, &n);
@@ -837,30 +843,30 @@ static void test_hex(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_setup_teardown(test_handshake_bytewise, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_handshake_all_at_once, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_many_messages, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_max_message, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_flipped_bit, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_flipped_bit_in_handshake, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_replayed_frame, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_reordered_frames, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_dropped_frame, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_truncated_frame, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_absurd_length, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_bad_magic_and_version, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_low_order_ephemeral, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_tampered_static_key, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_man_in_the_middle, pair_setup, pair_teardown),
-    cmocka_unit_test(test_spec_responder),
-    cmocka_unit_test(test_spec_initiator),
-    cmocka_unit_test_setup_teardown(test_final_closes, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_failure_sticks, pair_setup, pair_teardown),
-    cmocka_unit_test_setup_teardown(test_input_overflow, pair_setup, pair_teardown),
-    cmocka_unit_test(test_identity_create_and_reload),
-    cmocka_unit_test(test_identity_refuses_open_mode),
-    cmocka_unit_test(test_identity_refuses_garbage),
-    cmocka_unit_test(test_hex),
+      cmocka_unit_test_setup_teardown(test_handshake_bytewise, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_handshake_all_at_once, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_many_messages, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_max_message, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_flipped_bit, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_flipped_bit_in_handshake, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_replayed_frame, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_reordered_frames, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_dropped_frame, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_frame, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_absurd_length, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_bad_magic_and_version, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_low_order_ephemeral, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_tampered_static_key, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_man_in_the_middle, pair_setup, pair_teardown),
+      cmocka_unit_test(test_spec_responder),
+      cmocka_unit_test(test_spec_initiator),
+      cmocka_unit_test_setup_teardown(test_final_closes, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_failure_sticks, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_input_overflow, pair_setup, pair_teardown),
+      cmocka_unit_test(test_identity_create_and_reload),
+      cmocka_unit_test(test_identity_refuses_open_mode),
+      cmocka_unit_test(test_identity_refuses_garbage),
+      cmocka_unit_test(test_hex),
   };
   assert_true(crypto_ready());
   return cmocka_run_group_tests(tests, tmp_setup, tmp_teardown);

@@ -38,8 +38,8 @@ static uint8_t *make_data(size_t n)
 
 /* ---- reference: the header comment, read literally --------------------- */
 
-static void ref_hash(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
-                     const uint8_t *c, size_t clen, uint8_t out[32])
+static void ref_hash(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, const uint8_t *c,
+                     size_t clen, uint8_t out[32])
 {
   crypto_generichash_state st;
   crypto_generichash_init(&st, NULL, 0, 32);
@@ -227,9 +227,12 @@ static void test_hash_missing_file(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_known_structure),    cmocka_unit_test(test_tree_shape),
-      cmocka_unit_test(test_stream_random_splits), cmocka_unit_test(test_size_is_bound),
-      cmocka_unit_test(test_hash_file),          cmocka_unit_test(test_hash_missing_file),
+      cmocka_unit_test(test_known_structure),
+      cmocka_unit_test(test_tree_shape),
+      cmocka_unit_test(test_stream_random_splits),
+      cmocka_unit_test(test_size_is_bound),
+      cmocka_unit_test(test_hash_file),
+      cmocka_unit_test(test_hash_missing_file),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

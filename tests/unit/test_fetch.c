@@ -54,10 +54,10 @@ typedef struct {
   ChunkMode chunk;
   unsigned bad_nth;   /* which of its chunk requests misbehaves (0-based) */
   uint32_t bad_index; /* or: which chunk index misbehaves */
-  bool alive;       /* for the test: not dropped, not lost */
+  bool alive;         /* for the test: not dropped, not lost */
   unsigned get_tree;
-  GArray *asked; /* uint32_t: chunk indices asked of it, in order */
-  GArray *held;  /* uint32_t: CHUNK_HOLD requests not answered yet */
+  GArray *asked;           /* uint32_t: chunk indices asked of it, in order */
+  GArray *held;            /* uint32_t: CHUNK_HOLD requests not answered yet */
   unsigned pieces;         /* CHUNK messages of it fed to the scheduler */
   unsigned pieces_at_drop; /* how many it took to be dropped */
   const char *drop_reason;
@@ -107,7 +107,10 @@ static void fill_random(uint8_t *p, size_t n, uint64_t seed)
   }
 }
 
-static uint64_t chunk_off(uint32_t i) { return (uint64_t)i * CONTENT_CHUNK_SIZE; }
+static uint64_t chunk_off(uint32_t i)
+{
+  return (uint64_t)i * CONTENT_CHUNK_SIZE;
+}
 
 static size_t chunk_len(uint64_t size, uint32_t i)
 {

@@ -68,7 +68,10 @@ static void side_clear(Side *s)
   memset(s, 0, sizeof *s);
 }
 
-static gboolean tick_cb(gpointer data) { return G_SOURCE_CONTINUE; }
+static gboolean tick_cb(gpointer data)
+{
+  return G_SOURCE_CONTINUE;
+}
 
 /* Iterates ctx until done(data) or WAIT_MS pass. */
 static gboolean run_until(GMainContext *ctx, gboolean (*done)(gpointer), gpointer data)
@@ -302,7 +305,10 @@ static void test_loopback_connects_and_carries_bytes(void **state)
   g_main_context_unref(ctx);
 }
 
-static gboolean side_has_desc(gpointer d) { return ((Side *)d)->desc != NULL; }
+static gboolean side_has_desc(gpointer d)
+{
+  return ((Side *)d)->desc != NULL;
+}
 
 /* A valid description to mangle, gathered once. */
 static char *valid_description(GMainContext *ctx)
@@ -440,7 +446,10 @@ static void test_malformed_descriptions_are_errors(void **state)
   g_main_context_unref(ctx);
 }
 
-static gboolean side_failed(gpointer d) { return ((Side *)d)->n_failed > 0; }
+static gboolean side_failed(gpointer d)
+{
+  return ((Side *)d)->n_failed > 0;
+}
 
 static void test_no_answer_times_out(void **state)
 {

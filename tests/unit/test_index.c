@@ -331,8 +331,9 @@ static void test_remove_large_owner_fast(void **state)
 #define M_CIDS 5050 /* 50 popular, the rest rare: chains grow and empty */
 
 static const char *const m_vocab[M_WORDS] = {
-    "red",  "green", "blue", "cyan", "mauve", "ochre", "teal", "navy", "rose", "sand", "jade", "plum",
-    "ruby", "gold",  "iron", "zinc", "lead",  "tin",   "oak",  "pine", "elm",  "ash",  "fir",  "yew",
+    "red",  "green", "blue", "cyan", "mauve", "ochre", "teal", "navy",
+    "rose", "sand",  "jade", "plum", "ruby",  "gold",  "iron", "zinc",
+    "lead", "tin",   "oak",  "pine", "elm",   "ash",   "fir",  "yew",
 };
 
 typedef struct {
@@ -487,16 +488,11 @@ static void test_against_model(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_multi_term_search),
-      cmocka_unit_test(test_remove_owner),
-      cmocka_unit_test(test_lookup_cid_all_owners),
-      cmocka_unit_test(test_owner_cap),
-      cmocka_unit_test(test_duplicate_and_badname),
-      cmocka_unit_test(test_max_results),
-      cmocka_unit_test(test_slot_reuse_no_resurrection),
-      cmocka_unit_test(test_churn),
-      cmocka_unit_test(test_remove_large_owner_fast),
-      cmocka_unit_test(test_against_model),
+      cmocka_unit_test(test_multi_term_search),          cmocka_unit_test(test_remove_owner),
+      cmocka_unit_test(test_lookup_cid_all_owners),      cmocka_unit_test(test_owner_cap),
+      cmocka_unit_test(test_duplicate_and_badname),      cmocka_unit_test(test_max_results),
+      cmocka_unit_test(test_slot_reuse_no_resurrection), cmocka_unit_test(test_churn),
+      cmocka_unit_test(test_remove_large_owner_fast),    cmocka_unit_test(test_against_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

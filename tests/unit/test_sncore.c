@@ -51,7 +51,7 @@ typedef struct {
   uint64_t rng;
   unsigned sent[16]; /* SEND actions by message type */
   GArray *closes;    /* CloseRec: CLOSE actions */
-  unsigned leaf_ups;  /* LEAF_UP actions (the shell then sends NAT_INFO) */
+  unsigned leaf_ups; /* LEAF_UP actions (the shell then sends NAT_INFO) */
   GPtrArray *dials;  /* char*: DIAL actions */
 } Node;
 
@@ -162,7 +162,10 @@ static void net_free(Net *net)
   g_free(net);
 }
 
-static const SnStats *stats(Net *net, int node) { return sn_core_stats(net->node[node].core); }
+static const SnStats *stats(Net *net, int node)
+{
+  return sn_core_stats(net->node[node].core);
+}
 
 static uint64_t new_end(Net *net, int node, EndKind kind)
 {
@@ -1106,7 +1109,8 @@ static void check_duplicate_dial(bool reverse_ids, bool s1_first)
   assert_int_equal(net->ends[c1].peer, c2);
   assert_true(net->ends[c1].open && net->ends[c2].open);
   /* ...the one dialed by the smaller node id... */
-  uint64_t keep = memcmp(net->node[S1].id, net->node[S2].id, 32) < 0 ? from1 : net->ends[from2].peer;
+  uint64_t keep =
+      memcmp(net->node[S1].id, net->node[S2].id, 32) < 0 ? from1 : net->ends[from2].peer;
   assert_int_equal(c1, keep);
   /* ...and the other is closed on both ends. */
   uint64_t lose1 = keep == from1 ? net->ends[from2].peer : from1;
@@ -1351,7 +1355,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_chain_search_respects_ttl),
-    cmocka_unit_test(test_signalling),
+      cmocka_unit_test(test_signalling),
       cmocka_unit_test(test_triangle_duplicate_suppression),
       cmocka_unit_test(test_ring_duplicate_suppression),
       cmocka_unit_test(test_hits_follow_reverse_path),

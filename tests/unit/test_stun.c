@@ -51,15 +51,16 @@ static const uint8_t rfc5769_request[] = {
 static const uint8_t vovida_test1[] = {0x00, 0x01, 0x00, 0x08, 0x01, 0x66, 0xfc, 0x42, 0xab, 0x81,
                                        0xf5, 0x2e, 0xd6, 0x1c, 0x2b, 0x01, 0x3b, 0x19, 0xd1, 0x33,
                                        0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00};
-static const uint8_t vovida_change_ip[] = {0x00, 0x01, 0x00, 0x08, 0x02, 0xbe, 0x48, 0x66, 0xdc, 0x77,
-                                           0xb7, 0x1a, 0xb2, 0xee, 0xc3, 0x1c, 0xfa, 0x7f, 0x63, 0x7e,
-                                           0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x04};
-static const uint8_t vovida_change_port[] = {0x00, 0x01, 0x00, 0x08, 0x03, 0xf0, 0xcc, 0x75, 0x5e, 0x75,
-                                             0x5b, 0x0d, 0x6a, 0xa8, 0xaf, 0x5f, 0x2f, 0xc5, 0x5f, 0x69,
-                                             0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x02};
+static const uint8_t vovida_change_ip[] = {
+    0x00, 0x01, 0x00, 0x08, 0x02, 0xbe, 0x48, 0x66, 0xdc, 0x77, 0xb7, 0x1a, 0xb2, 0xee,
+    0xc3, 0x1c, 0xfa, 0x7f, 0x63, 0x7e, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x04};
+static const uint8_t vovida_change_port[] = {
+    0x00, 0x01, 0x00, 0x08, 0x03, 0xf0, 0xcc, 0x75, 0x5e, 0x75, 0x5b, 0x0d, 0x6a, 0xa8,
+    0xaf, 0x5f, 0x2f, 0xc5, 0x5f, 0x69, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x02};
 
-static const uint16_t client_known[] = {STUN_ATTRIBUTE_MAPPED_ADDRESS, STUN_ATTRIBUTE_XOR_MAPPED_ADDRESS,
-                                        STUN_ATTRIBUTE_ERROR_CODE, STUN_ATTRIBUTE_UNKNOWN_ATTRIBUTES, 0};
+static const uint16_t client_known[] = {
+    STUN_ATTRIBUTE_MAPPED_ADDRESS, STUN_ATTRIBUTE_XOR_MAPPED_ADDRESS, STUN_ATTRIBUTE_ERROR_CODE,
+    STUN_ATTRIBUTE_UNKNOWN_ATTRIBUTES, 0};
 
 /* --- helpers ------------------------------------------------------------------ */
 
@@ -92,7 +93,10 @@ static Addr addr6(const char *ip, uint16_t port)
   return a;
 }
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint16_t rd16(const uint8_t *p)
+{
+  return (uint16_t)(p[0] << 8 | p[1]);
+}
 
 /* Answers req from a, in an out buffer exactly outcap long on the heap (so
  * ASan sees any write past it), and copies the answer to resp. */
@@ -159,7 +163,8 @@ static void assert_same_addr(const struct sockaddr_storage *got, const Addr *wan
 {
   assert_int_equal(got->ss_family, want->ss.ss_family);
   if (got->ss_family == AF_INET) {
-    const struct sockaddr_in *g = (const struct sockaddr_in *)got, *w = (const struct sockaddr_in *)&want->ss;
+    const struct sockaddr_in *g = (const struct sockaddr_in *)got,
+                             *w = (const struct sockaddr_in *)&want->ss;
     assert_int_equal(g->sin_port, w->sin_port);
     assert_memory_equal(&g->sin_addr, &w->sin_addr, 4);
   } else {
@@ -187,7 +192,8 @@ static void test_rfc5389_ipv4_exact(void **state)
   Addr a = addr4("192.0.2.1", 32853);
   size_t n = answer(req, sizeof req, &a, resp, sizeof resp);
   /* RFC 5769 section 2.2: XOR-MAPPED-ADDRESS of 192.0.2.1 port 32853. */
-  static const uint8_t xma[] = {0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43};
+  static const uint8_t xma[] = {0x00, 0x20, 0x00, 0x08, 0x00, 0x01,
+                                0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43};
   assert_int_equal(n, 20 + sizeof xma);
   check_success_header(req, resp, n);
   assert_memory_equal(resp + 20, xma, sizeof xma);
@@ -201,8 +207,9 @@ static void test_rfc5389_ipv6_exact(void **state)
   Addr a = addr6("2001:db8:1234:5678:11:2233:4455:6677", 32853);
   size_t n = answer(req, sizeof req, &a, resp, sizeof resp);
   /* RFC 5769 section 2.3. */
-  static const uint8_t xma[] = {0x00, 0x20, 0x00, 0x14, 0x00, 0x02, 0xa1, 0x47, 0x01, 0x13, 0xa9, 0xfa,
-                                0xa5, 0xd3, 0xf1, 0x79, 0xbc, 0x25, 0xf4, 0xb5, 0xbe, 0xd2, 0xb9, 0xd9};
+  static const uint8_t xma[] = {0x00, 0x20, 0x00, 0x14, 0x00, 0x02, 0xa1, 0x47,
+                                0x01, 0x13, 0xa9, 0xfa, 0xa5, 0xd3, 0xf1, 0x79,
+                                0xbc, 0x25, 0xf4, 0xb5, 0xbe, 0xd2, 0xb9, 0xd9};
   assert_int_equal(n, 20 + sizeof xma);
   check_success_header(req, resp, n);
   assert_memory_equal(resp + 20, xma, sizeof xma);
@@ -221,7 +228,8 @@ static void libnice_roundtrip(StunCompatibility compat, StunAgentUsageFlags flag
 
   /* libnice's own client accepts it: matching transaction, FINGERPRINT
    * present and right when its agent asks for one. */
-  assert_int_equal(stun_agent_validate(&client, &resp_msg, resp, n, NULL, NULL), STUN_VALIDATION_SUCCESS);
+  assert_int_equal(stun_agent_validate(&client, &resp_msg, resp, n, NULL, NULL),
+                   STUN_VALIDATION_SUCCESS);
   assert_int_equal(stun_message_get_class(&resp_msg), STUN_RESPONSE);
   assert_int_equal(stun_message_get_method(&resp_msg), STUN_BINDING);
 
@@ -229,15 +237,17 @@ static void libnice_roundtrip(StunCompatibility compat, StunAgentUsageFlags flag
   socklen_t gotlen = sizeof got;
   uint16_t alen;
   if (compat == STUN_COMPATIBILITY_RFC5389) {
-    assert_int_equal(stun_message_find_xor_addr(&resp_msg, STUN_ATTRIBUTE_XOR_MAPPED_ADDRESS, &got, &gotlen),
-                     STUN_MESSAGE_RETURN_SUCCESS);
+    assert_int_equal(
+        stun_message_find_xor_addr(&resp_msg, STUN_ATTRIBUTE_XOR_MAPPED_ADDRESS, &got, &gotlen),
+        STUN_MESSAGE_RETURN_SUCCESS);
     assert_same_addr(&got, from);
     assert_int_equal(find_attr(resp, n, STUN_ATTRIBUTE_FINGERPRINT, &alen) != NULL,
                      (flags & STUN_AGENT_USAGE_USE_FINGERPRINT) != 0);
   } else {
     /* RFC 3489: MAPPED-ADDRESS, in the clear; no RFC 5389-only attributes. */
-    assert_int_equal(stun_message_find_addr(&resp_msg, STUN_ATTRIBUTE_MAPPED_ADDRESS, &got, &gotlen),
-                     STUN_MESSAGE_RETURN_SUCCESS);
+    assert_int_equal(
+        stun_message_find_addr(&resp_msg, STUN_ATTRIBUTE_MAPPED_ADDRESS, &got, &gotlen),
+        STUN_MESSAGE_RETURN_SUCCESS);
     assert_same_addr(&got, from);
     assert_null(find_attr(resp, n, STUN_ATTRIBUTE_XOR_MAPPED_ADDRESS, &alen));
     assert_null(find_attr(resp, n, STUN_ATTRIBUTE_FINGERPRINT, &alen));
@@ -271,7 +281,8 @@ static void test_libnice_rfc3489(void **state)
 static void test_rfc3489_exact(void **state)
 {
   (void)state;
-  uint8_t req[20] = {0x00, 0x01, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  uint8_t req[20] = {0x00, 0x01, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef, 1,  2,
+                     3,    4,    5,    6,    7,    8,    9,    10,   11, 12};
   uint8_t resp[STUN_SERVER_MAX_RESPONSE];
   Addr a = addr4("10.20.30.40", 0x1234);
   size_t n = answer(req, sizeof req, &a, resp, sizeof resp);
@@ -309,7 +320,8 @@ static void test_v4_mapped_source(void **state)
   rfc5769_request_header(req);
   Addr mapped = addr6("::ffff:192.0.2.1", 32853);
   size_t n = answer(req, sizeof req, &mapped, resp, sizeof resp);
-  static const uint8_t xma[] = {0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43};
+  static const uint8_t xma[] = {0x00, 0x20, 0x00, 0x08, 0x00, 0x01,
+                                0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43};
   assert_int_equal(n, 20 + sizeof xma);
   assert_memory_equal(resp + 20, xma, sizeof xma);
 }
@@ -350,15 +362,17 @@ static void test_unknown_attribute(void **state)
 
   /* RESPONSE-ADDRESS in a classic request is not honoured (it would aim the
    * answer at a third party): 420, to the sender. */
-  uint8_t r3489[32] = {0x00, 0x01, 0x00, 0x0c, 9,    9,    9,    9,    8,    8,    8,    8,    7,   7, 7, 7,
-                       6,    6,    6,    6,    0x00, 0x02, 0x00, 0x08, 0x00, 0x01, 0x00, 0x35, 192, 0, 2, 99};
+  uint8_t r3489[32] = {0x00, 0x01, 0x00, 0x0c, 9,    9,    9,   9, 8, 8,    8,
+                       8,    7,    7,    7,    7,    6,    6,   6, 6, 0x00, 0x02,
+                       0x00, 0x08, 0x00, 0x01, 0x00, 0x35, 192, 0, 2, 99};
   n = answer(r3489, sizeof r3489, &a, resp, sizeof resp);
   check_420(r3489, sizeof r3489, resp, n, 0x0002);
 
   /* RFC 5389 request whose CHANGE-REQUEST asks for another address: 420
    * (RFC 5780 section 7.2); with no flag set it is a plain request. */
-  uint8_t change[28] = {0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 1,    2,    3,    4,    5,    6,
-                        7,    8,    9,    10,   11,   12,   0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x06};
+  uint8_t change[28] = {0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 1,  2,
+                        3,    4,    5,    6,    7,    8,    9,    10,   11, 12,
+                        0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x06};
   n = answer(change, sizeof change, &a, resp, sizeof resp);
   check_420(change, sizeof change, resp, n, 0x0003);
   change[27] = 0;
@@ -366,8 +380,9 @@ static void test_unknown_attribute(void **state)
   check_success_header(change, resp, n);
 
   /* Comprehension-optional attributes (>= 0x8000) are simply ignored. */
-  uint8_t optional[28] = {0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 1,    2,    3,   4,   5,   6,
-                          7,    8,    9,    10,   11,   12,   0x80, 0x22, 0x00, 0x03, 'a', 'b', 'c', 0};
+  uint8_t optional[28] = {0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 1,  2,
+                          3,    4,    5,    6,    7,    8,    9,    10,   11, 12,
+                          0x80, 0x22, 0x00, 0x03, 'a',  'b',  'c',  0};
   n = answer(optional, sizeof optional, &a, resp, sizeof resp);
   check_success_header(optional, resp, n);
 }
@@ -467,8 +482,8 @@ static void test_drops_malformed(void **state)
   /* FINGERPRINT: wrong CRC, wrong size, or not last. */
   StunAgent client;
   uint8_t req[128];
-  size_t len =
-      libnice_request(&client, STUN_COMPATIBILITY_RFC5389, STUN_AGENT_USAGE_USE_FINGERPRINT, req, sizeof req);
+  size_t len = libnice_request(&client, STUN_COMPATIBILITY_RFC5389,
+                               STUN_AGENT_USAGE_USE_FINGERPRINT, req, sizeof req);
   assert_int_not_equal(answer4(req, len), 0);
   req[len - 1] ^= 1;
   assert_int_equal(answer4(req, len), 0);
@@ -496,7 +511,8 @@ static void test_drops_malformed(void **state)
   /* Nothing, and NULLs. */
   uint8_t resp[64];
   Addr a = addr4("192.0.2.1", 1);
-  assert_int_equal(stun_server_answer(NULL, 20, (struct sockaddr *)&a.ss, a.len, resp, sizeof resp), 0);
+  assert_int_equal(stun_server_answer(NULL, 20, (struct sockaddr *)&a.ss, a.len, resp, sizeof resp),
+                   0);
   assert_int_equal(stun_server_answer(m, 0, (struct sockaddr *)&a.ss, a.len, resp, sizeof resp), 0);
   rfc5769_request_header(m);
   assert_int_equal(stun_server_answer(m, 20, (struct sockaddr *)&a.ss, a.len, NULL, 64), 0);
@@ -510,8 +526,8 @@ static void test_every_prefix(void **state)
   StunAgent client;
   uint8_t reqs[6][600];
   size_t lens[6];
-  lens[0] =
-      libnice_request(&client, STUN_COMPATIBILITY_RFC5389, STUN_AGENT_USAGE_USE_FINGERPRINT, reqs[0], 600);
+  lens[0] = libnice_request(&client, STUN_COMPATIBILITY_RFC5389, STUN_AGENT_USAGE_USE_FINGERPRINT,
+                            reqs[0], 600);
   lens[1] = libnice_request(&client, STUN_COMPATIBILITY_RFC3489, 0, reqs[1], 600);
   memcpy(reqs[2], rfc5769_request, lens[2] = sizeof rfc5769_request);
   memcpy(reqs[3], vovida_test1, lens[3] = sizeof vovida_test1);
@@ -570,7 +586,8 @@ static void test_hostile_inputs(void **state)
         memcpy(m + 4, "\x21\x12\xa4\x42", 4);
       /* Attributes with plausible lengths. */
       for (size_t off = 20; (shape & 16) && off + 4 <= len;) {
-        static const uint16_t types[] = {0x0001, 0x0003, 0x0006, 0x0008, 0x0024, 0x8022, 0x8028, 0x0020};
+        static const uint16_t types[] = {0x0001, 0x0003, 0x0006, 0x0008,
+                                         0x0024, 0x8022, 0x8028, 0x0020};
         size_t room = len - off - 4;
         size_t alen = (rnd() % 4 == 0) ? rnd() % 0x10000 : (room ? rnd() % (room + 1) : 0);
         set16(m + off, types[rnd() % 8]);
@@ -590,8 +607,8 @@ static void test_hostile_inputs(void **state)
   /* Bit flips of valid requests. */
   StunAgent client;
   uint8_t req[128];
-  size_t len =
-      libnice_request(&client, STUN_COMPATIBILITY_RFC5389, STUN_AGENT_USAGE_USE_FINGERPRINT, req, sizeof req);
+  size_t len = libnice_request(&client, STUN_COMPATIBILITY_RFC5389,
+                               STUN_AGENT_USAGE_USE_FINGERPRINT, req, sizeof req);
   for (size_t bit = 0; bit < len * 8; bit++) {
     memcpy(m, req, len);
     m[bit / 8] ^= (uint8_t)(1u << (bit % 8));
@@ -607,20 +624,26 @@ static void test_bad_sources(void **state)
   uint8_t req[20], out[64];
   rfc5769_request_header(req);
   Addr a = addr4("192.0.2.1", 0); /* port 0 */
-  assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&a.ss, a.len, out, sizeof out), 0);
+  assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&a.ss, a.len, out, sizeof out),
+                   0);
   a = addr6("2001:db8::1", 0);
-  assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&a.ss, a.len, out, sizeof out), 0);
+  assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&a.ss, a.len, out, sizeof out),
+                   0);
   a = addr4("192.0.2.1", 5);
-  assert_int_not_equal(stun_server_answer(req, 20, (struct sockaddr *)&a.ss, a.len, out, sizeof out), 0);
-  assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&a.ss, a.len - 1, out, sizeof out), 0);
+  assert_int_not_equal(
+      stun_server_answer(req, 20, (struct sockaddr *)&a.ss, a.len, out, sizeof out), 0);
+  assert_int_equal(
+      stun_server_answer(req, 20, (struct sockaddr *)&a.ss, a.len - 1, out, sizeof out), 0);
   assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&a.ss, 0, out, sizeof out), 0);
   assert_int_equal(stun_server_answer(req, 20, NULL, a.len, out, sizeof out), 0);
   a = addr6("2001:db8::1", 5);
-  assert_int_equal(
-      stun_server_answer(req, 20, (struct sockaddr *)&a.ss, sizeof(struct sockaddr_in), out, sizeof out), 0);
+  assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&a.ss, sizeof(struct sockaddr_in),
+                                      out, sizeof out),
+                   0);
   struct sockaddr_un un = {0};
   un.sun_family = AF_UNIX;
-  assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&un, sizeof un, out, sizeof out), 0);
+  assert_int_equal(stun_server_answer(req, 20, (struct sockaddr *)&un, sizeof un, out, sizeof out),
+                   0);
 }
 
 /* An out buffer too small for the answer yields 0, and nothing is written

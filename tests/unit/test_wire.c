@@ -205,9 +205,9 @@ static void test_ping_pong(void **state)
 static void test_publish(void **state)
 {
   WireEntry e[3] = {
-    {.name = S("song.ogg"), .size = 0},
-    {.name = S("r\xc3\xa9sum\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80.pdf"), .size = UINT64_MAX},
-    {.name = S("x"), .size = 4096},
+      {.name = S("song.ogg"), .size = 0},
+      {.name = S("r\xc3\xa9sum\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80.pdf"), .size = UINT64_MAX},
+      {.name = S("x"), .size = 4096},
   };
   for (int i = 0; i < 3; i++)
     fill(e[i].cid, WIRE_CID_LEN, (uint8_t)(i * 50));
@@ -570,10 +570,10 @@ static void test_invalid_text(void **state)
   assert_int_equal(publish_with_name("a\0b", 3), WIRE_EINVALID);     /* embedded NUL */
   assert_int_equal(publish_with_name("\xc0\x80", 2), WIRE_EINVALID); /* overlong NUL */
   assert_int_equal(publish_with_name("\xe0\x80\xaf", 3), WIRE_EINVALID);
-  assert_int_equal(publish_with_name("\xed\xa0\x80", 3), WIRE_EINVALID); /* surrogate */
+  assert_int_equal(publish_with_name("\xed\xa0\x80", 3), WIRE_EINVALID);     /* surrogate */
   assert_int_equal(publish_with_name("\xf4\x90\x80\x80", 4), WIRE_EINVALID); /* > U+10FFFF */
   assert_int_equal(publish_with_name("\xf5\x80\x80\x80", 4), WIRE_EINVALID);
-  assert_int_equal(publish_with_name("\x80", 1), WIRE_EINVALID); /* lone continuation */
+  assert_int_equal(publish_with_name("\x80", 1), WIRE_EINVALID);   /* lone continuation */
   assert_int_equal(publish_with_name("ab\xc3", 3), WIRE_EINVALID); /* cut sequence */
   assert_int_equal(publish_with_name("\xe2\x82", 2), WIRE_EINVALID);
   assert_int_equal(publish_with_name("\xff", 1), WIRE_EINVALID);
@@ -717,27 +717,17 @@ static void test_encode_refuses(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_hello),
-    cmocka_unit_test(test_ping_pong),
-    cmocka_unit_test(test_publish),
-    cmocka_unit_test(test_publish_at_caps),
-    cmocka_unit_test(test_search),
-    cmocka_unit_test(test_query),
-    cmocka_unit_test(test_search_hits),
-    cmocka_unit_test(test_query_hits),
-    cmocka_unit_test(test_peers),
-    cmocka_unit_test(test_nat_info),
-    cmocka_unit_test(test_signal),
-    cmocka_unit_test(test_transfer),
-    cmocka_unit_test(test_version),
-    cmocka_unit_test(test_unknown_type),
-    cmocka_unit_test(test_count_over_cap),
-    cmocka_unit_test(test_length_over_cap),
-    cmocka_unit_test(test_invalid_text),
-    cmocka_unit_test(test_invalid_fields),
-    cmocka_unit_test(test_trailing_byte),
-    cmocka_unit_test(test_count_beyond_bytes),
-    cmocka_unit_test(test_encode_refuses),
+      cmocka_unit_test(test_hello),          cmocka_unit_test(test_ping_pong),
+      cmocka_unit_test(test_publish),        cmocka_unit_test(test_publish_at_caps),
+      cmocka_unit_test(test_search),         cmocka_unit_test(test_query),
+      cmocka_unit_test(test_search_hits),    cmocka_unit_test(test_query_hits),
+      cmocka_unit_test(test_peers),          cmocka_unit_test(test_nat_info),
+      cmocka_unit_test(test_signal),         cmocka_unit_test(test_transfer),
+      cmocka_unit_test(test_version),        cmocka_unit_test(test_unknown_type),
+      cmocka_unit_test(test_count_over_cap), cmocka_unit_test(test_length_over_cap),
+      cmocka_unit_test(test_invalid_text),   cmocka_unit_test(test_invalid_fields),
+      cmocka_unit_test(test_trailing_byte),  cmocka_unit_test(test_count_beyond_bytes),
+      cmocka_unit_test(test_encode_refuses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
