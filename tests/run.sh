@@ -62,6 +62,17 @@ if ! build "$BUILD"; then
   echo "0 passed, 1 failed"
   exit 1
 fi
+echo "=== format"
+if command -v clang-format >/dev/null && git rev-parse --git-dir >/dev/null 2>&1; then
+  # .clang-format is the layout STYLE.md asks for; new code keeps to it.
+  git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror >"$BUILD/format.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || head -n 20 "$BUILD/format.log"
+  result format $rc
+else
+  echo "SKIP format: needs clang-format and a git checkout"
+fi
+
 echo "=== unit"
 unit_tests "$BUILD" unit
 echo "=== integration"
