@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "bulk.h"
+#include "../tools/simqueue.h"
 
 #define MTU 1200
 #define LINK_RATE 150e6
@@ -257,12 +258,7 @@ static void reno_on_timer(Reno *r, uint64_t now)
 
 /* ---- the simulator (as in tests/unit/test_bulk.c) ---- */
 
-typedef struct {
-  uint64_t t_ns, seq;
-  int to;
-  uint16_t len;
-  uint8_t *data;
-} Ev;
+typedef SimEv Ev;
 
 typedef struct {
   uint64_t delay_ns, queue, busy_ns;
@@ -273,8 +269,7 @@ typedef struct {
   Bulk *ep[2];
   Reno *rn[2];
   Link link[2];
-  Ev *heap;
-  size_t n, cap;
+  SimQueue q;
   uint64_t now_ns, seq, rng;
   uint64_t total, written, read, bad;
   bool closed;
@@ -282,51 +277,17 @@ typedef struct {
 
 static uint64_t rnd(Sim *s)
 {
-  uint64_t z = (s->rng += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static bool ev_less(const Ev *a, const Ev *b)
-{
-  return a->t_ns < b->t_ns || (a->t_ns == b->t_ns && a->seq < b->seq);
+  return splitmix64(&s->rng);
 }
 
 static void heap_push(Sim *s, Ev e)
 {
-  if (s->n == s->cap) {
-    s->cap = s->cap ? 2 * s->cap : 4096;
-    s->heap = realloc(s->heap, s->cap * sizeof *s->heap);
-    if (!s->heap)
-      abort();
-  }
-  size_t i = s->n++;
-  while (i && ev_less(&e, &s->heap[(i - 1) / 2])) {
-    s->heap[i] = s->heap[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  s->heap[i] = e;
+  simq_push(&s->q, e);
 }
 
 static Ev heap_pop(Sim *s)
 {
-  Ev top = s->heap[0], last = s->heap[--s->n];
-  size_t i = 0;
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= s->n)
-      break;
-    if (c + 1 < s->n && ev_less(&s->heap[c + 1], &s->heap[c]))
-      c++;
-    if (!ev_less(&s->heap[c], &last))
-      break;
-    s->heap[i] = s->heap[c];
-    i = c;
-  }
-  if (s->n)
-    s->heap[i] = last;
-  return top;
+  return simq_pop(&s->q);
 }
 
 static void link_send(Sim *s, int from, const uint8_t *pkt, size_t len)
@@ -454,7 +415,7 @@ static double run(bool reno, double rtt_ms, uint64_t total, BulkStats *st, doubl
       while ((n = ep_poll(&s, i, pkt, sizeof pkt)) > 0)
         link_send(&s, i, pkt, n);
     }
-    uint64_t next = s.n ? s.heap[0].t_ns : UINT64_MAX;
+    uint64_t next = s.q.n ? s.q.v[0].t_ns : UINT64_MAX;
     for (int i = 0; i < 2; i++) {
       uint64_t t = ep_timer(&s, i);
       if (t != UINT64_MAX && t * 1000 < next)
@@ -464,7 +425,7 @@ static double run(bool reno, double rtt_ms, uint64_t total, BulkStats *st, doubl
       break;
     if (next > s.now_ns)
       s.now_ns = next;
-    while (s.n && s.heap[0].t_ns <= s.now_ns) {
+    while (s.q.n && s.q.v[0].t_ns <= s.now_ns) {
       Ev e = heap_pop(&s);
       if (reno)
         reno_on_datagram(s.rn[e.to], e.data, e.len, s.now_ns / 1000);
@@ -496,9 +457,9 @@ static double run(bool reno, double rtt_ms, uint64_t total, BulkStats *st, doubl
   if (s.bad || s.read < total)
     fprintf(stderr, "%s rtt %.1f: %llu of %llu bytes, %llu bad\n", reno ? "reno" : "bulk", rtt_ms,
             (unsigned long long)s.read, (unsigned long long)total, (unsigned long long)s.bad);
-  for (size_t k = 0; k < s.n; k++)
-    free(s.heap[k].data);
-  free(s.heap);
+  for (size_t k = 0; k < s.q.n; k++)
+    free(s.q.v[k].data);
+  free(s.q.v);
   for (int i = 0; i < 2; i++) {
     bulk_free(s.ep[i]);
     if (s.rn[i]) {

@@ -17,15 +17,11 @@
 #include <cmocka.h>
 
 #include "bulk.h"
+#include "../tools/simqueue.h"
 
 #define MTU 1200
 
-typedef struct {
-  uint64_t t_ns, seq;
-  int to;
-  size_t len;
-  uint8_t *data;
-} Ev;
+typedef SimEv Ev;
 
 typedef struct {
   double rate;       /* bytes/s; 0 = unlimited */
@@ -48,8 +44,7 @@ typedef struct {
   Bulk *ep[2];
   Link link[2]; /* link[i] carries ep[i]'s datagrams */
   App app[2];
-  Ev *heap;
-  size_t n, cap;
+  SimQueue q;
   uint64_t now_ns, seq, rng;
   uint32_t garbage_ppm; /* per delivered datagram: also inject garbage */
   uint64_t garbage_sent;
@@ -57,11 +52,7 @@ typedef struct {
 
 static uint64_t rnd(Sim *s)
 {
-  /* splitmix64 */
-  uint64_t z = (s->rng += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+  return splitmix64(&s->rng);
 }
 
 static bool chance(Sim *s, uint32_t ppm)
@@ -75,44 +66,14 @@ static uint8_t pattern(int dir, uint64_t off)
   return (uint8_t)(x >> 56);
 }
 
-static bool ev_less(const Ev *a, const Ev *b)
-{
-  return a->t_ns < b->t_ns || (a->t_ns == b->t_ns && a->seq < b->seq);
-}
-
 static void heap_push(Sim *s, Ev e)
 {
-  if (s->n == s->cap) {
-    s->cap = s->cap ? 2 * s->cap : 1024;
-    s->heap = realloc(s->heap, s->cap * sizeof *s->heap);
-    assert_non_null(s->heap);
-  }
-  size_t i = s->n++;
-  while (i && ev_less(&e, &s->heap[(i - 1) / 2])) {
-    s->heap[i] = s->heap[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  s->heap[i] = e;
+  simq_push(&s->q, e);
 }
 
 static Ev heap_pop(Sim *s)
 {
-  Ev top = s->heap[0], last = s->heap[--s->n];
-  size_t i = 0;
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= s->n)
-      break;
-    if (c + 1 < s->n && ev_less(&s->heap[c + 1], &s->heap[c]))
-      c++;
-    if (!ev_less(&s->heap[c], &last))
-      break;
-    s->heap[i] = s->heap[c];
-    i = c;
-  }
-  if (s->n)
-    s->heap[i] = last;
-  return top;
+  return simq_pop(&s->q);
 }
 
 static void deliver_at(Sim *s, int to, const uint8_t *pkt, size_t len, uint64_t t)
@@ -162,9 +123,9 @@ static void sim_init(Sim *s, const BulkConfig *cfg, uint64_t seed)
 
 static void sim_free(Sim *s)
 {
-  for (size_t i = 0; i < s->n; i++)
-    free(s->heap[i].data);
-  free(s->heap);
+  for (size_t i = 0; i < s->q.n; i++)
+    free(s->q.v[i].data);
+  free(s->q.v);
   bulk_free(s->ep[0]);
   bulk_free(s->ep[1]);
 }
@@ -233,7 +194,7 @@ static void inject_garbage(Sim *s, int to)
 
 static bool sim_idle(const Sim *s)
 {
-  return !s->n && bulk_next_timer(s->ep[0]) == UINT64_MAX &&
+  return !s->q.n && bulk_next_timer(s->ep[0]) == UINT64_MAX &&
          bulk_next_timer(s->ep[1]) == UINT64_MAX;
 }
 
@@ -255,7 +216,7 @@ static uint64_t sim_run_ex(Sim *s, uint64_t limit_ns, bool until_idle)
     }
     if (until_idle ? sim_idle(s) : sim_done(s))
       break;
-    uint64_t next = s->n ? s->heap[0].t_ns : UINT64_MAX;
+    uint64_t next = s->q.n ? s->q.v[0].t_ns : UINT64_MAX;
     for (int i = 0; i < 2; i++) {
       uint64_t t = bulk_next_timer(s->ep[i]);
       if (t != UINT64_MAX && t * 1000 < next)
@@ -270,7 +231,7 @@ static uint64_t sim_run_ex(Sim *s, uint64_t limit_ns, bool until_idle)
     assert_true(same < 100000); /* a timer that never gets serviced */
     last = next;
     s->now_ns = next;
-    while (s->n && s->heap[0].t_ns <= s->now_ns) {
+    while (s->q.n && s->q.v[0].t_ns <= s->now_ns) {
       Ev e = heap_pop(s);
       bulk_on_datagram(s->ep[e.to], e.data, e.len, s->now_ns / 1000);
       if (chance(s, s->garbage_ppm))
@@ -488,14 +449,14 @@ static void test_truncation_and_fuzz(void **state)
         link_send(&s, i, pkt, n);
       }
     }
-    uint64_t next = s.n ? s.heap[0].t_ns : s.now_ns + 1000000;
+    uint64_t next = s.q.n ? s.q.v[0].t_ns : s.now_ns + 1000000;
     for (int i = 0; i < 2; i++) {
       uint64_t t = bulk_next_timer(s.ep[i]);
       if (t != UINT64_MAX && t * 1000 < next)
         next = t * 1000;
     }
     s.now_ns = next > s.now_ns ? next : s.now_ns;
-    while (s.n && s.heap[0].t_ns <= s.now_ns) {
+    while (s.q.n && s.q.v[0].t_ns <= s.now_ns) {
       Ev e = heap_pop(&s);
       bulk_on_datagram(s.ep[e.to], e.data, e.len, s.now_ns / 1000);
       free(e.data);
