@@ -365,6 +365,18 @@ size_t bulk_read(Bulk *b, uint8_t *buf, size_t cap)
   return n;
 }
 
+size_t bulk_readable(const Bulk *b)
+{
+  return (size_t)(b->rcv_contig - b->rcv_read);
+}
+
+size_t bulk_writable(const Bulk *b)
+{
+  if (b->closed || b->wr_off >= MAX_OFFSET)
+    return 0;
+  return b->scap - (size_t)(b->wr_off - b->snd_una);
+}
+
 bool bulk_eof(const Bulk *b)
 {
   return b->fin_rcvd && b->rcv_read == b->final_size;
@@ -385,6 +397,20 @@ static uint64_t bbr_min_rtt(const Bulk *b)
 static uint64_t bbr_bdp(const Bulk *b)
 {
   return b->btlbw * bbr_min_rtt(b) / 1000000;
+}
+
+/* The window has to cover the time between bursts of ACKs, not only the
+ * RTT: the receiver holds ACKs up to ack_delay_us, and a sender woken by
+ * millisecond timers sends up to pacing_slack_us late. On a
+ * sub-millisecond path those dwarf the RTT itself (a LAN: 0.1 ms RTT, 1 ms
+ * ACK delay) and a cwnd of 2 x BDP, a few packets, stalls between ACKs.
+ * This is BBR's allowance for ACK aggregation (extra_acked), as a bound
+ * rather than an estimate; on longer paths the RTT covers it. */
+static uint64_t bbr_cwnd_bdp(const Bulk *b)
+{
+  uint64_t host = (uint64_t)b->cfg.ack_delay_us + b->cfg.pacing_slack_us;
+  uint64_t t = bbr_min_rtt(b) > host ? bbr_min_rtt(b) : host;
+  return b->btlbw * t / 1000000;
 }
 
 /* min RTT over 5-10 s: the min of this half-window and the previous one, so
@@ -431,7 +457,7 @@ static void bbr_round_end(Bulk *b, bool app_limited)
   } else if (b->loss_cap) {
     uint64_t step = b->loss_cap / 8 > b->cfg.mtu ? b->loss_cap / 8 : b->cfg.mtu;
     b->loss_cap += step;
-    if (b->loss_cap > 4 * (b->cwnd_gain * (double)bbr_bdp(b)) + 16.0 * (double)b->cfg.mtu)
+    if (b->loss_cap > 4 * (b->cwnd_gain * (double)bbr_cwnd_bdp(b)) + 16.0 * (double)b->cfg.mtu)
       b->loss_cap = 0;
   }
   b->round_lost_pkts = b->round_acked_pkts = 0;
@@ -462,7 +488,7 @@ static void bbr_update(Bulk *b, uint64_t acked, uint64_t now)
       b->pacing_rate = rate;
   }
   uint64_t floor = 4 * (uint64_t)b->cfg.mtu;
-  uint64_t target = (uint64_t)(b->cwnd_gain * (double)bbr_bdp(b)) + 3 * (uint64_t)b->cfg.mtu;
+  uint64_t target = (uint64_t)(b->cwnd_gain * (double)bbr_cwnd_bdp(b)) + 3 * (uint64_t)b->cfg.mtu;
   if (b->filled_pipe)
     b->cwnd = b->cwnd + acked < target ? b->cwnd + acked : target;
   else if (b->cwnd < target || !b->btlbw)

@@ -125,6 +125,10 @@ void bulk_close(Bulk *b);
 /* Copies up to cap in-order bytes into buf; returns the count, 0 if none
  * yet (or at end of stream: see bulk_eof). Reading frees window. */
 size_t bulk_read(Bulk *b, uint8_t *buf, size_t cap);
+/* In-order bytes bulk_read would return now. */
+size_t bulk_readable(const Bulk *b);
+/* Bytes bulk_write would accept now (0 after bulk_close). */
+size_t bulk_writable(const Bulk *b);
 /* True once the peer's FIN arrived and every byte before it was read. */
 bool bulk_eof(const Bulk *b);
 /* True once bulk_close was called and the peer acknowledged every byte and

@@ -1,15 +1,21 @@
 /* ice.c - ICE (RFC 5245) between two leaves by libnice, TURN as the fallback.
  *
- * One reliable NiceAgent (PseudoTCP over the selected pair) with one stream
- * and one component per IcePeer. libnice emits its signals from inside its
- * own calls (nice_agent_gather_candidates, nice_agent_parse_remote_sdp) and
- * from its sources; the handlers here only record what happened and arm a
- * zero-delay dispatch source, which calls the user back from a clean stack.
+ * One non-reliable NiceAgent with one stream and one component per IcePeer;
+ * the byte stream over the selected pair is nat/bulk.c's (bulk_stream.h),
+ * not libnice's PseudoTCP, whose fixed 60 KB window and Reno loss response
+ * cost 20-50x against TCP through lossy NATs (nat/TRANSPORT.md). libnice emits its signals from
+ * inside its own calls (nice_agent_gather_candidates, nice_agent_parse_remote_sdp) and from its
+ * sources; the handlers here only record what happened and arm a zero-delay dispatch source, which
+ * calls the user back from a clean stack.
  */
 #include "ice.h"
 
+#include "bulk_stream.h"
+
 #include <arpa/inet.h>
+#include <sys/socket.h>
 #include <nice/agent.h>
+#include <sodium.h>
 #include <string.h>
 
 #define ICE_COMPONENT 1
@@ -25,183 +31,8 @@
 #define ICE_PWD_MIN 22
 #define ICE_PWD_MAX 256
 #define ICE_FOUNDATION_MAX 32
-
-/* ---- the stream handed to the caller ----
- *
- * libnice's NiceInputStream breaks one promise of GPollableInputStream: its
- * source wakes only when a socket is readable, never for bytes PseudoTCP
- * already holds. Data that arrives before the caller attaches its source
- * (the peer writes as soon as it is READY), or that a reader leaves behind
- * by taking one chunk per wakeup, would sit there until the next packet -
- * a STUN keepalive some 25 s later. CanopyIceInput wraps it with a
- * level-triggered source: ready while NiceInputStream says it is readable
- * (bytes in PseudoTCP or a readable socket) or while the pump has seen the
- * end of the stream, as a TCP socket's source is. Reads and the output
- * stream are libnice's own. */
-
-#define CANOPY_TYPE_ICE_INPUT (canopy_ice_input_get_type())
-G_DECLARE_FINAL_TYPE(CanopyIceInput, canopy_ice_input, CANOPY, ICE_INPUT, GInputStream)
-
-struct _CanopyIceInput {
-  GInputStream parent_instance;
-  GPollableInputStream *inner; /* owned: libnice's NiceInputStream */
-  gboolean kick;               /* end of stream or an error is waiting for a read */
-};
-
-static void canopy_ice_input_pollable_init(GPollableInputStreamInterface *iface);
-G_DEFINE_FINAL_TYPE_WITH_CODE(CanopyIceInput, canopy_ice_input, G_TYPE_INPUT_STREAM,
-                              G_IMPLEMENT_INTERFACE(G_TYPE_POLLABLE_INPUT_STREAM,
-                                                    canopy_ice_input_pollable_init))
-
-static gssize ice_input_read(GInputStream *s, void *buf, gsize count, GCancellable *c,
-                             GError **error)
-{
-  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
-  self->kick = FALSE;
-  return g_input_stream_read(G_INPUT_STREAM(self->inner), buf, count, c, error);
-}
-
-static gboolean ice_input_close(GInputStream *s, GCancellable *c, GError **error)
-{
-  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
-  return !self->inner || g_input_stream_close(G_INPUT_STREAM(self->inner), c, error);
-}
-
-static void ice_input_dispose(GObject *o)
-{
-  CanopyIceInput *self = CANOPY_ICE_INPUT(o);
-  /* The parent's dispose closes the stream, which needs inner. */
-  G_OBJECT_CLASS(canopy_ice_input_parent_class)->dispose(o);
-  g_clear_object(&self->inner);
-}
-
-static gboolean ice_input_can_poll(GPollableInputStream *s)
-{
-  return TRUE;
-}
-
-static gboolean ice_input_is_readable(GPollableInputStream *s)
-{
-  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
-  return self->kick || g_pollable_input_stream_is_readable(self->inner);
-}
-
-static gssize ice_input_read_nonblocking(GPollableInputStream *s, void *buf, gsize count,
-                                         GError **error)
-{
-  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
-  self->kick = FALSE;
-  return g_pollable_input_stream_read_nonblocking(self->inner, buf, count, NULL, error);
-}
-
-typedef struct {
-  GSource source;
-  CanopyIceInput *stream; /* owned */
-} LevelSource;
-
-static gboolean level_prepare(GSource *src, gint *timeout)
-{
-  *timeout = -1;
-  return ice_input_is_readable(G_POLLABLE_INPUT_STREAM(((LevelSource *)src)->stream));
-}
-
-static gboolean level_dispatch(GSource *src, GSourceFunc cb, gpointer ud)
-{
-  GPollableSourceFunc fn = (GPollableSourceFunc)(void (*)(void))cb;
-  return fn ? fn(G_OBJECT(((LevelSource *)src)->stream), ud) : G_SOURCE_REMOVE;
-}
-
-static void level_finalize(GSource *src)
-{
-  g_object_unref(((LevelSource *)src)->stream);
-}
-
-static GSourceFuncs level_funcs = {level_prepare, NULL, level_dispatch, level_finalize, NULL, NULL};
-
-static GSource *ice_input_create_source(GPollableInputStream *s, GCancellable *c)
-{
-  CanopyIceInput *self = CANOPY_ICE_INPUT(s);
-  GSource *src = g_source_new(&level_funcs, sizeof(LevelSource));
-  g_source_set_name(src, "CanopyIceInput");
-  ((LevelSource *)src)->stream = g_object_ref(self);
-  /* libnice's own source, for the wakeups when a socket turns readable. */
-  GSource *sockets = g_pollable_input_stream_create_source(self->inner, NULL);
-  g_source_set_dummy_callback(sockets);
-  g_source_add_child_source(src, sockets);
-  g_source_unref(sockets);
-  if (c) {
-    GSource *cs = g_cancellable_source_new(c);
-    g_source_set_dummy_callback(cs);
-    g_source_add_child_source(src, cs);
-    g_source_unref(cs);
-  }
-  return src;
-}
-
-static void canopy_ice_input_pollable_init(GPollableInputStreamInterface *iface)
-{
-  iface->can_poll = ice_input_can_poll;
-  iface->is_readable = ice_input_is_readable;
-  iface->create_source = ice_input_create_source;
-  iface->read_nonblocking = ice_input_read_nonblocking;
-}
-
-static void canopy_ice_input_class_init(CanopyIceInputClass *klass)
-{
-  G_OBJECT_CLASS(klass)->dispose = ice_input_dispose;
-  G_INPUT_STREAM_CLASS(klass)->read_fn = ice_input_read;
-  G_INPUT_STREAM_CLASS(klass)->close_fn = ice_input_close;
-}
-
-static void canopy_ice_input_init(CanopyIceInput *self) {}
-
-#define CANOPY_TYPE_ICE_STREAM (canopy_ice_stream_get_type())
-G_DECLARE_FINAL_TYPE(CanopyIceStream, canopy_ice_stream, CANOPY, ICE_STREAM, GIOStream)
-
-struct _CanopyIceStream {
-  GIOStream parent_instance;
-  GIOStream *inner;   /* owned: libnice's NiceIOStream */
-  CanopyIceInput *in; /* owned */
-};
-
-G_DEFINE_FINAL_TYPE(CanopyIceStream, canopy_ice_stream, G_TYPE_IO_STREAM)
-
-static GInputStream *ice_stream_input(GIOStream *s)
-{
-  return G_INPUT_STREAM(CANOPY_ICE_STREAM(s)->in);
-}
-
-static GOutputStream *ice_stream_output(GIOStream *s)
-{
-  return g_io_stream_get_output_stream(CANOPY_ICE_STREAM(s)->inner);
-}
-
-static void ice_stream_dispose(GObject *o)
-{
-  CanopyIceStream *self = CANOPY_ICE_STREAM(o);
-  G_OBJECT_CLASS(canopy_ice_stream_parent_class)->dispose(o); /* closes both sides */
-  g_clear_object(&self->in);
-  g_clear_object(&self->inner);
-}
-
-static void canopy_ice_stream_class_init(CanopyIceStreamClass *klass)
-{
-  G_OBJECT_CLASS(klass)->dispose = ice_stream_dispose;
-  G_IO_STREAM_CLASS(klass)->get_input_stream = ice_stream_input;
-  G_IO_STREAM_CLASS(klass)->get_output_stream = ice_stream_output;
-}
-
-static void canopy_ice_stream_init(CanopyIceStream *self) {}
-
-/* Takes over the caller's reference on inner. */
-static CanopyIceStream *ice_stream_new(GIOStream *inner)
-{
-  CanopyIceStream *self = g_object_new(CANOPY_TYPE_ICE_STREAM, NULL);
-  self->inner = inner;
-  self->in = g_object_new(CANOPY_TYPE_ICE_INPUT, NULL);
-  self->in->inner = g_object_ref(G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(inner)));
-  return self;
-}
+/* Largest datagram Bulk puts on the path, tag included. */
+#define ICE_DATAGRAM 1350
 
 /* ---- the peer ---- */
 
@@ -220,8 +51,8 @@ struct IcePeer {
   char *turn_host, *turn_user, *turn_pass;
   guint16 turn_port;
   gboolean remote_set;
-  char *local_desc;    /* owned, once gathering is done */
-  CanopyIceStream *io; /* owned; handed out once READY */
+  char *local_desc; /* owned, once gathering is done */
+  GIOStream *io;    /* owned: bulk_stream over the agent, handed out once connected */
   IcePath path;
   char *fail_reason; /* owned, once failed */
 
@@ -231,7 +62,6 @@ struct IcePeer {
 
   GSource *dispatch_src; /* slots: see slot_arm */
   GSource *timeout_src;
-  GSource *pump_src; /* see pump_cb */
   gboolean dispatching;
   gboolean dead; /* ice_peer_free was called during a callback */
 };
@@ -401,6 +231,26 @@ static void on_gathering_done(NiceAgent *agent, guint stream_id, gpointer data)
   schedule(p);
 }
 
+/* A datagram stream loses what its socket cannot hold while the process is
+ * busy elsewhere: the kernel's default receive buffer (208 KiB) is 1.5 ms at
+ * 150 MB/s, and a receiver descheduled for longer drops packets TCP would
+ * have kept. Ask for more on the selected pair's socket; the kernel caps it
+ * at net.core.rmem_max / wmem_max without privileges. */
+#define ICE_SOCKET_BUFFER (4 << 20)
+static void socket_buffers(IcePeer *p)
+{
+  GSocket *sock = nice_agent_get_selected_socket(p->agent, p->stream_id, ICE_COMPONENT);
+  if (!sock)
+    return;
+  GError *err = NULL;
+  if (!g_socket_set_option(sock, SOL_SOCKET, SO_RCVBUF, ICE_SOCKET_BUFFER, &err) ||
+      !g_socket_set_option(sock, SOL_SOCKET, SO_SNDBUF, ICE_SOCKET_BUFFER, &err)) {
+    g_debug("ICE: socket buffers: %s", err->message);
+    g_clear_error(&err);
+  }
+  g_object_unref(sock);
+}
+
 static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_id, guint state,
                              gpointer data)
 {
@@ -415,7 +265,7 @@ static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_
     return;
   }
   /* CONNECTED already has a working, selected pair: the stream is usable
-   * and libnice moves PseudoTCP along if a better pair is nominated later.
+   * and Bulk's datagrams follow if a better pair is nominated later.
    * Waiting for READY would add the time the unreachable private-address
    * pairs take to fail (about 2 s across NATs) to every connection. */
   if ((state != NICE_COMPONENT_STATE_READY && state != NICE_COMPONENT_STATE_CONNECTED) ||
@@ -434,58 +284,29 @@ static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_
   p->path.relayed =
       local->type == NICE_CANDIDATE_TYPE_RELAYED || remote->type == NICE_CANDIDATE_TYPE_RELAYED;
 
-  /* The session runs a non-blocking protocol over these; libnice documents
-   * both as pollable, and the rest of Canopy relies on it. */
-  GIOStream *io = G_IO_STREAM(p->io);
-  g_assert(G_IS_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(io)));
-  g_assert(G_IS_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(io)));
-  g_assert(
-      g_pollable_input_stream_can_poll(G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(io))));
-  g_assert(g_pollable_output_stream_can_poll(
-      G_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(io))));
-
+  socket_buffers(p);
+  bulk_stream_set_sendable(p->io, TRUE);
   slot_disarm(&p->timeout_src);
   p->due_connected = TRUE;
   schedule(p);
 }
 
-/* In a reliable agent nothing reads the component's sockets unless a read
- * is in progress: libnice's socket callback (component_io_cb) returns at
- * once when there is neither an I/O callback nor a reader's buffer, and the
- * sockets sit on a private context of libnice's that only reads iterate.
- * So connectivity checks, keepalives and PseudoTCP ACKs go unanswered while
- * the application is not reading (nice_agent_attach_recv is no way out: with
- * a NULL callback the socket sources spin without reading, with a callback
- * it would take the data away from the GIOStream, and a read then iterates
- * the caller's context from inside itself).
- *
- * The pump is a read with room for zero bytes, run whenever a socket of the
- * component is readable: it takes in every STUN packet and feeds PseudoTCP
- * segments to PseudoTCP, and stops at the first byte of application data,
- * which stays in PseudoTCP's buffer for the GIOStream's reader. */
-static gboolean pump_cb(GObject *stream, gpointer data)
+/* Bulk's datagrams, both ways. libnice calls recv_cb for every datagram
+ * its sockets take in on the component that is not ICE's own STUN; Bulk
+ * drops what is not its wire format. */
+static void recv_cb(NiceAgent *agent, guint stream_id, guint component_id, guint len, gchar *buf,
+                    gpointer data)
 {
   IcePeer *p = data;
-  GInputVector none = {NULL, 0};
-  NiceInputMessage msg = {&none, 0, NULL, 0};
-  GError *err = NULL;
-  /* -1 and WOULD_BLOCK: sockets drained. 1: application data is waiting in
-   * PseudoTCP (the reader's source sees it). 0: the peer closed PseudoTCP,
-   * or another error: only a read reports it, so wake the reader. */
-  int n = nice_agent_recv_messages_nonblocking(p->agent, p->stream_id, ICE_COMPONENT, &msg, 1, NULL,
-                                               &err);
-  if (n == 0 || (n < 0 && !g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)))
-    p->io->in->kick = TRUE;
-  g_clear_error(&err);
-  return G_SOURCE_CONTINUE;
+  if (p->io)
+    bulk_stream_on_datagram(p->io, (const guint8 *)buf, len);
 }
 
-static void pump_start(IcePeer *p)
+static gboolean send_cb(const guint8 *pkt, gsize len, gpointer data)
 {
-  GPollableInputStream *in = p->io->in->inner;
-  p->pump_src = g_pollable_input_stream_create_source(in, NULL);
-  g_source_set_callback(p->pump_src, G_SOURCE_FUNC(pump_cb), p, NULL);
-  g_source_attach(p->pump_src, p->ctx);
+  IcePeer *p = data;
+  return nice_agent_send(p->agent, p->stream_id, ICE_COMPONENT, (guint)len, (const gchar *)pkt) ==
+         (gint)len;
 }
 
 static gboolean timeout_cb(gpointer data)
@@ -524,7 +345,7 @@ static gboolean dispatch_cb(gpointer data)
     p->due_connected = FALSE;
     p->said_connected = TRUE;
     if (p->cb.connected)
-      p->cb.connected(p, G_IO_STREAM(p->io), &p->path, p->ud);
+      p->cb.connected(p, p->io, &p->path, p->ud);
   }
   if (!p->dead && p->due_failed) {
     p->due_failed = FALSE;
@@ -577,12 +398,19 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
   p->ud = ud;
   p->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : ICE_DEFAULT_TIMEOUT_MS;
   p->turn_configured = cfg->turn_host != NULL;
+  /* 8 MiB each way holds twice the bandwidth-delay product of 80 MB/s at
+   * 50 ms; a leaf has a few such streams at a time (peers.c caps them).
+   * Datagrams of 1350 bytes with the tag, as Chrome's QUIC: with IPv6 and a
+   * TURN Send indication around them they still fit a 1500-byte path, and
+   * each costs the receiver a system call, so larger is cheaper. */
+  const BulkConfig bulk_cfg = {
+      .mtu = ICE_DATAGRAM - BULK_STREAM_TAG_BYTES, .send_buf = 8u << 20, .recv_buf = 8u << 20};
 
-  p->agent = nice_agent_new_reliable(ctx, NICE_COMPATIBILITY_RFC5245);
+  p->agent = nice_agent_new(ctx, NICE_COMPATIBILITY_RFC5245);
   if (!p->agent)
     goto fail;
   /* UPnP is on by default and would ask the LAN's router for mappings;
-   * ICE-TCP candidates do not combine with reliable mode. */
+   * Bulk wants datagrams, so no ICE-TCP candidates. */
   g_object_set(p->agent, "controlling-mode", controlling, "upnp", FALSE, "ice-tcp", FALSE,
                "ice-udp", TRUE, NULL);
   if (cfg->stun_host)
@@ -598,11 +426,12 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
   p->stream_id = nice_agent_add_stream(p->agent, 1);
   if (p->stream_id == 0 || !nice_agent_set_stream_name(p->agent, p->stream_id, ICE_STREAM_NAME))
     goto fail;
-  GIOStream *nice_io = nice_agent_get_io_stream(p->agent, p->stream_id, ICE_COMPONENT);
-  if (!nice_io)
+  /* Datagrams may arrive before this side sees the pair connected (the
+   * other side's checks finished first): Bulk takes them in at once and
+   * holds its own until then. */
+  p->io = bulk_stream_new(ctx, &bulk_cfg, send_cb, p);
+  if (!p->io || !nice_agent_attach_recv(p->agent, p->stream_id, ICE_COMPONENT, ctx, recv_cb, p))
     goto fail;
-  p->io = ice_stream_new(nice_io);
-  pump_start(p);
   if (cfg->turn_host) {
     p->turn_host = g_strdup(cfg->turn_host);
     p->turn_port = cfg->turn_port ? cfg->turn_port : ICE_DEFAULT_STUN_PORT;
@@ -636,8 +465,11 @@ static void peer_destroy(IcePeer *p)
 {
   slot_disarm(&p->dispatch_src);
   slot_disarm(&p->timeout_src);
-  slot_disarm(&p->pump_src);
-  g_clear_object(&p->io);
+  if (p->io) {
+    /* A caller may hold the stream longer: it then reads as closed. */
+    bulk_stream_detach(p->io);
+    g_clear_object(&p->io);
+  }
   if (p->agent) {
     g_signal_handlers_disconnect_by_data(p->agent, p);
     /* Removing the stream closes any NiceIOStream a caller still holds;
@@ -729,9 +561,9 @@ out:
   return ok;
 }
 
-/* Checks text against the format in ice.h; on success *ufrag (owned) is the
- * remote ufrag. */
-static gboolean description_check(const char *text, char **ufrag, GError **error)
+/* Checks text against the format in ice.h; on success *ufrag and *pwd
+ * (owned) are the remote credentials. */
+static gboolean description_check(const char *text, char **ufrag, char **pwd, GError **error)
 {
   size_t len = strnlen(text, ICE_DESCRIPTION_MAX + 1);
   if (len > ICE_DESCRIPTION_MAX) {
@@ -754,8 +586,7 @@ static gboolean description_check(const char *text, char **ufrag, GError **error
     n--;
   const char *why = NULL;
   guint bad = 0, cands = 0;
-  gboolean have_pwd = FALSE;
-  char *uf = NULL;
+  char *uf = NULL, *pw = NULL;
 
   for (guint i = 0; i < n && !why; i++) {
     const char *l = lines[i];
@@ -777,11 +608,12 @@ static gboolean description_check(const char *text, char **ufrag, GError **error
       else
         uf = g_strdup(l + 12);
     } else if (g_str_has_prefix(l, "a=ice-pwd:")) {
-      if (have_pwd)
+      if (pw)
         why = "second a=ice-pwd line";
       else if (!ice_chars(l + 10, ICE_PWD_MIN, ICE_PWD_MAX))
         why = "bad a=ice-pwd";
-      have_pwd = TRUE;
+      else
+        pw = g_strdup(l + 10);
     } else if (g_str_has_prefix(l, "a=candidate:")) {
       if (++cands > ICE_MAX_CANDIDATES)
         why = "too many candidates";
@@ -797,13 +629,14 @@ static gboolean description_check(const char *text, char **ufrag, GError **error
     bad = 0;
     if (n == 0)
       why = "empty description";
-    else if (!uf || !have_pwd)
+    else if (!uf || !pw)
       why = "no a=ice-ufrag or a=ice-pwd";
     else if (cands == 0)
       why = "no candidate";
   }
   if (why) {
     g_free(uf);
+    g_free(pw);
     if (bad)
       g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "description line %u: %s", bad, why);
     else
@@ -811,7 +644,23 @@ static gboolean description_check(const char *text, char **ufrag, GError **error
     return FALSE;
   }
   *ufrag = uf;
+  *pwd = pw;
   return TRUE;
+}
+
+/* The key of Bulk's datagram tags (bulk_stream_set_key): both ICE
+ * passwords, which only the two leaves and the signalling path between them
+ * know, in an order both sides agree on. */
+static void bulk_key(const char *own_pwd, const char *remote_pwd, guint8 key[BULK_STREAM_KEY_BYTES])
+{
+  const char *lo = strcmp(own_pwd, remote_pwd) < 0 ? own_pwd : remote_pwd;
+  const char *hi = lo == own_pwd ? remote_pwd : own_pwd;
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, NULL, 0, BULK_STREAM_KEY_BYTES);
+  crypto_generichash_update(&st, (const guint8 *)"canopy bulk tag", 16);
+  crypto_generichash_update(&st, (const guint8 *)lo, strlen(lo) + 1);
+  crypto_generichash_update(&st, (const guint8 *)hi, strlen(hi) + 1);
+  crypto_generichash_final(&st, key, BULK_STREAM_KEY_BYTES);
 }
 
 gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error)
@@ -826,20 +675,28 @@ gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error
     return FALSE;
   }
 
-  char *ufrag = NULL;
-  if (!description_check(description, &ufrag, error))
+  char *ufrag = NULL, *pwd = NULL;
+  if (!description_check(description, &ufrag, &pwd, error))
     return FALSE;
 
   /* Our own description handed back (a signalling loop) would have the
    * agent check pairs against itself. */
   char *own_ufrag = NULL, *own_pwd = NULL;
-  gboolean own = nice_agent_get_local_credentials(p->agent, p->stream_id, &own_ufrag, &own_pwd) &&
-                 g_strcmp0(own_ufrag, ufrag) == 0;
+  gboolean have = nice_agent_get_local_credentials(p->agent, p->stream_id, &own_ufrag, &own_pwd);
+  gboolean own = have && g_strcmp0(own_ufrag, ufrag) == 0;
+  if (have && !own) {
+    guint8 key[BULK_STREAM_KEY_BYTES];
+    bulk_key(own_pwd, pwd, key);
+    bulk_stream_set_key(p->io, key);
+    sodium_memzero(key, sizeof key);
+  }
   g_free(own_ufrag);
   g_free(own_pwd);
   g_free(ufrag);
-  if (own) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "description is our own");
+  g_free(pwd);
+  if (!have || own) {
+    g_set_error(error, G_IO_ERROR, have ? G_IO_ERROR_INVALID_DATA : G_IO_ERROR_FAILED,
+                have ? "description is our own" : "no local ICE credentials");
     return FALSE;
   }
 

@@ -6,7 +6,8 @@
  * string) to send to the other side through the signalling path (super
  * nodes); the caller hands the other side's description back with
  * ice_peer_set_remote. When a candidate pair is ready the peer offers a
- * reliable GIOStream (libnice's PseudoTCP) to run the secure channel over.
+ * reliable GIOStream to run the secure channel over: nat/bulk.c's
+ * congestion-controlled stream over ICE datagrams (bulk_stream.h).
  *
  * Gathering: host candidates, then server-reflexive ones from the STUN
  * server, then (only then, see ice.c) relay ones from the TURN server; the
@@ -89,12 +90,11 @@ typedef struct {
    *   - the input's source is level-triggered, like a TCP socket's: it
    *     fires while data is buffered, so a reader may take any amount per
    *     wakeup, and data that came before the source was attached is seen;
-   *   - writes report G_IO_ERROR_WOULD_BLOCK until PseudoTCP's handshake
-   *     is done, and (libnice maps every send failure to it) also after the
-   *     path broke: that is reported by `failed`, not by the stream;
-   *   - the input must be read: connectivity keepalives and PseudoTCP
-   *     acknowledgements are only taken in while no received data is left
-   *     unread (see pump_cb in ice.c).
+   *   - the output's source fires while the send ring (8 MiB) has room;
+   *     writes report G_IO_ERROR_WOULD_BLOCK when it is full, also after
+   *     the path broke: that is reported by `failed`, not by the stream;
+   *   - an unread input stalls the sender (flow control), never ICE's own
+   *     keepalives, which libnice answers by itself.
    * path is borrowed for the call only. */
   void (*connected)(IcePeer *p, GIOStream *stream, const IcePath *path, gpointer ud);
   /* The attempt is over: every pair failed, no pair became ready in time,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # nat_throughput.sh - how fast leaf-to-leaf transfers go through real NATs:
-# plain TCP versus the ICE path (libnice reliable mode) at several RTTs.
+# plain TCP versus the ICE path (nat/bulk.c over libnice) at several RTTs.
 #
 #   sudo tests/bench/nat_throughput.sh [BUILD_DIR]
 #
@@ -17,8 +17,8 @@
 #   tcp: plain TCP a -> b through both NATs, via a port forward on B (DNAT +
 #        forward accept), socat, a 200 MB file or at most NAT_BENCH_TCP_S
 #        (default 12) seconds; bytes received / (connect .. receiver's EOF);
-#   ice: canopy-icepair a -> b, the receiver's rate (first byte .. last),
-#        sized to take about NAT_BENCH_ICE_S (default 8) seconds;
+#   ice: canopy-icepair a -> b, a 200 MB transfer (NAT_BENCH_ICE_MB), the
+#        receiver's rate (first byte .. last);
 # and prints the medians of NAT_BENCH_RUNS (default 3) runs and ICE/TCP:
 #   throughput_rtt20_loss0.1: tcp 38.1 MB/s, ice 1.0 MB/s, ratio 0.03
 # Then the relayed ICE rate (c <-> d through coturn) at RTT 0, and the ICE
@@ -27,8 +27,9 @@
 # the other's description to its usable path (answer side: from receiving
 # the offer, i.e. the first signalling it sees).
 #
-# Environment: NAT_BENCH_RUNS, NAT_BENCH_SETUPS, NAT_BENCH_TCP_S, NAT_BENCH_ICE_S
-# as above; NAT_BENCH_POKE=0 turns off the wake-up datagrams (see ice_run);
+# Environment: NAT_BENCH_RUNS, NAT_BENCH_SETUPS, NAT_BENCH_TCP_S, NAT_BENCH_ICE_MB
+# as above; NAT_BENCH_RTTS (default "0 20 50"); NAT_BENCH_RELAYED=0 and
+# NAT_BENCH_SETUPS=0 skip those parts;
 # NAT_BENCH_GSO=1 runs the delay stages with --gso: faster TCP at RTT 0, but
 # a drop then takes a whole TSO burst (fewer, larger loss events: TCP looks
 # better than under 0.1 % per-packet loss).
@@ -42,8 +43,9 @@ BUILD=$(cd "${1:-$ROOT/build}" 2>/dev/null && pwd) || { echo "SKIP: no build dir
 RUNS=${NAT_BENCH_RUNS:-3}
 SETUPS=${NAT_BENCH_SETUPS:-20}
 TCP_S=${NAT_BENCH_TCP_S:-12}
-ICE_S=${NAT_BENCH_ICE_S:-8}
-POKE=${NAT_BENCH_POKE:-1}
+ICE_BYTES=$(( ${NAT_BENCH_ICE_MB:-200} * 1000000 ))
+RTTS=${NAT_BENCH_RTTS:-0 20 50}
+RELAYED=${NAT_BENCH_RELAYED:-1}
 STAGE_FLAGS=()
 [ "${NAT_BENCH_GSO:-0}" = 1 ] && STAGE_FLAGS=(--gso)
 TCP_MB=200
@@ -185,24 +187,9 @@ ice_run() {
     [ -n "$ICE_SETUP_A" ] || echo "    ice connection $ICE_N failed: $(grep -h '^FAILED' "$olog" "$alog" | head -2 | tr '\n' ' ')" >&2
     return 0
   fi
-  # Wake-ups: nat/ice.c's pump can take the peer's last segment into
-  # PseudoTCP without waking the GIOStream reader, which then sleeps until
-  # the next packet (up to ~25 s, libnice's keepalive). A stray datagram to
-  # each side's socket every 0.2 s bounds that stall; libnice discards it.
-  local pokers=()
-  if [ "$POKE" = 1 ] && both_connected; then
-    oport=$(sed -n 's/.*offer: connected [a-z]* [0-9.]*:\([0-9]*\) .*/\1/p' "$olog")
-    aport=$(sed -n 's/.*answer: connected [a-z]* [0-9.]*:\([0-9]*\) .*/\1/p' "$alog")
-    if [ -n "$oport" ] && [ -n "$aport" ]; then
-      start_in "$off" "poke-$ICE_N-o" sh -c "while :; do printf x; sleep 0.2; done | socat -u - UDP-SENDTO:$(host_ip "$off"):$oport"
-      pokers+=("$NL_LAST_PID")
-      start_in "$ans" "poke-$ICE_N-a" sh -c "while :; do printf x; sleep 0.2; done | socat -u - UDP-SENDTO:$(host_ip "$ans"):$aport"
-      pokers+=("$NL_LAST_PID")
-    fi
-  fi
   wait_for 130 exited "$opid" || true
   wait_for 10 exited "$apid" || true
-  for p in "$opid" "$apid" "${pokers[@]}"; do stop_pid "$p"; done
+  for p in "$opid" "$apid"; do stop_pid "$p"; done
   ICE_OFFER=$(grep '^{' "$olog" || true)
   ICE_ANSWER=$(grep '^{' "$alog" || true)
   if [ -z "$ICE_OFFER" ] || [ -z "$ICE_ANSWER" ]; then
@@ -211,8 +198,10 @@ ice_run() {
   fi
 }
 
-# ice_bytes RATE_MBPS: bytes for a transfer of about ICE_S seconds (2..200 MB).
-ice_bytes() { awk -v r="$1" -v s="$ICE_S" 'BEGIN { b = r * s * 1e6; if (b < 2e6) b = 2e6; if (b > 2e8) b = 2e8; printf "%d\n", b }'; }
+# What the transport saw on the receiving side of the last run.
+transport_note() {
+  jq -r '.transport | "srtt \(.srtt_us / 1000) ms, lost \(.packets_lost) of \(.packets_sent) sent"' <<<"$ICE_OFFER"
+}
 
 path_rtt() { # RTT a -> b: "min/avg ms" of 10 pings, or n/a without ping
   command -v ping >/dev/null 2>&1 || { echo n/a; return; }
@@ -221,21 +210,19 @@ path_rtt() { # RTT a -> b: "min/avg ms" of 10 pings, or n/a without ping
 }
 
 TCP0=
-ice_guess=10
-for rtt in 0 20 50; do
+for rtt in $RTTS; do
   set_path "$rtt" A B
   echo "--- RTT $rtt ms, loss $LOSS_PCT % each way (ping a->b: $(path_rtt))"
   tcps=() ices=() kinds=()
   for i in $(seq 1 "$RUNS"); do
     tcp_run
     tcps+=("$TCP_RATE")
-    ice_run a b "$(ice_bytes "$ice_guess")"
+    ice_run a b "$ICE_BYTES"
     if [ -n "$ICE_ANSWER" ]; then
       r=$(jq -r .MBps <<<"$ICE_ANSWER")
       ices+=("$r")
-      ice_guess=$r
       kinds+=("$(jq -r '"\(.local_type)->\(.remote_type)\(if .relayed then " relayed" else "" end)"' <<<"$ICE_OFFER")")
-      echo "    run $i: tcp $(fmt "${tcps[-1]}") MB/s, ice $(fmt "$r") MB/s ($(jq -r .bytes <<<"$ICE_ANSWER") bytes, ${kinds[-1]}, setup $(jq -r .setup_ms <<<"$ICE_ANSWER") ms)"
+      echo "    run $i: tcp $(fmt "${tcps[-1]}") MB/s, ice $(fmt "$r") MB/s ($(jq -r .bytes <<<"$ICE_ANSWER") bytes, ${kinds[-1]}, setup $(jq -r .setup_ms <<<"$ICE_ANSWER") ms; sender: $(transport_note))"
     else
       echo "    run $i: tcp $(fmt "${tcps[-1]}") MB/s, ice failed"
     fi
@@ -245,20 +232,17 @@ for rtt in 0 20 50; do
   [ "$rtt" = 0 ] && TCP0=$tm
   ratio=$(awk -v i="$im" -v t="$tm" 'BEGIN { if (i == "nan" || t <= 0) print "n/a"; else printf "%.3f", i / t }')
   echo "throughput_rtt${rtt}_loss${LOSS_PCT}: tcp $(fmt "$tm") MB/s, ice $(fmt "$im") MB/s, ratio $ratio"
-  # Next RTT: start from a guess scaled by RTT (PseudoTCP's fixed window).
-  [ "$rtt" = 0 ] && ice_guess=3
-  [ "$rtt" = 20 ] && ice_guess=$(awk -v r="$im" 'BEGIN { if (r == "nan") r = 1; printf "%.3f", r * 0.4 }')
 done
 
 # Relayed: symmetric <-> symmetric through coturn, RTT 0.
+if [ "$RELAYED" = 1 ]; then
 set_path 0 C D
 echo "--- relayed (symmetric NATs, coturn), RTT 0 ms, loss $LOSS_PCT % each way"
 rel=()
-guess=20
 for i in $(seq 1 "$RUNS"); do
-  ice_run c d "$(ice_bytes "$guess")"
+  ice_run c d "$ICE_BYTES"
   if [ -n "$ICE_ANSWER" ]; then
-    r=$(jq -r .MBps <<<"$ICE_ANSWER"); rel+=("$r"); guess=$r
+    r=$(jq -r .MBps <<<"$ICE_ANSWER"); rel+=("$r")
     echo "    run $i: ice $(fmt "$r") MB/s ($(jq -r .bytes <<<"$ICE_ANSWER") bytes, $(jq -r '"\(.local_type)->\(.remote_type)\(if .relayed then " relayed" else " NOT relayed" end)"' <<<"$ICE_OFFER"))"
   else
     echo "    run $i: failed"
@@ -266,6 +250,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 rel_m=$(median "${rel[@]}")
 echo "throughput_relayed_rtt0_loss${LOSS_PCT}: ice $(fmt "$rel_m") MB/s, ratio to direct tcp $(awk -v i="$rel_m" -v t="$TCP0" 'BEGIN { if (i == "nan" || t <= 0) print "n/a"; else printf "%.3f", i / t }')"
+fi
 
 # Set-up time: SETUPS connections each, a tiny transfer (a receipt).
 setup_series() { # LABEL OFFER ANSWER
@@ -286,9 +271,11 @@ setup_series() { # LABEL OFFER ANSWER
   echo "    libnice 'connected' (first nominated pair) after median $(median "${C_MS[@]}") ms, p95 $(p95 "${C_MS[@]}") ms;" \
        "gathering median $(median "${G_MS[@]}") ms; process start -> both usable median $(median "${W_MS[@]}") ms"
 }
-echo "--- ICE set-up time, $SETUPS connections each (RTT 20 ms, loss $LOSS_PCT % each way)"
-set_path 20 A B C D
-setup_series direct a b
-setup_series relayed c d
+if [ "$SETUPS" -gt 0 ]; then
+  echo "--- ICE set-up time, $SETUPS connections each (RTT 20 ms, loss $LOSS_PCT % each way)"
+  set_path 20 A B C D
+  setup_series direct a b
+  setup_series relayed c d
+fi
 
 echo "nat_throughput: done in $(( $(date +%s) - T0 )) s"

@@ -31,6 +31,7 @@
 
 #include <gio/gio.h>
 
+#include "bulk_stream.h"
 #include "ice.h"
 
 #define CHUNK 65536
@@ -162,14 +163,26 @@ static void report(Run *r)
   gint64 t1 = r->t_last;
   double secs = t1 > t0 ? (double)(t1 - t0) / 1e6 : 0.0;
   double MBps = secs > 0 ? (double)r->o.bytes / 1e6 / secs : 0.0;
+  /* The transport's view, for reading a figure: losses, resends, RTT and
+   * the rate it settled on. */
+  BulkStats st = {0};
+  if (r->io)
+    bulk_stream_stats(r->io, &st);
   printf("{\"role\":\"%s\",\"local_type\":\"%s\",\"remote_type\":\"%s\",\"local_addr\":\"%s\","
          "\"remote_addr\":\"%s\",\"relayed\":%s,\"gather_ms\":%" G_GINT64_FORMAT
          ",\"setup_ms\":%" G_GINT64_FORMAT ",\"bytes\":%" G_GUINT64_FORMAT
-         ",\"seconds\":%.3f,\"mbps\":%.2f,\"MBps\":%.2f}\n",
+         ",\"seconds\":%.3f,\"mbps\":%.2f,\"MBps\":%.2f,\"transport\":{\"packets_sent\":"
+         "%" G_GUINT64_FORMAT ",\"packets_received\":%" G_GUINT64_FORMAT
+         ",\"packets_lost\":%" G_GUINT64_FORMAT ",\"spurious_losses\":%" G_GUINT64_FORMAT
+         ",\"dropped\":%" G_GUINT64_FORMAT ",\"srtt_us\":%" G_GUINT64_FORMAT
+         ",\"min_rtt_us\":%" G_GUINT64_FORMAT ",\"delivery_rate\":%" G_GUINT64_FORMAT
+         ",\"cwnd\":%" G_GUINT64_FORMAT "}}\n",
          r->o.offer ? "offer" : "answer", r->path.local_type, r->path.remote_type,
          r->path.local_addr, r->path.remote_addr, r->path.relayed ? "true" : "false",
          (r->t_gathered - r->t_start) / 1000, (r->t_connected - r->t_remote) / 1000, r->o.bytes,
-         secs, MBps * 8, MBps);
+         secs, MBps * 8, MBps, st.packets_sent, st.packets_received, st.packets_lost,
+         st.spurious_losses, st.dropped_datagrams, st.srtt_us, st.min_rtt_us, st.delivery_rate,
+         st.cwnd);
 }
 
 static gboolean on_writable(GObject *o, gpointer data);
@@ -229,8 +242,7 @@ static gboolean on_readable(GObject *o, gpointer data)
 {
   Run *r = data;
   guint8 buf[CHUNK], want[CHUNK];
-  /* Read until the stream would block: libnice's input source only wakes
-   * for socket activity, not for what PseudoTCP already holds. */
+  /* Read until the stream would block: fewer wakeups per byte. */
   while (r->rc == -1) {
     GError *e = NULL;
     gssize n = g_pollable_input_stream_read_nonblocking(r->in, buf, sizeof buf, NULL, &e);

@@ -1,0 +1,58 @@
+/* bulk_stream.h - the glib shell of nat/bulk.c: a pollable GIOStream whose
+ * bytes travel as Bulk datagrams through a caller-supplied send function.
+ *
+ * nat/ice.c owns one per IcePeer: datagrams libnice receives on the
+ * selected pair go in by bulk_stream_on_datagram, datagrams Bulk builds go
+ * out through the BulkSendFunc (nice_agent_send). The caller of ice.h only
+ * sees the GIOStream, and runs Canopy's secure channel over it.
+ *
+ * The input and output streams are GPollableInputStream and
+ * GPollableOutputStream with level-triggered sources, like a TCP socket's:
+ * the input's source fires while bytes are buffered (or at end of stream),
+ * the output's while the send ring has room. Blocking reads and writes are
+ * not offered (they would wait on the very main loop they block): they
+ * report G_IO_ERROR_WOULD_BLOCK as the non-blocking calls do.
+ *
+ * Everything runs on the GMainContext given to bulk_stream_new: the pacing,
+ * ACK and loss timers are one GSource there. Time is g_get_monotonic_time. */
+#ifndef CANOPY_BULK_STREAM_H
+#define CANOPY_BULK_STREAM_H
+
+#include "bulk.h"
+
+#include <gio/gio.h>
+
+/* Sends one datagram (borrowed for the call). FALSE when it could not go
+ * out now; Bulk then treats it as lost and repairs it like any other. */
+typedef gboolean (*BulkSendFunc)(const guint8 *pkt, gsize len, gpointer ud);
+
+/* A new stream on ctx (borrowed, must outlive it). cfg as bulk_new (copied;
+ * NULL for defaults). Datagrams are built but held back until
+ * bulk_stream_set_sendable. Returns NULL when cfg is invalid. */
+GIOStream *bulk_stream_new(GMainContext *ctx, const BulkConfig *cfg, BulkSendFunc send,
+                           gpointer ud);
+/* Bytes of the tag bulk_stream_set_key adds to every datagram. */
+#define BULK_STREAM_TAG_BYTES 8
+#define BULK_STREAM_KEY_BYTES 16
+
+/* From now on every datagram carries a SipHash-2-4 tag under key (copied),
+ * and a received one without the right tag is dropped before Bulk parses
+ * it: whoever does not know the key (anyone off the signalling path) can
+ * neither inject stream bytes nor forge ACKs that would wedge the sender.
+ * Before a key is set nothing is tagged or checked (tests run so). Bulk's
+ * bytes are authenticated end to end by the secure channel above in any
+ * case: the tag protects the transport's own state. */
+void bulk_stream_set_key(GIOStream *s, const guint8 key[BULK_STREAM_KEY_BYTES]);
+/* One datagram from the path (borrowed; hostile input, Bulk checks it). */
+void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len);
+/* The path can carry datagrams now (TRUE) or not yet / no more (FALSE). */
+void bulk_stream_set_sendable(GIOStream *s, gboolean sendable);
+/* Cuts the stream from its path for good: the send function is never
+ * called again, the timer stops, reads see end of stream and writes fail
+ * with G_IO_ERROR_BROKEN_PIPE. For the owner of the path, before it goes. */
+void bulk_stream_detach(GIOStream *s);
+/* Bulk's counters (zeros once detached); dropped_datagrams includes those
+ * that failed the tag check. */
+void bulk_stream_stats(GIOStream *s, BulkStats *out);
+
+#endif
