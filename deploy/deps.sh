@@ -2,7 +2,9 @@
 # packages Canopy builds and tests with are installed. As root it installs
 # what is missing; otherwise it prints the one apt-get line to run.
 CANOPY_PKGS=(build-essential cmake pkg-config libglib2.0-dev libsodium-dev libjson-glib-dev
-             libnice-dev libcmocka-dev jq
+             libnice-dev libcmocka-dev jq libsystemd-dev
+             # packaging and unit checks (cpack -G DEB, systemd-analyze verify)
+             dpkg-dev systemd
              # real STUN/TURN peers and NAT tools for the tests
              coturn stun-client nftables iproute2 openssl
              # the NAT throughput benchmark (tests/bench/nat_throughput.sh)

@@ -22,9 +22,14 @@ typedef struct {
   char id_hex[IDENTITY_HEX_LEN];
   LeafCore *core;
   Share *share;
-  char *sn_addr;
+  char *sn_addr; /* configured (--supernode) */
   GSocketClient *dialer;
-  Session *session;
+  /* One session per LeafSlot: PRIMARY to the group's leader, WATCH to its
+   * backup. dial_gen[slot] tells a stale dial's completion from the
+   * current one. */
+  Session *sess[2];
+  char sess_addr[2][130];
+  guint dial_gen[2];
   uint64_t next_sid;
   GSource *tick;
   GSource *rescan;

@@ -18,15 +18,43 @@ typedef struct {
   GHashTable *seen; /* peer|cid|name hash keys, to drop duplicate hits */
 } Search;
 
-struct LeafCore {
-  LeafConfig cfg;
-  LeafRandomFn rng;
-  void *rng_ctx;
+#define ADDR_MAX 129
+
+typedef struct {
   LeafState state;
-  uint64_t redial_at;
+  char addr[ADDR_MAX + 1]; /* dialed */
+  uint8_t peer[32];        /* once OPEN */
+  uint64_t redial_at;      /* WAIT */
   unsigned failures;
   uint64_t last_rx, last_ping;
-  GArray *manifest;     /* LeafEntry, owned names */
+} Slot;
+
+struct LeafCore {
+  LeafConfig cfg;
+  char home[ADDR_MAX + 1]; /* the configured super node */
+  LeafRandomFn rng;
+  void *rng_ctx;
+  Slot slot[2];
+  bool attached; /* the primary said ATTACHED */
+  uint8_t attached_to[32];
+  bool ever_attached;
+
+  /* The group as heard from GROUP_STATE (GROUPS.md); term 0 and nothing
+   * else for a super node without a group. */
+  char group[WIRE_MAX_GROUP + 1];
+  uint64_t term;
+  uint32_t hb_ms;
+  bool has_leader, has_backup;
+  uint8_t leader[32], backup[32];
+  char leader_addr[ADDR_MAX + 1], backup_addr[ADDR_MAX + 1];
+  GPtrArray *members; /* addresses, owned: fallbacks when the leader is gone */
+  unsigned next_member;
+  bool told_ok; /* last leader_ok said to the backup */
+  uint64_t last_watch;
+
+  uint64_t publishes, leader_changes;
+  GArray *manifest; /* LeafEntry, owned names */
+  uint8_t digest[32];
   GHashTable *searches; /* id -> Search* */
   uint32_t next_search;
   GQueue actions;
@@ -34,6 +62,7 @@ struct LeafCore {
 
 void leaf_config_defaults(LeafConfig *c)
 {
+  c->supernode = "";
   c->keepalive_ms = 5000;
   c->backoff_min_ms = 250;
   c->backoff_max_ms = 30000;
@@ -56,12 +85,15 @@ LeafCore *leaf_core_new(const LeafConfig *cfg, LeafRandomFn rng, void *rng_ctx)
 {
   LeafCore *c = g_new0(LeafCore, 1);
   c->cfg = *cfg;
+  c->cfg.supernode = NULL;
+  g_strlcpy(c->home, cfg->supernode ? cfg->supernode : "", sizeof c->home);
   if (c->cfg.keepalive_ms == 0)
     c->cfg.keepalive_ms = 5000;
   c->rng = rng;
   c->rng_ctx = rng_ctx;
   c->manifest = g_array_new(FALSE, TRUE, sizeof(LeafEntry));
   g_array_set_clear_func(c->manifest, entry_clear);
+  c->members = g_ptr_array_new_with_free_func(g_free);
   c->searches = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, search_free);
   c->next_search = 1;
   g_queue_init(&c->actions);
@@ -78,6 +110,7 @@ void leaf_core_free(LeafCore *c)
     g_free(a);
   }
   g_array_unref(c->manifest);
+  g_ptr_array_unref(c->members);
   g_hash_table_destroy(c->searches);
   g_free(c);
 }
@@ -99,6 +132,7 @@ bool leaf_core_next_action(LeafCore *c, LeafAction *out)
 
 void leaf_action_clear(LeafAction *a)
 {
+  g_free(a->addr);
   g_free(a->data);
   g_free(a->name);
   g_free(a->text);
@@ -110,7 +144,7 @@ void leaf_action_clear(LeafAction *a)
   memset(a, 0, sizeof *a);
 }
 
-static void send_msg(LeafCore *c, const WireMsg *m)
+static void send_msg(LeafCore *c, LeafSlot slot, const WireMsg *m)
 {
   Buf b;
   buf_init(&b);
@@ -119,7 +153,7 @@ static void send_msg(LeafCore *c, const WireMsg *m)
     buf_free(&b);
     return;
   }
-  LeafAction a = {.kind = LEAF_ACT_SEND};
+  LeafAction a = {.kind = LEAF_ACT_SEND, .slot = slot};
   a.data = buf_steal(&b, &a.len);
   push(c, a);
 }
@@ -139,37 +173,189 @@ static void fail_all_searches(LeafCore *c, const char *error)
   g_list_free(ids);
 }
 
-static void dial(LeafCore *c)
+/* --- slots ------------------------------------------------------------------ */
+
+static bool slot_live(const Slot *s)
 {
-  c->state = LS_DIALING;
-  LeafAction a = {.kind = LEAF_ACT_DIAL};
+  return s->state == LS_DIALING || s->state == LS_OPEN;
+}
+
+static void slot_dial(LeafCore *c, LeafSlot slot, const char *addr)
+{
+  Slot *s = &c->slot[slot];
+  s->state = LS_DIALING;
+  g_strlcpy(s->addr, addr, sizeof s->addr);
+  LeafAction a = {.kind = LEAF_ACT_DIAL, .slot = slot};
+  a.addr = g_strdup(addr);
   push(c, a);
+}
+
+/* Ends the slot's session on our own decision (no disconnected event
+ * follows); the slot is empty afterwards. */
+static void slot_close(LeafCore *c, LeafSlot slot, const char *reason)
+{
+  Slot *s = &c->slot[slot];
+  if (slot_live(s)) {
+    LeafAction a = {.kind = LEAF_ACT_CLOSE, .slot = slot, .reason = reason};
+    push(c, a);
+  }
+  s->state = LS_IDLE;
+  if (slot == LEAF_SLOT_PRIMARY)
+    c->attached = false;
+}
+
+/* Exponential backoff with +-25% jitter so a super node restart is not met
+ * by all its leaves in the same millisecond. */
+static void slot_backoff(LeafCore *c, Slot *s, uint64_t now)
+{
+  s->failures++;
+  uint64_t delay = c->cfg.backoff_min_ms;
+  for (unsigned i = 1; i < s->failures && delay < c->cfg.backoff_max_ms; i++)
+    delay *= 2;
+  delay = MIN(delay, c->cfg.backoff_max_ms);
+  uint16_t r;
+  c->rng((uint8_t *)&r, sizeof r, c->rng_ctx);
+  delay = delay * 3 / 4 + (delay / 2) * r / 65535;
+  s->state = LS_WAIT;
+  s->redial_at = now + delay;
+}
+
+/* Where the primary goes next: the leader when one is known; after two
+ * failures in a row the group's other members in turn (one of them leads
+ * by now, or redirects to who does); the configured address otherwise. */
+static const char *primary_target(LeafCore *c)
+{
+  unsigned f = c->slot[LEAF_SLOT_PRIMARY].failures;
+  if (c->has_leader && c->leader_addr[0] && (f < 2 || c->members->len == 0))
+    return c->leader_addr;
+  if (f >= 2 && c->members->len > 0)
+    return g_ptr_array_index(c->members, c->next_member++ % c->members->len);
+  return c->home;
+}
+
+static uint64_t primary_ping_ms(const LeafCore *c)
+{
+  return c->hb_ms ? c->hb_ms : c->cfg.keepalive_ms;
+}
+
+static uint64_t primary_dead_ms(const LeafCore *c)
+{
+  return c->hb_ms ? 4 * (uint64_t)c->hb_ms : 3 * c->cfg.keepalive_ms;
+}
+
+static bool leader_ok(const LeafCore *c)
+{
+  return c->attached && c->slot[LEAF_SLOT_PRIMARY].state == LS_OPEN;
+}
+
+/* Tells the backup whether our leader is alive (GROUPS.md). */
+static void tell_backup(LeafCore *c, uint64_t now)
+{
+  if (c->slot[LEAF_SLOT_WATCH].state != LS_OPEN)
+    return;
+  WireMsg m = {.type = MSG_WATCH};
+  m.u.watch.term = c->term;
+  m.u.watch.leader_ok = leader_ok(c);
+  send_msg(c, LEAF_SLOT_WATCH, &m);
+  c->told_ok = m.u.watch.leader_ok;
+  c->last_watch = now;
+}
+
+static void hello(LeafCore *c, LeafSlot slot)
+{
+  WireMsg m = {.type = MSG_HELLO};
+  m.u.hello.role = slot == LEAF_SLOT_PRIMARY ? ROLE_LEAF : ROLE_WATCH;
+  m.u.hello.listen = wire_str("", 0);
+  m.u.hello.agent = wire_str(LEAF_AGENT, strlen(LEAF_AGENT));
+  send_msg(c, slot, &m);
+}
+
+/* The sessions the group view calls for: the primary on the leader, the
+ * watch session on the backup. */
+static void reconcile(LeafCore *c, uint64_t now)
+{
+  Slot *p = &c->slot[LEAF_SLOT_PRIMARY], *w = &c->slot[LEAF_SLOT_WATCH];
+  if (c->has_leader) {
+    bool primary_on_leader = p->state == LS_OPEN      ? memcmp(p->peer, c->leader, 32) == 0
+                             : p->state == LS_DIALING ? strcmp(p->addr, c->leader_addr) == 0
+                                                      : false;
+    if (!primary_on_leader) {
+      if (w->state == LS_OPEN && memcmp(w->peer, c->leader, 32) == 0) {
+        /* The backup took over: its session becomes the primary, bound on
+         * its side to what it replicated. */
+        slot_close(c, LEAF_SLOT_PRIMARY, "following the new leader");
+        *p = *w;
+        p->failures = 0;
+        memset(w, 0, sizeof *w);
+        LeafAction a = {.kind = LEAF_ACT_SWAP};
+        push(c, a);
+        hello(c, LEAF_SLOT_PRIMARY);
+      } else if (c->leader_addr[0] && (p->state != LS_WAIT || p->failures == 0)) {
+        slot_close(c, LEAF_SLOT_PRIMARY, "following the leader");
+        slot_dial(c, LEAF_SLOT_PRIMARY, c->leader_addr);
+      }
+    }
+  }
+  bool want_watch = c->has_backup && c->backup_addr[0] &&
+                    !(c->has_leader && memcmp(c->backup, c->leader, 32) == 0);
+  bool watch_on_backup = want_watch && (w->state == LS_OPEN ? memcmp(w->peer, c->backup, 32) == 0
+                                                            : strcmp(w->addr, c->backup_addr) == 0);
+  if (slot_live(w) && !watch_on_backup)
+    slot_close(c, LEAF_SLOT_WATCH, "the backup changed");
+  if (want_watch && w->state == LS_IDLE)
+    slot_dial(c, LEAF_SLOT_WATCH, c->backup_addr);
+  (void)now;
 }
 
 void leaf_core_start(LeafCore *c, uint64_t now)
 {
-  if (c->state == LS_IDLE)
-    dial(c);
+  if (c->slot[LEAF_SLOT_PRIMARY].state == LS_IDLE)
+    slot_dial(c, LEAF_SLOT_PRIMARY, c->home);
 }
 
 bool leaf_core_is_connected(const LeafCore *c)
 {
-  return c->state == LS_OPEN;
+  return leader_ok(c);
 }
+
 unsigned leaf_core_failures(const LeafCore *c)
 {
-  return c->failures;
+  return c->slot[LEAF_SLOT_PRIMARY].failures;
 }
+
 size_t leaf_core_manifest_size(const LeafCore *c)
 {
   return c->manifest->len;
 }
+
+void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out)
+{
+  memset(out, 0, sizeof *out);
+  const Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
+  out->attached = leader_ok(c);
+  if (p->state == LS_OPEN) {
+    memcpy(out->supernode, p->peer, 32);
+    g_strlcpy(out->supernode_addr, p->addr, sizeof out->supernode_addr);
+  }
+  out->supernode_leads = c->attached;
+  out->term = c->term;
+  g_strlcpy(out->group, c->group, sizeof out->group);
+  out->has_backup = c->has_backup;
+  memcpy(out->backup, c->backup, 32);
+  g_strlcpy(out->backup_addr, c->backup_addr, sizeof out->backup_addr);
+  out->watching = c->slot[LEAF_SLOT_WATCH].state == LS_OPEN;
+  out->publishes = c->publishes;
+  out->leader_changes = c->leader_changes;
+}
+
+/* --- publishing --------------------------------------------------------------- */
 
 /* Sends the whole manifest; the first batch says "replace". */
 static void publish(LeafCore *c)
 {
   size_t n = c->manifest->len;
   size_t off = 0;
+  c->publishes++;
   do {
     WireEntry batch[WIRE_MAX_ENTRIES];
     size_t k = MIN(n - off, (size_t)WIRE_MAX_ENTRIES);
@@ -183,7 +369,7 @@ static void publish(LeafCore *c)
     m.u.publish.reset = off == 0;
     m.u.publish.count = (uint16_t)k;
     m.u.publish.entries = batch;
-    send_msg(c, &m);
+    send_msg(c, LEAF_SLOT_PRIMARY, &m);
     off += k;
   } while (off < n);
 }
@@ -191,6 +377,7 @@ static void publish(LeafCore *c)
 void leaf_core_set_manifest(LeafCore *c, const LeafEntry *e, size_t n, uint64_t now)
 {
   g_array_set_size(c->manifest, 0);
+  memset(c->digest, 0, sizeof c->digest);
   for (size_t i = 0; i < n; i++) {
     /* The codec's caps hold for what we publish, too. */
     size_t len = strlen(e[i].name);
@@ -199,41 +386,40 @@ void leaf_core_set_manifest(LeafCore *c, const LeafEntry *e, size_t n, uint64_t 
     LeafEntry copy = e[i];
     copy.name = g_strdup(e[i].name);
     g_array_append_val(c->manifest, copy);
+    wire_digest_entry(c->digest, copy.cid, copy.size, copy.name, len);
   }
-  if (c->state == LS_OPEN)
+  if (c->attached)
     publish(c);
 }
 
-void leaf_core_connected(LeafCore *c, uint64_t now)
+/* --- sessions ----------------------------------------------------------------- */
+
+void leaf_core_connected(LeafCore *c, LeafSlot slot, const uint8_t peer[32], uint64_t now)
 {
-  c->state = LS_OPEN;
-  c->failures = 0;
-  c->last_rx = c->last_ping = now;
-  WireMsg hello = {.type = MSG_HELLO};
-  hello.u.hello.role = ROLE_LEAF;
-  hello.u.hello.listen = wire_str("", 0);
-  hello.u.hello.agent = wire_str(LEAF_AGENT, strlen(LEAF_AGENT));
-  send_msg(c, &hello);
-  publish(c);
+  Slot *s = &c->slot[slot];
+  if (s->state != LS_DIALING)
+    return;
+  s->state = LS_OPEN;
+  memcpy(s->peer, peer, 32);
+  s->last_rx = s->last_ping = now;
+  hello(c, slot);
+  if (slot == LEAF_SLOT_WATCH) {
+    s->failures = 0;
+    tell_backup(c, now);
+  }
 }
 
-void leaf_core_disconnected(LeafCore *c, uint64_t now)
+void leaf_core_disconnected(LeafCore *c, LeafSlot slot, uint64_t now)
 {
-  if (c->state == LS_IDLE || c->state == LS_WAIT)
+  Slot *s = &c->slot[slot];
+  if (!slot_live(s))
     return;
-  c->failures++;
-  fail_all_searches(c, "lost the super node during the search");
-  /* Exponential backoff with +-25% jitter so a super node restart is not
-   * met by all its leaves in the same millisecond. */
-  uint64_t delay = c->cfg.backoff_min_ms;
-  for (unsigned i = 1; i < c->failures && delay < c->cfg.backoff_max_ms; i++)
-    delay *= 2;
-  delay = MIN(delay, c->cfg.backoff_max_ms);
-  uint16_t r;
-  c->rng((uint8_t *)&r, sizeof r, c->rng_ctx);
-  delay = delay * 3 / 4 + (delay / 2) * r / 65535;
-  c->state = LS_WAIT;
-  c->redial_at = now + delay;
+  slot_backoff(c, s, now);
+  if (slot == LEAF_SLOT_PRIMARY) {
+    c->attached = false;
+    fail_all_searches(c, "lost the super node during the search");
+    tell_backup(c, now);
+  }
 }
 
 static void on_hits(LeafCore *c, const WireMsg *m)
@@ -266,7 +452,7 @@ bool leaf_core_signal(LeafCore *c, const uint8_t sid[16], uint8_t kind, const ui
                       const char *text)
 {
   size_t len = strlen(text);
-  if (c->state != LS_OPEN || len > WIRE_MAX_SIGNAL || !wire_utf8_ok(text, len))
+  if (!leader_ok(c) || len > WIRE_MAX_SIGNAL || !wire_utf8_ok(text, len))
     return false;
   WireMsg m = {.type = MSG_SIGNAL};
   memcpy(m.u.signal.sid, sid, 16);
@@ -274,7 +460,7 @@ bool leaf_core_signal(LeafCore *c, const uint8_t sid[16], uint8_t kind, const ui
   m.u.signal.kind = kind;
   memcpy(m.u.signal.dst, dst, 32);
   m.u.signal.text = wire_str(text, len);
-  send_msg(c, &m);
+  send_msg(c, LEAF_SLOT_PRIMARY, &m);
   return true;
 }
 
@@ -285,32 +471,100 @@ void leaf_core_search_limit(LeafCore *c, uint32_t id, unsigned limit)
     s->limit = MIN(limit, c->cfg.max_hits);
 }
 
-void leaf_core_recv(LeafCore *c, const uint8_t *data, size_t len, uint64_t now)
+static void copy_addr(char *dst, WireStr s)
 {
-  if (c->state != LS_OPEN)
+  size_t n = MIN((size_t)s.len, (size_t)ADDR_MAX);
+  memcpy(dst, s.p ? s.p : "", n);
+  dst[n] = '\0';
+}
+
+static bool zero_id(const uint8_t id[32])
+{
+  static const uint8_t zero[32];
+  return memcmp(id, zero, 32) == 0;
+}
+
+/* GROUP_STATE from either session: the highest term wins; at one term the
+ * leader's own word (or a newer view of it) replaces ours. */
+static void on_group(LeafCore *c, LeafSlot slot, const WireMsg *m, uint64_t now)
+{
+  if (m->u.group.term < c->term)
+    return; /* stale: from a leader that has been replaced */
+  c->term = m->u.group.term;
+  size_t gl = MIN((size_t)m->u.group.group.len, sizeof c->group - 1);
+  memcpy(c->group, m->u.group.group.p, gl);
+  c->group[gl] = '\0';
+  c->hb_ms = m->u.group.hb_ms;
+  c->has_leader = !zero_id(m->u.group.leader);
+  memcpy(c->leader, m->u.group.leader, 32);
+  copy_addr(c->leader_addr, m->u.group.leader_addr);
+  c->has_backup = !zero_id(m->u.group.backup);
+  memcpy(c->backup, m->u.group.backup, 32);
+  copy_addr(c->backup_addr, m->u.group.backup_addr);
+  g_ptr_array_set_size(c->members, 0);
+  for (uint16_t i = 0; i < m->u.group.n_members; i++)
+    if (m->u.group.members[i].addr.len)
+      g_ptr_array_add(c->members, g_strndup(m->u.group.members[i].addr.p,
+                                            MIN(m->u.group.members[i].addr.len, ADDR_MAX)));
+  reconcile(c, now);
+  (void)slot;
+}
+
+static void on_attached(LeafCore *c, const WireMsg *m, uint64_t now)
+{
+  Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
+  if (m->u.attached.term < c->term)
     return;
-  c->last_rx = now;
+  if (c->ever_attached && memcmp(c->attached_to, p->peer, 32) != 0)
+    c->leader_changes++;
+  c->term = m->u.attached.term;
+  c->attached = true;
+  c->ever_attached = true;
+  memcpy(c->attached_to, p->peer, 32);
+  p->failures = 0;
+  if (m->u.attached.count != c->manifest->len || memcmp(m->u.attached.digest, c->digest, 32) != 0)
+    publish(c);
+  tell_backup(c, now);
+}
+
+void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *data, size_t len, uint64_t now)
+{
+  Slot *s = &c->slot[slot];
+  if (s->state != LS_OPEN)
+    return;
+  s->last_rx = now;
   WireMsg m;
   WireError err = wire_decode(data, len, &m);
   if (err == WIRE_EUNKNOWN)
     return;
   if (err != WIRE_OK) {
-    LeafAction a = {.kind = LEAF_ACT_CLOSE, .reason = "malformed message from the super node"};
+    LeafAction a = {
+        .kind = LEAF_ACT_CLOSE, .slot = slot, .reason = "malformed message from the super node"};
     push(c, a);
-    leaf_core_disconnected(c, now);
+    leaf_core_disconnected(c, slot, now);
     return;
   }
   switch (m.type) {
   case MSG_PING: {
     WireMsg pong = {.type = MSG_PONG};
     pong.u.ping = m.u.ping;
-    send_msg(c, &pong);
+    send_msg(c, slot, &pong);
     break;
   }
+  case MSG_GROUP_STATE:
+    on_group(c, slot, &m, now);
+    break;
+  case MSG_ATTACHED:
+    if (slot == LEAF_SLOT_PRIMARY)
+      on_attached(c, &m, now);
+    break;
   case MSG_SEARCH_HITS:
-    on_hits(c, &m);
+    if (slot == LEAF_SLOT_PRIMARY)
+      on_hits(c, &m);
     break;
   case MSG_NAT_INFO: {
+    if (slot != LEAF_SLOT_PRIMARY)
+      break;
     LeafAction a = {.kind = LEAF_ACT_NAT_INFO, .stun_port = m.u.nat.stun_port};
     a.turn_addr = g_strndup(m.u.nat.turn_addr.p ? m.u.nat.turn_addr.p : "", m.u.nat.turn_addr.len);
     a.turn_user = g_strndup(m.u.nat.turn_user.p ? m.u.nat.turn_user.p : "", m.u.nat.turn_user.len);
@@ -319,6 +573,8 @@ void leaf_core_recv(LeafCore *c, const uint8_t *data, size_t len, uint64_t now)
     break;
   }
   case MSG_SIGNAL: {
+    if (slot != LEAF_SLOT_PRIMARY)
+      break;
     LeafAction a = {.kind = LEAF_ACT_SIGNAL};
     memcpy(a.sid, m.u.signal.sid, 16);
     a.signal_kind = m.u.signal.kind;
@@ -333,21 +589,47 @@ void leaf_core_recv(LeafCore *c, const uint8_t *data, size_t len, uint64_t now)
   wire_msg_clear(&m);
 }
 
+/* --- time --------------------------------------------------------------------- */
+
 void leaf_core_tick(LeafCore *c, uint64_t now)
 {
-  if (c->state == LS_WAIT && now >= c->redial_at)
-    dial(c);
-  if (c->state == LS_OPEN) {
-    if (now - c->last_rx >= 3 * c->cfg.keepalive_ms) {
+  Slot *p = &c->slot[LEAF_SLOT_PRIMARY], *w = &c->slot[LEAF_SLOT_WATCH];
+  if (p->state == LS_WAIT && now >= p->redial_at)
+    slot_dial(c, LEAF_SLOT_PRIMARY, primary_target(c));
+  if (p->state == LS_OPEN) {
+    if (now - p->last_rx >= primary_dead_ms(c)) {
       LeafAction a = {.kind = LEAF_ACT_CLOSE,
-                      .reason = "super node silent for 3 keepalive intervals"};
+                      .slot = LEAF_SLOT_PRIMARY,
+                      .reason = "super node silent too long"};
       push(c, a);
-      leaf_core_disconnected(c, now);
-    } else if (now - c->last_ping >= c->cfg.keepalive_ms) {
+      leaf_core_disconnected(c, LEAF_SLOT_PRIMARY, now);
+    } else if (now - p->last_ping >= primary_ping_ms(c)) {
       WireMsg ping = {.type = MSG_PING};
       ping.u.ping = now;
-      send_msg(c, &ping);
-      c->last_ping = now;
+      send_msg(c, LEAF_SLOT_PRIMARY, &ping);
+      p->last_ping = now;
+    }
+  }
+  if (w->state == LS_WAIT && now >= w->redial_at) {
+    w->state = LS_IDLE;
+    reconcile(c, now);
+  }
+  if (w->state == LS_OPEN) {
+    if (now - w->last_rx >= 3 * c->cfg.keepalive_ms) {
+      LeafAction a = {.kind = LEAF_ACT_CLOSE,
+                      .slot = LEAF_SLOT_WATCH,
+                      .reason = "backup silent for 3 keepalive intervals"};
+      push(c, a);
+      leaf_core_disconnected(c, LEAF_SLOT_WATCH, now);
+    } else {
+      if (now - w->last_ping >= c->cfg.keepalive_ms) {
+        WireMsg ping = {.type = MSG_PING};
+        ping.u.ping = now;
+        send_msg(c, LEAF_SLOT_WATCH, &ping);
+        w->last_ping = now;
+      }
+      if (c->hb_ms && (now - c->last_watch >= c->hb_ms || c->told_ok != leader_ok(c)))
+        tell_backup(c, now);
     }
   }
   GList *ids = g_hash_table_get_keys(c->searches);
@@ -368,10 +650,18 @@ static void min_deadline(gpointer k, gpointer v, gpointer ud)
 uint64_t leaf_core_next_deadline(const LeafCore *c)
 {
   uint64_t t = UINT64_MAX;
-  if (c->state == LS_WAIT)
-    t = c->redial_at;
-  if (c->state == LS_OPEN)
-    t = MIN(c->last_ping + c->cfg.keepalive_ms, c->last_rx + 3 * c->cfg.keepalive_ms);
+  const Slot *p = &c->slot[LEAF_SLOT_PRIMARY], *w = &c->slot[LEAF_SLOT_WATCH];
+  if (p->state == LS_WAIT)
+    t = MIN(t, p->redial_at);
+  if (p->state == LS_OPEN)
+    t = MIN(t, MIN(p->last_ping + primary_ping_ms(c), p->last_rx + primary_dead_ms(c)));
+  if (w->state == LS_WAIT)
+    t = MIN(t, w->redial_at);
+  if (w->state == LS_OPEN) {
+    t = MIN(t, MIN(w->last_ping + c->cfg.keepalive_ms, w->last_rx + 3 * c->cfg.keepalive_ms));
+    if (c->hb_ms)
+      t = MIN(t, c->last_watch + c->hb_ms);
+  }
   g_hash_table_foreach(c->searches, min_deadline, &t);
   return t;
 }
@@ -389,7 +679,7 @@ uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t t
   s->seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   g_hash_table_insert(c->searches, GUINT_TO_POINTER(id), s);
   size_t len = strlen(text);
-  if (c->state != LS_OPEN) {
+  if (!leader_ok(c)) {
     finish_search(c, id, "not connected to a super node");
     return id;
   }
@@ -403,6 +693,6 @@ uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t t
   m.u.search.ttl = ttl;
   m.u.search.kind = kind;
   m.u.search.text = wire_str(text, len);
-  send_msg(c, &m);
+  send_msg(c, LEAF_SLOT_PRIMARY, &m);
   return id;
 }

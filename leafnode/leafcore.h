@@ -1,9 +1,12 @@
 /* leafcore.h - the leaf's protocol core, sans I/O.
  *
- * Keeps one session with a super node: dials it (with exponential backoff and
- * jitter after failures), says HELLO, publishes the manifest (again after
- * every reconnect), pings, and runs searches: a search collects hits until
- * its deadline, de-duplicated, and then completes. Time is passed in.
+ * Keeps a session with its group's leader (slot PRIMARY) and an idle one with
+ * the group's backup (slot WATCH), see supernode/GROUPS.md: dials (with
+ * exponential backoff and jitter after failures), says HELLO, follows the
+ * leader of the highest term it hears of, publishes the manifest when the
+ * leader does not already hold it (ATTACHED), pings, tells the backup when
+ * the leader is lost, and runs searches: a search collects hits until its
+ * deadline, de-duplicated, and then completes. Time is passed in.
  */
 #ifndef CANOPY_LEAFCORE_H
 #define CANOPY_LEAFCORE_H
@@ -15,6 +18,7 @@
 typedef struct LeafCore LeafCore;
 
 typedef struct {
+  const char *supernode;   /* "host:port" dialed first (borrowed for leaf_core_new) */
   uint64_t keepalive_ms;   /* PING interval; 3 silent intervals end the session */
   uint64_t backoff_min_ms; /* first redial delay */
   uint64_t backoff_max_ms;
@@ -29,10 +33,15 @@ typedef struct {
   uint8_t cid[32];
 } LeafEntry;
 
+/* The two sessions a leaf keeps. */
+typedef enum { LEAF_SLOT_PRIMARY = 0, LEAF_SLOT_WATCH = 1 } LeafSlot;
+
 typedef enum {
-  LEAF_ACT_DIAL,        /* connect to the super node */
-  LEAF_ACT_SEND,        /* data/len: one encoded message for the session */
-  LEAF_ACT_CLOSE,       /* end the session (reason) */
+  LEAF_ACT_DIAL,        /* open a session to addr in slot (any old one there is gone) */
+  LEAF_ACT_SEND,        /* data/len: one encoded message for slot's session */
+  LEAF_ACT_CLOSE,       /* end slot's session (reason); no leaf_core_disconnected follows */
+  LEAF_ACT_SWAP,        /* the WATCH session is the PRIMARY now; PRIMARY's (if any)
+                           was closed by a CLOSE just before; WATCH is empty */
   LEAF_ACT_HIT,         /* search: one new hit */
   LEAF_ACT_SEARCH_DONE, /* search: finished; error set if it could not run */
   LEAF_ACT_NAT_INFO,    /* the super node's STUN port and TURN credentials */
@@ -41,6 +50,8 @@ typedef enum {
 
 typedef struct {
   LeafActionKind kind;
+  LeafSlot slot; /* DIAL, SEND, CLOSE */
+  char *addr;    /* DIAL (owned) */
   uint8_t *data; /* SEND (owned) */
   size_t len;
   const char *reason; /* CLOSE, or SEARCH_DONE's error (static); NULL if none */
@@ -67,12 +78,14 @@ void leaf_core_start(LeafCore *c, uint64_t now);
 void leaf_core_set_manifest(LeafCore *c, const LeafEntry *e, size_t n, uint64_t now);
 size_t leaf_core_manifest_size(const LeafCore *c);
 
-/* The session's handshake finished. */
-void leaf_core_connected(LeafCore *c, uint64_t now);
-/* The dial failed or the session ended: redial after backoff. Pending
- * searches finish with an error. */
-void leaf_core_disconnected(LeafCore *c, uint64_t now);
-void leaf_core_recv(LeafCore *c, const uint8_t *msg, size_t len, uint64_t now);
+/* slot's session finished its handshake with super node peer (its
+ * authenticated node id). */
+void leaf_core_connected(LeafCore *c, LeafSlot slot, const uint8_t peer[32], uint64_t now);
+/* slot's dial failed or its session ended (not after our own CLOSE). The
+ * primary is redialed after backoff and pending searches finish with an
+ * error; a lost primary is reported to the backup. */
+void leaf_core_disconnected(LeafCore *c, LeafSlot slot, uint64_t now);
+void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *msg, size_t len, uint64_t now);
 void leaf_core_tick(LeafCore *c, uint64_t now);
 uint64_t leaf_core_next_deadline(const LeafCore *c);
 
@@ -93,7 +106,27 @@ void leaf_core_search_limit(LeafCore *c, uint32_t id, unsigned limit);
 bool leaf_core_next_action(LeafCore *c, LeafAction *out);
 void leaf_action_clear(LeafAction *a);
 
+/* Attached: the primary session is open and its super node said ATTACHED
+ * (it leads). Searches and signalling need this. */
 bool leaf_core_is_connected(const LeafCore *c);
-unsigned leaf_core_failures(const LeafCore *c); /* dials failed in a row */
+unsigned leaf_core_failures(const LeafCore *c); /* primary dials failed in a row */
+
+/* What `canopy-leaf status` shows about the group. */
+typedef struct {
+  bool attached;
+  uint8_t supernode[32]; /* primary's node id (if attached) */
+  char supernode_addr[130];
+  bool supernode_leads; /* it said ATTACHED */
+  uint64_t term;        /* highest term heard */
+  char group[256];
+  bool has_backup;
+  uint8_t backup[32];
+  char backup_addr[130];
+  bool watching;           /* WATCH session open */
+  uint64_t publishes;      /* manifest uploads (ATTACHED did not match it), the first included */
+  uint64_t leader_changes; /* primary moved to another super node */
+} LeafGroupStatus;
+
+void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out);
 
 #endif

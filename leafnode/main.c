@@ -35,51 +35,104 @@ static gboolean on_tick(gpointer ud)
   return G_SOURCE_REMOVE;
 }
 
+static const char *slot_name(LeafSlot slot)
+{
+  return slot == LEAF_SLOT_PRIMARY ? "super node" : "backup super node";
+}
+
+/* Which slot session s is in; -1 for one the core has already let go. */
+static int slot_of(Leaf *lf, Session *s)
+{
+  for (int i = 0; i < 2; i++)
+    if (lf->sess[i] == s)
+      return i;
+  return -1;
+}
+
+static void drop_session(Leaf *lf, LeafSlot slot, const char *reason)
+{
+  Session *s = lf->sess[slot];
+  if (!s)
+    return;
+  lf->sess[slot] = NULL;
+  session_close(s, reason);
+  session_unref(s);
+}
+
 static void on_opened(Session *s, void *ud)
 {
   Leaf *lf = ud;
-  hex_encode(session_peer_id(s), IDENTITY_ID_LEN, lf->sn_hex);
-  g_message("connected to super node %.16s… at %s", lf->sn_hex, lf->sn_addr);
-  lf->last_error[0] = '\0';
-  leaf_core_connected(lf->core, clock_now_ms());
+  int slot = slot_of(lf, s);
+  if (slot < 0)
+    return;
+  char hex[IDENTITY_HEX_LEN];
+  hex_encode(session_peer_id(s), IDENTITY_ID_LEN, hex);
+  if (slot == LEAF_SLOT_PRIMARY) {
+    memcpy(lf->sn_hex, hex, sizeof hex);
+    lf->last_error[0] = '\0';
+  }
+  g_message("connected to %s %.16s… at %s", slot_name(slot), hex, lf->sess_addr[slot]);
+  leaf_core_connected(lf->core, slot, session_peer_id(s), clock_now_ms());
   leaf_run_actions(lf);
 }
 
 static void on_message(Session *s, const uint8_t *msg, size_t len, void *ud)
 {
   Leaf *lf = ud;
-  leaf_core_recv(lf->core, msg, len, clock_now_ms());
+  int slot = slot_of(lf, s);
+  if (slot < 0)
+    return;
+  leaf_core_recv(lf->core, slot, msg, len, clock_now_ms());
   leaf_run_actions(lf);
 }
 
 static void on_closed(Session *s, const char *reason, void *ud)
 {
   Leaf *lf = ud;
-  g_message("session with super node %s ended: %s", lf->sn_addr, reason);
-  g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sn_addr, reason);
-  if (lf->session == s) {
-    lf->session = NULL;
-    session_unref(s);
-  }
-  leaf_core_disconnected(lf->core, clock_now_ms());
+  int slot = slot_of(lf, s);
+  if (slot < 0)
+    return;
+  g_message("session with %s %s ended: %s", slot_name(slot), lf->sess_addr[slot], reason);
+  if (slot == LEAF_SLOT_PRIMARY)
+    g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sess_addr[slot], reason);
+  lf->sess[slot] = NULL;
+  session_unref(s);
+  leaf_core_disconnected(lf->core, slot, clock_now_ms());
   leaf_run_actions(lf);
 }
 
 static const SessionCallbacks session_cb = {on_opened, on_message, on_closed};
 
+typedef struct {
+  Leaf *lf;
+  LeafSlot slot;
+  guint gen;
+} Dial;
+
 static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
 {
-  Leaf *lf = ud;
+  Dial *d = ud;
+  Leaf *lf = d->lf;
+  LeafSlot slot = d->slot;
+  gboolean current = d->gen == lf->dial_gen[slot];
+  g_free(d);
   GError *err = NULL;
   GSocketConnection *conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(src), res, &err);
+  if (!current) { /* the core moved on while we dialed */
+    g_clear_error(&err);
+    g_clear_object(&conn);
+    return;
+  }
   if (!conn) {
-    g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sn_addr, err->message);
-    g_info("cannot reach super node %s", lf->last_error);
+    if (slot == LEAF_SLOT_PRIMARY)
+      g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sess_addr[slot],
+                 err->message);
+    g_info("cannot reach %s %s: %s", slot_name(slot), lf->sess_addr[slot], err->message);
     g_error_free(err);
-    leaf_core_disconnected(lf->core, clock_now_ms());
+    leaf_core_disconnected(lf->core, slot, clock_now_ms());
   } else {
-    lf->session = session_new(G_IO_STREAM(conn), ++lf->next_sid, &lf->id, CHANNEL_INITIATOR,
-                              lf->ctx, &session_cb, lf);
+    lf->sess[slot] = session_new(G_IO_STREAM(conn), ++lf->next_sid, &lf->id, CHANNEL_INITIATOR,
+                                 lf->ctx, &session_cb, lf);
     g_object_unref(conn);
   }
   leaf_run_actions(lf);
@@ -98,7 +151,7 @@ static void apply_nat_info(Leaf *lf, const LeafAction *a)
 {
   gchar *stun_host = NULL, *turn_host = NULL;
   guint16 turn_port = 0;
-  GSocketConnectable *sn = g_network_address_parse(lf->sn_addr, 0, NULL);
+  GSocketConnectable *sn = g_network_address_parse(lf->sess_addr[LEAF_SLOT_PRIMARY], 0, NULL);
   if (sn && a->stun_port)
     stun_host = g_strdup(g_network_address_get_hostname(G_NETWORK_ADDRESS(sn)));
   g_clear_object(&sn);
@@ -128,21 +181,35 @@ void leaf_run_actions(Leaf *lf)
   LeafAction a;
   while (leaf_core_next_action(lf->core, &a)) {
     switch (a.kind) {
-    case LEAF_ACT_DIAL:
-      g_socket_client_connect_to_host_async(lf->dialer, lf->sn_addr, 0, NULL, on_dialed, lf);
+    case LEAF_ACT_DIAL: {
+      drop_session(lf, a.slot, "redialing");
+      g_strlcpy(lf->sess_addr[a.slot], a.addr, sizeof lf->sess_addr[a.slot]);
+      Dial *d = g_new(Dial, 1);
+      *d = (Dial){lf, a.slot, ++lf->dial_gen[a.slot]};
+      g_socket_client_connect_to_host_async(lf->dialer, a.addr, 0, NULL, on_dialed, d);
       break;
+    }
     case LEAF_ACT_SEND:
-      if (lf->session)
-        session_send(lf->session, a.data, a.len);
+      if (lf->sess[a.slot])
+        session_send(lf->sess[a.slot], a.data, a.len);
       break;
     case LEAF_ACT_CLOSE:
-      if (lf->session) {
-        Session *s = lf->session;
-        lf->session = NULL;
-        g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sn_addr, a.reason);
-        session_close(s, a.reason);
-        session_unref(s);
-      }
+      lf->dial_gen[a.slot]++; /* a dial in flight is void too */
+      if (lf->sess[a.slot] && a.slot == LEAF_SLOT_PRIMARY)
+        g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sess_addr[a.slot],
+                   a.reason);
+      drop_session(lf, a.slot, a.reason);
+      break;
+    case LEAF_ACT_SWAP:
+      lf->sess[LEAF_SLOT_PRIMARY] = lf->sess[LEAF_SLOT_WATCH];
+      lf->sess[LEAF_SLOT_WATCH] = NULL;
+      memcpy(lf->sess_addr[LEAF_SLOT_PRIMARY], lf->sess_addr[LEAF_SLOT_WATCH],
+             sizeof lf->sess_addr[0]);
+      lf->sess_addr[LEAF_SLOT_WATCH][0] = '\0';
+      lf->dial_gen[LEAF_SLOT_WATCH]++;
+      if (lf->sess[LEAF_SLOT_PRIMARY])
+        hex_encode(session_peer_id(lf->sess[LEAF_SLOT_PRIMARY]), IDENTITY_ID_LEN, lf->sn_hex);
+      g_message("following the new leader at %s", lf->sess_addr[LEAF_SLOT_PRIMARY]);
       break;
     case LEAF_ACT_NAT_INFO:
       apply_nat_info(lf, &a);
@@ -304,12 +371,35 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   } else if (strcmp(cmd, "status") == 0) {
     size_t n;
     share_entries(lf->share, &n);
+    LeafGroupStatus g;
+    leaf_core_group_status(lf->core, &g);
     JsonObject *o = json_object_new();
     json_object_set_string_member(o, "id", lf->id_hex);
-    json_object_set_string_member(o, "supernode", lf->sn_addr);
-    json_object_set_boolean_member(o, "connected", leaf_core_is_connected(lf->core));
-    if (leaf_core_is_connected(lf->core))
-      json_object_set_string_member(o, "supernode_id", lf->sn_hex);
+    json_object_set_boolean_member(o, "connected", g.attached);
+    if (g.attached) {
+      char hex[IDENTITY_HEX_LEN];
+      hex_encode(g.supernode, 32, hex);
+      json_object_set_string_member(o, "supernode", g.supernode_addr);
+      json_object_set_string_member(o, "supernode_id", hex);
+      json_object_set_string_member(o, "supernode_role", "leader");
+    } else {
+      json_object_set_string_member(o, "supernode", lf->sn_addr);
+    }
+    json_object_set_int_member(o, "term", (gint64)g.term);
+    json_object_set_string_member(o, "group", g.group);
+    if (g.has_backup) {
+      char hex[IDENTITY_HEX_LEN];
+      hex_encode(g.backup, 32, hex);
+      JsonObject *b = json_object_new();
+      json_object_set_string_member(b, "id", hex);
+      json_object_set_string_member(b, "address", g.backup_addr);
+      json_object_set_object_member(o, "backup", b);
+    } else {
+      json_object_set_null_member(o, "backup");
+    }
+    json_object_set_boolean_member(o, "watching", g.watching);
+    json_object_set_int_member(o, "publishes", (gint64)g.publishes);
+    json_object_set_int_member(o, "leader_changes", (gint64)g.leader_changes);
     json_object_set_int_member(o, "shared_files", (gint64)n);
     if (lf->last_error[0])
       json_object_set_string_member(o, "last_error", lf->last_error);
@@ -432,6 +522,7 @@ static int run_daemon(int argc, char **argv)
   LeafConfig cfg;
   leaf_config_defaults(&cfg);
   cfg.keepalive_ms = (uint64_t)keepalive_ms;
+  cfg.supernode = lf.sn_addr;
   lf.core = leaf_core_new(&cfg, rng_fill, NULL);
   size_t n;
   const LeafEntry *e = share_entries(lf.share, &n);
@@ -455,12 +546,8 @@ out:
   g_strfreev(ice_local);
   timer_disarm(&lf.tick);
   timer_disarm(&lf.rescan);
-  if (lf.session) {
-    Session *s = lf.session;
-    lf.session = NULL;
-    session_close(s, "shutting down");
-    session_unref(s);
-  }
+  drop_session(&lf, LEAF_SLOT_PRIMARY, "shutting down");
+  drop_session(&lf, LEAF_SLOT_WATCH, "shutting down");
   control_server_free(lf.ctl);
   if (lf.pending)
     g_hash_table_destroy(lf.pending);

@@ -7,6 +7,8 @@
  */
 #include "wire.h"
 
+#include <sodium.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,7 +145,8 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
     m->u.hello.role = rd_u8(&r);
     m->u.hello.listen = rd_str(&r, WIRE_MAX_ADDR, true, &err);
     m->u.hello.agent = rd_str(&r, WIRE_MAX_AGENT, true, &err);
-    if (rd_ok(&r) && m->u.hello.role != ROLE_LEAF && m->u.hello.role != ROLE_SUPER)
+    if (rd_ok(&r) && m->u.hello.role != ROLE_LEAF && m->u.hello.role != ROLE_SUPER &&
+        m->u.hello.role != ROLE_WATCH)
       err = WIRE_EINVALID;
     break;
   case MSG_PING:
@@ -259,6 +262,70 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
     rd_copy(&r, m->u.xfer_error.cid, WIRE_CID_LEN);
     m->u.xfer_error.code = rd_u8(&r);
     break;
+  case MSG_GROUP_STATE:
+    m->u.group.role = rd_u8(&r);
+    m->u.group.group = rd_str(&r, WIRE_MAX_GROUP, false, &err);
+    m->u.group.term = rd_u64(&r);
+    m->u.group.hb_ms = rd_u32(&r);
+    rd_copy(&r, m->u.group.leader, WIRE_ID_LEN);
+    m->u.group.leader_addr = rd_str(&r, WIRE_MAX_ADDR, true, &err);
+    rd_copy(&r, m->u.group.backup, WIRE_ID_LEN);
+    m->u.group.backup_addr = rd_str(&r, WIRE_MAX_ADDR, true, &err);
+    m->u.group.n_members = rd_u16(&r);
+    m->u.group.members = rd_array(&r, m->u.group.n_members, WIRE_MAX_MEMBERS, WIRE_ID_LEN + 2,
+                                  sizeof(WirePeer), &err);
+    for (uint16_t i = 0; m->u.group.members && i < m->u.group.n_members; i++) {
+      rd_copy(&r, m->u.group.members[i].id, WIRE_ID_LEN);
+      m->u.group.members[i].addr = rd_str(&r, WIRE_MAX_ADDR, true, &err);
+    }
+    m->u.group.n_links = rd_u16(&r);
+    m->u.group.links =
+        rd_array(&r, m->u.group.n_links, WIRE_MAX_MEMBERS, 2 + 1, sizeof(WireStr), &err);
+    for (uint16_t i = 0; m->u.group.links && i < m->u.group.n_links; i++)
+      m->u.group.links[i] = rd_str(&r, WIRE_MAX_ADDR, false, &err);
+    if (rd_ok(&r) && (m->u.group.role > GROLE_STANDBY || m->u.group.hb_ms == 0))
+      err = WIRE_EINVALID;
+    break;
+  case MSG_REPL: {
+    m->u.repl.term = rd_u64(&r);
+    m->u.repl.seq = rd_u64(&r);
+    m->u.repl.op = rd_u8(&r);
+    rd_copy(&r, m->u.repl.leaf, WIRE_ID_LEN);
+    uint8_t flags = rd_u8(&r);
+    m->u.repl.reset = flags & 1;
+    if (flags & ~1u)
+      err = WIRE_EINVALID;
+    m->u.repl.count = rd_u16(&r);
+    m->u.repl.entries = rd_array(&r, m->u.repl.count, WIRE_MAX_ENTRIES, 2 + 1 + 8 + WIRE_CID_LEN,
+                                 sizeof(WireEntry), &err);
+    for (uint16_t i = 0; m->u.repl.entries && i < m->u.repl.count; i++) {
+      WireEntry *e = &m->u.repl.entries[i];
+      e->name = rd_str(&r, WIRE_MAX_NAME, false, &err);
+      e->size = rd_u64(&r);
+      rd_copy(&r, e->cid, WIRE_CID_LEN);
+    }
+    if (rd_ok(&r) && (m->u.repl.op < REPL_SNAPSHOT_BEGIN || m->u.repl.op > REPL_PUBLISH ||
+                      (m->u.repl.op != REPL_PUBLISH && m->u.repl.count)))
+      err = WIRE_EINVALID;
+    break;
+  }
+  case MSG_REPL_ACK:
+    m->u.repl_ack.term = rd_u64(&r);
+    m->u.repl_ack.seq = rd_u64(&r);
+    break;
+  case MSG_WATCH: {
+    m->u.watch.term = rd_u64(&r);
+    uint8_t ok = rd_u8(&r);
+    m->u.watch.leader_ok = ok == 1;
+    if (rd_ok(&r) && ok > 1)
+      err = WIRE_EINVALID;
+    break;
+  }
+  case MSG_ATTACHED:
+    m->u.attached.term = rd_u64(&r);
+    m->u.attached.count = rd_u32(&r);
+    rd_copy(&r, m->u.attached.digest, 32);
+    break;
   default:
     return WIRE_EUNKNOWN;
   }
@@ -282,6 +349,13 @@ void wire_msg_clear(WireMsg *m)
     break;
   case MSG_PEERS:
     free(m->u.peers.peers);
+    break;
+  case MSG_GROUP_STATE:
+    free(m->u.group.members);
+    free(m->u.group.links);
+    break;
+  case MSG_REPL:
+    free(m->u.repl.entries);
     break;
   default:
     break;
@@ -411,6 +485,54 @@ bool wire_encode(const WireMsg *m, Buf *b)
     wr_bytes(b, m->u.xfer_error.cid, WIRE_CID_LEN);
     wr_u8(b, m->u.xfer_error.code);
     break;
+  case MSG_GROUP_STATE:
+    wr_u8(b, m->u.group.role);
+    ok = m->u.group.group.len > 0 && wr_str(b, m->u.group.group, WIRE_MAX_GROUP) &&
+         m->u.group.hb_ms > 0 && m->u.group.n_members <= WIRE_MAX_MEMBERS &&
+         m->u.group.n_links <= WIRE_MAX_MEMBERS;
+    wr_u64(b, m->u.group.term);
+    wr_u32(b, m->u.group.hb_ms);
+    wr_bytes(b, m->u.group.leader, WIRE_ID_LEN);
+    ok = ok && wr_str(b, m->u.group.leader_addr, WIRE_MAX_ADDR);
+    wr_bytes(b, m->u.group.backup, WIRE_ID_LEN);
+    ok = ok && wr_str(b, m->u.group.backup_addr, WIRE_MAX_ADDR);
+    wr_u16(b, m->u.group.n_members);
+    for (uint16_t i = 0; ok && i < m->u.group.n_members; i++) {
+      wr_bytes(b, m->u.group.members[i].id, WIRE_ID_LEN);
+      ok = wr_str(b, m->u.group.members[i].addr, WIRE_MAX_ADDR);
+    }
+    wr_u16(b, m->u.group.n_links);
+    for (uint16_t i = 0; ok && i < m->u.group.n_links; i++)
+      ok = m->u.group.links[i].len > 0 && wr_str(b, m->u.group.links[i], WIRE_MAX_ADDR);
+    break;
+  case MSG_REPL:
+    wr_u64(b, m->u.repl.term);
+    wr_u64(b, m->u.repl.seq);
+    wr_u8(b, m->u.repl.op);
+    wr_bytes(b, m->u.repl.leaf, WIRE_ID_LEN);
+    wr_u8(b, m->u.repl.reset ? 1 : 0);
+    ok = m->u.repl.count <= WIRE_MAX_ENTRIES;
+    wr_u16(b, m->u.repl.count);
+    for (uint16_t i = 0; ok && i < m->u.repl.count; i++) {
+      const WireEntry *e = &m->u.repl.entries[i];
+      ok = e->name.len > 0 && wr_str(b, e->name, WIRE_MAX_NAME);
+      wr_u64(b, e->size);
+      wr_bytes(b, e->cid, WIRE_CID_LEN);
+    }
+    break;
+  case MSG_REPL_ACK:
+    wr_u64(b, m->u.repl_ack.term);
+    wr_u64(b, m->u.repl_ack.seq);
+    break;
+  case MSG_WATCH:
+    wr_u64(b, m->u.watch.term);
+    wr_u8(b, m->u.watch.leader_ok ? 1 : 0);
+    break;
+  case MSG_ATTACHED:
+    wr_u64(b, m->u.attached.term);
+    wr_u32(b, m->u.attached.count);
+    wr_bytes(b, m->u.attached.digest, 32);
+    break;
   default:
     ok = false;
   }
@@ -442,11 +564,28 @@ const char *wire_error_str(WireError e)
   return "?";
 }
 
+void wire_digest_entry(uint8_t acc[32], const uint8_t cid[WIRE_CID_LEN], uint64_t size,
+                       const char *name, size_t name_len)
+{
+  uint8_t sz[8], h[32];
+  for (int i = 0; i < 8; i++)
+    sz[i] = (uint8_t)(size >> (56 - 8 * i));
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, NULL, 0, sizeof h);
+  crypto_generichash_update(&st, cid, WIRE_CID_LEN);
+  crypto_generichash_update(&st, sz, sizeof sz);
+  crypto_generichash_update(&st, (const uint8_t *)name, name_len);
+  crypto_generichash_final(&st, h, sizeof h);
+  for (int i = 0; i < 32; i++)
+    acc[i] ^= h[i];
+}
+
 const char *wire_type_str(uint8_t type)
 {
-  static const char *names[] = {"?",         "HELLO",       "PING",      "PONG",       "PUBLISH",
-                                "SEARCH",    "SEARCH_HITS", "QUERY",     "QUERY_HITS", "PEERS_REQ",
-                                "PEERS",     "NAT_INFO",    "SIGNAL",    "GET_TREE",   "TREE",
-                                "GET_CHUNK", "CHUNK",       "XFER_ERROR"};
+  static const char *names[] = {
+      "?",           "HELLO",    "PING",       "PONG",      "PUBLISH", "SEARCH",
+      "SEARCH_HITS", "QUERY",    "QUERY_HITS", "PEERS_REQ", "PEERS",   "NAT_INFO",
+      "SIGNAL",      "GET_TREE", "TREE",       "GET_CHUNK", "CHUNK",   "XFER_ERROR",
+      "GROUP_STATE", "REPL",     "REPL_ACK",   "WATCH",     "ATTACHED"};
   return type < sizeof names / sizeof names[0] ? names[type] : "?";
 }

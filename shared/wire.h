@@ -51,7 +51,31 @@ typedef enum {
   MSG_GET_CHUNK = 15,  /* leaf -> leaf: one chunk */
   MSG_CHUNK = 16,      /* one piece (<= WIRE_PIECE bytes) of a chunk */
   MSG_XFER_ERROR = 17, /* leaf -> leaf: the request cannot be served */
+  /* Groups (supernode/GROUPS.md). */
+  MSG_GROUP_STATE = 18, /* a grouped node's view; the leader's is the heartbeat */
+  MSG_REPL = 19,        /* leader -> backup: one replicated change */
+  MSG_REPL_ACK = 20,    /* backup -> leader */
+  MSG_WATCH = 21,       /* leaf -> backup: is my leader alive? */
+  MSG_ATTACHED = 22,    /* leader -> leaf: you are attached; what I hold of yours */
 } WireType;
+
+#define WIRE_MAX_GROUP 64   /* bytes of a group name */
+#define WIRE_MAX_MEMBERS 32 /* members and mesh links per GROUP_STATE */
+
+typedef enum {
+  REPL_SNAPSHOT_BEGIN = 1, /* the backup drops everything it had */
+  REPL_SNAPSHOT_END = 2,
+  REPL_LEAF_UP = 3,
+  REPL_LEAF_DOWN = 4,
+  REPL_PUBLISH = 5, /* entries of one leaf; reset replaces what it had */
+} WireReplOp;
+
+typedef enum {
+  GROLE_JOINING = 0,
+  GROLE_LEADER = 1,
+  GROLE_BACKUP = 2,
+  GROLE_STANDBY = 3
+} WireGroupRole;
 
 typedef enum {
   SIGNAL_OFFER = 1,  /* flooded towards dst like a query */
@@ -61,7 +85,8 @@ typedef enum {
 
 typedef enum { XFER_NOT_FOUND = 1, XFER_BUSY = 2, XFER_BAD_REQUEST = 3 } WireXferError;
 
-typedef enum { ROLE_LEAF = 1, ROLE_SUPER = 2 } WireRole;
+/* ROLE_WATCH: a leaf's idle session to its group's backup. */
+typedef enum { ROLE_LEAF = 1, ROLE_SUPER = 2, ROLE_WATCH = 3 } WireRole;
 typedef enum { QUERY_KEYWORDS = 0, QUERY_CONTENT_ID = 1 } WireQueryKind;
 
 typedef struct {
@@ -166,6 +191,42 @@ typedef struct {
       uint8_t cid[WIRE_CID_LEN];
       uint8_t code; /* WireXferError */
     } xfer_error;
+    struct {
+      uint8_t role; /* WireGroupRole of the sender */
+      WireStr group;
+      uint64_t term;
+      uint32_t hb_ms;
+      uint8_t leader[WIRE_ID_LEN]; /* all zero: no leader known */
+      WireStr leader_addr;
+      uint8_t backup[WIRE_ID_LEN]; /* all zero: no backup */
+      WireStr backup_addr;
+      uint16_t n_members;
+      WirePeer *members; /* the group's super nodes, sender included */
+      uint16_t n_links;
+      WireStr *links; /* the leader's other mesh neighbours */
+    } group;
+    struct {
+      uint64_t term;
+      uint64_t seq;
+      uint8_t op; /* WireReplOp */
+      uint8_t leaf[WIRE_ID_LEN];
+      bool reset;
+      uint16_t count;
+      WireEntry *entries;
+    } repl;
+    struct {
+      uint64_t term;
+      uint64_t seq;
+    } repl_ack;
+    struct {
+      uint64_t term;
+      bool leader_ok;
+    } watch;
+    struct {
+      uint64_t term;
+      uint32_t count;
+      uint8_t digest[32];
+    } attached;
   } u;
 } WireMsg;
 
@@ -198,5 +259,11 @@ static inline WireStr wire_str(const char *s, size_t len)
 
 /* Strict UTF-8 check (no overlongs, no surrogates, no NUL). */
 bool wire_utf8_ok(const char *p, size_t len);
+
+/* Folds one published entry into an order-independent digest of a leaf's
+ * entries (XOR of BLAKE2b-256(cid | size | name)): ATTACHED compares what a
+ * leader holds for a leaf with the leaf's manifest. acc starts all zero. */
+void wire_digest_entry(uint8_t acc[32], const uint8_t cid[WIRE_CID_LEN], uint64_t size,
+                       const char *name, size_t name_len);
 
 #endif

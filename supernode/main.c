@@ -20,6 +20,7 @@
 #include "identity.h"
 #include "session.h"
 #include "sncore.h"
+#include "sdnotify.h"
 #include "wire.h"
 
 /* TURN credentials handed to leaves live this long; refreshed at half. */
@@ -46,6 +47,8 @@ typedef struct {
   char *turn_secret; /* its static-auth-secret (never logged) */
   uint64_t turn_issued;
   GSource *turn_refresh;
+  char *term_path; /* state-dir/group-term: the highest term seen */
+  uint64_t term_saved;
 } Sn;
 
 typedef struct {
@@ -249,6 +252,36 @@ static gboolean on_turn_refresh(gpointer ud)
   return G_SOURCE_REMOVE;
 }
 
+/* A restarted node must never lead a term it has seen (GROUPS.md): the
+ * highest term goes to disk as soon as it is known. */
+static uint64_t load_term(const char *path)
+{
+  gchar *text = NULL;
+  guint64 t = 0;
+  if (g_file_get_contents(path, &text, NULL, NULL))
+    g_ascii_string_to_unsigned(g_strstrip(text), 10, 0, G_MAXUINT64, &t, NULL);
+  g_free(text);
+  return t;
+}
+
+static void save_term(Sn *sn)
+{
+  SnGroupStatus g;
+  sn_core_group_status(sn->core, &g);
+  if (!sn->term_path || g.term <= sn->term_saved)
+    return;
+  gchar text[32];
+  g_snprintf(text, sizeof text, "%" G_GUINT64_FORMAT "\n", g.term);
+  GError *err = NULL;
+  if (!g_file_set_contents_full(sn->term_path, text, -1, G_FILE_SET_CONTENTS_CONSISTENT, 0600,
+                                &err)) {
+    g_warning("cannot save the group term: %s", err->message);
+    g_error_free(err);
+    return;
+  }
+  sn->term_saved = g.term;
+}
+
 static void run_actions(Sn *sn)
 {
   SnAction a;
@@ -280,6 +313,7 @@ static void run_actions(Sn *sn)
     }
     sn_action_clear(&a);
   }
+  save_term(sn);
   timer_arm(&sn->tick, sn->ctx, sn_core_next_deadline(sn->core), on_tick, sn);
 }
 
@@ -294,6 +328,22 @@ static void add_link(const uint8_t id[32], const char *addr, uint64_t conn, void
   json_object_set_string_member(o, "id", hex);
   json_object_set_string_member(o, "address", addr);
   json_array_add_object_element(arr, o);
+}
+
+/* {"id", "address"} of a node, or null. */
+static JsonNode *node_json(bool has, const uint8_t id[32], const char *addr)
+{
+  JsonNode *n = json_node_new(JSON_NODE_NULL);
+  if (!has)
+    return n;
+  char hex[IDENTITY_HEX_LEN];
+  hex_encode(id, 32, hex);
+  JsonObject *o = json_object_new();
+  json_object_set_string_member(o, "id", hex);
+  json_object_set_string_member(o, "address", addr);
+  json_node_init_object(n, o);
+  json_object_unref(o);
+  return n;
 }
 
 static void on_control(ControlClient *cl, JsonObject *req, void *ud)
@@ -335,12 +385,36 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   JsonArray *links = json_array_new();
   sn_core_foreach_link(sn->core, add_link, links);
   json_object_set_array_member(o, "neighbours", links);
+  SnGroupStatus g;
+  sn_core_group_status(sn->core, &g);
+  static const char *roles[] = {"joining", "leader", "backup", "standby"};
+  json_object_set_string_member(o, "group", g.group);
+  json_object_set_string_member(o, "role", roles[g.role]);
+  json_object_set_int_member(o, "term", (gint64)g.term);
+  json_object_set_member(o, "leader", node_json(g.has_leader, g.leader, g.leader_addr));
+  json_object_set_member(o, "backup", node_json(g.has_backup, g.backup, g.backup_addr));
+  json_object_set_int_member(o, "members", g.members);
+  json_object_set_int_member(o, "watchers", g.watchers);
+  json_object_set_int_member(o, "records", g.records);
+  json_object_set_int_member(o, "replication_lag_ops", (gint64)g.repl_lag_ops);
+  json_object_set_int_member(o, "replication_lag_ms", (gint64)g.repl_lag_ms);
+  json_object_set_int_member(o, "replication_applied", (gint64)g.repl_applied);
+  json_object_set_int_member(o, "takeovers", (gint64)g.takeovers);
+  json_object_set_int_member(o, "stepdowns", (gint64)g.stepdowns);
   json_object_set_boolean_member(o, "done", TRUE);
   control_send(cl, o);
   control_finish(cl);
 }
 
 /* --- command line ------------------------------------------------------------ */
+
+static gboolean on_hup(gpointer ud)
+{
+  /* Nothing is reloadable yet; without a handler SIGHUP (systemctl
+   * reload) would end the process. */
+  g_message("SIGHUP: nothing to reload");
+  return G_SOURCE_CONTINUE;
+}
 
 static gboolean on_signal(gpointer ud)
 {
@@ -378,19 +452,13 @@ out:
   return ok;
 }
 
-static const CfgKey config_keys[] = {{"listen", CFG_STRING},
-                                     {"advertise", CFG_STRING},
-                                     {"peer", CFG_LIST},
-                                     {"no-discovery", CFG_FLAG},
-                                     {"state-dir", CFG_STRING},
-                                     {"degree", CFG_INT},
-                                     {"keepalive-ms", CFG_INT},
-                                     {"max-leaves", CFG_INT},
-                                     {"log-level", CFG_STRING},
-                                     {"stun", CFG_STRING},
-                                     {"turn", CFG_STRING},
-                                     {"turn-secret-file", CFG_STRING},
-                                     {NULL, 0}};
+static const CfgKey config_keys[] = {{"listen", CFG_STRING},    {"advertise", CFG_STRING},
+                                     {"peer", CFG_LIST},        {"no-discovery", CFG_FLAG},
+                                     {"state-dir", CFG_STRING}, {"degree", CFG_INT},
+                                     {"keepalive-ms", CFG_INT}, {"max-leaves", CFG_INT},
+                                     {"log-level", CFG_STRING}, {"stun", CFG_STRING},
+                                     {"turn", CFG_STRING},      {"turn-secret-file", CFG_STRING},
+                                     {"group", CFG_STRING},     {NULL, 0}};
 
 int main(int argc, char **argv)
 {
@@ -400,7 +468,7 @@ int main(int argc, char **argv)
                         argv + 1);
 
   gchar *listen = NULL, *advertise = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
-  gchar *stun = NULL, *turn = NULL, *turn_secret_file = NULL;
+  gchar *stun = NULL, *turn = NULL, *turn_secret_file = NULL, *group = NULL;
   gchar **peers = NULL;
   gboolean no_discovery = FALSE;
   gint degree = 4, keepalive_ms = 5000, max_leaves = 2000;
@@ -427,6 +495,8 @@ int main(int argc, char **argv)
        "IP:PORT"},
       {"turn-secret-file", 0, 0, G_OPTION_ARG_FILENAME, &turn_secret_file,
        "File holding coturn's static-auth-secret", "FILE"},
+      {"group", 0, 0, G_OPTION_ARG_STRING, &group,
+       "Group to lead or back up, with the super nodes given the same name", "NAME"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [supernode] section",
        "FILE"},
       {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug",
@@ -479,6 +549,20 @@ int main(int argc, char **argv)
   /* Peers are dialed directly: no proxy (and no desktop settings lookup). */
   g_socket_client_set_enable_proxy(sn.dialer, FALSE);
   g_socket_client_set_timeout(sn.dialer, 5);
+  /* Dial from the address we listen on when it is a specific one: a
+   * multi-homed server's links then all use one address (and a firewall
+   * rule on it covers them all). */
+  GSocketConnectable *lna = g_network_address_parse(listen, 0, NULL);
+  GInetAddress *lip =
+      lna ? g_inet_address_new_from_string(g_network_address_get_hostname(G_NETWORK_ADDRESS(lna)))
+          : NULL;
+  if (lip && !g_inet_address_get_is_any(lip)) {
+    GSocketAddress *local = g_inet_socket_address_new(lip, 0);
+    g_socket_client_set_local_address(sn.dialer, local);
+    g_object_unref(local);
+  }
+  g_clear_object(&lip);
+  g_clear_object(&lna);
   if (!listen_on(&sn, listen, &err)) {
     fprintf(stderr, "canopy-supernode: cannot listen on %s: %s\n", listen, err->message);
     goto out;
@@ -541,6 +625,15 @@ int main(int argc, char **argv)
   cfg.target_degree = (unsigned)degree;
   cfg.keepalive_ms = (uint64_t)keepalive_ms;
   cfg.max_leaves = (unsigned)max_leaves;
+  cfg.group = group;
+  if (group && *group) {
+    if (strlen(group) > WIRE_MAX_GROUP || !wire_utf8_ok(group, strlen(group))) {
+      fprintf(stderr, "canopy-supernode: --group: 1..%d bytes of UTF-8\n", WIRE_MAX_GROUP);
+      goto out;
+    }
+    sn.term_path = g_build_filename(state_dir, "group-term", NULL);
+    cfg.term_floor = sn.term_saved = load_term(sn.term_path);
+  }
   sn.max_sessions = cfg.max_leaves + cfg.max_super_links + 128;
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
   for (gchar **p = peers; p && *p; p++)
@@ -549,9 +642,15 @@ int main(int argc, char **argv)
 
   g_unix_signal_add(SIGINT, on_signal, sn.loop);
   g_unix_signal_add(SIGTERM, on_signal, sn.loop);
-  g_message("super node %.16s… listening on %s (discovery %s)", sn.id_hex, listen,
-            no_discovery ? "off" : "on");
+  g_unix_signal_add(SIGHUP, on_hup, &sn);
+  g_message("super node %.16s… listening on %s (discovery %s%s%s)", sn.id_hex, listen,
+            no_discovery ? "off" : "on", group && *group ? ", group " : "",
+            group && *group ? group : "");
+  sdnotify_watchdog_start(sn.ctx);
+  sdnotify_status("listening on %s", listen);
+  sdnotify_ready(NULL);
   g_main_loop_run(sn.loop);
+  sdnotify_stopping();
   g_message("shutting down");
   rc = 0;
 
@@ -582,6 +681,8 @@ out:
   g_free(stun);
   g_free(turn);
   g_free(turn_secret_file);
+  g_free(group);
+  g_free(sn.term_path);
   g_clear_error(&err);
   g_option_context_free(oc);
   if (args != argv)

@@ -16,48 +16,14 @@
 #include <string.h>
 
 #include "flood.h"
+#include "group.h"
 #include "identity.h"
 #include "index.h"
 #include "mesh.h"
 #include "ratelimit.h"
+#include "roster.h"
+#include "sncore_int.h"
 #include "wire.h"
-
-#define SN_AGENT "canopy-supernode/0.1"
-#define FLOOD_LIFETIME_MS 60000
-#define FLOOD_MAX_IDS 65536
-#define PEERS_REQ_INTERVAL_MS 10000
-#define MAX_DIALS_PER_TICK 8
-
-typedef enum { PEER_NEW, PEER_LEAF, PEER_SUPER } PeerKind;
-
-typedef struct {
-  uint64_t conn;
-  uint8_t id[32];
-  PeerKind kind;
-  bool outbound;
-  char addr[MESH_ADDR_MAX + 1]; /* dialed, or advertised in HELLO; may be "" */
-  uint64_t last_rx;
-  uint64_t last_ping;
-  RateLimit queries;
-  RateLimit signals;
-} Peer;
-
-struct SnCore {
-  SnConfig cfg;
-  char advertise[MESH_ADDR_MAX + 1];
-  uint8_t self[32];
-  SnRandomFn rng;
-  void *rng_ctx;
-  GHashTable *peers;        /* conn (uint64 key) -> Peer*, owned */
-  GHashTable *leaves_by_id; /* node id (Peer.id) -> Peer*, leaves only */
-  Index *index;
-  Flood *flood;
-  Mesh *mesh;
-  GQueue actions; /* SnAction*, owned */
-  SnStats stats;
-  uint64_t next_housekeeping;
-  uint64_t next_peers_req;
-};
 
 void sn_config_defaults(SnConfig *c)
 {
@@ -77,16 +43,20 @@ void sn_config_defaults(SnConfig *c)
   c->super_query_burst = 1000;
   c->leaf_signal_rate = 5;
   c->leaf_signal_burst = 20;
+  c->group = NULL;
+  c->group_hb_ms = 250;
+  c->group_dead_ms = 1000;
+  c->group_join_ms = 1000;
 }
 
 /* --- actions --------------------------------------------------------------- */
 
-static void push(SnCore *c, SnAction a)
+void sn_push(SnCore *c, SnAction a)
 {
   g_queue_push_tail(&c->actions, g_memdup2(&a, sizeof a));
 }
 
-static void send_msg(SnCore *c, uint64_t conn, const WireMsg *m)
+void sn_send(SnCore *c, uint64_t conn, const WireMsg *m)
 {
   Buf b;
   buf_init(&b);
@@ -98,7 +68,7 @@ static void send_msg(SnCore *c, uint64_t conn, const WireMsg *m)
   }
   SnAction a = {.kind = SN_ACT_SEND, .conn = conn};
   a.data = buf_steal(&b, &a.len);
-  push(c, a);
+  sn_push(c, a);
 }
 
 static Peer *peer_get(SnCore *c, uint64_t conn)
@@ -109,11 +79,23 @@ static Peer *peer_get(SnCore *c, uint64_t conn)
 static void forget(SnCore *c, Peer *p, uint64_t now)
 {
   if (p->kind == PEER_LEAF) {
-    index_remove_owner(c->index, p->conn);
+    Record *rec = roster_get(c->roster, p->id);
+    if (rec && rec->conn == p->conn) {
+      /* A leader forgets a leaf that left; a node that stopped leading
+       * has no records left, or keeps a replica's. */
+      if (group_leads(c)) {
+        roster_remove(c->roster, rec);
+        group_leaf_down(c, p->id, now);
+      } else {
+        rec->conn = 0;
+        rec->unbound_since = now;
+      }
+    }
     if (g_hash_table_lookup(c->leaves_by_id, p->id) == p)
       g_hash_table_remove(c->leaves_by_id, p->id);
     c->stats.leaves--;
   } else if (p->kind == PEER_SUPER) {
+    group_link_down(c, p, now);
     c->stats.links--;
   }
   mesh_link_down(c->mesh, p->conn, now);
@@ -122,19 +104,19 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
 }
 
 /* Closes a session on our own decision. The peer is forgotten now. */
-static void close_peer(SnCore *c, Peer *p, const char *reason, uint64_t now)
+void sn_close_peer(SnCore *c, Peer *p, const char *reason, uint64_t now)
 {
   SnAction a = {.kind = SN_ACT_CLOSE, .conn = p->conn, .reason = reason};
   if (p->kind == PEER_NEW && p->addr[0])
     mesh_dial_failed(c->mesh, p->addr, now);
-  push(c, a);
+  sn_push(c, a);
   forget(c, p, now);
 }
 
 static void protocol_error(SnCore *c, Peer *p, const char *reason, uint64_t now)
 {
   c->stats.malformed++;
-  close_peer(c, p, reason, now);
+  sn_close_peer(c, p, reason, now);
 }
 
 bool sn_core_next_action(SnCore *c, SnAction *out)
@@ -183,11 +165,13 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->peers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
   c->leaves_by_id = g_hash_table_new(id_hash, id_equal);
   c->index = index_new(cfg->max_entries_per_leaf);
+  c->roster = c->index ? roster_new(c->index) : NULL;
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   c->mesh = mesh_new(self_id, 500, 30000);
   g_queue_init(&c->actions);
   c->next_housekeeping = now;
   c->next_peers_req = now + PEERS_REQ_INTERVAL_MS;
+  group_init(c, now);
   if (!c->index) {
     sn_core_free(c);
     return NULL;
@@ -206,6 +190,8 @@ void sn_core_free(SnCore *c)
   }
   g_hash_table_destroy(c->leaves_by_id);
   g_hash_table_destroy(c->peers);
+  group_free(c);
+  roster_free(c->roster);
   index_free(c->index);
   flood_free(c->flood);
   mesh_free(c->mesh);
@@ -243,14 +229,14 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
   if (memcmp(peer_id, c->self, 32) == 0) {
     if (dialed)
       mesh_dial_succeeded(c->mesh, dialed, peer_id, 0); /* marks it as self */
-    close_peer(c, p, "connected to ourselves", now);
+    sn_close_peer(c, p, "connected to ourselves", now);
     return;
   }
   WireMsg hello = {.type = MSG_HELLO};
   hello.u.hello.role = ROLE_SUPER;
   hello.u.hello.listen = wire_str(c->advertise, strlen(c->advertise));
   hello.u.hello.agent = wire_str(SN_AGENT, strlen(SN_AGENT));
-  send_msg(c, conn, &hello);
+  sn_send(c, conn, &hello);
 }
 
 void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now)
@@ -287,7 +273,7 @@ static void find_link_cb(gpointer k, gpointer v, gpointer ud)
     f->found = p;
 }
 
-static Peer *find_link(SnCore *c, const uint8_t id[32], uint64_t skip)
+Peer *sn_find_link(SnCore *c, const uint8_t id[32], uint64_t skip)
 {
   FindLink f = {id, NULL, skip};
   g_hash_table_foreach(c->peers, find_link_cb, &f);
@@ -296,12 +282,12 @@ static Peer *find_link(SnCore *c, const uint8_t id[32], uint64_t skip)
 
 static bool linked_cb(const uint8_t id[32], void *ctx)
 {
-  return find_link(ctx, id, 0) != NULL;
+  return sn_find_link(ctx, id, 0) != NULL;
 }
 
 static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
-  Peer *old = find_link(c, p->id, p->conn);
+  Peer *old = sn_find_link(c, p->id, p->conn);
   if (old) {
     /* Both ends apply the same rule, so they keep the same TCP connection. */
     int cmp = memcmp(initiator_of(c, p), initiator_of(c, old), 32);
@@ -312,12 +298,12 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
       mesh_dial_succeeded(c->mesh, p->addr, p->id, old->conn);
       p->addr[0] = '\0';
     }
-    close_peer(c, loser, "duplicate link", now);
+    sn_close_peer(c, loser, "duplicate link", now);
     if (loser == p)
       return;
   }
   if (c->stats.links >= c->cfg.max_super_links) {
-    close_peer(c, p, "too many super-node links", now);
+    sn_close_peer(c, p, "too many super-node links", now);
     return;
   }
   p->kind = PEER_SUPER;
@@ -337,13 +323,44 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   }
   if (c->cfg.discovery) {
     WireMsg req = {.type = MSG_PEERS_REQ};
-    send_msg(c, p->conn, &req);
+    sn_send(c, p->conn, &req);
   }
+  group_link_up(c, p, now);
+}
+
+void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
+{
+  /* A leaf that reconnects before its old session timed out: the new
+   * session is the one that can reach it. */
+  Peer *old = g_hash_table_lookup(c->leaves_by_id, p->id);
+  if (old && old != p)
+    sn_close_peer(c, old, "replaced by a newer session of the same leaf", now);
+  p->kind = PEER_LEAF;
+  c->stats.leaves++;
+  g_hash_table_insert(c->leaves_by_id, p->id, p);
+  ratelimit_init(&p->queries, c->cfg.leaf_query_rate, c->cfg.leaf_query_burst, now);
+  ratelimit_init(&p->signals, c->cfg.leaf_signal_rate, c->cfg.leaf_signal_burst, now);
+  Record *rec = roster_ensure(c->roster, p->id);
+  rec->conn = p->conn;
+  group_leaf_up(c, rec, now);
+  /* What we hold of its entries (a replica, after a takeover): the leaf
+   * publishes only if that is not its manifest. */
+  WireMsg att = {.type = MSG_ATTACHED};
+  att.u.attached.term = c->group.term;
+  att.u.attached.count = (uint32_t)MIN(rec->count, (size_t)UINT32_MAX);
+  memcpy(att.u.attached.digest, rec->digest, 32);
+  sn_send(c, p->conn, &att);
+  SnAction up = {.kind = SN_ACT_LEAF_UP, .conn = p->conn};
+  memcpy(up.peer, p->id, 32);
+  sn_push(c, up);
 }
 
 static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
-  if (p->kind != PEER_NEW) {
+  /* A watch session becomes the leaf's primary (its leader is us now) by a
+   * second HELLO; any other second HELLO is an error. */
+  bool promote = p->kind == PEER_WATCH && m->u.hello.role == ROLE_LEAF;
+  if (p->kind != PEER_NEW && !promote) {
     protocol_error(c, p, "second HELLO", now);
     return;
   }
@@ -355,23 +372,15 @@ static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     protocol_error(c, p, "dialed a super node but a leaf answered", now);
     return;
   }
-  if (c->stats.leaves >= c->cfg.max_leaves) {
-    close_peer(c, p, "too many leaves", now);
+  if (m->u.hello.role == ROLE_WATCH) {
+    group_watch_hello(c, p, now);
     return;
   }
-  /* A leaf that reconnects before its old session timed out: the new
-   * session is the one that can reach it. */
-  Peer *old = g_hash_table_lookup(c->leaves_by_id, p->id);
-  if (old)
-    close_peer(c, old, "replaced by a newer session of the same leaf", now);
-  p->kind = PEER_LEAF;
-  c->stats.leaves++;
-  g_hash_table_insert(c->leaves_by_id, p->id, p);
-  ratelimit_init(&p->queries, c->cfg.leaf_query_rate, c->cfg.leaf_query_burst, now);
-  ratelimit_init(&p->signals, c->cfg.leaf_signal_rate, c->cfg.leaf_signal_burst, now);
-  SnAction up = {.kind = SN_ACT_LEAF_UP, .conn = p->conn};
-  memcpy(up.peer, p->id, 32);
-  push(c, up);
+  if (c->stats.leaves >= c->cfg.max_leaves) {
+    sn_close_peer(c, p, "too many leaves", now);
+    return;
+  }
+  group_leaf_hello(c, p, now);
 }
 
 static void on_publish(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -380,14 +389,12 @@ static void on_publish(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     protocol_error(c, p, "PUBLISH from a super node", now);
     return;
   }
-  if (m->u.publish.reset)
-    index_remove_owner(c->index, p->conn);
-  for (uint16_t i = 0; i < m->u.publish.count; i++) {
-    const WireEntry *e = &m->u.publish.entries[i];
-    IndexResult r = index_add(c->index, p->conn, p->id, e->name.p, e->name.len, e->size, e->cid);
-    if (r == INDEX_OWNER_FULL || r == INDEX_NOMEM || r == INDEX_BADNAME)
-      c->stats.entries_rejected++;
-  }
+  Record *rec = roster_get(c->roster, p->id);
+  if (!rec || rec->conn != p->conn)
+    return; /* we stopped leading: the leaf is on its way elsewhere */
+  c->stats.entries_rejected +=
+      roster_publish(c->roster, rec, m->u.publish.reset, m->u.publish.entries, m->u.publish.count);
+  group_leaf_publish(c, rec, m->u.publish.reset, m->u.publish.entries, m->u.publish.count, now);
   c->stats.index_entries = index_size(c->index);
 }
 
@@ -427,7 +434,7 @@ static void answer_local(SnCore *c, uint8_t kind, WireStr text, bool to_leaf, ui
       memcpy(out.u.hits.qid, qid, WIRE_QID_LEN);
     out.u.hits.count = (uint16_t)batch;
     out.u.hits.hits = hits;
-    send_msg(c, to, &out);
+    sn_send(c, to, &out);
   }
   c->stats.hits_sent += n;
   g_free(found);
@@ -445,7 +452,7 @@ static void forward_cb(gpointer k, gpointer v, gpointer ud)
   Peer *p = v;
   if (p->kind != PEER_SUPER || p->conn == f->except)
     return;
-  send_msg(f->c, p->conn, f->m);
+  sn_send(f->c, p->conn, f->m);
   if (f->m->type == MSG_QUERY)
     f->c->stats.queries_forwarded++;
 }
@@ -460,7 +467,8 @@ static void handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN],
     return;
   }
   c->stats.queries_handled++;
-  answer_local(c, kind, text, route.from_leaf, from->conn, req, qid);
+  if (group_leads(c)) /* a backup's replica would answer twice */
+    answer_local(c, kind, text, route.from_leaf, from->conn, req, qid);
   if (ttl == 0)
     return;
   WireMsg fwd = {.type = MSG_QUERY};
@@ -526,7 +534,7 @@ static void on_query_hits(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   out.type = r->from_leaf ? MSG_SEARCH_HITS : MSG_QUERY_HITS;
   out.u.hits.req = r->req;
   out.u.hits.count = room;
-  send_msg(c, back->conn, &out);
+  sn_send(c, back->conn, &out);
   c->stats.hits_relayed += room;
 }
 
@@ -546,7 +554,7 @@ static void on_peers_req(SnCore *c, Peer *p, uint64_t now)
   WireMsg out = {.type = MSG_PEERS};
   out.u.peers.count = (uint16_t)n;
   out.u.peers.peers = peers;
-  send_msg(c, p->conn, &out);
+  sn_send(c, p->conn, &out);
 }
 
 static void on_peers(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -589,7 +597,7 @@ static void on_signal(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
       c->stats.signals_dropped++;
       return;
     }
-    send_msg(c, back->conn, &fwd);
+    sn_send(c, back->conn, &fwd);
     c->stats.signals_relayed++;
     return;
   }
@@ -600,7 +608,7 @@ static void on_signal(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   }
   Peer *dst = g_hash_table_lookup(c->leaves_by_id, m->u.signal.dst);
   if (dst && dst != p) {
-    send_msg(c, dst->conn, &fwd);
+    sn_send(c, dst->conn, &fwd);
     c->stats.signals_delivered++;
     return;
   }
@@ -632,6 +640,18 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
     wire_msg_clear(&m);
     return;
   }
+  if (p->kind == PEER_WATCH && m.type != MSG_HELLO && m.type != MSG_PING && m.type != MSG_PONG &&
+      m.type != MSG_WATCH) {
+    protocol_error(c, p, "message not allowed on a watch session", now);
+    wire_msg_clear(&m);
+    return;
+  }
+  bool super_only = m.type == MSG_GROUP_STATE || m.type == MSG_REPL || m.type == MSG_REPL_ACK;
+  if ((super_only && p->kind != PEER_SUPER) || (m.type == MSG_WATCH && p->kind != PEER_WATCH)) {
+    protocol_error(c, p, "group message not allowed here", now);
+    wire_msg_clear(&m);
+    return;
+  }
   switch (m.type) {
   case MSG_HELLO:
     on_hello(c, p, &m, now);
@@ -639,7 +659,7 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
   case MSG_PING: {
     WireMsg pong = {.type = MSG_PONG};
     pong.u.ping = m.u.ping;
-    send_msg(c, conn, &pong);
+    sn_send(c, conn, &pong);
     break;
   }
   case MSG_PONG:
@@ -664,6 +684,18 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
     break;
   case MSG_SIGNAL:
     on_signal(c, p, &m, now);
+    break;
+  case MSG_GROUP_STATE:
+    group_on_state(c, p, &m, now);
+    break;
+  case MSG_REPL:
+    group_on_repl(c, p, &m, now);
+    break;
+  case MSG_REPL_ACK:
+    group_on_repl_ack(c, p, &m, now);
+    break;
+  case MSG_WATCH:
+    group_on_watch(c, p, &m, now);
     break;
   default: /* SEARCH_HITS: only super nodes send it */
     protocol_error(c, p, "message type not allowed here", now);
@@ -700,12 +732,12 @@ static void sweep_cb(gpointer k, gpointer v, gpointer ud)
   if (p->kind != PEER_NEW && s->now - p->last_ping >= ka) {
     WireMsg ping = {.type = MSG_PING};
     ping.u.ping = s->now;
-    send_msg(s->c, p->conn, &ping);
+    sn_send(s->c, p->conn, &ping);
     p->last_ping = s->now;
   }
   if (s->peers_req && p->kind == PEER_SUPER) {
     WireMsg req = {.type = MSG_PEERS_REQ};
-    send_msg(s->c, p->conn, &req);
+    sn_send(s->c, p->conn, &req);
   }
 }
 
@@ -719,25 +751,33 @@ void sn_core_tick(SnCore *c, uint64_t now)
     }
     g_hash_table_foreach(c->peers, sweep_cb, &s);
     for (guint i = 0; i < s.expired->len; i++)
-      close_peer(c, g_ptr_array_index(s.expired, i), "keepalive timeout", now);
+      sn_close_peer(c, g_ptr_array_index(s.expired, i), "keepalive timeout", now);
     g_ptr_array_unref(s.expired);
     flood_expire(c->flood, now);
     c->next_housekeeping = now + sweep_period(c);
   }
+  group_tick(c, now);
   for (int i = 0; i < MAX_DIALS_PER_TICK; i++) {
     bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
     MeshAddr *a = mesh_next_dial(c->mesh, want_more, linked_cb, c, now);
     if (!a)
       break;
     SnAction act = {.kind = SN_ACT_DIAL, .addr = g_strdup(a->addr)};
-    push(c, act);
+    sn_push(c, act);
   }
 }
 
 uint64_t sn_core_next_deadline(const SnCore *c)
 {
   bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
-  return MIN(c->next_housekeeping, mesh_next_attempt(c->mesh, want_more));
+  uint64_t t = MIN(c->next_housekeeping, mesh_next_attempt(c->mesh, want_more));
+  return MIN(t, group_deadline(c));
+}
+
+size_t sn_core_leaf_entries(const SnCore *c, const uint8_t leaf[32])
+{
+  const Record *rec = roster_get(c->roster, leaf);
+  return rec ? rec->count : 0;
 }
 
 typedef struct {

@@ -31,6 +31,12 @@ typedef struct {
   double leaf_query_rate, leaf_query_burst;   /* per leaf session */
   double super_query_rate, super_query_burst; /* per super-node link */
   double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf */
+  /* Groups (supernode/GROUPS.md). group NULL or "": a group of one. */
+  const char *group;
+  uint64_t group_hb_ms;   /* heartbeat: GROUP_STATE to members and leaves */
+  uint64_t group_dead_ms; /* silence after which a member is lost */
+  uint64_t group_join_ms; /* bootstrap: lead if no leader heard by then */
+  uint64_t term_floor;    /* highest term seen before a restart (persisted) */
 } SnConfig;
 
 /* Defaults a caller then overrides. */
@@ -55,6 +61,30 @@ typedef struct {
   unsigned links;             /* current super-node links */
   size_t index_entries;
 } SnStats;
+
+typedef enum { SN_ROLE_JOINING, SN_ROLE_LEADER, SN_ROLE_BACKUP, SN_ROLE_STANDBY } SnRole;
+
+/* The group as this node sees it (status, the simulator's invariants). */
+typedef struct {
+  SnRole role;
+  uint64_t term;
+  char group[256]; /* "" when not grouped */
+  bool has_leader;
+  uint8_t leader[32];
+  char leader_addr[130];
+  bool has_backup;
+  uint8_t backup[32];
+  char backup_addr[130];
+  unsigned members;      /* grouped super nodes linked to us */
+  unsigned leaves;       /* leaf sessions (leader) */
+  unsigned watchers;     /* watch sessions (backup) */
+  unsigned records;      /* leaf records: attached or replicated */
+  uint64_t repl_lag_ops; /* leader: ops the backup has not acknowledged */
+  uint64_t repl_lag_ms;  /* leader: age of the oldest of them */
+  uint64_t repl_applied; /* backup: ops applied */
+  uint64_t takeovers;    /* times this node became leader by takeover */
+  uint64_t stepdowns;    /* times it stopped leading on a higher term */
+} SnGroupStatus;
 
 typedef enum {
   SN_ACT_SEND,
@@ -103,6 +133,10 @@ bool sn_core_next_action(SnCore *c, SnAction *out);
 void sn_action_clear(SnAction *a);
 
 const SnStats *sn_core_stats(const SnCore *c);
+
+void sn_core_group_status(const SnCore *c, SnGroupStatus *out);
+/* Entries held for leaf id (attached or replicated); 0 if none. */
+size_t sn_core_leaf_entries(const SnCore *c, const uint8_t leaf[32]);
 
 /* Iterates over leaf sessions: id, conn (e.g. to refresh TURN credentials). */
 typedef void (*SnLeafFn)(const uint8_t id[32], uint64_t conn, void *ctx);

@@ -21,8 +21,9 @@ FUZZ_BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 passed=0; failed=0; skipped=0; failures=()
 
-result() { # result NAME RC
+result() { # result NAME RC (77: the test could not run here)
   if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "PASS $1"
+  elif [ "$2" -eq 77 ]; then skipped=$((skipped + 1)); echo "SKIP $1"
   else failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1"; fi
 }
 

@@ -97,7 +97,7 @@ static void feed(LeafCore *c, const WireMsg *m, uint64_t now)
   Buf b;
   buf_init(&b);
   assert_true(wire_encode(m, &b));
-  leaf_core_recv(c, b.data, b.len, now);
+  leaf_core_recv(c, LEAF_SLOT_PRIMARY, b.data, b.len, now);
   buf_free(&b);
 }
 
@@ -133,6 +133,17 @@ typedef struct {
   LeafConfig cfg;
 } Fixture;
 
+static const uint8_t SN_ID[32] = {0x5e, 0x5e};
+
+/* The primary session opens and the super node (ungrouped: it leads, term
+ * 0) says ATTACHED holding nothing of ours, so the leaf publishes. */
+static void attach(Fixture *f, uint64_t now)
+{
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, SN_ID, now);
+  WireMsg m = {.type = MSG_ATTACHED};
+  feed(f->core, &m, now);
+}
+
 static Fixture *fixture(void)
 {
   Fixture *f = g_new0(Fixture, 1);
@@ -154,7 +165,7 @@ static Fixture *connected_fixture(uint64_t now)
 {
   Fixture *f = fixture();
   leaf_core_start(f->core, now);
-  leaf_core_connected(f->core, now);
+  attach(f, now);
   actions_free(actions(f->core));
   assert_true(leaf_core_is_connected(f->core));
   return f;
@@ -217,7 +228,7 @@ static void test_connect_says_hello_and_publishes(void **state)
   leaf_core_start(f->core, T0);
   assert_true(!quiet(f->core)); /* the DIAL; nothing is published before the session */
 
-  leaf_core_connected(f->core, T0 + 10);
+  attach(f, T0 + 10);
   assert_true(leaf_core_is_connected(f->core));
   GArray *a = actions(f->core);
   assert_int_equal(a->len, 2);
@@ -240,7 +251,7 @@ static void test_publish_in_batches(void **state)
   LeafEntry *e = make_manifest(300);
   leaf_core_set_manifest(f->core, e, 300, T0);
   leaf_core_start(f->core, T0);
-  leaf_core_connected(f->core, T0);
+  attach(f, T0);
   GArray *a = actions(f->core);
   assert_int_equal(act(a, 0)->kind, LEAF_ACT_DIAL);
   WireMsg m;
@@ -302,7 +313,7 @@ static void test_unpublishable_names_skipped(void **state)
  * deadline minus one (no DIAL), then at the deadline (DIAL). */
 static uint64_t redial_delay(Fixture *f, uint64_t now)
 {
-  leaf_core_disconnected(f->core, now);
+  leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, now);
   assert_false(leaf_core_is_connected(f->core));
   uint64_t d = leaf_core_next_deadline(f->core);
   assert_true(d > now);
@@ -384,7 +395,7 @@ static void test_success_resets_backoff(void **state)
   for (int k = 0; k < 5; k++)
     now += redial_delay(f, now);
   assert_int_equal(leaf_core_failures(f->core), 5);
-  leaf_core_connected(f->core, now);
+  attach(f, now);
   assert_int_equal(leaf_core_failures(f->core), 0);
   actions_free(actions(f->core));
   assert_int_equal(redial_delay(f, now + 100), f->cfg.backoff_min_ms * 3 / 4);
@@ -398,12 +409,12 @@ static void test_reconnect_republishes(void **state)
   LeafEntry *e = make_manifest(130);
   leaf_core_set_manifest(f->core, e, 130, T0);
   leaf_core_start(f->core, T0);
-  leaf_core_connected(f->core, T0);
+  attach(f, T0);
   actions_free(actions(f->core));
 
   uint64_t now = T0 + 5000;
   now += redial_delay(f, now); /* the session dropped; the DIAL comes after backoff */
-  leaf_core_connected(f->core, now);
+  attach(f, now);
   GArray *a = actions(f->core);
   WireMsg m;
   sent(act(a, 0), &m, MSG_HELLO);
@@ -545,7 +556,7 @@ static void test_search_hit_cap_and_bad_query(void **state)
   leaf_core_free(f->core);
   f->core = leaf_core_new(&f->cfg, rng_fill, &f->rng);
   leaf_core_start(f->core, T0);
-  leaf_core_connected(f->core, T0);
+  attach(f, T0);
   actions_free(actions(f->core));
 
   uint32_t id = leaf_core_search(f->core, QUERY_KEYWORDS, "song", 2, 1000, T0);
@@ -633,7 +644,7 @@ static void test_disconnect_fails_pending_search(void **state)
   Fixture *f = connected_fixture(T0);
   uint32_t id = leaf_core_search(f->core, QUERY_KEYWORDS, "abba", 3, 5000, T0);
   actions_free(actions(f->core));
-  leaf_core_disconnected(f->core, T0 + 10);
+  leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, T0 + 10);
   GArray *a = actions(f->core);
   assert_int_equal(count_kind(a, LEAF_ACT_SEARCH_DONE), 1);
   assert_int_equal(act(a, 0)->search, id);
@@ -735,7 +746,7 @@ static void test_malformed_message_closes(void **state)
   Fixture *f = connected_fixture(T0);
   /* Unknown types are a newer super node's business: ignored. */
   const uint8_t unknown[] = {WIRE_VERSION, 0xEE, 1, 2};
-  leaf_core_recv(f->core, unknown, sizeof unknown, T0 + 1);
+  leaf_core_recv(f->core, LEAF_SLOT_PRIMARY, unknown, sizeof unknown, T0 + 1);
   assert_true(quiet(f->core));
   assert_true(leaf_core_is_connected(f->core));
 
@@ -743,7 +754,7 @@ static void test_malformed_message_closes(void **state)
   actions_free(actions(f->core));
   /* A PING cut short. */
   const uint8_t bad[] = {WIRE_VERSION, MSG_PING, 0, 0, 0};
-  leaf_core_recv(f->core, bad, sizeof bad, T0 + 3);
+  leaf_core_recv(f->core, LEAF_SLOT_PRIMARY, bad, sizeof bad, T0 + 3);
   GArray *a = actions(f->core);
   assert_int_equal(count_kind(a, LEAF_ACT_CLOSE), 1);
   assert_non_null(act(a, 0)->reason);
@@ -758,7 +769,7 @@ static void test_malformed_message_closes(void **state)
   actions_free(a);
   assert_false(leaf_core_is_connected(f->core));
   /* The shell then reports the session closed: no second backoff step. */
-  leaf_core_disconnected(f->core, T0 + 4);
+  leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, T0 + 4);
   assert_int_equal(leaf_core_failures(f->core), 1);
   /* And it comes back. */
   leaf_core_tick(f->core, leaf_core_next_deadline(f->core));

@@ -131,6 +131,49 @@ static void assert_msg_eq(const WireMsg *a, const WireMsg *b)
     assert_memory_equal(a->u.xfer_error.cid, b->u.xfer_error.cid, WIRE_CID_LEN);
     assert_int_equal(a->u.xfer_error.code, b->u.xfer_error.code);
     break;
+  case MSG_GROUP_STATE:
+    assert_int_equal(a->u.group.role, b->u.group.role);
+    assert_str_eq(a->u.group.group, b->u.group.group);
+    assert_true(a->u.group.term == b->u.group.term);
+    assert_int_equal(a->u.group.hb_ms, b->u.group.hb_ms);
+    assert_memory_equal(a->u.group.leader, b->u.group.leader, WIRE_ID_LEN);
+    assert_str_eq(a->u.group.leader_addr, b->u.group.leader_addr);
+    assert_memory_equal(a->u.group.backup, b->u.group.backup, WIRE_ID_LEN);
+    assert_str_eq(a->u.group.backup_addr, b->u.group.backup_addr);
+    assert_int_equal(a->u.group.n_members, b->u.group.n_members);
+    for (uint16_t i = 0; i < a->u.group.n_members; i++) {
+      assert_memory_equal(a->u.group.members[i].id, b->u.group.members[i].id, WIRE_ID_LEN);
+      assert_str_eq(a->u.group.members[i].addr, b->u.group.members[i].addr);
+    }
+    assert_int_equal(a->u.group.n_links, b->u.group.n_links);
+    for (uint16_t i = 0; i < a->u.group.n_links; i++)
+      assert_str_eq(a->u.group.links[i], b->u.group.links[i]);
+    break;
+  case MSG_REPL:
+    assert_true(a->u.repl.term == b->u.repl.term && a->u.repl.seq == b->u.repl.seq);
+    assert_int_equal(a->u.repl.op, b->u.repl.op);
+    assert_memory_equal(a->u.repl.leaf, b->u.repl.leaf, WIRE_ID_LEN);
+    assert_int_equal(a->u.repl.reset, b->u.repl.reset);
+    assert_int_equal(a->u.repl.count, b->u.repl.count);
+    for (uint16_t i = 0; i < a->u.repl.count; i++) {
+      assert_str_eq(a->u.repl.entries[i].name, b->u.repl.entries[i].name);
+      assert_true(a->u.repl.entries[i].size == b->u.repl.entries[i].size);
+      assert_memory_equal(a->u.repl.entries[i].cid, b->u.repl.entries[i].cid, WIRE_CID_LEN);
+    }
+    break;
+  case MSG_REPL_ACK:
+    assert_true(a->u.repl_ack.term == b->u.repl_ack.term);
+    assert_true(a->u.repl_ack.seq == b->u.repl_ack.seq);
+    break;
+  case MSG_WATCH:
+    assert_true(a->u.watch.term == b->u.watch.term);
+    assert_int_equal(a->u.watch.leader_ok, b->u.watch.leader_ok);
+    break;
+  case MSG_ATTACHED:
+    assert_true(a->u.attached.term == b->u.attached.term);
+    assert_int_equal(a->u.attached.count, b->u.attached.count);
+    assert_memory_equal(a->u.attached.digest, b->u.attached.digest, 32);
+    break;
   default:
     fail_msg("unexpected type %d", a->type);
   }
@@ -493,6 +536,106 @@ static void test_transfer(void **state)
   assert_int_equal(decode_buf(&b), WIRE_EINVALID);
 }
 
+/* The group messages (supernode/GROUPS.md): every field survives, every
+ * prefix is refused, and the values a peer may not send are. */
+static void test_group_messages(void **state)
+{
+  WirePeer members[2];
+  fill(members[0].id, WIRE_ID_LEN, 1);
+  fill(members[1].id, WIRE_ID_LEN, 2);
+  members[0].addr = wire_str("10.0.0.1:7400", 13);
+  members[1].addr = wire_str("", 0); /* a member that advertises nothing */
+  WireStr links[1] = {wire_str("192.0.2.9:7400", 14)};
+  WireMsg g = {.type = MSG_GROUP_STATE};
+  g.u.group.role = GROLE_LEADER;
+  g.u.group.group = wire_str("g1", 2);
+  g.u.group.term = 0x0102030405060708ull;
+  g.u.group.hb_ms = 250;
+  fill(g.u.group.leader, WIRE_ID_LEN, 1);
+  g.u.group.leader_addr = wire_str("10.0.0.1:7400", 13);
+  g.u.group.backup_addr = wire_str("", 0);
+  g.u.group.n_members = 2;
+  g.u.group.members = members;
+  g.u.group.n_links = 1;
+  g.u.group.links = links;
+  roundtrip(&g);
+
+  WireEntry e[2];
+  e[0].name = wire_str("a.txt", 5);
+  e[0].size = 5;
+  fill(e[0].cid, WIRE_CID_LEN, 3);
+  e[1].name = wire_str("b.txt", 5);
+  e[1].size = 1ull << 40;
+  fill(e[1].cid, WIRE_CID_LEN, 4);
+  WireMsg r = {.type = MSG_REPL};
+  r.u.repl.term = 7;
+  r.u.repl.seq = 99;
+  r.u.repl.op = REPL_PUBLISH;
+  fill(r.u.repl.leaf, WIRE_ID_LEN, 5);
+  r.u.repl.reset = true;
+  r.u.repl.count = 2;
+  r.u.repl.entries = e;
+  roundtrip(&r);
+  WireMsg up = {.type = MSG_REPL};
+  up.u.repl.op = REPL_LEAF_UP;
+  roundtrip(&up);
+
+  WireMsg ack = {.type = MSG_REPL_ACK};
+  ack.u.repl_ack.term = 7;
+  ack.u.repl_ack.seq = 99;
+  roundtrip(&ack);
+  WireMsg w = {.type = MSG_WATCH};
+  w.u.watch.term = 7;
+  w.u.watch.leader_ok = true;
+  roundtrip(&w);
+  WireMsg at = {.type = MSG_ATTACHED};
+  at.u.attached.term = 7;
+  at.u.attached.count = 12;
+  fill(at.u.attached.digest, 32, 6);
+  roundtrip(&at);
+
+  /* Refused: an op out of range, entries on an op that has none, a
+   * heartbeat of 0 ms, an unknown role, leader_ok other than 0/1, an empty
+   * group name; and the encoder will not write them either. */
+  Buf b;
+  buf_init(&b);
+  WireMsg bad = r;
+  bad.u.repl.op = REPL_PUBLISH + 1;
+  assert_true(wire_encode(&bad, &b));
+  assert_int_equal(decode_buf(&b), WIRE_EINVALID);
+  bad = r;
+  bad.u.repl.op = REPL_LEAF_DOWN;
+  assert_true(wire_encode(&bad, &b));
+  assert_int_equal(decode_buf(&b), WIRE_EINVALID);
+  WireMsg badg = g;
+  badg.u.group.hb_ms = 0;
+  assert_false(wire_encode(&badg, &b));
+  badg = g;
+  badg.u.group.group = wire_str("", 0);
+  assert_false(wire_encode(&badg, &b));
+  badg = g;
+  badg.u.group.n_members = WIRE_MAX_MEMBERS + 1;
+  assert_false(wire_encode(&badg, &b));
+  badg = g;
+  badg.u.group.role = GROLE_STANDBY + 1;
+  assert_true(wire_encode(&badg, &b));
+  assert_int_equal(decode_buf(&b), WIRE_EINVALID);
+  static const uint8_t watch2[] = {WIRE_VERSION, MSG_WATCH, 0, 0, 0, 0, 0, 0, 0, 1, 2};
+  assert_int_equal(decode_bytes(watch2, sizeof watch2), WIRE_EINVALID);
+  buf_free(&b);
+
+  /* The digest does not depend on order and tells different sets apart. */
+  uint8_t d1[32] = {0}, d2[32] = {0}, d3[32] = {0};
+  wire_digest_entry(d1, e[0].cid, e[0].size, "a.txt", 5);
+  wire_digest_entry(d1, e[1].cid, e[1].size, "b.txt", 5);
+  wire_digest_entry(d2, e[1].cid, e[1].size, "b.txt", 5);
+  wire_digest_entry(d2, e[0].cid, e[0].size, "a.txt", 5);
+  assert_memory_equal(d1, d2, 32);
+  wire_digest_entry(d3, e[0].cid, e[0].size, "a.txt", 5);
+  wire_digest_entry(d3, e[1].cid, e[1].size + 1, "b.txt", 5);
+  assert_memory_not_equal(d1, d3, 32);
+}
+
 static void test_version(void **state)
 {
   static const uint8_t v2[] = {2, MSG_PING, 0, 0, 0, 0, 0, 0, 0, 1};
@@ -503,7 +646,7 @@ static void test_version(void **state)
 
 static void test_unknown_type(void **state)
 {
-  static const uint8_t types[] = {0, 18, 0x7f, 0xff};
+  static const uint8_t types[] = {0, MSG_ATTACHED + 1, 0x7f, 0xff};
   for (size_t i = 0; i < sizeof types; i++) {
     uint8_t msg[] = {WIRE_VERSION, types[i], 1, 2, 3};
     assert_int_equal(decode_bytes(msg, sizeof msg), WIRE_EUNKNOWN);
@@ -597,7 +740,7 @@ static void test_invalid_fields(void **state)
   assert_int_equal(query_with(0, 7), WIRE_EINVALID);
 
   static const uint8_t role0[] = {WIRE_VERSION, MSG_HELLO, 0, 0, 0, 0, 0};
-  static const uint8_t role3[] = {WIRE_VERSION, MSG_HELLO, 3, 0, 0, 0, 0};
+  static const uint8_t role3[] = {WIRE_VERSION, MSG_HELLO, ROLE_WATCH + 1, 0, 0, 0, 0};
   static const uint8_t leaf[] = {WIRE_VERSION, MSG_HELLO, ROLE_LEAF, 0, 0, 0, 0};
   assert_int_equal(decode_bytes(role0, sizeof role0), WIRE_EINVALID);
   assert_int_equal(decode_bytes(role3, sizeof role3), WIRE_EINVALID);
@@ -727,7 +870,7 @@ int main(void)
       cmocka_unit_test(test_count_over_cap), cmocka_unit_test(test_length_over_cap),
       cmocka_unit_test(test_invalid_text),   cmocka_unit_test(test_invalid_fields),
       cmocka_unit_test(test_trailing_byte),  cmocka_unit_test(test_count_beyond_bytes),
-      cmocka_unit_test(test_encode_refuses),
+      cmocka_unit_test(test_encode_refuses), cmocka_unit_test(test_group_messages),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,744 @@
+/* group.c - a group's leader, backup and standbys (supernode/GROUPS.md).
+ *
+ * Invariants:
+ * - Terms only grow. A node adopts a leader only from a GROUP_STATE of a
+ *   term at least its own; at one term the smaller node id leads.
+ * - Only the leader answers queries, replicates and sends heartbeats to
+ *   leaves; a node that stops leading clears its records (a backup's are
+ *   rebuilt from the next snapshot).
+ * - The backup takes over only with the leader lost to it AND a strict
+ *   majority of the leaves in its replicated roster saying so (or an empty
+ *   roster): losing only its own link to the leader is not enough.
+ */
+#include "group.h"
+
+#include <string.h>
+
+/* Records no leaf claims this many dead intervals after a takeover go. */
+#define RECORD_GRACE_DEADS 10
+/* Unacknowledged ops kept for the lag figure; older ones are forgotten
+ * (the lag then reads at least this many). */
+#define MAX_PENDING 100000
+
+static bool zero_id(const uint8_t id[32])
+{
+  static const uint8_t zero[32];
+  return memcmp(id, zero, 32) == 0;
+}
+
+static uint64_t hb_ms(const SnCore *c)
+{
+  return c->cfg.group_hb_ms ? c->cfg.group_hb_ms : 250;
+}
+
+static uint64_t dead_ms(const SnCore *c)
+{
+  return c->cfg.group_dead_ms ? c->cfg.group_dead_ms : 4 * hb_ms(c);
+}
+
+static WireGroupRole wire_role(SnRole r)
+{
+  switch (r) {
+  case SN_ROLE_LEADER:
+    return GROLE_LEADER;
+  case SN_ROLE_BACKUP:
+    return GROLE_BACKUP;
+  case SN_ROLE_STANDBY:
+    return GROLE_STANDBY;
+  default:
+    return GROLE_JOINING;
+  }
+}
+
+static const char *role_str(SnRole r)
+{
+  static const char *names[] = {"joining", "leader", "backup", "standby"};
+  return names[r];
+}
+
+static void copy_str(char *dst, size_t cap, WireStr s)
+{
+  size_t n = MIN((size_t)s.len, cap - 1);
+  memcpy(dst, s.p ? s.p : "", n);
+  dst[n] = '\0';
+}
+
+static void short_id(const uint8_t id[32], char out[17])
+{
+  static const char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 8; i++) {
+    out[2 * i] = hex[id[i] >> 4];
+    out[2 * i + 1] = hex[id[i] & 15];
+  }
+  out[16] = '\0';
+}
+
+/* --- life cycle ---------------------------------------------------------------- */
+
+void group_init(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  memset(g, 0, sizeof *g);
+  g->leader_links = g_ptr_array_new_with_free_func(g_free);
+  g_queue_init(&g->pending);
+  g->term = c->cfg.term_floor;
+  g->now = now;
+  if (!c->cfg.group || !*c->cfg.group) {
+    /* A group of one: leads from the start, forever, at term 0. */
+    g->role = SN_ROLE_LEADER;
+    g->has_leader = true;
+    memcpy(g->leader, c->self, 32);
+    g_strlcpy(g->leader_addr, c->advertise, sizeof g->leader_addr);
+    return;
+  }
+  g->on = true;
+  g_strlcpy(g->name, c->cfg.group, sizeof g->name);
+  g->role = SN_ROLE_JOINING;
+  g->join_deadline = now + (c->cfg.group_join_ms ? c->cfg.group_join_ms : 1000);
+  g->next_hb = now;
+}
+
+static void pending_clear(Group *g)
+{
+  Pending *pd;
+  while ((pd = g_queue_pop_head(&g->pending)))
+    g_free(pd);
+}
+
+void group_free(SnCore *c)
+{
+  pending_clear(&c->group);
+  g_ptr_array_unref(c->group.leader_links);
+}
+
+bool group_leads(const SnCore *c)
+{
+  return c->group.role == SN_ROLE_LEADER;
+}
+
+/* --- peers --------------------------------------------------------------------- */
+
+static bool alive(const SnCore *c, const Peer *p, uint64_t now)
+{
+  return p && now - p->last_rx < dead_ms(c);
+}
+
+static Peer *member_link(SnCore *c, const uint8_t id[32])
+{
+  Peer *p = sn_find_link(c, id, 0);
+  return p && p->member ? p : NULL;
+}
+
+typedef void (*PeerFn)(SnCore *c, Peer *p, void *ctx);
+
+/* Calls fn for every peer of one of the kinds; fn may send but not close. */
+static void each_peer(SnCore *c, bool members, bool leaves, PeerFn fn, void *ctx)
+{
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, c->peers);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    Peer *p = v;
+    if ((members && p->kind == PEER_SUPER && p->member) ||
+        (leaves && (p->kind == PEER_LEAF || p->kind == PEER_WATCH)))
+      fn(c, p, ctx);
+  }
+}
+
+/* --- GROUP_STATE ----------------------------------------------------------------- */
+
+typedef struct {
+  WirePeer members[WIRE_MAX_MEMBERS];
+  WireStr links[WIRE_MAX_MEMBERS];
+  uint16_t n_members, n_links;
+} StateLists;
+
+static void lists_cb(SnCore *c, Peer *p, void *ctx)
+{
+  StateLists *l = ctx;
+  if (p->kind != PEER_SUPER || !p->addr[0])
+    return;
+  if (p->member) {
+    if (l->n_members < WIRE_MAX_MEMBERS) {
+      memcpy(l->members[l->n_members].id, p->id, 32);
+      l->members[l->n_members++].addr = wire_str(p->addr, strlen(p->addr));
+    }
+  } else if (l->n_links < WIRE_MAX_MEMBERS) {
+    l->links[l->n_links++] = wire_str(p->addr, strlen(p->addr));
+  }
+}
+
+static void send_state(SnCore *c, uint64_t conn)
+{
+  Group *g = &c->group;
+  StateLists l = {0};
+  memcpy(l.members[0].id, c->self, 32);
+  l.members[0].addr = wire_str(c->advertise, strlen(c->advertise));
+  l.n_members = 1;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, c->peers);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    lists_cb(c, v, &l);
+  WireMsg m = {.type = MSG_GROUP_STATE};
+  m.u.group.role = wire_role(g->role);
+  m.u.group.group = wire_str(g->name, strlen(g->name));
+  m.u.group.term = g->term;
+  m.u.group.hb_ms = (uint32_t)hb_ms(c);
+  if (g->has_leader) {
+    memcpy(m.u.group.leader, g->leader, 32);
+    m.u.group.leader_addr = wire_str(g->leader_addr, strlen(g->leader_addr));
+  }
+  if (g->has_backup) {
+    memcpy(m.u.group.backup, g->backup, 32);
+    m.u.group.backup_addr = wire_str(g->backup_addr, strlen(g->backup_addr));
+  }
+  m.u.group.n_members = l.n_members;
+  m.u.group.members = l.members;
+  /* Only the leader's neighbours matter: a backup takes its place. */
+  if (g->role == SN_ROLE_LEADER) {
+    m.u.group.n_links = l.n_links;
+    m.u.group.links = l.links;
+  }
+  sn_send(c, conn, &m);
+}
+
+static void state_cb(SnCore *c, Peer *p, void *ctx)
+{
+  send_state(c, p->conn);
+}
+
+/* Our view to the members, and (leader) to every leaf session. */
+static void broadcast_state(SnCore *c)
+{
+  each_peer(c, true, c->group.role == SN_ROLE_LEADER, state_cb, NULL);
+}
+
+/* --- replication (leader side) --------------------------------------------------- */
+
+static void repl_send(SnCore *c, Peer *to, uint8_t op, const uint8_t leaf[32], bool reset,
+                      const WireEntry *e, size_t n)
+{
+  Group *g = &c->group;
+  WireMsg m = {.type = MSG_REPL};
+  m.u.repl.term = g->term;
+  m.u.repl.seq = ++g->repl_seq;
+  m.u.repl.op = op;
+  if (leaf)
+    memcpy(m.u.repl.leaf, leaf, 32);
+  m.u.repl.reset = reset;
+  m.u.repl.count = (uint16_t)n;
+  m.u.repl.entries = (WireEntry *)e;
+  sn_send(c, to->conn, &m);
+  if (g_queue_get_length(&g->pending) >= MAX_PENDING)
+    g_free(g_queue_pop_head(&g->pending));
+  Pending *pd = g_new(Pending, 1);
+  pd->seq = m.u.repl.seq;
+  pd->sent_at = g->now;
+  g_queue_push_tail(&g->pending, pd);
+}
+
+/* One leaf's entries, as PUBLISH ops of at most WIRE_MAX_ENTRIES. */
+static void repl_entries(SnCore *c, Peer *to, const uint8_t id[32], bool reset, const WireEntry *e,
+                         size_t n)
+{
+  size_t off = 0;
+  do {
+    size_t k = MIN(n - off, (size_t)WIRE_MAX_ENTRIES);
+    repl_send(c, to, REPL_PUBLISH, id, reset && off == 0, e + off, k);
+    off += k;
+  } while (off < n);
+}
+
+typedef struct {
+  SnCore *c;
+  Peer *to;
+} Snap;
+
+static void snapshot_cb(Record *rec, void *ctx)
+{
+  Snap *s = ctx;
+  repl_send(s->c, s->to, REPL_LEAF_UP, rec->id, false, NULL, 0);
+  WireEntry *e = g_new(WireEntry, MAX(rec->count, 1));
+  for (size_t i = 0; i < rec->count; i++) {
+    e[i].name = wire_str(rec->entries[i].name, strlen(rec->entries[i].name));
+    e[i].size = rec->entries[i].size;
+    memcpy(e[i].cid, rec->entries[i].cid, 32);
+  }
+  repl_entries(s->c, s->to, rec->id, true, e, rec->count);
+  g_free(e);
+}
+
+static void send_snapshot(SnCore *c, Peer *to)
+{
+  repl_send(c, to, REPL_SNAPSHOT_BEGIN, NULL, false, NULL, 0);
+  Snap s = {c, to};
+  roster_foreach(c->roster, snapshot_cb, &s);
+  repl_send(c, to, REPL_SNAPSHOT_END, NULL, false, NULL, 0);
+  c->group.backup_synced = true;
+}
+
+static Peer *synced_backup(SnCore *c)
+{
+  Group *g = &c->group;
+  if (!g->on || g->role != SN_ROLE_LEADER || !g->has_backup || !g->backup_synced)
+    return NULL;
+  return member_link(c, g->backup);
+}
+
+void group_leaf_up(SnCore *c, const Record *rec, uint64_t now)
+{
+  Peer *b = synced_backup(c);
+  if (b)
+    repl_send(c, b, REPL_LEAF_UP, rec->id, false, NULL, 0);
+}
+
+void group_leaf_down(SnCore *c, const uint8_t id[32], uint64_t now)
+{
+  Peer *b = synced_backup(c);
+  if (b)
+    repl_send(c, b, REPL_LEAF_DOWN, id, false, NULL, 0);
+}
+
+void group_leaf_publish(SnCore *c, const Record *rec, bool reset, const WireEntry *e, size_t n,
+                        uint64_t now)
+{
+  Peer *b = synced_backup(c);
+  if (b)
+    repl_entries(c, b, rec->id, reset, e, n);
+}
+
+/* The leader keeps a live backup: the current one while it answers, else
+ * the linked member with the smallest node id. */
+static void elect_backup(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  if (!g->on || g->role != SN_ROLE_LEADER)
+    return;
+  Peer *cur = g->has_backup ? member_link(c, g->backup) : NULL;
+  if (cur && alive(c, cur, now)) {
+    if (!g->backup_synced)
+      send_snapshot(c, cur);
+    return;
+  }
+  Peer *best = NULL;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, c->peers);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    Peer *p = v;
+    if (p->kind != PEER_SUPER || !p->member || !alive(c, p, now) || !p->addr[0] ||
+        p->member_role == GROLE_LEADER)
+      continue;
+    if (!best || memcmp(p->id, best->id, 32) < 0)
+      best = p;
+  }
+  bool had = g->has_backup;
+  pending_clear(g);
+  g->backup_synced = false;
+  g->has_backup = best != NULL;
+  if (best) {
+    memcpy(g->backup, best->id, 32);
+    g_strlcpy(g->backup_addr, best->addr, sizeof g->backup_addr);
+    char id[17];
+    short_id(best->id, id);
+    g_message("group %s, term %" G_GUINT64_FORMAT ": backup is %s… at %s", g->name, g->term, id,
+              best->addr);
+    /* The backup learns its role before the snapshot arrives. */
+    send_state(c, best->conn);
+    send_snapshot(c, best);
+  } else {
+    memset(g->backup, 0, 32);
+    g->backup_addr[0] = '\0';
+  }
+  if (best || had)
+    broadcast_state(c);
+}
+
+/* --- roles --------------------------------------------------------------------------- */
+
+static void unbound_since_cb(Record *rec, void *ctx)
+{
+  if (rec->conn == 0)
+    rec->unbound_since = *(uint64_t *)ctx;
+}
+
+static void become_leader(SnCore *c, uint64_t now, bool takeover)
+{
+  Group *g = &c->group;
+  g->term++;
+  g->role = SN_ROLE_LEADER;
+  g->has_leader = true;
+  memcpy(g->leader, c->self, 32);
+  g_strlcpy(g->leader_addr, c->advertise, sizeof g->leader_addr);
+  g->has_backup = false;
+  memset(g->backup, 0, 32);
+  g->backup_addr[0] = '\0';
+  g->backup_synced = false;
+  pending_clear(g);
+  if (takeover) {
+    g->takeovers++;
+    /* Take the old leader's place in the mesh. */
+    for (guint i = 0; i < g->leader_links->len; i++)
+      mesh_learn(c->mesh, g_ptr_array_index(g->leader_links, i), NULL, true);
+    /* Replicated records wait a grace period for their leaves. */
+    roster_foreach(c->roster, unbound_since_cb, &now);
+  }
+  g_message("group %s: leading, term %" G_GUINT64_FORMAT "%s", g->name, g->term,
+            takeover ? " (took over)" : "");
+  elect_backup(c, now);
+  broadcast_state(c);
+}
+
+/* Leaves attached to us while we no longer lead: tell them where to go;
+ * they close their sessions themselves. */
+static void stop_leading(SnCore *c)
+{
+  Group *g = &c->group;
+  if (g->role == SN_ROLE_LEADER)
+    g->stepdowns++;
+  roster_clear(c->roster);
+  c->stats.index_entries = index_size(c->index);
+  pending_clear(g);
+  g->backup_synced = false;
+}
+
+/* Takes the leader (and backup, members' links) named in m, a GROUP_STATE
+ * of a term at least ours. */
+static void adopt(SnCore *c, Peer *from, const WireMsg *m, uint64_t now)
+{
+  Group *g = &c->group;
+  SnRole before = g->role;
+  bool new_leader = !g->has_leader || memcmp(g->leader, m->u.group.leader, 32) != 0;
+  bool new_term = m->u.group.term != g->term;
+  g->term = m->u.group.term;
+  g->has_leader = true;
+  memcpy(g->leader, m->u.group.leader, 32);
+  copy_str(g->leader_addr, sizeof g->leader_addr, m->u.group.leader_addr);
+  g->has_backup = !zero_id(m->u.group.backup);
+  memcpy(g->backup, m->u.group.backup, 32);
+  copy_str(g->backup_addr, sizeof g->backup_addr, m->u.group.backup_addr);
+  g_ptr_array_set_size(g->leader_links, 0);
+  for (uint16_t i = 0; i < m->u.group.n_links; i++)
+    if (m->u.group.links[i].len)
+      g_ptr_array_add(g->leader_links,
+                      g_strndup(m->u.group.links[i].p,
+                                MIN((size_t)m->u.group.links[i].len, (size_t)MESH_ADDR_MAX)));
+  SnRole after =
+      g->has_backup && memcmp(g->backup, c->self, 32) == 0 ? SN_ROLE_BACKUP : SN_ROLE_STANDBY;
+  if (before == SN_ROLE_LEADER || (before == SN_ROLE_BACKUP && after != SN_ROLE_BACKUP) ||
+      (after == SN_ROLE_BACKUP && (new_leader || new_term)))
+    stop_leading(c); /* our records are stale: a backup's come again by snapshot */
+  if (after == SN_ROLE_BACKUP && before != SN_ROLE_BACKUP)
+    g->repl_last_seq = 0;
+  g->role = after;
+  g->leader_seen = now;
+  if (before != after || new_leader || new_term) {
+    char id[17];
+    short_id(g->leader, id);
+    g_message("group %s: %s, term %" G_GUINT64_FORMAT ", leader %s… at %s", g->name,
+              role_str(after), g->term, id, g->leader_addr);
+  }
+  if (before == SN_ROLE_LEADER)
+    each_peer(c, false, true, state_cb, NULL); /* our leaves: go there */
+  /* Members keep a link to the leader (its heartbeats). */
+  if (g->leader_addr[0] && !member_link(c, g->leader))
+    mesh_learn(c->mesh, g->leader_addr, g->leader, true);
+  (void)from;
+}
+
+void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  Group *g = &c->group;
+  g->now = now;
+  if (!g->on || m->u.group.group.len != strlen(g->name) ||
+      memcmp(m->u.group.group.p, g->name, m->u.group.group.len) != 0) {
+    p->member = false;
+    return;
+  }
+  bool was_member = p->member;
+  p->member = true;
+  p->member_role = m->u.group.role;
+  p->member_term = m->u.group.term;
+  bool names_leader = !zero_id(m->u.group.leader);
+  bool from_leader =
+      m->u.group.role == GROLE_LEADER && names_leader && memcmp(m->u.group.leader, p->id, 32) == 0;
+  if (names_leader && m->u.group.term > g->term) {
+    adopt(c, p, m, now);
+  } else if (names_leader && m->u.group.term == g->term) {
+    if (g->role == SN_ROLE_LEADER && from_leader) {
+      /* Two leaders of one term (a simultaneous start): the smaller id. */
+      if (memcmp(p->id, c->self, 32) < 0)
+        adopt(c, p, m, now);
+      else
+        send_state(c, p->conn);
+    } else if (g->role != SN_ROLE_LEADER &&
+               (from_leader || !g->has_leader || memcmp(g->leader, m->u.group.leader, 32) == 0)) {
+      /* The leader's own word, or news of it: refresh (backup changes). */
+      if (from_leader || !g->has_leader)
+        adopt(c, p, m, now);
+    }
+  } else if (m->u.group.term < g->term && (m->u.group.role == GROLE_LEADER || names_leader)) {
+    send_state(c, p->conn); /* it is behind: our term makes a stale leader step down */
+  }
+  if (g->has_leader && memcmp(g->leader, p->id, 32) == 0 && from_leader)
+    g->leader_seen = now;
+  if (g->role == SN_ROLE_LEADER && !was_member)
+    elect_backup(c, now);
+}
+
+/* --- replication (backup side) ----------------------------------------------------- */
+
+void group_on_repl(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  Group *g = &c->group;
+  g->now = now;
+  if (g->role != SN_ROLE_BACKUP || !g->has_leader || memcmp(p->id, g->leader, 32) != 0 ||
+      m->u.repl.term != g->term)
+    return; /* from a former leader, or before we knew our role */
+  Record *rec;
+  switch (m->u.repl.op) {
+  case REPL_SNAPSHOT_BEGIN:
+    roster_clear(c->roster);
+    break;
+  case REPL_LEAF_UP:
+    roster_ensure(c->roster, m->u.repl.leaf);
+    break;
+  case REPL_LEAF_DOWN:
+    rec = roster_get(c->roster, m->u.repl.leaf);
+    if (rec)
+      roster_remove(c->roster, rec);
+    break;
+  case REPL_PUBLISH:
+    rec = roster_ensure(c->roster, m->u.repl.leaf);
+    roster_publish(c->roster, rec, m->u.repl.reset, m->u.repl.entries, m->u.repl.count);
+    break;
+  default:
+    break;
+  }
+  c->stats.index_entries = index_size(c->index);
+  g->repl_applied++;
+  g->repl_last_seq = m->u.repl.seq;
+  WireMsg ack = {.type = MSG_REPL_ACK};
+  ack.u.repl_ack.term = g->term;
+  ack.u.repl_ack.seq = m->u.repl.seq;
+  sn_send(c, p->conn, &ack);
+}
+
+void group_on_repl_ack(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  Group *g = &c->group;
+  g->now = now;
+  if (g->role != SN_ROLE_LEADER || !g->has_backup || memcmp(p->id, g->backup, 32) != 0 ||
+      m->u.repl_ack.term != g->term)
+    return;
+  Pending *pd;
+  while ((pd = g_queue_peek_head(&g->pending)) && pd->seq <= m->u.repl_ack.seq)
+    g_free(g_queue_pop_head(&g->pending));
+}
+
+/* --- failure detection and takeover ------------------------------------------------ */
+
+static bool leader_lost(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  Peer *l = g->has_leader ? member_link(c, g->leader) : NULL;
+  return !l || now - g->leader_seen >= dead_ms(c);
+}
+
+typedef struct {
+  size_t lost, reporting;
+} Reports;
+
+static void report_cb(SnCore *c, Peer *p, void *ctx)
+{
+  Reports *r = ctx;
+  if (p->kind != PEER_WATCH || !roster_get(c->roster, p->id))
+    return;
+  r->reporting++;
+  if (!p->watch_leader_ok)
+    r->lost++;
+}
+
+static void check_takeover(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  if (g->role != SN_ROLE_BACKUP || !leader_lost(c, now))
+    return;
+  Reports r = {0};
+  each_peer(c, false, true, report_cb, &r);
+  size_t roster = roster_size(c->roster);
+  if (roster > 0 && 2 * r.lost <= roster)
+    return; /* the leaves still see the leader: only our link to it is gone */
+  become_leader(c, now, true);
+}
+
+void group_on_watch(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  c->group.now = now;
+  p->watch_leader_ok = m->u.watch.leader_ok;
+  p->watch_term = m->u.watch.term;
+  check_takeover(c, now);
+}
+
+/* --- sessions ------------------------------------------------------------------------- */
+
+void group_link_up(SnCore *c, Peer *p, uint64_t now)
+{
+  c->group.now = now;
+  if (c->group.on)
+    send_state(c, p->conn);
+}
+
+void group_link_down(SnCore *c, Peer *p, uint64_t now)
+{
+  Group *g = &c->group;
+  g->now = now;
+  if (!g->on || !p->member)
+    return;
+  p->member = false; /* member_link() must not find it any more */
+  if (g->role == SN_ROLE_LEADER && g->has_backup && memcmp(p->id, g->backup, 32) == 0)
+    elect_backup(c, now);
+  else if (g->role == SN_ROLE_BACKUP && g->has_leader && memcmp(p->id, g->leader, 32) == 0)
+    check_takeover(c, now);
+}
+
+bool group_leaf_hello(SnCore *c, Peer *p, uint64_t now)
+{
+  Group *g = &c->group;
+  g->now = now;
+  if (!g->on) {
+    sn_attach_leaf(c, p, now);
+    return true;
+  }
+  if (g->role == SN_ROLE_LEADER) {
+    send_state(c, p->conn); /* the leaf learns the group before ATTACHED */
+    sn_attach_leaf(c, p, now);
+    return true;
+  }
+  send_state(c, p->conn); /* names the leader to go to, if we know it */
+  sn_close_peer(c, p, "not the group's leader", now);
+  return false;
+}
+
+bool group_watch_hello(SnCore *c, Peer *p, uint64_t now)
+{
+  Group *g = &c->group;
+  g->now = now;
+  if (!g->on) {
+    sn_close_peer(c, p, "not in a group", now);
+    return false;
+  }
+  p->kind = PEER_WATCH;
+  p->watch_leader_ok = true;
+  send_state(c, p->conn);
+  return true;
+}
+
+/* --- time ------------------------------------------------------------------------------- */
+
+typedef struct {
+  uint64_t now;
+  uint64_t grace;
+  GPtrArray *expired;
+} Expire;
+
+static void expire_cb(Record *rec, void *ctx)
+{
+  Expire *e = ctx;
+  if (rec->conn == 0 && e->now - rec->unbound_since >= e->grace)
+    g_ptr_array_add(e->expired, rec);
+}
+
+void group_tick(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  g->now = now;
+  if (!g->on)
+    return;
+  if (g->role == SN_ROLE_JOINING && now >= g->join_deadline)
+    become_leader(c, now, false); /* nobody leads: the first to start does */
+  if (now >= g->next_hb) {
+    g->next_hb = now + hb_ms(c);
+    /* A member silent for a dead interval is hung or cut off: drop the
+     * link (the mesh redials it), so its role moves on. */
+    GPtrArray *silent = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, c->peers);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+      Peer *p = v;
+      if (p->kind == PEER_SUPER && p->member && !alive(c, p, now))
+        g_ptr_array_add(silent, p);
+    }
+    for (guint i = 0; i < silent->len; i++)
+      sn_close_peer(c, g_ptr_array_index(silent, i), "group member silent", now);
+    g_ptr_array_unref(silent);
+    broadcast_state(c);
+    elect_backup(c, now);
+  }
+  check_takeover(c, now);
+  if (g->role == SN_ROLE_LEADER) {
+    Expire e = {now, RECORD_GRACE_DEADS * dead_ms(c), g_ptr_array_new()};
+    roster_foreach(c->roster, expire_cb, &e);
+    for (guint i = 0; i < e.expired->len; i++) {
+      Record *rec = g_ptr_array_index(e.expired, i);
+      uint8_t id[32];
+      memcpy(id, rec->id, 32);
+      roster_remove(c->roster, rec);
+      group_leaf_down(c, id, now);
+    }
+    if (e.expired->len)
+      c->stats.index_entries = index_size(c->index);
+    g_ptr_array_unref(e.expired);
+  }
+}
+
+uint64_t group_deadline(const SnCore *c)
+{
+  const Group *g = &c->group;
+  if (!g->on)
+    return UINT64_MAX;
+  uint64_t t = g->next_hb;
+  if (g->role == SN_ROLE_JOINING)
+    t = MIN(t, g->join_deadline);
+  if (g->role == SN_ROLE_BACKUP)
+    t = MIN(t, g->leader_seen + dead_ms(c));
+  return t;
+}
+
+/* --- status ------------------------------------------------------------------------------ */
+
+static void count_cb(SnCore *c, Peer *p, void *ctx)
+{
+  SnGroupStatus *st = ctx;
+  if (p->kind == PEER_WATCH)
+    st->watchers++;
+  else if (p->kind == PEER_SUPER && p->member)
+    st->members++;
+}
+
+void sn_core_group_status(const SnCore *cc, SnGroupStatus *st)
+{
+  SnCore *c = (SnCore *)cc; /* iteration only */
+  const Group *g = &c->group;
+  memset(st, 0, sizeof *st);
+  st->role = g->role;
+  st->term = g->term;
+  g_strlcpy(st->group, g->name, sizeof st->group);
+  st->has_leader = g->has_leader;
+  memcpy(st->leader, g->leader, 32);
+  g_strlcpy(st->leader_addr, g->leader_addr, sizeof st->leader_addr);
+  st->has_backup = g->has_backup;
+  memcpy(st->backup, g->backup, 32);
+  g_strlcpy(st->backup_addr, g->backup_addr, sizeof st->backup_addr);
+  each_peer(c, true, true, count_cb, st);
+  st->leaves = c->stats.leaves;
+  st->records = (unsigned)roster_size(c->roster);
+  st->repl_lag_ops = g_queue_get_length((GQueue *)&g->pending);
+  const Pending *oldest = g_queue_peek_head((GQueue *)&g->pending);
+  st->repl_lag_ms = oldest && g->now > oldest->sent_at ? g->now - oldest->sent_at : 0;
+  st->repl_applied = g->repl_applied;
+  st->takeovers = g->takeovers;
+  st->stepdowns = g->stepdowns;
+}

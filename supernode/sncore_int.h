@@ -1,0 +1,102 @@
+/* sncore_int.h - what the super-node core's own files share (sncore.c,
+ * group.c): the session table and the core's state. Not for the shell. */
+#ifndef CANOPY_SNCORE_INT_H
+#define CANOPY_SNCORE_INT_H
+
+#include <glib.h>
+
+#include "flood.h"
+#include "index.h"
+#include "mesh.h"
+#include "ratelimit.h"
+#include "roster.h"
+#include "sncore.h"
+#include "wire.h"
+
+#define SN_AGENT "canopy-supernode/0.1"
+#define FLOOD_LIFETIME_MS 60000
+#define FLOOD_MAX_IDS 65536
+#define PEERS_REQ_INTERVAL_MS 10000
+#define MAX_DIALS_PER_TICK 8
+
+/* NEW until HELLO; LEAF: a leaf attached to us; WATCH: a leaf's idle
+ * session to us as its group's backup; SUPER: a super-node link. */
+typedef enum { PEER_NEW, PEER_LEAF, PEER_WATCH, PEER_SUPER } PeerKind;
+
+typedef struct {
+  uint64_t conn;
+  uint8_t id[32];
+  PeerKind kind;
+  bool outbound;
+  char addr[MESH_ADDR_MAX + 1]; /* dialed, or advertised in HELLO; may be "" */
+  uint64_t last_rx;
+  uint64_t last_ping;
+  RateLimit queries;
+  RateLimit signals;
+  /* SUPER links of our group (they sent a GROUP_STATE with our name) */
+  bool member;
+  uint8_t member_role; /* WireGroupRole it last said */
+  uint64_t member_term;
+  /* WATCH sessions: what the leaf last said of its leader */
+  bool watch_leader_ok;
+  uint64_t watch_term;
+} Peer;
+
+/* Replication, leader side: ops sent to the backup, not yet acknowledged. */
+typedef struct {
+  uint64_t seq;
+  uint64_t sent_at;
+} Pending;
+
+typedef struct {
+  bool on;
+  char name[WIRE_MAX_GROUP + 1];
+  SnRole role;
+  uint64_t term;
+  bool has_leader, has_backup;
+  uint8_t leader[32], backup[32];
+  char leader_addr[MESH_ADDR_MAX + 1], backup_addr[MESH_ADDR_MAX + 1];
+  uint64_t leader_seen; /* a member: last time the leader was heard */
+  uint64_t join_deadline;
+  uint64_t next_hb;
+  GPtrArray *leader_links; /* the leader's other mesh neighbours (owned strings) */
+  /* leader */
+  uint64_t repl_seq;
+  GQueue pending;     /* Pending*, oldest first */
+  bool backup_synced; /* snapshot sent to the current backup */
+  /* backup */
+  uint64_t repl_applied;
+  uint64_t repl_last_seq;
+  uint64_t takeovers, stepdowns;
+  uint64_t now; /* the latest time an event brought (for status) */
+} Group;
+
+struct SnCore {
+  SnConfig cfg;
+  char advertise[MESH_ADDR_MAX + 1];
+  uint8_t self[32];
+  SnRandomFn rng;
+  void *rng_ctx;
+  GHashTable *peers;        /* conn (uint64 key) -> Peer*, owned */
+  GHashTable *leaves_by_id; /* node id (Peer.id) -> Peer*, leaves only */
+  Index *index;
+  Roster *roster; /* one record per leaf whose entries we hold */
+  Flood *flood;
+  Mesh *mesh;
+  GQueue actions; /* SnAction*, owned */
+  SnStats stats;
+  uint64_t next_housekeeping;
+  uint64_t next_peers_req;
+  Group group;
+};
+
+/* sncore.c */
+void sn_push(SnCore *c, SnAction a);
+void sn_send(SnCore *c, uint64_t conn, const WireMsg *m);
+void sn_close_peer(SnCore *c, Peer *p, const char *reason, uint64_t now);
+Peer *sn_find_link(SnCore *c, const uint8_t id[32], uint64_t skip);
+/* Binds leaf session p (kind NEW or WATCH) as an attached leaf: record,
+ * leaves_by_id, ATTACHED. */
+void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now);
+
+#endif
