@@ -4,8 +4,10 @@
 # Builds Canopy, starts four super nodes in a chain (S1-S2-S3-S4) and three
 # leaves sharing a few files, then searches from the leaf on S1, shows the
 # hits that crossed the mesh, downloads one over an ICE path (verified chunk by
-# chunk) and shows each super node's counters. Everything it starts is
-# stopped on exit. Nothing leaves 127.0.0.1.
+# chunk) and shows each super node's counters. S4 leads group "east" with S5
+# as its backup: the demo kills S4 and shows its leaf following S5 and the
+# search still finding the file. Everything it starts is stopped on exit.
+# Nothing leaves 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -31,17 +33,26 @@ BASE=${DEMO_PORT_BASE:-$((30000 + (RANDOM % 200) * 10))}
 
 wait_for() { local n=$1; shift; for _ in $(seq $((n * 10))); do "$@" && return 0; sleep 0.1; done; return 1; }
 
-echo "== starting super nodes S1-S2-S3-S4 on 127.0.0.1:$((BASE + 1))..$((BASE + 4))"
-for i in 1 2 3 4; do
-  peer=()
-  [ $i -gt 1 ] && peer=(--peer "127.0.0.1:$((BASE + i - 1))")
-  "$SN" --listen "127.0.0.1:$((BASE + i))" --stun "127.0.0.1:$((BASE + 50 + i))" --no-discovery "${peer[@]}" --state-dir "$D/s$i" \
-    >"$D/s$i.log" 2>&1 &
+echo "== starting super nodes S1-S2-S3-S4 on 127.0.0.1:$((BASE + 1))..$((BASE + 4)), and S5 as S4's backup"
+start_sn() { # I [args...]: super node S<I> on BASE+I
+  local i=$1; shift
+  "$SN" --listen "127.0.0.1:$((BASE + i))" --stun "127.0.0.1:$((BASE + 50 + i))" --no-discovery "$@" \
+    --state-dir "$D/s$i" >"$D/s$i.log" 2>&1 &
   PIDS+=($!)
+  eval "SN_PID_$i=$!"
   wait_for 5 test -S "$D/s$i/control.sock"
-done
+}
+start_sn 1
+start_sn 2 --peer "127.0.0.1:$((BASE + 1))"
+start_sn 3 --peer "127.0.0.1:$((BASE + 2))"
+# S4 leads group "east"; S5 joins it and becomes its backup (GROUPS.md).
+start_sn 4 --peer "127.0.0.1:$((BASE + 3))" --group east
+start_sn 5 --peer "127.0.0.1:$((BASE + 3))" --peer "127.0.0.1:$((BASE + 4))" --group east
 links() { [ "$("$SN" stats --state-dir "$D/s$1" --json | jq .links)" -ge "$2" ]; }
-wait_for 10 links 2 2 && wait_for 10 links 3 2
+role() { "$SN" stats --state-dir "$D/s$1" --json | jq -r .role; }
+is_role() { [ "$(role "$1")" = "$2" ]; }
+wait_for 10 links 2 2 && wait_for 10 links 3 2 && wait_for 10 is_role 5 backup
+echo "   group east: S4 $(role 4), S5 $(role 5)"
 
 mkdir -p "$D/alice" "$D/bob/albums/1969" "$D/carol"
 echo "notes" >"$D/alice/holiday notes.txt"
@@ -78,10 +89,23 @@ cmp "$D/alice-state/downloads/Abbey Road - Come Together.flac" "$D/bob/albums/19
 echo
 echo "== super node counters (each handled each query once):"
 printf '   %-4s %-8s %-9s %-9s %-6s %-6s\n' node received handled forwarded hits leaves
-for i in 1 2 3 4; do
+for i in 1 2 3 4 5; do
   "$SN" stats --state-dir "$D/s$i" --json |
     jq -r --arg n "S$i" '"   \($n)   \(.queries_received)        \(.queries_handled)         \(.queries_forwarded)         \(.hits_sent)      \(.leaves)"'
 done
+echo
+echo "== failover: kill -9 S4, the leader of group east (bob's super node)"
+bob_status() { "$LEAF" status --state-dir "$D/bob-state" --json; }
+echo "   bob before: $(bob_status | jq -r '"attached to \(.supernode), term \(.term), backup \(.backup.address), published \(.publishes)x"')"
+t0=$(date +%s%N)
+kill -9 "$SN_PID_4"
+wait "$SN_PID_4" 2>/dev/null || true
+wait_for 10 is_role 5 leader
+wait_for 10 sh -c "'$LEAF' status --state-dir '$D/bob-state' --json | jq -e '.connected and .supernode == \"127.0.0.1:$((BASE + 5))\"' >/dev/null"
+echo "   S5 is leader (term $("$SN" stats --state-dir "$D/s5" --json | jq .term)); bob followed it $(( ($(date +%s%N) - t0) / 1000000 )) ms after the kill"
+echo "   bob after:  $(bob_status | jq -r '"attached to \(.supernode), term \(.term), published \(.publishes)x (no re-publish: S5 had a replica)"')"
+echo "   alice searches 'abbey' again (through S1-S2-S3-S5):"
+"$LEAF" search --state-dir "$D/alice-state" --ttl 3 abbey | sed 's/^/   /'
 echo "== stopping the loopback overlay"
 cleanup
 trap - EXIT

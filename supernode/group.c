@@ -3,9 +3,11 @@
  * Invariants:
  * - Terms only grow. A node adopts a leader only from a GROUP_STATE of a
  *   term at least its own; at one term the smaller node id leads.
- * - Only the leader answers queries, replicates and sends heartbeats to
- *   leaves; a node that stops leading clears its records (a backup's are
- *   rebuilt from the next snapshot).
+ * - Only the leader attaches leaves, replicates and sends heartbeats to
+ *   them; the leader and the backup answer queries (the backup from its
+ *   replica, so searches keep finding the group's files during a
+ *   takeover). A node that stops leading clears its records (a backup's
+ *   are rebuilt from the next snapshot).
  * - The backup takes over only with the leader lost to it AND a strict
  *   majority of the leaves in its replicated roster saying so (or an empty
  *   roster): losing only its own link to the leader is not enough.
@@ -114,6 +116,11 @@ void group_free(SnCore *c)
 bool group_leads(const SnCore *c)
 {
   return c->group.role == SN_ROLE_LEADER;
+}
+
+bool group_answers(const SnCore *c)
+{
+  return c->group.role == SN_ROLE_LEADER || c->group.role == SN_ROLE_BACKUP;
 }
 
 /* --- peers --------------------------------------------------------------------- */

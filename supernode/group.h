@@ -9,9 +9,12 @@
 void group_init(SnCore *c, uint64_t now);
 void group_free(SnCore *c);
 
-/* Whether this node answers queries from its index (leaders only, so a
- * group's files are found once). */
+/* Whether this node leads its group (leaves attach to it). */
 bool group_leads(const SnCore *c);
+/* Whether it answers queries from its index: the leader, and the backup
+ * from its replica, so a search finds the group's files while a takeover
+ * is under way (the searching leaf drops the duplicate hits). */
+bool group_answers(const SnCore *c);
 
 /* A SUPER link came up / went away. */
 void group_link_up(SnCore *c, Peer *p, uint64_t now);

@@ -467,7 +467,7 @@ static void handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN],
     return;
   }
   c->stats.queries_handled++;
-  if (group_leads(c)) /* a backup's replica would answer twice */
+  if (group_answers(c))
     answer_local(c, kind, text, route.from_leaf, from->conn, req, qid);
   if (ttl == 0)
     return;
