@@ -92,10 +92,15 @@ void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now)
     return;
   a->dialing = false;
   a->failures++;
+  /* The operator's own --peer addresses (a group's members among them) are
+   * worth a retry every few seconds: a healed partition or a restarted
+   * member is then linked again soon, which is how a stale leader hears
+   * of the newer term. */
+  uint64_t max = a->configured ? MIN(m->backoff_max, MESH_CONFIGURED_MAX_MS) : m->backoff_max;
   uint64_t delay = m->backoff_min;
-  for (unsigned i = 1; i < a->failures && delay < m->backoff_max; i++)
+  for (unsigned i = 1; i < a->failures && delay < max; i++)
     delay *= 2;
-  a->next_attempt = now + MIN(delay, m->backoff_max);
+  a->next_attempt = now + MIN(delay, max);
 }
 
 void mesh_dial_succeeded(Mesh *m, const char *addr, const uint8_t id[32], uint64_t conn)

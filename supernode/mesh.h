@@ -16,6 +16,9 @@
 #define MESH_MAX_ADDRS 256
 #define MESH_ADDR_MAX 128
 
+/* Longest wait between dials of a configured address. */
+#define MESH_CONFIGURED_MAX_MS 4000
+
 typedef struct Mesh Mesh;
 
 typedef struct {
