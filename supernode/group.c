@@ -75,6 +75,8 @@ static void short_id(const uint8_t id[32], char out[17])
   out[16] = '\0';
 }
 
+static bool leader_lost(SnCore *c, uint64_t now);
+
 /* --- life cycle ---------------------------------------------------------------- */
 
 void group_init(SnCore *c, uint64_t now)
@@ -484,6 +486,17 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
       /* The leader's own word, or news of it: refresh (backup changes). */
       if (from_leader || !g->has_leader)
         adopt(c, p, m, now);
+    }
+    /* A backup cut off from the leader while the leader chose another
+     * (which says so, still hearing it) is a backup no more. */
+    if (g->role == SN_ROLE_BACKUP && m->u.group.role == GROLE_BACKUP &&
+        memcmp(m->u.group.backup, p->id, 32) == 0 && g->has_leader &&
+        memcmp(g->leader, m->u.group.leader, 32) == 0 && leader_lost(c, now)) {
+      g_message("group %s: %s… is the backup now; standing by", g->name, p->addr);
+      g->role = SN_ROLE_STANDBY;
+      memcpy(g->backup, p->id, 32);
+      g_strlcpy(g->backup_addr, p->addr, sizeof g->backup_addr);
+      stop_leading(c);
     }
   } else if (m->u.group.term < g->term && (m->u.group.role == GROLE_LEADER || names_leader)) {
     send_state(c, p->conn); /* it is behind: our term makes a stale leader step down */
