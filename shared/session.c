@@ -29,6 +29,7 @@ struct Session {
   bool opened;
   bool closed;
   char reason[160];
+  uint64_t bytes_in, bytes_out; /* on the socket: ciphertext and framing */
 };
 
 static void arm_output(Session *s);
@@ -118,6 +119,7 @@ static bool flush(Session *s)
       return false;
     }
     channel_output_consume(s->ch, (size_t)n);
+    s->bytes_out += (uint64_t)n;
     out = channel_output(s->ch, &len);
   }
   if (len > SESSION_MAX_OUTPUT) {
@@ -182,6 +184,8 @@ static gboolean on_readable(GObject *stream, gpointer ud)
   session_ref(s);
   GError *err = NULL;
   gssize n = g_pollable_input_stream_read_nonblocking(s->in, buf, sizeof buf, NULL, &err);
+  if (n > 0)
+    s->bytes_in += (uint64_t)n;
   if (n < 0) {
     if (!g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
       char reason[160];
@@ -269,4 +273,14 @@ bool session_send(Session *s, const uint8_t *msg, size_t len)
   if (!session_is_open(s) || !channel_write(s->ch, msg, len))
     return false;
   return flush(s);
+}
+
+uint64_t session_bytes_in(const Session *s)
+{
+  return s->bytes_in;
+}
+
+uint64_t session_bytes_out(const Session *s)
+{
+  return s->bytes_out;
 }

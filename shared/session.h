@@ -52,4 +52,9 @@ bool session_send(Session *s, const uint8_t *msg, size_t len);
 /* Ends the session now; `closed` fires (once) with reason. */
 void session_close(Session *s, const char *reason);
 
+/* Bytes read from and written to the socket so far (ciphertext and
+ * framing): the metrics' traffic per direction. */
+uint64_t session_bytes_in(const Session *s);
+uint64_t session_bytes_out(const Session *s);
+
 #endif

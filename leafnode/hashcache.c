@@ -1,0 +1,392 @@
+/* hashcache.c - the hash cache: an SQLite table of content ids by file.
+ *
+ * Layout (HASHCACHE_SCHEMA 1):
+ *   files(path, dev, ino, size, mtime_ns, ctime_ns, cid)  key (path, dev, ino)
+ * Unsigned stat fields are stored as the int64 with the same bits.
+ *
+ * Pruning needs to know which rows a scan saw. Rewriting a "seen" column in
+ * every row would rewrite the whole database on every rescan, so the keys
+ * seen go into a temp table held in memory instead, and the prune deletes the
+ * rows missing from it. Stores are upserts that leave an unchanged row alone,
+ * so a rescan where nothing changed writes nothing to disk.
+ *
+ * The database is WAL with synchronous=NORMAL: a power cut can lose the last
+ * scan's commit, never corrupt the file, and a lost commit only costs a
+ * re-hash.
+ */
+#include "hashcache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Another process holding the write lock (a second leaf on the same state
+ * dir) is waited for this long, then the scan goes on without the cache. */
+#define BUSY_TIMEOUT_MS 2000
+
+struct HashCache {
+  char *path;
+  sqlite3 *db; /* NULL once the database proved unusable and could not be replaced */
+  sqlite3_stmt *lookup, *store, *seen, *prune, *unsee;
+  int failed; /* first SQLite error of the current scan, 0 if none */
+  size_t pruned;
+};
+
+static const char schema_sql[] = "CREATE TABLE files ("
+                                 " path TEXT NOT NULL,"
+                                 " dev INTEGER NOT NULL,"
+                                 " ino INTEGER NOT NULL,"
+                                 " size INTEGER NOT NULL,"
+                                 " mtime_ns INTEGER NOT NULL,"
+                                 " ctime_ns INTEGER NOT NULL,"
+                                 " cid BLOB NOT NULL CHECK (length(cid) = 32),"
+                                 " PRIMARY KEY (path, dev, ino)"
+                                 ") WITHOUT ROWID;"
+                                 "PRAGMA user_version = 1;";
+
+static const char lookup_sql[] = "SELECT cid FROM files WHERE path = ?1 AND dev = ?2 AND ino = ?3"
+                                 " AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6";
+
+static const char store_sql[] =
+    "INSERT INTO files (path, dev, ino, size, mtime_ns, ctime_ns, cid)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    " ON CONFLICT (path, dev, ino) DO UPDATE SET size = excluded.size,"
+    " mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, cid = excluded.cid"
+    " WHERE size != excluded.size OR mtime_ns != excluded.mtime_ns"
+    " OR ctime_ns != excluded.ctime_ns OR cid != excluded.cid";
+
+static const char seen_sql[] =
+    "INSERT OR IGNORE INTO temp.seen (path, dev, ino) VALUES (?1, ?2, ?3)";
+
+static const char prune_sql[] = "DELETE FROM main.files WHERE NOT EXISTS (SELECT 1 FROM temp.seen s"
+                                " WHERE s.path = files.path AND s.dev = files.dev"
+                                " AND s.ino = files.ino)";
+
+static const char unsee_sql[] = "DELETE FROM temp.seen";
+
+typedef enum {
+  OPEN_OK,
+  OPEN_REBUILD, /* another schema version: delete and recreate */
+  OPEN_REPLACE, /* corrupt or unreadable: delete and recreate */
+  OPEN_GIVE_UP, /* no such dir, busy or out of memory: leave the file alone */
+} OpenResult;
+
+static void disconnect(HashCache *c)
+{
+  sqlite3_finalize(c->lookup);
+  sqlite3_finalize(c->store);
+  sqlite3_finalize(c->seen);
+  sqlite3_finalize(c->prune);
+  sqlite3_finalize(c->unsee);
+  c->lookup = c->store = c->seen = c->prune = c->unsee = NULL;
+  if (c->db)
+    sqlite3_close(c->db); /* all statements are finalized: never SQLITE_BUSY */
+  c->db = NULL;
+}
+
+static OpenResult classify(int rc)
+{
+  switch (rc & 0xff) {
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+  case SQLITE_NOMEM:
+    return OPEN_GIVE_UP;
+  default:
+    return OPEN_REPLACE;
+  }
+}
+
+/* Creates the file 0600 before SQLite sees it: SQLite would create it 0644
+ * (less the umask), and gives its -wal and -shm files the database's mode. */
+static OpenResult precreate(const char *path, char **why)
+{
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+  if (fd < 0) {
+    int e = errno;
+    *why = g_strdup_printf("cannot open: %s", g_strerror(e));
+    return e == ENOENT || e == ENOTDIR ? OPEN_GIVE_UP : OPEN_REPLACE; /* no state dir */
+  }
+  struct stat st;
+  OpenResult r = OPEN_OK;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    *why = g_strdup("not a regular file");
+    r = OPEN_REPLACE;
+  } else if ((st.st_mode & 0077) && fchmod(fd, 0600) != 0) {
+    *why = g_strdup_printf("cannot make it private: %s", g_strerror(errno));
+    r = OPEN_REPLACE;
+  }
+  close(fd);
+  return r;
+}
+
+static int exec(HashCache *c, const char *sql)
+{
+  return sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+}
+
+/* One integer from a one-row query; -1 on error (*rc says which). */
+static int64_t query_int(HashCache *c, const char *sql, int *rc)
+{
+  sqlite3_stmt *st = NULL;
+  int64_t v = -1;
+  *rc = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL);
+  if (*rc == SQLITE_OK) {
+    *rc = sqlite3_step(st);
+    if (*rc == SQLITE_ROW) {
+      v = sqlite3_column_int64(st, 0);
+      *rc = SQLITE_OK;
+    }
+  }
+  sqlite3_finalize(st);
+  return v;
+}
+
+static OpenResult connect_db(HashCache *c, char **why)
+{
+  OpenResult r = precreate(c->path, why);
+  if (r != OPEN_OK)
+    return r;
+  int rc = sqlite3_open_v2(
+      c->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK)
+    goto fail;
+  sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+  /* The first read of the header: a file that is not a database fails here
+   * with SQLITE_NOTADB. A filesystem without shared memory stays in rollback
+   * mode, which works too. */
+  if ((rc = exec(c, "PRAGMA journal_mode = WAL")) != SQLITE_OK ||
+      (rc = exec(c, "PRAGMA synchronous = NORMAL")) != SQLITE_OK ||
+      (rc = exec(c, "PRAGMA temp_store = MEMORY")) != SQLITE_OK)
+    goto fail;
+  int64_t version = query_int(c, "PRAGMA user_version", &rc);
+  if (rc != SQLITE_OK)
+    goto fail;
+  if (version != HASHCACHE_SCHEMA) {
+    int64_t tables = query_int(c, "SELECT count(*) FROM sqlite_schema", &rc);
+    if (rc != SQLITE_OK)
+      goto fail;
+    if (version != 0 || tables != 0) {
+      *why = g_strdup_printf("schema version %" G_GINT64_FORMAT ", this leaf uses %d", version,
+                             HASHCACHE_SCHEMA);
+      return OPEN_REBUILD;
+    }
+    if ((rc = exec(c, schema_sql)) != SQLITE_OK)
+      goto fail;
+  }
+  if ((rc = exec(c, "CREATE TEMP TABLE seen (path TEXT NOT NULL, dev INTEGER NOT NULL,"
+                    " ino INTEGER NOT NULL, PRIMARY KEY (path, dev, ino)) WITHOUT ROWID")) !=
+          SQLITE_OK ||
+      (rc = sqlite3_prepare_v2(c->db, lookup_sql, -1, &c->lookup, NULL)) != SQLITE_OK ||
+      (rc = sqlite3_prepare_v2(c->db, store_sql, -1, &c->store, NULL)) != SQLITE_OK ||
+      (rc = sqlite3_prepare_v2(c->db, seen_sql, -1, &c->seen, NULL)) != SQLITE_OK ||
+      (rc = sqlite3_prepare_v2(c->db, prune_sql, -1, &c->prune, NULL)) != SQLITE_OK ||
+      (rc = sqlite3_prepare_v2(c->db, unsee_sql, -1, &c->unsee, NULL)) != SQLITE_OK)
+    goto fail;
+  return OPEN_OK;
+fail:
+  *why = g_strdup(c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+  return classify(rc);
+}
+
+static void remove_files(const char *path)
+{
+  static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+  for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+    gchar *p = g_strconcat(path, suffixes[i], NULL);
+    if (g_remove(p) != 0 && errno != ENOENT)
+      g_warning("hash cache: cannot remove %s: %s", p, g_strerror(errno));
+    g_free(p);
+  }
+}
+
+/* Connects, replacing the database once if it is unusable. */
+static bool connect_or_replace(HashCache *c)
+{
+  char *why = NULL;
+  OpenResult r = connect_db(c, &why);
+  if (r == OPEN_REBUILD)
+    g_message("hash cache %s: %s; rebuilding it (shared files will be hashed again)", c->path, why);
+  else if (r == OPEN_REPLACE)
+    g_warning("hash cache %s: %s; starting a new one (shared files will be hashed again)", c->path,
+              why);
+  if (r == OPEN_REBUILD || r == OPEN_REPLACE) {
+    g_clear_pointer(&why, g_free);
+    disconnect(c);
+    remove_files(c->path);
+    r = connect_db(c, &why);
+  }
+  if (r != OPEN_OK) {
+    g_warning("hash cache %s: %s; going on without it", c->path, why);
+    disconnect(c);
+  }
+  g_free(why);
+  return r == OPEN_OK;
+}
+
+HashCache *hashcache_open(const char *state_dir)
+{
+  HashCache *c = g_new0(HashCache, 1);
+  c->path = g_build_filename(state_dir, HASHCACHE_FILE, NULL);
+  if (!connect_or_replace(c)) {
+    hashcache_close(c);
+    return NULL;
+  }
+  return c;
+}
+
+void hashcache_close(HashCache *c)
+{
+  if (!c)
+    return;
+  disconnect(c); /* the last connection checkpoints and removes the WAL */
+  g_free(c->path);
+  g_free(c);
+}
+
+const char *hashcache_path(const HashCache *c)
+{
+  return c->path;
+}
+
+static bool usable(const HashCache *c)
+{
+  return c && c->db && !c->failed;
+}
+
+/* Records the scan's first error; the rest of the scan skips the cache. */
+static void fail(HashCache *c, int rc)
+{
+  if (c->failed)
+    return;
+  c->failed = rc;
+  g_warning("hash cache %s: %s; this scan goes on without it", c->path, sqlite3_errmsg(c->db));
+}
+
+static void bind_key(sqlite3_stmt *st, const HashCacheKey *k)
+{
+  /* SQLITE_STATIC: the statement is reset before k goes away. */
+  sqlite3_bind_text(st, 1, k->relpath, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)k->dev);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)k->ino);
+}
+
+/* Runs a statement that returns no rows, then resets it. */
+static void run(HashCache *c, sqlite3_stmt *st)
+{
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE)
+    fail(c, rc);
+}
+
+static void mark_seen(HashCache *c, const HashCacheKey *k)
+{
+  bind_key(c->seen, k);
+  run(c, c->seen);
+}
+
+void hashcache_begin(HashCache *c)
+{
+  if (!c || !c->db)
+    return;
+  c->failed = 0;
+  int rc = exec(c, "BEGIN IMMEDIATE");
+  if (rc != SQLITE_OK) {
+    fail(c, rc);
+    return;
+  }
+  run(c, c->unsee);
+}
+
+bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32])
+{
+  if (!usable(c))
+    return false;
+  sqlite3_stmt *st = c->lookup;
+  bind_key(st, k);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->size);
+  sqlite3_bind_int64(st, 5, k->mtime_ns);
+  sqlite3_bind_int64(st, 6, k->ctime_ns);
+  bool hit = false;
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
+    memcpy(cid, sqlite3_column_blob(st, 0), 32);
+    hit = true;
+  } else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    fail(c, rc);
+  }
+  sqlite3_reset(st);
+  if (hit)
+    mark_seen(c, k);
+  return hit && !c->failed;
+}
+
+void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32])
+{
+  if (!usable(c))
+    return;
+  sqlite3_stmt *st = c->store;
+  bind_key(st, k);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->size);
+  sqlite3_bind_int64(st, 5, k->mtime_ns);
+  sqlite3_bind_int64(st, 6, k->ctime_ns);
+  sqlite3_bind_blob(st, 7, cid, 32, SQLITE_STATIC);
+  run(c, st);
+  if (!c->failed)
+    mark_seen(c, k);
+}
+
+void hashcache_commit(HashCache *c)
+{
+  if (!usable(c))
+    return;
+  int rc = exec(c, "COMMIT");
+  if (rc == SQLITE_OK)
+    rc = exec(c, "BEGIN IMMEDIATE");
+  if (rc != SQLITE_OK)
+    fail(c, rc);
+}
+
+void hashcache_keep(HashCache *c, const HashCacheKey *k)
+{
+  if (usable(c))
+    mark_seen(c, k);
+}
+
+bool hashcache_end(HashCache *c, bool prune)
+{
+  if (!c || !c->db)
+    return false;
+  if (!c->failed && prune) {
+    run(c, c->prune);
+    if (!c->failed)
+      c->pruned = (size_t)sqlite3_changes(c->db);
+  }
+  if (!c->failed) {
+    int rc = exec(c, "COMMIT");
+    if (rc != SQLITE_OK)
+      fail(c, rc);
+  }
+  if (!c->failed)
+    return true;
+  if (!sqlite3_get_autocommit(c->db))
+    exec(c, "ROLLBACK");
+  int code = c->failed & 0xff;
+  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) {
+    disconnect(c);
+    remove_files(c->path);
+    if (connect_or_replace(c))
+      g_message("hash cache %s: replaced by an empty one", c->path);
+  }
+  return false;
+}
+
+size_t hashcache_last_pruned(const HashCache *c)
+{
+  return c ? c->pruned : 0;
+}

@@ -1,0 +1,71 @@
+/* hashcache.h - content ids of shared files, kept across restarts.
+ *
+ * An SQLite database in the leaf's state dir (HASHCACHE_FILE, mode 0600)
+ * with one row per shared file: its path relative to the share root, device
+ * and inode, size, mtime and ctime (ns) and content id. A lookup hits only
+ * when all of these match, so a restart re-hashes just the files that
+ * changed. Which files are safe to store (not still being written) is the
+ * scanner's call (share.c).
+ *
+ * The database is only a cache: a corrupt, unreadable or other-version file
+ * is logged and replaced, and an SQLite error during a scan is logged and
+ * makes the rest of that scan run without it. Nothing here is ever fatal.
+ * One thread uses a HashCache at a time.
+ */
+#ifndef CANOPY_HASHCACHE_H
+#define CANOPY_HASHCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HASHCACHE_FILE "hashcache.sqlite"
+/* PRAGMA user_version of the layout this code writes; any other is rebuilt. */
+#define HASHCACHE_SCHEMA 1
+
+typedef struct HashCache HashCache;
+
+/* What identifies one version of one file. relpath is borrowed. */
+typedef struct {
+  const char *relpath; /* relative to the share root */
+  uint64_t dev, ino;
+  uint64_t size;
+  int64_t mtime_ns, ctime_ns;
+} HashCacheKey;
+
+/* Opens state_dir/HASHCACHE_FILE, creating it if missing, and replaces a
+ * database that cannot be used (logged). NULL, logged, only when no database
+ * can be created there at all; the caller then scans without one. Free with
+ * hashcache_close. */
+HashCache *hashcache_open(const char *state_dir);
+void hashcache_close(HashCache *c); /* NULL is a no-op */
+/* The database's path (owned by c). */
+const char *hashcache_path(const HashCache *c);
+
+/* A scan is one transaction (hashcache_commit may split a long one): begin,
+ * then for every file found either a lookup that hits, or a store once it
+ * is hashed, then end. NULL c makes
+ * every call a no-op (lookups miss). */
+void hashcache_begin(HashCache *c);
+/* Writes the cached content id when relpath, device, inode, size, mtime and
+ * ctime all match a row, and marks the row as seen by this scan. */
+bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32]);
+/* Records (or confirms: an unchanged row is not rewritten) a file's content
+ * id and marks it as seen by this scan. */
+void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32]);
+/* Marks a file as seen by this scan without looking it up: for a caller
+ * that knows the row is there (it stored or found it in an earlier scan of
+ * this same database). */
+void hashcache_keep(HashCache *c, const HashCacheKey *k);
+/* Commits what the scan stored so far and goes on in a new transaction, so
+ * a leaf stopped during a long first scan keeps the hashes it finished. */
+void hashcache_commit(HashCache *c);
+/* With prune, deletes the rows this scan did not see (files that are gone
+ * or were replaced); then commits. False if the scan's changes were lost to
+ * an SQLite error: they were rolled back, and a corrupt database was
+ * replaced by an empty one. */
+bool hashcache_end(HashCache *c, bool prune);
+/* Rows the last successful prune deleted. */
+size_t hashcache_last_pruned(const HashCache *c);
+
+#endif

@@ -1,0 +1,104 @@
+/* metrics.h - the super node's Prometheus endpoint.
+ *
+ * Two layers. MetricsWriter builds the text exposition format 0.0.4
+ * (https://prometheus.io/docs/instrumenting/exposition_formats/) in memory
+ * and does no I/O, so tests compare its output byte for byte. Metrics is the
+ * libsoup 3 shell: an HTTP server on one configured address whose
+ * `GET /metrics` asks the caller to fill a fresh writer and returns the text.
+ *
+ * Every name given to the writer is prefixed with `canopy_`; a counter's
+ * samples (and its HELP and TYPE lines) also get `_total`. A family's HELP
+ * and TYPE lines are written once, before its first sample; the samples of a
+ * family must be written together. A call that would break the format (a bad
+ * name, a family split or redeclared with another type) is a caller bug: it
+ * writes nothing and marks the writer failed (metrics_writer_ok), and the
+ * server answers such a scrape with 500 rather than serve a broken page.
+ */
+#ifndef CANOPY_METRICS_H
+#define CANOPY_METRICS_H
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sncore.h"
+
+#define METRICS_PREFIX "canopy_"
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* --- the writer (no I/O) ------------------------------------------------------ */
+
+typedef struct MetricsWriter MetricsWriter;
+
+MetricsWriter *metrics_writer_new(void);
+void metrics_writer_free(MetricsWriter *w); /* NULL is a no-op */
+
+/* The text so far (borrowed: valid until the next write or free); *len if
+ * len is not NULL. */
+const char *metrics_writer_text(const MetricsWriter *w, size_t *len);
+
+/* False once any call was rejected (see above). */
+bool metrics_writer_ok(const MetricsWriter *w);
+
+/* name: [a-zA-Z0-9_:]+ without the prefix (and, for counters, without
+ * `_total`). help: any UTF-8; backslashes and newlines are escaped. */
+void metrics_counter(MetricsWriter *w, const char *name, const char *help, uint64_t value);
+void metrics_gauge(MetricsWriter *w, const char *name, const char *help, double value);
+
+/* labels: pairs of label name and value, then NULL, e.g.
+ *   metrics_gauge_labels(w, "group_role", "...", (const char *[]){"role", "leader", NULL}, 1);
+ * Label names are [a-zA-Z_][a-zA-Z0-9_]* not starting with "__", each once;
+ * values are any UTF-8 (backslash, double quote and newline are escaped).
+ * NULL or an empty list writes a sample without braces. */
+void metrics_counter_labels(MetricsWriter *w, const char *name, const char *help,
+                            const char *const *labels, uint64_t value);
+void metrics_gauge_labels(MetricsWriter *w, const char *name, const char *help,
+                          const char *const *labels, double value);
+
+/* --- what the super node exposes ------------------------------------------------ */
+
+/* What the shell (main.c) knows beyond the core. */
+typedef struct {
+  uint64_t sessions;                /* open TCP sessions, handshakes included */
+  uint64_t sessions_refused;        /* inbound connections refused (over the cap) */
+  uint64_t stun_requests;           /* STUN binding requests answered */
+  uint64_t stun_dropped;            /* STUN datagrams not answered */
+  uint64_t turn_credentials_issued; /* TURN credentials handed to leaves */
+  uint64_t bytes_in;                /* session bytes read from sockets, all sessions ever */
+  uint64_t bytes_out;               /* session bytes written to sockets, all sessions ever */
+  uint64_t failovers;               /* times the group's leader became another node */
+} MetricsExtra;
+
+/* Writes the super node's families: core counters (st), the group (g) and
+ * the shell's (x; NULL reads as all zero). */
+void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupStatus *g,
+                            const MetricsExtra *x);
+
+/* --- the HTTP endpoint ---------------------------------------------------------- */
+
+typedef struct Metrics Metrics;
+
+/* Called on each scrape, from ctx, to write the current values into w
+ * (borrowed for the call). */
+typedef void (*MetricsFillFn)(MetricsWriter *w, void *ud);
+
+/* Serves http://host_port/metrics. host_port is "IPv4:PORT", "[IPv6]:PORT" or
+ * "localhost:PORT" (both loopbacks); port 0 picks a free one (metrics_port).
+ * ctx (borrowed; it must outlive the server) must be the thread-default
+ * context of the thread that iterates it, as libsoup attaches its
+ * per-connection sources to the thread-default context. ud is borrowed.
+ * Returns NULL and sets *error on failure. */
+Metrics *metrics_new(const char *host_port, GMainContext *ctx, MetricsFillFn fill, void *ud,
+                     GError **error);
+
+/* Closes the listeners and any open connections. NULL is a no-op. */
+void metrics_free(Metrics *m);
+
+/* The bound TCP port. */
+uint16_t metrics_port(const Metrics *m);
+
+/* Scrapes answered with 200. */
+uint64_t metrics_scrapes(const Metrics *m);
+
+#endif

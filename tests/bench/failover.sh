@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# failover.sh - how long a group's leaves take to follow a new leader.
+#
+#   tests/bench/failover.sh [BUILD_DIR] [LEAVES] [DRILLS]
+#
+# Group g1 is super nodes a, b, c (each on its own loopback address, started
+# in that order: a leads, b is the backup, c stands by) with LEAVES (default
+# 200) leaves of one canopy-swarm process (tests/tools/swarm.c) attached,
+# each publishing 5 entries "swarm-<i>-<k>". d leads group g2, linked to all
+# three; leaf s on d searches every 100 ms for one swarm entry (a different
+# one each time) and counts a search failed unless that entry comes back.
+#
+# DRILLS (default 20) times each:
+#   kill9:   arm the swarm's wait_moved (every leaf attached to a node other
+#            than the leader, with a higher term), kill -9 the leader, read
+#            the elapsed time; restart the killed node (same state dir, it
+#            rejoins as standby) and wait until the group is whole again;
+#   sigstop: the same with SIGSTOP; then SIGCONT, wait until the old leader
+#            stood down and the group is whole again.
+# Prints
+#   failover_kill9_200leaves: median X ms, p99 Y ms (20 drills)
+#   failover_sigstop_200leaves: median X ms, p99 Y ms (20 drills)
+#   failover_searches_kill9: F of N searches from g2 failed (every 100 ms)
+#   failover_searches_sigstop: ...
+# p99 is nearest-rank (of 20 drills: the slowest). A drill whose leaves did
+# not all move within 10 s is counted as timed out, not timed.
+#
+# A benchmark: exits 0, also when drills time out; prints SKIP (and exits 0)
+# when a binary or jq is missing; exits 1 only when the group cannot be set up.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${1:-$PWD/build}
+NLEAVES=${2:-200}
+DRILLS=${3:-20}
+SWARM=$BUILD/tests/canopy-swarm
+for b in "$BUILD/supernode/canopy-supernode" "$BUILD/leafnode/canopy-leaf" "$SWARM"; do
+  [ -x "$b" ] || {
+    echo "SKIP failover bench: $b is not built"
+    exit 0
+  }
+done
+command -v jq >/dev/null || {
+  echo "SKIP failover bench: needs jq"
+  exit 0
+}
+export CANOPY_BIN=$BUILD
+. tests/integration/lib.sh
+KEEPALIVE=1000
+FILES_PER_LEAF=5
+
+NET=127.$((BASE / 100 % 250 + 1)).0
+declare -A IP=([a]=$NET.11 [b]=$NET.12 [c]=$NET.13 [d]=$NET.14)
+declare -A IDX=([a]=1 [b]=2 [c]=3 [d]=4)
+declare -A GROUP=([a]=g1 [b]=g1 [c]=g1 [d]=g2)
+declare -A NODE_ID=() NAME_OF=()
+G1="a b c"
+
+now_ms() {
+  local t=${EPOCHREALTIME/[.,]/}
+  echo $((t / 1000))
+}
+wait_ms() {
+  local end=$(($(now_ms) + $1))
+  shift
+  until "$@"; do
+    [ "$(now_ms)" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+addr() { echo "${IP[$1]}:$(port "${IDX[$1]}")"; }
+sn_json() { "$SN" status --state-dir "$T/$1" --json 2>/dev/null; }
+snq() { sn_json "$1" | jq -r "$2"; }
+role_is() { [ "$(snq "$1" .role)" = "$2" ]; }
+not_leader() {
+  local r
+  r=$(snq "$1" .role) && [ -n "$r" ] && [ "$r" != leader ]
+}
+swarm_json() { "$SWARM" status --state-dir "$T/swarm" --json 2>/dev/null; }
+pid_of() { eval "echo \$PID_$1"; }
+
+start_gsn() {
+  local n=$1 o args=()
+  for o in a b c d; do
+    if [ "$o" != "$n" ]; then args+=(--peer "$(addr "$o")"); fi
+  done
+  rm -f "$T/$n/control.sock"
+  "$SN" --listen "$(addr "$n")" --state-dir "$T/$n" --group "${GROUP[$n]}" --no-discovery \
+    --stun off --keepalive-ms "$KEEPALIVE" --log-level info "${args[@]}" >>"$T/$n.log" 2>&1 &
+  PIDS+=($!)
+  eval "PID_$n=$!"
+  wait_for 5 sn_json "$n" >/dev/null || fail "super node $n did not start"
+  NODE_ID[$n]=$(snq "$n" .id)
+  NAME_OF[${NODE_ID[$n]}]=$n
+}
+
+current_leader() {
+  local n
+  for n in $G1; do
+    if [ "$(snq "$n" .role)" = leader ]; then
+      echo "$n"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# The group around leader L is whole: L holds every leaf's session and has
+# no unacknowledged replication, its backup holds every leaf's watch session,
+# the third g1 node follows L, and the swarm sees every leaf attached to L
+# and watching.
+whole() {
+  local L=$1 j n bid sj
+  j=$(sn_json "$L") || return 1
+  jq -e --argjson n "$NLEAVES" '.role == "leader" and .leaves == $n and .replication_lag_ops == 0' \
+    <<<"$j" >/dev/null || return 1
+  bid=$(jq -r '.backup.id // empty' <<<"$j")
+  [ -n "$bid" ] || return 1
+  sn_json "${NAME_OF[$bid]:-x}" | jq -e --argjson n "$NLEAVES" '.role == "backup" and .watchers == $n' \
+    >/dev/null || return 1
+  for n in $G1; do
+    [ "$n" = "$L" ] && continue
+    sn_json "$n" | jq -e --arg l "${NODE_ID[$L]}" '.leader.id == $l' >/dev/null || return 1
+  done
+  sj=$(swarm_json) || return 1
+  jq -e --arg l "${NODE_ID[$L]}" --argjson n "$NLEAVES" \
+    '.attached == $n and .by_supernode[$l] == $n and .watching == $n' <<<"$sj" >/dev/null
+}
+
+# --- bring-up ---------------------------------------------------------------------
+start_gsn a
+wait_ms 5000 role_is a leader || fail "a did not lead"
+start_gsn b
+wait_ms 5000 role_is b backup || fail "b did not become a's backup"
+start_gsn c
+wait_ms 5000 role_is c standby || fail "c did not stand by"
+start_gsn d
+wait_ms 5000 role_is d leader || fail "d did not lead g2"
+"$SWARM" --supernode "$(addr a)" --leaves "$NLEAVES" --files-per-leaf $FILES_PER_LEAF \
+  --state-dir "$T/swarm" --keepalive-ms $KEEPALIVE >"$T/swarm.log" 2>&1 &
+PIDS+=($!)
+mkdir -p "$T/s-share"
+"$LEAF" --supernode "$(addr d)" --share "$T/s-share" --state-dir "$T/s" --keepalive-ms $KEEPALIVE \
+  >"$T/s.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 connected s || fail "leaf s did not attach to d"
+wait_ms 60000 whole a || fail "the swarm did not settle on a: $(swarm_json)"
+publishes0=$(swarm_json | jq .publishes)
+
+searcher() {
+  set +e
+  local t0 i k r
+  while :; do
+    i=$((FILES_PER_LEAF + RANDOM % (NLEAVES - FILES_PER_LEAF)))
+    k=$((RANDOM % FILES_PER_LEAF))
+    t0=$(now_ms)
+    if "$LEAF" search --state-dir "$T/s" --json --wait 1000 --limit 1 swarm $i $k 2>/dev/null |
+      grep -q "\"swarm-$i-$k\""; then r=ok; else r=fail; fi
+    echo "$t0 $(now_ms) $r" >>"$T/searches.log"
+    sleep 0.1
+  done
+}
+[ "$NLEAVES" -gt "$FILES_PER_LEAF" ] || fail "needs more than $FILES_PER_LEAF leaves"
+searcher &
+PIDS+=($!)
+sleep 2
+awk '$3 == "ok" { f = 1 } END { exit !f }' "$T/searches.log" || fail "searches from g2 find nothing"
+
+# --- drills -------------------------------------------------------------------------
+# drill KIND: one failure of the current leader; appends the time to $T/KIND.ms
+# and the search window to $T/KIND.win.
+drill() {
+  local kind=$1 L K w0 rc elapsed s0
+  L=$(current_leader) || fail "no leader before a $kind drill"
+  "$SWARM" wait-moved --state-dir "$T/swarm" --from "${NODE_ID[$L]}" --timeout-ms 10000 \
+    >"$T/wait.out" 2>&1 &
+  local wpid=$!
+  wait_ms 3000 grep -q waiting "$T/wait.out" || fail "wait_moved not armed: $(cat "$T/wait.out")"
+  s0=$(now_ms)
+  if [ "$kind" = kill9 ]; then
+    kill -9 "$(pid_of $L)"
+    wait "$(pid_of $L)" 2>/dev/null || true
+  else
+    kill -STOP "$(pid_of $L)"
+  fi
+  rc=0
+  wait $wpid || rc=$?
+  if [ $rc -eq 0 ]; then
+    elapsed=$(jq -r 'select(.elapsed_ms != null) | .elapsed_ms' "$T/wait.out")
+    echo "$elapsed" >>"$T/$kind.ms"
+    echo "  $kind drill $((i + 1)): $elapsed ms ($L failed)"
+  else
+    echo "  $kind drill: timed out ($(tail -n 1 "$T/wait.out"))"
+    TIMEOUTS[$kind]=$((${TIMEOUTS[$kind]} + 1))
+  fi
+  if [ "$kind" = kill9 ]; then
+    start_gsn "$L"
+  else
+    kill -CONT "$(pid_of $L)"
+    wait_ms 20000 not_leader "$L" || echo "  $kind drill: $L still leads 20 s after SIGCONT"
+  fi
+  K=$(current_leader) || fail "no leader after a $kind drill"
+  wait_ms 30000 whole "$K" || fail "the group did not become whole around $K after a $kind drill"
+  echo "$s0 $(now_ms)" >>"$T/$kind.win"
+  sleep 0.5
+}
+
+declare -A TIMEOUTS=([kill9]=0 [sigstop]=0)
+for kind in kill9 sigstop; do
+  : >"$T/$kind.ms"
+  : >"$T/$kind.win"
+  for ((i = 0; i < DRILLS; i++)); do drill $kind; done
+done
+
+# --- figures ------------------------------------------------------------------------
+stats() { # stats FILE: "median X ms, p99 Y ms" (p99 nearest-rank)
+  sort -n "$1" | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { printf "no completed drill"; exit }
+    med = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    r = int(0.99 * NR); if (r < 0.99 * NR) r++
+    printf "median %g ms, p99 %d ms", med, v[r] }'
+}
+searches() { # searches KIND: failed and total searches that overlapped KIND's drills
+  awk 'NR == FNR { s[NR] = $1; e[NR] = $2; n = NR; next }
+       { for (i = 1; i <= n; i++) if ($2 >= s[i] && $1 <= e[i]) { t++; if ($3 == "fail") f++; break } }
+       END { printf "%d of %d", f, t }' "$T/$1.win" "$T/searches.log"
+}
+for kind in kill9 sigstop; do
+  extra=""
+  [ "${TIMEOUTS[$kind]}" -eq 0 ] || extra=", ${TIMEOUTS[$kind]} timed out"
+  echo "failover_${kind}_${NLEAVES}leaves: $(stats "$T/$kind.ms") ($DRILLS drills$extra)"
+done
+for kind in kill9 sigstop; do
+  echo "failover_searches_${kind}: $(searches $kind) searches from g2 failed (one every 100 ms," \
+    "from each failure to the group being whole again)"
+done
+publishes1=$(swarm_json | jq .publishes)
+echo "failover_republishes: $((publishes1 - publishes0)) manifest uploads by the swarm during the drills"

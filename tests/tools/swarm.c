@@ -1,0 +1,635 @@
+/* swarm.c - canopy-swarm: many leaves in one process, for failover benchmarks.
+ *
+ *   canopy-swarm --supernode HOST:PORT --leaves N --state-dir DIR [--files-per-leaf K]
+ *                [--keepalive-ms MS] [--stagger-ms MS] [--log-level LEVEL]
+ *   canopy-swarm status --state-dir DIR [--json]
+ *   canopy-swarm wait-moved --state-dir DIR --from NODE_ID --timeout-ms MS
+ *
+ * The daemon runs N leaf cores (leafnode/leafcore.h), each with its own
+ * in-memory Ed25519 identity and its own real TCP sessions (shared/session.h),
+ * driven the way leafnode/main.c drives its core: a PRIMARY and a WATCH slot,
+ * SWAP moving the watch session into the primary slot. Leaf i publishes K
+ * synthetic entries named "swarm-<i>-<k>" with random content ids; it
+ * searches nothing and serves nothing.
+ *
+ * Its control socket (DIR/control.sock, shared/control.h) answers
+ *   {"cmd":"status"}  {"leaves":N,"attached":n,"by_supernode":{"<id>":count,...},
+ *                      "max_term":t,"publishes":total,"leader_changes":total,
+ *                      "watching":n}
+ *   {"cmd":"wait_moved","from":"<node id hex>","timeout_ms":T}
+ *                     first {"waiting":N}, as soon as the request is armed (so a
+ *                     caller can start the failure after reading it), then
+ *                     {"elapsed_ms":E} once every leaf is attached to a super
+ *                     node other than `from` with a term higher than the one
+ *                     it had when the request arrived; E is monotonic time from
+ *                     the request's arrival. {"error":...} after T ms.
+ */
+#include <glib-unix.h>
+#include <gio/gio.h>
+#include <json-glib/json-glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "clock.h"
+#include "config.h"
+#include "control.h"
+#include "identity.h"
+#include "leafcore.h"
+#include "session.h"
+
+#define SWARM_MAX_LEAVES 5000
+#define SWARM_MAX_FILES 10000
+
+typedef struct Swarm Swarm;
+
+typedef struct {
+  Swarm *sw;
+  unsigned idx;
+  Identity id;
+  LeafCore *core;
+  Session *session[2];      /* by LeafSlot; owned reference */
+  GCancellable *dialing[2]; /* by LeafSlot; a dial under way */
+  GSource *tick;
+  GSource *start;
+  gboolean running_actions;
+} SwarmLeaf;
+
+/* One pending wait_moved request. */
+typedef struct {
+  ControlClient *cl;
+  uint8_t from[IDENTITY_ID_LEN];
+  uint64_t t0, deadline;
+  uint64_t *term0; /* per leaf: its term when the request arrived */
+  gboolean *moved; /* per leaf: the condition holds now */
+  unsigned moved_count;
+} Waiter;
+
+struct Swarm {
+  GMainContext *ctx;
+  GMainLoop *loop;
+  GSocketClient *dialer;
+  SwarmLeaf *leaves;
+  unsigned n;
+  ControlServer *ctl;
+  GPtrArray *waiters; /* Waiter*, owned */
+  GSource *wait_timer;
+  uint64_t next_sid;
+};
+
+typedef struct {
+  SwarmLeaf *lf;
+  LeafSlot slot;
+  GCancellable *cancel; /* owned reference */
+} Dial;
+
+static void swarm_run_actions(SwarmLeaf *lf);
+static void waiters_update(Swarm *sw, SwarmLeaf *lf, uint64_t now);
+
+static void rng_fill(uint8_t *out, size_t n, void *ctx)
+{
+  for (size_t i = 0; i < n; i++)
+    out[i] = (uint8_t)g_random_int_range(0, 256);
+}
+
+/* --- sessions ------------------------------------------------------------------ */
+
+/* The slot holding s, or -1: a session we closed ourselves (CLOSE, DIAL over
+ * it) is in no slot, and its callbacks must not reach the core. */
+static int slot_of(const SwarmLeaf *lf, const Session *s)
+{
+  if (lf->session[LEAF_SLOT_PRIMARY] == s)
+    return LEAF_SLOT_PRIMARY;
+  if (lf->session[LEAF_SLOT_WATCH] == s)
+    return LEAF_SLOT_WATCH;
+  return -1;
+}
+
+static void on_opened(Session *s, void *ud)
+{
+  SwarmLeaf *lf = ud;
+  int slot = slot_of(lf, s);
+  if (slot < 0)
+    return;
+  leaf_core_connected(lf->core, (LeafSlot)slot, session_peer_id(s), clock_now_ms());
+  swarm_run_actions(lf);
+}
+
+static void on_message(Session *s, const uint8_t *msg, size_t len, void *ud)
+{
+  SwarmLeaf *lf = ud;
+  int slot = slot_of(lf, s);
+  if (slot < 0)
+    return;
+  leaf_core_recv(lf->core, (LeafSlot)slot, msg, len, clock_now_ms());
+  swarm_run_actions(lf);
+}
+
+static void on_closed(Session *s, const char *reason, void *ud)
+{
+  SwarmLeaf *lf = ud;
+  int slot = slot_of(lf, s);
+  if (slot < 0)
+    return;
+  g_debug("leaf %u: %s session ended: %s", lf->idx, slot == LEAF_SLOT_PRIMARY ? "primary" : "watch",
+          reason);
+  lf->session[slot] = NULL;
+  session_unref(s);
+  leaf_core_disconnected(lf->core, (LeafSlot)slot, clock_now_ms());
+  swarm_run_actions(lf);
+}
+
+static const SessionCallbacks session_cb = {on_opened, on_message, on_closed};
+
+/* Ends whatever slot holds (a session or a dial) without telling the core. */
+static void slot_drop(SwarmLeaf *lf, LeafSlot slot, const char *reason)
+{
+  if (lf->dialing[slot]) {
+    g_cancellable_cancel(lf->dialing[slot]);
+    g_clear_object(&lf->dialing[slot]);
+  }
+  Session *s = lf->session[slot];
+  if (s) {
+    lf->session[slot] = NULL;
+    session_close(s, reason);
+    session_unref(s);
+  }
+}
+
+static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
+{
+  Dial *d = ud;
+  SwarmLeaf *lf = d->lf;
+  GError *err = NULL;
+  GSocketConnection *conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(src), res, &err);
+  if (g_cancellable_is_cancelled(d->cancel)) {
+    /* Superseded by a later DIAL, CLOSE or SWAP of this slot. */
+    g_clear_object(&conn);
+    goto out;
+  }
+  g_clear_object(&lf->dialing[d->slot]);
+  Session *s = NULL;
+  if (conn) {
+    s = session_new(G_IO_STREAM(conn), ++lf->sw->next_sid, &lf->id, CHANNEL_INITIATOR, lf->sw->ctx,
+                    &session_cb, lf);
+    g_object_unref(conn);
+  } else {
+    g_debug("leaf %u: dial failed: %s", lf->idx, err->message);
+  }
+  if (s)
+    lf->session[d->slot] = s;
+  else
+    leaf_core_disconnected(lf->core, d->slot, clock_now_ms());
+  swarm_run_actions(lf);
+out:
+  g_clear_error(&err);
+  g_object_unref(d->cancel);
+  g_free(d);
+}
+
+static void slot_dial(SwarmLeaf *lf, LeafSlot slot, const char *addr)
+{
+  slot_drop(lf, slot, "redialing");
+  Dial *d = g_new0(Dial, 1);
+  d->lf = lf;
+  d->slot = slot;
+  d->cancel = g_cancellable_new();
+  lf->dialing[slot] = g_object_ref(d->cancel);
+  g_socket_client_connect_to_host_async(lf->sw->dialer, addr, 0, d->cancel, on_dialed, d);
+}
+
+/* --- the core's actions ---------------------------------------------------------- */
+
+static gboolean on_tick(gpointer ud)
+{
+  SwarmLeaf *lf = ud;
+  leaf_core_tick(lf->core, clock_now_ms());
+  swarm_run_actions(lf);
+  return G_SOURCE_REMOVE;
+}
+
+static void swarm_run_actions(SwarmLeaf *lf)
+{
+  /* Session callbacks below may call the core and come back here; the
+   * outermost loop drains everything (as leafnode/main.c does). */
+  if (lf->running_actions)
+    return;
+  lf->running_actions = TRUE;
+  LeafAction a;
+  while (leaf_core_next_action(lf->core, &a)) {
+    switch (a.kind) {
+    case LEAF_ACT_DIAL:
+      slot_dial(lf, a.slot, a.addr);
+      break;
+    case LEAF_ACT_SEND:
+      if (lf->session[a.slot])
+        session_send(lf->session[a.slot], a.data, a.len);
+      break;
+    case LEAF_ACT_CLOSE:
+      slot_drop(lf, a.slot, a.reason ? a.reason : "closed");
+      break;
+    case LEAF_ACT_SWAP:
+      /* The core closed the primary just before; whatever is left there
+       * (a dial still under way) is superseded by the watch session. */
+      slot_drop(lf, LEAF_SLOT_PRIMARY, "replaced by the watch session");
+      if (lf->dialing[LEAF_SLOT_WATCH]) {
+        g_cancellable_cancel(lf->dialing[LEAF_SLOT_WATCH]);
+        g_clear_object(&lf->dialing[LEAF_SLOT_WATCH]);
+      }
+      lf->session[LEAF_SLOT_PRIMARY] = lf->session[LEAF_SLOT_WATCH];
+      lf->session[LEAF_SLOT_WATCH] = NULL;
+      break;
+    case LEAF_ACT_HIT:
+    case LEAF_ACT_SEARCH_DONE:
+    case LEAF_ACT_NAT_INFO:
+    case LEAF_ACT_SIGNAL:
+      break; /* the swarm searches nothing and links to no leaf */
+    }
+    leaf_action_clear(&a);
+  }
+  lf->running_actions = FALSE;
+  timer_arm(&lf->tick, lf->sw->ctx, leaf_core_next_deadline(lf->core), on_tick, lf);
+  waiters_update(lf->sw, lf, clock_now_ms());
+}
+
+static gboolean on_start(gpointer ud)
+{
+  SwarmLeaf *lf = ud;
+  leaf_core_start(lf->core, clock_now_ms());
+  swarm_run_actions(lf);
+  return G_SOURCE_REMOVE;
+}
+
+/* --- wait_moved ------------------------------------------------------------------ */
+
+static gboolean leaf_moved(const SwarmLeaf *lf, const Waiter *w)
+{
+  if (!leaf_core_is_connected(lf->core))
+    return FALSE;
+  LeafGroupStatus gs;
+  leaf_core_group_status(lf->core, &gs);
+  return memcmp(gs.supernode, w->from, IDENTITY_ID_LEN) != 0 && gs.term > w->term0[lf->idx];
+}
+
+static void waiter_free(Waiter *w)
+{
+  g_free(w->term0);
+  g_free(w->moved);
+  g_free(w);
+}
+
+static gboolean on_wait_timer(gpointer ud);
+
+static void wait_timer_arm(Swarm *sw)
+{
+  uint64_t next = UINT64_MAX;
+  for (guint i = 0; i < sw->waiters->len; i++) {
+    Waiter *w = g_ptr_array_index(sw->waiters, i);
+    next = MIN(next, w->deadline);
+  }
+  /* Also wake every second to notice callers that gave up. */
+  if (next != UINT64_MAX)
+    next = MIN(next, clock_now_ms() + 1000);
+  timer_arm(&sw->wait_timer, sw->ctx, next, on_wait_timer, sw);
+}
+
+/* Answers and removes waiter i (the caller iterates backwards). */
+static void waiter_finish(Swarm *sw, guint i, uint64_t now, const char *error)
+{
+  Waiter *w = g_ptr_array_index(sw->waiters, i);
+  g_ptr_array_remove_index_fast(sw->waiters, i);
+  if (error) {
+    control_fail(w->cl, error);
+  } else {
+    JsonObject *o = json_object_new();
+    json_object_set_int_member(o, "elapsed_ms", (gint64)(now - w->t0));
+    json_object_set_int_member(o, "leaves", sw->n);
+    json_object_set_boolean_member(o, "done", TRUE);
+    control_send(w->cl, o);
+    control_finish(w->cl);
+  }
+  waiter_free(w);
+}
+
+/* lf's core ran: its part of every waiter's condition may have changed. */
+static void waiters_update(Swarm *sw, SwarmLeaf *lf, uint64_t now)
+{
+  gboolean finished = FALSE;
+  for (guint i = sw->waiters->len; i-- > 0;) {
+    Waiter *w = g_ptr_array_index(sw->waiters, i);
+    gboolean m = leaf_moved(lf, w);
+    if (m != w->moved[lf->idx]) {
+      w->moved[lf->idx] = m;
+      w->moved_count = m ? w->moved_count + 1 : w->moved_count - 1;
+    }
+    if (w->moved_count == sw->n) {
+      waiter_finish(sw, i, now, NULL);
+      finished = TRUE;
+    }
+  }
+  if (finished)
+    wait_timer_arm(sw);
+}
+
+static gboolean on_wait_timer(gpointer ud)
+{
+  Swarm *sw = ud;
+  uint64_t now = clock_now_ms();
+  for (guint i = sw->waiters->len; i-- > 0;) {
+    Waiter *w = g_ptr_array_index(sw->waiters, i);
+    if (now >= w->deadline) {
+      char msg[160];
+      g_snprintf(msg, sizeof msg, "timed out: %u of %u leaves moved after %" G_GUINT64_FORMAT " ms",
+                 w->moved_count, sw->n, now - w->t0);
+      waiter_finish(sw, i, now, msg);
+    } else if (control_client_gone(w->cl)) {
+      g_ptr_array_remove_index_fast(sw->waiters, i);
+      control_finish(w->cl);
+      waiter_free(w);
+    }
+  }
+  wait_timer_arm(sw);
+  return G_SOURCE_REMOVE;
+}
+
+static void wait_moved_start(Swarm *sw, ControlClient *cl, JsonObject *req)
+{
+  uint64_t now = clock_now_ms();
+  const char *from = json_object_get_string_member_with_default(req, "from", "");
+  gint64 timeout = json_object_get_int_member_with_default(req, "timeout_ms", 10000);
+  Waiter *w = g_new0(Waiter, 1);
+  if (!hex_decode(from, w->from, IDENTITY_ID_LEN) || timeout < 1 || timeout > 3600000) {
+    g_free(w);
+    control_fail(cl, "bad wait_moved: from is a node id (64 hex digits), timeout_ms 1..3600000");
+    return;
+  }
+  w->cl = cl;
+  w->t0 = now;
+  w->deadline = now + (uint64_t)timeout;
+  w->term0 = g_new0(uint64_t, sw->n);
+  w->moved = g_new0(gboolean, sw->n);
+  for (unsigned i = 0; i < sw->n; i++) {
+    LeafGroupStatus gs;
+    leaf_core_group_status(sw->leaves[i].core, &gs);
+    w->term0[i] = gs.term;
+  }
+  /* Nobody has moved yet: every term must rise first. */
+  g_ptr_array_add(sw->waiters, w);
+  JsonObject *o = json_object_new();
+  json_object_set_int_member(o, "waiting", sw->n);
+  control_send(cl, o);
+  wait_timer_arm(sw);
+}
+
+/* --- control socket -------------------------------------------------------------- */
+
+static void send_status(Swarm *sw, ControlClient *cl)
+{
+  JsonObject *by = json_object_new();
+  unsigned attached = 0, watching = 0;
+  uint64_t max_term = 0, publishes = 0, changes = 0;
+  for (unsigned i = 0; i < sw->n; i++) {
+    LeafGroupStatus gs;
+    leaf_core_group_status(sw->leaves[i].core, &gs);
+    max_term = MAX(max_term, gs.term);
+    publishes += gs.publishes;
+    changes += gs.leader_changes;
+    watching += gs.watching ? 1 : 0;
+    if (!leaf_core_is_connected(sw->leaves[i].core))
+      continue;
+    attached++;
+    char hex[IDENTITY_HEX_LEN];
+    hex_encode(gs.supernode, IDENTITY_ID_LEN, hex);
+    json_object_set_int_member(by, hex, json_object_get_int_member_with_default(by, hex, 0) + 1);
+  }
+  JsonObject *o = json_object_new();
+  json_object_set_int_member(o, "leaves", sw->n);
+  json_object_set_int_member(o, "attached", attached);
+  json_object_set_object_member(o, "by_supernode", by);
+  json_object_set_int_member(o, "max_term", (gint64)max_term);
+  json_object_set_int_member(o, "publishes", (gint64)publishes);
+  json_object_set_int_member(o, "leader_changes", (gint64)changes);
+  json_object_set_int_member(o, "watching", watching);
+  json_object_set_boolean_member(o, "done", TRUE);
+  control_send(cl, o);
+  control_finish(cl);
+}
+
+static void on_control(ControlClient *cl, JsonObject *req, void *ud)
+{
+  Swarm *sw = ud;
+  const char *cmd = json_object_get_string_member_with_default(req, "cmd", "");
+  if (strcmp(cmd, "status") == 0)
+    send_status(sw, cl);
+  else if (strcmp(cmd, "wait_moved") == 0)
+    wait_moved_start(sw, cl, req);
+  else
+    control_fail(cl, "unknown command (status, wait_moved)");
+}
+
+/* --- the daemon ------------------------------------------------------------------- */
+
+static gboolean on_signal(gpointer ud)
+{
+  g_main_loop_quit(ud);
+  return G_SOURCE_CONTINUE;
+}
+
+/* Two sessions per leaf plus dials in flight: more than the usual 1024. */
+static void raise_fd_limit(void)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+static void leaf_manifest(SwarmLeaf *lf, unsigned files, uint64_t now)
+{
+  LeafEntry *e = g_new0(LeafEntry, files ? files : 1);
+  for (unsigned k = 0; k < files; k++) {
+    e[k].name = g_strdup_printf("swarm-%u-%u", lf->idx, k);
+    e[k].size = 1000 + (uint64_t)g_random_int_range(0, 1000000);
+    rng_fill(e[k].cid, sizeof e[k].cid, NULL);
+  }
+  leaf_core_set_manifest(lf->core, e, files, now);
+  for (unsigned k = 0; k < files; k++)
+    g_free(e[k].name);
+  g_free(e);
+}
+
+static int run_swarm(int argc, char **argv)
+{
+  gchar *sn_addr = NULL, *state_dir = NULL, *log_level = NULL;
+  gint leaves = 0, files = 10, keepalive_ms = 5000, stagger_ms = 5;
+  GOptionEntry entries[] = {
+      {"supernode", 0, 0, G_OPTION_ARG_STRING, &sn_addr, "Super node every leaf dials first",
+       "HOST:PORT"},
+      {"leaves", 0, 0, G_OPTION_ARG_INT, &leaves, "How many leaves", "N"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Where control.sock goes", "DIR"},
+      {"files-per-leaf", 0, 0, G_OPTION_ARG_INT, &files, "Entries each leaf publishes (default 10)",
+       "K"},
+      {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms, "Keepalive interval (default 5000)",
+       "MS"},
+      {"stagger-ms", 0, 0, G_OPTION_ARG_INT, &stagger_ms,
+       "Delay between two leaves' first dials (default 5)", "MS"},
+      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug",
+       "LEVEL"},
+      {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  GOptionContext *oc = g_option_context_new("- many leaves in one process");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 1;
+  Swarm sw = {0};
+  if (!g_option_context_parse(oc, &argc, &argv, &err)) {
+    fprintf(stderr, "canopy-swarm: %s\n", err->message);
+    goto out;
+  }
+  if (!sn_addr || !state_dir || leaves < 1 || leaves > SWARM_MAX_LEAVES || files < 0 ||
+      files > SWARM_MAX_FILES || keepalive_ms < 100 || stagger_ms < 0) {
+    fprintf(stderr,
+            "canopy-swarm: --supernode, --state-dir and --leaves 1..%d are required; "
+            "--files-per-leaf 0..%d, --keepalive-ms >= 100, --stagger-ms >= 0\n",
+            SWARM_MAX_LEAVES, SWARM_MAX_FILES);
+    goto out;
+  }
+  if (!log_setup(log_level, &err) || !statedir_prepare(state_dir, &err)) {
+    fprintf(stderr, "canopy-swarm: %s\n", err->message);
+    goto out;
+  }
+  if (!crypto_ready()) {
+    fprintf(stderr, "canopy-swarm: libsodium failed to initialise\n");
+    goto out;
+  }
+  raise_fd_limit();
+  sw.ctx = g_main_context_ref_thread_default();
+  sw.loop = g_main_loop_new(sw.ctx, FALSE);
+  sw.dialer = g_socket_client_new();
+  g_socket_client_set_enable_proxy(sw.dialer, FALSE);
+  g_socket_client_set_timeout(sw.dialer, 5);
+  sw.waiters = g_ptr_array_new();
+  sw.n = (unsigned)leaves;
+  sw.leaves = g_new0(SwarmLeaf, sw.n);
+
+  gchar *ctl_path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
+  sw.ctl = control_server_new(ctl_path, sw.ctx, on_control, &sw, &err);
+  g_free(ctl_path);
+  if (!sw.ctl) {
+    fprintf(stderr, "canopy-swarm: control socket: %s\n", err->message);
+    goto out;
+  }
+  uint64_t now = clock_now_ms();
+  for (unsigned i = 0; i < sw.n; i++) {
+    SwarmLeaf *lf = &sw.leaves[i];
+    lf->sw = &sw;
+    lf->idx = i;
+    if (!identity_generate(&lf->id)) {
+      fprintf(stderr, "canopy-swarm: cannot make an identity\n");
+      goto out;
+    }
+    LeafConfig cfg;
+    leaf_config_defaults(&cfg);
+    cfg.supernode = sn_addr;
+    cfg.keepalive_ms = (uint64_t)keepalive_ms;
+    lf->core = leaf_core_new(&cfg, rng_fill, NULL);
+    if (!lf->core) {
+      fprintf(stderr, "canopy-swarm: cannot make a leaf core\n");
+      goto out;
+    }
+    leaf_manifest(lf, (unsigned)files, now);
+    timer_arm(&lf->start, sw.ctx, now + (uint64_t)stagger_ms * i, on_start, lf);
+  }
+  g_message("swarm of %u leaves (%d entries each) dialing %s", sw.n, files, sn_addr);
+
+  g_unix_signal_add(SIGINT, on_signal, sw.loop);
+  g_unix_signal_add(SIGTERM, on_signal, sw.loop);
+  g_main_loop_run(sw.loop);
+  rc = 0;
+out:
+  if (sw.waiters) {
+    for (guint i = sw.waiters->len; i-- > 0;)
+      waiter_finish(&sw, i, clock_now_ms(), "shutting down");
+    g_ptr_array_free(sw.waiters, TRUE);
+  }
+  timer_disarm(&sw.wait_timer);
+  for (unsigned i = 0; sw.leaves && i < sw.n; i++) {
+    SwarmLeaf *lf = &sw.leaves[i];
+    timer_disarm(&lf->tick);
+    timer_disarm(&lf->start);
+    slot_drop(lf, LEAF_SLOT_PRIMARY, "shutting down");
+    slot_drop(lf, LEAF_SLOT_WATCH, "shutting down");
+    leaf_core_free(lf->core);
+    identity_clear(&lf->id);
+  }
+  /* Cancelled dials still hold their Dial: let them finish. */
+  while (sw.ctx && g_main_context_iteration(sw.ctx, FALSE))
+    ;
+  g_free(sw.leaves);
+  control_server_free(sw.ctl);
+  g_clear_object(&sw.dialer);
+  if (sw.loop)
+    g_main_loop_unref(sw.loop);
+  if (sw.ctx)
+    g_main_context_unref(sw.ctx);
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(sn_addr);
+  g_free(state_dir);
+  g_free(log_level);
+  return rc;
+}
+
+/* --- client commands ---------------------------------------------------------------- */
+
+static void print_line(JsonObject *o, void *ud)
+{
+  control_print(o, TRUE);
+}
+
+static int cli_wait_moved(int argc, char **argv)
+{
+  gchar *state_dir = NULL, *from = NULL;
+  gint timeout_ms = 10000;
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the swarm", "DIR"},
+      {"from", 0, 0, G_OPTION_ARG_STRING, &from, "Node id (hex) the leaves must leave", "ID"},
+      {"timeout-ms", 0, 0, G_OPTION_ARG_INT, &timeout_ms, "Give up after MS (default 10000)", "MS"},
+      {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  GOptionContext *oc = g_option_context_new("- wait until every leaf moved away from a node");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 2;
+  if (!g_option_context_parse(oc, &argc, &argv, &err) || !state_dir || !from || timeout_ms < 1) {
+    fprintf(stderr, "canopy-swarm wait-moved: %s\n",
+            err ? err->message : "--state-dir, --from and --timeout-ms >= 1 are required");
+    goto out;
+  }
+  JsonObject *req = json_object_new();
+  json_object_set_string_member(req, "cmd", "wait_moved");
+  json_object_set_string_member(req, "from", from);
+  json_object_set_int_member(req, "timeout_ms", timeout_ms);
+  /* The socket timeout must outlast the wait itself. */
+  gboolean ok =
+      control_call(state_dir, req, print_line, NULL, (guint)(timeout_ms / 1000 + 5), &err);
+  json_object_unref(req);
+  rc = ok ? 0 : 1;
+  if (!ok)
+    fprintf(stderr, "canopy-swarm wait-moved: %s\n", err->message);
+out:
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(state_dir);
+  g_free(from);
+  return rc;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc > 1 && strcmp(argv[1], "status") == 0)
+    return control_show("canopy-swarm", "status", "- show the swarm's leaves", argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "wait-moved") == 0)
+    return cli_wait_moved(argc - 1, argv + 1);
+  return run_swarm(argc, argv);
+}

@@ -1,0 +1,527 @@
+/* test_hashcache.c - the hash cache as a restarting leaf sees it.
+ *
+ * Every "restart" is a fresh Share over the same folder with the cache
+ * reopened from the state dir, so only the database carries hashes across.
+ * The wall clock is faked far ahead so that the files the test has just
+ * written are old enough to be trusted (except in the test about exactly
+ * that). What the tests check is what a user would notice: how many files a
+ * restart hashes again, and that the published content ids match the bytes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <sqlite3.h>
+
+#include "content.h"
+#include "hashcache.h"
+#include "share.h"
+
+#define NFILES 5
+#define FAR_FUTURE_NS (G_GINT64_CONSTANT(4000000000) * 1000000000) /* year 2096 */
+
+typedef struct {
+  char *dir, *root, *state;
+} Fixture;
+
+static int64_t far_future(void *ud)
+{
+  return FAR_FUTURE_NS;
+}
+
+static void rm_rf(const char *path)
+{
+  GDir *d = g_dir_open(path, 0, NULL);
+  if (d) {
+    const char *name;
+    while ((name = g_dir_read_name(d))) {
+      gchar *p = g_build_filename(path, name, NULL);
+      GStatBuf st;
+      if (g_lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+        rm_rf(p);
+      else
+        g_unlink(p);
+      g_free(p);
+    }
+    g_dir_close(d);
+  }
+  g_rmdir(path);
+}
+
+static gchar *in_root(const Fixture *fx, const char *rel)
+{
+  return g_build_filename(fx->root, rel, NULL);
+}
+
+static void write_file(const Fixture *fx, const char *rel, size_t size, uint8_t seed)
+{
+  gchar *path = in_root(fx, rel);
+  gchar *dir = g_path_get_dirname(path);
+  assert_int_equal(g_mkdir_with_parents(dir, 0700), 0);
+  uint8_t *buf = g_malloc(size + 1);
+  for (size_t i = 0; i < size; i++)
+    buf[i] = (uint8_t)(seed * 31 + i * 7 + (i >> 8));
+  assert_true(g_file_set_contents(path, (const char *)buf, (gssize)size, NULL));
+  g_free(buf);
+  g_free(dir);
+  g_free(path);
+}
+
+static struct stat stat_of(const Fixture *fx, const char *rel)
+{
+  gchar *path = in_root(fx, rel);
+  struct stat st;
+  assert_int_equal(lstat(path, &st), 0);
+  g_free(path);
+  return st;
+}
+
+static void set_mtime(const Fixture *fx, const char *rel, struct timespec mtime)
+{
+  gchar *path = in_root(fx, rel);
+  struct timespec ts[2] = {mtime, mtime};
+  assert_int_equal(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
+  g_free(path);
+}
+
+static int setup(void **state)
+{
+  Fixture *fx = g_new0(Fixture, 1);
+  fx->dir = g_dir_make_tmp("test_hashcache-XXXXXX", NULL);
+  assert_non_null(fx->dir);
+  fx->root = g_build_filename(fx->dir, "share", NULL);
+  fx->state = g_build_filename(fx->dir, "state", NULL);
+  assert_int_equal(g_mkdir(fx->root, 0700), 0);
+  assert_int_equal(g_mkdir(fx->state, 0700), 0);
+  for (int i = 0; i < NFILES; i++) {
+    gchar *rel = g_strdup_printf("%s/file%d.bin", i % 2 ? "sub" : "top", i);
+    write_file(fx, rel, 1000 + (size_t)i * 3000, (uint8_t)i);
+    g_free(rel);
+  }
+  *state = fx;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  Fixture *fx = *state;
+  rm_rf(fx->dir);
+  g_free(fx->dir);
+  g_free(fx->root);
+  g_free(fx->state);
+  g_free(fx);
+  return 0;
+}
+
+static Share *share_open(const Fixture *fx)
+{
+  Share *s = share_new(fx->root);
+  share_set_clock(s, far_future, NULL);
+  share_set_cache(s, hashcache_open(fx->state));
+  return s;
+}
+
+/* Every published content id is the id of the file's current bytes. */
+static void assert_ids_match_files(const Fixture *fx, const Share *s)
+{
+  size_t n;
+  const LeafEntry *e = share_entries(s, &n);
+  for (size_t i = 0; i < n; i++) {
+    gchar *path = in_root(fx, e[i].name);
+    uint8_t cid[32];
+    uint64_t size;
+    char err[256];
+    assert_true(content_hash_file(path, cid, &size, err, sizeof err));
+    assert_int_equal(size, e[i].size);
+    assert_memory_equal(cid, e[i].cid, 32);
+    g_free(path);
+  }
+}
+
+/* A leaf start: scans once with the cache from the state dir. */
+static ShareScanStats restart(const Fixture *fx)
+{
+  Share *s = share_open(fx);
+  GError *err = NULL;
+  assert_true(share_scan(s, NULL, &err));
+  ShareScanStats st;
+  share_scan_stats(s, &st);
+  assert_ids_match_files(fx, s);
+  assert_int_equal(st.files, st.hashed + st.from_memory + st.from_cache);
+  assert_int_equal(st.hashed, share_last_hashed(s));
+  share_free(s);
+  return st;
+}
+
+static gchar *db_path(const Fixture *fx)
+{
+  return g_build_filename(fx->state, HASHCACHE_FILE, NULL);
+}
+
+static int64_t db_int(const Fixture *fx, const char *sql)
+{
+  gchar *path = db_path(fx);
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  g_free(path);
+  return v;
+}
+
+static void db_exec(const Fixture *fx, const char *sql)
+{
+  gchar *path = db_path(fx);
+  sqlite3 *db;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  g_free(path);
+}
+
+static void test_first_scan_hashes_all(void **state)
+{
+  Fixture *fx = *state;
+  ShareScanStats st = restart(fx);
+  assert_int_equal(st.files, NFILES);
+  assert_int_equal(st.hashed, NFILES);
+  assert_int_equal(st.from_cache, 0);
+  assert_int_equal(db_int(fx, "SELECT count(*) FROM files"), NFILES);
+  assert_int_equal(db_int(fx, "PRAGMA user_version"), HASHCACHE_SCHEMA);
+  gchar *path = db_path(fx);
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+  g_free(path);
+}
+
+static void test_second_scan_hashes_none(void **state)
+{
+  Fixture *fx = *state;
+  restart(fx);
+  ShareScanStats st = restart(fx);
+  assert_int_equal(st.files, NFILES);
+  assert_int_equal(st.hashed, 0);
+  assert_int_equal(st.from_cache, NFILES);
+  assert_int_equal(st.bytes_hashed, 0);
+}
+
+static void test_touched_mtime_rehashes_one(void **state)
+{
+  Fixture *fx = *state;
+  restart(fx);
+  struct stat sb = stat_of(fx, "top/file2.bin");
+  set_mtime(fx, "top/file2.bin", (struct timespec){sb.st_mtim.tv_sec - 100, 0});
+  ShareScanStats st = restart(fx);
+  assert_int_equal(st.hashed, 1);
+  assert_int_equal(st.from_cache, NFILES - 1);
+  assert_int_equal(restart(fx).hashed, 0);
+}
+
+static void test_size_change_rehashes_one(void **state)
+{
+  Fixture *fx = *state;
+  restart(fx);
+  write_file(fx, "sub/file3.bin", 777, 99); /* replaced: new inode, new size */
+  ShareScanStats st = restart(fx);
+  assert_int_equal(st.hashed, 1);
+  assert_int_equal(st.bytes_hashed, 777);
+  assert_int_equal(st.from_cache, NFILES - 1);
+  assert_int_equal(st.pruned, 1); /* the row for the old inode */
+  assert_int_equal(db_int(fx, "SELECT count(*) FROM files"), NFILES);
+  assert_int_equal(restart(fx).hashed, 0);
+}
+
+/* Same size, mtime put back: only the ctime tells the bytes changed. */
+static void rewrite_in_place_keep_mtime(const Fixture *fx, const char *rel)
+{
+  struct stat old = stat_of(fx, rel);
+  gchar *path = in_root(fx, rel);
+  for (int tries = 0;; tries++) {
+    assert_true(tries < 200);
+    g_usleep(5000); /* timestamps are coarse: wait for the next tick */
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    uint8_t junk[16];
+    memset(junk, 0xa0 + tries, sizeof junk);
+    assert_int_equal(pwrite(fd, junk, sizeof junk, 10), sizeof junk);
+    close(fd);
+    set_mtime(fx, rel, old.st_mtim);
+    struct stat now = stat_of(fx, rel);
+    assert_int_equal(now.st_size, old.st_size);
+    assert_int_equal(now.st_ino, old.st_ino);
+    assert_true(now.st_mtim.tv_sec == old.st_mtim.tv_sec &&
+                now.st_mtim.tv_nsec == old.st_mtim.tv_nsec);
+    if (now.st_ctim.tv_sec != old.st_ctim.tv_sec || now.st_ctim.tv_nsec != old.st_ctim.tv_nsec)
+      break;
+  }
+  g_free(path);
+}
+
+static void test_ctime_change_rehashes(void **state)
+{
+  Fixture *fx = *state;
+  restart(fx);
+  rewrite_in_place_keep_mtime(fx, "top/file4.bin");
+  ShareScanStats st = restart(fx); /* checks the new id matches the new bytes */
+  assert_int_equal(st.hashed, 1);
+  assert_int_equal(st.from_cache, NFILES - 1);
+
+  /* The same within one run: the in-memory rescan checks ctime too. */
+  Share *s = share_open(fx);
+  assert_true(share_scan(s, NULL, NULL));
+  rewrite_in_place_keep_mtime(fx, "top/file0.bin");
+  gboolean changed = FALSE;
+  assert_true(share_scan(s, &changed, NULL));
+  assert_true(changed);
+  share_scan_stats(s, &st);
+  assert_int_equal(st.hashed, 1);
+  assert_int_equal(st.from_memory, NFILES - 1);
+  assert_ids_match_files(fx, s);
+  share_free(s);
+}
+
+static void test_deleted_file_pruned(void **state)
+{
+  Fixture *fx = *state;
+  restart(fx);
+  gchar *path = in_root(fx, "sub/file1.bin");
+  assert_int_equal(g_unlink(path), 0);
+  g_free(path);
+  ShareScanStats st = restart(fx);
+  assert_int_equal(st.files, NFILES - 1);
+  assert_int_equal(st.hashed, 0);
+  assert_int_equal(st.pruned, 1);
+  assert_int_equal(db_int(fx, "SELECT count(*) FROM files"), NFILES - 1);
+  assert_int_equal(db_int(fx, "SELECT count(*) FROM files WHERE path = 'sub/file1.bin'"), 0);
+}
+
+static void test_garbage_database_replaced(void **state)
+{
+  Fixture *fx = *state;
+  gchar *path = db_path(fx);
+  static const char garbage[] = "this is not an SQLite database, only some text in its place\n";
+  GString *big = g_string_new(NULL);
+  for (int i = 0; i < 200; i++)
+    g_string_append(big, garbage);
+  assert_true(g_file_set_contents(path, big->str, (gssize)big->len, NULL));
+  g_string_free(big, TRUE);
+  ShareScanStats st = restart(fx);
+  assert_int_equal(st.hashed, NFILES);
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+  assert_int_equal(restart(fx).hashed, 0);
+  g_free(path);
+}
+
+/* A page of the table overwritten under a valid header: found only when a
+ * lookup reads it, in the middle of a scan. */
+static void test_corrupt_page_replaced(void **state)
+{
+  Fixture *fx = *state;
+  restart(fx);
+  gchar *path = db_path(fx);
+  int64_t page = db_int(fx, "PRAGMA page_size");
+  int64_t pages = db_int(fx, "PRAGMA page_count");
+  assert_true(pages >= 2);
+  int fd = open(path, O_WRONLY);
+  assert_true(fd >= 0);
+  uint8_t *junk = g_malloc((size_t)page);
+  memset(junk, 0xee, (size_t)page);
+  for (int64_t p = 1; p < pages; p++)
+    assert_int_equal(pwrite(fd, junk, (size_t)page, (off_t)(p * page)), page);
+  close(fd);
+  g_free(junk);
+  ShareScanStats st = restart(fx);
+  assert_int_equal(st.files, NFILES);
+  assert_int_equal(st.hashed, NFILES);
+  assert_int_equal(restart(fx).hashed, 0);
+  g_free(path);
+}
+
+static void test_schema_mismatch_rebuilds(void **state)
+{
+  Fixture *fx = *state;
+  restart(fx);
+  db_exec(fx, "PRAGMA user_version = 99");
+  assert_int_equal(restart(fx).hashed, NFILES);
+  assert_int_equal(db_int(fx, "PRAGMA user_version"), HASHCACHE_SCHEMA);
+  assert_int_equal(restart(fx).hashed, 0);
+
+  /* An older layout, from before versions were kept. */
+  db_exec(fx, "DROP TABLE files; CREATE TABLE files (path TEXT PRIMARY KEY, cid BLOB);"
+              "INSERT INTO files VALUES ('top/file0.bin', x'00'); PRAGMA user_version = 0");
+  assert_int_equal(restart(fx).hashed, NFILES);
+  assert_int_equal(db_int(fx, "PRAGMA user_version"), HASHCACHE_SCHEMA);
+  assert_int_equal(restart(fx).hashed, 0);
+}
+
+/* With the real clock, files written just now may still be in the tick of
+ * their last write: published, but hashed again by the next scan. */
+static void test_fresh_files_not_trusted(void **state)
+{
+  Fixture *fx = *state;
+  Share *s = share_new(fx->root);
+  share_set_cache(s, hashcache_open(fx->state));
+  assert_true(share_scan(s, NULL, NULL));
+  ShareScanStats st;
+  share_scan_stats(s, &st);
+  assert_int_equal(st.files, NFILES);
+  assert_int_equal(st.hashed, NFILES);
+  assert_true(share_scan(s, NULL, NULL));
+  share_scan_stats(s, &st);
+  assert_int_equal(st.hashed, NFILES);
+  share_free(s);
+  assert_int_equal(db_int(fx, "SELECT count(*) FROM files"), 0);
+}
+
+typedef struct {
+  unsigned calls;
+  ShareProgress last;
+  gboolean monotonic;
+} Progress;
+
+static void on_progress(const ShareProgress *p, void *ud)
+{
+  Progress *pr = ud;
+  if (pr->calls > 0 &&
+      (p->files_done < pr->last.files_done || p->bytes_done < pr->last.bytes_done ||
+       p->files_total != pr->last.files_total || p->bytes_total != pr->last.bytes_total))
+    pr->monotonic = FALSE;
+  if (p->bytes_done > p->bytes_total || p->files_done > p->files_total)
+    pr->monotonic = FALSE;
+  pr->calls++;
+  pr->last = *p;
+}
+
+static void test_progress(void **state)
+{
+  Fixture *fx = *state;
+  write_file(fx, "big.bin", 3 * 1024 * 1024 + 5, 7); /* several reads */
+  restart(fx);
+  write_file(fx, "top/file0.bin", 2000, 42);
+  write_file(fx, "big.bin", 3 * 1024 * 1024 + 9, 8);
+  Share *s = share_open(fx);
+  Progress pr = {.monotonic = TRUE};
+  share_set_progress(s, on_progress, &pr);
+  assert_true(share_scan(s, NULL, NULL));
+  assert_true(pr.monotonic);
+  assert_int_equal(pr.last.files_total, 2);
+  assert_int_equal(pr.last.files_done, 2);
+  assert_int_equal(pr.last.bytes_total, 2000 + 3 * 1024 * 1024 + 9);
+  assert_int_equal(pr.last.bytes_done, pr.last.bytes_total);
+  assert_true(pr.calls >= 1 + 3 + 2); /* start, the big file's reads, each file */
+  /* Nothing to hash: no calls. */
+  pr.calls = 0;
+  assert_true(share_scan(s, NULL, NULL));
+  assert_int_equal(pr.calls, 0);
+  share_free(s);
+}
+
+static void test_no_usable_state_dir(void **state)
+{
+  Fixture *fx = *state;
+  gchar *missing = g_build_filename(fx->dir, "no", "such", "dir", NULL);
+  HashCache *c = hashcache_open(missing);
+  assert_null(c);
+  g_free(missing);
+  Share *s = share_new(fx->root);
+  share_set_clock(s, far_future, NULL);
+  share_set_cache(s, NULL);
+  assert_true(share_scan(s, NULL, NULL));
+  ShareScanStats st;
+  share_scan_stats(s, &st);
+  assert_int_equal(st.hashed, NFILES);
+  assert_true(share_scan(s, NULL, NULL));
+  share_scan_stats(s, &st);
+  assert_int_equal(st.from_memory, NFILES);
+  share_free(s);
+  hashcache_close(NULL);
+}
+
+/* A cache attached to a share that has scanned already gets every id the
+ * share knows, not only the ones it hashes from then on. */
+static void test_cache_attached_later(void **state)
+{
+  Fixture *fx = *state;
+  Share *s = share_new(fx->root);
+  share_set_clock(s, far_future, NULL);
+  assert_true(share_scan(s, NULL, NULL));
+  share_set_cache(s, hashcache_open(fx->state));
+  assert_true(share_scan(s, NULL, NULL));
+  ShareScanStats st;
+  share_scan_stats(s, &st);
+  assert_int_equal(st.from_memory, NFILES);
+  share_free(s);
+  assert_int_equal(restart(fx).hashed, 0);
+}
+
+/* A leaf stopped in the middle of a long first scan keeps what was
+ * committed before the stop, and only that. */
+static void test_commit_survives_stop(void **state)
+{
+  Fixture *fx = *state;
+  HashCacheKey a = {.relpath = "a", .dev = 1, .ino = 2, .size = 3, .mtime_ns = 4, .ctime_ns = 5};
+  HashCacheKey b = a;
+  b.relpath = "b";
+  uint8_t cid[32], got[32];
+  memset(cid, 0x5a, sizeof cid);
+  HashCache *c = hashcache_open(fx->state);
+  assert_non_null(c);
+  hashcache_begin(c);
+  hashcache_store(c, &a, cid);
+  hashcache_commit(c);
+  hashcache_store(c, &b, cid);
+  hashcache_close(c); /* no hashcache_end: the open transaction is lost */
+  c = hashcache_open(fx->state);
+  hashcache_begin(c);
+  assert_true(hashcache_lookup(c, &a, got));
+  assert_memory_equal(got, cid, 32);
+  assert_false(hashcache_lookup(c, &b, got));
+  HashCacheKey moved = a;
+  moved.ino = 99; /* same path, another inode */
+  assert_false(hashcache_lookup(c, &moved, got));
+  assert_true(hashcache_end(c, true));
+  assert_int_equal(hashcache_last_pruned(c), 0);
+  hashcache_begin(c); /* a scan that sees nothing prunes everything */
+  assert_true(hashcache_end(c, true));
+  assert_int_equal(hashcache_last_pruned(c), 1);
+  hashcache_close(c);
+}
+
+int main(void)
+{
+  g_log_set_always_fatal(G_LOG_FATAL_MASK); /* the cache's warnings are expected */
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_first_scan_hashes_all, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_second_scan_hashes_none, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_touched_mtime_rehashes_one, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_size_change_rehashes_one, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ctime_change_rehashes, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_deleted_file_pruned, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_garbage_database_replaced, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_page_replaced, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_schema_mismatch_rebuilds, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fresh_files_not_trusted, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_progress, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_no_usable_state_dir, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cache_attached_later, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_commit_survives_stop, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
