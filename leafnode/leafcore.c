@@ -696,3 +696,8 @@ uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t t
   send_msg(c, LEAF_SLOT_PRIMARY, &m);
   return id;
 }
+
+void leaf_core_set_keepalive(LeafCore *c, uint64_t ms)
+{
+  c->cfg.keepalive_ms = ms ? ms : 5000;
+}

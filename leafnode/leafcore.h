@@ -129,4 +129,7 @@ typedef struct {
 
 void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out);
 
+/* SIGHUP: a new keepalive interval (0: 5000), used from the next tick. */
+void leaf_core_set_keepalive(LeafCore *c, uint64_t ms);
+
 #endif

@@ -22,6 +22,9 @@
 #include "share.h"
 #include "wire.h"
 
+/* The daemon's settings, for SIGHUP and `status` (set by run_daemon). */
+static Cfg *daemon_conf;
+
 static void rng_fill(uint8_t *out, size_t n, void *ctx)
 {
   randombytes_buf(out, n);
@@ -403,6 +406,9 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
     json_object_set_int_member(o, "shared_files", (gint64)n);
     if (lf->last_error[0])
       json_object_set_string_member(o, "last_error", lf->last_error);
+    /* The reloadable settings in force, so that a reload can be seen. */
+    if (daemon_conf)
+      json_object_set_object_member(o, "config", cfg_to_json(daemon_conf, TRUE));
     json_object_set_boolean_member(o, "done", TRUE);
     control_send(cl, o);
     control_finish(cl);
@@ -417,49 +423,99 @@ static gboolean on_signal(gpointer ud)
   return G_SOURCE_CONTINUE;
 }
 
-static const CfgKey config_keys[] = {
-    {"supernode", CFG_STRING},    {"share", CFG_STRING},   {"state-dir", CFG_STRING},
-    {"keepalive-ms", CFG_INT},    {"rescan-s", CFG_INT},   {"log-level", CFG_STRING},
-    {"download-dir", CFG_STRING}, {"ice-local", CFG_LIST}, {NULL, 0}};
+/* SIGHUP: re-reads the --config file and applies the reloadable settings;
+ * cfg_reload logs what changed and refuses a bad file. */
+static gboolean on_hup(gpointer ud)
+{
+  Leaf *lf = ud;
+  gboolean changed = FALSE;
+  if (!cfg_reload(daemon_conf, &changed) || !changed)
+    return G_SOURCE_CONTINUE;
+  log_setup(cfg_get_str(daemon_conf, "log-level"), NULL);
+  leaf_core_set_keepalive(lf->core, (uint64_t)cfg_get_int(daemon_conf, "keepalive-ms"));
+  uint64_t rescan_ms = (uint64_t)cfg_get_int(daemon_conf, "rescan-s") * 1000;
+  if (rescan_ms != lf->rescan_ms) {
+    lf->rescan_ms = rescan_ms;
+    if (rescan_ms)
+      timer_arm(&lf->rescan, lf->ctx, clock_now_ms() + rescan_ms, on_rescan, lf);
+    else
+      timer_disarm(&lf->rescan);
+  }
+  leaf_run_actions(lf); /* the tick's deadline may have moved */
+  return G_SOURCE_CONTINUE;
+}
+
+/* Every setting: --KEY on the command line, KEY in the [leaf] section of
+ * --config. canopy-leaf(1) and deploy/config/leaf.conf describe them too. */
+static const CfgDef leaf_settings[] = {
+    {.key = "supernode",
+     .type = CFG_HOSTPORT,
+     .arg = "HOST:PORT",
+     .help = "Super node to attach to (required)"},
+    {.key = "share",
+     .type = CFG_PATH,
+     .arg = "DIR",
+     .help = "Folder whose files are published (required)"},
+    {.key = "state-dir",
+     .type = CFG_PATH,
+     .arg = "DIR",
+     .help = "Keys and state, created 0700 (required)"},
+    {.key = "keepalive-ms",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 100,
+     .max = 600000,
+     .def = "5000",
+     .arg = "MS",
+     .help = "Keepalive interval"},
+    {.key = "rescan-s",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 0,
+     .max = G_MAXINT,
+     .def = "60",
+     .arg = "S",
+     .help = "Rescan the share every S seconds, 0 never"},
+    {.key = "download-dir",
+     .type = CFG_PATH,
+     .arg = "DIR",
+     .help = "Where `get` puts files (default: STATE_DIR/downloads)"},
+    {.key = "ice-local",
+     .type = CFG_IP,
+     .flags = CFG_LIST,
+     .arg = "IP",
+     .help = "Local address for ICE host candidates (default: all interfaces)"},
+    {.key = "log-level",
+     .type = CFG_ENUM,
+     .flags = CFG_RELOAD,
+     .def = "info",
+     .choices = "error|warning|info|debug",
+     .arg = "LEVEL",
+     .help = "Log level"},
+    {.key = NULL}};
 
 static int run_daemon(int argc, char **argv)
 {
-  gchar *sn_addr = NULL, *share = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
-  gchar *download_dir = NULL;
-  gchar **ice_local = NULL;
-  gint keepalive_ms = 5000, rescan_s = 60;
-  GOptionEntry entries[] = {
-      {"supernode", 0, 0, G_OPTION_ARG_STRING, &sn_addr, "Super node to attach to", "HOST:PORT"},
-      {"share", 0, 0, G_OPTION_ARG_FILENAME, &share, "Folder whose files are published", "DIR"},
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)",
-       "DIR"},
-      {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms, "Keepalive interval (default 5000)",
-       "MS"},
-      {"rescan-s", 0, 0, G_OPTION_ARG_INT, &rescan_s,
-       "Rescan the share every S seconds (0: never; default 60)", "S"},
-      {"download-dir", 0, 0, G_OPTION_ARG_FILENAME, &download_dir,
-       "Where `get` puts files (default: STATE_DIR/downloads)", "DIR"},
-      {"ice-local", 0, 0, G_OPTION_ARG_STRING_ARRAY, &ice_local,
-       "Local address for ICE host candidates (repeat; default: all interfaces)", "IP"},
-      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [leaf] section", "FILE"},
-      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug",
-       "LEVEL"},
-      {NULL}};
+  Cfg *conf = cfg_new("leaf", leaf_settings);
   GOptionContext *oc = g_option_context_new("- run a Canopy leaf (commands: search, status)");
   g_option_context_set_description(oc, "Examples:\n  canopy-leaf --supernode 203.0.113.5:7400 "
                                        "--share ~/Music --state-dir ~/.canopy\n"
                                        "  canopy-leaf search --state-dir ~/.canopy abbey road\n");
-  g_option_context_add_main_entries(oc, entries, NULL);
+  g_option_context_set_main_group(oc, cfg_option_group(conf));
   GError *err = NULL;
   int rc = 1;
   Leaf lf = {0};
   char **args = argv;
   int nargs = argc;
-  if (!config_merge_args("leaf", config_keys, &nargs, &args, &err) ||
-      !g_option_context_parse(oc, &nargs, &args, &err)) {
-    fprintf(stderr, "canopy-leaf: %s\n", err->message);
+  int parsed = cfg_parse_args(conf, oc, "canopy-leaf", &nargs, &args);
+  if (parsed >= 0) { /* --check-config, --print-config, or an error */
+    rc = parsed;
     goto out;
   }
+  const char *sn_addr = cfg_get_str(conf, "supernode"), *share = cfg_get_str(conf, "share");
+  const char *state_dir = cfg_get_str(conf, "state-dir");
+  const char *download_dir = cfg_get_str(conf, "download-dir");
+  const char *const *ice_local = cfg_get_list(conf, "ice-local");
   if (!sn_addr || !share || !state_dir) {
     fprintf(stderr,
             "canopy-leaf: --supernode, --share and --state-dir are required (see --help)\n");
@@ -469,11 +525,7 @@ static int run_daemon(int argc, char **argv)
     fprintf(stderr, "canopy-leaf: unknown command '%s' (commands: search, status)\n", args[1]);
     goto out;
   }
-  if (keepalive_ms < 100 || keepalive_ms > 600000 || rescan_s < 0) {
-    fprintf(stderr, "canopy-leaf: --keepalive-ms 100..600000, --rescan-s >= 0\n");
-    goto out;
-  }
-  if (!log_setup(log_level, &err) || !statedir_prepare(state_dir, &err)) {
+  if (!log_setup(cfg_get_str(conf, "log-level"), &err) || !statedir_prepare(state_dir, &err)) {
     fprintf(stderr, "canopy-leaf: %s\n", err->message);
     goto out;
   }
@@ -491,7 +543,7 @@ static int run_daemon(int argc, char **argv)
   g_socket_client_set_enable_proxy(lf.dialer, FALSE);
   g_socket_client_set_timeout(lf.dialer, 5);
   lf.pending = g_hash_table_new(g_direct_hash, g_direct_equal);
-  lf.rescan_ms = (uint64_t)rescan_s * 1000;
+  lf.rescan_ms = (uint64_t)cfg_get_int(conf, "rescan-s") * 1000;
 
   gchar *ctl_path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
   lf.ctl = control_server_new(ctl_path, lf.ctx, on_control, &lf, &err);
@@ -502,6 +554,7 @@ static int run_daemon(int argc, char **argv)
   }
   lf.share = share_new(share);
   share_exclude(lf.share, state_dir);
+  share_set_cache(lf.share, hashcache_open(state_dir));
   lf.download_dir =
       download_dir ? g_strdup(download_dir) : g_build_filename(state_dir, "downloads", NULL);
   if (g_path_is_absolute(lf.download_dir) == FALSE) {
@@ -514,20 +567,23 @@ static int run_daemon(int argc, char **argv)
   lf.server = server_new(lf.share);
   lf.peers = peers_new(lf.ctx, &lf.id, &peers_cb, &lf);
   if (ice_local)
-    peers_set_local_addrs(lf.peers, ice_local);
+    peers_set_local_addrs(lf.peers, (char **)ice_local);
   if (!share_scan(lf.share, NULL, &err)) {
     fprintf(stderr, "canopy-leaf: %s\n", err->message);
     goto out;
   }
   LeafConfig cfg;
   leaf_config_defaults(&cfg);
-  cfg.keepalive_ms = (uint64_t)keepalive_ms;
+  cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
   cfg.supernode = lf.sn_addr;
   lf.core = leaf_core_new(&cfg, rng_fill, NULL);
   size_t n;
   const LeafEntry *e = share_entries(lf.share, &n);
   leaf_core_set_manifest(lf.core, e, n, clock_now_ms());
-  g_message("leaf %.16s… sharing %zu file%s from %s", lf.id_hex, n, n == 1 ? "" : "s", share);
+  ShareScanStats ss;
+  share_scan_stats(lf.share, &ss);
+  g_message("leaf %.16s… sharing %zu file%s from %s (%zu hashed, %zu from the hash cache)",
+            lf.id_hex, n, n == 1 ? "" : "s", share, ss.hashed, ss.from_cache);
   leaf_core_start(lf.core, clock_now_ms());
   leaf_run_actions(&lf);
   if (lf.rescan_ms)
@@ -535,6 +591,8 @@ static int run_daemon(int argc, char **argv)
 
   g_unix_signal_add(SIGINT, on_signal, lf.loop);
   g_unix_signal_add(SIGTERM, on_signal, lf.loop);
+  daemon_conf = conf;
+  g_unix_signal_add(SIGHUP, on_hup, &lf);
   g_main_loop_run(lf.loop);
   rc = 0;
 out:
@@ -542,8 +600,6 @@ out:
   peers_free(lf.peers);
   server_free(lf.server);
   g_free(lf.download_dir);
-  g_free(download_dir);
-  g_strfreev(ice_local);
   timer_disarm(&lf.tick);
   timer_disarm(&lf.rescan);
   drop_session(&lf, LEAF_SLOT_PRIMARY, "shutting down");
@@ -562,13 +618,8 @@ out:
   g_free(lf.sn_addr);
   g_clear_error(&err);
   g_option_context_free(oc);
-  if (args != argv)
-    g_strfreev(args);
-  g_free(sn_addr);
-  g_free(share);
-  g_free(state_dir);
-  g_free(config);
-  g_free(log_level);
+  daemon_conf = NULL;
+  cfg_free(conf);
   return rc;
 }
 

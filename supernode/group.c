@@ -372,10 +372,20 @@ static void unbound_since_cb(Record *rec, void *ctx)
     rec->unbound_since = *(uint64_t *)ctx;
 }
 
+/* The next term after t that only we can hold: the high 32 bits count
+ * elections, the low 32 are ours (from our node id), so two nodes never
+ * lead one term even when neither heard of the other's election. */
+static uint64_t next_term(const SnCore *c, uint64_t t)
+{
+  uint32_t tag = (uint32_t)c->self[0] << 24 | (uint32_t)c->self[1] << 16 |
+                 (uint32_t)c->self[2] << 8 | c->self[3];
+  return ((t >> 32) + 1) << 32 | tag;
+}
+
 static void become_leader(SnCore *c, uint64_t now, bool takeover)
 {
   Group *g = &c->group;
-  g->term++;
+  g->term = next_term(c, g->term);
   g->role = SN_ROLE_LEADER;
   g->has_leader = true;
   memcpy(g->leader, c->self, 32);
@@ -417,6 +427,11 @@ static void stop_leading(SnCore *c)
 static void adopt(SnCore *c, Peer *from, const WireMsg *m, uint64_t now)
 {
   Group *g = &c->group;
+  /* A member that still names us leader (we restarted, or stepped down)
+   * knows no newer leader: we are not it; the join timer or a takeover
+   * moves the group on. */
+  if (memcmp(m->u.group.leader, c->self, 32) == 0 && g->role != SN_ROLE_LEADER)
+    return;
   SnRole before = g->role;
   bool new_leader = !g->has_leader || memcmp(g->leader, m->u.group.leader, 32) != 0;
   bool new_term = m->u.group.term != g->term;
@@ -436,10 +451,14 @@ static void adopt(SnCore *c, Peer *from, const WireMsg *m, uint64_t now)
   SnRole after =
       g->has_backup && memcmp(g->backup, c->self, 32) == 0 ? SN_ROLE_BACKUP : SN_ROLE_STANDBY;
   if (before == SN_ROLE_LEADER || (before == SN_ROLE_BACKUP && after != SN_ROLE_BACKUP) ||
-      (after == SN_ROLE_BACKUP && (new_leader || new_term)))
+      (after == SN_ROLE_BACKUP && (new_leader || new_term))) {
     stop_leading(c); /* our records are stale: a backup's come again by snapshot */
-  if (after == SN_ROLE_BACKUP && before != SN_ROLE_BACKUP)
+    g->replica_whole = false;
+  }
+  if (after != SN_ROLE_BACKUP || before != SN_ROLE_BACKUP) {
     g->repl_last_seq = 0;
+    g->replica_whole = false;
+  }
   g->role = after;
   g->leader_seen = now;
   if (before != after || new_leader || new_term) {
@@ -520,6 +539,10 @@ void group_on_repl(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   switch (m->u.repl.op) {
   case REPL_SNAPSHOT_BEGIN:
     roster_clear(c->roster);
+    g->replica_whole = false;
+    break;
+  case REPL_SNAPSHOT_END:
+    g->replica_whole = true;
     break;
   case REPL_LEAF_UP:
     roster_ensure(c->roster, m->u.repl.leaf);
@@ -580,14 +603,48 @@ static void report_cb(SnCore *c, Peer *p, void *ctx)
     r->lost++;
 }
 
+/* Leader and backup both gone: the live standby with the smallest id
+ * leads (it has no copy: the leaves re-publish). It waits two dead
+ * intervals, so a live backup always goes first. */
+static void check_standby_takeover(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  if (!leader_lost(c, now) || now - g->leader_seen < 2 * dead_ms(c))
+    return;
+  Peer *b = g->has_backup ? member_link(c, g->backup) : NULL;
+  if (b && alive(c, b, now))
+    return;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, c->peers);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    Peer *p = v;
+    if (p->kind == PEER_SUPER && p->member && alive(c, p, now) &&
+        !(g->has_leader && memcmp(p->id, g->leader, 32) == 0) && memcmp(p->id, c->self, 32) < 0)
+      return;
+  }
+  become_leader(c, now, false);
+}
+
 static void check_takeover(SnCore *c, uint64_t now)
 {
   Group *g = &c->group;
+  if (g->role == SN_ROLE_STANDBY) {
+    check_standby_takeover(c, now);
+    return;
+  }
   if (g->role != SN_ROLE_BACKUP || !leader_lost(c, now))
     return;
   Reports r = {0};
   each_peer(c, false, true, report_cb, &r);
   size_t roster = roster_size(c->roster);
+  if (!g->replica_whole) {
+    /* No whole copy yet: an empty roster proves nothing. Wait as long as
+     * a standby would, then lead without one (the leaves re-publish). */
+    if (now - g->leader_seen >= 2 * dead_ms(c) && r.lost >= r.reporting - r.lost)
+      become_leader(c, now, false);
+    return;
+  }
   if (roster > 0 && 2 * r.lost <= roster)
     return; /* the leaves still see the leader: only our link to it is gone */
   become_leader(c, now, true);
@@ -722,7 +779,9 @@ uint64_t group_deadline(const SnCore *c)
   uint64_t t = g->next_hb;
   if (g->role == SN_ROLE_JOINING)
     t = MIN(t, g->join_deadline);
-  if (g->role == SN_ROLE_BACKUP)
+  /* Once the leader is lost, check_takeover runs on every heartbeat tick
+   * and every WATCH: a deadline in the past would only spin the timer. */
+  if (g->role == SN_ROLE_BACKUP && g->leader_seen + dead_ms(c) > g->now)
     t = MIN(t, g->leader_seen + dead_ms(c));
   return t;
 }

@@ -20,6 +20,7 @@
 #include "identity.h"
 #include "session.h"
 #include "sncore.h"
+#include "metrics.h"
 #include "sdnotify.h"
 #include "wire.h"
 
@@ -49,6 +50,13 @@ typedef struct {
   GSource *turn_refresh;
   char *term_path; /* state-dir/group-term: the highest term seen */
   uint64_t term_saved;
+  Cfg *conf;                                  /* the settings (borrowed from main) */
+  unsigned max_super_links;                   /* for max_sessions when max-leaves changes */
+  Metrics *metrics;                           /* --metrics, or NULL */
+  uint64_t bytes_in_closed, bytes_out_closed; /* sessions already gone */
+  bool had_leader;
+  uint8_t last_leader[32];
+  uint64_t failovers; /* the group's leader became another node */
 } Sn;
 
 typedef struct {
@@ -64,11 +72,25 @@ static void rng_fill(uint8_t *out, size_t n, void *ctx)
   randombytes_buf(out, n);
 }
 
+/* A failover, for the metrics: the group's leader became another node. */
+static void note_leader(Sn *sn)
+{
+  SnGroupStatus g;
+  sn_core_group_status(sn->core, &g);
+  if (!g.has_leader)
+    return;
+  if (sn->had_leader && memcmp(sn->last_leader, g.leader, 32) != 0)
+    sn->failovers++;
+  memcpy(sn->last_leader, g.leader, 32);
+  sn->had_leader = true;
+}
+
 static gboolean on_tick(gpointer ud)
 {
   Sn *sn = ud;
   sn_core_tick(sn->core, clock_now_ms());
   run_actions(sn);
+  note_leader(sn); /* per tick, not per message: it walks the peer table */
   return G_SOURCE_REMOVE;
 }
 
@@ -101,6 +123,8 @@ static void on_closed(Session *s, const char *reason, void *ud)
     sn_core_closed(sn->core, id, clock_now_ms());
   else if (sc->dialed)
     sn_core_dial_failed(sn->core, sc->dialed, clock_now_ms());
+  sn->bytes_in_closed += session_bytes_in(s);
+  sn->bytes_out_closed += session_bytes_out(s);
   g_hash_table_remove(sn->sessions, &id); /* drops our ref (and sc) */
   run_actions(sn);
 }
@@ -346,6 +370,38 @@ static JsonNode *node_json(bool has, const uint8_t id[32], const char *addr)
   return n;
 }
 
+static void add_bytes(gpointer key, gpointer value, gpointer ud)
+{
+  const Entry *e = value;
+  uint64_t *b = ud;
+  if (e->s) {
+    b[0] += session_bytes_in(e->s);
+    b[1] += session_bytes_out(e->s);
+  }
+}
+
+/* One scrape of /metrics: the core's counters and the shell's own. */
+static void fill_metrics(MetricsWriter *w, void *ud)
+{
+  Sn *sn = ud;
+  note_leader(sn);
+  SnGroupStatus g;
+  sn_core_group_status(sn->core, &g);
+  uint64_t bytes[2] = {sn->bytes_in_closed, sn->bytes_out_closed};
+  g_hash_table_foreach(sn->sessions, add_bytes, bytes);
+  MetricsExtra x = {
+      .sessions = g_hash_table_size(sn->sessions),
+      .sessions_refused = sn->sessions_refused,
+      .stun_requests = sn->stun ? stun_service_requests(sn->stun) : 0,
+      .stun_dropped = sn->stun ? stun_service_dropped(sn->stun) : 0,
+      .turn_credentials_issued = sn->turn_issued,
+      .bytes_in = bytes[0],
+      .bytes_out = bytes[1],
+      .failovers = sn->failovers,
+  };
+  metrics_fill_supernode(w, sn_core_stats(sn->core), &g, &x);
+}
+
 static void on_control(ControlClient *cl, JsonObject *req, void *ud)
 {
   Sn *sn = ud;
@@ -401,6 +457,8 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "replication_applied", (gint64)g.repl_applied);
   json_object_set_int_member(o, "takeovers", (gint64)g.takeovers);
   json_object_set_int_member(o, "stepdowns", (gint64)g.stepdowns);
+  /* The reloadable settings in force, so that a reload can be seen. */
+  json_object_set_object_member(o, "config", cfg_to_json(sn->conf, TRUE));
   json_object_set_boolean_member(o, "done", TRUE);
   control_send(cl, o);
   control_finish(cl);
@@ -408,11 +466,22 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
 
 /* --- command line ------------------------------------------------------------ */
 
+/* SIGHUP (systemctl reload): re-reads the --config file and applies the
+ * reloadable settings; cfg_reload logs what changed and refuses a bad file.
+ * Fewer links or leaves than in place close nothing: the new limits apply
+ * to the links dialed and the leaves accepted from now on. */
 static gboolean on_hup(gpointer ud)
 {
-  /* Nothing is reloadable yet; without a handler SIGHUP (systemctl
-   * reload) would end the process. */
-  g_message("SIGHUP: nothing to reload");
+  Sn *sn = ud;
+  gboolean changed = FALSE;
+  if (!cfg_reload(sn->conf, &changed) || !changed)
+    return G_SOURCE_CONTINUE;
+  log_setup(cfg_get_str(sn->conf, "log-level"), NULL);
+  unsigned max_leaves = (unsigned)cfg_get_int(sn->conf, "max-leaves");
+  sn_core_set_limits(sn->core, (unsigned)cfg_get_int(sn->conf, "degree"), max_leaves,
+                     (uint64_t)cfg_get_int(sn->conf, "keepalive-ms"));
+  sn->max_sessions = max_leaves + sn->max_super_links + 128;
+  run_actions(sn); /* the tick's deadline may have moved */
   return G_SOURCE_CONTINUE;
 }
 
@@ -452,13 +521,86 @@ out:
   return ok;
 }
 
-static const CfgKey config_keys[] = {{"listen", CFG_STRING},    {"advertise", CFG_STRING},
-                                     {"peer", CFG_LIST},        {"no-discovery", CFG_FLAG},
-                                     {"state-dir", CFG_STRING}, {"degree", CFG_INT},
-                                     {"keepalive-ms", CFG_INT}, {"max-leaves", CFG_INT},
-                                     {"log-level", CFG_STRING}, {"stun", CFG_STRING},
-                                     {"turn", CFG_STRING},      {"turn-secret-file", CFG_STRING},
-                                     {"group", CFG_STRING},     {NULL, 0}};
+/* Every setting: --KEY on the command line, KEY in the [supernode] section
+ * of --config. canopy-supernode(8) and deploy/config/supernode.conf
+ * describe them too. */
+static const CfgDef sn_settings[] = {
+    {.key = "listen",
+     .type = CFG_ADDR,
+     .arg = "HOST:PORT",
+     .help = "Address for leaves and super nodes (required)"},
+    {.key = "advertise",
+     .type = CFG_HOSTPORT,
+     .arg = "HOST:PORT",
+     .help = "Address other super nodes should dial (default: --listen)"},
+    {.key = "peer",
+     .type = CFG_HOSTPORT,
+     .flags = CFG_LIST,
+     .arg = "HOST:PORT",
+     .help = "Known super node to join through"},
+    {.key = "no-discovery",
+     .type = CFG_BOOL,
+     .def = "false",
+     .help = "Keep exactly the --peer links; learn no addresses"},
+    {.key = "degree",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 1,
+     .max = 64,
+     .def = "4",
+     .arg = "N",
+     .help = "Super-node links to aim for"},
+    {.key = "keepalive-ms",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 100,
+     .max = 600000,
+     .def = "5000",
+     .arg = "MS",
+     .help = "Keepalive interval; silent peers go after 3"},
+    {.key = "max-leaves",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 1,
+     .max = G_MAXINT,
+     .def = "2000",
+     .arg = "N",
+     .help = "Leaf sessions accepted"},
+    {.key = "state-dir",
+     .type = CFG_PATH,
+     .arg = "DIR",
+     .help = "Keys and state, created 0700 (required)"},
+    {.key = "stun",
+     .type = CFG_ADDR,
+     .flags = CFG_OFF | CFG_PORT_OPT,
+     .arg = "HOST:PORT",
+     .help = "UDP address answering STUN (default: the listen host, port 3478; 'off' disables)"},
+    {.key = "turn",
+     .type = CFG_ADDR,
+     .flags = CFG_PORT_OPT,
+     .arg = "IP:PORT",
+     .help = "coturn server whose credentials leaves get"},
+    {.key = "turn-secret-file",
+     .type = CFG_PATH,
+     .arg = "FILE",
+     .help = "File holding coturn's static-auth-secret"},
+    {.key = "group",
+     .type = CFG_STRING,
+     .max = WIRE_MAX_GROUP,
+     .arg = "NAME",
+     .help = "Group to lead or back up, with the super nodes given the same name"},
+    {.key = "metrics",
+     .type = CFG_ADDR,
+     .arg = "HOST:PORT",
+     .help = "Serve Prometheus metrics at http://HOST:PORT/metrics"},
+    {.key = "log-level",
+     .type = CFG_ENUM,
+     .flags = CFG_RELOAD,
+     .def = "info",
+     .choices = "error|warning|info|debug",
+     .arg = "LEVEL",
+     .help = "Log level"},
+    {.key = NULL}};
 
 int main(int argc, char **argv)
 {
@@ -467,55 +609,29 @@ int main(int argc, char **argv)
                         "- show a running super node's counters and neighbours", argc - 1,
                         argv + 1);
 
-  gchar *listen = NULL, *advertise = NULL, *state_dir = NULL, *config = NULL, *log_level = NULL;
-  gchar *stun = NULL, *turn = NULL, *turn_secret_file = NULL, *group = NULL;
-  gchar **peers = NULL;
-  gboolean no_discovery = FALSE;
-  gint degree = 4, keepalive_ms = 5000, max_leaves = 2000;
-  GOptionEntry entries[] = {
-      {"listen", 0, 0, G_OPTION_ARG_STRING, &listen, "Address for leaves and super nodes",
-       "HOST:PORT"},
-      {"advertise", 0, 0, G_OPTION_ARG_STRING, &advertise,
-       "Address other super nodes should dial (default: --listen)", "HOST:PORT"},
-      {"peer", 0, 0, G_OPTION_ARG_STRING_ARRAY, &peers, "Known super node to join through (repeat)",
-       "HOST:PORT"},
-      {"no-discovery", 0, 0, G_OPTION_ARG_NONE, &no_discovery,
-       "Keep exactly the --peer links; learn no addresses", NULL},
-      {"degree", 0, 0, G_OPTION_ARG_INT, &degree, "Super-node links to aim for (default 4)", "N"},
-      {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms,
-       "Keepalive interval; silent peers go after 3 (default 5000)", "MS"},
-      {"max-leaves", 0, 0, G_OPTION_ARG_INT, &max_leaves, "Leaf sessions accepted (default 2000)",
-       "N"},
-      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "Keys and state (created 0700)",
-       "DIR"},
-      {"stun", 0, 0, G_OPTION_ARG_STRING, &stun,
-       "UDP address answering STUN (default: the listen host, port 3478; 'off' disables)",
-       "HOST:PORT"},
-      {"turn", 0, 0, G_OPTION_ARG_STRING, &turn, "coturn server whose credentials leaves get",
-       "IP:PORT"},
-      {"turn-secret-file", 0, 0, G_OPTION_ARG_FILENAME, &turn_secret_file,
-       "File holding coturn's static-auth-secret", "FILE"},
-      {"group", 0, 0, G_OPTION_ARG_STRING, &group,
-       "Group to lead or back up, with the super nodes given the same name", "NAME"},
-      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config, "GKeyFile with a [supernode] section",
-       "FILE"},
-      {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug",
-       "LEVEL"},
-      {NULL}};
+  Cfg *conf = cfg_new("supernode", sn_settings);
   GOptionContext *oc =
       g_option_context_new("- run a Canopy super node (or: stats --state-dir DIR)");
-  g_option_context_add_main_entries(oc, entries, NULL);
+  g_option_context_set_main_group(oc, cfg_option_group(conf));
   GError *err = NULL;
   int rc = 1;
   Sn sn = {0};
   char **args = argv;
   int nargs = argc;
 
-  if (!config_merge_args("supernode", config_keys, &nargs, &args, &err) ||
-      !g_option_context_parse(oc, &nargs, &args, &err)) {
-    fprintf(stderr, "canopy-supernode: %s\n", err->message);
+  int parsed = cfg_parse_args(conf, oc, "canopy-supernode", &nargs, &args);
+  if (parsed >= 0) { /* --check-config, --print-config, or an error */
+    rc = parsed;
     goto out;
   }
+  sn.conf = conf;
+  const char *listen = cfg_get_str(conf, "listen"), *advertise = cfg_get_str(conf, "advertise");
+  const char *state_dir = cfg_get_str(conf, "state-dir"), *stun = cfg_get_str(conf, "stun");
+  const char *turn = cfg_get_str(conf, "turn");
+  const char *turn_secret_file = cfg_get_str(conf, "turn-secret-file");
+  const char *group = cfg_get_str(conf, "group");
+  const char *const *peers = cfg_get_list(conf, "peer");
+  gboolean no_discovery = cfg_get_bool(conf, "no-discovery");
   if (!listen || !state_dir) {
     fprintf(stderr, "canopy-supernode: --listen and --state-dir are required (see --help)\n");
     goto out;
@@ -524,12 +640,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "canopy-supernode: unexpected argument '%s'\n", args[1]);
     goto out;
   }
-  if (degree < 1 || degree > 64 || keepalive_ms < 100 || keepalive_ms > 600000 || max_leaves < 1) {
-    fprintf(stderr,
-            "canopy-supernode: --degree 1..64, --keepalive-ms 100..600000, --max-leaves >= 1\n");
-    goto out;
-  }
-  if (!log_setup(log_level, &err) || !statedir_prepare(state_dir, &err)) {
+  if (!log_setup(cfg_get_str(conf, "log-level"), &err) || !statedir_prepare(state_dir, &err)) {
     fprintf(stderr, "canopy-supernode: %s\n", err->message);
     goto out;
   }
@@ -622,9 +733,9 @@ int main(int argc, char **argv)
   sn_config_defaults(&cfg);
   cfg.advertise = advertise ? advertise : listen;
   cfg.discovery = !no_discovery;
-  cfg.target_degree = (unsigned)degree;
-  cfg.keepalive_ms = (uint64_t)keepalive_ms;
-  cfg.max_leaves = (unsigned)max_leaves;
+  cfg.target_degree = (unsigned)cfg_get_int(conf, "degree");
+  cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
+  cfg.max_leaves = (unsigned)cfg_get_int(conf, "max-leaves");
   cfg.group = group;
   if (group && *group) {
     if (strlen(group) > WIRE_MAX_GROUP || !wire_utf8_ok(group, strlen(group))) {
@@ -634,11 +745,20 @@ int main(int argc, char **argv)
     sn.term_path = g_build_filename(state_dir, "group-term", NULL);
     cfg.term_floor = sn.term_saved = load_term(sn.term_path);
   }
+  sn.max_super_links = cfg.max_super_links;
   sn.max_sessions = cfg.max_leaves + cfg.max_super_links + 128;
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
-  for (gchar **p = peers; p && *p; p++)
+  for (const char *const *p = peers; p && *p; p++)
     sn_core_add_peer(sn.core, *p, clock_now_ms());
   run_actions(&sn);
+  const char *metrics = cfg_get_str(conf, "metrics");
+  if (metrics) {
+    sn.metrics = metrics_new(metrics, sn.ctx, fill_metrics, &sn, &err);
+    if (!sn.metrics) {
+      fprintf(stderr, "canopy-supernode: --metrics %s: %s\n", metrics, err->message);
+      goto out;
+    }
+  }
 
   g_unix_signal_add(SIGINT, on_signal, sn.loop);
   g_unix_signal_add(SIGTERM, on_signal, sn.loop);
@@ -655,6 +775,7 @@ int main(int argc, char **argv)
   rc = 0;
 
 out:
+  metrics_free(sn.metrics);
   timer_disarm(&sn.tick);
   timer_disarm(&sn.turn_refresh);
   stun_service_free(sn.stun);
@@ -678,20 +799,9 @@ out:
     g_free(sn.turn_secret);
   }
   g_free(sn.turn_addr);
-  g_free(stun);
-  g_free(turn);
-  g_free(turn_secret_file);
-  g_free(group);
   g_free(sn.term_path);
   g_clear_error(&err);
   g_option_context_free(oc);
-  if (args != argv)
-    g_strfreev(args);
-  g_free(listen);
-  g_free(advertise);
-  g_free(state_dir);
-  g_free(config);
-  g_free(log_level);
-  g_strfreev(peers);
+  cfg_free(conf);
   return rc;
 }

@@ -816,3 +816,13 @@ void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx)
   LinkIter it = {fn, ctx};
   g_hash_table_foreach(c->peers, link_iter_cb, &it);
 }
+
+void sn_core_set_limits(SnCore *c, unsigned target_degree, unsigned max_leaves,
+                        uint64_t keepalive_ms)
+{
+  c->cfg.target_degree = target_degree;
+  c->cfg.max_leaves = max_leaves;
+  /* The sweep period follows the keepalive: the housekeeping already
+   * scheduled (at most a second away) picks the new one up. */
+  c->cfg.keepalive_ms = keepalive_ms ? keepalive_ms : 5000;
+}

@@ -146,4 +146,9 @@ void sn_core_foreach_leaf(const SnCore *c, SnLeafFn fn, void *ctx);
 typedef void (*SnLinkFn)(const uint8_t id[32], const char *addr, uint64_t conn, void *ctx);
 void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx);
 
+/* SIGHUP: new link target, leaf limit and keepalive interval (0: 5000).
+ * Nothing in place is closed; the next tick works to the new values. */
+void sn_core_set_limits(SnCore *c, unsigned target_degree, unsigned max_leaves,
+                        uint64_t keepalive_ms);
+
 #endif

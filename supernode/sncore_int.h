@@ -67,6 +67,7 @@ typedef struct {
   /* backup */
   uint64_t repl_applied;
   uint64_t repl_last_seq;
+  bool replica_whole; /* backup: SNAPSHOT_END applied from this leader and term */
   uint64_t takeovers, stepdowns;
   uint64_t now; /* the latest time an event brought (for status) */
 } Group;
