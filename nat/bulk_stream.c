@@ -18,6 +18,7 @@ typedef struct {
   GMainContext *ctx; /* borrowed */
   Bulk *bulk;        /* NULL once detached */
   BulkSendFunc send;
+  BulkFlushFunc flush;
   gpointer ud;
   gboolean sendable;
   gboolean poked; /* timer set to fire at once, not yet dispatched */
@@ -43,6 +44,7 @@ static void link_detach(Link *l)
   bulk_free(l->bulk);
   l->bulk = NULL;
   l->send = NULL;
+  l->flush = NULL;
   g_clear_pointer(&l->pkt, g_free);
   sodium_memzero(l->key, sizeof l->key);
 }
@@ -78,13 +80,17 @@ static void link_flush(Link *l)
   }
   gint64 now = g_get_monotonic_time();
   size_t n;
+  gboolean sent = FALSE;
   while (l->bulk && (n = bulk_poll_datagram(l->bulk, l->pkt, l->mtu, (uint64_t)now)) > 0) {
     if (l->keyed) {
       crypto_shorthash(l->pkt + n, l->pkt, n, l->key);
       n += BULK_STREAM_TAG_BYTES;
     }
     l->send(l->pkt, n, l->ud);
+    sent = TRUE;
   }
+  if (sent && l->flush)
+    l->flush(l->ud);
   uint64_t next = bulk_next_timer(l->bulk);
   timer_set(l, next == UINT64_MAX ? -1 : (gint64)MIN(next, G_MAXINT64));
 }
@@ -449,6 +455,11 @@ void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len)
   }
   bulk_on_datagram(l->bulk, pkt, len, (uint64_t)g_get_monotonic_time());
   link_poke(l);
+}
+
+void bulk_stream_set_flush(GIOStream *s, BulkFlushFunc flush)
+{
+  CANOPY_BULK_STREAM(s)->link->flush = flush;
 }
 
 void bulk_stream_set_sendable(GIOStream *s, gboolean sendable)

@@ -26,6 +26,10 @@
  * out now; Bulk then treats it as lost and repairs it like any other. */
 typedef gboolean (*BulkSendFunc)(const guint8 *pkt, gsize len, gpointer ud);
 
+/* Called after each burst of sends (a timer tick or an event drained):
+ * for a sender that batches datagrams (udp_batch.h). */
+typedef void (*BulkFlushFunc)(gpointer ud);
+
 /* A new stream on ctx (borrowed, must outlive it). cfg as bulk_new (copied;
  * NULL for defaults). Datagrams are built but held back until
  * bulk_stream_set_sendable. Returns NULL when cfg is invalid. */
@@ -45,6 +49,8 @@ GIOStream *bulk_stream_new(GMainContext *ctx, const BulkConfig *cfg, BulkSendFun
 void bulk_stream_set_key(GIOStream *s, const guint8 key[BULK_STREAM_KEY_BYTES]);
 /* One datagram from the path (borrowed; hostile input, Bulk checks it). */
 void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len);
+/* Sets (or clears, NULL) the flush hook; it gets the send function's ud. */
+void bulk_stream_set_flush(GIOStream *s, BulkFlushFunc flush);
 /* The path can carry datagrams now (TRUE) or not yet / no more (FALSE). */
 void bulk_stream_set_sendable(GIOStream *s, gboolean sendable);
 /* Cuts the stream from its path for good: the send function is never

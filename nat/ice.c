@@ -11,6 +11,7 @@
 #include "ice.h"
 
 #include "bulk_stream.h"
+#include "udp_batch.h"
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
@@ -53,6 +54,10 @@ struct IcePeer {
   gboolean remote_set;
   char *local_desc; /* owned, once gathering is done */
   GIOStream *io;    /* owned: bulk_stream over the agent, handed out once connected */
+  /* A direct pair's datagrams bypass libnice's one-call-per-datagram send
+   * (see batch_select); NULL for a relayed pair or before one is chosen. */
+  UdpBatch *batch;
+  GSocket *batch_sock; /* owned ref: keeps the batch's fd open */
   IcePath path;
   char *fail_reason; /* owned, once failed */
 
@@ -251,6 +256,78 @@ static void socket_buffers(IcePeer *p)
   g_object_unref(sock);
 }
 
+/* Bulk's datagrams, both ways. libnice calls recv_cb for every datagram
+ * its sockets take in on the component that is not ICE's own STUN; Bulk
+ * drops what is not its wire format. */
+static void recv_cb(NiceAgent *agent, guint stream_id, guint component_id, guint len, gchar *buf,
+                    gpointer data)
+{
+  IcePeer *p = data;
+  if (p->io)
+    bulk_stream_on_datagram(p->io, (const guint8 *)buf, len);
+}
+
+static gboolean send_cb(const guint8 *pkt, gsize len, gpointer data)
+{
+  IcePeer *p = data;
+  if (p->batch) {
+    udp_batch_add(p->batch, pkt, len);
+    return TRUE;
+  }
+  return nice_agent_send(p->agent, p->stream_id, ICE_COMPONENT, (guint)len, (const gchar *)pkt) ==
+         (gint)len;
+}
+
+static void flush_cb(gpointer data)
+{
+  IcePeer *p = data;
+  if (p->batch)
+    udp_batch_flush(p->batch);
+}
+
+static void batch_clear(IcePeer *p)
+{
+  g_clear_pointer(&p->batch, udp_batch_free);
+  g_clear_object(&p->batch_sock);
+}
+
+/* libnice sends each datagram with its own system call, which caps a
+ * leaf's rate well below the link's (nat/TRANSPORT.md). When our side of
+ * the selected pair is not a TURN relay, a datagram is nothing but UDP from
+ * the pair's base socket to the remote candidate, so Bulk's bursts can go
+ * out in GSO batches on that socket. libnice still owns the socket: it
+ * reads it (STUN and our datagrams alike) and keeps the pair alive. */
+static void batch_select(IcePeer *p, NiceCandidate *local, NiceCandidate *remote)
+{
+  batch_clear(p);
+  if (local->type == NICE_CANDIDATE_TYPE_RELAYED ||
+      local->transport != NICE_CANDIDATE_TRANSPORT_UDP)
+    return;
+  GSocket *sock = nice_agent_get_selected_socket(p->agent, p->stream_id, ICE_COMPONENT);
+  if (!sock)
+    return;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  nice_address_copy_to_sockaddr(&remote->addr, (struct sockaddr *)&ss);
+  GSocketAddress *dest = g_socket_address_new_from_native(&ss, sizeof ss);
+  p->batch = dest ? udp_batch_new(sock, dest, ICE_DATAGRAM) : NULL;
+  g_clear_object(&dest);
+  if (p->batch)
+    p->batch_sock = sock;
+  else
+    g_object_unref(sock);
+}
+
+/* A better pair nominated after the stream was handed out: Bulk's
+ * datagrams follow it. */
+static void on_new_pair(NiceAgent *agent, guint stream_id, guint component_id, NiceCandidate *local,
+                        NiceCandidate *remote, gpointer data)
+{
+  IcePeer *p = data;
+  if (stream_id == p->stream_id && component_id == ICE_COMPONENT && p->batch_sock)
+    batch_select(p, local, remote);
+}
+
 static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_id, guint state,
                              gpointer data)
 {
@@ -285,28 +362,12 @@ static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_
       local->type == NICE_CANDIDATE_TYPE_RELAYED || remote->type == NICE_CANDIDATE_TYPE_RELAYED;
 
   socket_buffers(p);
+  batch_select(p, local, remote);
+  bulk_stream_set_flush(p->io, flush_cb);
   bulk_stream_set_sendable(p->io, TRUE);
   slot_disarm(&p->timeout_src);
   p->due_connected = TRUE;
   schedule(p);
-}
-
-/* Bulk's datagrams, both ways. libnice calls recv_cb for every datagram
- * its sockets take in on the component that is not ICE's own STUN; Bulk
- * drops what is not its wire format. */
-static void recv_cb(NiceAgent *agent, guint stream_id, guint component_id, guint len, gchar *buf,
-                    gpointer data)
-{
-  IcePeer *p = data;
-  if (p->io)
-    bulk_stream_on_datagram(p->io, (const guint8 *)buf, len);
-}
-
-static gboolean send_cb(const guint8 *pkt, gsize len, gpointer data)
-{
-  IcePeer *p = data;
-  return nice_agent_send(p->agent, p->stream_id, ICE_COMPONENT, (guint)len, (const gchar *)pkt) ==
-         (gint)len;
 }
 
 static gboolean timeout_cb(gpointer data)
@@ -448,6 +509,7 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
 
   g_signal_connect(p->agent, "candidate-gathering-done", G_CALLBACK(on_gathering_done), p);
   g_signal_connect(p->agent, "component-state-changed", G_CALLBACK(on_state_changed), p);
+  g_signal_connect(p->agent, "new-selected-pair-full", G_CALLBACK(on_new_pair), p);
   /* FALSE when there is no local address at all (a namespace with only
    * loopback and no IceConfig.local_addrs). */
   if (!nice_agent_gather_candidates(p->agent, p->stream_id)) {
@@ -470,6 +532,7 @@ static void peer_destroy(IcePeer *p)
     bulk_stream_detach(p->io);
     g_clear_object(&p->io);
   }
+  batch_clear(p);
   if (p->agent) {
     g_signal_handlers_disconnect_by_data(p->agent, p);
     /* Removing the stream closes any NiceIOStream a caller still holds;
