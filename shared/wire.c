@@ -271,6 +271,7 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
     m->u.group.leader_addr = rd_str(&r, WIRE_MAX_ADDR, true, &err);
     rd_copy(&r, m->u.group.backup, WIRE_ID_LEN);
     m->u.group.backup_addr = rd_str(&r, WIRE_MAX_ADDR, true, &err);
+    rd_copy(&r, m->u.group.proof, 32);
     m->u.group.n_members = rd_u16(&r);
     m->u.group.members = rd_array(&r, m->u.group.n_members, WIRE_MAX_MEMBERS, WIRE_ID_LEN + 2,
                                   sizeof(WirePeer), &err);
@@ -496,6 +497,7 @@ bool wire_encode(const WireMsg *m, Buf *b)
     ok = ok && wr_str(b, m->u.group.leader_addr, WIRE_MAX_ADDR);
     wr_bytes(b, m->u.group.backup, WIRE_ID_LEN);
     ok = ok && wr_str(b, m->u.group.backup_addr, WIRE_MAX_ADDR);
+    wr_bytes(b, m->u.group.proof, 32);
     wr_u16(b, m->u.group.n_members);
     for (uint16_t i = 0; ok && i < m->u.group.n_members; i++) {
       wr_bytes(b, m->u.group.members[i].id, WIRE_ID_LEN);

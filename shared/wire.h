@@ -200,6 +200,10 @@ typedef struct {
       WireStr leader_addr;
       uint8_t backup[WIRE_ID_LEN]; /* all zero: no backup */
       WireStr backup_addr;
+      /* keyed BLAKE2b over (group, sender id, receiver id) under the
+       * group's secret: proves membership on this link; zero when the
+       * group has no secret (supernode/GROUPS.md) */
+      uint8_t proof[32];
       uint16_t n_members;
       WirePeer *members; /* the group's super nodes, sender included */
       uint16_t n_links;

@@ -14,6 +14,7 @@
  */
 #include "group.h"
 
+#include <sodium.h>
 #include <string.h>
 
 /* Records no leaf claims this many dead intervals after a takeover go. */
@@ -97,6 +98,11 @@ void group_init(SnCore *c, uint64_t now)
   }
   g->on = true;
   g_strlcpy(g->name, c->cfg.group, sizeof g->name);
+  if (c->cfg.group_key) {
+    memcpy(g->key, c->cfg.group_key, sizeof g->key);
+    g->keyed = true;
+  }
+  c->cfg.group_key = NULL; /* borrowed for sn_core_new only */
   g->role = SN_ROLE_JOINING;
   g->join_deadline = now + (c->cfg.group_join_ms ? c->cfg.group_join_ms : 1000);
   g->next_hb = now;
@@ -111,6 +117,7 @@ static void pending_clear(Group *g)
 
 void group_free(SnCore *c)
 {
+  sodium_memzero(c->group.key, sizeof c->group.key);
   pending_clear(&c->group);
   g_ptr_array_unref(c->group.leader_links);
 }
@@ -154,6 +161,27 @@ static void each_peer(SnCore *c, bool members, bool leaves, PeerFn fn, void *ctx
   }
 }
 
+/* --- membership ---------------------------------------------------------------- */
+
+/* With a group secret (--group-key-file), a link is a member's only if the
+ * far end proves the secret for this very pair of node ids (both
+ * authenticated by the session's handshake), so the proof cannot be
+ * replayed on another link. Without one, any super node that says the
+ * group's name is a member: fine on a private network, not on the open
+ * internet. */
+static void member_proof(const SnCore *c, const uint8_t from[32], const uint8_t to[32],
+                         uint8_t out[32])
+{
+  const Group *g = &c->group;
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, g->key, sizeof g->key, 32);
+  crypto_generichash_update(&st, (const uint8_t *)"canopy group member", 19);
+  crypto_generichash_update(&st, (const uint8_t *)g->name, strlen(g->name) + 1);
+  crypto_generichash_update(&st, from, 32);
+  crypto_generichash_update(&st, to, 32);
+  crypto_generichash_final(&st, out, 32);
+}
+
 /* --- GROUP_STATE ----------------------------------------------------------------- */
 
 typedef struct {
@@ -177,7 +205,7 @@ static void lists_cb(SnCore *c, Peer *p, void *ctx)
   }
 }
 
-static void send_state(SnCore *c, uint64_t conn)
+static void send_state(SnCore *c, Peer *to)
 {
   Group *g = &c->group;
   StateLists l = {0};
@@ -209,12 +237,14 @@ static void send_state(SnCore *c, uint64_t conn)
     m.u.group.n_links = l.n_links;
     m.u.group.links = l.links;
   }
-  sn_send(c, conn, &m);
+  if (g->keyed)
+    member_proof(c, c->self, to->id, m.u.group.proof);
+  sn_send(c, to->conn, &m);
 }
 
 static void state_cb(SnCore *c, Peer *p, void *ctx)
 {
-  send_state(c, p->conn);
+  send_state(c, p);
 }
 
 /* Our view to the members, and (leader) to every leaf session. */
@@ -354,7 +384,7 @@ static void elect_backup(SnCore *c, uint64_t now)
     g_message("group %s, term %" G_GUINT64_FORMAT ": backup is %s… at %s", g->name, g->term, id,
               best->addr);
     /* The backup learns its role before the snapshot arrives. */
-    send_state(c, best->conn);
+    send_state(c, best);
     send_snapshot(c, best);
   } else {
     memset(g->backup, 0, 32);
@@ -484,6 +514,18 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     p->member = false;
     return;
   }
+  if (g->keyed) {
+    uint8_t want[32];
+    member_proof(c, p->id, c->self, want);
+    if (sodium_memcmp(want, m->u.group.proof, 32) != 0) {
+      if (!p->member_refused)
+        g_warning("group %s: %s claims membership without the group's secret; ignored", g->name,
+                  p->addr[0] ? p->addr : "a super node");
+      p->member_refused = true;
+      p->member = false;
+      return;
+    }
+  }
   bool was_member = p->member;
   p->member = true;
   p->member_role = m->u.group.role;
@@ -499,7 +541,7 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
       if (memcmp(p->id, c->self, 32) < 0)
         adopt(c, p, m, now);
       else
-        send_state(c, p->conn);
+        send_state(c, p);
     } else if (g->role != SN_ROLE_LEADER &&
                (from_leader || !g->has_leader || memcmp(g->leader, m->u.group.leader, 32) == 0)) {
       /* The leader's own word, or news of it: refresh (backup changes). */
@@ -518,7 +560,7 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
       stop_leading(c);
     }
   } else if (m->u.group.term < g->term && (m->u.group.role == GROLE_LEADER || names_leader)) {
-    send_state(c, p->conn); /* it is behind: our term makes a stale leader step down */
+    send_state(c, p); /* it is behind: our term makes a stale leader step down */
   }
   if (g->has_leader && memcmp(g->leader, p->id, 32) == 0 && from_leader)
     g->leader_seen = now;
@@ -664,7 +706,7 @@ void group_link_up(SnCore *c, Peer *p, uint64_t now)
 {
   c->group.now = now;
   if (c->group.on)
-    send_state(c, p->conn);
+    send_state(c, p);
 }
 
 void group_link_down(SnCore *c, Peer *p, uint64_t now)
@@ -689,11 +731,11 @@ bool group_leaf_hello(SnCore *c, Peer *p, uint64_t now)
     return true;
   }
   if (g->role == SN_ROLE_LEADER) {
-    send_state(c, p->conn); /* the leaf learns the group before ATTACHED */
+    send_state(c, p); /* the leaf learns the group before ATTACHED */
     sn_attach_leaf(c, p, now);
     return true;
   }
-  send_state(c, p->conn); /* names the leader to go to, if we know it */
+  send_state(c, p); /* names the leader to go to, if we know it */
   sn_close_peer(c, p, "not the group's leader", now);
   return false;
 }
@@ -708,7 +750,7 @@ bool group_watch_hello(SnCore *c, Peer *p, uint64_t now)
   }
   p->kind = PEER_WATCH;
   p->watch_leader_ok = true;
-  send_state(c, p->conn);
+  send_state(c, p);
   return true;
 }
 

@@ -589,6 +589,10 @@ static const CfgDef sn_settings[] = {
      .max = WIRE_MAX_GROUP,
      .arg = "NAME",
      .help = "Group to lead or back up, with the super nodes given the same name"},
+    {.key = "group-key-file",
+     .type = CFG_PATH,
+     .arg = "FILE",
+     .help = "Secret shared by the group's super nodes; only those proving it are members"},
     {.key = "metrics",
      .type = CFG_ADDR,
      .arg = "HOST:PORT",
@@ -630,6 +634,8 @@ int main(int argc, char **argv)
   const char *turn = cfg_get_str(conf, "turn");
   const char *turn_secret_file = cfg_get_str(conf, "turn-secret-file");
   const char *group = cfg_get_str(conf, "group");
+  const char *group_key_file = cfg_get_str(conf, "group-key-file");
+  uint8_t group_key[32];
   const char *const *peers = cfg_get_list(conf, "peer");
   gboolean no_discovery = cfg_get_bool(conf, "no-discovery");
   if (!listen || !state_dir) {
@@ -742,12 +748,36 @@ int main(int argc, char **argv)
       fprintf(stderr, "canopy-supernode: --group: 1..%d bytes of UTF-8\n", WIRE_MAX_GROUP);
       goto out;
     }
+    if (group_key_file) {
+      /* Any text: its hash is the key (like --turn-secret-file, never on
+       * the command line, never logged). */
+      gchar *secret = NULL;
+      gsize len = 0;
+      if (!g_file_get_contents(group_key_file, &secret, &len, &err)) {
+        fprintf(stderr, "canopy-supernode: --group-key-file: %s\n", err->message);
+        goto out;
+      }
+      g_strstrip(secret);
+      len = strlen(secret);
+      if (len < 16) {
+        fprintf(stderr, "canopy-supernode: %s: the group secret needs at least 16 characters\n",
+                group_key_file);
+        sodium_memzero(secret, len);
+        g_free(secret);
+        goto out;
+      }
+      crypto_generichash(group_key, sizeof group_key, (const uint8_t *)secret, len, NULL, 0);
+      sodium_memzero(secret, len);
+      g_free(secret);
+      cfg.group_key = group_key;
+    }
     sn.term_path = g_build_filename(state_dir, "group-term", NULL);
     cfg.term_floor = sn.term_saved = load_term(sn.term_path);
   }
   sn.max_super_links = cfg.max_super_links;
   sn.max_sessions = cfg.max_leaves + cfg.max_super_links + 128;
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
+  sodium_memzero(group_key, sizeof group_key);
   for (const char *const *p = peers; p && *p; p++)
     sn_core_add_peer(sn.core, *p, clock_now_ms());
   run_actions(&sn);

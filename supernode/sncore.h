@@ -37,6 +37,9 @@ typedef struct {
   uint64_t group_dead_ms; /* silence after which a member is lost */
   uint64_t group_join_ms; /* bootstrap: lead if no leader heard by then */
   uint64_t term_floor;    /* highest term seen before a restart (persisted) */
+  /* 32-byte group secret (borrowed for sn_core_new): only super nodes
+   * proving it are members. NULL: anyone saying the name is. */
+  const uint8_t *group_key;
 } SnConfig;
 
 /* Defaults a caller then overrides. */

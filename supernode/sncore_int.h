@@ -40,6 +40,7 @@ typedef struct {
   /* WATCH sessions: what the leaf last said of its leader */
   bool watch_leader_ok;
   uint64_t watch_term;
+  bool member_refused; /* said our group's name without the secret (logged once) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -51,6 +52,8 @@ typedef struct {
 typedef struct {
   bool on;
   char name[WIRE_MAX_GROUP + 1];
+  bool keyed;
+  uint8_t key[32]; /* the group's secret, when keyed */
   SnRole role;
   uint64_t term;
   bool has_leader, has_backup;

@@ -140,6 +140,7 @@ static void assert_msg_eq(const WireMsg *a, const WireMsg *b)
     assert_str_eq(a->u.group.leader_addr, b->u.group.leader_addr);
     assert_memory_equal(a->u.group.backup, b->u.group.backup, WIRE_ID_LEN);
     assert_str_eq(a->u.group.backup_addr, b->u.group.backup_addr);
+    assert_memory_equal(a->u.group.proof, b->u.group.proof, 32);
     assert_int_equal(a->u.group.n_members, b->u.group.n_members);
     for (uint16_t i = 0; i < a->u.group.n_members; i++) {
       assert_memory_equal(a->u.group.members[i].id, b->u.group.members[i].id, WIRE_ID_LEN);
@@ -554,6 +555,7 @@ static void test_group_messages(void **state)
   fill(g.u.group.leader, WIRE_ID_LEN, 1);
   g.u.group.leader_addr = wire_str("10.0.0.1:7400", 13);
   g.u.group.backup_addr = wire_str("", 0);
+  fill(g.u.group.proof, 32, 9);
   g.u.group.n_members = 2;
   g.u.group.members = members;
   g.u.group.n_links = 1;
