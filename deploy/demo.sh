@@ -96,14 +96,14 @@ done
 echo
 echo "== failover: kill -9 S4, the leader of group east (bob's super node)"
 bob_status() { "$LEAF" status --state-dir "$D/bob-state" --json; }
-echo "   bob before: $(bob_status | jq -r '"attached to \(.supernode), term \(.term), backup \(.backup.address), published \(.publishes)x"')"
+echo "   bob before: $(bob_status | jq -r '"attached to \(.supernode), election \(.term / 4294967296 | floor), backup \(.backup.address), published \(.publishes)x"')"
 t0=$(date +%s%N)
 kill -9 "$SN_PID_4"
 wait "$SN_PID_4" 2>/dev/null || true
 wait_for 10 is_role 5 leader
 wait_for 10 sh -c "'$LEAF' status --state-dir '$D/bob-state' --json | jq -e '.connected and .supernode == \"127.0.0.1:$((BASE + 5))\"' >/dev/null"
-echo "   S5 is leader (term $("$SN" stats --state-dir "$D/s5" --json | jq .term)); bob followed it $(( ($(date +%s%N) - t0) / 1000000 )) ms after the kill"
-echo "   bob after:  $(bob_status | jq -r '"attached to \(.supernode), term \(.term), published \(.publishes)x (no re-publish: S5 had a replica)"')"
+echo "   S5 is leader (election $("$SN" stats --state-dir "$D/s5" --json | jq .election)); bob followed it $(( ($(date +%s%N) - t0) / 1000000 )) ms after the kill"
+echo "   bob after:  $(bob_status | jq -r '"attached to \(.supernode), election \(.term / 4294967296 | floor), published \(.publishes)x (no re-publish: S5 had a replica)"')"
 echo "   alice searches 'abbey' again (through S1-S2-S3-S5):"
 "$LEAF" search --state-dir "$D/alice-state" --ttl 3 abbey | sed 's/^/   /'
 echo "== stopping the loopback overlay"

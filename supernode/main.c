@@ -447,6 +447,9 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_string_member(o, "group", g.group);
   json_object_set_string_member(o, "role", roles[g.role]);
   json_object_set_int_member(o, "term", (gint64)g.term);
+  /* Terms are node-unique (GROUPS.md): elections << 32 | the electing
+   * node's id tag. The count alone reads better. */
+  json_object_set_int_member(o, "election", (gint64)(g.term >> 32));
   json_object_set_member(o, "leader", node_json(g.has_leader, g.leader, g.leader_addr));
   json_object_set_member(o, "backup", node_json(g.has_backup, g.backup, g.backup_addr));
   json_object_set_int_member(o, "members", g.members);
