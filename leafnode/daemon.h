@@ -21,7 +21,7 @@ typedef struct {
   Identity id;
   char id_hex[IDENTITY_HEX_LEN];
   LeafCore *core;
-  Share *share;
+  ShareSet *shares;
   char *sn_addr; /* configured (--supernode) */
   GSocketClient *dialer;
   /* One session per LeafSlot: PRIMARY to the group's leader, WATCH to its
@@ -37,21 +37,36 @@ typedef struct {
   ControlServer *ctl;
   GHashTable *pending; /* search id -> ControlClient* */
   char last_error[256];
+  /* Every super node address dialed, in order of first try, with the last
+   * error there ("" once a session there opened): what "no super node
+   * reachable (tried ...)" lists. */
+  GPtrArray *tried; /* Tried* (main.c) */
   char sn_hex[IDENTITY_HEX_LEN];
   Peers *peers;
   Server *server;
   char *download_dir;
-  GHashTable *downloads;   /* download id -> Download* */
+  GHashTable *downloads;   /* download id -> Download*, ended ones too */
   GHashTable *dl_searches; /* search id -> Download* (source lookups) */
   uint64_t next_download;
+  /* Transfer totals since start, for `status` and `downloads`. */
+  uint64_t bytes_downloaded; /* verified bytes received from other leaves */
+  uint64_t downloads_finished, downloads_failed;
+  GHashTable *uploads;      /* PeerLink* set: inbound links open (serving) */
   gboolean running_actions; /* leaf_run_actions is on the stack */
 } Leaf;
 
 /* Runs the leaf core's queued actions (main.c). */
 void leaf_run_actions(Leaf *lf);
 
-/* download.c: `canopy-leaf get` in the daemon. */
+/* download.c: `canopy-leaf get` and `canopy-leaf downloads` in the daemon. */
 void download_start(Leaf *lf, ControlClient *cl, JsonObject *req);
+/* {"downloads": [...], "transfers": {...}}, and finishes cl. */
+void download_list(Leaf *lf, ControlClient *cl);
+/* what is "pause", "resume" or "cancel"; req carries "id". Answers and
+ * finishes cl. */
+void download_command(Leaf *lf, ControlClient *cl, const char *what, JsonObject *req);
+/* Transfer counters and totals (a new object). */
+JsonObject *download_stats(Leaf *lf);
 /* A hit or the end of a search started by a download; FALSE if the search
  * was not one of ours. */
 gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit);

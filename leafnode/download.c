@@ -1,13 +1,28 @@
-/* download.c - `canopy-leaf get` inside the daemon: find sources by content
- * id, link to up to DL_MAX_SOURCES of them, run the fetch core (fetch.h) over
- * those links, write verified chunks into a part file, and rename it into
- * place when the last chunk is in.
+/* download.c - `canopy-leaf get` and `canopy-leaf downloads` inside the
+ * daemon: find sources by content id, link to up to DL_MAX_SOURCES of them,
+ * run the fetch core (fetch.h) over those links, write verified chunks into a
+ * part file, and rename it into place when the last chunk is in.
  *
  * The part file is named after the content id and sits beside the final
- * file, so a later `get` of the same id to the same place resumes: once the chunk hashes are known
- * every chunk already on disk is checked and only the missing ones are asked for. The finished file
- * appears atomically (rename) in the download folder, under the hit's
- * base name; a peer-supplied name can never point elsewhere.
+ * file, so a later `get` of the same id to the same place resumes: once the
+ * chunk hashes are known every chunk already on disk is checked and only the
+ * missing ones are asked for. The finished file appears atomically (rename)
+ * in the download folder, under the hit's base name; a peer-supplied name can
+ * never point elsewhere.
+ *
+ * Every download has an id and a state:
+ *
+ *   searching --first source--> running --last chunk--> finished
+ *       ^  \                      |  \
+ *       |   `------ pause ------.  |   `--> failed (no source left, disk full...)
+ *    resume                      v v
+ *       `-------------------- paused
+ *
+ * and cancel from any of the first three (the part file is deleted). Pausing
+ * closes the links and keeps the part file; resuming is the resume above: a
+ * new source search, then only the missing chunks. The ended ones stay
+ * listed (DL_HISTORY of them) for `canopy-leaf downloads`; the list lives in
+ * the daemon, so after a restart `get` is how a download resumes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +40,19 @@
 #define DL_MAX_SOURCES 4
 #define DL_PIPELINE 8
 #define DL_PROGRESS_MS 500
+#define DL_HISTORY 32 /* ended downloads kept for the list */
+
+typedef enum {
+  DL_SEARCHING,
+  DL_RUNNING,
+  DL_PAUSED,
+  DL_FINISHED,
+  DL_FAILED,
+  DL_CANCELLED,
+} DlState;
+
+static const char *const state_names[] = {"searching", "running", "paused",
+                                          "finished",  "failed",  "cancelled"};
 
 typedef struct {
   char peer[IDENTITY_HEX_LEN];
@@ -37,7 +65,8 @@ typedef struct {
 typedef struct {
   uint64_t id;
   Leaf *lf;
-  ControlClient *cl;
+  ControlClient *cl; /* the `get` following it, or NULL */
+  DlState state;
   uint8_t cid[32];
   char cid_hex[CONTENT_HEX_LEN];
   uint64_t size;
@@ -54,21 +83,46 @@ typedef struct {
   GString *failures;     /* why sources failed, for the error message */
   Fetch *fetch;
   GSource *timer;
-  uint64_t started;
+  uint64_t started, ended; /* monotonic ms */
+  uint64_t bytes_done;     /* verified, as of the last look (kept while paused) */
+  uint64_t received;       /* verified bytes that came over the network */
+  uint64_t rate_at, rate_received;
+  double rate; /* bytes/s, smoothed */
+  char *error; /* failed: why */
 } Download;
 
 static void dl_pump(Download *d);
 static gboolean dl_begin(Download *d);
 static void dl_link_more(Download *d);
 
-static void dl_free(Download *d)
+/* Lets go of everything a download holds but its record: the source
+ * search, the links (their close callbacks find no fetch and do nothing),
+ * the fetch core, the part file's descriptor, the timer. */
+static void dl_release(Download *d)
 {
+  Leaf *lf = d->lf;
   timer_disarm(&d->timer);
-  for (guint i = d->links->len; i-- > 0;)
-    peer_link_close(g_ptr_array_index(d->links, i), "download over");
+  if (d->search && lf->dl_searches)
+    g_hash_table_remove(lf->dl_searches, GUINT_TO_POINTER(d->search));
+  d->search = 0;
+  if (d->fetch)
+    d->bytes_done = fetch_bytes_done(d->fetch);
+  fetch_free(d->fetch);
+  d->fetch = NULL;
+  GPtrArray *links = d->links;
+  d->links = g_ptr_array_new();
+  for (guint i = links->len; i-- > 0;)
+    peer_link_close(g_ptr_array_index(links, i), "download over");
+  g_ptr_array_unref(links);
   if (d->fd >= 0)
     close(d->fd);
-  fetch_free(d->fetch);
+  d->fd = -1;
+  d->rate = 0;
+}
+
+static void dl_free(Download *d)
+{
+  dl_release(d);
   g_ptr_array_unref(d->candidates);
   g_ptr_array_unref(d->links);
   g_array_unref(d->sources);
@@ -76,15 +130,54 @@ static void dl_free(Download *d)
   g_free(d->name);
   g_free(d->final_path);
   g_free(d->part_path);
+  g_free(d->error);
   g_free(d);
 }
 
-static void dl_end(Download *d)
+static gboolean ended(const Download *d)
 {
-  Leaf *lf = d->lf;
-  if (d->search)
-    g_hash_table_remove(lf->dl_searches, GUINT_TO_POINTER(d->search));
-  g_hash_table_remove(lf->downloads, &d->id); /* frees d */
+  return d->state >= DL_FINISHED;
+}
+
+static gint by_end(gconstpointer a, gconstpointer b)
+{
+  const Download *x = *(Download *const *)a, *y = *(Download *const *)b;
+  if (x->ended != y->ended)
+    return x->ended < y->ended ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Keeps at most DL_HISTORY ended downloads: those that ended first go,
+ * never keep (which just ended: its caller still uses it). */
+static void prune_history(Leaf *lf, Download *keep)
+{
+  GPtrArray *old = g_ptr_array_new();
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, lf->downloads);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    if (ended(v) && v != keep)
+      g_ptr_array_add(old, v);
+  g_ptr_array_sort(old, by_end);
+  for (guint i = 0; i + DL_HISTORY < old->len + 1; i++) {
+    Download *d = g_ptr_array_index(old, i);
+    g_hash_table_remove(lf->downloads, &d->id); /* frees it */
+  }
+  g_ptr_array_unref(old);
+}
+
+/* The download has ended in state st: it lets go of its resources and stays
+ * listed. */
+static void dl_end(Download *d, DlState st)
+{
+  dl_release(d);
+  d->state = st;
+  d->ended = clock_now_ms();
+  if (st == DL_FINISHED)
+    d->lf->downloads_finished++;
+  else if (st == DL_FAILED)
+    d->lf->downloads_failed++;
+  prune_history(d->lf, d);
 }
 
 static void dl_fail(Download *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -94,18 +187,20 @@ static void dl_fail(Download *d, const char *fmt, ...)
   va_start(ap, fmt);
   gchar *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
-  g_message("download %.16s… failed: %s", d->cid_hex, msg);
-  if (d->cl)
-    control_fail(d->cl, msg);
+  g_message("download %" G_GUINT64_FORMAT " (%.16s…) failed: %s", d->id, d->cid_hex, msg);
+  g_free(d->error);
+  d->error = msg;
+  ControlClient *cl = d->cl;
   d->cl = NULL;
-  g_free(msg);
-  dl_end(d);
+  dl_end(d, DL_FAILED);
+  if (cl)
+    control_fail(cl, msg);
 }
 
 static Download *dl_by_link(Leaf *lf, PeerLink *l)
 {
   uint64_t id = peer_link_tag(l);
-  return g_hash_table_lookup(lf->downloads, &id);
+  return lf->downloads ? g_hash_table_lookup(lf->downloads, &id) : NULL;
 }
 
 static uint64_t src_of(PeerLink *l)
@@ -129,14 +224,35 @@ static void send_progress(Download *d)
   json_object_set_int_member(o, "progress", (gint64)fetch_bytes_done(d->fetch));
   json_object_set_int_member(o, "total", (gint64)d->size);
   json_object_set_int_member(o, "sources", fetch_sources(d->fetch));
+  json_object_set_int_member(o, "rate", (gint64)d->rate);
   control_send(d->cl, o);
+}
+
+/* The transfer rate over the last progress interval, smoothed. */
+static void update_rate(Download *d, uint64_t now)
+{
+  if (d->rate_at == 0 || now <= d->rate_at) {
+    d->rate_at = now;
+    d->rate_received = d->received;
+    return;
+  }
+  if (now - d->rate_at < DL_PROGRESS_MS / 2)
+    return;
+  double inst = (double)(d->received - d->rate_received) * 1000.0 / (double)(now - d->rate_at);
+  d->rate = d->rate > 0 ? 0.5 * d->rate + 0.5 * inst : inst;
+  d->rate_at = now;
+  d->rate_received = d->received;
 }
 
 static gboolean on_timer(gpointer ud)
 {
   Download *d = ud;
-  if (d->fetch)
-    fetch_tick(d->fetch, clock_now_ms());
+  uint64_t now = clock_now_ms();
+  if (d->fetch) {
+    fetch_tick(d->fetch, now);
+    d->bytes_done = fetch_bytes_done(d->fetch);
+  }
+  update_rate(d, now);
   send_progress(d);
   dl_pump(d);
   return G_SOURCE_REMOVE;
@@ -150,7 +266,8 @@ static void arm(Download *d)
   timer_arm(&d->timer, d->lf->ctx, t, on_timer, d);
 }
 
-/* Chunks already in the part file (an interrupted earlier `get`). */
+/* Chunks already in the part file (an interrupted earlier `get`, or a
+ * pause). */
 static void check_part(Download *d)
 {
   uint32_t n = fetch_chunk_count(d->fetch), kept = 0;
@@ -186,12 +303,16 @@ static void finish(Download *d)
   g_message("downloaded %s (%" G_GUINT64_FORMAT " bytes) in %" G_GUINT64_FORMAT
             " ms from %u source(s)",
             d->final_path, d->size, ms, d->sources->len);
-  if (d->cl) {
-    JsonObject *o = json_object_new();
+  ControlClient *cl = d->cl;
+  d->cl = NULL;
+  JsonObject *o = NULL;
+  if (cl) {
+    o = json_object_new();
     json_object_set_string_member(o, "path", d->final_path);
     json_object_set_int_member(o, "bytes", (gint64)d->size);
     json_object_set_string_member(o, "content_id", d->cid_hex);
     json_object_set_int_member(o, "ms", (gint64)ms);
+    json_object_set_int_member(o, "id", (gint64)d->id);
     JsonArray *arr = json_array_new();
     for (guint i = 0; i < d->sources->len; i++) {
       SourceRec *r = &g_array_index(d->sources, SourceRec, i);
@@ -205,17 +326,21 @@ static void finish(Download *d)
     }
     json_object_set_array_member(o, "sources", arr);
     json_object_set_boolean_member(o, "done", TRUE);
-    control_send(d->cl, o);
-    control_finish(d->cl);
-    d->cl = NULL;
   }
-  dl_end(d);
+  d->bytes_done = d->size;
+  dl_end(d, DL_FINISHED);
+  if (cl) {
+    control_send(cl, o);
+    control_finish(cl);
+  }
 }
 
-/* Runs the fetch core's actions. Returns after d may have been freed only
- * through finish/dl_fail, which end the loop. */
+/* Runs the fetch core's actions. d stays listed; it may have ended (through
+ * finish or dl_fail, which end the loop). */
 static void dl_pump(Download *d)
 {
+  if (ended(d) || d->state == DL_PAUSED)
+    return;
   if (!d->fetch) {
     arm(d);
     return;
@@ -250,6 +375,8 @@ static void dl_pump(Download *d)
                 e == ENOSPC ? " (disk full; run get again to resume)" : "");
         return;
       }
+      d->received += a.len;
+      d->lf->bytes_downloaded += a.len;
       break;
     }
     case FETCH_ACT_DONE:
@@ -258,7 +385,10 @@ static void dl_pump(Download *d)
       return;
     }
     fetch_action_clear(&a);
+    if (!d->fetch) /* a closed link ended the download */
+      return;
   }
+  d->bytes_done = fetch_bytes_done(d->fetch);
   if (fetch_sources(d->fetch) == 0 && d->links->len == 0 && d->search == 0) {
     dl_fail(d, "no source could deliver %.16s…: %s", d->cid_hex,
             d->failures->len ? d->failures->str : "no source reachable");
@@ -313,17 +443,20 @@ static gboolean dl_begin(Download *d)
   }
   /* The part file sits beside the final name, so the last step is a rename
    * within one file system (atomic), wherever -o points. */
-  gchar *part_name = g_strdup_printf(".canopy-%s.part", d->cid_hex);
-  gchar *dir = g_path_get_dirname(d->final_path);
-  d->part_path = g_build_filename(dir, part_name, NULL);
-  g_free(dir);
-  g_free(part_name);
+  if (!d->part_path) {
+    gchar *part_name = g_strdup_printf(".canopy-%s.part", d->cid_hex);
+    gchar *dir = g_path_get_dirname(d->final_path);
+    d->part_path = g_build_filename(dir, part_name, NULL);
+    g_free(dir);
+    g_free(part_name);
+  }
   d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (d->fd < 0) {
     dl_fail(d, "cannot create %s: %s", d->part_path, g_strerror(errno));
     return FALSE;
   }
   d->fetch = fetch_new(d->cid, d->size, DL_PIPELINE);
+  d->state = DL_RUNNING;
   return TRUE;
 }
 
@@ -350,7 +483,10 @@ gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
     dl_pump(d); /* fails it if every link already failed */
     return TRUE;
   }
-  dl_fail(d, "%s", error ? error : "no leaf shares this content id (searched 7 super-node hops)");
+  if (error)
+    dl_fail(d, "%s", error);
+  else
+    dl_fail(d, "no leaf shares this content id (searched %d super-node hops)", WIRE_MAX_TTL);
   return TRUE;
 }
 
@@ -400,19 +536,86 @@ void download_link_closed(Leaf *lf, PeerLink *l, const char *reason)
   dl_pump(d);
 }
 
-/* --- the request --------------------------------------------------------------- */
+/* --- running, pausing, resuming, cancelling -------------------------------------- */
+
+/* (Re)starts the download: a search for sources by content id. */
+static void dl_run(Download *d)
+{
+  Leaf *lf = d->lf;
+  d->state = DL_SEARCHING;
+  g_ptr_array_set_size(d->candidates, 0);
+  g_array_set_size(d->sources, 0); /* the summary tells of the last run's links */
+  d->tried = 0;
+  g_string_truncate(d->failures, 0);
+  d->rate_at = 0;
+  d->search =
+      leaf_core_search(lf->core, QUERY_CONTENT_ID, d->cid_hex, WIRE_MAX_TTL, 1500, clock_now_ms());
+  leaf_core_search_limit(lf->core, d->search, 16);
+  g_hash_table_insert(lf->dl_searches, GUINT_TO_POINTER(d->search), d);
+  leaf_run_actions(lf);
+}
+
+static void tell(Download *d, const char *what)
+{
+  if (!d->cl)
+    return;
+  JsonObject *o = json_object_new();
+  json_object_set_int_member(o, "download", (gint64)d->id);
+  json_object_set_string_member(o, "state", what);
+  control_send(d->cl, o);
+}
+
+static void dl_pause(Download *d)
+{
+  dl_release(d);
+  d->state = DL_PAUSED;
+  g_message("download %" G_GUINT64_FORMAT " (%.16s…) paused at %" G_GUINT64_FORMAT
+            " of %" G_GUINT64_FORMAT " bytes",
+            d->id, d->cid_hex, d->bytes_done, d->size);
+  tell(d, "paused");
+}
+
+static void dl_resume(Download *d)
+{
+  g_message("download %" G_GUINT64_FORMAT " (%.16s…) resumed", d->id, d->cid_hex);
+  tell(d, "searching");
+  dl_run(d); /* may end it at once (not connected) */
+}
+
+static void dl_cancel(Download *d)
+{
+  dl_release(d);
+  if (d->part_path && g_unlink(d->part_path) != 0 && errno != ENOENT)
+    g_warning("download %" G_GUINT64_FORMAT ": cannot delete %s: %s", d->id, d->part_path,
+              g_strerror(errno));
+  g_message("download %" G_GUINT64_FORMAT " (%.16s…) cancelled", d->id, d->cid_hex);
+  ControlClient *cl = d->cl;
+  d->cl = NULL;
+  g_free(d->error);
+  d->error = g_strdup_printf("download %" G_GUINT64_FORMAT " was cancelled", d->id);
+  dl_end(d, DL_CANCELLED);
+  if (cl)
+    control_fail(cl, d->error);
+}
+
+/* --- the requests ---------------------------------------------------------------- */
 
 static void dl_destroy(gpointer p)
 {
   dl_free(p);
 }
 
-void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
+static void ensure_tables(Leaf *lf)
 {
   if (!lf->downloads) {
     lf->downloads = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, dl_destroy);
     lf->dl_searches = g_hash_table_new(g_direct_hash, g_direct_equal);
   }
+}
+
+void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
+{
+  ensure_tables(lf);
   const char *hex = json_object_get_string_member_with_default(req, "content_id", "");
   const char *out = json_object_get_string_member_with_default(req, "output", NULL);
   uint8_t cid[32];
@@ -426,13 +629,13 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
   }
   /* A `get` whose command was interrupted goes on in the daemon; asking
    * again for the same file follows that download instead of starting a
-   * second one on the same part file. */
+   * second one on the same part file (and resumes it if it was paused). */
   GHashTableIter it;
   gpointer v;
   g_hash_table_iter_init(&it, lf->downloads);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
     Download *old = v;
-    if (memcmp(old->cid, cid, 32) != 0)
+    if (ended(old) || memcmp(old->cid, cid, 32) != 0)
       continue;
     if (old->cl && !control_client_gone(old->cl)) {
       control_fail(cl, "this file is already being downloaded by another `get`");
@@ -442,6 +645,9 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
       control_finish(old->cl);
     old->cl = cl;
     g_message("download %.16s…: a new `get` follows the running download", old->cid_hex);
+    tell(old, state_names[old->state]);
+    if (old->state == DL_PAUSED)
+      dl_resume(old);
     return;
   }
   Download *d = g_new0(Download, 1);
@@ -463,18 +669,157 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
     dl_fail(d, "cannot create %s: %s", lf->download_dir, g_strerror(errno));
     return;
   }
-  d->search =
-      leaf_core_search(lf->core, QUERY_CONTENT_ID, d->cid_hex, WIRE_MAX_TTL, 1500, clock_now_ms());
-  leaf_core_search_limit(lf->core, d->search, 16);
-  g_hash_table_insert(lf->dl_searches, GUINT_TO_POINTER(d->search), d);
-  leaf_run_actions(lf);
+  tell(d, "searching");
+  dl_run(d);
+}
+
+static JsonObject *dl_json(const Download *d)
+{
+  JsonObject *o = json_object_new();
+  json_object_set_int_member(o, "id", (gint64)d->id);
+  json_object_set_string_member(o, "state", state_names[d->state]);
+  if (d->name)
+    json_object_set_string_member(o, "name", d->name);
+  else
+    json_object_set_null_member(o, "name");
+  json_object_set_string_member(o, "content_id", d->cid_hex);
+  if (d->final_path)
+    json_object_set_string_member(o, "path", d->final_path);
+  else
+    json_object_set_null_member(o, "path");
+  uint64_t done = d->fetch ? fetch_bytes_done(d->fetch) : d->bytes_done;
+  json_object_set_int_member(o, "bytes_done", (gint64)done);
+  json_object_set_int_member(o, "bytes_total", (gint64)d->size);
+  uint64_t end = ended(d) ? d->ended : clock_now_ms();
+  uint64_t ms = end - d->started;
+  double rate = d->rate;
+  if (d->state == DL_FINISHED && ms > 0)
+    rate = (double)d->received * 1000.0 / (double)ms; /* the average */
+  json_object_set_int_member(o, "rate", (gint64)rate);
+  json_object_set_int_member(o, "sources", d->fetch ? fetch_sources(d->fetch) : 0);
+  json_object_set_int_member(o, "sources_known", d->candidates->len);
+  json_object_set_int_member(o, "elapsed_ms", (gint64)ms);
+  json_object_set_boolean_member(o, "followed", d->cl != NULL);
+  if (d->error)
+    json_object_set_string_member(o, "error", d->error);
+  return o;
+}
+
+static gint by_id(gconstpointer a, gconstpointer b)
+{
+  uint64_t x = (*(Download *const *)a)->id, y = (*(Download *const *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
+/* Every listed download, by id. */
+static GPtrArray *sorted(Leaf *lf)
+{
+  GPtrArray *all = g_ptr_array_new();
+  if (lf->downloads) {
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, lf->downloads);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+      g_ptr_array_add(all, v);
+  }
+  g_ptr_array_sort(all, by_id);
+  return all;
+}
+
+void download_list(Leaf *lf, ControlClient *cl)
+{
+  GPtrArray *all = sorted(lf);
+  JsonArray *arr = json_array_new();
+  for (guint i = 0; i < all->len; i++)
+    json_array_add_object_element(arr, dl_json(g_ptr_array_index(all, i)));
+  g_ptr_array_unref(all);
+  JsonObject *o = json_object_new();
+  json_object_set_array_member(o, "downloads", arr);
+  json_object_set_object_member(o, "transfers", download_stats(lf));
+  json_object_set_boolean_member(o, "done", TRUE);
+  control_send(cl, o);
+  control_finish(cl);
+}
+
+void download_command(Leaf *lf, ControlClient *cl, const char *what, JsonObject *req)
+{
+  ensure_tables(lf);
+  gint64 id = json_object_get_int_member_with_default(req, "id", 0);
+  Download *d = id > 0 ? g_hash_table_lookup(lf->downloads, &(uint64_t){(uint64_t)id}) : NULL;
+  if (!d) {
+    gchar *msg =
+        g_strdup_printf("no download %" G_GINT64_FORMAT " (see canopy-leaf downloads list)", id);
+    control_fail(cl, msg);
+    g_free(msg);
+    return;
+  }
+  if (ended(d)) {
+    gchar *msg = g_strdup_printf("download %" G_GINT64_FORMAT " has %s", id,
+                                 d->state == DL_FINISHED ? "finished"
+                                 : d->state == DL_FAILED ? "failed"
+                                                         : "been cancelled");
+    control_fail(cl, msg);
+    g_free(msg);
+    return;
+  }
+  if (strcmp(what, "pause") == 0) {
+    if (d->state != DL_PAUSED)
+      dl_pause(d);
+  } else if (strcmp(what, "resume") == 0) {
+    if (d->state == DL_PAUSED)
+      dl_resume(d);
+  } else if (strcmp(what, "cancel") == 0) {
+    dl_cancel(d);
+  } else {
+    control_fail(cl, "unknown downloads command");
+    return;
+  }
+  JsonObject *o = dl_json(d);
+  json_object_remove_member(o, "error"); /* a top-level "error" is a failure */
+  json_object_set_boolean_member(o, "done", TRUE);
+  control_send(cl, o);
+  control_finish(cl);
+}
+
+JsonObject *download_stats(Leaf *lf)
+{
+  unsigned active = 0, paused = 0, searching = 0;
+  double rate = 0;
+  GPtrArray *all = sorted(lf);
+  for (guint i = 0; i < all->len; i++) {
+    Download *d = g_ptr_array_index(all, i);
+    if (d->state == DL_RUNNING) {
+      active++;
+      rate += d->rate;
+    } else if (d->state == DL_SEARCHING) {
+      searching++;
+    } else if (d->state == DL_PAUSED) {
+      paused++;
+    }
+  }
+  g_ptr_array_unref(all);
+  JsonObject *o = json_object_new();
+  json_object_set_int_member(o, "downloads_running", active);
+  json_object_set_int_member(o, "downloads_searching", searching);
+  json_object_set_int_member(o, "downloads_paused", paused);
+  json_object_set_int_member(o, "downloads_finished", (gint64)lf->downloads_finished);
+  json_object_set_int_member(o, "downloads_failed", (gint64)lf->downloads_failed);
+  json_object_set_int_member(o, "download_rate", (gint64)rate);
+  json_object_set_int_member(o, "bytes_downloaded", (gint64)lf->bytes_downloaded);
+  json_object_set_int_member(o, "uploads_active", g_hash_table_size(lf->uploads));
+  json_object_set_int_member(o, "bytes_uploaded", (gint64)server_bytes_sent(lf->server));
+  json_object_set_int_member(o, "chunks_uploaded", (gint64)server_chunks_sent(lf->server));
+  return o;
 }
 
 void download_free_all(Leaf *lf)
 {
-  if (lf->downloads)
-    g_hash_table_destroy(lf->downloads);
+  /* Out of the table first: the links closing below look their download up. */
+  GHashTable *t = lf->downloads;
+  lf->downloads = NULL;
+  if (t)
+    g_hash_table_destroy(t);
   if (lf->dl_searches)
     g_hash_table_destroy(lf->dl_searches);
-  lf->downloads = lf->dl_searches = NULL;
+  lf->dl_searches = NULL;
 }

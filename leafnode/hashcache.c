@@ -1,8 +1,10 @@
 /* hashcache.c - the hash cache: an SQLite table of content ids by file.
  *
- * Layout (HASHCACHE_SCHEMA 1):
- *   files(path, dev, ino, size, mtime_ns, ctime_ns, cid)  key (path, dev, ino)
- * Unsigned stat fields are stored as the int64 with the same bits.
+ * Layout (HASHCACHE_SCHEMA 2):
+ *   files(root, path, dev, ino, size, mtime_ns, ctime_ns, cid)
+ *   key (root, path, dev, ino)
+ * Unsigned stat fields are stored as the int64 with the same bits. A scan
+ * covers one root (hashcache_begin): every statement binds it as ?1.
  *
  * Pruning needs to know which rows a scan saw. Rewriting a "seen" column in
  * every row would rewrite the whole database on every rescan, so the keys
@@ -33,11 +35,13 @@ struct HashCache {
   char *path;
   sqlite3 *db; /* NULL once the database proved unusable and could not be replaced */
   sqlite3_stmt *lookup, *store, *seen, *prune, *unsee;
+  char *root; /* of the current scan */
   int failed; /* first SQLite error of the current scan, 0 if none */
   size_t pruned;
 };
 
 static const char schema_sql[] = "CREATE TABLE files ("
+                                 " root TEXT NOT NULL,"
                                  " path TEXT NOT NULL,"
                                  " dev INTEGER NOT NULL,"
                                  " ino INTEGER NOT NULL,"
@@ -45,27 +49,31 @@ static const char schema_sql[] = "CREATE TABLE files ("
                                  " mtime_ns INTEGER NOT NULL,"
                                  " ctime_ns INTEGER NOT NULL,"
                                  " cid BLOB NOT NULL CHECK (length(cid) = 32),"
-                                 " PRIMARY KEY (path, dev, ino)"
+                                 " PRIMARY KEY (root, path, dev, ino)"
                                  ") WITHOUT ROWID;"
-                                 "PRAGMA user_version = 1;";
+                                 "PRAGMA user_version = 2;";
 
-static const char lookup_sql[] = "SELECT cid FROM files WHERE path = ?1 AND dev = ?2 AND ino = ?3"
-                                 " AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6";
+static const char lookup_sql[] = "SELECT cid FROM files WHERE root = ?1 AND path = ?2 AND dev = ?3"
+                                 " AND ino = ?4 AND size = ?5 AND mtime_ns = ?6 AND ctime_ns = ?7";
 
 static const char store_sql[] =
-    "INSERT INTO files (path, dev, ino, size, mtime_ns, ctime_ns, cid)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    " ON CONFLICT (path, dev, ino) DO UPDATE SET size = excluded.size,"
+    "INSERT INTO files (root, path, dev, ino, size, mtime_ns, ctime_ns, cid)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    " ON CONFLICT (root, path, dev, ino) DO UPDATE SET size = excluded.size,"
     " mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, cid = excluded.cid"
     " WHERE size != excluded.size OR mtime_ns != excluded.mtime_ns"
     " OR ctime_ns != excluded.ctime_ns OR cid != excluded.cid";
 
+/* temp.seen holds the current root's keys only (emptied by every begin), so
+ * it leaves the root out; ?1 is bound and unused to keep the numbering. */
 static const char seen_sql[] =
-    "INSERT OR IGNORE INTO temp.seen (path, dev, ino) VALUES (?1, ?2, ?3)";
+    "INSERT OR IGNORE INTO temp.seen (path, dev, ino) VALUES (?2, ?3, ?4)";
 
-static const char prune_sql[] = "DELETE FROM main.files WHERE NOT EXISTS (SELECT 1 FROM temp.seen s"
-                                " WHERE s.path = files.path AND s.dev = files.dev"
-                                " AND s.ino = files.ino)";
+static const char prune_sql[] = "DELETE FROM main.files WHERE root = ?1 AND NOT EXISTS"
+                                " (SELECT 1 FROM temp.seen s WHERE s.path = files.path"
+                                " AND s.dev = files.dev AND s.ino = files.ino)";
+
+static const char forget_sql[] = "DELETE FROM main.files WHERE root = ?1";
 
 static const char unsee_sql[] = "DELETE FROM temp.seen";
 
@@ -245,6 +253,7 @@ void hashcache_close(HashCache *c)
     return;
   disconnect(c); /* the last connection checkpoints and removes the WAL */
   g_free(c->path);
+  g_free(c->root);
   g_free(c);
 }
 
@@ -267,12 +276,14 @@ static void fail(HashCache *c, int rc)
   g_warning("hash cache %s: %s; this scan goes on without it", c->path, sqlite3_errmsg(c->db));
 }
 
-static void bind_key(sqlite3_stmt *st, const HashCacheKey *k)
+static void bind_key(HashCache *c, sqlite3_stmt *st, const HashCacheKey *k)
 {
-  /* SQLITE_STATIC: the statement is reset before k goes away. */
-  sqlite3_bind_text(st, 1, k->relpath, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 2, (sqlite3_int64)k->dev);
-  sqlite3_bind_int64(st, 3, (sqlite3_int64)k->ino);
+  /* SQLITE_STATIC: the statement is reset before k goes away, and c->root
+   * lives until the next begin. */
+  sqlite3_bind_text(st, 1, c->root ? c->root : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, k->relpath, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)k->dev);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->ino);
 }
 
 /* Runs a statement that returns no rows, then resets it. */
@@ -286,13 +297,17 @@ static void run(HashCache *c, sqlite3_stmt *st)
 
 static void mark_seen(HashCache *c, const HashCacheKey *k)
 {
-  bind_key(c->seen, k);
+  bind_key(c, c->seen, k);
   run(c, c->seen);
 }
 
-void hashcache_begin(HashCache *c)
+void hashcache_begin(HashCache *c, const char *root)
 {
-  if (!c || !c->db)
+  if (!c)
+    return;
+  g_free(c->root);
+  c->root = g_strdup(root ? root : "");
+  if (!c->db)
     return;
   c->failed = 0;
   int rc = exec(c, "BEGIN IMMEDIATE");
@@ -308,10 +323,10 @@ bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32])
   if (!usable(c))
     return false;
   sqlite3_stmt *st = c->lookup;
-  bind_key(st, k);
-  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->size);
-  sqlite3_bind_int64(st, 5, k->mtime_ns);
-  sqlite3_bind_int64(st, 6, k->ctime_ns);
+  bind_key(c, st, k);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)k->size);
+  sqlite3_bind_int64(st, 6, k->mtime_ns);
+  sqlite3_bind_int64(st, 7, k->ctime_ns);
   bool hit = false;
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
@@ -331,11 +346,11 @@ void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32])
   if (!usable(c))
     return;
   sqlite3_stmt *st = c->store;
-  bind_key(st, k);
-  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->size);
-  sqlite3_bind_int64(st, 5, k->mtime_ns);
-  sqlite3_bind_int64(st, 6, k->ctime_ns);
-  sqlite3_bind_blob(st, 7, cid, 32, SQLITE_STATIC);
+  bind_key(c, st, k);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)k->size);
+  sqlite3_bind_int64(st, 6, k->mtime_ns);
+  sqlite3_bind_int64(st, 7, k->ctime_ns);
+  sqlite3_bind_blob(st, 8, cid, 32, SQLITE_STATIC);
   run(c, st);
   if (!c->failed)
     mark_seen(c, k);
@@ -363,6 +378,7 @@ bool hashcache_end(HashCache *c, bool prune)
   if (!c || !c->db)
     return false;
   if (!c->failed && prune) {
+    sqlite3_bind_text(c->prune, 1, c->root ? c->root : "", -1, SQLITE_STATIC);
     run(c, c->prune);
     if (!c->failed)
       c->pruned = (size_t)sqlite3_changes(c->db);
@@ -389,4 +405,25 @@ bool hashcache_end(HashCache *c, bool prune)
 size_t hashcache_last_pruned(const HashCache *c)
 {
   return c ? c->pruned : 0;
+}
+
+size_t hashcache_forget(HashCache *c, const char *root)
+{
+  if (!c || !c->db)
+    return 0;
+  sqlite3_stmt *st = NULL;
+  size_t n = 0;
+  int rc = sqlite3_prepare_v2(c->db, forget_sql, -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, root, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+      n = (size_t)sqlite3_changes(c->db);
+      rc = SQLITE_OK;
+    }
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK)
+    g_warning("hash cache %s: cannot forget %s: %s", c->path, root, sqlite3_errmsg(c->db));
+  return n;
 }

@@ -1,9 +1,11 @@
 /* hashcache.h - content ids of shared files, kept across restarts.
  *
  * An SQLite database in the leaf's state dir (HASHCACHE_FILE, mode 0600)
- * with one row per shared file: its path relative to the share root, device
- * and inode, size, mtime and ctime (ns) and content id. A lookup hits only
- * when all of these match, so a restart re-hashes just the files that
+ * with one row per shared file: the share root it was found under, its path
+ * relative to that root, device and inode, size, mtime and ctime (ns) and
+ * content id. A leaf shares several folders, so the root is part of the
+ * key: two shares holding the same relative path never meet. A lookup hits
+ * only when all of these match, so a restart re-hashes just the files that
  * changed. Which files are safe to store (not still being written) is the
  * scanner's call (share.c).
  *
@@ -20,12 +22,14 @@
 #include <stdint.h>
 
 #define HASHCACHE_FILE "hashcache.sqlite"
-/* PRAGMA user_version of the layout this code writes; any other is rebuilt. */
-#define HASHCACHE_SCHEMA 1
+/* PRAGMA user_version of the layout this code writes; any other is rebuilt.
+ * 2: the share root joined the key. */
+#define HASHCACHE_SCHEMA 2
 
 typedef struct HashCache HashCache;
 
-/* What identifies one version of one file. relpath is borrowed. */
+/* What identifies one version of one file under the root of the current
+ * scan (hashcache_begin). relpath is borrowed. */
 typedef struct {
   const char *relpath; /* relative to the share root */
   uint64_t dev, ino;
@@ -42,11 +46,12 @@ void hashcache_close(HashCache *c); /* NULL is a no-op */
 /* The database's path (owned by c). */
 const char *hashcache_path(const HashCache *c);
 
-/* A scan is one transaction (hashcache_commit may split a long one): begin,
- * then for every file found either a lookup that hits, or a store once it
- * is hashed, then end. NULL c makes
- * every call a no-op (lookups miss). */
-void hashcache_begin(HashCache *c);
+/* A scan is one transaction (hashcache_commit may split a long one) over one
+ * share root: begin, then for every file found either a lookup that hits, or
+ * a store once it is hashed, then end. The rows of other roots are neither
+ * read nor pruned. root is copied. NULL c makes every call a no-op (lookups
+ * miss). */
+void hashcache_begin(HashCache *c, const char *root);
 /* Writes the cached content id when relpath, device, inode, size, mtime and
  * ctime all match a row, and marks the row as seen by this scan. */
 bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32]);
@@ -67,5 +72,9 @@ void hashcache_commit(HashCache *c);
 bool hashcache_end(HashCache *c, bool prune);
 /* Rows the last successful prune deleted. */
 size_t hashcache_last_pruned(const HashCache *c);
+/* Deletes every row of root (a share that is no longer shared), in its own
+ * transaction; not during a scan. Returns the rows deleted, 0 on an error
+ * (logged). */
+size_t hashcache_forget(HashCache *c, const char *root);
 
 #endif

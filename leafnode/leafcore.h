@@ -112,6 +112,7 @@ bool leaf_core_is_connected(const LeafCore *c);
 unsigned leaf_core_failures(const LeafCore *c); /* primary dials failed in a row */
 
 /* What `canopy-leaf status` shows about the group. */
+#define LEAF_MAX_MEMBERS 32 /* WIRE_MAX_MEMBERS */
 typedef struct {
   bool attached;
   uint8_t supernode[32]; /* primary's node id (if attached) */
@@ -125,6 +126,10 @@ typedef struct {
   bool watching;           /* WATCH session open */
   uint64_t publishes;      /* manifest uploads (ATTACHED did not match it), the first included */
   uint64_t leader_changes; /* primary moved to another super node */
+  /* The group's members as last heard (GROUP_STATE), by address: where the
+   * leaf goes when its leader and backup are both gone. */
+  size_t n_members;
+  char members[LEAF_MAX_MEMBERS][130];
 } LeafGroupStatus;
 
 void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out);

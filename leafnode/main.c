@@ -1,8 +1,12 @@
 /* main.c - canopy-leaf: the leaf daemon's glib shell, and the CLI entry.
  *
- * The daemon scans its share, keeps a session with its super node through
- * the leaf core (leafcore.h) and serves searches to `canopy-leaf search`
- * over the control socket in its state dir.
+ * The daemon scans its shared folders (share.h), keeps a session with its
+ * super node through the leaf core (leafcore.h), serves other leaves
+ * (serve.h), downloads (download.c) and answers the commands (cli.c) over
+ * the control socket in its state dir: one JSON request per connection,
+ * {"cmd": ...} with cmd one of search, get, status, share-add,
+ * share-remove, share-list, downloads, download-pause, download-resume,
+ * download-cancel.
  */
 #include <glib-unix.h>
 #include <gio/gio.h>
@@ -28,6 +32,77 @@ static Cfg *daemon_conf;
 static void rng_fill(uint8_t *out, size_t n, void *ctx)
 {
   randombytes_buf(out, n);
+}
+
+/* --- what the leaf tried, for errors a person can act on -------------------------- */
+
+#define TRIED_MAX 16
+
+typedef struct {
+  char addr[130];
+  char error[200]; /* the last failure there; "" once a session opened */
+} Tried;
+
+static Tried *tried_get(Leaf *lf, const char *addr)
+{
+  for (guint i = 0; i < lf->tried->len; i++) {
+    Tried *t = g_ptr_array_index(lf->tried, i);
+    if (strcmp(t->addr, addr) == 0)
+      return t;
+  }
+  if (lf->tried->len >= TRIED_MAX)
+    g_ptr_array_remove_index(lf->tried, 0);
+  Tried *t = g_new0(Tried, 1);
+  g_strlcpy(t->addr, addr, sizeof t->addr);
+  g_ptr_array_add(lf->tried, t);
+  return t;
+}
+
+static void tried_failed(Leaf *lf, const char *addr, const char *why)
+{
+  if (addr[0])
+    g_strlcpy(tried_get(lf, addr)->error, why, sizeof((Tried *)NULL)->error);
+}
+
+/* A dial error in a few words: "connection refused", "timed out". */
+static const char *dial_error(const GError *e)
+{
+  if (e->domain == G_IO_ERROR) {
+    switch (e->code) {
+    case G_IO_ERROR_CONNECTION_REFUSED:
+      return "connection refused";
+    case G_IO_ERROR_TIMED_OUT:
+      return "timed out";
+    case G_IO_ERROR_HOST_UNREACHABLE:
+      return "host unreachable";
+    case G_IO_ERROR_NETWORK_UNREACHABLE:
+      return "network unreachable";
+    default:
+      break;
+    }
+  }
+  if (e->domain == G_RESOLVER_ERROR)
+    return "unknown host";
+  return e->message;
+}
+
+/* Why the leaf has no super node, as the commands print it: "no super node
+ * reachable (tried 127.0.0.1:7400: connection refused; ...)". */
+static void describe_unreachable(Leaf *lf, char *out, size_t len)
+{
+  GString *s = g_string_new(NULL);
+  for (guint i = 0; i < lf->tried->len; i++) {
+    const Tried *t = g_ptr_array_index(lf->tried, i);
+    if (t->error[0])
+      g_string_append_printf(s, "%s%s: %s", s->len ? "; " : "", t->addr, t->error);
+  }
+  if (s->len)
+    g_snprintf(out, len, "no super node reachable (tried %s)", s->str);
+  else if (lf->sess_addr[LEAF_SLOT_PRIMARY][0])
+    g_snprintf(out, len, "still connecting to %s", lf->sess_addr[LEAF_SLOT_PRIMARY]);
+  else
+    g_snprintf(out, len, "still connecting to %s", lf->sn_addr);
+  g_string_free(s, TRUE);
 }
 
 static gboolean on_tick(gpointer ud)
@@ -74,6 +149,7 @@ static void on_opened(Session *s, void *ud)
     memcpy(lf->sn_hex, hex, sizeof hex);
     lf->last_error[0] = '\0';
   }
+  tried_get(lf, lf->sess_addr[slot])->error[0] = '\0';
   g_message("connected to %s %.16s… at %s", slot_name(slot), hex, lf->sess_addr[slot]);
   leaf_core_connected(lf->core, slot, session_peer_id(s), clock_now_ms());
   leaf_run_actions(lf);
@@ -98,6 +174,7 @@ static void on_closed(Session *s, const char *reason, void *ud)
   g_message("session with %s %s ended: %s", slot_name(slot), lf->sess_addr[slot], reason);
   if (slot == LEAF_SLOT_PRIMARY)
     g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sess_addr[slot], reason);
+  tried_failed(lf, lf->sess_addr[slot], reason);
   lf->sess[slot] = NULL;
   session_unref(s);
   leaf_core_disconnected(lf->core, slot, clock_now_ms());
@@ -131,6 +208,7 @@ static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
       g_snprintf(lf->last_error, sizeof lf->last_error, "%s: %s", lf->sess_addr[slot],
                  err->message);
     g_info("cannot reach %s %s: %s", slot_name(slot), lf->sess_addr[slot], err->message);
+    tried_failed(lf, lf->sess_addr[slot], dial_error(err));
     g_error_free(err);
     leaf_core_disconnected(lf->core, slot, clock_now_ms());
   } else {
@@ -238,17 +316,23 @@ void leaf_run_actions(Leaf *lf)
       break;
     }
     case LEAF_ACT_SEARCH_DONE: {
-      if (lf->dl_searches && download_on_search_done(lf, a.search, a.reason))
+      char msg[1024] = "";
+      if (a.reason && !leaf_core_is_connected(lf->core)) {
+        char why[900];
+        describe_unreachable(lf, why, sizeof why);
+        g_snprintf(msg, sizeof msg, "%s: %s", a.reason, why);
+      } else if (a.reason) {
+        g_snprintf(msg, sizeof msg, "%s%s%s", a.reason, lf->last_error[0] ? " (last error: " : "",
+                   lf->last_error[0] ? lf->last_error : "");
+        if (lf->last_error[0])
+          g_strlcat(msg, ")", sizeof msg);
+      }
+      if (lf->dl_searches && download_on_search_done(lf, a.search, a.reason ? msg : NULL))
         break;
       ControlClient *cl = take_pending(lf, a.search);
       if (!cl)
         break;
       if (a.reason) {
-        char msg[400];
-        g_snprintf(msg, sizeof msg, "%s%s%s", a.reason, lf->last_error[0] ? " (last error: " : "",
-                   lf->last_error[0] ? lf->last_error : "");
-        if (lf->last_error[0])
-          g_strlcat(msg, ")", sizeof msg);
         control_fail(cl, msg);
       } else {
         JsonObject *o = json_object_new();
@@ -278,8 +362,11 @@ static bool on_peer_signal(const uint8_t sid[16], uint8_t kind, const uint8_t ds
 
 static void on_peer_opened(PeerLink *l, void *ud)
 {
+  Leaf *lf = ud;
   if (peer_link_outbound(l))
-    download_link_opened(ud, l);
+    download_link_opened(lf, l);
+  else
+    g_hash_table_add(lf->uploads, l);
 }
 
 static gboolean serve_send(const uint8_t *msg, size_t len, void *ud)
@@ -316,36 +403,226 @@ static void on_peer_closed(PeerLink *l, const char *reason, void *ud)
          reason);
   if (peer_link_outbound(l))
     download_link_closed(lf, l, reason);
+  else
+    g_hash_table_remove(lf->uploads, l);
 }
 
 static const PeersCallbacks peers_cb = {on_peer_signal, on_peer_opened, on_peer_message,
                                         on_peer_closed};
 
-static void rescan(Leaf *lf)
+/* The shared folders' manifest changed (a rescan, a folder added or
+ * removed): publish it. */
+static void on_shares_changed(void *ud)
 {
-  GError *err = NULL;
-  gboolean changed = FALSE;
-  if (!share_scan(lf->share, &changed, &err)) {
-    g_warning("%s", err->message);
-    g_error_free(err);
-    return;
-  }
-  if (changed) {
-    size_t n;
-    const LeafEntry *e = share_entries(lf->share, &n);
-    g_message("sharing %zu file%s (%zu hashed)", n, n == 1 ? "" : "s",
-              share_last_hashed(lf->share));
-    leaf_core_set_manifest(lf->core, e, n, clock_now_ms());
-  }
+  Leaf *lf = ud;
+  size_t n;
+  const LeafEntry *e = shareset_entries(lf->shares, &n);
+  guint folders = shareset_count(lf->shares);
+  g_message("sharing %zu file%s from %u folder%s", n, n == 1 ? "" : "s", folders,
+            folders == 1 ? "" : "s");
+  leaf_core_set_manifest(lf->core, e, n, clock_now_ms());
+  leaf_run_actions(lf);
 }
 
+/* Rescans run in the share set's worker thread; their results come back
+ * through on_shares_changed. */
 static gboolean on_rescan(gpointer ud)
 {
   Leaf *lf = ud;
-  rescan(lf);
-  leaf_run_actions(lf);
+  shareset_rescan(lf->shares);
   timer_arm(&lf->rescan, lf->ctx, clock_now_ms() + lf->rescan_ms, on_rescan, lf);
   return G_SOURCE_REMOVE;
+}
+
+/* --- the commands' requests ------------------------------------------------------ */
+
+static JsonObject *share_json(const ShareInfo *in)
+{
+  JsonObject *o = json_object_new();
+  json_object_set_string_member(o, "name", in->name);
+  json_object_set_string_member(o, "path", in->root);
+  json_object_set_boolean_member(o, "fixed", in->fixed);
+  json_object_set_string_member(o, "state", in->scanning ? "scanning" : in->error ? "error" : "ok");
+  json_object_set_int_member(o, "files", (gint64)in->files);
+  json_object_set_int_member(o, "bytes", (gint64)in->bytes);
+  if (in->error)
+    json_object_set_string_member(o, "error", in->error);
+  if (in->scanning && in->progress.files_total) {
+    JsonObject *p = json_object_new();
+    json_object_set_int_member(p, "files_done", (gint64)in->progress.files_done);
+    json_object_set_int_member(p, "files_total", (gint64)in->progress.files_total);
+    json_object_set_int_member(p, "bytes_done", (gint64)in->progress.bytes_done);
+    json_object_set_int_member(p, "bytes_total", (gint64)in->progress.bytes_total);
+    json_object_set_object_member(o, "progress", p);
+  }
+  return o;
+}
+
+static JsonArray *shares_json(Leaf *lf)
+{
+  JsonArray *arr = json_array_new();
+  for (guint i = 0; i < shareset_count(lf->shares); i++) {
+    ShareInfo in;
+    shareset_info(lf->shares, i, &in);
+    json_array_add_object_element(arr, share_json(&in));
+  }
+  return arr;
+}
+
+static void on_share_progress(const ShareProgress *p, void *ud)
+{
+  JsonObject *o = json_object_new();
+  json_object_set_int_member(o, "files_done", (gint64)p->files_done);
+  json_object_set_int_member(o, "files_total", (gint64)p->files_total);
+  json_object_set_int_member(o, "bytes_done", (gint64)p->bytes_done);
+  json_object_set_int_member(o, "bytes_total", (gint64)p->bytes_total);
+  if (p->relpath)
+    json_object_set_string_member(o, "file", p->relpath);
+  control_send(ud, o);
+}
+
+static void on_share_added(const ShareInfo *info, const char *error, void *ud)
+{
+  ControlClient *cl = ud;
+  if (!info) {
+    control_fail(cl, error);
+    return;
+  }
+  JsonObject *o = share_json(info);
+  json_object_remove_member(o, "error");
+  json_object_set_int_member(o, "hashed", (gint64)info->last.hashed);
+  json_object_set_int_member(o, "from_cache", (gint64)info->last.from_cache);
+  json_object_set_int_member(o, "skipped", (gint64)info->last.skipped);
+  json_object_set_boolean_member(o, "done", TRUE);
+  control_send(cl, o);
+  control_finish(cl);
+}
+
+static void control_share(Leaf *lf, ControlClient *cl, const char *cmd, JsonObject *req)
+{
+  const char *path = json_object_get_string_member_with_default(req, "path", "");
+  GError *err = NULL;
+  if (strcmp(cmd, "share-list") == 0) {
+    JsonObject *o = json_object_new();
+    json_object_set_array_member(o, "shares", shares_json(lf));
+    json_object_set_boolean_member(o, "done", TRUE);
+    control_send(cl, o);
+    control_finish(cl);
+  } else if (strcmp(cmd, "share-add") == 0) {
+    if (!g_path_is_absolute(path)) {
+      control_fail(cl, "share-add: path must be absolute");
+      return;
+    }
+    if (!shareset_add(lf->shares, path, on_share_progress, on_share_added, cl, &err)) {
+      control_fail(cl, err->message);
+      g_error_free(err);
+    }
+  } else if (strcmp(cmd, "share-remove") == 0) {
+    const char *arg = json_object_get_string_member_with_default(req, "arg", "");
+    /* A bare word that names a share means that share (as `share list`
+     * shows it), even if a folder of that name is in the current
+     * directory: ./NAME means the folder. */
+    int i = arg[0] && !strchr(arg, '/') ? shareset_lookup_name(lf->shares, arg) : -1;
+    if (i < 0)
+      i = shareset_lookup(lf->shares, path);
+    if (i < 0 && arg[0])
+      i = shareset_lookup(lf->shares, arg);
+    if (i < 0) {
+      gchar *msg =
+          g_strdup_printf("%s is not shared (see canopy-leaf share list)", arg[0] ? arg : path);
+      control_fail(cl, msg);
+      g_free(msg);
+      return;
+    }
+    ShareInfo in;
+    shareset_info(lf->shares, (guint)i, &in);
+    JsonObject *o = share_json(&in);
+    json_object_remove_member(o, "error");
+    json_object_set_string_member(o, "state", "removed");
+    if (!shareset_remove(lf->shares, (guint)i, &err)) {
+      json_object_unref(o);
+      control_fail(cl, err->message);
+      g_error_free(err);
+      return;
+    }
+    json_object_set_boolean_member(o, "done", TRUE);
+    control_send(cl, o);
+    control_finish(cl);
+  } else {
+    control_fail(cl, "unknown command");
+  }
+}
+
+static void control_status(Leaf *lf, ControlClient *cl)
+{
+  LeafGroupStatus g;
+  leaf_core_group_status(lf->core, &g);
+  JsonObject *o = json_object_new();
+  json_object_set_string_member(o, "id", lf->id_hex);
+  json_object_set_boolean_member(o, "connected", g.attached);
+  if (g.attached) {
+    char hex[IDENTITY_HEX_LEN];
+    hex_encode(g.supernode, 32, hex);
+    json_object_set_string_member(o, "supernode", g.supernode_addr);
+    json_object_set_string_member(o, "supernode_id", hex);
+    json_object_set_string_member(o, "supernode_role", "leader");
+  } else {
+    char why[900];
+    describe_unreachable(lf, why, sizeof why);
+    json_object_set_string_member(o, "supernode", lf->sn_addr);
+    json_object_set_string_member(o, "unreachable", why);
+  }
+  json_object_set_int_member(o, "term", (gint64)g.term);
+  json_object_set_string_member(o, "group", g.group);
+  if (g.has_backup) {
+    char hex[IDENTITY_HEX_LEN];
+    hex_encode(g.backup, 32, hex);
+    JsonObject *b = json_object_new();
+    json_object_set_string_member(b, "id", hex);
+    json_object_set_string_member(b, "address", g.backup_addr);
+    json_object_set_object_member(o, "backup", b);
+  } else {
+    json_object_set_null_member(o, "backup");
+  }
+  json_object_set_boolean_member(o, "watching", g.watching);
+  JsonArray *members = json_array_new();
+  for (size_t i = 0; i < g.n_members; i++) {
+    JsonObject *m = json_object_new();
+    const char *addr = g.members[i];
+    json_object_set_string_member(m, "address", addr);
+    json_object_set_string_member(m, "role",
+                                  g.attached && strcmp(addr, g.supernode_addr) == 0  ? "leader"
+                                  : g.has_backup && strcmp(addr, g.backup_addr) == 0 ? "backup"
+                                                                                     : "member");
+    json_array_add_object_element(members, m);
+  }
+  json_object_set_array_member(o, "members", members);
+  JsonArray *tried = json_array_new();
+  for (guint i = 0; i < lf->tried->len; i++) {
+    const Tried *t = g_ptr_array_index(lf->tried, i);
+    if (!t->error[0])
+      continue;
+    JsonObject *m = json_object_new();
+    json_object_set_string_member(m, "address", t->addr);
+    json_object_set_string_member(m, "error", t->error);
+    json_array_add_object_element(tried, m);
+  }
+  json_object_set_array_member(o, "tried", tried);
+  json_object_set_int_member(o, "publishes", (gint64)g.publishes);
+  json_object_set_int_member(o, "leader_changes", (gint64)g.leader_changes);
+  size_t n;
+  shareset_entries(lf->shares, &n);
+  json_object_set_int_member(o, "shared_files", (gint64)n);
+  json_object_set_array_member(o, "shares", shares_json(lf));
+  json_object_set_object_member(o, "transfers", download_stats(lf));
+  if (lf->last_error[0])
+    json_object_set_string_member(o, "last_error", lf->last_error);
+  /* The reloadable settings in force, so that a reload can be seen. */
+  if (daemon_conf)
+    json_object_set_object_member(o, "config", cfg_to_json(daemon_conf, TRUE));
+  json_object_set_boolean_member(o, "done", TRUE);
+  control_send(cl, o);
+  control_finish(cl);
 }
 
 static void on_control(ControlClient *cl, JsonObject *req, void *ud)
@@ -372,46 +649,13 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   } else if (strcmp(cmd, "get") == 0) {
     download_start(lf, cl, req);
   } else if (strcmp(cmd, "status") == 0) {
-    size_t n;
-    share_entries(lf->share, &n);
-    LeafGroupStatus g;
-    leaf_core_group_status(lf->core, &g);
-    JsonObject *o = json_object_new();
-    json_object_set_string_member(o, "id", lf->id_hex);
-    json_object_set_boolean_member(o, "connected", g.attached);
-    if (g.attached) {
-      char hex[IDENTITY_HEX_LEN];
-      hex_encode(g.supernode, 32, hex);
-      json_object_set_string_member(o, "supernode", g.supernode_addr);
-      json_object_set_string_member(o, "supernode_id", hex);
-      json_object_set_string_member(o, "supernode_role", "leader");
-    } else {
-      json_object_set_string_member(o, "supernode", lf->sn_addr);
-    }
-    json_object_set_int_member(o, "term", (gint64)g.term);
-    json_object_set_string_member(o, "group", g.group);
-    if (g.has_backup) {
-      char hex[IDENTITY_HEX_LEN];
-      hex_encode(g.backup, 32, hex);
-      JsonObject *b = json_object_new();
-      json_object_set_string_member(b, "id", hex);
-      json_object_set_string_member(b, "address", g.backup_addr);
-      json_object_set_object_member(o, "backup", b);
-    } else {
-      json_object_set_null_member(o, "backup");
-    }
-    json_object_set_boolean_member(o, "watching", g.watching);
-    json_object_set_int_member(o, "publishes", (gint64)g.publishes);
-    json_object_set_int_member(o, "leader_changes", (gint64)g.leader_changes);
-    json_object_set_int_member(o, "shared_files", (gint64)n);
-    if (lf->last_error[0])
-      json_object_set_string_member(o, "last_error", lf->last_error);
-    /* The reloadable settings in force, so that a reload can be seen. */
-    if (daemon_conf)
-      json_object_set_object_member(o, "config", cfg_to_json(daemon_conf, TRUE));
-    json_object_set_boolean_member(o, "done", TRUE);
-    control_send(cl, o);
-    control_finish(cl);
+    control_status(lf, cl);
+  } else if (g_str_has_prefix(cmd, "share-")) {
+    control_share(lf, cl, cmd, req);
+  } else if (strcmp(cmd, "downloads") == 0) {
+    download_list(lf, cl);
+  } else if (g_str_has_prefix(cmd, "download-")) {
+    download_command(lf, cl, cmd + strlen("download-"), req);
   } else {
     control_fail(cl, "unknown command");
   }
@@ -455,7 +699,7 @@ static const CfgDef leaf_settings[] = {
     {.key = "share",
      .type = CFG_PATH,
      .arg = "DIR",
-     .help = "Folder whose files are published (required)"},
+     .help = "Folder whose files are published; more with `canopy-leaf share add`"},
     {.key = "state-dir",
      .type = CFG_PATH,
      .arg = "DIR",
@@ -497,10 +741,14 @@ static const CfgDef leaf_settings[] = {
 static int run_daemon(int argc, char **argv)
 {
   Cfg *conf = cfg_new("leaf", leaf_settings);
-  GOptionContext *oc = g_option_context_new("- run a Canopy leaf (commands: search, status)");
+  GOptionContext *oc = g_option_context_new("- run a Canopy leaf daemon");
+  g_option_context_set_summary(oc, CLI_COMMANDS_HELP "\n\nWithout a command, canopy-leaf runs "
+                                                     "the daemon with the options below.");
   g_option_context_set_description(oc, "Examples:\n  canopy-leaf --supernode 203.0.113.5:7400 "
                                        "--share ~/Music --state-dir ~/.canopy\n"
-                                       "  canopy-leaf search --state-dir ~/.canopy abbey road\n");
+                                       "  canopy-leaf status --state-dir ~/.canopy\n"
+                                       "  canopy-leaf search --state-dir ~/.canopy abbey road\n"
+                                       "\nSee canopy-leaf(1).\n");
   g_option_context_set_main_group(oc, cfg_option_group(conf));
   GError *err = NULL;
   int rc = 1;
@@ -516,13 +764,13 @@ static int run_daemon(int argc, char **argv)
   const char *state_dir = cfg_get_str(conf, "state-dir");
   const char *download_dir = cfg_get_str(conf, "download-dir");
   const char *const *ice_local = cfg_get_list(conf, "ice-local");
-  if (!sn_addr || !share || !state_dir) {
-    fprintf(stderr,
-            "canopy-leaf: --supernode, --share and --state-dir are required (see --help)\n");
+  if (nargs > 1) {
+    fprintf(stderr, "canopy-leaf: unknown command '%s' (commands: %s)\n", args[1], CLI_COMMANDS);
+    rc = CLI_EXIT_USAGE;
     goto out;
   }
-  if (nargs > 1) {
-    fprintf(stderr, "canopy-leaf: unknown command '%s' (commands: search, status)\n", args[1]);
+  if (!sn_addr || !state_dir) {
+    fprintf(stderr, "canopy-leaf: --supernode and --state-dir are required (see --help)\n");
     goto out;
   }
   if (!log_setup(cfg_get_str(conf, "log-level"), &err) || !statedir_prepare(state_dir, &err)) {
@@ -543,6 +791,8 @@ static int run_daemon(int argc, char **argv)
   g_socket_client_set_enable_proxy(lf.dialer, FALSE);
   g_socket_client_set_timeout(lf.dialer, 5);
   lf.pending = g_hash_table_new(g_direct_hash, g_direct_equal);
+  lf.tried = g_ptr_array_new_with_free_func(g_free);
+  lf.uploads = g_hash_table_new(g_direct_hash, g_direct_equal);
   lf.rescan_ms = (uint64_t)cfg_get_int(conf, "rescan-s") * 1000;
 
   gchar *ctl_path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
@@ -552,9 +802,13 @@ static int run_daemon(int argc, char **argv)
     fprintf(stderr, "canopy-leaf: control socket: %s\n", err->message);
     goto out;
   }
-  lf.share = share_new(share);
-  share_exclude(lf.share, state_dir);
-  share_set_cache(lf.share, hashcache_open(state_dir));
+  lf.shares = shareset_new(state_dir, lf.ctx, on_shares_changed, &lf);
+  shareset_exclude(lf.shares, state_dir);
+  if (share && !shareset_add_fixed(lf.shares, share, &err)) {
+    fprintf(stderr, "canopy-leaf: %s\n", err->message);
+    goto out;
+  }
+  shareset_load(lf.shares);
   lf.download_dir =
       download_dir ? g_strdup(download_dir) : g_build_filename(state_dir, "downloads", NULL);
   if (g_path_is_absolute(lf.download_dir) == FALSE) {
@@ -564,11 +818,13 @@ static int run_daemon(int argc, char **argv)
     g_free(lf.download_dir);
     lf.download_dir = abs;
   }
-  lf.server = server_new(lf.share);
+  lf.server = server_new(lf.shares);
   lf.peers = peers_new(lf.ctx, &lf.id, &peers_cb, &lf);
   if (ice_local)
     peers_set_local_addrs(lf.peers, (char **)ice_local);
-  if (!share_scan(lf.share, NULL, &err)) {
+  /* The first scan runs before the sessions, so the first publish is the
+   * whole manifest; later ones run in the background. */
+  if (!shareset_scan_now(lf.shares, &err)) {
     fprintf(stderr, "canopy-leaf: %s\n", err->message);
     goto out;
   }
@@ -578,12 +834,19 @@ static int run_daemon(int argc, char **argv)
   cfg.supernode = lf.sn_addr;
   lf.core = leaf_core_new(&cfg, rng_fill, NULL);
   size_t n;
-  const LeafEntry *e = share_entries(lf.share, &n);
+  const LeafEntry *e = shareset_entries(lf.shares, &n);
   leaf_core_set_manifest(lf.core, e, n, clock_now_ms());
-  ShareScanStats ss;
-  share_scan_stats(lf.share, &ss);
-  g_message("leaf %.16s… sharing %zu file%s from %s (%zu hashed, %zu from the hash cache)",
-            lf.id_hex, n, n == 1 ? "" : "s", share, ss.hashed, ss.from_cache);
+  for (guint i = 0; i < shareset_count(lf.shares); i++) {
+    ShareInfo in;
+    shareset_info(lf.shares, i, &in);
+    if (in.error)
+      continue;
+    g_message("sharing %zu file%s from %s%s%s (%zu hashed, %zu from the hash cache)", in.files,
+              in.files == 1 ? "" : "s", in.root, in.fixed ? "" : " as ", in.name, in.last.hashed,
+              in.last.from_cache);
+  }
+  g_message("leaf %.16s… sharing %zu file%s from %u folder%s", lf.id_hex, n, n == 1 ? "" : "s",
+            shareset_count(lf.shares), shareset_count(lf.shares) == 1 ? "" : "s");
   leaf_core_start(lf.core, clock_now_ms());
   leaf_run_actions(&lf);
   if (lf.rescan_ms)
@@ -596,6 +859,7 @@ static int run_daemon(int argc, char **argv)
   g_main_loop_run(lf.loop);
   rc = 0;
 out:
+  shareset_free(lf.shares); /* stops a scan in progress first */
   download_free_all(&lf);
   peers_free(lf.peers);
   server_free(lf.server);
@@ -608,7 +872,10 @@ out:
   if (lf.pending)
     g_hash_table_destroy(lf.pending);
   leaf_core_free(lf.core);
-  share_free(lf.share);
+  if (lf.tried)
+    g_ptr_array_unref(lf.tried);
+  if (lf.uploads)
+    g_hash_table_destroy(lf.uploads);
   g_clear_object(&lf.dialer);
   if (lf.loop)
     g_main_loop_unref(lf.loop);
@@ -625,11 +892,6 @@ out:
 
 int main(int argc, char **argv)
 {
-  if (argc > 1 && strcmp(argv[1], "search") == 0)
-    return cli_search(argc - 1, argv + 1);
-  if (argc > 1 && strcmp(argv[1], "status") == 0)
-    return cli_status(argc - 1, argv + 1);
-  if (argc > 1 && strcmp(argv[1], "get") == 0)
-    return cli_get(argc - 1, argv + 1);
-  return run_daemon(argc, argv);
+  int rc = argc > 1 ? cli_main(argc, argv) : -1;
+  return rc >= 0 ? rc : run_daemon(argc, argv);
 }

@@ -17,9 +17,10 @@ typedef struct {
 } Tree;
 
 struct Server {
-  Share *share;
+  ShareSet *shares;
   GHashTable *trees; /* cid (in Tree) -> Tree*; a few KiB per file asked for */
   uint64_t bytes_sent;
+  uint64_t chunks_sent;
 };
 
 static guint cid_hash(gconstpointer k)
@@ -41,10 +42,10 @@ static void tree_free(gpointer p)
   g_free(t);
 }
 
-Server *server_new(Share *share)
+Server *server_new(ShareSet *shares)
 {
   Server *sv = g_new0(Server, 1);
-  sv->share = share;
+  sv->shares = shares;
   sv->trees = g_hash_table_new_full(cid_hash, cid_equal, NULL, tree_free);
   return sv;
 }
@@ -62,16 +63,50 @@ uint64_t server_bytes_sent(const Server *sv)
   return sv->bytes_sent;
 }
 
-/* Opens the shared file for cid, refusing a final symlink and a file whose
- * size moved since the scan. -1 if we do not (any longer) have it. */
+uint64_t server_chunks_sent(const Server *sv)
+{
+  return sv->chunks_sent;
+}
+
+/* Opens rel under root one component at a time, never following a symlink
+ * (O_NOFOLLOW on each): a directory of the share replaced by a link since
+ * the scan cannot lead outside it. rel comes from our own scan, relative,
+ * without "." or ".." parts; refused if it holds one anyway. -1 on failure. */
+static int open_beneath(const char *root, const char *rel)
+{
+  int dir = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0)
+    return -1;
+  gchar **parts = g_strsplit(rel, "/", -1);
+  int fd = -1;
+  for (guint i = 0; parts[i]; i++) {
+    const char *p = parts[i];
+    if (!*p || strcmp(p, ".") == 0 || strcmp(p, "..") == 0)
+      break;
+    if (!parts[i + 1]) {
+      fd = openat(dir, p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+      break;
+    }
+    int next = openat(dir, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(dir);
+    dir = next;
+    if (dir < 0)
+      break;
+  }
+  if (dir >= 0)
+    close(dir);
+  g_strfreev(parts);
+  return fd;
+}
+
+/* Opens the shared file for cid, refusing symlinks and a file whose size
+ * moved since the scan. -1 if we do not (any longer) have it. */
 static int open_shared(Server *sv, const uint8_t cid[32], uint64_t *size)
 {
-  const char *rel;
-  if (!share_find(sv->share, cid, &rel, size))
+  const char *root, *rel;
+  if (!shareset_find(sv->shares, cid, &root, &rel, size))
     return -1;
-  gchar *path = g_build_filename(share_root(sv->share), rel, NULL);
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  g_free(path);
+  int fd = open_beneath(root, rel);
   struct stat st;
   if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != *size)) {
     close(fd);
@@ -99,10 +134,14 @@ static gboolean read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
  * longer matches and is not served. */
 static Tree *tree_for(Server *sv, const uint8_t cid[32])
 {
-  Tree *t = g_hash_table_lookup(sv->trees, cid);
-  if (t)
-    return t;
+  const char *root, *rel;
   uint64_t size;
+  Tree *t = g_hash_table_lookup(sv->trees, cid);
+  /* A file no longer shared (its folder removed) is not described either. */
+  if (t && shareset_find(sv->shares, cid, &root, &rel, &size) && size == t->size)
+    return t;
+  if (t)
+    g_hash_table_remove(sv->trees, cid);
   int fd = open_shared(sv, cid, &size);
   if (fd < 0)
     return NULL;
@@ -215,6 +254,8 @@ static void send_chunk(Server *sv, const WireMsg *req, ServeSendFn send, void *u
     sv->bytes_sent += m.u.chunk.len;
     piece += m.u.chunk.len;
   } while (piece < len);
+  if (piece == len)
+    sv->chunks_sent++;
   buf_free(&b);
   g_free(buf);
 }

@@ -1,9 +1,11 @@
 /* serve.h - answering other leaves' requests for chunk hashes and chunks.
  *
  * Requests name a content id, never a path: the file is found in our own
- * share manifest, opened without following a final symlink, and checked
- * against its size and hashes before a byte is sent, so no request can reach
- * anything outside the shared folder or a file that changed under us.
+ * manifest (shareset_find: a shared folder's root and the path our scan
+ * found under it), opened one path component at a time from that root
+ * without following any symlink, and checked against its size and hashes
+ * before a byte is sent, so no request can reach anything outside the
+ * shared folders or a file that changed under us.
  */
 #ifndef CANOPY_SERVE_H
 #define CANOPY_SERVE_H
@@ -18,10 +20,13 @@ typedef struct Server Server;
 /* Sends one encoded message back to the requesting peer. */
 typedef gboolean (*ServeSendFn)(const uint8_t *msg, size_t len, void *ud);
 
-Server *server_new(Share *share);
+/* shares is borrowed and must outlive the server. */
+Server *server_new(ShareSet *shares);
 void server_free(Server *sv); /* NULL is a no-op */
 /* Answers a decoded GET_TREE or GET_CHUNK; other types are ignored. */
 void server_handle(Server *sv, const WireMsg *req, ServeSendFn send, void *ud);
 uint64_t server_bytes_sent(const Server *sv);
+/* Chunk requests answered with data, since start. */
+uint64_t server_chunks_sent(const Server *sv);
 
 #endif

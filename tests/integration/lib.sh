@@ -54,7 +54,8 @@ start_leaf() {
   wait_for 5 connected "$name" || fail "leaf $name did not connect"
 }
 
-connected() { "$LEAF" status --state-dir "$T/$1" --json 2>/dev/null | jq -e '.connected' >/dev/null; }
+# (jq -e succeeds on empty input: compare the value itself.)
+connected() { [ "$("$LEAF" status --state-dir "$T/$1" --json 2>/dev/null | jq -r '.connected')" = true ]; }
 leaf_id() { "$LEAF" status --state-dir "$T/$1" --json | jq -r .id; }
 
 # snstat SN KEY: one counter of a super node

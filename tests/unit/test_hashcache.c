@@ -483,13 +483,17 @@ static void test_commit_survives_stop(void **state)
   memset(cid, 0x5a, sizeof cid);
   HashCache *c = hashcache_open(fx->state);
   assert_non_null(c);
-  hashcache_begin(c);
+  hashcache_begin(c, "/r");
   hashcache_store(c, &a, cid);
   hashcache_commit(c);
   hashcache_store(c, &b, cid);
   hashcache_close(c); /* no hashcache_end: the open transaction is lost */
   c = hashcache_open(fx->state);
-  hashcache_begin(c);
+  hashcache_begin(c, "/elsewhere"); /* another root: the rows are not its own */
+  assert_false(hashcache_lookup(c, &a, got));
+  assert_true(hashcache_end(c, true));
+  assert_int_equal(hashcache_last_pruned(c), 0);
+  hashcache_begin(c, "/r");
   assert_true(hashcache_lookup(c, &a, got));
   assert_memory_equal(got, cid, 32);
   assert_false(hashcache_lookup(c, &b, got));
@@ -498,10 +502,245 @@ static void test_commit_survives_stop(void **state)
   assert_false(hashcache_lookup(c, &moved, got));
   assert_true(hashcache_end(c, true));
   assert_int_equal(hashcache_last_pruned(c), 0);
-  hashcache_begin(c); /* a scan that sees nothing prunes everything */
+  hashcache_begin(c, "/r"); /* a scan that sees nothing prunes everything */
   assert_true(hashcache_end(c, true));
   assert_int_equal(hashcache_last_pruned(c), 1);
   hashcache_close(c);
+}
+
+/* --- several roots in one cache ------------------------------------------------ */
+
+static gchar *make_tree(const Fixture *fx, const char *rel_dir, uint8_t seed)
+{
+  gchar *root = g_build_filename(fx->dir, rel_dir, NULL);
+  for (int i = 0; i < NFILES; i++) {
+    gchar *rel = g_strdup_printf("%s/file%d.bin", i % 2 ? "sub" : "top", i);
+    gchar *path = g_build_filename(root, rel, NULL);
+    gchar *dir = g_path_get_dirname(path);
+    assert_int_equal(g_mkdir_with_parents(dir, 0700), 0);
+    gchar *text = g_strdup_printf("seed %u file %d", seed, i);
+    assert_true(g_file_set_contents(path, text, -1, NULL));
+    g_free(text);
+    g_free(dir);
+    g_free(path);
+    g_free(rel);
+  }
+  return root;
+}
+
+static ShareScanStats scan_with(const char *root, HashCache *c)
+{
+  Share *s = share_new(root);
+  share_set_clock(s, far_future, NULL);
+  share_use_cache(s, c);
+  assert_true(share_scan(s, NULL, NULL));
+  ShareScanStats st;
+  share_scan_stats(s, &st);
+  share_free(s); /* borrowed: the cache stays open */
+  return st;
+}
+
+/* Two shared folders holding the same relative paths keep their own rows:
+ * scanning (and pruning) one leaves the other's alone. */
+static void test_two_roots_do_not_collide(void **state)
+{
+  Fixture *fx = *state;
+  gchar *other = make_tree(fx, "other", 9);
+  HashCache *c = hashcache_open(fx->state);
+  assert_non_null(c);
+  assert_int_equal(scan_with(fx->root, c).hashed, NFILES);
+  assert_int_equal(scan_with(other, c).hashed, NFILES);
+  assert_int_equal(db_int(fx, "SELECT count(*) FROM files"), 2 * NFILES);
+  assert_int_equal(scan_with(fx->root, c).from_cache, NFILES);
+  assert_int_equal(scan_with(other, c).from_cache, NFILES);
+
+  gchar *gone = g_build_filename(other, "top", "file0.bin", NULL);
+  assert_int_equal(g_unlink(gone), 0);
+  g_free(gone);
+  ShareScanStats st = scan_with(other, c);
+  assert_int_equal(st.pruned, 1);
+  assert_int_equal(st.from_cache, NFILES - 1);
+  assert_int_equal(scan_with(fx->root, c).from_cache, NFILES);
+
+  assert_int_equal(hashcache_forget(c, other), NFILES - 1);
+  assert_int_equal(db_int(fx, "SELECT count(*) FROM files"), NFILES);
+  assert_int_equal(scan_with(fx->root, c).from_cache, NFILES);
+  hashcache_close(c);
+  g_free(other);
+}
+
+/* --- the set of shared folders ---------------------------------------------------- */
+
+typedef struct {
+  gboolean done;
+  char *error;
+  size_t files;
+  unsigned progress_calls;
+  unsigned changes;
+} SetWatch;
+
+static void on_set_changed(void *ud)
+{
+  ((SetWatch *)ud)->changes++;
+}
+
+static void on_set_progress(const ShareProgress *p, void *ud)
+{
+  ((SetWatch *)ud)->progress_calls++;
+  assert_true(p->bytes_done <= p->bytes_total);
+}
+
+static void on_set_done(const ShareInfo *info, const char *error, void *ud)
+{
+  SetWatch *w = ud;
+  w->done = TRUE;
+  g_free(w->error);
+  w->error = g_strdup(error);
+  w->files = info ? info->files : 0;
+}
+
+static ShareSet *set_open(const Fixture *fx, SetWatch *w)
+{
+  ShareSet *set = shareset_new(fx->state, g_main_context_default(), on_set_changed, w);
+  shareset_exclude(set, fx->state);
+  assert_true(shareset_add_fixed(set, fx->root, NULL));
+  shareset_load(set);
+  assert_true(shareset_scan_now(set, NULL));
+  return set;
+}
+
+static void add_and_wait(ShareSet *set, SetWatch *w, const char *dir)
+{
+  w->done = FALSE;
+  GError *err = NULL;
+  gboolean ok = shareset_add(set, dir, on_set_progress, on_set_done, w, &err);
+  if (!ok)
+    fail_msg("%s", err->message);
+  while (!w->done)
+    g_main_context_iteration(g_main_context_default(), TRUE);
+  assert_null(w->error);
+}
+
+static gboolean published(const ShareSet *set, const char *name)
+{
+  size_t n;
+  const LeafEntry *e = shareset_entries(set, &n);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(e[i].name, name) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+static void test_shareset_names_and_persistence(void **state)
+{
+  Fixture *fx = *state;
+  SetWatch w = {0};
+  gchar *a = make_tree(fx, "a/Music", 1), *b = make_tree(fx, "b/Music", 2);
+  gchar *top = make_tree(fx, "c/top", 3);
+  ShareSet *set = set_open(fx, &w);
+  add_and_wait(set, &w, a);
+  assert_int_equal(w.files, NFILES);
+  add_and_wait(set, &w, b);
+  add_and_wait(set, &w, top);
+  assert_true(w.changes >= 3);
+  /* The fixed folder's files keep their names; the others are prefixed with
+   * a unique name, also unlike the fixed folder's own top-level "top". */
+  assert_true(published(set, "top/file0.bin"));
+  assert_true(published(set, "Music/top/file0.bin"));
+  assert_true(published(set, "Music-2/top/file0.bin"));
+  assert_true(published(set, "top-2/sub/file1.bin"));
+  size_t n;
+  const LeafEntry *e = shareset_entries(set, &n);
+  assert_int_equal(n, 4 * NFILES);
+  /* Found by content id under its own root, by a path inside that root. */
+  for (size_t i = 0; i < n; i++) {
+    const char *root, *rel;
+    uint64_t size;
+    assert_true(shareset_find(set, e[i].cid, &root, &rel, &size));
+    gchar *path = g_build_filename(root, rel, NULL);
+    uint8_t cid[32];
+    char why[128];
+    assert_true(content_hash_file(path, cid, &size, why, sizeof why));
+    assert_memory_equal(cid, e[i].cid, 32);
+    g_free(path);
+  }
+
+  /* Refused: overlaps, the state dir, what is not a folder. */
+  gchar *inside = g_build_filename(a, "top", NULL);
+  GError *err = NULL;
+  assert_false(shareset_add(set, inside, NULL, NULL, NULL, &err));
+  assert_non_null(strstr(err->message, "inside"));
+  g_clear_error(&err);
+  assert_false(shareset_add(set, fx->dir, NULL, NULL, NULL, &err));
+  assert_non_null(strstr(err->message, "holds"));
+  g_clear_error(&err);
+  assert_false(shareset_add(set, fx->state, NULL, NULL, NULL, &err));
+  assert_non_null(strstr(err->message, "secret key"));
+  g_clear_error(&err);
+  assert_false(shareset_add(set, a, NULL, NULL, NULL, &err));
+  assert_non_null(strstr(err->message, "shared already"));
+  g_clear_error(&err);
+  gchar *file = g_build_filename(a, "top", "file0.bin", NULL);
+  assert_false(shareset_add(set, file, NULL, NULL, NULL, &err));
+  g_clear_error(&err);
+  assert_false(shareset_remove(set, 0, &err)); /* the --share folder */
+  g_clear_error(&err);
+  g_free(file);
+  g_free(inside);
+
+  /* A restart lists the same folders under the same names. */
+  shareset_free(set);
+  set = set_open(fx, &w);
+  assert_int_equal(shareset_count(set), 4);
+  assert_true(published(set, "Music-2/sub/file1.bin"));
+  assert_int_equal(shareset_lookup(set, "Music-2"), 2);
+  assert_int_equal(shareset_lookup(set, b), 2);
+
+  /* Removed: its files leave the manifest, the list and the cache. */
+  assert_true(shareset_remove(set, (guint)shareset_lookup(set, "Music"), NULL));
+  assert_false(published(set, "Music/top/file0.bin"));
+  assert_true(published(set, "Music-2/top/file0.bin"));
+  shareset_free(set);
+  set = set_open(fx, &w);
+  assert_int_equal(shareset_count(set), 3);
+  assert_int_equal(shareset_lookup(set, a), -1);
+  shareset_free(set);
+  g_free(w.error);
+  g_free(a);
+  g_free(b);
+  g_free(top);
+}
+
+/* A folder that disappears stays listed with its error, publishes nothing,
+ * and comes back with the rescan after it reappears. */
+static void test_shareset_folder_comes_and_goes(void **state)
+{
+  Fixture *fx = *state;
+  SetWatch w = {0};
+  gchar *a = make_tree(fx, "disk/Photos", 4);
+  gchar *moved = g_build_filename(fx->dir, "disk", "elsewhere", NULL);
+  ShareSet *set = set_open(fx, &w);
+  add_and_wait(set, &w, a);
+  assert_true(published(set, "Photos/top/file0.bin"));
+  shareset_free(set);
+  assert_int_equal(g_rename(a, moved), 0);
+  set = set_open(fx, &w);
+  assert_int_equal(shareset_count(set), 2);
+  ShareInfo info;
+  shareset_info(set, 1, &info);
+  assert_non_null(info.error);
+  assert_false(published(set, "Photos/top/file0.bin"));
+  assert_int_equal(g_rename(moved, a), 0);
+  unsigned before = w.changes;
+  shareset_rescan(set);
+  while (w.changes == before)
+    g_main_context_iteration(g_main_context_default(), TRUE);
+  assert_true(published(set, "Photos/top/file0.bin"));
+  shareset_info(set, 1, &info);
+  assert_null(info.error);
+  shareset_free(set);
+  g_free(moved);
+  g_free(a);
 }
 
 int main(void)
@@ -522,6 +761,9 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_no_usable_state_dir, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cache_attached_later, setup, teardown),
       cmocka_unit_test_setup_teardown(test_commit_survives_stop, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_two_roots_do_not_collide, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_shareset_names_and_persistence, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_shareset_folder_comes_and_goes, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
