@@ -112,6 +112,25 @@ static void *rd_array(Reader *r, uint16_t count, uint16_t cap, size_t min_size, 
   return a;
 }
 
+/* A flags byte (bit 0: reset) and a counted array of published entries,
+ * as PUBLISH and REPL carry them. */
+static WireEntry *rd_entries(Reader *r, bool *reset, uint16_t *count, WireError *err)
+{
+  uint8_t flags = rd_u8(r);
+  *reset = flags & 1;
+  if (flags & ~1u)
+    *err = WIRE_EINVALID;
+  *count = rd_u16(r);
+  WireEntry *e =
+      rd_array(r, *count, WIRE_MAX_ENTRIES, 2 + 1 + 8 + WIRE_CID_LEN, sizeof(WireEntry), err);
+  for (uint16_t i = 0; e && i < *count; i++) {
+    e[i].name = rd_str(r, WIRE_MAX_NAME, false, err);
+    e[i].size = rd_u64(r);
+    rd_copy(r, e[i].cid, WIRE_CID_LEN);
+  }
+  return e;
+}
+
 static void rd_hits(Reader *r, WireMsg *m, WireError *err)
 {
   m->u.hits.count = rd_u16(r);
@@ -153,22 +172,9 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
   case MSG_PONG:
     m->u.ping = rd_u64(&r);
     break;
-  case MSG_PUBLISH: {
-    uint8_t flags = rd_u8(&r);
-    m->u.publish.reset = flags & 1;
-    if (flags & ~1u)
-      err = WIRE_EINVALID;
-    m->u.publish.count = rd_u16(&r);
-    m->u.publish.entries = rd_array(&r, m->u.publish.count, WIRE_MAX_ENTRIES,
-                                    2 + 1 + 8 + WIRE_CID_LEN, sizeof(WireEntry), &err);
-    for (uint16_t i = 0; m->u.publish.entries && i < m->u.publish.count; i++) {
-      WireEntry *e = &m->u.publish.entries[i];
-      e->name = rd_str(&r, WIRE_MAX_NAME, false, &err);
-      e->size = rd_u64(&r);
-      rd_copy(&r, e->cid, WIRE_CID_LEN);
-    }
+  case MSG_PUBLISH:
+    m->u.publish.entries = rd_entries(&r, &m->u.publish.reset, &m->u.publish.count, &err);
     break;
-  }
   case MSG_SEARCH:
     m->u.search.req = rd_u32(&r);
     m->u.search.ttl = rd_u8(&r);
@@ -287,29 +293,16 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
     if (rd_ok(&r) && (m->u.group.role > GROLE_STANDBY || m->u.group.hb_ms == 0))
       err = WIRE_EINVALID;
     break;
-  case MSG_REPL: {
+  case MSG_REPL:
     m->u.repl.term = rd_u64(&r);
     m->u.repl.seq = rd_u64(&r);
     m->u.repl.op = rd_u8(&r);
     rd_copy(&r, m->u.repl.leaf, WIRE_ID_LEN);
-    uint8_t flags = rd_u8(&r);
-    m->u.repl.reset = flags & 1;
-    if (flags & ~1u)
-      err = WIRE_EINVALID;
-    m->u.repl.count = rd_u16(&r);
-    m->u.repl.entries = rd_array(&r, m->u.repl.count, WIRE_MAX_ENTRIES, 2 + 1 + 8 + WIRE_CID_LEN,
-                                 sizeof(WireEntry), &err);
-    for (uint16_t i = 0; m->u.repl.entries && i < m->u.repl.count; i++) {
-      WireEntry *e = &m->u.repl.entries[i];
-      e->name = rd_str(&r, WIRE_MAX_NAME, false, &err);
-      e->size = rd_u64(&r);
-      rd_copy(&r, e->cid, WIRE_CID_LEN);
-    }
+    m->u.repl.entries = rd_entries(&r, &m->u.repl.reset, &m->u.repl.count, &err);
     if (rd_ok(&r) && (m->u.repl.op < REPL_SNAPSHOT_BEGIN || m->u.repl.op > REPL_PUBLISH ||
                       (m->u.repl.op != REPL_PUBLISH && m->u.repl.count)))
       err = WIRE_EINVALID;
     break;
-  }
   case MSG_REPL_ACK:
     m->u.repl_ack.term = rd_u64(&r);
     m->u.repl_ack.seq = rd_u64(&r);
@@ -366,6 +359,21 @@ void wire_msg_clear(WireMsg *m)
   m->type = type;
 }
 
+static bool wr_entries(Buf *b, bool reset, uint16_t count, const WireEntry *e)
+{
+  wr_u8(b, reset ? 1 : 0);
+  if (count > WIRE_MAX_ENTRIES)
+    return false;
+  wr_u16(b, count);
+  for (uint16_t i = 0; i < count; i++) {
+    if (e[i].name.len == 0 || !wr_str(b, e[i].name, WIRE_MAX_NAME))
+      return false;
+    wr_u64(b, e[i].size);
+    wr_bytes(b, e[i].cid, WIRE_CID_LEN);
+  }
+  return true;
+}
+
 static bool wr_hits(Buf *b, const WireMsg *m)
 {
   if (m->u.hits.count > WIRE_MAX_HITS)
@@ -398,15 +406,7 @@ bool wire_encode(const WireMsg *m, Buf *b)
     wr_u64(b, m->u.ping);
     break;
   case MSG_PUBLISH:
-    wr_u8(b, m->u.publish.reset ? 1 : 0);
-    ok = m->u.publish.count <= WIRE_MAX_ENTRIES;
-    wr_u16(b, m->u.publish.count);
-    for (uint16_t i = 0; ok && i < m->u.publish.count; i++) {
-      const WireEntry *e = &m->u.publish.entries[i];
-      ok = e->name.len > 0 && wr_str(b, e->name, WIRE_MAX_NAME);
-      wr_u64(b, e->size);
-      wr_bytes(b, e->cid, WIRE_CID_LEN);
-    }
+    ok = wr_entries(b, m->u.publish.reset, m->u.publish.count, m->u.publish.entries);
     break;
   case MSG_SEARCH:
     wr_u32(b, m->u.search.req);
@@ -512,15 +512,7 @@ bool wire_encode(const WireMsg *m, Buf *b)
     wr_u64(b, m->u.repl.seq);
     wr_u8(b, m->u.repl.op);
     wr_bytes(b, m->u.repl.leaf, WIRE_ID_LEN);
-    wr_u8(b, m->u.repl.reset ? 1 : 0);
-    ok = m->u.repl.count <= WIRE_MAX_ENTRIES;
-    wr_u16(b, m->u.repl.count);
-    for (uint16_t i = 0; ok && i < m->u.repl.count; i++) {
-      const WireEntry *e = &m->u.repl.entries[i];
-      ok = e->name.len > 0 && wr_str(b, e->name, WIRE_MAX_NAME);
-      wr_u64(b, e->size);
-      wr_bytes(b, e->cid, WIRE_CID_LEN);
-    }
+    ok = wr_entries(b, m->u.repl.reset, m->u.repl.count, m->u.repl.entries);
     break;
   case MSG_REPL_ACK:
     wr_u64(b, m->u.repl_ack.term);

@@ -454,7 +454,7 @@ static void stop_leading(SnCore *c)
 
 /* Takes the leader (and backup, members' links) named in m, a GROUP_STATE
  * of a term at least ours. */
-static void adopt(SnCore *c, Peer *from, const WireMsg *m, uint64_t now)
+static void adopt(SnCore *c, const WireMsg *m, uint64_t now)
 {
   Group *g = &c->group;
   /* A member that still names us leader (we restarted, or stepped down)
@@ -502,7 +502,6 @@ static void adopt(SnCore *c, Peer *from, const WireMsg *m, uint64_t now)
   /* Members keep a link to the leader (its heartbeats). */
   if (g->leader_addr[0] && !member_link(c, g->leader))
     mesh_learn(c->mesh, g->leader_addr, g->leader, true);
-  (void)from;
 }
 
 void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -534,19 +533,19 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   bool from_leader =
       m->u.group.role == GROLE_LEADER && names_leader && memcmp(m->u.group.leader, p->id, 32) == 0;
   if (names_leader && m->u.group.term > g->term) {
-    adopt(c, p, m, now);
+    adopt(c, m, now);
   } else if (names_leader && m->u.group.term == g->term) {
     if (g->role == SN_ROLE_LEADER && from_leader) {
       /* Two leaders of one term (a simultaneous start): the smaller id. */
       if (memcmp(p->id, c->self, 32) < 0)
-        adopt(c, p, m, now);
+        adopt(c, m, now);
       else
         send_state(c, p);
     } else if (g->role != SN_ROLE_LEADER &&
                (from_leader || !g->has_leader || memcmp(g->leader, m->u.group.leader, 32) == 0)) {
       /* The leader's own word, or news of it: refresh (backup changes). */
       if (from_leader || !g->has_leader)
-        adopt(c, p, m, now);
+        adopt(c, m, now);
     }
     /* A backup cut off from the leader while the leader chose another
      * (which says so, still hearing it) is a backup no more. */

@@ -10,14 +10,14 @@ struct Roster {
   uint64_t next_owner; /* owner handles are never reused */
 };
 
-static guint id_hash(gconstpointer k)
+guint node_id_hash(gconstpointer k)
 {
   guint h;
   memcpy(&h, k, sizeof h); /* node ids are hashes already */
   return h;
 }
 
-static gboolean id_equal(gconstpointer a, gconstpointer b)
+gboolean node_id_equal(gconstpointer a, gconstpointer b)
 {
   return memcmp(a, b, 32) == 0;
 }
@@ -43,7 +43,7 @@ Roster *roster_new(Index *ix)
 {
   Roster *r = g_new0(Roster, 1);
   r->ix = ix;
-  r->by_id = g_hash_table_new_full(id_hash, id_equal, NULL, record_free);
+  r->by_id = g_hash_table_new_full(node_id_hash, node_id_equal, NULL, record_free);
   r->next_owner = 1;
   return r;
 }

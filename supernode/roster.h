@@ -9,6 +9,7 @@
 #ifndef CANOPY_ROSTER_H
 #define CANOPY_ROSTER_H
 
+#include <glib.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +18,11 @@
 #include "wire.h"
 
 typedef struct Roster Roster;
+
+/* GHashTable functions for keys that are 32-byte node ids (here and in
+ * sncore's leaves_by_id). */
+guint node_id_hash(gconstpointer id);
+gboolean node_id_equal(gconstpointer a, gconstpointer b);
 
 typedef struct {
   char *name; /* owned, NUL-terminated */

@@ -138,18 +138,6 @@ void sn_action_clear(SnAction *a)
 
 /* --- life cycle ----------------------------------------------------------- */
 
-static guint id_hash(gconstpointer k)
-{
-  guint h;
-  memcpy(&h, k, sizeof h); /* node ids are hashes already */
-  return h;
-}
-
-static gboolean id_equal(gconstpointer a, gconstpointer b)
-{
-  return memcmp(a, b, 32) == 0;
-}
-
 SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn rng, void *rng_ctx,
                     uint64_t now)
 {
@@ -163,7 +151,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->rng = rng;
   c->rng_ctx = rng_ctx;
   c->peers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
-  c->leaves_by_id = g_hash_table_new(id_hash, id_equal);
+  c->leaves_by_id = g_hash_table_new(node_id_hash, node_id_equal);
   c->index = index_new(cfg->max_entries_per_leaf);
   c->roster = c->index ? roster_new(c->index) : NULL;
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
