@@ -76,7 +76,7 @@ nl_cleanup() {
     echo "--- natlab logs ($NL_T) ---"
     for f in "$NL_T"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 25 "$f"; }; done
   fi
-  rm -rf "$NL_T"
+  [ -n "${NL_KEEP:-}" ] || rm -rf "$NL_T"
   exit $rc
 }
 trap nl_cleanup EXIT
