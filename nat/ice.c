@@ -11,6 +11,7 @@
 #include "ice.h"
 
 #include "bulk_stream.h"
+#include "pair_socket.h"
 #include "udp_batch.h"
 
 #include <arpa/inet.h>
@@ -58,6 +59,12 @@ struct IcePeer {
    * (see batch_select); NULL for a relayed pair or before one is chosen. */
   UdpBatch *batch;
   GSocket *batch_sock; /* owned ref: keeps the batch's fd open */
+  /* ... and its incoming datagrams bypass libnice's read loop once both
+   * sides are past their checks (see pair_arm). */
+  GSocketAddress *pair_remote; /* owned, with batch */
+  PairSocket *pair_sock;
+  GSource *pair_src;   /* slot: opens pair_sock */
+  gboolean peer_heard; /* Bulk accepted a datagram from the peer */
   IcePath path;
   char *fail_reason; /* owned, once failed */
 
@@ -259,12 +266,62 @@ static void socket_buffers(IcePeer *p)
 /* Bulk's datagrams, both ways. libnice calls recv_cb for every datagram
  * its sockets take in on the component that is not ICE's own STUN; Bulk
  * drops what is not its wire format. */
+static void pair_arm(IcePeer *p);
+
 static void recv_cb(NiceAgent *agent, guint stream_id, guint component_id, guint len, gchar *buf,
                     gpointer data)
 {
   IcePeer *p = data;
-  if (p->io)
+  if (!p->io)
+    return;
+  if (p->peer_heard) {
     bulk_stream_on_datagram(p->io, (const guint8 *)buf, len);
+    return;
+  }
+  BulkStats before, after;
+  bulk_stream_stats(p->io, &before);
+  bulk_stream_on_datagram(p->io, (const guint8 *)buf, len);
+  bulk_stream_stats(p->io, &after);
+  if (after.packets_received > before.packets_received) {
+    p->peer_heard = TRUE; /* the peer sends Bulk: it has a selected pair */
+    pair_arm(p);
+  }
+}
+
+static void pair_datagram(const guint8 *pkt, gsize len, gpointer data)
+{
+  IcePeer *p = data;
+  if (p->io)
+    bulk_stream_on_datagram(p->io, pkt, len);
+}
+
+static gboolean pair_open(gpointer data)
+{
+  IcePeer *p = data;
+  slot_fired(&p->pair_src);
+  if (!p->batch || p->pair_sock)
+    return G_SOURCE_REMOVE;
+  GError *err = NULL;
+  p->pair_sock = pair_socket_new(p->batch_sock, p->pair_remote, p->ctx, pair_datagram, p, &err);
+  if (!p->pair_sock) {
+    g_debug("ICE: datagrams stay on libnice's path: %s", err->message);
+    g_error_free(err);
+  } else {
+    g_debug("ICE: the selected pair's datagrams are read in batches now");
+  }
+  return G_SOURCE_REMOVE;
+}
+
+/* Opens the PairSocket (nat/pair_socket.h) once it takes nothing libnice
+ * still needs from the pair's remote address: libnice selects a pair only
+ * once it is nominated and valid (our checks on it are over), and the peer
+ * sends Bulk only once it has selected one too (its checks are over). Other
+ * pairs' checks use other addresses and stay with libnice. From a main
+ * loop turn of its own, not from inside libnice's callbacks. */
+static void pair_arm(IcePeer *p)
+{
+  if (p->peer_heard && p->batch && p->pair_remote && !p->pair_sock && !p->pair_src)
+    slot_arm(&p->pair_src, p->ctx, 0, pair_open, p);
 }
 
 static gboolean send_cb(const guint8 *pkt, gsize len, gpointer data)
@@ -287,6 +344,16 @@ static void flush_cb(gpointer data)
 
 static void batch_clear(IcePeer *p)
 {
+  slot_disarm(&p->pair_src);
+  if (p->pair_sock) {
+    guint64 calls, n;
+    pair_socket_counts(p->pair_sock, &calls, &n);
+    g_debug("ICE: pair socket read %" G_GUINT64_FORMAT " datagrams in %" G_GUINT64_FORMAT " calls",
+            n, calls);
+  }
+  g_clear_pointer(&p->pair_sock, pair_socket_free);
+  g_clear_object(&p->pair_remote);
+  p->peer_heard = FALSE; /* a new pair waits for the peer's data on it */
   g_clear_pointer(&p->batch, udp_batch_free);
   g_clear_object(&p->batch_sock);
 }
@@ -311,11 +378,14 @@ static void batch_select(IcePeer *p, NiceCandidate *local, NiceCandidate *remote
   nice_address_copy_to_sockaddr(&remote->addr, (struct sockaddr *)&ss);
   GSocketAddress *dest = g_socket_address_new_from_native(&ss, sizeof ss);
   p->batch = dest ? udp_batch_new(sock, dest, ICE_DATAGRAM) : NULL;
-  g_clear_object(&dest);
-  if (p->batch)
+  if (p->batch) {
     p->batch_sock = sock;
-  else
+    p->pair_remote = dest;
+    pair_arm(p);
+  } else {
+    g_clear_object(&dest);
     g_object_unref(sock);
+  }
 }
 
 /* A better pair nominated after the stream was handed out: Bulk's
