@@ -13,6 +13,7 @@
 #define FRAME_STREAM 0x01
 #define FRAME_ACK 0x02
 #define FRAME_PING 0x03
+#define FRAME_PAD 0x04
 
 #define INITIAL_WINDOW 65536u /* peer's window before its first ACK */
 #define MIN_BUF 65536u
@@ -31,10 +32,18 @@
 #define STARTUP_GAIN 2.77     /* BBRv3: 4 ln 2; pacing gain in startup */
 #define STARTUP_CWND_GAIN 2.0 /* BBRv3: 2.89 overfills a BDP-sized queue */
 #define NOMINAL_RTT_US 1000
+/* Path MTU search (DPLPMTUD, RFC 8899). */
+#define PROBE_TRIES 3               /* MAX_PROBES: a size fails after 3 lost probes */
+#define PROBE_DONE_GAP 16           /* stop when the bounds are this close */
+#define PROBE_MIN_TIMEOUT_US 10000  /* a probe unacked this long (or 3 RTT) is lost */
+#define PMTU_RAISE_US 600000000ull  /* PMTU_RAISE_TIMER: search again after 10 min */
+#define BLACK_HOLE_PTOS 2           /* consecutive PTOs that drop us to the base size */
 
 enum { SENT_PENDING, SENT_ACKED, SENT_LOST };
 enum { SF_FIN = 1, SF_APPLIMITED = 2 };
 enum { MODE_STARTUP, MODE_DRAIN, MODE_PROBE_BW };
+
+static bool has_data(const struct Bulk *b);
 
 static const double probe_gains[8] = {1.25, 0.75, 1, 1, 1, 1, 1, 1};
 
@@ -59,7 +68,16 @@ typedef struct {
 
 struct Bulk {
   BulkConfig cfg;
-  size_t mss; /* largest STREAM payload */
+  size_t mss; /* largest STREAM payload of an mtu-sized packet */
+
+  /* Datagram size. cfg.mtu is the base every path is assumed to carry; mtu
+   * is the size in use, raised by probes up to max_mtu: a probe is a PING
+   * padded to probe_size outside congestion control and the sent record,
+   * so its loss costs neither data nor rate. The search keeps lo (carried)
+   * < size < hi (failed, or max_mtu + 1). */
+  size_t mtu, max_mtu, probe_lo, probe_hi, probe_size;
+  uint64_t probe_pn, probe_sent_us, probe_due_us;
+  unsigned probe_tries;
 
   /* Send side. Ring positions are offset % scap; [snd_una, wr_off) held. */
   uint8_t *sbuf;
@@ -284,6 +302,9 @@ Bulk *bulk_new(const BulkConfig *cfg, uint64_t now_us)
   if (!b)
     return NULL;
   b->cfg = c;
+  b->mtu = b->max_mtu = b->probe_lo = c.mtu;
+  b->st.mtu = c.mtu;
+  b->probe_hi = c.mtu + 1;
   b->mss = c.mtu - HDR_LEN - STREAM_HDR_LEN;
   b->scap = c.send_buf;
   b->rcap = c.recv_buf;
@@ -446,7 +467,7 @@ static void bbr_set_mode(Bulk *b, int mode, uint64_t now)
 static void bbr_round_end(Bulk *b, bool app_limited)
 {
   uint64_t total = b->round_lost_pkts + b->round_acked_pkts;
-  uint64_t floor = 4 * (uint64_t)b->cfg.mtu;
+  uint64_t floor = 4 * (uint64_t)b->mtu;
   if (b->round_lost_pkts >= 8 && b->round_lost_pkts * 20 > total) {
     /* Sustained loss: congestion, not noise (BBRv2's inflight_hi, beta 0.7). */
     uint64_t cap = b->cwnd * 7 / 10;
@@ -455,9 +476,9 @@ static void bbr_round_end(Bulk *b, bool app_limited)
     b->loss_cap = cap > floor ? cap : floor;
     b->filled_pipe = true;
   } else if (b->loss_cap) {
-    uint64_t step = b->loss_cap / 8 > b->cfg.mtu ? b->loss_cap / 8 : b->cfg.mtu;
+    uint64_t step = b->loss_cap / 8 > b->mtu ? b->loss_cap / 8 : b->mtu;
     b->loss_cap += step;
-    if (b->loss_cap > 4 * (b->cwnd_gain * (double)bbr_cwnd_bdp(b)) + 16.0 * (double)b->cfg.mtu)
+    if (b->loss_cap > 4 * (b->cwnd_gain * (double)bbr_cwnd_bdp(b)) + 16.0 * (double)b->mtu)
       b->loss_cap = 0;
   }
   b->round_lost_pkts = b->round_acked_pkts = 0;
@@ -487,8 +508,8 @@ static void bbr_update(Bulk *b, uint64_t acked, uint64_t now)
     if (b->mode != MODE_STARTUP || rate > b->pacing_rate)
       b->pacing_rate = rate;
   }
-  uint64_t floor = 4 * (uint64_t)b->cfg.mtu;
-  uint64_t target = (uint64_t)(b->cwnd_gain * (double)bbr_cwnd_bdp(b)) + 3 * (uint64_t)b->cfg.mtu;
+  uint64_t floor = 4 * (uint64_t)b->mtu;
+  uint64_t target = (uint64_t)(b->cwnd_gain * (double)bbr_cwnd_bdp(b)) + 3 * (uint64_t)b->mtu;
   if (b->filled_pipe)
     b->cwnd = b->cwnd + acked < target ? b->cwnd + acked : target;
   else if (b->cwnd < target || !b->btlbw)
@@ -497,6 +518,76 @@ static void bbr_update(Bulk *b, uint64_t acked, uint64_t now)
     b->cwnd = floor;
   if (b->loss_cap && b->cwnd > b->loss_cap)
     b->cwnd = b->loss_cap;
+}
+
+/* ---- path MTU (RFC 8899) ---- */
+
+static void set_mtu(Bulk *b, size_t mtu)
+{
+  b->mtu = mtu;
+  b->mss = mtu - HDR_LEN - STREAM_HDR_LEN;
+  b->st.mtu = mtu;
+}
+
+/* The next size to try: the ceiling first (most paths carry a full
+ * Ethernet frame), then halfway between what worked and what did not. */
+static size_t probe_next_size(const Bulk *b)
+{
+  if (b->probe_hi > b->max_mtu)
+    return b->max_mtu;
+  return b->probe_lo + (b->probe_hi - b->probe_lo) / 2;
+}
+
+static bool probe_searching(const Bulk *b)
+{
+  return b->probe_hi > b->probe_lo + PROBE_DONE_GAP && b->max_mtu > b->probe_lo;
+}
+
+static void probe_done(Bulk *b, uint64_t now)
+{
+  if (!probe_searching(b))
+    b->probe_due_us = now + PMTU_RAISE_US; /* then search again from the top */
+}
+
+void bulk_set_max_mtu(Bulk *b, size_t max_mtu, uint64_t now_us)
+{
+  if (max_mtu < b->cfg.mtu)
+    max_mtu = b->cfg.mtu;
+  if (max_mtu > BULK_MAX_MTU)
+    max_mtu = BULK_MAX_MTU;
+  b->max_mtu = max_mtu;
+  b->probe_size = 0;
+  b->probe_tries = 0;
+  if (b->mtu > max_mtu)
+    set_mtu(b, max_mtu);
+  b->probe_lo = b->mtu;
+  b->probe_hi = max_mtu + 1;
+  b->probe_due_us = now_us;
+}
+
+static uint64_t probe_timeout(const Bulk *b)
+{
+  uint64_t t = 3 * b->srtt + b->cfg.ack_delay_us;
+  return t > PROBE_MIN_TIMEOUT_US ? t : PROBE_MIN_TIMEOUT_US;
+}
+
+static void probe_lost(Bulk *b, uint64_t now)
+{
+  b->probe_size = 0;
+  if (++b->probe_tries >= PROBE_TRIES) {
+    b->probe_hi = probe_next_size(b);
+    b->probe_tries = 0;
+  }
+  b->probe_due_us = now;
+  probe_done(b, now);
+}
+
+/* A probe is due while the stream has something to send: an idle
+ * connection is not woken up to measure its path. */
+static bool probe_wanted(const Bulk *b, uint64_t now)
+{
+  return !b->probe_size && b->have_rtt && probe_searching(b) && now >= b->probe_due_us &&
+         (b->inflight || has_data(b));
 }
 
 /* ---- loss detection (RFC 9002 section 6.1, RFC 8985) ---- */
@@ -601,6 +692,18 @@ static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, u
 {
   if (max_off > b->peer_max)
     b->peer_max = max_off > MAX_OFFSET ? MAX_OFFSET : max_off;
+  if (b->probe_size)
+    for (unsigned k = 0; k < nr; k++)
+      if (rg[k].lo <= b->probe_pn && b->probe_pn < rg[k].hi) {
+        /* The path carried probe_size bytes: use it. */
+        set_mtu(b, b->probe_size);
+        b->probe_lo = b->probe_size;
+        b->probe_size = 0;
+        b->probe_tries = 0;
+        b->probe_due_us = now;
+        probe_done(b, now);
+        break;
+      }
   uint64_t largest = rg[0].hi - 1, acked_bytes = 0;
   const Sent *rate_pkt = NULL;
   Sent rp = {0};
@@ -637,6 +740,10 @@ static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, u
   }
   if (!b->any_acked || largest > b->largest_acked)
     b->largest_acked = largest;
+  /* Later packets acknowledged and the probe not: lost, as RACK's packet
+   * threshold says of data (a search step takes an RTT, not a timeout). */
+  if (b->probe_size && b->largest_acked >= b->probe_pn + b->pkt_thresh)
+    probe_lost(b, now);
   /* A packet declared lost that the peer got anyway was reordered, not
    * lost: tolerate that much reordering from now on (RFC 9002 section
    * 6.1.1 allows adapting the threshold; the time threshold still finds
@@ -815,6 +922,11 @@ void bulk_on_datagram(Bulk *b, const uint8_t *pkt, size_t len, uint64_t now_us)
         goto drop;
       has_ping = true;
       break;
+    case FRAME_PAD: /* zeros to the end: a path MTU probe's filler */
+      while (r.pos < len)
+        if (pkt[r.pos++] != 0)
+          goto drop;
+      break;
     default:
       goto drop;
     }
@@ -954,13 +1066,29 @@ static bool ack_due(const Bulk *b, uint64_t now)
 
 size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us)
 {
-  if (cap > b->cfg.mtu)
-    cap = b->cfg.mtu;
+  if (probe_wanted(b, now_us)) {
+    size_t size = probe_next_size(b);
+    if (size <= cap && size >= HDR_LEN + 2) {
+      uint8_t *p = wr_uint(out, BULK_MAGIC, 1);
+      p = wr_uint(p, b->next_pn, 8);
+      *p++ = FRAME_PING;
+      *p++ = FRAME_PAD;
+      memset(p, 0, size - (size_t)(p - out));
+      b->probe_size = size;
+      b->probe_pn = b->next_pn++;
+      b->probe_sent_us = now_us;
+      b->st.packets_sent++;
+      b->st.mtu_probes++;
+      return size;
+    }
+  }
+  if (cap > b->mtu)
+    cap = b->mtu;
   if (cap < HDR_LEN + ACK_BASE_LEN + ACK_RANGE_LEN)
     return 0;
   bool probe = b->probes > 0;
   bool slot = b->sent_n < b->sent_cap;
-  bool cc_ok = probe || (b->inflight + b->cfg.mtu <= b->cwnd && now_us * 1000 >= b->next_send_ns);
+  bool cc_ok = probe || (b->inflight + b->mtu <= b->cwnd && now_us * 1000 >= b->next_send_ns);
   uint8_t *p = wr_uint(out, BULK_MAGIC, 1);
   p = wr_uint(p, b->next_pn, 8);
   size_t ack_len = 0;
@@ -998,7 +1126,7 @@ size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us)
     if ((send_data || ping) && piggy)
       ack_len = build_ack(b, p, reserve, PIGGYBACK_RANGES, now_us);
     if (!send_data && !ping) {
-      if (b->inflight + b->cfg.mtu <= b->cwnd)
+      if (b->inflight + b->mtu <= b->cwnd)
         b->app_limited_until = b->delivered + b->inflight ? b->delivered + b->inflight : 1;
     }
   }
@@ -1079,10 +1207,14 @@ uint64_t bulk_next_timer(const Bulk *b)
     if (d < t)
       t = d;
   }
+  if (b->probe_size && b->probe_sent_us + probe_timeout(b) < t)
+    t = b->probe_sent_us + probe_timeout(b);
+  else if (probe_wanted(b, b->probe_due_us) && b->probe_due_us < t)
+    t = b->probe_due_us;
   if (b->sent_n < b->sent_cap) {
     if (b->probes)
       t = 0;
-    else if (has_data(b) && b->inflight + b->cfg.mtu <= b->cwnd) {
+    else if (has_data(b) && b->inflight + b->mtu <= b->cwnd) {
       uint64_t ps = (b->next_send_ns + 999) / 1000;
       if (ps < t)
         t = ps;
@@ -1095,12 +1227,27 @@ void bulk_on_timer(Bulk *b, uint64_t now_us)
 {
   if (b->ack_pending && now_us >= b->ack_deadline)
     b->ack_now = true;
+  if (b->probe_size && now_us >= b->probe_sent_us + probe_timeout(b))
+    probe_lost(b, now_us);
   if (b->loss_time && now_us >= b->loss_time) {
     detect_lost(b, now_us);
     return;
   }
   if (pto_armed(b) && now_us >= pto_deadline(b)) {
     b->pto_count++;
+    /* Black hole (RFC 8899 section 4.3): nothing acknowledged for two PTOs
+     * after a raise; the path may no longer carry our size. Back to the
+     * base, which resends everything in flight in base-sized packets, and
+     * search again later. */
+    if (b->pto_count >= BLACK_HOLE_PTOS && b->mtu > b->cfg.mtu) {
+      b->probe_hi = b->mtu;
+      set_mtu(b, b->cfg.mtu);
+      b->probe_lo = b->mtu;
+      b->probe_size = 0;
+      b->probe_tries = 0;
+      b->probe_due_us = now_us + PMTU_RAISE_US / 10;
+      b->st.mtu_black_holes++;
+    }
     b->probes = 2;
     b->last_eliciting_us = now_us; /* the next PTO counts from the probes */
   }

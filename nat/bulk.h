@@ -47,6 +47,16 @@
  *  - Flow control: the receive buffer is a fixed ring of recv_buf bytes; the
  *    sender never sends past the advertised offset, so a slow reader stalls
  *    the sender instead of growing memory. A blocked sender probes with PING.
+ *  - Datagram size (DPLPMTUD, RFC 8899): cfg.mtu is the base size every
+ *    path is assumed to carry. When the caller allows more
+ *    (bulk_set_max_mtu), Bulk probes: a PING padded to the size tried,
+ *    outside congestion control and never carrying data, so a lost probe
+ *    costs nothing; an acknowledged one raises the size in use. The
+ *    ceiling is tried first, then a binary search (3 lost probes fail a
+ *    size); after 10 minutes it searches again. Two PTOs in a row at a
+ *    raised size read as a black hole: back to the base at once. Larger
+ *    datagrams mean fewer of them, and per-datagram host cost is what
+ *    limits a fast path (nat/TRANSPORT.md).
  *  - Bounded memory everywhere: send ring, receive ring, the sent-packet
  *    record (max_packets entries), and every range set have fixed caps.
  *    When a cap is hit Bulk sends less or drops a datagram unacknowledged;
@@ -59,6 +69,7 @@
  *             u8 n (1..32), n x (u64 largest, u64 count >= 1), ranges
  *             descending and non-adjacent
  *   PING    = u8 0x03                      (asks for an ACK)
+ *   PAD     = u8 0x04, zero bytes to the end of the datagram (probes)
  * At most one frame of each type per packet; anything else (unknown frame,
  * trailing bytes, a range that ACKs an unsent packet, a FIN that moves)
  * drops the whole datagram and counts it in BulkStats.dropped_datagrams.
@@ -107,6 +118,9 @@ typedef struct {
   uint64_t pacing_rate;   /* bytes/s */
   uint64_t cwnd;          /* bytes */
   uint64_t inflight;      /* bytes */
+  uint64_t mtu;             /* datagram size in use */
+  uint64_t mtu_probes;      /* path MTU probes sent */
+  uint64_t mtu_black_holes; /* falls back to the base size */
 } BulkStats;
 
 /* Returns a new endpoint, or NULL when cfg is invalid (mtu outside
@@ -138,8 +152,14 @@ bool bulk_done(const Bulk *b);
 
 /* Feeds one received datagram (borrowed; hostile input). */
 void bulk_on_datagram(Bulk *b, const uint8_t *pkt, size_t len, uint64_t now_us);
-/* Writes the next datagram to send now into out (cap >= the configured mtu,
- * else only what fits is built) and returns its length, or 0 when nothing is
+/* Lets Bulk search for datagrams of up to max_mtu bytes (clamped to
+ * [cfg.mtu, BULK_MAX_MTU]); a size in use above it drops to it. The caller
+ * must then take datagrams that large: poll with cap >= max_mtu. Default:
+ * cfg.mtu, no probing. */
+void bulk_set_max_mtu(Bulk *b, size_t max_mtu, uint64_t now_us);
+
+/* Writes the next datagram to send now into out (cap >= the largest size
+ * allowed, cfg.mtu or bulk_set_max_mtu's; else only what fits is built) and returns its length, or 0 when nothing is
  * to be sent now. Call until it returns 0 after every event. */
 size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us);
 /* Absolute time (us) at which bulk_on_timer and a poll drain are due:

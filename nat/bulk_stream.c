@@ -428,6 +428,19 @@ GIOStream *bulk_stream_new(GMainContext *ctx, const BulkConfig *cfg, BulkSendFun
   return G_IO_STREAM(self);
 }
 
+void bulk_stream_set_max_datagram(GIOStream *s, gsize max)
+{
+  Link *l = CANOPY_BULK_STREAM(s)->link;
+  if (!l->bulk || max <= BULK_STREAM_TAG_BYTES)
+    return;
+  bulk_set_max_mtu(l->bulk, max - BULK_STREAM_TAG_BYTES, (uint64_t)g_get_monotonic_time());
+  if (max - BULK_STREAM_TAG_BYTES > l->mtu) {
+    l->mtu = max - BULK_STREAM_TAG_BYTES;
+    l->pkt = g_realloc(l->pkt, l->mtu + BULK_STREAM_TAG_BYTES);
+  }
+  link_poke(l);
+}
+
 void bulk_stream_set_key(GIOStream *s, const guint8 key[BULK_STREAM_KEY_BYTES])
 {
   Link *l = CANOPY_BULK_STREAM(s)->link;

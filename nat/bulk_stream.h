@@ -47,6 +47,11 @@ GIOStream *bulk_stream_new(GMainContext *ctx, const BulkConfig *cfg, BulkSendFun
  * bytes are authenticated end to end by the secure channel above in any
  * case: the tag protects the transport's own state. */
 void bulk_stream_set_key(GIOStream *s, const guint8 key[BULK_STREAM_KEY_BYTES]);
+/* The path may carry datagrams of up to max bytes, tag included: Bulk
+ * probes for them (bulk_set_max_mtu) and the send function then gets
+ * datagrams that large; a smaller max than before takes effect at once.
+ * The size given to bulk_stream_new stays the floor. */
+void bulk_stream_set_max_datagram(GIOStream *s, gsize max);
 /* One datagram from the path (borrowed; hostile input, Bulk checks it). */
 void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len);
 /* Sets (or clears, NULL) the flush hook; it gets the send function's ud. */

@@ -33,8 +33,13 @@
 #define ICE_PWD_MIN 22
 #define ICE_PWD_MAX 256
 #define ICE_FOUNDATION_MAX 32
-/* Largest datagram Bulk puts on the path, tag included. */
+/* Datagram size, tag included, that Bulk assumes every path carries. */
 #define ICE_DATAGRAM 1350
+/* What it probes for on a direct pair: a 1500-byte IP packet, the
+ * Ethernet MTU most of the internet carries, less IPv4 (20) or IPv6 (40)
+ * and UDP (8) headers. */
+#define ICE_DATAGRAM_MAX_V4 1472
+#define ICE_DATAGRAM_MAX_V6 1452
 
 /* ---- the peer ---- */
 
@@ -63,6 +68,7 @@ struct IcePeer {
    * sides are past their checks (see pair_arm). */
   GSocketAddress *pair_remote; /* owned, with batch */
   PairSocket *pair_sock;
+  UdpBatch *big_batch; /* on pair_sock: datagrams over ICE_DATAGRAM */
   GSource *pair_src;   /* slot: opens pair_sock */
   gboolean peer_heard; /* Bulk accepted a datagram from the peer */
   IcePath path;
@@ -306,9 +312,22 @@ static gboolean pair_open(gpointer data)
   if (!p->pair_sock) {
     g_debug("ICE: datagrams stay on libnice's path: %s", err->message);
     g_error_free(err);
-  } else {
-    g_debug("ICE: the selected pair's datagrams are read in batches now");
+    return G_SOURCE_REMOVE;
   }
+  /* Larger datagrams, fewer of them: Bulk probes up to a full Ethernet
+   * frame, or the local route's MTU if that is smaller. */
+  gsize max = g_socket_address_get_family(p->pair_remote) == G_SOCKET_FAMILY_IPV6
+                  ? ICE_DATAGRAM_MAX_V6
+                  : ICE_DATAGRAM_MAX_V4;
+  gsize route = pair_socket_path_mtu(p->pair_sock);
+  if (route && route < max)
+    max = route;
+  if (max > ICE_DATAGRAM)
+    p->big_batch = udp_batch_new(pair_socket_get_socket(p->pair_sock), p->pair_remote, max);
+  if (p->big_batch && p->io)
+    bulk_stream_set_max_datagram(p->io, max);
+  g_debug("ICE: the selected pair's datagrams are read in batches now; probing up to %zu bytes",
+          p->big_batch ? max : (gsize)ICE_DATAGRAM);
   return G_SOURCE_REMOVE;
 }
 
@@ -327,6 +346,13 @@ static void pair_arm(IcePeer *p)
 static gboolean send_cb(const guint8 *pkt, gsize len, gpointer data)
 {
   IcePeer *p = data;
+  if (len > ICE_DATAGRAM) {
+    /* Probes and what they proved: never fragmented (pair_socket.h). */
+    if (!p->big_batch)
+      return FALSE;
+    udp_batch_add(p->big_batch, pkt, len);
+    return TRUE;
+  }
   if (p->batch) {
     udp_batch_add(p->batch, pkt, len);
     return TRUE;
@@ -340,6 +366,8 @@ static void flush_cb(gpointer data)
   IcePeer *p = data;
   if (p->batch)
     udp_batch_flush(p->batch);
+  if (p->big_batch)
+    udp_batch_flush(p->big_batch);
 }
 
 static void batch_clear(IcePeer *p)
@@ -351,6 +379,9 @@ static void batch_clear(IcePeer *p)
     g_debug("ICE: pair socket read %" G_GUINT64_FORMAT " datagrams in %" G_GUINT64_FORMAT " calls",
             n, calls);
   }
+  if (p->big_batch && p->io)
+    bulk_stream_set_max_datagram(p->io, ICE_DATAGRAM); /* back to the base size at once */
+  g_clear_pointer(&p->big_batch, udp_batch_free);
   g_clear_pointer(&p->pair_sock, pair_socket_free);
   g_clear_object(&p->pair_remote);
   p->peer_heard = FALSE; /* a new pair waits for the peer's data on it */

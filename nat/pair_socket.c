@@ -26,6 +26,7 @@
 
 struct PairSocket {
   int fd;
+  GSocket *sock; /* wraps fd, for udp_batch */
   GSource *src;
   PairSocketFunc fn;
   gpointer data;
@@ -124,12 +125,26 @@ PairSocket *pair_socket_new(GSocket *base, GSocketAddress *remote, GMainContext 
    * and a kernel without UDP GRO hands datagrams over one by one. */
   (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
   (void)setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
+  /* Datagrams sent here are never fragmented, not even after an ICMP
+   * "fragmentation needed": a size the path cannot carry must get lost,
+   * so that Bulk's probes find out (RFC 8899 section 3). */
+  int probe = local_ss.ss_family == AF_INET6 ? IPV6_PMTUDISC_PROBE : IP_PMTUDISC_PROBE;
+  if (local_ss.ss_family == AF_INET6)
+    (void)setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &probe, sizeof probe);
+  else
+    (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &probe, sizeof probe);
   if (bind(fd, (struct sockaddr *)&local_ss, local_len) < 0 ||
       connect(fd, (struct sockaddr *)&remote_ss, remote_len) < 0)
     goto fail;
 
+  GSocket *sock = g_socket_new_from_fd(fd, err);
+  if (!sock) {
+    close(fd);
+    return NULL;
+  }
   PairSocket *ps = g_new0(PairSocket, 1);
   ps->fd = fd;
+  ps->sock = sock;
   ps->fn = fn;
   ps->data = data;
   ps->bufs = g_malloc((gsize)N_MSGS * MSG_BYTES);
@@ -152,9 +167,25 @@ void pair_socket_free(PairSocket *ps)
     return;
   g_source_destroy(ps->src);
   g_source_unref(ps->src);
-  close(ps->fd);
+  g_object_unref(ps->sock); /* closes fd */
   g_free(ps->bufs);
   g_free(ps);
+}
+
+GSocket *pair_socket_get_socket(PairSocket *ps)
+{
+  return ps->sock;
+}
+
+gsize pair_socket_path_mtu(PairSocket *ps)
+{
+  int mtu = 0;
+  socklen_t len = sizeof mtu;
+  gboolean v6 = g_socket_get_family(ps->sock) == G_SOCKET_FAMILY_IPV6;
+  if (getsockopt(ps->fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MTU : IP_MTU, &mtu, &len) < 0 ||
+      mtu <= 0)
+    return 0;
+  return (gsize)mtu - (v6 ? 48 : 28);
 }
 
 void pair_socket_counts(const PairSocket *ps, guint64 *calls, guint64 *datagrams)

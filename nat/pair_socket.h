@@ -41,6 +41,15 @@ PairSocket *pair_socket_new(GSocket *base, GSocketAddress *remote, GMainContext 
  * NULL is a no-op. */
 void pair_socket_free(PairSocket *ps);
 
+/* The socket (owned by ps), to send on: same addresses as the base, and
+ * never fragmented locally (IP_PMTUDISC_PROBE), which is what datagrams
+ * larger than the base size need while Bulk probes for them. */
+GSocket *pair_socket_get_socket(PairSocket *ps);
+/* The largest UDP payload the route to the remote takes as the kernel
+ * knows it (the interface's MTU, or less once an ICMP said so); 0 when
+ * unknown. A ceiling for probing, not a promise. */
+gsize pair_socket_path_mtu(PairSocket *ps);
+
 /* System calls made and datagrams read, for the figures. */
 void pair_socket_counts(const PairSocket *ps, guint64 *calls, guint64 *datagrams);
 

@@ -88,6 +88,8 @@ void udp_batch_flush(UdpBatch *b)
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
       goto done; /* a full buffer: lost, like any UDP */
+    if (errno == EMSGSIZE)
+      goto done; /* larger than the route takes unfragmented: a failed probe */
     /* EINVAL, EIO, ENOPROTOOPT...: no GSO here. */
     g_debug("UDP GSO refused (%s): one datagram per call from now on", g_strerror(errno));
     b->no_gso = TRUE;

@@ -209,7 +209,7 @@ ice_run() {
 # What the transport saw on the receiving side of the last run.
 transport_note() {
   local rtt cpu
-  rtt=$(jq -r '.transport | "srtt \(.srtt_us / 1000) ms, lost \(.packets_lost) of \(.packets_sent) sent"' <<<"$ICE_OFFER")
+  rtt=$(jq -r '.transport | "srtt \(.srtt_us / 1000) ms, lost \(.packets_lost) of \(.packets_sent) sent, \(.mtu)-byte datagrams"' <<<"$ICE_OFFER")
   cpu=$(jq -rs '"CPU s (wakeups): sender \(.[0].cpu_s) (\(.[0].wakeups)), receiver \(.[1].cpu_s) (\(.[1].wakeups))"' \
     <<<"$ICE_OFFER$ICE_ANSWER")
   echo "$rtt; $cpu"

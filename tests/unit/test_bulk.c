@@ -20,6 +20,7 @@
 #include "../tools/simqueue.h"
 
 #define MTU 1200
+#define MAX_DGRAM 1472 /* the largest size a test lets Bulk probe for */
 
 typedef SimEv Ev;
 
@@ -30,6 +31,7 @@ typedef struct {
   uint32_t loss_ppm, dup_ppm, reorder_ppm;
   uint64_t reorder_ns; /* extra delay of a reordered datagram */
   uint64_t busy_ns;    /* when the bottleneck is free */
+  size_t path_mtu;     /* larger datagrams vanish (no ICMP); 0 = none */
 } Link;
 
 typedef struct {
@@ -47,6 +49,7 @@ typedef struct {
   SimQueue q;
   uint64_t now_ns, seq, rng;
   uint32_t garbage_ppm; /* per delivered datagram: also inject garbage */
+  size_t max_dgram;     /* largest datagram an endpoint may build */
   uint64_t garbage_sent;
 } Sim;
 
@@ -88,7 +91,7 @@ static void deliver_at(Sim *s, int to, const uint8_t *pkt, size_t len, uint64_t 
 static void link_send(Sim *s, int from, const uint8_t *pkt, size_t len)
 {
   Link *l = &s->link[from];
-  if (chance(s, l->loss_ppm))
+  if (chance(s, l->loss_ppm) || (l->path_mtu && len > l->path_mtu))
     return;
   uint64_t depart = s->now_ns;
   if (l->rate > 0) {
@@ -119,6 +122,15 @@ static void sim_init(Sim *s, const BulkConfig *cfg, uint64_t seed)
     s->link[i].delay_ns = 10000000;
     s->link[i].queue = 1 << 20;
   }
+  s->max_dgram = cfg && cfg->mtu ? cfg->mtu : MTU;
+}
+
+/* Lets both endpoints probe for datagrams up to max. */
+static void sim_allow_mtu(Sim *s, size_t max)
+{
+  s->max_dgram = max;
+  for (int i = 0; i < 2; i++)
+    bulk_set_max_mtu(s->ep[i], max, s->now_ns / 1000);
 }
 
 static void sim_free(Sim *s)
@@ -204,13 +216,13 @@ static bool sim_idle(const Sim *s)
 static uint64_t sim_run_ex(Sim *s, uint64_t limit_ns, bool until_idle)
 {
   uint64_t start = s->now_ns, same = 0, last = 0;
-  uint8_t pkt[MTU];
+  uint8_t pkt[MAX_DGRAM];
   while (s->now_ns - start < limit_ns) {
     for (int i = 0; i < 2; i++) {
       app_step(s, i);
       size_t n;
       while ((n = bulk_poll_datagram(s->ep[i], pkt, sizeof pkt, s->now_ns / 1000)) > 0) {
-        assert_true(n <= MTU);
+        assert_true(n <= s->max_dgram);
         link_send(s, i, pkt, n);
       }
     }
@@ -511,6 +523,79 @@ static void test_truncation_and_fuzz(void **state)
   sim_free(&s);
 }
 
+/* A path that carries 1400 bytes but not 1472 (a tunnel, say, dropping
+ * larger datagrams silently): the search settles just under 1400, the
+ * stream stays intact, lost probes cost no data. */
+static void test_mtu_search(void **state)
+{
+  Sim s;
+  BulkConfig cfg = {.send_buf = 4 << 20, .recv_buf = 4 << 20};
+  sim_init(&s, &cfg, 11);
+  sim_allow_mtu(&s, MAX_DGRAM);
+  for (int i = 0; i < 2; i++) {
+    s.link[i].rate = 50e6;
+    s.link[i].path_mtu = 1400;
+  }
+  s.app[0].total = 10u << 20;
+  sim_run(&s, 60ull * 1000000000);
+  check_intact(&s);
+  BulkStats st;
+  bulk_stats(s.ep[0], &st);
+  print_message("mtu %llu after %llu probes, %llu retransmits\n", (unsigned long long)st.mtu,
+                (unsigned long long)st.mtu_probes, (unsigned long long)st.retransmits);
+  assert_true(st.mtu <= 1400 && st.mtu > 1400 - 16);
+  assert_true(st.mtu_probes >= 3 && st.mtu_probes < 30);
+  assert_int_equal(st.retransmits, 0);
+  assert_int_equal(st.mtu_black_holes, 0);
+  sim_free(&s);
+}
+
+/* The path carries full frames, then (a route change) only 1300 bytes: the
+ * sender notices the black hole, falls back to the base and finishes. */
+static void test_mtu_black_hole(void **state)
+{
+  Sim s;
+  BulkConfig cfg = {.send_buf = 4 << 20, .recv_buf = 4 << 20};
+  sim_init(&s, &cfg, 12);
+  sim_allow_mtu(&s, MAX_DGRAM);
+  for (int i = 0; i < 2; i++)
+    s.link[i].rate = 20e6;
+  s.app[0].total = 20u << 20;
+  sim_run(&s, 300000000ull);
+  BulkStats st;
+  bulk_stats(s.ep[0], &st);
+  assert_int_equal(st.mtu, MAX_DGRAM);
+  for (int i = 0; i < 2; i++)
+    s.link[i].path_mtu = 1300;
+  sim_run(&s, 60ull * 1000000000);
+  check_intact(&s);
+  bulk_stats(s.ep[0], &st);
+  print_message("after the drop: mtu %llu, %llu black holes\n", (unsigned long long)st.mtu,
+                (unsigned long long)st.mtu_black_holes);
+  assert_int_equal(st.mtu_black_holes, 1);
+  assert_int_equal(st.mtu, MTU);
+  sim_free(&s);
+}
+
+/* A probe's padding is zeros to the end; anything else in it is garbage. */
+static void test_pad_frame(void **state)
+{
+  Bulk *b = bulk_new(NULL, 0);
+  assert_non_null(b);
+  uint8_t d[64] = {BULK_MAGIC, 0, 0, 0, 0, 0, 0, 0, 0, 0x03, 0x04};
+  BulkStats st;
+  bulk_on_datagram(b, d, sizeof d, 0);
+  bulk_stats(b, &st);
+  assert_int_equal(st.packets_received, 1);
+  d[8] = 1; /* next packet number */
+  d[40] = 7;
+  bulk_on_datagram(b, d, sizeof d, 0);
+  bulk_stats(b, &st);
+  assert_int_equal(st.packets_received, 1);
+  assert_int_equal(st.dropped_datagrams, 1);
+  bulk_free(b);
+}
+
 static void test_config(void **state)
 {
   BulkConfig bad = {.mtu = 100};
@@ -540,6 +625,9 @@ int main(void)
       cmocka_unit_test(test_fin_lossy),
       cmocka_unit_test(test_small_queue),
       cmocka_unit_test(test_truncation_and_fuzz),
+      cmocka_unit_test(test_mtu_search),
+      cmocka_unit_test(test_mtu_black_hole),
+      cmocka_unit_test(test_pad_frame),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
