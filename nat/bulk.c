@@ -38,6 +38,7 @@
 #define PROBE_MIN_TIMEOUT_US 10000  /* a probe unacked this long (or 3 RTT) is lost */
 #define PMTU_RAISE_US 600000000ull  /* PMTU_RAISE_TIMER: search again after 10 min */
 #define BLACK_HOLE_PTOS 2           /* consecutive PTOs that drop us to the base size */
+#define BIG_LOST_RUN 10             /* large packets lost in a row, none acked: the same */
 
 enum { SENT_PENDING, SENT_ACKED, SENT_LOST };
 enum { SF_FIN = 1, SF_APPLIMITED = 2 };
@@ -78,6 +79,7 @@ struct Bulk {
   size_t mtu, max_mtu, probe_lo, probe_hi, probe_size;
   uint64_t probe_pn, probe_sent_us, probe_due_us;
   unsigned probe_tries;
+  unsigned big_lost_run; /* packets over the base size lost since one was acked */
 
   /* Send side. Ring positions are offset % scap; [snd_una, wr_off) held. */
   uint8_t *sbuf;
@@ -543,10 +545,30 @@ static bool probe_searching(const Bulk *b)
   return b->probe_hi > b->probe_lo + PROBE_DONE_GAP && b->max_mtu > b->probe_lo;
 }
 
+/* After a step: when the bounds have met, the search starts over from the
+ * ceiling PMTU_RAISE_US later (a route may have grown). */
 static void probe_done(Bulk *b, uint64_t now)
 {
-  if (!probe_searching(b))
-    b->probe_due_us = now + PMTU_RAISE_US; /* then search again from the top */
+  if (probe_searching(b))
+    return;
+  b->probe_lo = b->mtu;
+  b->probe_hi = b->max_mtu + 1;
+  b->probe_due_us = now + PMTU_RAISE_US;
+}
+
+/* The path stopped carrying our size (RFC 8899 section 4.3): back to the
+ * base at once; packets in flight at the larger size are resent in base-
+ * sized ones as they are declared lost. Search again after a while. */
+static void black_hole(Bulk *b, uint64_t now)
+{
+  b->probe_hi = b->mtu;
+  set_mtu(b, b->cfg.mtu);
+  b->probe_lo = b->mtu;
+  b->probe_size = 0;
+  b->probe_tries = 0;
+  b->big_lost_run = 0;
+  b->probe_due_us = now + PMTU_RAISE_US / 10;
+  b->st.mtu_black_holes++;
 }
 
 void bulk_set_max_mtu(Bulk *b, size_t max_mtu, uint64_t now_us)
@@ -592,9 +614,16 @@ static bool probe_wanted(const Bulk *b, uint64_t now)
 
 /* ---- loss detection (RFC 9002 section 6.1, RFC 8985) ---- */
 
-static void lose(Bulk *b, Sent *p)
+static void black_hole(Bulk *b, uint64_t now);
+
+static void lose(Bulk *b, Sent *p, uint64_t now)
 {
   p->state = SENT_LOST;
+  /* Only large packets lost while small ones get through (ACK-only and
+   * short packets, base-sized resends): a black hole for our size that
+   * PTOs never see. Random loss does not take BIG_LOST_RUN in a row. */
+  if (p->size > b->cfg.mtu && b->mtu > b->cfg.mtu && ++b->big_lost_run >= BIG_LOST_RUN)
+    black_hole(b, now);
   b->inflight -= p->size;
   b->st.packets_lost++;
   b->round_lost_pkts++;
@@ -626,7 +655,7 @@ static void detect_lost(Bulk *b, uint64_t now)
     if (p->state != SENT_PENDING)
       continue;
     if (b->largest_acked - p->pn >= b->pkt_thresh || p->sent_us + delay <= now) {
-      lose(b, p);
+      lose(b, p, now);
     } else {
       /* Later packets were sent later and are closer to largest_acked. */
       b->loss_time = p->sent_us + delay;
@@ -701,6 +730,8 @@ static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, u
         b->probe_size = 0;
         b->probe_tries = 0;
         b->probe_due_us = now;
+        b->pto_count = 0; /* the path works: older PTOs say nothing of this size */
+        b->big_lost_run = 0;
         probe_done(b, now);
         break;
       }
@@ -717,6 +748,8 @@ static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, u
       if (p->state == SENT_ACKED)
         continue;
       ack_stream(b, p); /* a packet declared lost may still arrive */
+      if (p->size > b->cfg.mtu)
+        b->big_lost_run = 0;
       if (p->state == SENT_LOST) {
         p->state = SENT_ACKED;
         continue;
@@ -1008,6 +1041,10 @@ static size_t build_ack(Bulk *b, uint8_t *p, size_t room, unsigned max_ranges, u
  * bytes within the peer's window, then a bare FIN. */
 static bool pick_data(Bulk *b, size_t maxlen, uint64_t *off, size_t *len, bool *retx)
 {
+  /* Resends go in base-sized packets: if our size is what got lost (a
+   * path MTU drop), the data still gets through. */
+  size_t base = b->cfg.mtu - HDR_LEN - STREAM_HDR_LEN;
+  size_t resend_max = maxlen < base ? maxlen : base;
   while (b->lost.n) {
     BRange *x = &b->lost.r[0];
     uint64_t lo = x->lo > b->snd_una ? x->lo : b->snd_una;
@@ -1022,8 +1059,8 @@ static bool pick_data(Bulk *b, size_t maxlen, uint64_t *off, size_t *len, bool *
     size_t ai = rs_lower(&b->acked, lo + 1); /* first acked range above lo */
     if (ai < b->acked.n && b->acked.r[ai].lo < hi)
       hi = b->acked.r[ai].lo;
-    if (hi - lo > maxlen)
-      hi = lo + maxlen;
+    if (hi - lo > resend_max)
+      hi = lo + resend_max;
     x->lo = hi;
     if (x->lo >= x->hi)
       rs_pop_front(&b->lost);
@@ -1068,7 +1105,11 @@ size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us)
 {
   if (probe_wanted(b, now_us)) {
     size_t size = probe_next_size(b);
-    if (size <= cap && size >= HDR_LEN + 2) {
+    if (size > cap) {
+      /* The caller's buffer is the ceiling now. */
+      b->probe_hi = cap + 1 > b->probe_lo ? cap + 1 : b->probe_lo;
+      probe_done(b, now_us);
+    } else {
       uint8_t *p = wr_uint(out, BULK_MAGIC, 1);
       p = wr_uint(p, b->next_pn, 8);
       *p++ = FRAME_PING;
@@ -1117,6 +1158,8 @@ size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us)
           continue;
         off = s->off > b->snd_una ? s->off : b->snd_una;
         len = (size_t)(s->off + s->len - off);
+        if (len > b->cfg.mtu - HDR_LEN - STREAM_HDR_LEN)
+          len = b->cfg.mtu - HDR_LEN - STREAM_HDR_LEN; /* base-sized, as resends */
         if (len > maxlen)
           len = maxlen;
         retx = send_data = true;
@@ -1235,19 +1278,9 @@ void bulk_on_timer(Bulk *b, uint64_t now_us)
   }
   if (pto_armed(b) && now_us >= pto_deadline(b)) {
     b->pto_count++;
-    /* Black hole (RFC 8899 section 4.3): nothing acknowledged for two PTOs
-     * after a raise; the path may no longer carry our size. Back to the
-     * base, which resends everything in flight in base-sized packets, and
-     * search again later. */
-    if (b->pto_count >= BLACK_HOLE_PTOS && b->mtu > b->cfg.mtu) {
-      b->probe_hi = b->mtu;
-      set_mtu(b, b->cfg.mtu);
-      b->probe_lo = b->mtu;
-      b->probe_size = 0;
-      b->probe_tries = 0;
-      b->probe_due_us = now_us + PMTU_RAISE_US / 10;
-      b->st.mtu_black_holes++;
-    }
+    /* Nothing acknowledged for two PTOs at a raised size: a black hole. */
+    if (b->pto_count >= BLACK_HOLE_PTOS && b->mtu > b->cfg.mtu)
+      black_hole(b, now_us);
     b->probes = 2;
     b->last_eliciting_us = now_us; /* the next PTO counts from the probes */
   }

@@ -71,6 +71,7 @@ struct IcePeer {
   UdpBatch *big_batch; /* on pair_sock: datagrams over ICE_DATAGRAM */
   GSource *pair_src;   /* slot: opens pair_sock */
   gboolean peer_heard; /* Bulk accepted a datagram from the peer */
+  gboolean probe_path; /* larger datagrams may be tried (no TURN server in between) */
   IcePath path;
   char *fail_reason; /* owned, once failed */
 
@@ -322,7 +323,7 @@ static gboolean pair_open(gpointer data)
   gsize route = pair_socket_path_mtu(p->pair_sock);
   if (route && route < max)
     max = route;
-  if (max > ICE_DATAGRAM)
+  if (max > ICE_DATAGRAM && p->probe_path)
     p->big_batch = udp_batch_new(pair_socket_get_socket(p->pair_sock), p->pair_remote, max);
   if (p->big_batch && p->io)
     bulk_stream_set_max_datagram(p->io, max);
@@ -346,14 +347,21 @@ static void pair_arm(IcePeer *p)
 static gboolean send_cb(const guint8 *pkt, gsize len, gpointer data)
 {
   IcePeer *p = data;
+  /* Two sockets, one order: a batch is flushed before the other takes a
+   * datagram, or a probe would reach the wire behind packets built after it
+   * (and read as lost by the packet threshold). */
   if (len > ICE_DATAGRAM) {
     /* Probes and what they proved: never fragmented (pair_socket.h). */
     if (!p->big_batch)
       return FALSE;
+    if (p->batch)
+      udp_batch_flush(p->batch);
     udp_batch_add(p->big_batch, pkt, len);
     return TRUE;
   }
   if (p->batch) {
+    if (p->big_batch)
+      udp_batch_flush(p->big_batch);
     udp_batch_add(p->batch, pkt, len);
     return TRUE;
   }
@@ -384,7 +392,11 @@ static void batch_clear(IcePeer *p)
   g_clear_pointer(&p->big_batch, udp_batch_free);
   g_clear_pointer(&p->pair_sock, pair_socket_free);
   g_clear_object(&p->pair_remote);
-  p->peer_heard = FALSE; /* a new pair waits for the peer's data on it */
+  /* A new pair waits for the peer's data. libnice does not say which pair
+   * a datagram came by, so a late one on the old pair can open the new
+   * pair's socket early; the peer has its pair selected all the same (it
+   * was sending Bulk), and the pair closes again on the next change. */
+  p->peer_heard = FALSE;
   g_clear_pointer(&p->batch, udp_batch_free);
   g_clear_object(&p->batch_sock);
 }
@@ -404,6 +416,9 @@ static void batch_select(IcePeer *p, NiceCandidate *local, NiceCandidate *remote
   GSocket *sock = nice_agent_get_selected_socket(p->agent, p->stream_id, ICE_COMPONENT);
   if (!sock)
     return;
+  /* The peer's TURN server wraps what we send it (4 to 36 bytes): a full
+   * frame from us would leave it fragmented or not at all. */
+  p->probe_path = remote->type != NICE_CANDIDATE_TYPE_RELAYED;
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   nice_address_copy_to_sockaddr(&remote->addr, (struct sockaddr *)&ss);

@@ -112,11 +112,12 @@ PairSocket *pair_socket_new(GSocket *base, GSocketAddress *remote, GMainContext 
     return NULL;
   }
 
-  int one = 1, buf = SOCKET_BUFFER;
+  int one = 1, zero = 0, buf = SOCKET_BUFFER;
   /* SO_REUSEADDR is checked when the second socket binds, on both: set it
-   * on libnice's socket first. It changes nothing else for that socket. */
-  int fd = -1;
-  if (setsockopt(g_socket_get_fd(base), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+   * on libnice's socket for the moment of our bind, then clear it, so that
+   * no third socket (another local process) can bind the port after us. */
+  int fd = -1, base_fd = g_socket_get_fd(base);
+  if (setsockopt(base_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
     goto fail;
   fd = socket(local_ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
@@ -133,15 +134,16 @@ PairSocket *pair_socket_new(GSocket *base, GSocketAddress *remote, GMainContext 
     (void)setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &probe, sizeof probe);
   else
     (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &probe, sizeof probe);
-  if (bind(fd, (struct sockaddr *)&local_ss, local_len) < 0 ||
-      connect(fd, (struct sockaddr *)&remote_ss, remote_len) < 0)
+  int bound = bind(fd, (struct sockaddr *)&local_ss, local_len);
+  int e = errno;
+  (void)setsockopt(base_fd, SOL_SOCKET, SO_REUSEADDR, &zero, sizeof zero);
+  errno = e;
+  if (bound < 0 || connect(fd, (struct sockaddr *)&remote_ss, remote_len) < 0)
     goto fail;
 
   GSocket *sock = g_socket_new_from_fd(fd, err);
-  if (!sock) {
-    close(fd);
-    return NULL;
-  }
+  if (!sock)
+    return NULL; /* the failed GSocket closed fd on its way out */
   PairSocket *ps = g_new0(PairSocket, 1);
   ps->fd = fd;
   ps->sock = sock;
@@ -154,10 +156,10 @@ PairSocket *pair_socket_new(GSocket *base, GSocketAddress *remote, GMainContext 
   return ps;
 
 fail:;
-  int e = errno;
+  int why = errno;
   if (fd >= 0)
     close(fd);
-  g_set_error(err, G_IO_ERROR, g_io_error_from_errno(e), "pair socket: %s", g_strerror(e));
+  g_set_error(err, G_IO_ERROR, g_io_error_from_errno(why), "pair socket: %s", g_strerror(why));
   return NULL;
 }
 

@@ -1,12 +1,12 @@
-/* pair_socket.h - the selected pair's incoming datagrams, many per system call.
+/* pair_socket.h - the selected pair's datagrams, many per system call.
  *
  * libnice reads one datagram per recvmsg and wraps each in a GSocketAddress
  * and a lock round trip: at 100k datagrams a second that is most of a
  * receiving leaf's CPU (nat/TRANSPORT.md). Once a direct pair carries Bulk
  * both ways, a PairSocket takes that pair's datagrams off libnice's path: a
  * second UDP socket bound to the same local address and port as the pair's
- * base socket (both with SO_REUSEADDR) and connected to the remote
- * candidate. The kernel hands a datagram to the socket whose binding matches
+ * base socket (SO_REUSEADDR on both for the moment of the bind) and
+ * connected to the remote candidate. The kernel hands a datagram to the socket whose binding matches
  * it best, so everything from that one remote address and port comes here,
  * while STUN and TURN servers and every other candidate still reach
  * libnice. It reads with recvmmsg and UDP GRO (one buffer per coalesced run
@@ -15,11 +15,17 @@
  *
  * What libnice no longer sees from that address: the peer's keepalives
  * (Binding Indications, which need no answer) and any late check on the
- * selected pair. nat/ice.c therefore opens a PairSocket only when its
- * component is READY (nomination done) and an authenticated Bulk datagram
- * has come from the peer (the peer is past its checks too); it closes it
- * when libnice selects another pair. Consent freshness (RFC 7675), which
- * would need libnice to see the peer's requests, is off on both ends.
+ * selected pair. nat/ice.c therefore opens a PairSocket only once libnice
+ * has selected the pair (it selects only a nominated, valid pair: our
+ * checks on it are over) and an authenticated Bulk datagram has come from
+ * the peer (it sends Bulk only once it has selected a pair too); it closes
+ * it when libnice selects another pair. Consent freshness (RFC 7675), which
+ * would need libnice to see the peer's requests, is off on both ends, and
+ * without it libnice 0.1.21 never fails a selected pair for silence.
+ *
+ * The same socket sends the datagrams larger than Bulk's base size, with
+ * IP_PMTUDISC_PROBE: never fragmented, so that a size the path cannot
+ * carry gets lost and Bulk's path MTU search sees it (RFC 8899).
  */
 #ifndef CANOPY_PAIR_SOCKET_H
 #define CANOPY_PAIR_SOCKET_H

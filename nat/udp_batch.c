@@ -90,6 +90,8 @@ void udp_batch_flush(UdpBatch *b)
       goto done; /* a full buffer: lost, like any UDP */
     if (errno == EMSGSIZE)
       goto done; /* larger than the route takes unfragmented: a failed probe */
+    if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH)
+      goto done; /* an earlier ICMP error reported on a connected socket */
     /* EINVAL, EIO, ENOPROTOOPT...: no GSO here. */
     g_debug("UDP GSO refused (%s): one datagram per call from now on", g_strerror(errno));
     b->no_gso = TRUE;
