@@ -19,8 +19,9 @@
 #        (default 12) seconds; bytes received / (connect .. receiver's EOF);
 #   ice: canopy-icepair a -> b, a 200 MB transfer (NAT_BENCH_ICE_MB), the
 #        receiver's rate (first byte .. last);
-# and prints the medians of NAT_BENCH_RUNS (default 3) runs and ICE/TCP:
-#   throughput_rtt20_loss0.1: tcp 38.1 MB/s, ice 1.0 MB/s, ratio 0.03
+# and prints the medians of NAT_BENCH_RUNS (default 5) runs and the median of
+# the runs' ICE/TCP ratios (each ICE run right after its TCP run):
+#   throughput_rtt20_loss0.1: tcp 70.0 MB/s, ice 140.0 MB/s, ratio 2.000 (...)
 # Then the relayed ICE rate (c <-> d through coturn) at RTT 0, and the ICE
 # set-up time (median and p95 of NAT_BENCH_SETUPS, default 20, connections)
 # direct and relayed: setup_ms of canopy-icepair, from the moment a side has
@@ -40,7 +41,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" 2>/dev/null && pwd) || { echo "SKIP: no build directory ${1:-$ROOT/build}"; exit 0; }
-RUNS=${NAT_BENCH_RUNS:-3}
+RUNS=${NAT_BENCH_RUNS:-5}
 SETUPS=${NAT_BENCH_SETUPS:-20}
 TCP_S=${NAT_BENCH_TCP_S:-12}
 ICE_BYTES=$(( ${NAT_BENCH_ICE_MB:-200} * 1000000 ))
@@ -225,7 +226,7 @@ TCP0=
 for rtt in $RTTS; do
   set_path "$rtt" A B
   echo "--- RTT $rtt ms, loss $LOSS_PCT % each way (ping a->b: $(path_rtt))"
-  tcps=() ices=() kinds=()
+  tcps=() ices=() kinds=() ratios=()
   for i in $(seq 1 "$RUNS"); do
     tcp_run
     tcps+=("$TCP_RATE")
@@ -233,8 +234,9 @@ for rtt in $RTTS; do
     if [ -n "$ICE_ANSWER" ]; then
       r=$(jq -r .MBps <<<"$ICE_ANSWER")
       ices+=("$r")
+      ratios+=("$(awk -v i="$r" -v t="${tcps[-1]}" 'BEGIN { if (t > 0) printf "%.3f", i / t }')")
       kinds+=("$(jq -r '"\(.local_type)->\(.remote_type)\(if .relayed then " relayed" else "" end)"' <<<"$ICE_OFFER")")
-      echo "    run $i: tcp $(fmt "${tcps[-1]}") MB/s, ice $(fmt "$r") MB/s ($(jq -r .bytes <<<"$ICE_ANSWER") bytes, ${kinds[-1]}, setup $(jq -r .setup_ms <<<"$ICE_ANSWER") ms; sender: $(transport_note))"
+      echo "    run $i: tcp $(fmt "${tcps[-1]}") MB/s, ice $(fmt "$r") MB/s, ratio ${ratios[-1]} ($(jq -r .bytes <<<"$ICE_ANSWER") bytes, ${kinds[-1]}, setup $(jq -r .setup_ms <<<"$ICE_ANSWER") ms; sender: $(transport_note))"
     else
       echo "    run $i: tcp $(fmt "${tcps[-1]}") MB/s, ice failed"
     fi
@@ -242,8 +244,11 @@ for rtt in $RTTS; do
   tm=$(median "${tcps[@]}")
   im=$(median "${ices[@]}")
   [ "$rtt" = 0 ] && TCP0=$tm
-  ratio=$(awk -v i="$im" -v t="$tm" 'BEGIN { if (i == "nan" || t <= 0) print "n/a"; else printf "%.3f", i / t }')
-  echo "throughput_rtt${rtt}_loss${LOSS_PCT}: tcp $(fmt "$tm") MB/s, ice $(fmt "$im") MB/s, ratio $ratio"
+  # The ratio is the median of each run's own ratio: a TCP run and the ICE
+  # run right after it see the same machine, and this one's speed drifts by
+  # a quarter between minutes (TCP 200-290 MB/s at 0 ms).
+  ratio=$(median "${ratios[@]}")
+  echo "throughput_rtt${rtt}_loss${LOSS_PCT}: tcp $(fmt "$tm") MB/s, ice $(fmt "$im") MB/s, ratio $ratio (median of $RUNS runs' ratios; range $(printf '%s\n' "${ratios[@]}" | sort -g | sed -n '1p;$p' | paste -sd- -))"
 done
 
 # Relayed: symmetric <-> symmetric through coturn, RTT 0.
