@@ -203,13 +203,18 @@ static void on_local_ready(IcePeer *ice, const char *description, gpointer ud)
     link_end(l, "cannot reach our super node for signalling");
 }
 
+static void path_describe(PeerLink *l, const IcePath *path)
+{
+  g_strlcpy(l->path_type, path->relayed ? "relayed" : "direct", sizeof l->path_type);
+  g_snprintf(l->path, sizeof l->path, "%s %s -> %s %s", path->local_type, path->local_addr,
+             path->remote_type, path->remote_addr);
+}
+
 static void on_connected(IcePeer *ice, GIOStream *stream, const IcePath *path, gpointer ud)
 {
   PeerLink *l = ud;
   Peers *p = l->owner;
-  g_strlcpy(l->path_type, path->relayed ? "relayed" : "direct", sizeof l->path_type);
-  g_snprintf(l->path, sizeof l->path, "%s %s -> %s %s", path->local_type, path->local_addr,
-             path->remote_type, path->remote_addr);
+  path_describe(l, path);
   g_info("ICE path to %02x%02x%02x%02x…: %s (%s)", l->peer[0], l->peer[1], l->peer[2], l->peer[3],
          l->path, l->path_type);
   l->session =
@@ -217,6 +222,15 @@ static void on_connected(IcePeer *ice, GIOStream *stream, const IcePath *path, g
                   l->outbound ? CHANNEL_INITIATOR : CHANNEL_RESPONDER, p->ctx, &link_session_cb, l);
   if (!l->session)
     link_end(l, "cannot start the secure session");
+}
+
+/* What a download reports per source is the path at its end. */
+static void on_path_changed(IcePeer *ice, const IcePath *path, gpointer ud)
+{
+  PeerLink *l = ud;
+  path_describe(l, path);
+  g_info("ICE path to %02x%02x%02x%02x… is now %s (%s)", l->peer[0], l->peer[1], l->peer[2],
+         l->peer[3], l->path, l->path_type);
 }
 
 static void on_failed(IcePeer *ice, const char *reason, gpointer ud)
@@ -228,7 +242,7 @@ static void on_failed(IcePeer *ice, const char *reason, gpointer ud)
   link_end(l, why);
 }
 
-static const IceCallbacks ice_cb = {on_local_ready, on_connected, on_failed};
+static const IceCallbacks ice_cb = {on_local_ready, on_connected, on_failed, on_path_changed};
 
 static PeerLink *link_new(Peers *p, const uint8_t peer[32], bool outbound, uint64_t tag)
 {

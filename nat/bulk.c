@@ -33,12 +33,12 @@
 #define STARTUP_CWND_GAIN 2.0 /* BBRv3: 2.89 overfills a BDP-sized queue */
 #define NOMINAL_RTT_US 1000
 /* Path MTU search (DPLPMTUD, RFC 8899). */
-#define PROBE_TRIES 3               /* MAX_PROBES: a size fails after 3 lost probes */
-#define PROBE_DONE_GAP 16           /* stop when the bounds are this close */
-#define PROBE_MIN_TIMEOUT_US 10000  /* a probe unacked this long (or 3 RTT) is lost */
-#define PMTU_RAISE_US 600000000ull  /* PMTU_RAISE_TIMER: search again after 10 min */
-#define BLACK_HOLE_PTOS 2           /* consecutive PTOs that drop us to the base size */
-#define BIG_LOST_RUN 10             /* large packets lost in a row, none acked: the same */
+#define PROBE_TRIES 3              /* MAX_PROBES: a size fails after 3 lost probes */
+#define PROBE_DONE_GAP 16          /* stop when the bounds are this close */
+#define PROBE_MIN_TIMEOUT_US 10000 /* a probe unacked this long (or 3 RTT) is lost */
+#define PMTU_RAISE_US 600000000ull /* PMTU_RAISE_TIMER: search again after 10 min */
+#define BLACK_HOLE_PTOS 2          /* consecutive PTOs that drop us to the base size */
+#define BIG_LOST_RUN 10            /* large packets lost in a row, none acked: the same */
 
 enum { SENT_PENDING, SENT_ACKED, SENT_LOST };
 enum { SF_FIN = 1, SF_APPLIMITED = 2 };

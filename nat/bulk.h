@@ -117,10 +117,10 @@ typedef struct {
   uint64_t dropped_datagrams; /* malformed, duplicate or over a cap */
   uint64_t srtt_us;
   uint64_t min_rtt_us;
-  uint64_t delivery_rate; /* bytes/s, bottleneck estimate (btlbw) */
-  uint64_t pacing_rate;   /* bytes/s */
-  uint64_t cwnd;          /* bytes */
-  uint64_t inflight;      /* bytes */
+  uint64_t delivery_rate;   /* bytes/s, bottleneck estimate (btlbw) */
+  uint64_t pacing_rate;     /* bytes/s */
+  uint64_t cwnd;            /* bytes */
+  uint64_t inflight;        /* bytes */
   uint64_t mtu;             /* datagram size in use */
   uint64_t mtu_probes;      /* path MTU probes sent */
   uint64_t mtu_black_holes; /* falls back to the base size */
@@ -162,8 +162,8 @@ void bulk_on_datagram(Bulk *b, const uint8_t *pkt, size_t len, uint64_t now_us);
 void bulk_set_max_mtu(Bulk *b, size_t max_mtu, uint64_t now_us);
 
 /* Writes the next datagram to send now into out (cap >= the largest size
- * allowed, cfg.mtu or bulk_set_max_mtu's; else only what fits is built) and returns its length, or 0 when nothing is
- * to be sent now. Call until it returns 0 after every event. */
+ * allowed, cfg.mtu or bulk_set_max_mtu's; else only what fits is built) and returns its length, or
+ * 0 when nothing is to be sent now. Call until it returns 0 after every event. */
 size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us);
 /* Absolute time (us) at which bulk_on_timer and a poll drain are due:
  * pacing, ACK delay, loss time or PTO; a time <= now means at once;

@@ -76,7 +76,7 @@ struct IcePeer {
   char *fail_reason; /* owned, once failed */
 
   /* Events waiting for the dispatch source, and what was already said. */
-  gboolean due_local_ready, due_connected, due_failed;
+  gboolean due_local_ready, due_connected, due_failed, due_path_changed;
   gboolean said_local_ready, said_connected, said_failed;
 
   GSource *dispatch_src; /* slots: see slot_arm */
@@ -434,14 +434,34 @@ static void batch_select(IcePeer *p, NiceCandidate *local, NiceCandidate *remote
   }
 }
 
-/* A better pair nominated after the stream was handed out: Bulk's
- * datagrams follow it. */
+static void path_fill(IcePeer *p, NiceCandidate *local, NiceCandidate *remote)
+{
+  p->path.local_type = cand_type(local->type);
+  p->path.remote_type = cand_type(remote->type);
+  format_addr(&local->addr, p->path.local_addr, sizeof p->path.local_addr);
+  format_addr(&remote->addr, p->path.remote_addr, sizeof p->path.remote_addr);
+  p->path.relayed =
+      local->type == NICE_CANDIDATE_TYPE_RELAYED || remote->type == NICE_CANDIDATE_TYPE_RELAYED;
+}
+
+/* A better pair nominated after the stream was handed out (a relay pair
+ * can win the first race while a direct pair's checks wait for the other
+ * NAT's hole): Bulk's datagrams follow it, batched when it is direct, and
+ * the caller hears of the new path. */
 static void on_new_pair(NiceAgent *agent, guint stream_id, guint component_id, NiceCandidate *local,
                         NiceCandidate *remote, gpointer data)
 {
   IcePeer *p = data;
-  if (stream_id == p->stream_id && component_id == ICE_COMPONENT && p->batch_sock)
-    batch_select(p, local, remote);
+  if (stream_id != p->stream_id || component_id != ICE_COMPONENT ||
+      !(p->due_connected || p->said_connected))
+    return;
+  path_fill(p, local, remote);
+  socket_buffers(p);
+  batch_select(p, local, remote);
+  if (p->said_connected) {
+    p->due_path_changed = TRUE;
+    schedule(p);
+  }
 }
 
 static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_id, guint state,
@@ -470,13 +490,7 @@ static void on_state_changed(NiceAgent *agent, guint stream_id, guint component_
     fail(p, "ICE ready without a selected pair");
     return;
   }
-  p->path.local_type = cand_type(local->type);
-  p->path.remote_type = cand_type(remote->type);
-  format_addr(&local->addr, p->path.local_addr, sizeof p->path.local_addr);
-  format_addr(&remote->addr, p->path.remote_addr, sizeof p->path.remote_addr);
-  p->path.relayed =
-      local->type == NICE_CANDIDATE_TYPE_RELAYED || remote->type == NICE_CANDIDATE_TYPE_RELAYED;
-
+  path_fill(p, local, remote);
   socket_buffers(p);
   batch_select(p, local, remote);
   bulk_stream_set_flush(p->io, flush_cb);
@@ -523,6 +537,11 @@ static gboolean dispatch_cb(gpointer data)
     p->said_connected = TRUE;
     if (p->cb.connected)
       p->cb.connected(p, p->io, &p->path, p->ud);
+  }
+  if (!p->dead && p->due_path_changed && p->said_connected && !p->due_failed && !p->said_failed) {
+    p->due_path_changed = FALSE;
+    if (p->cb.path_changed)
+      p->cb.path_changed(p, &p->path, p->ud);
   }
   if (!p->dead && p->due_failed) {
     p->due_failed = FALSE;

@@ -36,7 +36,9 @@
  * Callbacks run from the peer's GMainContext, never from inside an ice_*
  * call and never while libnice iterates something; a callback may call
  * ice_peer_free. Each fires at most once, in the order local_ready,
- * connected, failed; nothing fires after failed or after ice_peer_free.
+ * connected, failed, except path_changed, which may fire any number of
+ * times between connected and failed; nothing fires after failed or after
+ * ice_peer_free.
  */
 #ifndef CANOPY_ICE_H
 #define CANOPY_ICE_H
@@ -100,6 +102,10 @@ typedef struct {
   /* The attempt is over: every pair failed, no pair became ready in time,
    * or an established path was lost. reason is borrowed for the call. */
   void (*failed)(IcePeer *p, const char *reason, gpointer ud);
+  /* After connected: libnice selected another pair (typically a direct
+   * one after a relay pair won the first race); the stream carries on over
+   * it. path is borrowed for the call only. May fire more than once. */
+  void (*path_changed)(IcePeer *p, const IcePath *path, gpointer ud);
 } IceCallbacks;
 
 /* Starts gathering on ctx (borrowed; must outlive the peer). controlling:

@@ -6,11 +6,10 @@
  * both ways, a PairSocket takes that pair's datagrams off libnice's path: a
  * second UDP socket bound to the same local address and port as the pair's
  * base socket (SO_REUSEADDR on both for the moment of the bind) and
- * connected to the remote candidate. The kernel hands a datagram to the socket whose binding matches
- * it best, so everything from that one remote address and port comes here,
- * while STUN and TURN servers and every other candidate still reach
- * libnice. It reads with recvmmsg and UDP GRO (one buffer per coalesced run
- * of equal-sized datagrams, split here by the segment size the kernel
+ * connected to the remote candidate. The kernel hands a datagram to the socket whose binding
+ * matches it best, so everything from that one remote address and port comes here, while STUN and
+ * TURN servers and every other candidate still reach libnice. It reads with recvmmsg and UDP GRO
+ * (one buffer per coalesced run of equal-sized datagrams, split here by the segment size the kernel
  * reports).
  *
  * What libnice no longer sees from that address: the peer's keepalives

@@ -16,7 +16,9 @@
  * On success each side prints one JSON line and exits 0:
  *   {"role":..,"local_type":..,"remote_type":..,"local_addr":..,"remote_addr":..,
  *    "relayed":..,"gather_ms":..,"setup_ms":..,"bytes":..,"seconds":..,
- *    "mbps":..,"MBps":..,"transport":{..},"cpu_s":..,"wakeups":..}
+ *    "mbps":..,"MBps":..,"transport":{..},"cpu_s":..,"wakeups":..,"path_changes":..}
+ * (the path as it was at the end; path_changes counts pairs libnice
+ * selected after the first)
  * gather_ms runs from ice_peer_new to local_ready, setup_ms from
  * ice_peer_set_remote to the connected callback; mbps is
  * megabits per second and MBps megabytes (10^6) per second of the transfer,
@@ -65,6 +67,7 @@ typedef struct {
   GPollableOutputStream *out;
   GSource *in_src, *out_src;
   IcePath path;
+  unsigned path_changes;
   guint64 done; /* bytes sent (offer) or verified (answer) */
   gboolean receipt_sent, receipt_got;
   guint64 progress_at; /* done at the last stall check */
@@ -199,13 +202,13 @@ static void report(Run *r)
          ",\"dropped\":%" G_GUINT64_FORMAT ",\"srtt_us\":%" G_GUINT64_FORMAT
          ",\"min_rtt_us\":%" G_GUINT64_FORMAT ",\"delivery_rate\":%" G_GUINT64_FORMAT
          ",\"cwnd\":%" G_GUINT64_FORMAT ",\"mtu\":%" G_GUINT64_FORMAT
-         "},\"cpu_s\":%.3f,\"wakeups\":%ld}\n",
+         "},\"cpu_s\":%.3f,\"wakeups\":%ld,\"path_changes\":%u}\n",
          r->o.offer ? "offer" : "answer", r->path.local_type, r->path.remote_type,
          r->path.local_addr, r->path.remote_addr, r->path.relayed ? "true" : "false",
          (r->t_gathered - r->t_start) / 1000, (r->t_connected - r->t_remote) / 1000, r->o.bytes,
          secs, MBps * 8, MBps, st.packets_sent, st.packets_received, st.packets_lost,
          st.spurious_losses, st.dropped_datagrams, st.srtt_us, st.min_rtt_us, st.delivery_rate,
-         st.cwnd, st.mtu, cpu_s, (long)ru.ru_nvcsw);
+         st.cwnd, st.mtu, cpu_s, (long)ru.ru_nvcsw, r->path_changes);
 }
 
 static gboolean on_writable(GObject *o, gpointer data);
@@ -378,6 +381,14 @@ static void on_connected(IcePeer *p, GIOStream *io, const IcePath *path, gpointe
   }
 }
 
+/* The report gives the path at the end (and how often it changed). */
+static void on_path_changed(IcePeer *p, const IcePath *path, gpointer ud)
+{
+  Run *r = ud;
+  r->path = *path;
+  r->path_changes++;
+}
+
 static void on_failed(IcePeer *p, const char *reason, gpointer ud)
 {
   finish(ud, 1, reason);
@@ -495,7 +506,7 @@ int main(int argc, char **argv)
       .local_addrs = (const char *const *)r.o.local->pdata,
       .timeout_ms = r.o.timeout_ms,
   };
-  static const IceCallbacks cb = {on_local_ready, on_connected, on_failed};
+  static const IceCallbacks cb = {on_local_ready, on_connected, on_failed, on_path_changed};
   r.t_start = now_us();
   r.peer = ice_peer_new(g_main_context_default(), r.o.offer, &cfg, &cb, &r);
   if (!r.peer) {

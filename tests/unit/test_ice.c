@@ -58,7 +58,7 @@ static void on_failed(IcePeer *p, const char *reason, gpointer ud)
   s->failure = g_strdup(reason);
 }
 
-static const IceCallbacks side_cb = {on_ready, on_connected, on_failed};
+static const IceCallbacks side_cb = {on_ready, on_connected, on_failed, NULL};
 
 static void side_clear(Side *s)
 {

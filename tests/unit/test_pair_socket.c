@@ -77,8 +77,8 @@ static void test_remote_datagrams_come_here(void **state)
   GSocket *stranger = udp_socket(NULL);
   Got got = {.intact = TRUE};
   GError *err = NULL;
-  PairSocket *ps = pair_socket_new(base, G_SOCKET_ADDRESS(remote_addr), NULL, on_datagram, &got,
-                                   &err);
+  PairSocket *ps =
+      pair_socket_new(base, G_SOCKET_ADDRESS(remote_addr), NULL, on_datagram, &got, &err);
   assert_non_null(ps);
   assert_null(err);
 
