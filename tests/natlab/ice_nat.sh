@@ -8,6 +8,9 @@
 #   (d) two hosts on one LAN behind one NAT: host/host
 #   (e) symmetric <-> symmetric with a wrong TURN secret: fails, and says the
 #       TURN server gave no relay candidate
+#   (f) cone <-> cone where one NAT's uplink carries only 1400-byte packets
+#       (and drops larger ones without a word): the path MTU search settles
+#       under it and the file arrives; (a) settles on a full 1500-byte frame
 # Every case prints the selected pair, the setup time and the throughput.
 #
 #   sudo CANOPY_BIN=build bash tests/natlab/ice_nat.sh
@@ -33,6 +36,12 @@ make_host a2 coneA
 make_host b1 coneB
 make_host c1 symC
 make_host d1 symD
+make_nat mtuE cone 10.5.0
+make_host e1 mtuE
+# E's uplink: a 1400-byte link (a tunnel, say). Both ends, so that neither
+# direction carries a larger frame.
+ip -n "${NL}mtuE" link set wan mtu 1400
+ip -n "$PUB" link set "w-mtuE" mtu 1400
 start_coturn
 start_coturn_stun 3480
 
@@ -112,6 +121,10 @@ if case_ok a; then
     [ "$(j "a-$s" .relayed)" = false ] || { echo "  $s: relayed, expected a direct pair"; ok=1; }
     case "$(j "a-$s" .remote_type)" in srflx|prflx) ;; *) echo "  $s: remote $(j "a-$s" .remote_type), expected srflx or prflx"; ok=1 ;; esac
   done
+  # 1500-byte frames all the way: 1472 bytes of UDP payload, 8 of them the tag.
+  mtu=$(j a-offer .transport.mtu)
+  echo "  datagrams: $mtu bytes + tag after $(j a-offer .transport.mtu_probes) probes"
+  [ "$mtu" = 1464 ] || { echo "  sender's datagrams $mtu bytes, expected 1464 (a full frame)"; ok=1; }
 else ok=1; fi
 verdict "(a) cone-cone direct" $ok
 
@@ -155,6 +168,20 @@ else
   echo "  $(grep '^FAILED' "$NL_T/e-offer.log")"
 fi
 verdict "(e) bad TURN credential reported" $ok
+
+echo "--- (f) cone <-> cone through a 1400-byte link, $DIRECT_MB MB"
+ok=0
+run_pair f a1 e1 "$DIRECT_MB" good
+if case_ok f; then
+  describe f "(f) 1400-byte link"
+  # 1400 - 20 (IPv4) - 8 (UDP) - 8 (tag) = 1364 at most; more than the
+  # 1342-byte base once the search has run.
+  mtu=$(j f-offer .transport.mtu)
+  echo "  datagrams: $mtu bytes + tag after $(j f-offer .transport.mtu_probes) probes"
+  { [ "$mtu" -gt 1342 ] && [ "$mtu" -le 1364 ]; } ||
+    { echo "  sender's datagrams $mtu bytes, expected 1343..1364"; ok=1; }
+else ok=1; fi
+verdict "(f) path MTU found under a 1400-byte link" $ok
 
 echo "--- summary"
 for l in "${SUMMARY[@]}"; do echo "  $l"; done
