@@ -270,11 +270,12 @@ static void socket_buffers(IcePeer *p)
   g_object_unref(sock);
 }
 
-/* Bulk's datagrams, both ways. libnice calls recv_cb for every datagram
- * its sockets take in on the component that is not ICE's own STUN; Bulk
- * drops what is not its wire format. */
 static void pair_arm(IcePeer *p);
 
+/* Bulk's datagrams, both ways. libnice calls recv_cb for every datagram
+ * its sockets take in on the component that is not ICE's own STUN (until a
+ * pair socket takes the selected pair's); Bulk drops what is not its wire
+ * format. */
 static void recv_cb(NiceAgent *agent, guint stream_id, guint component_id, guint len, gchar *buf,
                     gpointer data)
 {
