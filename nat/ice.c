@@ -68,10 +68,12 @@ struct IcePeer {
    * sides are past their checks (see pair_arm). */
   GSocketAddress *pair_remote; /* owned, with batch */
   PairSocket *pair_sock;
-  UdpBatch *big_batch; /* on pair_sock: datagrams over ICE_DATAGRAM */
-  GSource *pair_src;   /* slot: opens pair_sock */
-  gboolean peer_heard; /* Bulk accepted a datagram from the peer */
-  gboolean probe_path; /* larger datagrams may be tried (no TURN server in between) */
+  UdpBatch *big_batch;    /* on pair_sock: datagrams over ICE_DATAGRAM */
+  GSource *pair_src;      /* slot: opens pair_sock */
+  GSource *pair_drop_src; /* slot: closes it (a STUN check came to it) */
+  guint pair_backoff_ms;  /* wait before opening it again */
+  gboolean peer_heard;    /* Bulk accepted a datagram from the peer */
+  gboolean probe_path;    /* larger datagrams may be tried (no TURN server in between) */
   IcePath path;
   char *fail_reason; /* owned, once failed */
 
@@ -296,9 +298,32 @@ static void recv_cb(NiceAgent *agent, guint stream_id, guint component_id, guint
   }
 }
 
+/* A STUN request or response (RFC 5389 section 6: the top two bits zero,
+ * the magic cookie); not a Binding Indication, which is a keepalive that
+ * needs no answer. */
+static gboolean stun_transaction(const guint8 *pkt, gsize len)
+{
+  static const guint8 cookie[4] = {0x21, 0x12, 0xA4, 0x42};
+  if (len < 20 || (pkt[0] & 0xC0) != 0 || memcmp(pkt + 4, cookie, 4) != 0)
+    return FALSE;
+  guint cls = ((pkt[0] & 0x01u) << 1) | ((pkt[1] & 0x10u) >> 4); /* 0 request, 1 indication */
+  return cls != 1;
+}
+
+static gboolean pair_drop(gpointer data);
+
 static void pair_datagram(const guint8 *pkt, gsize len, gpointer data)
 {
   IcePeer *p = data;
+  if (stun_transaction(pkt, len)) {
+    /* The peer still runs a check on this pair (after a pair change, say:
+     * its Bulk came by the old one). Give the address back to libnice; the
+     * peer retransmits what was taken here. Closed from a turn of its own:
+     * this is the pair socket's own callback. */
+    if (!p->pair_drop_src)
+      slot_arm(&p->pair_drop_src, p->ctx, 0, pair_drop, p);
+    return;
+  }
   if (p->io)
     bulk_stream_on_datagram(p->io, pkt, len);
 }
@@ -342,7 +367,7 @@ static gboolean pair_open(gpointer data)
 static void pair_arm(IcePeer *p)
 {
   if (p->peer_heard && p->batch && p->pair_remote && !p->pair_sock && !p->pair_src)
-    slot_arm(&p->pair_src, p->ctx, 0, pair_open, p);
+    slot_arm(&p->pair_src, p->ctx, p->pair_backoff_ms, pair_open, p);
 }
 
 static gboolean send_cb(const guint8 *pkt, gsize len, gpointer data)
@@ -379,9 +404,11 @@ static void flush_cb(gpointer data)
     udp_batch_flush(p->big_batch);
 }
 
-static void batch_clear(IcePeer *p)
+/* Back to libnice's reads (and the base datagram size) for this pair. */
+static void pair_close(IcePeer *p)
 {
   slot_disarm(&p->pair_src);
+  slot_disarm(&p->pair_drop_src);
   if (p->pair_sock) {
     guint64 calls, n;
     pair_socket_counts(p->pair_sock, &calls, &n);
@@ -392,6 +419,28 @@ static void batch_clear(IcePeer *p)
     bulk_stream_set_max_datagram(p->io, ICE_DATAGRAM); /* back to the base size at once */
   g_clear_pointer(&p->big_batch, udp_batch_free);
   g_clear_pointer(&p->pair_sock, pair_socket_free);
+}
+
+#define PAIR_BACKOFF_MIN_MS 2000
+#define PAIR_BACKOFF_MAX_MS 60000
+
+static gboolean pair_drop(gpointer data)
+{
+  IcePeer *p = data;
+  slot_fired(&p->pair_drop_src);
+  pair_close(p);
+  p->pair_backoff_ms =
+      p->pair_backoff_ms ? MIN(2 * p->pair_backoff_ms, PAIR_BACKOFF_MAX_MS) : PAIR_BACKOFF_MIN_MS;
+  g_debug("ICE: the peer still checks the selected pair: libnice reads it for %u ms",
+          p->pair_backoff_ms);
+  /* Fresh evidence first: the peer's Bulk after the back-off. */
+  p->peer_heard = FALSE;
+  return G_SOURCE_REMOVE;
+}
+
+static void batch_clear(IcePeer *p)
+{
+  pair_close(p);
   g_clear_object(&p->pair_remote);
   /* A new pair waits for the peer's data. libnice does not say which pair
    * a datagram came by, so a late one on the old pair can open the new

@@ -17,7 +17,7 @@
 /* Messages per recvmmsg. With GRO one message holds up to 64 KiB of
  * coalesced datagrams, so the buffers are 512 KiB: allocated once per
  * PairSocket, which lives as long as one connection's direct pair. */
-#define N_MSGS 8
+#define N_MSGS 64
 #define MSG_BYTES 65536
 /* Datagrams per dispatch, so that one busy pair cannot starve the main
  * loop (timers, the other connections). */
