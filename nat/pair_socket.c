@@ -14,9 +14,12 @@
 #define UDP_GRO 104 /* Linux >= 5.0; older kernels refuse it and we read singly */
 #endif
 
-/* Messages per recvmmsg. With GRO one message holds up to 64 KiB of
- * coalesced datagrams, so the buffers are 512 KiB: allocated once per
- * PairSocket, which lives as long as one connection's direct pair. */
+/* Messages per recvmmsg. Without GRO (the NAT lab) each is one datagram
+ * and 8 a call was a third of the receiver's system calls; with GRO one
+ * message holds up to 64 KiB of coalesced datagrams. So 4 MiB of buffers
+ * per PairSocket (one per connection's direct pair), allocated once: the
+ * kernel backs only the pages a read touches, a few hundred KiB unless
+ * GRO fills whole slots. */
 #define N_MSGS 64
 #define MSG_BYTES 65536
 /* Datagrams per dispatch, so that one busy pair cannot starve the main
