@@ -37,8 +37,11 @@
 #define PROBE_DONE_GAP 16          /* stop when the bounds are this close */
 #define PROBE_MIN_TIMEOUT_US 10000 /* a probe unacked this long (or 3 RTT) is lost */
 #define PMTU_RAISE_US 600000000ull /* PMTU_RAISE_TIMER: search again after 10 min */
-#define BLACK_HOLE_PTOS 2          /* consecutive PTOs that drop us to the base size */
-#define BIG_LOST_RUN 10            /* large packets lost in a row, none acked: the same */
+/* Large packets lost in a row, none acked, while smaller ones (PTO probes
+ * and resends are base-sized) get through: a black hole for our size. Not
+ * PTOs alone: on a sub-millisecond path a receiver descheduled for a few
+ * ms fires two of them with nothing lost. */
+#define BIG_LOST_RUN 10
 
 enum { SENT_PENDING, SENT_ACKED, SENT_LOST };
 enum { SF_FIN = 1, SF_APPLIMITED = 2 };
@@ -730,7 +733,6 @@ static void on_ack(Bulk *b, const BRange *rg, unsigned nr, uint64_t ack_delay, u
         b->probe_size = 0;
         b->probe_tries = 0;
         b->probe_due_us = now;
-        b->pto_count = 0; /* the path works: older PTOs say nothing of this size */
         b->big_lost_run = 0;
         probe_done(b, now);
         break;
@@ -1149,6 +1151,11 @@ size_t bulk_poll_datagram(Bulk *b, uint8_t *out, size_t cap, uint64_t now_us)
     size_t maxlen = room - STREAM_HDR_LEN;
     if (maxlen > b->mss)
       maxlen = b->mss;
+    /* A PTO probe is base-sized: if the path stopped carrying our size,
+     * the probe still gets through, its ACK shows the large packets lost,
+     * and that run of losses reads as a black hole. */
+    if (probe && maxlen > b->cfg.mtu - HDR_LEN - STREAM_HDR_LEN)
+      maxlen = b->cfg.mtu - HDR_LEN - STREAM_HDR_LEN;
     send_data = pick_data(b, maxlen, &off, &len, &retx);
     if (!send_data && probe) {
       /* PTO with nothing new: resend the oldest packet in flight. */
@@ -1278,9 +1285,6 @@ void bulk_on_timer(Bulk *b, uint64_t now_us)
   }
   if (pto_armed(b) && now_us >= pto_deadline(b)) {
     b->pto_count++;
-    /* Nothing acknowledged for two PTOs at a raised size: a black hole. */
-    if (b->pto_count >= BLACK_HOLE_PTOS && b->mtu > b->cfg.mtu)
-      black_hole(b, now_us);
     b->probes = 2;
     b->last_eliciting_us = now_us; /* the next PTO counts from the probes */
   }

@@ -53,9 +53,9 @@
  *    outside congestion control and never carrying data, so a lost probe
  *    costs nothing; an acknowledged one raises the size in use. The
  *    ceiling is tried first, then a binary search (3 lost probes fail a
- *    size); after 10 minutes it searches again. Two PTOs in a row at a
- *    raised size, or 10 large packets lost in a row while none is acked,
- *    read as a black hole: back to the base at once. Resent bytes always
+ *    size); after 10 minutes it searches again. 10 large packets lost in
+ *    a row while none is acked (PTO probes and resends, base-sized, do get
+ *    through) read as a black hole: back to the base at once. Resent bytes always
  *    travel in base-sized packets, so a path whose MTU shrinks still
  *    delivers them. Larger
  *    datagrams mean fewer of them, and per-datagram host cost is what

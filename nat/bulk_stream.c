@@ -21,10 +21,11 @@ typedef struct {
   BulkFlushFunc flush;
   gpointer ud;
   gboolean sendable;
-  gboolean poked; /* timer set to fire at once, not yet dispatched */
-  GSource *timer; /* owned, attached to ctx while bulk lives */
-  gint64 armed;   /* the timer's ready time as last set (-1: off) */
-  guint8 *pkt;    /* one datagram, mtu + tag bytes */
+  gboolean poked;                 /* timer set to fire at once, not yet dispatched */
+  gboolean batching, batch_poked; /* see bulk_stream_batch_begin */
+  GSource *timer;                 /* owned, attached to ctx while bulk lives */
+  gint64 armed;                   /* the timer's ready time as last set (-1: off) */
+  guint8 *pkt;                    /* one datagram, mtu + tag bytes */
   size_t mtu;
   gboolean keyed;
   guint8 key[crypto_shorthash_KEYBYTES];
@@ -99,6 +100,10 @@ static void link_flush(Link *l)
  * (once, however many datagrams came in meanwhile). */
 static void link_poke(Link *l)
 {
+  if (l->batching) {
+    l->batch_poked = TRUE; /* bulk_stream_batch_end services it */
+    return;
+  }
   if (l->bulk && l->sendable && !l->poked) {
     l->poked = TRUE;
     timer_set(l, 0);
@@ -110,16 +115,22 @@ typedef struct {
   Link *link; /* borrowed: the Link destroys its timer before it goes */
 } TimerSource;
 
-static gboolean timer_dispatch(GSource *src, GSourceFunc cb, gpointer data)
+/* Runs Bulk's due timers and sends what it has. link_flush re-arms the
+ * timer for Bulk's next deadline, which replaces any pending poke. */
+static void link_service(Link *l)
 {
-  Link *l = ((TimerSource *)src)->link;
   l->poked = FALSE;
   if (!l->bulk)
-    return G_SOURCE_CONTINUE;
+    return;
   gint64 now = g_get_monotonic_time();
   if (bulk_next_timer(l->bulk) <= (uint64_t)now)
     bulk_on_timer(l->bulk, (uint64_t)now);
   link_flush(l);
+}
+
+static gboolean timer_dispatch(GSource *src, GSourceFunc cb, gpointer data)
+{
+  link_service(((TimerSource *)src)->link);
   return G_SOURCE_CONTINUE;
 }
 
@@ -468,6 +479,22 @@ void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len)
   }
   bulk_on_datagram(l->bulk, pkt, len, (uint64_t)g_get_monotonic_time());
   link_poke(l);
+}
+
+void bulk_stream_batch_begin(GIOStream *s)
+{
+  CANOPY_BULK_STREAM(s)->link->batching = TRUE;
+}
+
+void bulk_stream_batch_end(GIOStream *s)
+{
+  Link *l = CANOPY_BULK_STREAM(s)->link;
+  l->batching = FALSE;
+  if (l->batch_poked) {
+    l->batch_poked = FALSE;
+    if (l->bulk && l->sendable)
+      link_service(l);
+  }
 }
 
 void bulk_stream_set_flush(GIOStream *s, BulkFlushFunc flush)

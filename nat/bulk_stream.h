@@ -54,6 +54,12 @@ void bulk_stream_set_key(GIOStream *s, const guint8 key[BULK_STREAM_KEY_BYTES]);
 void bulk_stream_set_max_datagram(GIOStream *s, gsize max);
 /* One datagram from the path (borrowed; hostile input, Bulk checks it). */
 void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len);
+/* Datagrams read in one batch (nat/pair_socket.c): between begin and end
+ * bulk_stream_on_datagram only takes them in, and end answers them all at
+ * once (ACKs, sends) from the caller's dispatch, instead of waking the main
+ * loop for the stream's timer (an eventfd write and read per batch). */
+void bulk_stream_batch_begin(GIOStream *s);
+void bulk_stream_batch_end(GIOStream *s);
 /* Sets (or clears, NULL) the flush hook; it gets the send function's ud. */
 void bulk_stream_set_flush(GIOStream *s, BulkFlushFunc flush);
 /* The path can carry datagrams now (TRUE) or not yet / no more (FALSE). */

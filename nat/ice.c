@@ -73,6 +73,7 @@ struct IcePeer {
   GSource *pair_drop_src; /* slot: closes it (a STUN check came to it) */
   guint pair_backoff_ms;  /* wait before opening it again */
   gboolean peer_heard;    /* Bulk accepted a datagram from the peer */
+  gboolean in_batch;      /* pair_sock is passing a read batch to Bulk */
   gboolean probe_path;    /* larger datagrams may be tried (no TURN server in between) */
   IcePath path;
   char *fail_reason; /* owned, once failed */
@@ -320,12 +321,27 @@ static void pair_datagram(const guint8 *pkt, gsize len, gpointer data)
      * its Bulk came by the old one). Give the address back to libnice; the
      * peer retransmits what was taken here. Closed from a turn of its own:
      * this is the pair socket's own callback. */
+    g_debug("ICE: STUN message type 0x%02x%02x on the pair socket", pkt[0], pkt[1]);
     if (!p->pair_drop_src)
       slot_arm(&p->pair_drop_src, p->ctx, 0, pair_drop, p);
     return;
   }
-  if (p->io)
-    bulk_stream_on_datagram(p->io, pkt, len);
+  if (!p->io)
+    return;
+  if (!p->in_batch) {
+    bulk_stream_batch_begin(p->io);
+    p->in_batch = TRUE;
+  }
+  bulk_stream_on_datagram(p->io, pkt, len);
+}
+
+static void pair_batch_done(gpointer data)
+{
+  IcePeer *p = data;
+  if (p->in_batch && p->io) {
+    p->in_batch = FALSE;
+    bulk_stream_batch_end(p->io);
+  }
 }
 
 static gboolean pair_open(gpointer data)
@@ -335,7 +351,8 @@ static gboolean pair_open(gpointer data)
   if (!p->batch || p->pair_sock)
     return G_SOURCE_REMOVE;
   GError *err = NULL;
-  p->pair_sock = pair_socket_new(p->batch_sock, p->pair_remote, p->ctx, pair_datagram, p, &err);
+  p->pair_sock = pair_socket_new(p->batch_sock, p->pair_remote, p->ctx, pair_datagram,
+                                 pair_batch_done, p, &err);
   if (!p->pair_sock) {
     g_debug("ICE: datagrams stay on libnice's path: %s", err->message);
     g_error_free(err);

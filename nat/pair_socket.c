@@ -32,6 +32,7 @@ struct PairSocket {
   GSocket *sock; /* wraps fd, for udp_batch */
   GSource *src;
   PairSocketFunc fn;
+  PairSocketDoneFunc done;
   gpointer data;
   guint8 *bufs; /* N_MSGS * MSG_BYTES */
   guint64 calls, datagrams;
@@ -93,11 +94,13 @@ static gboolean on_readable(gint fd, GIOCondition cond, gpointer data)
     if (n < N_MSGS)
       break; /* the queue is empty: save the call that would say EAGAIN */
   }
+  if (ps->datagrams != start && ps->done)
+    ps->done(ps->data);
   return G_SOURCE_CONTINUE;
 }
 
 PairSocket *pair_socket_new(GSocket *base, GSocketAddress *remote, GMainContext *ctx,
-                            PairSocketFunc fn, gpointer data, GError **err)
+                            PairSocketFunc fn, PairSocketDoneFunc done, gpointer data, GError **err)
 {
   struct sockaddr_storage local_ss, remote_ss;
   GSocketAddress *local = g_socket_get_local_address(base, err);
@@ -151,6 +154,7 @@ PairSocket *pair_socket_new(GSocket *base, GSocketAddress *remote, GMainContext 
   ps->fd = fd;
   ps->sock = sock;
   ps->fn = fn;
+  ps->done = done;
   ps->data = data;
   ps->bufs = g_malloc((gsize)N_MSGS * MSG_BYTES);
   ps->src = g_unix_fd_source_new(fd, G_IO_IN);

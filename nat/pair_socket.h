@@ -35,13 +35,17 @@ typedef struct PairSocket PairSocket;
 
 /* One datagram (borrowed for the call). */
 typedef void (*PairSocketFunc)(const guint8 *pkt, gsize len, gpointer data);
+/* The end of one read batch: every datagram the socket held was passed. */
+typedef void (*PairSocketDoneFunc)(gpointer data);
 
 /* A socket beside base (libnice's, borrowed: only its fd and local address
- * are used, now) for datagrams from remote, read in ctx and passed to fn.
+ * are used, now) for datagrams from remote, read in ctx and passed to fn,
+ * then done (may be NULL) once per read batch.
  * NULL with *err set when the system refuses (the caller stays on
  * libnice's path). */
 PairSocket *pair_socket_new(GSocket *base, GSocketAddress *remote, GMainContext *ctx,
-                            PairSocketFunc fn, gpointer data, GError **err);
+                            PairSocketFunc fn, PairSocketDoneFunc done, gpointer data,
+                            GError **err);
 /* Closes the socket; datagrams from the remote reach libnice again.
  * NULL is a no-op. */
 void pair_socket_free(PairSocket *ps);

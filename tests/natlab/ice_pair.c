@@ -202,14 +202,15 @@ static void report(Run *r)
          ",\"dropped\":%" G_GUINT64_FORMAT ",\"srtt_us\":%" G_GUINT64_FORMAT
          ",\"min_rtt_us\":%" G_GUINT64_FORMAT ",\"delivery_rate\":%" G_GUINT64_FORMAT
          ",\"cwnd\":%" G_GUINT64_FORMAT ",\"mtu\":%" G_GUINT64_FORMAT
-         ",\"mtu_probes\":%" G_GUINT64_FORMAT
+         ",\"mtu_probes\":%" G_GUINT64_FORMAT ",\"mtu_black_holes\":%" G_GUINT64_FORMAT
          "},\"cpu_s\":%.3f,\"wakeups\":%ld,\"path_changes\":%u}\n",
          r->o.offer ? "offer" : "answer", r->path.local_type, r->path.remote_type,
          r->path.local_addr, r->path.remote_addr, r->path.relayed ? "true" : "false",
          (r->t_gathered - r->t_start) / 1000, (r->t_connected - r->t_remote) / 1000, r->o.bytes,
          secs, MBps * 8, MBps, st.packets_sent, st.packets_received, st.packets_lost,
          st.spurious_losses, st.dropped_datagrams, st.srtt_us, st.min_rtt_us, st.delivery_rate,
-         st.cwnd, st.mtu, st.mtu_probes, cpu_s, (long)ru.ru_nvcsw, r->path_changes);
+         st.cwnd, st.mtu, st.mtu_probes, st.mtu_black_holes, cpu_s, (long)ru.ru_nvcsw,
+         r->path_changes);
 }
 
 static gboolean on_writable(GObject *o, gpointer data);

@@ -37,7 +37,8 @@ typedef struct {
   gsize lens[400];
   guint8 firsts[400];
   unsigned n;
-  gboolean intact; /* every byte of each datagram is its first byte */
+  gboolean intact;           /* every byte of each datagram is its first byte */
+  unsigned batches, done_at; /* on_done calls; datagrams passed at the last */
 } Got;
 
 static void on_datagram(const guint8 *pkt, gsize len, gpointer data)
@@ -50,6 +51,14 @@ static void on_datagram(const guint8 *pkt, gsize len, gpointer data)
     if (pkt[i] != pkt[0])
       g->intact = FALSE;
   g->n++;
+}
+
+/* A batch ended: every datagram so far was passed. */
+static void on_done(gpointer data)
+{
+  Got *g = data;
+  g->batches++;
+  g->done_at = g->n;
 }
 
 /* Runs the default context until want datagrams arrived or a second passed. */
@@ -78,7 +87,7 @@ static void test_remote_datagrams_come_here(void **state)
   Got got = {.intact = TRUE};
   GError *err = NULL;
   PairSocket *ps =
-      pair_socket_new(base, G_SOCKET_ADDRESS(remote_addr), NULL, on_datagram, &got, &err);
+      pair_socket_new(base, G_SOCKET_ADDRESS(remote_addr), NULL, on_datagram, on_done, &got, &err);
   assert_non_null(ps);
   assert_null(err);
 
@@ -118,6 +127,9 @@ static void test_remote_datagrams_come_here(void **state)
   assert_int_equal(datagrams, sent);
   print_message("%u datagrams in %llu receive calls\n", sent, (unsigned long long)calls);
   assert_true(calls < sent);
+  /* Each read batch ended with a done call, the last after everything. */
+  assert_true(got.batches >= 1 && got.batches <= calls);
+  assert_int_equal(got.done_at, sent);
   assert_int_equal(base_count(base), 1);
 
   /* Freed: the remote's datagrams reach the base again. */
@@ -140,7 +152,7 @@ static void test_family_mismatch(void **state)
   GInetAddress *v6 = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV6);
   GSocketAddress *remote = g_inet_socket_address_new(v6, 9);
   GError *err = NULL;
-  assert_null(pair_socket_new(base, remote, NULL, on_datagram, NULL, &err));
+  assert_null(pair_socket_new(base, remote, NULL, on_datagram, NULL, NULL, &err));
   assert_non_null(err);
   g_error_free(err);
   pair_socket_free(NULL);
