@@ -14,24 +14,8 @@
 #include <sys/socket.h>
 
 #include "pair_socket.h"
+#include "loopback_udp.h"
 #include "udp_batch.h"
-
-static GSocket *udp_socket(GInetSocketAddress **bound)
-{
-  GSocket *s =
-      g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, NULL);
-  assert_non_null(s);
-  GInetAddress *lo = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
-  GSocketAddress *any = g_inet_socket_address_new(lo, 0);
-  assert_true(g_socket_bind(s, any, FALSE, NULL));
-  g_object_unref(any);
-  g_object_unref(lo);
-  g_socket_set_option(s, SOL_SOCKET, SO_RCVBUF, 4 << 20, NULL);
-  g_socket_set_blocking(s, FALSE);
-  if (bound)
-    *bound = G_INET_SOCKET_ADDRESS(g_socket_get_local_address(s, NULL));
-  return s;
-}
 
 typedef struct {
   gsize lens[400];
@@ -81,9 +65,9 @@ static unsigned base_count(GSocket *base)
 static void test_remote_datagrams_come_here(void **state)
 {
   GInetSocketAddress *base_addr, *remote_addr;
-  GSocket *base = udp_socket(&base_addr);
-  GSocket *remote = udp_socket(&remote_addr);
-  GSocket *stranger = udp_socket(NULL);
+  GSocket *base = loopback_udp_socket(&base_addr);
+  GSocket *remote = loopback_udp_socket(&remote_addr);
+  GSocket *stranger = loopback_udp_socket(NULL);
   Got got = {.intact = TRUE};
   GError *err = NULL;
   PairSocket *ps =
@@ -148,7 +132,7 @@ static void test_remote_datagrams_come_here(void **state)
 
 static void test_family_mismatch(void **state)
 {
-  GSocket *base = udp_socket(NULL);
+  GSocket *base = loopback_udp_socket(NULL);
   GInetAddress *v6 = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV6);
   GSocketAddress *remote = g_inet_socket_address_new(v6, 9);
   GError *err = NULL;

@@ -12,23 +12,7 @@
 #include <gio/gio.h>
 
 #include "udp_batch.h"
-
-static GSocket *udp_socket(GInetSocketAddress **bound)
-{
-  GSocket *s =
-      g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_UDP, NULL);
-  assert_non_null(s);
-  GInetAddress *lo = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
-  GSocketAddress *any = g_inet_socket_address_new(lo, 0);
-  assert_true(g_socket_bind(s, any, FALSE, NULL));
-  g_object_unref(any);
-  g_object_unref(lo);
-  /* Room for every datagram of the test at once. */
-  g_socket_set_option(s, SOL_SOCKET, SO_RCVBUF, 4 << 20, NULL);
-  if (bound)
-    *bound = G_INET_SOCKET_ADDRESS(g_socket_get_local_address(s, NULL));
-  return s;
-}
+#include "loopback_udp.h"
 
 /* Receives every waiting datagram; returns how many, lengths in lens and
  * each datagram's first byte in firsts. */
@@ -54,8 +38,8 @@ static unsigned drain(GSocket *s, gsize *lens, guint8 *firsts, unsigned max)
 static void test_batches_arrive_whole(void **state)
 {
   GInetSocketAddress *dest;
-  GSocket *rx = udp_socket(&dest);
-  GSocket *tx = udp_socket(NULL);
+  GSocket *rx = loopback_udp_socket(&dest);
+  GSocket *tx = loopback_udp_socket(NULL);
   UdpBatch *b = udp_batch_new(tx, G_SOCKET_ADDRESS(dest), 1350);
   assert_non_null(b);
 
@@ -110,7 +94,7 @@ static void test_batches_arrive_whole(void **state)
 
 static void test_family_mismatch(void **state)
 {
-  GSocket *tx = udp_socket(NULL);
+  GSocket *tx = loopback_udp_socket(NULL);
   GInetAddress *v6 = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV6);
   GSocketAddress *dest = g_inet_socket_address_new(v6, 9);
   assert_null(udp_batch_new(tx, dest, 1350));
