@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HDR_LEN 9         /* magic, packet number */
+#define HDR_LEN BULK_HEADER_BYTES
 #define STREAM_HDR_LEN 12 /* type, offset, length, fin */
 #define ACK_BASE_LEN 14   /* type, delay, max offset, count */
 #define ACK_RANGE_LEN 16

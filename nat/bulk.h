@@ -85,6 +85,10 @@
 #include <stdint.h>
 
 #define BULK_MAGIC 0xCB
+/* Every datagram starts with magic and packet number; as no packet number
+ * is sent twice, these bytes are unique among one endpoint's datagrams (a
+ * MAC's nonce, nat/bulk_stream.c). */
+#define BULK_HEADER_BYTES 9
 #define BULK_MAX_ACK_RANGES 32
 /* Smallest datagram size Bulk accepts in BulkConfig.mtu. */
 #define BULK_MIN_MTU 600

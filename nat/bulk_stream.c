@@ -11,6 +11,7 @@
  * and data they call for leave in one batch after it, not one by one. */
 #include "bulk_stream.h"
 
+#include <nettle/umac.h>
 #include <sodium.h>
 #include <string.h>
 
@@ -28,12 +29,23 @@ typedef struct {
   guint8 *pkt;                    /* one datagram, mtu + tag bytes */
   size_t mtu;
   gboolean keyed;
-  guint8 key[crypto_shorthash_KEYBYTES];
-  guint64 unauthenticated; /* datagrams dropped for a bad or missing tag */
+  struct umac64_ctx tx, rx; /* expanded keys, one per direction */
+  guint64 unauthenticated;  /* datagrams dropped for a bad or missing tag */
 } Link;
 
-G_STATIC_ASSERT(crypto_shorthash_BYTES == BULK_STREAM_TAG_BYTES);
-G_STATIC_ASSERT(crypto_shorthash_KEYBYTES == BULK_STREAM_KEY_BYTES);
+G_STATIC_ASSERT(UMAC64_DIGEST_SIZE == BULK_STREAM_TAG_BYTES);
+G_STATIC_ASSERT(UMAC_KEY_SIZE == BULK_STREAM_KEY_BYTES);
+G_STATIC_ASSERT(BULK_HEADER_BYTES <= UMAC_MAX_NONCE_SIZE);
+
+/* The tag of pkt[0..len) (len >= BULK_HEADER_BYTES) into tag. The nonce is
+ * Bulk's header: the packet number makes it unique for every datagram sent
+ * under one key, which UMAC needs (RFC 4418 section 6.4.1). */
+static void link_tag(struct umac64_ctx *k, const guint8 *pkt, size_t len, guint8 *tag)
+{
+  umac64_set_nonce(k, BULK_HEADER_BYTES, pkt);
+  umac64_update(k, len, pkt);
+  umac64_digest(k, BULK_STREAM_TAG_BYTES, tag);
+}
 
 static void link_detach(Link *l)
 {
@@ -47,7 +59,8 @@ static void link_detach(Link *l)
   l->send = NULL;
   l->flush = NULL;
   g_clear_pointer(&l->pkt, g_free);
-  sodium_memzero(l->key, sizeof l->key);
+  sodium_memzero(&l->tx, sizeof l->tx);
+  sodium_memzero(&l->rx, sizeof l->rx);
 }
 
 static Link *link_ref(Link *l)
@@ -84,7 +97,7 @@ static void link_flush(Link *l)
   gboolean sent = FALSE;
   while (l->bulk && (n = bulk_poll_datagram(l->bulk, l->pkt, l->mtu, (uint64_t)now)) > 0) {
     if (l->keyed) {
-      crypto_shorthash(l->pkt + n, l->pkt, n, l->key);
+      link_tag(&l->tx, l->pkt, n, l->pkt + n);
       n += BULK_STREAM_TAG_BYTES;
     }
     l->send(l->pkt, n, l->ud);
@@ -452,10 +465,12 @@ void bulk_stream_set_max_datagram(GIOStream *s, gsize max)
   link_poke(l);
 }
 
-void bulk_stream_set_key(GIOStream *s, const guint8 key[BULK_STREAM_KEY_BYTES])
+void bulk_stream_set_keys(GIOStream *s, const guint8 send_key[BULK_STREAM_KEY_BYTES],
+                          const guint8 recv_key[BULK_STREAM_KEY_BYTES])
 {
   Link *l = CANOPY_BULK_STREAM(s)->link;
-  memcpy(l->key, key, sizeof l->key);
+  umac64_set_key(&l->tx, send_key);
+  umac64_set_key(&l->rx, recv_key);
   l->keyed = TRUE;
 }
 
@@ -466,12 +481,12 @@ void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len)
     return;
   if (l->keyed) {
     guint8 tag[BULK_STREAM_TAG_BYTES];
-    if (len <= sizeof tag) {
+    if (len < BULK_HEADER_BYTES + sizeof tag) {
       l->unauthenticated++;
       return;
     }
     len -= sizeof tag;
-    crypto_shorthash(tag, pkt, len, l->key);
+    link_tag(&l->rx, pkt, len, tag);
     if (sodium_memcmp(tag, pkt + len, sizeof tag) != 0) {
       l->unauthenticated++;
       return;

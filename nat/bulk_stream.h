@@ -35,18 +35,22 @@ typedef void (*BulkFlushFunc)(gpointer ud);
  * bulk_stream_set_sendable. Returns NULL when cfg is invalid. */
 GIOStream *bulk_stream_new(GMainContext *ctx, const BulkConfig *cfg, BulkSendFunc send,
                            gpointer ud);
-/* Bytes of the tag bulk_stream_set_key adds to every datagram. */
+/* Bytes of the tag bulk_stream_set_keys adds to every datagram. */
 #define BULK_STREAM_TAG_BYTES 8
 #define BULK_STREAM_KEY_BYTES 16
 
-/* From now on every datagram carries a SipHash-2-4 tag under key (copied),
- * and a received one without the right tag is dropped before Bulk parses
- * it: whoever does not know the key (anyone off the signalling path) can
- * neither inject stream bytes nor forge ACKs that would wedge the sender.
- * Before a key is set nothing is tagged or checked (tests run so). Bulk's
+/* From now on every datagram carries a UMAC-64 tag (RFC 4418, as OpenSSH's
+ * umac-64-etm) under send_key, and a received one must carry one under
+ * recv_key or it is dropped before Bulk parses it: whoever does not know the
+ * keys (anyone off the signalling path) can neither inject stream bytes nor
+ * forge ACKs that would wedge the sender, and one direction's datagrams
+ * reflected back are dropped too. The nonce is Bulk's header (its packet
+ * number is never reused), so a pair of keys must serve one stream only.
+ * Before keys are set nothing is tagged or checked (tests run so). Bulk's
  * bytes are authenticated end to end by the secure channel above in any
- * case: the tag protects the transport's own state. */
-void bulk_stream_set_key(GIOStream *s, const guint8 key[BULK_STREAM_KEY_BYTES]);
+ * case: the tag protects the transport's own state. Keys are copied. */
+void bulk_stream_set_keys(GIOStream *s, const guint8 send_key[BULK_STREAM_KEY_BYTES],
+                          const guint8 recv_key[BULK_STREAM_KEY_BYTES]);
 /* The path may carry datagrams of up to max bytes, tag included: Bulk
  * probes for them (bulk_set_max_mtu) and the send function then gets
  * datagrams that large; a smaller max than before takes effect at once.

@@ -913,18 +913,18 @@ static gboolean description_check(const char *text, char **ufrag, char **pwd, GE
   return TRUE;
 }
 
-/* The key of Bulk's datagram tags (bulk_stream_set_key): both ICE
- * passwords, which only the two leaves and the signalling path between them
- * know, in an order both sides agree on. */
-static void bulk_key(const char *own_pwd, const char *remote_pwd, guint8 key[BULK_STREAM_KEY_BYTES])
+/* The key of Bulk's datagram tags from one side to the other
+ * (bulk_stream_set_keys): both ICE passwords, which only the two leaves and
+ * the signalling path between them know, the sender's first. One key per
+ * direction: both sides number their packets from 0, and a UMAC nonce must
+ * never repeat under one key. */
+static void bulk_key(const char *from_pwd, const char *to_pwd, guint8 key[BULK_STREAM_KEY_BYTES])
 {
-  const char *lo = strcmp(own_pwd, remote_pwd) < 0 ? own_pwd : remote_pwd;
-  const char *hi = lo == own_pwd ? remote_pwd : own_pwd;
   crypto_generichash_state st;
   crypto_generichash_init(&st, NULL, 0, BULK_STREAM_KEY_BYTES);
   crypto_generichash_update(&st, (const guint8 *)"canopy bulk tag", 16);
-  crypto_generichash_update(&st, (const guint8 *)lo, strlen(lo) + 1);
-  crypto_generichash_update(&st, (const guint8 *)hi, strlen(hi) + 1);
+  crypto_generichash_update(&st, (const guint8 *)from_pwd, strlen(from_pwd) + 1);
+  crypto_generichash_update(&st, (const guint8 *)to_pwd, strlen(to_pwd) + 1);
   crypto_generichash_final(&st, key, BULK_STREAM_KEY_BYTES);
 }
 
@@ -950,10 +950,12 @@ gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error
   gboolean have = nice_agent_get_local_credentials(p->agent, p->stream_id, &own_ufrag, &own_pwd);
   gboolean own = have && g_strcmp0(own_ufrag, ufrag) == 0;
   if (have && !own) {
-    guint8 key[BULK_STREAM_KEY_BYTES];
-    bulk_key(own_pwd, pwd, key);
-    bulk_stream_set_key(p->io, key);
-    sodium_memzero(key, sizeof key);
+    guint8 tx[BULK_STREAM_KEY_BYTES], rx[BULK_STREAM_KEY_BYTES];
+    bulk_key(own_pwd, pwd, tx);
+    bulk_key(pwd, own_pwd, rx);
+    bulk_stream_set_keys(p->io, tx, rx);
+    sodium_memzero(tx, sizeof tx);
+    sodium_memzero(rx, sizeof rx);
   }
   g_free(own_ufrag);
   g_free(own_pwd);

@@ -25,6 +25,7 @@ struct End {
   double loss; /* fraction of datagrams dropped on the way out */
   guint64 sent, dropped;
   gboolean garbage; /* also deliver a corrupted copy of each datagram */
+  gboolean reflect; /* ... and each datagram back to its sender */
 
   /* what this end writes and reads, for the pumps below */
   guint8 *wbuf;
@@ -51,6 +52,8 @@ static gboolean path_send(const guint8 *pkt, gsize len, gpointer ud)
     bad[g_rand_int_range(e->rng, 0, (gint32)MIN(len, sizeof bad))] ^= 0x5a;
     bulk_stream_on_datagram(e->other->io, bad, MIN(len, sizeof bad));
   }
+  if (e->reflect)
+    bulk_stream_on_datagram(e->io, pkt, len);
   bulk_stream_on_datagram(e->other->io, pkt, len);
   return TRUE;
 }
@@ -176,17 +179,20 @@ static gboolean both_done(gpointer ud)
   return p->b->eof && p->a->eof;
 }
 
-/* 6 MB one way, 1 MB the other, 2 % loss each way, garbage alongside:
- * every byte arrives in order and both readers see the end of stream. */
+/* 6 MB one way, 1 MB the other, 2 % loss each way, garbage alongside and
+ * a's datagrams reflected back to a: every byte arrives in order and both
+ * readers see the end of stream. */
 static void test_both_ways_lossy(void **state)
 {
   End a, b;
   end_init(&a, &b, 1, 0.02);
   end_init(&b, &a, 2, 0.02);
   b.garbage = TRUE;
-  const guint8 key[BULK_STREAM_KEY_BYTES] = "0123456789abcdef";
-  bulk_stream_set_key(a.io, key);
-  bulk_stream_set_key(b.io, key);
+  a.reflect = TRUE; /* one key per direction: a rejects its own datagrams */
+  const guint8 ab[BULK_STREAM_KEY_BYTES] = "0123456789abcdef";
+  const guint8 ba[BULK_STREAM_KEY_BYTES] = "fedcba9876543210";
+  bulk_stream_set_keys(a.io, ab, ba);
+  bulk_stream_set_keys(b.io, ba, ab);
   end_plan_write(&a, 6u << 20, 11, TRUE);
   end_plan_write(&b, 1u << 20, 12, TRUE);
   end_plan_read(&a);
@@ -210,7 +216,8 @@ static void test_both_ways_lossy(void **state)
   BulkStats st;
   bulk_stream_stats(a.io, &st);
   assert_true(st.retransmits > 0);
-  assert_true(st.dropped_datagrams >= b.sent - b.dropped); /* every corrupted copy */
+  /* every corrupted copy and every reflected one */
+  assert_true(st.dropped_datagrams >= (b.sent - b.dropped) + (a.sent - a.dropped));
   end_clear(&a);
   end_clear(&b);
 }
