@@ -19,7 +19,7 @@
 #        (default 12) seconds; bytes received / (connect .. receiver's EOF);
 #   ice: canopy-icepair a -> b, a 200 MB transfer (NAT_BENCH_ICE_MB), the
 #        receiver's rate (first byte .. last);
-# and prints the medians of NAT_BENCH_RUNS (default 5) runs and the median of
+# and prints the medians of NAT_BENCH_RUNS (default 7) runs and the median of
 # the runs' ICE/TCP ratios (each ICE run right after its TCP run):
 #   throughput_rtt20_loss0.1: tcp 70.0 MB/s, ice 140.0 MB/s, ratio 2.000 (...)
 # Then the relayed ICE rate (c <-> d through coturn) at RTT 0, and the ICE
@@ -41,7 +41,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" 2>/dev/null && pwd) || { echo "SKIP: no build directory ${1:-$ROOT/build}"; exit 0; }
-RUNS=${NAT_BENCH_RUNS:-5}
+RUNS=${NAT_BENCH_RUNS:-7}
 SETUPS=${NAT_BENCH_SETUPS:-20}
 TCP_S=${NAT_BENCH_TCP_S:-12}
 ICE_BYTES=$(( ${NAT_BENCH_ICE_MB:-200} * 1000000 ))
