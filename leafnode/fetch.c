@@ -276,7 +276,6 @@ static void request(Fetch *f, Source *s, uint32_t index, uint64_t now)
   in->index = index;
   in->src = s->id;
   in->deadline = now + CHUNK_TIMEOUT_MS;
-  in->buf = g_malloc(MAX(fetch_chunk_len(f, index), 1));
   g_ptr_array_add(f->inflight, in);
   f->state[index] = CH_INFLIGHT;
   s->inflight++;
@@ -359,6 +358,10 @@ static void on_chunk(Fetch *f, uint64_t src, const WireMsg *m, uint64_t now)
     drop_source(f, src, "it sent a piece out of place", now);
     return;
   }
+  /* Allocated at the first piece: a source sends its chunks one after
+   * another, so of a deep pipeline only the chunk in progress holds memory. */
+  if (!in->buf)
+    in->buf = g_malloc(MAX(len, 1));
   if (m->u.chunk.len)
     memcpy(in->buf + in->got, m->u.chunk.data, m->u.chunk.len);
   in->got += m->u.chunk.len;

@@ -22,15 +22,21 @@
 # and prints the medians of NAT_BENCH_RUNS (default 7) runs and the median of
 # the runs' ICE/TCP ratios (each ICE run right after its TCP run):
 #   throughput_rtt20_loss0.1: tcp 70.0 MB/s, ice 140.0 MB/s, ratio 2.000 (...)
+# With NAT_BENCH_GET=1 (the default) each RTT also times NAT_BENCH_GET_RUNS
+# (default 3) `canopy-leaf get`s of a NAT_BENCH_ICE_MB random file from leaf
+# b to leaf a, real daemons under a super node on the public side: the whole
+# path a user sees (ICE set-up, secure channel, every chunk verified and
+# written), from the command's start to its exit:
+#   leaf_get_rtt20_loss0.1: 120.0 MB/s, 1.700 of tcp (median of 3; ...)
 # Then the relayed ICE rate (c <-> d through coturn) at RTT 0, and the ICE
 # set-up time (median and p95 of NAT_BENCH_SETUPS, default 20, connections)
 # direct and relayed: setup_ms of canopy-icepair, from the moment a side has
 # the other's description to its usable path (answer side: from receiving
 # the offer, i.e. the first signalling it sees).
 #
-# Environment: NAT_BENCH_RUNS, NAT_BENCH_SETUPS, NAT_BENCH_TCP_S, NAT_BENCH_ICE_MB
-# as above; NAT_BENCH_RTTS (default "0 20 50"); NAT_BENCH_RELAYED=0 and
-# NAT_BENCH_SETUPS=0 skip those parts;
+# Environment: NAT_BENCH_RUNS, NAT_BENCH_SETUPS, NAT_BENCH_TCP_S, NAT_BENCH_ICE_MB,
+# NAT_BENCH_GET_RUNS as above; NAT_BENCH_RTTS (default "0 20 50");
+# NAT_BENCH_RELAYED=0, NAT_BENCH_GET=0 and NAT_BENCH_SETUPS=0 skip those parts;
 # NAT_BENCH_GSO=1 runs the delay stages with --gso: faster TCP at RTT 0, but
 # a drop then takes a whole TSO burst (fewer, larger loss events: TCP looks
 # better than under 0.1 % per-packet loss).
@@ -47,6 +53,8 @@ TCP_S=${NAT_BENCH_TCP_S:-12}
 ICE_BYTES=$(( ${NAT_BENCH_ICE_MB:-200} * 1000000 ))
 RTTS=${NAT_BENCH_RTTS:-0 20 50}
 RELAYED=${NAT_BENCH_RELAYED:-1}
+GET=${NAT_BENCH_GET:-1}
+GET_RUNS=${NAT_BENCH_GET_RUNS:-3}
 STAGE_FLAGS=()
 [ "${NAT_BENCH_GSO:-0}" = 1 ] && STAGE_FLAGS=(--gso)
 TCP_MB=200
@@ -57,6 +65,8 @@ skip() { echo "SKIP: $*"; exit 0; }
 [ "$(id -u)" -eq 0 ] || skip "nat_throughput needs root (network namespaces)"
 DELAY=$BUILD/tests/natlab/canopy-delay
 ICEPAIR=$BUILD/nat/canopy-icepair
+SN=$BUILD/supernode/canopy-supernode
+LEAF=$BUILD/leafnode/canopy-leaf
 [ -x "$DELAY" ] || skip "$DELAY is not built (libnetfilter-queue-dev; make canopy-delay)"
 [ -x "$ICEPAIR" ] || skip "$ICEPAIR is not built (make canopy-icepair)"
 for t in iptables socat jq turnserver nft openssl timeout; do
@@ -222,6 +232,52 @@ path_rtt() { # RTT a -> b: "min/avg ms" of 10 pings, or n/a without ping
     awk '/^rtt/ { split($0, p, "= "); split(p[2], v, "/"); printf "min %s, avg %s ms", v[1], v[2]; f = 1 } END { if (!f) print "n/a" }'
 }
 
+# The leaf daemons for NAT_BENCH_GET: a super node on the public side (STUN
+# on its own port; coturn is there for symmetric pairs, not used by a and b),
+# leaf b sharing a random file, leaf a fetching it.
+GET_CID=
+if [ "$GET" = 1 ]; then
+  if [ -x "$SN" ] && [ -x "$LEAF" ]; then
+    printf '%s\n' "$TURN_SECRET" >"$NL_T/turn.secret"; chmod 600 "$NL_T/turn.secret"
+    start_in pub sn "$SN" --listen "$PUB_IP:7400" --stun "$PUB_IP:3479" --turn "$PUB_IP:3478" \
+      --turn-secret-file "$NL_T/turn.secret" --state-dir "$NL_T/sn" --keepalive-ms 2000
+    wait_for 5 test -S "$NL_T/sn/control.sock" || nl_fail "super node did not start"
+    for h in a b; do
+      mkdir -p "$NL_T/$h-share"
+      start_in "$h" "leaf-$h" "$LEAF" --supernode "$PUB_IP:7400" --share "$NL_T/$h-share" \
+        --state-dir "$NL_T/$h" --rescan-s 1 --keepalive-ms 2000
+      wait_for 10 sh -c "'$LEAF' status --state-dir '$NL_T/$h' --json 2>/dev/null | jq -e .connected >/dev/null" \
+        || nl_fail "leaf $h did not connect"
+    done
+    head -c "$ICE_BYTES" /dev/urandom >"$NL_T/b-share/bench.bin"
+    wait_for 30 sh -c "'$LEAF' search --state-dir '$NL_T/a' --json --ttl 0 bench.bin | grep -q content_id" \
+      || nl_fail "the shared file is not found"
+    GET_CID=$("$LEAF" search --state-dir "$NL_T/a" --json --ttl 0 bench.bin | jq -r .content_id | head -1)
+  else
+    echo "(no leaf get figures: $SN or $LEAF is not built)"
+  fi
+fi
+GET_N=0
+# get_run: one `canopy-leaf get` on a into a fresh folder (nothing to
+# resume); its rate (MB/s, command start to exit) in GET_RATE, its source's
+# path type in GET_PATH (empty on failure).
+get_run() {
+  GET_N=$((GET_N + 1))
+  local out="$NL_T/get-$GET_N" t0 t1 res
+  mkdir -p "$out"
+  GET_RATE='' GET_PATH=''
+  t0=$(date +%s%N)
+  if res=$(timeout 120 "$LEAF" get --state-dir "$NL_T/a" --json -o "$out/bench.bin" "$GET_CID" 2>&1); then
+    t1=$(date +%s%N)
+    res=$(tail -n 1 <<<"$res")
+    GET_RATE=$(awk -v b="$(jq -r .bytes <<<"$res")" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.3f", b / 1e6 / ((t1 - t0) / 1e9) }')
+    GET_PATH=$(jq -r '[.sources[] | "\(.path_type) \(.path)"] | join("; ")' <<<"$res")
+  else
+    echo "    get $GET_N failed: $(tail -n 2 <<<"$res" | tr '\n' ' ')" >&2
+  fi
+  rm -rf "$out"
+}
+
 TCP0=
 for rtt in $RTTS; do
   set_path "$rtt" A B
@@ -249,6 +305,17 @@ for rtt in $RTTS; do
   # a quarter between minutes (TCP 200-290 MB/s at 0 ms).
   ratio=$(median "${ratios[@]}")
   echo "throughput_rtt${rtt}_loss${LOSS_PCT}: tcp $(fmt "$tm") MB/s, ice $(fmt "$im") MB/s, ratio $ratio (median of $RUNS runs' ratios; range $(printf '%s\n' "${ratios[@]}" | sort -g | sed -n '1p;$p' | paste -sd- -))"
+  if [ -n "$GET_CID" ]; then
+    gets=()
+    for i in $(seq 1 "$GET_RUNS"); do
+      get_run
+      [ -n "$GET_RATE" ] || continue
+      gets+=("$GET_RATE")
+      echo "    get $i: $(fmt "$GET_RATE") MB/s ($GET_PATH)"
+    done
+    gm=$(median "${gets[@]}")
+    echo "leaf_get_rtt${rtt}_loss${LOSS_PCT}: $(fmt "$gm") MB/s, $(awk -v g="$gm" -v t="$tm" 'BEGIN { if (g == "nan" || t <= 0) print "n/a"; else printf "%.3f", g / t }') of tcp (median of ${#gets[@]} of $GET_RUNS gets; $(( ICE_BYTES / 1000000 )) MB, canopy-leaf get start to exit)"
+  fi
 done
 
 # Relayed: symmetric <-> symmetric through coturn, RTT 0.

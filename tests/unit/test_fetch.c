@@ -813,8 +813,8 @@ static void test_slow_but_moving_source_kept(void **state)
   world_free(w);
 }
 
-/* The same with the daemon's pipeline of 8 and 32 KiB/s: seven chunks wait
- * behind the first, 56 s of steady sending. */
+/* The same with a pipeline of 8 and 32 KiB/s: seven chunks wait behind the
+ * first, 56 s of steady sending. */
 static void test_slow_but_moving_deep_pipeline(void **state)
 {
   (void)state;
