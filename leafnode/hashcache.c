@@ -1,8 +1,10 @@
 /* hashcache.c - the hash cache: an SQLite table of content ids by file.
  *
- * Layout (HASHCACHE_SCHEMA 2):
- *   files(root, path, dev, ino, size, mtime_ns, ctime_ns, cid)
+ * Layout (HASHCACHE_SCHEMA 3):
+ *   files(root, path, dev, ino, size, mtime_ns, ctime_ns, cid, leaves)
  *   key (root, path, dev, ino)
+ * leaves is the file's chunk hashes (32 bytes a chunk) or NULL: what a leaf
+ * serves as the file's tree without reading the file again.
  * Unsigned stat fields are stored as the int64 with the same bits. A scan
  * covers one root (hashcache_begin): every statement binds it as ?1.
  *
@@ -20,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <sqlite3.h>
@@ -30,13 +33,16 @@
 /* Another process holding the write lock (a second leaf on the same state
  * dir) is waited for this long, then the scan goes on without the cache. */
 #define BUSY_TIMEOUT_MS 2000
+/* A reader runs on the main loop: never wait long (WAL readers rarely do). */
+#define READER_BUSY_TIMEOUT_MS 50
 
 struct HashCache {
   char *path;
   sqlite3 *db; /* NULL once the database proved unusable and could not be replaced */
   sqlite3_stmt *lookup, *store, *seen, *prune, *unsee;
-  char *root; /* of the current scan */
-  int failed; /* first SQLite error of the current scan, 0 if none */
+  sqlite3_stmt *tree; /* reader only (hashcache_open_reader) */
+  char *root;         /* of the current scan */
+  int failed;         /* first SQLite error of the current scan, 0 if none */
   size_t pruned;
 };
 
@@ -49,20 +55,30 @@ static const char schema_sql[] = "CREATE TABLE files ("
                                  " mtime_ns INTEGER NOT NULL,"
                                  " ctime_ns INTEGER NOT NULL,"
                                  " cid BLOB NOT NULL CHECK (length(cid) = 32),"
+                                 " leaves BLOB CHECK (length(leaves) % 32 = 0),"
                                  " PRIMARY KEY (root, path, dev, ino)"
                                  ") WITHOUT ROWID;"
-                                 "PRAGMA user_version = 2;";
+                                 "PRAGMA user_version = 3;";
 
 static const char lookup_sql[] = "SELECT cid FROM files WHERE root = ?1 AND path = ?2 AND dev = ?3"
                                  " AND ino = ?4 AND size = ?5 AND mtime_ns = ?6 AND ctime_ns = ?7";
 
+/* Leaves given replace the row's; none given keep them while the id stays
+ * the same (a store from memory, hashcache_store's NULL). */
 static const char store_sql[] =
-    "INSERT INTO files (root, path, dev, ino, size, mtime_ns, ctime_ns, cid)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    "INSERT INTO files (root, path, dev, ino, size, mtime_ns, ctime_ns, cid, leaves)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     " ON CONFLICT (root, path, dev, ino) DO UPDATE SET size = excluded.size,"
-    " mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, cid = excluded.cid"
+    " mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, cid = excluded.cid,"
+    " leaves = CASE WHEN excluded.leaves IS NOT NULL THEN excluded.leaves"
+    " WHEN cid = excluded.cid THEN leaves END"
     " WHERE size != excluded.size OR mtime_ns != excluded.mtime_ns"
-    " OR ctime_ns != excluded.ctime_ns OR cid != excluded.cid";
+    " OR ctime_ns != excluded.ctime_ns OR cid != excluded.cid"
+    " OR (leaves IS NULL AND excluded.leaves IS NOT NULL)";
+
+static const char tree_sql[] = "SELECT leaves FROM files WHERE root = ?1 AND path = ?2 AND dev = ?3"
+                               " AND ino = ?4 AND size = ?5 AND mtime_ns = ?6 AND ctime_ns = ?7"
+                               " AND cid = ?8 AND leaves IS NOT NULL";
 
 /* temp.seen holds the current root's keys only (emptied by every begin), so
  * it leaves the root out; ?1 is bound and unused to keep the numbering. */
@@ -91,7 +107,8 @@ static void disconnect(HashCache *c)
   sqlite3_finalize(c->seen);
   sqlite3_finalize(c->prune);
   sqlite3_finalize(c->unsee);
-  c->lookup = c->store = c->seen = c->prune = c->unsee = NULL;
+  sqlite3_finalize(c->tree);
+  c->lookup = c->store = c->seen = c->prune = c->unsee = c->tree = NULL;
   if (c->db)
     sqlite3_close(c->db); /* all statements are finalized: never SQLITE_BUSY */
   c->db = NULL;
@@ -247,6 +264,59 @@ HashCache *hashcache_open(const char *state_dir)
   return c;
 }
 
+HashCache *hashcache_open_reader(const char *state_dir)
+{
+  HashCache *c = g_new0(HashCache, 1);
+  c->path = g_build_filename(state_dir, HASHCACHE_FILE, NULL);
+  int rc = sqlite3_open_v2(c->path, &c->db,
+                           SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_busy_timeout(c->db, READER_BUSY_TIMEOUT_MS);
+    int64_t version = query_int(c, "PRAGMA user_version", &rc);
+    if (rc == SQLITE_OK && version != HASHCACHE_SCHEMA)
+      rc = SQLITE_SCHEMA; /* the scans rebuild it; until then, no trees */
+  }
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(c->db, tree_sql, -1, &c->tree, NULL);
+  if (rc != SQLITE_OK) {
+    g_debug("hash cache %s: no trees from it: %s", c->path,
+            c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+    hashcache_close(c);
+    return NULL;
+  }
+  return c;
+}
+
+uint8_t *hashcache_tree(HashCache *c, const char *root, const HashCacheKey *k,
+                        const uint8_t cid[32], size_t *nleaves)
+{
+  *nleaves = 0;
+  if (!c || !c->db || !c->tree)
+    return NULL;
+  sqlite3_stmt *st = c->tree;
+  sqlite3_bind_text(st, 1, root, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, k->relpath, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)k->dev);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->ino);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)k->size);
+  sqlite3_bind_int64(st, 6, k->mtime_ns);
+  sqlite3_bind_int64(st, 7, k->ctime_ns);
+  sqlite3_bind_blob(st, 8, cid, 32, SQLITE_STATIC);
+  uint8_t *out = NULL;
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    int len = sqlite3_column_bytes(st, 0);
+    if (len > 0 && len % 32 == 0) {
+      out = g_memdup2(sqlite3_column_blob(st, 0), (gsize)len);
+      *nleaves = (size_t)len / 32;
+    }
+  } else if (rc != SQLITE_DONE) {
+    g_debug("hash cache %s: tree lookup: %s", c->path, sqlite3_errmsg(c->db));
+  }
+  sqlite3_reset(st);
+  return out;
+}
+
 void hashcache_close(HashCache *c)
 {
   if (!c)
@@ -341,9 +411,10 @@ bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32])
   return hit && !c->failed;
 }
 
-void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32])
+void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32],
+                     const uint8_t *leaves, size_t nleaves)
 {
-  if (!usable(c))
+  if (!usable(c) || !c->store)
     return;
   sqlite3_stmt *st = c->store;
   bind_key(c, st, k);
@@ -351,6 +422,10 @@ void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32])
   sqlite3_bind_int64(st, 6, k->mtime_ns);
   sqlite3_bind_int64(st, 7, k->ctime_ns);
   sqlite3_bind_blob(st, 8, cid, 32, SQLITE_STATIC);
+  if (leaves && nleaves > 0 && nleaves <= INT_MAX / 32)
+    sqlite3_bind_blob(st, 9, leaves, (int)(nleaves * 32), SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 9);
   run(c, st);
   if (!c->failed)
     mark_seen(c, k);

@@ -23,8 +23,8 @@
 
 #define HASHCACHE_FILE "hashcache.sqlite"
 /* PRAGMA user_version of the layout this code writes; any other is rebuilt.
- * 2: the share root joined the key. */
-#define HASHCACHE_SCHEMA 2
+ * 2: the share root joined the key. 3: chunk hashes (the tree) per file. */
+#define HASHCACHE_SCHEMA 3
 
 typedef struct HashCache HashCache;
 
@@ -43,6 +43,19 @@ typedef struct {
  * hashcache_close. */
 HashCache *hashcache_open(const char *state_dir);
 void hashcache_close(HashCache *c); /* NULL is a no-op */
+/* A read-only connection to state_dir/HASHCACHE_FILE, for serving trees
+ * on another thread than the scans' (WAL: it reads while a scan writes).
+ * It never creates, rebuilds or replaces anything: NULL when the database
+ * is missing or not of HASHCACHE_SCHEMA (yet). Only hashcache_tree and
+ * hashcache_close apply to it. */
+HashCache *hashcache_open_reader(const char *state_dir);
+/* The chunk hashes stored for exactly this version of the file under root
+ * (k as fstat says now: relpath, device, inode, size, mtime, ctime all as
+ * when it was hashed) with content id cid: g_free, *nleaves of 32 bytes
+ * each; NULL if there are none. Still only a claim: the caller checks that
+ * they rebuild cid. */
+uint8_t *hashcache_tree(HashCache *c, const char *root, const HashCacheKey *k,
+                        const uint8_t cid[32], size_t *nleaves);
 /* The database's path (owned by c). */
 const char *hashcache_path(const HashCache *c);
 
@@ -56,8 +69,10 @@ void hashcache_begin(HashCache *c, const char *root);
  * ctime all match a row, and marks the row as seen by this scan. */
 bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32]);
 /* Records (or confirms: an unchanged row is not rewritten) a file's content
- * id and marks it as seen by this scan. */
-void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32]);
+ * id and its nleaves chunk hashes (content_hasher_leaves; NULL keeps those
+ * stored before for the same id) and marks it as seen by this scan. */
+void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32],
+                     const uint8_t *leaves, size_t nleaves);
 /* Marks a file as seen by this scan without looking it up: for a caller
  * that knows the row is there (it stored or found it in an earlier scan of
  * this same database). */

@@ -819,6 +819,7 @@ static int run_daemon(int argc, char **argv)
     lf.download_dir = abs;
   }
   lf.server = server_new(lf.shares);
+  server_use_tree_cache(lf.server, state_dir);
   lf.peers = peers_new(lf.ctx, &lf.id, &peers_cb, &lf);
   if (ice_local)
     peers_set_local_addrs(lf.peers, (char **)ice_local);

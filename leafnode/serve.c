@@ -8,6 +8,11 @@
 #include <unistd.h>
 
 #include "content.h"
+#include "hashcache.h"
+
+/* A tree cache that could not be opened (none yet, another version) is
+ * tried again after this long. */
+#define TREE_CACHE_RETRY_US (5 * G_USEC_PER_SEC)
 
 typedef struct {
   uint8_t cid[32];
@@ -19,8 +24,12 @@ typedef struct {
 struct Server {
   ShareSet *shares;
   GHashTable *trees; /* cid (in Tree) -> Tree*; a few KiB per file asked for */
+  char *state_dir;   /* of the hash cache the trees come from; NULL: none */
+  HashCache *tree_cache;
+  gint64 tree_cache_retry; /* monotonic us before which not to reopen it */
   uint64_t bytes_sent;
   uint64_t chunks_sent;
+  uint64_t trees_hashed;
 };
 
 static guint cid_hash(gconstpointer k)
@@ -55,7 +64,22 @@ void server_free(Server *sv)
   if (!sv)
     return;
   g_hash_table_destroy(sv->trees);
+  hashcache_close(sv->tree_cache);
+  g_free(sv->state_dir);
   g_free(sv);
+}
+
+void server_use_tree_cache(Server *sv, const char *state_dir)
+{
+  g_clear_pointer(&sv->tree_cache, hashcache_close);
+  g_free(sv->state_dir);
+  sv->state_dir = g_strdup(state_dir);
+  sv->tree_cache_retry = 0;
+}
+
+uint64_t server_trees_hashed(const Server *sv)
+{
+  return sv->trees_hashed;
 }
 
 uint64_t server_bytes_sent(const Server *sv)
@@ -130,8 +154,43 @@ static gboolean read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
   return TRUE;
 }
 
-/* Hashes the file once per content id; a file edited since the scan no
- * longer matches and is not served. */
+/* The tree the scan stored for exactly this version of the file (fd, found
+ * under root/rel), if it rebuilds cid: no need to read the file again. */
+static gboolean tree_from_cache(Server *sv, Tree *t, int fd, const char *root, const char *rel)
+{
+  if (!sv->state_dir)
+    return FALSE;
+  gint64 now = g_get_monotonic_time();
+  if (!sv->tree_cache && now >= sv->tree_cache_retry) {
+    sv->tree_cache = hashcache_open_reader(sv->state_dir);
+    sv->tree_cache_retry = now + TREE_CACHE_RETRY_US;
+  }
+  struct stat st;
+  if (!sv->tree_cache || fstat(fd, &st) != 0)
+    return FALSE;
+  HashCacheKey k = {.relpath = rel,
+                    .dev = (uint64_t)st.st_dev,
+                    .ino = (uint64_t)st.st_ino,
+                    .size = (uint64_t)st.st_size,
+                    .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+                    .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec};
+  size_t n = 0;
+  uint8_t *leaves = hashcache_tree(sv->tree_cache, root, &k, t->cid, &n);
+  uint8_t check[32];
+  if (leaves && n == t->n)
+    content_id_from_leaves((const uint8_t(*)[32])leaves, n, t->size, check);
+  if (!leaves || n != t->n || memcmp(check, t->cid, 32) != 0) {
+    g_free(leaves);
+    return FALSE;
+  }
+  t->leaves = (uint8_t(*)[32])leaves;
+  return TRUE;
+}
+
+/* The file's tree, once per content id: from the hash cache when it holds
+ * this very version of the file, else by hashing it (which blocks: a file
+ * not in the cache is one the scan did not trust, or there is no cache).
+ * A file edited since the scan no longer matches and is not served. */
 static Tree *tree_for(Server *sv, const uint8_t cid[32])
 {
   const char *root, *rel;
@@ -143,13 +202,22 @@ static Tree *tree_for(Server *sv, const uint8_t cid[32])
   if (t)
     g_hash_table_remove(sv->trees, cid);
   int fd = open_shared(sv, cid, &size);
-  if (fd < 0)
+  if (fd < 0 || !shareset_find(sv->shares, cid, &root, &rel, &size)) {
+    if (fd >= 0)
+      close(fd);
     return NULL;
+  }
   uint64_t n = size == 0 ? 1 : (size + CONTENT_CHUNK_SIZE - 1) / CONTENT_CHUNK_SIZE;
   t = g_new0(Tree, 1);
   memcpy(t->cid, cid, 32);
   t->size = size;
   t->n = (uint32_t)n;
+  if (tree_from_cache(sv, t, fd, root, rel)) {
+    close(fd);
+    g_hash_table_insert(sv->trees, t->cid, t);
+    return t;
+  }
+  sv->trees_hashed++;
   t->leaves = g_malloc0_n(t->n, 32);
   uint8_t *buf = g_malloc(CONTENT_CHUNK_SIZE);
   gboolean ok = TRUE;

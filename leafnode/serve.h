@@ -23,6 +23,14 @@ typedef gboolean (*ServeSendFn)(const uint8_t *msg, size_t len, void *ud);
 /* shares is borrowed and must outlive the server. */
 Server *server_new(ShareSet *shares);
 void server_free(Server *sv); /* NULL is a no-op */
+/* Trees (chunk hashes) come from the scans' hash cache in state_dir
+ * (hashcache_open_reader) when it holds the very version of the file being
+ * asked for: the first request for a large file then reads a few KiB
+ * instead of hashing the whole file on the main loop. Without it, or for a
+ * file not in it, the file is hashed once per content id. */
+void server_use_tree_cache(Server *sv, const char *state_dir);
+/* Trees made by hashing the file rather than taken from the cache. */
+uint64_t server_trees_hashed(const Server *sv);
 /* Answers a decoded GET_TREE or GET_CHUNK; other types are ignored. */
 void server_handle(Server *sv, const WireMsg *req, ServeSendFn send, void *ud);
 uint64_t server_bytes_sent(const Server *sv);

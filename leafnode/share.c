@@ -234,7 +234,7 @@ static void add_file(Walk *w, const char *rel, const char *full, const GStatBuf 
   Cached *old = g_hash_table_lookup(s->cache, rel);
   if (old && cached_matches(old, &k)) {
     if (s->sync_cache)
-      hashcache_store(s->hashcache, &k, old->cid);
+      hashcache_store(s->hashcache, &k, old->cid, NULL, 0);
     else
       hashcache_keep(s->hashcache, &k);
     publish(w, rel, g_memdup2(old, sizeof *old));
@@ -298,10 +298,13 @@ static void report(Walk *w, const char *rel)
 }
 
 /* Hashes one queued file into c, keyed by what fstat said before reading
- * (the walk's lstat may be stale by now). FALSE with a reason in err. */
-static gboolean hash_file(Walk *w, const Pending *p, Cached *c, uint8_t *buf, char *err,
-                          size_t errlen)
+ * (the walk's lstat may be stale by now), and its chunk hashes into
+ * *leaves (g_free; NULL if memory ran out). FALSE with a reason in err. */
+static gboolean hash_file(Walk *w, const Pending *p, Cached *c, uint8_t **leaves, size_t *nleaves,
+                          uint8_t *buf, char *err, size_t errlen)
 {
+  *leaves = NULL;
+  *nleaves = 0;
   gboolean ok = FALSE;
   ContentHasher *h = NULL;
   /* O_NONBLOCK: if a FIFO replaced the file since the walk, do not hang. */
@@ -321,6 +324,7 @@ static gboolean hash_file(Walk *w, const Pending *p, Cached *c, uint8_t *buf, ch
     snprintf(err, errlen, "cannot hash: out of memory");
     goto out;
   }
+  content_hasher_keep_leaves(h);
   uint64_t planned = (uint64_t)p->st.st_size, base = w->progress.bytes_done, got = 0;
   for (;;) {
     if (cancelled(w->s)) {
@@ -344,6 +348,8 @@ static gboolean hash_file(Walk *w, const Pending *p, Cached *c, uint8_t *buf, ch
     }
   }
   content_hasher_final(h, c->cid);
+  const uint8_t *kept = content_hasher_leaves(h, nleaves);
+  *leaves = kept ? g_memdup2(kept, *nleaves * 32) : NULL;
   HashCacheKey k = key_of_stat(p->rel, &before);
   c->dev = k.dev;
   c->ino = k.ino;
@@ -375,13 +381,16 @@ static void hash_pending(Walk *w)
     const Pending *p = &g_array_index(w->pending, Pending, i);
     Cached *c = g_new0(Cached, 1);
     char err[256];
-    if (hash_file(w, p, c, buf, err, sizeof err)) {
+    uint8_t *leaves;
+    size_t nleaves;
+    if (hash_file(w, p, c, &leaves, &nleaves, buf, err, sizeof err)) {
       s->stats.hashed++;
       s->stats.bytes_hashed += c->size;
       if (!c->racy) {
         HashCacheKey k = key_of_cached(p->rel, c);
-        hashcache_store(s->hashcache, &k, c->cid);
+        hashcache_store(s->hashcache, &k, c->cid, leaves, nleaves);
       }
+      g_free(leaves);
       publish(w, p->rel, c);
     } else {
       if (!cancelled(s))
@@ -416,7 +425,7 @@ static void resync_cache(Share *s, GHashTable *files)
     if (c->racy)
       continue;
     HashCacheKey k = key_of_cached(rel, c);
-    hashcache_store(s->hashcache, &k, c->cid);
+    hashcache_store(s->hashcache, &k, c->cid, NULL, 0);
   }
   s->sync_cache = !hashcache_end(s->hashcache, TRUE);
 }
@@ -581,7 +590,9 @@ struct ShareSet {
   GHashTable *by_cid;  /* cid (in entries) -> index + 1 */
   GQueue queue;        /* Job* waiting */
   Job *running;
-  GSource *tick; /* progress of the running job */
+  GSource *tick;      /* progress of the running job */
+  ShareWallClock now; /* for the folders' scans; NULL: the real clock */
+  void *now_ud;
 };
 
 typedef struct {
@@ -611,6 +622,7 @@ static Folder *folder_new(ShareSet *set, const char *name, const char *root, gbo
   f->fixed = fixed;
   f->share = share_new(root);
   share_use_cache(f->share, set->cache);
+  share_set_clock(f->share, set->now, set->now_ud);
   for (guint i = 0; i < set->excluded->len; i++)
     share_exclude(f->share, g_ptr_array_index(set->excluded, i));
   f->published = g_array_new(FALSE, TRUE, sizeof(LeafEntry));
@@ -648,6 +660,14 @@ static guint cid_hash(gconstpointer k)
 static gboolean cid_equal(gconstpointer a, gconstpointer b)
 {
   return memcmp(a, b, 32) == 0;
+}
+
+void shareset_set_clock(ShareSet *set, ShareWallClock now, void *ud)
+{
+  set->now = now;
+  set->now_ud = ud;
+  for (guint i = 0; i < set->folders->len; i++)
+    share_set_clock(((Folder *)g_ptr_array_index(set->folders, i))->share, now, ud);
 }
 
 ShareSet *shareset_new(const char *state_dir, GMainContext *ctx, ShareSetChangedFn changed,

@@ -150,6 +150,8 @@ ShareSet *shareset_new(const char *state_dir, GMainContext *ctx, ShareSetChanged
 /* Cancels and waits for a running scan; callers of pending ones get their
  * done callback with an error. NULL is a no-op. */
 void shareset_free(ShareSet *set);
+/* The wall clock of every folder's scans (share_set_clock; for tests). */
+void shareset_set_clock(ShareSet *set, ShareWallClock now, void *ud);
 
 /* Never publish anything under dir (see share_exclude); applies to the
  * folders added after the call. */

@@ -40,6 +40,9 @@ struct ContentHasher {
   uint64_t size;    /* bytes fed so far */
   size_t fill;      /* bytes of the current chunk fed into leaf */
   uint64_t nleaves; /* complete leaves pushed */
+  bool keep;        /* content_hasher_keep_leaves */
+  uint8_t *kept;    /* nleaves x 32 bytes while keep, NULL once out of memory */
+  size_t kept_cap;  /* leaves room in kept */
 };
 
 static void node_hash(const uint8_t left[32], const uint8_t right[32], uint8_t out[32])
@@ -138,6 +141,7 @@ void content_hasher_free(ContentHasher *h)
 {
   if (!h)
     return;
+  free(h->kept);
   sodium_memzero(h, sizeof *h); /* file contents may be private */
   free(h);
 }
@@ -148,6 +152,21 @@ static void hasher_end_leaf(ContentHasher *h)
   uint8_t leaf[32];
   crypto_generichash_final(&h->leaf, leaf, 32);
   stack_push_leaf(&h->stack, leaf);
+  if (h->keep && h->kept) {
+    if (h->nleaves == h->kept_cap) {
+      size_t cap = h->kept_cap ? h->kept_cap * 2 : 64;
+      uint8_t *grown = cap <= SIZE_MAX / 32 ? realloc(h->kept, cap * 32) : NULL;
+      if (!grown) { /* the id still comes out; only the copy is given up */
+        free(h->kept);
+        h->kept = NULL;
+      } else {
+        h->kept = grown;
+        h->kept_cap = cap;
+      }
+    }
+    if (h->kept)
+      memcpy(h->kept + h->nleaves * 32, leaf, 32);
+  }
   h->nleaves++;
   h->fill = 0;
   leaf_begin(&h->leaf);
@@ -169,6 +188,21 @@ void content_hasher_update(ContentHasher *h, const uint8_t *p, size_t len)
     if (h->fill == CONTENT_CHUNK_SIZE)
       hasher_end_leaf(h);
   }
+}
+
+void content_hasher_keep_leaves(ContentHasher *h)
+{
+  if (h->nleaves > 0 || h->keep)
+    return; /* too late: the first leaves are gone */
+  h->keep = true;
+  h->kept = malloc(64 * 32);
+  h->kept_cap = h->kept ? 64 : 0;
+}
+
+const uint8_t *content_hasher_leaves(const ContentHasher *h, size_t *n)
+{
+  *n = h->kept ? (size_t)h->nleaves : 0;
+  return h->kept;
 }
 
 void content_hasher_final(ContentHasher *h, uint8_t cid[CONTENT_ID_LEN])

@@ -25,7 +25,9 @@
 
 #include "content.h"
 #include "hashcache.h"
+#include "serve.h"
 #include "share.h"
+#include "wire.h"
 
 #define NFILES 5
 #define FAR_FUTURE_NS (G_GINT64_CONSTANT(4000000000) * 1000000000) /* year 2096 */
@@ -484,9 +486,9 @@ static void test_commit_survives_stop(void **state)
   HashCache *c = hashcache_open(fx->state);
   assert_non_null(c);
   hashcache_begin(c, "/r");
-  hashcache_store(c, &a, cid);
+  hashcache_store(c, &a, cid, NULL, 0);
   hashcache_commit(c);
-  hashcache_store(c, &b, cid);
+  hashcache_store(c, &b, cid, NULL, 0);
   hashcache_close(c); /* no hashcache_end: the open transaction is lost */
   c = hashcache_open(fx->state);
   hashcache_begin(c, "/elsewhere"); /* another root: the rows are not its own */
@@ -567,6 +569,181 @@ static void test_two_roots_do_not_collide(void **state)
   assert_int_equal(scan_with(fx->root, c).from_cache, NFILES);
   hashcache_close(c);
   g_free(other);
+}
+
+/* --- trees: chunk hashes kept for serving ------------------------------------------ */
+
+/* A store with leaves keeps them for exactly that version of the file; a
+ * store without (from memory) keeps them while the id is the same; a new id
+ * drops them. The reader sees commits while the writer is open. */
+static void test_tree_rows(void **state)
+{
+  Fixture *fx = *state;
+  HashCacheKey a = {
+      .relpath = "a", .dev = 1, .ino = 2, .size = 600000, .mtime_ns = 4, .ctime_ns = 5};
+  uint8_t cid[32], cid2[32], leaves[3 * 32];
+  memset(cid, 0x5a, sizeof cid);
+  memset(cid2, 0xa5, sizeof cid2);
+  for (size_t i = 0; i < sizeof leaves; i++)
+    leaves[i] = (uint8_t)i;
+  assert_null(hashcache_open_reader(fx->state)); /* no database yet */
+  HashCache *c = hashcache_open(fx->state);
+  assert_non_null(c);
+  HashCache *r = hashcache_open_reader(fx->state);
+  assert_non_null(r);
+  size_t n = 99;
+  assert_null(hashcache_tree(r, "/r", &a, cid, &n));
+  assert_int_equal(n, 0);
+
+  hashcache_begin(c, "/r");
+  hashcache_store(c, &a, cid, leaves, 3);
+  assert_true(hashcache_end(c, false));
+  uint8_t *got = hashcache_tree(r, "/r", &a, cid, &n);
+  assert_non_null(got);
+  assert_int_equal(n, 3);
+  assert_memory_equal(got, leaves, sizeof leaves);
+  g_free(got);
+  HashCacheKey touched = a;
+  touched.mtime_ns++;
+  assert_null(hashcache_tree(r, "/r", &touched, cid, &n)); /* another version */
+  assert_null(hashcache_tree(r, "/elsewhere", &a, cid, &n));
+  assert_null(hashcache_tree(r, "/r", &a, cid2, &n));
+
+  hashcache_begin(c, "/r");
+  hashcache_store(c, &a, cid, NULL, 0); /* from memory: same id, leaves stay */
+  assert_true(hashcache_end(c, false));
+  got = hashcache_tree(r, "/r", &a, cid, &n);
+  assert_non_null(got);
+  g_free(got);
+  hashcache_begin(c, "/r");
+  hashcache_store(c, &a, cid2, NULL, 0); /* another id: the old leaves go */
+  assert_true(hashcache_end(c, false));
+  assert_null(hashcache_tree(r, "/r", &a, cid2, &n));
+  assert_null(hashcache_tree(r, "/r", &a, cid, &n));
+  hashcache_close(r);
+  hashcache_close(c);
+}
+
+typedef struct {
+  WireMsg m;
+  uint8_t *raw;
+  size_t len;
+} Reply;
+
+static gboolean catch_reply(const uint8_t *msg, size_t len, void *ud)
+{
+  Reply *r = ud;
+  g_free(r->raw);
+  r->raw = g_memdup2(msg, len);
+  r->len = len;
+  return TRUE;
+}
+
+/* Asks sv for the whole tree of cid: the hashes (g_free), or NULL when it
+ * answered otherwise. */
+static uint8_t *ask_tree(Server *sv, const uint8_t cid[32], uint32_t *count)
+{
+  WireMsg req = {.type = MSG_GET_TREE};
+  memcpy(req.u.get_tree.cid, cid, 32);
+  req.u.get_tree.first = 0;
+  req.u.get_tree.count = 100;
+  Reply r = {0};
+  server_handle(sv, &req, catch_reply, &r);
+  assert_non_null(r.raw);
+  WireMsg m;
+  assert_int_equal(wire_decode(r.raw, r.len, &m), WIRE_OK);
+  uint8_t *out = NULL;
+  if (m.type == MSG_TREE) {
+    *count = m.u.tree.count;
+    out = g_memdup2(m.u.tree.hashes, (gsize)m.u.tree.count * 32);
+  }
+  wire_msg_clear(&m);
+  g_free(r.raw);
+  return out;
+}
+
+/* The leaf hashes of a file, read and hashed here. */
+static uint8_t *leaves_of(const Fixture *fx, const char *rel, uint32_t *count)
+{
+  gchar *path = in_root(fx, rel), *data;
+  gsize len;
+  assert_true(g_file_get_contents(path, &data, &len, NULL));
+  uint32_t n = len == 0 ? 1 : (uint32_t)((len + CONTENT_CHUNK_SIZE - 1) / CONTENT_CHUNK_SIZE);
+  uint8_t *out = g_malloc((gsize)n * 32);
+  for (uint32_t i = 0; i < n; i++) {
+    size_t off = (size_t)i * CONTENT_CHUNK_SIZE;
+    content_leaf_hash((const uint8_t *)data + off, MIN((size_t)CONTENT_CHUNK_SIZE, len - off),
+                      out + (size_t)i * 32);
+  }
+  *count = n;
+  g_free(data);
+  g_free(path);
+  return out;
+}
+
+static const LeafEntry *entry_named(ShareSet *set, const char *name)
+{
+  size_t n;
+  const LeafEntry *e = shareset_entries(set, &n);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(e[i].name, name) == 0)
+      return &e[i];
+  fail_msg("%s is not shared", name);
+  return NULL;
+}
+
+/* A source serves a file's tree from what the scan stored, without reading
+ * the file again; a tree the cache cannot vouch for (the file touched since,
+ * the stored hashes wrong) is hashed from the file as before, and a file
+ * whose bytes changed since the scan is not described at all. */
+static void test_serve_trees_from_cache(void **state)
+{
+  Fixture *fx = *state;
+  write_file(fx, "big.bin", 3 * CONTENT_CHUNK_SIZE + 1000, 42); /* 4 chunks */
+  ShareSet *set = shareset_new(fx->state, g_main_context_default(), NULL, NULL);
+  shareset_set_clock(set, far_future, NULL); /* the files are old enough to trust */
+  assert_true(shareset_add_fixed(set, fx->root, NULL));
+  assert_true(shareset_scan_now(set, NULL));
+  Server *sv = server_new(set);
+  server_use_tree_cache(sv, fx->state);
+
+  const char *names[] = {"big.bin", "top/file0.bin", "sub/file1.bin"};
+  for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+    uint32_t want_n, got_n;
+    uint8_t *want = leaves_of(fx, names[i], &want_n);
+    uint8_t *got = ask_tree(sv, entry_named(set, names[i])->cid, &got_n);
+    assert_non_null(got);
+    assert_int_equal(got_n, want_n);
+    assert_memory_equal(got, want, (size_t)want_n * 32);
+    g_free(want);
+    g_free(got);
+  }
+  assert_int_equal(server_trees_hashed(sv), 0);
+
+  /* Stored hashes that do not rebuild the id are not believed. */
+  server_free(sv);
+  db_exec(fx, "UPDATE files SET leaves = zeroblob(4 * 32) WHERE path = 'big.bin'");
+  sv = server_new(set);
+  server_use_tree_cache(sv, fx->state);
+  uint32_t want_n, got_n;
+  uint8_t *want = leaves_of(fx, "big.bin", &want_n);
+  uint8_t *got = ask_tree(sv, entry_named(set, "big.bin")->cid, &got_n);
+  assert_non_null(got);
+  assert_memory_equal(got, want, (size_t)want_n * 32);
+  assert_int_equal(server_trees_hashed(sv), 1);
+  g_free(want);
+  g_free(got);
+
+  /* Rewritten in place (same size) since the scan: not this version, so
+   * hashed; and as the bytes no longer make the id, not served. */
+  uint8_t cid[32];
+  memcpy(cid, entry_named(set, "top/file0.bin")->cid, 32);
+  write_file(fx, "top/file0.bin", 1000, 77);
+  assert_null(ask_tree(sv, cid, &got_n));
+  assert_int_equal(server_trees_hashed(sv), 2);
+
+  server_free(sv);
+  shareset_free(set);
 }
 
 /* --- the set of shared folders ---------------------------------------------------- */
@@ -762,6 +939,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_cache_attached_later, setup, teardown),
       cmocka_unit_test_setup_teardown(test_commit_survives_stop, setup, teardown),
       cmocka_unit_test_setup_teardown(test_two_roots_do_not_collide, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tree_rows, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_serve_trees_from_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shareset_names_and_persistence, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shareset_folder_comes_and_goes, setup, teardown),
   };
