@@ -33,6 +33,14 @@
 #define ICE_PWD_MIN 22
 #define ICE_PWD_MAX 256
 #define ICE_FOUNDATION_MAX 32
+/* Ta, the pacing of libnice's gathering and connectivity checks (one STUN
+ * transaction per tick; libnice's default 20 ms). Gathering here is a STUN
+ * then a TURN exchange, and the working pair is often a few checks down
+ * the list, so each side spent ~60 ms in gathering ticks and the checks as
+ * much again at 0 ms RTT. 5 ms is RFC 8445's floor (section 14.2): a few
+ * hundred ~100-byte packets a second during set-up. */
+#define ICE_TA_MS 5u
+
 /* Datagram size, tag included, that Bulk assumes every path carries. */
 #define ICE_DATAGRAM 1350
 /* What it probes for on a direct pair: a 1500-byte IP packet, the
@@ -675,7 +683,7 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
   /* UPnP is on by default and would ask the LAN's router for mappings;
    * Bulk wants datagrams, so no ICE-TCP candidates. */
   g_object_set(p->agent, "controlling-mode", controlling, "upnp", FALSE, "ice-tcp", FALSE,
-               "ice-udp", TRUE, NULL);
+               "ice-udp", TRUE, "stun-pacing-timer", ICE_TA_MS, NULL);
   if (cfg->stun_host)
     g_object_set(p->agent, "stun-server", cfg->stun_host, "stun-server-port",
                  (guint)(cfg->stun_port ? cfg->stun_port : ICE_DEFAULT_STUN_PORT), NULL);
