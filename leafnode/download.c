@@ -40,7 +40,11 @@
 #define DL_MAX_SOURCES 4
 /* Chunks asked of one source at once: 8 MiB, the receive window of an ICE
  * path's stream (nat/ice.c). With 8 (2 MiB) a 50 ms path carried 23 MB/s
- * where the stream itself does 70 (tests/bench/nat_throughput.sh). */
+ * where the stream itself does 70 (tests/bench/nat_throughput.sh). The
+ * source answers over that stream only (peers.c), whose 8 MiB send ring
+ * takes the answers before its session's output queue grows toward
+ * SESSION_MAX_OUTPUT (8 MiB, past which it would cut us off as not
+ * reading): a transport with a small send buffer would need fewer. */
 #define DL_PIPELINE 32
 #define DL_PROGRESS_MS 500
 #define DL_HISTORY 32 /* ended downloads kept for the list */

@@ -16,6 +16,7 @@ typedef struct {
   uint64_t id;
   bool alive;
   unsigned inflight;
+  unsigned dups;  /* of inflight, second copies (FETCH_MAX_DUPS) */
   uint64_t bytes; /* verified bytes it sent */
 } Source;
 
@@ -25,6 +26,7 @@ typedef struct {
   uint64_t deadline;
   uint8_t *buf;
   size_t got;
+  bool dup; /* asked while another source had it in flight */
 } Inflight;
 
 struct Fetch {
@@ -41,7 +43,8 @@ struct Fetch {
   uint64_t tree_deadline;
   bool started;
   bool done;
-  uint8_t *state; /* ChunkState per chunk */
+  uint8_t *state;        /* ChunkState per chunk */
+  uint32_t missing_from; /* no chunk below this one is CH_MISSING */
   uint32_t have;
   uint64_t bytes_done;
   GHashTable *sources; /* id -> Source* (kept after loss, for the summary) */
@@ -276,9 +279,11 @@ static void request(Fetch *f, Source *s, uint32_t index, uint64_t now)
   in->index = index;
   in->src = s->id;
   in->deadline = now + CHUNK_TIMEOUT_MS;
+  in->dup = f->state[index] == CH_INFLIGHT;
   g_ptr_array_add(f->inflight, in);
   f->state[index] = CH_INFLIGHT;
   s->inflight++;
+  s->dups += in->dup;
   WireMsg m = {.type = MSG_GET_CHUNK};
   memcpy(m.u.get_chunk.cid, f->cid, 32);
   m.u.get_chunk.index = index;
@@ -290,11 +295,15 @@ static void request(Fetch *f, Source *s, uint32_t index, uint64_t now)
  * one slow source cannot hold up the last percent. */
 static bool next_chunk(Fetch *f, Source *s, uint32_t *out)
 {
-  for (uint32_t i = 0; i < f->n; i++)
-    if (f->state[i] == CH_MISSING) {
-      *out = i;
-      return true;
-    }
+  /* From a cursor, not from 0: a download of n chunks makes n requests. */
+  while (f->missing_from < f->n && f->state[f->missing_from] != CH_MISSING)
+    f->missing_from++;
+  if (f->missing_from < f->n) {
+    *out = f->missing_from;
+    return true;
+  }
+  if (s->dups >= FETCH_MAX_DUPS)
+    return false;
   for (uint32_t i = 0; i < f->n; i++)
     if (f->state[i] == CH_INFLIGHT && !find_inflight(f, s->id, i, NULL) &&
         copies_in_flight(f, i) < 2) {
@@ -343,6 +352,8 @@ static void finish_inflight(Fetch *f, guint pos)
   Source *s = g_hash_table_lookup(f->sources, &in->src);
   if (s && s->inflight)
     s->inflight--;
+  if (s && in->dup && s->dups)
+    s->dups--;
   g_ptr_array_remove_index_fast(f->inflight, pos);
 }
 
@@ -459,8 +470,10 @@ void fetch_source_lost(Fetch *f, uint64_t src, uint64_t now)
       continue;
     uint32_t index = in->index;
     finish_inflight(f, i);
-    if (f->state[index] == CH_INFLIGHT && copies_in_flight(f, index) == 0)
+    if (f->state[index] == CH_INFLIGHT && copies_in_flight(f, index) == 0) {
       f->state[index] = CH_MISSING;
+      f->missing_from = MIN(f->missing_from, index);
+    }
   }
   if (f->tree_pending && f->tree_src == src) {
     f->tree_pending = false;

@@ -19,6 +19,12 @@
 
 typedef struct Fetch Fetch;
 
+/* Near the end, second copies of chunks another source still owes that one
+ * source may have in flight: enough that a slow source cannot hold up the
+ * last percent, few enough that the losing copies (never cancelled) waste
+ * at most 1 MiB per source. */
+#define FETCH_MAX_DUPS 4
+
 typedef enum {
   FETCH_ACT_SEND,        /* data/len: a message for source src */
   FETCH_ACT_DROP_SOURCE, /* stop using src (reason) */

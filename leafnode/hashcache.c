@@ -60,8 +60,12 @@ static const char schema_sql[] = "CREATE TABLE files ("
                                  ") WITHOUT ROWID;"
                                  "PRAGMA user_version = 3;";
 
+/* A row without leaves is a miss: the scan hashes the file again, in its
+ * thread, instead of the first peer asking for the tree making the server
+ * do it on the main loop. */
 static const char lookup_sql[] = "SELECT cid FROM files WHERE root = ?1 AND path = ?2 AND dev = ?3"
-                                 " AND ino = ?4 AND size = ?5 AND mtime_ns = ?6 AND ctime_ns = ?7";
+                                 " AND ino = ?4 AND size = ?5 AND mtime_ns = ?6 AND ctime_ns = ?7"
+                                 " AND leaves IS NOT NULL";
 
 /* Leaves given replace the row's; none given keep them while the id stays
  * the same (a store from memory, hashcache_store's NULL). */
@@ -411,24 +415,32 @@ bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32])
   return hit && !c->failed;
 }
 
-void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32],
+bool hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32],
                      const uint8_t *leaves, size_t nleaves)
 {
   if (!usable(c) || !c->store)
-    return;
+    return false;
   sqlite3_stmt *st = c->store;
   bind_key(c, st, k);
   sqlite3_bind_int64(st, 5, (sqlite3_int64)k->size);
   sqlite3_bind_int64(st, 6, k->mtime_ns);
   sqlite3_bind_int64(st, 7, k->ctime_ns);
   sqlite3_bind_blob(st, 8, cid, 32, SQLITE_STATIC);
-  if (leaves && nleaves > 0 && nleaves <= INT_MAX / 32)
-    sqlite3_bind_blob(st, 9, leaves, (int)(nleaves * 32), SQLITE_STATIC);
-  else
+  /* Too large a blob (SQLITE_TOOBIG, past ~30 million chunks) is stored
+   * without: the file is served by hashing it. */
+  bool tree = leaves && nleaves > 0 && nleaves <= INT_MAX / 32 &&
+              sqlite3_bind_blob(st, 9, leaves, (int)(nleaves * 32), SQLITE_STATIC) == SQLITE_OK;
+  if (!tree)
     sqlite3_bind_null(st, 9);
   run(c, st);
   if (!c->failed)
     mark_seen(c, k);
+  return tree && !c->failed;
+}
+
+bool hashcache_ok(const HashCache *c)
+{
+  return usable(c);
 }
 
 void hashcache_commit(HashCache *c)

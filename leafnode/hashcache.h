@@ -66,17 +66,22 @@ const char *hashcache_path(const HashCache *c);
  * miss). */
 void hashcache_begin(HashCache *c, const char *root);
 /* Writes the cached content id when relpath, device, inode, size, mtime and
- * ctime all match a row, and marks the row as seen by this scan. */
+ * ctime all match a row that has its chunk hashes, and marks the row as
+ * seen by this scan. */
 bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32]);
 /* Records (or confirms: an unchanged row is not rewritten) a file's content
- * id and its nleaves chunk hashes (content_hasher_leaves; NULL keeps those
- * stored before for the same id) and marks it as seen by this scan. */
-void hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32],
+ * id and its nleaves chunk hashes (content_hasher_take_leaves; NULL keeps
+ * those stored before for the same id) and marks it as seen by this scan.
+ * True when the leaves given were stored with it. A row without leaves
+ * never hits in hashcache_lookup, so a later scan hashes the file again. */
+bool hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32],
                      const uint8_t *leaves, size_t nleaves);
 /* Marks a file as seen by this scan without looking it up: for a caller
  * that knows the row is there (it stored or found it in an earlier scan of
  * this same database). */
 void hashcache_keep(HashCache *c, const HashCacheKey *k);
+/* Whether the current scan can still store (an open, working database). */
+bool hashcache_ok(const HashCache *c);
 /* Commits what the scan stored so far and goes on in a new transaction, so
  * a leaf stopped during a long first scan keeps the hashes it finished. */
 void hashcache_commit(HashCache *c);

@@ -860,6 +860,10 @@ static int run_daemon(int argc, char **argv)
   g_main_loop_run(lf.loop);
   rc = 0;
 out:
+  /* The tree reader first: the scans' connection, closing last, then
+   * checkpoints the WAL away (it cannot while a reader holds it). */
+  if (lf.server)
+    server_use_tree_cache(lf.server, NULL);
   shareset_free(lf.shares); /* stops a scan in progress first */
   download_free_all(&lf);
   peers_free(lf.peers);

@@ -30,6 +30,7 @@ struct Server {
   uint64_t bytes_sent;
   uint64_t chunks_sent;
   uint64_t trees_hashed;
+  GHashTable *refused; /* cid -> HashCacheKey: a version that did not make its id */
 };
 
 static guint cid_hash(gconstpointer k)
@@ -56,6 +57,7 @@ Server *server_new(ShareSet *shares)
   Server *sv = g_new0(Server, 1);
   sv->shares = shares;
   sv->trees = g_hash_table_new_full(cid_hash, cid_equal, NULL, tree_free);
+  sv->refused = g_hash_table_new_full(cid_hash, cid_equal, g_free, g_free);
   return sv;
 }
 
@@ -64,6 +66,7 @@ void server_free(Server *sv)
   if (!sv)
     return;
   g_hash_table_destroy(sv->trees);
+  g_hash_table_destroy(sv->refused);
   hashcache_close(sv->tree_cache);
   g_free(sv->state_dir);
   g_free(sv);
@@ -156,7 +159,28 @@ static gboolean read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
 
 /* The tree the scan stored for exactly this version of the file (fd, found
  * under root/rel), if it rebuilds cid: no need to read the file again. */
-static gboolean tree_from_cache(Server *sv, Tree *t, int fd, const char *root, const char *rel)
+/* A file version as fstat sees it (relpath borrowed). */
+static HashCacheKey key_of(int fd, const char *rel, gboolean *ok)
+{
+  struct stat st;
+  *ok = fstat(fd, &st) == 0;
+  return (HashCacheKey){.relpath = rel,
+                        .dev = (uint64_t)st.st_dev,
+                        .ino = (uint64_t)st.st_ino,
+                        .size = (uint64_t)st.st_size,
+                        .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+                        .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec};
+}
+
+static gboolean same_version(const HashCacheKey *a, const HashCacheKey *b)
+{
+  return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns &&
+         a->ctime_ns == b->ctime_ns;
+}
+
+/* The tree the scan stored for exactly this version k of the file under
+ * root, if it rebuilds t's id: no need to read the file again. */
+static gboolean tree_from_cache(Server *sv, Tree *t, const char *root, const HashCacheKey *k)
 {
   if (!sv->state_dir)
     return FALSE;
@@ -165,17 +189,10 @@ static gboolean tree_from_cache(Server *sv, Tree *t, int fd, const char *root, c
     sv->tree_cache = hashcache_open_reader(sv->state_dir);
     sv->tree_cache_retry = now + TREE_CACHE_RETRY_US;
   }
-  struct stat st;
-  if (!sv->tree_cache || fstat(fd, &st) != 0)
+  if (!sv->tree_cache)
     return FALSE;
-  HashCacheKey k = {.relpath = rel,
-                    .dev = (uint64_t)st.st_dev,
-                    .ino = (uint64_t)st.st_ino,
-                    .size = (uint64_t)st.st_size,
-                    .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
-                    .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec};
   size_t n = 0;
-  uint8_t *leaves = hashcache_tree(sv->tree_cache, root, &k, t->cid, &n);
+  uint8_t *leaves = hashcache_tree(sv->tree_cache, root, k, t->cid, &n);
   uint8_t check[32];
   if (leaves && n == t->n)
     content_id_from_leaves((const uint8_t(*)[32])leaves, n, t->size, check);
@@ -190,7 +207,8 @@ static gboolean tree_from_cache(Server *sv, Tree *t, int fd, const char *root, c
 /* The file's tree, once per content id: from the hash cache when it holds
  * this very version of the file, else by hashing it (which blocks: a file
  * not in the cache is one the scan did not trust, or there is no cache).
- * A file edited since the scan no longer matches and is not served. */
+ * A file edited since the scan no longer matches and is not served, and
+ * that version is remembered, so asking again costs no second read. */
 static Tree *tree_for(Server *sv, const uint8_t cid[32])
 {
   const char *root, *rel;
@@ -202,7 +220,12 @@ static Tree *tree_for(Server *sv, const uint8_t cid[32])
   if (t)
     g_hash_table_remove(sv->trees, cid);
   int fd = open_shared(sv, cid, &size);
-  if (fd < 0 || !shareset_find(sv->shares, cid, &root, &rel, &size)) {
+  gboolean stat_ok = FALSE;
+  HashCacheKey k = {0};
+  if (fd >= 0 && shareset_find(sv->shares, cid, &root, &rel, &size))
+    k = key_of(fd, rel, &stat_ok);
+  const HashCacheKey *bad = stat_ok ? g_hash_table_lookup(sv->refused, cid) : NULL;
+  if (!stat_ok || (bad && same_version(bad, &k))) {
     if (fd >= 0)
       close(fd);
     return NULL;
@@ -212,7 +235,7 @@ static Tree *tree_for(Server *sv, const uint8_t cid[32])
   memcpy(t->cid, cid, 32);
   t->size = size;
   t->n = (uint32_t)n;
-  if (tree_from_cache(sv, t, fd, root, rel)) {
+  if (tree_from_cache(sv, t, root, &k)) {
     close(fd);
     g_hash_table_insert(sv->trees, t->cid, t);
     return t;
@@ -236,6 +259,11 @@ static Tree *tree_for(Server *sv, const uint8_t cid[32])
   if (!ok || memcmp(check, cid, 32) != 0) {
     g_warning("not serving %02x%02x%02x%02x…: the file changed since it was scanned", cid[0],
               cid[1], cid[2], cid[3]);
+    if (ok) { /* until it changes again (a rescan publishes its new id) */
+      HashCacheKey *v = g_memdup2(&k, sizeof k);
+      v->relpath = NULL;
+      g_hash_table_insert(sv->refused, g_memdup2(cid, 32), v);
+    }
     tree_free(t);
     return NULL;
   }

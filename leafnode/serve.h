@@ -27,7 +27,8 @@ void server_free(Server *sv); /* NULL is a no-op */
  * (hashcache_open_reader) when it holds the very version of the file being
  * asked for: the first request for a large file then reads a few KiB
  * instead of hashing the whole file on the main loop. Without it, or for a
- * file not in it, the file is hashed once per content id. */
+ * file not in it, the file is hashed once per content id. NULL closes the
+ * cache and goes back to hashing. */
 void server_use_tree_cache(Server *sv, const char *state_dir);
 /* Trees made by hashing the file rather than taken from the cache. */
 uint64_t server_trees_hashed(const Server *sv);

@@ -26,7 +26,8 @@
 typedef struct {
   uint64_t dev, ino, size;
   int64_t mtime_ns, ctime_ns;
-  gboolean racy; /* hashed too close to a write: the next scan hashes it again */
+  gboolean racy;    /* hashed too close to a write: the next scan hashes it again */
+  gboolean no_tree; /* its chunk hashes are not in the hash cache: hash it again */
   uint8_t cid[32];
 } Cached;
 
@@ -232,12 +233,17 @@ static void add_file(Walk *w, const char *rel, const char *full, const GStatBuf 
   }
   HashCacheKey k = key_of_stat(rel, st);
   Cached *old = g_hash_table_lookup(s->cache, rel);
-  if (old && cached_matches(old, &k)) {
-    if (s->sync_cache)
+  /* A file whose tree did not reach the cache is hashed again (off the
+   * main loop) rather than by the first peer that asks for its tree. */
+  if (old && cached_matches(old, &k) && !(old->no_tree && hashcache_ok(s->hashcache))) {
+    Cached *c = g_memdup2(old, sizeof *old);
+    if (s->sync_cache) {
       hashcache_store(s->hashcache, &k, old->cid, NULL, 0);
-    else
+      c->no_tree = TRUE; /* the row may have lost its leaves with that scan */
+    } else {
       hashcache_keep(s->hashcache, &k);
-    publish(w, rel, g_memdup2(old, sizeof *old));
+    }
+    publish(w, rel, c);
     s->stats.from_memory++;
     return;
   }
@@ -348,8 +354,7 @@ static gboolean hash_file(Walk *w, const Pending *p, Cached *c, uint8_t **leaves
     }
   }
   content_hasher_final(h, c->cid);
-  const uint8_t *kept = content_hasher_leaves(h, nleaves);
-  *leaves = kept ? g_memdup2(kept, *nleaves * 32) : NULL;
+  *leaves = content_hasher_take_leaves(h, nleaves);
   HashCacheKey k = key_of_stat(p->rel, &before);
   c->dev = k.dev;
   c->ino = k.ino;
@@ -388,9 +393,9 @@ static void hash_pending(Walk *w)
       s->stats.bytes_hashed += c->size;
       if (!c->racy) {
         HashCacheKey k = key_of_cached(p->rel, c);
-        hashcache_store(s->hashcache, &k, c->cid, leaves, nleaves);
+        c->no_tree = !hashcache_store(s->hashcache, &k, c->cid, leaves, nleaves);
       }
-      g_free(leaves);
+      free(leaves);
       publish(w, p->rel, c);
     } else {
       if (!cancelled(s))

@@ -199,10 +199,13 @@ void content_hasher_keep_leaves(ContentHasher *h)
   h->kept_cap = h->kept ? 64 : 0;
 }
 
-const uint8_t *content_hasher_leaves(const ContentHasher *h, size_t *n)
+uint8_t *content_hasher_take_leaves(ContentHasher *h, size_t *n)
 {
-  *n = h->kept ? (size_t)h->nleaves : 0;
-  return h->kept;
+  uint8_t *kept = h->kept;
+  *n = kept ? (size_t)h->nleaves : 0;
+  h->kept = NULL;
+  h->kept_cap = 0;
+  return kept;
 }
 
 void content_hasher_final(ContentHasher *h, uint8_t cid[CONTENT_ID_LEN])

@@ -31,9 +31,10 @@ void content_hasher_final(ContentHasher *h, uint8_t cid[CONTENT_ID_LEN]);
 /* Before the first update: also keep every leaf hash, so a source can hand
  * out the tree later without reading the file again (32 bytes a chunk). */
 void content_hasher_keep_leaves(ContentHasher *h);
-/* After final: the kept leaf hashes, *n of them, n x 32 bytes owned by h;
- * NULL (and *n = 0) if they were not asked for or memory ran out. */
-const uint8_t *content_hasher_leaves(const ContentHasher *h, size_t *n);
+/* After final: the kept leaf hashes, *n of them (n x 32 bytes; the caller
+ * frees them with free()); NULL and *n = 0 if they were not asked for,
+ * memory ran out, or they were taken already. */
+uint8_t *content_hasher_take_leaves(ContentHasher *h, size_t *n);
 
 /* leaf(i) of one chunk's bytes */
 void content_leaf_hash(const uint8_t *chunk, size_t len, uint8_t out[32]);

@@ -41,6 +41,7 @@ typedef enum {
   CHUNK_CORRUPT,      /* the bad_nth chunk asked of it has a flipped byte */
   CHUNK_SILENT,       /* never answers a chunk request */
   CHUNK_HOLD,         /* answers nothing until the test releases it */
+  CHUNK_HOLD_AFTER,   /* answers its first bad_nth requests, then holds as CHUNK_HOLD */
   CHUNK_OUT_OF_ORDER, /* the bad_nth chunk's pieces come last first */
   CHUNK_DUP_PIECE,    /* the bad_nth chunk's first piece comes twice */
   CHUNK_TOO_LONG,     /* the bad_nth chunk's last piece runs past its end */
@@ -347,7 +348,7 @@ static void on_send(World *w, uint64_t id, const uint8_t *data, size_t len)
     w->requests[index]++;
     if (s->chunk == CHUNK_SILENT)
       break;
-    if (s->chunk == CHUNK_HOLD) {
+    if (s->chunk == CHUNK_HOLD || (s->chunk == CHUNK_HOLD_AFTER && nth >= s->bad_nth)) {
       g_array_append_val(s->held, index);
       break;
     }
@@ -1102,6 +1103,46 @@ static void test_endgame(void **state)
   world_free(w);
 }
 
+/* Endgame with a deep pipeline: a slow source sits on 16 chunks, a fast one
+ * delivers the other 16 and is then asked for second copies of the slow
+ * one's, but only FETCH_MAX_DUPS at a time, not a whole pipeline's worth
+ * (8 MiB at the daemon's 32): the fast one holding those, no more come. */
+static void test_endgame_second_copies_capped(void **state)
+{
+  (void)state;
+  World *w = world_new(32ull * CONTENT_CHUNK_SIZE, 51);
+  fetch_free(w->f);
+  w->f = fetch_new(w->cid, w->size, 16);
+  FakeSrc *a = src_new(w, 1, TREE_HONEST, CHUNK_HOLD);
+  FakeSrc *b = src_new(w, 2, TREE_HONEST, CHUNK_HOLD_AFTER);
+  b->bad_nth = 16;
+  add_source(w, a);
+  pump(w);
+  assert_int_equal(a->asked->len, 16);
+  add_source(w, b);
+  pump(w);
+  assert_int_equal(w->done, 0);
+  assert_int_equal(a->asked->len, 16);
+  assert_int_equal(b->asked->len, 16 + FETCH_MAX_DUPS);
+  for (uint32_t i = 0; i < w->n; i++)
+    assert_true(w->requests[i] <= 2);
+
+  /* Once they answer, everything completes. */
+  FakeSrc *both[] = {a, b};
+  for (unsigned round = 0; w->done == 0 && round < 100; round++) {
+    for (unsigned k = 0; k < 2; k++) {
+      FakeSrc *s = both[k];
+      for (guint i = 0; i < s->held->len; i++)
+        send_chunk(w, s, g_array_index(s->held, uint32_t, i), i + 1000);
+      g_array_set_size(s->held, 0);
+    }
+    pump(w);
+  }
+  assert_int_equal(w->done, 1);
+  assert_complete(w);
+  world_free(w);
+}
+
 /* A tree of more than one TREE page (2500 chunks: three pages). */
 static void test_tree_in_pages(void **state)
 {
@@ -1163,6 +1204,7 @@ int main(void)
       cmocka_unit_test(test_piece_too_long_last_chunk),
       cmocka_unit_test(test_tree_wrong_size_dropped),
       cmocka_unit_test(test_endgame),
+      cmocka_unit_test(test_endgame_second_copies_capped),
       cmocka_unit_test(test_tree_in_pages),
       cmocka_unit_test(test_free_null),
   };
