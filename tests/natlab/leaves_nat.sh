@@ -12,6 +12,9 @@
 #       download completes from the other
 #   (f) symmetric <-> symmetric under a super node with no TURN configured:
 #       fails, and says why
+#   (g) a source that serves corrupted chunks (its file went bad after it
+#       described it): detected and dropped; the file completes from the
+#       honest source, correct
 # Every case prints the selected pair. Exit 77 (skipped) when not root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -107,6 +110,42 @@ if wait "$getter" && cmp -s "$NL_T/a1-two" "$NL_T/d1-share/two-src.bin"; then
 else
   echo "  (e) FAILED: $(tail -n 3 "$NL_T/two.out")"; FAILED=1
 fi
+# (g) a source serving corrupted chunks. The bad leaf (on c2, no rescans)
+# first serves the file alone, so it holds the tree; then half its copy is
+# overwritten in place and d1 shares the good copy: a1's download gets bad
+# chunks from one source, drops it and completes from the other.
+mkdir -p "$NL_T/bad-share"
+head -c $((MB * 1000000)) /dev/urandom >"$NL_T/bad-share/corrupt.bin"
+start_in c2 leaf-bad "$LEAF" --supernode "$PUB_IP:7400" --share "$NL_T/bad-share" \
+  --state-dir "$NL_T/bad" --rescan-s 0 --keepalive-ms 2000 --log-level debug
+bad_pid=$NL_LAST_PID
+wait_for 10 sh -c "'$LEAF' status --state-dir '$NL_T/bad' --json 2>/dev/null | jq -e .connected >/dev/null" \
+  || nl_fail "the bad leaf did not connect"
+wait_for 15 sh -c "'$LEAF' search --state-dir '$NL_T/a1' --json --ttl 0 corrupt.bin | grep -q content_id" \
+  || nl_fail "corrupt.bin is not found"
+ccid=$(cid_of corrupt.bin)
+"$LEAF" get --state-dir "$NL_T/a2" -o "$NL_T/a2-corrupt" "$ccid" >/dev/null 2>&1 \
+  || nl_fail "priming download from the bad leaf failed"
+cp "$NL_T/bad-share/corrupt.bin" "$NL_T/d1-share/corrupt.bin"
+wait_for 15 sh -c "[ \$('$LEAF' search --state-dir '$NL_T/a1' --json --ttl 0 corrupt.bin | grep -c content_id) -eq 2 ]" \
+  || nl_fail "corrupt.bin not shared twice"
+dd if=/dev/urandom of="$NL_T/bad-share/corrupt.bin" bs=1M count=$(( (MB + 1) / 2 )) conv=notrunc status=none
+badid=$("$LEAF" status --state-dir "$NL_T/bad" --json | jq -r .id)
+if out=$("$LEAF" get --state-dir "$NL_T/a1" --json -o "$NL_T/a1-corrupt" "$ccid" 2>&1) &&
+   cmp -s "$NL_T/a1-corrupt" "$NL_T/d1-share/corrupt.bin"; then
+  bad_bytes=$(tail -n 1 <<<"$out" | jq --arg p "$badid" '[.sources[] | select(.peer == $p) | .bytes] | add // 0')
+  if ! grep -q "failed verification" "$NL_T/leaf-a1.log"; then
+    echo "  (g) FAILED: no chunk failed verification (did the bad source serve any?)"; FAILED=1
+  elif [ "$bad_bytes" -ge $((MB * 1000000)) ]; then
+    echo "  (g) FAILED: the bad source is credited with the whole file"; FAILED=1
+  else
+    echo "  (g) corrupt source dropped (\"$(grep -o 'it sent a chunk that failed verification' "$NL_T/leaf-a1.log" | head -1)\"); $bad_bytes verified bytes from it before that, the file correct [$(tail -n 1 <<<"$out" | jq -r '[.sources[] | "\(.path_type) \(.path)"] | join("; ")')]"
+  fi
+else
+  echo "  (g) FAILED: $(tail -n 3 <<<"$out")"; FAILED=1
+fi
+stop_pid "$bad_pid"
+
 # (f) no TURN relay configured: symmetric NATs cannot meet, and say so.
 start_in pub sn2 "$SN" --listen "$PUB_IP:7401" --stun "$PUB_IP:3480" --state-dir "$NL_T/sn2"
 wait_for 5 test -S "$NL_T/sn2/control.sock" || nl_fail "second super node did not start"
