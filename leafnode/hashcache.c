@@ -97,6 +97,36 @@ static const char forget_sql[] = "DELETE FROM main.files WHERE root = ?1";
 
 static const char unsee_sql[] = "DELETE FROM temp.seen";
 
+/* Binds ?1-?4, a row's key: root, path, dev, ino. */
+static void bind_key(sqlite3_stmt *st, const char *root, const HashCacheKey *k)
+{
+  /* SQLITE_STATIC: the statement is reset before k goes away, and root (the
+   * caller's, or c->root until the next begin) outlives it too. */
+  sqlite3_bind_text(st, 1, root ? root : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, k->relpath, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)k->dev);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->ino);
+}
+
+/* Binds ?1-?7: the key and the version (size, mtime, ctime). */
+static void bind_version(sqlite3_stmt *st, const char *root, const HashCacheKey *k)
+{
+  bind_key(st, root, k);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)k->size);
+  sqlite3_bind_int64(st, 6, k->mtime_ns);
+  sqlite3_bind_int64(st, 7, k->ctime_ns);
+}
+
+HashCacheKey hashcache_key_of_stat(const char *relpath, const struct stat *st)
+{
+  return (HashCacheKey){.relpath = relpath,
+                        .dev = (uint64_t)st->st_dev,
+                        .ino = (uint64_t)st->st_ino,
+                        .size = (uint64_t)st->st_size,
+                        .mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+                        .ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec};
+}
+
 typedef enum {
   OPEN_OK,
   OPEN_REBUILD, /* another schema version: delete and recreate */
@@ -298,13 +328,7 @@ uint8_t *hashcache_tree(HashCache *c, const char *root, const HashCacheKey *k,
   if (!c || !c->db || !c->tree)
     return NULL;
   sqlite3_stmt *st = c->tree;
-  sqlite3_bind_text(st, 1, root, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, k->relpath, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 3, (sqlite3_int64)k->dev);
-  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->ino);
-  sqlite3_bind_int64(st, 5, (sqlite3_int64)k->size);
-  sqlite3_bind_int64(st, 6, k->mtime_ns);
-  sqlite3_bind_int64(st, 7, k->ctime_ns);
+  bind_version(st, root, k);
   sqlite3_bind_blob(st, 8, cid, 32, SQLITE_STATIC);
   uint8_t *out = NULL;
   int rc = sqlite3_step(st);
@@ -350,16 +374,6 @@ static void fail(HashCache *c, int rc)
   g_warning("hash cache %s: %s; this scan goes on without it", c->path, sqlite3_errmsg(c->db));
 }
 
-static void bind_key(HashCache *c, sqlite3_stmt *st, const HashCacheKey *k)
-{
-  /* SQLITE_STATIC: the statement is reset before k goes away, and c->root
-   * lives until the next begin. */
-  sqlite3_bind_text(st, 1, c->root ? c->root : "", -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, k->relpath, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 3, (sqlite3_int64)k->dev);
-  sqlite3_bind_int64(st, 4, (sqlite3_int64)k->ino);
-}
-
 /* Runs a statement that returns no rows, then resets it. */
 static void run(HashCache *c, sqlite3_stmt *st)
 {
@@ -371,7 +385,7 @@ static void run(HashCache *c, sqlite3_stmt *st)
 
 static void mark_seen(HashCache *c, const HashCacheKey *k)
 {
-  bind_key(c, c->seen, k);
+  bind_key(c->seen, c->root, k);
   run(c, c->seen);
 }
 
@@ -397,10 +411,7 @@ bool hashcache_lookup(HashCache *c, const HashCacheKey *k, uint8_t cid[32])
   if (!usable(c))
     return false;
   sqlite3_stmt *st = c->lookup;
-  bind_key(c, st, k);
-  sqlite3_bind_int64(st, 5, (sqlite3_int64)k->size);
-  sqlite3_bind_int64(st, 6, k->mtime_ns);
-  sqlite3_bind_int64(st, 7, k->ctime_ns);
+  bind_version(st, c->root, k);
   bool hit = false;
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
@@ -421,10 +432,7 @@ bool hashcache_store(HashCache *c, const HashCacheKey *k, const uint8_t cid[32],
   if (!usable(c) || !c->store)
     return false;
   sqlite3_stmt *st = c->store;
-  bind_key(c, st, k);
-  sqlite3_bind_int64(st, 5, (sqlite3_int64)k->size);
-  sqlite3_bind_int64(st, 6, k->mtime_ns);
-  sqlite3_bind_int64(st, 7, k->ctime_ns);
+  bind_version(st, c->root, k);
   sqlite3_bind_blob(st, 8, cid, 32, SQLITE_STATIC);
   /* Too large a blob (SQLITE_TOOBIG, past ~30 million chunks) is stored
    * without: the file is served by hashing it. */

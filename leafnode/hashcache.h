@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #define HASHCACHE_FILE "hashcache.sqlite"
 /* PRAGMA user_version of the layout this code writes; any other is rebuilt.
@@ -36,6 +37,9 @@ typedef struct {
   uint64_t size;
   int64_t mtime_ns, ctime_ns;
 } HashCacheKey;
+
+/* The key of the file version st describes (relpath borrowed). */
+HashCacheKey hashcache_key_of_stat(const char *relpath, const struct stat *st);
 
 /* Opens state_dir/HASHCACHE_FILE, creating it if missing, and replaces a
  * database that cannot be used (logged). NULL, logged, only when no database

@@ -127,18 +127,27 @@ static int open_beneath(const char *root, const char *rel)
 }
 
 /* Opens the shared file for cid, refusing symlinks and a file whose size
- * moved since the scan. -1 if we do not (any longer) have it. */
-static int open_shared(Server *sv, const uint8_t cid[32], uint64_t *size)
+ * moved since the scan. -1 if we do not (any longer) have it. With root and
+ * version, also the share root it is under (borrowed until the next scan)
+ * and the version opened (relpath borrowed likewise). */
+static int open_shared(Server *sv, const uint8_t cid[32], uint64_t *size, const char **root,
+                       HashCacheKey *version)
 {
-  const char *root, *rel;
-  if (!shareset_find(sv->shares, cid, &root, &rel, size))
+  const char *top, *rel;
+  if (!shareset_find(sv->shares, cid, &top, &rel, size))
     return -1;
-  int fd = open_beneath(root, rel);
+  int fd = open_beneath(top, rel);
+  if (fd < 0)
+    return -1;
   struct stat st;
-  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != *size)) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != *size) {
     close(fd);
-    fd = -1;
+    return -1;
   }
+  if (root)
+    *root = top;
+  if (version)
+    *version = hashcache_key_of_stat(rel, &st);
   return fd;
 }
 
@@ -155,21 +164,6 @@ static gboolean read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
     off += (uint64_t)n;
   }
   return TRUE;
-}
-
-/* The tree the scan stored for exactly this version of the file (fd, found
- * under root/rel), if it rebuilds cid: no need to read the file again. */
-/* A file version as fstat sees it (relpath borrowed). */
-static HashCacheKey key_of(int fd, const char *rel, gboolean *ok)
-{
-  struct stat st;
-  *ok = fstat(fd, &st) == 0;
-  return (HashCacheKey){.relpath = rel,
-                        .dev = (uint64_t)st.st_dev,
-                        .ino = (uint64_t)st.st_ino,
-                        .size = (uint64_t)st.st_size,
-                        .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
-                        .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec};
 }
 
 static gboolean same_version(const HashCacheKey *a, const HashCacheKey *b)
@@ -219,15 +213,13 @@ static Tree *tree_for(Server *sv, const uint8_t cid[32])
     return t;
   if (t)
     g_hash_table_remove(sv->trees, cid);
-  int fd = open_shared(sv, cid, &size);
-  gboolean stat_ok = FALSE;
-  HashCacheKey k = {0};
-  if (fd >= 0 && shareset_find(sv->shares, cid, &root, &rel, &size))
-    k = key_of(fd, rel, &stat_ok);
-  const HashCacheKey *bad = stat_ok ? g_hash_table_lookup(sv->refused, cid) : NULL;
-  if (!stat_ok || (bad && same_version(bad, &k))) {
-    if (fd >= 0)
-      close(fd);
+  HashCacheKey k;
+  int fd = open_shared(sv, cid, &size, &root, &k);
+  if (fd < 0)
+    return NULL;
+  const HashCacheKey *bad = g_hash_table_lookup(sv->refused, cid);
+  if (bad && same_version(bad, &k)) {
+    close(fd);
     return NULL;
   }
   uint64_t n = size == 0 ? 1 : (size + CONTENT_CHUNK_SIZE - 1) / CONTENT_CHUNK_SIZE;
@@ -312,8 +304,8 @@ static void send_tree(Server *sv, const WireMsg *req, ServeSendFn send, void *ud
 static void send_chunk(Server *sv, const WireMsg *req, ServeSendFn send, void *ud)
 {
   const uint8_t *cid = req->u.get_chunk.cid;
-  uint64_t size;
-  int fd = open_shared(sv, cid, &size);
+  uint64_t size = 0;
+  int fd = open_shared(sv, cid, &size, NULL, NULL);
   uint64_t n = size == 0 ? 1 : (size + CONTENT_CHUNK_SIZE - 1) / CONTENT_CHUNK_SIZE;
   if (fd < 0) {
     send_error(cid, XFER_NOT_FOUND, send, ud);

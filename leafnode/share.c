@@ -164,16 +164,6 @@ static int64_t ts_ns(const struct timespec *ts)
   return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
 }
 
-static HashCacheKey key_of_stat(const char *rel, const GStatBuf *st)
-{
-  return (HashCacheKey){.relpath = rel,
-                        .dev = (uint64_t)st->st_dev,
-                        .ino = (uint64_t)st->st_ino,
-                        .size = (uint64_t)st->st_size,
-                        .mtime_ns = ts_ns(&st->st_mtim),
-                        .ctime_ns = ts_ns(&st->st_ctim)};
-}
-
 static HashCacheKey key_of_cached(const char *rel, const Cached *c)
 {
   return (HashCacheKey){.relpath = rel,
@@ -231,7 +221,7 @@ static void add_file(Walk *w, const char *rel, const char *full, const GStatBuf 
     s->stats.skipped++;
     return;
   }
-  HashCacheKey k = key_of_stat(rel, st);
+  HashCacheKey k = hashcache_key_of_stat(rel, st);
   Cached *old = g_hash_table_lookup(s->cache, rel);
   /* A file whose tree did not reach the cache is hashed again (off the
    * main loop) rather than by the first peer that asks for its tree. */
@@ -355,7 +345,7 @@ static gboolean hash_file(Walk *w, const Pending *p, Cached *c, uint8_t **leaves
   }
   content_hasher_final(h, c->cid);
   *leaves = content_hasher_take_leaves(h, nleaves);
-  HashCacheKey k = key_of_stat(p->rel, &before);
+  HashCacheKey k = hashcache_key_of_stat(p->rel, &before);
   c->dev = k.dev;
   c->ino = k.ino;
   c->mtime_ns = k.mtime_ns;

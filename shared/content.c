@@ -40,8 +40,7 @@ struct ContentHasher {
   uint64_t size;    /* bytes fed so far */
   size_t fill;      /* bytes of the current chunk fed into leaf */
   uint64_t nleaves; /* complete leaves pushed */
-  bool keep;        /* content_hasher_keep_leaves */
-  uint8_t *kept;    /* nleaves x 32 bytes while keep, NULL once out of memory */
+  uint8_t *kept;    /* content_hasher_keep_leaves: nleaves x 32 bytes, or NULL */
   size_t kept_cap;  /* leaves room in kept */
 };
 
@@ -152,7 +151,7 @@ static void hasher_end_leaf(ContentHasher *h)
   uint8_t leaf[32];
   crypto_generichash_final(&h->leaf, leaf, 32);
   stack_push_leaf(&h->stack, leaf);
-  if (h->keep && h->kept) {
+  if (h->kept) {
     if (h->nleaves == h->kept_cap) {
       size_t cap = h->kept_cap ? h->kept_cap * 2 : 64;
       uint8_t *grown = cap <= SIZE_MAX / 32 ? realloc(h->kept, cap * 32) : NULL;
@@ -192,9 +191,8 @@ void content_hasher_update(ContentHasher *h, const uint8_t *p, size_t len)
 
 void content_hasher_keep_leaves(ContentHasher *h)
 {
-  if (h->nleaves > 0 || h->keep)
+  if (h->nleaves > 0 || h->kept)
     return; /* too late: the first leaves are gone */
-  h->keep = true;
   h->kept = malloc(64 * 32);
   h->kept_cap = h->kept ? 64 : 0;
 }
