@@ -24,11 +24,15 @@
  * listed (DL_HISTORY of them) for `canopy-leaf downloads`; the list lives in
  * the daemon, so after a restart `get` is how a download resumes.
  */
+#define _GNU_SOURCE /* renameat2 */
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -69,6 +73,16 @@ typedef struct {
   uint64_t setup_ms;
 } SourceRec;
 
+/* A leaf that said it has the file, and the size it said. A size is only a
+ * claim until a tree proves it (the content id binds the size), so sources
+ * are tried one claimed size at a time: a leaf that lies about the size
+ * cannot fail a download that honest sources of the true size can serve. */
+typedef struct {
+  uint8_t peer[32];
+  uint64_t size;
+  gboolean tried; /* linked to, or its size was given up */
+} Candidate;
+
 typedef struct {
   uint64_t id;
   Leaf *lf;
@@ -76,18 +90,17 @@ typedef struct {
   DlState state;
   uint8_t cid[32];
   char cid_hex[CONTENT_HEX_LEN];
-  uint64_t size;
+  uint64_t size; /* the claimed size being tried */
   char *name;
   char *final_path;
   char *part_path;
   gboolean force;
   int fd;
   uint32_t search;
-  GPtrArray *candidates; /* uint8_t[32] node ids that have the file */
-  guint tried;           /* candidates linked to so far */
-  GPtrArray *links;      /* PeerLink*, live outbound links */
-  GArray *sources;       /* SourceRec, links that opened */
-  GString *failures;     /* why sources failed, for the error message */
+  GArray *candidates; /* Candidate */
+  GPtrArray *links;   /* PeerLink*, live outbound links */
+  GArray *sources;    /* SourceRec, links that opened */
+  GString *failures;  /* why sources failed, for the error message */
   Fetch *fetch;
   GSource *timer;
   uint64_t started, ended; /* monotonic ms */
@@ -99,7 +112,7 @@ typedef struct {
 } Download;
 
 static void dl_pump(Download *d);
-static gboolean dl_begin(Download *d);
+static gboolean dl_pick_size(Download *d);
 static void dl_link_more(Download *d);
 
 /* Lets go of everything a download holds but its record: the source
@@ -130,7 +143,7 @@ static void dl_release(Download *d)
 static void dl_free(Download *d)
 {
   dl_release(d);
-  g_ptr_array_unref(d->candidates);
+  g_array_unref(d->candidates);
   g_ptr_array_unref(d->links);
   g_array_unref(d->sources);
   g_string_free(d->failures, TRUE);
@@ -202,6 +215,18 @@ static void dl_fail(Download *d, const char *fmt, ...)
   dl_end(d, DL_FAILED);
   if (cl)
     control_fail(cl, msg);
+}
+
+/* Adds why a source (or a size) failed, for the error message. */
+static void note_failure(Download *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void note_failure(Download *d, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  if (d->failures->len)
+    g_string_append(d->failures, "; ");
+  g_string_append_vprintf(d->failures, fmt, ap);
+  va_end(ap);
 }
 
 static Download *dl_by_link(Leaf *lf, PeerLink *l)
@@ -290,20 +315,37 @@ static void check_part(Download *d)
     g_message("download %.16s…: resuming, %u of %u chunks already here", d->cid_hex, kept, n);
 }
 
+/* Renames from to to; unless replace, fails with EEXIST if to exists, with
+ * no window between the check and the rename. */
+static int move_into_place(const char *from, const char *to, gboolean replace)
+{
+  if (replace)
+    return rename(from, to);
+  if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != ENOSYS)
+    return -1;
+  /* A file system without RENAME_NOREPLACE: link() will not replace either. */
+  if (link(from, to) != 0)
+    return -1;
+  return unlink(from) == 0 || errno == ENOENT ? 0 : -1;
+}
+
 static void finish(Download *d)
 {
-  if (fsync(d->fd) != 0 || close(d->fd) != 0) {
+  /* An earlier run may have left bytes past the end (a size some source
+   * claimed and no tree proved). */
+  if (ftruncate(d->fd, (off_t)d->size) != 0 || fsync(d->fd) != 0 || close(d->fd) != 0) {
     d->fd = -1;
     dl_fail(d, "cannot write %s: %s", d->part_path, g_strerror(errno));
     return;
   }
   d->fd = -1;
-  if (!d->force && g_file_test(d->final_path, G_FILE_TEST_EXISTS)) {
-    dl_fail(d, "%s appeared meanwhile; not overwriting it (use --force)", d->final_path);
-    return;
-  }
-  if (g_rename(d->part_path, d->final_path) != 0) {
-    dl_fail(d, "cannot move the finished file to %s: %s", d->final_path, g_strerror(errno));
+  if (move_into_place(d->part_path, d->final_path, d->force) != 0) {
+    if (errno == EEXIST)
+      dl_fail(d, "%s appeared meanwhile; not overwriting it (use --force)", d->final_path);
+    else
+      dl_fail(d, "cannot move the finished file to %s: %s", d->final_path, g_strerror(errno));
     return;
   }
   uint64_t ms = clock_now_ms() - d->started;
@@ -364,7 +406,7 @@ static void dl_pump(Download *d)
     }
     case FETCH_ACT_DROP_SOURCE: {
       PeerLink *l = link_of(d, a.src);
-      g_string_append_printf(d->failures, "%s%s", d->failures->len ? "; " : "", a.reason);
+      note_failure(d, "%s", a.reason);
       if (l)
         peer_link_close(l, a.reason);
       break;
@@ -396,10 +438,21 @@ static void dl_pump(Download *d)
       return;
   }
   d->bytes_done = fetch_bytes_done(d->fetch);
-  if (fetch_sources(d->fetch) == 0 && d->links->len == 0 && d->search == 0) {
-    dl_fail(d, "no source could deliver %.16s…: %s", d->cid_hex,
-            d->failures->len ? d->failures->str : "no source reachable");
-    return;
+  if (fetch_sources(d->fetch) == 0 && d->links->len == 0) {
+    /* Every source of this size failed before one proved it: the size may
+     * have been a lie; the sources that gave another one come next. */
+    if (!fetch_tree_ok(d->fetch) && dl_pick_size(d)) {
+      dl_link_more(d);
+      arm(d);
+      return;
+    }
+    if (ended(d))
+      return;
+    if (d->search == 0) {
+      dl_fail(d, "no source could deliver %.16s…: %s", d->cid_hex,
+              d->failures->len ? d->failures->str : "no source reachable");
+      return;
+    }
   }
   arm(d);
 }
@@ -414,10 +467,12 @@ gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit)
   if (memcmp(hit->cid, d->cid, 32) != 0 || memcmp(hit->peer, lf->id.id, 32) == 0)
     return TRUE;
   for (guint i = 0; i < d->candidates->len; i++)
-    if (memcmp(g_ptr_array_index(d->candidates, i), hit->peer, 32) == 0)
+    if (memcmp(g_array_index(d->candidates, Candidate, i).peer, hit->peer, 32) == 0)
       return TRUE;
+  Candidate cand = {.size = hit->size};
+  memcpy(cand.peer, hit->peer, 32);
+  g_array_append_val(d->candidates, cand);
   if (!d->name) {
-    d->size = hit->size;
     gchar *base = g_path_get_basename(hit->name);
     /* The name comes from a peer: keep only a plain base name. */
     if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || strcmp(base, "/") == 0 || !*base) {
@@ -426,22 +481,21 @@ gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit)
     }
     d->name = base;
   }
-  if (hit->size != d->size)
-    return TRUE;
-  g_ptr_array_add(d->candidates, g_memdup2(hit->peer, 32));
   /* Link at once: waiting for the search to end would add its whole
    * collection window to every download. */
-  if (!d->fetch && !dl_begin(d))
+  if (!d->fetch && !dl_pick_size(d))
     return TRUE;
   dl_link_more(d);
   return TRUE;
 }
 
-/* The first hit: fix the file's name and size, open the part file and
- * start the fetch core. FALSE if the download ended (failed) here. */
-static gboolean dl_begin(Download *d)
+/* Settles where the file goes (the first hit named it) and opens the part
+ * file. FALSE if the download ended (failed) here. */
+static gboolean dl_open_part(Download *d)
 {
   Leaf *lf = d->lf;
+  if (d->fd >= 0)
+    return TRUE;
   if (!d->final_path)
     d->final_path = g_build_filename(lf->download_dir, d->name, NULL);
   if (!d->force && g_file_test(d->final_path, G_FILE_TEST_EXISTS)) {
@@ -457,22 +511,88 @@ static gboolean dl_begin(Download *d)
     g_free(dir);
     g_free(part_name);
   }
-  d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (d->fd < 0) {
     dl_fail(d, "cannot create %s: %s", d->part_path, g_strerror(errno));
     return FALSE;
   }
-  d->fetch = fetch_new(d->cid, d->size, DL_PIPELINE);
+  return TRUE;
+}
+
+/* Starts the fetch core for one claimed size. FALSE, with the reason noted,
+ * if a file that large cannot be taken here: checking the free space first
+ * also bounds what a peer's claim makes us allocate. */
+static gboolean dl_use_size(Download *d, uint64_t size)
+{
+  fetch_free(d->fetch);
+  d->fetch = NULL;
+  d->size = size;
+  struct stat st;
+  struct statvfs vfs;
+  uint64_t have = fstat(d->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+  if (fstatvfs(d->fd, &vfs) == 0) {
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    if (size > have && size - have > avail) {
+      note_failure(d,
+                   "a source gives its size as %" G_GUINT64_FORMAT
+                   " bytes, more than the %" G_GUINT64_FORMAT " bytes free beside %s",
+                   size, avail, d->final_path);
+      return FALSE;
+    }
+  }
+  d->fetch = fetch_new(d->cid, size, DL_PIPELINE);
+  if (!d->fetch) {
+    note_failure(d, "a source gives its size as %" G_GUINT64_FORMAT " bytes, too large", size);
+    return FALSE;
+  }
   d->state = DL_RUNNING;
   return TRUE;
 }
 
-/* Links to candidates not yet tried, up to DL_MAX_SOURCES at a time. */
+/* Gives up the size being tried (if any) and starts on the size of the
+ * first candidate not yet tried that fits. FALSE if none does (for now) or
+ * the download ended. */
+static gboolean dl_pick_size(Download *d)
+{
+  if (!dl_open_part(d))
+    return FALSE;
+  for (;;) {
+    Candidate *next = NULL;
+    for (guint i = 0; i < d->candidates->len; i++) {
+      Candidate *c = &g_array_index(d->candidates, Candidate, i);
+      if (d->fetch && c->size == d->size)
+        c->tried = TRUE;
+      else if (!c->tried && !next)
+        next = c;
+    }
+    fetch_free(d->fetch);
+    d->fetch = NULL;
+    if (!next)
+      return FALSE;
+    if (d->size != next->size && d->state == DL_RUNNING)
+      g_message("download %.16s…: no source proved %" G_GUINT64_FORMAT
+                " bytes; trying those that say %" G_GUINT64_FORMAT,
+                d->cid_hex, d->size, next->size);
+    if (dl_use_size(d, next->size))
+      return TRUE;
+    for (guint i = 0; i < d->candidates->len; i++) {
+      Candidate *c = &g_array_index(d->candidates, Candidate, i);
+      if (c->size == next->size)
+        c->tried = TRUE;
+    }
+  }
+}
+
+/* Links to candidates of the size being tried, up to DL_MAX_SOURCES at a
+ * time. */
 static void dl_link_more(Download *d)
 {
-  while (d->tried < d->candidates->len && d->links->len < DL_MAX_SOURCES) {
-    PeerLink *l = peers_connect(d->lf->peers, g_ptr_array_index(d->candidates, d->tried), d->id);
-    d->tried++;
+  for (guint i = 0; i < d->candidates->len && d->links->len < DL_MAX_SOURCES; i++) {
+    Candidate *c = &g_array_index(d->candidates, Candidate, i);
+    if (c->tried || c->size != d->size || !d->fetch)
+      continue;
+    c->tried = TRUE;
+    PeerLink *l = peers_connect(d->lf->peers, c->peer, d->id);
     if (l)
       g_ptr_array_add(d->links, l);
   }
@@ -492,6 +612,8 @@ gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
   }
   if (error)
     dl_fail(d, "%s", error);
+  else if (d->failures->len)
+    dl_fail(d, "no source could deliver %.16s…: %s", d->cid_hex, d->failures->str);
   else
     dl_fail(d, "no leaf shares this content id (searched %d super-node hops)", WIRE_MAX_TTL);
   return TRUE;
@@ -537,7 +659,7 @@ void download_link_closed(Leaf *lf, PeerLink *l, const char *reason)
   g_ptr_array_remove(d->links, l);
   if (!d->fetch)
     return;
-  g_string_append_printf(d->failures, "%s%s", d->failures->len ? "; " : "", reason);
+  note_failure(d, "%s", reason);
   fetch_source_lost(d->fetch, src_of(l), clock_now_ms());
   dl_link_more(d);
   dl_pump(d);
@@ -550,9 +672,8 @@ static void dl_run(Download *d)
 {
   Leaf *lf = d->lf;
   d->state = DL_SEARCHING;
-  g_ptr_array_set_size(d->candidates, 0);
+  g_array_set_size(d->candidates, 0);
   g_array_set_size(d->sources, 0); /* the summary tells of the last run's links */
-  d->tried = 0;
   g_string_truncate(d->failures, 0);
   d->rate_at = 0;
   d->search =
@@ -648,6 +769,15 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
       control_fail(cl, "this file is already being downloaded by another `get`");
       return;
     }
+    if (out && old->final_path && strcmp(out, old->final_path) != 0) {
+      gchar *msg =
+          g_strdup_printf("this file is already being downloaded to %s (download %" G_GUINT64_FORMAT
+                          "; `canopy-leaf downloads cancel %" G_GUINT64_FORMAT "` first)",
+                          old->final_path, old->id, old->id);
+      control_fail(cl, msg);
+      g_free(msg);
+      return;
+    }
     if (old->cl)
       control_finish(old->cl);
     old->cl = cl;
@@ -667,7 +797,7 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
   hex_encode(cid, 32, d->cid_hex);
   d->final_path = g_strdup(out);
   d->force = json_object_get_boolean_member_with_default(req, "force", FALSE);
-  d->candidates = g_ptr_array_new_with_free_func(g_free);
+  d->candidates = g_array_new(FALSE, TRUE, sizeof(Candidate));
   d->links = g_ptr_array_new();
   d->sources = g_array_new(FALSE, TRUE, sizeof(SourceRec));
   d->failures = g_string_new(NULL);

@@ -133,6 +133,11 @@ uint64_t fetch_bytes_done(const Fetch *f)
 {
   return f->bytes_done;
 }
+bool fetch_tree_ok(const Fetch *f)
+{
+  return f->tree_ok;
+}
+
 const char *fetch_last_error(const Fetch *f)
 {
   return f->last_error;

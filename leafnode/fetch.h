@@ -69,6 +69,9 @@ uint64_t fetch_bytes_done(const Fetch *f);
 /* Verified bytes that came from src (for the summary). */
 uint64_t fetch_bytes_from(const Fetch *f, uint64_t src);
 unsigned fetch_sources(const Fetch *f); /* sources still in use */
+/* Whether a source's chunk hashes rebuilt the content id: then the size
+ * given to fetch_new is proven (the id binds it). */
+bool fetch_tree_ok(const Fetch *f);
 /* Why the last source was dropped (static string), or NULL. The caller
  * decides the download failed when no source is left and none is coming. */
 const char *fetch_last_error(const Fetch *f);

@@ -9,6 +9,11 @@
 #include "session.h"
 #include "wire.h"
 
+/* How long an offer waits for the peer's answer. ICE's own deadline starts
+ * only with the answer, so without this a source that never answers (gone
+ * silent, or hostile) would hold a download's slot for good. */
+#define PEERS_ANSWER_MS 10000
+
 struct PeerLink {
   Peers *owner;
   uint64_t tag;
@@ -19,6 +24,7 @@ struct PeerLink {
   Session *session;
   bool opened;
   bool closing;
+  GSource *answer_timer; /* outbound, until the answer arrives */
   uint64_t started;
   uint64_t setup_ms;
   char path_type[16];
@@ -39,6 +45,7 @@ struct Peers {
 
 static void link_free(PeerLink *l)
 {
+  timer_disarm(&l->answer_timer);
   if (l->session) {
     Session *s = l->session;
     l->session = NULL;
@@ -61,6 +68,7 @@ static void link_end(PeerLink *l, const char *reason)
   if (l->closing)
     return;
   l->closing = true;
+  timer_disarm(&l->answer_timer);
   Peers *p = l->owner;
   g_ptr_array_remove(p->links, l); /* the array does not free: see peers_new */
   if (l->session)
@@ -271,11 +279,20 @@ static PeerLink *link_new(Peers *p, const uint8_t peer[32], bool outbound, uint6
   return l;
 }
 
+static gboolean answer_overdue(gpointer ud)
+{
+  PeerLink *l = ud;
+  link_end(l, "the peer did not answer the ICE offer within 10 s");
+  return G_SOURCE_REMOVE;
+}
+
 PeerLink *peers_connect(Peers *p, const uint8_t peer_id[32], uint64_t tag)
 {
   PeerLink *l = link_new(p, peer_id, true, tag);
-  if (l)
-    randombytes_buf(l->sid, sizeof l->sid);
+  if (!l)
+    return NULL;
+  randombytes_buf(l->sid, sizeof l->sid);
+  timer_arm(&l->answer_timer, p->ctx, l->started + PEERS_ANSWER_MS, answer_overdue, l);
   return l;
 }
 
@@ -321,6 +338,7 @@ void peers_on_signal(Peers *p, const uint8_t sid[16], uint8_t kind, const uint8_
     link_end(l, why);
     return;
   }
+  timer_disarm(&l->answer_timer);
   if (!ice_peer_set_remote(l->ice, text, &err)) {
     char why[200];
     g_snprintf(why, sizeof why, "bad ICE description from the peer: %s", err->message);

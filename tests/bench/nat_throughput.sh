@@ -32,7 +32,12 @@
 # set-up time (median and p95 of NAT_BENCH_SETUPS, default 20, connections)
 # direct and relayed: setup_ms of canopy-icepair, from the moment a side has
 # the other's description to its usable path (answer side: from receiving
-# the offer, i.e. the first signalling it sees).
+# the offer, i.e. the first signalling it sees). With the leaf daemons
+# (NAT_BENCH_GET=1) also the whole set-up a user waits for, from
+# NAT_BENCH_SETUPS `canopy-leaf get`s of a 1 MB file each, a <- b (direct)
+# and c <- d (relayed): each source's setup_ms, from the downloading leaf
+# starting the link (gathering, then the offer through the super node) to the
+# secure session being open over the ICE path.
 #
 # Environment: NAT_BENCH_RUNS, NAT_BENCH_SETUPS, NAT_BENCH_TCP_S, NAT_BENCH_ICE_MB,
 # NAT_BENCH_GET_RUNS as above; NAT_BENCH_RTTS (default "0 20 50");
@@ -242,7 +247,7 @@ if [ "$GET" = 1 ]; then
     start_in pub sn "$SN" --listen "$PUB_IP:7400" --stun "$PUB_IP:3479" --turn "$PUB_IP:3478" \
       --turn-secret-file "$NL_T/turn.secret" --state-dir "$NL_T/sn" --keepalive-ms 2000
     wait_for 5 test -S "$NL_T/sn/control.sock" || nl_fail "super node did not start"
-    for h in a b; do
+    for h in a b c d; do
       mkdir -p "$NL_T/$h-share"
       start_in "$h" "leaf-$h" "$LEAF" --supernode "$PUB_IP:7400" --share "$NL_T/$h-share" \
         --state-dir "$NL_T/$h" --rescan-s 1 --keepalive-ms 2000
@@ -253,6 +258,10 @@ if [ "$GET" = 1 ]; then
     wait_for 30 sh -c "'$LEAF' search --state-dir '$NL_T/a' --json --ttl 0 bench.bin | grep -q content_id" \
       || nl_fail "the shared file is not found"
     GET_CID=$("$LEAF" search --state-dir "$NL_T/a" --json --ttl 0 bench.bin | jq -r .content_id | head -1)
+    head -c 1000000 /dev/urandom >"$NL_T/b-share/setup-direct.bin"
+    head -c 1000000 /dev/urandom >"$NL_T/d-share/setup-relayed.bin"
+    wait_for 30 sh -c "'$LEAF' search --state-dir '$NL_T/a' --json --ttl 0 setup-relayed.bin | grep -q content_id" \
+      || nl_fail "the set-up files are not found"
   else
     echo "(no leaf get figures: $SN or $LEAF is not built)"
   fi
@@ -355,11 +364,34 @@ setup_series() { # LABEL OFFER ANSWER
   echo "    libnice 'connected' (first nominated pair) after median $(median "${C_MS[@]}") ms, p95 $(p95 "${C_MS[@]}") ms;" \
        "gathering median $(median "${G_MS[@]}") ms; process start -> both usable median $(median "${W_MS[@]}") ms"
 }
+# leaf_setup_series LABEL GETTER FILE EXPECT: SETUPS gets of FILE by GETTER,
+# each source's setup_ms from the get's JSON summary.
+leaf_setup_series() {
+  local label=$1 h=$2 name=$3 want=$4 cid i res ms=() fails=0 other=0
+  cid=$("$LEAF" search --state-dir "$NL_T/$h" --json --ttl 0 "$name" | jq -r .content_id | head -1)
+  for i in $(seq 1 "$SETUPS"); do
+    rm -f "$NL_T/setup-$label.bin"
+    if res=$(timeout 60 "$LEAF" get --state-dir "$NL_T/$h" --json -o "$NL_T/setup-$label.bin" "$cid" 2>&1); then
+      res=$(tail -n 1 <<<"$res")
+      [ "$(jq -r '.sources[0].path_type' <<<"$res")" = "$want" ] || other=$((other + 1))
+      ms+=("$(jq -r '.sources[0].setup_ms' <<<"$res")")
+    else
+      fails=$((fails + 1))
+    fi
+  done
+  echo "leaf_setup_${label}: median $(median "${ms[@]}") ms, p95 $(p95 "${ms[@]}") ms" \
+       "(canopy-leaf get: link start -> secure session open over ICE, signalling through the super node;" \
+       "${#ms[@]} gets, $fails failed, $other not $want)"
+}
 if [ "$SETUPS" -gt 0 ]; then
   echo "--- ICE set-up time, $SETUPS connections each (RTT 20 ms, loss $LOSS_PCT % each way)"
   set_path 20 A B C D
   setup_series direct a b
   setup_series relayed c d
+  if [ -n "$GET_CID" ]; then
+    leaf_setup_series direct a setup-direct.bin direct
+    leaf_setup_series relayed c setup-relayed.bin relayed
+  fi
 fi
 
 echo "nat_throughput: done in $(( $(date +%s) - T0 )) s"

@@ -2,7 +2,9 @@
 # Downloads between leaves over ICE on loopback: a file shared by two leaves
 # comes from both, verified; a source killed mid-transfer is replaced by the
 # other; a downloader killed mid-transfer resumes with only the missing
-# chunks; an existing file is not overwritten; an unknown id fails clearly.
+# chunks; an existing file is not overwritten; leaves that lie about a file's
+# size do not stop it; a share's symlink leads nowhere outside it; a full
+# disk and an unknown id fail clearly.
 . "$(dirname "$0")/lib.sh"
 
 start_sn s1 1 --no-discovery --stun "127.0.0.1:$(port 51)"
@@ -65,7 +67,7 @@ note "resumed: $moved of 60000000 bytes moved after the restart"
 "$LEAF" get --state-dir "$T/a" -o "$T/fourth.mkv" "$cid" >/dev/null 2>&1 &
 cli=$!
 wait_for 20 test -e "$T/.canopy-$cid.part" || fail "interrupted get did not start"
-kill -INT "$cli"; wait "$cli" 2>/dev/null || true
+kill -TERM "$cli"; wait "$cli" 2>/dev/null || true  # (background jobs ignore SIGINT)
 out=$("$LEAF" get --state-dir "$T/a" --json -o "$T/fourth.mkv" "$cid" 2>&1) || echo "$out" | grep -q "already exists" \
   || fail "asking again after an interrupted get failed: $out"
 cmp "$T/fourth.mkv" "$T/b-share/Big Movie.mkv" || fail "bytes differ after an interrupted get"
@@ -89,10 +91,79 @@ echo "$out" | tail -n 1 | jq -e --arg p "$badid" '[.sources[] | select(.peer == 
 grep -Eq "failed verification|does not have the file" "$T/a.log" || fail "the bad source was not detected"
 note "corrupt source dropped ($(grep -Eo "failed verification|does not have the file" "$T/a.log" | head -1)); file verified"
 
-# A full disk: a clear error naming it, and nothing half-written in place.
+# Leaves that lie about the size of a file they publish under its content
+# id, both on the downloader's own super node so their hits come first: one
+# says a petabyte (more than the disk holds: given up at once), one says a
+# byte more than the truth and never answers (given up when its link times
+# out). The file still comes, from the honest source, whole.
+"$HOSTILE" liar "127.0.0.1:$(port 1)" small.bin "$scid" 1000000000000000 40 >"$T/liar1.log" 2>&1 &
+PIDS+=($!)
+"$HOSTILE" liar "127.0.0.1:$(port 1)" small.bin "$scid" 20000001 40 >"$T/liar2.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 sh -c "[ \$('$LEAF' search --state-dir '$T/a' --json --ttl 1 --content-id '$scid' | grep -c content_id) -ge 4 ]" \
+  || fail "the liars' entries are not found"
+out=$("$LEAF" get --state-dir "$T/a" --json -o "$T/small-liars.bin" "$scid") || fail "liars stopped the download: $out"
+cmp "$T/small-liars.bin" "$T/b-share/small.bin" || fail "bytes differ with liars about"
+[ "$(stat -c %s "$T/small-liars.bin")" -eq 20000000 ] || fail "wrong size with liars about"
+grep -q "no source proved 20000001 bytes" "$T/a.log" || fail "the plausible liar was not given up"
+note "liars about the size (1 PB, +1 byte): given up, file whole from $(echo "$out" | tail -n 1 | jq -c '[.sources[] | {bytes, path_type}]')"
+
+# A `get` to another path while the same file is still coming to one:
+# refused, naming where it goes (a ghost file whose one source never answers
+# keeps the first download running).
+ghost=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+"$HOSTILE" liar "127.0.0.1:$(port 1)" ghost.bin "$ghost" 1000000 40 >"$T/liar3.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 sh -c "'$LEAF' search --state-dir '$T/a' --json --ttl 0 --content-id '$ghost' | grep -q content_id" \
+  || fail "the ghost file is not found"
+"$LEAF" get --state-dir "$T/a" -o "$T/ghost-1" "$ghost" >/dev/null 2>&1 &
+cli=$!
+ghost_running() {
+  "$LEAF" downloads --state-dir "$T/a" --json |
+    jq -e --arg c "$ghost" '.downloads[] | select(.content_id == $c and .state == "running")' >/dev/null
+}
+wait_for 10 ghost_running || fail "the ghost download did not start"
+kill -TERM "$cli"; wait "$cli" 2>/dev/null || true  # (background jobs ignore SIGINT)
+if out=$("$LEAF" get --state-dir "$T/a" -o "$T/ghost-2" "$ghost" 2>&1); then
+  fail "a get to another path followed the running download"
+fi
+[[ $out == *"already being downloaded to $T/ghost-1"* ]] || fail "unclear: $out"
+note "a second get to another path: $(echo "$out" | tail -n 1)"
+
+# A symlink in a share that points outside it: never published, never served,
+# even when it replaces a shared file after the scan.
+mkdir -p "$T/outside" "$T/e-share"
+head -c 3000000 /dev/urandom >"$T/outside/secret.bin"
+ln -s "$T/outside/secret.bin" "$T/e-share/secret-link.bin"
+head -c 3000000 /dev/urandom >"$T/e-share/swapped.bin"
+start_leaf e 2 "${ICE[@]}" --rescan-s 0
+wait_for 15 sh -c "'$LEAF' search --state-dir '$T/a' --json --ttl 1 swapped | grep -q content_id" \
+  || fail "swapped.bin not published"
+[ "$(hits a --ttl 1 secret)" -eq 0 ] || fail "a symlink to a file outside the share was published"
+wcid=$(search a --ttl 1 swapped | jq -r .content_id | head -1)
+# The bytes outside become those the id promises, and the shared name a
+# link to them: the id alone would now verify, so only the link rule stands
+# between a peer and the outside file.
+cp "$T/e-share/swapped.bin" "$T/outside/swapped.bin"
+ln -sf "$T/outside/swapped.bin" "$T/e-share/swapped.bin"
+if out=$("$LEAF" get --state-dir "$T/a" -o "$T/swapped.bin" "$wcid" 2>&1); then
+  fail "a file reached through a symlink out of the share was served"
+fi
+note "symlink out of the share: not published; a shared file swapped for one is not served ($(echo "$out" | grep "canopy-leaf get:" | cut -c1-160))"
+
+# A full disk: a clear error naming it, and nothing half-written in place;
+# first when the file cannot fit from the start, then when the space runs
+# out mid-transfer (a sparse part file makes it look as if it fits).
 if [ "$(id -u)" -eq 0 ]; then
   mkdir -p "$T/tiny"
   mount -t tmpfs -o size=8m tmpfs "$T/tiny"
+  if "$LEAF" get --state-dir "$T/a" -o "$T/tiny/movie.mkv" "$cid" 2>"$T/err"; then
+    umount "$T/tiny"; fail "a download to a full disk succeeded"
+  fi
+  [ ! -e "$T/tiny/movie.mkv" ] || { umount "$T/tiny"; fail "a partial file took the final name"; }
+  grep -q "bytes free beside $T/tiny/movie.mkv" "$T/err" || { umount "$T/tiny"; fail "unclear: $(cat "$T/err")"; }
+  note "no room: $(cat "$T/err")"
+  truncate -s 60000000 "$T/tiny/.canopy-$cid.part"
   if "$LEAF" get --state-dir "$T/a" -o "$T/tiny/movie.mkv" "$cid" 2>"$T/err"; then
     umount "$T/tiny"; fail "a download to a full disk succeeded"
   fi

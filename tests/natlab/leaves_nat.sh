@@ -4,12 +4,13 @@
 # `canopy-leaf get` between them. The super node answers STUN itself and
 # hands out coturn credentials; the leaves find each other by search.
 #
-#   (a) cone <-> cone: a direct (server-reflexive/peer-reflexive) pair, 50 MB
+#   (a) cone <-> cone: a direct pair, server-reflexive on both sides, 50 MB
 #   (b) symmetric <-> symmetric: relayed through coturn
 #   (c) cone <-> symmetric: connects and transfers
 #   (d) two leaves on one LAN behind one NAT: host candidates
-#   (e) two sources behind different NATs, one killed mid-transfer: the
-#       download completes from the other
+#   (e) two sources behind different NATs, one killed mid-transfer (after
+#       a fifth of the file, both sources sending): it completes from the
+#       other
 #   (f) symmetric <-> symmetric under a super node with no TURN configured:
 #       fails, and says why
 #   (g) a source that serves corrupted chunks (its file went bad after it
@@ -80,7 +81,10 @@ get() {
   local mbs; mbs=$(echo "$res" | jq --argjson ms "$ms" '.bytes / 1000000 / ($ms / 1000) | . * 10 | floor / 10')
   echo "  ($c) $h got $name: $types [$paths] in $ms ms ($mbs MB/s)"
   case $want in
-    direct) [[ $types == direct && $paths != *relay* && $paths =~ (srflx|prflx) ]] || { echo "  ($c) FAILED: expected a reflexive direct pair"; FAILED=1; } ;;
+    # Server-reflexive on both sides: our NAT's public mapping to theirs
+    # (the far side may show as peer-reflexive when its check came first:
+    # the same public mapping, learned from the check).
+    direct) [[ $types == direct && $paths =~ ^srflx\ 203\.0\.113\.[0-9]+:[0-9]+\ -\>\ (srflx|prflx)\ 203\.0\.113\.[0-9]+:[0-9]+$ ]] || { echo "  ($c) FAILED: expected a server-reflexive pair on both sides"; FAILED=1; } ;;
     relayed) [[ $types == relayed ]] || { echo "  ($c) FAILED: expected a relayed pair"; FAILED=1; } ;;
     host) [[ $types == direct && $paths =~ ^host.*host ]] || { echo "  ($c) FAILED: expected host/host"; FAILED=1; } ;;
   esac
@@ -94,22 +98,40 @@ get "c: cone-sym" a1 sym-file.bin any
 share a2 lan-file.bin 20
 get "d: same LAN" a1 lan-file.bin host
 
-# (e) two sources behind different NATs; one dies mid-transfer.
+# (e) two sources behind different NATs; one dies mid-transfer. Their
+# uplinks are held to 40 Mbit/s each (tbf on the routers' WAN side) so the
+# transfer takes seconds, and b1 is killed only once the download is under
+# way: it must have delivered part of the file, d1 the rest.
 head -c $((MB * 1000000)) /dev/urandom >"$NL_T/b1-share/two-src.bin"
 cp "$NL_T/b1-share/two-src.bin" "$NL_T/d1-share/two-src.bin"
 wait_for 10 sh -c "[ \$('$LEAF' search --state-dir '$NL_T/a1' --json --ttl 0 two-src | grep -c content_id) -eq 2 ]" \
   || nl_fail "two-src not shared twice"
 cid=$(cid_of two-src.bin)
+for r in coneB symD; do in_ns "$r" tc qdisc add dev wan root tbf rate 40mbit burst 64kb latency 100ms; done
 "$LEAF" get --state-dir "$NL_T/a1" --json -o "$NL_T/a1-two" "$cid" >"$NL_T/two.out" 2>&1 &
 getter=$!
-wait_for 60 sh -c "grep -q 'linked' '$NL_T/leaf-a1.log'" || true
-sleep 1
+two_done() { # bytes of two-src verified so far by a1's running download
+  "$LEAF" downloads --state-dir "$NL_T/a1" --json |
+    jq --arg c "$cid" '[.downloads[] | select(.content_id == $c and .state == "running") | .bytes_done] | add // 0'
+}
+under_way() { [ "$(two_done)" -ge $((MB * 200000)) ]; }
+wait_for 60 under_way || true
+at_kill=$(two_done)
 stop_pid "$LEAF_PID_b1"
 if wait "$getter" && cmp -s "$NL_T/a1-two" "$NL_T/d1-share/two-src.bin"; then
-  echo "  (e) source killed mid-transfer: completed ($(tail -n 1 "$NL_T/two.out" | jq -c '[.sources[] | {bytes, path_type}]'))"
+  res=$(tail -n 1 "$NL_T/two.out")
+  n_src=$(jq '[.sources[] | select(.bytes > 0)] | length' <<<"$res")
+  if [ "$at_kill" -lt $((MB * 200000)) ] || [ "$at_kill" -ge $((MB * 1000000)) ]; then
+    echo "  (e) FAILED: the kill did not land mid-transfer ($at_kill of $((MB * 1000000)) bytes in)"; FAILED=1
+  elif [ "$n_src" -ne 2 ]; then
+    echo "  (e) FAILED: expected both sources to have sent part of the file: $res"; FAILED=1
+  else
+    echo "  (e) source killed at $at_kill of $((MB * 1000000)) bytes: completed from the other [$(jq -r '[.sources[] | "\(.bytes) bytes, \(.path_type) \(.path)"] | join("; ")' <<<"$res")]"
+  fi
 else
   echo "  (e) FAILED: $(tail -n 3 "$NL_T/two.out")"; FAILED=1
 fi
+for r in coneB symD; do in_ns "$r" tc qdisc del dev wan root 2>/dev/null || true; done
 # (g) a source serving corrupted chunks. The bad leaf (on c2, no rescans)
 # first serves the file alone, so it holds the tree; then half its copy is
 # overwritten in place and d1 shares the good copy: a1's download gets bad

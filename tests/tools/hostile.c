@@ -13,6 +13,10 @@
  * And one that measures throttling:
  *   flood       HELLO as a leaf, COUNT searches at once; prints how many
  *               SEARCH_HITS answers came back within 2 s
+ * And a leaf that lies in what it publishes (exit 0 after SECONDS):
+ *   liar        canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS: HELLO as
+ *               a leaf, publish NAME as content id CID (hex) with SIZE bytes,
+ *               answer pings, and never answer a download's signalling
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -20,6 +24,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +124,45 @@ static void send_msg(int fd, Channel *ch, const WireMsg *m)
   buf_free(&b);
 }
 
+/* Answers PINGs (and reads everything else) for ms milliseconds; false if
+ * the peer hung up. */
+static bool idle(int fd, Channel *ch, int ms)
+{
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+    if (el >= ms)
+      return true;
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, (int)(ms - el)) <= 0)
+      continue;
+    uint8_t buf[65536];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0 || !channel_feed(ch, buf, (size_t)n))
+      return false;
+    const uint8_t *msg;
+    size_t len;
+    while (channel_read(ch, &msg, &len) == 1) {
+      WireMsg m;
+      if (wire_decode(msg, len, &m) != WIRE_OK)
+        continue;
+      if (m.type == MSG_PING) {
+        WireMsg pong = {.type = MSG_PONG};
+        pong.u.ping = m.u.ping;
+        Buf b;
+        buf_init(&b);
+        wire_encode(&pong, &b);
+        channel_write(ch, b.data, b.len);
+        buf_free(&b);
+      }
+      wire_msg_clear(&m);
+    }
+    flush_channel(fd, ch);
+  }
+}
+
 static void hello_leaf(int fd, Channel *ch)
 {
   WireMsg h = {.type = MSG_HELLO};
@@ -133,7 +177,8 @@ int main(int argc, char **argv)
   if (argc < 3) {
     fprintf(stderr,
             "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
-            "HOST:PORT [COUNT]\n");
+            "HOST:PORT [COUNT]\n"
+            "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n");
     return 2;
   }
   const char *mode = argv[1];
@@ -219,6 +264,19 @@ int main(int argc, char **argv)
     pump(fd, ch, 2000, &hits);
     printf("%d\n", hits);
     rc = 0;
+  } else if (strcmp(mode, "liar") == 0 && argc == 7) {
+    hello_leaf(fd, ch);
+    WireEntry e = {.name = wire_str(argv[3], strlen(argv[3])), .size = strtoull(argv[5], NULL, 10)};
+    if (!hex_decode(argv[4], e.cid, sizeof e.cid)) {
+      fprintf(stderr, "canopy-hostile: bad content id %s\n", argv[4]);
+    } else {
+      WireMsg m = {.type = MSG_PUBLISH};
+      m.u.publish.reset = true;
+      m.u.publish.count = 1;
+      m.u.publish.entries = &e;
+      send_msg(fd, ch, &m);
+      rc = idle(fd, ch, atoi(argv[6]) * 1000) ? 0 : 1;
+    }
   } else {
     fprintf(stderr, "canopy-hostile: unknown mode %s\n", mode);
   }
