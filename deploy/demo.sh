@@ -6,8 +6,10 @@
 # hits that crossed the mesh, downloads one over an ICE path (verified chunk by
 # chunk) and shows each super node's counters. S4 leads group "east" with S5
 # as its backup: the demo kills S4 and shows its leaf following S5 and the
-# search still finding the file. Everything it starts is stopped on exit.
-# Nothing leaves 127.0.0.1.
+# search still finding the file. That part runs on 127.0.0.1 only. Run as
+# root, it then puts four leaves behind home-router NATs in network
+# namespaces (a cone pair that punches through, a symmetric pair relayed by
+# coturn) and downloads between them. Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -146,10 +148,16 @@ echo "== leaves behind NATs: a super node and coturn on 203.0.113.1, four home r
   head -c 3000000 /dev/urandom >"$NL_T/gus-share/gus garage band.ogg"
   wait_for 10 sh -c "'$LEAF' search --state-dir '$NL_T/dora' --json --ttl 0 holiday | grep -q content_id"
   wait_for 10 sh -c "'$LEAF' search --state-dir '$NL_T/finn' --json --ttl 0 garage | grep -q content_id"
+  nat_get() { # GETTER TERM ORIGINAL: search, get, compare with the original
+    local out="$NL_T/$1-got"
+    "$LEAF" get --state-dir "$NL_T/$1" -o "$out" \
+      "$("$LEAF" search --state-dir "$NL_T/$1" --json --ttl 0 "$2" | jq -r .content_id)"
+    if cmp -s "$out" "$3"; then echo "   (byte for byte the sharer's file)"; else echo "   NOT the sharer's file"; fi
+  }
   echo "   dora (cone NAT) downloads eve's video (eve behind another cone NAT):"
-  "$LEAF" get --state-dir "$NL_T/dora" "$("$LEAF" search --state-dir "$NL_T/dora" --json --ttl 0 holiday | jq -r .content_id)"
+  nat_get dora holiday "$NL_T/eve-share/eve holiday video.mp4"
   echo "   finn (symmetric NAT) downloads gus's song (gus behind another symmetric NAT):"
-  "$LEAF" get --state-dir "$NL_T/finn" "$("$LEAF" search --state-dir "$NL_T/finn" --json --ttl 0 garage | jq -r .content_id)"
+  nat_get finn garage "$NL_T/gus-share/gus garage band.ogg"
   "$SN" stats --state-dir "$NL_T/sn" --json |
     jq -r '"   super node: \(.stun_requests) STUN requests answered, \(.turn_credentials_issued) TURN credentials issued, \(.signals_delivered) ICE offers delivered"'
   echo "== stopping everything"

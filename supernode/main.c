@@ -579,10 +579,10 @@ static const CfgDef sn_settings[] = {
      .arg = "HOST:PORT",
      .help = "UDP address answering STUN (default: the listen host, port 3478; 'off' disables)"},
     {.key = "turn",
-     .type = CFG_ADDR,
+     .type = CFG_HOSTPORT,
      .flags = CFG_PORT_OPT,
-     .arg = "IP:PORT",
-     .help = "coturn server whose credentials leaves get"},
+     .arg = "HOST:PORT",
+     .help = "coturn server whose credentials leaves get (a name is resolved at start)"},
     {.key = "turn-secret-file",
      .type = CFG_PATH,
      .arg = "FILE",
@@ -608,6 +608,43 @@ static const CfgDef sn_settings[] = {
      .arg = "LEVEL",
      .help = "Log level"},
     {.key = NULL}};
+
+/* coturn's address as leaves will be told it: libnice wants an IP address,
+ * so a host name is resolved here, once, at start (IPv4 first: that is what
+ * home leaves can reach). NULL, with err set, if it does not resolve. */
+static char *turn_numeric(const char *hostport, GError **err)
+{
+  GSocketConnectable *na = g_network_address_parse(hostport, 3478, err);
+  if (!na)
+    return NULL;
+  const char *host = g_network_address_get_hostname(G_NETWORK_ADDRESS(na));
+  guint16 port = g_network_address_get_port(G_NETWORK_ADDRESS(na));
+  char *out = NULL;
+  if (g_hostname_is_ip_address(host)) {
+    out = g_strdup(hostport);
+  } else {
+    GResolver *r = g_resolver_get_default();
+    GList *addrs = g_resolver_lookup_by_name(r, host, NULL, err);
+    GInetAddress *pick = NULL;
+    for (GList *l = addrs; l; l = l->next)
+      if (!pick || (g_inet_address_get_family(l->data) == G_SOCKET_FAMILY_IPV4 &&
+                    g_inet_address_get_family(pick) != G_SOCKET_FAMILY_IPV4))
+        pick = l->data;
+    if (pick) {
+      gchar *ip = g_inet_address_to_string(pick);
+      out = strchr(ip, ':') ? g_strdup_printf("[%s]:%u", ip, port)
+                            : g_strdup_printf("%s:%u", ip, port);
+      g_free(ip);
+      g_info("TURN server %s is %s", hostport, out);
+    }
+    g_resolver_free_addresses(addrs);
+    g_object_unref(r);
+    if (!out && err && !*err)
+      g_set_error(err, G_RESOLVER_ERROR, G_RESOLVER_ERROR_NOT_FOUND, "%s has no address", host);
+  }
+  g_object_unref(na);
+  return out;
+}
 
 int main(int argc, char **argv)
 {
@@ -724,7 +761,11 @@ int main(int argc, char **argv)
       goto out;
     }
     sn.turn_secret = secret;
-    sn.turn_addr = g_strdup(turn);
+    sn.turn_addr = turn_numeric(turn, &err);
+    if (!sn.turn_addr) {
+      fprintf(stderr, "canopy-supernode: --turn %s: %s\n", turn, err->message);
+      goto out;
+    }
   }
   if (sn.turn_secret)
     timer_arm(&sn.turn_refresh, sn.ctx, clock_now_ms() + TURN_CRED_TTL_S * 1000 / 2,

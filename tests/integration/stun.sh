@@ -83,5 +83,20 @@ else
   note "no ::1 on this host: IPv6 not checked"
 fi
 
+# --turn by host name: resolved once at start, and leaves are handed the
+# address (libnice takes no names); a name that does not resolve stops the
+# super node with a clear message.
+printf 'not-a-real-secret\n' >"$T/turn.secret"; chmod 600 "$T/turn.secret"
+start_sn s3 3 --no-discovery --stun off --turn "localhost:$(port 70)" --turn-secret-file "$T/turn.secret"
+start_leaf l3 3
+wait_for 5 grep -q "TURN 127.0.0.1:$(port 70)" "$T/l3.log" \
+  || fail "the leaf was not handed coturn's address for localhost: $(grep 'NAT info' "$T/l3.log")"
+rc=0
+timeout 10 "$SN" --listen "127.0.0.1:$(port 4)" --state-dir "$T/s4" --stun off \
+  --turn "no-such-host.invalid:3478" --turn-secret-file "$T/turn.secret" 2>"$T/err" || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "a super node with an unresolvable --turn ran on (status $rc)"
+grep -q "\-\-turn no-such-host.invalid:3478:" "$T/err" || fail "unclear: $(cat "$T/err")"
+note "--turn by name: leaves got 127.0.0.1:$(port 70) for localhost; unresolvable: $(grep -- --turn "$T/err" | head -c 120)"
+
 kill -0 "$PID_s1" 2>/dev/null || fail "super node died"
 echo "stun: ok"
