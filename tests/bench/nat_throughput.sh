@@ -40,7 +40,8 @@
 # secure session being open over the ICE path.
 #
 # Environment: NAT_BENCH_RUNS, NAT_BENCH_SETUPS, NAT_BENCH_TCP_S, NAT_BENCH_ICE_MB,
-# NAT_BENCH_GET_RUNS as above; NAT_BENCH_RTTS (default "0 20 50");
+# NAT_BENCH_GET_RUNS as above; NAT_BENCH_RTTS (default "0 20 50"; "none"
+# for the set-up figures alone);
 # NAT_BENCH_RELAYED=0, NAT_BENCH_GET=0 and NAT_BENCH_SETUPS=0 skip those parts;
 # NAT_BENCH_GSO=1 runs the delay stages with --gso: faster TCP at RTT 0, but
 # a drop then takes a whole TSO burst (fewer, larger loss events: TCP looks
@@ -57,6 +58,7 @@ SETUPS=${NAT_BENCH_SETUPS:-20}
 TCP_S=${NAT_BENCH_TCP_S:-12}
 ICE_BYTES=$(( ${NAT_BENCH_ICE_MB:-200} * 1000000 ))
 RTTS=${NAT_BENCH_RTTS:-0 20 50}
+[ "$RTTS" = none ] && RTTS=
 RELAYED=${NAT_BENCH_RELAYED:-1}
 GET=${NAT_BENCH_GET:-1}
 GET_RUNS=${NAT_BENCH_GET_RUNS:-3}
