@@ -4,6 +4,7 @@
 #include <glib.h>
 #include <string.h>
 
+#include "netcert.h"
 #include "wire.h"
 
 #define LEAF_AGENT "canopy-leaf/0.1"
@@ -27,10 +28,13 @@ typedef struct {
   uint64_t redial_at;      /* WAIT */
   unsigned failures;
   uint64_t last_rx, last_ping;
+  bool admitted; /* OPEN and, in a network, its certificate checked */
 } Slot;
 
 struct LeafCore {
   LeafConfig cfg;
+  bool networked;
+  uint8_t network_pk[32];
   char home[ADDR_MAX + 1]; /* the configured super node */
   LeafRandomFn rng;
   void *rng_ctx;
@@ -62,6 +66,7 @@ struct LeafCore {
 
 void leaf_config_defaults(LeafConfig *c)
 {
+  memset(c, 0, sizeof *c);
   c->supernode = "";
   c->keepalive_ms = 5000;
   c->backoff_min_ms = 250;
@@ -86,6 +91,11 @@ LeafCore *leaf_core_new(const LeafConfig *cfg, LeafRandomFn rng, void *rng_ctx)
   LeafCore *c = g_new0(LeafCore, 1);
   c->cfg = *cfg;
   c->cfg.supernode = NULL;
+  if (cfg->network_pk) {
+    c->networked = true;
+    memcpy(c->network_pk, cfg->network_pk, 32);
+  }
+  c->cfg.network_pk = NULL;
   g_strlcpy(c->home, cfg->supernode ? cfg->supernode : "", sizeof c->home);
   if (c->cfg.keepalive_ms == 0)
     c->cfg.keepalive_ms = 5000;
@@ -403,6 +413,7 @@ void leaf_core_connected(LeafCore *c, LeafSlot slot, const uint8_t peer[32], uin
   if (s->state != LS_DIALING)
     return;
   s->state = LS_OPEN;
+  s->admitted = !c->networked;
   memcpy(s->peer, peer, 32);
   s->last_rx = s->last_ping = now;
   hello(c, slot);
@@ -543,6 +554,25 @@ void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *data, size_t len,
   if (err != WIRE_OK) {
     LeafAction a = {
         .kind = LEAF_ACT_CLOSE, .slot = slot, .reason = "malformed message from the super node"};
+    push(c, a);
+    leaf_core_disconnected(c, slot, now);
+    return;
+  }
+  if (!s->admitted) {
+    /* In a network, the super node's HELLO (its first message) must prove
+     * it was admitted before anything it says is taken. */
+    const char *why = "the super node spoke before proving its network membership";
+    if (m.type == MSG_HELLO && m.u.hello.role == ROLE_SUPER) {
+      NetcertResult r = netcert_check(m.u.hello.cert, m.u.hello.cert_len, c->network_pk, s->peer,
+                                      c->cfg.unix_now ? c->cfg.unix_now() : 0);
+      why = r == NETCERT_OK ? NULL : netcert_result_str(r);
+    }
+    wire_msg_clear(&m);
+    if (!why) {
+      s->admitted = true;
+      return;
+    }
+    LeafAction a = {.kind = LEAF_ACT_CLOSE, .slot = slot, .reason = why};
     push(c, a);
     leaf_core_disconnected(c, slot, now);
     return;

@@ -23,6 +23,12 @@ typedef struct {
   uint64_t backoff_min_ms; /* first redial delay */
   uint64_t backoff_max_ms;
   unsigned max_hits; /* per search */
+  /* The network's public key (32 bytes, borrowed for leaf_core_new), or
+   * NULL: with it, a super node counts only once its HELLO carries a valid
+   * certificate from that network (shared/netcert.h); unix_now gives the
+   * wall-clock seconds certificates expire by. */
+  const uint8_t *network_pk;
+  uint64_t (*unix_now)(void);
 } LeafConfig;
 
 void leaf_config_defaults(LeafConfig *c);

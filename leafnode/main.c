@@ -29,6 +29,12 @@
 /* The daemon's settings, for SIGHUP and `status` (set by run_daemon). */
 static Cfg *daemon_conf;
 
+/* Wall-clock unix seconds: super nodes' network certificates expire by it. */
+static uint64_t unix_now(void)
+{
+  return (uint64_t)(g_get_real_time() / G_USEC_PER_SEC);
+}
+
 static void rng_fill(uint8_t *out, size_t n, void *ctx)
 {
   randombytes_buf(out, n);
@@ -720,6 +726,12 @@ static const CfgDef leaf_settings[] = {
      .def = "60",
      .arg = "S",
      .help = "Rescan the share every S seconds, 0 never"},
+    {.key = "network-key",
+     .type = CFG_STRING,
+     .min = 64,
+     .max = 64,
+     .arg = "HEX",
+     .help = "Public key of the network: trust only super nodes it certified"},
     {.key = "download-dir",
      .type = CFG_PATH,
      .arg = "DIR",
@@ -818,6 +830,12 @@ static int run_daemon(int argc, char **argv)
     g_free(lf.download_dir);
     lf.download_dir = abs;
   }
+  const char *network_key = cfg_get_str(conf, "network-key");
+  uint8_t network_pk[IDENTITY_PK_LEN];
+  if (network_key && !hex_decode(network_key, network_pk, sizeof network_pk)) {
+    fprintf(stderr, "canopy-leaf: --network-key: '%s' is not 64 hex digits\n", network_key);
+    goto out;
+  }
   lf.server = server_new(lf.shares);
   server_use_tree_cache(lf.server, state_dir);
   lf.peers = peers_new(lf.ctx, &lf.id, &peers_cb, &lf);
@@ -833,6 +851,10 @@ static int run_daemon(int argc, char **argv)
   leaf_config_defaults(&cfg);
   cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
   cfg.supernode = lf.sn_addr;
+  if (network_key) {
+    cfg.network_pk = network_pk;
+    cfg.unix_now = unix_now;
+  }
   lf.core = leaf_core_new(&cfg, rng_fill, NULL);
   size_t n;
   const LeafEntry *e = shareset_entries(lf.shares, &n);

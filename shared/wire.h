@@ -32,6 +32,7 @@
 #define WIRE_MAX_SIGNAL 8192 /* bytes of an ICE offer or answer */
 #define WIRE_MAX_TREE 1024   /* chunk hashes per TREE frame */
 #define WIRE_PIECE 32768     /* bytes of chunk data per CHUNK frame */
+#define WIRE_MAX_CERT 256    /* bytes of a super node's network certificate */
 
 typedef enum {
   MSG_HELLO = 1, /* first message on every session */
@@ -119,6 +120,10 @@ typedef struct {
       uint8_t role;
       WireStr listen; /* super nodes: the address others may dial; else empty */
       WireStr agent;
+      /* super nodes of an admitted network: their certificate (netcert.h),
+       * opaque here; cert_len 0 when none */
+      const uint8_t *cert; /* borrowed */
+      uint16_t cert_len;
     } hello;
     uint64_t ping; /* PING and PONG nonce */
     struct {

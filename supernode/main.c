@@ -21,6 +21,7 @@
 #include "session.h"
 #include "sncore.h"
 #include "metrics.h"
+#include "network.h"
 #include "sdnotify.h"
 #include "wire.h"
 
@@ -57,6 +58,9 @@ typedef struct {
   bool had_leader;
   uint8_t last_leader[32];
   uint64_t failovers; /* the group's leader became another node */
+  char *cert_path;    /* with --network-key: our certificate's file */
+  uint8_t network_pk[IDENTITY_PK_LEN];
+  uint8_t cert[NETCERT_LEN];
 } Sn;
 
 typedef struct {
@@ -413,6 +417,16 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   const SnStats *st = sn_core_stats(sn->core);
   JsonObject *o = json_object_new();
   json_object_set_string_member(o, "id", sn->id_hex);
+  char pk_hex[IDENTITY_PK_LEN * 2 + 1];
+  hex_encode(sn->id.pk, IDENTITY_PK_LEN, pk_hex);
+  json_object_set_string_member(o, "public_key", pk_hex);
+  if (sn->cert_path) {
+    char net_hex[IDENTITY_PK_LEN * 2 + 1];
+    hex_encode(sn->network_pk, IDENTITY_PK_LEN, net_hex);
+    json_object_set_string_member(o, "network", net_hex);
+    json_object_set_int_member(o, "network_cert_expires",
+                               (gint64)netcert_not_after(sn->cert, sizeof sn->cert));
+  }
   json_object_set_string_member(o, "listen", sn->listen);
   json_object_set_int_member(o, "queries_received", (gint64)st->queries_received);
   json_object_set_int_member(o, "queries_handled", (gint64)st->queries_handled);
@@ -433,6 +447,7 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "signals_relayed", (gint64)st->signals_relayed);
   json_object_set_int_member(o, "signals_delivered", (gint64)st->signals_delivered);
   json_object_set_int_member(o, "signals_dropped", (gint64)st->signals_dropped);
+  json_object_set_int_member(o, "links_refused", (gint64)st->links_refused);
   json_object_set_int_member(o, "stun_requests",
                              sn->stun ? (gint64)stun_service_requests(sn->stun) : 0);
   json_object_set_int_member(o, "stun_dropped",
@@ -469,6 +484,45 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
 
 /* --- command line ------------------------------------------------------------ */
 
+/* Logs how long our certificate has left when that is under two weeks:
+ * past it, no super node of the network links to us. */
+static void warn_expiry(const Sn *sn)
+{
+  uint64_t end = netcert_not_after(sn->cert, sizeof sn->cert), now = network_unix_now();
+  if (end < now + 14 * 86400)
+    g_warning("the network certificate %s expires in %" G_GUINT64_FORMAT
+              " days: renew it (canopy-supernode network-key certify), then reload",
+              sn->cert_path, end > now ? (end - now) / 86400 : 0);
+}
+
+/* SIGHUP: a renewed certificate (the file, or another --network-cert) is
+ * taken if it admits us; otherwise the one in use stays. */
+static void reload_cert(Sn *sn)
+{
+  if (!sn->cert_path)
+    return;
+  const char *path = cfg_get_str(sn->conf, "network-cert");
+  if (path && strcmp(path, sn->cert_path) != 0) {
+    g_free(sn->cert_path);
+    sn->cert_path = g_strdup(path);
+  }
+  uint8_t cert[NETCERT_LEN];
+  char msg[256];
+  if (!network_load_cert(sn->cert_path, sn->network_pk, sn->id.id, cert, msg, sizeof msg)) {
+    g_warning("network certificate not reloaded: %s", msg);
+    return;
+  }
+  if (memcmp(cert, sn->cert, sizeof cert) != 0) {
+    memcpy(sn->cert, cert, sizeof cert);
+    sn_core_set_cert(sn->core, sn->cert, sizeof sn->cert);
+    char when[32];
+    g_snprintf(when, sizeof when, "%" G_GUINT64_FORMAT, netcert_not_after(cert, sizeof cert));
+    g_message("network certificate reloaded from %s (valid until unix time %s)", sn->cert_path,
+              when);
+  }
+  warn_expiry(sn);
+}
+
 /* SIGHUP (systemctl reload): re-reads the --config file and applies the
  * reloadable settings; cfg_reload logs what changed and refuses a bad file.
  * Fewer links or leaves than in place close nothing: the new limits apply
@@ -477,7 +531,12 @@ static gboolean on_hup(gpointer ud)
 {
   Sn *sn = ud;
   gboolean changed = FALSE;
-  if (!cfg_reload(sn->conf, &changed) || !changed)
+  gboolean reloaded = cfg_reload(sn->conf, &changed);
+  /* The certificate file is read again even without --config: renewing it
+   * in place and reloading is the operator's whole job. */
+  if (reloaded || !cfg_file(sn->conf))
+    reload_cert(sn);
+  if (!reloaded || !changed)
     return G_SOURCE_CONTINUE;
   log_setup(cfg_get_str(sn->conf, "log-level"), NULL);
   unsigned max_leaves = (unsigned)cfg_get_int(sn->conf, "max-leaves");
@@ -583,6 +642,17 @@ static const CfgDef sn_settings[] = {
      .flags = CFG_PORT_OPT,
      .arg = "HOST:PORT",
      .help = "coturn server whose credentials leaves get (a name is resolved at start)"},
+    {.key = "network-key",
+     .type = CFG_STRING,
+     .min = 64,
+     .max = 64,
+     .arg = "HEX",
+     .help = "Public key of the network: link only to super nodes it certified"},
+    {.key = "network-cert",
+     .type = CFG_PATH,
+     .flags = CFG_RELOAD,
+     .arg = "FILE",
+     .help = "This node's certificate from the network key (default: STATE_DIR/network.cert)"},
     {.key = "turn-secret-file",
      .type = CFG_PATH,
      .arg = "FILE",
@@ -648,6 +718,8 @@ static char *turn_numeric(const char *hostport, GError **err)
 
 int main(int argc, char **argv)
 {
+  if (argc > 1 && strcmp(argv[1], "network-key") == 0)
+    return network_key_command(argc - 1, argv + 1);
   if (argc > 1 && (strcmp(argv[1], "stats") == 0 || strcmp(argv[1], "status") == 0))
     return control_show("canopy-supernode stats", "stats",
                         "- show a running super node's counters and neighbours", argc - 1,
@@ -818,9 +890,28 @@ int main(int argc, char **argv)
     sn.term_path = g_build_filename(state_dir, "group-term", NULL);
     cfg.term_floor = sn.term_saved = load_term(sn.term_path);
   }
+  const char *network_key = cfg_get_str(conf, "network-key");
+  if (network_key) {
+    if (!hex_decode(network_key, sn.network_pk, sizeof sn.network_pk)) {
+      fprintf(stderr, "canopy-supernode: --network-key: '%s' is not 64 hex digits\n", network_key);
+      goto out;
+    }
+    sn.cert_path = cfg_get_str(conf, "network-cert")
+                       ? g_strdup(cfg_get_str(conf, "network-cert"))
+                       : g_build_filename(state_dir, NETWORK_CERT_FILE, NULL);
+    if (!network_load_cert(sn.cert_path, sn.network_pk, sn.id.id, sn.cert, msg, sizeof msg)) {
+      fprintf(stderr, "canopy-supernode: --network-cert: %s\n", msg);
+      goto out;
+    }
+    warn_expiry(&sn);
+    cfg.network_pk = sn.network_pk;
+    cfg.unix_now = network_unix_now;
+  }
   sn.max_super_links = cfg.max_super_links;
   sn.max_sessions = cfg.max_leaves + cfg.max_super_links + 128;
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
+  if (network_key)
+    sn_core_set_cert(sn.core, sn.cert, sizeof sn.cert);
   sodium_memzero(group_key, sizeof group_key);
   for (const char *const *p = peers; p && *p; p++)
     sn_core_add_peer(sn.core, *p, clock_now_ms());
@@ -874,6 +965,7 @@ out:
   }
   g_free(sn.turn_addr);
   g_free(sn.term_path);
+  g_free(sn.cert_path);
   g_clear_error(&err);
   g_option_context_free(oc);
   cfg_free(conf);

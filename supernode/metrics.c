@@ -222,6 +222,8 @@ void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupSt
                   x->sessions_refused);
   metrics_gauge(w, "leaves", "Leaf sessions.", st->leaves);
   metrics_gauge(w, "links", "Links to other super nodes.", st->links);
+  metrics_counter(w, "links_refused", "Super nodes refused: not admitted to our network.",
+                  st->links_refused);
   metrics_gauge(w, "index_entries", "Entries in the search index.", (double)st->index_entries);
   metrics_counter(w, "index_entries_rejected", "Entries refused over the per-leaf cap.",
                   st->entries_rejected);

@@ -20,6 +20,7 @@
 #include "identity.h"
 #include "index.h"
 #include "mesh.h"
+#include "netcert.h"
 #include "ratelimit.h"
 #include "roster.h"
 #include "sncore_int.h"
@@ -159,6 +160,11 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   g_queue_init(&c->actions);
   c->next_housekeeping = now;
   c->next_peers_req = now + PEERS_REQ_INTERVAL_MS;
+  if (cfg->network_pk) {
+    c->networked = true;
+    memcpy(c->network_pk, cfg->network_pk, 32);
+  }
+  c->cfg.network_pk = NULL; /* borrowed for sn_core_new only */
   group_init(c, now);
   if (!c->index) {
     sn_core_free(c);
@@ -224,7 +230,15 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
   hello.u.hello.role = ROLE_SUPER;
   hello.u.hello.listen = wire_str(c->advertise, strlen(c->advertise));
   hello.u.hello.agent = wire_str(SN_AGENT, strlen(SN_AGENT));
+  hello.u.hello.cert = c->cert;
+  hello.u.hello.cert_len = c->cert_len;
   sn_send(c, conn, &hello);
+}
+
+void sn_core_set_cert(SnCore *c, const uint8_t *cert, size_t len)
+{
+  c->cert_len = (uint16_t)MIN(len, sizeof c->cert);
+  memcpy(c->cert, cert, c->cert_len);
 }
 
 void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now)
@@ -275,6 +289,17 @@ static bool linked_cb(const uint8_t id[32], void *ctx)
 
 static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
+  if (c->networked) {
+    /* Before anything else it says counts: a stranger learns no address,
+     * no query and no group state from us. */
+    NetcertResult r = netcert_check(m->u.hello.cert, m->u.hello.cert_len, c->network_pk, p->id,
+                                    c->cfg.unix_now ? c->cfg.unix_now() : 0);
+    if (r != NETCERT_OK) {
+      c->stats.links_refused++;
+      sn_close_peer(c, p, netcert_result_str(r), now);
+      return;
+    }
+  }
   Peer *old = sn_find_link(c, p->id, p->conn);
   if (old) {
     /* Both ends apply the same rule, so they keep the same TCP connection. */

@@ -40,6 +40,13 @@ typedef struct {
   /* 32-byte group secret (borrowed for sn_core_new): only super nodes
    * proving it are members. NULL: anyone saying the name is. */
   const uint8_t *group_key;
+  /* Network admission (shared/netcert.h). network_pk (32 bytes, borrowed
+   * for sn_core_new) NULL: an open network. Set: only super nodes whose
+   * HELLO carries a valid certificate from it become links, and every HELLO
+   * of ours carries cert (set with sn_core_set_cert). unix_now gives the
+   * wall-clock seconds certificates expire by. */
+  const uint8_t *network_pk;
+  uint64_t (*unix_now)(void);
 } SnConfig;
 
 /* Defaults a caller then overrides. */
@@ -60,6 +67,7 @@ typedef struct {
   uint64_t signals_relayed;   /* ICE offers/answers passed on */
   uint64_t signals_delivered; /* ... to one of our own leaves */
   uint64_t signals_dropped;   /* no route, duplicate, or over the rate */
+  uint64_t links_refused;     /* super nodes not admitted to our network */
   unsigned leaves;            /* current leaf sessions */
   unsigned links;             /* current super-node links */
   size_t index_entries;
@@ -153,5 +161,10 @@ void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx);
  * Nothing in place is closed; the next tick works to the new values. */
 void sn_core_set_limits(SnCore *c, unsigned target_degree, unsigned max_leaves,
                         uint64_t keepalive_ms);
+
+/* Our network certificate (netcert.h; len bytes, copied), sent in every
+ * HELLO from now on: at start, and when the operator renews it (SIGHUP).
+ * Links already up keep going. */
+void sn_core_set_cert(SnCore *c, const uint8_t *cert, size_t len);
 
 #endif

@@ -92,6 +92,10 @@ struct SnCore {
   uint64_t next_housekeeping;
   uint64_t next_peers_req;
   Group group;
+  bool networked; /* cfg.network_pk was set: links need a certificate */
+  uint8_t network_pk[32];
+  uint8_t cert[WIRE_MAX_CERT];
+  uint16_t cert_len;
 };
 
 /* sncore.c */

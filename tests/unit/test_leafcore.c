@@ -14,7 +14,9 @@
 #include <cmocka.h>
 #include <glib.h>
 
+#include "identity.h"
 #include "leafcore.h"
+#include "netcert.h"
 #include "wire.h"
 
 #define T0 1000000u
@@ -786,6 +788,84 @@ static void test_free_null(void **state)
   leaf_core_free(NULL);
 }
 
+/* --- network admission (shared/netcert.h) ------------------------------------ */
+
+static uint64_t fake_unix_now(void)
+{
+  return 1800000000;
+}
+
+static unsigned closes_saying(LeafCore *c, const char *what)
+{
+  GArray *a = actions(c);
+  unsigned n = 0;
+  for (guint i = 0; i < a->len; i++)
+    n += act(a, i)->kind == LEAF_ACT_CLOSE && act(a, i)->reason && strstr(act(a, i)->reason, what);
+  actions_free(a);
+  return n;
+}
+
+static void test_network_super_node_must_prove_membership(void **state)
+{
+  (void)state;
+  Identity netkey, sn;
+  assert_true(identity_generate(&netkey));
+  assert_true(identity_generate(&sn));
+  Fixture *f = g_new0(Fixture, 1);
+  f->rng.value = 0x8080;
+  leaf_config_defaults(&f->cfg);
+  f->cfg.network_pk = netkey.pk;
+  f->cfg.unix_now = fake_unix_now;
+  f->core = leaf_core_new(&f->cfg, rng_fill, &f->rng);
+  leaf_core_start(f->core, 0);
+  actions_free(actions(f->core));
+
+  /* ATTACHED before any HELLO: not taken, the session is closed. */
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, sn.id, 0);
+  WireMsg att = {.type = MSG_ATTACHED};
+  feed(f->core, &att, 0);
+  assert_int_equal(closes_saying(f->core, "before proving"), 1);
+  assert_false(leaf_core_is_connected(f->core));
+
+  /* A HELLO with no certificate, then one for another node: refused. */
+  uint64_t t = 60000;
+  leaf_core_tick(f->core, t);
+  actions_free(actions(f->core));
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, sn.id, t);
+  WireMsg hello = {.type = MSG_HELLO};
+  hello.u.hello.role = ROLE_SUPER;
+  hello.u.hello.listen = wire_str("", 0);
+  hello.u.hello.agent = wire_str("canopy", 6);
+  feed(f->core, &hello, t);
+  assert_int_equal(closes_saying(f->core, "no certificate"), 1);
+
+  t += 60000;
+  leaf_core_tick(f->core, t);
+  actions_free(actions(f->core));
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, sn.id, t);
+  uint8_t cert[NETCERT_LEN];
+  netcert_sign(&netkey, netkey.pk, 1800000000 + 60, cert); /* the network's own key, not sn's */
+  hello.u.hello.cert = cert;
+  hello.u.hello.cert_len = sizeof cert;
+  feed(f->core, &hello, t);
+  assert_int_equal(closes_saying(f->core, "another node"), 1);
+
+  /* The right certificate: the session counts, and the leaf publishes on
+   * ATTACHED as usual. */
+  t += 60000;
+  leaf_core_tick(f->core, t);
+  actions_free(actions(f->core));
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, sn.id, t);
+  netcert_sign(&netkey, sn.pk, 1800000000 + 60, cert);
+  feed(f->core, &hello, t);
+  feed(f->core, &att, t);
+  assert_int_equal(closes_saying(f->core, ""), 0);
+  assert_true(leaf_core_is_connected(f->core));
+  identity_clear(&netkey);
+  identity_clear(&sn);
+  fixture_free(f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -806,6 +886,7 @@ int main(void)
       cmocka_unit_test(test_ping_answered_with_same_nonce),
       cmocka_unit_test(test_malformed_message_closes),
       cmocka_unit_test(test_free_null),
+      cmocka_unit_test(test_network_super_node_must_prove_membership),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

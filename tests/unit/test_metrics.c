@@ -363,6 +363,7 @@ static void sample_stats(SnStats *st, SnGroupStatus *g, MetricsExtra *x)
   st->signals_dropped = 114;
   st->leaves = 115;
   st->links = 116;
+  st->links_refused = 127;
   st->index_entries = 117;
   g->role = SN_ROLE_LEADER;
   g->term = 7;
@@ -402,6 +403,7 @@ static void test_fill_supernode(void **state)
       "canopy_sessions_refused_total 121",
       "canopy_leaves 115",
       "canopy_links 116",
+      "canopy_links_refused_total 127",
       "canopy_index_entries 117",
       "canopy_index_entries_rejected_total 111",
       "canopy_malformed_messages_total 109",

@@ -21,6 +21,7 @@
 
 #include "identity.h"
 #include "mesh.h"
+#include "netcert.h"
 #include "sncore.h"
 #include "wire.h"
 
@@ -1354,6 +1355,85 @@ static void test_next_deadline_with_aliased_address(void **state)
   net_free(net);
 }
 
+/* --- network admission (shared/netcert.h) ------------------------------------ */
+
+static uint64_t fake_unix;
+static uint64_t fake_unix_now(void)
+{
+  return fake_unix;
+}
+
+static bool closed_with(Net *net, int node, const char *reason)
+{
+  GArray *c = net->node[node].closes;
+  for (guint i = 0; i < c->len; i++) {
+    const char *r = g_array_index(c, CloseRec, i).reason;
+    if (r && strstr(r, reason))
+      return true;
+  }
+  return false;
+}
+
+static void test_network_admits_certified_only(void **state)
+{
+  (void)state;
+  Identity netkey, other_net, ids[4];
+  assert_true(identity_generate(&netkey));
+  assert_true(identity_generate(&other_net));
+  fake_unix = 1800000000;
+  SnConfig cfg = base_config();
+  cfg.network_pk = netkey.pk;
+  cfg.unix_now = fake_unix_now;
+  Net *net = net_new(4, &cfg, false);
+  /* Real keys: the certificate binds the public key behind the node id. */
+  for (int i = 0; i < 4; i++) {
+    Node *nd = &net->node[i];
+    assert_true(identity_generate(&ids[i]));
+    sn_core_free(nd->core);
+    memcpy(nd->id, ids[i].id, 32);
+    SnConfig c = cfg;
+    c.advertise = nd->addr;
+    nd->core = sn_core_new(&c, nd->id, rng_fill, &nd->rng, net->now);
+  }
+  uint8_t cert[NETCERT_LEN];
+  netcert_sign(&netkey, ids[0].pk, fake_unix + 3600, cert);
+  sn_core_set_cert(net->node[0].core, cert, sizeof cert);
+  netcert_sign(&netkey, ids[1].pk, fake_unix + 3600, cert);
+  sn_core_set_cert(net->node[1].core, cert, sizeof cert);
+  /* node 2: no certificate; node 3: one from another network. */
+  netcert_sign(&other_net, ids[3].pk, fake_unix + 3600, cert);
+  sn_core_set_cert(net->node[3].core, cert, sizeof cert);
+
+  net_link(net, 1, 0);
+  assert_int_equal(links_to(net, 0, 1, NULL), 1);
+  net_link(net, 2, 0);
+  net_link(net, 3, 0);
+  assert_int_equal(links_to(net, 0, -1, NULL), 1);
+  assert_int_equal(links_to(net, 2, -1, NULL), 0);
+  assert_int_equal(links_to(net, 3, -1, NULL), 0);
+  assert_int_equal(stats(net, 0)->links_refused, 2);
+  assert_true(closed_with(net, 0, "no certificate"));
+  assert_true(closed_with(net, 0, "another network"));
+
+  /* A search from a leaf of node 0 reaches node 1 and no stranger. */
+  int l0 = leaf_add(net, 0), l1 = leaf_add(net, 1), l2 = leaf_add(net, 2);
+  static const char *const doc[] = {"admitted report.pdf"};
+  leaf_publish(net, l1, doc, 1, true);
+  leaf_publish(net, l2, doc, 1, true);
+  leaf_search(net, l0, 1, 3, "report");
+  net_tick(net, net->now + 1);
+  assert_int_equal(hits_for(net, l0, 1), 1);
+
+  /* Past its expiry node 1's certificate no longer admits it: a new link
+   * (after a restart of node 0, say) is refused. */
+  fake_unix += 3601;
+  net_link(net, 1, 0);
+  assert_true(closed_with(net, 0, "expired"));
+  identity_clear(&netkey);
+  identity_clear(&other_net);
+  net_free(net);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1377,6 +1457,7 @@ int main(void)
       cmocka_unit_test(test_configured_peer_redialed_with_backoff),
       cmocka_unit_test(test_next_deadline_drives_keepalive),
       cmocka_unit_test(test_next_deadline_with_aliased_address),
+      cmocka_unit_test(test_network_admits_certified_only),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,6 +35,9 @@ static void assert_msg_eq(const WireMsg *a, const WireMsg *b)
     assert_int_equal(a->u.hello.role, b->u.hello.role);
     assert_str_eq(a->u.hello.listen, b->u.hello.listen);
     assert_str_eq(a->u.hello.agent, b->u.hello.agent);
+    assert_int_equal(a->u.hello.cert_len, b->u.hello.cert_len);
+    if (a->u.hello.cert_len)
+      assert_memory_equal(a->u.hello.cert, b->u.hello.cert, a->u.hello.cert_len);
     break;
   case MSG_PING:
   case MSG_PONG:
@@ -231,8 +234,17 @@ static void test_hello(void **state)
   m.u.hello.agent = S("canopy/0.1");
   roundtrip(&m);
 
+  uint8_t cert[137]; /* opaque to the codec (shared/netcert.h) */
+  for (size_t i = 0; i < sizeof cert; i++)
+    cert[i] = (uint8_t)(i * 7);
+  m.u.hello.cert = cert;
+  m.u.hello.cert_len = sizeof cert;
+  roundtrip(&m);
+
   m.u.hello.role = ROLE_LEAF;
   m.u.hello.listen = wire_str(NULL, 0); /* leaves have no listen address */
+  m.u.hello.cert = NULL;
+  m.u.hello.cert_len = 0;
   roundtrip(&m);
 }
 
@@ -707,6 +719,14 @@ static void test_length_over_cap(void **state)
   wr_u8(&b, ROLE_SUPER);
   wr_u16(&b, WIRE_MAX_ADDR + 1);
   assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+
+  b = header(MSG_HELLO); /* a certificate over its cap */
+  wr_u8(&b, ROLE_SUPER);
+  wr_u16(&b, 0);
+  wr_u16(&b, 0);
+  wr_u16(&b, WIRE_MAX_CERT + 1);
+  wr_bytes(&b, big, WIRE_MAX_CERT + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
 }
 
 static void test_invalid_text(void **state)
@@ -741,9 +761,9 @@ static void test_invalid_fields(void **state)
   assert_int_equal(query_with(WIRE_MAX_TTL + 1, QUERY_KEYWORDS), WIRE_EINVALID);
   assert_int_equal(query_with(0, 7), WIRE_EINVALID);
 
-  static const uint8_t role0[] = {WIRE_VERSION, MSG_HELLO, 0, 0, 0, 0, 0};
-  static const uint8_t role3[] = {WIRE_VERSION, MSG_HELLO, ROLE_WATCH + 1, 0, 0, 0, 0};
-  static const uint8_t leaf[] = {WIRE_VERSION, MSG_HELLO, ROLE_LEAF, 0, 0, 0, 0};
+  static const uint8_t role0[] = {WIRE_VERSION, MSG_HELLO, 0, 0, 0, 0, 0, 0, 0};
+  static const uint8_t role3[] = {WIRE_VERSION, MSG_HELLO, ROLE_WATCH + 1, 0, 0, 0, 0, 0, 0};
+  static const uint8_t leaf[] = {WIRE_VERSION, MSG_HELLO, ROLE_LEAF, 0, 0, 0, 0, 0, 0};
   assert_int_equal(decode_bytes(role0, sizeof role0), WIRE_EINVALID);
   assert_int_equal(decode_bytes(role3, sizeof role3), WIRE_EINVALID);
   assert_int_equal(decode_bytes(leaf, sizeof leaf), WIRE_OK);
