@@ -326,9 +326,19 @@ static int move_into_place(const char *from, const char *to, gboolean replace)
   if (errno != EINVAL && errno != ENOSYS)
     return -1;
   /* A file system without RENAME_NOREPLACE: link() will not replace either. */
-  if (link(from, to) != 0)
+  if (link(from, to) == 0) {
+    if (unlink(from) != 0 && errno != ENOENT)
+      g_warning("cannot remove %s (the file is in place at %s): %s", from, to, g_strerror(errno));
+    return 0;
+  }
+  if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS)
     return -1;
-  return unlink(from) == 0 || errno == ENOENT ? 0 : -1;
+  /* Nor hard links (FUSE, SMB): check, then rename, as well as it goes. */
+  if (g_file_test(to, G_FILE_TEST_EXISTS)) {
+    errno = EEXIST;
+    return -1;
+  }
+  return rename(from, to);
 }
 
 static void finish(Download *d)
@@ -526,7 +536,6 @@ static gboolean dl_use_size(Download *d, uint64_t size)
 {
   fetch_free(d->fetch);
   d->fetch = NULL;
-  d->size = size;
   struct stat st;
   struct statvfs vfs;
   uint64_t have = fstat(d->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
@@ -545,6 +554,7 @@ static gboolean dl_use_size(Download *d, uint64_t size)
     note_failure(d, "a source gives its size as %" G_GUINT64_FORMAT " bytes, too large", size);
     return FALSE;
   }
+  d->size = size;
   d->state = DL_RUNNING;
   return TRUE;
 }
@@ -769,11 +779,17 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
       control_fail(cl, "this file is already being downloaded by another `get`");
       return;
     }
-    if (out && old->final_path && strcmp(out, old->final_path) != 0) {
-      gchar *msg =
-          g_strdup_printf("this file is already being downloaded to %s (download %" G_GUINT64_FORMAT
-                          "; `canopy-leaf downloads cancel %" G_GUINT64_FORMAT "` first)",
-                          old->final_path, old->id, old->id);
+    /* Where the new `get` wants it (NULL: the download folder, under the
+     * hit's name) against where the running one puts it. */
+    gchar *dflt = old->name ? g_build_filename(lf->download_dir, old->name, NULL) : NULL;
+    gboolean elsewhere = out ? !old->final_path || strcmp(out, old->final_path) != 0
+                             : old->final_path && (!dflt || strcmp(dflt, old->final_path) != 0);
+    g_free(dflt);
+    if (elsewhere) {
+      gchar *msg = g_strdup_printf(
+          "this file is already being downloaded to %s (download %" G_GUINT64_FORMAT
+          "; `canopy-leaf downloads cancel %" G_GUINT64_FORMAT "` first)",
+          old->final_path ? old->final_path : "the download folder", old->id, old->id);
       control_fail(cl, msg);
       g_free(msg);
       return;

@@ -88,12 +88,18 @@ Fetch *fetch_new(const uint8_t cid[32], uint64_t size, unsigned pipeline)
   f->size = size;
   f->n = (uint32_t)n;
   f->pipeline = pipeline ? pipeline : 4;
-  f->leaves = g_malloc0_n(f->n, 32);
-  f->leaf_got = g_malloc0(f->n);
-  f->state = g_malloc0(f->n);
+  /* The size comes from a peer's word until the tree proves it: an
+   * allocation it makes too large fails here instead of aborting. */
+  f->leaves = g_try_malloc0_n(f->n, 32);
+  f->leaf_got = g_try_malloc0(f->n);
+  f->state = g_try_malloc0(f->n);
   f->sources = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
   f->inflight = g_ptr_array_new_with_free_func(inflight_free);
   g_queue_init(&f->actions);
+  if (!f->leaves || !f->leaf_got || !f->state) {
+    fetch_free(f);
+    return NULL;
+  }
   return f;
 }
 

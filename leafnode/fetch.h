@@ -43,7 +43,8 @@ typedef struct {
 } FetchAction;
 
 /* size is the file size the search reported (part of the content id: a
- * wrong one simply fails verification). pipeline: chunks in flight per source. */
+ * wrong one simply fails verification). pipeline: chunks in flight per source.
+ * NULL if that many chunks cannot be tracked (over 2^32, or out of memory). */
 Fetch *fetch_new(const uint8_t cid[32], uint64_t size, unsigned pipeline);
 void fetch_free(Fetch *f); /* NULL is a no-op */
 

@@ -261,7 +261,8 @@ static bool leader_ok(const LeafCore *c)
 /* Tells the backup whether our leader is alive (GROUPS.md). */
 static void tell_backup(LeafCore *c, uint64_t now)
 {
-  if (c->slot[LEAF_SLOT_WATCH].state != LS_OPEN)
+  const Slot *w = &c->slot[LEAF_SLOT_WATCH];
+  if (w->state != LS_OPEN || !w->admitted)
     return;
   WireMsg m = {.type = MSG_WATCH};
   m.u.watch.term = c->term;
@@ -570,6 +571,8 @@ void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *data, size_t len,
     wire_msg_clear(&m);
     if (!why) {
       s->admitted = true;
+      if (slot == LEAF_SLOT_WATCH)
+        tell_backup(c, now); /* held back until now */
       return;
     }
     LeafAction a = {.kind = LEAF_ACT_CLOSE, .slot = slot, .reason = why};

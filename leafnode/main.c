@@ -29,12 +29,6 @@
 /* The daemon's settings, for SIGHUP and `status` (set by run_daemon). */
 static Cfg *daemon_conf;
 
-/* Wall-clock unix seconds: super nodes' network certificates expire by it. */
-static uint64_t unix_now(void)
-{
-  return (uint64_t)(g_get_real_time() / G_USEC_PER_SEC);
-}
-
 static void rng_fill(uint8_t *out, size_t n, void *ctx)
 {
   randombytes_buf(out, n);
@@ -853,7 +847,7 @@ static int run_daemon(int argc, char **argv)
   cfg.supernode = lf.sn_addr;
   if (network_key) {
     cfg.network_pk = network_pk;
-    cfg.unix_now = unix_now;
+    cfg.unix_now = clock_unix_s;
   }
   lf.core = leaf_core_new(&cfg, rng_fill, NULL);
   size_t n;

@@ -9,10 +9,11 @@
 #include "session.h"
 #include "wire.h"
 
-/* How long an offer waits for the peer's answer. ICE's own deadline starts
- * only with the answer, so without this a source that never answers (gone
- * silent, or hostile) would hold a download's slot for good. */
-#define PEERS_ANSWER_MS 10000
+/* How long a sent offer waits for the peer's answer (its gathering and two
+ * trips through the super nodes). ICE's own deadline starts only with the
+ * answer, so without this a source that never answers (gone silent, or
+ * hostile) would hold a download's slot for good. */
+#define PEERS_ANSWER_S 10
 
 struct PeerLink {
   Peers *owner;
@@ -202,13 +203,23 @@ static const SessionCallbacks link_session_cb = {on_session_opened, on_session_m
 
 /* --- ICE --------------------------------------------------------------------- */
 
+static gboolean answer_overdue(gpointer ud)
+{
+  link_end(ud, "the peer did not answer the ICE offer within " G_STRINGIFY(PEERS_ANSWER_S) " s");
+  return G_SOURCE_REMOVE;
+}
+
 static void on_local_ready(IcePeer *ice, const char *description, gpointer ud)
 {
   PeerLink *l = ud;
   Peers *p = l->owner;
   uint8_t kind = l->outbound ? SIGNAL_OFFER : SIGNAL_ANSWER;
-  if (!p->cb.signal(l->sid, kind, l->peer, description, p->ud))
+  if (!p->cb.signal(l->sid, kind, l->peer, description, p->ud)) {
     link_end(l, "cannot reach our super node for signalling");
+    return;
+  }
+  if (l->outbound)
+    timer_arm(&l->answer_timer, p->ctx, clock_now_ms() + PEERS_ANSWER_S * 1000, answer_overdue, l);
 }
 
 static void path_describe(PeerLink *l, const IcePath *path)
@@ -279,20 +290,11 @@ static PeerLink *link_new(Peers *p, const uint8_t peer[32], bool outbound, uint6
   return l;
 }
 
-static gboolean answer_overdue(gpointer ud)
-{
-  PeerLink *l = ud;
-  link_end(l, "the peer did not answer the ICE offer within 10 s");
-  return G_SOURCE_REMOVE;
-}
-
 PeerLink *peers_connect(Peers *p, const uint8_t peer_id[32], uint64_t tag)
 {
   PeerLink *l = link_new(p, peer_id, true, tag);
-  if (!l)
-    return NULL;
-  randombytes_buf(l->sid, sizeof l->sid);
-  timer_arm(&l->answer_timer, p->ctx, l->started + PEERS_ANSWER_MS, answer_overdue, l);
+  if (l)
+    randombytes_buf(l->sid, sizeof l->sid);
   return l;
 }
 

@@ -34,6 +34,11 @@ void timer_disarm(GSource **slot)
   }
 }
 
+uint64_t clock_unix_s(void)
+{
+  return (uint64_t)(g_get_real_time() / G_USEC_PER_SEC);
+}
+
 void timer_arm(GSource **slot, GMainContext *ctx, uint64_t deadline_ms, GSourceFunc fn,
                gpointer data)
 {

@@ -8,6 +8,10 @@
 /* Monotonic time in milliseconds (never wall-clock). */
 uint64_t clock_now_ms(void);
 
+/* Wall-clock unix seconds: only for what the world dates that way (TURN
+ * credentials, network certificates), never for timing. */
+uint64_t clock_unix_s(void);
+
 /* Arms *slot to call fn(data) at the absolute monotonic time deadline_ms on
  * ctx, destroying whatever *slot held first; fn must return G_SOURCE_REMOVE
  * and the slot is cleared before fn runs. deadline UINT64_MAX just disarms. */

@@ -164,11 +164,17 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
     m->u.hello.role = rd_u8(&r);
     m->u.hello.listen = rd_str(&r, WIRE_MAX_ADDR, true, &err);
     m->u.hello.agent = rd_str(&r, WIRE_MAX_AGENT, true, &err);
-    m->u.hello.cert_len = rd_u16(&r);
-    if (m->u.hello.cert_len > WIRE_MAX_CERT)
-      err = WIRE_ELIMIT;
-    else if (m->u.hello.cert_len)
-      m->u.hello.cert = rd_bytes(&r, m->u.hello.cert_len);
+    /* The certificate came later: a HELLO without one ends at the agent,
+     * as it always did, so nodes outside a network speak to older ones. */
+    if (rd_left(&r) > 0) {
+      m->u.hello.cert_len = rd_u16(&r);
+      if (m->u.hello.cert_len > WIRE_MAX_CERT)
+        err = WIRE_ELIMIT;
+      else if (m->u.hello.cert_len == 0 && rd_ok(&r))
+        err = WIRE_EINVALID; /* absent is written as nothing: one encoding */
+      else
+        m->u.hello.cert = rd_bytes(&r, m->u.hello.cert_len);
+    }
     if (rd_ok(&r) && m->u.hello.role != ROLE_LEAF && m->u.hello.role != ROLE_SUPER &&
         m->u.hello.role != ROLE_WATCH)
       err = WIRE_EINVALID;
@@ -406,9 +412,10 @@ bool wire_encode(const WireMsg *m, Buf *b)
     wr_u8(b, m->u.hello.role);
     ok = wr_str(b, m->u.hello.listen, WIRE_MAX_ADDR) &&
          wr_str(b, m->u.hello.agent, WIRE_MAX_AGENT) && m->u.hello.cert_len <= WIRE_MAX_CERT;
-    wr_u16(b, m->u.hello.cert_len);
-    if (m->u.hello.cert_len)
+    if (m->u.hello.cert_len) {
+      wr_u16(b, m->u.hello.cert_len);
       wr_bytes(b, m->u.hello.cert, m->u.hello.cert_len);
+    }
     break;
   case MSG_PING:
   case MSG_PONG:

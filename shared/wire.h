@@ -121,7 +121,8 @@ typedef struct {
       WireStr listen; /* super nodes: the address others may dial; else empty */
       WireStr agent;
       /* super nodes of an admitted network: their certificate (netcert.h),
-       * opaque here; cert_len 0 when none */
+       * opaque here; cert_len 0 when none, and then not on the wire at all
+       * (u16 length + bytes after the agent only when there is one) */
       const uint8_t *cert; /* borrowed */
       uint16_t cert_len;
     } hello;

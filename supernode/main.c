@@ -231,7 +231,7 @@ static void send_nat_info(Sn *sn, uint64_t conn, const uint8_t leaf_id[32])
   WireMsg m = {.type = MSG_NAT_INFO};
   m.u.nat.stun_port = sn->stun ? stun_service_port(sn->stun) : 0;
   if (sn->turn_addr && sn->turn_secret) {
-    expiry = (guint64)(g_get_real_time() / G_USEC_PER_SEC) + TURN_CRED_TTL_S;
+    expiry = clock_unix_s() + TURN_CRED_TTL_S;
     ice_turn_credentials(sn->turn_secret, name, expiry, &user, &pass);
     m.u.nat.turn_addr = wire_str(sn->turn_addr, strlen(sn->turn_addr));
     m.u.nat.turn_user = wire_str(user, strlen(user));
@@ -488,7 +488,7 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
  * past it, no super node of the network links to us. */
 static void warn_expiry(const Sn *sn)
 {
-  uint64_t end = netcert_not_after(sn->cert, sizeof sn->cert), now = network_unix_now();
+  uint64_t end = netcert_not_after(sn->cert, sizeof sn->cert), now = clock_unix_s();
   if (end < now + 14 * 86400)
     g_warning("the network certificate %s expires in %" G_GUINT64_FORMAT
               " days: renew it (canopy-supernode network-key certify), then reload",
@@ -501,16 +501,18 @@ static void reload_cert(Sn *sn)
 {
   if (!sn->cert_path)
     return;
-  const char *path = cfg_get_str(sn->conf, "network-cert");
-  if (path && strcmp(path, sn->cert_path) != 0) {
-    g_free(sn->cert_path);
-    sn->cert_path = g_strdup(path);
-  }
+  const char *named = cfg_get_str(sn->conf, "network-cert");
+  const char *path = named ? named : sn->cert_path;
   uint8_t cert[NETCERT_LEN];
   char msg[256];
-  if (!network_load_cert(sn->cert_path, sn->network_pk, sn->id.id, cert, msg, sizeof msg)) {
-    g_warning("network certificate not reloaded: %s", msg);
+  if (!network_load_cert(path, sn->network_pk, sn->id.id, cert, msg, sizeof msg)) {
+    g_warning("network certificate not reloaded (%s still in use): %s", sn->cert_path, msg);
     return;
+  }
+  if (strcmp(path, sn->cert_path) != 0) {
+    gchar *p = g_strdup(path);
+    g_free(sn->cert_path);
+    sn->cert_path = p;
   }
   if (memcmp(cert, sn->cert, sizeof cert) != 0) {
     memcpy(sn->cert, cert, sizeof cert);
@@ -532,10 +534,10 @@ static gboolean on_hup(gpointer ud)
   Sn *sn = ud;
   gboolean changed = FALSE;
   gboolean reloaded = cfg_reload(sn->conf, &changed);
-  /* The certificate file is read again even without --config: renewing it
-   * in place and reloading is the operator's whole job. */
-  if (reloaded || !cfg_file(sn->conf))
-    reload_cert(sn);
+  /* The certificate file is read again whatever became of the config file
+   * (there may be none): renewing it in place and reloading is the
+   * operator's whole job. */
+  reload_cert(sn);
   if (!reloaded || !changed)
     return G_SOURCE_CONTINUE;
   log_setup(cfg_get_str(sn->conf, "log-level"), NULL);
@@ -905,7 +907,7 @@ int main(int argc, char **argv)
     }
     warn_expiry(&sn);
     cfg.network_pk = sn.network_pk;
-    cfg.unix_now = network_unix_now;
+    cfg.unix_now = clock_unix_s;
   }
   sn.max_super_links = cfg.max_super_links;
   sn.max_sessions = cfg.max_leaves + cfg.max_super_links + 128;

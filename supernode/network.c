@@ -1,6 +1,8 @@
 /* network.c - certificate files and the network-key command (network.h). */
 #include "network.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -8,12 +10,7 @@
 #include <string.h>
 
 #define CERT_HEX_LEN (NETCERT_LEN * 2)
-#define DEFAULT_DAYS 365
-
-uint64_t network_unix_now(void)
-{
-  return (uint64_t)(g_get_real_time() / G_USEC_PER_SEC);
-}
+#define DEFAULT_DAYS 90
 
 static void show_date(uint64_t unix_s, char *out, size_t len)
 {
@@ -43,7 +40,7 @@ bool network_load_cert(const char *path, const uint8_t network_pk[IDENTITY_PK_LE
     snprintf(err, errlen, "%s: not a network certificate (%d hex digits)", path, CERT_HEX_LEN);
     goto out;
   }
-  uint64_t now = network_unix_now();
+  uint64_t now = clock_unix_s();
   NetcertResult r = netcert_check(cert, NETCERT_LEN, network_pk, self_id, now);
   if (r != NETCERT_OK) {
     char when[64] = "";
@@ -152,7 +149,7 @@ static int certify(const char *dir, const char *node_pk_hex, const char *node_di
             has ? msg : "no network key in that directory (`new` creates one)");
     return 1;
   }
-  uint64_t not_after = network_unix_now() + (uint64_t)days * 86400;
+  uint64_t not_after = clock_unix_s() + (uint64_t)days * 86400;
   uint8_t cert[NETCERT_LEN];
   netcert_sign(&net, node_pk, not_after, cert);
   identity_clear(&net);
@@ -202,7 +199,7 @@ int network_key_command(int argc, char **argv)
       {"node-pk", 0, 0, G_OPTION_ARG_STRING, &node_pk, "The super node's public key (hex)", "HEX"},
       {"node-state-dir", 0, 0, G_OPTION_ARG_FILENAME, &node_dir,
        "Read the public key from this node's state directory", "SDIR"},
-      {"days", 0, 0, G_OPTION_ARG_INT, &days, "Valid for N days (default 365)", "N"},
+      {"days", 0, 0, G_OPTION_ARG_INT, &days, "Valid for N days (default 90)", "N"},
       {"output", 'o', 0, G_OPTION_ARG_FILENAME, &output, "Write it to FILE (default: stdout)",
        "FILE"},
       {NULL}};

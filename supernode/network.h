@@ -15,9 +15,6 @@
  * given. */
 #define NETWORK_CERT_FILE "network.cert"
 
-/* Wall-clock unix seconds (certificates expire by them). */
-uint64_t network_unix_now(void);
-
 /* Reads the certificate in path (hex, as network-key certify writes it)
  * and checks that it admits node self_id to network_pk now. False with a
  * one-line reason in err otherwise. */

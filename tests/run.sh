@@ -111,8 +111,10 @@ if command -v clang >/dev/null; then
   mkdir -p "$FUZZ_BUILD"
   if build "$FUZZ_BUILD" -DCMAKE_C_COMPILER=clang -DCANOPY_FUZZ=ON -- fuzz_frame; then
     mkdir -p "$FUZZ_BUILD/corpus"
+    # libFuzzer's own exit code for a finding is 77, which result() reads as
+    # "skipped": any finding is a failure here. Crash inputs go to the build.
     "$FUZZ_BUILD/tests/fuzz_frame" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
-      "$FUZZ_BUILD/corpus" >"$FUZZ_BUILD/fuzz.log" 2>&1
+      -error_exitcode=1 -artifact_prefix="$FUZZ_BUILD/" "$FUZZ_BUILD/corpus" >"$FUZZ_BUILD/fuzz.log" 2>&1
     rc=$?
     grep -E "stat::number_of_executed_units|ERROR" "$FUZZ_BUILD/fuzz.log" || true
     [ $rc -eq 0 ] || tail -n 40 "$FUZZ_BUILD/fuzz.log"

@@ -92,7 +92,7 @@ start_leaf l3 3
 wait_for 5 grep -q "TURN 127.0.0.1:$(port 70)" "$T/l3.log" \
   || fail "the leaf was not handed coturn's address for localhost: $(grep 'NAT info' "$T/l3.log")"
 rc=0
-timeout 10 "$SN" --listen "127.0.0.1:$(port 4)" --state-dir "$T/s4" --stun off \
+timeout 60 "$SN" --listen "127.0.0.1:$(port 4)" --state-dir "$T/s4" --stun off \
   --turn "no-such-host.invalid:3478" --turn-secret-file "$T/turn.secret" 2>"$T/err" || rc=$?
 [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "a super node with an unresolvable --turn ran on (status $rc)"
 grep -q "\-\-turn no-such-host.invalid:3478:" "$T/err" || fail "unclear: $(cat "$T/err")"

@@ -110,7 +110,7 @@ note "liars about the size (1 PB, +1 byte): given up, file whole from $(echo "$o
 
 # A `get` to another path while the same file is still coming to one:
 # refused, naming where it goes (a ghost file whose one source never answers
-# keeps the first download running).
+# keeps the first download from finishing).
 ghost=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 "$HOSTILE" liar "127.0.0.1:$(port 1)" ghost.bin "$ghost" 1000000 40 >"$T/liar3.log" 2>&1 &
 PIDS+=($!)
@@ -124,6 +124,9 @@ ghost_running() {
 }
 wait_for 10 ghost_running || fail "the ghost download did not start"
 kill -TERM "$cli"; wait "$cli" 2>/dev/null || true  # (background jobs ignore SIGINT)
+# Paused, it stays (its one source would time out otherwise) and still counts.
+gid=$("$LEAF" downloads --state-dir "$T/a" --json | jq --arg c "$ghost" '.downloads[] | select(.content_id == $c) | .id' | head -1)
+"$LEAF" downloads pause --state-dir "$T/a" "$gid" >/dev/null || fail "cannot pause the ghost download (id $gid)"
 if out=$("$LEAF" get --state-dir "$T/a" -o "$T/ghost-2" "$ghost" 2>&1); then
   fail "a get to another path followed the running download"
 fi
