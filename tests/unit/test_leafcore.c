@@ -805,6 +805,16 @@ static unsigned closes_saying(LeafCore *c, const char *what)
   return n;
 }
 
+/* At t (past the backoff) the leaf redials, and the session opens with
+ * super node id. Returns t. */
+static uint64_t redial(Fixture *f, const uint8_t id[32], uint64_t t)
+{
+  leaf_core_tick(f->core, t);
+  actions_free(actions(f->core));
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, id, t);
+  return t;
+}
+
 static void test_network_super_node_must_prove_membership(void **state)
 {
   (void)state;
@@ -828,10 +838,7 @@ static void test_network_super_node_must_prove_membership(void **state)
   assert_false(leaf_core_is_connected(f->core));
 
   /* A HELLO with no certificate, then one for another node: refused. */
-  uint64_t t = 60000;
-  leaf_core_tick(f->core, t);
-  actions_free(actions(f->core));
-  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, sn.id, t);
+  uint64_t t = redial(f, sn.id, 60000);
   WireMsg hello = {.type = MSG_HELLO};
   hello.u.hello.role = ROLE_SUPER;
   hello.u.hello.listen = wire_str("", 0);
@@ -839,10 +846,7 @@ static void test_network_super_node_must_prove_membership(void **state)
   feed(f->core, &hello, t);
   assert_int_equal(closes_saying(f->core, "no certificate"), 1);
 
-  t += 60000;
-  leaf_core_tick(f->core, t);
-  actions_free(actions(f->core));
-  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, sn.id, t);
+  t = redial(f, sn.id, t + 60000);
   uint8_t cert[NETCERT_LEN];
   netcert_sign(&netkey, netkey.pk, 1800000000 + 60, cert); /* the network's own key, not sn's */
   hello.u.hello.cert = cert;
@@ -852,10 +856,7 @@ static void test_network_super_node_must_prove_membership(void **state)
 
   /* The right certificate: the session counts, and the leaf publishes on
    * ATTACHED as usual. */
-  t += 60000;
-  leaf_core_tick(f->core, t);
-  actions_free(actions(f->core));
-  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, sn.id, t);
+  t = redial(f, sn.id, t + 60000);
   netcert_sign(&netkey, sn.pk, 1800000000 + 60, cert);
   feed(f->core, &hello, t);
   feed(f->core, &att, t);
