@@ -3,6 +3,10 @@
  * run the fetch core (fetch.h) over those links, write verified chunks into a
  * part file, and rename it into place when the last chunk is in.
  *
+ * A hit's size is the sharer's word until a source's chunk hashes prove it
+ * (the content id binds the size): the candidates are tried one claimed size
+ * at a time, the next size when every source of this one failed unproven.
+ *
  * The part file is named after the content id and sits beside the final
  * file, so a later `get` of the same id to the same place resumes: once the
  * chunk hashes are known every chunk already on disk is checked and only the
@@ -90,7 +94,7 @@ typedef struct {
   DlState state;
   uint8_t cid[32];
   char cid_hex[CONTENT_HEX_LEN];
-  uint64_t size; /* the claimed size being tried */
+  uint64_t size; /* the claimed size being tried (the last that fitted) */
   char *name;
   char *final_path;
   char *part_path;
