@@ -517,10 +517,8 @@ static void reload_cert(Sn *sn)
   if (memcmp(cert, sn->cert, sizeof cert) != 0) {
     memcpy(sn->cert, cert, sizeof cert);
     sn_core_set_cert(sn->core, sn->cert, sizeof sn->cert);
-    char when[32];
-    g_snprintf(when, sizeof when, "%" G_GUINT64_FORMAT, netcert_not_after(cert, sizeof cert));
-    g_message("network certificate reloaded from %s (valid until unix time %s)", sn->cert_path,
-              when);
+    g_message("network certificate reloaded from %s (valid until unix time %" G_GUINT64_FORMAT ")",
+              sn->cert_path, netcert_not_after(cert, sizeof cert));
   }
   warn_expiry(sn);
 }

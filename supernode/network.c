@@ -82,26 +82,42 @@ static int usage(const char *problem, const char *arg)
   return 2;
 }
 
+static bool has_key(const char *dir)
+{
+  gchar *key = g_build_filename(dir, "identity.key", NULL);
+  bool has = g_file_test(key, G_FILE_TEST_EXISTS);
+  g_free(key);
+  return has;
+}
+
+/* Loads the key pair in dir, which must exist already (identity.h would
+ * create one); else prints missing, or why it cannot be read, and fails. */
+static bool load_existing(const char *dir, Identity *out, const char *missing)
+{
+  char msg[256];
+  if (has_key(dir) && identity_load_or_create(dir, out, msg, sizeof msg))
+    return true;
+  if (has_key(dir))
+    fprintf(stderr, "canopy-supernode network-key: %s\n", msg);
+  else
+    fprintf(stderr, "canopy-supernode network-key: %s: %s\n", dir, missing);
+  return false;
+}
+
 static int key_new_or_show(const char *dir, bool create)
 {
   Identity net;
   char msg[256];
-  gchar *key = g_build_filename(dir, "identity.key", NULL);
-  bool existed = g_file_test(key, G_FILE_TEST_EXISTS);
-  g_free(key);
-  if (create && existed) {
+  if (create && has_key(dir)) {
     fprintf(stderr,
             "canopy-supernode network-key: %s already holds a network key (`show` prints it)\n",
             dir);
     return 1;
   }
-  if (!create && !existed) {
-    fprintf(stderr, "canopy-supernode network-key: no network key in %s (`new` creates one)\n",
-            dir);
-    return 1;
-  }
-  if (!identity_load_or_create(dir, &net, msg, sizeof msg)) {
-    fprintf(stderr, "canopy-supernode network-key: %s\n", msg);
+  if (create ? !identity_load_or_create(dir, &net, msg, sizeof msg)
+             : !load_existing(dir, &net, "no network key (`new` creates one)")) {
+    if (create)
+      fprintf(stderr, "canopy-supernode network-key: %s\n", msg);
     return 1;
   }
   char hex[IDENTITY_PK_LEN * 2 + 1];
@@ -120,7 +136,6 @@ static int certify(const char *dir, const char *node_pk_hex, const char *node_di
                    const char *output)
 {
   uint8_t node_pk[IDENTITY_PK_LEN];
-  char msg[256];
   if (!node_pk_hex == !node_dir)
     return usage("certify needs exactly one of --node-pk and --node-state-dir", NULL);
   if (days < 1 || days > 36500)
@@ -129,26 +144,14 @@ static int certify(const char *dir, const char *node_pk_hex, const char *node_di
     return usage("--node-pk is not 64 hex digits:", node_pk_hex);
   if (node_dir) {
     Identity node;
-    gchar *key = g_build_filename(node_dir, "identity.key", NULL);
-    bool has = g_file_test(key, G_FILE_TEST_EXISTS);
-    g_free(key);
-    if (!has || !identity_load_or_create(node_dir, &node, msg, sizeof msg)) {
-      fprintf(stderr, "canopy-supernode network-key: %s\n",
-              has ? msg : "no node key in that state directory (start the node once first)");
+    if (!load_existing(node_dir, &node, "no node key (start the node once first)"))
       return 1;
-    }
     memcpy(node_pk, node.pk, sizeof node_pk);
     identity_clear(&node);
   }
-  gchar *key = g_build_filename(dir, "identity.key", NULL);
-  bool has = g_file_test(key, G_FILE_TEST_EXISTS);
-  g_free(key);
   Identity net;
-  if (!has || !identity_load_or_create(dir, &net, msg, sizeof msg)) {
-    fprintf(stderr, "canopy-supernode network-key: %s\n",
-            has ? msg : "no network key in that directory (`new` creates one)");
+  if (!load_existing(dir, &net, "no network key (`new` creates one)"))
     return 1;
-  }
   uint64_t not_after = clock_unix_s() + (uint64_t)days * 86400;
   uint8_t cert[NETCERT_LEN];
   netcert_sign(&net, node_pk, not_after, cert);
