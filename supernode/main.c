@@ -22,8 +22,12 @@
 #include "sncore.h"
 #include "metrics.h"
 #include "network.h"
+#include "preauth.h"
 #include "sdnotify.h"
 #include "wire.h"
+
+/* Default of --listen-backlog: GLib's own is 10, which a few SYNs fill. */
+#define SN_LISTEN_BACKLOG 1024
 
 /* TURN credentials handed to leaves live this long; refreshed at half. */
 #define TURN_CRED_TTL_S (6 * 3600)
@@ -44,6 +48,11 @@ typedef struct {
   char id_hex[IDENTITY_HEX_LEN];
   guint max_sessions; /* leaves + links + handshakes in progress */
   uint64_t sessions_refused;
+
+  Preauth *preauth;       /* inbound sessions not yet a leaf, watch or link */
+  GSource *preauth_timer; /* its next deadline */
+  uint64_t preauth_armed; /* when preauth_timer fires */
+
   StunService *stun; /* NULL if off, or the default port was taken */
   char *turn_addr;   /* coturn "ip:port", or NULL */
   char *turn_secret; /* its static-auth-secret (never logged) */
@@ -67,9 +76,11 @@ typedef struct {
   Sn *sn;
   char *dialed; /* outbound: the address we dialed */
   gboolean opened;
+  gboolean preauth; /* inbound, still in the pre-auth budget */
 } SessCtx;
 
 static void run_actions(Sn *sn);
+static void preauth_arm(Sn *sn);
 
 static void rng_fill(uint8_t *out, size_t n, void *ctx)
 {
@@ -113,8 +124,14 @@ static void on_opened(Session *s, void *ud)
 static void on_message(Session *s, const uint8_t *msg, size_t len, void *ud)
 {
   SessCtx *sc = ud;
-  sn_core_recv(sc->sn->core, session_id(s), msg, len, clock_now_ms());
-  run_actions(sc->sn);
+  Sn *sn = sc->sn;
+  sn_core_recv(sn->core, session_id(s), msg, len, clock_now_ms());
+  /* Before run_actions, which may close s and free sc. */
+  if (sc->preauth && sn_core_settled(sn->core, session_id(s))) {
+    sc->preauth = FALSE;
+    preauth_release(sn->preauth, session_id(s));
+  }
+  run_actions(sn);
 }
 
 static void on_closed(Session *s, const char *reason, void *ud)
@@ -129,6 +146,8 @@ static void on_closed(Session *s, const char *reason, void *ud)
     sn_core_dial_failed(sn->core, sc->dialed, clock_now_ms());
   sn->bytes_in_closed += session_bytes_in(s);
   sn->bytes_out_closed += session_bytes_out(s);
+  if (sc->preauth)
+    preauth_release(sn->preauth, id);
   g_hash_table_remove(sn->sessions, &id); /* drops our ref (and sc) */
   run_actions(sn);
 }
@@ -154,12 +173,13 @@ static void entry_free(gpointer p)
   g_free(e);
 }
 
-static void start_session(Sn *sn, GSocketConnection *conn, const char *dialed)
+/* id: a fresh ++next_conn. */
+static void start_session(Sn *sn, GSocketConnection *conn, uint64_t id, const char *dialed)
 {
-  uint64_t id = ++sn->next_conn;
   SessCtx *sc = g_new0(SessCtx, 1);
   sc->sn = sn;
   sc->dialed = g_strdup(dialed);
+  sc->preauth = !dialed;
   Entry *e = g_new0(Entry, 1);
   e->sc = sc;
   uint64_t *key = g_new(uint64_t, 1);
@@ -172,18 +192,96 @@ static void start_session(Sn *sn, GSocketConnection *conn, const char *dialed)
     g_hash_table_remove(sn->sessions, &id);
 }
 
+/* The remote IP address of conn as bytes (4 or 16); 0 if it has none. */
+static size_t remote_ip(GSocketConnection *conn, uint8_t out[16])
+{
+  size_t len = 0;
+  GSocketAddress *ra = g_socket_connection_get_remote_address(conn, NULL);
+  if (ra && G_IS_INET_SOCKET_ADDRESS(ra)) {
+    GInetAddress *ip = g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(ra));
+    len = g_inet_address_get_native_size(ip);
+    if (len == 4 || len == 16)
+      memcpy(out, g_inet_address_to_bytes(ip), len);
+    else
+      len = 0;
+  }
+  g_clear_object(&ra);
+  return len;
+}
+
+static void close_conn(Sn *sn, uint64_t id, const char *reason)
+{
+  Entry *e = g_hash_table_lookup(sn->sessions, &id);
+  if (e && e->s) {
+    g_debug("closing session %" G_GUINT64_FORMAT " (%s): %s", id, session_remote(e->s), reason);
+    session_close(e->s, reason);
+  }
+}
+
+/* The pre-auth deadlines (preauth.h): one timer for all of them. */
+static gboolean on_preauth_timer(gpointer ud)
+{
+  Sn *sn = ud;
+  uint64_t now = clock_now_ms(), id;
+  PreauthDue why;
+  while (preauth_due(sn->preauth, now, &id, &why)) {
+    Entry *e = g_hash_table_lookup(sn->sessions, &id);
+    if (why == PREAUTH_DUE_SILENT) {
+      /* Silent for the shell, which is not told of every read: ask. */
+      if (e && e->s && session_bytes_in(e->s) > 0) {
+        preauth_heard(sn->preauth, id);
+        continue;
+      }
+      preauth_drop_silent(sn->preauth, id);
+    }
+    if (e)
+      e->sc->preauth = FALSE;
+    close_conn(sn, id,
+               why == PREAUTH_DUE_SILENT ? "silent after connecting"
+                                         : "no handshake and HELLO in time");
+  }
+  preauth_arm(sn);
+  return G_SOURCE_REMOVE;
+}
+
+static void preauth_arm(Sn *sn)
+{
+  uint64_t next = preauth_next_deadline(sn->preauth);
+  /* Only ever earlier: a timer that fires early just re-arms. */
+  if (next != UINT64_MAX && (!sn->preauth_timer || next < sn->preauth_armed)) {
+    sn->preauth_armed = next;
+    timer_arm(&sn->preauth_timer, sn->ctx, next, on_preauth_timer, sn);
+  }
+}
+
 static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObject *src, gpointer ud)
 {
   Sn *sn = ud;
   /* Every session costs buffers before it has proved anything: a flood of
-   * half-open handshakes must not grow memory without bound. */
+   * half-open handshakes must not grow memory without bound. The pre-auth
+   * budget below is the real gate; this cap only backs it up. */
   if (g_hash_table_size(sn->sessions) >= sn->max_sessions) {
     sn->sessions_refused++;
     g_debug("refusing a connection: %u sessions", g_hash_table_size(sn->sessions));
     g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
     return TRUE;
   }
-  start_session(sn, conn, NULL);
+  uint8_t ip[16];
+  size_t iplen = remote_ip(conn, ip);
+  uint64_t id = ++sn->next_conn, shed = 0;
+  if (!preauth_admit(sn->preauth, id, ip, iplen, clock_now_ms(), &shed)) {
+    g_debug("refusing a connection: over the pre-auth budget of its address or prefix");
+    g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
+    return TRUE;
+  }
+  if (shed) {
+    Entry *v = g_hash_table_lookup(sn->sessions, &shed);
+    if (v)
+      v->sc->preauth = FALSE; /* preauth_admit took it off the books */
+    close_conn(sn, shed, "pre-auth budget full: making room for another prefix");
+  }
+  start_session(sn, conn, id, NULL);
+  preauth_arm(sn);
   return TRUE;
 }
 
@@ -202,7 +300,7 @@ static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
     g_error_free(err);
     sn_core_dial_failed(d->sn->core, d->addr, clock_now_ms());
   } else {
-    start_session(d->sn, conn, d->addr);
+    start_session(d->sn, conn, ++d->sn->next_conn, d->addr);
     g_object_unref(conn);
   }
   run_actions(d->sn);
@@ -404,6 +502,22 @@ static void fill_metrics(MetricsWriter *w, void *ud)
       .failovers = sn->failovers,
   };
   metrics_fill_supernode(w, sn_core_stats(sn->core), &g, &x);
+  const PreauthStats *pa = preauth_stats(sn->preauth);
+  metrics_gauge(w, "handshakes", "Inbound connections not yet a leaf, a watch or a link.",
+                preauth_count(sn->preauth));
+  static const char *const why[][3] = {
+      {"reason", "address", NULL}, {"reason", "prefix", NULL}, {"reason", "full", NULL}};
+  const uint64_t refused[] = {pa->refused_addr, pa->refused_prefix, pa->refused_full};
+  for (size_t i = 0; i < G_N_ELEMENTS(refused); i++)
+    metrics_counter_labels(w, "preauth_refused",
+                           "Inbound connections refused by the pre-auth budget, by cap.", why[i],
+                           refused[i]);
+  metrics_counter(w, "preauth_shed", "Pre-auth connections closed to make room for another prefix.",
+                  pa->shed);
+  metrics_counter(w, "preauth_silent", "Inbound connections closed for sending nothing in time.",
+                  pa->silent);
+  metrics_counter(w, "preauth_timeouts",
+                  "Inbound connections closed without handshake and HELLO in time.", pa->timed_out);
 }
 
 static void on_control(ControlClient *cl, JsonObject *req, void *ud)
@@ -444,6 +558,12 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "index_entries", (gint64)st->index_entries);
   json_object_set_int_member(o, "sessions", g_hash_table_size(sn->sessions));
   json_object_set_int_member(o, "sessions_refused", (gint64)sn->sessions_refused);
+  const PreauthStats *pa = preauth_stats(sn->preauth);
+  json_object_set_int_member(o, "handshakes", preauth_count(sn->preauth));
+  json_object_set_int_member(o, "preauth_refused", (gint64)preauth_refused(sn->preauth));
+  json_object_set_int_member(o, "preauth_shed", (gint64)pa->shed);
+  json_object_set_int_member(o, "preauth_silent", (gint64)pa->silent);
+  json_object_set_int_member(o, "preauth_timeouts", (gint64)pa->timed_out);
   json_object_set_int_member(o, "signals_relayed", (gint64)st->signals_relayed);
   json_object_set_int_member(o, "signals_delivered", (gint64)st->signals_delivered);
   json_object_set_int_member(o, "signals_dropped", (gint64)st->signals_dropped);
@@ -523,6 +643,26 @@ static void reload_cert(Sn *sn)
   warn_expiry(sn);
 }
 
+/* The pre-auth budget from the settings, and the cap on all sessions that
+ * backs it up: leaves, a watch session per leaf, links, and the pre-auth
+ * ones. A full pre-auth budget never keeps a leaf out: leaves are under
+ * --max-leaves, counted apart. */
+static void set_budgets(Sn *sn, unsigned max_leaves)
+{
+  PreauthLimits lim = {
+      .max_total = (unsigned)cfg_get_int(sn->conf, "max-handshakes"),
+      .max_per_addr = (unsigned)cfg_get_int(sn->conf, "max-handshakes-per-address"),
+      .max_per_prefix = (unsigned)cfg_get_int(sn->conf, "max-handshakes-per-prefix"),
+      .silent_ms = (uint64_t)cfg_get_int(sn->conf, "silent-timeout-ms"),
+      .timeout_ms = (uint64_t)cfg_get_int(sn->conf, "handshake-timeout-ms"),
+  };
+  preauth_set_limits(sn->preauth, &lim);
+  guint64 cap = 2 * (guint64)max_leaves + sn->max_super_links + lim.max_total;
+  sn->max_sessions = (guint)MIN(cap, G_MAXUINT);
+  if (sn->preauth_timer) /* the deadlines may have moved either way */
+    timer_arm(&sn->preauth_timer, sn->ctx, clock_now_ms(), on_preauth_timer, sn);
+}
+
 /* SIGHUP (systemctl reload): re-reads the --config file and applies the
  * reloadable settings; cfg_reload logs what changed and refuses a bad file.
  * Fewer links or leaves than in place close nothing: the new limits apply
@@ -542,7 +682,7 @@ static gboolean on_hup(gpointer ud)
   unsigned max_leaves = (unsigned)cfg_get_int(sn->conf, "max-leaves");
   sn_core_set_limits(sn->core, (unsigned)cfg_get_int(sn->conf, "degree"), max_leaves,
                      (uint64_t)cfg_get_int(sn->conf, "keepalive-ms"));
-  sn->max_sessions = max_leaves + sn->max_super_links + 128;
+  set_budgets(sn, max_leaves);
   run_actions(sn); /* the tick's deadline may have moved */
   return G_SOURCE_CONTINUE;
 }
@@ -571,6 +711,8 @@ static gboolean listen_on(Sn *sn, const char *hostport, GError **error)
     goto out;
   }
   sn->listener = g_socket_service_new();
+  g_socket_listener_set_backlog(G_SOCKET_LISTENER(sn->listener),
+                                (int)cfg_get_int(sn->conf, "listen-backlog"));
   ok = g_socket_listener_add_address(G_SOCKET_LISTENER(sn->listener), sa, G_SOCKET_TYPE_STREAM,
                                      G_SOCKET_PROTOCOL_TCP, NULL, NULL, error);
   if (ok) {
@@ -628,6 +770,55 @@ static const CfgDef sn_settings[] = {
      .def = "2000",
      .arg = "N",
      .help = "Leaf sessions accepted"},
+    /* The pre-auth budget (preauth.h): connections that are not yet a
+     * leaf, a watch or a link. */
+    {.key = "max-handshakes",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 1,
+     .max = 1000000,
+     .def = G_STRINGIFY(PREAUTH_MAX_TOTAL),
+     .arg = "N",
+     .help = "Inbound connections before their HELLO, in all"},
+    {.key = "max-handshakes-per-address",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 1,
+     .max = 1000000,
+     .def = G_STRINGIFY(PREAUTH_MAX_PER_ADDR),
+     .arg = "N",
+     .help = "Inbound connections before their HELLO, per source address"},
+    {.key = "max-handshakes-per-prefix",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 1,
+     .max = 1000000,
+     .def = G_STRINGIFY(PREAUTH_MAX_PER_PREFIX),
+     .arg = "N",
+     .help = "Inbound connections before their HELLO, per /24 (IPv4) or /64 (IPv6)"},
+    {.key = "silent-timeout-ms",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 100,
+     .max = 600000,
+     .def = G_STRINGIFY(PREAUTH_SILENT_MS),
+     .arg = "MS",
+     .help = "Close an inbound connection that sends nothing for this long"},
+    {.key = "handshake-timeout-ms",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 100,
+     .max = 600000,
+     .def = G_STRINGIFY(PREAUTH_TIMEOUT_MS),
+     .arg = "MS",
+     .help = "Close an inbound connection without handshake and HELLO after this long"},
+    {.key = "listen-backlog",
+     .type = CFG_INT,
+     .min = 1,
+     .max = 65535,
+     .def = G_STRINGIFY(SN_LISTEN_BACKLOG),
+     .arg = "N",
+     .help = "Connections the kernel queues for accept (capped by net.core.somaxconn)"},
     {.key = "state-dir",
      .type = CFG_PATH,
      .arg = "DIR",
@@ -908,7 +1099,8 @@ int main(int argc, char **argv)
     cfg.unix_now = clock_unix_s;
   }
   sn.max_super_links = cfg.max_super_links;
-  sn.max_sessions = cfg.max_leaves + cfg.max_super_links + 128;
+  sn.preauth = preauth_new(NULL);
+  set_budgets(&sn, cfg.max_leaves);
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
   if (network_key)
     sn_core_set_cert(sn.core, sn.cert, sizeof sn.cert);
@@ -942,6 +1134,7 @@ int main(int argc, char **argv)
 out:
   metrics_free(sn.metrics);
   timer_disarm(&sn.tick);
+  timer_disarm(&sn.preauth_timer);
   timer_disarm(&sn.turn_refresh);
   stun_service_free(sn.stun);
   control_server_free(sn.ctl);
@@ -953,6 +1146,7 @@ out:
   if (sn.sessions)
     g_hash_table_destroy(sn.sessions);
   sn_core_free(sn.core);
+  preauth_free(sn.preauth);
   g_clear_object(&sn.dialer);
   if (sn.loop)
     g_main_loop_unref(sn.loop);

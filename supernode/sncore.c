@@ -251,6 +251,12 @@ void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now)
   forget(c, p, now);
 }
 
+bool sn_core_settled(const SnCore *c, uint64_t conn)
+{
+  const Peer *p = g_hash_table_lookup(c->peers, &conn);
+  return p && p->kind != PEER_NEW;
+}
+
 void sn_core_dial_failed(SnCore *c, const char *addr, uint64_t now)
 {
   mesh_dial_failed(c->mesh, addr, now);

@@ -130,6 +130,9 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
                   uint64_t now);
 /* A session ended, for any reason. */
 void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now);
+/* True once conn's HELLO made it a leaf, a watch or a link: it has a place
+ * under those caps and leaves the shell's pre-auth budget (preauth.h). */
+bool sn_core_settled(const SnCore *c, uint64_t conn);
 /* A DIAL action failed before a session opened. */
 void sn_core_dial_failed(SnCore *c, const char *addr, uint64_t now);
 /* One decrypted application message from conn. */

@@ -17,6 +17,8 @@
  *   liar        canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS: HELLO as
  *               a leaf, publish NAME as content id CID (hex) with SIZE bytes,
  *               answer pings, and never answer a download's signalling
+ * And one that holds pre-auth slots (exit 0 after SECONDS; see below):
+ *   slots       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -163,6 +165,156 @@ static bool idle(int fd, Channel *ch, int ms)
   }
 }
 
+/* --- preauth findings (issue 11, finding 1) -------------------------------- */
+
+/* slots: N silent TCP connections, each redialled SLOTS_REDIAL_MS after the
+ * super node closes it, for SECONDS. Slot i connects from 127.1.P.A, P = i %
+ * PREFIXES, A = 1 + i / PREFIXES % ADDRS (all of 127/8 is loopback on
+ * Linux), so the flood comes from PREFIXES /24s; SLOTS_DIAL_RATE new
+ * connections a second at most. Prints one line:
+ *   connects=C refused=R held=H held_max_ms=M open=O
+ * C connections made; R of them closed within SLOTS_REFUSED_MS (refused at
+ * accept); H held longer, the longest M ms; O still open at the end. */
+#define SLOTS_REDIAL_MS 200
+#define SLOTS_REFUSED_MS 500
+/* New connections per second, at most: a burst faster than the server
+ * accepts overflows its accept queue, and with SYN cookies the overflow
+ * becomes connections the server never heard of, which hold nothing. */
+#define SLOTS_DIAL_RATE 500
+
+typedef struct {
+  int fd;
+  bool up;     /* connected (else connecting, or waiting to redial) */
+  long since;  /* up: connected at; connecting: started at */
+  long redial; /* fd < 0: when to dial again */
+  char src[32];
+} Slot;
+
+static long now_ms(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int slot_dial(const char *src, const struct sockaddr_in *to)
+{
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in from = {.sin_family = AF_INET};
+  inet_pton(AF_INET, src, &from.sin_addr);
+  if (bind(fd, (struct sockaddr *)&from, sizeof from) != 0 ||
+      (connect(fd, (const struct sockaddr *)to, sizeof *to) != 0 && errno != EINPROGRESS)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int slots_mode(int argc, char **argv)
+{
+  if (argc < 5) {
+    fprintf(stderr, "canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n");
+    return 2;
+  }
+  int n = atoi(argv[3]), prefixes = argc > 5 ? atoi(argv[5]) : 1;
+  int addrs = argc > 6 ? atoi(argv[6]) : 1;
+  long end = now_ms() + atol(argv[4]) * 1000;
+  char host[64];
+  const char *colon = strrchr(argv[2], ':');
+  struct sockaddr_in to = {.sin_family = AF_INET};
+  if (n < 1 || n > 4000 || prefixes < 1 || prefixes > 250 || addrs < 1 || addrs > 250 || !colon ||
+      (size_t)(colon - argv[2]) >= sizeof host) {
+    fprintf(stderr, "canopy-hostile slots: bad arguments\n");
+    return 2;
+  }
+  memcpy(host, argv[2], (size_t)(colon - argv[2]));
+  host[colon - argv[2]] = '\0';
+  to.sin_port = htons((uint16_t)atoi(colon + 1));
+  if (inet_pton(AF_INET, host, &to.sin_addr) != 1) {
+    fprintf(stderr, "canopy-hostile slots: %s is not an IPv4 address\n", host);
+    return 2;
+  }
+  Slot *sl = calloc((size_t)n, sizeof *sl);
+  struct pollfd *pfd = calloc((size_t)n, sizeof *pfd);
+  long connects = 0, refused = 0, held = 0, held_max = 0;
+  for (int i = 0; i < n; i++) {
+    snprintf(sl[i].src, sizeof sl[i].src, "127.1.%d.%d", i % prefixes, 1 + i / prefixes % addrs);
+    sl[i].fd = -1;
+  }
+  long start = now_ms(), dials = 0;
+  for (long t = start; t < end; t = now_ms()) {
+    long allowed = (t - start) * SLOTS_DIAL_RATE / 1000 + 1 - dials;
+    if (allowed > SLOTS_DIAL_RATE / 10) { /* no catching up in one burst */
+      dials += allowed - SLOTS_DIAL_RATE / 10;
+      allowed = SLOTS_DIAL_RATE / 10;
+    }
+    for (int i = 0; i < n; i++) {
+      if (sl[i].fd < 0 && t >= sl[i].redial && allowed > 0) {
+        allowed--;
+        dials++;
+        sl[i].fd = slot_dial(sl[i].src, &to);
+        sl[i].up = false;
+        sl[i].since = t;
+        if (sl[i].fd < 0)
+          sl[i].redial = t + SLOTS_REDIAL_MS;
+      }
+      pfd[i].fd = sl[i].fd;
+      pfd[i].events = sl[i].fd < 0 ? 0 : sl[i].up ? POLLIN : POLLOUT;
+      pfd[i].revents = 0;
+    }
+    poll(pfd, (nfds_t)n, 5);
+    t = now_ms();
+    for (int i = 0; i < n; i++) {
+      Slot *s = &sl[i];
+      if (s->fd < 0 || !pfd[i].revents)
+        continue;
+      int err = 0;
+      socklen_t el = sizeof err;
+      if (!s->up) {
+        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err == 0) {
+          s->up = true;
+          s->since = t;
+          connects++;
+          continue;
+        }
+      } else {
+        char b[256];
+        ssize_t k = recv(s->fd, b, sizeof b, 0);
+        if (k > 0 || (k < 0 && errno == EAGAIN))
+          continue; /* we never speak, so nothing should come: ignore it */
+        long h = t - s->since;
+        if (h < SLOTS_REFUSED_MS) {
+          refused++;
+        } else {
+          held++;
+          held_max = h > held_max ? h : held_max;
+        }
+      }
+      close(s->fd);
+      s->fd = -1;
+      s->redial = t + SLOTS_REDIAL_MS;
+    }
+  }
+  int open = 0;
+  for (int i = 0; i < n; i++) {
+    if (sl[i].fd >= 0 && sl[i].up) {
+      open++;
+      long h = now_ms() - sl[i].since;
+      held_max = h > held_max ? h : held_max;
+    }
+    if (sl[i].fd >= 0)
+      close(sl[i].fd);
+  }
+  printf("connects=%ld refused=%ld held=%ld held_max_ms=%ld open=%d\n", connects, refused, held,
+         held_max, open);
+  free(sl);
+  free(pfd);
+  return 0;
+}
+
 static void hello_leaf(int fd, Channel *ch)
 {
   WireMsg h = {.type = MSG_HELLO};
@@ -178,10 +330,13 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
             "HOST:PORT [COUNT]\n"
-            "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n");
+            "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
+            "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n");
     return 2;
   }
   const char *mode = argv[1];
+  if (strcmp(mode, "slots") == 0)
+    return slots_mode(argc, argv);
   int fd = dial(argv[2]);
   if (fd < 0) {
     fprintf(stderr, "canopy-hostile: cannot connect to %s\n", argv[2]);

@@ -1046,6 +1046,30 @@ static void test_unknown_type_before_hello_closes(void **state)
   net_free(net);
 }
 
+/* The shell keeps a session in its pre-auth budget until the core settles
+ * it (preauth.h): a HELLO it accepts, and nothing less. */
+static void test_settled_after_hello(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.max_leaves = 1;
+  Net *net = net_new(2, &cfg, false);
+  SnCore *c = net->node[S1].core;
+  int a = leaf_open(net, S1);
+  assert_false(sn_core_settled(c, net->leaves[a].conn));
+  leaf_hello(net, a);
+  assert_true(sn_core_settled(c, net->leaves[a].conn));
+  int b = leaf_open(net, S1); /* over --max-leaves: refused, never settled */
+  leaf_hello(net, b);
+  assert_true(net->leaves[b].closed);
+  assert_false(sn_core_settled(c, net->leaves[b].conn));
+  uint64_t link = net_link(net, S2, S1);
+  assert_int_equal(links_to(net, S1, S2, NULL), 1);
+  assert_true(sn_core_settled(net->node[S2].core, link));
+  assert_false(sn_core_settled(c, 999999));
+  net_free(net);
+}
+
 /* --- (f) per-leaf query rate ------------------------------------------------------ */
 
 static void test_leaf_query_rate_limit(void **state)
@@ -1449,6 +1473,7 @@ int main(void)
       cmocka_unit_test(test_silent_leaf_timeout_on_deadlines),
       cmocka_unit_test(test_protocol_errors),
       cmocka_unit_test(test_unknown_type_before_hello_closes),
+      cmocka_unit_test(test_settled_after_hello),
       cmocka_unit_test(test_leaf_query_rate_limit),
       cmocka_unit_test(test_duplicate_link_rule),
       cmocka_unit_test(test_self_connection),
