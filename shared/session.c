@@ -264,7 +264,14 @@ Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, Channel
   g_source_set_callback(s->in_src, (GSourceFunc)(void (*)(void))on_readable, s, NULL);
   g_source_attach(s->in_src, ctx);
   timer_arm(&s->hs_timer, ctx, clock_now_ms() + SESSION_HANDSHAKE_MS, on_handshake_timeout, s);
-  flush(s); /* the initiator's first handshake message */
+  /* The initiator's first handshake message goes out from the loop, not
+   * from here: a write failing now would run `closed` before our caller
+   * holds the session, and the caller's state for it may be freed under it
+   * (issue 11, finding 6). */
+  size_t first;
+  channel_output(s->ch, &first);
+  if (first > 0)
+    arm_output(s);
   return s;
 }
 

@@ -7,8 +7,9 @@
  * reading while we have more than SESSION_MAX_OUTPUT bytes queued is cut off.
  *
  * Callbacks run from the main context, never while the session iterates
- * something of its own; a callback may call session_close(). After `closed`
- * the owner drops its reference with session_unref().
+ * something of its own, and never from inside session_new(); a callback may
+ * call session_close(). After `closed` the owner drops its reference with
+ * session_unref().
  */
 #ifndef CANOPY_SESSION_H
 #define CANOPY_SESSION_H

@@ -1,0 +1,216 @@
+/* test_session.c - the glib session shell over a socketpair.
+ *
+ * The fault that matters (issue 11, finding 6): the initiator's first write
+ * fails. session_new must return before any callback runs, because its
+ * caller (both daemons' shells) only knows the session once it returns: a
+ * `closed` fired from inside session_new freed the caller's entry, which the
+ * caller then wrote the session into (an ASan heap-use-after-free). The
+ * failing write is real: the socketpair's other end is closed first, so
+ * send() fails with EPIPE (GSocket sends with MSG_NOSIGNAL; SIGPIPE is
+ * ignored here anyway).
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <gio/gio.h>
+
+#include "clock.h"
+#include "identity.h"
+#include "session.h"
+
+typedef struct {
+  int opened, closed;
+  bool returned; /* session_new has returned */
+  bool closed_early;
+  char reason[160];
+} Seen;
+
+static void on_opened(Session *s, void *ud)
+{
+  ((Seen *)ud)->opened++;
+}
+
+static void on_message(Session *s, const uint8_t *msg, size_t len, void *ud) {}
+
+static void on_closed(Session *s, const char *reason, void *ud)
+{
+  Seen *seen = ud;
+  seen->closed++;
+  seen->closed_early |= !seen->returned;
+  g_strlcpy(seen->reason, reason, sizeof seen->reason);
+}
+
+static const SessionCallbacks cb = {on_opened, on_message, on_closed};
+
+/* A GSocketConnection over fd (taken). */
+static GIOStream *conn_of(int fd)
+{
+  GSocket *sock = g_socket_new_from_fd(fd, NULL);
+  assert_non_null(sock);
+  GSocketConnection *c = g_socket_connection_factory_create_connection(sock);
+  g_object_unref(sock);
+  return G_IO_STREAM(c);
+}
+
+static void step(GMainContext *ctx)
+{
+  if (!g_main_context_iteration(ctx, FALSE))
+    g_usleep(1000);
+}
+
+/* Runs ctx until *count is at least want, or 2 s pass. */
+static void run_until(GMainContext *ctx, const int *count, int want)
+{
+  uint64_t end = clock_now_ms() + 2000;
+  while (*count < want && clock_now_ms() < end)
+    step(ctx);
+}
+
+/* A socket every write to fails (EPIPE), while reading it just waits: the
+ * other end stops reading but stays open (*other, for the caller to close). */
+static int dead_end(int *other)
+{
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  assert_int_equal(shutdown(sv[1], SHUT_RD), 0);
+  *other = sv[1];
+  return sv[0];
+}
+
+static void test_first_write_fails_closed_later_once(void **state)
+{
+  (void)state;
+  Identity id;
+  assert_true(identity_generate(&id));
+  GMainContext *ctx = g_main_context_new();
+  int other;
+  GIOStream *conn = conn_of(dead_end(&other));
+  Seen seen = {0};
+  Session *s = session_new(conn, 1, &id, CHANNEL_INITIATOR, ctx, &cb, &seen);
+  seen.returned = true;
+  g_object_unref(conn);
+  assert_non_null(s);
+  assert_int_equal(seen.closed, 0); /* not from inside session_new */
+  run_until(ctx, &seen.closed, 1);
+  run_until(ctx, &seen.closed, 2); /* 2 s more: it must not fire again */
+  assert_false(seen.closed_early);
+  assert_int_equal(seen.closed, 1);
+  assert_int_equal(seen.opened, 0);
+  assert_non_null(strstr(seen.reason, "send failed"));
+  assert_false(session_is_open(s));
+  session_unref(s);
+  close(other);
+  g_main_context_unref(ctx);
+  identity_clear(&id);
+}
+
+/* The daemons' pattern: an entry in a table holds the session; `closed`
+ * removes (frees) the entry. Under ASan the old session_new made the
+ * assignment below a heap-use-after-free WRITE. */
+typedef struct {
+  Session *s;
+  Seen seen;
+} Entry;
+
+static GHashTable *table;
+
+static void entry_free(gpointer p)
+{
+  Entry *e = p;
+  session_unref(e->s);
+  g_free(e);
+}
+
+static void shell_closed(Session *s, const char *reason, void *ud)
+{
+  uint64_t key = session_id(s);
+  Entry *e = g_hash_table_lookup(table, &key);
+  assert_non_null(e);
+  e->seen.closed++;
+  g_hash_table_remove(table, &key); /* frees e, drops the session */
+}
+
+static void test_first_write_fails_shell_entry(void **state)
+{
+  (void)state;
+  static const SessionCallbacks shell_cb = {on_opened, on_message, shell_closed};
+  Identity id;
+  assert_true(identity_generate(&id));
+  GMainContext *ctx = g_main_context_new();
+  table = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, entry_free);
+  int others[8];
+  for (uint64_t i = 1; i <= 8; i++) {
+    Entry *e = g_new0(Entry, 1);
+    uint64_t *key = g_new(uint64_t, 1);
+    *key = i;
+    g_hash_table_insert(table, key, e);
+    GIOStream *conn = conn_of(dead_end(&others[i - 1]));
+    e->s = session_new(conn, i, &id, CHANNEL_INITIATOR, ctx, &shell_cb, NULL);
+    g_object_unref(conn);
+    assert_non_null(e->s);
+  }
+  assert_int_equal(g_hash_table_size(table), 8);
+  uint64_t end = clock_now_ms() + 2000;
+  while (g_hash_table_size(table) > 0 && clock_now_ms() < end)
+    step(ctx);
+  assert_int_equal(g_hash_table_size(table), 0); /* every one closed, once */
+  g_hash_table_destroy(table);
+  for (int i = 0; i < 8; i++)
+    close(others[i]);
+  g_main_context_unref(ctx);
+  identity_clear(&id);
+}
+
+/* Deferring the first write loses nothing: two sessions over a live
+ * socketpair finish the handshake. */
+static void test_handshake_over_socketpair(void **state)
+{
+  (void)state;
+  Identity a, b;
+  assert_true(identity_generate(&a) && identity_generate(&b));
+  GMainContext *ctx = g_main_context_new();
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  GIOStream *ca = conn_of(sv[0]), *cb2 = conn_of(sv[1]);
+  Seen sa = {.returned = true}, sb = {.returned = true};
+  Session *ia = session_new(ca, 1, &a, CHANNEL_INITIATOR, ctx, &cb, &sa);
+  Session *rb = session_new(cb2, 2, &b, CHANNEL_RESPONDER, ctx, &cb, &sb);
+  assert_int_equal(session_bytes_out(ia), 0); /* the first message waits for the loop */
+  run_until(ctx, &sa.opened, 1);
+  run_until(ctx, &sb.opened, 1);
+  assert_int_equal(sa.opened, 1);
+  assert_int_equal(sb.opened, 1);
+  assert_memory_equal(session_peer_id(ia), b.id, IDENTITY_ID_LEN);
+  assert_memory_equal(session_peer_id(rb), a.id, IDENTITY_ID_LEN);
+  assert_true(session_send(ia, (const uint8_t *)"x", 1));
+  session_close(ia, "done");
+  session_close(rb, "done");
+  assert_int_equal(sa.closed + sb.closed, 2);
+  session_unref(ia);
+  session_unref(rb);
+  g_object_unref(ca);
+  g_object_unref(cb2);
+  g_main_context_unref(ctx);
+  identity_clear(&a);
+  identity_clear(&b);
+}
+
+int main(void)
+{
+  signal(SIGPIPE, SIG_IGN);
+  if (!crypto_ready())
+    return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_first_write_fails_closed_later_once),
+      cmocka_unit_test(test_first_write_fails_shell_entry),
+      cmocka_unit_test(test_handshake_over_socketpair),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
