@@ -3,8 +3,13 @@
 # 8 /24s, each redialled as soon as it is closed, against a super node with
 # --max-leaves 10 and a pre-auth budget of 64. While they run, a new honest
 # leaf attaches and finds a file, and the silent connections are closed
-# within the silent deadline (3 s by default), not the old 10 s.
+# within the silent deadline (3 s by default), not the old 10 s; and one that
+# completes the handshake but never says HELLO is closed at the handshake
+# deadline (5 s by default).
 # (Before the budget, 200 such connections kept every new leaf out.)
+# Keepalives of 5 s: the core's own sweep of sessions without HELLO (3
+# intervals) must not be what closes the quiet one.
+KEEPALIVE=5000
 . "$(dirname "$0")/lib.sh"
 
 ATTACK_S=${PREAUTH_ATTACK_S:-24}
@@ -21,6 +26,9 @@ addr="127.0.0.1:$(port 1)"
 "$HOSTILE" slots "$addr" 200 "$ATTACK_S" 8 25 >"$T/slots.out" &
 flood=$!
 PIDS+=($flood)
+"$HOSTILE" quiet "$addr" >"$T/quiet.out" &
+quiet=$!
+PIDS+=($quiet)
 sleep 5 # the flood holds every slot it can, and its first ones hit the deadline
 
 # A new leaf attaches under the flood, and its search finds the old leaf's file.
@@ -35,6 +43,13 @@ n=$(hits new --ttl 1 --wait 2000 slot flood target)
 [ "$n" -ge 1 ] || fail "the new leaf's search found nothing during the flood"
 note "its search found $n hit(s)"
 kill -0 "$flood" 2>/dev/null || fail "the flood ended before the honest leaf was done (raise PREAUTH_ATTACK_S)"
+
+wait "$quiet" || fail "a session without HELLO was kept 30 s"
+quiet_ms=$(cat "$T/quiet.out")
+note "a session that never said HELLO was closed after $quiet_ms ms"
+[ "$quiet_ms" -ge 4000 ] && [ "$quiet_ms" -le 7000 ] ||
+  fail "a session without HELLO was closed after $quiet_ms ms (deadline 5000)"
+[ "$(snstat s1 preauth_timeouts)" -ge 1 ] || fail "preauth_timeouts did not move"
 
 pending=$(snstat s1 handshakes)
 [ "$pending" -le 64 ] || fail "$pending connections in the pre-auth budget of 64"

@@ -19,6 +19,8 @@
  *               answer pings, and never answer a download's signalling
  * And one that holds pre-auth slots (exit 0 after SECONDS; see below):
  *   slots       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]
+ *   quiet       a real handshake, then nothing (no HELLO): prints how many ms
+ *               until the super node hung up (exit 0), or exit 1 after 30 s
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -315,6 +317,15 @@ static int slots_mode(int argc, char **argv)
   return 0;
 }
 
+/* quiet: the handshake is done (an attacker can afford that), no HELLO. */
+static int quiet_mode(int fd)
+{
+  long t0 = now_ms();
+  int open = pump(fd, NULL, 30000, NULL);
+  printf("%ld\n", now_ms() - t0);
+  return open;
+}
+
 static void hello_leaf(int fd, Channel *ch)
 {
   WireMsg h = {.type = MSG_HELLO};
@@ -405,6 +416,8 @@ int main(int argc, char **argv)
       send_msg(fd, ch, &s);
     }
     rc = pump(fd, NULL, 5000, NULL);
+  } else if (strcmp(mode, "quiet") == 0) {
+    rc = quiet_mode(fd);
   } else if (strcmp(mode, "flood") == 0) {
     int count = argc > 3 ? atoi(argv[3]) : 1000;
     hello_leaf(fd, ch);
