@@ -188,8 +188,10 @@ static void start_session(Sn *sn, GSocketConnection *conn, uint64_t id, const ch
   g_hash_table_insert(sn->sessions, key, e);
   e->s = session_new(G_IO_STREAM(conn), id, &sn->id, dialed ? CHANNEL_INITIATOR : CHANNEL_RESPONDER,
                      sn->ctx, &session_cb, sc);
-  if (!e->s)
+  if (!e->s) {
+    preauth_release(sn->preauth, id); /* a no-op for a dialed one */
     g_hash_table_remove(sn->sessions, &id);
+  }
 }
 
 /* The remote IP address of conn as bytes (4 or 16); 0 if it has none. */
@@ -659,8 +661,10 @@ static void set_budgets(Sn *sn, unsigned max_leaves)
   preauth_set_limits(sn->preauth, &lim);
   guint64 cap = 2 * (guint64)max_leaves + sn->max_super_links + lim.max_total;
   sn->max_sessions = (guint)MIN(cap, G_MAXUINT);
-  if (sn->preauth_timer) /* the deadlines may have moved either way */
-    timer_arm(&sn->preauth_timer, sn->ctx, clock_now_ms(), on_preauth_timer, sn);
+  if (sn->preauth_timer) { /* the deadlines may have moved either way */
+    sn->preauth_armed = clock_now_ms();
+    timer_arm(&sn->preauth_timer, sn->ctx, sn->preauth_armed, on_preauth_timer, sn);
+  }
 }
 
 /* SIGHUP (systemctl reload): re-reads the --config file and applies the

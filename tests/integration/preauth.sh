@@ -15,7 +15,7 @@ KEEPALIVE=5000
 ATTACK_S=${PREAUTH_ATTACK_S:-24}
 SILENT_MS=3000 # the default of --silent-timeout-ms
 
-start_sn s1 1 --no-discovery --max-leaves 10 --max-handshakes 64 ${PREAUTH_SN_ARGS:-}
+start_sn s1 1 --no-discovery --max-leaves 10 --max-handshakes 64 --metrics "127.0.0.1:$(port 9)" ${PREAUTH_SN_ARGS:-}
 mkdir -p "$T/old-share"
 echo x >"$T/old-share/slot flood target.txt"
 start_leaf old 1
@@ -69,6 +69,11 @@ note "super node: $silent closed silent, $refused refused, $shed shed"
 [ "$silent" -ge 10 ] || fail "preauth_silent is $silent"
 [ "$refused" -ge 1 ] || fail "preauth_refused is $refused"
 [ "$shed" -ge 1 ] || fail "nothing was shed: the budget was never full"
+curl -fsS --max-time 5 "http://127.0.0.1:$(port 9)/metrics" >"$T/metrics" || fail "cannot scrape /metrics"
+full=$(sed -n 's/^canopy_preauth_refused_total{reason="full"} //p' "$T/metrics")
+silent_m=$(sed -n 's/^canopy_preauth_silent_total //p' "$T/metrics")
+[ "${full:-0}" -ge 1 ] && [ "${silent_m:-0}" -ge 10 ] && grep -q '^canopy_handshakes ' "$T/metrics" ||
+  fail "the pre-auth metrics are missing or did not move: $(grep -E 'preauth|handshakes' "$T/metrics")"
 
 # The leaves are still attached and the super node alive.
 kill -0 "$PID_s1" || fail "super node died"
