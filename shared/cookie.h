@@ -40,7 +40,7 @@
 #define COOKIE_LIFETIME_S 10     /* a challenge is good this long (the handshake deadline) */
 #define COOKIE_ROTATE_S 120      /* the MAC secret changes this often */
 #define COOKIE_REPLAY_SLOTS 4096 /* replay filter entries (8 bytes each) */
-#define COOKIE_MAX_DIFFICULTY 24 /* an initiator refuses to work harder (~5 s of CPU) */
+#define COOKIE_MAX_DIFFICULTY 20 /* an initiator refuses to work harder (~0.2 s of CPU) */
 #define COOKIE_CHALLENGE_LEN (1 + 4 + COOKIE_MAC_LEN)
 #define COOKIE_RESPONSE_LEN (COOKIE_CHALLENGE_LEN + 8) /* challenge | nonce */
 
