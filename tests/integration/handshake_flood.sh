@@ -11,6 +11,8 @@
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 logged() { grep -qF -- "$2" "$T/$1.log"; }
+published() { [ "$(snstat s1 index_entries)" -ge 1 ]; }
+step_on() { [ "$(snstat s1 handshake_cookie_step)" = true ]; }
 
 # The file sets the thresholds, so SIGHUP can turn the cookie step on later.
 cat >"$T/sn.conf" <<CONF
@@ -23,7 +25,7 @@ addr="127.0.0.1:$(port 1)"
 mkdir -p "$T/sharer-share"
 echo "still here" >"$T/sharer-share/flood survivor.txt"
 start_leaf sharer 1
-wait_for 10 test "$(snstat s1 index_entries)" -ge 1 || fail "sharer did not publish"
+wait_for 10 published || fail "sharer did not publish"
 
 # flood SECONDS: the super node's CPU ticks (1/100 s) and the flood's line.
 flood() {
@@ -51,7 +53,7 @@ wait_for 5 logged s1 "handshake-cookie-rate: 1000000 -> 200" || fail "reload not
 ( flood 10 >"$T/flood.out" ) &
 flooder=$!
 PIDS+=($flooder)
-wait_for 5 test "$(snstat s1 handshake_cookie_step)" = true || fail "the cookie step did not engage"
+wait_for 5 step_on || fail "the cookie step did not engage"
 
 # A new leaf attaches during the flood (it must solve a puzzle) and searches.
 mkdir -p "$T/newcomer-share"
@@ -61,7 +63,7 @@ PIDS+=($!)
 t0=$(date +%s%N)
 wait_for 15 connected newcomer || fail "a new leaf could not attach during the flood"
 note "new leaf attached during the flood in $((($(date +%s%N) - t0) / 1000000)) ms"
-[ "$(snstat s1 handshake_cookie_step)" = true ] || fail "the flood ended before the leaf attached"
+step_on || fail "the flood ended before the leaf attached"
 found=$(hits newcomer --wait 3000 flood survivor)
 [ "$found" -ge 1 ] || fail "the new leaf's search found nothing during the flood"
 note "its search found the file during the flood"
