@@ -29,7 +29,8 @@
 
 #define HS_MAGIC "CNPY"
 #define HS_MAGIC_LEN 4
-#define HS_VERSION 1
+/* 2: the cookie step (cookie.h). Version 1 peers are refused by version. */
+#define HS_VERSION 2
 #define EPH_LEN crypto_kx_PUBLICKEYBYTES
 #define KEY_LEN crypto_kx_SESSIONKEYBYTES
 #define FRAME_HDR 4
@@ -38,6 +39,8 @@
 #define HS_ID_PLAIN (IDENTITY_PK_LEN + IDENTITY_SIG_LEN)
 #define HS_ID_CIPHER (HS_ID_PLAIN + SS_ABYTES)
 #define M1_LEN (HS_MAGIC_LEN + 1 + EPH_LEN)
+#define M1C_LEN (M1_LEN + COOKIE_RESPONSE_LEN) /* M1 with a solved challenge */
+#define CHAL_LEN COOKIE_CHALLENGE_LEN
 #define M2_LEN (EPH_LEN + SS_HEADER + HS_ID_CIPHER)
 #define M3_LEN (SS_HEADER + HS_ID_CIPHER)
 
@@ -67,6 +70,12 @@ struct Channel {
   const char *error;
   bool peer_known; /* peer_pk/peer_id authenticated */
   bool sent_final;
+  bool challenged; /* R sent a challenge / I answered one: never twice */
+  bool pending;    /* R counted in the jar's handshakes in progress */
+  unsigned pk_ops; /* public-key operations done (channel_pk_ops) */
+  CookieJar *jar;  /* R: borrowed; NULL answers every M1 at once */
+  uint8_t addr[COOKIE_ADDR_MAX];
+  size_t addr_len;
 
   Identity self; /* sk wiped once our signature is made */
   uint8_t eph_pk[EPH_LEN];
@@ -83,12 +92,21 @@ struct Channel {
   Buf plain; /* the last decrypted message; channel_read lends it out */
 };
 
+/* R: this handshake no longer counts as in progress. */
+static void pending_done(Channel *ch)
+{
+  if (ch->pending)
+    cookie_pending_done(ch->jar);
+  ch->pending = false;
+}
+
 /* Ends the channel for good: keys and buffered data go at once, so nothing
  * can be decrypted or sent after a protocol violation. */
 static void channel_fail(Channel *ch, const char *why)
 {
   if (ch->state == CHANNEL_FAILED)
     return;
+  pending_done(ch);
   ch->state = CHANNEL_FAILED;
   ch->error = why;
   sodium_memzero(ch->self.sk, sizeof ch->self.sk);
@@ -104,9 +122,9 @@ static void channel_fail(Channel *ch, const char *why)
 }
 
 /* Finds the next complete frame in the input. Returns 1 with its body, 0 if
- * it has not fully arrived, -1 (channel failed) on a bad length. want, if
- * nonzero, is the only length acceptable (handshake messages). */
-static int next_frame(Channel *ch, size_t want, const uint8_t **body, size_t *blen)
+ * it has not fully arrived, -1 (channel failed) on a bad length. want and
+ * want2, if nonzero, are the only lengths acceptable (handshake messages). */
+static int next_frame(Channel *ch, size_t want, size_t want2, const uint8_t **body, size_t *blen)
 {
   Reader r;
   rd_init(&r, ch->in.data, ch->in.len);
@@ -121,7 +139,7 @@ static int next_frame(Channel *ch, size_t want, const uint8_t **body, size_t *bl
     channel_fail(ch, "frame too large");
     return -1;
   }
-  if (want && n != want) {
+  if (want && n != want && n != want2) {
     channel_fail(ch, "bad handshake message size");
     return -1;
   }
@@ -205,6 +223,7 @@ static bool send_identity(Channel *ch, const uint8_t *header, const char *ctx, c
   size_t tlen = transcript(t, ctx, i_eph, r_eph, r_static);
   memcpy(id_msg, ch->self.pk, IDENTITY_PK_LEN);
   crypto_sign_detached(id_msg + IDENTITY_PK_LEN, NULL, t, tlen, ch->self.sk);
+  ch->pk_ops++;
   sodium_memzero(ch->self.sk, sizeof ch->self.sk);
   return seal_frame(ch, header, ch->role == CHANNEL_RESPONDER ? EPH_LEN + SS_HEADER : SS_HEADER,
                     id_msg, sizeof id_msg, SS_TAG_MESSAGE);
@@ -225,6 +244,7 @@ static bool recv_identity(Channel *ch, const uint8_t *c, const char *ctx, const 
   const uint8_t *pk = ch->plain.data;
   const uint8_t *sig = ch->plain.data + IDENTITY_PK_LEN;
   size_t tlen = transcript(t, ctx, i_eph, r_eph, r_static);
+  ch->pk_ops++;
   if (crypto_sign_verify_detached(sig, t, tlen, pk) != 0) {
     channel_fail(ch, "bad signature");
     return false;
@@ -236,7 +256,16 @@ static bool recv_identity(Channel *ch, const uint8_t *c, const char *ctx, const 
   return true;
 }
 
-/* R: M1 arrives; derive keys, answer with M2. */
+static const char *const cookie_errors[] = {
+    [COOKIE_FORGED] = "bad cookie",
+    [COOKIE_EXPIRED] = "expired cookie",
+    [COOKIE_UNSOLVED] = "puzzle not solved",
+    [COOKIE_REPLAYED] = "replayed cookie",
+};
+
+/* R: M1 arrives. Under load (the jar says so) a plain M1 gets a challenge
+ * and nothing else: no key pair, no agreement, no signature until the
+ * initiator returns it solved. Then derive keys and answer with M2. */
 static bool on_m1(Channel *ch, const uint8_t *p, size_t len)
 {
   uint8_t tx_key[KEY_LEN];
@@ -247,6 +276,7 @@ static bool on_m1(Channel *ch, const uint8_t *p, size_t len)
   const uint8_t *magic = rd_bytes(&r, HS_MAGIC_LEN);
   uint8_t version = rd_u8(&r);
   rd_copy(&r, ch->peer_eph, EPH_LEN);
+  const uint8_t *resp = len == M1C_LEN ? rd_bytes(&r, COOKIE_RESPONSE_LEN) : NULL;
   if (!rd_done(&r)) {
     channel_fail(ch, "bad handshake message");
     goto out;
@@ -259,6 +289,41 @@ static bool on_m1(Channel *ch, const uint8_t *p, size_t len)
     channel_fail(ch, "unsupported version");
     goto out;
   }
+  if (resp) {
+    /* Only ever sent in answer to our challenge, so never to a responder
+     * without a jar. */
+    if (!ch->jar) {
+      channel_fail(ch, "unexpected cookie");
+      goto out;
+    }
+    CookieVerdict v = cookie_check(ch->jar, ch->addr, ch->addr_len, ch->peer_eph, resp);
+    if (v != COOKIE_OK) {
+      channel_fail(ch, cookie_errors[v]);
+      goto out;
+    }
+  } else if (ch->jar) {
+    uint8_t chal[CHAL_LEN];
+    if (ch->challenged) {
+      channel_fail(ch, "second M1 without the cookie");
+      goto out;
+    }
+    if (cookie_on_m1(ch->jar, ch->addr, ch->addr_len, ch->peer_eph, chal)) {
+      ch->challenged = true;
+      wr_u32(&ch->out, CHAL_LEN);
+      wr_bytes(&ch->out, chal, CHAL_LEN);
+      if (ch->out.failed)
+        channel_fail(ch, "out of memory");
+      ok = !ch->out.failed;
+      goto out;
+    }
+  }
+  if (ch->jar) {
+    cookie_pending_add(ch->jar);
+    ch->pending = true;
+  }
+  /* Only now: a key pair per accepted connection would be work for free. */
+  crypto_kx_keypair(ch->eph_pk, ch->eph_sk);
+  ch->pk_ops += 2;
   /* Fails when the peer's ephemeral is a low-order point. */
   if (crypto_kx_server_session_keys(ch->rx_key, tx_key, ch->eph_pk, ch->eph_sk, ch->peer_eph) !=
       0) {
@@ -277,12 +342,41 @@ out:
   return ok;
 }
 
+/* I: R is busy and wants proof of work first: solve its challenge and send
+ * M1 again with the solution. One challenge per handshake, so a responder
+ * (or a man in the middle) cannot keep us hashing. */
+static bool on_challenge(Channel *ch, const uint8_t *p)
+{
+  uint8_t resp[COOKIE_RESPONSE_LEN];
+  if (ch->challenged) {
+    channel_fail(ch, "second challenge");
+    return false;
+  }
+  ch->challenged = true;
+  if (!cookie_solve(p, resp)) {
+    channel_fail(ch, "challenge too hard");
+    return false;
+  }
+  wr_u32(&ch->out, M1C_LEN);
+  wr_bytes(&ch->out, HS_MAGIC, HS_MAGIC_LEN);
+  wr_u8(&ch->out, HS_VERSION);
+  wr_bytes(&ch->out, ch->eph_pk, EPH_LEN);
+  wr_bytes(&ch->out, resp, sizeof resp);
+  if (ch->out.failed) {
+    channel_fail(ch, "out of memory");
+    return false;
+  }
+  return true;
+}
+
 /* I: M2 arrives; derive keys, authenticate R, answer with M3. */
 static bool on_m2(Channel *ch, const uint8_t *p, size_t len)
 {
   uint8_t tx_key[KEY_LEN];
   uint8_t header[SS_HEADER];
   bool ok = false;
+  if (len == CHAL_LEN)
+    return on_challenge(ch, p);
   Reader r;
   rd_init(&r, p, len);
   rd_copy(&r, ch->peer_eph, EPH_LEN);
@@ -292,6 +386,7 @@ static bool on_m2(Channel *ch, const uint8_t *p, size_t len)
     channel_fail(ch, "bad handshake message");
     goto out;
   }
+  ch->pk_ops++;
   if (crypto_kx_client_session_keys(ch->rx_key, tx_key, ch->eph_pk, ch->eph_sk, ch->peer_eph) !=
       0) {
     channel_fail(ch, "key exchange failed");
@@ -335,6 +430,7 @@ static bool on_m3(Channel *ch, const uint8_t *p, size_t len)
   }
   if (!recv_identity(ch, c, ctx_i, ch->peer_eph, ch->eph_pk, ch->self.pk))
     return false;
+  pending_done(ch);
   ch->step = HS_DONE;
   ch->state = CHANNEL_OPEN;
   return true;
@@ -345,11 +441,15 @@ static bool on_m3(Channel *ch, const uint8_t *p, size_t len)
 static void handshake_pump(Channel *ch)
 {
   while (ch->state == CHANNEL_HANDSHAKE) {
+    /* Each step takes messages of fixed sizes; M1 may carry a cookie, and
+     * M2's place may hold a challenge instead. */
     static const size_t want[] = {
         [HS_WAIT_M1] = M1_LEN, [HS_WAIT_M2] = M2_LEN, [HS_WAIT_M3] = M3_LEN};
+    static const size_t want2[] = {
+        [HS_WAIT_M1] = M1C_LEN, [HS_WAIT_M2] = CHAL_LEN, [HS_WAIT_M3] = 0};
     const uint8_t *body;
     size_t blen;
-    if (next_frame(ch, want[ch->step], &body, &blen) <= 0)
+    if (next_frame(ch, want[ch->step], want2[ch->step], &body, &blen) <= 0)
       return;
     bool ok = ch->step == HS_WAIT_M1   ? on_m1(ch, body, blen)
               : ch->step == HS_WAIT_M2 ? on_m2(ch, body, blen)
@@ -373,11 +473,12 @@ Channel *channel_new(const Identity *self, ChannelRole role)
   buf_init(&ch->in);
   buf_init(&ch->out);
   buf_init(&ch->plain);
-  crypto_kx_keypair(ch->eph_pk, ch->eph_sk);
   if (role == CHANNEL_RESPONDER) {
-    ch->step = HS_WAIT_M1;
+    ch->step = HS_WAIT_M1; /* the key pair waits for an acceptable M1 */
     return ch;
   }
+  crypto_kx_keypair(ch->eph_pk, ch->eph_sk);
+  ch->pk_ops++;
   ch->step = HS_WAIT_M2;
   wr_u32(&ch->out, M1_LEN);
   wr_bytes(&ch->out, HS_MAGIC, HS_MAGIC_LEN);
@@ -390,10 +491,28 @@ Channel *channel_new(const Identity *self, ChannelRole role)
   return ch;
 }
 
+bool channel_set_cookie_jar(Channel *ch, CookieJar *jar, const uint8_t *addr, size_t addr_len)
+{
+  if (ch->role != CHANNEL_RESPONDER || ch->step != HS_WAIT_M1 || ch->in.len != 0 ||
+      ch->challenged || addr_len > COOKIE_ADDR_MAX || (addr_len && !addr))
+    return false;
+  ch->jar = jar;
+  if (addr_len)
+    memcpy(ch->addr, addr, addr_len);
+  ch->addr_len = addr_len;
+  return true;
+}
+
+unsigned channel_pk_ops(const Channel *ch)
+{
+  return ch->pk_ops;
+}
+
 void channel_free(Channel *ch)
 {
   if (!ch)
     return;
+  pending_done(ch);
   if (ch->plain.data)
     sodium_memzero(ch->plain.data, ch->plain.cap);
   buf_free(&ch->in);
@@ -448,7 +567,7 @@ bool channel_feed(Channel *ch, const uint8_t *data, size_t len)
   if (ch->state == CHANNEL_OPEN) {
     const uint8_t *body;
     size_t blen;
-    next_frame(ch, 0, &body, &blen);
+    next_frame(ch, 0, 0, &body, &blen);
   }
   return ch->state != CHANNEL_FAILED;
 }
@@ -469,7 +588,7 @@ int channel_read(Channel *ch, const uint8_t **msg, size_t *len)
   }
   if (ch->state != CHANNEL_OPEN)
     return 0;
-  int rc = next_frame(ch, 0, &body, &blen);
+  int rc = next_frame(ch, 0, 0, &body, &blen);
   if (rc <= 0)
     return rc;
   if (!open_frame(ch, body, blen, &tag))

@@ -6,7 +6,13 @@
  * CHANNEL_MAX_WIRE_FRAME).
  *
  * Handshake (initiator I, responder R; SIGMA-I shape, identities encrypted):
- *   M1 I->R: "CNPY" | u8 version | I_eph_pk[32]                 (crypto_kx keys)
+ *   M1 I->R: "CNPY" | u8 version=2 | I_eph_pk[32]               (crypto_kx keys)
+ *   Under load only (cookie.h), R answers M1 with a challenge instead of M2,
+ *   and I sends M1 again with the challenge solved before R does any
+ *   public-key work; R keeps no state for it:
+ *   C  R->I: u8 difficulty | u32 ts | mac[16]
+ *   M1 I->R: "CNPY" | u8 version=2 | I_eph_pk[32] | C | u64 nonce
+ *   (Sizes tell the messages apart: C is 21 bytes, M2 169; M1 37 or 66.)
  *   M2 R->I: R_eph_pk[32] | ss_header_R[24] |
  *            secretstream(R_static_pk[32] | sig_R(ctx_R | I_eph | R_eph))
  *   M3 I->R: ss_header_I[24] |
@@ -26,6 +32,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "cookie.h"
 #include "identity.h"
 
 #define CHANNEL_MAX_PLAIN 65536 /* largest application message */
@@ -42,8 +49,20 @@ typedef enum {
   CHANNEL_FAILED,    /* see channel_error(); the session must end */
 } ChannelState;
 
-/* self is copied. An initiator queues M1 at once. NULL on allocation failure. */
+/* self is copied. An initiator queues M1 at once (and makes its ephemeral key
+ * pair for it); a responder makes its key pair only for an acceptable M1.
+ * NULL on allocation failure. */
 Channel *channel_new(const Identity *self, ChannelRole role);
+/* Responder only, before the first feed: jar (borrowed; it must outlive ch)
+ * decides whether M1 gets a challenge first and counts this handshake while
+ * it is in progress; addr (the peer's IP address, at most COOKIE_ADDR_MAX
+ * bytes, copied) is what the cookie is bound to. Without a jar every M1 is
+ * answered at once (leaf-to-leaf sessions). False if called out of place. */
+bool channel_set_cookie_jar(Channel *ch, CookieJar *jar, const uint8_t *addr, size_t addr_len);
+/* Public-key operations this channel has done (key pairs, agreements,
+ * signatures, verifications): what a handshake attempt cost, for tests and
+ * the benchmark. */
+unsigned channel_pk_ops(const Channel *ch);
 void channel_free(Channel *ch); /* NULL is a no-op; wipes keys */
 
 ChannelState channel_state(const Channel *ch);

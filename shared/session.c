@@ -34,6 +34,31 @@ struct Session {
 
 static void arm_output(Session *s);
 
+/* The responders' cookie jar (session_set_cookie_jar), or NULL. */
+static CookieJar *responder_jar;
+
+void session_set_cookie_jar(CookieJar *jar)
+{
+  responder_jar = jar;
+}
+
+/* Hands the jar and the peer's IP address (the cookie's binding) to a TCP
+ * responder's channel. An ICE stream has no address of its own: leaf-to-leaf
+ * sessions answer every M1 at once. */
+static void use_cookie_jar(Session *s, GSocket *sock)
+{
+  GSocketAddress *ra = g_socket_get_remote_address(sock, NULL);
+  if (G_IS_INET_SOCKET_ADDRESS(ra)) {
+    GInetAddress *ip = g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(ra));
+    gsize n = g_inet_address_get_native_size(ip);
+    channel_set_cookie_jar(s->ch, responder_jar, g_inet_address_to_bytes(ip),
+                           n <= COOKIE_ADDR_MAX ? n : 0);
+  } else {
+    channel_set_cookie_jar(s->ch, responder_jar, NULL, 0);
+  }
+  g_clear_object(&ra);
+}
+
 Session *session_ref(Session *s)
 {
   g_atomic_int_inc(&s->refs);
@@ -256,9 +281,11 @@ Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, Channel
     session_unref(s);
     return NULL;
   }
-  if (G_IS_SOCKET_CONNECTION(conn))
+  if (G_IS_SOCKET_CONNECTION(conn)) {
     tcp_setup(s, g_socket_connection_get_socket(G_SOCKET_CONNECTION(conn)));
-  else
+    if (role == CHANNEL_RESPONDER && responder_jar)
+      use_cookie_jar(s, g_socket_connection_get_socket(G_SOCKET_CONNECTION(conn)));
+  } else
     g_strlcpy(s->remote, "ice", sizeof s->remote);
   s->in_src = g_pollable_input_stream_create_source(s->in, NULL);
   g_source_set_callback(s->in_src, (GSourceFunc)(void (*)(void))on_readable, s, NULL);

@@ -38,6 +38,10 @@ typedef struct {
  * owner's handle for logs and lookups. */
 Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, ChannelRole role,
                      GMainContext *ctx, const SessionCallbacks *cb, void *ud);
+/* Every TCP responder session created after this call lets jar (borrowed;
+ * it must outlive them, NULL: none) decide whether its handshake starts with
+ * a cookie (cookie.h), bound to the peer's IP address. */
+void session_set_cookie_jar(CookieJar *jar);
 Session *session_ref(Session *s);
 void session_unref(Session *s);
 

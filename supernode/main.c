@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "config.h"
 #include "control.h"
+#include "cookie.h"
 #include "ice.h"
 #include "identity.h"
 #include "session.h"
@@ -70,6 +71,7 @@ typedef struct {
   char *cert_path;    /* with --network-key: our certificate's file */
   uint8_t network_pk[IDENTITY_PK_LEN];
   uint8_t cert[NETCERT_LEN];
+  CookieJar *cookies; /* the handshake cookie step (cookie.h) */
 } Sn;
 
 typedef struct {
@@ -484,10 +486,27 @@ static void add_bytes(gpointer key, gpointer value, gpointer ud)
   }
 }
 
+static uint64_t cookie_clock(void *ud)
+{
+  return clock_now_ms();
+}
+
+/* The cookie step's thresholds, from the settings. */
+static CookieConfig cookie_config(Cfg *conf)
+{
+  return (CookieConfig){
+      .max_pending = (unsigned)cfg_get_int(conf, "handshake-cookie-pending"),
+      .max_rate = (unsigned)cfg_get_int(conf, "handshake-cookie-rate"),
+      .difficulty = (unsigned)cfg_get_int(conf, "handshake-puzzle-bits"),
+  };
+}
+
 /* One scrape of /metrics: the core's counters and the shell's own. */
 static void fill_metrics(MetricsWriter *w, void *ud)
 {
   Sn *sn = ud;
+  CookieStats cs;
+  cookie_jar_stats(sn->cookies, &cs);
   note_leader(sn);
   SnGroupStatus g;
   sn_core_group_status(sn->core, &g);
@@ -502,6 +521,11 @@ static void fill_metrics(MetricsWriter *w, void *ud)
       .bytes_in = bytes[0],
       .bytes_out = bytes[1],
       .failovers = sn->failovers,
+      .handshake_cookies_sent = cs.challenges_sent,
+      .handshake_cookies_accepted = cs.cookies_accepted,
+      .handshake_cookies_refused = cs.cookies_refused,
+      .handshakes_pending = cs.pending,
+      .handshake_cookie_step = cs.loaded,
   };
   metrics_fill_supernode(w, sn_core_stats(sn->core), &g, &x);
   const PreauthStats *pa = preauth_stats(sn->preauth);
@@ -566,6 +590,13 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "preauth_shed", (gint64)pa->shed);
   json_object_set_int_member(o, "preauth_silent", (gint64)pa->silent);
   json_object_set_int_member(o, "preauth_timeouts", (gint64)pa->timed_out);
+  CookieStats cs;
+  cookie_jar_stats(sn->cookies, &cs);
+  json_object_set_int_member(o, "handshake_cookies_sent", (gint64)cs.challenges_sent);
+  json_object_set_int_member(o, "handshake_cookies_accepted", (gint64)cs.cookies_accepted);
+  json_object_set_int_member(o, "handshake_cookies_refused", (gint64)cs.cookies_refused);
+  json_object_set_int_member(o, "handshakes_pending", cs.pending);
+  json_object_set_boolean_member(o, "handshake_cookie_step", cs.loaded);
   json_object_set_int_member(o, "signals_relayed", (gint64)st->signals_relayed);
   json_object_set_int_member(o, "signals_delivered", (gint64)st->signals_delivered);
   json_object_set_int_member(o, "signals_dropped", (gint64)st->signals_dropped);
@@ -687,6 +718,8 @@ static gboolean on_hup(gpointer ud)
   sn_core_set_limits(sn->core, (unsigned)cfg_get_int(sn->conf, "degree"), max_leaves,
                      (uint64_t)cfg_get_int(sn->conf, "keepalive-ms"));
   set_budgets(sn, max_leaves);
+  CookieConfig cc = cookie_config(sn->conf);
+  cookie_jar_set_config(sn->cookies, &cc);
   run_actions(sn); /* the tick's deadline may have moved */
   return G_SOURCE_CONTINUE;
 }
@@ -865,6 +898,30 @@ static const CfgDef sn_settings[] = {
      .type = CFG_ADDR,
      .arg = "HOST:PORT",
      .help = "Serve Prometheus metrics at http://HOST:PORT/metrics"},
+    {.key = "handshake-cookie-pending",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 0,
+     .max = 1000000,
+     .def = G_STRINGIFY(COOKIE_DEFAULT_PENDING),
+     .arg = "N",
+     .help = "Handshakes in progress from which new ones must solve a cookie first (0: always)"},
+    {.key = "handshake-cookie-rate",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 0,
+     .max = 1000000,
+     .def = G_STRINGIFY(COOKIE_DEFAULT_RATE),
+     .arg = "N",
+     .help = "Handshakes per second from which new ones must solve a cookie first (0: always)"},
+    {.key = "handshake-puzzle-bits",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 0,
+     .max = COOKIE_MAX_DIFFICULTY,
+     .def = G_STRINGIFY(COOKIE_DEFAULT_DIFFICULTY),
+     .arg = "BITS",
+     .help = "Difficulty of the cookie's puzzle: leading zero bits of a hash"},
     {.key = "log-level",
      .type = CFG_ENUM,
      .flags = CFG_RELOAD,
@@ -965,6 +1022,13 @@ int main(int argc, char **argv)
   }
   hex_encode(sn.id.id, IDENTITY_ID_LEN, sn.id_hex);
   g_strlcpy(sn.listen, listen, sizeof sn.listen);
+  CookieConfig cc = cookie_config(conf);
+  sn.cookies = cookie_jar_new(&cc, cookie_clock, NULL);
+  if (!sn.cookies) {
+    fprintf(stderr, "canopy-supernode: out of memory\n");
+    goto out;
+  }
+  session_set_cookie_jar(sn.cookies);
 
   sn.ctx = g_main_context_ref_thread_default();
   sn.loop = g_main_loop_new(sn.ctx, FALSE);
@@ -1149,6 +1213,8 @@ out:
   }
   if (sn.sessions)
     g_hash_table_destroy(sn.sessions);
+  session_set_cookie_jar(NULL);
+  cookie_jar_free(sn.cookies);
   sn_core_free(sn.core);
   preauth_free(sn.preauth);
   g_clear_object(&sn.dialer);

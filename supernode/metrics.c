@@ -220,6 +220,17 @@ void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupSt
                   st->sessions_opened);
   metrics_counter(w, "sessions_refused", "Inbound connections refused over the session cap.",
                   x->sessions_refused);
+  metrics_counter(w, "handshake_cookies_sent", "Handshakes answered with a cookie challenge.",
+                  x->handshake_cookies_sent);
+  metrics_counter(w, "handshake_cookies_accepted", "Solved cookies that opened a handshake.",
+                  x->handshake_cookies_accepted);
+  metrics_counter(w, "handshake_cookies_refused",
+                  "Cookies refused: forged, expired, unsolved or replayed.",
+                  x->handshake_cookies_refused);
+  metrics_gauge(w, "handshakes_pending", "Handshakes past their first message, not finished.",
+                (double)x->handshakes_pending);
+  metrics_gauge(w, "handshake_cookie_step", "1 while handshakes must solve a cookie first.",
+                x->handshake_cookie_step ? 1 : 0);
   metrics_gauge(w, "leaves", "Leaf sessions.", st->leaves);
   metrics_gauge(w, "links", "Links to other super nodes.", st->links);
   metrics_counter(w, "links_refused", "Super nodes refused: not admitted to our network.",

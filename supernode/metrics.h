@@ -68,6 +68,12 @@ typedef struct {
   uint64_t bytes_in;                /* session bytes read from sockets, all sessions ever */
   uint64_t bytes_out;               /* session bytes written to sockets, all sessions ever */
   uint64_t failovers;               /* times the group's leader became another node */
+  /* The handshake cookie step (cookie.h). */
+  uint64_t handshake_cookies_sent;     /* M1s answered with a challenge */
+  uint64_t handshake_cookies_accepted; /* solved cookies that opened a handshake */
+  uint64_t handshake_cookies_refused;  /* forged, expired, unsolved or replayed */
+  uint64_t handshakes_pending;         /* handshakes past M1, not finished */
+  bool handshake_cookie_step;          /* engaged now (under load) */
 } MetricsExtra;
 
 /* Writes the super node's families: core counters (st), the group (g) and

@@ -5,7 +5,9 @@
  *     decoding rejects trailing bytes and unknown flag bits).
  * (b) The secure channel: the input, as raw bytes from the network, goes to
  *     a responder in a few slices, with every frame read after each feed as
- *     a caller would. It must fail cleanly and never crash.
+ *     a caller would. It must fail cleanly and never crash. Inputs whose
+ *     first byte has its top bit set meet a responder under load (every M1
+ *     gets a cookie challenge, and an M1 carrying a cookie is checked).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,8 +41,20 @@ static void check_roundtrip(const uint8_t *data, size_t size)
   buf_free(&b);
 }
 
+static uint64_t fixed_clock(void *ud)
+{
+  return 1000000;
+}
+
 static void feed_channel(const uint8_t *data, size_t size)
 {
+  static CookieJar *jar;
+  if (!jar) {
+    CookieConfig cfg = {.max_pending = 0, .max_rate = 0, .difficulty = 1};
+    jar = cookie_jar_new(&cfg, fixed_clock, NULL);
+    if (!jar)
+      abort();
+  }
   static Identity self;
   static bool have_self;
   if (!have_self) {
@@ -50,6 +64,9 @@ static void feed_channel(const uint8_t *data, size_t size)
   }
   Channel *ch = channel_new(&self, CHANNEL_RESPONDER);
   if (!ch)
+    abort();
+  static const uint8_t addr[4] = {203, 0, 113, 9};
+  if (size && data[0] & 0x80 && !channel_set_cookie_jar(ch, jar, addr, sizeof addr))
     abort();
   /* The first byte picks a slice size, so partial frames get exercised. */
   size_t step = size ? (size_t)data[0] % 64 + 1 : 1;

@@ -21,6 +21,12 @@
  *   slots       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]
  *   quiet       a real handshake, then nothing (no HELLO): prints how many ms
  *               until the super node hung up (exit 0), or exit 1 after 30 s
+ * And a handshake flood (exit 0 after SECONDS):
+ *   m1flood     canopy-hostile m1flood HOST:PORT SECONDS [CONNS]: CONNS (64)
+ *               connections at a time, each sending one M1 with a random
+ *               ephemeral key and hanging up (RST) once answered; prints
+ *               "attempts A challenges C m2 M cpu_ms T" (answers seen of
+ *               each kind, and the CPU time this flood cost us)
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -32,9 +38,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "channel.h"
 #include "identity.h"
@@ -335,6 +344,126 @@ static void hello_leaf(int fd, Channel *ch)
   send_msg(fd, ch, &h);
 }
 
+/* --- cookie findings (issue 11, finding 10) ---------------------------------- */
+
+static double mono_s(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* One M1 frame: length, "CNPY", version 2, 32 random bytes as the
+ * ephemeral key: all it costs us is the random bytes. */
+static void random_m1(uint8_t m1[41])
+{
+  memcpy(m1,
+         "\0\0\0\x25"
+         "CNPY\x02",
+         9);
+  randombytes_buf(m1 + 9, 32);
+}
+
+/* Hangs up with a reset: no TIME_WAIT on our side, so the flood does not
+ * run out of ports. */
+static void hang_up(int fd)
+{
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+}
+
+/* Starts a non-blocking connect, so one dropped SYN (a full listen queue)
+ * does not stall the other connections. */
+static int dial_nb(const struct addrinfo *ai)
+{
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+static int m1flood(const char *hostport, int seconds, int conns)
+{
+  enum { MAXC = 1024 };
+  struct pollfd pfd[MAXC];
+  double since[MAXC];
+  long attempts = 0, challenges = 0, m2s = 0;
+  char host[256];
+  const char *colon = strrchr(hostport, ':');
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+  if (!colon || (size_t)(colon - hostport) >= sizeof host)
+    return 2;
+  memcpy(host, hostport, (size_t)(colon - hostport));
+  host[colon - hostport] = '\0';
+  if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+    return 2;
+  if (conns < 1 || conns > MAXC)
+    conns = 64;
+  for (int k = 0; k < conns; k++)
+    pfd[k].fd = -1;
+  double end = mono_s() + seconds;
+  while (mono_s() < end) {
+    double now = mono_s();
+    for (int k = 0; k < conns; k++) {
+      if (pfd[k].fd >= 0 && now - since[k] > 2.0) { /* no answer: try anew */
+        hang_up(pfd[k].fd);
+        pfd[k].fd = -1;
+      }
+      if (pfd[k].fd >= 0)
+        continue;
+      int fd = dial_nb(ai);
+      if (fd < 0)
+        continue;
+      pfd[k] = (struct pollfd){fd, POLLOUT, 0};
+      since[k] = now;
+    }
+    if (poll(pfd, (nfds_t)conns, 100) <= 0)
+      continue;
+    for (int k = 0; k < conns; k++) {
+      if (pfd[k].fd < 0 || !pfd[k].revents)
+        continue;
+      if (pfd[k].events == POLLOUT) { /* connected (or failed): send the M1 */
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(pfd[k].fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err == 0) {
+          uint8_t m1[41];
+          random_m1(m1);
+          send_all(pfd[k].fd, m1, sizeof m1);
+          pfd[k].events = POLLIN;
+          attempts++;
+          continue;
+        }
+      } else {
+        uint8_t buf[512];
+        ssize_t n = recv(pfd[k].fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EAGAIN)
+          continue;
+        if (n >= 4) {
+          uint32_t len = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | buf[2] << 8 | buf[3];
+          challenges += len == 21;
+          m2s += len == 169;
+        }
+      }
+      hang_up(pfd[k].fd);
+      pfd[k].fd = -1;
+    }
+  }
+  for (int k = 0; k < conns; k++)
+    if (pfd[k].fd >= 0)
+      hang_up(pfd[k].fd);
+  freeaddrinfo(ai);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  long cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+                (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+  printf("attempts %ld challenges %ld m2 %ld cpu_ms %ld\n", attempts, challenges, m2s, cpu_ms);
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -342,9 +471,12 @@ int main(int argc, char **argv)
             "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
             "HOST:PORT [COUNT]\n"
             "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
-            "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n");
+            "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n"
+            "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n");
     return 2;
   }
+  if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
+    return crypto_ready() ? m1flood(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 64) : 2;
   const char *mode = argv[1];
   if (strcmp(mode, "slots") == 0)
     return slots_mode(argc, argv);

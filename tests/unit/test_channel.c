@@ -405,7 +405,7 @@ static void test_bad_magic_and_version(void **state)
 
   Channel *r = channel_new(&p->id_r, CHANNEL_RESPONDER);
   m1[4] = 'C';
-  m1[8] = 2; /* version */
+  m1[8] = 1; /* version 1, before the cookie step */
   assert_false(channel_feed(r, m1, n));
   assert_string_equal(channel_error(r), "unsupported version");
   channel_free(r);
@@ -554,7 +554,7 @@ static void run_manual_responder(SignMode mode)
   assert_int_equal(n, M1_LEN);
   assert_memory_equal(m1,
                       "\0\0\0\x25"
-                      "CNPY\x01",
+                      "CNPY\x02",
                       9);
 
   crypto_kx_keypair(r_pk, r_sk);
@@ -602,7 +602,7 @@ static void run_manual_initiator(SignMode mode)
   crypto_kx_keypair(i_pk, i_sk);
   memcpy(m1,
          "\0\0\0\x25"
-         "CNPY\x01",
+         "CNPY\x02",
          9);
   memcpy(m1 + 9, i_pk, 32);
   assert_true(channel_feed(r, m1, sizeof m1));
@@ -639,6 +639,436 @@ static void test_spec_initiator(void **state)
 {
   run_manual_initiator(SIGN_OK);
   run_manual_initiator(SIGN_NO_R_STATIC);
+}
+
+/* -- the cookie step (cookie.h) ------------------------------------------ */
+
+#define CHAL_FRAME (4 + 21)
+#define M1C_LEN (M1_LEN + 29)
+
+static uint64_t fake_ms; /* the jar's clock */
+
+static uint64_t fake_clock(void *ud)
+{
+  return fake_ms;
+}
+
+static const uint8_t addr_a[4] = {192, 0, 2, 1};
+static const uint8_t addr_b[4] = {192, 0, 2, 2};
+
+/* A jar under load from the start (every M1 gets a challenge). */
+static CookieJar *busy_jar(unsigned difficulty)
+{
+  CookieConfig cfg = {.max_pending = 0, .max_rate = 0, .difficulty = difficulty};
+  CookieJar *jar = cookie_jar_new(&cfg, fake_clock, NULL);
+  assert_non_null(jar);
+  return jar;
+}
+
+static Channel *gated_responder(const Identity *id, CookieJar *jar, const uint8_t *addr)
+{
+  Channel *r = channel_new(id, CHANNEL_RESPONDER);
+  assert_non_null(r);
+  assert_true(channel_set_cookie_jar(r, jar, addr, 4));
+  return r;
+}
+
+/* Runs M1 -> challenge -> solved M1 between i and r and returns the solved
+ * M1 frame (not yet fed to r). */
+static uint8_t *solved_m1(Channel *i, Channel *r, size_t *n)
+{
+  uint8_t *m1 = take_output(i, n);
+  assert_int_equal(*n, M1_LEN);
+  assert_true(channel_feed(r, m1, *n));
+  free(m1);
+  uint8_t *chal = take_output(r, n);
+  assert_int_equal(*n, CHAL_FRAME);
+  assert_true(channel_feed(i, chal, *n));
+  free(chal);
+  uint8_t *m1c = take_output(i, n);
+  assert_int_equal(*n, M1C_LEN);
+  return m1c;
+}
+
+static void test_cookie_round_trip(void **state)
+{
+  Pair *p = *state;
+  CookieJar *jar = busy_jar(8);
+  fake_ms = 1000000;
+  channel_free(p->r);
+  p->r = gated_responder(&p->id_r, jar, addr_a);
+  pump(p->i, p->r, 0, &p->in_i, &p->in_r);
+  assert_open_pair(p);
+  CookieStats st;
+  cookie_jar_stats(jar, &st);
+  assert_int_equal(st.challenges_sent, 1);
+  assert_int_equal(st.cookies_accepted, 1);
+  assert_int_equal(st.cookies_refused, 0);
+  assert_int_equal(st.pending, 0); /* open: no longer in progress */
+  send_text(p->i, "after the cookie");
+  pump(p->i, p->r, 3, &p->in_i, &p->in_r);
+  assert_msg(&p->in_r, 0, "after the cookie");
+
+  /* Byte by byte too. */
+  Channel *i = channel_new(&p->id_i, CHANNEL_INITIATOR);
+  Channel *r = gated_responder(&p->id_r, jar, addr_a);
+  Inbox a = {0}, b = {0};
+  pump(i, r, 1, &a, &b);
+  assert_int_equal(channel_state(i), CHANNEL_OPEN);
+  assert_int_equal(channel_state(r), CHANNEL_OPEN);
+  channel_free(i);
+  channel_free(r);
+  cookie_jar_free(jar);
+}
+
+/* Under load, nothing an initiator sends before a valid cookie costs the
+ * responder a public-key operation. */
+static void test_cookie_no_pk_work_first(void **state)
+{
+  Pair *p = *state;
+  CookieJar *jar = busy_jar(8);
+  fake_ms = 5000000;
+  Channel *r = gated_responder(&p->id_r, jar, addr_a);
+  assert_int_equal(channel_pk_ops(r), 0); /* not even a key pair on accept */
+  size_t n;
+  uint8_t *m1 = take_output(p->i, &n);
+  assert_true(channel_feed(r, m1, n));
+  assert_int_equal(channel_pk_ops(r), 0);
+  uint8_t *chal = take_output(r, &n);
+  assert_int_equal(n, CHAL_FRAME);
+
+  /* A made-up cookie: refused after one MAC. */
+  uint8_t forged[M1C_LEN];
+  memcpy(forged, m1, M1_LEN);
+  put_u32(forged, M1C_LEN - 4);
+  randombytes_buf(forged + M1_LEN, sizeof forged - M1_LEN);
+  memcpy(forged + M1_LEN, chal + 4, 5); /* even with a fresh timestamp */
+  assert_false(channel_feed(r, forged, sizeof forged));
+  assert_string_equal(channel_error(r), "bad cookie");
+  assert_int_equal(channel_pk_ops(r), 0);
+  channel_free(r);
+
+  /* A second plain M1 instead of the cookie: refused, still no work. */
+  r = gated_responder(&p->id_r, jar, addr_a);
+  assert_true(channel_feed(r, m1, M1_LEN));
+  free(take_output(r, &n));
+  assert_false(channel_feed(r, m1, M1_LEN));
+  assert_string_equal(channel_error(r), "second M1 without the cookie");
+  assert_int_equal(channel_pk_ops(r), 0);
+  channel_free(r);
+
+  /* The real solution opens the handshake, and only then the work. */
+  r = gated_responder(&p->id_r, jar, addr_a);
+  assert_true(channel_feed(r, m1, M1_LEN));
+  free(take_output(r, &n));
+  assert_true(channel_feed(p->i, chal, CHAL_FRAME));
+  uint8_t *m1c = take_output(p->i, &n);
+  assert_true(channel_feed(r, m1c, n));
+  assert_true(channel_pk_ops(r) >= 3); /* key pair, agreement, signature */
+  CookieStats st;
+  cookie_jar_stats(jar, &st);
+  assert_int_equal(st.pending, 1);
+  channel_free(r); /* a handshake that ends unfinished stops counting */
+  cookie_jar_stats(jar, &st);
+  assert_int_equal(st.pending, 0);
+  assert_int_equal(st.cookies_refused, 1);
+  free(m1c);
+  free(m1);
+  free(chal);
+  cookie_jar_free(jar);
+}
+
+static void test_cookie_expired(void **state)
+{
+  Pair *p = *state;
+  CookieJar *jar = busy_jar(4);
+  size_t n;
+
+  /* Inside the lifetime, across a secret rotation: accepted. */
+  fake_ms = (uint64_t)COOKIE_ROTATE_S * 1000 * 10 - 2000;
+  Channel *r = gated_responder(&p->id_r, jar, addr_a);
+  uint8_t *m1c = solved_m1(p->i, r, &n);
+  fake_ms += (COOKIE_LIFETIME_S - 1) * 1000;
+  assert_true(channel_feed(r, m1c, n));
+  assert_int_equal(channel_state(r), CHANNEL_HANDSHAKE);
+  free(m1c);
+  channel_free(r);
+
+  /* One second past the lifetime: refused. */
+  Channel *i = channel_new(&p->id_i, CHANNEL_INITIATOR);
+  r = gated_responder(&p->id_r, jar, addr_a);
+  m1c = solved_m1(i, r, &n);
+  fake_ms += (COOKIE_LIFETIME_S + 1) * 1000;
+  assert_false(channel_feed(r, m1c, n));
+  assert_string_equal(channel_error(r), "expired cookie");
+  assert_int_equal(channel_pk_ops(r), 0);
+  free(m1c);
+  channel_free(r);
+  channel_free(i);
+
+  /* Two rotations later the secret itself is gone. */
+  i = channel_new(&p->id_i, CHANNEL_INITIATOR);
+  r = gated_responder(&p->id_r, jar, addr_a);
+  m1c = solved_m1(i, r, &n);
+  fake_ms += 2 * COOKIE_ROTATE_S * 1000;
+  assert_false(channel_feed(r, m1c, n));
+  assert_string_equal(channel_error(r), "expired cookie");
+  free(m1c);
+  channel_free(r);
+  channel_free(i);
+  cookie_jar_free(jar);
+}
+
+static void test_cookie_other_address(void **state)
+{
+  Pair *p = *state;
+  CookieJar *jar = busy_jar(4);
+  size_t n;
+  fake_ms = 7000000;
+  Channel *r = gated_responder(&p->id_r, jar, addr_a);
+  uint8_t *m1c = solved_m1(p->i, r, &n);
+  channel_free(r);
+  /* Solved for A, spent from B. */
+  r = gated_responder(&p->id_r, jar, addr_b);
+  assert_false(channel_feed(r, m1c, n));
+  assert_string_equal(channel_error(r), "bad cookie");
+  assert_int_equal(channel_pk_ops(r), 0);
+  channel_free(r);
+  /* And from A it still works (the refusal spent nothing). */
+  r = gated_responder(&p->id_r, jar, addr_a);
+  assert_true(channel_feed(r, m1c, n));
+  channel_free(r);
+  free(m1c);
+  cookie_jar_free(jar);
+}
+
+static void test_cookie_wrong_solution(void **state)
+{
+  Pair *p = *state;
+  CookieJar *jar = busy_jar(16);
+  size_t n;
+  fake_ms = 9000000;
+  Channel *r = gated_responder(&p->id_r, jar, addr_a);
+  uint8_t *m1c = solved_m1(p->i, r, &n);
+  uint8_t *mac = m1c + M1_LEN + 5, *nonce = m1c + M1_LEN + 21;
+  assert_true(cookie_work_bits(mac, nonce) >= 16);
+  /* Another nonce that does not meet 16 bits. */
+  do
+    nonce[7]++;
+  while (cookie_work_bits(mac, nonce) >= 16);
+  assert_false(channel_feed(r, m1c, n));
+  assert_string_equal(channel_error(r), "puzzle not solved");
+  assert_int_equal(channel_pk_ops(r), 0);
+  channel_free(r);
+
+  /* Lowering the difficulty byte breaks the MAC instead. */
+  Channel *i = channel_new(&p->id_i, CHANNEL_INITIATOR);
+  r = gated_responder(&p->id_r, jar, addr_a);
+  free(m1c);
+  m1c = solved_m1(i, r, &n);
+  m1c[M1_LEN] = 0;
+  assert_false(channel_feed(r, m1c, n));
+  assert_string_equal(channel_error(r), "bad cookie");
+  channel_free(r);
+  channel_free(i);
+  free(m1c);
+  cookie_jar_free(jar);
+}
+
+static void test_cookie_replayed(void **state)
+{
+  Pair *p = *state;
+  CookieJar *jar = busy_jar(4);
+  size_t n;
+  fake_ms = 11000000;
+  Channel *r = gated_responder(&p->id_r, jar, addr_a);
+  uint8_t *m1c = solved_m1(p->i, r, &n);
+  assert_true(channel_feed(r, m1c, n));
+  channel_free(r);
+  /* The same solved M1 on a new connection from the same address. */
+  r = gated_responder(&p->id_r, jar, addr_a);
+  assert_false(channel_feed(r, m1c, n));
+  assert_string_equal(channel_error(r), "replayed cookie");
+  assert_int_equal(channel_pk_ops(r), 0);
+  channel_free(r);
+  free(m1c);
+  cookie_jar_free(jar);
+}
+
+/* The load rule with the fake clock: in progress and per-second rate. */
+static void test_cookie_load(void **state)
+{
+  Pair *p = *state;
+  CookieConfig cfg = {.max_pending = 2, .max_rate = 1000, .difficulty = 4};
+  fake_ms = 20000000;
+  CookieJar *jar = cookie_jar_new(&cfg, fake_clock, NULL);
+  Channel *i[4], *r[4];
+  size_t n;
+  for (int k = 0; k < 3; k++) {
+    i[k] = channel_new(&p->id_i, CHANNEL_INITIATOR);
+    r[k] = gated_responder(&p->id_r, jar, addr_a);
+    uint8_t *m1 = take_output(i[k], &n);
+    assert_true(channel_feed(r[k], m1, n));
+    free(m1);
+    uint8_t *out = take_output(r[k], &n);
+    /* Two handshakes in progress: the third gets a challenge. */
+    assert_int_equal(n, k < 2 ? M2_LEN : CHAL_FRAME);
+    free(out);
+  }
+  CookieStats st;
+  cookie_jar_stats(jar, &st);
+  assert_int_equal(st.pending, 2);
+  assert_true(st.loaded);
+  channel_free(r[0]); /* one ends: below the threshold again */
+  cookie_jar_stats(jar, &st);
+  assert_false(st.loaded);
+  for (int k = 0; k < 3; k++)
+    channel_free(i[k]);
+  channel_free(r[1]);
+  channel_free(r[2]);
+
+  /* Rate: 3 M1s per second at most. */
+  cfg = (CookieConfig){.max_pending = 1000, .max_rate = 3, .difficulty = 4};
+  cookie_jar_set_config(jar, &cfg);
+  fake_ms += 2000; /* the M1s above are no longer in the window */
+  int challenged = 0;
+  for (int k = 0; k < 4; k++) {
+    i[k] = channel_new(&p->id_i, CHANNEL_INITIATOR);
+    r[k] = gated_responder(&p->id_r, jar, addr_a);
+    uint8_t *m1 = take_output(i[k], &n);
+    assert_true(channel_feed(r[k], m1, n));
+    free(m1);
+    free(take_output(r[k], &n));
+    challenged += n == CHAL_FRAME;
+    assert_int_equal(n, k < 3 ? M2_LEN : CHAL_FRAME);
+  }
+  assert_int_equal(challenged, 1);
+  for (int k = 0; k < 4; k++) {
+    channel_free(i[k]);
+    channel_free(r[k]);
+  }
+  /* The next second still remembers the last one; two seconds on, calm. */
+  fake_ms += 1000;
+  cookie_jar_stats(jar, &st);
+  assert_true(st.loaded);
+  fake_ms += 1000;
+  cookie_jar_stats(jar, &st);
+  assert_false(st.loaded);
+  Channel *i2 = channel_new(&p->id_i, CHANNEL_INITIATOR);
+  Channel *r2 = gated_responder(&p->id_r, jar, addr_a);
+  Inbox a = {0}, b = {0};
+  pump(i2, r2, 0, &a, &b);
+  assert_int_equal(channel_state(r2), CHANNEL_OPEN);
+  cookie_jar_stats(jar, &st);
+  assert_int_equal(st.challenges_sent, 2);
+  channel_free(i2);
+  channel_free(r2);
+  cookie_jar_free(jar);
+}
+
+/* Every prefix of the challenge and of the solved M1 waits for more; every
+ * other declared length is refused at once. */
+static void test_cookie_truncation_sweep(void **state)
+{
+  Pair *p = *state;
+  CookieJar *jar = busy_jar(4);
+  size_t n;
+  fake_ms = 30000000;
+  uint8_t *m1 = take_output(p->i, &n);
+  Channel *r = gated_responder(&p->id_r, jar, addr_a);
+  assert_true(channel_feed(r, m1, n));
+  uint8_t *chal = take_output(r, &n);
+  channel_free(r);
+  for (size_t k = 0; k < CHAL_FRAME; k++) {
+    Channel *i = channel_new(&p->id_i, CHANNEL_INITIATOR);
+    free(take_output(i, &n));
+    assert_true(channel_feed(i, chal, k));
+    assert_int_equal(channel_state(i), CHANNEL_HANDSHAKE);
+    channel_output(i, &n);
+    assert_int_equal(n, 0);
+    channel_free(i);
+  }
+  for (uint32_t len = 1; len < 200; len++) {
+    if (len == CHAL_FRAME - 4 || len == M2_LEN - 4)
+      continue;
+    uint8_t hdr[4];
+    put_u32(hdr, len);
+    Channel *i = channel_new(&p->id_i, CHANNEL_INITIATOR);
+    assert_false(channel_feed(i, hdr, 4));
+    assert_string_equal(channel_error(i), "bad handshake message size");
+    channel_free(i);
+  }
+
+  /* The solved M1, prefix by prefix, to fresh responders. */
+  assert_true(channel_feed(p->i, chal, CHAL_FRAME));
+  uint8_t *m1c = take_output(p->i, &n);
+  assert_int_equal(n, M1C_LEN);
+  for (size_t k = 0; k < M1C_LEN; k++) {
+    r = gated_responder(&p->id_r, jar, addr_a);
+    assert_true(channel_feed(r, m1c, k));
+    assert_int_equal(channel_state(r), CHANNEL_HANDSHAKE);
+    channel_output(r, &n);
+    assert_int_equal(n, 0);
+    assert_int_equal(channel_pk_ops(r), 0);
+    channel_free(r);
+  }
+  for (uint32_t len = 1; len < 200; len++) {
+    if (len == M1_LEN - 4 || len == M1C_LEN - 4)
+      continue;
+    uint8_t hdr[4];
+    put_u32(hdr, len);
+    r = gated_responder(&p->id_r, jar, addr_a);
+    assert_false(channel_feed(r, hdr, 4));
+    channel_free(r);
+  }
+  r = gated_responder(&p->id_r, jar, addr_a);
+  assert_true(channel_feed(r, m1c, M1C_LEN));
+  assert_int_equal(channel_state(r), CHANNEL_HANDSHAKE);
+  channel_output(r, &n);
+  assert_int_equal(n, M2_LEN);
+  channel_free(r);
+  free(m1c);
+  free(chal);
+  free(m1);
+  cookie_jar_free(jar);
+}
+
+/* The initiator's side: no endless work for a responder or a man in the
+ * middle, and a cookie to a responder that never asks for one is an error. */
+static void test_cookie_initiator_limits(void **state)
+{
+  Pair *p = *state;
+  uint8_t chal[CHAL_FRAME] = {0};
+  put_u32(chal, CHAL_FRAME - 4);
+  chal[4] = COOKIE_MAX_DIFFICULTY + 1;
+  size_t n;
+  uint8_t *m1 = take_output(p->i, &n);
+  assert_false(channel_feed(p->i, chal, sizeof chal));
+  assert_string_equal(channel_error(p->i), "challenge too hard");
+
+  Channel *i = channel_new(&p->id_i, CHANNEL_INITIATOR);
+  free(take_output(i, &n));
+  chal[4] = 2;
+  assert_true(channel_feed(i, chal, sizeof chal));
+  uint8_t *m1c = take_output(i, &n);
+  assert_int_equal(n, M1C_LEN);
+  assert_false(channel_feed(i, chal, sizeof chal));
+  assert_string_equal(channel_error(i), "second challenge");
+  channel_free(i);
+
+  /* A responder without a jar (leaf to leaf) never sent a challenge. */
+  assert_false(channel_feed(p->r, m1c, M1C_LEN));
+  assert_string_equal(channel_error(p->r), "unexpected cookie");
+  /* Nor can a jar be set once M1 is in, or on an initiator. */
+  CookieJar *jar = busy_jar(1);
+  Channel *r = channel_new(&p->id_r, CHANNEL_RESPONDER);
+  assert_true(channel_feed(r, m1, 10));
+  assert_false(channel_set_cookie_jar(r, jar, addr_a, 4));
+  assert_false(channel_set_cookie_jar(p->i, jar, addr_a, 4));
+  channel_free(r);
+  cookie_jar_free(jar);
+  free(m1c);
+  free(m1);
 }
 
 /* -- lifecycle ----------------------------------------------------------- */
@@ -860,6 +1290,15 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_man_in_the_middle, pair_setup, pair_teardown),
       cmocka_unit_test(test_spec_responder),
       cmocka_unit_test(test_spec_initiator),
+      cmocka_unit_test_setup_teardown(test_cookie_round_trip, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_no_pk_work_first, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_expired, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_other_address, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_wrong_solution, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_replayed, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_load, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_truncation_sweep, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_initiator_limits, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_final_closes, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_failure_sticks, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_input_overflow, pair_setup, pair_teardown),

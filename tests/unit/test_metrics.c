@@ -384,6 +384,11 @@ static void sample_stats(SnStats *st, SnGroupStatus *g, MetricsExtra *x)
   x->bytes_in = 1ull << 40;
   x->bytes_out = 126;
   x->failovers = 4;
+  x->handshake_cookies_sent = 130;
+  x->handshake_cookies_accepted = 131;
+  x->handshake_cookies_refused = 132;
+  x->handshakes_pending = 133;
+  x->handshake_cookie_step = true;
 }
 
 static void test_fill_supernode(void **state)
@@ -401,6 +406,11 @@ static void test_fill_supernode(void **state)
       "canopy_sessions 120",
       "canopy_sessions_opened_total 110",
       "canopy_sessions_refused_total 121",
+      "canopy_handshake_cookies_sent_total 130",
+      "canopy_handshake_cookies_accepted_total 131",
+      "canopy_handshake_cookies_refused_total 132",
+      "canopy_handshakes_pending 133",
+      "canopy_handshake_cookie_step 1",
       "canopy_leaves 115",
       "canopy_links 116",
       "canopy_links_refused_total 127",

@@ -1,0 +1,126 @@
+/* cookie.h - the responder's handshake cookie: proof of work before public-key work.
+ *
+ * A handshake costs the responder an X25519 key pair, an X25519 agreement and
+ * an Ed25519 signature (about 100 µs) for a 41-byte M1 that costs an attacker
+ * nothing to send. Under load (too many handshakes in progress, or too many
+ * M1s per second) the responder answers M1 with a stateless challenge
+ * instead:
+ *
+ *   challenge = difficulty | ts | MAC_k(addr | difficulty | ts | I_eph)
+ *
+ * where k is a secret that rotates every COOKIE_ROTATE_S, ts the responder's
+ * coarse monotonic time in seconds, addr the initiator's IP address and I_eph
+ * the M1's ephemeral key. The initiator returns it with a nonce such that
+ * BLAKE2b(mac | nonce) starts with `difficulty` zero bits (a client puzzle:
+ * 2^difficulty hashes on average to find, one to check). Checking a returned
+ * cookie is one MAC and one hash, and the responder keeps nothing per
+ * challenge: everything it needs comes back in the message.
+ *
+ * Over TCP the 3-way handshake already proves the source address; the
+ * address in the MAC only stops a solution found once from being spent from
+ * other addresses. What bounds the responder's cost is the puzzle, and the
+ * replay filter: a solved cookie opens one handshake, not one per replay
+ * within its lifetime. The filter is a fixed table (COOKIE_REPLAY_SLOTS)
+ * indexed by the MAC, which an attacker cannot aim, so evicting one entry
+ * costs about COOKIE_REPLAY_SLOTS solved puzzles.
+ *
+ * Sans-I/O: time comes from the clock callback given to cookie_jar_new; the
+ * shell owns the jar and reads its counters. The channel (channel.c) is the
+ * only caller of the cookie_* handshake functions.
+ */
+#ifndef CANOPY_COOKIE_H
+#define CANOPY_COOKIE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define COOKIE_MAC_LEN 16
+#define COOKIE_ADDR_MAX 16       /* an IPv6 address */
+#define COOKIE_LIFETIME_S 10     /* a challenge is good this long (the handshake deadline) */
+#define COOKIE_ROTATE_S 120      /* the MAC secret changes this often */
+#define COOKIE_REPLAY_SLOTS 4096 /* replay filter entries (8 bytes each) */
+#define COOKIE_MAX_DIFFICULTY 20 /* an initiator refuses to work harder (~0.2 s of CPU) */
+#define COOKIE_CHALLENGE_LEN (1 + 4 + COOKIE_MAC_LEN)
+#define COOKIE_RESPONSE_LEN (COOKIE_CHALLENGE_LEN + 8) /* challenge | nonce */
+
+/* Defaults of the super node's settings (README, canopy-supernode(8)).
+ *
+ * The difficulty, from tests/bench/bench_handshake (one x86-64 core): an M1
+ * that returns a solved cookie costs the responder about 67 µs (key pair,
+ * agreement, signature); one puzzle hash costs about 0.2 µs, so the attacker
+ * pays as much as we do at 8 bits (ratio 1.3) and 16 times more at 12 bits
+ * (0.9 ms, ratio 0.08). 12 leaves that margin for attackers who hash faster
+ * than one core (several cores, SIMD), while an honest leaf's 0.9 ms (on a
+ * slow ARM board perhaps 10 ms), paid only while we are under load, stays
+ * below one network round trip. Hardware far faster at BLAKE2b (GPUs) is
+ * not bounded by the puzzle but by the per-address budgets: the cookie is
+ * bound to the address that solved it.
+ *
+ * The thresholds: an honest super node sees a few handshakes per second
+ * (2,000 leaves reconnecting after a restart make a burst, which is when a
+ * puzzle costs them a millisecond each, not a failure). */
+#define COOKIE_DEFAULT_PENDING 32
+#define COOKIE_DEFAULT_RATE 200
+#define COOKIE_DEFAULT_DIFFICULTY 12
+
+typedef struct {
+  /* The cookie step engages while at least this many handshakes are past
+   * M1 and not finished (0: always) ... */
+  unsigned max_pending;
+  /* ... or while this many M1s arrived in the current or the last second
+   * (0: always). */
+  unsigned max_rate;
+  /* Puzzle bits asked for under load (0: an address round trip, no puzzle). */
+  unsigned difficulty;
+} CookieConfig;
+
+typedef struct {
+  uint64_t m1_seen;          /* M1s received, with or without a cookie */
+  uint64_t challenges_sent;  /* M1s answered with a challenge */
+  uint64_t cookies_accepted; /* cookies that opened a handshake */
+  uint64_t cookies_refused;  /* forged, expired, unsolved or replayed cookies */
+  unsigned pending;          /* handshakes past M1, not finished */
+  bool loaded;               /* the cookie step is engaged now */
+} CookieStats;
+
+typedef struct CookieJar CookieJar;
+
+typedef uint64_t (*CookieClockFn)(void *ud); /* monotonic milliseconds */
+
+/* cfg is copied; clock is called with clock_ud. NULL on failure (libsodium
+ * not initialised, or no memory). */
+CookieJar *cookie_jar_new(const CookieConfig *cfg, CookieClockFn clock, void *clock_ud);
+void cookie_jar_free(CookieJar *jar); /* NULL is a no-op; wipes the secrets */
+/* New thresholds (a config reload); counters and secrets stay. */
+void cookie_jar_set_config(CookieJar *jar, const CookieConfig *cfg);
+void cookie_jar_stats(const CookieJar *jar, CookieStats *out);
+
+/* --- for the channel ------------------------------------------------------- */
+
+typedef enum {
+  COOKIE_OK,
+  COOKIE_FORGED,   /* the MAC does not verify (or another address) */
+  COOKIE_EXPIRED,  /* older than COOKIE_LIFETIME_S, or from the future */
+  COOKIE_UNSOLVED, /* the nonce does not meet the difficulty */
+  COOKIE_REPLAYED, /* this cookie already opened a handshake */
+} CookieVerdict;
+
+/* A plain M1 arrived: true (and the challenge in out) if the initiator must
+ * prove itself first, false to go on with the handshake. */
+bool cookie_on_m1(CookieJar *jar, const uint8_t *addr, size_t addr_len, const uint8_t eph[32],
+                  uint8_t out[COOKIE_CHALLENGE_LEN]);
+/* An M1 with a response (challenge | nonce) arrived. */
+CookieVerdict cookie_check(CookieJar *jar, const uint8_t *addr, size_t addr_len,
+                           const uint8_t eph[32], const uint8_t resp[COOKIE_RESPONSE_LEN]);
+/* A handshake went past M1 (public-key work begins) / ended either way. */
+void cookie_pending_add(CookieJar *jar);
+void cookie_pending_done(CookieJar *jar);
+
+/* Initiator: finds the nonce for a challenge; false if its difficulty is
+ * above COOKIE_MAX_DIFFICULTY. */
+bool cookie_solve(const uint8_t challenge[COOKIE_CHALLENGE_LEN], uint8_t resp[COOKIE_RESPONSE_LEN]);
+/* Leading zero bits of BLAKE2b-256(mac | nonce): the puzzle's one hash. */
+unsigned cookie_work_bits(const uint8_t mac[COOKIE_MAC_LEN], const uint8_t nonce[8]);
+
+#endif
