@@ -46,7 +46,8 @@ size_t index_remove_owner(Index *ix, uint64_t owner);
  * max. Returns how many were written to out. A query with no keyword matches
  * nothing. */
 size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *out, size_t max);
-/* Entries with this content id, at most max. */
+/* Entries with this content id, one per owner, at most max (a random
+ * choice of owners, in random order, if more have it). */
 size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t max);
 
 size_t index_size(const Index *ix);        /* live entries */
