@@ -34,6 +34,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -43,6 +44,7 @@
 #include "content.h"
 #include "daemon.h"
 #include "fetch.h"
+#include "safename.h"
 #include "sources.h"
 #include "wire.h"
 
@@ -518,13 +520,11 @@ gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit)
   if (!sources_add(d->srcs, hit->peer, hit->size))
     return TRUE;
   if (!d->name) {
-    gchar *base = g_path_get_basename(hit->name);
-    /* The name comes from a peer: keep only a plain base name. */
-    if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || strcmp(base, "/") == 0 || !*base) {
-      g_free(base);
-      base = g_strdup(d->cid_hex);
-    }
-    d->name = base;
+    /* The name comes from a peer: a clean base name (safename.h), or the
+     * content id if nothing of it is usable. */
+    char *clean = name_clean_for_disk(hit->name, strlen(hit->name));
+    d->name = g_strdup(clean ? clean : d->cid_hex);
+    free(clean);
   }
   /* Link soon: waiting for the search to end would add its whole
    * collection window to every download. Not at once, though: the rest of
