@@ -7,8 +7,9 @@
  * (the content id binds the size): the candidates are tried one claimed size
  * at a time, the next size when every source of this one failed unproven.
  *
- * The part file is named after the content id and sits beside the final
- * file, so a later `get` of the same id to the same place resumes: once the
+ * The part file is named after the content id, this daemon and the target
+ * (partfile.h), is locked while open, and sits beside the final file, so a
+ * later `get` of the same id to the same place resumes: once the
  * chunk hashes are known every chunk already on disk is checked and only the
  * missing ones are asked for. The finished file appears atomically (rename)
  * in the download folder, under the hit's base name; a peer-supplied name can
@@ -28,7 +29,6 @@
  * listed (DL_HISTORY of them) for `canopy-leaf downloads`; the list lives in
  * the daemon, so after a restart `get` is how a download resumes.
  */
-#define _GNU_SOURCE /* renameat2 */
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
@@ -44,6 +44,7 @@
 #include "content.h"
 #include "daemon.h"
 #include "fetch.h"
+#include "partfile.h"
 #include "safename.h"
 #include "sources.h"
 #include "wire.h"
@@ -318,6 +319,8 @@ static gboolean on_timer(gpointer ud)
   drop_overdue(d, now);
   if (ended(d))
     return G_SOURCE_REMOVE;
+  if (!d->fetch && d->name && !dl_pick_size(d) && ended(d))
+    return G_SOURCE_REMOVE;
   dl_link_more(d);
   if (d->fetch) {
     fetch_tick(d->fetch, now);
@@ -355,47 +358,27 @@ static void check_part(Download *d)
     g_message("download %.16s…: resuming, %u of %u chunks already here", d->cid_hex, kept, n);
 }
 
-/* Renames from to to; unless replace, fails with EEXIST if to exists, with
- * no window between the check and the rename. */
-static int move_into_place(const char *from, const char *to, gboolean replace)
-{
-  if (replace)
-    return rename(from, to);
-  if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-    return 0;
-  if (errno != EINVAL && errno != ENOSYS)
-    return -1;
-  /* A file system without RENAME_NOREPLACE: link() will not replace either. */
-  if (link(from, to) == 0) {
-    if (unlink(from) != 0 && errno != ENOENT)
-      g_warning("cannot remove %s (the file is in place at %s): %s", from, to, g_strerror(errno));
-    return 0;
-  }
-  if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS)
-    return -1;
-  /* Nor hard links (FUSE, SMB): check, then rename, as well as it goes. */
-  if (g_file_test(to, G_FILE_TEST_EXISTS)) {
-    errno = EEXIST;
-    return -1;
-  }
-  return rename(from, to);
-}
-
 static void finish(Download *d)
 {
   /* An earlier run may have left bytes past the end (a size some source
    * claimed and no tree proved). */
-  if (ftruncate(d->fd, (off_t)d->size) != 0 || fsync(d->fd) != 0 || close(d->fd) != 0) {
-    d->fd = -1;
+  if (ftruncate(d->fd, (off_t)d->size) != 0 || fsync(d->fd) != 0) {
     dl_fail(d, "cannot write %s: %s", d->part_path, g_strerror(errno));
     return;
   }
+  /* By the descriptor: the part file's name may have been taken away. */
+  int rc = partfile_finish(&d->fd, &d->part_path, d->final_path, d->force);
+  int e = errno;
+  if (close(d->fd) != 0 && rc == 0) {
+    rc = -1;
+    e = errno;
+  }
   d->fd = -1;
-  if (move_into_place(d->part_path, d->final_path, d->force) != 0) {
-    if (errno == EEXIST)
+  if (rc != 0) {
+    if (e == EEXIST)
       dl_fail(d, "%s appeared meanwhile; not overwriting it (use --force)", d->final_path);
     else
-      dl_fail(d, "cannot move the finished file to %s: %s", d->final_path, g_strerror(errno));
+      dl_fail(d, "cannot move the finished file to %s: %s", d->final_path, g_strerror(e));
     return;
   }
   uint64_t ms = clock_now_ms() - d->started;
@@ -519,19 +502,23 @@ gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit)
   /* One candidate per leaf, whatever names it gives: slots go to leaves. */
   if (!sources_add(d->srcs, hit->peer, hit->size))
     return TRUE;
-  if (!d->name) {
+  if (!d->part_path) {
     /* The name comes from a peer: a clean base name (safename.h), or the
-     * content id if nothing of it is usable. */
+     * content id if nothing of it is usable. Of the names known when the
+     * part file opens, the first in byte order: the same file gets the
+     * same name whichever source answered first. */
     char *clean = name_clean_for_disk(hit->name, strlen(hit->name));
-    d->name = g_strdup(clean ? clean : d->cid_hex);
+    const char *name = clean ? clean : d->cid_hex;
+    if (!d->name || strcmp(name, d->name) < 0) {
+      g_free(d->name);
+      d->name = g_strdup(name);
+    }
     free(clean);
   }
-  /* Link soon: waiting for the search to end would add its whole
+  /* Start soon: waiting for the search to end would add its whole
    * collection window to every download. Not at once, though: the rest of
    * this batch of hits first, so the slots go to a random choice of them,
    * not to whichever the super node listed first. */
-  if (!d->fetch && !dl_pick_size(d))
-    return TRUE;
   timer_arm(&d->timer, lf->ctx, clock_now_ms(), on_timer, d);
   return TRUE;
 }
@@ -550,15 +537,16 @@ static gboolean dl_open_part(Download *d)
     return FALSE;
   }
   /* The part file sits beside the final name, so the last step is a rename
-   * within one file system (atomic), wherever -o points. */
-  if (!d->part_path) {
-    gchar *part_name = g_strdup_printf(".canopy-%s.part", d->cid_hex);
-    gchar *dir = g_path_get_dirname(d->final_path);
-    d->part_path = g_build_filename(dir, part_name, NULL);
-    g_free(dir);
-    g_free(part_name);
+   * within one file system (atomic), wherever -o points; its name is this
+   * daemon's and this target's (partfile.h). */
+  if (!d->part_path)
+    d->part_path = partfile_path(d->final_path, lf->id_hex, d->cid_hex);
+  d->fd = partfile_open(d->part_path);
+  if (d->fd < 0 && (errno == EWOULDBLOCK || errno == EAGAIN)) {
+    dl_fail(d, "%s is in use by another process (another canopy-leaf with this identity?)",
+            d->part_path);
+    return FALSE;
   }
-  d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (d->fd < 0) {
     dl_fail(d, "cannot create %s: %s", d->part_path, g_strerror(errno));
     return FALSE;
@@ -642,6 +630,12 @@ gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
     return FALSE;
   g_hash_table_remove(lf->dl_searches, GUINT_TO_POINTER(search));
   d->search = 0;
+  /* Hits of this last batch may not have been acted on yet. */
+  if (!d->fetch && d->name) {
+    if (!dl_pick_size(d) && ended(d))
+      return TRUE;
+    dl_link_more(d);
+  }
   if (d->fetch) {
     g_message("download %.16s…: %zu source(s) found", d->cid_hex, sources_count(d->srcs));
     dl_pump(d); /* fails it if every link already failed */
