@@ -42,7 +42,9 @@
 #define ARENA_BLOCK ((size_t)1 << ARENA_SHIFT)
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
 #define CID_TAB_MIN 1024
-/* Chain entries one content-id lookup looks at, at most. */
+/* Chain entries one content-id lookup looks at, at most; with at most
+ * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
+ * owners. */
 #define INDEX_CID_SCAN 4096
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
@@ -594,11 +596,20 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   size_t pos = cid_find(ix, cid);
   /* Duplicate before full: re-publishing what is already there is
    * harmless, and the leaf should hear so even at its cap. */
+  size_t names = 0; /* o's entries with this content id */
   if (o && pos != SIZE_MAX) {
-    for (uint32_t s = ix->cid_tab[pos]; s != NIL; s = ix->slots[s].cid_next)
-      if (ix->slots[s].owner == o->id && name_equal(ix, &ix->slots[s], name, name_len))
+    for (uint32_t s = ix->cid_tab[pos]; s != NIL; s = ix->slots[s].cid_next) {
+      if (ix->slots[s].owner != o->id)
+        continue;
+      if (name_equal(ix, &ix->slots[s], name, name_len))
         return INDEX_DUPLICATE;
+      names++;
+    }
   }
+  /* One leaf's many names for one file would push other leaves' entries
+   * past what a content-id lookup scans (INDEX_CID_SCAN). */
+  if (names >= INDEX_NAMES_PER_CID)
+    return INDEX_CID_FULL;
   if ((o ? o->count : 0) >= ix->max_per_owner)
     return INDEX_OWNER_FULL;
 

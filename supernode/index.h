@@ -28,8 +28,14 @@ typedef enum {
   INDEX_DUPLICATE,
   INDEX_OWNER_FULL,
   INDEX_NOMEM,
-  INDEX_BADNAME
+  INDEX_BADNAME,
+  INDEX_CID_FULL /* the owner has INDEX_NAMES_PER_CID entries with this content id */
 } IndexResult;
+
+/* Names one owner may give one content id: copies of a file in many
+ * folders are honest (and every empty file has one id), a liar's hundreds
+ * of names are not. */
+#define INDEX_NAMES_PER_CID 64
 
 /* max_per_owner caps the entries one leaf may publish. NULL on failure. */
 Index *index_new(size_t max_per_owner);

@@ -176,17 +176,22 @@ static void test_lookup_cid_all_owners(void **state)
 
 /* Finding 3 of issue 11: one leaf publishing a content id under many names
  * (after the honest one, so at the chain's head) must not crowd the honest
- * owner out of a lookup, however small max is. */
+ * owner out of a lookup, however small max is, nor past the lookup's scan
+ * (it may give one id INDEX_NAMES_PER_CID names). */
 static void test_lookup_cid_liar_many_names(void **state)
 {
   (void)state;
   Index *ix = index_new(10000);
   add(ix, 1, "honest.bin", 5);
   char name[32];
-  for (int i = 0; i < 3000; i++) {
+  for (int i = 0; i < 5000; i++) {
     snprintf(name, sizeof name, "lie %d.bin", i);
-    assert_int_equal(add(ix, 2, name, 5), INDEX_OK);
+    assert_int_equal(add(ix, 2, name, 5), i < INDEX_NAMES_PER_CID ? INDEX_OK : INDEX_CID_FULL);
   }
+  /* A duplicate is still a duplicate at the cap; other ids still go in. */
+  assert_int_equal(add(ix, 2, "lie 0.bin", 5), INDEX_DUPLICATE);
+  assert_int_equal(add(ix, 2, "lie 0.bin", 6), INDEX_OK);
+  assert_int_equal(index_owner_entries(ix, 2), INDEX_NAMES_PER_CID + 1);
   uint8_t cid[32], honest[32];
   mk_id(cid, 5, 0xCC);
   mk_id(honest, 1, 0xAA);
