@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "safename.h"
 
 #define PLAIN_EVERY_US (2 * G_USEC_PER_SEC)
 
@@ -195,6 +196,19 @@ static JsonObject *request(const char *cmd)
 
 /* --- search ---------------------------------------------------------------------- */
 
+/* Names, paths and messages that may hold a peer's words, for a terminal:
+ * escaped (safename.h). The result lives until the next call's fourth
+ * successor, so up to four can go into one printf. */
+static const char *term(const char *s)
+{
+  static char *ring[4];
+  static unsigned next;
+  unsigned i = next++ % G_N_ELEMENTS(ring);
+  free(ring[i]);
+  ring[i] = name_escape_for_terminal(s, strlen(s));
+  return ring[i] ? ring[i] : "?";
+}
+
 typedef struct {
   gboolean json;
   unsigned hits;
@@ -215,7 +229,7 @@ static void on_search_line(JsonObject *o, void *ud)
   }
   char size[32];
   human_size((uint64_t)member_int(o, "size"), size, sizeof size);
-  printf("%-40s %10s  %.16s  from %.16s\n", member_str(o, "name", "?"), size,
+  printf("%-40s %10s  %.16s  from %.16s\n", term(member_str(o, "name", "?")), size,
          member_str(o, "content_id", "?"), member_str(o, "peer", "?"));
   fflush(stdout);
 }
@@ -634,9 +648,9 @@ static void print_download(JsonObject *d)
   gboolean live = strcmp(state, "running") == 0 || strcmp(state, "finished") == 0;
   printf("%3" G_GINT64_FORMAT "  %-9s  %-28s  %12s  %3" G_GINT64_FORMAT "  %.16s  %s\n",
          member_int(d, "id"), state, progress, live ? rate : "-", member_int(d, "sources"),
-         member_str(d, "content_id", "?"), member_str(d, "name", "(name not known yet)"));
+         member_str(d, "content_id", "?"), term(member_str(d, "name", "(name not known yet)")));
   if (json_object_has_member(d, "error"))
-    printf("     %s\n", member_str(d, "error", ""));
+    printf("     %s\n", term(member_str(d, "error", "")));
 }
 
 static int downloads_list(Cmd *c)
@@ -686,7 +700,7 @@ static int downloads_act(Cmd *c, const char *what, const char *id_text)
     human_size((uint64_t)member_int(o, "bytes_done"), a, sizeof a);
     human_size((uint64_t)member_int(o, "bytes_total"), b, sizeof b);
     const char *state = member_str(o, "state", "?");
-    const char *name = member_str(o, "name", member_str(o, "content_id", "?"));
+    const char *name = term(member_str(o, "name", member_str(o, "content_id", "?")));
     if (strcmp(state, "paused") == 0)
       printf("download %llu (%s) paused at %s of %s; the part file is kept\n", id, name, a, b);
     else if (strcmp(state, "cancelled") == 0)
@@ -876,7 +890,7 @@ static int cli_get(int argc, char **argv)
   } else {
     char size[32];
     human_size((uint64_t)member_int(g.result, "bytes"), size, sizeof size);
-    printf("saved %s (%s, verified)\n", member_str(g.result, "path", "?"), size);
+    printf("saved %s (%s, verified)\n", term(member_str(g.result, "path", "?")), size);
     JsonArray *src = json_object_has_member(g.result, "sources")
                          ? json_object_get_array_member(g.result, "sources")
                          : NULL;

@@ -7,8 +7,9 @@
  * (the content id binds the size): the candidates are tried one claimed size
  * at a time, the next size when every source of this one failed unproven.
  *
- * The part file is named after the content id and sits beside the final
- * file, so a later `get` of the same id to the same place resumes: once the
+ * The part file is named after the content id, this daemon and the target
+ * (partfile.h), is locked while open, and sits beside the final file, so a
+ * later `get` of the same id to the same place resumes: once the
  * chunk hashes are known every chunk already on disk is checked and only the
  * missing ones are asked for. The finished file appears atomically (rename)
  * in the download folder, under the hit's base name; a peer-supplied name can
@@ -28,12 +29,12 @@
  * listed (DL_HISTORY of them) for `canopy-leaf downloads`; the list lives in
  * the daemon, so after a restart `get` is how a download resumes.
  */
-#define _GNU_SOURCE /* renameat2 */
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -43,9 +44,24 @@
 #include "content.h"
 #include "daemon.h"
 #include "fetch.h"
+#include "partfile.h"
+#include "safename.h"
+#include "sources.h"
 #include "wire.h"
 
 #define DL_MAX_SOURCES 4
+/* Leaves a download keeps as candidates (one per leaf, the bad ones
+ * included): a search brings at most max_hits (1000) anyway. */
+#define DL_MAX_CANDIDATES 256
+/* How long a link may take to open (ICE offer, answer, checks, handshake:
+ * about 0.2 s on loopback, a few seconds through a relay) before its slot
+ * goes to another candidate, if one waits. A source that never answers
+ * otherwise holds its slot until peers.c gives up on it (10 s). */
+#define DL_OPEN_WAIT_MS 5000
+/* How long the source search collects hits. It is not cut short at the
+ * first hits: whoever answers first (a liar, say) must not decide who the
+ * candidates are; links start with the first hit all the same. */
+#define DL_SEARCH_MS 1500
 /* Chunks asked of one source at once: 8 MiB, the receive window of an ICE
  * path's stream (nat/ice.c). With 8 (2 MiB) a 50 ms path carried 23 MB/s
  * where the stream itself does 70 (tests/bench/nat_throughput.sh). The
@@ -77,16 +93,6 @@ typedef struct {
   uint64_t setup_ms;
 } SourceRec;
 
-/* A leaf that said it has the file, and the size it said. A size is only a
- * claim until a tree proves it (the content id binds the size), so sources
- * are tried one claimed size at a time: a leaf that lies about the size
- * cannot fail a download that honest sources of the true size can serve. */
-typedef struct {
-  uint8_t peer[32];
-  uint64_t size;
-  gboolean tried; /* linked to, or its size was given up */
-} Candidate;
-
 typedef struct {
   uint64_t id;
   Leaf *lf;
@@ -101,10 +107,10 @@ typedef struct {
   gboolean force;
   int fd;
   uint32_t search;
-  GArray *candidates; /* Candidate */
-  GPtrArray *links;   /* PeerLink*, live outbound links */
-  GArray *sources;    /* SourceRec, links that opened */
-  GString *failures;  /* why sources failed, for the error message */
+  Sources *srcs;     /* who said they have it (sources.h) */
+  GPtrArray *links;  /* PeerLink*, live outbound links */
+  GArray *sources;   /* SourceRec, links that opened */
+  GString *failures; /* why sources failed, for the error message */
   Fetch *fetch;
   GSource *timer;
   uint64_t started, ended; /* monotonic ms */
@@ -116,6 +122,15 @@ typedef struct {
 } Download;
 
 static void dl_pump(Download *d);
+
+/* The order sources are tried in: it needs to be unpredictable, not secret. */
+static void dl_rng(uint8_t *out, size_t n, void *ctx)
+{
+  (void)ctx;
+  for (size_t i = 0; i < n; i++)
+    out[i] = (uint8_t)g_random_int();
+}
+
 static gboolean dl_pick_size(Download *d);
 static void dl_link_more(Download *d);
 
@@ -147,7 +162,7 @@ static void dl_release(Download *d)
 static void dl_free(Download *d)
 {
   dl_release(d);
-  g_array_unref(d->candidates);
+  sources_free(d->srcs);
   g_ptr_array_unref(d->links);
   g_array_unref(d->sources);
   g_string_free(d->failures, TRUE);
@@ -280,10 +295,33 @@ static void update_rate(Download *d, uint64_t now)
   d->rate_received = d->received;
 }
 
+/* Links that did not open in time while other candidates wait give their
+ * slot up (the closed callback links the next). */
+static void drop_overdue(Download *d, uint64_t now)
+{
+  uint8_t peer[32];
+  while (!ended(d) && d->fetch && sources_overdue(d->srcs, now, peer)) {
+    for (guint i = 0; i < d->links->len; i++) {
+      PeerLink *l = g_ptr_array_index(d->links, i);
+      if (memcmp(peer_link_peer(l), peer, 32) == 0) {
+        peer_link_close(
+            l, "no link within " G_STRINGIFY(DL_OPEN_WAIT_MS) " ms; trying another source");
+        break;
+      }
+    }
+  }
+}
+
 static gboolean on_timer(gpointer ud)
 {
   Download *d = ud;
   uint64_t now = clock_now_ms();
+  drop_overdue(d, now);
+  if (ended(d))
+    return G_SOURCE_REMOVE;
+  if (!d->fetch && d->name && !dl_pick_size(d) && ended(d))
+    return G_SOURCE_REMOVE;
+  dl_link_more(d);
   if (d->fetch) {
     fetch_tick(d->fetch, now);
     d->bytes_done = fetch_bytes_done(d->fetch);
@@ -299,6 +337,7 @@ static void arm(Download *d)
   uint64_t t = clock_now_ms() + DL_PROGRESS_MS;
   if (d->fetch)
     t = MIN(t, fetch_next_deadline(d->fetch));
+  t = MIN(t, sources_next_deadline(d->srcs));
   timer_arm(&d->timer, d->lf->ctx, t, on_timer, d);
 }
 
@@ -319,47 +358,27 @@ static void check_part(Download *d)
     g_message("download %.16s…: resuming, %u of %u chunks already here", d->cid_hex, kept, n);
 }
 
-/* Renames from to to; unless replace, fails with EEXIST if to exists, with
- * no window between the check and the rename. */
-static int move_into_place(const char *from, const char *to, gboolean replace)
-{
-  if (replace)
-    return rename(from, to);
-  if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-    return 0;
-  if (errno != EINVAL && errno != ENOSYS)
-    return -1;
-  /* A file system without RENAME_NOREPLACE: link() will not replace either. */
-  if (link(from, to) == 0) {
-    if (unlink(from) != 0 && errno != ENOENT)
-      g_warning("cannot remove %s (the file is in place at %s): %s", from, to, g_strerror(errno));
-    return 0;
-  }
-  if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS)
-    return -1;
-  /* Nor hard links (FUSE, SMB): check, then rename, as well as it goes. */
-  if (g_file_test(to, G_FILE_TEST_EXISTS)) {
-    errno = EEXIST;
-    return -1;
-  }
-  return rename(from, to);
-}
-
 static void finish(Download *d)
 {
   /* An earlier run may have left bytes past the end (a size some source
    * claimed and no tree proved). */
-  if (ftruncate(d->fd, (off_t)d->size) != 0 || fsync(d->fd) != 0 || close(d->fd) != 0) {
-    d->fd = -1;
+  if (ftruncate(d->fd, (off_t)d->size) != 0 || fsync(d->fd) != 0) {
     dl_fail(d, "cannot write %s: %s", d->part_path, g_strerror(errno));
     return;
   }
+  /* By the descriptor: the part file's name may have been taken away. */
+  int rc = partfile_finish(&d->fd, &d->part_path, d->final_path, d->force);
+  int e = errno;
+  if (close(d->fd) != 0 && rc == 0) {
+    rc = -1;
+    e = errno;
+  }
   d->fd = -1;
-  if (move_into_place(d->part_path, d->final_path, d->force) != 0) {
-    if (errno == EEXIST)
+  if (rc != 0) {
+    if (e == EEXIST)
       dl_fail(d, "%s appeared meanwhile; not overwriting it (use --force)", d->final_path);
     else
-      dl_fail(d, "cannot move the finished file to %s: %s", d->final_path, g_strerror(errno));
+      dl_fail(d, "cannot move the finished file to %s: %s", d->final_path, g_strerror(e));
     return;
   }
   uint64_t ms = clock_now_ms() - d->started;
@@ -480,26 +499,27 @@ gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit)
     return FALSE;
   if (memcmp(hit->cid, d->cid, 32) != 0 || memcmp(hit->peer, lf->id.id, 32) == 0)
     return TRUE;
-  for (guint i = 0; i < d->candidates->len; i++)
-    if (memcmp(g_array_index(d->candidates, Candidate, i).peer, hit->peer, 32) == 0)
-      return TRUE;
-  Candidate cand = {.size = hit->size};
-  memcpy(cand.peer, hit->peer, 32);
-  g_array_append_val(d->candidates, cand);
-  if (!d->name) {
-    gchar *base = g_path_get_basename(hit->name);
-    /* The name comes from a peer: keep only a plain base name. */
-    if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || strcmp(base, "/") == 0 || !*base) {
-      g_free(base);
-      base = g_strdup(d->cid_hex);
-    }
-    d->name = base;
-  }
-  /* Link at once: waiting for the search to end would add its whole
-   * collection window to every download. */
-  if (!d->fetch && !dl_pick_size(d))
+  /* One candidate per leaf, whatever names it gives: slots go to leaves. */
+  if (!sources_add(d->srcs, hit->peer, hit->size))
     return TRUE;
-  dl_link_more(d);
+  if (!d->part_path) {
+    /* The name comes from a peer: a clean base name (safename.h), or the
+     * content id if nothing of it is usable. Of the names known when the
+     * part file opens, the first in byte order: the same file gets the
+     * same name whichever source answered first. */
+    char *clean = name_clean_for_disk(hit->name, strlen(hit->name));
+    const char *name = clean ? clean : d->cid_hex;
+    if (!d->name || strcmp(name, d->name) < 0) {
+      g_free(d->name);
+      d->name = g_strdup(name);
+    }
+    free(clean);
+  }
+  /* Start soon: waiting for the search to end would add its whole
+   * collection window to every download. Not at once, though: the rest of
+   * this batch of hits first, so the slots go to a random choice of them,
+   * not to whichever the super node listed first. */
+  timer_arm(&d->timer, lf->ctx, clock_now_ms(), on_timer, d);
   return TRUE;
 }
 
@@ -517,15 +537,16 @@ static gboolean dl_open_part(Download *d)
     return FALSE;
   }
   /* The part file sits beside the final name, so the last step is a rename
-   * within one file system (atomic), wherever -o points. */
-  if (!d->part_path) {
-    gchar *part_name = g_strdup_printf(".canopy-%s.part", d->cid_hex);
-    gchar *dir = g_path_get_dirname(d->final_path);
-    d->part_path = g_build_filename(dir, part_name, NULL);
-    g_free(dir);
-    g_free(part_name);
+   * within one file system (atomic), wherever -o points; its name is this
+   * daemon's and this target's (partfile.h). */
+  if (!d->part_path)
+    d->part_path = partfile_path(d->final_path, lf->id_hex, d->cid_hex);
+  d->fd = partfile_open(d->part_path);
+  if (d->fd < 0 && (errno == EWOULDBLOCK || errno == EAGAIN)) {
+    dl_fail(d, "%s is in use by another process (another canopy-leaf with this identity?)",
+            d->part_path);
+    return FALSE;
   }
-  d->fd = open(d->part_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (d->fd < 0) {
     dl_fail(d, "cannot create %s: %s", d->part_path, g_strerror(errno));
     return FALSE;
@@ -563,52 +584,42 @@ static gboolean dl_use_size(Download *d, uint64_t size)
   return TRUE;
 }
 
-/* Gives up the size being tried (if any) and starts on the size of the
- * first candidate not yet tried that fits. FALSE if none does (for now) or
- * the download ended. */
+/* Gives up the size being tried (if any) and starts on the size of an
+ * untried candidate (chosen at random) that fits. FALSE if none does (for
+ * now) or the download ended. */
 static gboolean dl_pick_size(Download *d)
 {
   if (!dl_open_part(d))
     return FALSE;
-  for (;;) {
-    Candidate *next = NULL;
-    for (guint i = 0; i < d->candidates->len; i++) {
-      Candidate *c = &g_array_index(d->candidates, Candidate, i);
-      if (d->fetch && c->size == d->size)
-        c->tried = TRUE;
-      else if (!c->tried && !next)
-        next = c;
-    }
-    fetch_free(d->fetch);
-    d->fetch = NULL;
-    if (!next)
-      return FALSE;
-    if (d->size != next->size && d->state == DL_RUNNING)
+  if (d->fetch)
+    sources_drop_size(d->srcs, d->size);
+  fetch_free(d->fetch);
+  d->fetch = NULL;
+  uint64_t size;
+  while (sources_pick_size(d->srcs, &size)) {
+    if (d->size != size && d->state == DL_RUNNING)
       g_message("download %.16s…: no source proved %" G_GUINT64_FORMAT
                 " bytes; trying those that say %" G_GUINT64_FORMAT,
-                d->cid_hex, d->size, next->size);
-    if (dl_use_size(d, next->size))
+                d->cid_hex, d->size, size);
+    if (dl_use_size(d, size))
       return TRUE;
-    for (guint i = 0; i < d->candidates->len; i++) {
-      Candidate *c = &g_array_index(d->candidates, Candidate, i);
-      if (c->size == next->size)
-        c->tried = TRUE;
-    }
+    sources_drop_size(d->srcs, size);
   }
+  return FALSE;
 }
 
-/* Links to candidates of the size being tried, up to DL_MAX_SOURCES at a
- * time. */
+/* Links to candidates of the size being tried, chosen at random, up to
+ * DL_MAX_SOURCES at a time. */
 static void dl_link_more(Download *d)
 {
-  for (guint i = 0; i < d->candidates->len && d->links->len < DL_MAX_SOURCES; i++) {
-    Candidate *c = &g_array_index(d->candidates, Candidate, i);
-    if (c->tried || c->size != d->size || !d->fetch)
-      continue;
-    c->tried = TRUE;
-    PeerLink *l = peers_connect(d->lf->peers, c->peer, d->id);
+  uint8_t peer[32];
+  while (d->fetch && d->links->len < DL_MAX_SOURCES &&
+         sources_next(d->srcs, d->size, clock_now_ms(), peer)) {
+    PeerLink *l = peers_connect(d->lf->peers, peer, d->id);
     if (l)
       g_ptr_array_add(d->links, l);
+    else
+      sources_closed(d->srcs, peer);
   }
 }
 
@@ -619,8 +630,14 @@ gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
     return FALSE;
   g_hash_table_remove(lf->dl_searches, GUINT_TO_POINTER(search));
   d->search = 0;
+  /* Hits of this last batch may not have been acted on yet. */
+  if (!d->fetch && d->name) {
+    if (!dl_pick_size(d) && ended(d))
+      return TRUE;
+    dl_link_more(d);
+  }
   if (d->fetch) {
-    g_message("download %.16s…: %u source(s) found", d->cid_hex, d->candidates->len);
+    g_message("download %.16s…: %zu source(s) found", d->cid_hex, sources_count(d->srcs));
     dl_pump(d); /* fails it if every link already failed */
     return TRUE;
   }
@@ -643,6 +660,7 @@ void download_link_opened(Leaf *lf, PeerLink *l)
   g_strlcpy(r.path_type, peer_link_path_type(l), sizeof r.path_type);
   g_strlcpy(r.path, peer_link_path(l), sizeof r.path);
   g_array_append_val(d->sources, r);
+  sources_opened(d->srcs, peer_link_peer(l));
   g_message("download %.16s…: source %.16s… linked %s (%s) in %" G_GUINT64_FORMAT " ms", d->cid_hex,
             r.peer, r.path_type, r.path, r.setup_ms);
   if (d->cl) {
@@ -670,9 +688,11 @@ void download_link_closed(Leaf *lf, PeerLink *l, const char *reason)
   Download *d = dl_by_link(lf, l);
   if (!d)
     return;
-  g_ptr_array_remove(d->links, l);
+  gboolean ours = g_ptr_array_remove(d->links, l);
   if (!d->fetch)
     return;
+  if (ours)
+    sources_closed(d->srcs, peer_link_peer(l));
   note_failure(d, "%s", reason);
   fetch_source_lost(d->fetch, src_of(l), clock_now_ms());
   dl_link_more(d);
@@ -686,13 +706,12 @@ static void dl_run(Download *d)
 {
   Leaf *lf = d->lf;
   d->state = DL_SEARCHING;
-  g_array_set_size(d->candidates, 0);
+  sources_restart(d->srcs);        /* the bad ones stay bad */
   g_array_set_size(d->sources, 0); /* the summary tells of the last run's links */
   g_string_truncate(d->failures, 0);
   d->rate_at = 0;
-  d->search =
-      leaf_core_search(lf->core, QUERY_CONTENT_ID, d->cid_hex, WIRE_MAX_TTL, 1500, clock_now_ms());
-  leaf_core_search_limit(lf->core, d->search, 16);
+  d->search = leaf_core_search(lf->core, QUERY_CONTENT_ID, d->cid_hex, WIRE_MAX_TTL, DL_SEARCH_MS,
+                               clock_now_ms());
   g_hash_table_insert(lf->dl_searches, GUINT_TO_POINTER(d->search), d);
   leaf_run_actions(lf);
 }
@@ -817,7 +836,7 @@ void download_start(Leaf *lf, ControlClient *cl, JsonObject *req)
   hex_encode(cid, 32, d->cid_hex);
   d->final_path = g_strdup(out);
   d->force = json_object_get_boolean_member_with_default(req, "force", FALSE);
-  d->candidates = g_array_new(FALSE, TRUE, sizeof(Candidate));
+  d->srcs = sources_new(DL_MAX_CANDIDATES, DL_OPEN_WAIT_MS, dl_rng, NULL);
   d->links = g_ptr_array_new();
   d->sources = g_array_new(FALSE, TRUE, sizeof(SourceRec));
   d->failures = g_string_new(NULL);
@@ -854,7 +873,7 @@ static JsonObject *dl_json(const Download *d)
     rate = (double)d->received * 1000.0 / (double)ms; /* the average */
   json_object_set_int_member(o, "rate", (gint64)rate);
   json_object_set_int_member(o, "sources", d->fetch ? fetch_sources(d->fetch) : 0);
-  json_object_set_int_member(o, "sources_known", d->candidates->len);
+  json_object_set_int_member(o, "sources_known", (gint64)sources_count(d->srcs));
   json_object_set_int_member(o, "elapsed_ms", (gint64)ms);
   json_object_set_boolean_member(o, "followed", d->cl != NULL);
   if (d->error)

@@ -16,7 +16,7 @@ typedef struct {
   uint64_t deadline;
   unsigned hits;
   unsigned limit;
-  GHashTable *seen; /* peer|cid|name hash keys, to drop duplicate hits */
+  GHashTable *seen; /* peer|cid (64 bytes), to drop duplicate hits */
 } Search;
 
 #define ADDR_MAX 129
@@ -437,6 +437,23 @@ void leaf_core_disconnected(LeafCore *c, LeafSlot slot, uint64_t now)
   }
 }
 
+/* Keys of Search.seen: a peer id and a content id, both chosen by peers,
+ * so the hash mixes every byte (glib's table hashes are not keyed: the
+ * table stays small, max_hits). */
+static guint hit_key_hash(gconstpointer k)
+{
+  const uint8_t *p = k;
+  guint h = 2166136261u;
+  for (int i = 0; i < 64; i++)
+    h = (h ^ p[i]) * 16777619u;
+  return h;
+}
+
+static gboolean hit_key_equal(gconstpointer a, gconstpointer b)
+{
+  return memcmp(a, b, 64) == 0;
+}
+
 static void on_hits(LeafCore *c, const WireMsg *m)
 {
   Search *s = g_hash_table_lookup(c->searches, GUINT_TO_POINTER(m->u.hits.req));
@@ -444,12 +461,11 @@ static void on_hits(LeafCore *c, const WireMsg *m)
     return; /* late hits of a finished search */
   for (uint16_t i = 0; i < m->u.hits.count && s->hits < s->limit; i++) {
     const WireHit *h = &m->u.hits.hits[i];
-    GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
-    g_checksum_update(ck, h->peer, 32);
-    g_checksum_update(ck, h->cid, 32);
-    g_checksum_update(ck, (const guchar *)h->name.p, h->name.len);
-    gchar *key = g_strdup(g_checksum_get_string(ck));
-    g_checksum_free(ck);
+    /* One hit per leaf and file: the names are the leaf's to choose, so a
+     * leaf naming one content id many ways must not fill the search. */
+    gchar *key = g_malloc(64);
+    memcpy(key, h->peer, 32);
+    memcpy(key + 32, h->cid, 32);
     if (!g_hash_table_add(s->seen, key))
       continue;
     s->hits++;
@@ -712,7 +728,7 @@ uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t t
   s->id = id;
   s->deadline = now + wait_ms;
   s->limit = c->cfg.max_hits;
-  s->seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  s->seen = g_hash_table_new_full(hit_key_hash, hit_key_equal, g_free, NULL);
   g_hash_table_insert(c->searches, GUINT_TO_POINTER(id), s);
   size_t len = strlen(text);
   if (!leader_ok(c)) {

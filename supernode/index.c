@@ -42,6 +42,10 @@
 #define ARENA_BLOCK ((size_t)1 << ARENA_SHIFT)
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
 #define CID_TAB_MIN 1024
+/* Chain entries one content-id lookup looks at, at most; with at most
+ * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
+ * owners. */
+#define INDEX_CID_SCAN 4096
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
  * the index renumber the live entries 1..n, which keeps list order. Tests
@@ -592,11 +596,20 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   size_t pos = cid_find(ix, cid);
   /* Duplicate before full: re-publishing what is already there is
    * harmless, and the leaf should hear so even at its cap. */
+  size_t names = 0; /* o's entries with this content id */
   if (o && pos != SIZE_MAX) {
-    for (uint32_t s = ix->cid_tab[pos]; s != NIL; s = ix->slots[s].cid_next)
-      if (ix->slots[s].owner == o->id && name_equal(ix, &ix->slots[s], name, name_len))
+    for (uint32_t s = ix->cid_tab[pos]; s != NIL; s = ix->slots[s].cid_next) {
+      if (ix->slots[s].owner != o->id)
+        continue;
+      if (name_equal(ix, &ix->slots[s], name, name_len))
         return INDEX_DUPLICATE;
+      names++;
+    }
   }
+  /* One leaf's many names for one file would push other leaves' entries
+   * past what a content-id lookup scans (INDEX_CID_SCAN). */
+  if (names >= INDEX_NAMES_PER_CID)
+    return INDEX_CID_FULL;
   if ((o ? o->count : 0) >= ix->max_per_owner)
     return INDEX_OWNER_FULL;
 
@@ -809,14 +822,56 @@ out:
   return n;
 }
 
+/* One hit per owner: the names are the owner's to choose, so a leaf that
+ * publishes the id under many names must not fill the answer. Past max
+ * owners, a uniform sample of them (reservoir sampling), so neither the
+ * newest publisher (the chain's head) nor the oldest is favoured. At most
+ * INDEX_CID_SCAN entries of the chain are looked at per lookup: CPU per
+ * query stays bounded whatever a leaf publishes. */
 size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t max)
 {
-  size_t n = 0;
   size_t pos = cid_find(ix, cid);
-  if (pos == SIZE_MAX)
+  if (pos == SIZE_MAX || max == 0)
     return 0;
-  for (uint32_t s = ix->cid_tab[pos]; s != NIL && n < max; s = ix->slots[s].cid_next)
-    fill_hit(ix, &ix->slots[s], &out[n++]);
+  /* Owners seen: a few in a list, more in a set (the list's scan would
+   * grow with the square of them). */
+  uint32_t few[32];
+  GHashTable *many = NULL;
+  size_t owners = 0, n = 0, scanned = 0;
+  for (uint32_t s = ix->cid_tab[pos]; s != NIL && scanned < INDEX_CID_SCAN;
+       s = ix->slots[s].cid_next, scanned++) {
+    uint32_t owner = ix->slots[s].owner;
+    bool dup = false;
+    for (size_t i = 0; i < MIN(owners, G_N_ELEMENTS(few)) && !dup; i++)
+      dup = few[i] == owner;
+    if (!dup && many)
+      dup = !g_hash_table_add(many, GUINT_TO_POINTER(owner + 1));
+    if (dup)
+      continue;
+    if (owners < G_N_ELEMENTS(few))
+      few[owners] = owner;
+    else if (!many) {
+      many = g_hash_table_new(g_direct_hash, g_direct_equal);
+      g_hash_table_add(many, GUINT_TO_POINTER(owner + 1));
+    }
+    owners++;
+    if (n < max) {
+      fill_hit(ix, &ix->slots[s], &out[n++]);
+    } else {
+      size_t j = (size_t)g_random_int_range(0, (gint32)owners);
+      if (j < max)
+        fill_hit(ix, &ix->slots[s], &out[j]);
+    }
+  }
+  if (many)
+    g_hash_table_destroy(many);
+  /* The first max owners came in chain order: shuffle them too. */
+  for (size_t i = n; i > 1; i--) {
+    size_t j = (size_t)g_random_int_range(0, (gint32)i);
+    IndexHit t = out[i - 1];
+    out[i - 1] = out[j];
+    out[j] = t;
+  }
   return n;
 }
 

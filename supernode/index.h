@@ -28,8 +28,14 @@ typedef enum {
   INDEX_DUPLICATE,
   INDEX_OWNER_FULL,
   INDEX_NOMEM,
-  INDEX_BADNAME
+  INDEX_BADNAME,
+  INDEX_CID_FULL /* the owner has INDEX_NAMES_PER_CID entries with this content id */
 } IndexResult;
+
+/* Names one owner may give one content id: copies of a file in many
+ * folders are honest (and every empty file has one id), a liar's hundreds
+ * of names are not. */
+#define INDEX_NAMES_PER_CID 64
 
 /* max_per_owner caps the entries one leaf may publish. NULL on failure. */
 Index *index_new(size_t max_per_owner);
@@ -46,7 +52,8 @@ size_t index_remove_owner(Index *ix, uint64_t owner);
  * max. Returns how many were written to out. A query with no keyword matches
  * nothing. */
 size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *out, size_t max);
-/* Entries with this content id, at most max. */
+/* Entries with this content id, one per owner, at most max (a random
+ * choice of owners, in random order, if more have it). */
 size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t max);
 
 size_t index_size(const Index *ix);        /* live entries */

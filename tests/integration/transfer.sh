@@ -41,7 +41,7 @@ grep -q "already exists" "$T/err" || fail "unclear: $(cat "$T/err")"
 rm -f "$path"
 "$LEAF" get --state-dir "$T/a" --json -o "$T/second.mkv" "$cid" >"$T/second.out" 2>&1 &
 getter=$!
-wait_for 20 sh -c "[ -s '$T/.canopy-$cid.part' ]"
+wait_for 20 sh -c "[ -s \"\$(ls '$T'/.canopy-$cid-*.part 2>/dev/null | head -1)\" ]"
 sleep 0.5
 kill -9 "$PID_c"
 wait "$getter" || fail "download did not survive losing a source: $(cat "$T/second.out")"
@@ -51,7 +51,7 @@ note "source killed mid-transfer: completed from the other"
 # The downloader killed mid-transfer resumes with only the missing chunks.
 "$LEAF" get --state-dir "$T/a" -o "$T/third.mkv" "$cid" >/dev/null 2>&1 &
 getter=$!
-wait_for 20 sh -c "[ \$(stat -c %s '$T/.canopy-$cid.part' 2>/dev/null || echo 0) -gt 10000000 ]" \
+wait_for 20 sh -c "s=\$(stat -c %s '$T'/.canopy-$cid-*.part 2>/dev/null | head -1); [ \"\${s:-0}\" -gt 10000000 ]" \
   || fail "transfer did not start"
 kill -9 "$PID_a"; wait "$getter" 2>/dev/null || true
 start_leaf a 1 "${ICE[@]}"
@@ -66,7 +66,7 @@ note "resumed: $moved of 60000000 bytes moved after the restart"
 # again follows the running download instead of starting a second one.
 "$LEAF" get --state-dir "$T/a" -o "$T/fourth.mkv" "$cid" >/dev/null 2>&1 &
 cli=$!
-wait_for 20 test -e "$T/.canopy-$cid.part" || fail "interrupted get did not start"
+wait_for 20 sh -c "ls '$T'/.canopy-$cid-*.part >/dev/null 2>&1" || fail "interrupted get did not start"
 kill -TERM "$cli"; wait "$cli" 2>/dev/null || true  # (background jobs ignore SIGINT)
 out=$("$LEAF" get --state-dir "$T/a" --json -o "$T/fourth.mkv" "$cid" 2>&1) || echo "$out" | grep -q "already exists" \
   || fail "asking again after an interrupted get failed: $out"
@@ -166,7 +166,9 @@ if [ "$(id -u)" -eq 0 ]; then
   [ ! -e "$T/tiny/movie.mkv" ] || { umount "$T/tiny"; fail "a partial file took the final name"; }
   grep -q "bytes free beside $T/tiny/movie.mkv" "$T/err" || { umount "$T/tiny"; fail "unclear: $(cat "$T/err")"; }
   note "no room: $(cat "$T/err")"
-  truncate -s 60000000 "$T/tiny/.canopy-$cid.part"
+  # (the part file's name: .canopy-CID-TAG.part, TAG from the leaf's id and the target)
+  tag=$(printf '%s\0%s' "$(leaf_id a)" "$T/tiny/movie.mkv" | sha256sum | cut -c1-16)
+  truncate -s 60000000 "$T/tiny/.canopy-$cid-$tag.part"
   if "$LEAF" get --state-dir "$T/a" -o "$T/tiny/movie.mkv" "$cid" 2>"$T/err"; then
     umount "$T/tiny"; fail "a download to a full disk succeeded"
   fi

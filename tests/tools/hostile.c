@@ -27,6 +27,8 @@
  *               ephemeral key and hanging up (RST) once answered; prints
  *               "attempts A challenges C m2 M cpu_ms T" (answers seen of
  *               each kind, and the CPU time this flood cost us)
+ *   liarnames   canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT:
+ *               the same, under COUNT names (NAME, then "NAME 2" ... "NAME COUNT")
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -464,6 +466,51 @@ static int m1flood(const char *hostport, int seconds, int conns)
   return 0;
 }
 
+/* --- download findings --- */
+
+/* liarnames: one leaf publishing one content id under count names (issue 11
+ * finding 3), then idle: it never answers an ICE offer. */
+static int liar_names(int fd, Channel *ch, char **argv)
+{
+  int count = atoi(argv[7]);
+  if (count < 1 || count > WIRE_MAX_ENTRIES) /* one PUBLISH frame */
+    return 2;
+  WireEntry *e = calloc((size_t)count, sizeof *e);
+  char **names = calloc((size_t)count, sizeof *names);
+  int rc = 2;
+  if (!e || !names)
+    goto out;
+  for (int i = 0; i < count; i++) {
+    size_t len = strlen(argv[3]) + 16;
+    names[i] = malloc(len);
+    if (!names[i])
+      goto out;
+    if (i == 0)
+      snprintf(names[i], len, "%s", argv[3]);
+    else
+      snprintf(names[i], len, "%s %d", argv[3], i + 1);
+    e[i].name = wire_str(names[i], strlen(names[i]));
+    e[i].size = strtoull(argv[5], NULL, 10);
+    if (!hex_decode(argv[4], e[i].cid, sizeof e[i].cid)) {
+      fprintf(stderr, "canopy-hostile: bad content id %s\n", argv[4]);
+      goto out;
+    }
+  }
+  hello_leaf(fd, ch);
+  WireMsg m = {.type = MSG_PUBLISH};
+  m.u.publish.reset = true;
+  m.u.publish.count = (uint16_t)count;
+  m.u.publish.entries = e;
+  send_msg(fd, ch, &m);
+  rc = idle(fd, ch, atoi(argv[6]) * 1000) ? 0 : 1;
+out:
+  for (int i = 0; names && i < count; i++)
+    free(names[i]);
+  free(names);
+  free(e);
+  return rc;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -472,7 +519,8 @@ int main(int argc, char **argv)
             "HOST:PORT [COUNT]\n"
             "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
             "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n"
-            "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n");
+            "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n"
+            "       canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -577,6 +625,8 @@ int main(int argc, char **argv)
       send_msg(fd, ch, &m);
       rc = idle(fd, ch, atoi(argv[6]) * 1000) ? 0 : 1;
     }
+  } else if (strcmp(mode, "liarnames") == 0 && argc == 8) {
+    rc = liar_names(fd, ch, argv);
   } else {
     fprintf(stderr, "canopy-hostile: unknown mode %s\n", mode);
   }

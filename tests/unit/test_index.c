@@ -153,6 +153,12 @@ static void test_lookup_cid_all_owners(void **state)
   for (size_t i = 0; i < n; i++)
     assert_memory_equal(h[i].cid, cid, 32);
   assert_int_equal(index_lookup_cid(ix, cid, h, 2), 2);
+  /* Owner 3 has the id under two names: one hit for it. */
+  add(ix, 3, "song once more.mp3", 7);
+  assert_int_equal(index_lookup_cid(ix, cid, h, 10), 3);
+  index_remove_owner(ix, 3);
+  add(ix, 3, "other.mp3", 8);
+  add(ix, 3, "song again.mp3", 7);
 
   /* Unlinking from the middle and the head of the chain keeps the rest. */
   index_remove_owner(ix, 2);
@@ -165,6 +171,56 @@ static void test_lookup_cid_all_owners(void **state)
   assert_true(has_hit(h, n, "song.mp3"));
   mk_id(cid, 8, 0xCC);
   assert_int_equal(index_lookup_cid(ix, cid, h, 10), 0);
+  index_free(ix);
+}
+
+/* Finding 3 of issue 11: one leaf publishing a content id under many names
+ * (after the honest one, so at the chain's head) must not crowd the honest
+ * owner out of a lookup, however small max is, nor past the lookup's scan
+ * (it may give one id INDEX_NAMES_PER_CID names). */
+static void test_lookup_cid_liar_many_names(void **state)
+{
+  (void)state;
+  Index *ix = index_new(10000);
+  add(ix, 1, "honest.bin", 5);
+  char name[32];
+  for (int i = 0; i < 5000; i++) {
+    snprintf(name, sizeof name, "lie %d.bin", i);
+    assert_int_equal(add(ix, 2, name, 5), i < INDEX_NAMES_PER_CID ? INDEX_OK : INDEX_CID_FULL);
+  }
+  /* A duplicate is still a duplicate at the cap; other ids still go in. */
+  assert_int_equal(add(ix, 2, "lie 0.bin", 5), INDEX_DUPLICATE);
+  assert_int_equal(add(ix, 2, "lie 0.bin", 6), INDEX_OK);
+  assert_int_equal(index_owner_entries(ix, 2), INDEX_NAMES_PER_CID + 1);
+  uint8_t cid[32], honest[32];
+  mk_id(cid, 5, 0xCC);
+  mk_id(honest, 1, 0xAA);
+  IndexHit h[16];
+  size_t n = index_lookup_cid(ix, cid, h, 16);
+  assert_int_equal(n, 2);
+  assert_memory_not_equal(h[0].peer, h[1].peer, 32);
+  assert_true(memcmp(h[0].peer, honest, 32) == 0 || memcmp(h[1].peer, honest, 32) == 0);
+  index_free(ix);
+}
+
+/* With more owners than max, which ones answer is a uniform choice: over
+ * many lookups with max 1 the oldest and the newest owner both come up. */
+static void test_lookup_cid_no_order_bias(void **state)
+{
+  (void)state;
+  Index *ix = index_new(100);
+  for (uint64_t o = 1; o <= 4; o++)
+    add(ix, o, "same.bin", 6);
+  uint8_t cid[32];
+  mk_id(cid, 6, 0xCC);
+  unsigned seen[5] = {0};
+  for (int i = 0; i < 400; i++) {
+    IndexHit h[1];
+    assert_int_equal(index_lookup_cid(ix, cid, h, 1), 1);
+    seen[h[0].peer[0]]++; /* mk_id puts the owner number first */
+  }
+  for (int o = 1; o <= 4; o++)
+    assert_true(seen[o] > 40); /* expected 100 each */
   index_free(ix);
 }
 
@@ -385,10 +441,16 @@ static void m_check_queries(Index *ix)
   assert_int_equal(index_size(ix), live);
   assert_int_equal(index_owner_count(ix), owners);
 
+  /* A content-id lookup answers once per owner. */
   static size_t per_cid[M_CIDS];
+  static uint64_t owners_of[M_CIDS]; /* bit o: owner o has the cid */
   memset(per_cid, 0, sizeof per_cid);
+  memset(owners_of, 0, sizeof owners_of);
   for (size_t i = 0; i < model_n; i++)
-    per_cid[model[i].cid] += model[i].live;
+    if (model[i].live && !(owners_of[model[i].cid] & (1ull << model[i].owner))) {
+      owners_of[model[i].cid] |= 1ull << model[i].owner;
+      per_cid[model[i].cid]++;
+    }
   for (uint32_t c = 0; c < M_CIDS; c++) {
     uint8_t cid[32];
     mk_id(cid, c, 0xCC);
@@ -488,11 +550,18 @@ static void test_against_model(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_multi_term_search),          cmocka_unit_test(test_remove_owner),
-      cmocka_unit_test(test_lookup_cid_all_owners),      cmocka_unit_test(test_owner_cap),
-      cmocka_unit_test(test_duplicate_and_badname),      cmocka_unit_test(test_max_results),
-      cmocka_unit_test(test_slot_reuse_no_resurrection), cmocka_unit_test(test_churn),
-      cmocka_unit_test(test_remove_large_owner_fast),    cmocka_unit_test(test_against_model),
+      cmocka_unit_test(test_multi_term_search),
+      cmocka_unit_test(test_remove_owner),
+      cmocka_unit_test(test_lookup_cid_all_owners),
+      cmocka_unit_test(test_lookup_cid_liar_many_names),
+      cmocka_unit_test(test_lookup_cid_no_order_bias),
+      cmocka_unit_test(test_owner_cap),
+      cmocka_unit_test(test_duplicate_and_badname),
+      cmocka_unit_test(test_max_results),
+      cmocka_unit_test(test_slot_reuse_no_resurrection),
+      cmocka_unit_test(test_churn),
+      cmocka_unit_test(test_remove_large_owner_fast),
+      cmocka_unit_test(test_against_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

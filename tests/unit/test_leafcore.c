@@ -589,6 +589,44 @@ static void test_search_hit_cap_and_bad_query(void **state)
   fixture_free(f);
 }
 
+/* Issue 11 finding 3: a leaf naming one content id 16 ways gives one hit,
+ * so it cannot fill a search (or its limit) before another leaf's hit. */
+static void test_search_dedups_by_peer_and_cid(void **state)
+{
+  (void)state;
+  Fixture *f = connected_fixture(T0);
+  uint32_t id = leaf_core_search(f->core, QUERY_CONTENT_ID, "aa", 3, 2000, T0);
+  leaf_core_search_limit(f->core, id, 16);
+  actions_free(actions(f->core));
+  char names[16][16];
+  const char *np[16];
+  WireHit h[16];
+  WireMsg m;
+  for (int i = 0; i < 16; i++) {
+    snprintf(names[i], sizeof names[i], "lie %d.bin", i);
+    np[i] = names[i];
+  }
+  hits_msg(&m, h, id, np, 16, 0xE1);
+  for (int i = 0; i < 16; i++)
+    cid_of("the file", h[i].cid);
+  feed(f->core, &m, T0 + 1);
+  GArray *a = actions(f->core);
+  assert_int_equal(a->len, 1);
+  assert_int_equal(act(a, 0)->kind, LEAF_ACT_HIT);
+  assert_int_equal(act(a, 0)->peer[0], 0xE1);
+  actions_free(a);
+  /* The honest leaf's hit still comes through, and the search goes on. */
+  hits_msg(&m, h, id, np, 1, 0xE2);
+  cid_of("the file", h[0].cid);
+  feed(f->core, &m, T0 + 2);
+  a = actions(f->core);
+  assert_int_equal(a->len, 1);
+  assert_int_equal(act(a, 0)->kind, LEAF_ACT_HIT);
+  assert_int_equal(act(a, 0)->peer[0], 0xE2);
+  actions_free(a);
+  fixture_free(f);
+}
+
 static void test_search_limit_ends_early(void **state)
 {
   (void)state;
@@ -880,6 +918,7 @@ int main(void)
       cmocka_unit_test(test_search_while_disconnected_fails_at_once),
       cmocka_unit_test(test_search_collects_hits_until_deadline),
       cmocka_unit_test(test_search_hit_cap_and_bad_query),
+      cmocka_unit_test(test_search_dedups_by_peer_and_cid),
       cmocka_unit_test(test_search_limit_ends_early),
       cmocka_unit_test(test_disconnect_fails_pending_search),
       cmocka_unit_test(test_silent_super_node_closed_and_redialed),

@@ -1,0 +1,202 @@
+/* sources.c - the candidate sources of one download (sources.h). */
+#include "sources.h"
+
+#include <glib.h>
+#include <string.h>
+
+typedef enum {
+  CAND_NEW,     /* not linked yet */
+  CAND_LINKING, /* link asked for at since, not open */
+  CAND_OPEN,    /* link open: a source */
+  CAND_DONE,    /* its link ended after opening, or its size was given up */
+  CAND_BAD,     /* its link never opened: never again in this download */
+} CandState;
+
+typedef struct {
+  uint8_t peer[32];
+  uint64_t size;
+  uint64_t since; /* LINKING */
+  CandState state;
+} Cand;
+
+struct Sources {
+  unsigned max;
+  uint64_t open_wait_ms;
+  SourcesRandomFn rng;
+  void *rng_ctx;
+  GArray *cands; /* Cand, in the order of the hits */
+};
+
+Sources *sources_new(unsigned max, uint64_t open_wait_ms, SourcesRandomFn rng, void *rng_ctx)
+{
+  if (max == 0 || !rng)
+    return NULL;
+  Sources *s = g_new0(Sources, 1);
+  s->max = max;
+  s->open_wait_ms = open_wait_ms;
+  s->rng = rng;
+  s->rng_ctx = rng_ctx;
+  s->cands = g_array_new(FALSE, TRUE, sizeof(Cand));
+  return s;
+}
+
+void sources_free(Sources *s)
+{
+  if (!s)
+    return;
+  g_array_unref(s->cands);
+  g_free(s);
+}
+
+static Cand *find(const Sources *s, const uint8_t peer[32])
+{
+  for (guint i = 0; i < s->cands->len; i++) {
+    Cand *c = &g_array_index(s->cands, Cand, i);
+    if (memcmp(c->peer, peer, 32) == 0)
+      return c;
+  }
+  return NULL;
+}
+
+bool sources_add(Sources *s, const uint8_t peer[32], uint64_t size)
+{
+  if (find(s, peer) || s->cands->len >= s->max)
+    return false;
+  Cand c = {.size = size, .state = CAND_NEW};
+  memcpy(c.peer, peer, 32);
+  g_array_append_val(s->cands, c);
+  return true;
+}
+
+void sources_restart(Sources *s)
+{
+  for (guint i = s->cands->len; i-- > 0;)
+    if (g_array_index(s->cands, Cand, i).state != CAND_BAD)
+      g_array_remove_index(s->cands, i);
+}
+
+size_t sources_count(const Sources *s)
+{
+  return s->cands->len - sources_bad(s);
+}
+
+size_t sources_bad(const Sources *s)
+{
+  size_t n = 0;
+  for (guint i = 0; i < s->cands->len; i++)
+    n += g_array_index(s->cands, Cand, i).state == CAND_BAD;
+  return n;
+}
+
+/* A uniform choice among n (> 0); the modulo bias is below 2^-32 * n. */
+static size_t pick(Sources *s, size_t n)
+{
+  uint8_t b[8];
+  s->rng(b, sizeof b, s->rng_ctx);
+  uint64_t r = 0;
+  for (int i = 0; i < 8; i++)
+    r = r << 8 | b[i];
+  return (size_t)(r % n);
+}
+
+/* The k-th (0-based) untried candidate of size (any size if !by_size). */
+static Cand *nth_new(const Sources *s, bool by_size, uint64_t size, size_t k)
+{
+  for (guint i = 0; i < s->cands->len; i++) {
+    Cand *c = &g_array_index(s->cands, Cand, i);
+    if (c->state == CAND_NEW && (!by_size || c->size == size) && k-- == 0)
+      return c;
+  }
+  return NULL;
+}
+
+static size_t count_new(const Sources *s, bool by_size, uint64_t size)
+{
+  size_t n = 0;
+  for (guint i = 0; i < s->cands->len; i++) {
+    const Cand *c = &g_array_index(s->cands, Cand, i);
+    n += c->state == CAND_NEW && (!by_size || c->size == size);
+  }
+  return n;
+}
+
+bool sources_pick_size(Sources *s, uint64_t *size)
+{
+  size_t n = count_new(s, false, 0);
+  if (n == 0)
+    return false;
+  *size = nth_new(s, false, 0, pick(s, n))->size;
+  return true;
+}
+
+void sources_drop_size(Sources *s, uint64_t size)
+{
+  for (guint i = 0; i < s->cands->len; i++) {
+    Cand *c = &g_array_index(s->cands, Cand, i);
+    if (c->state == CAND_NEW && c->size == size)
+      c->state = CAND_DONE;
+  }
+}
+
+bool sources_waiting(const Sources *s, uint64_t size)
+{
+  return count_new(s, true, size) > 0;
+}
+
+bool sources_next(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32])
+{
+  size_t n = count_new(s, true, size);
+  if (n == 0)
+    return false;
+  Cand *c = nth_new(s, true, size, pick(s, n));
+  c->state = CAND_LINKING;
+  c->since = now;
+  memcpy(peer, c->peer, 32);
+  return true;
+}
+
+void sources_opened(Sources *s, const uint8_t peer[32])
+{
+  Cand *c = find(s, peer);
+  if (c && c->state == CAND_LINKING)
+    c->state = CAND_OPEN;
+}
+
+void sources_closed(Sources *s, const uint8_t peer[32])
+{
+  Cand *c = find(s, peer);
+  if (!c)
+    return;
+  if (c->state == CAND_LINKING)
+    c->state = CAND_BAD;
+  else if (c->state == CAND_OPEN)
+    c->state = CAND_DONE;
+}
+
+bool sources_overdue(Sources *s, uint64_t now, uint8_t peer[32])
+{
+  if (count_new(s, false, 0) == 0)
+    return false; /* nobody to give the slot to: the link's own deadline rules */
+  for (guint i = 0; i < s->cands->len; i++) {
+    Cand *c = &g_array_index(s->cands, Cand, i);
+    if (c->state == CAND_LINKING && now - c->since >= s->open_wait_ms) {
+      c->state = CAND_BAD;
+      memcpy(peer, c->peer, 32);
+      return true;
+    }
+  }
+  return false;
+}
+
+uint64_t sources_next_deadline(const Sources *s)
+{
+  if (count_new(s, false, 0) == 0)
+    return UINT64_MAX;
+  uint64_t t = UINT64_MAX;
+  for (guint i = 0; i < s->cands->len; i++) {
+    const Cand *c = &g_array_index(s->cands, Cand, i);
+    if (c->state == CAND_LINKING)
+      t = MIN(t, c->since + s->open_wait_ms);
+  }
+  return t;
+}
