@@ -628,6 +628,14 @@ static const CfgDef sn_settings[] = {
      .def = "2000",
      .arg = "N",
      .help = "Leaf sessions accepted"},
+    {.key = "query-rate",
+     .type = CFG_INT,
+     .min = 1,
+     .max = 1000000,
+     .def = G_STRINGIFY(SN_QUERY_RATE),
+     .arg = "N",
+     .help = "Queries handled per second, all leaves and links together, shared fairly "
+             "between them"},
     {.key = "state-dir",
      .type = CFG_PATH,
      .arg = "DIR",
@@ -858,6 +866,7 @@ int main(int argc, char **argv)
   cfg.target_degree = (unsigned)cfg_get_int(conf, "degree");
   cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
   cfg.max_leaves = (unsigned)cfg_get_int(conf, "max-leaves");
+  cfg.query_rate = cfg.query_burst = (double)cfg_get_int(conf, "query-rate");
   cfg.group = group;
   if (group && *group) {
     if (strlen(group) > WIRE_MAX_GROUP || !wire_utf8_ok(group, strlen(group))) {

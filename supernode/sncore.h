@@ -18,6 +18,8 @@
 
 typedef struct SnCore SnCore;
 
+#define SN_QUERY_RATE 400 /* default query_rate, per second */
+
 typedef struct {
   const char *advertise;    /* our "host:port" for other super nodes */
   bool discovery;           /* learn addresses and keep target_degree */
@@ -30,7 +32,12 @@ typedef struct {
   size_t max_entries_per_leaf;
   double leaf_query_rate, leaf_query_burst;   /* per leaf session */
   double super_query_rate, super_query_burst; /* per super-node link */
-  double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf */
+  double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf (and per link) */
+  /* Queries handled per second from all sources together (our leaves'
+   * searches and links' queries), shared fairly: per link, and our leaves
+   * as one more share split per leaf (fairshare.h). Keep it at or under
+   * super_query_rate, so honest neighbours never throttle our forwards. */
+  double query_rate, query_burst;
   /* Groups (supernode/GROUPS.md). group NULL or "": a group of one. */
   const char *group;
   uint64_t group_hb_ms;   /* heartbeat: GROUP_STATE to members and leaves */
