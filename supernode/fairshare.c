@@ -2,9 +2,14 @@
  *
  * Invariants:
  * - An Origin exists exactly while it has queued items; it is then in its
- *   group's ring once. A Group exists exactly while one of its origins does;
- *   it is then in the scheduler's ring once. So memory follows what is
- *   queued, and what is queued is capped.
+ *   group's fresh list or its ring, once. A Group exists exactly while one
+ *   of its origins does; it is then in the scheduler's fresh list or ring,
+ *   once. So memory follows what is queued, and what is queued is capped.
+ * - Fresh lists (fq_codel's "new flows"): an origin or group that had
+ *   nothing queued is served before the backlogged ones, once, then joins
+ *   the ring's tail. A sender that asks rarely (an honest leaf's search)
+ *   thus waits for no round of the backlogged crowd, while a backlogged
+ *   sender cannot stay fresh; the total rate caps the fresh ones too.
  * - Inside an origin items are oldest first, so staleness is checked at the
  *   head only.
  */
@@ -24,12 +29,15 @@ typedef struct {
   uint64_t key;
   FsGroup *group;
   GQueue items; /* FsItem*, oldest first */
+  bool fresh;   /* in group->fresh, not yet served */
 } FsOrigin;
 
 struct FsGroup {
   uint64_t key;
-  GQueue ring; /* FsOrigin* with items, the next one to serve first */
+  GQueue fresh; /* FsOrigin* newly active, served first */
+  GQueue ring;  /* FsOrigin* backlogged, the next one to serve first */
   size_t queued;
+  bool is_fresh; /* in FairShare.fresh */
 };
 
 struct FairShare {
@@ -39,7 +47,8 @@ struct FairShare {
   uint64_t last_ms;
   GHashTable *origins; /* &FsOrigin.key -> FsOrigin*, owned */
   GHashTable *groups;  /* &FsGroup.key -> FsGroup*, owned */
-  GQueue ring;         /* FsGroup* with items, the next one to serve first */
+  GQueue fresh;        /* FsGroup* newly active, served first */
+  GQueue ring;         /* FsGroup* backlogged, the next one to serve first */
   size_t queued;
   FairShareStats stats;
 };
@@ -61,6 +70,7 @@ FairShare *fairshare_new(const FairShareConfig *cfg, FairShareFreeFn free_item, 
   fs->last_ms = now;
   fs->origins = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
   fs->groups = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
+  g_queue_init(&fs->fresh);
   g_queue_init(&fs->ring);
   return fs;
 }
@@ -81,10 +91,10 @@ static FsItem *take_head(FairShare *fs, FsOrigin *o)
   g->queued--;
   fs->queued--;
   if (g_queue_is_empty(&o->items)) {
-    g_queue_remove(&g->ring, o);
+    g_queue_remove(o->fresh ? &g->fresh : &g->ring, o);
     g_hash_table_remove(fs->origins, &o->key);
-    if (g_queue_is_empty(&g->ring)) {
-      g_queue_remove(&fs->ring, g);
+    if (g_queue_is_empty(&g->fresh) && g_queue_is_empty(&g->ring)) {
+      g_queue_remove(g->is_fresh ? &fs->fresh : &fs->ring, g);
       g_hash_table_remove(fs->groups, &g->key);
     }
   }
@@ -105,8 +115,11 @@ void fairshare_free(FairShare *fs)
       drop_item(fs, it);
   }
   g_hash_table_iter_init(&iter, fs->groups);
-  while (g_hash_table_iter_next(&iter, NULL, &v))
+  while (g_hash_table_iter_next(&iter, NULL, &v)) {
+    g_queue_clear(&((FsGroup *)v)->fresh);
     g_queue_clear(&((FsGroup *)v)->ring);
+  }
+  g_queue_clear(&fs->fresh);
   g_queue_clear(&fs->ring);
   g_hash_table_destroy(fs->origins);
   g_hash_table_destroy(fs->groups);
@@ -127,22 +140,26 @@ static void refill(FairShare *fs, uint64_t now)
 static FsOrigin *longest_in(FsGroup *g)
 {
   FsOrigin *best = NULL;
-  for (GList *l = g->ring.head; l; l = l->next) {
-    FsOrigin *o = l->data;
-    if (!best || o->items.length > best->items.length)
-      best = o;
-  }
+  GList *lists[2] = {g->ring.head, g->fresh.head};
+  for (int k = 0; k < 2; k++)
+    for (GList *l = lists[k]; l; l = l->next) {
+      FsOrigin *o = l->data;
+      if (!best || o->items.length > best->items.length)
+        best = o;
+    }
   return best;
 }
 
 static FsGroup *longest_group(FairShare *fs)
 {
   FsGroup *best = NULL;
-  for (GList *l = fs->ring.head; l; l = l->next) {
-    FsGroup *g = l->data;
-    if (!best || g->queued > best->queued)
-      best = g;
-  }
+  GList *lists[2] = {fs->ring.head, fs->fresh.head};
+  for (int k = 0; k < 2; k++)
+    for (GList *l = lists[k]; l; l = l->next) {
+      FsGroup *g = l->data;
+      if (!best || g->queued > best->queued)
+        best = g;
+    }
   return best;
 }
 
@@ -192,16 +209,19 @@ bool fairshare_push(FairShare *fs, uint64_t group, uint64_t origin, void *item, 
     if (!g) {
       g = g_new0(FsGroup, 1);
       g->key = group;
+      g_queue_init(&g->fresh);
       g_queue_init(&g->ring);
+      g->is_fresh = true;
       g_hash_table_insert(fs->groups, &g->key, g);
-      g_queue_push_tail(&fs->ring, g);
+      g_queue_push_tail(&fs->fresh, g);
     }
     o = g_new0(FsOrigin, 1);
     o->key = origin;
     o->group = g;
     g_queue_init(&o->items);
+    o->fresh = true;
     g_hash_table_insert(fs->origins, &o->key, o);
-    g_queue_push_tail(&g->ring, o);
+    g_queue_push_tail(&g->fresh, o);
   }
   FsItem *it = g_new(FsItem, 1);
   it->item = item;
@@ -219,11 +239,18 @@ void *fairshare_next(FairShare *fs, uint64_t now, uint64_t *origin)
   while (fs->queued > 0) {
     if (fs->tokens < 1.0)
       return NULL;
-    /* Serve the group at the head of the ring, and in it the origin at the
-     * head of its ring; both go to the back if they still have items. */
-    FsGroup *g = g_queue_pop_head(&fs->ring);
+    /* Serve the first fresh group, else the group at the head of the
+     * ring, and in it likewise an origin; both go to the ring's tail (if
+     * they still have items after this one). */
+    FsGroup *g = g_queue_pop_head(&fs->fresh);
+    if (!g)
+      g = g_queue_pop_head(&fs->ring);
+    g->is_fresh = false;
     g_queue_push_tail(&fs->ring, g);
-    FsOrigin *o = g_queue_pop_head(&g->ring);
+    FsOrigin *o = g_queue_pop_head(&g->fresh);
+    if (!o)
+      o = g_queue_pop_head(&g->ring);
+    o->fresh = false;
     g_queue_push_tail(&g->ring, o);
     uint64_t key = o->key;
     FsItem *it = take_head(fs, o);

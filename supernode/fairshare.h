@@ -7,7 +7,9 @@
  * item, two levels deep). So a group gets its share of the rate however many
  * origins it holds, and an origin its share of its group's: 100 Sybil leaves
  * in the "our leaves" group cannot take more than that group's share from a
- * neighbour, nor more than their 100 shares from an honest leaf.
+ * neighbour, nor more than their 100 shares from an honest leaf. An origin
+ * or group that had nothing queued goes first, once (fq_codel's sparse-flow
+ * rule), so a rare honest query does not wait a whole round of the crowd.
  *
  * Memory is bounded: at most max_per_origin items per origin, max_per_group
  * per group and max_total in all. When a cap is hit, the new item pushes out

@@ -107,16 +107,25 @@ static void test_round_robin_between_origins(void **state)
   assert_false(fairshare_push(fs, 7, 1, item(1), now));
   assert_int_equal(freed, 1);
   assert_int_equal(fairshare_stats(fs)->refused, 1);
-  /* Some have gone out when the honest one queues. */
-  for (int i = 0; i < 30; i++, now += 10)
+  /* Every origin has been served once (none is fresh any more) and some
+   * twice when the honest one queues. */
+  for (int i = 0; i < 130; i++, now += 10)
     next(fs, now);
-  assert_true(fairshare_push(fs, 7, 999, item(999), now));
+  /* A newly active origin is served first (fresh list) ... */
+  for (int k = 0; k < 3; k++)
+    assert_true(fairshare_push(fs, 7, 999, item(999), now));
+  now += 10;
+  assert_int_equal(next(fs, now), 999);
+  /* ... but once: its second and third items wait for their turn in the
+   * ring, one per round of the 100. */
   int waited = 0;
-  while (next(fs, now) != 999) {
+  while (now += 10, next(fs, now) != 999)
     waited++;
-    now += 10;
-  }
-  assert_true(waited <= 100);
+  assert_int_equal(waited, 100);
+  waited = 0;
+  while (now += 10, next(fs, now) != 999)
+    waited++;
+  assert_int_equal(waited, 100);
   /* And every Sybil origin got its turn in order: counts stay level. */
   size_t lo = SIZE_MAX, hi = 0;
   for (uint64_t o = 1; o <= 100; o++) {
