@@ -21,6 +21,10 @@
  *   sybil       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS: SESSIONS
  *               leaf sessions, each sending RATE searches a second, evenly
  *               paced, for SECONDS; prints "sent N hits M"
+ * A super-node link whose query ids collide (exit 0 after SECONDS):
+ *   qidflood    canopy-hostile qidflood HOST:PORT RATE SECONDS same|random:
+ *               HELLO as a super node, then RATE QUERYs a second (ttl 0),
+ *               ids sharing their first 4 bytes (same) or random
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -224,6 +228,62 @@ static bool sybil_read(Sybil *s, long *hits)
   return true;
 }
 
+/* A neighbour sending RATE queries a second whose ids agree in their first
+ * 4 bytes: a table hashing a prefix puts them in one chain. */
+static int qidflood_main(int argc, char **argv)
+{
+  if (argc != 6) {
+    fprintf(stderr, "usage: canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n");
+    return 2;
+  }
+  double rate = atof(argv[3]);
+  long seconds = atol(argv[4]);
+  bool same = strcmp(argv[5], "same") == 0;
+  if (!(rate > 0) || rate > 100000 || seconds < 1 || !crypto_ready())
+    return 2;
+  Sybil s = {.fd = dial(argv[2])};
+  if (s.fd < 0 || !identity_generate(&s.id))
+    return 2;
+  s.ch = channel_new(&s.id, CHANNEL_INITIATOR);
+  flush_channel(s.fd, s.ch);
+  if (pump(s.fd, s.ch, 5000, NULL) == 0 || channel_state(s.ch) != CHANNEL_OPEN)
+    return 2;
+  WireMsg h = {.type = MSG_HELLO};
+  h.u.hello.role = ROLE_SUPER;
+  h.u.hello.listen = wire_str("", 0);
+  h.u.hello.agent = wire_str("hostile", 7);
+  send_msg(s.fd, s.ch, &h);
+  long start = mono_ms(), sent = 0, hits = 0;
+  bool up = true;
+  srand((unsigned)start);
+  for (long now = start; up && now < start + seconds * 1000; now = mono_ms()) {
+    long due = (long)((double)(now - start) * rate / 1000.0);
+    for (; sent < due; sent++) {
+      WireMsg q = {.type = MSG_QUERY};
+      /* same: 4 fixed bytes, 8 that name this process (several run at
+       * once), then a counter. */
+      memset(q.u.query.qid, 0xC5, WIRE_QID_LEN);
+      memcpy(q.u.query.qid + 4, s.id.pk, 8);
+      uint32_t n = (uint32_t)sent;
+      if (!same)
+        for (int k = 0; k < WIRE_QID_LEN; k++)
+          q.u.query.qid[k] = (uint8_t)rand();
+      memcpy(q.u.query.qid + WIRE_QID_LEN - sizeof n, &n, sizeof n);
+      q.u.query.ttl = 0;
+      q.u.query.text = wire_str("x", 1);
+      send_msg(s.fd, s.ch, &q);
+    }
+    struct pollfd pfd = {s.fd, POLLIN, 0};
+    if (poll(&pfd, 1, 5) > 0)
+      up = sybil_read(&s, &hits);
+  }
+  printf("sent %ld link %s\n", sent, up ? "up" : "closed");
+  channel_free(s.ch);
+  identity_clear(&s.id);
+  close(s.fd);
+  return up ? 0 : 1;
+}
+
 /* SESSIONS leaves that each search at RATE per second, paced so that no
  * single session ever exceeds its own limit: the attack per-session rate
  * limits cannot see. */
@@ -328,12 +388,15 @@ int main(int argc, char **argv)
             "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
             "HOST:PORT [COUNT]\n"
             "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
-            "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n");
+            "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n"
+            "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n");
     return 2;
   }
   const char *mode = argv[1];
   if (strcmp(mode, "sybil") == 0)
     return sybil_main(argc, argv);
+  if (strcmp(mode, "qidflood") == 0)
+    return qidflood_main(argc, argv);
   int fd = dial(argv[2]);
   if (fd < 0) {
     fprintf(stderr, "canopy-hostile: cannot connect to %s\n", argv[2]);
