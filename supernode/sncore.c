@@ -45,6 +45,7 @@ void sn_config_defaults(SnConfig *c)
   c->super_query_burst = 1000;
   c->query_rate = SN_QUERY_RATE;
   c->query_burst = SN_QUERY_RATE;
+  c->signal_rate = SN_SIGNAL_RATE;
   c->leaf_signal_rate = 5;
   c->leaf_signal_burst = 20;
   c->group = NULL;
@@ -103,7 +104,7 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
     c->stats.links--;
   }
   mesh_link_down(c->mesh, p->conn, now);
-  sn_query_forget(c, p->conn);
+  sn_sched_forget(c, p->conn);
   g_hash_table_remove(c->peers, &p->conn);
   c->stats.index_entries = index_size(c->index);
 }
@@ -160,7 +161,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->index = index_new(cfg->max_entries_per_leaf);
   c->roster = c->index ? roster_new(c->index) : NULL;
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
-  c->queries = sn_query_sched_new(&c->cfg, now);
+  bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
   g_queue_init(&c->actions);
   c->next_housekeeping = now;
@@ -171,7 +172,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   }
   c->cfg.network_pk = NULL; /* borrowed for sn_core_new only */
   group_init(c, now);
-  if (!c->index || !c->queries) {
+  if (!c->index || !sched) {
     sn_core_free(c);
     return NULL;
   }
@@ -193,7 +194,7 @@ void sn_core_free(SnCore *c)
   roster_free(c->roster);
   index_free(c->index);
   flood_free(c->flood);
-  fairshare_free(c->queries);
+  sn_sched_free(c);
   mesh_free(c->mesh);
   g_free(c);
 }
@@ -478,6 +479,12 @@ static void forward_cb(gpointer k, gpointer v, gpointer ud)
     f->c->stats.queries_forwarded++;
 }
 
+void sn_forward(SnCore *c, uint64_t except, const WireMsg *m)
+{
+  Forward f = {c, except, m};
+  g_hash_table_foreach(c->peers, forward_cb, &f);
+}
+
 /* Handles a query id for the first time: route, answer, forward. */
 void sn_handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN], uint8_t ttl,
                      uint8_t kind, WireStr text, uint32_t req, uint64_t now)
@@ -644,9 +651,7 @@ static void on_signal(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   if (fwd.u.signal.ttl == 0)
     return;
   fwd.u.signal.ttl--;
-  Forward f = {c, p->conn, &fwd};
-  g_hash_table_foreach(c->peers, forward_cb, &f);
-  c->stats.signals_relayed++;
+  sn_signal_push(c, p, &fwd, now); /* flooded in fair turns (qsched.c) */
 }
 
 void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uint64_t now)
@@ -785,7 +790,7 @@ void sn_core_tick(SnCore *c, uint64_t now)
     flood_expire(c->flood, now);
     c->next_housekeeping = now + sweep_period(c);
   }
-  sn_query_drain(c, now);
+  sn_sched_drain(c, now);
   group_tick(c, now);
   for (int i = 0; i < MAX_DIALS_PER_TICK; i++) {
     bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
@@ -801,7 +806,7 @@ uint64_t sn_core_next_deadline(const SnCore *c)
 {
   bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
   uint64_t t = MIN(c->next_housekeeping, mesh_next_attempt(c->mesh, want_more));
-  t = MIN(t, fairshare_deadline(c->queries));
+  t = MIN(t, sn_sched_deadline(c));
   return MIN(t, group_deadline(c));
 }
 

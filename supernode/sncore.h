@@ -18,7 +18,8 @@
 
 typedef struct SnCore SnCore;
 
-#define SN_QUERY_RATE 400 /* default query_rate, per second */
+#define SN_QUERY_RATE 400  /* default query_rate, per second */
+#define SN_SIGNAL_RATE 200 /* default signal_rate, per second */
 
 typedef struct {
   const char *advertise;    /* our "host:port" for other super nodes */
@@ -38,6 +39,10 @@ typedef struct {
    * as one more share split per leaf (fairshare.h). Keep it at or under
    * super_query_rate, so honest neighbours never throttle our forwards. */
   double query_rate, query_burst;
+  /* ICE offers flooded to links per second, all sources together, shared
+   * the same way (default SN_SIGNAL_RATE; keep it under super_query_rate,
+   * which also caps a link's signals). */
+  double signal_rate;
   /* Groups (supernode/GROUPS.md). group NULL or "": a group of one. */
   const char *group;
   uint64_t group_hb_ms;   /* heartbeat: GROUP_STATE to members and leaves */

@@ -92,8 +92,9 @@ struct SnCore {
   Index *index;
   Roster *roster; /* one record per leaf whose entries we hold */
   Flood *flood;
-  FairShare *queries;         /* searches and queries waiting for their turn (qsched.c) */
-  uint64_t queries_shed_seen; /* the scheduler's drops already in stats */
+  FairShare *queries; /* searches and queries waiting for their turn (qsched.c) */
+  FairShare *signals; /* ICE offers waiting to be flooded (qsched.c) */
+  uint64_t queries_shed_seen, signals_shed_seen; /* schedulers' drops already in stats */
   Mesh *mesh;
   GQueue actions; /* SnAction*, owned */
   SnStats stats;
@@ -116,16 +117,26 @@ Peer *sn_find_link(SnCore *c, const uint8_t id[32], uint64_t skip);
 void sn_handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN], uint8_t ttl,
                      uint8_t kind, WireStr text, uint32_t req, uint64_t now);
 
-/* qsched.c: the fair queue in front of sn_handle_query. */
-FairShare *sn_query_sched_new(const SnConfig *cfg, uint64_t now);
+/* Sends m to every super-node link but except. */
+void sn_forward(SnCore *c, uint64_t except, const WireMsg *m);
+
+/* qsched.c: the fair queues in front of sn_handle_query and of flooding
+ * ICE offers. */
+bool sn_sched_init(SnCore *c, uint64_t now);
+void sn_sched_free(SnCore *c);
 /* Queues a leaf's SEARCH (qid NULL: drawn when it is handled) or a link's
  * QUERY, then handles what the budget allows. */
 void sn_query_push(SnCore *c, Peer *from, const uint8_t *qid, uint8_t ttl, uint8_t kind,
                    WireStr text, uint32_t req, uint64_t now);
-/* Handles queued queries while the budget allows. */
-void sn_query_drain(SnCore *c, uint64_t now);
-/* A session closed: its queued queries go. */
-void sn_query_forget(SnCore *c, uint64_t conn);
+/* Queues an OFFER (ttl already decremented, src stamped) to flood to every
+ * link but from's, then floods what the budget allows. */
+void sn_signal_push(SnCore *c, Peer *from, const WireMsg *offer, uint64_t now);
+/* Handles queued queries and offers while the budgets allow. */
+void sn_sched_drain(SnCore *c, uint64_t now);
+/* When sn_sched_drain next has work (UINT64_MAX: nothing queued). */
+uint64_t sn_sched_deadline(const SnCore *c);
+/* A session closed: its queued queries and offers go. */
+void sn_sched_forget(SnCore *c, uint64_t conn);
 
 /* Binds leaf session p (kind NEW or WATCH) as an attached leaf: record,
  * leaves_by_id, ATTACHED. */

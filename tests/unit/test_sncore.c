@@ -1172,6 +1172,53 @@ static void test_links_share_fairly(void **state)
   net_free(net);
 }
 
+/* Offers flood the mesh in fair turns too: Sybil leaves on S1 each within
+ * their own offer rate (10/s here, to leaves nobody has) cannot make S2
+ * drop an honest leaf's offer to S2's leaf. */
+static void test_offers_share_fairly(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.signal_rate = 40;
+  cfg.leaf_signal_rate = 10;
+  cfg.super_query_rate = cfg.super_query_burst = 60;
+  Net *net = net_new(2, &cfg, false);
+  net_link(net, S1, S2);
+  int target = leaf_add(net, S2);
+  int honest = leaf_add(net, S1);
+  int sybil[SYBILS];
+  for (int i = 0; i < SYBILS; i++)
+    sybil[i] = leaf_add(net, S1);
+  WireMsg offer = {.type = MSG_SIGNAL};
+  offer.u.signal.ttl = 3;
+  offer.u.signal.kind = SIGNAL_OFFER;
+  offer.u.signal.text = wire_str("offer", 5);
+  uint64_t t0 = net->now;
+  unsigned sent = 0;
+  for (uint32_t step = 0; step < 80; step++) {
+    for (int i = 0; i < SYBILS; i++) {
+      memset(offer.u.signal.dst, 0x99, 32); /* nobody */
+      memset(offer.u.signal.sid, 0x20 + i, WIRE_QID_LEN);
+      memcpy(offer.u.signal.sid, &step, sizeof step);
+      leaf_send(net, sybil[i], &offer);
+    }
+    if (step % 10 == 5) {
+      memcpy(offer.u.signal.dst, net->leaves[target].id, 32);
+      memset(offer.u.signal.sid, 0x01, WIRE_QID_LEN);
+      memcpy(offer.u.signal.sid, &step, sizeof step);
+      leaf_send(net, honest, &offer);
+      sent++;
+    }
+    net_tick(net, t0 + (step + 1) * 100);
+  }
+  net_tick(net, t0 + 10000);
+  assert_int_equal(sent, 8);
+  assert_int_equal(stats(net, S2)->signals_dropped, 0); /* not shed at S2 ... */
+  assert_true(stats(net, S1)->signals_dropped > 0);     /* ... but at S1 */
+  assert_int_equal(stats(net, S2)->signals_delivered, sent);
+  net_free(net);
+}
+
 /* ICE offers handed to one leaf are capped, whoever sends them. */
 static void test_offers_capped_per_destination(void **state)
 {
@@ -1574,6 +1621,7 @@ int main(void)
       cmocka_unit_test(test_sybil_leaves_share_fairly),
       cmocka_unit_test(test_links_share_fairly),
       cmocka_unit_test(test_offers_capped_per_destination),
+      cmocka_unit_test(test_offers_share_fairly),
       cmocka_unit_test(test_duplicate_link_rule),
       cmocka_unit_test(test_self_connection),
       cmocka_unit_test(test_discovery_links_neighbours),
