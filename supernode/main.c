@@ -542,6 +542,7 @@ static gboolean on_hup(gpointer ud)
   unsigned max_leaves = (unsigned)cfg_get_int(sn->conf, "max-leaves");
   sn_core_set_limits(sn->core, (unsigned)cfg_get_int(sn->conf, "degree"), max_leaves,
                      (uint64_t)cfg_get_int(sn->conf, "keepalive-ms"));
+  sn_core_set_query_rate(sn->core, (double)cfg_get_int(sn->conf, "query-rate"), clock_now_ms());
   sn->max_sessions = max_leaves + sn->max_super_links + 128;
   run_actions(sn); /* the tick's deadline may have moved */
   return G_SOURCE_CONTINUE;
@@ -630,6 +631,7 @@ static const CfgDef sn_settings[] = {
      .help = "Leaf sessions accepted"},
     {.key = "query-rate",
      .type = CFG_INT,
+     .flags = CFG_RELOAD,
      .min = 1,
      .max = 1000000,
      .def = G_STRINGIFY(SN_QUERY_RATE),

@@ -181,6 +181,12 @@ uint64_t sn_sched_deadline(const SnCore *c)
   return MIN(fairshare_deadline(c->queries), fairshare_deadline(c->signals));
 }
 
+void sn_core_set_query_rate(SnCore *c, double rate, uint64_t now)
+{
+  c->cfg.query_rate = c->cfg.query_burst = rate;
+  fairshare_set_rate(c->queries, rate, MAX(rate, 1.0), now);
+}
+
 void sn_sched_forget(SnCore *c, uint64_t conn)
 {
   if (c->queries)

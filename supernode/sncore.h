@@ -174,6 +174,9 @@ void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx);
 void sn_core_set_limits(SnCore *c, unsigned target_degree, unsigned max_leaves,
                         uint64_t keepalive_ms);
 
+/* SIGHUP: a new query_rate (and burst, the same); what is queued stays. */
+void sn_core_set_query_rate(SnCore *c, double rate, uint64_t now);
+
 /* Our network certificate (netcert.h; len bytes, copied), sent in every
  * HELLO from now on: at start, and when the operator renews it (SIGHUP).
  * Links already up keep going. */

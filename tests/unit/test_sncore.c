@@ -1172,6 +1172,47 @@ static void test_links_share_fairly(void **state)
   net_free(net);
 }
 
+/* What is over the budget waits, and the core asks to be woken when the
+ * next token is due; a reload (SIGHUP) changes the rate in place. */
+static void test_query_queue_deadline_and_reload(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.query_rate = cfg.query_burst = 10;
+  Net *net = net_new(1, &cfg, false);
+  int owner = leaf_add(net, S1);
+  const char *files[] = {"needle.txt"};
+  leaf_publish(net, owner, files, 1, true);
+  int a = leaf_add(net, S1), b = leaf_add(net, S1);
+  net_tick(net, net->now); /* housekeeping done: its deadline is 1 s away */
+  for (uint32_t req = 1; req <= 8; req++) {
+    leaf_search(net, a, req, 0, "needle");
+    leaf_search(net, b, req, 0, "needle");
+  }
+  SnCore *core = net->node[S1].core;
+  assert_int_equal(stats(net, S1)->queries_handled, 10);
+  assert_int_equal(stats(net, S1)->queries_throttled, 0); /* queued, not dropped */
+  unsigned answered = 0;
+  for (uint32_t req = 1; req <= 8; req++)
+    answered += (hits_for(net, a, req) == 1) + (hits_for(net, b, req) == 1);
+  assert_int_equal(answered, 10);
+  /* One token every 100 ms: the core says so. */
+  uint64_t due = sn_core_next_deadline(core);
+  assert_true(due > net->now && due <= net->now + 100);
+  net_tick(net, due);
+  assert_int_equal(stats(net, S1)->queries_handled, 11);
+  /* A higher rate takes effect at once: the rest go within 10 ms. */
+  sn_core_set_query_rate(core, 1000, net->now);
+  net_tick(net, net->now + 10);
+  assert_int_equal(stats(net, S1)->queries_handled, 16);
+  assert_int_equal(stats(net, S1)->queries_throttled, 0);
+  for (uint32_t req = 1; req <= 8; req++) {
+    assert_int_equal(hits_for(net, a, req), 1);
+    assert_int_equal(hits_for(net, b, req), 1);
+  }
+  net_free(net);
+}
+
 /* Offers flood the mesh in fair turns too: Sybil leaves on S1 each within
  * their own offer rate (10/s here, to leaves nobody has) cannot make S2
  * drop an honest leaf's offer to S2's leaf. */
@@ -1622,6 +1663,7 @@ int main(void)
       cmocka_unit_test(test_links_share_fairly),
       cmocka_unit_test(test_offers_capped_per_destination),
       cmocka_unit_test(test_offers_share_fairly),
+      cmocka_unit_test(test_query_queue_deadline_and_reload),
       cmocka_unit_test(test_duplicate_link_rule),
       cmocka_unit_test(test_self_connection),
       cmocka_unit_test(test_discovery_links_neighbours),
