@@ -33,7 +33,7 @@ typedef struct {
   size_t max_entries_per_leaf;
   double leaf_query_rate, leaf_query_burst;   /* per leaf session */
   double super_query_rate, super_query_burst; /* per super-node link */
-  double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf (and per link) */
+  double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf (links: super_query_*) */
   /* Queries handled per second from all sources together (our leaves'
    * searches and links' queries), shared fairly: per link, and our leaves
    * as one more share split per leaf (fairshare.h). Keep it at or under
