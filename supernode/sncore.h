@@ -69,7 +69,7 @@ typedef struct {
   uint64_t queries_handled;   /* distinct query ids answered */
   uint64_t queries_forwarded; /* QUERY messages sent to links */
   uint64_t queries_duplicate; /* dropped: id already handled */
-  uint64_t queries_throttled; /* dropped: over the per-session rate */
+  uint64_t queries_throttled; /* dropped: over the per-session rate or their fair share */
   uint64_t hits_sent;         /* hits from our own index */
   uint64_t hits_relayed;      /* hits passed back along the reverse path */
   uint64_t hits_dropped;      /* no route, or over the relay cap */
