@@ -8,6 +8,8 @@
 #include <glib.h>
 #include <string.h>
 
+#include "shorthash.h"
+
 typedef struct {
   uint8_t qid[FLOOD_QID_LEN];
   uint64_t expires;
@@ -21,11 +23,12 @@ struct Flood {
   uint64_t lifetime_ms;
 };
 
-static guint qid_hash(gconstpointer k)
+guint flood_qid_hash(const void *k)
 {
-  guint h;
-  memcpy(&h, k, sizeof h); /* query ids are random */
-  return h;
+  /* Query ids are chosen by peers (a neighbour's QUERY, a leaf's signal
+   * id): hash all of it under our secret key, or ids sharing the bytes we
+   * look at would all land in one probe chain (issue 11, finding 7). */
+  return (guint)shorthash(k, FLOOD_QID_LEN);
 }
 
 static gboolean qid_equal(gconstpointer a, gconstpointer b)
@@ -36,7 +39,7 @@ static gboolean qid_equal(gconstpointer a, gconstpointer b)
 Flood *flood_new(size_t max_entries, uint64_t lifetime_ms)
 {
   Flood *f = g_new0(Flood, 1);
-  f->by_qid = g_hash_table_new(qid_hash, qid_equal);
+  f->by_qid = g_hash_table_new(flood_qid_hash, qid_equal);
   g_queue_init(&f->fifo);
   f->max_entries = max_entries ? max_entries : 1;
   f->lifetime_ms = lifetime_ms;

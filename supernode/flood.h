@@ -38,5 +38,8 @@ void flood_expire(Flood *f, uint64_t now);
 /* When the oldest entry expires (UINT64_MAX if empty). */
 uint64_t flood_next_expiry(const Flood *f);
 size_t flood_size(const Flood *f);
+/* The table's hash of a query id: keyed (shorthash.h) over all its bytes.
+ * Exported for the tests. */
+unsigned flood_qid_hash(const void *qid);
 
 #endif

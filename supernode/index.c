@@ -107,7 +107,6 @@ struct Index {
   size_t cid_cap;    /* power of two */
   unsigned cid_bits;
   size_t cid_used;
-  uint64_t cid_seed; /* peers pick content ids: keep bucket choice unguessable */
 
   GHashTable *words;            /* keyword (Posting.word) -> Posting* */
   GHashTable *owners_by_handle; /* &Owner.handle -> Owner* */
@@ -215,20 +214,13 @@ static void arena_compact(Index *ix)
 
 /* ---- content-id table ------------------------------------------------- */
 
-/* Mixes all 32 bytes with a per-index seed and takes the top bits: a peer
- * that picks content ids cannot aim them at one bucket run without knowing
- * the seed. (Not a keyed PRF; chains and results never depend on buckets.) */
+/* SipHash of all 32 bytes under the process's secret key (shorthash.h),
+ * top bits: a peer that picks content ids cannot aim them at one bucket run.
+ * (A seeded multiply-xor mix is not a PRF; its collisions can be found
+ * without the seed. Chains and results never depend on buckets.) */
 static size_t cid_bucket(const Index *ix, const uint8_t cid[32])
 {
-  uint64_t h = ix->cid_seed;
-  for (int i = 0; i < 4; i++) {
-    uint64_t w;
-    memcpy(&w, cid + 8 * i, 8);
-    h = (h ^ w) * 0x9E3779B97F4A7C15u;
-    h ^= h >> 29;
-  }
-  h *= 0xBF58476D1CE4E5B9u;
-  return (size_t)(h >> (64 - ix->cid_bits));
+  return (size_t)(shorthash(cid, 32) >> (64 - ix->cid_bits));
 }
 
 /* Bucket holding the chain for cid, or SIZE_MAX. */
@@ -558,7 +550,6 @@ Index *index_new(size_t max_per_owner)
     return NULL;
   }
   memset(ix->cid_tab, 0xff, ix->cid_cap * sizeof *ix->cid_tab);
-  ix->cid_seed = (uint64_t)g_random_int() << 32 | g_random_int();
   ix->words = g_hash_table_new(word_hash, g_str_equal);
   ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
   ix->owners = g_ptr_array_new();

@@ -720,6 +720,7 @@ static gboolean on_hup(gpointer ud)
   set_budgets(sn, max_leaves);
   CookieConfig cc = cookie_config(sn->conf);
   cookie_jar_set_config(sn->cookies, &cc);
+  sn_core_set_query_rate(sn->core, (double)cfg_get_int(sn->conf, "query-rate"), clock_now_ms());
   run_actions(sn); /* the tick's deadline may have moved */
   return G_SOURCE_CONTINUE;
 }
@@ -856,6 +857,15 @@ static const CfgDef sn_settings[] = {
      .def = G_STRINGIFY(SN_LISTEN_BACKLOG),
      .arg = "N",
      .help = "Connections the kernel queues for accept (capped by net.core.somaxconn)"},
+    {.key = "query-rate",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 1,
+     .max = 1000000,
+     .def = G_STRINGIFY(SN_QUERY_RATE),
+     .arg = "N",
+     .help = "Queries handled per second, all leaves and links together, shared fairly "
+             "between them"},
     {.key = "state-dir",
      .type = CFG_PATH,
      .arg = "DIR",
@@ -1117,6 +1127,7 @@ int main(int argc, char **argv)
   cfg.target_degree = (unsigned)cfg_get_int(conf, "degree");
   cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
   cfg.max_leaves = (unsigned)cfg_get_int(conf, "max-leaves");
+  cfg.query_rate = cfg.query_burst = (double)cfg_get_int(conf, "query-rate");
   cfg.group = group;
   if (group && *group) {
     if (strlen(group) > WIRE_MAX_GROUP || !wire_utf8_ok(group, strlen(group))) {

@@ -252,7 +252,7 @@ void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupSt
   metrics_counter(w, "queries_forwarded", "QUERY messages sent to links.", st->queries_forwarded);
   metrics_counter(w, "queries_duplicate", "Queries dropped as already handled.",
                   st->queries_duplicate);
-  metrics_counter(w, "queries_throttled", "Queries dropped over a session's rate.",
+  metrics_counter(w, "queries_throttled", "Queries dropped over a session's rate or their share.",
                   st->queries_throttled);
   metrics_counter(w, "hits_sent", "Hits sent from this node's index.", st->hits_sent);
   metrics_counter(w, "hits_relayed", "Hits passed back along a query's reverse path.",

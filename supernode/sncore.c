@@ -15,6 +15,7 @@
 #include <glib.h>
 #include <string.h>
 
+#include "fairshare.h"
 #include "flood.h"
 #include "group.h"
 #include "identity.h"
@@ -42,6 +43,9 @@ void sn_config_defaults(SnConfig *c)
   c->leaf_query_burst = 20;
   c->super_query_rate = 500;
   c->super_query_burst = 1000;
+  c->query_rate = SN_QUERY_RATE;
+  c->query_burst = SN_QUERY_RATE;
+  c->signal_rate = SN_SIGNAL_RATE;
   c->leaf_signal_rate = 5;
   c->leaf_signal_burst = 20;
   c->group = NULL;
@@ -100,6 +104,7 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
     c->stats.links--;
   }
   mesh_link_down(c->mesh, p->conn, now);
+  sn_sched_forget(c, p->conn);
   g_hash_table_remove(c->peers, &p->conn);
   c->stats.index_entries = index_size(c->index);
 }
@@ -156,6 +161,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->index = index_new(cfg->max_entries_per_leaf);
   c->roster = c->index ? roster_new(c->index) : NULL;
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
+  bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
   g_queue_init(&c->actions);
   c->next_housekeeping = now;
@@ -166,7 +172,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   }
   c->cfg.network_pk = NULL; /* borrowed for sn_core_new only */
   group_init(c, now);
-  if (!c->index) {
+  if (!c->index || !sched) {
     sn_core_free(c);
     return NULL;
   }
@@ -188,6 +194,7 @@ void sn_core_free(SnCore *c)
   roster_free(c->roster);
   index_free(c->index);
   flood_free(c->flood);
+  sn_sched_free(c);
   mesh_free(c->mesh);
   g_free(c);
 }
@@ -328,6 +335,7 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   p->kind = PEER_SUPER;
   c->stats.links++;
   ratelimit_init(&p->queries, c->cfg.super_query_rate, c->cfg.super_query_burst, now);
+  ratelimit_init(&p->signals, c->cfg.super_query_rate, c->cfg.super_query_burst, now);
   char listen[MESH_ADDR_MAX + 1] = "";
   memcpy(listen, m->u.hello.listen.p ? m->u.hello.listen.p : "", m->u.hello.listen.len);
   if (p->outbound) {
@@ -359,6 +367,7 @@ void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
   g_hash_table_insert(c->leaves_by_id, p->id, p);
   ratelimit_init(&p->queries, c->cfg.leaf_query_rate, c->cfg.leaf_query_burst, now);
   ratelimit_init(&p->signals, c->cfg.leaf_signal_rate, c->cfg.leaf_signal_burst, now);
+  ratelimit_init(&p->offers_in, SN_OFFERS_PER_LEAF_RATE, SN_OFFERS_PER_LEAF_BURST, now);
   Record *rec = roster_ensure(c->roster, p->id);
   rec->conn = p->conn;
   group_leaf_up(c, rec, now);
@@ -476,9 +485,15 @@ static void forward_cb(gpointer k, gpointer v, gpointer ud)
     f->c->stats.queries_forwarded++;
 }
 
+void sn_forward(SnCore *c, uint64_t except, const WireMsg *m)
+{
+  Forward f = {c, except, m};
+  g_hash_table_foreach(c->peers, forward_cb, &f);
+}
+
 /* Handles a query id for the first time: route, answer, forward. */
-static void handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN], uint8_t ttl,
-                         uint8_t kind, WireStr text, uint32_t req, uint64_t now)
+void sn_handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN], uint8_t ttl,
+                     uint8_t kind, WireStr text, uint32_t req, uint64_t now)
 {
   FloodRoute route = {.conn = from->conn, .from_leaf = from->kind == PEER_LEAF, .req = req};
   if (!flood_first_seen(c->flood, qid, &route, now)) {
@@ -510,10 +525,9 @@ static void on_search(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     c->stats.queries_throttled++;
     return;
   }
-  uint8_t qid[WIRE_QID_LEN];
-  c->rng(qid, sizeof qid, c->rng_ctx);
-  handle_query(c, p, qid, m->u.search.ttl, m->u.search.kind, m->u.search.text, m->u.search.req,
-               now);
+  /* The query id is drawn when the search leaves the queue (qsched.c). */
+  sn_query_push(c, p, NULL, m->u.search.ttl, m->u.search.kind, m->u.search.text, m->u.search.req,
+                now);
 }
 
 static void on_query(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -527,7 +541,11 @@ static void on_query(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     c->stats.queries_throttled++;
     return;
   }
-  handle_query(c, p, m->u.query.qid, m->u.query.ttl, m->u.query.kind, m->u.query.text, 0, now);
+  if (flood_route(c->flood, m->u.query.qid, now)) {
+    c->stats.queries_duplicate++; /* not worth a place in the queue */
+    return;
+  }
+  sn_query_push(c, p, m->u.query.qid, m->u.query.ttl, m->u.query.kind, m->u.query.text, 0, now);
 }
 
 static void on_query_hits(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -601,9 +619,8 @@ static void on_peers(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 static void on_signal(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   WireMsg fwd = *m;
-  bool allowed =
-      p->kind == PEER_LEAF ? ratelimit_take(&p->signals, now) : ratelimit_take(&p->queries, now);
-  if (!allowed) {
+  /* Links have a signal bucket of their own: offers do not eat queries. */
+  if (!ratelimit_take(&p->signals, now)) {
     c->stats.signals_dropped++;
     return;
   }
@@ -627,6 +644,12 @@ static void on_signal(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   }
   Peer *dst = g_hash_table_lookup(c->leaves_by_id, m->u.signal.dst);
   if (dst && dst != p) {
+    /* Capped per destination: however many sources offer, one leaf is not
+     * handed more than it can answer. */
+    if (!ratelimit_take(&dst->offers_in, now)) {
+      c->stats.signals_dropped++;
+      return;
+    }
     sn_send(c, dst->conn, &fwd);
     c->stats.signals_delivered++;
     return;
@@ -634,9 +657,7 @@ static void on_signal(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   if (fwd.u.signal.ttl == 0)
     return;
   fwd.u.signal.ttl--;
-  Forward f = {c, p->conn, &fwd};
-  g_hash_table_foreach(c->peers, forward_cb, &f);
-  c->stats.signals_relayed++;
+  sn_signal_push(c, p, &fwd, now); /* flooded in fair turns (qsched.c) */
 }
 
 void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uint64_t now)
@@ -775,6 +796,7 @@ void sn_core_tick(SnCore *c, uint64_t now)
     flood_expire(c->flood, now);
     c->next_housekeeping = now + sweep_period(c);
   }
+  sn_sched_drain(c, now);
   group_tick(c, now);
   for (int i = 0; i < MAX_DIALS_PER_TICK; i++) {
     bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
@@ -790,6 +812,7 @@ uint64_t sn_core_next_deadline(const SnCore *c)
 {
   bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
   uint64_t t = MIN(c->next_housekeeping, mesh_next_attempt(c->mesh, want_more));
+  t = MIN(t, sn_sched_deadline(c));
   return MIN(t, group_deadline(c));
 }
 

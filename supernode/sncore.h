@@ -18,6 +18,9 @@
 
 typedef struct SnCore SnCore;
 
+#define SN_QUERY_RATE 400  /* default query_rate, per second */
+#define SN_SIGNAL_RATE 200 /* default signal_rate, per second */
+
 typedef struct {
   const char *advertise;    /* our "host:port" for other super nodes */
   bool discovery;           /* learn addresses and keep target_degree */
@@ -30,7 +33,16 @@ typedef struct {
   size_t max_entries_per_leaf;
   double leaf_query_rate, leaf_query_burst;   /* per leaf session */
   double super_query_rate, super_query_burst; /* per super-node link */
-  double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf */
+  double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf (links: super_query_*) */
+  /* Queries handled per second from all sources together (our leaves'
+   * searches and links' queries), shared fairly: per link, and our leaves
+   * as one more share split per leaf (fairshare.h). Keep it at or under
+   * super_query_rate, so honest neighbours never throttle our forwards. */
+  double query_rate, query_burst;
+  /* ICE offers flooded to links per second, all sources together, shared
+   * the same way (default SN_SIGNAL_RATE; keep it under super_query_rate,
+   * which also caps a link's signals). */
+  double signal_rate;
   /* Groups (supernode/GROUPS.md). group NULL or "": a group of one. */
   const char *group;
   uint64_t group_hb_ms;   /* heartbeat: GROUP_STATE to members and leaves */
@@ -57,7 +69,7 @@ typedef struct {
   uint64_t queries_handled;   /* distinct query ids answered */
   uint64_t queries_forwarded; /* QUERY messages sent to links */
   uint64_t queries_duplicate; /* dropped: id already handled */
-  uint64_t queries_throttled; /* dropped: over the per-session rate */
+  uint64_t queries_throttled; /* dropped: over the per-session rate or their fair share */
   uint64_t hits_sent;         /* hits from our own index */
   uint64_t hits_relayed;      /* hits passed back along the reverse path */
   uint64_t hits_dropped;      /* no route, or over the relay cap */
@@ -164,6 +176,9 @@ void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx);
  * Nothing in place is closed; the next tick works to the new values. */
 void sn_core_set_limits(SnCore *c, unsigned target_degree, unsigned max_leaves,
                         uint64_t keepalive_ms);
+
+/* SIGHUP: a new query_rate (and burst, the same); what is queued stays. */
+void sn_core_set_query_rate(SnCore *c, double rate, uint64_t now);
 
 /* Our network certificate (netcert.h; len bytes, copied), sent in every
  * HELLO from now on: at start, and when the operator renews it (SIGHUP).

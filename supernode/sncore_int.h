@@ -5,6 +5,7 @@
 
 #include <glib.h>
 
+#include "fairshare.h"
 #include "flood.h"
 #include "index.h"
 #include "mesh.h"
@@ -18,6 +19,10 @@
 #define FLOOD_MAX_IDS 65536
 #define PEERS_REQ_INTERVAL_MS 10000
 #define MAX_DIALS_PER_TICK 8
+/* ICE offers handed to one of our leaves, whoever sends them (a leaf has
+ * 32 inbound slots, each held up to 15 s: ~2 offers/s keep it busy). */
+#define SN_OFFERS_PER_LEAF_RATE 4
+#define SN_OFFERS_PER_LEAF_BURST 16
 
 /* NEW until HELLO; LEAF: a leaf attached to us; WATCH: a leaf's idle
  * session to us as its group's backup; SUPER: a super-node link. */
@@ -33,6 +38,7 @@ typedef struct {
   uint64_t last_ping;
   RateLimit queries;
   RateLimit signals;
+  RateLimit offers_in; /* LEAF: offers delivered to it, from all sources */
   /* SUPER links of our group (they sent a GROUP_STATE with our name) */
   bool member;
   uint8_t member_role; /* WireGroupRole it last said */
@@ -86,6 +92,9 @@ struct SnCore {
   Index *index;
   Roster *roster; /* one record per leaf whose entries we hold */
   Flood *flood;
+  FairShare *queries; /* searches and queries waiting for their turn (qsched.c) */
+  FairShare *signals; /* ICE offers waiting to be flooded (qsched.c) */
+  uint64_t queries_shed_seen, signals_shed_seen; /* schedulers' drops already in stats */
   Mesh *mesh;
   GQueue actions; /* SnAction*, owned */
   SnStats stats;
@@ -103,6 +112,32 @@ void sn_push(SnCore *c, SnAction a);
 void sn_send(SnCore *c, uint64_t conn, const WireMsg *m);
 void sn_close_peer(SnCore *c, Peer *p, const char *reason, uint64_t now);
 Peer *sn_find_link(SnCore *c, const uint8_t id[32], uint64_t skip);
+/* Handles a query id for the first time (from is the session it came from):
+ * route, answer, forward. */
+void sn_handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN], uint8_t ttl,
+                     uint8_t kind, WireStr text, uint32_t req, uint64_t now);
+
+/* Sends m to every super-node link but except. */
+void sn_forward(SnCore *c, uint64_t except, const WireMsg *m);
+
+/* qsched.c: the fair queues in front of sn_handle_query and of flooding
+ * ICE offers. */
+bool sn_sched_init(SnCore *c, uint64_t now);
+void sn_sched_free(SnCore *c);
+/* Queues a leaf's SEARCH (qid NULL: drawn when it is handled) or a link's
+ * QUERY, then handles what the budget allows. */
+void sn_query_push(SnCore *c, Peer *from, const uint8_t *qid, uint8_t ttl, uint8_t kind,
+                   WireStr text, uint32_t req, uint64_t now);
+/* Queues an OFFER (ttl already decremented, src stamped) to flood to every
+ * link but from's, then floods what the budget allows. */
+void sn_signal_push(SnCore *c, Peer *from, const WireMsg *offer, uint64_t now);
+/* Handles queued queries and offers while the budgets allow. */
+void sn_sched_drain(SnCore *c, uint64_t now);
+/* When sn_sched_drain next has work (UINT64_MAX: nothing queued). */
+uint64_t sn_sched_deadline(const SnCore *c);
+/* A session closed: its queued queries and offers go. */
+void sn_sched_forget(SnCore *c, uint64_t conn);
+
 /* Binds leaf session p (kind NEW or WATCH) as an attached leaf: record,
  * leaves_by_id, ATTACHED. */
 void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now);

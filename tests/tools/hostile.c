@@ -29,6 +29,14 @@
  *               each kind, and the CPU time this flood cost us)
  *   liarnames   canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT:
  *               the same, under COUNT names (NAME, then "NAME 2" ... "NAME COUNT")
+ * A crowd of Sybil leaves, each within its own limits (exit 0 after SECONDS):
+ *   sybil       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS: SESSIONS
+ *               leaf sessions, each sending RATE searches a second, evenly
+ *               paced, for SECONDS; prints "sent N hits M"
+ * A super-node link whose query ids collide (exit 0 after SECONDS):
+ *   qidflood    canopy-hostile qidflood HOST:PORT RATE SECONDS same|random:
+ *               HELLO as a super node, then RATE QUERYs a second (ttl 0),
+ *               ids sharing their first 4 bytes (same) or random
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -511,6 +519,207 @@ out:
   return rc;
 }
 
+/* --- fair findings: Sybil crowds ----------------------------------------- */
+
+typedef struct {
+  int fd;
+  Identity id;
+  Channel *ch;
+  long next_ms; /* when this session sends its next search */
+  uint32_t req;
+} Sybil;
+
+static long mono_ms(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Reads what arrived on one session: answers PINGs, counts SEARCH_HITS.
+ * False if the super node hung up. */
+static bool sybil_read(Sybil *s, long *hits)
+{
+  uint8_t buf[65536];
+  ssize_t n = recv(s->fd, buf, sizeof buf, MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+    return false;
+  if (n < 0)
+    return true;
+  if (!channel_feed(s->ch, buf, (size_t)n))
+    return false;
+  const uint8_t *msg;
+  size_t len;
+  while (channel_read(s->ch, &msg, &len) == 1) {
+    WireMsg m;
+    if (wire_decode(msg, len, &m) != WIRE_OK)
+      continue;
+    if (m.type == MSG_PING) {
+      WireMsg pong = {.type = MSG_PONG};
+      pong.u.ping = m.u.ping;
+      send_msg(s->fd, s->ch, &pong);
+    } else if (m.type == MSG_SEARCH_HITS) {
+      *hits += m.u.hits.count;
+    }
+    wire_msg_clear(&m);
+  }
+  flush_channel(s->fd, s->ch);
+  return true;
+}
+
+/* A neighbour sending RATE queries a second whose ids agree in their first
+ * 4 bytes: a table hashing a prefix puts them in one chain. */
+static int qidflood_main(int argc, char **argv)
+{
+  if (argc != 6) {
+    fprintf(stderr, "usage: canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n");
+    return 2;
+  }
+  double rate = atof(argv[3]);
+  long seconds = atol(argv[4]);
+  bool same = strcmp(argv[5], "same") == 0;
+  if (!(rate > 0) || rate > 100000 || seconds < 1 || !crypto_ready())
+    return 2;
+  Sybil s = {.fd = dial(argv[2])};
+  if (s.fd < 0 || !identity_generate(&s.id))
+    return 2;
+  s.ch = channel_new(&s.id, CHANNEL_INITIATOR);
+  flush_channel(s.fd, s.ch);
+  if (pump(s.fd, s.ch, 5000, NULL) == 0 || channel_state(s.ch) != CHANNEL_OPEN)
+    return 2;
+  WireMsg h = {.type = MSG_HELLO};
+  h.u.hello.role = ROLE_SUPER;
+  h.u.hello.listen = wire_str("", 0);
+  h.u.hello.agent = wire_str("hostile", 7);
+  send_msg(s.fd, s.ch, &h);
+  long start = mono_ms(), sent = 0, hits = 0;
+  bool up = true;
+  srand((unsigned)start);
+  for (long now = start; up && now < start + seconds * 1000; now = mono_ms()) {
+    long due = (long)((double)(now - start) * rate / 1000.0);
+    for (; sent < due; sent++) {
+      WireMsg q = {.type = MSG_QUERY};
+      /* same: 4 fixed bytes, 8 that name this process (several run at
+       * once), then a counter. */
+      memset(q.u.query.qid, 0xC5, WIRE_QID_LEN);
+      memcpy(q.u.query.qid + 4, s.id.pk, 8);
+      uint32_t n = (uint32_t)sent;
+      if (!same)
+        for (int k = 0; k < WIRE_QID_LEN; k++)
+          q.u.query.qid[k] = (uint8_t)rand();
+      memcpy(q.u.query.qid + WIRE_QID_LEN - sizeof n, &n, sizeof n);
+      q.u.query.ttl = 0;
+      q.u.query.text = wire_str("x", 1);
+      send_msg(s.fd, s.ch, &q);
+    }
+    struct pollfd pfd = {s.fd, POLLIN, 0};
+    if (poll(&pfd, 1, 5) > 0)
+      up = sybil_read(&s, &hits);
+  }
+  printf("sent %ld link %s\n", sent, up ? "up" : "closed");
+  channel_free(s.ch);
+  identity_clear(&s.id);
+  close(s.fd);
+  return up ? 0 : 1;
+}
+
+/* SESSIONS leaves that each search at RATE per second, paced so that no
+ * single session ever exceeds its own limit: the attack per-session rate
+ * limits cannot see. */
+static int sybil_main(int argc, char **argv)
+{
+  if (argc != 6) {
+    fprintf(stderr, "usage: canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n");
+    return 2;
+  }
+  int count = atoi(argv[3]);
+  double rate = atof(argv[4]);
+  long seconds = atol(argv[5]);
+  if (count < 1 || count > 4096 || !(rate > 0) || rate > 1000 || seconds < 1)
+    return 2;
+  if (!crypto_ready())
+    return 2;
+  Sybil *ss = calloc((size_t)count, sizeof *ss);
+  for (int i = 0; i < count; i++)
+    ss[i].fd = -1;
+  long period = (long)(1000.0 / rate);
+  if (period < 1)
+    period = 1;
+  int up = 0;
+  for (int i = 0; i < count; i++) {
+    Sybil *s = &ss[i];
+    s->fd = dial(argv[2]);
+    if (s->fd < 0 || !identity_generate(&s->id))
+      break;
+    s->ch = channel_new(&s->id, CHANNEL_INITIATOR);
+    flush_channel(s->fd, s->ch);
+    if (pump(s->fd, s->ch, 5000, NULL) == 0 || channel_state(s->ch) != CHANNEL_OPEN)
+      break;
+    hello_leaf(s->fd, s->ch);
+    up++;
+  }
+  if (up < count)
+    fprintf(stderr, "canopy-hostile: only %d of %d sessions came up\n", up, count);
+  long start = mono_ms(), end = start + seconds * 1000;
+  for (int i = 0; i < up; i++)
+    ss[i].next_ms = start + period * i / up; /* spread the sessions' phases */
+  long sent = 0, hits = 0;
+  int alive = up;
+  struct pollfd *pfd = calloc((size_t)count, sizeof *pfd);
+  for (long now = start; now < end && alive > 0; now = mono_ms()) {
+    long wake = end;
+    for (int i = 0; i < up; i++) {
+      Sybil *s = &ss[i];
+      if (s->fd < 0)
+        continue;
+      if (now >= s->next_ms) {
+        char text[64];
+        int len = snprintf(text, sizeof text, "sybil%d chaff%u", i, s->req);
+        WireMsg q = {.type = MSG_SEARCH};
+        q.u.search.req = ++s->req;
+        q.u.search.ttl = 7;
+        q.u.search.text = wire_str(text, (size_t)len);
+        send_msg(s->fd, s->ch, &q);
+        sent++;
+        /* Paced from the schedule, not from now: late sends do not add up
+         * to more than RATE per second over any second. */
+        s->next_ms += period;
+        if (s->next_ms <= now)
+          s->next_ms = now + 1;
+      }
+      if (s->next_ms < wake)
+        wake = s->next_ms;
+    }
+    int n = 0;
+    for (int i = 0; i < up; i++)
+      if (ss[i].fd >= 0)
+        pfd[n++] = (struct pollfd){ss[i].fd, POLLIN, 0};
+    long wait = wake - mono_ms();
+    if (poll(pfd, (nfds_t)n, wait > 0 ? (int)wait : 0) <= 0)
+      continue;
+    for (int i = 0; i < up; i++) {
+      if (ss[i].fd < 0)
+        continue;
+      if (!sybil_read(&ss[i], &hits)) {
+        close(ss[i].fd);
+        ss[i].fd = -1;
+        alive--;
+      }
+    }
+  }
+  printf("sent %ld hits %ld sessions %d alive %d\n", sent, hits, up, alive);
+  for (int i = 0; i < count; i++) {
+    if (ss[i].ch)
+      channel_free(ss[i].ch);
+    identity_clear(&ss[i].id);
+    if (ss[i].fd >= 0)
+      close(ss[i].fd);
+  }
+  free(pfd);
+  free(ss);
+  return up == count && alive == up ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -520,7 +729,9 @@ int main(int argc, char **argv)
             "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
             "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n"
             "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n"
-            "       canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT\n");
+            "       canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT\n"
+            "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n"
+            "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -528,6 +739,10 @@ int main(int argc, char **argv)
   const char *mode = argv[1];
   if (strcmp(mode, "slots") == 0)
     return slots_mode(argc, argv);
+  if (strcmp(mode, "sybil") == 0)
+    return sybil_main(argc, argv);
+  if (strcmp(mode, "qidflood") == 0)
+    return qidflood_main(argc, argv);
   int fd = dial(argv[2]);
   if (fd < 0) {
     fprintf(stderr, "canopy-hostile: cannot connect to %s\n", argv[2]);

@@ -1109,6 +1109,215 @@ static void test_leaf_query_rate_limit(void **state)
   net_free(net);
 }
 
+/* --- (f2) fair shares under a Sybil flood (supernode/qsched.c) ------------------- */
+
+#define SYBILS 14
+
+/* Sybil leaves on S1, each searching at exactly its own limit (10/s), and
+ * one honest leaf searching once a second for a file on S2's leaf. S1
+ * handles query_rate queries a second in all, shared per leaf, so its
+ * forwards stay under S2's per-link bucket and the honest search is never
+ * lost; the Sybils' excess is shed at S1, where it came in. */
+static void test_sybil_leaves_share_fairly(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.query_rate = cfg.query_burst = 40;
+  cfg.super_query_rate = cfg.super_query_burst = 60;
+  Net *net = net_new(2, &cfg, false);
+  net_link(net, S1, S2);
+  int owner = leaf_add(net, S2);
+  const char *files[] = {"needle.txt"};
+  leaf_publish(net, owner, files, 1, true);
+  int honest = leaf_add(net, S1);
+  int sybil[SYBILS];
+  for (int i = 0; i < SYBILS; i++)
+    sybil[i] = leaf_add(net, S1);
+
+  uint64_t t0 = net->now;
+  unsigned asked = 0;
+  for (uint32_t step = 0; step < 80; step++) {
+    for (int i = 0; i < SYBILS; i++)
+      leaf_search(net, sybil[i], step + 1, 1, "chaff");
+    if (step % 10 == 5) {
+      leaf_search(net, honest, 1000 + step, 1, "needle");
+      asked++;
+    }
+    net_tick(net, t0 + (step + 1) * 100);
+  }
+  net_tick(net, t0 + 10000);
+  unsigned found = 0;
+  for (uint32_t step = 0; step < 80; step++)
+    if (step % 10 == 5)
+      found += hits_for(net, honest, 1000 + step) == 1;
+  assert_int_equal(asked, 8);
+  assert_int_equal(found, asked);
+  /* S1 shed the excess; S2 never had to throttle its neighbour. */
+  assert_true(stats(net, S1)->queries_throttled > 0);
+  assert_int_equal(stats(net, S2)->queries_throttled, 0);
+  /* ~40/s over 8 s went out, not the 140/s asked. */
+  assert_true(stats(net, S1)->queries_forwarded <= 40 + 8 * 40 + 8);
+  net_free(net);
+}
+
+/* Across the mesh: S2 splits its budget per link, so S3's honest queries
+ * get through while S1 sends as much as S2 can handle. */
+static void test_links_share_fairly(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.query_rate = cfg.query_burst = 20;
+  Net *net = net_new(3, &cfg, false);
+  net_link(net, S1, S2);
+  net_link(net, S2, S3);
+  int owner = leaf_add(net, S2);
+  const char *files[] = {"needle.txt"};
+  leaf_publish(net, owner, files, 1, true);
+  int honest = leaf_add(net, S3);
+  int sybil[SYBILS];
+  for (int i = 0; i < SYBILS; i++)
+    sybil[i] = leaf_add(net, S1);
+
+  uint64_t t0 = net->now;
+  for (uint32_t step = 0; step < 80; step++) {
+    for (int i = 0; i < SYBILS; i++)
+      leaf_search(net, sybil[i], step + 1, 2, "chaff");
+    if (step % 10 == 5)
+      leaf_search(net, honest, 1000 + step, 1, "needle");
+    net_tick(net, t0 + (step + 1) * 100);
+  }
+  net_tick(net, t0 + 10000);
+  unsigned found = 0;
+  for (uint32_t step = 5; step < 80; step += 10)
+    found += hits_for(net, honest, 1000 + step) == 1;
+  assert_int_equal(found, 8);
+  /* S2 was saturated: it shed some of S1's queries, none of S3's share. */
+  assert_true(stats(net, S2)->queries_throttled > 0);
+  net_free(net);
+}
+
+/* What is over the budget waits, and the core asks to be woken when the
+ * next token is due; a reload (SIGHUP) changes the rate in place. */
+static void test_query_queue_deadline_and_reload(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.query_rate = cfg.query_burst = 10;
+  Net *net = net_new(1, &cfg, false);
+  int owner = leaf_add(net, S1);
+  const char *files[] = {"needle.txt"};
+  leaf_publish(net, owner, files, 1, true);
+  int a = leaf_add(net, S1), b = leaf_add(net, S1);
+  net_tick(net, net->now); /* housekeeping done: its deadline is 1 s away */
+  for (uint32_t req = 1; req <= 8; req++) {
+    leaf_search(net, a, req, 0, "needle");
+    leaf_search(net, b, req, 0, "needle");
+  }
+  SnCore *core = net->node[S1].core;
+  assert_int_equal(stats(net, S1)->queries_handled, 10);
+  assert_int_equal(stats(net, S1)->queries_throttled, 0); /* queued, not dropped */
+  unsigned answered = 0;
+  for (uint32_t req = 1; req <= 8; req++)
+    answered += (hits_for(net, a, req) == 1) + (hits_for(net, b, req) == 1);
+  assert_int_equal(answered, 10);
+  /* One token every 100 ms: the core says so. */
+  uint64_t due = sn_core_next_deadline(core);
+  assert_true(due > net->now && due <= net->now + 100);
+  net_tick(net, due);
+  assert_int_equal(stats(net, S1)->queries_handled, 11);
+  /* A higher rate takes effect at once: the rest go within 10 ms. */
+  sn_core_set_query_rate(core, 1000, net->now);
+  net_tick(net, net->now + 10);
+  assert_int_equal(stats(net, S1)->queries_handled, 16);
+  assert_int_equal(stats(net, S1)->queries_throttled, 0);
+  for (uint32_t req = 1; req <= 8; req++) {
+    assert_int_equal(hits_for(net, a, req), 1);
+    assert_int_equal(hits_for(net, b, req), 1);
+  }
+  net_free(net);
+}
+
+/* Offers flood the mesh in fair turns too: Sybil leaves on S1 each within
+ * their own offer rate (10/s here, to leaves nobody has) cannot make S2
+ * drop an honest leaf's offer to S2's leaf. */
+static void test_offers_share_fairly(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.signal_rate = 40;
+  cfg.leaf_signal_rate = 10;
+  cfg.super_query_rate = cfg.super_query_burst = 60;
+  Net *net = net_new(2, &cfg, false);
+  net_link(net, S1, S2);
+  int target = leaf_add(net, S2);
+  int honest = leaf_add(net, S1);
+  int sybil[SYBILS];
+  for (int i = 0; i < SYBILS; i++)
+    sybil[i] = leaf_add(net, S1);
+  WireMsg offer = {.type = MSG_SIGNAL};
+  offer.u.signal.ttl = 3;
+  offer.u.signal.kind = SIGNAL_OFFER;
+  offer.u.signal.text = wire_str("offer", 5);
+  uint64_t t0 = net->now;
+  unsigned sent = 0;
+  for (uint32_t step = 0; step < 80; step++) {
+    for (int i = 0; i < SYBILS; i++) {
+      memset(offer.u.signal.dst, 0x99, 32); /* nobody */
+      memset(offer.u.signal.sid, 0x20 + i, WIRE_QID_LEN);
+      memcpy(offer.u.signal.sid, &step, sizeof step);
+      leaf_send(net, sybil[i], &offer);
+    }
+    if (step % 10 == 5) {
+      memcpy(offer.u.signal.dst, net->leaves[target].id, 32);
+      memset(offer.u.signal.sid, 0x01, WIRE_QID_LEN);
+      memcpy(offer.u.signal.sid, &step, sizeof step);
+      leaf_send(net, honest, &offer);
+      sent++;
+    }
+    net_tick(net, t0 + (step + 1) * 100);
+  }
+  net_tick(net, t0 + 10000);
+  assert_int_equal(sent, 8);
+  assert_int_equal(stats(net, S2)->signals_dropped, 0); /* not shed at S2 ... */
+  assert_true(stats(net, S1)->signals_dropped > 0);     /* ... but at S1 */
+  assert_int_equal(stats(net, S2)->signals_delivered, sent);
+  net_free(net);
+}
+
+/* ICE offers handed to one leaf are capped, whoever sends them. */
+static void test_offers_capped_per_destination(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  Net *net = net_new(1, &cfg, false);
+  int victim = leaf_add(net, S1);
+  int senders[10];
+  for (int i = 0; i < 10; i++)
+    senders[i] = leaf_add(net, S1);
+  uint64_t before = stats(net, S1)->signals_delivered;
+  WireMsg offer = {.type = MSG_SIGNAL};
+  offer.u.signal.ttl = 3;
+  offer.u.signal.kind = SIGNAL_OFFER;
+  memcpy(offer.u.signal.dst, net->leaves[victim].id, 32);
+  offer.u.signal.text = wire_str("offer", 5);
+  /* Each sender stays within its own 5/s (burst 20): 3 offers each. */
+  for (int i = 0; i < 10; i++)
+    for (int k = 0; k < 3; k++) {
+      memset(offer.u.signal.sid, 0x10 * i + k + 1, WIRE_QID_LEN);
+      leaf_send(net, senders[i], &offer);
+    }
+  uint64_t delivered = stats(net, S1)->signals_delivered - before;
+  assert_int_equal(delivered, 16); /* SN_OFFERS_PER_LEAF_BURST */
+  /* A second later, 4 more (SN_OFFERS_PER_LEAF_RATE). */
+  net_tick(net, net->now + 1000);
+  for (int k = 0; k < 10; k++) {
+    memset(offer.u.signal.sid, 0xA0 + k, WIRE_QID_LEN);
+    leaf_send(net, senders[k], &offer);
+  }
+  assert_int_equal(stats(net, S1)->signals_delivered - before, 20);
+  net_free(net);
+}
+
 /* --- (g) two nodes dialing each other keep one link ------------------------------ */
 
 static void check_duplicate_dial(bool reverse_ids, bool s1_first)
@@ -1475,6 +1684,11 @@ int main(void)
       cmocka_unit_test(test_unknown_type_before_hello_closes),
       cmocka_unit_test(test_settled_after_hello),
       cmocka_unit_test(test_leaf_query_rate_limit),
+      cmocka_unit_test(test_sybil_leaves_share_fairly),
+      cmocka_unit_test(test_links_share_fairly),
+      cmocka_unit_test(test_offers_capped_per_destination),
+      cmocka_unit_test(test_offers_share_fairly),
+      cmocka_unit_test(test_query_queue_deadline_and_reload),
       cmocka_unit_test(test_duplicate_link_rule),
       cmocka_unit_test(test_self_connection),
       cmocka_unit_test(test_discovery_links_neighbours),
