@@ -31,7 +31,11 @@
  * relay; <ip> is numeric IPv4 or IPv6. ice_peer_set_remote accepts exactly
  * this and nothing else (no '\r', no empty or unknown lines, no TCP
  * candidates, no second stream or component), so a peer cannot steer
- * libnice's lenient parser.
+ * libnice's lenient parser. Of the candidates, libnice is given only those
+ * nat/candidate.h allows (no unspecified, multicast, broadcast or reserved
+ * address; loopback only when local_addrs has one), at most
+ * CANDIDATE_MAX_REMOTE of them, and it keeps at most 30 pairs: one
+ * description makes us send a bounded number of checks.
  *
  * Callbacks run from the peer's GMainContext, never from inside an ice_*
  * call and never while libnice iterates something; a callback may call

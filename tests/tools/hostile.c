@@ -17,10 +17,18 @@
  *   liar        canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS: HELLO as
  *               a leaf, publish NAME as content id CID (hex) with SIZE bytes,
  *               answer pings, and never answer a download's signalling
+ * And a leaf that sends ICE offers aimed elsewhere (exit 0 after SECONDS):
+ *   offers      canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS: HELLO
+ *               as a leaf, COUNT OFFERs (4 a second) to the leaf VICTIM_ID
+ *               (hex), each with 100 candidates on 100 UDP sockets of ours;
+ *               prints "offers N answered A refused R checks C", C being the
+ *               STUN requests the victim sent to those sockets
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sodium.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -172,13 +180,114 @@ static void hello_leaf(int fd, Channel *ch)
   send_msg(fd, ch, &h);
 }
 
+/* --- nat findings (issue 11: 8) --- */
+
+#define OFFER_SOCKETS 100
+
+static long ms_since(const struct timespec *t0)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* One OFFER with a candidate on each of our sockets: the addresses a victim
+ * would check are all ours to count. */
+static void send_offer(int fd, Channel *ch, const uint8_t victim[32], int n, const int *ports)
+{
+  char text[WIRE_MAX_SIGNAL];
+  size_t off = (size_t)snprintf(text, sizeof text,
+                                "m=application %d ICE/SDP\nc=IN IP4 127.0.0.1\n"
+                                "a=ice-ufrag:hx%04d\na=ice-pwd:hostilehostilehostile%04d\n",
+                                ports[0], n, n);
+  for (int i = 0; i < OFFER_SOCKETS && off < sizeof text; i++)
+    off += (size_t)snprintf(text + off, sizeof text - off,
+                            "a=candidate:%d 1 UDP %u 127.0.0.1 %d typ host\n", i + 1,
+                            2130706431u - (unsigned)i, ports[i]);
+  WireMsg m = {.type = MSG_SIGNAL};
+  randombytes_buf(m.u.signal.sid, sizeof m.u.signal.sid);
+  m.u.signal.ttl = 3;
+  m.u.signal.kind = SIGNAL_OFFER;
+  memcpy(m.u.signal.dst, victim, 32);
+  m.u.signal.text = wire_str(text, strlen(text));
+  send_msg(fd, ch, &m);
+}
+
+static int offers_attack(int fd, Channel *ch, const char *victim_hex, int count, int seconds)
+{
+  uint8_t victim[32];
+  if (!hex_decode(victim_hex, victim, sizeof victim)) {
+    fprintf(stderr, "canopy-hostile: bad victim id %s\n", victim_hex);
+    return 2;
+  }
+  struct pollfd pfd[1 + OFFER_SOCKETS];
+  int ports[OFFER_SOCKETS];
+  pfd[0] = (struct pollfd){fd, POLLIN, 0};
+  for (int i = 0; i < OFFER_SOCKETS; i++) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    if (u < 0 || bind(u, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(u, (struct sockaddr *)&a, &al) != 0)
+      return 2;
+    ports[i] = ntohs(a.sin_port);
+    pfd[1 + i] = (struct pollfd){u, POLLIN, 0};
+  }
+  hello_leaf(fd, ch);
+  long answered = 0, refused = 0, checks = 0;
+  int sent = 0;
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (long el; (el = ms_since(&t0)) < seconds * 1000L;) {
+    /* 4 a second: under the super node's per-session signal limit. */
+    if (sent < count && el >= sent * 250L)
+      send_offer(fd, ch, victim, sent++, ports);
+    if (poll(pfd, 1 + OFFER_SOCKETS, 50) <= 0)
+      continue;
+    for (int i = 1; i <= OFFER_SOCKETS; i++) {
+      uint8_t d[2048];
+      ssize_t n;
+      while (pfd[i].revents & POLLIN && (n = recv(pfd[i].fd, d, sizeof d, MSG_DONTWAIT)) > 0)
+        checks += n >= 20 && d[0] == 0x00 && d[1] == 0x01; /* a Binding request */
+    }
+    if (!(pfd[0].revents & POLLIN))
+      continue;
+    uint8_t buf[65536];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0 || !channel_feed(ch, buf, (size_t)n))
+      break;
+    const uint8_t *msg;
+    size_t len;
+    while (channel_read(ch, &msg, &len) == 1) {
+      WireMsg m;
+      if (wire_decode(msg, len, &m) != WIRE_OK)
+        continue;
+      if (m.type == MSG_PING) {
+        WireMsg pong = {.type = MSG_PONG};
+        pong.u.ping = m.u.ping;
+        send_msg(fd, ch, &pong);
+      } else if (m.type == MSG_SIGNAL) {
+        answered += m.u.signal.kind == SIGNAL_ANSWER;
+        refused += m.u.signal.kind == SIGNAL_REJECT;
+      }
+      wire_msg_clear(&m);
+    }
+    flush_channel(fd, ch);
+  }
+  printf("offers %d answered %ld refused %ld checks %ld\n", sent, answered, refused, checks);
+  for (int i = 1; i <= OFFER_SOCKETS; i++)
+    close(pfd[i].fd);
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
     fprintf(stderr,
             "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
             "HOST:PORT [COUNT]\n"
-            "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n");
+            "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
+            "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n");
     return 2;
   }
   const char *mode = argv[1];
@@ -277,6 +386,8 @@ int main(int argc, char **argv)
       send_msg(fd, ch, &m);
       rc = idle(fd, ch, atoi(argv[6]) * 1000) ? 0 : 1;
     }
+  } else if (strcmp(mode, "offers") == 0 && argc == 6) {
+    rc = offers_attack(fd, ch, argv[3], atoi(argv[4]), atoi(argv[5]));
   } else {
     fprintf(stderr, "canopy-hostile: unknown mode %s\n", mode);
   }
