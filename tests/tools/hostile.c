@@ -23,6 +23,11 @@
  *               (hex), each with 100 candidates on 100 UDP sockets of ours;
  *               prints "offers N answered A refused R checks C", C being the
  *               STUN requests the victim sent to those sockets
+ * And a STUN flood (UDP; exit 0 after SECONDS):
+ *   stunflood   canopy-hostile stunflood HOST:PORT SRC_IP SECONDS: 4,000
+ *               binding requests a second from SRC_IP, and one every 100 ms
+ *               from another socket (an honest client); prints "flood F
+ *               answered A honest H answered B"
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -280,6 +285,69 @@ static int offers_attack(int fd, Channel *ch, const char *victim_hex, int count,
   return 0;
 }
 
+static int udp_to(const char *hostport, const char *src)
+{
+  char host[256];
+  const char *colon = strrchr(hostport, ':');
+  if (!colon || (size_t)(colon - hostport) >= sizeof host)
+    return -1;
+  memcpy(host, hostport, (size_t)(colon - hostport));
+  host[colon - hostport] = '\0';
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1)
+    return -1;
+  if (src) {
+    struct sockaddr_in b = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, src, &b.sin_addr) != 1 || bind(fd, (struct sockaddr *)&b, sizeof b))
+      return -1;
+  }
+  return connect(fd, (struct sockaddr *)&a, sizeof a) == 0 ? fd : -1;
+}
+
+static long drain_udp(int fd)
+{
+  uint8_t d[2048];
+  long n = 0;
+  while (recv(fd, d, sizeof d, MSG_DONTWAIT) > 0)
+    n++;
+  return n;
+}
+
+static int stun_flood(const char *hostport, const char *src, int seconds)
+{
+  int flood = udp_to(hostport, src), honest = udp_to(hostport, NULL);
+  if (flood < 0 || honest < 0) {
+    fprintf(stderr, "canopy-hostile: cannot open UDP sockets to %s from %s\n", hostport, src);
+    return 2;
+  }
+  uint8_t req[20] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42};
+  long flood_sent = 0, flood_got = 0, honest_sent = 0, honest_got = 0;
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (long el; (el = ms_since(&t0)) < seconds * 1000L;) {
+    while (flood_sent < el * 4) { /* 4 per millisecond */
+      randombytes_buf(req + 8, 12);
+      flood_sent += send(flood, req, sizeof req, 0) == (ssize_t)sizeof req;
+    }
+    if (el >= honest_sent * 100 && el < seconds * 1000L - 500) {
+      randombytes_buf(req + 8, 12);
+      honest_sent += send(honest, req, sizeof req, 0) == (ssize_t)sizeof req;
+    }
+    flood_got += drain_udp(flood);
+    honest_got += drain_udp(honest);
+    struct timespec pause = {0, 1000000};
+    nanosleep(&pause, NULL);
+  }
+  flood_got += drain_udp(flood);
+  honest_got += drain_udp(honest);
+  printf("flood %ld answered %ld honest %ld answered %ld\n", flood_sent, flood_got, honest_sent,
+         honest_got);
+  close(flood);
+  close(honest);
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -287,9 +355,12 @@ int main(int argc, char **argv)
             "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
             "HOST:PORT [COUNT]\n"
             "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
-            "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n");
+            "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n"
+            "       canopy-hostile stunflood HOST:PORT SRC_IP SECONDS\n");
     return 2;
   }
+  if (strcmp(argv[1], "stunflood") == 0 && argc == 5)
+    return stun_flood(argv[2], argv[3], atoi(argv[4]));
   const char *mode = argv[1];
   int fd = dial(argv[2]);
   if (fd < 0) {
