@@ -22,6 +22,9 @@
  * hostile offerer that never checks frees its slot after this, not after
  * ICE's default 15 s (issue 11, finding 8). */
 #define PEERS_INBOUND_ICE_MS 6000
+/* channel_export label of the secret Bulk's datagram tags are keyed from
+ * once the channel is open. */
+#define PEERS_TAG_LABEL "canopy/ice/bulk-tag/v1"
 
 struct PeerLink {
   Peers *owner;
@@ -201,6 +204,15 @@ static void on_session_opened(Session *s, void *ud)
     link_end(l, "the peer proved a different node id");
     return;
   }
+  /* From here on Bulk's datagram tags are keyed from this channel, not
+   * from the ICE passwords the super nodes relayed (nat/ice.h). */
+  uint8_t secret[ICE_CHANNEL_SECRET_BYTES];
+  if (!session_export(s, PEERS_TAG_LABEL, secret, sizeof secret)) {
+    link_end(l, "cannot derive the datagram keys");
+    return;
+  }
+  ice_peer_rekey(l->ice, secret, l->outbound);
+  sodium_memzero(secret, sizeof secret);
   l->opened = true;
   l->setup_ms = clock_now_ms() - l->started;
   if (l->admitted)

@@ -973,9 +973,11 @@ static gboolean description_check(const char *text, gboolean allow_loopback, cha
   return TRUE;
 }
 
-/* The key of Bulk's datagram tags from one side to the other
+/* The first key of Bulk's datagram tags from one side to the other
  * (bulk_stream_set_keys): both ICE passwords, which only the two leaves and
- * the signalling path between them know, the sender's first. One key per
+ * the signalling path between them know, the sender's first. The super
+ * nodes on that path read them, so these keys serve only until the secure
+ * channel is open (ice_peer_rekey). One key per
  * direction: both sides number their packets from 0, and a UMAC nonce must
  * never repeat under one key. */
 static void bulk_key(const char *from_pwd, const char *to_pwd, guint8 key[BULK_STREAM_KEY_BYTES])
@@ -1042,6 +1044,41 @@ gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error
   if (!p->due_connected && !p->said_connected && !p->due_failed)
     slot_arm(&p->timeout_src, p->ctx, p->timeout_ms, timeout_cb, p);
   return TRUE;
+}
+
+/* The tag keys from the secure channel (ice.h): one per direction from the
+ * channel's exported secret, labelled by direction. */
+static void bulk_key_from_channel(const guint8 secret[ICE_CHANNEL_SECRET_BYTES], const char *dir,
+                                  guint8 key[BULK_STREAM_KEY_BYTES])
+{
+  crypto_generichash(key, BULK_STREAM_KEY_BYTES, (const guint8 *)dir, strlen(dir), secret,
+                     ICE_CHANNEL_SECRET_BYTES);
+}
+
+void ice_peer_rekey(IcePeer *p, const guint8 secret[ICE_CHANNEL_SECRET_BYTES], gboolean initiator)
+{
+  g_return_if_fail(p != NULL && secret != NULL);
+  if (!p->io)
+    return;
+  guint8 i2r[BULK_STREAM_KEY_BYTES], r2i[BULK_STREAM_KEY_BYTES];
+  bulk_key_from_channel(secret, "canopy bulk tag i->r", i2r);
+  bulk_key_from_channel(secret, "canopy bulk tag r->i", r2i);
+  /* The responder's channel opens on the initiator's last handshake
+   * message, which the initiator sent with its channel already open: the
+   * responder knows the initiator holds the new keys and uses them at
+   * once; the initiator waits for the responder's first datagram under
+   * them. */
+  if (initiator)
+    bulk_stream_rekey(p->io, i2r, r2i, FALSE);
+  else
+    bulk_stream_rekey(p->io, r2i, i2r, TRUE);
+  sodium_memzero(i2r, sizeof i2r);
+  sodium_memzero(r2i, sizeof r2i);
+}
+
+gboolean ice_peer_rekeyed(IcePeer *p)
+{
+  return p->io && bulk_stream_rekeyed(p->io);
 }
 
 /* ---- TURN credentials ---- */

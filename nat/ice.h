@@ -131,6 +131,25 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
  * spent, free it. */
 gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error);
 
+/* Bytes of the secret ice_peer_rekey takes. */
+#define ICE_CHANNEL_SECRET_BYTES 32
+
+/* Bulk's datagram tags are first keyed from both ICE passwords, which the
+ * signalling super nodes read (and so could forge datagrams with). Once the
+ * secure channel over the stream is open, the caller hands over a secret
+ * exported from it (channel_export: only the two ends know it) and the tags
+ * move to keys derived from it, one per direction. The point both sides
+ * agree on: the responder tags with the new keys at once (its channel
+ * opened on the initiator's last handshake message, so the initiator has
+ * them); the initiator does so once a datagram under them arrives. Each
+ * side accepts the old receive key only until the first datagram that
+ * verifies under the new one (bulk_stream_rekey), and never again: after
+ * that, nobody but the two ends can make a datagram either accepts.
+ * initiator: our side of the channel. Secret borrowed. */
+void ice_peer_rekey(IcePeer *p, const guint8 secret[ICE_CHANNEL_SECRET_BYTES], gboolean initiator);
+/* Whether this side has switched to the keys ice_peer_rekey gave. */
+gboolean ice_peer_rekeyed(IcePeer *p);
+
 /* Stops everything; no callback fires afterwards. A TURN allocation is
  * released in the background on the peer's context. NULL is a no-op. */
 void ice_peer_free(IcePeer *p);

@@ -28,6 +28,12 @@ out=$(timeout 40 "$LEAF" get --state-dir "$T/honest" --json -o "$T/got.bin" "$ci
   || fail "honest download failed during the offer flood: $out"
 cmp "$T/got.bin" "$T/victim-share/wanted file.bin" || fail "downloaded bytes differ"
 note "honest download during the flood: ok"
+# Finding 16: both ends moved the link's datagram tags to keys from the
+# secure channel, which the super node does not know.
+grep -q "datagram tags keyed from the secure channel" "$T/honest.log" \
+  || fail "the downloader's datagram tags stayed on the ICE-password keys"
+grep -q "datagram tags keyed from the secure channel" "$T/victim.log" \
+  || fail "the source's datagram tags stayed on the ICE-password keys"
 
 wait $attacker || fail "the attacker failed"
 read -r _ sent _ answered _ refused _ checks <"$T/attack.out"
