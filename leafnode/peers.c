@@ -15,12 +15,13 @@
  * answer, so without this a source that never answers (gone silent, or
  * hostile) would hold a download's slot for good. */
 #define PEERS_ANSWER_S 10
-/* How long an inbound link (an offer we took) may take to find a path once
- * we have answered: an honest offerer starts its checks as soon as our
- * answer arrives, and a path on loopback or through cone NATs is up in a
- * fraction of a second (relayed ones in about one more round trip). A
- * hostile offerer that never checks frees its slot after this, not after
- * ICE's default 15 s (issue 11, finding 8). */
+/* How long an inbound link (an offer we took) may take to find a path,
+ * from the offer's arrival: our gathering (a STUN and a TURN exchange),
+ * our answer's trip back, and the checks, which an honest offerer starts as
+ * soon as the answer arrives; through cone NATs all that takes a fraction
+ * of a second, relayed pairs about one more round trip. A hostile offerer
+ * that never checks frees its slot after this, not after ICE's default
+ * 15 s (issue 11, finding 8). */
 #define PEERS_INBOUND_ICE_MS 6000
 /* channel_export label of the secret Bulk's datagram tags are keyed from
  * once the channel is open. */
@@ -108,6 +109,8 @@ Peers *peers_new(GMainContext *ctx, const Identity *self, const PeersCallbacks *
   p->ud = ud;
   p->links = g_ptr_array_new();
   p->gate = offergate_new(PEERS_MAX_INBOUND, 0, 0, 0);
+  if (!p->gate)
+    g_error("out of memory"); /* as g_new0 would */
   return p;
 }
 
