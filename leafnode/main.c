@@ -585,6 +585,7 @@ static void control_status(Leaf *lf, ControlClient *cl)
     json_object_set_null_member(o, "backup");
   }
   json_object_set_boolean_member(o, "watching", g.watching);
+  json_object_set_int_member(o, "offers_refused", (gint64)peers_offers_refused(lf->peers));
   JsonArray *members = json_array_new();
   for (size_t i = 0; i < g.n_members; i++) {
     JsonObject *m = json_object_new();

@@ -6,6 +6,7 @@
 
 #include "clock.h"
 #include "ice.h"
+#include "offergate.h"
 #include "session.h"
 #include "wire.h"
 
@@ -14,6 +15,17 @@
  * answer, so without this a source that never answers (gone silent, or
  * hostile) would hold a download's slot for good. */
 #define PEERS_ANSWER_S 10
+/* How long an inbound link (an offer we took) may take to find a path,
+ * from the offer's arrival: our gathering (a STUN and a TURN exchange),
+ * our answer's trip back, and the checks, which an honest offerer starts as
+ * soon as the answer arrives; through cone NATs all that takes a fraction
+ * of a second, relayed pairs about one more round trip. A hostile offerer
+ * that never checks frees its slot after this, not after ICE's default
+ * 15 s (issue 11, finding 8). */
+#define PEERS_INBOUND_ICE_MS 6000
+/* channel_export label of the secret Bulk's datagram tags are keyed from
+ * once the channel is open. */
+#define PEERS_TAG_LABEL "canopy/ice/bulk-tag/v1"
 
 struct PeerLink {
   Peers *owner;
@@ -25,6 +37,7 @@ struct PeerLink {
   Session *session;
   bool opened;
   bool closing;
+  bool admitted;         /* inbound: holds a slot of the owner's OfferGate */
   GSource *answer_timer; /* outbound, until the answer arrives */
   uint64_t started;
   uint64_t setup_ms;
@@ -38,7 +51,9 @@ struct Peers {
   PeersCallbacks cb;
   void *ud;
   GPtrArray *links; /* PeerLink*, owned */
+  OfferGate *gate;  /* inbound offers' budgets */
   uint64_t next_session;
+  uint64_t offers_refused;
   char *stun_host, *turn_host, *turn_user, *turn_pass;
   uint16_t stun_port, turn_port;
   char **local_addrs;
@@ -72,6 +87,9 @@ static void link_end(PeerLink *l, const char *reason)
   timer_disarm(&l->answer_timer);
   Peers *p = l->owner;
   g_ptr_array_remove(p->links, l); /* the array does not free: see peers_new */
+  if (l->admitted)
+    offergate_release(p->gate, l->peer);
+  l->admitted = false;
   if (l->session)
     session_close(l->session, reason);
   if (p->cb.closed)
@@ -90,6 +108,9 @@ Peers *peers_new(GMainContext *ctx, const Identity *self, const PeersCallbacks *
   p->cb = *cb;
   p->ud = ud;
   p->links = g_ptr_array_new();
+  p->gate = offergate_new(PEERS_MAX_INBOUND, 0, 0, 0);
+  if (!p->gate)
+    g_error("out of memory"); /* as g_new0 would */
   return p;
 }
 
@@ -111,6 +132,7 @@ void peers_free(Peers *p)
   while (p->links->len)
     link_end(g_ptr_array_index(p->links, 0), "shutting down");
   g_ptr_array_unref(p->links);
+  offergate_free(p->gate);
   identity_clear(&p->self);
   nat_clear(p);
   g_strfreev(p->local_addrs);
@@ -133,6 +155,11 @@ void peers_set_local_addrs(Peers *p, char **addrs)
 {
   g_strfreev(p->local_addrs);
   p->local_addrs = g_strdupv(addrs);
+}
+
+uint64_t peers_offers_refused(const Peers *p)
+{
+  return p->offers_refused;
 }
 
 uint64_t peer_link_tag(const PeerLink *l)
@@ -180,8 +207,19 @@ static void on_session_opened(Session *s, void *ud)
     link_end(l, "the peer proved a different node id");
     return;
   }
+  /* From here on Bulk's datagram tags are keyed from this channel, not
+   * from the ICE passwords the super nodes relayed (nat/ice.h). */
+  uint8_t secret[ICE_CHANNEL_SECRET_BYTES];
+  if (!session_export(s, PEERS_TAG_LABEL, secret, sizeof secret)) {
+    link_end(l, "cannot derive the datagram keys");
+    return;
+  }
+  ice_peer_rekey(l->ice, secret, l->outbound);
+  sodium_memzero(secret, sizeof secret);
   l->opened = true;
   l->setup_ms = clock_now_ms() - l->started;
+  if (l->admitted)
+    offergate_opened(l->owner->gate, l->peer);
   if (l->owner->cb.opened)
     l->owner->cb.opened(l, l->owner->ud);
 }
@@ -281,6 +319,8 @@ static PeerLink *link_new(Peers *p, const uint8_t peer[32], bool outbound, uint6
     cfg.turn_pass = p->turn_pass;
   }
   cfg.local_addrs = (const char *const *)p->local_addrs;
+  if (!outbound)
+    cfg.timeout_ms = PEERS_INBOUND_ICE_MS;
   g_ptr_array_add(p->links, l);
   l->ice = ice_peer_new(p->ctx, outbound, &cfg, &ice_cb, l);
   if (!l->ice) {
@@ -308,14 +348,6 @@ static PeerLink *find_sid(Peers *p, const uint8_t sid[16])
   return NULL;
 }
 
-static unsigned inbound_count(Peers *p)
-{
-  unsigned n = 0;
-  for (guint i = 0; i < p->links->len; i++)
-    n += !((PeerLink *)g_ptr_array_index(p->links, i))->outbound;
-  return n;
-}
-
 void peers_on_signal(Peers *p, const uint8_t sid[16], uint8_t kind, const uint8_t src[32],
                      const char *text)
 {
@@ -324,13 +356,20 @@ void peers_on_signal(Peers *p, const uint8_t sid[16], uint8_t kind, const uint8_
   if (kind == SIGNAL_OFFER) {
     if (l)
       return; /* a copy of an offer we already took */
-    if (inbound_count(p) >= PEERS_MAX_INBOUND) {
-      p->cb.signal(sid, SIGNAL_REJECT, src, "busy", p->ud);
+    OfferVerdict v = offergate_admit(p->gate, src, clock_now_ms());
+    if (v != OFFERGATE_OK) {
+      g_debug("ICE offer from %02x%02x%02x%02x… refused: %s", src[0], src[1], src[2], src[3],
+              offergate_reason(v));
+      p->offers_refused++;
+      p->cb.signal(sid, SIGNAL_REJECT, src, offergate_reason(v), p->ud);
       return;
     }
     l = link_new(p, src, false, 0);
-    if (!l)
+    if (!l) {
+      offergate_release(p->gate, src);
       return;
+    }
+    l->admitted = true;
     memcpy(l->sid, sid, 16);
   } else if (!l || !l->outbound || memcmp(l->peer, src, 32) != 0) {
     return; /* not for a link of ours, or from someone else */

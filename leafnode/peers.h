@@ -48,6 +48,9 @@ PeerLink *peers_connect(Peers *p, const uint8_t peer_id[32], uint64_t tag);
 void peers_on_signal(Peers *p, const uint8_t sid[16], uint8_t kind, const uint8_t src[32],
                      const char *text);
 
+/* Inbound ICE offers refused so far (leafnode/offergate.h budgets). */
+uint64_t peers_offers_refused(const Peers *p);
+
 bool peer_link_send(PeerLink *l, const uint8_t *msg, size_t len);
 void peer_link_close(PeerLink *l, const char *reason);
 uint64_t peer_link_tag(const PeerLink *l);

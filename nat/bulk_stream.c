@@ -30,7 +30,13 @@ typedef struct {
   size_t mtu;
   gboolean keyed;
   struct umac64_ctx tx, rx; /* expanded keys, one per direction */
-  guint64 unauthenticated;  /* datagrams dropped for a bad or missing tag */
+  /* Keys bulk_stream_rekey announced: next_rx is tried (before rx) until a
+   * datagram verifies under it; then it replaces rx for good, and next_tx
+   * replaces tx if it was waiting for that. */
+  gboolean next_pending, next_tx_waits;
+  struct umac64_ctx next_tx, next_rx;
+  guint64 unauthenticated; /* datagrams dropped for a bad or missing tag */
+  gboolean rekeyed;        /* bulk_stream_rekey's keys are the only ones now */
 } Link;
 
 G_STATIC_ASSERT(UMAC64_DIGEST_SIZE == BULK_STREAM_TAG_BYTES);
@@ -474,6 +480,35 @@ void bulk_stream_set_keys(GIOStream *s, const guint8 send_key[BULK_STREAM_KEY_BY
   l->keyed = TRUE;
 }
 
+void bulk_stream_rekey(GIOStream *s, const guint8 send_key[BULK_STREAM_KEY_BYTES],
+                       const guint8 recv_key[BULK_STREAM_KEY_BYTES], gboolean send_now)
+{
+  Link *l = CANOPY_BULK_STREAM(s)->link;
+  if (!l->keyed) {
+    bulk_stream_set_keys(s, send_key, recv_key);
+    return;
+  }
+  umac64_set_key(&l->next_rx, recv_key);
+  umac64_set_key(&l->next_tx, send_key);
+  if (send_now)
+    memcpy(&l->tx, &l->next_tx, sizeof l->tx);
+  l->next_tx_waits = !send_now;
+  l->next_pending = TRUE;
+}
+
+/* The peer used the new keys: the old ones are refused from now on. */
+static void link_switch(Link *l)
+{
+  memcpy(&l->rx, &l->next_rx, sizeof l->rx);
+  if (l->next_tx_waits)
+    memcpy(&l->tx, &l->next_tx, sizeof l->tx);
+  l->next_pending = l->next_tx_waits = FALSE;
+  sodium_memzero(&l->next_rx, sizeof l->next_rx);
+  sodium_memzero(&l->next_tx, sizeof l->next_tx);
+  l->rekeyed = TRUE;
+  g_debug("bulk: datagram tags keyed from the secure channel now; the old keys are refused");
+}
+
 void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len)
 {
   Link *l = CANOPY_BULK_STREAM(s)->link;
@@ -486,8 +521,19 @@ void bulk_stream_on_datagram(GIOStream *s, const guint8 *pkt, gsize len)
       return;
     }
     len -= sizeof tag;
-    link_tag(&l->rx, pkt, len, tag);
-    if (sodium_memcmp(tag, pkt + len, sizeof tag) != 0) {
+    gboolean ok = FALSE;
+    if (l->next_pending) {
+      link_tag(&l->next_rx, pkt, len, tag);
+      if (sodium_memcmp(tag, pkt + len, sizeof tag) == 0) {
+        link_switch(l);
+        ok = TRUE;
+      }
+    }
+    if (!ok) {
+      link_tag(&l->rx, pkt, len, tag);
+      ok = sodium_memcmp(tag, pkt + len, sizeof tag) == 0;
+    }
+    if (!ok) {
       l->unauthenticated++;
       return;
     }
@@ -542,4 +588,14 @@ void bulk_stream_stats(GIOStream *s, BulkStats *out)
   else
     memset(out, 0, sizeof *out);
   out->dropped_datagrams += l->unauthenticated;
+}
+
+gboolean bulk_stream_rekeyed(GIOStream *s)
+{
+  return CANOPY_BULK_STREAM(s)->link->rekeyed;
+}
+
+guint64 bulk_stream_unauthenticated(GIOStream *s)
+{
+  return CANOPY_BULK_STREAM(s)->link->unauthenticated;
 }

@@ -51,6 +51,23 @@ GIOStream *bulk_stream_new(GMainContext *ctx, const BulkConfig *cfg, BulkSendFun
  * case: the tag protects the transport's own state. Keys are copied. */
 void bulk_stream_set_keys(GIOStream *s, const guint8 send_key[BULK_STREAM_KEY_BYTES],
                           const guint8 recv_key[BULK_STREAM_KEY_BYTES]);
+/* Moves the tags to new keys (derived from the secure channel once it is
+ * open, nat/ice.h ice_peer_rekey) at a point both sides agree on without a
+ * message of their own: the first datagram that verifies under recv_key.
+ * Until then a received datagram may carry a tag under either the old or
+ * the new receive key; from then on only the new one is accepted, and the
+ * old receive key is forgotten. send_now: datagrams are tagged with
+ * send_key from now on (the side that knows the peer holds the new keys
+ * already); otherwise from that first new-key datagram on (the peer
+ * proved it has them). Without keys set before, this is
+ * bulk_stream_set_keys. Keys are copied. */
+void bulk_stream_rekey(GIOStream *s, const guint8 send_key[BULK_STREAM_KEY_BYTES],
+                       const guint8 recv_key[BULK_STREAM_KEY_BYTES], gboolean send_now);
+/* Whether the switch bulk_stream_rekey announced has happened. */
+gboolean bulk_stream_rekeyed(GIOStream *s);
+/* Datagrams dropped for a bad or missing tag (also counted in
+ * BulkStats.dropped_datagrams). */
+guint64 bulk_stream_unauthenticated(GIOStream *s);
 /* The path may carry datagrams of up to max bytes, tag included: Bulk
  * probes for them (bulk_set_max_mtu) and the send function then gets
  * datagrams that large; a smaller max than before takes effect at once.

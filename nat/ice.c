@@ -11,6 +11,7 @@
 #include "ice.h"
 
 #include "bulk_stream.h"
+#include "candidate.h"
 #include "pair_socket.h"
 #include "udp_batch.h"
 
@@ -24,7 +25,8 @@
 /* libnice only accepts SDP media names it knows (it logs g_critical for any
  * other); "application" is the one that fits. */
 #define ICE_STREAM_NAME "application"
-/* Candidates accepted in one description; 8 KiB holds about 100 lines. */
+/* Candidate lines a description may have (8 KiB holds about 100); of those
+ * at most CANDIDATE_MAX_REMOTE are handed to libnice (candidate.h). */
 #define ICE_MAX_CANDIDATES 100
 /* RFC 5245 section 15.4: ufrag 4..256 and pwd 22..256 ice-chars;
  * section 15.1: foundation 1..32 ice-chars. */
@@ -33,6 +35,15 @@
 #define ICE_PWD_MIN 22
 #define ICE_PWD_MAX 256
 #define ICE_FOUNDATION_MAX 32
+/* Candidate pairs libnice keeps on its check list (its
+ * "max-connectivity-checks"; RFC 8445 section 6.1.2.5 suggests 100); it
+ * prunes the lowest-priority pairs beyond. With CANDIDATE_MAX_REMOTE remote
+ * candidates and a few local ones this is every pair an honest pair of
+ * hosts forms, and it bounds what one offer makes us send: each pair's
+ * check is sent at most three times (libnice's retransmissions), so one
+ * offer costs at most 3 * ICE_MAX_CHECK_PAIRS Binding requests plus the
+ * keepalives of the pair that wins. */
+#define ICE_MAX_CHECK_PAIRS 30u
 /* Ta, the pacing of libnice's gathering and connectivity checks (one STUN
  * transaction per tick; libnice's default 20 ms). Gathering here is a STUN
  * then a TURN exchange, and the working pair is often a few checks down
@@ -66,8 +77,9 @@ struct IcePeer {
   char *turn_host, *turn_user, *turn_pass;
   guint16 turn_port;
   gboolean remote_set;
-  char *local_desc; /* owned, once gathering is done */
-  GIOStream *io;    /* owned: bulk_stream over the agent, handed out once connected */
+  gboolean allow_loopback; /* we gather on loopback: loopback candidates are checked */
+  char *local_desc;        /* owned, once gathering is done */
+  GIOStream *io;           /* owned: bulk_stream over the agent, handed out once connected */
   /* A direct pair's datagrams bypass libnice's one-call-per-datagram send
    * (see batch_select); NULL for a relayed pair or before one is chosen. */
   UdpBatch *batch;
@@ -683,7 +695,8 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
   /* UPnP is on by default and would ask the LAN's router for mappings;
    * Bulk wants datagrams, so no ICE-TCP candidates. */
   g_object_set(p->agent, "controlling-mode", controlling, "upnp", FALSE, "ice-tcp", FALSE,
-               "ice-udp", TRUE, "stun-pacing-timer", ICE_TA_MS, NULL);
+               "ice-udp", TRUE, "stun-pacing-timer", ICE_TA_MS, "max-connectivity-checks",
+               ICE_MAX_CHECK_PAIRS, NULL);
   if (cfg->stun_host)
     g_object_set(p->agent, "stun-server", cfg->stun_host, "stun-server-port",
                  (guint)(cfg->stun_port ? cfg->stun_port : ICE_DEFAULT_STUN_PORT), NULL);
@@ -692,6 +705,7 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
     nice_address_init(&addr);
     nice_address_set_from_string(&addr, *a);
     nice_agent_add_local_address(p->agent, &addr);
+    p->allow_loopback |= candidate_address_is_loopback(*a);
   }
 
   p->stream_id = nice_agent_add_stream(p->agent, 1);
@@ -810,8 +824,9 @@ static gboolean ip_literal(const char *s)
 }
 
 /* "<foundation> 1 UDP <priority> <ip> <port> typ <type> [raddr <ip> rport
- * <port>]", the text after "a=candidate:". */
-static gboolean candidate_ok(const char *s)
+ * <port>]", the text after "a=candidate:". On success *info holds its type
+ * and priority and ip (ipcap bytes) its address. */
+static gboolean candidate_ok(const char *s, CandidateInfo *info, char *ip, size_t ipcap)
 {
   gboolean ok = FALSE;
   char **t = g_strsplit(s, " ", 0);
@@ -822,12 +837,13 @@ static gboolean candidate_ok(const char *s)
       g_ascii_strcasecmp(t[2], "UDP") != 0 || !dec(t[3], 1, G_MAXUINT32) || !ip_literal(t[4]) ||
       !dec(t[5], 1, 65535) || strcmp(t[6], "typ") != 0)
     goto out;
-  if (strcmp(t[7], "host") != 0 && strcmp(t[7], "srflx") != 0 && strcmp(t[7], "prflx") != 0 &&
-      strcmp(t[7], "relay") != 0)
+  if (!candidate_type_parse(t[7], &info->type))
     goto out;
   if (n == 12 && (strcmp(t[8], "raddr") != 0 || !ip_literal(t[9]) || strcmp(t[10], "rport") != 0 ||
                   !dec(t[11], 0, 65535)))
     goto out;
+  info->priority = (guint32)g_ascii_strtoull(t[3], NULL, 10);
+  g_strlcpy(ip, t[4], ipcap);
   ok = TRUE;
 out:
   g_strfreev(t);
@@ -835,8 +851,13 @@ out:
 }
 
 /* Checks text against the format in ice.h; on success *ufrag and *pwd
- * (owned) are the remote credentials. */
-static gboolean description_check(const char *text, char **ufrag, char **pwd, GError **error)
+ * (owned) are the remote credentials and *kept (owned) the text for
+ * libnice: the same lines less the candidates candidate.h refuses (an
+ * address no agent should check; loopback unless allow_loopback) and those
+ * over CANDIDATE_MAX_REMOTE. A description left with no candidate is an
+ * error. */
+static gboolean description_check(const char *text, gboolean allow_loopback, char **ufrag,
+                                  char **pwd, char **kept, GError **error)
 {
   size_t len = strnlen(text, ICE_DESCRIPTION_MAX + 1);
   if (len > ICE_DESCRIPTION_MAX) {
@@ -858,8 +879,13 @@ static gboolean description_check(const char *text, char **ufrag, char **pwd, GE
   if (n > 0 && lines[n - 1][0] == '\0')
     n--;
   const char *why = NULL;
-  guint bad = 0, cands = 0;
+  guint bad = 0, cands = 0, usable = 0;
   char *uf = NULL, *pw = NULL;
+  CandidateInfo info[ICE_MAX_CANDIDATES];
+  guint line_of[ICE_MAX_CANDIDATES]; /* usable candidate -> its line */
+  bool keep[ICE_MAX_CANDIDATES];
+  GArray *drop = g_array_new(FALSE, TRUE, sizeof(gboolean)); /* per line */
+  g_array_set_size(drop, n);
 
   for (guint i = 0; i < n && !why; i++) {
     const char *l = lines[i];
@@ -888,15 +914,24 @@ static gboolean description_check(const char *text, char **ufrag, char **pwd, GE
       else
         pw = g_strdup(l + 10);
     } else if (g_str_has_prefix(l, "a=candidate:")) {
+      char ip[INET6_ADDRSTRLEN + 1];
+      const char *refused = NULL;
       if (++cands > ICE_MAX_CANDIDATES)
         why = "too many candidates";
-      else if (!candidate_ok(l + 12))
+      else if (!candidate_ok(l + 12, &info[usable], ip, sizeof ip))
         why = "bad a=candidate line";
+      else if (!candidate_address_ok(ip, info[usable].type, allow_loopback, &refused)) {
+        /* Well-formed, but not an address we send checks to: the rest of
+         * the description may still hold a path. */
+        g_debug("ICE: remote candidate %s ignored: %s", ip, refused);
+        g_array_index(drop, gboolean, i) = TRUE;
+      } else {
+        line_of[usable++] = i;
+      }
     } else {
       why = l[0] ? "unexpected line" : "empty line";
     }
   }
-  g_strfreev(lines);
 
   if (!why) {
     bad = 0;
@@ -906,7 +941,24 @@ static gboolean description_check(const char *text, char **ufrag, char **pwd, GE
       why = "no a=ice-ufrag or a=ice-pwd";
     else if (cands == 0)
       why = "no candidate";
+    else if (usable == 0)
+      why = "no candidate with an address we check";
   }
+  if (!why) {
+    size_t picked = candidate_pick(info, usable, CANDIDATE_MAX_REMOTE, keep);
+    if (picked < usable)
+      g_debug("ICE: %u remote candidates, %zu kept", usable, picked);
+    for (guint k = 0; k < usable; k++)
+      if (!keep[k])
+        g_array_index(drop, gboolean, line_of[k]) = TRUE;
+    GString *out = g_string_sized_new(len);
+    for (guint i = 0; i < n; i++)
+      if (!g_array_index(drop, gboolean, i))
+        g_string_append_printf(out, "%s\n", lines[i]);
+    *kept = g_string_free(out, FALSE);
+  }
+  g_array_unref(drop);
+  g_strfreev(lines);
   if (why) {
     g_free(uf);
     g_free(pw);
@@ -921,9 +973,11 @@ static gboolean description_check(const char *text, char **ufrag, char **pwd, GE
   return TRUE;
 }
 
-/* The key of Bulk's datagram tags from one side to the other
+/* The first key of Bulk's datagram tags from one side to the other
  * (bulk_stream_set_keys): both ICE passwords, which only the two leaves and
- * the signalling path between them know, the sender's first. One key per
+ * the signalling path between them know, the sender's first. The super
+ * nodes on that path read them, so these keys serve only until the secure
+ * channel is open (ice_peer_rekey). One key per
  * direction: both sides number their packets from 0, and a UMAC nonce must
  * never repeat under one key. */
 static void bulk_key(const char *from_pwd, const char *to_pwd, guint8 key[BULK_STREAM_KEY_BYTES])
@@ -948,8 +1002,8 @@ gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error
     return FALSE;
   }
 
-  char *ufrag = NULL, *pwd = NULL;
-  if (!description_check(description, &ufrag, &pwd, error))
+  char *ufrag = NULL, *pwd = NULL, *kept = NULL;
+  if (!description_check(description, p->allow_loopback, &ufrag, &pwd, &kept, error))
     return FALSE;
 
   /* Our own description handed back (a signalling loop) would have the
@@ -970,6 +1024,7 @@ gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error
   g_free(ufrag);
   g_free(pwd);
   if (!have || own) {
+    g_free(kept);
     g_set_error(error, G_IO_ERROR, have ? G_IO_ERROR_INVALID_DATA : G_IO_ERROR_FAILED,
                 have ? "description is our own" : "no local ICE credentials");
     return FALSE;
@@ -979,7 +1034,8 @@ gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error
   /* The text is exactly what libnice's parser handles well, so the only
    * failure left is candidates it declines (no local candidate of that
    * address family, say). */
-  int added = nice_agent_parse_remote_sdp(p->agent, description);
+  int added = nice_agent_parse_remote_sdp(p->agent, kept);
+  g_free(kept);
   if (added <= 0) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
                 "libnice took no candidate from the remote description (%d)", added);
@@ -988,6 +1044,41 @@ gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error
   if (!p->due_connected && !p->said_connected && !p->due_failed)
     slot_arm(&p->timeout_src, p->ctx, p->timeout_ms, timeout_cb, p);
   return TRUE;
+}
+
+/* The tag keys from the secure channel (ice.h): one per direction from the
+ * channel's exported secret, labelled by direction. */
+static void bulk_key_from_channel(const guint8 secret[ICE_CHANNEL_SECRET_BYTES], const char *dir,
+                                  guint8 key[BULK_STREAM_KEY_BYTES])
+{
+  crypto_generichash(key, BULK_STREAM_KEY_BYTES, (const guint8 *)dir, strlen(dir), secret,
+                     ICE_CHANNEL_SECRET_BYTES);
+}
+
+void ice_peer_rekey(IcePeer *p, const guint8 secret[ICE_CHANNEL_SECRET_BYTES], gboolean initiator)
+{
+  g_return_if_fail(p != NULL && secret != NULL);
+  if (!p->io)
+    return;
+  guint8 i2r[BULK_STREAM_KEY_BYTES], r2i[BULK_STREAM_KEY_BYTES];
+  bulk_key_from_channel(secret, "canopy bulk tag i->r", i2r);
+  bulk_key_from_channel(secret, "canopy bulk tag r->i", r2i);
+  /* The responder's channel opens on the initiator's last handshake
+   * message, which the initiator sent with its channel already open: the
+   * responder knows the initiator holds the new keys and uses them at
+   * once; the initiator waits for the responder's first datagram under
+   * them. */
+  if (initiator)
+    bulk_stream_rekey(p->io, i2r, r2i, FALSE);
+  else
+    bulk_stream_rekey(p->io, r2i, i2r, TRUE);
+  sodium_memzero(i2r, sizeof i2r);
+  sodium_memzero(r2i, sizeof r2i);
+}
+
+gboolean ice_peer_rekeyed(IcePeer *p)
+{
+  return p->io && bulk_stream_rekeyed(p->io);
 }
 
 /* ---- TURN credentials ---- */

@@ -31,7 +31,11 @@
  * relay; <ip> is numeric IPv4 or IPv6. ice_peer_set_remote accepts exactly
  * this and nothing else (no '\r', no empty or unknown lines, no TCP
  * candidates, no second stream or component), so a peer cannot steer
- * libnice's lenient parser.
+ * libnice's lenient parser. Of the candidates, libnice is given only those
+ * nat/candidate.h allows (no unspecified, multicast, broadcast or reserved
+ * address; loopback only when local_addrs has one), at most
+ * CANDIDATE_MAX_REMOTE of them, and it keeps at most 30 pairs: one
+ * description makes us send a bounded number of checks.
  *
  * Callbacks run from the peer's GMainContext, never from inside an ice_*
  * call and never while libnice iterates something; a callback may call
@@ -126,6 +130,25 @@ IcePeer *ice_peer_new(GMainContext *ctx, gboolean controlling, const IceConfig *
  * has failed, or libnice took none of the candidates; the peer is then
  * spent, free it. */
 gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error);
+
+/* Bytes of the secret ice_peer_rekey takes. */
+#define ICE_CHANNEL_SECRET_BYTES 32
+
+/* Bulk's datagram tags are first keyed from both ICE passwords, which the
+ * signalling super nodes read (and so could forge datagrams with). Once the
+ * secure channel over the stream is open, the caller hands over a secret
+ * exported from it (channel_export: only the two ends know it) and the tags
+ * move to keys derived from it, one per direction. The point both sides
+ * agree on: the responder tags with the new keys at once (its channel
+ * opened on the initiator's last handshake message, so the initiator has
+ * them); the initiator does so once a datagram under them arrives. Each
+ * side accepts the old receive key only until the first datagram that
+ * verifies under the new one (bulk_stream_rekey), and never again: after
+ * that, nobody but the two ends can make a datagram either accepts.
+ * initiator: our side of the channel. Secret borrowed. */
+void ice_peer_rekey(IcePeer *p, const guint8 secret[ICE_CHANNEL_SECRET_BYTES], gboolean initiator);
+/* Whether this side has switched to the keys ice_peer_rekey gave. */
+gboolean ice_peer_rekeyed(IcePeer *p);
 
 /* Stops everything; no callback fires afterwards. A TURN allocation is
  * released in the background on the peer's context. NULL is a no-op. */

@@ -166,10 +166,15 @@ size_t stun_server_answer(const uint8_t *req, size_t len, const struct sockaddr 
   switch (stun_agent_validate(&agent, &request, req, len, NULL, NULL)) {
   case STUN_VALIDATION_SUCCESS:
     break;
-  case STUN_VALIDATION_UNKNOWN_REQUEST_ATTRIBUTE:
-    /* 420 listing each unknown attribute: 2 bytes per attribute of at least
-     * 4 in the request, so the error stays near the request's size. */
-    return stun_agent_build_unknown_attributes_error(&agent, &response, out, outcap, &request);
+  case STUN_VALIDATION_UNKNOWN_REQUEST_ATTRIBUTE: {
+    /* 420 listing each unknown attribute. Its ERROR-CODE reason phrase
+     * makes it bigger than a short request: a forged source would get more
+     * bytes than the forger sent. An error answer helps no honest client
+     * find its address, so it goes only when it is not larger than the
+     * request (issue 11, finding 14). */
+    size_t n = stun_agent_build_unknown_attributes_error(&agent, &response, out, outcap, &request);
+    return n <= len ? n : 0;
+  }
   default:
     return 0; /* a bad FINGERPRINT, or anything else libnice rejects */
   }

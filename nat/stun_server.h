@@ -19,8 +19,16 @@
 
 /* An out buffer this large holds every response stun_server_answer builds.
  * A success response is at most 52 bytes (IPv6 XOR-MAPPED-ADDRESS and a
- * FINGERPRINT); only a 420 that lists many unknown attributes is longer, and
- * it never exceeds the request that asked for it by more than 56 bytes. */
+ * FINGERPRINT); a 420 is never larger than the request that asked for it.
+ *
+ * Amplification: a success answer can exceed its request, because real
+ * clients send bare ones: libnice's classic RFC 3489 request is a 20-byte
+ * header, answered with 32 bytes (MAPPED-ADDRESS, IPv4); a bare RFC 5389
+ * request gets 32 (IPv4) or 44 (IPv6). Refusing those would leave libnice
+ * without a server-reflexive candidate, so the worst case is 44 bytes for
+ * 20 (2.2x) and at most 32 bytes more than any request; a request carrying
+ * a FINGERPRINT (28 bytes or more) gets at most 24 bytes more. Volume is
+ * bounded per source by stun_limit.h. */
 #define STUN_SERVER_MAX_RESPONSE 600
 
 /* Answers one datagram `req` (len bytes) received from `from` (fromlen
@@ -36,7 +44,8 @@
  *   - without it (classic RFC 3489, as libnice 0.1.21 sends for
  *     server-reflexive discovery): a success response with MAPPED-ADDRESS;
  *   - with an unknown comprehension-required attribute: 420 Unknown Attribute
- *     listing it (RFC 5389 section 7.3.1, RFC 3489 section 8.2.2); an RFC
+ *     listing it (RFC 5389 section 7.3.1, RFC 3489 section 8.2.2), if it is
+ *     not larger than the request (otherwise nothing); an RFC
  *     5389 request whose CHANGE-REQUEST asks for another address or port
  *     gets the same 420, as RFC 5780 section 7.2 asks of a server with no
  *     alternate address. The RFC 3489 one is dropped: a classic client reads

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "ratelimit.h"
+#include "stun_limit.h"
 #include "stun_server.h"
 
 /* Default port when host_port names none (RFC 5389 section 9). */
@@ -26,11 +26,11 @@
 struct StunService {
   GSocket *socket;
   GSource *source;
-  RateLimit limit;
+  StunLimit *limit;
   uint16_t port;
   uint64_t requests;
   uint64_t dropped;
-  uint64_t limited;         /* answers refused by the token bucket */
+  uint64_t limited;         /* answers refused by a budget (stun_limit.h) */
   uint64_t limit_logged_ms; /* when "rate limited" was last logged (0: never) */
 };
 
@@ -39,13 +39,18 @@ static uint64_t now_ms(void)
   return (uint64_t)(g_get_monotonic_time() / 1000);
 }
 
-static void note_limited(StunService *s, uint64_t now)
+static void note_limited(StunService *s, StunLimitVerdict v, uint64_t now)
 {
+  static const char *const what[] = {
+      [STUN_LIMIT_ADDR] = "one source address's budget",
+      [STUN_LIMIT_PREFIX] = "one source prefix's budget",
+      [STUN_LIMIT_GLOBAL] = "the global budget",
+      [STUN_LIMIT_BAD] = "no budget (unknown address family)",
+  };
   s->limited++;
   if (s->limit_logged_ms == 0 || now - s->limit_logged_ms >= STUN_LIMIT_LOG_MS) {
     s->limit_logged_ms = now;
-    g_info("STUN answers over %d/s: dropping (%" G_GUINT64_FORMAT " so far)", STUN_SERVICE_RATE,
-           s->limited);
+    g_info("STUN answers over %s: dropping (%" G_GUINT64_FORMAT " so far)", what[v], s->limited);
   }
 }
 
@@ -79,9 +84,10 @@ static gboolean on_readable(GSocket *socket, GIOCondition cond, gpointer ud)
       continue;
     }
     uint64_t now = now_ms();
-    if (!ratelimit_take(&s->limit, now)) {
+    StunLimitVerdict v = stun_limit_take(s->limit, (struct sockaddr *)&from, fromlen, now);
+    if (v != STUN_LIMIT_OK) {
       s->dropped++;
-      note_limited(s, now);
+      note_limited(s, v, now);
       continue;
     }
     /* A full send buffer drops the answer; the client retransmits. */
@@ -129,9 +135,14 @@ StunService *stun_service_new(const char *host_port, GMainContext *ctx, GError *
     goto out;
 
   s = g_new0(StunService, 1);
+  s->limit = stun_limit_new(NULL, now_ms());
+  if (!s->limit) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "STUN: out of memory");
+    g_clear_pointer(&s, g_free);
+    goto out;
+  }
   s->socket = g_steal_pointer(&sock);
   s->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
-  ratelimit_init(&s->limit, STUN_SERVICE_RATE, STUN_SERVICE_BURST, now_ms());
   s->source = g_socket_create_source(s->socket, G_IO_IN, NULL);
   g_source_set_callback(s->source, G_SOURCE_FUNC(on_readable), s, NULL);
   g_source_attach(s->source, ctx);
@@ -155,6 +166,7 @@ void stun_service_free(StunService *s)
   }
   g_socket_close(s->socket, NULL);
   g_object_unref(s->socket);
+  stun_limit_free(s->limit);
   g_free(s);
 }
 

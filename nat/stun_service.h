@@ -1,20 +1,17 @@
 /* stun_service.h - a UDP socket answering STUN binding requests.
  *
  * The thin glib shell around stun_server_answer (stun_server.h): one
- * non-blocking UDP socket, one GSource on the caller's GMainContext. All
- * answers together are capped by a token bucket (STUN_SERVICE_RATE per
- * second), so a flood of requests with forged sources cannot turn a super
- * node into a full-speed reflector.
+ * non-blocking UDP socket, one GSource on the caller's GMainContext. Answers
+ * are budgeted per source address, per source prefix and in total
+ * (stun_limit.h), so a flood of requests with forged sources cannot turn a
+ * super node into a full-speed reflector, nor one flooding source starve
+ * everyone else.
  */
 #ifndef CANOPY_STUN_SERVICE_H
 #define CANOPY_STUN_SERVICE_H
 
 #include <glib.h>
 #include <stdint.h>
-
-/* Answers per second over all senders, and the burst allowed above it. */
-#define STUN_SERVICE_RATE 2000
-#define STUN_SERVICE_BURST 200
 
 typedef struct StunService StunService;
 
@@ -33,7 +30,7 @@ uint16_t stun_service_port(const StunService *s);
 uint64_t stun_service_requests(const StunService *s);
 
 /* Datagrams received and not answered: not a binding request, malformed,
- * over the rate limit, or the send failed. */
+ * over a budget, or the send failed. */
 uint64_t stun_service_dropped(const StunService *s);
 
 #endif

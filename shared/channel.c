@@ -81,7 +81,8 @@ struct Channel {
   uint8_t eph_pk[EPH_LEN];
   uint8_t eph_sk[crypto_kx_SECRETKEYBYTES]; /* wiped once keys are derived */
   uint8_t peer_eph[EPH_LEN];
-  uint8_t rx_key[KEY_LEN]; /* wiped once the pull stream is set up */
+  uint8_t rx_key[KEY_LEN];                /* wiped once the pull stream is set up */
+  uint8_t export_key[CHANNEL_EXPORT_MAX]; /* for channel_export, from both session keys */
   uint8_t peer_pk[IDENTITY_PK_LEN];
   uint8_t peer_id[IDENTITY_ID_LEN];
   crypto_secretstream_xchacha20poly1305_state tx;
@@ -112,6 +113,7 @@ static void channel_fail(Channel *ch, const char *why)
   sodium_memzero(ch->self.sk, sizeof ch->self.sk);
   sodium_memzero(ch->eph_sk, sizeof ch->eph_sk);
   sodium_memzero(ch->rx_key, sizeof ch->rx_key);
+  sodium_memzero(ch->export_key, sizeof ch->export_key);
   sodium_memzero(&ch->tx, sizeof ch->tx);
   sodium_memzero(&ch->rx, sizeof ch->rx);
   if (ch->plain.data)
@@ -256,6 +258,20 @@ static bool recv_identity(Channel *ch, const uint8_t *c, const char *ctx, const 
   return true;
 }
 
+/* The exporter secret: BLAKE2b keyed with both session keys, the
+ * initiator-to-responder one first (the same order on both sides), over a
+ * label of its own, so it reveals nothing about the stream keys. */
+static void derive_export(Channel *ch, const uint8_t i_to_r[KEY_LEN], const uint8_t r_to_i[KEY_LEN])
+{
+  static const char label[] = "canopy/export/v1";
+  uint8_t both[2 * KEY_LEN];
+  memcpy(both, i_to_r, KEY_LEN);
+  memcpy(both + KEY_LEN, r_to_i, KEY_LEN);
+  crypto_generichash(ch->export_key, sizeof ch->export_key, (const uint8_t *)label,
+                     sizeof label - 1, both, sizeof both);
+  sodium_memzero(both, sizeof both);
+}
+
 static const char *const cookie_errors[] = {
     [COOKIE_FORGED] = "bad cookie",
     [COOKIE_EXPIRED] = "expired cookie",
@@ -330,6 +346,7 @@ static bool on_m1(Channel *ch, const uint8_t *p, size_t len)
     channel_fail(ch, "key exchange failed");
     goto out;
   }
+  derive_export(ch, ch->rx_key, tx_key);
   sodium_memzero(ch->eph_sk, sizeof ch->eph_sk);
   memcpy(m2_prefix, ch->eph_pk, EPH_LEN);
   crypto_secretstream_xchacha20poly1305_init_push(&ch->tx, m2_prefix + EPH_LEN, tx_key);
@@ -392,6 +409,7 @@ static bool on_m2(Channel *ch, const uint8_t *p, size_t len)
     channel_fail(ch, "key exchange failed");
     goto out;
   }
+  derive_export(ch, tx_key, ch->rx_key);
   sodium_memzero(ch->eph_sk, sizeof ch->eph_sk);
   if (crypto_secretstream_xchacha20poly1305_init_pull(&ch->rx, r_header, ch->rx_key) != 0) {
     channel_fail(ch, "decryption failed");
@@ -540,6 +558,15 @@ const uint8_t *channel_peer_id(const Channel *ch)
 const uint8_t *channel_peer_pk(const Channel *ch)
 {
   return ch->peer_known ? ch->peer_pk : NULL;
+}
+
+bool channel_export(const Channel *ch, const char *label, uint8_t *out, size_t len)
+{
+  if (ch->state != CHANNEL_OPEN || !label || len < 16 || len > CHANNEL_EXPORT_MAX)
+    return false;
+  crypto_generichash(out, len, (const uint8_t *)label, strlen(label), ch->export_key,
+                     sizeof ch->export_key);
+  return true;
 }
 
 bool channel_feed(Channel *ch, const uint8_t *data, size_t len)

@@ -72,6 +72,15 @@ const char *channel_error(const Channel *ch);
 const uint8_t *channel_peer_id(const Channel *ch);
 const uint8_t *channel_peer_pk(const Channel *ch);
 
+/* Largest key channel_export gives, in bytes. */
+#define CHANNEL_EXPORT_MAX 32
+/* A key of len bytes (16..CHANNEL_EXPORT_MAX) for another use of this
+ * session, named by label: the same on both ends, known to no one else,
+ * independent of the stream keys and of other labels (BLAKE2b keyed with a
+ * secret derived from both session keys). Only while CHANNEL_OPEN; false
+ * otherwise. (An exporter, as TLS has: RFC 5705.) */
+bool channel_export(const Channel *ch, const char *label, uint8_t *out, size_t len);
+
 /* Buffers received bytes and advances the handshake as far as they allow.
  * Returns false once the channel has failed. Input is bounded: at most one
  * frame plus its header is ever buffered. */

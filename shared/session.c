@@ -101,6 +101,10 @@ const uint8_t *session_peer_id(const Session *s)
 {
   return channel_peer_id(s->ch);
 }
+bool session_export(const Session *s, const char *label, uint8_t *out, size_t len)
+{
+  return s->ch && channel_export(s->ch, label, out, len);
+}
 const char *session_remote(const Session *s)
 {
   return s->remote;

@@ -51,6 +51,8 @@ const uint8_t *session_peer_id(const Session *s);
 /* "host:port" of the remote socket address (borrowed). */
 const char *session_remote(const Session *s);
 bool session_is_open(const Session *s);
+/* channel_export on the session's channel (false unless open). */
+bool session_export(const Session *s, const char *label, uint8_t *out, size_t len);
 
 /* Encrypts and queues one message. False if the session is not open. */
 bool session_send(Session *s, const uint8_t *msg, size_t len);

@@ -75,6 +75,23 @@ note "garbage burst: $(($(snstat s1 stun_dropped) - dropped_before)) datagrams d
 rfc5389 127.0.0.1 "$SP" || fail "no RFC 5389 answer after the garbage"
 rfc3489 "$SP" "$(port 62)" || fail "no RFC 3489 answer after the garbage"
 
+# One source floods (issue 11, finding 14): 4,000 requests a second from
+# 127.0.1.1, over the global budget of 2,000 that it alone used to exhaust.
+# It gets its own address's budget; an honest client on another address is
+# answered every time, and so are the real clients.
+"$HOSTILE" stunflood "127.0.0.1:$SP" 127.0.1.1 4 >"$T/flood.out" &
+flooder=$!
+PIDS+=($flooder)
+sleep 1
+rfc5389 127.0.0.1 "$SP" || fail "no RFC 5389 answer during the flood"
+rfc3489 "$SP" "$(port 63)" || fail "no RFC 3489 answer during the flood"
+wait $flooder || fail "the flooder failed"
+read -r _ fsent _ fgot _ hsent _ hgot <"$T/flood.out"
+note "flood from 127.0.1.1: $fgot of $fsent answered; honest client: $hgot of $hsent"
+[ "$hgot" -eq "$hsent" ] && [ "$hsent" -ge 30 ] || fail "the honest client got $hgot of $hsent answers"
+# Its address's burst (40) and 20 a second; its /24 allows no more than 200 + 100/s.
+[ "$fgot" -le 200 ] || fail "the flooding source got $fgot answers"
+
 # IPv6 where the host has a loopback address for it.
 if ip -6 addr show dev lo 2>/dev/null | grep -q 'inet6 ::1/'; then
   start_sn s2 2 --no-discovery --stun "[::1]:$(port 52)"

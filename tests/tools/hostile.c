@@ -37,10 +37,23 @@
  *   qidflood    canopy-hostile qidflood HOST:PORT RATE SECONDS same|random:
  *               HELLO as a super node, then RATE QUERYs a second (ttl 0),
  *               ids sharing their first 4 bytes (same) or random
+ * And a leaf that sends ICE offers aimed elsewhere (exit 0 after SECONDS):
+ *   offers      canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS: HELLO
+ *               as a leaf, COUNT OFFERs (4 a second) to the leaf VICTIM_ID
+ *               (hex), each with 100 candidates on 100 UDP sockets of ours;
+ *               prints "offers N answered A refused R checks C", C being the
+ *               STUN requests the victim sent to those sockets
+ * And a STUN flood (UDP; exit 0 after SECONDS):
+ *   stunflood   canopy-hostile stunflood HOST:PORT SRC_IP SECONDS: 4,000
+ *               binding requests a second from SRC_IP, and one every 100 ms
+ *               from another socket (an honest client); prints "flood F
+ *               answered A honest H answered B"
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sodium.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -720,6 +733,169 @@ static int sybil_main(int argc, char **argv)
   return up == count && alive == up ? 0 : 1;
 }
 
+/* --- nat findings (issue 11: 8) --- */
+
+#define OFFER_SOCKETS 100
+
+static long ms_since(const struct timespec *t0)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* One OFFER with a candidate on each of our sockets: the addresses a victim
+ * would check are all ours to count. */
+static void send_offer(int fd, Channel *ch, const uint8_t victim[32], int n, const int *ports)
+{
+  char text[WIRE_MAX_SIGNAL];
+  size_t off = (size_t)snprintf(text, sizeof text,
+                                "m=application %d ICE/SDP\nc=IN IP4 127.0.0.1\n"
+                                "a=ice-ufrag:hx%04d\na=ice-pwd:hostilehostilehostile%04d\n",
+                                ports[0], n, n);
+  for (int i = 0; i < OFFER_SOCKETS && off < sizeof text; i++)
+    off += (size_t)snprintf(text + off, sizeof text - off,
+                            "a=candidate:%d 1 UDP %u 127.0.0.1 %d typ host\n", i + 1,
+                            2130706431u - (unsigned)i, ports[i]);
+  WireMsg m = {.type = MSG_SIGNAL};
+  randombytes_buf(m.u.signal.sid, sizeof m.u.signal.sid);
+  m.u.signal.ttl = 3;
+  m.u.signal.kind = SIGNAL_OFFER;
+  memcpy(m.u.signal.dst, victim, 32);
+  m.u.signal.text = wire_str(text, strlen(text));
+  send_msg(fd, ch, &m);
+}
+
+static int offers_attack(int fd, Channel *ch, const char *victim_hex, int count, int seconds)
+{
+  uint8_t victim[32];
+  if (!hex_decode(victim_hex, victim, sizeof victim)) {
+    fprintf(stderr, "canopy-hostile: bad victim id %s\n", victim_hex);
+    return 2;
+  }
+  struct pollfd pfd[1 + OFFER_SOCKETS];
+  int ports[OFFER_SOCKETS];
+  pfd[0] = (struct pollfd){fd, POLLIN, 0};
+  for (int i = 0; i < OFFER_SOCKETS; i++) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    if (u < 0 || bind(u, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(u, (struct sockaddr *)&a, &al) != 0)
+      return 2;
+    ports[i] = ntohs(a.sin_port);
+    pfd[1 + i] = (struct pollfd){u, POLLIN, 0};
+  }
+  hello_leaf(fd, ch);
+  long answered = 0, refused = 0, checks = 0;
+  int sent = 0;
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (long el; (el = ms_since(&t0)) < seconds * 1000L;) {
+    /* 4 a second: under the super node's per-session signal limit. */
+    if (sent < count && el >= sent * 250L)
+      send_offer(fd, ch, victim, sent++, ports);
+    if (poll(pfd, 1 + OFFER_SOCKETS, 50) <= 0)
+      continue;
+    for (int i = 1; i <= OFFER_SOCKETS; i++) {
+      uint8_t d[2048];
+      ssize_t n;
+      while (pfd[i].revents & POLLIN && (n = recv(pfd[i].fd, d, sizeof d, MSG_DONTWAIT)) > 0)
+        checks += n >= 20 && d[0] == 0x00 && d[1] == 0x01; /* a Binding request */
+    }
+    if (!(pfd[0].revents & POLLIN))
+      continue;
+    uint8_t buf[65536];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0 || !channel_feed(ch, buf, (size_t)n))
+      break;
+    const uint8_t *msg;
+    size_t len;
+    while (channel_read(ch, &msg, &len) == 1) {
+      WireMsg m;
+      if (wire_decode(msg, len, &m) != WIRE_OK)
+        continue;
+      if (m.type == MSG_PING) {
+        WireMsg pong = {.type = MSG_PONG};
+        pong.u.ping = m.u.ping;
+        send_msg(fd, ch, &pong);
+      } else if (m.type == MSG_SIGNAL) {
+        answered += m.u.signal.kind == SIGNAL_ANSWER;
+        refused += m.u.signal.kind == SIGNAL_REJECT;
+      }
+      wire_msg_clear(&m);
+    }
+    flush_channel(fd, ch);
+  }
+  printf("offers %d answered %ld refused %ld checks %ld\n", sent, answered, refused, checks);
+  for (int i = 1; i <= OFFER_SOCKETS; i++)
+    close(pfd[i].fd);
+  return 0;
+}
+
+static int udp_to(const char *hostport, const char *src)
+{
+  char host[256];
+  const char *colon = strrchr(hostport, ':');
+  if (!colon || (size_t)(colon - hostport) >= sizeof host)
+    return -1;
+  memcpy(host, hostport, (size_t)(colon - hostport));
+  host[colon - hostport] = '\0';
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0 || inet_pton(AF_INET, host, &a.sin_addr) != 1)
+    return -1;
+  if (src) {
+    struct sockaddr_in b = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, src, &b.sin_addr) != 1 || bind(fd, (struct sockaddr *)&b, sizeof b))
+      return -1;
+  }
+  return connect(fd, (struct sockaddr *)&a, sizeof a) == 0 ? fd : -1;
+}
+
+static long drain_udp(int fd)
+{
+  uint8_t d[2048];
+  long n = 0;
+  while (recv(fd, d, sizeof d, MSG_DONTWAIT) > 0)
+    n++;
+  return n;
+}
+
+static int stun_flood(const char *hostport, const char *src, int seconds)
+{
+  int flood = udp_to(hostport, src), honest = udp_to(hostport, NULL);
+  if (flood < 0 || honest < 0) {
+    fprintf(stderr, "canopy-hostile: cannot open UDP sockets to %s from %s\n", hostport, src);
+    return 2;
+  }
+  uint8_t req[20] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42};
+  long flood_sent = 0, flood_got = 0, honest_sent = 0, honest_got = 0;
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (long el; (el = ms_since(&t0)) < seconds * 1000L;) {
+    while (flood_sent < el * 4) { /* 4 per millisecond */
+      randombytes_buf(req + 8, 12);
+      flood_sent += send(flood, req, sizeof req, 0) == (ssize_t)sizeof req;
+    }
+    if (el >= honest_sent * 100 && el < seconds * 1000L - 500) {
+      randombytes_buf(req + 8, 12);
+      honest_sent += send(honest, req, sizeof req, 0) == (ssize_t)sizeof req;
+    }
+    flood_got += drain_udp(flood);
+    honest_got += drain_udp(honest);
+    struct timespec pause = {0, 1000000};
+    nanosleep(&pause, NULL);
+  }
+  flood_got += drain_udp(flood);
+  honest_got += drain_udp(honest);
+  printf("flood %ld answered %ld honest %ld answered %ld\n", flood_sent, flood_got, honest_sent,
+         honest_got);
+  close(flood);
+  close(honest);
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -731,11 +907,15 @@ int main(int argc, char **argv)
             "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n"
             "       canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT\n"
             "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n"
-            "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n");
+            "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n"
+            "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n"
+            "       canopy-hostile stunflood HOST:PORT SRC_IP SECONDS\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
     return crypto_ready() ? m1flood(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 64) : 2;
+  if (strcmp(argv[1], "stunflood") == 0 && argc == 5)
+    return stun_flood(argv[2], argv[3], atoi(argv[4]));
   const char *mode = argv[1];
   if (strcmp(mode, "slots") == 0)
     return slots_mode(argc, argv);
@@ -842,6 +1022,8 @@ int main(int argc, char **argv)
     }
   } else if (strcmp(mode, "liarnames") == 0 && argc == 8) {
     rc = liar_names(fd, ch, argv);
+  } else if (strcmp(mode, "offers") == 0 && argc == 6) {
+    rc = offers_attack(fd, ch, argv[3], atoi(argv[4]), atoi(argv[5]));
   } else {
     fprintf(stderr, "canopy-hostile: unknown mode %s\n", mode);
   }

@@ -26,6 +26,7 @@ struct End {
   guint64 sent, dropped;
   gboolean garbage; /* also deliver a corrupted copy of each datagram */
   gboolean reflect; /* ... and each datagram back to its sender */
+  GPtrArray *log;   /* GBytes of each datagram sent, when not NULL */
 
   /* what this end writes and reads, for the pumps below */
   guint8 *wbuf;
@@ -42,6 +43,8 @@ static gboolean path_send(const guint8 *pkt, gsize len, gpointer ud)
 {
   End *e = ud;
   e->sent++;
+  if (e->log)
+    g_ptr_array_add(e->log, g_bytes_new(pkt, len));
   if (g_rand_double(e->rng) < e->loss) {
     e->dropped++;
     return TRUE;
@@ -161,11 +164,19 @@ static gchar *sum_of(const guint8 *buf, gsize len)
 }
 
 /* Runs the default context until done(ud) or the deadline. */
+static gboolean tick_cb(gpointer ud)
+{
+  return G_SOURCE_CONTINUE;
+}
+
 static gboolean run_until(gboolean (*done)(gpointer), gpointer ud)
 {
   gint64 end = g_get_monotonic_time() + WAIT_US;
+  /* Bounds each blocking iteration: an idle pair has no source to wake. */
+  guint tick = g_timeout_add(50, tick_cb, NULL);
   while (!done(ud) && g_get_monotonic_time() < end)
     g_main_context_iteration(NULL, TRUE);
+  g_source_remove(tick);
   return done(ud);
 }
 
@@ -218,6 +229,96 @@ static void test_both_ways_lossy(void **state)
   assert_true(st.retransmits > 0);
   /* every corrupted copy and every reflected one */
   assert_true(st.dropped_datagrams >= (b.sent - b.dropped) + (a.sent - a.dropped));
+  end_clear(&a);
+  end_clear(&b);
+}
+
+static gboolean b_read_all(gpointer ud)
+{
+  Pair *p = ud;
+  return p->b->rdone == p->a->wlen;
+}
+
+static gboolean both_read_all(gpointer ud)
+{
+  Pair *p = ud;
+  return p->b->rdone == p->a->wlen && p->a->rdone == p->b->wlen;
+}
+
+static gboolean both_rekeyed(gpointer ud)
+{
+  Pair *p = ud;
+  return bulk_stream_rekeyed(p->a->io) && bulk_stream_rekeyed(p->b->io);
+}
+
+static void replay(GPtrArray *log, GIOStream *to)
+{
+  for (guint i = 0; i < log->len; i++) {
+    gsize n;
+    const guint8 *d = g_bytes_get_data(log->pdata[i], &n);
+    bulk_stream_on_datagram(to, d, n);
+  }
+}
+
+/* Issue 11, finding 16: the tags move from the ICE-password keys (which
+ * the signalling super nodes read) to keys from the secure channel; after
+ * the switch a datagram tagged under the old key is refused. */
+static void test_rekey_refuses_old_keys(void **state)
+{
+  End a, b; /* a: the channel's initiator, b: its responder */
+  end_init(&a, &b, 3, 0);
+  end_init(&b, &a, 4, 0);
+  a.log = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+  const guint8 ab[BULK_STREAM_KEY_BYTES] = "0123456789abcdef";
+  const guint8 ba[BULK_STREAM_KEY_BYTES] = "fedcba9876543210";
+  bulk_stream_set_keys(a.io, ab, ba);
+  bulk_stream_set_keys(b.io, ba, ab);
+  end_plan_write(&a, 300000, 21, FALSE);
+  end_plan_read(&b);
+  end_plan_read(&a);
+  bulk_stream_set_sendable(a.io, TRUE);
+  bulk_stream_set_sendable(b.io, TRUE);
+  Pair p = {&a, &b};
+  assert_true(run_until(b_read_all, &p));
+  /* What a sent under the ICE-password key passes b's tag check now (b
+   * drops the copies as duplicates, nothing more). */
+  GPtrArray *old = a.log;
+  a.log = NULL;
+  assert_true(old->len > 10);
+  replay(old, b.io);
+  assert_int_equal(bulk_stream_unauthenticated(b.io), 0);
+
+  /* Both channels open: the responder switches at once, the initiator on
+   * its first datagram under the new key. */
+  const guint8 ab2[BULK_STREAM_KEY_BYTES] = "channel-i->r-key";
+  const guint8 ba2[BULK_STREAM_KEY_BYTES] = "channel-r->i-key";
+  bulk_stream_rekey(a.io, ab2, ba2, FALSE);
+  assert_false(bulk_stream_rekeyed(a.io));
+  bulk_stream_rekey(b.io, ba2, ab2, TRUE);
+  /* More bytes both ways, over the switch. */
+  g_source_destroy(a.wsrc);
+  g_source_unref(a.wsrc);
+  a.wsrc = NULL;
+  g_free(a.wbuf);
+  a.rdone = b.rdone = 0;
+  a.wdone = 0;
+  end_plan_write(&a, 300000, 22, FALSE);
+  end_plan_write(&b, 300000, 23, FALSE);
+  gboolean ok = run_until(both_read_all, &p);
+  if (!ok)
+    print_message("a read %zu, b read %zu, a rekeyed %d, b %d, unauth a %lu b %lu\n", a.rdone,
+                  b.rdone, bulk_stream_rekeyed(a.io), bulk_stream_rekeyed(b.io),
+                  (unsigned long)bulk_stream_unauthenticated(a.io),
+                  (unsigned long)bulk_stream_unauthenticated(b.io));
+  assert_true(ok);
+  assert_true(run_until(both_rekeyed, &p));
+  assert_int_equal(bulk_stream_unauthenticated(a.io), 0);
+  assert_int_equal(bulk_stream_unauthenticated(b.io), 0);
+
+  /* The super node's forgeries: every datagram under the old key. */
+  replay(old, b.io);
+  assert_int_equal(bulk_stream_unauthenticated(b.io), old->len);
+  g_ptr_array_unref(old);
   end_clear(&a);
   end_clear(&b);
 }
@@ -292,6 +393,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_both_ways_lossy),
+      cmocka_unit_test(test_rekey_refuses_old_keys),
       cmocka_unit_test(test_held_until_sendable),
       cmocka_unit_test(test_detached_reads_closed),
   };

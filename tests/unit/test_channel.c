@@ -162,6 +162,34 @@ static void assert_rejects(Channel *ch, const uint8_t *bytes, size_t n)
 
 /* -- handshake ----------------------------------------------------------- */
 
+/* channel_export: the same key on both ends once open, one per label and
+ * per session, and none before. */
+static void test_export(void **state)
+{
+  Pair *p = *state;
+  uint8_t ki[32], kr[32], other[32];
+  assert_false(channel_export(p->i, "x", ki, sizeof ki));
+  open_pair(p);
+  assert_true(channel_export(p->i, "canopy/test", ki, sizeof ki));
+  assert_true(channel_export(p->r, "canopy/test", kr, sizeof kr));
+  assert_memory_equal(ki, kr, sizeof ki);
+  assert_true(channel_export(p->r, "canopy/other", other, sizeof other));
+  assert_memory_not_equal(ki, other, sizeof ki);
+  assert_false(channel_export(p->i, "canopy/test", ki, 8));  /* too short */
+  assert_false(channel_export(p->i, "canopy/test", ki, 33)); /* too long */
+  /* Another session between the same two identities: another key. */
+  Channel *i2 = channel_new(&p->id_i, CHANNEL_INITIATOR),
+          *r2 = channel_new(&p->id_r, CHANNEL_RESPONDER);
+  Inbox a = {0}, b = {0};
+  pump(i2, r2, 0, &a, &b);
+  assert_true(channel_export(i2, "canopy/test", other, sizeof other));
+  assert_memory_not_equal(ki, other, sizeof ki);
+  channel_free(i2);
+  channel_free(r2);
+  inbox_clear(&a);
+  inbox_clear(&b);
+}
+
 static void test_handshake_bytewise(void **state)
 {
   Pair *p = *state;
@@ -1274,6 +1302,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_handshake_bytewise, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_export, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_handshake_all_at_once, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_many_messages, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_max_message, pair_setup, pair_teardown),

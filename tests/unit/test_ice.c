@@ -11,7 +11,13 @@
 #include <cmocka.h>
 #include <gio/gio.h>
 
+#include "candidate.h"
 #include "ice.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define WAIT_MS 20000
 #define BULK (1024u * 1024u)
@@ -451,6 +457,144 @@ static gboolean side_failed(gpointer d)
   return ((Side *)d)->n_failed > 0;
 }
 
+/* --- issue 11, finding 8: what a stranger's description may make us check --- */
+
+static void test_candidate_addresses(void **state)
+{
+  static const struct {
+    const char *ip;
+    CandidateType type;
+    bool loopback_ok, ok;
+  } cases[] = {
+      {"192.168.1.20", CANDIDATE_HOST, false, true},
+      {"10.0.0.1", CANDIDATE_HOST, false, true},
+      {"203.0.113.7", CANDIDATE_SRFLX, false, true},
+      {"198.51.100.3", CANDIDATE_RELAY, false, true},
+      {"2001:db8::1", CANDIDATE_HOST, false, true},
+      {"0.0.0.0", CANDIDATE_HOST, true, false},
+      {"0.1.2.3", CANDIDATE_HOST, true, false},
+      {"127.0.0.1", CANDIDATE_HOST, false, false},
+      {"127.0.0.1", CANDIDATE_HOST, true, true},
+      {"127.9.9.9", CANDIDATE_SRFLX, true, true},
+      {"224.0.0.1", CANDIDATE_HOST, true, false},
+      {"239.255.255.250", CANDIDATE_HOST, true, false},
+      {"240.0.0.1", CANDIDATE_HOST, true, false},
+      {"255.255.255.255", CANDIDATE_HOST, true, false},
+      {"169.254.10.1", CANDIDATE_HOST, false, true},
+      {"169.254.10.1", CANDIDATE_SRFLX, false, false},
+      {"::", CANDIDATE_HOST, true, false},
+      {"::1", CANDIDATE_HOST, false, false},
+      {"::1", CANDIDATE_HOST, true, true},
+      {"ff02::1", CANDIDATE_HOST, true, false},
+      {"::ffff:127.0.0.1", CANDIDATE_HOST, false, false},
+      {"::ffff:192.168.1.1", CANDIDATE_HOST, true, false},
+      {"fe80::1", CANDIDATE_HOST, false, true},
+      {"fe80::1", CANDIDATE_RELAY, false, false},
+      {"localhost", CANDIDATE_HOST, true, false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *why = NULL;
+    bool ok = candidate_address_ok(cases[i].ip, cases[i].type, cases[i].loopback_ok, &why);
+    if (ok != cases[i].ok)
+      fail_msg("%s (type %d, loopback %d): %s", cases[i].ip, cases[i].type, cases[i].loopback_ok,
+               ok ? "accepted" : why);
+    assert_true(ok || why != NULL);
+  }
+  assert_true(candidate_address_is_loopback("127.0.0.1"));
+  assert_true(candidate_address_is_loopback("::1"));
+  assert_false(candidate_address_is_loopback("10.0.0.1"));
+}
+
+static void test_candidate_pick(void **state)
+{
+  /* 12 host addresses (a host with many interfaces), a srflx and a relay. */
+  CandidateInfo c[14];
+  bool keep[14];
+  for (int i = 0; i < 12; i++)
+    c[i] = (CandidateInfo){CANDIDATE_HOST, 2000000000u + (uint32_t)i};
+  c[12] = (CandidateInfo){CANDIDATE_SRFLX, 1600000000u};
+  c[13] = (CandidateInfo){CANDIDATE_RELAY, 100u};
+  assert_int_equal(candidate_pick(c, 14, CANDIDATE_MAX_REMOTE, keep), CANDIDATE_MAX_REMOTE);
+  /* The fallbacks stay, with the 8 best hosts; the 4 lowest hosts go. */
+  assert_true(keep[12] && keep[13]);
+  for (int i = 0; i < 12; i++)
+    assert_int_equal(keep[i], i >= 4);
+  /* Under the cap everything stays. */
+  assert_int_equal(candidate_pick(c, 3, CANDIDATE_MAX_REMOTE, keep), 3);
+  assert_true(keep[0] && keep[1] && keep[2]);
+}
+
+static void test_refused_addresses_only(void **state)
+{
+  GMainContext *ctx = g_main_context_new();
+  g_main_context_push_thread_default(ctx);
+  Side s = {.name = "r"};
+  s.peer = peer_on_loopback(ctx, TRUE, &s, 0);
+  const char *bad =
+      "m=application 9 ICE/SDP\nc=IN IP4 0.0.0.0\na=ice-ufrag:abcd\n"
+      "a=ice-pwd:abcdefghijklmnopqrstuvwx\n"
+      "a=candidate:1 1 UDP 2013266431 0.0.0.0 9 typ host\n"
+      "a=candidate:2 1 UDP 2013266430 224.0.0.251 5353 typ host\n"
+      "a=candidate:3 1 UDP 2013266429 255.255.255.255 9 typ host\n"
+      "a=candidate:4 1 UDP 1694498815 169.254.1.1 9 typ srflx raddr 0.0.0.0 rport 0\n";
+  GError *e = NULL;
+  assert_false(ice_peer_set_remote(s.peer, bad, &e));
+  assert_true(g_error_matches(e, G_IO_ERROR, G_IO_ERROR_INVALID_DATA));
+  assert_non_null(strstr(e->message, "no candidate with an address we check"));
+  g_clear_error(&e);
+  side_clear(&s);
+  drain(ctx, 100);
+  g_main_context_pop_thread_default(ctx);
+  g_main_context_unref(ctx);
+}
+
+/* An offer of 100 candidates on 100 sockets of ours: the peer checks at
+ * most CANDIDATE_MAX_REMOTE of them, each check sent at most 3 times. */
+#define CHECKED_SOCKETS 100
+static void test_checks_bounded_per_description(void **state)
+{
+  GMainContext *ctx = g_main_context_new();
+  g_main_context_push_thread_default(ctx);
+  int fds[CHECKED_SOCKETS];
+  GString *d = g_string_new("m=application 9 ICE/SDP\nc=IN IP4 127.0.0.1\na=ice-ufrag:abcd\n"
+                            "a=ice-pwd:abcdefghijklmnopqrstuvwx\n");
+  for (int i = 0; i < CHECKED_SOCKETS; i++) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    fds[i] = socket(AF_INET, SOCK_DGRAM, 0);
+    assert_true(fds[i] >= 0);
+    assert_int_equal(bind(fds[i], (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fds[i], (struct sockaddr *)&a, &al), 0);
+    g_string_append_printf(d, "a=candidate:%d 1 UDP %u 127.0.0.1 %u typ host\n", i + 1,
+                           2013266431u - (unsigned)i, ntohs(a.sin_port));
+  }
+  Side s = {.name = "c"};
+  s.peer = peer_on_loopback(ctx, TRUE, &s, 2500);
+  GError *e = NULL;
+  assert_true(ice_peer_set_remote(s.peer, d->str, &e));
+  assert_true(run_until(ctx, side_failed, &s));
+  drain(ctx, 300);
+  int checks = 0, reached = 0;
+  for (int i = 0; i < CHECKED_SOCKETS; i++) {
+    uint8_t buf[1500];
+    int here = 0;
+    while (recv(fds[i], buf, sizeof buf, MSG_DONTWAIT) > 0)
+      here++;
+    checks += here;
+    reached += here > 0;
+    close(fds[i]);
+  }
+  print_message("100 candidates offered: %d checked, %d checks\n", reached, checks);
+  assert_true(reached > 0);
+  assert_true(reached <= CANDIDATE_MAX_REMOTE);
+  assert_true(checks <= 3 * CANDIDATE_MAX_REMOTE);
+  side_clear(&s);
+  g_string_free(d, TRUE);
+  drain(ctx, 100);
+  g_main_context_pop_thread_default(ctx);
+  g_main_context_unref(ctx);
+}
+
 static void test_no_answer_times_out(void **state)
 {
   GMainContext *ctx = g_main_context_new();
@@ -543,6 +687,10 @@ int main(void)
       cmocka_unit_test(test_free_from_callback),
       cmocka_unit_test(test_malformed_descriptions_are_errors),
       cmocka_unit_test(test_no_answer_times_out),
+      cmocka_unit_test(test_candidate_addresses),
+      cmocka_unit_test(test_candidate_pick),
+      cmocka_unit_test(test_refused_addresses_only),
+      cmocka_unit_test(test_checks_bounded_per_description),
       cmocka_unit_test(test_loopback_connects_and_carries_bytes),
   };
   /* The bad-config cases log a warning each; that is their point. */

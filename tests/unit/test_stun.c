@@ -27,6 +27,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "stun_limit.h"
 #include "stun_server.h"
 #include "stun_service.h"
 
@@ -348,6 +349,54 @@ static void check_420(const uint8_t *req, size_t len, const uint8_t *resp, size_
   assert_null(find_attr(resp, n, STUN_ATTRIBUTE_MAPPED_ADDRESS, &alen));
 }
 
+/* req (len bytes, no FINGERPRINT) with a 48-byte comprehension-optional
+ * SOFTWARE attribute appended, into out (at least len + 52 bytes); returns
+ * the new length. Large enough for any 420 it earns. */
+static size_t pad_request(const uint8_t *req, size_t len, uint8_t *out)
+{
+  memcpy(out, req, len);
+  static const uint8_t hdr[4] = {0x80, 0x22, 0x00, 48};
+  memcpy(out + len, hdr, 4);
+  memset(out + len + 4, 'p', 48);
+  size_t n = len + 52;
+  out[2] = (uint8_t)((n - 20) >> 8);
+  out[3] = (uint8_t)(n - 20);
+  return n;
+}
+
+/* Every answer stun_server_answer gives: at most 32 bytes more than the
+ * request for a success, never more than the request for an error. */
+static void test_amplification(void **state)
+{
+  (void)state;
+  uint8_t resp[STUN_SERVER_MAX_RESPONSE];
+  Addr a4 = addr4("192.0.2.1", 32853), a6 = addr6("2001:db8::1", 32853);
+  uint8_t bare[20];
+  rfc5769_request_header(bare);
+  size_t n = answer(bare, sizeof bare, &a6, resp, sizeof resp);
+  assert_int_equal(n, 44); /* the worst case: 2.2x, and what honest clients send */
+  bare[4] = 0x99;          /* no magic cookie: classic RFC 3489, as libnice's */
+  n = answer(bare, sizeof bare, &a4, resp, sizeof resp);
+  assert_int_equal(n, 32);
+  /* Unknown comprehension-required attributes, from 1 to 40 of them, each
+   * 4 bytes: no 420 larger than what asked for it. */
+  for (int k = 1; k <= 40; k++) {
+    uint8_t req[20 + 4 * 40];
+    rfc5769_request_header(req);
+    size_t len = 20 + 4 * (size_t)k;
+    req[2] = (uint8_t)((len - 20) >> 8);
+    req[3] = (uint8_t)(len - 20);
+    for (int i = 0; i < k; i++) {
+      uint8_t *at = req + 20 + 4 * i;
+      at[0] = 0x00;
+      at[1] = (uint8_t)(0x30 + i); /* unknown, comprehension-required */
+      at[2] = at[3] = 0;
+    }
+    n = answer(req, len, &a4, resp, sizeof resp);
+    assert_true(n <= len);
+  }
+}
+
 static void test_unknown_attribute(void **state)
 {
   (void)state;
@@ -366,7 +415,12 @@ static void test_unknown_attribute(void **state)
                        8,    7,    7,    7,    7,    6,    6,   6, 6, 0x00, 0x02,
                        0x00, 0x08, 0x00, 0x01, 0x00, 0x35, 192, 0, 2, 99};
   n = answer(r3489, sizeof r3489, &a, resp, sizeof resp);
-  check_420(r3489, sizeof r3489, resp, n, 0x0002);
+  assert_int_equal(n, 0); /* the 420 would be larger than these 32 bytes */
+  uint8_t big[128];
+  n = pad_request(r3489, sizeof r3489, big);
+  size_t m = answer(big, n, &a, resp, sizeof resp);
+  check_420(big, n, resp, m, 0x0002);
+  assert_true(m <= n);
 
   /* RFC 5389 request whose CHANGE-REQUEST asks for another address: 420
    * (RFC 5780 section 7.2); with no flag set it is a plain request. */
@@ -374,7 +428,11 @@ static void test_unknown_attribute(void **state)
                         3,    4,    5,    6,    7,    8,    9,    10,   11, 12,
                         0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x06};
   n = answer(change, sizeof change, &a, resp, sizeof resp);
-  check_420(change, sizeof change, resp, n, 0x0003);
+  assert_int_equal(n, 0);
+  n = pad_request(change, sizeof change, big);
+  m = answer(big, n, &a, resp, sizeof resp);
+  check_420(big, n, resp, m, 0x0003);
+  assert_true(m <= n);
   change[27] = 0;
   n = answer(change, sizeof change, &a, resp, sizeof resp);
   check_success_header(change, resp, n);
@@ -732,7 +790,7 @@ static void test_service(void **state)
   }
   pump(ctx, 50);
   uint64_t answered = stun_service_requests(s) - 1;
-  assert_true(answered >= STUN_SERVICE_BURST);
+  assert_true(answered >= STUN_LIMIT_ADDR_BURST - 1);
   assert_true(answered < (uint64_t)sent);
   assert_true(stun_service_dropped(s) > 2);
   close(fd);
@@ -758,6 +816,138 @@ static void test_service(void **state)
   g_main_context_unref(ctx);
 }
 
+/* --- budgets (stun_limit.h), with a fake clock ---------------------------------- */
+
+static int take_n(StunLimit *l, const Addr *a, int n, uint64_t now)
+{
+  int ok = 0;
+  for (int i = 0; i < n; i++)
+    ok += stun_limit_take(l, (const struct sockaddr *)&a->ss, a->len, now) == STUN_LIMIT_OK;
+  return ok;
+}
+
+static void test_limit_per_source(void **state)
+{
+  (void)state;
+  static const uint8_t key[16] = {1, 2, 3};
+  StunLimit *l = stun_limit_new(key, 1000);
+  Addr flooder = addr4("198.51.100.7", 4000), neighbour = addr4("198.51.100.8", 4000),
+       other = addr4("203.0.113.9", 4000);
+  /* One source gets its burst, then nothing until time passes... */
+  assert_int_equal(take_n(l, &flooder, 1000, 1000), STUN_LIMIT_ADDR_BURST);
+  assert_int_equal(stun_limit_take(l, (struct sockaddr *)&flooder.ss, flooder.len, 1000),
+                   STUN_LIMIT_ADDR);
+  /* ...while its neighbour and a stranger are answered as if nothing. */
+  assert_int_equal(take_n(l, &neighbour, 5, 1000), 5);
+  assert_int_equal(take_n(l, &other, 5, 1000), 5);
+  /* Its rate: STUN_LIMIT_ADDR_RATE a second. */
+  assert_int_equal(take_n(l, &flooder, 1000, 2000), STUN_LIMIT_ADDR_RATE);
+  /* The source port is no way around it. */
+  Addr again = addr4("198.51.100.7", 4001);
+  assert_int_equal(take_n(l, &again, 10, 2000), 0);
+  /* An IPv4-mapped IPv6 source is the same IPv4 source. */
+  Addr mapped = addr6("::ffff:198.51.100.7", 4000);
+  assert_int_equal(take_n(l, &mapped, 10, 2000), 0);
+
+  /* A /24 shares STUN_LIMIT_PREFIX_BURST: many addresses of one prefix
+   * cannot add up to more. */
+  int got = 0;
+  for (int i = 0; i < 200; i++) {
+    char ip[32];
+    snprintf(ip, sizeof ip, "192.0.2.%d", i);
+    Addr x = addr4(ip, 4000);
+    got += take_n(l, &x, 10, 3000);
+  }
+  assert_int_equal(got, STUN_LIMIT_PREFIX_BURST);
+  /* Same for a /64. */
+  got = 0;
+  for (int i = 0; i < 200; i++) {
+    char ip[64];
+    snprintf(ip, sizeof ip, "2001:db8:0:1::%x", i + 1);
+    Addr x = addr6(ip, 4000);
+    got += take_n(l, &x, 10, 4000); /* a second on: the global bucket refilled */
+  }
+  assert_int_equal(got, STUN_LIMIT_PREFIX_BURST);
+  Addr v6other = addr6("2001:db8:0:2::1", 4000);
+  assert_int_equal(take_n(l, &v6other, 5, 4000), 5);
+  stun_limit_free(l);
+}
+
+static void test_limit_global(void **state)
+{
+  (void)state;
+  StunLimit *l = stun_limit_new(NULL, 0);
+  /* Sources spread over many prefixes (a forger can write any): the
+   * global budget holds, and a refused answer takes no one's tokens. */
+  int got = 0;
+  for (int i = 0; i < 5000; i++) {
+    char ip[32];
+    snprintf(ip, sizeof ip, "10.%d.%d.1", i / 256, i % 256);
+    Addr x = addr4(ip, 4000);
+    got += take_n(l, &x, 1, 0);
+  }
+  assert_int_equal(got, STUN_LIMIT_BURST);
+  Addr x = addr4("10.200.0.1", 4000);
+  assert_int_equal(stun_limit_take(l, (struct sockaddr *)&x.ss, x.len, 0), STUN_LIMIT_GLOBAL);
+  /* A second later: STUN_LIMIT_RATE more. */
+  got = 0;
+  for (int i = 0; i < 5000; i++) {
+    char ip[32];
+    snprintf(ip, sizeof ip, "172.%d.%d.1", 16 + i / 256, i % 256);
+    Addr y = addr4(ip, 4000);
+    got += take_n(l, &y, 1, 1000);
+  }
+  assert_int_equal(got, STUN_LIMIT_BURST); /* refilled to the burst, no more */
+  /* Not an address: refused. */
+  struct sockaddr bad = {.sa_family = AF_UNIX};
+  assert_int_equal(stun_limit_take(l, &bad, sizeof bad, 5000), STUN_LIMIT_BAD);
+  stun_limit_free(NULL);
+  stun_limit_free(l);
+}
+
+/* The real service: one source floods from 127.0.1.1, another asks now
+ * and then from 127.0.0.1; the second is answered every time. */
+static void test_service_fair(void **state)
+{
+  (void)state;
+  GMainContext *ctx = g_main_context_new();
+  GError *err = NULL;
+  StunService *s = stun_service_new("127.0.0.1:0", ctx, &err);
+  assert_non_null(s);
+  Addr srv = addr4("127.0.0.1", stun_service_port(s));
+  Addr from_flood = addr4("127.0.1.1", 0);
+  int flood = socket(AF_INET, SOCK_DGRAM, 0), honest = socket(AF_INET, SOCK_DGRAM, 0);
+  assert_int_equal(bind(flood, (struct sockaddr *)&from_flood.ss, from_flood.len), 0);
+  assert_int_equal(connect(flood, (struct sockaddr *)&srv.ss, srv.len), 0);
+  assert_int_equal(connect(honest, (struct sockaddr *)&srv.ss, srv.len), 0);
+  uint8_t req[20], resp[STUN_SERVER_MAX_RESPONSE];
+  rfc5769_request_header(req);
+  int asked = 0, answered = 0, flood_answered = 0;
+  for (int round = 0; round < 20; round++) {
+    for (int i = 0; i < 200; i++) {
+      if (send(flood, req, sizeof req, 0) != 20)
+        break;
+      if (i % 50 == 49)
+        pump(ctx, 1);
+    }
+    assert_int_equal(send(honest, req, sizeof req, 0), 20);
+    asked++;
+    pump(ctx, 20);
+    while (recv(honest, resp, sizeof resp, MSG_DONTWAIT) > 0)
+      answered++;
+    while (recv(flood, resp, sizeof resp, MSG_DONTWAIT) > 0)
+      flood_answered++;
+  }
+  print_message("4000 flooded requests: %d answered; honest: %d of %d\n", flood_answered, answered,
+                asked);
+  assert_int_equal(answered, asked);
+  assert_true(flood_answered < 4000 / 10);
+  close(flood);
+  close(honest);
+  stun_service_free(s);
+  g_main_context_unref(ctx);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -769,6 +959,8 @@ int main(void)
       cmocka_unit_test(test_drops_malformed),     cmocka_unit_test(test_every_prefix),
       cmocka_unit_test(test_hostile_inputs),      cmocka_unit_test(test_bad_sources),
       cmocka_unit_test(test_small_out_buffer),    cmocka_unit_test(test_service),
+      cmocka_unit_test(test_amplification),       cmocka_unit_test(test_limit_per_source),
+      cmocka_unit_test(test_limit_global),        cmocka_unit_test(test_service_fair),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
