@@ -1005,3 +1005,10 @@ void ice_turn_credentials(const char *secret, const char *name, guint64 expiry_u
   g_hmac_unref(h);
   *pass = g_base64_encode(digest, dlen);
 }
+
+/* ---- for the fuzzer and tests ---- */
+
+gboolean ice_description_parse(const char *text, char **ufrag, char **pwd, GError **error)
+{
+  return description_check(text, ufrag, pwd, error);
+}

@@ -139,4 +139,10 @@ void ice_peer_free(IcePeer *p);
 void ice_turn_credentials(const char *secret, const char *name, guint64 expiry_unix, char **user,
                           char **pass);
 
+/* The check ice_peer_set_remote applies to a remote description (the
+ * format above), without an agent: TRUE with the credentials in *ufrag and
+ * *pwd (g_free them), or FALSE with G_IO_ERROR_INVALID_DATA saying why. For
+ * tests/fuzz/fuzz_ice.c. */
+gboolean ice_description_parse(const char *text, char **ufrag, char **pwd, GError **error);
+
 #endif
