@@ -379,8 +379,13 @@ static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObjec
   Metrics *m = ud;
   sweep(m);
   if (m->conns->len >= m->max_conns) {
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
+    GSocket *s = g_socket_connection_get_socket(conn);
     m->refused++;
     g_debug("metrics connection refused: %u open", m->conns->len);
+    g_socket_set_blocking(s, FALSE);
+    g_socket_send(s, busy, sizeof busy - 1, NULL, NULL); /* best effort, never waits */
     g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
     return TRUE;
   }
