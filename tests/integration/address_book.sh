@@ -6,7 +6,10 @@
 # across the honest link still finds the file.
 . "$(dirname "$0")/lib.sh"
 
-start_sn s1 1
+# --degree 1: s1 has its one link (s2), so it dials none of the gossip and
+# the made-up addresses stay in its book untried: only verification keeps
+# them from being passed on.
+start_sn s1 1 --degree 1
 start_sn s2 2 --peer "127.0.0.1:$(port 1)"
 wait_for 10 links_at_least s1 1 || fail "no link"
 book() { "$SN" stats --state-dir "$T/$1" --json | jq -r ".address_book.$2"; }
