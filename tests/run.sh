@@ -108,7 +108,7 @@ else
 fi
 
 echo "=== fuzz"
-FUZZ_TARGETS="fuzz_frame fuzz_hello fuzz_stun fuzz_ice fuzz_control"
+FUZZ_TARGETS="fuzz_frame fuzz_hello fuzz_session fuzz_stun fuzz_ice fuzz_control"
 if command -v clang >/dev/null; then
   mkdir -p "$FUZZ_BUILD"
   # shellcheck disable=SC2086
