@@ -17,6 +17,7 @@ struct ControlServer {
   ControlLimits lim;
   GList *clients; /* ControlClient*, those still connected */
   guint nclients;
+  gsize queued; /* reply bytes queued for all clients */
   guint64 refused, dropped;
 };
 
@@ -50,6 +51,10 @@ static void client_close(ControlClient *cl, const char *reason)
   drop_source(&cl->in_src);
   drop_source(&cl->out_src);
   drop_source(&cl->timer);
+  if (cl->srv)
+    cl->srv->queued -= cl->out->len - cl->out_off;
+  g_byte_array_set_size(cl->out, 0);
+  cl->out_off = 0;
   g_io_stream_close(G_IO_STREAM(cl->conn), NULL, NULL);
   g_clear_object(&cl->conn);
   cl->sock = NULL;
@@ -118,6 +123,8 @@ static void flush(ControlClient *cl)
       return;
     }
     cl->out_off += (gsize)n;
+    if (cl->srv)
+      cl->srv->queued -= (gsize)n;
     progress = TRUE;
   }
   g_byte_array_set_size(cl->out, 0);
@@ -155,13 +162,17 @@ void control_send(ControlClient *cl, JsonObject *obj)
   json_node_unref(node);
   len = strlen(text);
   gsize max = cl->srv ? cl->srv->lim.max_output : CONTROL_MAX_OUTPUT;
-  if (cl->out->len - cl->out_off + len + 1 > max) {
+  gsize total = cl->srv ? cl->srv->lim.max_output_total : CONTROL_MAX_OUTPUT_TOTAL;
+  gsize queued = cl->srv ? cl->srv->queued : 0;
+  if (cl->out->len - cl->out_off + len + 1 > max || queued + len + 1 > total) {
     /* A reader this far behind is not reading: it must not make the
-     * daemon hold more for it. */
+     * daemon hold more for it (nor, all of them together, for all). */
     client_close(cl, "reply queue over its cap");
     g_free(text);
     return;
   }
+  if (cl->srv)
+    cl->srv->queued += len + 1;
   g_byte_array_append(cl->out, (const guint8 *)text, (guint)len);
   g_byte_array_append(cl->out, (const guint8 *)"\n", 1);
   g_free(text);
@@ -326,8 +337,11 @@ ControlServer *control_server_new(const char *path, GMainContext *ctx, ControlHa
   srv->ctx = ctx;
   srv->fn = fn;
   srv->ud = ud;
-  srv->lim = (ControlLimits){CONTROL_MAX_CLIENTS, CONTROL_MAX_OUTPUT, CONTROL_REQUEST_MS,
-                             CONTROL_STALL_MS};
+  srv->lim = (ControlLimits){.max_clients = CONTROL_MAX_CLIENTS,
+                             .max_output = CONTROL_MAX_OUTPUT,
+                             .max_output_total = CONTROL_MAX_OUTPUT_TOTAL,
+                             .request_ms = CONTROL_REQUEST_MS,
+                             .stall_ms = CONTROL_STALL_MS};
   srv->service = g_socket_service_new();
   GSocketAddress *addr = g_unix_socket_address_new(path);
   mode_t old = umask(077); /* the socket file is created 0600 */

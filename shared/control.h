@@ -7,7 +7,8 @@
  * {"error": "..."}.
  *
  * The server never blocks on a client: replies are queued (at most
- * CONTROL_MAX_OUTPUT bytes per client) and written as the client reads; a
+ * CONTROL_MAX_OUTPUT bytes per client, CONTROL_MAX_OUTPUT_TOTAL for all)
+ * and written as the client reads; a
  * client whose queue overflows, or that reads nothing of a pending reply
  * for CONTROL_STALL_MS, is dropped. A request line longer than
  * CONTROL_MAX_LINE gets an error; a client that sends no complete line
@@ -23,14 +24,16 @@
 #include "control_request.h"
 
 #define CONTROL_SOCKET_NAME "control.sock"
-#define CONTROL_MAX_CLIENTS 32        /* control connections at once */
-#define CONTROL_MAX_OUTPUT (4u << 20) /* queued reply bytes per client */
-#define CONTROL_REQUEST_MS 10000      /* to send the request line */
-#define CONTROL_STALL_MS 10000        /* a pending reply read not at all */
+#define CONTROL_MAX_CLIENTS 32               /* control connections at once */
+#define CONTROL_MAX_OUTPUT (4u << 20)        /* queued reply bytes per client */
+#define CONTROL_MAX_OUTPUT_TOTAL (16u << 20) /* ... and for all clients */
+#define CONTROL_REQUEST_MS 10000             /* to send the request line */
+#define CONTROL_STALL_MS 10000               /* a pending reply read not at all */
 
 typedef struct {
   guint max_clients;
   gsize max_output;
+  gsize max_output_total;
   guint request_ms;
   guint stall_ms;
 } ControlLimits;

@@ -252,7 +252,11 @@ static void test_unread_big_reply_dropped(void **state)
 static void test_stalled_reader_dropped(void **state)
 {
   (void)state;
-  ControlLimits lim = {CONTROL_MAX_CLIENTS, CONTROL_MAX_OUTPUT, CONTROL_REQUEST_MS, 300};
+  ControlLimits lim = {.max_clients = CONTROL_MAX_CLIENTS,
+                       .max_output = CONTROL_MAX_OUTPUT,
+                       .max_output_total = CONTROL_MAX_OUTPUT_TOTAL,
+                       .request_ms = CONTROL_REQUEST_MS,
+                       .stall_ms = 300};
   control_server_set_limits(fx.srv, &lim);
   int fd = client_connect();
   client_write(fd, "{\"cmd\":\"big\",\"lines\":40}\n"); /* 2.5 MiB */
@@ -276,12 +280,52 @@ static void test_stalled_reader_dropped(void **state)
   close(fd);
 }
 
+/* Replies queued for all clients together have a cap too: a second
+ * reader that does not read is dropped once the total would pass it, and
+ * the total comes back down when a client goes. */
+static void test_total_output_cap(void **state)
+{
+  (void)state;
+  ControlLimits lim = {.max_clients = CONTROL_MAX_CLIENTS,
+                       .max_output = CONTROL_MAX_OUTPUT,
+                       .max_output_total = 4u << 20,
+                       .request_ms = CONTROL_REQUEST_MS,
+                       .stall_ms = CONTROL_STALL_MS};
+  control_server_set_limits(fx.srv, &lim);
+  int a = client_connect();
+  client_write(a, "{\"cmd\":\"big\",\"lines\":40}\n"); /* 2.5 MiB, fits alone */
+  spin(50);
+  assert_int_equal(fx.big_gone_at, 0);
+  assert_int_equal(control_server_dropped(fx.srv), 0);
+  int b = client_connect();
+  client_write(b, "{\"cmd\":\"big\",\"lines\":40}\n"); /* not both */
+  spin(50);
+  assert_true(fx.big_gone_at > 0);
+  assert_int_equal(control_server_dropped(fx.srv), 1);
+  close(b);
+  close(a);
+  spin(50); /* a's reply is dropped with it when its socket errors */
+  /* With both gone, a reader gets a whole 2.5 MiB reply again. */
+  int c = client_connect();
+  client_write(c, "{\"cmd\":\"big\",\"lines\":40}\n");
+  gboolean eof;
+  GString *got = client_read(c, 5000, &eof);
+  assert_true(eof);
+  assert_int_equal(got->len, 40 * (65536 + strlen("{\"data\":\"\"}\n")));
+  g_string_free(got, TRUE);
+  close(c);
+}
+
 /* Past the cap a client is told so; a slot frees when a client leaves or
  * when an idle one runs out of time. */
 static void test_client_cap(void **state)
 {
   (void)state;
-  ControlLimits lim = {4, CONTROL_MAX_OUTPUT, 400, CONTROL_STALL_MS};
+  ControlLimits lim = {.max_clients = 4,
+                       .max_output = CONTROL_MAX_OUTPUT,
+                       .max_output_total = CONTROL_MAX_OUTPUT_TOTAL,
+                       .request_ms = 400,
+                       .stall_ms = CONTROL_STALL_MS};
   control_server_set_limits(fx.srv, &lim);
   int idle[4];
   for (int i = 0; i < 4; i++)
@@ -338,6 +382,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_long_line_error_text, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unread_big_reply_dropped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stalled_reader_dropped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_total_output_cap, setup, teardown),
       cmocka_unit_test_setup_teardown(test_client_cap, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
