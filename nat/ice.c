@@ -1096,3 +1096,11 @@ void ice_turn_credentials(const char *secret, const char *name, guint64 expiry_u
   g_hmac_unref(h);
   *pass = g_base64_encode(digest, dlen);
 }
+
+/* ---- for the fuzzer and tests ---- */
+
+gboolean ice_description_parse(const char *text, gboolean allow_loopback, char **ufrag, char **pwd,
+                               char **kept, GError **error)
+{
+  return description_check(text, allow_loopback, ufrag, pwd, kept, error);
+}

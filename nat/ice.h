@@ -162,4 +162,12 @@ void ice_peer_free(IcePeer *p);
 void ice_turn_credentials(const char *secret, const char *name, guint64 expiry_unix, char **user,
                           char **pass);
 
+/* The check ice_peer_set_remote applies to a remote description (the
+ * format above), without an agent: TRUE with the credentials in *ufrag and
+ * *pwd and the text libnice would be given (the candidates the filter keeps)
+ * in *kept (g_free all three), or FALSE with G_IO_ERROR_INVALID_DATA saying
+ * why. For tests/fuzz/fuzz_ice.c. */
+gboolean ice_description_parse(const char *text, gboolean allow_loopback, char **ufrag, char **pwd,
+                               char **kept, GError **error);
+
 #endif

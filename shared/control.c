@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 #include <sys/stat.h>
@@ -13,35 +14,169 @@ struct ControlServer {
   GMainContext *ctx;
   ControlHandler fn;
   void *ud;
+  ControlLimits lim;
+  GList *clients; /* ControlClient*, those still connected */
+  guint nclients;
+  gsize queued; /* reply bytes queued for all clients */
+  guint64 refused, dropped;
 };
 
+/* Two owners: the connection (until closed) and the handler (from the
+ * request line until control_finish). Freed when neither is left. */
 struct ControlClient {
-  GSocketConnection *conn;
-  GDataInputStream *in;
-  ControlServer *srv;
-  gboolean finished;
+  ControlServer *srv;      /* NULL once the server is gone */
+  GSocketConnection *conn; /* NULL once closed */
+  GSocket *sock;
+  GSource *in_src, *out_src, *timer;
+  GByteArray *in;  /* the request line so far */
+  GByteArray *out; /* queued reply bytes, from out_off */
+  gsize out_off;
+  gboolean held; /* the handler holds its reference */
 };
 
-static void client_free(ControlClient *cl)
+static void drop_source(GSource **slot)
 {
+  if (*slot) {
+    g_source_destroy(*slot);
+    g_source_unref(*slot);
+    *slot = NULL;
+  }
+}
+
+/* Closes the connection; reason non-NULL: dropped on our decision. */
+static void client_close(ControlClient *cl, const char *reason)
+{
+  if (!cl->conn)
+    return;
+  drop_source(&cl->in_src);
+  drop_source(&cl->out_src);
+  drop_source(&cl->timer);
+  if (cl->srv)
+    cl->srv->queued -= cl->out->len - cl->out_off;
+  g_byte_array_set_size(cl->out, 0);
+  cl->out_off = 0;
   g_io_stream_close(G_IO_STREAM(cl->conn), NULL, NULL);
-  g_object_unref(cl->in);
-  g_object_unref(cl->conn);
+  g_clear_object(&cl->conn);
+  cl->sock = NULL;
+  if (cl->srv) {
+    cl->srv->clients = g_list_remove(cl->srv->clients, cl);
+    cl->srv->nclients--;
+    if (reason) {
+      cl->srv->dropped++;
+      g_debug("control client dropped: %s", reason);
+    }
+  }
+}
+
+static void client_release(ControlClient *cl)
+{
+  if (cl->held || cl->conn)
+    return;
+  g_byte_array_unref(cl->in);
+  g_byte_array_unref(cl->out);
   g_free(cl);
+}
+
+static gboolean on_timer(gpointer ud)
+{
+  ControlClient *cl = ud;
+  client_close(cl,
+               cl->held || cl->out->len ? "it does not read its reply" : "no request line in time");
+  client_release(cl);
+  return G_SOURCE_REMOVE; /* client_close destroyed it already */
+}
+
+/* The one timer slot: the request deadline, then the stall deadline. */
+static void arm_timer(ControlClient *cl, guint ms)
+{
+  drop_source(&cl->timer);
+  cl->timer = g_timeout_source_new(ms);
+  g_source_set_callback(cl->timer, on_timer, cl, NULL);
+  g_source_attach(cl->timer, cl->srv ? cl->srv->ctx : NULL);
+}
+
+static gboolean on_writable(GSocket *s, GIOCondition cond, gpointer ud);
+
+/* Writes what the socket takes now. May free cl when the handler is done
+ * and the reply fully written. */
+static void flush(ControlClient *cl)
+{
+  gboolean progress = FALSE;
+  while (cl->conn && cl->out_off < cl->out->len) {
+    GError *err = NULL;
+    gssize n = g_socket_send(cl->sock, (const gchar *)cl->out->data + cl->out_off,
+                             cl->out->len - cl->out_off, NULL, &err);
+    if (n < 0) {
+      gboolean again = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+      g_error_free(err);
+      if (!again) {
+        client_close(cl, NULL); /* the client hung up */
+        break;
+      }
+      if (!cl->out_src) {
+        cl->out_src = g_socket_create_source(cl->sock, G_IO_OUT, NULL);
+        g_source_set_callback(cl->out_src, G_SOURCE_FUNC(on_writable), cl, NULL);
+        g_source_attach(cl->out_src, cl->srv ? cl->srv->ctx : NULL);
+      }
+      if (progress || !cl->timer)
+        arm_timer(cl, cl->srv ? cl->srv->lim.stall_ms : CONTROL_STALL_MS);
+      return;
+    }
+    cl->out_off += (gsize)n;
+    if (cl->srv)
+      cl->srv->queued -= (gsize)n;
+    progress = TRUE;
+  }
+  g_byte_array_set_size(cl->out, 0);
+  cl->out_off = 0;
+  drop_source(&cl->out_src);
+  drop_source(&cl->timer);
+  if (!cl->held) {
+    client_close(cl, NULL);
+    client_release(cl);
+  }
+}
+
+static gboolean on_writable(GSocket *s, GIOCondition cond, gpointer ud)
+{
+  (void)s;
+  (void)cond;
+  ControlClient *cl = ud;
+  /* flush() re-creates the source if it must wait again. */
+  g_source_unref(cl->out_src);
+  cl->out_src = NULL;
+  flush(cl);
+  return G_SOURCE_REMOVE;
 }
 
 void control_send(ControlClient *cl, JsonObject *obj)
 {
   JsonNode *node = json_node_new(JSON_NODE_OBJECT);
   json_node_take_object(node, obj);
+  if (!cl->conn) {
+    json_node_unref(node);
+    return;
+  }
+  gsize len;
   gchar *text = json_to_string(node, FALSE);
   json_node_unref(node);
-  GOutputStream *out = g_io_stream_get_output_stream(G_IO_STREAM(cl->conn));
-  /* Small lines to a local reader: a blocking write is bounded by the
-   * socket buffer and the reader is the CLI waiting for exactly this. */
-  if (g_output_stream_write_all(out, text, strlen(text), NULL, NULL, NULL))
-    g_output_stream_write_all(out, "\n", 1, NULL, NULL, NULL);
+  len = strlen(text);
+  gsize max = cl->srv ? cl->srv->lim.max_output : CONTROL_MAX_OUTPUT;
+  gsize total = cl->srv ? cl->srv->lim.max_output_total : CONTROL_MAX_OUTPUT_TOTAL;
+  gsize queued = cl->srv ? cl->srv->queued : 0;
+  if (cl->out->len - cl->out_off + len + 1 > max || queued + len + 1 > total) {
+    /* A reader this far behind is not reading: it must not make the
+     * daemon hold more for it (nor, all of them together, for all). */
+    client_close(cl, "reply queue over its cap");
+    g_free(text);
+    return;
+  }
+  if (cl->srv)
+    cl->srv->queued += len + 1;
+  g_byte_array_append(cl->out, (const guint8 *)text, (guint)len);
+  g_byte_array_append(cl->out, (const guint8 *)"\n", 1);
   g_free(text);
+  flush(cl);
 }
 
 void control_fail(ControlClient *cl, const char *msg)
@@ -54,51 +189,127 @@ void control_fail(ControlClient *cl, const char *msg)
 
 void control_finish(ControlClient *cl)
 {
-  if (cl->finished)
+  if (!cl->held)
     return;
-  cl->finished = TRUE;
-  client_free(cl);
+  cl->held = FALSE;
+  if (!cl->conn || cl->out_off >= cl->out->len) {
+    client_close(cl, NULL);
+    client_release(cl);
+  }
+  /* else: flush() closes it once the reply is out, or the stall timer. */
 }
 
 gboolean control_client_gone(ControlClient *cl)
 {
-  GSocket *s = g_socket_connection_get_socket(cl->conn);
-  return (g_socket_condition_check(s, G_IO_HUP | G_IO_ERR) & (G_IO_HUP | G_IO_ERR)) != 0;
+  if (!cl->conn)
+    return TRUE;
+  return (g_socket_condition_check(cl->sock, G_IO_HUP | G_IO_ERR) & (G_IO_HUP | G_IO_ERR)) != 0;
 }
 
-static void on_line(GObject *src, GAsyncResult *res, gpointer ud)
+/* A complete request line (or what came before EOF): hand it over. */
+static void dispatch(ControlClient *cl, gsize len)
 {
-  ControlClient *cl = ud;
-  gsize len = 0;
-  GError *err = NULL;
-  gchar *line = g_data_input_stream_read_line_finish_utf8(cl->in, res, &len, &err);
-  if (!line) {
-    g_clear_error(&err);
-    client_free(cl);
+  drop_source(&cl->in_src);
+  drop_source(&cl->timer);
+  cl->held = TRUE;
+  const char *why;
+  JsonObject *req = control_request_parse((const char *)cl->in->data, len, &why);
+  if (!req) {
+    control_fail(cl, why);
     return;
   }
-  JsonParser *parser = json_parser_new();
-  if (len > CONTROL_MAX_LINE || !json_parser_load_from_data(parser, line, (gssize)len, &err) ||
-      !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
-    control_fail(cl, "bad request: expected one JSON object");
-  } else {
-    JsonObject *req = json_node_get_object(json_parser_get_root(parser));
-    cl->srv->fn(cl, req, cl->srv->ud);
+  cl->srv->fn(cl, req, cl->srv->ud); /* may free cl */
+  json_object_unref(req);
+}
+
+static gboolean on_readable(GSocket *s, GIOCondition cond, gpointer ud)
+{
+  (void)cond;
+  ControlClient *cl = ud;
+  /* Room for the longest line and its "\r\n": one byte more means too long. */
+  guint8 buf[4096];
+  gsize room = CONTROL_MAX_LINE + 3 - cl->in->len;
+  GError *err = NULL;
+  gssize n = g_socket_receive(s, (gchar *)buf, MIN(sizeof buf, room), NULL, &err);
+  if (n < 0) {
+    gboolean again = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+    g_error_free(err);
+    if (again)
+      return G_SOURCE_CONTINUE;
+    client_close(cl, NULL);
+    client_release(cl);
+    return G_SOURCE_REMOVE;
   }
-  g_clear_error(&err);
-  g_object_unref(parser);
-  g_free(line);
+  if (n == 0) {
+    /* EOF: a last line without its newline still counts. */
+    if (cl->in->len > 0 && cl->srv)
+      dispatch(cl, cl->in->len);
+    else {
+      client_close(cl, NULL);
+      client_release(cl);
+    }
+    return G_SOURCE_REMOVE;
+  }
+  gsize old = cl->in->len;
+  g_byte_array_append(cl->in, buf, (guint)n);
+  const guint8 *nl = memchr(cl->in->data + old, '\n', (gsize)n);
+  if (nl) {
+    dispatch(cl, (gsize)(nl - cl->in->data));
+    return G_SOURCE_REMOVE;
+  }
+  if (cl->in->len > CONTROL_MAX_LINE + 1) {
+    drop_source(&cl->in_src);
+    cl->held = TRUE;
+    cl->srv->dropped++;
+    control_fail(cl, "bad request: line longer than " G_STRINGIFY(CONTROL_MAX_LINE) " bytes");
+    return G_SOURCE_REMOVE;
+  }
+  return G_SOURCE_CONTINUE;
 }
 
 static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObject *src, gpointer ud)
 {
+  (void)svc;
+  (void)src;
   ControlServer *srv = ud;
+  GSocket *sock = g_socket_connection_get_socket(conn);
+  g_socket_set_blocking(sock, FALSE);
+  if (srv->nclients >= srv->lim.max_clients) {
+    static const char busy[] = "{\"error\":\"too many control clients\"}\n";
+    srv->refused++;
+    g_debug("control client refused: %u at once", srv->nclients);
+    g_socket_send(sock, busy, sizeof busy - 1, NULL, NULL); /* best effort */
+    g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
+    return TRUE;
+  }
   ControlClient *cl = g_new0(ControlClient, 1);
   cl->conn = g_object_ref(conn);
+  cl->sock = sock;
   cl->srv = srv;
-  cl->in = g_data_input_stream_new(g_io_stream_get_input_stream(G_IO_STREAM(conn)));
-  g_data_input_stream_read_line_async(cl->in, G_PRIORITY_DEFAULT, NULL, on_line, cl);
+  cl->in = g_byte_array_new();
+  cl->out = g_byte_array_new();
+  srv->clients = g_list_prepend(srv->clients, cl);
+  srv->nclients++;
+  cl->in_src = g_socket_create_source(sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
+  g_source_set_callback(cl->in_src, G_SOURCE_FUNC(on_readable), cl, NULL);
+  g_source_attach(cl->in_src, srv->ctx);
+  arm_timer(cl, srv->lim.request_ms);
   return TRUE;
+}
+
+void control_server_set_limits(ControlServer *srv, const ControlLimits *lim)
+{
+  srv->lim = *lim;
+}
+
+guint64 control_server_refused(const ControlServer *srv)
+{
+  return srv->refused;
+}
+
+guint64 control_server_dropped(const ControlServer *srv)
+{
+  return srv->dropped;
 }
 
 ControlServer *control_server_new(const char *path, GMainContext *ctx, ControlHandler fn, void *ud,
@@ -126,6 +337,11 @@ ControlServer *control_server_new(const char *path, GMainContext *ctx, ControlHa
   srv->ctx = ctx;
   srv->fn = fn;
   srv->ud = ud;
+  srv->lim = (ControlLimits){.max_clients = CONTROL_MAX_CLIENTS,
+                             .max_output = CONTROL_MAX_OUTPUT,
+                             .max_output_total = CONTROL_MAX_OUTPUT_TOTAL,
+                             .request_ms = CONTROL_REQUEST_MS,
+                             .stall_ms = CONTROL_STALL_MS};
   srv->service = g_socket_service_new();
   GSocketAddress *addr = g_unix_socket_address_new(path);
   mode_t old = umask(077); /* the socket file is created 0600 */
@@ -153,6 +369,12 @@ void control_server_free(ControlServer *srv)
     return;
   g_socket_service_stop(srv->service);
   g_socket_listener_close(G_SOCKET_LISTENER(srv->service));
+  while (srv->clients) {
+    ControlClient *cl = srv->clients->data;
+    client_close(cl, NULL); /* unlinks it */
+    cl->srv = NULL;
+    client_release(cl); /* a handler still holding it frees it at the end */
+  }
   g_object_unref(srv->service);
   g_unlink(srv->path);
   g_free(srv->path);
@@ -185,14 +407,16 @@ gboolean control_call(const char *state_dir, JsonObject *req, ControlLineFn fn, 
   ok = g_output_stream_write_all(os, text, strlen(text), NULL, NULL, &err) &&
        g_output_stream_write_all(os, "\n", 1, NULL, NULL, &err);
   g_free(text);
+  GError *write_err = NULL;
   if (!ok) {
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "cannot talk to the daemon: %s",
-                err->message);
-    goto out;
+    /* A daemon that refused us (too many clients) said why before it
+     * closed: read that rather than report the broken pipe. */
+    write_err = err;
+    err = NULL;
   }
   in = g_data_input_stream_new(g_io_stream_get_input_stream(G_IO_STREAM(conn)));
   gchar *line;
-  gboolean done = FALSE;
+  gboolean done = FALSE, refused = FALSE;
   while ((line = g_data_input_stream_read_line_utf8(in, NULL, NULL, &err))) {
     JsonParser *p = json_parser_new();
     if (json_parser_load_from_data(p, line, -1, NULL) &&
@@ -202,7 +426,7 @@ gboolean control_call(const char *state_dir, JsonObject *req, ControlLineFn fn, 
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s",
                     json_object_get_string_member(o, "error"));
         ok = FALSE;
-        done = TRUE;
+        done = refused = TRUE;
       } else {
         if (json_object_get_boolean_member_with_default(o, "done", FALSE))
           done = TRUE;
@@ -214,12 +438,19 @@ gboolean control_call(const char *state_dir, JsonObject *req, ControlLineFn fn, 
     if (done)
       break;
   }
-  if (!done) {
+  if (!done && write_err) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "cannot talk to the daemon: %s",
+                write_err->message);
+    ok = FALSE;
+  } else if (done && !refused) {
+    ok = TRUE;
+  } else if (!done) {
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
                 "daemon closed the control connection early%s%s", err ? ": " : "",
                 err ? err->message : "");
     ok = FALSE;
   }
+  g_clear_error(&write_err);
 out:
   g_clear_error(&err);
   g_clear_object(&in);

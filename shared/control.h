@@ -5,6 +5,15 @@
  * daemon answers with zero or more lines and then closes. The last line of a
  * successful answer carries "done": true; an error answer is a single line
  * {"error": "..."}.
+ *
+ * The server never blocks on a client: replies are queued (at most
+ * CONTROL_MAX_OUTPUT bytes per client, CONTROL_MAX_OUTPUT_TOTAL for all)
+ * and written as the client reads; a
+ * client whose queue overflows, or that reads nothing of a pending reply
+ * for CONTROL_STALL_MS, is dropped. A request line longer than
+ * CONTROL_MAX_LINE gets an error; a client that sends no complete line
+ * within CONTROL_REQUEST_MS is dropped; past CONTROL_MAX_CLIENTS at once a
+ * new client is told "too many control clients" and closed.
  */
 #ifndef CANOPY_CONTROL_H
 #define CANOPY_CONTROL_H
@@ -12,8 +21,22 @@
 #include <gio/gio.h>
 #include <json-glib/json-glib.h>
 
+#include "control_request.h"
+
 #define CONTROL_SOCKET_NAME "control.sock"
-#define CONTROL_MAX_LINE 65536
+#define CONTROL_MAX_CLIENTS 32               /* control connections at once */
+#define CONTROL_MAX_OUTPUT (4u << 20)        /* queued reply bytes per client */
+#define CONTROL_MAX_OUTPUT_TOTAL (16u << 20) /* ... and for all clients */
+#define CONTROL_REQUEST_MS 10000             /* to send the request line */
+#define CONTROL_STALL_MS 10000               /* a pending reply read not at all */
+
+typedef struct {
+  guint max_clients;
+  gsize max_output;
+  gsize max_output_total;
+  guint request_ms;
+  guint stall_ms;
+} ControlLimits;
 
 typedef struct ControlServer ControlServer;
 typedef struct ControlClient ControlClient;
@@ -25,9 +48,16 @@ typedef void (*ControlHandler)(ControlClient *cl, JsonObject *req, void *ud);
 ControlServer *control_server_new(const char *path, GMainContext *ctx, ControlHandler fn, void *ud,
                                   GError **error);
 void control_server_free(ControlServer *srv); /* removes the socket file */
+/* Replaces the CONTROL_* defaults (tests use small ones). */
+void control_server_set_limits(ControlServer *srv, const ControlLimits *lim);
+/* Clients refused over the cap; clients dropped (overflow, stall, silence,
+ * over-long line). */
+guint64 control_server_refused(const ControlServer *srv);
+guint64 control_server_dropped(const ControlServer *srv);
 
-/* Writes one line (takes ownership of obj). Errors (client gone) are ignored:
- * the request then just finishes. */
+/* Queues one line (takes ownership of obj) and writes what the socket takes
+ * now, without blocking. Errors (client gone or dropped) are ignored: the
+ * request then just finishes. */
 void control_send(ControlClient *cl, JsonObject *obj);
 /* Sends {"error": msg} and finishes. */
 void control_fail(ControlClient *cl, const char *msg);

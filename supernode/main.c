@@ -546,6 +546,20 @@ static void fill_metrics(MetricsWriter *w, void *ud)
                   "Inbound connections closed without handshake and HELLO in time.", pa->timed_out);
 }
 
+/* The address book (supernode/mesh.h): how full, how much of it proven. */
+static void add_address_book(JsonObject *o, const SnCore *core)
+{
+  MeshStats ms;
+  sn_core_mesh_stats(core, &ms);
+  JsonObject *b = json_object_new();
+  json_object_set_int_member(b, "size", ms.size);
+  json_object_set_int_member(b, "verified", ms.verified);
+  json_object_set_int_member(b, "evicted", (gint64)ms.evicted);
+  json_object_set_int_member(b, "refused", (gint64)ms.refused);
+  json_object_set_int_member(b, "probes_ok", (gint64)ms.probes_ok);
+  json_object_set_int_member(b, "probes_failed", (gint64)ms.probes_bad);
+  json_object_set_object_member(o, "address_book", b);
+}
 static void on_control(ControlClient *cl, JsonObject *req, void *ud)
 {
   Sn *sn = ud;
@@ -609,6 +623,7 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   JsonArray *links = json_array_new();
   sn_core_foreach_link(sn->core, add_link, links);
   json_object_set_array_member(o, "neighbours", links);
+  add_address_book(o, sn->core);
   SnGroupStatus g;
   sn_core_group_status(sn->core, &g);
   static const char *roles[] = {"joining", "leader", "backup", "standby"};

@@ -1,13 +1,20 @@
-/* mesh.c - address book with per-address backoff. */
+/* mesh.c - address book with per-address backoff, verified gossip and caps.
+ *
+ * Invariant: an address is passed on (mesh_sample) only while it is verified
+ * (a dial of it completed a handshake as its id) and not failing. Claims
+ * (HELLO listen addresses, PEERS entries) are kept but never spread.
+ */
 #include "mesh.h"
 
-#include <glib.h>
+#include <gio/gio.h>
 #include <string.h>
 
 struct Mesh {
   uint8_t self_id[32];
   GPtrArray *addrs; /* MeshAddr*, owned */
   uint64_t backoff_min, backoff_max;
+  uint64_t seq; /* learn order */
+  uint64_t evicted, refused, probes_ok, probes_bad;
 };
 
 Mesh *mesh_new(const uint8_t self_id[32], uint64_t backoff_min_ms, uint64_t backoff_max_ms)
@@ -58,7 +65,96 @@ static bool addr_ok(const char *addr)
   return true;
 }
 
-MeshAddr *mesh_learn(Mesh *m, const char *addr, const uint8_t *id, bool configured)
+/* The IP prefix of an address literal (family 0 for a host name). */
+static void prefix_of(const char *addr, MeshAddr *a)
+{
+  const char *colon = strrchr(addr, ':');
+  gchar *host = g_strndup(addr, (gsize)(colon - addr));
+  size_t hl = strlen(host);
+  if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+    memmove(host, host + 1, hl - 2);
+    host[hl - 2] = '\0';
+  }
+  a->family = 0;
+  memset(a->prefix, 0, sizeof a->prefix);
+  GInetAddress *ia = g_inet_address_new_from_string(host);
+  if (ia) {
+    const guint8 *b = g_inet_address_to_bytes(ia);
+    if (g_inet_address_get_family(ia) == G_SOCKET_FAMILY_IPV4) {
+      a->family = 4;
+      memcpy(a->prefix, b, 3);
+    } else {
+      a->family = 6;
+      memcpy(a->prefix, b, 8);
+    }
+    g_object_unref(ia);
+  }
+  g_free(host);
+}
+
+static bool same_prefix(const MeshAddr *a, const MeshAddr *b, bool narrow)
+{
+  if (a->family == 0 || a->family != b->family)
+    return false;
+  size_t n = a->family == 4 ? (narrow ? 3 : 2) : (narrow ? 8 : 4);
+  return memcmp(a->prefix, b->prefix, n) == 0;
+}
+
+/* May a newcomer push a out? Never the operator's, a live link, a dial in
+ * progress, a current neighbour's claim, or a verified address that works. */
+static bool evictable(const MeshAddr *a)
+{
+  return !a->configured && a->linked_conn == 0 && !a->dialing && a->claim_conn == 0 &&
+         (!a->verified || a->failures > 0);
+}
+
+typedef enum { SCOPE_ALL, SCOPE_NARROW, SCOPE_WIDE, SCOPE_SOURCE } Scope;
+
+static bool in_scope(const MeshAddr *a, const MeshAddr *like, Scope s)
+{
+  if (a->configured)
+    return false; /* the operator's addresses count against no cap */
+  switch (s) {
+  case SCOPE_ALL:
+    return true;
+  case SCOPE_NARROW:
+    return same_prefix(a, like, true);
+  case SCOPE_WIDE:
+    return same_prefix(a, like, false);
+  case SCOPE_SOURCE:
+    return a->src_conn == like->src_conn && !a->verified;
+  }
+  return false;
+}
+
+/* Ensures the scope holds fewer than cap addresses, evicting one if it must
+ * (most failures first, then least recently learned). False: no room. */
+static bool make_room(Mesh *m, const MeshAddr *like, Scope s, unsigned cap)
+{
+  unsigned n = 0;
+  guint victim = G_MAXUINT;
+  for (guint i = 0; i < m->addrs->len; i++) {
+    const MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    if (!in_scope(a, like, s))
+      continue;
+    n++;
+    if (!evictable(a))
+      continue;
+    const MeshAddr *v = victim == G_MAXUINT ? NULL : g_ptr_array_index(m->addrs, victim);
+    if (!v || a->failures > v->failures || (a->failures == v->failures && a->seen < v->seen))
+      victim = i;
+  }
+  if (n < cap)
+    return true;
+  if (victim == G_MAXUINT)
+    return false;
+  g_ptr_array_remove_index_fast(m->addrs, victim);
+  m->evicted++;
+  return true;
+}
+
+static MeshAddr *learn(Mesh *m, const char *addr, const uint8_t *id, bool configured,
+                       uint64_t src_conn)
 {
   if (!addr_ok(addr))
     return NULL;
@@ -70,14 +166,28 @@ MeshAddr *mesh_learn(Mesh *m, const char *addr, const uint8_t *id, bool configur
   }
   MeshAddr *a = mesh_find(m, addr);
   if (!a) {
-    if (m->addrs->len >= MESH_MAX_ADDRS && !configured)
-      return NULL;
+    MeshAddr probe = {.src_conn = src_conn};
+    prefix_of(addr, &probe);
+    if (!configured) {
+      /* Narrowest first: a newcomer evicts from its own prefix or source
+       * before it may touch anybody else's addresses. */
+      bool room = (src_conn == 0 || make_room(m, &probe, SCOPE_SOURCE, MESH_MAX_PER_SOURCE)) &&
+                  (probe.family == 0 || (make_room(m, &probe, SCOPE_NARROW, MESH_MAX_PER_NARROW) &&
+                                         make_room(m, &probe, SCOPE_WIDE, MESH_MAX_PER_WIDE))) &&
+                  make_room(m, &probe, SCOPE_ALL, MESH_MAX_ADDRS);
+      if (!room) {
+        m->refused++;
+        return NULL;
+      }
+    }
     a = g_new0(MeshAddr, 1);
+    *a = probe;
     g_strlcpy(a->addr, addr, sizeof a->addr);
     g_ptr_array_add(m->addrs, a);
   }
-  if (id) {
-    /* A home address may move to another node: trust the latest claim. */
+  a->seen = ++m->seq;
+  if (id && !a->verified) {
+    /* Only a claim: the latest one stands until a dial proves an id. */
     memcpy(a->id, id, 32);
     a->id_known = true;
   }
@@ -85,12 +195,48 @@ MeshAddr *mesh_learn(Mesh *m, const char *addr, const uint8_t *id, bool configur
   return a;
 }
 
+MeshAddr *mesh_learn(Mesh *m, const char *addr, const uint8_t *id, bool configured)
+{
+  return learn(m, addr, id, configured, 0);
+}
+
+MeshAddr *mesh_learn_from(Mesh *m, const char *addr, const uint8_t *id, uint64_t src_conn)
+{
+  return learn(m, addr, id, false, src_conn);
+}
+
+MeshAddr *mesh_claim(Mesh *m, const char *addr, const uint8_t id[32], uint64_t conn)
+{
+  MeshAddr *a = learn(m, addr, id, false, 0);
+  if (!a || a->self)
+    return a;
+  if (a->verified) {
+    /* Proven before: it is this link, or the claim is a lie we ignore (a
+     * dial, not a claim, will tell if the address changed hands). */
+    if (memcmp(a->id, id, 32) == 0)
+      a->linked_conn = conn;
+    return a;
+  }
+  a->claim_conn = conn;
+  if (a->failures >= MESH_PROBE_MAX_FAILURES)
+    a->failures = 0; /* a new link, a new chance */
+  return a;
+}
+
+static bool wants_probe(const MeshAddr *a)
+{
+  return a->claim_conn != 0 && !a->verified && a->failures < MESH_PROBE_MAX_FAILURES;
+}
+
 void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now)
 {
   MeshAddr *a = mesh_find(m, addr);
   if (!a)
     return;
+  if (a->probing)
+    m->probes_bad++;
   a->dialing = false;
+  a->probing = false;
   a->failures++;
   /* The operator's own --peer addresses (a group's members among them) are
    * worth a retry every few seconds: a healed partition or a restarted
@@ -103,20 +249,40 @@ void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now)
   a->next_attempt = now + MIN(delay, max);
 }
 
-void mesh_dial_succeeded(Mesh *m, const char *addr, const uint8_t id[32], uint64_t conn)
+/* The handshake of a dial of a proved who answers there. */
+static void proven(Mesh *m, MeshAddr *a, const uint8_t id[32], uint64_t conn)
 {
-  MeshAddr *a = mesh_find(m, addr);
-  if (!a)
-    return;
   a->dialing = false;
+  a->probing = false;
   a->failures = 0;
+  a->claim_conn = 0;
   if (memcmp(id, m->self_id, 32) == 0) {
     a->self = true;
     return;
   }
   memcpy(a->id, id, 32);
   a->id_known = true;
+  a->verified = true;
   a->linked_conn = conn;
+}
+
+void mesh_dial_succeeded(Mesh *m, const char *addr, const uint8_t id[32], uint64_t conn)
+{
+  MeshAddr *a = mesh_find(m, addr);
+  if (!a) /* dialled from outside the book: what we proved is worth keeping */
+    a = learn(m, addr, NULL, false, 0);
+  if (a)
+    proven(m, a, id, conn);
+}
+
+bool mesh_probe_done(Mesh *m, const char *addr, const uint8_t id[32], uint64_t link_conn)
+{
+  MeshAddr *a = mesh_find(m, addr);
+  if (!a || !a->probing)
+    return false;
+  m->probes_ok++;
+  proven(m, a, id, link_conn);
+  return true;
 }
 
 void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now)
@@ -127,33 +293,45 @@ void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now)
       a->linked_conn = 0;
       a->next_attempt = now + m->backoff_min;
     }
+    if (a->claim_conn == conn)
+      a->claim_conn = 0;
+    if (a->src_conn == conn)
+      a->src_conn = 0; /* its cap no longer applies; it ages out */
   }
 }
 
 static bool dialable(const MeshAddr *a, bool want_more)
 {
-  return !a->self && !a->dialing && a->linked_conn == 0 && (a->configured || want_more);
+  return !a->self && !a->dialing && a->linked_conn == 0 &&
+         (a->configured || want_more || wants_probe(a));
 }
 
 MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx, uint64_t now)
 {
   MeshAddr *best = NULL;
+  bool best_probe = false;
   for (guint i = 0; i < m->addrs->len; i++) {
     MeshAddr *a = g_ptr_array_index(m->addrs, i);
     if (!dialable(a, want_more) || a->next_attempt > now)
       continue;
-    if (a->id_known && linked(a->id, ctx)) {
+    bool probe = wants_probe(a);
+    if (!probe && a->id_known && linked(a->id, ctx)) {
       /* Linked under another address (dialed as one name, advertised as
        * another). Look again later: left due, mesh_next_attempt would report
        * it forever and the caller's timer would spin. */
       a->next_attempt = now + m->backoff_min;
       continue;
     }
-    if (!best || (a->configured && !best->configured) || a->failures < best->failures)
+    bool first = a->configured || probe;
+    if (!best || (first && !(best->configured || best_probe)) || a->failures < best->failures) {
       best = a;
+      best_probe = probe;
+    }
   }
-  if (best)
+  if (best) {
     best->dialing = true;
+    best->probing = best_probe;
+  }
   return best;
 }
 
@@ -173,13 +351,25 @@ size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, siz
   size_t n = 0;
   for (guint i = 0; i < m->addrs->len && n < max; i++) {
     const MeshAddr *a = g_ptr_array_index(m->addrs, i);
-    if (a->self || !a->id_known || (exclude_id && memcmp(a->id, exclude_id, 32) == 0))
+    if (a->self || !a->verified || (exclude_id && memcmp(a->id, exclude_id, 32) == 0))
       continue;
-    /* Share only addresses proven to work (linked now or dialed with no
-     * failure since), so a bad address does not spread through the mesh. */
+    /* Verified once is not enough: a dial that failed since means the
+     * address no longer answers (unless we are linked to it right now). */
     if (a->linked_conn == 0 && a->failures > 0)
       continue;
     out[n++] = a;
   }
   return n;
+}
+
+void mesh_stats(const Mesh *m, MeshStats *out)
+{
+  memset(out, 0, sizeof *out);
+  out->size = m->addrs->len;
+  for (guint i = 0; i < m->addrs->len; i++)
+    out->verified += ((const MeshAddr *)g_ptr_array_index(m->addrs, i))->verified;
+  out->evicted = m->evicted;
+  out->refused = m->refused;
+  out->probes_ok = m->probes_ok;
+  out->probes_bad = m->probes_bad;
 }

@@ -4,7 +4,22 @@
  * HELLO of a neighbour (its advertised listen address) and from PEERS answers
  * (discovery). The book decides whom to dial next, with exponential backoff
  * per address; it never dials itself, and never an address whose node id is
- * already linked. Bounded: learned addresses beyond MESH_MAX_ADDRS are dropped.
+ * already linked.
+ *
+ * Whatever a peer names is a claim. An address becomes *verified* only when
+ * we dialled it and the handshake completed (the node id is then the one the
+ * handshake proved, whatever was claimed). Only verified addresses are passed
+ * on (mesh_sample), so nobody can make us spread an address that does not
+ * answer, or one that answers as another node. A neighbour's HELLO claim is
+ * verified by a *probe*: one dial whose session is closed as soon as the
+ * handshake names the node.
+ *
+ * Bounded, and hard to fill from one place: at most MESH_MAX_ADDRS learned
+ * addresses, MESH_MAX_PER_SOURCE from the gossip of one link, and per IP
+ * prefix MESH_MAX_PER_NARROW (/24, /64) and MESH_MAX_PER_WIDE (/16, /32). A
+ * newcomer may evict only an address that is neither configured, linked,
+ * being dialled, claimed by a current neighbour, nor verified and healthy:
+ * the one with the most failed dials, then the least recently learned.
  */
 #ifndef CANOPY_MESH_H
 #define CANOPY_MESH_H
@@ -15,6 +30,14 @@
 
 #define MESH_MAX_ADDRS 256
 #define MESH_ADDR_MAX 128
+/* Learned addresses per IP prefix: /24 (IPv4) or /64 (IPv6) ... */
+#define MESH_MAX_PER_NARROW 16
+/* ... and /16 or /32. Host names (not IP literals) have no prefix. */
+#define MESH_MAX_PER_WIDE 64
+/* Unverified addresses one link's PEERS may have in the book at a time. */
+#define MESH_MAX_PER_SOURCE 64
+/* A HELLO claim is probed at most this many times in a row without success. */
+#define MESH_PROBE_MAX_FAILURES 3
 
 /* Longest wait between dials of a configured address. */
 #define MESH_CONFIGURED_MAX_MS 4000
@@ -24,14 +47,31 @@ typedef struct Mesh Mesh;
 typedef struct {
   char addr[MESH_ADDR_MAX + 1];
   uint8_t id[32];
-  bool id_known;
+  bool id_known; /* claimed, or proven when verified */
+  bool verified; /* dialled, and the handshake proved id */
   bool configured;
   bool self;            /* dialing it reached ourselves */
   bool dialing;         /* a dial is under way */
+  bool probing;         /* ... only to verify a claim */
   uint64_t linked_conn; /* 0 when not linked */
+  uint64_t claim_conn;  /* the link whose HELLO claimed it, while up */
+  uint64_t src_conn;    /* the link whose PEERS taught it (0: other) */
   unsigned failures;
   uint64_t next_attempt;
+  uint64_t seen; /* learn order, for eviction */
+  /* IP prefix, for the caps: family 4 or 6, 0 for a host name. */
+  uint8_t family;
+  uint8_t prefix[8];
 } MeshAddr;
+
+typedef struct {
+  unsigned size;       /* addresses in the book */
+  unsigned verified;   /* ... of which verified */
+  uint64_t evicted;    /* addresses dropped for a newcomer */
+  uint64_t refused;    /* newcomers dropped: their prefix/source/book full */
+  uint64_t probes_ok;  /* HELLO claims verified by a dial */
+  uint64_t probes_bad; /* probes that failed */
+} MeshStats;
 
 /* is_linked(id) tells whether a super-node link to that node id is up. */
 typedef bool (*MeshLinkedFn)(const uint8_t id[32], void *ctx);
@@ -39,26 +79,38 @@ typedef bool (*MeshLinkedFn)(const uint8_t id[32], void *ctx);
 Mesh *mesh_new(const uint8_t self_id[32], uint64_t backoff_min_ms, uint64_t backoff_max_ms);
 void mesh_free(Mesh *m);
 
-/* Adds or updates an address. id may be NULL when unknown. Returns the
- * record, or NULL if the book is full or the address is malformed. */
+/* Adds or updates an address. id may be NULL when unknown; a claimed id
+ * never replaces a verified one. Returns the record, or NULL if the address
+ * is malformed or there is no room (see the caps above). */
 MeshAddr *mesh_learn(Mesh *m, const char *addr, const uint8_t *id, bool configured);
+/* The same for an address from the PEERS of link src_conn (its own cap). */
+MeshAddr *mesh_learn_from(Mesh *m, const char *addr, const uint8_t *id, uint64_t src_conn);
+/* The neighbour on link conn, node id, says in HELLO that it listens on
+ * addr. Unless addr is already verified as id, it is probed soon. */
+MeshAddr *mesh_claim(Mesh *m, const char *addr, const uint8_t id[32], uint64_t conn);
 MeshAddr *mesh_find(Mesh *m, const char *addr);
 
 /* Outcome of a dial of addr. */
 void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now);
 void mesh_dial_succeeded(Mesh *m, const char *addr, const uint8_t id[32], uint64_t conn);
+/* If the dial of addr was a probe: records that it answered as id (linked
+ * through link_conn, 0 if not) and returns true; the caller then closes that
+ * session. False if it was an ordinary dial. */
+bool mesh_probe_done(Mesh *m, const char *addr, const uint8_t id[32], uint64_t link_conn);
 /* A link closed: the address may be dialed again after backoff. */
 void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now);
 
-/* Next address to dial now, or NULL. Configured addresses come first; learned
- * ones only when want_more (discovery on and below the target degree).
- * Marks the returned record as dialing. */
+/* Next address to dial now, or NULL. Configured addresses and probes come
+ * first; learned ones only when want_more (discovery on and below the target
+ * degree). Marks the returned record as dialing (and probing for a probe). */
 MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx, uint64_t now);
 /* Earliest time a backed-off address becomes dialable (UINT64_MAX if none). */
 uint64_t mesh_next_attempt(const Mesh *m, bool want_more);
 
-/* Fills out[] with up to max known addresses of other super nodes (ids
- * known, not self, not exclude_id); returns how many. Borrowed records. */
+/* Fills out[] with up to max verified addresses of other super nodes (not
+ * self, not exclude_id, not failing); returns how many. Borrowed records. */
 size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, size_t max);
+
+void mesh_stats(const Mesh *m, MeshStats *out);
 
 #endif

@@ -301,13 +301,143 @@ void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupSt
 
 /* --- the HTTP endpoint ------------------------------------------------------ */
 
+/* We accept the connections ourselves and hand them to libsoup, which has
+ * no cap on them: each costs a socket and libsoup's state, and a stranger
+ * who can reach the port could open thousands and keep them idle. */
+typedef struct {
+  GSocketConnection *conn;
+  gint64 last; /* monotonic µs of the last request, or of the accept */
+} MetricsConn;
+
 struct Metrics {
   SoupServer *server;
+  GSocketService *service;
+  GMainContext *ctx;
+  GSource *sweep;
+  GPtrArray *conns; /* MetricsConn*, owned */
+  guint max_conns, idle_ms;
   MetricsFillFn fill;
   void *ud;
   uint16_t port;
-  uint64_t scrapes;
+  uint64_t scrapes, refused, idle_closed;
 };
+
+static void conn_free(gpointer p)
+{
+  MetricsConn *c = p;
+  g_object_unref(c->conn);
+  g_free(c);
+}
+
+static bool conn_over(const MetricsConn *c)
+{
+  GSocket *s = g_socket_connection_get_socket(c->conn);
+  return g_socket_is_closed(s) || (g_socket_condition_check(s, G_IO_HUP | G_IO_ERR) != 0);
+}
+
+/* Forgets connections libsoup or the client closed; closes idle ones. */
+static void sweep(Metrics *m)
+{
+  gint64 now = g_get_monotonic_time();
+  for (guint i = m->conns->len; i-- > 0;) {
+    MetricsConn *c = g_ptr_array_index(m->conns, i);
+    if (conn_over(c)) {
+      g_ptr_array_remove_index_fast(m->conns, i);
+    } else if (now - c->last >= (gint64)m->idle_ms * 1000) {
+      /* libsoup sees the end of the stream and cleans up its side. */
+      g_socket_shutdown(g_socket_connection_get_socket(c->conn), TRUE, TRUE, NULL);
+      m->idle_closed++;
+      g_debug("metrics connection idle for %u ms: closed", m->idle_ms);
+      g_ptr_array_remove_index_fast(m->conns, i);
+    }
+  }
+}
+
+static gboolean on_sweep(gpointer ud)
+{
+  sweep(ud);
+  return G_SOURCE_CONTINUE;
+}
+
+static void arm_sweep(Metrics *m)
+{
+  if (m->sweep) {
+    g_source_destroy(m->sweep);
+    g_source_unref(m->sweep);
+  }
+  /* A quarter of the idle time: a connection lives at most 1.25 times it. */
+  m->sweep = g_timeout_source_new(MAX(m->idle_ms / 4, 10));
+  g_source_set_callback(m->sweep, on_sweep, m, NULL);
+  g_source_attach(m->sweep, m->ctx);
+}
+
+static void on_request_seen(SoupServer *server, SoupServerMessage *msg, gpointer ud)
+{
+  (void)server;
+  Metrics *m = ud;
+  GSocket *s = soup_server_message_get_socket(msg);
+  for (guint i = 0; i < m->conns->len; i++) {
+    MetricsConn *c = g_ptr_array_index(m->conns, i);
+    if (g_socket_connection_get_socket(c->conn) == s)
+      c->last = g_get_monotonic_time();
+  }
+}
+
+static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObject *src, gpointer ud)
+{
+  (void)svc;
+  (void)src;
+  Metrics *m = ud;
+  sweep(m);
+  if (m->conns->len >= m->max_conns) {
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
+    GSocket *s = g_socket_connection_get_socket(conn);
+    m->refused++;
+    g_debug("metrics connection refused: %u open", m->conns->len);
+    g_socket_set_blocking(s, FALSE);
+    g_socket_send(s, busy, sizeof busy - 1, NULL, NULL); /* best effort, never waits */
+    g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
+    return TRUE;
+  }
+  GSocketAddress *local = g_socket_connection_get_local_address(conn, NULL);
+  GSocketAddress *remote = g_socket_connection_get_remote_address(conn, NULL);
+  GError *err = NULL;
+  g_main_context_push_thread_default(m->ctx);
+  gboolean ok = soup_server_accept_iostream(m->server, G_IO_STREAM(conn), local, remote, &err);
+  g_main_context_pop_thread_default(m->ctx);
+  if (ok) {
+    MetricsConn *c = g_new0(MetricsConn, 1);
+    c->conn = g_object_ref(conn);
+    c->last = g_get_monotonic_time();
+    g_ptr_array_add(m->conns, c);
+  } else {
+    g_debug("metrics connection not accepted: %s", err->message);
+    g_error_free(err);
+    g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
+  }
+  g_clear_object(&local);
+  g_clear_object(&remote);
+  return TRUE;
+}
+
+/* Binds one address; *port (0: any) is set to the bound port. */
+static bool listen_on(Metrics *m, const char *host, guint16 *port, GError **error)
+{
+  GSocketAddress *sa = g_inet_socket_address_new_from_string(host, *port);
+  if (!sa) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "bad address %s", host);
+    return false;
+  }
+  GSocketAddress *bound = NULL;
+  bool ok = g_socket_listener_add_address(G_SOCKET_LISTENER(m->service), sa, G_SOCKET_TYPE_STREAM,
+                                          G_SOCKET_PROTOCOL_TCP, NULL, &bound, error);
+  if (ok)
+    *port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
+  g_clear_object(&bound);
+  g_object_unref(sa);
+  return ok;
+}
 
 static void respond_text(SoupServerMessage *msg, guint status, const char *text)
 {
@@ -386,7 +516,6 @@ Metrics *metrics_new(const char *host_port, GMainContext *ctx, MetricsFillFn fil
 {
   char *host = NULL;
   guint16 port = 0;
-  GSocketAddress *sa = NULL;
   bool ok = false;
   if (!parse_host_port(host_port, &host, &port, error))
     return NULL;
@@ -394,30 +523,35 @@ Metrics *metrics_new(const char *host_port, GMainContext *ctx, MetricsFillFn fil
   Metrics *m = g_new0(Metrics, 1);
   m->fill = fill;
   m->ud = ud;
-  /* SoupServer attaches its listening sources to the thread-default
-   * context at listen time. */
-  g_main_context_push_thread_default(ctx);
+  m->ctx = ctx;
+  m->max_conns = METRICS_MAX_CONNS;
+  m->idle_ms = METRICS_IDLE_MS;
+  m->conns = g_ptr_array_new_with_free_func(conn_free);
   m->server = soup_server_new("server-header", "canopy-supernode", NULL);
   soup_server_add_handler(m->server, NULL, on_request, m, NULL);
+  g_signal_connect(m->server, "request-started", G_CALLBACK(on_request_seen), m);
+  g_signal_connect(m->server, "request-finished", G_CALLBACK(on_request_seen), m);
+  /* The service attaches its accept source to the thread-default context. */
+  g_main_context_push_thread_default(ctx);
+  m->service = g_socket_service_new();
+  g_signal_connect(m->service, "incoming", G_CALLBACK(on_incoming), m);
   if (strcmp(host, "localhost") == 0) {
-    /* Both loopbacks; with port 0 the IPv6 one reuses IPv4's port. */
-    ok = soup_server_listen_local(m->server, port, 0, error);
+    /* Both loopbacks on one port; a host without IPv6 keeps the IPv4 one. */
+    ok = listen_on(m, "127.0.0.1", &port, error);
+    if (ok && !listen_on(m, "::1", &port, NULL))
+      g_debug("metrics: no IPv6 loopback");
   } else {
-    sa = g_inet_socket_address_new_from_string(host, port);
-    ok = sa && soup_server_listen(m->server, sa, 0, error);
+    ok = listen_on(m, host, &port, error);
   }
+  if (ok)
+    g_socket_service_start(m->service);
   g_main_context_pop_thread_default(ctx);
   if (!ok)
     goto out;
-  GSList *ls = soup_server_get_listeners(m->server);
-  GSocketAddress *local = ls ? g_socket_get_local_address(ls->data, NULL) : NULL;
-  if (local)
-    m->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(local));
-  g_clear_object(&local);
-  g_slist_free(ls);
+  m->port = port;
+  arm_sweep(m);
   g_info("metrics at http://%s/metrics (port %u)", host_port, m->port);
 out:
-  g_clear_object(&sa);
   g_free(host);
   if (!ok) {
     metrics_free(m);
@@ -430,10 +564,20 @@ void metrics_free(Metrics *m)
 {
   if (!m)
     return;
+  if (m->sweep) {
+    g_source_destroy(m->sweep);
+    g_source_unref(m->sweep);
+  }
+  if (m->service) {
+    g_socket_service_stop(m->service);
+    g_socket_listener_close(G_SOCKET_LISTENER(m->service));
+    g_object_unref(m->service);
+  }
   if (m->server) {
     soup_server_disconnect(m->server);
     g_object_unref(m->server);
   }
+  g_ptr_array_unref(m->conns);
   g_free(m);
 }
 
@@ -445,4 +589,26 @@ uint16_t metrics_port(const Metrics *m)
 uint64_t metrics_scrapes(const Metrics *m)
 {
   return m->scrapes;
+}
+
+void metrics_set_limits(Metrics *m, guint max_conns, guint idle_ms)
+{
+  m->max_conns = max_conns;
+  m->idle_ms = idle_ms;
+  arm_sweep(m);
+}
+
+guint metrics_connections(const Metrics *m)
+{
+  return m->conns->len;
+}
+
+uint64_t metrics_refused(const Metrics *m)
+{
+  return m->refused;
+}
+
+uint64_t metrics_idle_closed(const Metrics *m)
+{
+  return m->idle_closed;
 }

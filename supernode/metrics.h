@@ -85,6 +85,12 @@ void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupSt
 
 typedef struct Metrics Metrics;
 
+/* Connections at once (a scraper or two need one each); the next one is
+ * closed at once. */
+#define METRICS_MAX_CONNS 16
+/* A connection with no request for this long is closed. */
+#define METRICS_IDLE_MS 10000
+
 /* Called on each scrape, from ctx, to write the current values into w
  * (borrowed for the call). */
 typedef void (*MetricsFillFn)(MetricsWriter *w, void *ud);
@@ -106,5 +112,12 @@ uint16_t metrics_port(const Metrics *m);
 
 /* Scrapes answered with 200. */
 uint64_t metrics_scrapes(const Metrics *m);
+
+/* Replaces METRICS_MAX_CONNS and METRICS_IDLE_MS (tests use small ones). */
+void metrics_set_limits(Metrics *m, guint max_conns, guint idle_ms);
+/* Connections open now; refused over the cap; closed for idling. */
+guint metrics_connections(const Metrics *m);
+uint64_t metrics_refused(const Metrics *m);
+uint64_t metrics_idle_closed(const Metrics *m);
 
 #endif

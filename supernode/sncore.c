@@ -204,6 +204,11 @@ const SnStats *sn_core_stats(const SnCore *c)
   return &c->stats;
 }
 
+void sn_core_mesh_stats(const SnCore *c, MeshStats *out)
+{
+  mesh_stats(c->mesh, out);
+}
+
 void sn_core_add_peer(SnCore *c, const char *addr, uint64_t now)
 {
   if (!mesh_learn(c->mesh, addr, NULL, true))
@@ -232,6 +237,16 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
       mesh_dial_succeeded(c->mesh, dialed, peer_id, 0); /* marks it as self */
     sn_close_peer(c, p, "connected to ourselves", now);
     return;
+  }
+  if (dialed) {
+    /* A probe of a neighbour's HELLO claim: the handshake told us who
+     * listens there, which is all it was for. */
+    Peer *link = sn_find_link(c, peer_id, conn);
+    if (mesh_probe_done(c->mesh, dialed, peer_id, link ? link->conn : 0)) {
+      p->addr[0] = '\0'; /* not a failed dial */
+      sn_close_peer(c, p, "address verified", now);
+      return;
+    }
   }
   WireMsg hello = {.type = MSG_HELLO};
   hello.u.hello.role = ROLE_SUPER;
@@ -344,9 +359,12 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     g_strlcpy(p->addr, listen, sizeof p->addr);
   }
   if (listen[0]) {
-    MeshAddr *a = mesh_learn(c->mesh, listen, p->id, false);
-    if (a)
-      a->linked_conn = p->conn;
+    /* Only a claim: it is passed on once a dial of it proves this node id
+     * (with discovery off nothing is learned from it). */
+    if (c->cfg.discovery)
+      mesh_claim(c->mesh, listen, p->id, p->conn);
+    else
+      mesh_learn(c->mesh, listen, p->id, false);
   }
   if (c->cfg.discovery) {
     WireMsg req = {.type = MSG_PEERS_REQ};
@@ -607,7 +625,7 @@ static void on_peers(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     const WirePeer *wp = &m->u.peers.peers[i];
     memcpy(addr, wp->addr.p, wp->addr.len);
     addr[wp->addr.len] = '\0';
-    mesh_learn(c->mesh, addr, wp->id, false);
+    mesh_learn_from(c->mesh, addr, wp->id, p->conn);
   }
 }
 

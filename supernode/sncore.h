@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mesh.h"
+
 typedef struct SnCore SnCore;
 
 #define SN_QUERY_RATE 400  /* default query_rate, per second */
@@ -159,6 +161,8 @@ bool sn_core_next_action(SnCore *c, SnAction *out);
 void sn_action_clear(SnAction *a);
 
 const SnStats *sn_core_stats(const SnCore *c);
+/* The address book's size, verified share and eviction counters. */
+void sn_core_mesh_stats(const SnCore *c, MeshStats *out);
 
 void sn_core_group_status(const SnCore *c, SnGroupStatus *out);
 /* Entries held for leaf id (attached or replicated); 0 if none. */

@@ -6,7 +6,8 @@
 #   natlab       real NATs in network namespaces with coturn (root only;
 #                reported as skipped otherwise, never as passed)
 #   sanitizers   the unit and integration tests again on an ASan+UBSan build
-#   fuzz         the frame decoder's libFuzzer target, briefly (when clang is here)
+#   fuzz         each libFuzzer target (frame, HELLO, STUN, ICE descriptions,
+#                control requests) for FUZZ_SECONDS, briefly (when clang is here)
 #
 # Exits non-zero if anything failed; the last line reads "N passed, M failed".
 set -uo pipefail
@@ -18,7 +19,7 @@ canopy_deps || exit 1
 BUILD=${BUILD:-$ROOT/build}
 ASAN_BUILD=${ASAN_BUILD:-$ROOT/build-asan}
 FUZZ_BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
-FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} # per target
 passed=0; failed=0; skipped=0; failures=()
 
 result() { # result NAME RC (77: the test could not run here)
@@ -107,18 +108,29 @@ else
 fi
 
 echo "=== fuzz"
+FUZZ_TARGETS="fuzz_frame fuzz_hello fuzz_session fuzz_stun fuzz_ice fuzz_control"
 if command -v clang >/dev/null; then
   mkdir -p "$FUZZ_BUILD"
-  if build "$FUZZ_BUILD" -DCMAKE_C_COMPILER=clang -DCANOPY_FUZZ=ON -- fuzz_frame; then
-    mkdir -p "$FUZZ_BUILD/corpus"
-    # libFuzzer's own exit code for a finding is 77, which result() reads as
-    # "skipped": any finding is a failure here. Crash inputs go to the build.
-    "$FUZZ_BUILD/tests/fuzz_frame" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
-      -error_exitcode=1 -artifact_prefix="$FUZZ_BUILD/" "$FUZZ_BUILD/corpus" >"$FUZZ_BUILD/fuzz.log" 2>&1
-    rc=$?
-    grep -E "stat::number_of_executed_units|ERROR" "$FUZZ_BUILD/fuzz.log" || true
-    [ $rc -eq 0 ] || tail -n 40 "$FUZZ_BUILD/fuzz.log"
-    result fuzz/fuzz_frame $rc
+  # shellcheck disable=SC2086
+  if build "$FUZZ_BUILD" -DCMAKE_C_COMPILER=clang -DCANOPY_FUZZ=ON -- $FUZZ_TARGETS; then
+    for t in $FUZZ_TARGETS; do
+      # New inputs go to the build's corpus; the committed seeds (valid
+      # messages, tests/fuzz/corpus/TARGET) are read too.
+      mkdir -p "$FUZZ_BUILD/corpus/$t"
+      seeds=()
+      [ -d "tests/fuzz/corpus/$t" ] && seeds=("tests/fuzz/corpus/$t")
+      # libFuzzer's own exit code for a finding is 77, which result() reads
+      # as "skipped": any finding is a failure here. Crash inputs go to the
+      # build.
+      timeout $((FUZZ_SECONDS + 120)) "$FUZZ_BUILD/tests/$t" -max_total_time="$FUZZ_SECONDS" \
+        -print_final_stats=1 -error_exitcode=1 -artifact_prefix="$FUZZ_BUILD/$t-" \
+        "$FUZZ_BUILD/corpus/$t" ${seeds[@]+"${seeds[@]}"} >"$FUZZ_BUILD/$t.log" 2>&1
+      rc=$?
+      [ $rc -eq 77 ] && rc=1
+      grep -E "stat::number_of_executed_units|ERROR" "$FUZZ_BUILD/$t.log" || true
+      [ $rc -eq 0 ] || tail -n 40 "$FUZZ_BUILD/$t.log"
+      result "fuzz/$t" $rc
+    done
   else
     tail -n 20 "$FUZZ_BUILD.make.log"
     result fuzz-build 1

@@ -48,6 +48,11 @@
  *               binding requests a second from SRC_IP, and one every 100 ms
  *               from another socket (an honest client); prints "flood F
  *               answered A honest H answered B"
+ * A super node that lies about addresses (finding 15; exit 0):
+ *   gossip      canopy-hostile gossip HOST:PORT COUNT CLAIM: HELLO as a super
+ *               node claiming to listen on CLAIM, then PEERS naming COUNT
+ *               made-up addresses; then a second session asks for PEERS and
+ *               prints the addresses it is given, one per line
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -896,6 +901,127 @@ static int stun_flood(const char *hostport, const char *src, int seconds)
   return 0;
 }
 
+/* --- misc findings: the address book (finding 15) ------------------------- */
+
+/* Handshake as a fresh identity; NULL if the super node would not talk. */
+static Channel *open_channel(int fd, Identity *id)
+{
+  if (!identity_generate(id))
+    return NULL;
+  Channel *ch = channel_new(id, CHANNEL_INITIATOR);
+  flush_channel(fd, ch);
+  if (pump(fd, ch, 5000, NULL) == 0 || channel_state(ch) != CHANNEL_OPEN) {
+    channel_free(ch);
+    return NULL;
+  }
+  return ch;
+}
+
+static void hello_super(int fd, Channel *ch, const char *listen)
+{
+  WireMsg h = {.type = MSG_HELLO};
+  h.u.hello.role = ROLE_SUPER;
+  h.u.hello.listen = wire_str(listen, strlen(listen));
+  h.u.hello.agent = wire_str("hostile", 7);
+  send_msg(fd, ch, &h);
+}
+
+/* Reads until a PEERS arrives (answering PINGs); prints its addresses. */
+static bool print_peers(int fd, Channel *ch, int ms)
+{
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+    if (el >= ms)
+      return false;
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, (int)(ms - el)) <= 0)
+      continue;
+    uint8_t buf[65536];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0 || !channel_feed(ch, buf, (size_t)n))
+      return false;
+    const uint8_t *msg;
+    size_t len;
+    bool done = false;
+    while (channel_read(ch, &msg, &len) == 1) {
+      WireMsg m;
+      if (wire_decode(msg, len, &m) != WIRE_OK)
+        continue;
+      if (m.type == MSG_PING) {
+        WireMsg pong = {.type = MSG_PONG};
+        pong.u.ping = m.u.ping;
+        send_msg(fd, ch, &pong);
+      } else if (m.type == MSG_PEERS && !done) {
+        for (uint16_t i = 0; i < m.u.peers.count; i++)
+          printf("%.*s\n", (int)m.u.peers.peers[i].addr.len, m.u.peers.peers[i].addr.p);
+        done = true;
+      }
+      wire_msg_clear(&m);
+    }
+    flush_channel(fd, ch);
+    if (done)
+      return true;
+  }
+}
+
+static int mode_gossip(const char *target, int count, const char *claim)
+{
+  Identity liar, asker;
+  int fd = dial(target), fd2 = -1;
+  Channel *ch = fd >= 0 ? open_channel(fd, &liar) : NULL, *ch2 = NULL;
+  int rc = 2;
+  if (!ch)
+    goto out;
+  hello_super(fd, ch, claim);
+  /* Made-up addresses on loopback (a dial is refused at once), most in
+   * other /16s, a quarter in one /24, each with a made-up node id. */
+  for (int sent = 0; sent < count;) {
+    WirePeer peers[WIRE_MAX_PEERS];
+    char addrs[WIRE_MAX_PEERS][48];
+    int n = 0;
+    for (; n < WIRE_MAX_PEERS && sent < count; n++, sent++) {
+      if (sent % 4 == 0)
+        snprintf(addrs[n], sizeof addrs[n], "127.0.0.%d:%d", 100 + sent % 150, 1024 + sent);
+      else
+        snprintf(addrs[n], sizeof addrs[n], "127.%d.%d.%d:%d", 1 + sent / 4 % 250, sent % 250,
+                 1 + sent % 200, 1024 + sent);
+      for (size_t k = 0; k < sizeof peers[n].id; k++)
+        peers[n].id[k] = (uint8_t)rand();
+      peers[n].addr = wire_str(addrs[n], strlen(addrs[n]));
+    }
+    WireMsg m = {.type = MSG_PEERS};
+    m.u.peers.count = (uint16_t)n;
+    m.u.peers.peers = peers;
+    send_msg(fd, ch, &m);
+  }
+  if (!idle(fd, ch, 1000))
+    goto out;
+  /* A second node asks what the super node passes on. */
+  fd2 = dial(target);
+  ch2 = fd2 >= 0 ? open_channel(fd2, &asker) : NULL;
+  if (!ch2)
+    goto out;
+  hello_super(fd2, ch2, "");
+  WireMsg req = {.type = MSG_PEERS_REQ};
+  send_msg(fd2, ch2, &req);
+  rc = print_peers(fd2, ch2, 5000) ? 0 : 1;
+out:
+  if (rc == 2)
+    fprintf(stderr, "canopy-hostile: gossip: the super node would not talk\n");
+  channel_free(ch);
+  channel_free(ch2);
+  if (fd >= 0)
+    close(fd);
+  if (fd2 >= 0)
+    close(fd2);
+  return rc;
+}
+
+/* --- end of misc findings ------------------------------------------------- */
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -909,7 +1035,8 @@ int main(int argc, char **argv)
             "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n"
             "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n"
             "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n"
-            "       canopy-hostile stunflood HOST:PORT SRC_IP SECONDS\n");
+            "       canopy-hostile stunflood HOST:PORT SRC_IP SECONDS\n"
+            "       canopy-hostile gossip HOST:PORT COUNT CLAIM\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -917,6 +1044,8 @@ int main(int argc, char **argv)
   if (strcmp(argv[1], "stunflood") == 0 && argc == 5)
     return stun_flood(argv[2], argv[3], atoi(argv[4]));
   const char *mode = argv[1];
+  if (strcmp(mode, "gossip") == 0 && argc == 5)
+    return crypto_ready() ? mode_gossip(argv[2], atoi(argv[3]), argv[4]) : 2;
   if (strcmp(mode, "slots") == 0)
     return slots_mode(argc, argv);
   if (strcmp(mode, "sybil") == 0)

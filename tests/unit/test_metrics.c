@@ -17,6 +17,12 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <libsoup/soup.h>
 
 #include "metrics.h"
@@ -724,6 +730,95 @@ static void test_bad_addresses(void **state)
   g_main_context_unref(ctx);
 }
 
+/* --- the connection cap (issue 11, finding 17) --------------------------- */
+
+static void spin_ctx(GMainContext *ctx, guint ms)
+{
+  gint64 end = g_get_monotonic_time() + (gint64)ms * 1000;
+  while (g_get_monotonic_time() < end) {
+    while (g_main_context_iteration(ctx, FALSE))
+      ;
+    g_usleep(1000);
+  }
+}
+
+/* An idle TCP connection to the endpoint (sends nothing). */
+static int idle_conn(GMainContext *ctx, uint16_t port)
+{
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  assert_true(rc == 0 || errno == EINPROGRESS);
+  spin_ctx(ctx, 30); /* the server accepts */
+  return fd;
+}
+
+/* Did the server close fd (within ms, iterating it)? */
+static bool closed_by_server(GMainContext *ctx, int fd, guint ms)
+{
+  gint64 end = g_get_monotonic_time() + (gint64)ms * 1000;
+  do {
+    while (g_main_context_iteration(ctx, FALSE))
+      ;
+    char c;
+    ssize_t n = recv(fd, &c, 1, 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+      return true;
+    g_usleep(1000);
+  } while (g_get_monotonic_time() < end);
+  return false;
+}
+
+static void test_connection_cap(void **state)
+{
+  (void)state;
+  Live lv;
+  live_setup(&lv);
+  Metrics *m = metrics_new("127.0.0.1:0", lv.ctx, fill_live, &lv, NULL);
+  assert_non_null(m);
+  metrics_set_limits(m, 3, 600);
+  char *url = g_strdup_printf("http://127.0.0.1:%u/metrics", metrics_port(m));
+  int fds[3];
+  for (int i = 0; i < 3; i++)
+    fds[i] = idle_conn(lv.ctx, metrics_port(m));
+  assert_int_equal(metrics_connections(m), 3);
+  /* The (cap+1)-th is closed at once; the others stay. */
+  int extra = idle_conn(lv.ctx, metrics_port(m));
+  assert_true(closed_by_server(lv.ctx, extra, 300));
+  close(extra);
+  assert_int_equal(metrics_refused(m), 1);
+  assert_false(closed_by_server(lv.ctx, fds[0], 50));
+
+  /* One leaves: a scrape gets its slot. */
+  close(fds[0]);
+  spin_ctx(lv.ctx, 30);
+  char *body;
+  SoupMessage *msg = fetch(&lv, "GET", url, &body);
+  assert_int_equal(soup_message_get_status(msg), 200);
+  g_free(body);
+  g_object_unref(msg);
+  /* The scraper's keep-alive connection holds the third slot now. */
+  assert_int_equal(metrics_connections(m), 3);
+
+  /* The idle ones are closed after 600 ms (plus a sweep), and then a
+   * fresh scrape works again. */
+  assert_true(closed_by_server(lv.ctx, fds[1], 1500));
+  assert_true(closed_by_server(lv.ctx, fds[2], 300));
+  assert_true(metrics_idle_closed(m) >= 2);
+  g_object_unref(lv.http); /* forget its keep-alive connection */
+  lv.http = soup_session_new_with_options("proxy-resolver", NULL, "timeout", 5, NULL);
+  msg = fetch(&lv, "GET", url, &body);
+  assert_int_equal(soup_message_get_status(msg), 200);
+  g_free(body);
+  g_object_unref(msg);
+  close(fds[1]);
+  close(fds[2]);
+  g_free(url);
+  metrics_free(m);
+  live_teardown(&lv);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -736,6 +831,7 @@ int main(void)
       cmocka_unit_test(test_live),
       cmocka_unit_test(test_live_addresses),
       cmocka_unit_test(test_bad_addresses),
+      cmocka_unit_test(test_connection_cap),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
