@@ -18,6 +18,9 @@
 
 /* Longest wait between dials of a configured address. */
 #define MESH_CONFIGURED_MAX_MS 4000
+/* Failed dials in a row after which a pinned address is an ordinary
+ * learned one again (mesh_pin). */
+#define MESH_PIN_MAX_FAILURES 8
 
 typedef struct Mesh Mesh;
 
@@ -26,6 +29,7 @@ typedef struct {
   uint8_t id[32];
   bool id_known;
   bool configured;
+  bool pinned;          /* mesh_pin: dialed like a configured one, for a while */
   bool self;            /* dialing it reached ourselves */
   bool dialing;         /* a dial is under way */
   uint64_t linked_conn; /* 0 when not linked */
@@ -43,6 +47,11 @@ void mesh_free(Mesh *m);
  * record, or NULL if the book is full or the address is malformed. */
 MeshAddr *mesh_learn(Mesh *m, const char *addr, const uint8_t *id, bool configured);
 MeshAddr *mesh_find(Mesh *m, const char *addr);
+/* An address the group needs linked (its leader, the old leader's mesh
+ * links after a takeover) that a peer named: a learned address (subject to
+ * MESH_MAX_ADDRS, its id not trusted), dialed like a configured one until
+ * MESH_PIN_MAX_FAILURES dials in a row failed. NULL if refused. */
+MeshAddr *mesh_pin(Mesh *m, const char *addr);
 
 /* Outcome of a dial of addr. */
 void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now);

@@ -98,6 +98,8 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
   } else if (p->kind == PEER_SUPER) {
     group_link_down(c, p, now);
     c->stats.links--;
+  } else if (p->kind == PEER_WATCH) {
+    group_watch_down(c, p);
   }
   mesh_link_down(c->mesh, p->conn, now);
   g_hash_table_remove(c->peers, &p->conn);

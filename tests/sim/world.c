@@ -660,6 +660,9 @@ static void start_super(World *w, Node *n)
   cfg.advertise = n->addr;
   cfg.discovery = true;
   cfg.group = n->group ? "g2" : "g1";
+  /* Members prove membership (GROUPS.md): every simulated group shares a key. */
+  static const uint8_t group_key[32] = {0x5e, 0xc2, 0xe7};
+  cfg.group_key = group_key;
   cfg.term_floor = n->disk_term;
   n->inc++;
   n->rng = w->seed * 0x100000001B3ull + (uint64_t)n->index * 7919 + n->inc * 104729;
