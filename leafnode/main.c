@@ -845,10 +845,9 @@ static int run_daemon(int argc, char **argv)
   leaf_config_defaults(&cfg);
   cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
   cfg.supernode = lf.sn_addr;
-  if (network_key) {
+  if (network_key)
     cfg.network_pk = network_pk;
-    cfg.unix_now = clock_unix_s;
-  }
+  cfg.unix_now = clock_unix_s; /* certificates, and believable group terms */
   lf.core = leaf_core_new(&cfg, rng_fill, NULL);
   size_t n;
   const LeafEntry *e = shareset_entries(lf.shares, &n);
