@@ -667,7 +667,8 @@ static const CfgDef sn_settings[] = {
     {.key = "group-key-file",
      .type = CFG_PATH,
      .arg = "FILE",
-     .help = "Secret shared by the group's super nodes; only those proving it are members"},
+     .help = "Secret shared by the group's super nodes; only those proving it are members "
+             "(--group needs it, or --network-key)"},
     {.key = "metrics",
      .type = CFG_ADDR,
      .arg = "HOST:PORT",
