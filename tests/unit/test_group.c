@@ -17,7 +17,9 @@
 #include <sodium.h>
 
 #include "buf.h"
+#include "identity.h"
 #include "mesh.h"
+#include "netcert.h"
 #include "sncore.h"
 #include "term.h"
 #include "wire.h"
@@ -75,10 +77,15 @@ static void node_id(uint8_t tag, uint8_t id[32])
   memset(id, tag, 32);
 }
 
-/* A core; keyed: with the group's secret (else no way to prove membership). */
-static void start(int n, bool keyed, uint64_t term_floor, unsigned max_leaves)
+/* A core; keyed: with the group's secret (else no way to prove membership,
+ * unless netkey: in that network, with a certificate for id). */
+static void start_in(int n, bool keyed, uint64_t term_floor, unsigned max_leaves,
+                     const Identity *id, const Identity *netkey)
 {
-  node_id((uint8_t)(0x10 * (n + 1)), net.id[n]);
+  if (id)
+    memcpy(net.id[n], id->id, 32);
+  else
+    node_id((uint8_t)(0x10 * (n + 1)), net.id[n]);
   g_snprintf(net.addr[n], sizeof net.addr[n], "127.0.0.1:%d", 7401 + n);
   SnConfig cfg;
   sn_config_defaults(&cfg);
@@ -90,10 +97,22 @@ static void start(int n, bool keyed, uint64_t term_floor, unsigned max_leaves)
   cfg.unix_now = fake_unix;
   if (max_leaves)
     cfg.max_leaves = max_leaves;
+  if (netkey)
+    cfg.network_pk = netkey->pk;
   net.rng[n] = (uint64_t)n + 1;
   net.core[n] = sn_core_new(&cfg, net.id[n], rng_fill, &net.rng[n], net.now);
   assert_non_null(net.core[n]);
+  if (netkey) {
+    uint8_t cert[NETCERT_LEN];
+    netcert_sign(netkey, id->pk, fake_unix() + 86400, cert);
+    sn_core_set_cert(net.core[n], cert, sizeof cert);
+  }
   net.dials[n] = g_ptr_array_new_with_free_func(g_free);
+}
+
+static void start(int n, bool keyed, uint64_t term_floor, unsigned max_leaves)
+{
+  start_in(n, keyed, term_floor, max_leaves, NULL, NULL);
 }
 
 static End *end_of(uint64_t conn)
@@ -488,6 +507,52 @@ static void test_without_proof_nobody_is_a_member(void **state)
   assert_int_equal(status(A).members, 0);
 }
 
+/* In a network without a group key, the operator's certificates prove
+ * membership: certified nodes form the group, a stranger cannot even link,
+ * and a certified node's huge term is still refused. */
+static void test_network_certificates_prove_membership(void **state)
+{
+  Identity netkey, ida, idb, idx;
+  assert_true(identity_generate(&netkey));
+  assert_true(identity_generate(&ida));
+  assert_true(identity_generate(&idb));
+  assert_true(identity_generate(&idx));
+  start_in(A, false, 0, 0, &ida, &netkey);
+  advance(1200);
+  start_in(B, false, 0, 0, &idb, &netkey);
+  link_nodes(B, A);
+  advance(600);
+  assert_int_equal(status(A).role, SN_ROLE_LEADER);
+  assert_int_equal(status(B).role, SN_ROLE_BACKUP);
+  assert_int_equal(status(A).members, 1);
+  uint64_t term = status(A).term;
+  /* A stranger without a certificate: closed before it can say anything. */
+  uint64_t c = raw_open(A, idx.id);
+  raw_hello(c, ROLE_SUPER, "");
+  assert_false(end_of(c)->open);
+  /* A certified node (a member, then) with a term beyond belief: refused. */
+  Identity idc;
+  assert_true(identity_generate(&idc));
+  uint8_t cert[NETCERT_LEN];
+  netcert_sign(&netkey, idc.pk, fake_unix() + 86400, cert);
+  c = raw_open(A, idc.id);
+  WireMsg h = {.type = MSG_HELLO};
+  h.u.hello.role = ROLE_SUPER;
+  h.u.hello.listen = wire_str("", 0);
+  h.u.hello.agent = wire_str("test", 4);
+  h.u.hello.cert = cert;
+  h.u.hello.cert_len = sizeof cert;
+  raw_send(c, &h);
+  assert_true(end_of(c)->open);
+  claim(c, idc.id, idc.id, "127.0.0.1:7999", GROLE_LEADER, HUGE_TERM, false, false);
+  advance(300);
+  assert_int_equal(status(A).role, SN_ROLE_LEADER);
+  assert_true(status(A).term == term);
+  assert_int_equal(status(A).claims_refused, 1);
+  assert_int_equal(status(A).members, 1);
+  identity_clear(&netkey);
+}
+
 /* --- finding 13: the takeover vote ---------------------------------------------- */
 
 /* One leaf opening many watch sessions votes once. */
@@ -548,6 +613,7 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(test_saved_poison_discarded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_without_proof_nobody_is_a_member, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_network_certificates_prove_membership, setup, teardown),
       cmocka_unit_test_setup_teardown(test_vote_counts_distinct_leaves, setup, teardown),
       cmocka_unit_test_setup_teardown(test_watch_sessions_capped, setup, teardown),
   };
