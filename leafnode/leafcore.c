@@ -63,8 +63,9 @@ struct LeafCore {
   bool has_view;
   uint8_t member_ids[WIRE_MAX_MEMBERS][32];
   unsigned n_member_ids;
-  uint64_t attached_term; /* the term of the last ATTACHED */
-  uint64_t term_since;    /* when term last rose */
+  uint64_t attached_term;      /* the term of the last ATTACHED */
+  GPtrArray *attached_members; /* members' addresses then (owned) */
+  uint64_t term_since;         /* when term last rose */
   uint64_t claims_refused;
   unsigned next_member;
   bool told_ok; /* last leader_ok said to the backup */
@@ -118,6 +119,7 @@ LeafCore *leaf_core_new(const LeafConfig *cfg, LeafRandomFn rng, void *rng_ctx)
   c->manifest = g_array_new(FALSE, TRUE, sizeof(LeafEntry));
   g_array_set_clear_func(c->manifest, entry_clear);
   c->members = g_ptr_array_new_with_free_func(g_free);
+  c->attached_members = g_ptr_array_new_with_free_func(g_free);
   c->searches = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, search_free);
   c->next_search = 1;
   g_queue_init(&c->actions);
@@ -135,6 +137,7 @@ void leaf_core_free(LeafCore *c)
   }
   g_array_unref(c->manifest);
   g_ptr_array_unref(c->members);
+  g_ptr_array_unref(c->attached_members);
   g_hash_table_destroy(c->searches);
   g_free(c);
 }
@@ -576,6 +579,9 @@ static void on_attached(LeafCore *c, const WireMsg *m, uint64_t now)
     c->leader_changes++;
   c->term = m->u.attached.term;
   c->attached_term = c->term;
+  g_ptr_array_set_size(c->attached_members, 0);
+  for (guint i = 0; i < c->members->len; i++)
+    g_ptr_array_add(c->attached_members, g_strdup(g_ptr_array_index(c->members, i)));
   c->attached = true;
   c->ever_attached = true;
   memcpy(c->attached_to, p->peer, 32);
@@ -686,7 +692,11 @@ static void expire_claim(LeafCore *c, uint64_t now)
   c->term = c->attached_term;
   c->has_view = false;
   c->has_leader = c->has_backup = false;
+  /* The fallbacks are the members of the leader that last took us, not
+   * those of the claim. */
   g_ptr_array_set_size(c->members, 0);
+  for (guint i = 0; i < c->attached_members->len; i++)
+    g_ptr_array_add(c->members, g_strdup(g_ptr_array_index(c->attached_members, i)));
   c->n_member_ids = 0;
   reconcile(c, now); /* the watch session goes too */
   Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
