@@ -2,7 +2,9 @@
  *
  * Invariants:
  * - Terms only grow. A node adopts a leader only from a GROUP_STATE of a
- *   term at least its own; at one term the smaller node id leads.
+ *   term at least its own, sent by that leader itself on a member's link,
+ *   of a term believable by the wall clock (shared/term.h); at one term the
+ *   smaller node id leads.
  * - Only the leader attaches leaves, replicates and sends heartbeats to
  *   them; the leader and the backup answer queries (the backup from its
  *   replica, so searches keep finding the group's files during a
@@ -202,9 +204,8 @@ static void each_peer(SnCore *c, bool members, bool leaves, PeerFn fn, void *ctx
 /* With a group secret (--group-key-file), a link is a member's only if the
  * far end proves the secret for this very pair of node ids (both
  * authenticated by the session's handshake), so the proof cannot be
- * replayed on another link. Without one, any super node that says the
- * group's name is a member: fine on a private network, not on the open
- * internet. */
+ * replayed on another link. Without one, in a network, the certificate the
+ * link showed in HELLO is the proof; with neither, nobody is a member. */
 static void member_proof(const SnCore *c, const uint8_t from[32], const uint8_t to[32],
                          uint8_t out[32])
 {
