@@ -374,6 +374,7 @@ void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out)
   out->watching = c->slot[LEAF_SLOT_WATCH].state == LS_OPEN;
   out->publishes = c->publishes;
   out->leader_changes = c->leader_changes;
+  out->claims_refused = c->claims_refused;
   for (guint i = 0; i < c->members->len && out->n_members < LEAF_MAX_MEMBERS; i++)
     g_strlcpy(out->members[out->n_members++], g_ptr_array_index(c->members, i),
               sizeof out->members[0]);

@@ -610,6 +610,7 @@ static void control_status(Leaf *lf, ControlClient *cl)
   json_object_set_array_member(o, "tried", tried);
   json_object_set_int_member(o, "publishes", (gint64)g.publishes);
   json_object_set_int_member(o, "leader_changes", (gint64)g.leader_changes);
+  json_object_set_int_member(o, "group_claims_refused", (gint64)g.claims_refused);
   size_t n;
   shareset_entries(lf->shares, &n);
   json_object_set_int_member(o, "shared_files", (gint64)n);

@@ -847,7 +847,7 @@ bool group_watch_hello(SnCore *c, Peer *p, uint64_t now)
   }
   p->kind = PEER_WATCH;
   p->watch_leader_ok = true;
-  g_hash_table_insert(g->watchers, p->id, p);
+  g_hash_table_replace(g->watchers, p->id, p);
   send_state(c, p);
   return true;
 }

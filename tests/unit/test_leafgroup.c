@@ -145,6 +145,7 @@ static void test_stranger_cannot_redirect(void **state_)
   assert_true(leaf_core_is_connected(f->core));
   assert_int_equal(f->dials[LEAF_SLOT_PRIMARY], dials);
   assert_int_equal(f->swaps, 0);
+  assert_int_equal(gstatus(f).claims_refused, 1);
   done(f);
 }
 
