@@ -641,7 +641,11 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   } else if (m->u.group.term < g->term && (m->u.group.role == GROLE_LEADER || names_leader)) {
     send_state(c, p); /* it is behind: our term makes a stale leader step down */
   }
-  if (g->has_leader && memcmp(g->leader, p->id, 32) == 0 && from_leader)
+  /* Our leader's heartbeat, at our term: one at a lower term (we followed
+   * a claim made in its name) does not keep it ours, so a standby takes
+   * over above the claim rather than wait forever. */
+  if (g->has_leader && memcmp(g->leader, p->id, 32) == 0 && from_leader &&
+      m->u.group.term == g->term)
     g->leader_seen = now;
   if (g->role == SN_ROLE_LEADER && !was_member)
     elect_backup(c, now);
@@ -731,6 +735,16 @@ static void count_reports(SnCore *c, Reports *r)
   }
 }
 
+/* Whether a live member will elect in our place: it shares our view (our
+ * term, not leading). One that follows another leader, at a lower term,
+ * never will: a member's claim we followed and that never materialised
+ * (it named itself leader, then never led) must not leave us waiting for
+ * it forever (the simulator's --claims found this). */
+static bool will_elect(SnCore *c, const Peer *p, uint64_t now)
+{
+  return p && alive(c, p, now) && p->member_term >= c->group.term && p->member_role != GROLE_LEADER;
+}
+
 /* Leader and backup both gone: the live standby with the smallest id
  * leads (it has no copy: the leaves re-publish). It waits two dead
  * intervals, so a live backup always goes first. */
@@ -740,14 +754,14 @@ static void check_standby_takeover(SnCore *c, uint64_t now)
   if (!leader_lost(c, now) || now - g->leader_seen < 2 * dead_ms(c))
     return;
   Peer *b = g->has_backup ? member_link(c, g->backup) : NULL;
-  if (b && alive(c, b, now))
+  if (will_elect(c, b, now))
     return;
   GHashTableIter it;
   gpointer v;
   g_hash_table_iter_init(&it, c->peers);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
     Peer *p = v;
-    if (p->kind == PEER_SUPER && p->member && alive(c, p, now) &&
+    if (p->kind == PEER_SUPER && p->member && will_elect(c, p, now) &&
         !(g->has_leader && memcmp(p->id, g->leader, 32) == 0) && memcmp(p->id, c->self, 32) < 0)
       return;
   }
