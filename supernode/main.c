@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "network.h"
 #include "sdnotify.h"
+#include "term.h"
 #include "wire.h"
 
 /* TURN credentials handed to leaves live this long; refreshed at half. */
@@ -901,6 +902,8 @@ int main(int argc, char **argv)
     }
     sn.term_path = g_build_filename(state_dir, "group-term", NULL);
     cfg.term_floor = sn.term_saved = load_term(sn.term_path);
+    if (!term_believable(sn.term_saved, clock_unix_s()))
+      sn.term_saved = 0; /* poison (the core drops it): the next save overwrites it */
   }
   const char *network_key = cfg_get_str(conf, "network-key");
   if (network_key) {
