@@ -48,8 +48,11 @@ start_sn 1
 start_sn 2 --peer "127.0.0.1:$((BASE + 1))"
 start_sn 3 --peer "127.0.0.1:$((BASE + 2))"
 # S4 leads group "east"; S5 joins it and becomes its backup (GROUPS.md).
-start_sn 4 --peer "127.0.0.1:$((BASE + 3))" --group east
-start_sn 5 --peer "127.0.0.1:$((BASE + 3))" --peer "127.0.0.1:$((BASE + 4))" --group east
+# Members prove membership with a secret they share (--group-key-file).
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$D/east.key")
+start_sn 4 --peer "127.0.0.1:$((BASE + 3))" --group east --group-key-file "$D/east.key"
+start_sn 5 --peer "127.0.0.1:$((BASE + 3))" --peer "127.0.0.1:$((BASE + 4))" --group east \
+  --group-key-file "$D/east.key"
 links() { [ "$("$SN" stats --state-dir "$D/s$1" --json | jq .links)" -ge "$2" ]; }
 role() { "$SN" stats --state-dir "$D/s$1" --json | jq -r .role; }
 is_role() { [ "$(role "$1")" = "$2" ]; }

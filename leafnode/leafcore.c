@@ -5,9 +5,14 @@
 #include <string.h>
 
 #include "netcert.h"
+#include "term.h"
 #include "wire.h"
 
 #define LEAF_AGENT "canopy-leaf/0.1"
+/* A higher term the leaf followed but could not attach under for this long
+ * (its leader never materialised) is forgotten: back to the term of the
+ * last ATTACHED and to the configured super node. */
+#define LEAF_CLAIM_MS 10000
 
 typedef enum { LS_IDLE, LS_WAIT, LS_DIALING, LS_OPEN } LeafState;
 
@@ -52,6 +57,16 @@ struct LeafCore {
   uint8_t leader[32], backup[32];
   char leader_addr[ADDR_MAX + 1], backup_addr[ADDR_MAX + 1];
   GPtrArray *members; /* addresses, owned: fallbacks when the leader is gone */
+  /* Who may move us to another term (GROUPS.md, "Leaves"): once we have a
+   * view, only our leader and the members it listed, by node id (which the
+   * session handshake authenticates); before, the first super node. */
+  bool has_view;
+  uint8_t member_ids[WIRE_MAX_MEMBERS][32];
+  unsigned n_member_ids;
+  uint64_t attached_term;      /* the term of the last ATTACHED */
+  GPtrArray *attached_members; /* members' addresses then (owned) */
+  uint64_t term_since;         /* when term last rose */
+  uint64_t claims_refused;
   unsigned next_member;
   bool told_ok; /* last leader_ok said to the backup */
   uint64_t last_watch;
@@ -104,6 +119,7 @@ LeafCore *leaf_core_new(const LeafConfig *cfg, LeafRandomFn rng, void *rng_ctx)
   c->manifest = g_array_new(FALSE, TRUE, sizeof(LeafEntry));
   g_array_set_clear_func(c->manifest, entry_clear);
   c->members = g_ptr_array_new_with_free_func(g_free);
+  c->attached_members = g_ptr_array_new_with_free_func(g_free);
   c->searches = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, search_free);
   c->next_search = 1;
   g_queue_init(&c->actions);
@@ -121,6 +137,7 @@ void leaf_core_free(LeafCore *c)
   }
   g_array_unref(c->manifest);
   g_ptr_array_unref(c->members);
+  g_ptr_array_unref(c->attached_members);
   g_hash_table_destroy(c->searches);
   g_free(c);
 }
@@ -357,6 +374,7 @@ void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out)
   out->watching = c->slot[LEAF_SLOT_WATCH].state == LS_OPEN;
   out->publishes = c->publishes;
   out->leader_changes = c->leader_changes;
+  out->claims_refused = c->claims_refused;
   for (guint i = 0; i < c->members->len && out->n_members < LEAF_MAX_MEMBERS; i++)
     g_strlcpy(out->members[out->n_members++], g_ptr_array_index(c->members, i),
               sizeof out->members[0]);
@@ -515,12 +533,36 @@ static bool zero_id(const uint8_t id[32])
   return memcmp(id, zero, 32) == 0;
 }
 
+static bool vouched(const LeafCore *c, const uint8_t id[32])
+{
+  if (!c->has_view)
+    return true; /* the configured super node, or where it sent us */
+  if (c->has_leader && memcmp(id, c->leader, 32) == 0)
+    return true;
+  for (unsigned i = 0; i < c->n_member_ids; i++)
+    if (memcmp(id, c->member_ids[i], 32) == 0)
+      return true;
+  return false;
+}
+
 /* GROUP_STATE from either session: the highest term wins; at one term the
- * leader's own word (or a newer view of it) replaces ours. */
+ * leader's own word (or a newer view of it) replaces ours. Only from a
+ * super node our leader vouched for, and only a believable term
+ * (shared/term.h): a stranger cannot send us elsewhere. */
 static void on_group(LeafCore *c, LeafSlot slot, const WireMsg *m, uint64_t now)
 {
   if (m->u.group.term < c->term)
     return; /* stale: from a leader that has been replaced */
+  if (!vouched(c, c->slot[slot].peer) ||
+      (c->cfg.unix_now && !term_believable(m->u.group.term, c->cfg.unix_now()))) {
+    c->claims_refused++;
+    g_debug("a group view of term %" G_GUINT64_FORMAT " from a super node not vouched for, or "
+            "beyond belief: ignored",
+            m->u.group.term);
+    return;
+  }
+  if (m->u.group.term > c->term)
+    c->term_since = now;
   c->term = m->u.group.term;
   size_t gl = MIN((size_t)m->u.group.group.len, sizeof c->group - 1);
   memcpy(c->group, m->u.group.group.p, gl);
@@ -537,6 +579,10 @@ static void on_group(LeafCore *c, LeafSlot slot, const WireMsg *m, uint64_t now)
     if (m->u.group.members[i].addr.len)
       g_ptr_array_add(c->members, g_strndup(m->u.group.members[i].addr.p,
                                             MIN(m->u.group.members[i].addr.len, ADDR_MAX)));
+  c->n_member_ids = 0;
+  for (uint16_t i = 0; i < m->u.group.n_members && i < WIRE_MAX_MEMBERS; i++)
+    memcpy(c->member_ids[c->n_member_ids++], m->u.group.members[i].id, 32);
+  c->has_view = true;
   reconcile(c, now);
   (void)slot;
 }
@@ -549,6 +595,10 @@ static void on_attached(LeafCore *c, const WireMsg *m, uint64_t now)
   if (c->ever_attached && memcmp(c->attached_to, p->peer, 32) != 0)
     c->leader_changes++;
   c->term = m->u.attached.term;
+  c->attached_term = c->term;
+  g_ptr_array_set_size(c->attached_members, 0);
+  for (guint i = 0; i < c->members->len; i++)
+    g_ptr_array_add(c->attached_members, g_strdup(g_ptr_array_index(c->members, i)));
   c->attached = true;
   c->ever_attached = true;
   memcpy(c->attached_to, p->peer, 32);
@@ -643,9 +693,40 @@ void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *data, size_t len,
 
 /* --- time --------------------------------------------------------------------- */
 
+/* A higher term whose leader never took us (LEAF_CLAIM_MS) was a claim,
+ * not a leader: forget it and ask the configured super node again. */
+static bool claim_pending(const LeafCore *c)
+{
+  return !c->attached && c->term > c->attached_term;
+}
+
+static void expire_claim(LeafCore *c, uint64_t now)
+{
+  if (!claim_pending(c) || now - c->term_since < LEAF_CLAIM_MS)
+    return;
+  g_debug("term %" G_GUINT64_FORMAT " never materialised: back to %" G_GUINT64_FORMAT, c->term,
+          c->attached_term);
+  c->term = c->attached_term;
+  c->has_view = false;
+  c->has_leader = c->has_backup = false;
+  /* The fallbacks are the members of the leader that last took us, not
+   * those of the claim. */
+  g_ptr_array_set_size(c->members, 0);
+  for (guint i = 0; i < c->attached_members->len; i++)
+    g_ptr_array_add(c->members, g_strdup(g_ptr_array_index(c->attached_members, i)));
+  c->n_member_ids = 0;
+  reconcile(c, now); /* the watch session goes too */
+  Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
+  if (p->state == LS_OPEN || p->state == LS_DIALING) {
+    slot_close(c, LEAF_SLOT_PRIMARY, "its leader never took us");
+    slot_dial(c, LEAF_SLOT_PRIMARY, c->home);
+  }
+}
+
 void leaf_core_tick(LeafCore *c, uint64_t now)
 {
   Slot *p = &c->slot[LEAF_SLOT_PRIMARY], *w = &c->slot[LEAF_SLOT_WATCH];
+  expire_claim(c, now);
   if (p->state == LS_WAIT && now >= p->redial_at)
     slot_dial(c, LEAF_SLOT_PRIMARY, primary_target(c));
   if (p->state == LS_OPEN) {
@@ -714,6 +795,8 @@ uint64_t leaf_core_next_deadline(const LeafCore *c)
     if (c->hb_ms)
       t = MIN(t, c->last_watch + c->hb_ms);
   }
+  if (claim_pending(c))
+    t = MIN(t, c->term_since + LEAF_CLAIM_MS);
   g_hash_table_foreach(c->searches, min_deadline, &t);
   return t;
 }

@@ -136,6 +136,9 @@ typedef struct {
    * leaf goes when its leader and backup are both gone. */
   size_t n_members;
   char members[LEAF_MAX_MEMBERS][130];
+  /* Group views refused: from a super node the leader did not list, or of
+   * a term beyond belief (GROUPS.md, "Leaves"). */
+  uint64_t claims_refused;
 } LeafGroupStatus;
 
 void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out);

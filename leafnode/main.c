@@ -611,6 +611,7 @@ static void control_status(Leaf *lf, ControlClient *cl)
   json_object_set_array_member(o, "tried", tried);
   json_object_set_int_member(o, "publishes", (gint64)g.publishes);
   json_object_set_int_member(o, "leader_changes", (gint64)g.leader_changes);
+  json_object_set_int_member(o, "group_claims_refused", (gint64)g.claims_refused);
   size_t n;
   shareset_entries(lf->shares, &n);
   json_object_set_int_member(o, "shared_files", (gint64)n);
@@ -846,10 +847,9 @@ static int run_daemon(int argc, char **argv)
   leaf_config_defaults(&cfg);
   cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
   cfg.supernode = lf.sn_addr;
-  if (network_key) {
+  if (network_key)
     cfg.network_pk = network_pk;
-    cfg.unix_now = clock_unix_s;
-  }
+  cfg.unix_now = clock_unix_s; /* certificates, and believable group terms */
   lf.core = leaf_core_new(&cfg, rng_fill, NULL);
   size_t n;
   const LeafEntry *e = shareset_entries(lf.shares, &n);

@@ -2,7 +2,9 @@
  *
  * Invariants:
  * - Terms only grow. A node adopts a leader only from a GROUP_STATE of a
- *   term at least its own; at one term the smaller node id leads.
+ *   term at least its own, sent by that leader itself on a member's link,
+ *   of a term believable by the wall clock (shared/term.h); at one term the
+ *   smaller node id leads.
  * - Only the leader attaches leaves, replicates and sends heartbeats to
  *   them; the leader and the backup answer queries (the backup from its
  *   replica, so searches keep finding the group's files during a
@@ -17,11 +19,17 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "term.h"
+
 /* Records no leaf claims this many dead intervals after a takeover go. */
 #define RECORD_GRACE_DEADS 10
 /* Unacknowledged ops kept for the lag figure; older ones are forgotten
  * (the lag then reads at least this many). */
 #define MAX_PENDING 100000
+/* A joining node that hears of a leader only second hand (it is not linked
+ * to it yet) waits up to this many join intervals for the link before it
+ * leads on its own; hearsay cannot keep it joining for longer. */
+#define JOIN_WAIT_MAX 4
 
 static bool zero_id(const uint8_t id[32])
 {
@@ -37,6 +45,18 @@ static uint64_t hb_ms(const SnCore *c)
 static uint64_t dead_ms(const SnCore *c)
 {
   return c->cfg.group_dead_ms ? c->cfg.group_dead_ms : 4 * hb_ms(c);
+}
+
+static uint64_t join_ms(const SnCore *c)
+{
+  return c->cfg.group_join_ms ? c->cfg.group_join_ms : 1000;
+}
+
+/* Wall-clock seconds, for believing terms (shared/term.h); 0 without a
+ * clock, which believes only small counters. */
+static uint64_t unix_s(const SnCore *c)
+{
+  return c->cfg.unix_now ? c->cfg.unix_now() : 0;
 }
 
 static WireGroupRole wire_role(SnRole r)
@@ -85,6 +105,7 @@ void group_init(SnCore *c, uint64_t now)
   Group *g = &c->group;
   memset(g, 0, sizeof *g);
   g->leader_links = g_ptr_array_new_with_free_func(g_free);
+  g->watchers = g_hash_table_new(node_id_hash, node_id_equal);
   g_queue_init(&g->pending);
   g->term = c->cfg.term_floor;
   g->now = now;
@@ -103,8 +124,24 @@ void group_init(SnCore *c, uint64_t now)
     g->keyed = true;
   }
   c->cfg.group_key = NULL; /* borrowed for sn_core_new only */
+  /* Membership is proven by the group's key or, in a network, by the
+   * operator's certificate on every link; without either nobody is a
+   * member (the shell refuses to start so), and we lead alone. */
+  g->proven = g->keyed || c->networked;
+  if (!g->proven)
+    g_warning("group %s: no way to prove membership (a group key or a network key): "
+              "no super node will count as a member",
+              g->name);
+  if (!term_believable(g->term, unix_s(c))) {
+    /* A term nobody would believe (an old version adopted and persisted a
+     * hijacker's): start afresh rather than keep the poison. */
+    g_warning("group %s: the saved term %" G_GUINT64_FORMAT " is beyond belief; starting from 0",
+              g->name, g->term);
+    g->term = 0;
+  }
   g->role = SN_ROLE_JOINING;
-  g->join_deadline = now + (c->cfg.group_join_ms ? c->cfg.group_join_ms : 1000);
+  g->join_started = now;
+  g->join_deadline = now + join_ms(c);
   g->next_hb = now;
 }
 
@@ -120,6 +157,7 @@ void group_free(SnCore *c)
   sodium_memzero(c->group.key, sizeof c->group.key);
   pending_clear(&c->group);
   g_ptr_array_unref(c->group.leader_links);
+  g_hash_table_destroy(c->group.watchers);
 }
 
 bool group_leads(const SnCore *c)
@@ -166,9 +204,8 @@ static void each_peer(SnCore *c, bool members, bool leaves, PeerFn fn, void *ctx
 /* With a group secret (--group-key-file), a link is a member's only if the
  * far end proves the secret for this very pair of node ids (both
  * authenticated by the session's handshake), so the proof cannot be
- * replayed on another link. Without one, any super node that says the
- * group's name is a member: fine on a private network, not on the open
- * internet. */
+ * replayed on another link. Without one, in a network, the certificate the
+ * link showed in HELLO is the proof; with neither, nobody is a member. */
 static void member_proof(const SnCore *c, const uint8_t from[32], const uint8_t to[32],
                          uint8_t out[32])
 {
@@ -402,20 +439,19 @@ static void unbound_since_cb(Record *rec, void *ctx)
     rec->unbound_since = *(uint64_t *)ctx;
 }
 
-/* The next term after t that only we can hold: the high 32 bits count
- * elections, the low 32 are ours (from our node id), so two nodes never
- * lead one term even when neither heard of the other's election. */
-static uint64_t next_term(const SnCore *c, uint64_t t)
+/* The next term that only we can hold (shared/term.h): above ours and
+ * above any believable one we heard of second hand, so the group follows
+ * us; saturating, never wrapping. */
+static uint64_t next_term(const SnCore *c)
 {
-  uint32_t tag = (uint32_t)c->self[0] << 24 | (uint32_t)c->self[1] << 16 |
-                 (uint32_t)c->self[2] << 8 | c->self[3];
-  return ((t >> 32) + 1) << 32 | tag;
+  const Group *g = &c->group;
+  return term_next(MAX(g->term, g->heard_term), term_tag(c->self));
 }
 
 static void become_leader(SnCore *c, uint64_t now, bool takeover)
 {
   Group *g = &c->group;
-  g->term = next_term(c, g->term);
+  g->term = next_term(c);
   g->role = SN_ROLE_LEADER;
   g->has_leader = true;
   memcpy(g->leader, c->self, 32);
@@ -429,7 +465,7 @@ static void become_leader(SnCore *c, uint64_t now, bool takeover)
     g->takeovers++;
     /* Take the old leader's place in the mesh. */
     for (guint i = 0; i < g->leader_links->len; i++)
-      mesh_learn(c->mesh, g_ptr_array_index(g->leader_links, i), NULL, true);
+      mesh_pin(c->mesh, g_ptr_array_index(g->leader_links, i));
     /* Replicated records wait a grace period for their leaves. */
     roster_foreach(c->roster, unbound_since_cb, &now);
   }
@@ -499,9 +535,34 @@ static void adopt(SnCore *c, const WireMsg *m, uint64_t now)
   }
   if (before == SN_ROLE_LEADER)
     each_peer(c, false, true, state_cb, NULL); /* our leaves: go there */
-  /* Members keep a link to the leader (its heartbeats). */
+  /* Members keep a link to the leader (its heartbeats): a learned address
+   * (mesh_pin), not a configured one. */
   if (g->leader_addr[0] && !member_link(c, g->leader))
-    mesh_learn(c->mesh, g->leader_addr, g->leader, true);
+    mesh_pin(c->mesh, g->leader_addr);
+}
+
+/* A member names a leader of a term at least ours that has not told us
+ * itself. We do not follow a claim: a node that never leads (a member
+ * naming a made-up leader, a leader that died meanwhile) would leave the
+ * group without one. We dial the named leader (a learned address, so the
+ * cap applies and failed dials end it), hear it first hand once linked,
+ * and elect above its term if we ever must lead. */
+static void hearsay(SnCore *c, const WireMsg *m, uint64_t now)
+{
+  Group *g = &c->group;
+  if (memcmp(m->u.group.leader, c->self, 32) == 0 || member_link(c, m->u.group.leader))
+    return;
+  g->heard_term = MAX(g->heard_term, m->u.group.term);
+  char addr[MESH_ADDR_MAX + 1];
+  copy_str(addr, sizeof addr, m->u.group.leader_addr);
+  if (addr[0])
+    mesh_pin(c->mesh, addr);
+  if (g->role == SN_ROLE_JOINING) {
+    /* Wait for the link rather than lead over a live leader, but only so
+     * long: hearsay alone cannot keep us joining. */
+    uint64_t limit = g->join_started + JOIN_WAIT_MAX * join_ms(c);
+    g->join_deadline = MAX(g->join_deadline, MIN(now + join_ms(c), limit));
+  }
 }
 
 void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -513,6 +574,10 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     p->member = false;
     return;
   }
+  if (!g->proven) {
+    p->member = false; /* nobody can prove membership: trust nobody */
+    return;
+  }
   if (g->keyed) {
     uint8_t want[32];
     member_proof(c, p->id, c->self, want);
@@ -522,8 +587,17 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
                   p->addr[0] ? p->addr : "a super node");
       p->member_refused = true;
       p->member = false;
+      g->claims_refused++;
       return;
     }
+  }
+  if (!term_believable(m->u.group.term, unix_s(c))) {
+    /* A member with a term far ahead of the clock (term.h): a hijack, or a
+     * broken node. Nothing it says moves us. */
+    g_debug("group %s: %s claims term %" G_GUINT64_FORMAT ", beyond belief; ignored", g->name,
+            p->addr[0] ? p->addr : "a super node", m->u.group.term);
+    g->claims_refused++;
+    return;
   }
   bool was_member = p->member;
   p->member = true;
@@ -533,7 +607,11 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   bool from_leader =
       m->u.group.role == GROLE_LEADER && names_leader && memcmp(m->u.group.leader, p->id, 32) == 0;
   if (names_leader && m->u.group.term > g->term) {
-    adopt(c, m, now);
+    /* Only a leader's own word moves us to its term. */
+    if (from_leader)
+      adopt(c, m, now);
+    else
+      hearsay(c, m, now);
   } else if (names_leader && m->u.group.term == g->term) {
     if (g->role == SN_ROLE_LEADER && from_leader) {
       /* Two leaders of one term (a simultaneous start): the smaller id. */
@@ -543,9 +621,11 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
         send_state(c, p);
     } else if (g->role != SN_ROLE_LEADER &&
                (from_leader || !g->has_leader || memcmp(g->leader, m->u.group.leader, 32) == 0)) {
-      /* The leader's own word, or news of it: refresh (backup changes). */
-      if (from_leader || !g->has_leader)
+      /* The leader's own word: refresh (backup changes). */
+      if (from_leader)
         adopt(c, m, now);
+      else if (!g->has_leader)
+        hearsay(c, m, now);
     }
     /* A backup cut off from the leader while the leader chose another
      * (which says so, still hearing it) is a backup no more. */
@@ -561,7 +641,11 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   } else if (m->u.group.term < g->term && (m->u.group.role == GROLE_LEADER || names_leader)) {
     send_state(c, p); /* it is behind: our term makes a stale leader step down */
   }
-  if (g->has_leader && memcmp(g->leader, p->id, 32) == 0 && from_leader)
+  /* Our leader's heartbeat, at our term: one at a lower term (we followed
+   * a claim made in its name) does not keep it ours, so a standby takes
+   * over above the claim rather than wait forever. */
+  if (g->has_leader && memcmp(g->leader, p->id, 32) == 0 && from_leader &&
+      m->u.group.term == g->term)
     g->leader_seen = now;
   if (g->role == SN_ROLE_LEADER && !was_member)
     elect_backup(c, now);
@@ -634,14 +718,31 @@ typedef struct {
   size_t lost, reporting;
 } Reports;
 
-static void report_cb(SnCore *c, Peer *p, void *ctx)
+/* The vote: one per distinct leaf of the replicated roster (watchers holds
+ * one session per leaf id, group_watch_hello sees to it). */
+static void count_reports(SnCore *c, Reports *r)
 {
-  Reports *r = ctx;
-  if (p->kind != PEER_WATCH || !roster_get(c->roster, p->id))
-    return;
-  r->reporting++;
-  if (!p->watch_leader_ok)
-    r->lost++;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, c->group.watchers);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    const Peer *p = v;
+    if (!roster_get(c->roster, p->id))
+      continue;
+    r->reporting++;
+    if (!p->watch_leader_ok)
+      r->lost++;
+  }
+}
+
+/* Whether a live member will elect in our place: it shares our view (our
+ * term, not leading). One that follows another leader, at a lower term,
+ * never will: a member's claim we followed and that never materialised
+ * (it named itself leader, then never led) must not leave us waiting for
+ * it forever (the simulator's --claims found this). */
+static bool will_elect(SnCore *c, const Peer *p, uint64_t now)
+{
+  return p && alive(c, p, now) && p->member_term >= c->group.term && p->member_role != GROLE_LEADER;
 }
 
 /* Leader and backup both gone: the live standby with the smallest id
@@ -653,14 +754,14 @@ static void check_standby_takeover(SnCore *c, uint64_t now)
   if (!leader_lost(c, now) || now - g->leader_seen < 2 * dead_ms(c))
     return;
   Peer *b = g->has_backup ? member_link(c, g->backup) : NULL;
-  if (b && alive(c, b, now))
+  if (will_elect(c, b, now))
     return;
   GHashTableIter it;
   gpointer v;
   g_hash_table_iter_init(&it, c->peers);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
     Peer *p = v;
-    if (p->kind == PEER_SUPER && p->member && alive(c, p, now) &&
+    if (p->kind == PEER_SUPER && p->member && will_elect(c, p, now) &&
         !(g->has_leader && memcmp(p->id, g->leader, 32) == 0) && memcmp(p->id, c->self, 32) < 0)
       return;
   }
@@ -677,7 +778,7 @@ static void check_takeover(SnCore *c, uint64_t now)
   if (g->role != SN_ROLE_BACKUP || !leader_lost(c, now))
     return;
   Reports r = {0};
-  each_peer(c, false, true, report_cb, &r);
+  count_reports(c, &r);
   size_t roster = roster_size(c->roster);
   if (!g->replica_whole) {
     /* No whole copy yet: an empty roster proves nothing. Wait as long as
@@ -730,7 +831,8 @@ bool group_leaf_hello(SnCore *c, Peer *p, uint64_t now)
     return true;
   }
   if (g->role == SN_ROLE_LEADER) {
-    send_state(c, p); /* the leaf learns the group before ATTACHED */
+    group_watch_down(c, p); /* a watch session promoted to the primary */
+    send_state(c, p);       /* the leaf learns the group before ATTACHED */
     sn_attach_leaf(c, p, now);
     return true;
   }
@@ -747,10 +849,27 @@ bool group_watch_hello(SnCore *c, Peer *p, uint64_t now)
     sn_close_peer(c, p, "not in a group", now);
     return false;
   }
+  /* One watch session per leaf id, so a leaf votes once however many it
+   * opens; and no more of them than leaves a leader may hold. */
+  Peer *old = g_hash_table_lookup(g->watchers, p->id);
+  if (old && old != p)
+    sn_close_peer(c, old, "replaced by a newer watch session of the same leaf", now);
+  if (g_hash_table_size(g->watchers) >= c->cfg.max_leaves) {
+    g->watchers_refused++;
+    sn_close_peer(c, p, "too many watch sessions", now);
+    return false;
+  }
   p->kind = PEER_WATCH;
   p->watch_leader_ok = true;
+  g_hash_table_replace(g->watchers, p->id, p);
   send_state(c, p);
   return true;
+}
+
+void group_watch_down(SnCore *c, Peer *p)
+{
+  if (p->kind == PEER_WATCH && g_hash_table_lookup(c->group.watchers, p->id) == p)
+    g_hash_table_remove(c->group.watchers, p->id);
 }
 
 /* --- time ------------------------------------------------------------------------------- */
@@ -861,4 +980,6 @@ void sn_core_group_status(const SnCore *cc, SnGroupStatus *st)
   st->repl_applied = g->repl_applied;
   st->takeovers = g->takeovers;
   st->stepdowns = g->stepdowns;
+  st->claims_refused = g->claims_refused;
+  st->watchers_refused = g->watchers_refused;
 }

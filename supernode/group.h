@@ -26,6 +26,8 @@ void group_link_down(SnCore *c, Peer *p, uint64_t now);
 bool group_leaf_hello(SnCore *c, Peer *p, uint64_t now);
 /* A WATCH session's HELLO; false when it was refused (closed). */
 bool group_watch_hello(SnCore *c, Peer *p, uint64_t now);
+/* A WATCH session ends (or becomes the leaf's primary). */
+void group_watch_down(SnCore *c, Peer *p);
 
 /* Changes of an attached leaf, replicated to the backup. */
 void group_leaf_up(SnCore *c, const Record *rec, uint64_t now);

@@ -25,6 +25,7 @@
 #include "network.h"
 #include "preauth.h"
 #include "sdnotify.h"
+#include "term.h"
 #include "wire.h"
 
 /* Default of --listen-backlog: GLib's own is 10, which a few SYNs fill. */
@@ -643,6 +644,8 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "replication_applied", (gint64)g.repl_applied);
   json_object_set_int_member(o, "takeovers", (gint64)g.takeovers);
   json_object_set_int_member(o, "stepdowns", (gint64)g.stepdowns);
+  json_object_set_int_member(o, "group_claims_refused", (gint64)g.claims_refused);
+  json_object_set_int_member(o, "watchers_refused", (gint64)g.watchers_refused);
   /* The reloadable settings in force, so that a reload can be seen. */
   json_object_set_object_member(o, "config", cfg_to_json(sn->conf, TRUE));
   json_object_set_boolean_member(o, "done", TRUE);
@@ -918,7 +921,8 @@ static const CfgDef sn_settings[] = {
     {.key = "group-key-file",
      .type = CFG_PATH,
      .arg = "FILE",
-     .help = "Secret shared by the group's super nodes; only those proving it are members"},
+     .help = "Secret shared by the group's super nodes; only those proving it are members "
+             "(--group needs it, or --network-key)"},
     {.key = "metrics",
      .type = CFG_ADDR,
      .arg = "HOST:PORT",
@@ -1171,9 +1175,20 @@ int main(int argc, char **argv)
       sodium_memzero(secret, len);
       g_free(secret);
       cfg.group_key = group_key;
+    } else if (!cfg_get_str(conf, "network-key")) {
+      /* Without a proof any super node saying the name would be a member,
+       * and one of them could take the group over (issue 11). */
+      fprintf(stderr,
+              "canopy-supernode: --group %s: members must prove membership: give "
+              "--group-key-file FILE (a secret shared by the group's super nodes) or "
+              "--network-key\n",
+              group);
+      goto out;
     }
     sn.term_path = g_build_filename(state_dir, "group-term", NULL);
     cfg.term_floor = sn.term_saved = load_term(sn.term_path);
+    if (!term_believable(sn.term_saved, clock_unix_s()))
+      sn.term_saved = 0; /* poison (the core drops it): the next save overwrites it */
   }
   const char *network_key = cfg_get_str(conf, "network-key");
   if (network_key) {
@@ -1190,8 +1205,8 @@ int main(int argc, char **argv)
     }
     warn_expiry(&sn);
     cfg.network_pk = sn.network_pk;
-    cfg.unix_now = clock_unix_s;
   }
+  cfg.unix_now = clock_unix_s; /* certificates, and believable group terms */
   sn.max_super_links = cfg.max_super_links;
   sn.preauth = preauth_new(NULL);
   set_budgets(&sn, cfg.max_leaves);

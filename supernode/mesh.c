@@ -228,6 +228,19 @@ static bool wants_probe(const MeshAddr *a)
   return a->claim_conn != 0 && !a->verified && a->failures < MESH_PROBE_MAX_FAILURES;
 }
 
+MeshAddr *mesh_pin(Mesh *m, const char *addr)
+{
+  MeshAddr *a = mesh_learn(m, addr, NULL, false);
+  if (a && !a->configured)
+    a->pinned = true; /* failures are not reset: re-naming it is no new chance */
+  return a;
+}
+
+static bool pinned(const MeshAddr *a)
+{
+  return a->pinned && a->failures < MESH_PIN_MAX_FAILURES;
+}
+
 void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now)
 {
   MeshAddr *a = mesh_find(m, addr);
@@ -242,7 +255,8 @@ void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now)
    * worth a retry every few seconds: a healed partition or a restarted
    * member is then linked again soon, which is how a stale leader hears
    * of the newer term. */
-  uint64_t max = a->configured ? MIN(m->backoff_max, MESH_CONFIGURED_MAX_MS) : m->backoff_max;
+  uint64_t max =
+      a->configured || pinned(a) ? MIN(m->backoff_max, MESH_CONFIGURED_MAX_MS) : m->backoff_max;
   uint64_t delay = m->backoff_min;
   for (unsigned i = 1; i < a->failures && delay < max; i++)
     delay *= 2;
@@ -303,7 +317,7 @@ void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now)
 static bool dialable(const MeshAddr *a, bool want_more)
 {
   return !a->self && !a->dialing && a->linked_conn == 0 &&
-         (a->configured || want_more || wants_probe(a));
+         (a->configured || pinned(a) || want_more || wants_probe(a));
 }
 
 MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx, uint64_t now)

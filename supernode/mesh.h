@@ -41,6 +41,9 @@
 
 /* Longest wait between dials of a configured address. */
 #define MESH_CONFIGURED_MAX_MS 4000
+/* Failed dials in a row after which a pinned address is an ordinary
+ * learned one again (mesh_pin). */
+#define MESH_PIN_MAX_FAILURES 8
 
 typedef struct Mesh Mesh;
 
@@ -50,6 +53,7 @@ typedef struct {
   bool id_known; /* claimed, or proven when verified */
   bool verified; /* dialled, and the handshake proved id */
   bool configured;
+  bool pinned;          /* mesh_pin: dialed like a configured one, for a while */
   bool self;            /* dialing it reached ourselves */
   bool dialing;         /* a dial is under way */
   bool probing;         /* ... only to verify a claim */
@@ -89,6 +93,11 @@ MeshAddr *mesh_learn_from(Mesh *m, const char *addr, const uint8_t *id, uint64_t
  * addr. Unless addr is already verified as id, it is probed soon. */
 MeshAddr *mesh_claim(Mesh *m, const char *addr, const uint8_t id[32], uint64_t conn);
 MeshAddr *mesh_find(Mesh *m, const char *addr);
+/* An address the group needs linked (its leader, the old leader's mesh
+ * links after a takeover) that a peer named: a learned address (subject to
+ * MESH_MAX_ADDRS, its id not trusted), dialed like a configured one until
+ * MESH_PIN_MAX_FAILURES dials in a row failed. NULL if refused. */
+MeshAddr *mesh_pin(Mesh *m, const char *addr);
 
 /* Outcome of a dial of addr. */
 void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now);

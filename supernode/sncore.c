@@ -102,6 +102,8 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
   } else if (p->kind == PEER_SUPER) {
     group_link_down(c, p, now);
     c->stats.links--;
+  } else if (p->kind == PEER_WATCH) {
+    group_watch_down(c, p);
   }
   mesh_link_down(c->mesh, p->conn, now);
   sn_sched_forget(c, p->conn);

@@ -52,7 +52,9 @@ typedef struct {
   uint64_t group_join_ms; /* bootstrap: lead if no leader heard by then */
   uint64_t term_floor;    /* highest term seen before a restart (persisted) */
   /* 32-byte group secret (borrowed for sn_core_new): only super nodes
-   * proving it are members. NULL: anyone saying the name is. */
+   * proving it are members. NULL: the network's certificates prove it
+   * (network_pk), or nobody is a member. unix_now also bounds the terms
+   * believed (shared/term.h). */
   const uint8_t *group_key;
   /* Network admission (shared/netcert.h). network_pk (32 bytes, borrowed
    * for sn_core_new) NULL: an open network. Set: only super nodes whose
@@ -109,6 +111,10 @@ typedef struct {
   uint64_t repl_applied; /* backup: ops applied */
   uint64_t takeovers;    /* times this node became leader by takeover */
   uint64_t stepdowns;    /* times it stopped leading on a higher term */
+  /* Refused: GROUP_STATEs without proof or of a term beyond belief; WATCH
+   * sessions over the cap (max_leaves). */
+  uint64_t claims_refused;
+  uint64_t watchers_refused;
 } SnGroupStatus;
 
 typedef enum {

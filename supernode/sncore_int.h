@@ -67,6 +67,12 @@ typedef struct {
   char leader_addr[MESH_ADDR_MAX + 1], backup_addr[MESH_ADDR_MAX + 1];
   uint64_t leader_seen; /* a member: last time the leader was heard */
   uint64_t join_deadline;
+  uint64_t join_started;
+  bool proven;               /* membership can be proven: keyed, or a network */
+  uint64_t heard_term;       /* highest believable term a member named second hand */
+  GHashTable *watchers;      /* leaf id -> its one WATCH Peer* (borrowed) */
+  uint64_t claims_refused;   /* GROUP_STATEs without proof or beyond belief */
+  uint64_t watchers_refused; /* WATCH sessions over the cap */
   uint64_t next_hb;
   GPtrArray *leader_links; /* the leader's other mesh neighbours (owned strings) */
   /* leader */

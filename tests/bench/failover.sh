@@ -84,7 +84,9 @@ start_gsn() {
     if [ "$o" != "$n" ]; then args+=(--peer "$(addr "$o")"); fi
   done
   rm -f "$T/$n/control.sock"
-  "$SN" --listen "$(addr "$n")" --state-dir "$T/$n" --group "${GROUP[$n]}" --no-discovery \
+  [ -f "$T/${GROUP[$n]}.key" ] || (umask 077 && echo "failover bench secret of ${GROUP[$n]}" >"$T/${GROUP[$n]}.key")
+  "$SN" --listen "$(addr "$n")" --state-dir "$T/$n" --group "${GROUP[$n]}" \
+    --group-key-file "$T/${GROUP[$n]}.key" --no-discovery \
     --stun off --keepalive-ms "$KEEPALIVE" --log-level info "${args[@]}" >>"$T/$n.log" 2>&1 &
   PIDS+=($!)
   eval "PID_$n=$!"

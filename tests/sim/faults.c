@@ -5,11 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#include "buf.h"
 #include "sim.h"
+#include "term.h"
+#include "wire.h"
 
 const char *const fault_names[F_KINDS] = {
-    "crash", "hang",      "isolate", "cut-leader-backup", "cut-pair", "cut-leader-leaves",
-    "split", "crash-leaf"};
+    "crash", "hang",       "isolate",     "cut-leader-backup", "cut-pair", "cut-leader-leaves",
+    "split", "crash-leaf", "member-claim"};
 
 /* --- faults ----------------------------------------------------------------- */
 
@@ -45,13 +50,71 @@ static void describe_pairs(World *w, Fault *f, GString *s)
     g_string_append_printf(s, ",... (%u links)", f->pairs->len);
 }
 
+/* A member gone bad (it holds the key: every simulated group shares one)
+ * tells t, on their link, that it leads: at a term beyond belief (refused),
+ * or at a believable one ahead of the group, which t follows until it finds
+ * nobody leads it (GROUPS.md, "Terms"): the group must recover by itself. */
+static bool member_claim(World *w, Node *t, const Node *leader)
+{
+  Conn *cn = NULL;
+  int e = 0;
+  for (guint i = 0; i < w->conns->len && !cn; i++) {
+    Conn *k = g_ptr_array_index(w->conns, i);
+    for (int s = 0; s < 2 && !cn; s++) {
+      const Node *o = &w->node[k->node[!s]];
+      if (k->node[s] == t->index && k->open[s] && k->inc[s] == t->inc && o->kind == NODE_SUPER &&
+          o->group == t->group) {
+        cn = k;
+        e = s;
+      }
+    }
+  }
+  if (!cn)
+    return false;
+  const Node *y = &w->node[cn->node[!e]];
+  uint64_t base = leader ? leader->term : t->term;
+  uint64_t term =
+      chance(&w->rng_fault, 50)
+          ? 0xFFFFFFFF00000001ull
+          : ((uint64_t)term_counter(base) + rnd(&w->rng_fault, 1, 50)) << 32 | term_tag(y->id);
+  const char *group = t->group ? "g2" : "g1";
+  sim_note(w, "CLAIM %s tells %s it leads %s at term %" PRIu64, y->name, t->name, group, term);
+  WireMsg m = {.type = MSG_GROUP_STATE};
+  m.u.group.role = GROLE_LEADER;
+  m.u.group.group = wire_str(group, 2);
+  m.u.group.term = term;
+  m.u.group.hb_ms = 250;
+  memcpy(m.u.group.leader, y->id, 32);
+  m.u.group.leader_addr = wire_str(y->addr, strlen(y->addr));
+  WirePeer me = {.addr = wire_str(y->addr, strlen(y->addr))};
+  memcpy(me.id, y->id, 32);
+  m.u.group.n_members = 1;
+  m.u.group.members = &me;
+  crypto_generichash_state st; /* the membership proof, GROUPS.md */
+  crypto_generichash_init(&st, sim_group_key, 32, 32);
+  crypto_generichash_update(&st, (const uint8_t *)"canopy group member", 19);
+  crypto_generichash_update(&st, (const uint8_t *)group, 3);
+  crypto_generichash_update(&st, y->id, 32);
+  crypto_generichash_update(&st, t->id, 32);
+  crypto_generichash_final(&st, m.u.group.proof, 32);
+  Buf b;
+  buf_init(&b);
+  if (wire_encode(&m, &b))
+    sn_core_recv(t->sn, cn->local[e], b.data, b.len, w->now);
+  buf_free(&b);
+  world_after(w, t);
+  return true;
+}
+
 void fault_inject(World *w)
 {
   int g = w->ngroups > 1 && chance(&w->rng_fault, 25) ? 1 : 0;
   Node *leader = check_leader(w, g);
   Node *backup = check_backup_of(w, leader);
   bool was_converged = w->converged[g] && w->active_faults == 0;
-  static const unsigned weight[F_KINDS] = {6, 4, 3, 3, 2, 2, 2, 2};
+  unsigned weight[F_KINDS] = {6, 4, 3, 3, 2, 2, 2, 2, 0};
+  if (w->prm->claims)
+    weight[F_CLAIM] = 3;
   unsigned total = 0;
   for (int k = 0; k < F_KINDS; k++)
     total += weight[k];
@@ -143,6 +206,11 @@ void fault_inject(World *w)
     dur = rnd(&w->rng_fault, 500, 8000);
     break;
   }
+  case F_CLAIM:
+    t = pick_super(w, g, NULL, 0);
+    if (t && member_claim(w, t, leader))
+      dur = 100; /* nothing to heal: it is said and done */
+    break;
   case F_KINDS:
     break;
   }

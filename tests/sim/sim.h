@@ -170,6 +170,7 @@ typedef enum {
   F_CUT_LEAVES,
   F_SPLIT,
   F_CRASH_LEAF,
+  F_CLAIM, /* --claims: a member (it holds the key) claims to lead, on one link */
   F_KINDS
 } FaultKind;
 
@@ -207,6 +208,7 @@ typedef struct {
   unsigned supers[MAX_GROUPS], leaves[MAX_GROUPS];
   uint64_t fault_from, fault_until; /* the fault phase, ms */
   uint64_t quiet_ms;                /* after the heal, before the final check */
+  bool claims;                      /* inject F_CLAIM faults too */
   int verbose;
 } Params;
 
@@ -251,6 +253,8 @@ typedef struct {
 } World;
 
 extern const char *const fault_names[F_KINDS];
+/* The key every simulated group shares (members prove membership). */
+extern const uint8_t sim_group_key[32];
 
 /* --- world.c: the cores on the virtual network ------------------------------ */
 

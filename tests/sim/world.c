@@ -653,6 +653,17 @@ void world_tick(World *w, Node *n, uint64_t gen)
 
 /* --- starting, crashing, resuming -------------------------------------------- */
 
+const uint8_t sim_group_key[32] = {0x5e, 0xc2, 0xe7};
+
+/* The wall clock the cores believe terms by (shared/term.h): a fixed date
+ * plus the virtual time. One world runs at a time. */
+#define SIM_UNIX_BASE 1800000000ull
+static const World *clock_world;
+static uint64_t sim_unix_now(void)
+{
+  return SIM_UNIX_BASE + (clock_world ? clock_world->now / 1000 : 0);
+}
+
 static void start_super(World *w, Node *n)
 {
   SnConfig cfg;
@@ -660,6 +671,10 @@ static void start_super(World *w, Node *n)
   cfg.advertise = n->addr;
   cfg.discovery = true;
   cfg.group = n->group ? "g2" : "g1";
+  /* Members prove membership (GROUPS.md): every simulated group shares a key. */
+  cfg.group_key = sim_group_key;
+  clock_world = w;
+  cfg.unix_now = sim_unix_now;
   cfg.term_floor = n->disk_term;
   n->inc++;
   n->rng = w->seed * 0x100000001B3ull + (uint64_t)n->index * 7919 + n->inc * 104729;

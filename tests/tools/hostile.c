@@ -53,6 +53,14 @@
  *               node claiming to listen on CLAIM, then PEERS naming COUNT
  *               made-up addresses; then a second session asks for PEERS and
  *               prints the addresses it is given, one per line
+ * A super node that tries to take a group over (group findings; exit 0
+ * after SECONDS, 1 if the super node hung up first):
+ *   hijack      canopy-hostile hijack HOST:PORT GROUP SECONDS [TERM]: links
+ *               as a super node and says every 250 ms that it leads GROUP
+ *               at TERM (default 0xffffffff00000001), without a proof
+ *   hijack-member  the same with a made-up membership proof, or with
+ *               canopy-hostile hijack-member HOST:PORT GROUP SECONDS TERM
+ *               KEYFILE a real one (a member holding the group's secret)
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -1022,21 +1030,87 @@ out:
 
 /* --- end of misc findings ------------------------------------------------- */
 
+/* --- group findings --------------------------------------------------------- */
+
+/* The group key from a --group-key-file (as canopy-supernode derives it:
+ * BLAKE2b of the text without surrounding white space); NULL: a guess. */
+static bool group_key(const char *file, uint8_t key[32])
+{
+  char text[4096] = "guessed group secret";
+  if (file) {
+    FILE *f = fopen(file, "r");
+    if (!f)
+      return false;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+  }
+  char *p = text, *end;
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+    p++;
+  end = p + strlen(p);
+  while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
+    *--end = '\0';
+  crypto_generichash(key, 32, (const uint8_t *)p, strlen(p), NULL, 0);
+  return true;
+}
+
+/* Links as a super node and claims the group's leadership at `term` every
+ * 250 ms for `seconds`; prove: with a membership proof under key (a guessed
+ * one: a non-member pretending; the real one: a member gone bad). */
+static int hijack(int fd, Channel *ch, const Identity *id, const char *group, int seconds,
+                  uint64_t term, bool prove, const uint8_t key[32])
+{
+  WireMsg h = {.type = MSG_HELLO};
+  h.u.hello.role = ROLE_SUPER;
+  h.u.hello.listen = wire_str("", 0);
+  h.u.hello.agent = wire_str("hostile", 7);
+  send_msg(fd, ch, &h);
+  for (int i = 0; i < seconds * 4; i++) {
+    WireMsg m = {.type = MSG_GROUP_STATE};
+    m.u.group.role = GROLE_LEADER;
+    m.u.group.group = wire_str(group, strlen(group));
+    m.u.group.term = term;
+    m.u.group.hb_ms = 250;
+    memcpy(m.u.group.leader, id->id, 32);
+    m.u.group.leader_addr = wire_str("127.0.0.1:9", 11);
+    WirePeer me = {.addr = wire_str("127.0.0.1:9", 11)};
+    memcpy(me.id, id->id, 32);
+    m.u.group.n_members = 1;
+    m.u.group.members = &me;
+    if (prove) {
+      crypto_generichash_state st;
+      crypto_generichash_init(&st, key, 32, 32);
+      crypto_generichash_update(&st, (const uint8_t *)"canopy group member", 19);
+      crypto_generichash_update(&st, (const uint8_t *)group, strlen(group) + 1);
+      crypto_generichash_update(&st, id->id, 32);
+      crypto_generichash_update(&st, channel_peer_id(ch), 32);
+      crypto_generichash_final(&st, m.u.group.proof, 32);
+    }
+    send_msg(fd, ch, &m);
+    if (!idle(fd, ch, 250))
+      return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
-    fprintf(stderr,
-            "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
-            "HOST:PORT [COUNT]\n"
-            "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
-            "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n"
-            "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n"
-            "       canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT\n"
-            "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n"
-            "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n"
-            "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n"
-            "       canopy-hostile stunflood HOST:PORT SRC_IP SECONDS\n"
-            "       canopy-hostile gossip HOST:PORT COUNT CLAIM\n");
+    fprintf(
+        stderr,
+        "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
+        "HOST:PORT [COUNT]\n"
+        "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
+        "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n"
+        "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n"
+        "       canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT\n"
+        "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n"
+        "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n"
+        "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n"
+        "       canopy-hostile stunflood HOST:PORT SRC_IP SECONDS\n"
+        "       canopy-hostile gossip HOST:PORT COUNT CLAIM\n"
+        "       canopy-hostile hijack|hijack-member HOST:PORT GROUP SECONDS [TERM [KEYFILE]]\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -1153,6 +1227,15 @@ int main(int argc, char **argv)
     rc = liar_names(fd, ch, argv);
   } else if (strcmp(mode, "offers") == 0 && argc == 6) {
     rc = offers_attack(fd, ch, argv[3], atoi(argv[4]), atoi(argv[5]));
+  } else if ((strcmp(mode, "hijack") == 0 || strcmp(mode, "hijack-member") == 0) && argc >= 5) {
+    uint64_t term = argc > 5 ? strtoull(argv[5], NULL, 0) : 0xffffffff00000001ull;
+    uint8_t key[32];
+    if (!group_key(argc > 6 ? argv[6] : NULL, key)) {
+      fprintf(stderr, "canopy-hostile: cannot read %s\n", argv[6]);
+    } else {
+      rc = hijack(fd, ch, &id, argv[3], atoi(argv[4]), term, strcmp(mode, "hijack-member") == 0,
+                  key);
+    }
   } else {
     fprintf(stderr, "canopy-hostile: unknown mode %s\n", mode);
   }

@@ -1,0 +1,237 @@
+/* test_leafgroup.c - whom a leaf follows to another term (leafnode/leafcore.c,
+ * GROUPS.md "Leaves"), with a fake clock: only its leader and the members
+ * that leader listed, only believable terms, and a claim that never
+ * materialises expires. The test plays the shell and the super nodes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <glib.h>
+
+#include "buf.h"
+#include "leafcore.h"
+#include "term.h"
+#include "wire.h"
+
+#define T0 1000000u
+#define UNIX_BASE 1800000000ull
+#define HOME "127.0.0.1:7401"
+#define B_ADDR "127.0.0.1:7402"
+
+static const uint8_t L_ID[32] = {0x10, 0x10, 0x10, 0x10};
+static const uint8_t B_ID[32] = {0x20, 0x20, 0x20, 0x20};
+static const uint8_t X_ID[32] = {0x01, 0x01, 0x01, 0x01}; /* not a member */
+static const uint8_t F_ID[32] = {0x30, 0x30, 0x30, 0x30}; /* named, never leads */
+
+static uint64_t now_ms;
+/* The members' addresses the next GROUP_STATE lists (ids L_ID, B_ID). */
+static const char *maddr[2] = {HOME, B_ADDR};
+
+static uint64_t fake_unix(void)
+{
+  return UNIX_BASE + now_ms / 1000;
+}
+
+static void rng_fill(uint8_t *out, size_t n, void *ctx)
+{
+  memset(out, 0x80, n);
+}
+
+typedef struct {
+  LeafCore *core;
+  char last_dial[2][130]; /* per slot */
+  unsigned dials[2];
+  unsigned swaps;
+} Fix;
+
+static void drain(Fix *f)
+{
+  LeafAction a;
+  while (leaf_core_next_action(f->core, &a)) {
+    if (a.kind == LEAF_ACT_DIAL) {
+      g_strlcpy(f->last_dial[a.slot], a.addr, sizeof f->last_dial[0]);
+      f->dials[a.slot]++;
+    } else if (a.kind == LEAF_ACT_SWAP) {
+      f->swaps++;
+    }
+    leaf_action_clear(&a);
+  }
+}
+
+static void feed(Fix *f, LeafSlot slot, const WireMsg *m)
+{
+  Buf b;
+  buf_init(&b);
+  assert_true(wire_encode(m, &b));
+  leaf_core_recv(f->core, slot, b.data, b.len, now_ms);
+  buf_free(&b);
+  drain(f);
+}
+
+/* A GROUP_STATE naming leader (at its address) and backup B, members L and B. */
+static void state(Fix *f, LeafSlot slot, uint64_t term, const uint8_t leader[32],
+                  const char *leader_addr)
+{
+  WireMsg m = {.type = MSG_GROUP_STATE};
+  m.u.group.role = GROLE_LEADER;
+  m.u.group.group = wire_str("g1", 2);
+  m.u.group.term = term;
+  m.u.group.hb_ms = 250;
+  memcpy(m.u.group.leader, leader, 32);
+  m.u.group.leader_addr = wire_str(leader_addr, strlen(leader_addr));
+  memcpy(m.u.group.backup, B_ID, 32);
+  m.u.group.backup_addr = wire_str(B_ADDR, strlen(B_ADDR));
+  WirePeer members[2] = {{.addr = wire_str(maddr[0], strlen(maddr[0]))},
+                         {.addr = wire_str(maddr[1], strlen(maddr[1]))}};
+  memcpy(members[0].id, L_ID, 32);
+  memcpy(members[1].id, B_ID, 32);
+  m.u.group.n_members = 2;
+  m.u.group.members = members;
+  feed(f, slot, &m);
+}
+
+static LeafGroupStatus gstatus(Fix *f)
+{
+  LeafGroupStatus st;
+  leaf_core_group_status(f->core, &st);
+  return st;
+}
+
+#define TERM1 (1ull << 32 | 0x10101010)
+
+/* Attached to L (term TERM1), watching B. */
+static Fix *attached(void)
+{
+  now_ms = T0;
+  maddr[0] = HOME;
+  maddr[1] = B_ADDR;
+  Fix *f = g_new0(Fix, 1);
+  LeafConfig cfg;
+  leaf_config_defaults(&cfg);
+  cfg.supernode = HOME;
+  cfg.unix_now = fake_unix;
+  f->core = leaf_core_new(&cfg, rng_fill, NULL);
+  leaf_core_start(f->core, now_ms);
+  drain(f);
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, L_ID, now_ms);
+  state(f, LEAF_SLOT_PRIMARY, TERM1, L_ID, HOME);
+  WireMsg att = {.type = MSG_ATTACHED};
+  att.u.attached.term = TERM1;
+  feed(f, LEAF_SLOT_PRIMARY, &att);
+  assert_true(leaf_core_is_connected(f->core));
+  assert_string_equal(f->last_dial[LEAF_SLOT_WATCH], B_ADDR);
+  return f;
+}
+
+static void done(Fix *f)
+{
+  leaf_core_free(f->core);
+  g_free(f);
+}
+
+/* A stranger holding the backup's address (the watch session reached node
+ * X) says it leads a higher term: ignored. */
+static void test_stranger_cannot_redirect(void **state_)
+{
+  Fix *f = attached();
+  leaf_core_connected(f->core, LEAF_SLOT_WATCH, X_ID, now_ms);
+  drain(f);
+  unsigned dials = f->dials[LEAF_SLOT_PRIMARY];
+  state(f, LEAF_SLOT_WATCH, TERM1 + (5ull << 32), X_ID, "10.6.6.6:7400");
+  assert_true(gstatus(f).term == TERM1);
+  assert_true(leaf_core_is_connected(f->core));
+  assert_int_equal(f->dials[LEAF_SLOT_PRIMARY], dials);
+  assert_int_equal(f->swaps, 0);
+  assert_int_equal(gstatus(f).claims_refused, 1);
+  done(f);
+}
+
+/* The backup (a member our leader listed) takes over: followed at once. */
+static void test_member_takeover_followed(void **state_)
+{
+  Fix *f = attached();
+  leaf_core_connected(f->core, LEAF_SLOT_WATCH, B_ID, now_ms);
+  drain(f);
+  state(f, LEAF_SLOT_WATCH, TERM1 + (1ull << 32), B_ID, B_ADDR);
+  assert_true(gstatus(f).term == TERM1 + (1ull << 32));
+  assert_int_equal(f->swaps, 1);
+  done(f);
+}
+
+/* Even our own leader cannot move us to a term beyond belief. */
+static void test_unbelievable_term_refused(void **state_)
+{
+  Fix *f = attached();
+  uint64_t probes[] = {0xFFFFFFFF00000001ull, UINT64_MAX, 1ull << 63,
+                       (fake_unix() + TERM_AHEAD_S + 1) << 32};
+  for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+    state(f, LEAF_SLOT_PRIMARY, probes[i], B_ID, B_ADDR);
+    assert_true(gstatus(f).term == TERM1);
+    assert_true(leaf_core_is_connected(f->core));
+  }
+  done(f);
+}
+
+/* A member names a leader that never takes us: after LEAF_CLAIM_MS the
+ * leaf forgets the term and goes back to its configured super node, whose
+ * lower term it then follows again. */
+static void test_claim_that_never_materialises_expires(void **state_)
+{
+  Fix *f = attached();
+  leaf_core_connected(f->core, LEAF_SLOT_WATCH, B_ID, now_ms);
+  drain(f);
+  uint64_t fake = TERM1 + (3ull << 32);
+  maddr[0] = "10.7.7.8:7400"; /* the claim lists members of its own */
+  maddr[1] = "10.7.7.9:7400";
+  state(f, LEAF_SLOT_WATCH, fake, F_ID, "10.7.7.7:7400");
+  assert_true(gstatus(f).term == fake);
+  assert_string_equal(f->last_dial[LEAF_SLOT_PRIMARY], "10.7.7.7:7400");
+  /* Every dial fails (home's too: say it is down for now). */
+  uint64_t claimed = now_ms;
+  for (int i = 0; i < 300 && gstatus(f).term != TERM1; i++) {
+    now_ms += 100;
+    leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, now_ms);
+    leaf_core_tick(f->core, now_ms);
+    drain(f);
+  }
+  assert_true(gstatus(f).term == TERM1);
+  assert_true(now_ms - claimed >= 10000 && now_ms - claimed <= 10100);
+  /* The next dial goes home, or to a member of the leader that last took
+   * us: never to the claim's. */
+  for (int k = 0; k < 4; k++) { /* and the next few, failing */
+    f->dials[LEAF_SLOT_PRIMARY] = 0;
+    for (int i = 0; i < 600 && f->dials[LEAF_SLOT_PRIMARY] == 0; i++) {
+      now_ms += 100;
+      leaf_core_tick(f->core, now_ms);
+      drain(f);
+    }
+    assert_true(strcmp(f->last_dial[LEAF_SLOT_PRIMARY], HOME) == 0 ||
+                strcmp(f->last_dial[LEAF_SLOT_PRIMARY], B_ADDR) == 0);
+    if (k < 3)
+      leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, now_ms);
+  }
+  maddr[0] = HOME;
+  maddr[1] = B_ADDR;
+  /* Home is the real leader, still at TERM1: the leaf attaches again. */
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, L_ID, now_ms);
+  state(f, LEAF_SLOT_PRIMARY, TERM1, L_ID, HOME);
+  WireMsg att = {.type = MSG_ATTACHED};
+  att.u.attached.term = TERM1;
+  feed(f, LEAF_SLOT_PRIMARY, &att);
+  assert_true(leaf_core_is_connected(f->core));
+  done(f);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_stranger_cannot_redirect),
+      cmocka_unit_test(test_member_takeover_followed),
+      cmocka_unit_test(test_unbelievable_term_refused),
+      cmocka_unit_test(test_claim_that_never_materialises_expires),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
