@@ -78,6 +78,8 @@ not_leader() {
 swarm_json() { "$SWARM" status --state-dir "$T/swarm" --json 2>/dev/null; }
 pid_of() { eval "echo \$PID_$1"; }
 
+# Every swarm leaf comes from 127.0.0.1: the pre-auth caps per address and
+# prefix (meant for one home address each) are opened for the bench.
 start_gsn() {
   local n=$1 o args=()
   for o in a b c d; do
@@ -87,6 +89,7 @@ start_gsn() {
   [ -f "$T/${GROUP[$n]}.key" ] || (umask 077 && echo "failover bench secret of ${GROUP[$n]}" >"$T/${GROUP[$n]}.key")
   "$SN" --listen "$(addr "$n")" --state-dir "$T/$n" --group "${GROUP[$n]}" \
     --group-key-file "$T/${GROUP[$n]}.key" --no-discovery \
+    --max-handshakes-per-address 100000 --max-handshakes-per-prefix 100000 \
     --stun off --keepalive-ms "$KEEPALIVE" --log-level info "${args[@]}" >>"$T/$n.log" 2>&1 &
   PIDS+=($!)
   eval "PID_$n=$!"
