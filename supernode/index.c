@@ -42,6 +42,8 @@
 #define ARENA_BLOCK ((size_t)1 << ARENA_SHIFT)
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
 #define CID_TAB_MIN 1024
+#define INDEX_ENTRY_COST 256 /* see entry_cost */
+#define INDEX_TOKEN_COST 160
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
  * the index renumber the live entries 1..n, which keeps list order. Tests
@@ -81,10 +83,15 @@ typedef struct {
   uint32_t id;   /* index into Index.owners */
   uint32_t head; /* first entry slot */
   size_t count;  /* >= 1 while the owner is registered */
+  size_t bytes;  /* index_entry_cost of its entries */
 } Owner;
 
 struct Index {
   size_t max_per_owner;
+  /* Caps (index_set_limits); SIZE_MAX: none. Bytes are index_entry_cost
+   * summed over the live entries. */
+  size_t max_entries, max_bytes, max_bytes_per_owner;
+  size_t bytes;
 
   Entry *slots;
   uint32_t nslots; /* slots ever used; those below are live or on the free list */
@@ -460,6 +467,27 @@ static uint32_t slot_take(Index *ix)
   return ix->nslots++;
 }
 
+/* What an entry costs in memory at most, over everything that holds it:
+ * its slot, content-id chain and roster record (INDEX_ENTRY_COST); its name
+ * in the arena (which may hold as much again in holes before compacting),
+ * in the roster's copy and in keyword tables (4 x the name); and per
+ * keyword a posting of its own or a ref with the list's slack
+ * (INDEX_TOKEN_COST). An upper bound, so that budgets in these bytes bound
+ * memory (supernode/MEMORY.md). */
+static size_t entry_cost(size_t name_len, size_t ntokens)
+{
+  return INDEX_ENTRY_COST + 4 * name_len + ntokens * INDEX_TOKEN_COST;
+}
+
+size_t index_entry_cost(const char *name, size_t name_len)
+{
+  char buf[KEYWORD_BUF];
+  const char *tok[TOKENIZE_MAX_TOKENS];
+  if (name_len > INDEX_NAME_MAX)
+    name_len = INDEX_NAME_MAX;
+  return entry_cost(name_len, tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS));
+}
+
 static void entry_remove(Index *ix, uint32_t slot)
 {
   Entry *e = &ix->slots[slot];
@@ -470,6 +498,7 @@ static void entry_remove(Index *ix, uint32_t slot)
   /* Same name, same tokenizer: exactly the keywords it was posted under. */
   size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
 
+  uint32_t owner_id = e->owner;
   e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
@@ -479,6 +508,9 @@ static void entry_remove(Index *ix, uint32_t slot)
   }
   cid_unlink(ix, slot);
   ix->arena_dead += 1 + nlen;
+  size_t cost = entry_cost(nlen, nt);
+  ix->bytes -= cost;
+  ((Owner *)g_ptr_array_index(ix->owners, owner_id))->bytes -= cost;
   e->next_owned = ix->free_head;
   ix->free_head = slot;
   ix->live--;
@@ -544,6 +576,7 @@ Index *index_new(size_t max_per_owner)
   if (!ix)
     return NULL;
   ix->max_per_owner = max_per_owner;
+  ix->max_entries = ix->max_bytes = ix->max_bytes_per_owner = SIZE_MAX;
   ix->free_head = NIL;
   ix->next_stamp = 1;
   ix->cid_cap = CID_TAB_MIN;
@@ -597,8 +630,16 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
       if (ix->slots[s].owner == o->id && name_equal(ix, &ix->slots[s], name, name_len))
         return INDEX_DUPLICATE;
   }
-  if ((o ? o->count : 0) >= ix->max_per_owner)
+  char buf[KEYWORD_BUF];
+  const char *tok[TOKENIZE_MAX_TOKENS];
+  Posting *post[TOKENIZE_MAX_TOKENS];
+  size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
+  size_t cost = entry_cost(name_len, nt);
+  if ((o ? o->count : 0) >= ix->max_per_owner ||
+      (o ? o->bytes : 0) + cost > ix->max_bytes_per_owner)
     return INDEX_OWNER_FULL;
+  if (ix->live >= ix->max_entries || ix->bytes + cost > ix->max_bytes)
+    return INDEX_FULL;
 
   if (ix->next_stamp >= INDEX_STAMP_LIMIT &&
       (!stamps_renumber(ix) || ix->next_stamp >= INDEX_STAMP_LIMIT))
@@ -606,10 +647,6 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
 
   /* Reserve everything that can fail before changing anything, so a failed
    * add leaves the index as it was. */
-  char buf[KEYWORD_BUF];
-  const char *tok[TOKENIZE_MAX_TOKENS];
-  Posting *post[TOKENIZE_MAX_TOKENS];
-  size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
   size_t np = 0;
   if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) ||
       (pos == SIZE_MAX && !cid_reserve(ix)))
@@ -645,6 +682,8 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   e->next_owned = o->head;
   o->head = slot;
   o->count++;
+  o->bytes += cost;
+  ix->bytes += cost;
   cid_link(ix, slot);
   for (size_t k = 0; k < nt; k++)
     post[k]->refs[post[k]->len++] = (Ref){slot, e->stamp};
@@ -825,9 +864,29 @@ size_t index_size(const Index *ix)
   return ix->live;
 }
 
+size_t index_bytes(const Index *ix)
+{
+  return ix->bytes;
+}
+
+void index_set_limits(Index *ix, size_t max_entries, size_t max_bytes, size_t max_per_owner,
+                      size_t max_bytes_per_owner)
+{
+  ix->max_entries = max_entries ? max_entries : SIZE_MAX;
+  ix->max_bytes = max_bytes ? max_bytes : SIZE_MAX;
+  ix->max_per_owner = max_per_owner ? max_per_owner : SIZE_MAX;
+  ix->max_bytes_per_owner = max_bytes_per_owner ? max_bytes_per_owner : SIZE_MAX;
+}
+
 size_t index_owner_count(const Index *ix)
 {
   return g_hash_table_size(ix->owners_by_handle);
+}
+
+size_t index_owner_bytes(const Index *ix, uint64_t owner)
+{
+  const Owner *o = owner_lookup(ix, owner);
+  return o ? o->bytes : 0;
 }
 
 size_t index_owner_entries(const Index *ix, uint64_t owner)

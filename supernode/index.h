@@ -28,7 +28,8 @@ typedef enum {
   INDEX_DUPLICATE,
   INDEX_OWNER_FULL,
   INDEX_NOMEM,
-  INDEX_BADNAME
+  INDEX_BADNAME,
+  INDEX_FULL /* over the index's total entries or bytes */
 } IndexResult;
 
 /* max_per_owner caps the entries one leaf may publish. NULL on failure. */
@@ -49,8 +50,20 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
 /* Entries with this content id, at most max. */
 size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t max);
 
-size_t index_size(const Index *ix);        /* live entries */
+/* Caps on the whole index and on one owner, in entries and in bytes (the
+ * sum of index_entry_cost); 0: no cap. An add over an owner's cap is
+ * INDEX_OWNER_FULL, over a total INDEX_FULL. Lower caps keep what is held
+ * and refuse new adds. */
+void index_set_limits(Index *ix, size_t max_entries, size_t max_bytes, size_t max_per_owner,
+                      size_t max_bytes_per_owner);
+
+size_t index_size(const Index *ix);  /* live entries */
+size_t index_bytes(const Index *ix); /* index_entry_cost of the live entries */
+/* An upper bound on the memory one entry of this name costs (the index,
+ * the roster's copy, keyword lists): what byte caps count. */
+size_t index_entry_cost(const char *name, size_t name_len);
 size_t index_owner_count(const Index *ix); /* owners with >= 1 entry */
 size_t index_owner_entries(const Index *ix, uint64_t owner);
+size_t index_owner_bytes(const Index *ix, uint64_t owner); /* as capped */
 
 #endif

@@ -68,6 +68,10 @@ typedef struct {
   uint64_t bytes_in;                /* session bytes read from sockets, all sessions ever */
   uint64_t bytes_out;               /* session bytes written to sockets, all sessions ever */
   uint64_t failovers;               /* times the group's leader became another node */
+  uint64_t output_queued;           /* bytes queued for sessions, all of them, now */
+  uint64_t output_refused;          /* charges refused by the queued-output budget */
+  uint64_t output_overruns;         /* sessions cut off for not reading their output */
+  uint64_t memory_limit;            /* the configured ceiling, bytes */
 } MetricsExtra;
 
 /* Writes the super node's families: core counters (st), the group (g) and

@@ -5,6 +5,7 @@
 
 #include <glib.h>
 
+#include "budget.h"
 #include "flood.h"
 #include "index.h"
 #include "mesh.h"
@@ -41,6 +42,11 @@ typedef struct {
   bool watch_leader_ok;
   uint64_t watch_term;
   bool member_refused; /* said our group's name without the secret (logged once) */
+  /* Memory budgets: the address it came from, the publish rate, and what
+   * it holds of its source's index shares (given back when it goes). */
+  char source[BUDGET_KEY_MAX + 1];
+  RateLimit publishes;
+  size_t held_entries, held_bytes;
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -96,6 +102,7 @@ struct SnCore {
   uint8_t network_pk[32];
   uint8_t cert[WIRE_MAX_CERT];
   uint16_t cert_len;
+  Budget *src_entries, *src_bytes; /* index shares per source address */
 };
 
 /* sncore.c */
