@@ -53,7 +53,19 @@ typedef struct {
 typedef struct {
   uint64_t seq;
   uint64_t sent_at;
+  size_t bytes; /* its size on the wire, about */
 } Pending;
+
+/* A snapshot to the backup, sent in pieces under flow control (group.c):
+ * the records to send when it began, and how far it got. */
+typedef struct {
+  GArray *ids;        /* uint8_t[32] record ids; NULL when no snapshot runs */
+  guint next;         /* the record being sent */
+  size_t off;         /* its entries sent so far */
+  size_t unacked;     /* REPL bytes sent to the backup, not acknowledged */
+  uint64_t pieces;    /* REPL ops the snapshots sent (tests, status) */
+  size_t max_unacked; /* the most unacknowledged at once */
+} Snapshot;
 
 typedef struct {
   bool on;
@@ -72,7 +84,8 @@ typedef struct {
   /* leader */
   uint64_t repl_seq;
   GQueue pending;     /* Pending*, oldest first */
-  bool backup_synced; /* snapshot sent to the current backup */
+  bool backup_synced; /* snapshot begun to the current backup: changes flow to it */
+  Snapshot snap;
   /* backup */
   uint64_t repl_applied;
   uint64_t repl_last_seq;
