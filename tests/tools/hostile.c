@@ -22,9 +22,10 @@
  *               SESSIONS leaves each searching WORD RATE times a second and
  *               never reading an answer; a session cut off is redialled.
  *               Prints the sessions opened in all.
- *   sybil       canopy-hostile sybil HOST:PORT COUNT SECONDS: one leaf
- *               publishing COUNT entries of 255-byte names of 32 unique
- *               keywords each, then answering pings. Prints the entries sent.
+ *   sybil       canopy-hostile sybil HOST:PORT COUNT SECONDS [KEYWORDS]: one
+ *               leaf publishing COUNT entries of 255-byte names of KEYWORDS
+ *               (default 32) keywords no other entry has, then answering
+ *               pings. Prints the entries sent.
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -282,26 +283,28 @@ static int hold_mode(const char *addr, int sessions, double rate, int seconds, c
   return 0;
 }
 
-/* Entry i's name: 31 keywords of 7 bytes no other entry has, then a last
- * one filling the name to 255 bytes: the most an entry can cost. */
-static void sybil_name(uint32_t i, char out[256])
+/* Entry i's name: kw - 1 keywords of 7 bytes no other entry has, then a
+ * last one filling the name to 255 bytes (kw 32: the most an entry can
+ * cost). */
+static void sybil_name(uint32_t i, uint32_t kw, char out[256])
 {
   static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
   size_t off = 0;
-  for (uint32_t j = 0; j < 32; j++) {
+  for (uint32_t j = 0; j < kw; j++) {
     uint64_t v = (uint64_t)i * 32 + j;
     out[off++] = 'q';
     for (int d = 0; d < 6; d++, v /= 36)
       out[off++] = digits[v % 36];
-    out[off++] = j < 31 ? ' ' : 'z';
+    out[off++] = j + 1 < kw ? ' ' : 'z';
   }
   while (off < 255)
     out[off++] = 'z';
   out[255] = '\0';
 }
 
-static int sybil_mode(int fd, Channel *ch, int count, int seconds)
+static int sybil_mode(int fd, Channel *ch, int count, int seconds, int keywords)
 {
+  uint32_t kw = keywords < 1 ? 1 : keywords > 32 ? 32 : (uint32_t)keywords;
   hello_leaf(fd, ch);
   static WireEntry e[WIRE_MAX_ENTRIES];
   static char names[WIRE_MAX_ENTRIES][256];
@@ -310,7 +313,7 @@ static int sybil_mode(int fd, Channel *ch, int count, int seconds)
     int k = count - sent < WIRE_MAX_ENTRIES ? count - sent : WIRE_MAX_ENTRIES;
     for (int i = 0; i < k; i++) {
       uint32_t n = (uint32_t)(sent + i);
-      sybil_name(n, names[i]);
+      sybil_name(n, kw, names[i]);
       e[i].name = wire_str(names[i], 255);
       e[i].size = 1000 + n;
       memset(e[i].cid, 0x5a, sizeof e[i].cid);
@@ -338,7 +341,7 @@ int main(int argc, char **argv)
             "HOST:PORT [COUNT]\n"
             "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
             "       canopy-hostile hold HOST:PORT SESSIONS RATE SECONDS WORD\n"
-            "       canopy-hostile sybil HOST:PORT COUNT SECONDS\n");
+            "       canopy-hostile sybil HOST:PORT COUNT SECONDS [KEYWORDS]\n");
     return 2;
   }
   const char *mode = argv[1];
@@ -440,8 +443,8 @@ int main(int argc, char **argv)
       send_msg(fd, ch, &m);
       rc = idle(fd, ch, atoi(argv[6]) * 1000) ? 0 : 1;
     }
-  } else if (strcmp(mode, "sybil") == 0 && argc == 5) {
-    rc = sybil_mode(fd, ch, atoi(argv[3]), atoi(argv[4]));
+  } else if (strcmp(mode, "sybil") == 0 && (argc == 5 || argc == 6)) {
+    rc = sybil_mode(fd, ch, atoi(argv[3]), atoi(argv[4]), argc == 6 ? atoi(argv[5]) : 32);
   } else {
     fprintf(stderr, "canopy-hostile: unknown mode %s\n", mode);
   }
