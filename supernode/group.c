@@ -315,6 +315,11 @@ static void repl_entries(SnCore *c, Peer *to, const uint8_t id[32], bool reset, 
   } while (off < n);
 }
 
+static const uint8_t *snap_id(const Snapshot *sp, guint i)
+{
+  return (const uint8_t *)sp->ids->data + (gsize)i * 32;
+}
+
 /* Sends the snapshot's next pieces while the window has room; SNAPSHOT_END
  * once every record that existed at SNAPSHOT_BEGIN went. Each record is
  * read as it is now, not as it was when the snapshot began: changes made
@@ -333,8 +338,7 @@ static void snapshot_pump(SnCore *c, Peer *to)
       sp->ids = NULL;
       break;
     }
-    const uint8_t *id = &g_array_index(sp->ids, uint8_t, (gsize)sp->next * 32);
-    Record *rec = roster_get(c->roster, id);
+    Record *rec = roster_get(c->roster, snap_id(sp, sp->next));
     if (!rec || (sp->off > 0 && sp->off >= rec->count)) {
       sp->next++; /* gone (its LEAF_DOWN went live), or done */
       sp->off = 0;
@@ -364,7 +368,7 @@ static void snapshot_pump(SnCore *c, Peer *to)
 
 static void collect_id_cb(Record *rec, void *ctx)
 {
-  g_array_append_vals(ctx, rec->id, 32);
+  g_array_append_vals(ctx, rec->id, 1); /* elements are 32-byte ids */
 }
 
 /* Starts a snapshot to `to`, the new backup: the pieces follow as its
@@ -374,7 +378,7 @@ static void send_snapshot(SnCore *c, Peer *to)
   Group *g = &c->group;
   pending_clear(g);
   repl_send(c, to, REPL_SNAPSHOT_BEGIN, NULL, false, NULL, 0);
-  g->snap.ids = g_array_new(FALSE, FALSE, 1);
+  g->snap.ids = g_array_new(FALSE, FALSE, 32);
   roster_foreach(c->roster, collect_id_cb, g->snap.ids);
   g->snap.next = 0;
   g->snap.off = 0;
@@ -390,7 +394,7 @@ static uint64_t snapshot_left(const SnCore *c)
     return 0;
   uint64_t ops = 1; /* SNAPSHOT_END */
   for (guint i = sp->next; i < sp->ids->len; i++) {
-    const Record *rec = roster_get(c->roster, &g_array_index(sp->ids, uint8_t, (gsize)i * 32));
+    const Record *rec = roster_get(c->roster, snap_id(sp, i));
     if (!rec)
       continue;
     size_t off = i == sp->next ? sp->off : 0;

@@ -59,7 +59,7 @@ typedef struct {
 /* A snapshot to the backup, sent in pieces under flow control (group.c):
  * the records to send when it began, and how far it got. */
 typedef struct {
-  GArray *ids;        /* uint8_t[32] record ids; NULL when no snapshot runs */
+  GArray *ids;        /* 32-byte record ids (element size 32); NULL when none runs */
   guint next;         /* the record being sent */
   size_t off;         /* its entries sent so far */
   size_t unacked;     /* REPL bytes sent to the backup, not acknowledged */
