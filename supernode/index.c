@@ -43,7 +43,8 @@
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
 #define CID_TAB_MIN 1024
 #define INDEX_ENTRY_COST 256 /* see entry_cost */
-#define INDEX_TOKEN_COST 160
+#define INDEX_REF_COST 32
+#define INDEX_WORD_COST 160 /* see word_cost */
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
  * the index renumber the live entries 1..n, which keeps list order. Tests
@@ -83,7 +84,7 @@ typedef struct {
   uint32_t id;   /* index into Index.owners */
   uint32_t head; /* first entry slot */
   size_t count;  /* >= 1 while the owner is registered */
-  size_t bytes;  /* index_entry_cost of its entries */
+  size_t bytes;  /* entry_cost of its entries, word_cost of the keywords it added */
 } Owner;
 
 struct Index {
@@ -394,11 +395,14 @@ static void posting_compact(Index *ix, Posting *p)
 }
 
 /* The entry a Ref named has gone: count it, and compact or drop the list. */
+static size_t word_cost(size_t word_len);
+
 static void posting_note_dead(Index *ix, Posting *p)
 {
   p->dead++;
   uint32_t live = p->len - p->dead;
   if (live == 0) {
+    ix->bytes -= word_cost(strlen(p->word));
     g_hash_table_remove(ix->words, p->word);
     posting_free(p);
   } else if (p->dead > live) {
@@ -467,25 +471,46 @@ static uint32_t slot_take(Index *ix)
   return ix->nslots++;
 }
 
-/* What an entry costs in memory at most, over everything that holds it:
- * its slot, content-id chain and roster record (INDEX_ENTRY_COST); its name
- * in the arena (which may hold as much again in holes before compacting),
- * in the roster's copy and in keyword tables (4 x the name); and per
- * keyword a posting of its own or a ref with the list's slack
- * (INDEX_TOKEN_COST). An upper bound, so that budgets in these bytes bound
- * memory (supernode/MEMORY.md). */
+/* What an entry costs in memory at most, over everything that holds it
+ * (supernode/MEMORY.md): its slot and content-id bucket with the arrays'
+ * slack, and its roster record (INDEX_ENTRY_COST); its name in the arena
+ * (which may hold as much again in holes before compacting) and in the
+ * roster's copy (3 x the name); and per keyword a ref in the keyword's
+ * list, with the list's growth and its dead refs before compaction
+ * (INDEX_REF_COST). An upper bound, so that budgets in these bytes bound
+ * memory. */
 static size_t entry_cost(size_t name_len, size_t ntokens)
 {
-  return INDEX_ENTRY_COST + 4 * name_len + ntokens * INDEX_TOKEN_COST;
+  return INDEX_ENTRY_COST + 3 * name_len + ntokens * INDEX_REF_COST;
 }
 
-size_t index_entry_cost(const char *name, size_t name_len)
+/* What a keyword's list costs while it lives: the Posting and its word,
+ * its first refs, and its slot in the keyword table (which may be four
+ * times its size). Counted in the index's total from the list's creation
+ * to its end, and in the share of the owner whose entry created it. */
+static size_t word_cost(size_t word_len)
+{
+  return INDEX_WORD_COST + word_len;
+}
+
+/* entry_cost plus word_cost of the keywords the index does not hold yet. */
+static size_t add_cost(const Index *ix, size_t name_len, const char *const *tok, size_t nt)
+{
+  size_t cost = entry_cost(name_len, nt);
+  for (size_t k = 0; k < nt; k++)
+    if (!g_hash_table_contains(ix->words, tok[k]))
+      cost += word_cost(strlen(tok[k]));
+  return cost;
+}
+
+size_t index_entry_cost(const Index *ix, const char *name, size_t name_len)
 {
   char buf[KEYWORD_BUF];
   const char *tok[TOKENIZE_MAX_TOKENS];
   if (name_len > INDEX_NAME_MAX)
     name_len = INDEX_NAME_MAX;
-  return entry_cost(name_len, tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS));
+  size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
+  return add_cost(ix, name_len, tok, nt);
 }
 
 static void entry_remove(Index *ix, uint32_t slot)
@@ -634,7 +659,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   const char *tok[TOKENIZE_MAX_TOKENS];
   Posting *post[TOKENIZE_MAX_TOKENS];
   size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
-  size_t cost = entry_cost(name_len, nt);
+  size_t cost = add_cost(ix, name_len, tok, nt);
   if ((o ? o->count : 0) >= ix->max_per_owner ||
       (o ? o->bytes : 0) + cost > ix->max_bytes_per_owner)
     return INDEX_OWNER_FULL;

@@ -447,7 +447,7 @@ static size_t fit_source(SnCore *c, const Peer *p, bool reset, const WireEntry *
   size_t k = 0;
   uint64_t bytes = 0;
   for (; k < n && k < room_e; k++) {
-    bytes += index_entry_cost(e[k].name.p, e[k].name.len); /* the index's measure */
+    bytes += index_entry_cost(c->index, e[k].name.p, e[k].name.len); /* the index's measure */
     if (bytes > room_b)
       break;
   }
