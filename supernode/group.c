@@ -22,11 +22,23 @@
 /* Unacknowledged ops kept for the lag figure; older ones are forgotten
  * (the lag then reads at least this many). */
 #define MAX_PENDING 100000
-/* A snapshot's next piece goes out only while less than this is sent to
- * the backup and not acknowledged: the link's queue stays far below its
- * output cap (memplan.h) however large the index, and a backup that
- * applies slowly slows the snapshot instead of being cut off. */
+/* A snapshot's next piece goes out only while less than this (or a
+ * quarter of the link's queue cap, if smaller) is sent to the backup and
+ * not acknowledged: the link's queue stays far below its cap however large
+ * the index, and a backup that applies slowly slows the snapshot instead
+ * of being cut off. */
 #define SNAPSHOT_WINDOW (512u * 1024)
+#define LINK_QUEUE_DEFAULT (8u * 1024 * 1024)
+
+static size_t link_queue_max(const SnCore *c)
+{
+  return c->cfg.link_queue_max ? c->cfg.link_queue_max : LINK_QUEUE_DEFAULT;
+}
+
+static size_t snapshot_window(const SnCore *c)
+{
+  return MIN((size_t)SNAPSHOT_WINDOW, link_queue_max(c) / 4);
+}
 
 static bool zero_id(const uint8_t id[32])
 {
@@ -330,7 +342,7 @@ static const uint8_t *snap_id(const Snapshot *sp, guint i)
 static void snapshot_pump(SnCore *c, Peer *to)
 {
   Snapshot *sp = &c->group.snap;
-  while (sp->ids && sp->unacked < SNAPSHOT_WINDOW) {
+  while (sp->ids && sp->unacked < snapshot_window(c)) {
     if (sp->next == sp->ids->len) {
       repl_send(c, to, REPL_SNAPSHOT_END, NULL, false, NULL, 0);
       sp->pieces++;
@@ -376,7 +388,10 @@ static void collect_id_cb(Record *rec, void *ctx)
 static void send_snapshot(SnCore *c, Peer *to)
 {
   Group *g = &c->group;
-  pending_clear(g);
+  /* What is still unacknowledged (a resync's) keeps counting against the
+   * window: those bytes are still in the link's queue. */
+  if (g->snap.ids)
+    g_array_unref(g->snap.ids);
   repl_send(c, to, REPL_SNAPSHOT_BEGIN, NULL, false, NULL, 0);
   g->snap.ids = g_array_new(FALSE, FALSE, 32);
   roster_foreach(c->roster, collect_id_cb, g->snap.ids);
@@ -409,6 +424,21 @@ static Peer *synced_backup(SnCore *c)
   Group *g = &c->group;
   if (!g->on || g->role != SN_ROLE_LEADER || !g->has_backup || !g->backup_synced)
     return NULL;
+  if (g->snap.unacked > link_queue_max(c) / 2) {
+    /* Changes come faster than the backup takes them: rather than let its
+     * link's queue reach the cap and be cut, stop sending changes and send
+     * it a fresh snapshot, paced, from the next heartbeat on (the bytes in
+     * flight keep counting against its window until acknowledged). */
+    if (g->snap.ids)
+      g_array_unref(g->snap.ids);
+    g->snap.ids = NULL;
+    g->backup_synced = false;
+    g->snap.resyncs++;
+    g_message("group %s: the backup falls behind (%zu bytes unacknowledged): resending a "
+              "snapshot",
+              g->name, g->snap.unacked);
+    return NULL;
+  }
   return member_link(c, g->backup);
 }
 

@@ -1024,6 +1024,9 @@ int main(int argc, char **argv)
   cfg.max_bytes_per_source = sn.mem.source_bytes;
   cfg.publish_rate = (double)cfg_get_int(conf, "publish-rate");
   cfg.publish_burst = MAX((double)sn.mem.leaf_entries, cfg.publish_rate);
+  /* A link is cut at its own cap or at its address's share of the output
+   * budget, whichever comes first. */
+  cfg.link_queue_max = MIN(sn.mem.link_output, sn.mem.output_share);
   g_info("memory: limit %" G_GUINT64_FORMAT " MiB = program %" G_GUINT64_FORMAT
          " + sessions %" G_GUINT64_FORMAT " + output 2 x %" G_GUINT64_FORMAT
          " + index %" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT " entries) + slack (MiB)",

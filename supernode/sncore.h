@@ -35,7 +35,10 @@ typedef struct {
   size_t max_index_entries, max_index_bytes;
   size_t max_bytes_per_leaf;
   size_t max_entries_per_source, max_bytes_per_source;
-  double publish_rate, publish_burst;         /* entries per second per leaf; 0: no limit */
+  double publish_rate, publish_burst; /* entries per second per leaf; 0: no limit */
+  /* Bytes a super-node link may have queued before the shell cuts it (0:
+   * 8 MiB): replication to the backup keeps well under it (group.c). */
+  size_t link_queue_max;
   double leaf_query_rate, leaf_query_burst;   /* per leaf session */
   double super_query_rate, super_query_burst; /* per super-node link */
   double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf */

@@ -65,6 +65,7 @@ typedef struct {
   size_t unacked;     /* REPL bytes sent to the backup, not acknowledged */
   uint64_t pieces;    /* REPL ops the snapshots sent (tests, status) */
   size_t max_unacked; /* the most unacknowledged at once */
+  uint64_t resyncs;   /* snapshots resent because changes outran the backup */
 } Snapshot;
 
 typedef struct {

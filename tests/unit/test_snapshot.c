@@ -220,6 +220,56 @@ static void check_snapshot(size_t leaves, size_t per_leaf, size_t rate)
   sn_core_free(net.b.core);
 }
 
+/* Changes outrun the backup: a leaf publishes 100,000 entries at once to a
+ * leader whose backup takes 1 KB/ms. The link's queue must stay under its
+ * cap (1 MiB here): the leader stops sending changes at half of it and
+ * resends a paced snapshot, which the backup ends up holding whole. */
+static void test_live_changes_outrun_backup(void **state)
+{
+  (void)state;
+  Net net = {.now = 1000, .rate = 1000};
+  g_queue_init(&net.lb);
+  g_queue_init(&net.bl);
+  memset(net.l.id, 0x11, 32);
+  memset(net.b.id, 0x22, 32);
+  SnConfig lc = group_config("l:1"), bc = group_config("b:1");
+  lc.link_queue_max = bc.link_queue_max = 1 << 20;
+  net.l.core = sn_core_new(&lc, net.l.id, rng_fill, NULL, net.now);
+  for (int i = 0; i < 1500; i++)
+    step(&net);
+  net.b.core = sn_core_new(&bc, net.b.id, rng_fill, NULL, net.now);
+  sn_core_open(net.l.core, CONN_LB, net.b.id, "b:1", net.now);
+  sn_core_open(net.b.core, CONN_BL, net.l.id, NULL, net.now);
+  drain(&net, &net.l);
+  drain(&net, &net.b);
+  SnGroupStatus st;
+  for (int i = 0; i < 2000; i++)
+    step(&net);
+  sn_core_group_status(net.l.core, &st);
+  assert_true(st.has_backup);
+
+  leaf_publish(&net, CONN_LEAF, 0, 100000); /* all at once, while synced */
+  for (int ms = 0; ms < 600000; ms++) {
+    step(&net);
+    sn_core_group_status(net.l.core, &st);
+    if (st.repl_lag_ops == 0 && sn_core_stats(net.b.core)->index_entries == 100000)
+      break;
+  }
+  printf("    100000 entries published live at 1 KB/ms: done at %" PRIu64
+         " ms, link queue at most %zu KiB, %u closes\n",
+         net.now - 4500, net.lb_max >> 10, net.closes);
+  assert_int_equal(net.closes, 0);
+  assert_true(net.lb_max < (1 << 20));
+  assert_int_equal(sn_core_stats(net.b.core)->index_entries, 100000);
+  GBytes *m;
+  while ((m = g_queue_pop_head(&net.lb)))
+    g_bytes_unref(m);
+  while ((m = g_queue_pop_head(&net.bl)))
+    g_bytes_unref(m);
+  sn_core_free(net.l.core);
+  sn_core_free(net.b.core);
+}
+
 static void test_snapshot_small_slow_link(void **state)
 {
   (void)state;
@@ -238,6 +288,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_snapshot_small_slow_link),
       cmocka_unit_test(test_snapshot_million),
+      cmocka_unit_test(test_live_changes_outrun_backup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
