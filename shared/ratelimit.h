@@ -15,5 +15,7 @@ typedef struct {
 void ratelimit_init(RateLimit *rl, double rate, double burst, uint64_t now_ms);
 /* Takes one token if there is one. */
 bool ratelimit_take(RateLimit *rl, uint64_t now_ms);
+/* Takes n tokens if there are n (all or nothing). */
+bool ratelimit_take_n(RateLimit *rl, double n, uint64_t now_ms);
 
 #endif

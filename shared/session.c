@@ -7,6 +7,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <string.h>
 
 #include "clock.h"
 
@@ -30,6 +31,16 @@ struct Session {
   bool closed;
   char reason[160];
   uint64_t bytes_in, bytes_out; /* on the socket: ciphertext and framing */
+  /* Output bounds (session_set_output_limits). */
+  size_t max_queue;
+  uint64_t stall_ms;
+  Budget *budget;
+  char source[BUDGET_KEY_MAX + 1];
+  size_t charged;       /* bytes held in budget under source */
+  size_t queued;        /* output left after the last flush */
+  uint64_t progress_at; /* last write, or when the queue last filled from empty */
+  GSource *stall_timer;
+  bool overrun;
 };
 
 static void arm_output(Session *s);
@@ -78,6 +89,21 @@ static void drop_sources(Session *s)
     s->out_src = NULL;
   }
   timer_disarm(&s->hs_timer);
+  timer_disarm(&s->stall_timer);
+}
+
+/* Charges the budget with what is queued now; false when it is refused. */
+static bool charge(Session *s, size_t len)
+{
+  if (!s->budget || len == s->charged)
+    return true;
+  if (len < s->charged) {
+    budget_give(s->budget, s->source, strlen(s->source), s->charged - len);
+  } else if (!budget_take(s->budget, s->source, strlen(s->source), len - s->charged)) {
+    return false;
+  }
+  s->charged = len;
+  return true;
 }
 
 void session_unref(Session *s)
@@ -85,6 +111,7 @@ void session_unref(Session *s)
   if (!s || !g_atomic_int_dec_and_test(&s->refs))
     return;
   drop_sources(s);
+  charge(s, 0);
   channel_free(s->ch);
   if (s->conn) {
     g_io_stream_close(s->conn, NULL, NULL);
@@ -121,6 +148,7 @@ void session_close(Session *s, const char *reason)
   s->closed = true;
   g_strlcpy(s->reason, reason ? reason : "closed", sizeof s->reason);
   drop_sources(s);
+  charge(s, 0); /* the queue is never sent now */
   /* Closing now (not at the last unref) tells the peer at once. */
   g_io_stream_close(s->conn, NULL, NULL);
   session_ref(s);
@@ -129,11 +157,21 @@ void session_close(Session *s, const char *reason)
   session_unref(s);
 }
 
+static gboolean on_stall_check(gpointer ud);
+
+static void overrun(Session *s, const char *reason)
+{
+  s->overrun = true;
+  session_close(s, reason);
+}
+
 /* Writes as much queued output as the socket takes. */
 static bool flush(Session *s)
 {
   size_t len;
   const uint8_t *out = channel_output(s->ch, &len);
+  if (s->queued == 0)
+    s->progress_at = clock_now_ms(); /* the stall clock starts now */
   while (len > 0) {
     GError *err = NULL;
     gssize n = g_pollable_output_stream_write_nonblocking(s->out, out, len, NULL, &err);
@@ -149,15 +187,42 @@ static bool flush(Session *s)
     }
     channel_output_consume(s->ch, (size_t)n);
     s->bytes_out += (uint64_t)n;
+    if (n > 0)
+      s->progress_at = clock_now_ms();
     out = channel_output(s->ch, &len);
   }
-  if (len > SESSION_MAX_OUTPUT) {
-    session_close(s, "peer is not reading (output queue full)");
+  s->queued = len;
+  if (len > s->max_queue) {
+    overrun(s, "peer is not reading (output queue full)");
     return false;
   }
-  if (len > 0)
+  if (!charge(s, len)) {
+    overrun(s, "peer is not reading (output budget exhausted)");
+    return false;
+  }
+  if (len > 0) {
     arm_output(s);
+    if (s->stall_ms && !s->stall_timer)
+      timer_arm(&s->stall_timer, s->ctx, s->progress_at + s->stall_ms, on_stall_check, s);
+  } else {
+    timer_disarm(&s->stall_timer);
+  }
   return true;
+}
+
+/* Output queued, and nothing written since stall_ms: the peer is gone or
+ * holding us; either way its queue must not sit in memory. */
+static gboolean on_stall_check(gpointer ud)
+{
+  Session *s = ud;
+  if (s->closed || s->queued == 0 || !s->stall_ms)
+    return G_SOURCE_REMOVE;
+  uint64_t due = s->progress_at + s->stall_ms;
+  if (clock_now_ms() >= due)
+    overrun(s, "peer is not reading (output stalled)");
+  else
+    timer_arm(&s->stall_timer, s->ctx, due, on_stall_check, s);
+  return G_SOURCE_REMOVE;
 }
 
 static gboolean on_writable(GObject *stream, gpointer ud)
@@ -280,6 +345,7 @@ Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, Channel
   s->ctx = ctx;
   s->cb = *cb;
   s->ud = ud;
+  s->max_queue = SESSION_MAX_OUTPUT;
   s->ch = channel_new(self, role);
   if (!s->ch) {
     session_unref(s);
@@ -321,4 +387,27 @@ uint64_t session_bytes_in(const Session *s)
 uint64_t session_bytes_out(const Session *s)
 {
   return s->bytes_out;
+}
+
+void session_set_output_limits(Session *s, const SessionOutputLimits *l)
+{
+  charge(s, 0); /* what the old budget held goes back to it */
+  s->max_queue = l->max_queue ? l->max_queue : SESSION_MAX_OUTPUT;
+  s->stall_ms = l->stall_ms;
+  s->budget = l->budget;
+  g_strlcpy(s->source, l->source ? l->source : "", sizeof s->source);
+  if (s->closed)
+    s->budget = NULL;
+  else if (s->queued > 0)
+    flush(s); /* applies the new bounds to what is queued */
+}
+
+size_t session_queued(const Session *s)
+{
+  return s->queued;
+}
+
+bool session_output_overrun(const Session *s)
+{
+  return s->overrun;
 }

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "channel.h"
 #include "identity.h"
 
@@ -58,6 +59,29 @@ bool session_export(const Session *s, const char *label, uint8_t *out, size_t le
 bool session_send(Session *s, const uint8_t *msg, size_t len);
 /* Ends the session now; `closed` fires (once) with reason. */
 void session_close(Session *s, const char *reason);
+
+/* Bounds on what this session may keep queued for a peer that does not
+ * read (the default is SESSION_MAX_OUTPUT, no stall limit, no budget):
+ * - max_queue: queued bytes above which the session is cut off;
+ * - stall_ms: output queued with not one byte written for this long cuts
+ *   it off too (0: no limit);
+ * - budget (borrowed, may be NULL): a Budget shared by sessions, charged
+ *   with the bytes queued under the key `source` (copied: the peer's
+ *   address), so that many slow readers together stay under its total and
+ *   one address under its share; a refused charge cuts the session off.
+ * Applies from the next send on; what is queued is charged then. */
+typedef struct {
+  size_t max_queue;
+  uint64_t stall_ms;
+  Budget *budget;
+  const char *source;
+} SessionOutputLimits;
+void session_set_output_limits(Session *s, const SessionOutputLimits *l);
+/* Bytes of output queued in user space (not yet taken by the socket). */
+size_t session_queued(const Session *s);
+/* Whether the session was cut off for not reading its output (cap, stall
+ * or budget): the owner counts those. */
+bool session_output_overrun(const Session *s);
 
 /* Bytes read from and written to the socket so far (ciphertext and
  * framing): the metrics' traffic per direction. */

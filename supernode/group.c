@@ -30,6 +30,23 @@
  * to it yet) waits up to this many join intervals for the link before it
  * leads on its own; hearsay cannot keep it joining for longer. */
 #define JOIN_WAIT_MAX 4
+/* A snapshot's next piece goes out only while less than this (or a
+ * quarter of the link's queue cap, if smaller) is sent to the backup and
+ * not acknowledged: the link's queue stays far below its cap however large
+ * the index, and a backup that applies slowly slows the snapshot instead
+ * of being cut off. */
+#define SNAPSHOT_WINDOW (512u * 1024)
+#define LINK_QUEUE_DEFAULT (8u * 1024 * 1024)
+
+static size_t link_queue_max(const SnCore *c)
+{
+  return c->cfg.link_queue_max ? c->cfg.link_queue_max : LINK_QUEUE_DEFAULT;
+}
+
+static size_t snapshot_window(const SnCore *c)
+{
+  return MIN((size_t)SNAPSHOT_WINDOW, link_queue_max(c) / 4);
+}
 
 static bool zero_id(const uint8_t id[32])
 {
@@ -145,11 +162,17 @@ void group_init(SnCore *c, uint64_t now)
   g->next_hb = now;
 }
 
+/* Forgets what the backup has not acknowledged, and any snapshot under
+ * way: the backup changed, or we stopped leading. */
 static void pending_clear(Group *g)
 {
   Pending *pd;
   while ((pd = g_queue_pop_head(&g->pending)))
     g_free(pd);
+  if (g->snap.ids)
+    g_array_unref(g->snap.ids);
+  g->snap.ids = NULL;
+  g->snap.unacked = 0;
 }
 
 void group_free(SnCore *c)
@@ -292,6 +315,15 @@ static void broadcast_state(SnCore *c)
 
 /* --- replication (leader side) --------------------------------------------------- */
 
+/* What an op costs on the wire, about: the window's measure. */
+static size_t repl_bytes(const WireEntry *e, size_t n)
+{
+  size_t b = 64;
+  for (size_t i = 0; i < n; i++)
+    b += 48 + e[i].name.len;
+  return b;
+}
+
 static void repl_send(SnCore *c, Peer *to, uint8_t op, const uint8_t leaf[32], bool reset,
                       const WireEntry *e, size_t n)
 {
@@ -306,12 +338,18 @@ static void repl_send(SnCore *c, Peer *to, uint8_t op, const uint8_t leaf[32], b
   m.u.repl.count = (uint16_t)n;
   m.u.repl.entries = (WireEntry *)e;
   sn_send(c, to->conn, &m);
-  if (g_queue_get_length(&g->pending) >= MAX_PENDING)
-    g_free(g_queue_pop_head(&g->pending));
+  if (g_queue_get_length(&g->pending) >= MAX_PENDING) {
+    Pending *old = g_queue_pop_head(&g->pending);
+    g->snap.unacked -= MIN(g->snap.unacked, old->bytes);
+    g_free(old);
+  }
   Pending *pd = g_new(Pending, 1);
   pd->seq = m.u.repl.seq;
   pd->sent_at = g->now;
+  pd->bytes = repl_bytes(e, n);
   g_queue_push_tail(&g->pending, pd);
+  g->snap.unacked += pd->bytes;
+  g->snap.max_unacked = MAX(g->snap.max_unacked, g->snap.unacked);
 }
 
 /* One leaf's entries, as PUBLISH ops of at most WIRE_MAX_ENTRIES. */
@@ -326,32 +364,96 @@ static void repl_entries(SnCore *c, Peer *to, const uint8_t id[32], bool reset, 
   } while (off < n);
 }
 
-typedef struct {
-  SnCore *c;
-  Peer *to;
-} Snap;
-
-static void snapshot_cb(Record *rec, void *ctx)
+static const uint8_t *snap_id(const Snapshot *sp, guint i)
 {
-  Snap *s = ctx;
-  repl_send(s->c, s->to, REPL_LEAF_UP, rec->id, false, NULL, 0);
-  WireEntry *e = g_new(WireEntry, MAX(rec->count, 1));
-  for (size_t i = 0; i < rec->count; i++) {
-    e[i].name = wire_str(rec->entries[i].name, strlen(rec->entries[i].name));
-    e[i].size = rec->entries[i].size;
-    memcpy(e[i].cid, rec->entries[i].cid, 32);
-  }
-  repl_entries(s->c, s->to, rec->id, true, e, rec->count);
-  g_free(e);
+  return (const uint8_t *)sp->ids->data + (gsize)i * 32;
 }
 
+/* Sends the snapshot's next pieces while the window has room; SNAPSHOT_END
+ * once every record that existed at SNAPSHOT_BEGIN went. Each record is
+ * read as it is now, not as it was when the snapshot began: changes made
+ * meanwhile flow to the backup as they happen (backup_synced), a record
+ * not reached yet is sent whole with reset when its turn comes, and one
+ * changed halfway only sends again what the backup already has (a
+ * duplicate, refused harmlessly). */
+static void snapshot_pump(SnCore *c, Peer *to)
+{
+  Snapshot *sp = &c->group.snap;
+  while (sp->ids && sp->unacked < snapshot_window(c)) {
+    if (sp->next == sp->ids->len) {
+      repl_send(c, to, REPL_SNAPSHOT_END, NULL, false, NULL, 0);
+      sp->pieces++;
+      g_array_unref(sp->ids);
+      sp->ids = NULL;
+      break;
+    }
+    Record *rec = roster_get(c->roster, snap_id(sp, sp->next));
+    if (!rec || (sp->off > 0 && sp->off >= rec->count)) {
+      sp->next++; /* gone (its LEAF_DOWN went live), or done */
+      sp->off = 0;
+      continue;
+    }
+    if (sp->off == 0) {
+      repl_send(c, to, REPL_LEAF_UP, rec->id, false, NULL, 0);
+      sp->pieces++;
+    }
+    size_t k = MIN(rec->count - sp->off, (size_t)WIRE_MAX_ENTRIES);
+    WireEntry e[WIRE_MAX_ENTRIES];
+    for (size_t i = 0; i < k; i++) {
+      const RosterEntry *re = &rec->entries[sp->off + i];
+      e[i].name = wire_str(re->name, strlen(re->name));
+      e[i].size = re->size;
+      memcpy(e[i].cid, re->cid, 32);
+    }
+    repl_send(c, to, REPL_PUBLISH, rec->id, sp->off == 0, e, k);
+    sp->pieces++;
+    sp->off += k;
+    if (sp->off >= rec->count) {
+      sp->next++;
+      sp->off = 0;
+    }
+  }
+}
+
+static void collect_id_cb(Record *rec, void *ctx)
+{
+  g_array_append_vals(ctx, rec->id, 1); /* elements are 32-byte ids */
+}
+
+/* Starts a snapshot to `to`, the new backup: the pieces follow as its
+ * acknowledgements make room (group_on_repl_ack). */
 static void send_snapshot(SnCore *c, Peer *to)
 {
+  Group *g = &c->group;
+  /* What is still unacknowledged (a resync's) keeps counting against the
+   * window: those bytes are still in the link's queue. */
+  if (g->snap.ids)
+    g_array_unref(g->snap.ids);
   repl_send(c, to, REPL_SNAPSHOT_BEGIN, NULL, false, NULL, 0);
-  Snap s = {c, to};
-  roster_foreach(c->roster, snapshot_cb, &s);
-  repl_send(c, to, REPL_SNAPSHOT_END, NULL, false, NULL, 0);
-  c->group.backup_synced = true;
+  g->snap.ids = g_array_new(FALSE, FALSE, 32);
+  roster_foreach(c->roster, collect_id_cb, g->snap.ids);
+  g->snap.next = 0;
+  g->snap.off = 0;
+  g->backup_synced = true;
+  snapshot_pump(c, to);
+}
+
+/* Ops the running snapshot has still to send (for the lag figure). */
+static uint64_t snapshot_left(const SnCore *c)
+{
+  const Snapshot *sp = &c->group.snap;
+  if (!sp->ids)
+    return 0;
+  uint64_t ops = 1; /* SNAPSHOT_END */
+  for (guint i = sp->next; i < sp->ids->len; i++) {
+    const Record *rec = roster_get(c->roster, snap_id(sp, i));
+    if (!rec)
+      continue;
+    size_t off = i == sp->next ? sp->off : 0;
+    size_t left = rec->count > off ? rec->count - off : 0;
+    ops += (off == 0) + MAX((left + WIRE_MAX_ENTRIES - 1) / WIRE_MAX_ENTRIES, (size_t)(off == 0));
+  }
+  return ops;
 }
 
 static Peer *synced_backup(SnCore *c)
@@ -359,6 +461,21 @@ static Peer *synced_backup(SnCore *c)
   Group *g = &c->group;
   if (!g->on || g->role != SN_ROLE_LEADER || !g->has_backup || !g->backup_synced)
     return NULL;
+  if (g->snap.unacked > link_queue_max(c) / 2) {
+    /* Changes come faster than the backup takes them: rather than let its
+     * link's queue reach the cap and be cut, stop sending changes and send
+     * it a fresh snapshot, paced, from the next heartbeat on (the bytes in
+     * flight keep counting against its window until acknowledged). */
+    if (g->snap.ids)
+      g_array_unref(g->snap.ids);
+    g->snap.ids = NULL;
+    g->backup_synced = false;
+    g->snap.resyncs++;
+    g_message("group %s: the backup falls behind (%zu bytes unacknowledged): resending a "
+              "snapshot",
+              g->name, g->snap.unacked);
+    return NULL;
+  }
   return member_link(c, g->backup);
 }
 
@@ -701,8 +818,11 @@ void group_on_repl_ack(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
       m->u.repl_ack.term != g->term)
     return;
   Pending *pd;
-  while ((pd = g_queue_peek_head(&g->pending)) && pd->seq <= m->u.repl_ack.seq)
+  while ((pd = g_queue_peek_head(&g->pending)) && pd->seq <= m->u.repl_ack.seq) {
+    g->snap.unacked -= MIN(g->snap.unacked, pd->bytes);
     g_free(g_queue_pop_head(&g->pending));
+  }
+  snapshot_pump(c, p);
 }
 
 /* --- failure detection and takeover ------------------------------------------------ */
@@ -974,7 +1094,9 @@ void sn_core_group_status(const SnCore *cc, SnGroupStatus *st)
   each_peer(c, true, true, count_cb, st);
   st->leaves = c->stats.leaves;
   st->records = (unsigned)roster_size(c->roster);
-  st->repl_lag_ops = g_queue_get_length((GQueue *)&g->pending);
+  /* Sent and not acknowledged, and what the snapshot has yet to send: a
+   * backup still catching up is behind by all of it. */
+  st->repl_lag_ops = g_queue_get_length((GQueue *)&g->pending) + snapshot_left(c);
   const Pending *oldest = g_queue_peek_head((GQueue *)&g->pending);
   st->repl_lag_ms = oldest && g->now > oldest->sent_at ? g->now - oldest->sent_at : 0;
   st->repl_applied = g->repl_applied;

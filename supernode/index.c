@@ -46,6 +46,9 @@
  * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
  * owners. */
 #define INDEX_CID_SCAN 4096
+#define INDEX_ENTRY_COST 256 /* see entry_cost */
+#define INDEX_REF_COST 32
+#define INDEX_WORD_COST 160 /* see word_cost */
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
  * the index renumber the live entries 1..n, which keeps list order. Tests
@@ -85,10 +88,15 @@ typedef struct {
   uint32_t id;   /* index into Index.owners */
   uint32_t head; /* first entry slot */
   size_t count;  /* >= 1 while the owner is registered */
+  size_t bytes;  /* entry_cost of its entries, word_cost of the keywords it added */
 } Owner;
 
 struct Index {
   size_t max_per_owner;
+  /* Caps (index_set_limits); SIZE_MAX: none. Bytes are index_entry_cost
+   * summed over the live entries. */
+  size_t max_entries, max_bytes, max_bytes_per_owner;
+  size_t bytes;
 
   Entry *slots;
   uint32_t nslots; /* slots ever used; those below are live or on the free list */
@@ -383,11 +391,14 @@ static void posting_compact(Index *ix, Posting *p)
 }
 
 /* The entry a Ref named has gone: count it, and compact or drop the list. */
+static size_t word_cost(size_t word_len);
+
 static void posting_note_dead(Index *ix, Posting *p)
 {
   p->dead++;
   uint32_t live = p->len - p->dead;
   if (live == 0) {
+    ix->bytes -= word_cost(strlen(p->word));
     g_hash_table_remove(ix->words, p->word);
     posting_free(p);
   } else if (p->dead > live) {
@@ -456,6 +467,48 @@ static uint32_t slot_take(Index *ix)
   return ix->nslots++;
 }
 
+/* What an entry costs in memory at most, over everything that holds it
+ * (supernode/MEMORY.md): its slot and content-id bucket with the arrays'
+ * slack, and its roster record (INDEX_ENTRY_COST); its name in the arena
+ * (which may hold as much again in holes before compacting) and in the
+ * roster's copy (3 x the name); and per keyword a ref in the keyword's
+ * list, with the list's growth and its dead refs before compaction
+ * (INDEX_REF_COST). An upper bound, so that budgets in these bytes bound
+ * memory. */
+static size_t entry_cost(size_t name_len, size_t ntokens)
+{
+  return INDEX_ENTRY_COST + 3 * name_len + ntokens * INDEX_REF_COST;
+}
+
+/* What a keyword's list costs while it lives: the Posting and its word,
+ * its first refs, and its slot in the keyword table (which may be four
+ * times its size). Counted in the index's total from the list's creation
+ * to its end, and in the share of the owner whose entry created it. */
+static size_t word_cost(size_t word_len)
+{
+  return INDEX_WORD_COST + word_len;
+}
+
+/* entry_cost plus word_cost of the keywords the index does not hold yet. */
+static size_t add_cost(const Index *ix, size_t name_len, const char *const *tok, size_t nt)
+{
+  size_t cost = entry_cost(name_len, nt);
+  for (size_t k = 0; k < nt; k++)
+    if (!g_hash_table_contains(ix->words, tok[k]))
+      cost += word_cost(strlen(tok[k]));
+  return cost;
+}
+
+size_t index_entry_cost(const Index *ix, const char *name, size_t name_len)
+{
+  char buf[KEYWORD_BUF];
+  const char *tok[TOKENIZE_MAX_TOKENS];
+  if (name_len > INDEX_NAME_MAX)
+    name_len = INDEX_NAME_MAX;
+  size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
+  return add_cost(ix, name_len, tok, nt);
+}
+
 static void entry_remove(Index *ix, uint32_t slot)
 {
   Entry *e = &ix->slots[slot];
@@ -466,6 +519,7 @@ static void entry_remove(Index *ix, uint32_t slot)
   /* Same name, same tokenizer: exactly the keywords it was posted under. */
   size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
 
+  uint32_t owner_id = e->owner;
   e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
@@ -475,6 +529,9 @@ static void entry_remove(Index *ix, uint32_t slot)
   }
   cid_unlink(ix, slot);
   ix->arena_dead += 1 + nlen;
+  size_t cost = entry_cost(nlen, nt);
+  ix->bytes -= cost;
+  ((Owner *)g_ptr_array_index(ix->owners, owner_id))->bytes -= cost;
   e->next_owned = ix->free_head;
   ix->free_head = slot;
   ix->live--;
@@ -540,6 +597,7 @@ Index *index_new(size_t max_per_owner)
   if (!ix)
     return NULL;
   ix->max_per_owner = max_per_owner;
+  ix->max_entries = ix->max_bytes = ix->max_bytes_per_owner = SIZE_MAX;
   ix->free_head = NIL;
   ix->next_stamp = 1;
   ix->cid_cap = CID_TAB_MIN;
@@ -601,8 +659,16 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
    * past what a content-id lookup scans (INDEX_CID_SCAN). */
   if (names >= INDEX_NAMES_PER_CID)
     return INDEX_CID_FULL;
-  if ((o ? o->count : 0) >= ix->max_per_owner)
+  char buf[KEYWORD_BUF];
+  const char *tok[TOKENIZE_MAX_TOKENS];
+  Posting *post[TOKENIZE_MAX_TOKENS];
+  size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
+  size_t cost = add_cost(ix, name_len, tok, nt);
+  if ((o ? o->count : 0) >= ix->max_per_owner ||
+      (o ? o->bytes : 0) + cost > ix->max_bytes_per_owner)
     return INDEX_OWNER_FULL;
+  if (ix->live >= ix->max_entries || ix->bytes + cost > ix->max_bytes)
+    return INDEX_FULL;
 
   if (ix->next_stamp >= INDEX_STAMP_LIMIT &&
       (!stamps_renumber(ix) || ix->next_stamp >= INDEX_STAMP_LIMIT))
@@ -610,10 +676,6 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
 
   /* Reserve everything that can fail before changing anything, so a failed
    * add leaves the index as it was. */
-  char buf[KEYWORD_BUF];
-  const char *tok[TOKENIZE_MAX_TOKENS];
-  Posting *post[TOKENIZE_MAX_TOKENS];
-  size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
   size_t np = 0;
   if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) ||
       (pos == SIZE_MAX && !cid_reserve(ix)))
@@ -649,6 +711,8 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   e->next_owned = o->head;
   o->head = slot;
   o->count++;
+  o->bytes += cost;
+  ix->bytes += cost;
   cid_link(ix, slot);
   for (size_t k = 0; k < nt; k++)
     post[k]->refs[post[k]->len++] = (Ref){slot, e->stamp};
@@ -871,9 +935,29 @@ size_t index_size(const Index *ix)
   return ix->live;
 }
 
+size_t index_bytes(const Index *ix)
+{
+  return ix->bytes;
+}
+
+void index_set_limits(Index *ix, size_t max_entries, size_t max_bytes, size_t max_per_owner,
+                      size_t max_bytes_per_owner)
+{
+  ix->max_entries = max_entries ? max_entries : SIZE_MAX;
+  ix->max_bytes = max_bytes ? max_bytes : SIZE_MAX;
+  ix->max_per_owner = max_per_owner ? max_per_owner : SIZE_MAX;
+  ix->max_bytes_per_owner = max_bytes_per_owner ? max_bytes_per_owner : SIZE_MAX;
+}
+
 size_t index_owner_count(const Index *ix)
 {
   return g_hash_table_size(ix->owners_by_handle);
+}
+
+size_t index_owner_bytes(const Index *ix, uint64_t owner)
+{
+  const Owner *o = owner_lookup(ix, owner);
+  return o ? o->bytes : 0;
 }
 
 size_t index_owner_entries(const Index *ix, uint64_t owner)

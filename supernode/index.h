@@ -29,7 +29,8 @@ typedef enum {
   INDEX_OWNER_FULL,
   INDEX_NOMEM,
   INDEX_BADNAME,
-  INDEX_CID_FULL /* the owner has INDEX_NAMES_PER_CID entries with this content id */
+  INDEX_CID_FULL, /* the owner has INDEX_NAMES_PER_CID entries with this content id */
+  INDEX_FULL      /* over the index's total entries or bytes */
 } IndexResult;
 
 /* Names one owner may give one content id: copies of a file in many
@@ -56,8 +57,21 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
  * choice of owners, in random order, if more have it). */
 size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t max);
 
-size_t index_size(const Index *ix);        /* live entries */
+/* Caps on the whole index and on one owner, in entries and in bytes (the
+ * sum of index_entry_cost); 0: no cap. An add over an owner's cap is
+ * INDEX_OWNER_FULL, over a total INDEX_FULL. Lower caps keep what is held
+ * and refuse new adds. */
+void index_set_limits(Index *ix, size_t max_entries, size_t max_bytes, size_t max_per_owner,
+                      size_t max_bytes_per_owner);
+
+size_t index_size(const Index *ix);  /* live entries */
+size_t index_bytes(const Index *ix); /* index_entry_cost of the live entries */
+/* An upper bound on the memory one entry of this name would cost if added
+ * now (the index, the roster's copy, keyword lists; keyword tables for
+ * keywords the index does not hold yet): what byte caps count. */
+size_t index_entry_cost(const Index *ix, const char *name, size_t name_len);
 size_t index_owner_count(const Index *ix); /* owners with >= 1 entry */
 size_t index_owner_entries(const Index *ix, uint64_t owner);
+size_t index_owner_bytes(const Index *ix, uint64_t owner); /* as capped */
 
 #endif

@@ -20,6 +20,7 @@
 #include "ice.h"
 #include "identity.h"
 #include "session.h"
+#include "memplan.h"
 #include "sncore.h"
 #include "metrics.h"
 #include "network.h"
@@ -73,6 +74,13 @@ typedef struct {
   uint8_t network_pk[IDENTITY_PK_LEN];
   uint8_t cert[NETCERT_LEN];
   CookieJar *cookies; /* the handshake cookie step (cookie.h) */
+  /* Memory (memplan.h): the plan from --memory-limit, the queued-output
+   * budget all sessions share, and sessions cut for not reading. */
+  SnMemPlan mem;
+  Budget *output;
+  uint64_t output_stall_ms;
+  uint64_t output_overruns;
+  unsigned plan_leaves, plan_handshakes; /* what the plan was made for */
 } Sn;
 
 typedef struct {
@@ -112,6 +120,15 @@ static gboolean on_tick(gpointer ud)
   return G_SOURCE_REMOVE;
 }
 
+/* The peer's address without the port: the key of its shares. */
+static void source_of(Session *s, char *out, size_t cap)
+{
+  g_strlcpy(out, session_remote(s), cap);
+  char *colon = strrchr(out, ':');
+  if (colon)
+    *colon = '\0';
+}
+
 static void on_opened(Session *s, void *ud)
 {
   SessCtx *sc = ud;
@@ -121,6 +138,11 @@ static void on_opened(Session *s, void *ud)
   g_info("session %" G_GUINT64_FORMAT " open with %.16s… at %s (%s)", session_id(s), hex,
          session_remote(s), sc->dialed ? "outbound" : "inbound");
   sn_core_open(sc->sn->core, session_id(s), session_peer_id(s), sc->dialed, clock_now_ms());
+  if (!sc->dialed) {
+    char host[BUDGET_KEY_MAX + 1];
+    source_of(s, host, sizeof host);
+    sn_core_set_source(sc->sn->core, session_id(s), host);
+  }
   run_actions(sc->sn);
 }
 
@@ -151,6 +173,8 @@ static void on_closed(Session *s, const char *reason, void *ud)
   sn->bytes_out_closed += session_bytes_out(s);
   if (sc->preauth)
     preauth_release(sn->preauth, id);
+  if (session_output_overrun(s))
+    sn->output_overruns++;
   g_hash_table_remove(sn->sessions, &id); /* drops our ref (and sc) */
   run_actions(sn);
 }
@@ -176,6 +200,24 @@ static void entry_free(gpointer p)
   g_free(e);
 }
 
+/* Output bounds: a leaf (or a session not yet known) may queue little, a
+ * super-node link more (snapshots go out in pieces below it); links
+ * charge a key of their own, so leaves at their address cannot crowd them
+ * out of its share. */
+static void set_output_limits(Sn *sn, Session *s, bool link)
+{
+  char host[BUDGET_KEY_MAX + 1], key[BUDGET_KEY_MAX + 1];
+  source_of(s, host, sizeof host);
+  g_snprintf(key, sizeof key, "%s%s", link ? "link " : "", host);
+  SessionOutputLimits l = {
+      .max_queue = link ? sn->mem.link_output : sn->mem.leaf_output,
+      .stall_ms = sn->output_stall_ms,
+      .budget = sn->output,
+      .source = key,
+  };
+  session_set_output_limits(s, &l);
+}
+
 /* id: a fresh ++next_conn. */
 static void start_session(Sn *sn, GSocketConnection *conn, uint64_t id, const char *dialed)
 {
@@ -194,7 +236,11 @@ static void start_session(Sn *sn, GSocketConnection *conn, uint64_t id, const ch
   if (!e->s) {
     preauth_release(sn->preauth, id); /* a no-op for a dialed one */
     g_hash_table_remove(sn->sessions, &id);
+    return;
   }
+  /* Whoever it is, it gets a leaf's small bounds until it proves to be a
+   * super node (SN_ACT_LINK_UP); what we dial is one already. */
+  set_output_limits(sn, e->s, dialed != NULL);
 }
 
 /* The remote IP address of conn as bytes (4 or 16); 0 if it has none. */
@@ -441,6 +487,10 @@ static void run_actions(Sn *sn)
     case SN_ACT_LEAF_UP:
       send_nat_info(sn, a.conn, a.peer);
       break;
+    case SN_ACT_LINK_UP:
+      if (s)
+        set_output_limits(sn, s, true);
+      break;
     }
     sn_action_clear(&a);
   }
@@ -527,6 +577,10 @@ static void fill_metrics(MetricsWriter *w, void *ud)
       .handshake_cookies_refused = cs.cookies_refused,
       .handshakes_pending = cs.pending,
       .handshake_cookie_step = cs.loaded,
+      .output_queued = budget_used(sn->output),
+      .output_refused = budget_refused(sn->output),
+      .output_overruns = sn->output_overruns,
+      .memory_limit = sn->mem.limit,
   };
   metrics_fill_supernode(w, sn_core_stats(sn->core), &g, &x);
   const PreauthStats *pa = preauth_stats(sn->preauth);
@@ -597,6 +651,15 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "leaves", st->leaves);
   json_object_set_int_member(o, "links", st->links);
   json_object_set_int_member(o, "index_entries", (gint64)st->index_entries);
+  json_object_set_int_member(o, "index_bytes", (gint64)st->index_bytes);
+  json_object_set_int_member(o, "index_bytes_max", (gint64)sn->mem.index_bytes);
+  json_object_set_int_member(o, "entries_over_share", (gint64)st->entries_over_share);
+  json_object_set_int_member(o, "publish_throttled", (gint64)st->publish_throttled);
+  json_object_set_int_member(o, "output_queued", (gint64)budget_used(sn->output));
+  json_object_set_int_member(o, "output_queued_max", (gint64)budget_total(sn->output));
+  json_object_set_int_member(o, "output_refused", (gint64)budget_refused(sn->output));
+  json_object_set_int_member(o, "output_overruns", (gint64)sn->output_overruns);
+  json_object_set_int_member(o, "memory_limit", (gint64)sn->mem.limit);
   json_object_set_int_member(o, "sessions", g_hash_table_size(sn->sessions));
   json_object_set_int_member(o, "sessions_refused", (gint64)sn->sessions_refused);
   const PreauthStats *pa = preauth_stats(sn->preauth);
@@ -698,10 +761,13 @@ static void reload_cert(Sn *sn)
  * backs it up: leaves, a watch session per leaf, links, and the pre-auth
  * ones. A full pre-auth budget never keeps a leaf out: leaves are under
  * --max-leaves, counted apart. */
-static void set_budgets(Sn *sn, unsigned max_leaves)
+/* The pre-auth budget and the backstop on all sessions: leaves and watch
+ * sessions (one per leaf, finding 13) up to max_leaves each, links, and
+ * max_handshakes not yet any of these. The memory plan counts the same. */
+static void set_budgets(Sn *sn, unsigned max_leaves, unsigned max_handshakes)
 {
   PreauthLimits lim = {
-      .max_total = (unsigned)cfg_get_int(sn->conf, "max-handshakes"),
+      .max_total = max_handshakes,
       .max_per_addr = (unsigned)cfg_get_int(sn->conf, "max-handshakes-per-address"),
       .max_per_prefix = (unsigned)cfg_get_int(sn->conf, "max-handshakes-per-prefix"),
       .silent_ms = (uint64_t)cfg_get_int(sn->conf, "silent-timeout-ms"),
@@ -733,9 +799,23 @@ static gboolean on_hup(gpointer ud)
     return G_SOURCE_CONTINUE;
   log_setup(cfg_get_str(sn->conf, "log-level"), NULL);
   unsigned max_leaves = (unsigned)cfg_get_int(sn->conf, "max-leaves");
+  unsigned max_handshakes = (unsigned)cfg_get_int(sn->conf, "max-handshakes");
+  /* The memory plan (and every budget in it) was made at start for so
+   * many sessions (leaves, watches, links and handshakes): more would
+   * break its arithmetic. */
+  if (max_leaves > sn->plan_leaves) {
+    g_warning("max-leaves %u needs a restart (the memory plan was made for %u); keeping %u",
+              max_leaves, sn->plan_leaves, sn->plan_leaves);
+    max_leaves = sn->plan_leaves;
+  }
+  if (max_handshakes > sn->plan_handshakes) {
+    g_warning("max-handshakes %u needs a restart (the memory plan was made for %u); keeping %u",
+              max_handshakes, sn->plan_handshakes, sn->plan_handshakes);
+    max_handshakes = sn->plan_handshakes;
+  }
   sn_core_set_limits(sn->core, (unsigned)cfg_get_int(sn->conf, "degree"), max_leaves,
                      (uint64_t)cfg_get_int(sn->conf, "keepalive-ms"));
-  set_budgets(sn, max_leaves);
+  set_budgets(sn, max_leaves, max_handshakes);
   CookieConfig cc = cookie_config(sn->conf);
   cookie_jar_set_config(sn->cookies, &cc);
   sn_core_set_query_rate(sn->core, (double)cfg_get_int(sn->conf, "query-rate"), clock_now_ms());
@@ -884,6 +964,34 @@ static const CfgDef sn_settings[] = {
      .arg = "N",
      .help = "Queries handled per second, all leaves and links together, shared fairly "
              "between them"},
+    {.key = "memory-limit",
+     .type = CFG_INT,
+     .min = 64,
+     .max = 1 << 22,
+     .def = "4096",
+     .arg = "MIB",
+     .help = "Memory ceiling in MiB; every queue and index budget is derived from it"},
+    {.key = "leaf-output-kib",
+     .type = CFG_INT,
+     .min = 16,
+     .max = 8192,
+     .def = "256",
+     .arg = "KIB",
+     .help = "Output a leaf that does not read may have queued before it is cut off"},
+    {.key = "output-stall-ms",
+     .type = CFG_INT,
+     .min = 1000,
+     .max = 600000,
+     .def = "10000",
+     .arg = "MS",
+     .help = "A session whose queued output does not move for this long is cut off"},
+    {.key = "publish-rate",
+     .type = CFG_INT,
+     .min = 1,
+     .max = 1000000,
+     .def = "1000",
+     .arg = "N",
+     .help = "Entries per second a leaf may publish (after a burst of its whole share)"},
     {.key = "state-dir",
      .type = CFG_PATH,
      .arg = "DIR",
@@ -1209,7 +1317,33 @@ int main(int argc, char **argv)
   cfg.unix_now = clock_unix_s; /* certificates, and believable group terms */
   sn.max_super_links = cfg.max_super_links;
   sn.preauth = preauth_new(NULL);
-  set_budgets(&sn, cfg.max_leaves);
+  sn.plan_leaves = cfg.max_leaves;
+  sn.plan_handshakes = (unsigned)cfg_get_int(conf, "max-handshakes");
+  set_budgets(&sn, sn.plan_leaves, sn.plan_handshakes);
+  if (!sn_mem_plan((uint64_t)cfg_get_int(conf, "memory-limit"), sn.max_sessions,
+                   (uint64_t)cfg_get_int(conf, "leaf-output-kib") << 10, cfg.max_entries_per_leaf,
+                   &sn.mem, msg, sizeof msg)) {
+    fprintf(stderr, "canopy-supernode: %s\n", msg);
+    goto out;
+  }
+  sn.output = budget_new(sn.mem.output_total, sn.mem.output_share);
+  sn.output_stall_ms = (uint64_t)cfg_get_int(conf, "output-stall-ms");
+  cfg.max_index_entries = sn.mem.index_entries;
+  cfg.max_index_bytes = sn.mem.index_bytes;
+  cfg.max_entries_per_leaf = sn.mem.leaf_entries;
+  cfg.max_bytes_per_leaf = sn.mem.leaf_bytes;
+  cfg.max_entries_per_source = sn.mem.source_entries;
+  cfg.max_bytes_per_source = sn.mem.source_bytes;
+  cfg.publish_rate = (double)cfg_get_int(conf, "publish-rate");
+  cfg.publish_burst = MAX((double)sn.mem.leaf_entries, cfg.publish_rate);
+  /* A link is cut at its own cap or at its address's share of the output
+   * budget, whichever comes first. */
+  cfg.link_queue_max = MIN(sn.mem.link_output, sn.mem.output_share);
+  g_info("memory: limit %" G_GUINT64_FORMAT " MiB = program %" G_GUINT64_FORMAT
+         " + sessions %" G_GUINT64_FORMAT " + output 2 x %" G_GUINT64_FORMAT
+         " + index %" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT " entries) + slack (MiB)",
+         sn.mem.limit >> 20, sn.mem.fixed >> 20, sn.mem.sessions >> 20, sn.mem.output_total >> 20,
+         sn.mem.index_bytes >> 20, sn.mem.index_entries);
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
   if (network_key)
     sn_core_set_cert(sn.core, sn.cert, sizeof sn.cert);
@@ -1253,9 +1387,10 @@ out:
     g_object_unref(sn.listener);
   }
   if (sn.sessions)
-    g_hash_table_destroy(sn.sessions);
+    g_hash_table_destroy(sn.sessions); /* before the budget the sessions charge */
   session_set_cookie_jar(NULL);
   cookie_jar_free(sn.cookies);
+  budget_free(sn.output);
   sn_core_free(sn.core);
   preauth_free(sn.preauth);
   g_clear_object(&sn.dialer);

@@ -236,8 +236,8 @@ void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupSt
   metrics_counter(w, "links_refused", "Super nodes refused: not admitted to our network.",
                   st->links_refused);
   metrics_gauge(w, "index_entries", "Entries in the search index.", (double)st->index_entries);
-  metrics_counter(w, "index_entries_rejected", "Entries refused over the per-leaf cap.",
-                  st->entries_rejected);
+  metrics_counter(w, "index_entries_rejected",
+                  "Entries refused over the per-leaf or total index caps.", st->entries_rejected);
   metrics_counter(w, "malformed_messages", "Messages that failed to decode or came out of place.",
                   st->malformed);
   metrics_counter_labels(w, "session_bytes", "Session bytes on the wire, by direction.",
@@ -297,6 +297,22 @@ void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupSt
                   g->stepdowns);
   metrics_counter(w, "group_failovers", "Times the group's leader became another node.",
                   x->failovers);
+
+  /* Memory budgets (supernode/MEMORY.md). */
+  metrics_gauge(w, "memory_limit_bytes", "The configured memory ceiling.", (double)x->memory_limit);
+  metrics_gauge(w, "output_queued_bytes", "Output queued for all sessions.",
+                (double)x->output_queued);
+  metrics_counter(w, "output_refused", "Output refused over the queued-output budget.",
+                  x->output_refused);
+  metrics_counter(w, "output_overruns", "Sessions cut off for not reading their output.",
+                  x->output_overruns);
+  metrics_gauge(w, "index_bytes", "Index memory held, as the index budget counts it.",
+                (double)st->index_bytes);
+  metrics_counter(w, "index_entries_over_share",
+                  "Entries refused over the publishing address's share of the index.",
+                  st->entries_over_share);
+  metrics_counter(w, "publish_throttled", "Entries dropped over a leaf's publish rate.",
+                  st->publish_throttled);
 }
 
 /* --- the HTTP endpoint ------------------------------------------------------ */

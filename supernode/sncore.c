@@ -46,6 +46,7 @@ void sn_config_defaults(SnConfig *c)
   c->query_rate = SN_QUERY_RATE;
   c->query_burst = SN_QUERY_RATE;
   c->signal_rate = SN_SIGNAL_RATE;
+  c->publish_rate = 0; /* the shell sets the budgets from --memory-limit */
   c->leaf_signal_rate = 5;
   c->leaf_signal_burst = 20;
   c->group = NULL;
@@ -81,8 +82,20 @@ static Peer *peer_get(SnCore *c, uint64_t conn)
   return g_hash_table_lookup(c->peers, &conn);
 }
 
+/* Gives back what p holds of its source's index shares. */
+static void release_shares(SnCore *c, Peer *p)
+{
+  size_t klen = strlen(p->source);
+  if (p->held_entries)
+    budget_give(c->src_entries, p->source, klen, p->held_entries);
+  if (p->held_bytes)
+    budget_give(c->src_bytes, p->source, klen, p->held_bytes);
+  p->held_entries = p->held_bytes = 0;
+}
+
 static void forget(SnCore *c, Peer *p, uint64_t now)
 {
+  release_shares(c, p);
   if (p->kind == PEER_LEAF) {
     Record *rec = roster_get(c->roster, p->id);
     if (rec && rec->conn == p->conn) {
@@ -109,6 +122,7 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
   sn_sched_forget(c, p->conn);
   g_hash_table_remove(c->peers, &p->conn);
   c->stats.index_entries = index_size(c->index);
+  c->stats.index_bytes = index_bytes(c->index);
 }
 
 /* Closes a session on our own decision. The peer is forgotten now. */
@@ -161,7 +175,15 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->peers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
   c->leaves_by_id = g_hash_table_new(node_id_hash, node_id_equal);
   c->index = index_new(cfg->max_entries_per_leaf);
+  if (c->index)
+    index_set_limits(c->index, cfg->max_index_entries, cfg->max_index_bytes,
+                     cfg->max_entries_per_leaf, cfg->max_bytes_per_leaf);
   c->roster = c->index ? roster_new(c->index) : NULL;
+  /* Shares per source; their totals are the index's (0: none). */
+  c->src_entries = budget_new(cfg->max_index_entries ? cfg->max_index_entries : UINT64_MAX,
+                              cfg->max_entries_per_source);
+  c->src_bytes = budget_new(cfg->max_index_bytes ? cfg->max_index_bytes : UINT64_MAX,
+                            cfg->max_bytes_per_source);
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
@@ -174,7 +196,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   }
   c->cfg.network_pk = NULL; /* borrowed for sn_core_new only */
   group_init(c, now);
-  if (!c->index || !sched) {
+  if (!c->index || !c->roster || !c->src_entries || !c->src_bytes || !sched) {
     sn_core_free(c);
     return NULL;
   }
@@ -198,11 +220,15 @@ void sn_core_free(SnCore *c)
   flood_free(c->flood);
   sn_sched_free(c);
   mesh_free(c->mesh);
+  budget_free(c->src_entries);
+  budget_free(c->src_bytes);
   g_free(c);
 }
 
 const SnStats *sn_core_stats(const SnCore *c)
 {
+  /* Replication and takeovers change the index too. */
+  ((SnCore *)c)->stats.index_bytes = index_bytes(c->index);
   return &c->stats;
 }
 
@@ -257,6 +283,13 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
   hello.u.hello.cert = c->cert;
   hello.u.hello.cert_len = c->cert_len;
   sn_send(c, conn, &hello);
+}
+
+void sn_core_set_source(SnCore *c, uint64_t conn, const char *source)
+{
+  Peer *p = peer_get(c, conn);
+  if (p && p->held_entries == 0 && p->held_bytes == 0)
+    g_strlcpy(p->source, source ? source : "", sizeof p->source);
 }
 
 void sn_core_set_cert(SnCore *c, const uint8_t *cert, size_t len)
@@ -351,6 +384,7 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   }
   p->kind = PEER_SUPER;
   c->stats.links++;
+  sn_push(c, (SnAction){.kind = SN_ACT_LINK_UP, .conn = p->conn});
   ratelimit_init(&p->queries, c->cfg.super_query_rate, c->cfg.super_query_burst, now);
   ratelimit_init(&p->signals, c->cfg.super_query_rate, c->cfg.super_query_burst, now);
   char listen[MESH_ADDR_MAX + 1] = "";
@@ -388,6 +422,7 @@ void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
   ratelimit_init(&p->queries, c->cfg.leaf_query_rate, c->cfg.leaf_query_burst, now);
   ratelimit_init(&p->signals, c->cfg.leaf_signal_rate, c->cfg.leaf_signal_burst, now);
   ratelimit_init(&p->offers_in, SN_OFFERS_PER_LEAF_RATE, SN_OFFERS_PER_LEAF_BURST, now);
+  ratelimit_init(&p->publishes, c->cfg.publish_rate, c->cfg.publish_burst, now);
   Record *rec = roster_ensure(c->roster, p->id);
   rec->conn = p->conn;
   group_leaf_up(c, rec, now);
@@ -431,6 +466,44 @@ static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   group_leaf_hello(c, p, now);
 }
 
+/* How many of the n entries fit p's source's shares (in order; a reset
+ * frees what p holds first). Leaves with no source have no share. */
+static size_t fit_source(SnCore *c, const Peer *p, bool reset, const WireEntry *e, size_t n)
+{
+  if (!p->source[0])
+    return n;
+  size_t klen = strlen(p->source);
+  uint64_t room_e = budget_room(c->src_entries, p->source, klen);
+  uint64_t room_b = budget_room(c->src_bytes, p->source, klen);
+  if (reset) {
+    room_e += p->held_entries;
+    room_b += p->held_bytes;
+  }
+  size_t k = 0;
+  uint64_t bytes = 0;
+  for (; k < n && k < room_e; k++) {
+    bytes += index_entry_cost(c->index, e[k].name.p, e[k].name.len); /* the index's measure */
+    if (bytes > room_b)
+      break;
+  }
+  return k;
+}
+
+/* Charges p's source with what its record holds now. */
+static void sync_shares(SnCore *c, Peer *p, const Record *rec)
+{
+  if (!p->source[0])
+    return;
+  size_t klen = strlen(p->source);
+  release_shares(c, p);
+  size_t ne = rec->count, nb = index_owner_bytes(c->index, rec->owner);
+  /* fit_source left room for these: the takes cannot fail. */
+  if (budget_take(c->src_entries, p->source, klen, ne))
+    p->held_entries = ne;
+  if (budget_take(c->src_bytes, p->source, klen, nb))
+    p->held_bytes = nb;
+}
+
 static void on_publish(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   if (p->kind != PEER_LEAF) {
@@ -440,10 +513,24 @@ static void on_publish(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   Record *rec = roster_get(c->roster, p->id);
   if (!rec || rec->conn != p->conn)
     return; /* we stopped leading: the leaf is on its way elsewhere */
-  c->stats.entries_rejected +=
-      roster_publish(c->roster, rec, m->u.publish.reset, m->u.publish.entries, m->u.publish.count);
-  group_leaf_publish(c, rec, m->u.publish.reset, m->u.publish.entries, m->u.publish.count, now);
+  const WireEntry *e = m->u.publish.entries;
+  size_t n = m->u.publish.count;
+  bool reset = m->u.publish.reset;
+  /* A leaf re-publishing without end costs index churn and replication:
+   * its entries per second are capped (the burst takes a whole manifest
+   * up to its share at once). */
+  if (c->cfg.publish_rate > 0 && !ratelimit_take_n(&p->publishes, (double)n, now)) {
+    c->stats.publish_throttled += n;
+    g_debug("session %" G_GUINT64_FORMAT ": PUBLISH of %zu entries over the rate", p->conn, n);
+    return;
+  }
+  size_t k = fit_source(c, p, reset, e, n);
+  c->stats.entries_over_share += n - k;
+  c->stats.entries_rejected += roster_publish(c->roster, rec, reset, e, k);
+  sync_shares(c, p, rec);
+  group_leaf_publish(c, rec, reset, e, k, now);
   c->stats.index_entries = index_size(c->index);
+  c->stats.index_bytes = index_bytes(c->index);
 }
 
 /* Answers a query from our own index; hits go to `to` as SEARCH_HITS (a

@@ -33,6 +33,17 @@ typedef struct {
   unsigned max_hits_local;   /* hits one super node answers per query */
   unsigned max_hits_relayed; /* hits passed back per query id */
   size_t max_entries_per_leaf;
+  /* Memory budgets (0: no cap; supernode/MEMORY.md has the arithmetic).
+   * The index totals hold for every entry, replicated ones too; the per
+   * leaf and per source (address, sn_core_set_source) shares for what
+   * leaves publish to us. Bytes are index_entry_cost (index.h) summed. */
+  size_t max_index_entries, max_index_bytes;
+  size_t max_bytes_per_leaf;
+  size_t max_entries_per_source, max_bytes_per_source;
+  double publish_rate, publish_burst; /* entries per second per leaf; 0: no limit */
+  /* Bytes a super-node link may have queued before the shell cuts it (0:
+   * 8 MiB): replication to the backup keeps well under it (group.c). */
+  size_t link_queue_max;
   double leaf_query_rate, leaf_query_burst;   /* per leaf session */
   double super_query_rate, super_query_burst; /* per super-node link */
   double leaf_signal_rate, leaf_signal_burst; /* ICE signalling per leaf (links: super_query_*) */
@@ -87,6 +98,9 @@ typedef struct {
   unsigned leaves;            /* current leaf sessions */
   unsigned links;             /* current super-node links */
   size_t index_entries;
+  size_t index_bytes;          /* index memory held, as capped (index_entry_cost) */
+  uint64_t entries_over_share; /* refused: over the publishing address's share */
+  uint64_t publish_throttled;  /* entries dropped: over the per-leaf publish rate */
 } SnStats;
 
 typedef enum { SN_ROLE_JOINING, SN_ROLE_LEADER, SN_ROLE_BACKUP, SN_ROLE_STANDBY } SnRole;
@@ -122,6 +136,7 @@ typedef enum {
   SN_ACT_CLOSE,
   SN_ACT_DIAL,
   SN_ACT_LEAF_UP, /* conn became a leaf session (the shell sends it NAT_INFO) */
+  SN_ACT_LINK_UP, /* conn became a super-node link (the shell gives it link bounds) */
 } SnActionKind;
 
 typedef struct {
@@ -148,6 +163,10 @@ void sn_core_add_peer(SnCore *c, const char *addr, uint64_t now);
  * dialed is the address we dialed (outbound) or NULL (inbound). */
 void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const char *dialed,
                   uint64_t now);
+/* Where an inbound session comes from (its address without the port, at
+ * most BUDGET_KEY_MAX bytes): the key of its per-source shares. Sessions
+ * without one have no per-source share (tests, the simulator). */
+void sn_core_set_source(SnCore *c, uint64_t conn, const char *source);
 /* A session ended, for any reason. */
 void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now);
 /* True once conn's HELLO made it a leaf, a watch or a link: it has a place

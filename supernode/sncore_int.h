@@ -5,6 +5,7 @@
 
 #include <glib.h>
 
+#include "budget.h"
 #include "fairshare.h"
 #include "flood.h"
 #include "index.h"
@@ -47,13 +48,31 @@ typedef struct {
   bool watch_leader_ok;
   uint64_t watch_term;
   bool member_refused; /* said our group's name without the secret (logged once) */
+  /* Memory budgets: the address it came from, the publish rate, and what
+   * it holds of its source's index shares (given back when it goes). */
+  char source[BUDGET_KEY_MAX + 1];
+  RateLimit publishes;
+  size_t held_entries, held_bytes;
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
 typedef struct {
   uint64_t seq;
   uint64_t sent_at;
+  size_t bytes; /* its size on the wire, about */
 } Pending;
+
+/* A snapshot to the backup, sent in pieces under flow control (group.c):
+ * the records to send when it began, and how far it got. */
+typedef struct {
+  GArray *ids;        /* 32-byte record ids (element size 32); NULL when none runs */
+  guint next;         /* the record being sent */
+  size_t off;         /* its entries sent so far */
+  size_t unacked;     /* REPL bytes sent to the backup, not acknowledged */
+  uint64_t pieces;    /* REPL ops the snapshots sent (tests, status) */
+  size_t max_unacked; /* the most unacknowledged at once */
+  uint64_t resyncs;   /* snapshots resent because changes outran the backup */
+} Snapshot;
 
 typedef struct {
   bool on;
@@ -78,7 +97,8 @@ typedef struct {
   /* leader */
   uint64_t repl_seq;
   GQueue pending;     /* Pending*, oldest first */
-  bool backup_synced; /* snapshot sent to the current backup */
+  bool backup_synced; /* snapshot begun to the current backup: changes flow to it */
+  Snapshot snap;
   /* backup */
   uint64_t repl_applied;
   uint64_t repl_last_seq;
@@ -111,6 +131,7 @@ struct SnCore {
   uint8_t network_pk[32];
   uint8_t cert[WIRE_MAX_CERT];
   uint16_t cert_len;
+  Budget *src_entries, *src_bytes; /* index shares per source address */
 };
 
 /* sncore.c */

@@ -529,6 +529,7 @@ static void sn_run_actions(World *w, Node *n)
       dial_start(w, n, a.addr, -1);
       break;
     case SN_ACT_LEAF_UP:
+    case SN_ACT_LINK_UP:
       break;
     }
     sn_action_clear(&a);

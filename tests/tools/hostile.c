@@ -61,6 +61,15 @@
  *   hijack-member  the same with a made-up membership proof, or with
  *               canopy-hostile hijack-member HOST:PORT GROUP SECONDS TERM
  *               KEYFILE a real one (a member holding the group's secret)
+ * Memory attacks (the memory findings; exit 0 after SECONDS):
+ *   hold        canopy-hostile hold HOST:PORT SESSIONS RATE SECONDS WORD:
+ *               SESSIONS leaves each searching WORD RATE times a second and
+ *               never reading an answer; a session cut off is redialled.
+ *               Prints the sessions opened in all.
+ *   sybilpub    canopy-hostile sybilpub HOST:PORT COUNT SECONDS [KEYWORDS]: one
+ *               leaf publishing COUNT entries of 255-byte names of KEYWORDS
+ *               (default 32) keywords no other entry has, then answering
+ *               pings. Prints the entries sent.
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -1094,23 +1103,169 @@ static int hijack(int fd, Channel *ch, const Identity *id, const char *group, in
   return 0;
 }
 
+/* --- memory findings -------------------------------------------------------- */
+
+typedef struct {
+  int fd;
+  Channel *ch;
+  Identity id;
+} HoldSession;
+
+/* A real handshake and HELLO as a leaf; false if the super node refused. */
+static bool hold_open(HoldSession *h, const char *addr)
+{
+  h->fd = dial(addr);
+  if (h->fd < 0 || !identity_generate(&h->id))
+    return false;
+  h->ch = channel_new(&h->id, CHANNEL_INITIATOR);
+  flush_channel(h->fd, h->ch);
+  if (pump(h->fd, h->ch, 5000, NULL) == 0 || channel_state(h->ch) != CHANNEL_OPEN)
+    return false;
+  hello_leaf(h->fd, h->ch);
+  return true;
+}
+
+static void hold_close(HoldSession *h)
+{
+  if (h->fd >= 0)
+    close(h->fd);
+  channel_free(h->ch);
+  identity_clear(&h->id);
+  h->fd = -1;
+  h->ch = NULL;
+}
+
+/* Sends one message; false when the super node has hung up on us. */
+static bool hold_send(HoldSession *h, const WireMsg *m)
+{
+  Buf b;
+  buf_init(&b);
+  wire_encode(m, &b);
+  channel_write(h->ch, b.data, b.len);
+  buf_free(&b);
+  size_t n;
+  const uint8_t *out = channel_output(h->ch, &n);
+  while (n > 0) {
+    ssize_t k = send(h->fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break; /* our own send buffer is full: keep the rest for later */
+    if (k <= 0)
+      return false;
+    channel_output_consume(h->ch, (size_t)k);
+    out = channel_output(h->ch, &n);
+  }
+  /* A hang-up shows as an error on the next send (we never read to see
+   * the end of stream): a cut session is noticed one search later. */
+  return true;
+}
+
+static int hold_mode(const char *addr, int sessions, double rate, int seconds, const char *word)
+{
+  HoldSession *hs = calloc((size_t)sessions, sizeof *hs);
+  long opened = 0;
+  for (int i = 0; i < sessions; i++) {
+    hs[i].fd = -1;
+    if (hold_open(&hs[i], addr))
+      opened++;
+    else
+      hold_close(&hs[i]);
+  }
+  long end = now_ms() + seconds * 1000L, period = (long)(1000.0 / rate);
+  uint32_t req = 0;
+  while (now_ms() < end) {
+    long next = now_ms() + period;
+    for (int i = 0; i < sessions; i++) {
+      WireMsg s = {.type = MSG_SEARCH};
+      s.u.search.req = ++req;
+      s.u.search.ttl = 1;
+      s.u.search.text = wire_str(word, strlen(word));
+      if (hs[i].fd >= 0 && hold_send(&hs[i], &s))
+        continue;
+      hold_close(&hs[i]);
+      if (hold_open(&hs[i], addr))
+        opened++;
+      else
+        hold_close(&hs[i]);
+    }
+    long wait = next - now_ms();
+    if (wait > 0)
+      usleep((useconds_t)wait * 1000);
+  }
+  for (int i = 0; i < sessions; i++)
+    hold_close(&hs[i]);
+  free(hs);
+  printf("%ld\n", opened);
+  return 0;
+}
+
+/* Entry i's name: kw - 1 keywords of 7 bytes no other entry has, then a
+ * last one filling the name to 255 bytes (kw 32: the most an entry can
+ * cost). */
+static void sybil_name(uint32_t i, uint32_t kw, char out[256])
+{
+  static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  size_t off = 0;
+  for (uint32_t j = 0; j < kw; j++) {
+    uint64_t v = (uint64_t)i * 32 + j;
+    out[off++] = 'q';
+    for (int d = 0; d < 6; d++, v /= 36)
+      out[off++] = digits[v % 36];
+    out[off++] = j + 1 < kw ? ' ' : 'z';
+  }
+  while (off < 255)
+    out[off++] = 'z';
+  out[255] = '\0';
+}
+
+static int sybil_mode(int fd, Channel *ch, int count, int seconds, int keywords)
+{
+  uint32_t kw = keywords < 1 ? 1 : keywords > 32 ? 32 : (uint32_t)keywords;
+  hello_leaf(fd, ch);
+  static WireEntry e[WIRE_MAX_ENTRIES];
+  static char names[WIRE_MAX_ENTRIES][256];
+  int sent = 0;
+  while (sent < count) {
+    int k = count - sent < WIRE_MAX_ENTRIES ? count - sent : WIRE_MAX_ENTRIES;
+    for (int i = 0; i < k; i++) {
+      uint32_t n = (uint32_t)(sent + i);
+      sybil_name(n, kw, names[i]);
+      e[i].name = wire_str(names[i], 255);
+      e[i].size = 1000 + n;
+      memset(e[i].cid, 0x5a, sizeof e[i].cid);
+      memcpy(e[i].cid, &n, sizeof n);
+    }
+    WireMsg m = {.type = MSG_PUBLISH};
+    m.u.publish.reset = sent == 0;
+    m.u.publish.count = (uint16_t)k;
+    m.u.publish.entries = e;
+    send_msg(fd, ch, &m);
+    sent += k;
+    if (sent % (WIRE_MAX_ENTRIES * 64) == 0 && !idle(fd, ch, 1))
+      break; /* answer pings on the way, and notice a hang-up */
+  }
+  printf("%d\n", sent);
+  fflush(stdout);
+  return idle(fd, ch, seconds * 1000) ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
-    fprintf(
-        stderr,
-        "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
-        "HOST:PORT [COUNT]\n"
-        "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
-        "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n"
-        "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n"
-        "       canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT\n"
-        "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n"
-        "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n"
-        "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n"
-        "       canopy-hostile stunflood HOST:PORT SRC_IP SECONDS\n"
-        "       canopy-hostile gossip HOST:PORT COUNT CLAIM\n"
-        "       canopy-hostile hijack|hijack-member HOST:PORT GROUP SECONDS [TERM [KEYFILE]]\n");
+    fprintf(stderr,
+            "usage: canopy-hostile garbage|hugeframe|tamper|truncated|wrongplace|nohello|flood "
+            "HOST:PORT [COUNT]\n"
+            "       canopy-hostile liar HOST:PORT NAME CID SIZE SECONDS\n"
+            "       canopy-hostile slots HOST:PORT N SECONDS [PREFIXES [ADDRS]]\n"
+            "       canopy-hostile m1flood HOST:PORT SECONDS [CONNS]\n"
+            "       canopy-hostile liarnames HOST:PORT NAME CID SIZE SECONDS COUNT\n"
+            "       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS\n"
+            "       canopy-hostile qidflood HOST:PORT RATE SECONDS same|random\n"
+            "       canopy-hostile offers HOST:PORT VICTIM_ID COUNT SECONDS\n"
+            "       canopy-hostile stunflood HOST:PORT SRC_IP SECONDS\n"
+            "       canopy-hostile gossip HOST:PORT COUNT CLAIM\n"
+            "       canopy-hostile hijack|hijack-member HOST:PORT GROUP SECONDS [TERM [KEYFILE]]\n"
+            "       canopy-hostile hold HOST:PORT SESSIONS RATE SECONDS WORD\n"
+            "       canopy-hostile sybilpub HOST:PORT COUNT SECONDS [KEYWORDS]\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -1118,6 +1273,9 @@ int main(int argc, char **argv)
   if (strcmp(argv[1], "stunflood") == 0 && argc == 5)
     return stun_flood(argv[2], argv[3], atoi(argv[4]));
   const char *mode = argv[1];
+  if (strcmp(mode, "hold") == 0 && argc == 7)
+    return crypto_ready() ? hold_mode(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]), argv[6])
+                          : 2;
   if (strcmp(mode, "gossip") == 0 && argc == 5)
     return crypto_ready() ? mode_gossip(argv[2], atoi(argv[3]), argv[4]) : 2;
   if (strcmp(mode, "slots") == 0)
@@ -1236,6 +1394,8 @@ int main(int argc, char **argv)
       rc = hijack(fd, ch, &id, argv[3], atoi(argv[4]), term, strcmp(mode, "hijack-member") == 0,
                   key);
     }
+  } else if (strcmp(mode, "sybilpub") == 0 && (argc == 5 || argc == 6)) {
+    rc = sybil_mode(fd, ch, atoi(argv[3]), atoi(argv[4]), argc == 6 ? atoi(argv[5]) : 32);
   } else {
     fprintf(stderr, "canopy-hostile: unknown mode %s\n", mode);
   }

@@ -248,6 +248,10 @@ static void handle_action(Net *net, int i, SnAction *a)
     nd->leaf_ups++;
     return;
   }
+  if (a->kind == SN_ACT_LINK_UP) {
+    assert_int_equal(e->kind, END_SUPER);
+    return;
+  }
   /* SN_ACT_CLOSE */
   assert_non_null(a->reason);
   CloseRec r = {a->conn, a->reason};

@@ -1,0 +1,52 @@
+/* memplan.h - from one memory ceiling (--memory-limit) to every budget of
+ * the super node. supernode/MEMORY.md explains the arithmetic; in short:
+ *
+ *   limit = fixed + sessions x per-session + 2 x output + index + slack
+ *
+ * where fixed (SN_MEM_FIXED) is the program, its libraries and its
+ * fixed-size tables, each possible session (leaves, links and handshakes
+ * together) may hold SN_MEM_PER_SESSION in buffers, output is the queued
+ * bytes of all sessions (counted twice: buffers grow by doubling), index
+ * is the index's own bound (index_entry_cost summed), and what is left
+ * stays as slack. Sans I/O; the shell logs the plan at start.
+ */
+#ifndef CANOPY_MEMPLAN_H
+#define CANOPY_MEMPLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SN_MEM_FIXED (32ull << 20)
+/* A session's input frame buffer (up to two wire frames, capacity 256 KiB),
+ * its last plaintext (128 KiB), one message past its output cap before the
+ * cut (2 x 64 KiB) and its bookkeeping. */
+#define SN_MEM_PER_SESSION (576ull << 10)
+/* What must be left for queues and index once the rest is paid. */
+#define SN_MEM_MIN_SPARE (16ull << 20)
+/* A link's output cap: a snapshot is sent in pieces below it (group.c). */
+#define SN_LINK_OUTPUT_MAX (8ull << 20)
+
+typedef struct {
+  uint64_t limit;    /* bytes */
+  uint64_t fixed;    /* SN_MEM_FIXED */
+  uint64_t sessions; /* max_sessions x SN_MEM_PER_SESSION */
+  uint64_t spare;    /* limit - fixed - sessions */
+  /* Queued output (bytes queued in user space, charged as queued): all
+   * sessions together, and one address's share. */
+  uint64_t output_total, output_share;
+  uint64_t leaf_output, link_output; /* per session */
+  /* The index (entries; bytes as index_entry_cost counts them): in total,
+   * per leaf and per source address. */
+  uint64_t index_entries, index_bytes;
+  uint64_t leaf_entries, leaf_bytes;
+  uint64_t source_entries, source_bytes;
+} SnMemPlan;
+
+/* Splits limit_mib among the budgets for max_sessions sessions, a leaf
+ * output cap of leaf_output bytes and at most max_entries_per_leaf entries
+ * per leaf. False, with a message in err, when the limit is too small. */
+bool sn_mem_plan(uint64_t limit_mib, unsigned max_sessions, uint64_t leaf_output,
+                 uint64_t max_entries_per_leaf, SnMemPlan *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,197 @@
+/* test_snbudget.c - the super node's memory budgets (issue 11, finding 2),
+ * through the core with the fake clock: the index's per-leaf and
+ * per-address shares, the publish rate, and the plan that derives them
+ * from --memory-limit. Reuses test_sncore.c's network of cores. */
+int test_sncore_main(void);
+#define main test_sncore_main
+#include "test_sncore.c"
+#undef main
+
+#include "index.h"
+#include "memplan.h"
+
+/* One entry of owner (a node id made of the owner handle). */
+static IndexResult ix_add(Index *ix, uint64_t owner, const char *name, uint32_t cidn)
+{
+  uint8_t peer[32], cid[32];
+  memset(peer, 0xAA, 32);
+  memcpy(peer, &owner, sizeof owner);
+  memset(cid, 0xCC, 32);
+  memcpy(cid, &cidn, sizeof cidn);
+  return index_add(ix, owner, peer, name, strlen(name), 1000 + cidn, cid);
+}
+
+/* The memory caps: totals (entries, bytes) for everyone, bytes per owner;
+ * removing an owner gives its bytes back, exactly; a keyword's list is
+ * counted once, while it lives. */
+static void test_index_memory_caps(void **state)
+{
+  (void)state;
+  Index *ix = index_new(1000);
+  /* Five-byte names of two keywords no other name has: one price each. */
+  size_t one = index_entry_cost(ix, "ab cd", 5);
+  assert_true(one > 5 * 3 && one < 4096);
+  assert_int_equal(index_entry_cost(ix, "ef gh", 5), one);
+  index_set_limits(ix, 5, 4 * one, 1000, 2 * one);
+  assert_int_equal(ix_add(ix, 1, "ab cd", 1), INDEX_OK);
+  assert_int_equal(index_bytes(ix), one);
+  /* A name of keywords the index holds costs less: no new lists. */
+  assert_true(index_entry_cost(ix, "cd ab", 5) < one);
+  assert_int_equal(ix_add(ix, 1, "ef gh", 2), INDEX_OK);
+  assert_int_equal(ix_add(ix, 1, "ij kl", 3), INDEX_OWNER_FULL); /* its bytes */
+  assert_int_equal(index_owner_bytes(ix, 1), 2 * one);
+  assert_int_equal(ix_add(ix, 2, "mn op", 4), INDEX_OK);
+  assert_int_equal(ix_add(ix, 3, "qr st", 5), INDEX_OK);
+  assert_int_equal(ix_add(ix, 4, "uv wx", 6), INDEX_FULL); /* the total bytes */
+  assert_int_equal(index_bytes(ix), 4 * one);
+  assert_int_equal(index_size(ix), 4);
+  index_remove_owner(ix, 1);
+  assert_int_equal(index_bytes(ix), 2 * one);
+  assert_int_equal(ix_add(ix, 4, "uv wx", 6), INDEX_OK);
+  /* The entry cap binds for short names. */
+  index_set_limits(ix, 3, 0, 0, 0);
+  assert_int_equal(ix_add(ix, 5, "x", 7), INDEX_FULL);
+  /* Shared keywords: counted while any entry holds them. */
+  assert_int_equal(ix_add(ix, 2, "mn op qr", 8), INDEX_FULL); /* 3 live: the cap */
+  index_set_limits(ix, 0, 0, 0, 0);
+  assert_int_equal(ix_add(ix, 2, "mn op qr", 8), INDEX_OK);
+  index_remove_owner(ix, 3); /* "qr" lives on in owner 2's entry */
+  index_remove_owner(ix, 2);
+  index_remove_owner(ix, 4);
+  assert_int_equal(index_bytes(ix), 0);
+  assert_int_equal(index_size(ix), 0);
+  index_free(ix);
+}
+
+/* A leaf from address src, attached. */
+static int leaf_from(Net *net, int node, const char *src)
+{
+  int li = leaf_open(net, node);
+  sn_core_set_source(net->node[node].core, net->leaves[li].conn, src);
+  leaf_hello(net, li);
+  assert_false(net->leaves[li].closed);
+  return li;
+}
+
+/* n entries named "<tag> NNN" published by li, in frames. */
+static void publish_many(Net *net, int li, const char *tag, int n)
+{
+  char names[WIRE_MAX_ENTRIES][32];
+  const char *p[WIRE_MAX_ENTRIES];
+  for (int off = 0; off < n; off += WIRE_MAX_ENTRIES) {
+    int k = MIN(n - off, WIRE_MAX_ENTRIES);
+    for (int i = 0; i < k; i++) {
+      snprintf(names[i], sizeof names[i], "%s %04d", tag, off + i);
+      p[i] = names[i];
+    }
+    leaf_publish(net, li, p, (size_t)k, off == 0);
+  }
+}
+
+/* Room for 100 entries in total, 40 per leaf, 60 per address (bytes
+ * unbounded here: test_index_memory_caps has them, and fit_source treats
+ * both alike). */
+static SnConfig budget_config(void)
+{
+  SnConfig cfg = base_config();
+  cfg.max_index_entries = 100;
+  cfg.max_entries_per_leaf = 40;
+  cfg.max_entries_per_source = 60;
+  return cfg;
+}
+
+/* One leaf cannot take more than its share; leaves of one address not
+ * more than the address's; other addresses still get in; a leaf leaving
+ * gives its address's share back. */
+static void test_index_shares(void **state)
+{
+  (void)state;
+  SnConfig cfg = budget_config();
+  Net *net = net_new(1, &cfg, false);
+  int a1 = leaf_from(net, S1, "10.0.0.1");
+  int a2 = leaf_from(net, S1, "10.0.0.1");
+  int b1 = leaf_from(net, S1, "10.0.0.2");
+  int c1 = leaf_from(net, S1, "10.0.0.3");
+  publish_many(net, a1, "aa", 100);
+  assert_int_equal(sn_core_leaf_entries(net->node[S1].core, net->leaves[a1].id), 40);
+  /* Counted once each, whichever cap saw it first. */
+  assert_int_equal(stats(net, S1)->entries_rejected + stats(net, S1)->entries_over_share, 60);
+  publish_many(net, a2, "ab", 100);
+  /* The address's share (60) leaves a2 20. */
+  assert_int_equal(sn_core_leaf_entries(net->node[S1].core, net->leaves[a2].id), 20);
+  assert_int_equal(stats(net, S1)->entries_rejected + stats(net, S1)->entries_over_share, 140);
+  publish_many(net, b1, "ba", 30);
+  assert_int_equal(stats(net, S1)->index_entries, 90);
+  /* The total (100) leaves c1 10. */
+  publish_many(net, c1, "ca", 30);
+  assert_int_equal(stats(net, S1)->index_entries, 100);
+  assert_int_equal(sn_core_leaf_entries(net->node[S1].core, net->leaves[c1].id), 10);
+
+  /* a1 goes: a2 may take its address's share up to its own. */
+  net->ends[net->leaves[a1].conn].open = false;
+  sn_core_closed(net->node[S1].core, net->leaves[a1].conn, net->now);
+  pump(net);
+  publish_many(net, a2, "ac", 100); /* a reset: its 20 go first */
+  assert_int_equal(sn_core_leaf_entries(net->node[S1].core, net->leaves[a2].id), 40);
+  leaf_search(net, b1, 1, 0, "ba");
+  assert_int_equal(hits_for(net, b1, 1), 30);
+  net_free(net);
+}
+
+/* Entries per second per leaf: a burst, then the rate; throttled frames
+ * are dropped whole and counted; another leaf is not affected. */
+static void test_publish_rate(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.publish_rate = 100;
+  cfg.publish_burst = 200;
+  Net *net = net_new(1, &cfg, false);
+  int l = leaf_add(net, S1);
+  int other = leaf_add(net, S1);
+  publish_many(net, l, "aa", 200); /* the burst */
+  assert_int_equal(stats(net, S1)->index_entries, 200);
+  const char *one[] = {"late 1"};
+  leaf_publish(net, l, one, 1, false);
+  assert_int_equal(stats(net, S1)->publish_throttled, 1);
+  assert_int_equal(stats(net, S1)->index_entries, 200);
+  publish_many(net, other, "bb", 50);
+  assert_int_equal(stats(net, S1)->index_entries, 250);
+  net->now += 500; /* 50 tokens */
+  leaf_publish(net, l, one, 1, false);
+  assert_int_equal(stats(net, S1)->index_entries, 251);
+  assert_false(net->leaves[l].closed); /* throttled, not cut off */
+  net_free(net);
+}
+
+/* The plan adds up: what it hands out never exceeds the limit. */
+static void test_memory_plan(void **state)
+{
+  (void)state;
+  SnMemPlan p;
+  char err[256];
+  assert_true(sn_mem_plan(2048, 2144, 256 << 10, 100000, &p, err, sizeof err));
+  assert_int_equal(p.limit, 2048ull << 20);
+  assert_int_equal(p.sessions, 2144ull * SN_MEM_PER_SESSION);
+  assert_true(p.fixed + p.sessions + 2 * p.output_total + p.index_bytes <= p.limit);
+  assert_int_equal(p.leaf_output, 256 << 10);
+  assert_true(p.leaf_bytes * 8 <= p.index_bytes && p.source_bytes * 4 <= p.index_bytes);
+  assert_true(p.leaf_entries <= 100000);
+  /* Too small for the sessions: refused, and the message says why. */
+  assert_false(sn_mem_plan(64, 2144, 256 << 10, 100000, &p, err, sizeof err));
+  assert_non_null(strstr(err, "max-leaves"));
+  /* A small limit shrinks a leaf's queue below its setting. */
+  assert_true(sn_mem_plan(200, 244, 8 << 20, 100000, &p, err, sizeof err));
+  assert_true(p.leaf_output <= p.output_share);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_index_memory_caps),
+      cmocka_unit_test(test_index_shares),
+      cmocka_unit_test(test_publish_rate),
+      cmocka_unit_test(test_memory_plan),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
