@@ -74,10 +74,10 @@ typedef struct {
   uint64_t handshake_cookies_refused;  /* forged, expired, unsolved or replayed */
   uint64_t handshakes_pending;         /* handshakes past M1, not finished */
   bool handshake_cookie_step;          /* engaged now (under load) */
-  uint64_t output_queued;           /* bytes queued for sessions, all of them, now */
-  uint64_t output_refused;          /* charges refused by the queued-output budget */
-  uint64_t output_overruns;         /* sessions cut off for not reading their output */
-  uint64_t memory_limit;            /* the configured ceiling, bytes */
+  uint64_t output_queued;              /* bytes queued for sessions, all of them, now */
+  uint64_t output_refused;             /* charges refused by the queued-output budget */
+  uint64_t output_overruns;            /* sessions cut off for not reading their output */
+  uint64_t memory_limit;               /* the configured ceiling, bytes */
 } MetricsExtra;
 
 /* Writes the super node's families: core counters (st), the group (g) and
