@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # memory_hold.sh - a super node's resident size under the memory attacks of
-# issue 11 (finding 2), with the default budgets (--memory-limit 2048,
+# issue 11 (finding 2), with the default budgets (--memory-limit 4096,
 # --max-leaves 2000, nothing else set).
 #
 #   tests/bench/memory_hold.sh [BUILD_DIR] [HOLD_SECONDS] [SESSIONS]
