@@ -409,6 +409,8 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   group_link_up(c, p, now);
 }
 
+static void sync_shares(SnCore *c, Peer *p, const Record *rec);
+
 void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
 {
   /* A leaf that reconnects before its old session timed out: the new
@@ -425,6 +427,7 @@ void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
   ratelimit_init(&p->publishes, c->cfg.publish_rate, c->cfg.publish_burst, now);
   Record *rec = roster_ensure(c->roster, p->id);
   rec->conn = p->conn;
+  sync_shares(c, p, rec); /* a replica's entries are its address's too */
   group_leaf_up(c, rec, now);
   /* What we hold of its entries (a replica, after a takeover): the leaf
    * publishes only if that is not its manifest. */
@@ -489,7 +492,12 @@ static size_t fit_source(SnCore *c, const Peer *p, bool reset, const WireEntry *
   return k;
 }
 
-/* Charges p's source with what its record holds now. */
+/* Charges p's source with what its record holds now. fit_source's room
+ * is an estimate (a reset re-publish is priced against the index still
+ * holding the old entries, whose keywords then cost nothing; a replica
+ * found at attach was never charged here), so the charge is forced: what
+ * is held is counted even over the share, and the address gets no more
+ * room until it gives some back. */
 static void sync_shares(SnCore *c, Peer *p, const Record *rec)
 {
   if (!p->source[0])
@@ -497,10 +505,9 @@ static void sync_shares(SnCore *c, Peer *p, const Record *rec)
   size_t klen = strlen(p->source);
   release_shares(c, p);
   size_t ne = rec->count, nb = index_owner_bytes(c->index, rec->owner);
-  /* fit_source left room for these: the takes cannot fail. */
-  if (budget_take(c->src_entries, p->source, klen, ne))
+  if (budget_force(c->src_entries, p->source, klen, ne))
     p->held_entries = ne;
-  if (budget_take(c->src_bytes, p->source, klen, nb))
+  if (budget_force(c->src_bytes, p->source, klen, nb))
     p->held_bytes = nb;
 }
 

@@ -9,6 +9,7 @@ int test_sncore_main(void);
 
 #include "index.h"
 #include "memplan.h"
+#include "sncore_int.h"
 
 /* One entry of owner (a node id made of the owner handle). */
 static IndexResult ix_add(Index *ix, uint64_t owner, const char *name, uint32_t cidn)
@@ -138,6 +139,85 @@ static void test_index_shares(void **state)
   net_free(net);
 }
 
+static uint64_t src_used(Net *net, int node, const char *src, bool bytes)
+{
+  SnCore *c = net->node[node].core;
+  return budget_used_by(bytes ? c->src_bytes : c->src_entries, src, strlen(src));
+}
+
+/* A reset re-publish is priced against the index still holding the old
+ * entries (their keywords cost nothing), so it may end up over the
+ * address's byte share: what is held is charged anyway, and the address
+ * gets no more (the charge failed and counted nothing before). */
+static void test_republish_charged_whatever_it_costs(void **state)
+{
+  (void)state;
+  Index *probe = index_new(1000);
+  size_t one = index_entry_cost(probe, "zz 0000", 7); /* every keyword new */
+  index_free(probe);
+  SnConfig cfg = base_config();
+  cfg.max_bytes_per_source = 40 * one;
+  Net *net = net_new(1, &cfg, false);
+  SnCore *c = net->node[S1].core;
+  int a1 = leaf_from(net, S1, "10.0.0.1");
+  int a2 = leaf_from(net, S1, "10.0.0.1");
+  publish_many(net, a1, "zz", 30);
+  assert_int_equal(sn_core_leaf_entries(c, net->leaves[a1].id), 30);
+  Record *rec = roster_get(c->roster, net->leaves[a1].id);
+  assert_int_equal(src_used(net, S1, "10.0.0.1", true), index_owner_bytes(c->index, rec->owner));
+  publish_many(net, a1, "zz", 60); /* a reset: 30 priced cheap, then new ones */
+  size_t held = sn_core_leaf_entries(c, net->leaves[a1].id);
+  assert_true(held > 30);
+  uint64_t bytes = index_owner_bytes(c->index, rec->owner);
+  assert_true(bytes > 40 * one); /* over the share: the estimate was low */
+  assert_int_equal(src_used(net, S1, "10.0.0.1", true), bytes);
+  /* The address is full: its other leaf gets nothing in. */
+  publish_many(net, a2, "yy", 10);
+  assert_int_equal(sn_core_leaf_entries(c, net->leaves[a2].id), 0);
+  /* A leaf of another address still does. */
+  int b1 = leaf_from(net, S1, "10.0.0.2");
+  publish_many(net, b1, "xx", 10);
+  assert_int_equal(sn_core_leaf_entries(c, net->leaves[b1].id), 10);
+  net_free(net);
+}
+
+/* After a takeover the new leader holds the leaf's replicated record: the
+ * leaf's address is charged with it when the leaf attaches, not never
+ * (and then refused whole at the leaf's next add). */
+static void test_replica_charged_at_attach(void **state)
+{
+  (void)state;
+  SnConfig cfg = budget_config(); /* 60 entries per address, 40 per leaf */
+  Net *net = net_new(1, &cfg, false);
+  SnCore *c = net->node[S1].core;
+  int a1 = leaf_open(net, S1);
+  sn_core_set_source(c, net->leaves[a1].conn, "10.0.0.1");
+  /* What replication left us of a1 (group.c's roster_ensure + publish). */
+  Record *rec = roster_ensure(c->roster, net->leaves[a1].id);
+  char names[30][16];
+  WireEntry e[30];
+  for (int i = 0; i < 30; i++) {
+    snprintf(names[i], sizeof names[i], "rr %04d", i);
+    e[i].name = wire_str(names[i], strlen(names[i]));
+    e[i].size = 1;
+    cid_of(names[i], e[i].cid);
+  }
+  assert_int_equal(roster_publish(c->roster, rec, true, e, 30), 0);
+  leaf_hello(net, a1);
+  assert_false(net->leaves[a1].closed);
+  assert_int_equal(src_used(net, S1, "10.0.0.1", false), 30);
+  /* a1 adds one: charged 31, not refused whole. */
+  const char *one[] = {"rr late"};
+  leaf_publish(net, a1, one, 1, false);
+  assert_int_equal(sn_core_leaf_entries(c, net->leaves[a1].id), 31);
+  assert_int_equal(src_used(net, S1, "10.0.0.1", false), 31);
+  /* The address's other leaf gets what is left of 60: 29, not 40. */
+  int a2 = leaf_from(net, S1, "10.0.0.1");
+  publish_many(net, a2, "ab", 100);
+  assert_int_equal(sn_core_leaf_entries(c, net->leaves[a2].id), 29);
+  net_free(net);
+}
+
 /* Entries per second per leaf: a burst, then the rate; throttled frames
  * are dropped whole and counted; another leaf is not affected. */
 static void test_publish_rate(void **state)
@@ -191,6 +271,8 @@ int main(void)
       cmocka_unit_test(test_index_memory_caps),
       cmocka_unit_test(test_index_shares),
       cmocka_unit_test(test_publish_rate),
+      cmocka_unit_test(test_republish_charged_whatever_it_costs),
+      cmocka_unit_test(test_replica_charged_at_attach),
       cmocka_unit_test(test_memory_plan),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
