@@ -81,6 +81,9 @@ typedef struct {
   uint64_t output_stall_ms;
   uint64_t output_overruns;
   unsigned plan_leaves, plan_handshakes; /* what the plan was made for */
+  /* What is in force: the file's values, kept under the plan on reload.
+   * status prints these, not the file's. */
+  unsigned max_leaves, max_handshakes;
 } Sn;
 
 typedef struct {
@@ -710,7 +713,12 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "group_claims_refused", (gint64)g.claims_refused);
   json_object_set_int_member(o, "watchers_refused", (gint64)g.watchers_refused);
   /* The reloadable settings in force, so that a reload can be seen. */
-  json_object_set_object_member(o, "config", cfg_to_json(sn->conf, TRUE));
+  JsonObject *conf = cfg_to_json(sn->conf, TRUE);
+  /* A reload cannot raise these past the memory plan: the values in force
+   * may be lower than the file's. */
+  json_object_set_int_member(conf, "max-leaves", sn->max_leaves);
+  json_object_set_int_member(conf, "max-handshakes", sn->max_handshakes);
+  json_object_set_object_member(o, "config", conf);
   json_object_set_boolean_member(o, "done", TRUE);
   control_send(cl, o);
   control_finish(cl);
@@ -816,6 +824,8 @@ static gboolean on_hup(gpointer ud)
   sn_core_set_limits(sn->core, (unsigned)cfg_get_int(sn->conf, "degree"), max_leaves,
                      (uint64_t)cfg_get_int(sn->conf, "keepalive-ms"));
   set_budgets(sn, max_leaves, max_handshakes);
+  sn->max_leaves = max_leaves;
+  sn->max_handshakes = max_handshakes;
   CookieConfig cc = cookie_config(sn->conf);
   cookie_jar_set_config(sn->cookies, &cc);
   sn_core_set_query_rate(sn->core, (double)cfg_get_int(sn->conf, "query-rate"), clock_now_ms());
@@ -1320,6 +1330,8 @@ int main(int argc, char **argv)
   sn.plan_leaves = cfg.max_leaves;
   sn.plan_handshakes = (unsigned)cfg_get_int(conf, "max-handshakes");
   set_budgets(&sn, sn.plan_leaves, sn.plan_handshakes);
+  sn.max_leaves = sn.plan_leaves;
+  sn.max_handshakes = sn.plan_handshakes;
   if (!sn_mem_plan((uint64_t)cfg_get_int(conf, "memory-limit"), sn.max_sessions,
                    (uint64_t)cfg_get_int(conf, "leaf-output-kib") << 10, cfg.max_entries_per_leaf,
                    &sn.mem, msg, sizeof msg)) {
