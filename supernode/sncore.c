@@ -93,6 +93,15 @@ static void release_shares(SnCore *c, Peer *p)
   p->held_entries = p->held_bytes = 0;
 }
 
+void sn_release_all_shares(SnCore *c)
+{
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, c->peers);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    release_shares(c, v);
+}
+
 static void forget(SnCore *c, Peer *p, uint64_t now)
 {
   release_shares(c, p);

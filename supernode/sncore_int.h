@@ -168,5 +168,8 @@ void sn_sched_forget(SnCore *c, uint64_t conn);
 /* Binds leaf session p (kind NEW or WATCH) as an attached leaf: record,
  * leaves_by_id, ATTACHED. */
 void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now);
+/* Gives back every leaf's index shares: the records they paid for are
+ * gone (we stopped leading and cleared the roster). */
+void sn_release_all_shares(SnCore *c);
 
 #endif
