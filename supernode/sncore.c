@@ -120,6 +120,8 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
     }
     if (g_hash_table_lookup(c->leaves_by_id, p->id) == p)
       g_hash_table_remove(c->leaves_by_id, p->id);
+    if (c->cfg.publish_rate > 0) /* reconnecting must not refill it */
+      pubrates_keep(c->pubrates, p->id, &p->publishes, now);
     c->stats.leaves--;
   } else if (p->kind == PEER_SUPER) {
     group_link_down(c, p, now);
@@ -193,6 +195,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
                               cfg->max_entries_per_source);
   c->src_bytes = budget_new(cfg->max_index_bytes ? cfg->max_index_bytes : UINT64_MAX,
                             cfg->max_bytes_per_source);
+  c->pubrates = pubrates_new(SN_PUBRATE_KEEP_MAX);
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
@@ -231,6 +234,7 @@ void sn_core_free(SnCore *c)
   mesh_free(c->mesh);
   budget_free(c->src_entries);
   budget_free(c->src_bytes);
+  pubrates_free(c->pubrates);
   g_free(c);
 }
 
@@ -433,7 +437,9 @@ void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
   ratelimit_init(&p->queries, c->cfg.leaf_query_rate, c->cfg.leaf_query_burst, now);
   ratelimit_init(&p->signals, c->cfg.leaf_signal_rate, c->cfg.leaf_signal_burst, now);
   ratelimit_init(&p->offers_in, SN_OFFERS_PER_LEAF_RATE, SN_OFFERS_PER_LEAF_BURST, now);
-  ratelimit_init(&p->publishes, c->cfg.publish_rate, c->cfg.publish_burst, now);
+  /* The bucket its last session left, if that was lately. */
+  pubrates_restore(c->pubrates, p->id, &p->publishes, c->cfg.publish_rate, c->cfg.publish_burst,
+                   now);
   Record *rec = roster_ensure(c->roster, p->id);
   rec->conn = p->conn;
   sync_shares(c, p, rec); /* a replica's entries are its address's too */

@@ -11,6 +11,7 @@
 #include "index.h"
 #include "mesh.h"
 #include "ratelimit.h"
+#include "pubrate.h"
 #include "roster.h"
 #include "sncore.h"
 #include "wire.h"
@@ -132,6 +133,7 @@ struct SnCore {
   uint8_t cert[WIRE_MAX_CERT];
   uint16_t cert_len;
   Budget *src_entries, *src_bytes; /* index shares per source address */
+  PubRates *pubrates;              /* departed leaves' publish buckets */
 };
 
 /* sncore.c */

@@ -244,6 +244,98 @@ static void test_publish_rate(void **state)
   net_free(net);
 }
 
+/* A leaf's session to node, with the node id of leaf `as` (a reconnect). */
+static int leaf_reopen(Net *net, int node, int as)
+{
+  assert_true(net->nleaves < MAX_LEAVES);
+  int li = net->nleaves++;
+  Leaf *l = &net->leaves[li];
+  l->node = node;
+  l->inbox = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+  memcpy(l->id, net->leaves[as].id, 32);
+  l->conn = new_end(net, node, END_LEAF);
+  net->ends[l->conn].leaf = li;
+  sn_core_open(net->node[node].core, l->conn, l->id, NULL, net->now);
+  pump(net);
+  leaf_hello(net, li);
+  assert_false(l->closed);
+  return li;
+}
+
+static void leaf_leave(Net *net, int li)
+{
+  net->ends[net->leaves[li].conn].open = false;
+  sn_core_closed(net->node[net->leaves[li].node].core, net->leaves[li].conn, net->now);
+  pump(net);
+}
+
+/* The publish bucket is the leaf's, not its session's: reconnecting does
+ * not refill it (it did: a fresh burst per session); time does. */
+static void test_publish_rate_survives_reconnect(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  cfg.publish_rate = 100;
+  cfg.publish_burst = 200;
+  Net *net = net_new(1, &cfg, false);
+  SnCore *c = net->node[S1].core;
+  int l = leaf_add(net, S1);
+  publish_many(net, l, "aa", 200); /* the burst */
+  assert_int_equal(stats(net, S1)->index_entries, 200);
+  leaf_leave(net, l);
+  assert_int_equal(pubrates_size(c->pubrates), 1);
+  net->now += 100; /* 10 tokens back */
+  int again = leaf_reopen(net, S1, l);
+  assert_int_equal(pubrates_size(c->pubrates), 0);
+  publish_many(net, again, "ab", 20); /* more than it has: dropped */
+  assert_int_equal(stats(net, S1)->publish_throttled, 20);
+  assert_int_equal(stats(net, S1)->index_entries, 0);
+  publish_many(net, again, "ac", 10);
+  assert_int_equal(stats(net, S1)->index_entries, 10);
+  /* Replaced without leaving (a new session while the old one lingers). */
+  int third = leaf_reopen(net, S1, l);
+  assert_true(net->leaves[again].closed);
+  publish_many(net, third, "ad", 1);
+  assert_int_equal(stats(net, S1)->publish_throttled, 21);
+  /* Another leaf has its own burst. */
+  int other = leaf_add(net, S1);
+  publish_many(net, other, "bb", 200); /* (again's 10 went with it) */
+  assert_int_equal(stats(net, S1)->index_entries, 200);
+  /* Once refilled, nothing is kept: the table holds only the drained. */
+  leaf_leave(net, third);
+  net->now += 2000;
+  leaf_leave(net, other);
+  assert_int_equal(pubrates_size(c->pubrates), 1); /* other, still drained */
+  int fourth = leaf_reopen(net, S1, l);
+  publish_many(net, fourth, "ae", 200);
+  assert_int_equal(stats(net, S1)->publish_throttled, 21);
+  net_free(net);
+}
+
+/* The table is bounded: refilled buckets go first, then any. */
+static void test_pubrates_bounded(void **state)
+{
+  (void)state;
+  PubRates *t = pubrates_new(2);
+  uint8_t id[4][32];
+  RateLimit rl;
+  for (int i = 0; i < 4; i++) {
+    memset(id[i], i + 1, 32);
+    uint64_t at = 1000 + (uint64_t)i * 600;
+    ratelimit_init(&rl, 10, 10, at);
+    assert_true(ratelimit_take_n(&rl, 10, at)); /* drained: 1 s to refill */
+    pubrates_keep(t, id[i], &rl, at);
+  }
+  assert_int_equal(pubrates_size(t), 2);
+  /* Each new one found the oldest refilled: 2 and 3 are kept. */
+  pubrates_restore(t, id[3], &rl, 10, 10, 2800);
+  assert_true(rl.tokens < 10);
+  assert_int_equal(pubrates_size(t), 1);
+  pubrates_restore(t, id[0], &rl, 10, 10, 2800);
+  assert_true(rl.tokens == 10); /* forgotten: a full bucket */
+  pubrates_free(t);
+}
+
 /* The plan adds up: what it hands out never exceeds the limit. */
 static void test_memory_plan(void **state)
 {
@@ -271,6 +363,8 @@ int main(void)
       cmocka_unit_test(test_index_memory_caps),
       cmocka_unit_test(test_index_shares),
       cmocka_unit_test(test_publish_rate),
+      cmocka_unit_test(test_publish_rate_survives_reconnect),
+      cmocka_unit_test(test_pubrates_bounded),
       cmocka_unit_test(test_republish_charged_whatever_it_costs),
       cmocka_unit_test(test_replica_charged_at_attach),
       cmocka_unit_test(test_memory_plan),
