@@ -342,7 +342,7 @@ static void test_memory_plan(void **state)
   (void)state;
   SnMemPlan p;
   char err[256];
-  assert_true(sn_mem_plan(2048, 2144, 256 << 10, 100000, &p, err, sizeof err));
+  assert_true(sn_mem_plan(2048, 2144, 16, 256 << 10, 100000, &p, err, sizeof err));
   assert_int_equal(p.limit, 2048ull << 20);
   assert_int_equal(p.sessions, 2144ull * SN_MEM_PER_SESSION);
   assert_true(p.fixed + p.sessions + 2 * p.output_total + p.index_bytes <= p.limit);
@@ -350,11 +350,49 @@ static void test_memory_plan(void **state)
   assert_true(p.leaf_bytes * 8 <= p.index_bytes && p.source_bytes * 4 <= p.index_bytes);
   assert_true(p.leaf_entries <= 100000);
   /* Too small for the sessions: refused, and the message says why. */
-  assert_false(sn_mem_plan(64, 2144, 256 << 10, 100000, &p, err, sizeof err));
+  assert_false(sn_mem_plan(64, 2144, 16, 256 << 10, 100000, &p, err, sizeof err));
   assert_non_null(strstr(err, "max-leaves"));
   /* A small limit shrinks a leaf's queue below its setting. */
-  assert_true(sn_mem_plan(200, 244, 8 << 20, 100000, &p, err, sizeof err));
+  assert_true(sn_mem_plan(200, 244, 16, 8 << 20, 100000, &p, err, sizeof err));
   assert_true(p.leaf_output <= p.output_share);
+}
+
+/* Leaves that do not read, from as many addresses as it takes, fill the
+ * leaves' part of the output total; a link still gets its whole cap from
+ * the part kept for links (it was refused, and cut, once the shared total
+ * was full). The budgets as main.c makes them from the plan. */
+static void test_links_keep_their_output(void **state)
+{
+  (void)state;
+  SnMemPlan p;
+  char err[256];
+  const unsigned links = 16;
+  for (unsigned limit = 200; limit <= 8192; limit *= 2) {
+    assert_true(sn_mem_plan(limit, 244 + links, links, 256 << 10, 100000, &p, err, sizeof err));
+    assert_int_equal(p.links_output + p.leaves_output, p.output_total);
+    assert_true(p.links_output <= p.output_total / 2);
+    assert_true(p.leaf_output <= p.output_share && p.output_share * 4 <= p.leaves_output);
+    assert_true(p.link_output >= 1 << 20); /* replication needs room */
+    Budget *leaves = budget_new(p.leaves_output, p.output_share);
+    Budget *lk = budget_new(p.links_output, p.link_output);
+    char key[32];
+    for (unsigned a = 0; budget_room(leaves, "", 0) > 0; a++) {
+      snprintf(key, sizeof key, "10.0.%u.%u", a / 250, a % 250);
+      budget_take(leaves, key, strlen(key), budget_room(leaves, key, strlen(key)));
+      assert_true(a < 1000);
+    }
+    assert_int_equal(budget_used(leaves), p.leaves_output);
+    assert_true(budget_take(lk, "link 10.9.9.9", 13, p.link_output));
+    /* When the plan has room for every link at its cap, none is ever
+     * refused for the total: only its own cap cuts it. */
+    if (p.links_output >= links * p.link_output)
+      for (unsigned i = 1; i < links; i++) {
+        snprintf(key, sizeof key, "link 10.8.0.%u", i);
+        assert_true(budget_take(lk, key, strlen(key), p.link_output));
+      }
+    budget_free(leaves);
+    budget_free(lk);
+  }
 }
 
 int main(void)
@@ -368,6 +406,7 @@ int main(void)
       cmocka_unit_test(test_republish_charged_whatever_it_costs),
       cmocka_unit_test(test_replica_charged_at_attach),
       cmocka_unit_test(test_memory_plan),
+      cmocka_unit_test(test_links_keep_their_output),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
