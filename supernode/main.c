@@ -1359,9 +1359,11 @@ int main(int argc, char **argv)
   cfg.link_queue_max = sn.mem.link_output;
   g_info("memory: limit %" G_GUINT64_FORMAT " MiB = program %" G_GUINT64_FORMAT
          " + sessions %" G_GUINT64_FORMAT " + output 2 x %" G_GUINT64_FORMAT
-         " + index %" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT " entries) + slack (MiB)",
+         " (links %" G_GUINT64_FORMAT ", leaves %" G_GUINT64_FORMAT ") + index %" G_GUINT64_FORMAT
+         " (%" G_GUINT64_FORMAT " entries) + slack (MiB)",
          sn.mem.limit >> 20, sn.mem.fixed >> 20, sn.mem.sessions >> 20, sn.mem.output_total >> 20,
-         sn.mem.index_bytes >> 20, sn.mem.index_entries);
+         sn.mem.links_output >> 20, sn.mem.leaves_output >> 20, sn.mem.index_bytes >> 20,
+         sn.mem.index_entries);
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
   if (network_key)
     sn_core_set_cert(sn.core, sn.cert, sizeof sn.cert);

@@ -21,8 +21,10 @@
 
 #define SN_MEM_FIXED (32ull << 20)
 /* A session's input frame buffer (up to two wire frames, capacity 256 KiB),
- * its last plaintext (128 KiB), one message past its output cap before the
- * cut (2 x 64 KiB) and its bookkeeping. */
+ * its last plaintext (128 KiB), what its output buffer holds beyond the
+ * queue charged to the budget (at most CHANNEL_OUTPUT_KEEP, 128 KiB: it
+ * shrinks as it drains, buf_trim; also one message past the cap before
+ * the cut) and its bookkeeping. */
 #define SN_MEM_PER_SESSION (576ull << 10)
 /* What must be left for queues and index once the rest is paid. */
 #define SN_MEM_MIN_SPARE (16ull << 20)
