@@ -130,12 +130,8 @@ uint64_t budget_room(const Budget *b, const void *key, size_t key_len)
   return left < share ? left : share;
 }
 
-bool budget_take(Budget *b, const void *key, size_t key_len, uint64_t n)
+static bool charge(Budget *b, const void *key, size_t key_len, uint64_t n)
 {
-  if (!budget_fits(b, key, key_len, n)) {
-    b->refused++;
-    return false;
-  }
   if (n == 0)
     return true;
   size_t len = key_len_of(key_len);
@@ -155,6 +151,20 @@ bool budget_take(Budget *b, const void *key, size_t key_len, uint64_t n)
   b->slots[i].used += n;
   b->used += n;
   return true;
+}
+
+bool budget_take(Budget *b, const void *key, size_t key_len, uint64_t n)
+{
+  if (!budget_fits(b, key, key_len, n)) {
+    b->refused++;
+    return false;
+  }
+  return charge(b, key, key_len, n);
+}
+
+bool budget_force(Budget *b, const void *key, size_t key_len, uint64_t n)
+{
+  return charge(b, key, key_len, n);
 }
 
 void budget_give(Budget *b, const void *key, size_t key_len, uint64_t n)

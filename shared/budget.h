@@ -37,6 +37,10 @@ bool budget_fits(const Budget *b, const void *key, size_t key_len, uint64_t n);
 uint64_t budget_room(const Budget *b, const void *key, size_t key_len);
 /* Charges n to key when it fits (all or nothing); a refusal is counted. */
 bool budget_take(Budget *b, const void *key, size_t key_len, uint64_t n);
+/* Charges n to key even over the caps: for what is already spent and must
+ * be counted (the source then gets no room until it gives back). False
+ * only when the table cannot grow (no memory). */
+bool budget_force(Budget *b, const void *key, size_t key_len, uint64_t n);
 /* Gives back n of what key holds (at most what it holds). */
 void budget_give(Budget *b, const void *key, size_t key_len, uint64_t n);
 

@@ -156,6 +156,26 @@ void buf_consume(Buf *b, size_t n)
   b->len -= n;
 }
 
+void buf_trim(Buf *b, size_t keep)
+{
+  if (b->cap <= keep || b->failed)
+    return;
+  if (b->len == 0) {
+    buf_free(b);
+    return;
+  }
+  size_t cap = b->cap;
+  while (cap / 2 >= keep && cap / 2 >= b->len)
+    cap /= 2;
+  if (cap == b->cap)
+    return;
+  uint8_t *d = realloc(b->data, cap);
+  if (!d)
+    return; /* the bigger block is still ours */
+  b->data = d;
+  b->cap = cap;
+}
+
 uint8_t *buf_steal(Buf *b, size_t *len)
 {
   uint8_t *d = b->data;

@@ -52,6 +52,11 @@ void wr_u64(Buf *b, uint64_t v);
 void wr_bytes(Buf *b, const void *p, size_t n);
 /* Drops the first n bytes (consumed output). */
 void buf_consume(Buf *b, size_t n);
+/* Gives memory back after a peak: with nothing left, a buffer over keep
+ * bytes is freed; otherwise its capacity halves while it stays at least
+ * keep and at least twice the bytes held, so capacity stays under
+ * max(keep, 4 x len) instead of the peak for the buffer's life. */
+void buf_trim(Buf *b, size_t keep);
 /* Hands the bytes to the caller (free() them) and leaves b empty. */
 uint8_t *buf_steal(Buf *b, size_t *len);
 

@@ -665,4 +665,10 @@ const uint8_t *channel_output(const Channel *ch, size_t *len)
 void channel_output_consume(Channel *ch, size_t n)
 {
   buf_consume(&ch->out, n);
+  buf_trim(&ch->out, CHANNEL_OUTPUT_KEEP);
+}
+
+size_t channel_output_capacity(const Channel *ch)
+{
+  return ch->out.cap;
 }

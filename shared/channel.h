@@ -95,8 +95,16 @@ bool channel_write(Channel *ch, const uint8_t *msg, size_t len);
 /* Queues the final frame; the peer will see CHANNEL_CLOSED. */
 bool channel_write_final(Channel *ch);
 
-/* Bytes waiting to go out, and marking n of them sent. */
+/* What an emptied output buffer may keep allocated: a peak queue (a slow
+ * reader let hundreds of KiB pile up, then read them) must not stay in
+ * memory, uncharged, for the session's life. */
+#define CHANNEL_OUTPUT_KEEP (128u * 1024) /* one full frame: no churn per message */
+
+/* Bytes waiting to go out, and marking n of them sent; the buffer then
+ * holds at most max(CHANNEL_OUTPUT_KEEP, 2 x what is left). */
 const uint8_t *channel_output(const Channel *ch, size_t *len);
 void channel_output_consume(Channel *ch, size_t n);
+/* Bytes allocated for output (tests and memory accounting). */
+size_t channel_output_capacity(const Channel *ch);
 
 #endif

@@ -407,6 +407,11 @@ size_t session_queued(const Session *s)
   return s->queued;
 }
 
+size_t session_output_capacity(const Session *s)
+{
+  return channel_output_capacity(s->ch);
+}
+
 bool session_output_overrun(const Session *s)
 {
   return s->overrun;

@@ -79,6 +79,9 @@ typedef struct {
 void session_set_output_limits(Session *s, const SessionOutputLimits *l);
 /* Bytes of output queued in user space (not yet taken by the socket). */
 size_t session_queued(const Session *s);
+/* Bytes allocated for that queue: at most max(CHANNEL_OUTPUT_KEEP, twice
+ * the queue), so a drained peak does not stay allocated. */
+size_t session_output_capacity(const Session *s);
 /* Whether the session was cut off for not reading its output (cap, stall
  * or budget): the owner counts those. */
 bool session_output_overrun(const Session *s);

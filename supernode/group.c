@@ -600,6 +600,7 @@ static void stop_leading(SnCore *c)
   if (g->role == SN_ROLE_LEADER)
     g->stepdowns++;
   roster_clear(c->roster);
+  sn_release_all_shares(c); /* what they paid for is gone with the roster */
   c->stats.index_entries = index_size(c->index);
   pending_clear(g);
   g->backup_synced = false;

@@ -77,10 +77,14 @@ typedef struct {
   /* Memory (memplan.h): the plan from --memory-limit, the queued-output
    * budget all sessions share, and sessions cut for not reading. */
   SnMemPlan mem;
-  Budget *output;
+  Budget *output;      /* leaves and sessions not yet known */
+  Budget *link_output; /* super-node links: a part kept for them */
   uint64_t output_stall_ms;
   uint64_t output_overruns;
   unsigned plan_leaves, plan_handshakes; /* what the plan was made for */
+  /* What is in force: the file's values, kept under the plan on reload.
+   * status prints these, not the file's. */
+  unsigned max_leaves, max_handshakes;
 } Sn;
 
 typedef struct {
@@ -202,8 +206,8 @@ static void entry_free(gpointer p)
 
 /* Output bounds: a leaf (or a session not yet known) may queue little, a
  * super-node link more (snapshots go out in pieces below it); links
- * charge a key of their own, so leaves at their address cannot crowd them
- * out of its share. */
+ * charge a budget of their own (memplan.h), so leaves, wherever from,
+ * cannot crowd them out of the total. */
 static void set_output_limits(Sn *sn, Session *s, bool link)
 {
   char host[BUDGET_KEY_MAX + 1], key[BUDGET_KEY_MAX + 1];
@@ -212,7 +216,7 @@ static void set_output_limits(Sn *sn, Session *s, bool link)
   SessionOutputLimits l = {
       .max_queue = link ? sn->mem.link_output : sn->mem.leaf_output,
       .stall_ms = sn->output_stall_ms,
-      .budget = sn->output,
+      .budget = link ? sn->link_output : sn->output,
       .source = key,
   };
   session_set_output_limits(s, &l);
@@ -577,8 +581,8 @@ static void fill_metrics(MetricsWriter *w, void *ud)
       .handshake_cookies_refused = cs.cookies_refused,
       .handshakes_pending = cs.pending,
       .handshake_cookie_step = cs.loaded,
-      .output_queued = budget_used(sn->output),
-      .output_refused = budget_refused(sn->output),
+      .output_queued = budget_used(sn->output) + budget_used(sn->link_output),
+      .output_refused = budget_refused(sn->output) + budget_refused(sn->link_output),
       .output_overruns = sn->output_overruns,
       .memory_limit = sn->mem.limit,
   };
@@ -655,9 +659,13 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "index_bytes_max", (gint64)sn->mem.index_bytes);
   json_object_set_int_member(o, "entries_over_share", (gint64)st->entries_over_share);
   json_object_set_int_member(o, "publish_throttled", (gint64)st->publish_throttled);
-  json_object_set_int_member(o, "output_queued", (gint64)budget_used(sn->output));
-  json_object_set_int_member(o, "output_queued_max", (gint64)budget_total(sn->output));
-  json_object_set_int_member(o, "output_refused", (gint64)budget_refused(sn->output));
+  /* Leaves' and links' budgets together (memplan.h). */
+  json_object_set_int_member(o, "output_queued",
+                             (gint64)(budget_used(sn->output) + budget_used(sn->link_output)));
+  json_object_set_int_member(o, "output_queued_max",
+                             (gint64)(budget_total(sn->output) + budget_total(sn->link_output)));
+  json_object_set_int_member(
+      o, "output_refused", (gint64)(budget_refused(sn->output) + budget_refused(sn->link_output)));
   json_object_set_int_member(o, "output_overruns", (gint64)sn->output_overruns);
   json_object_set_int_member(o, "memory_limit", (gint64)sn->mem.limit);
   json_object_set_int_member(o, "sessions", g_hash_table_size(sn->sessions));
@@ -710,7 +718,12 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "group_claims_refused", (gint64)g.claims_refused);
   json_object_set_int_member(o, "watchers_refused", (gint64)g.watchers_refused);
   /* The reloadable settings in force, so that a reload can be seen. */
-  json_object_set_object_member(o, "config", cfg_to_json(sn->conf, TRUE));
+  JsonObject *conf = cfg_to_json(sn->conf, TRUE);
+  /* A reload cannot raise these past the memory plan: the values in force
+   * may be lower than the file's. */
+  json_object_set_int_member(conf, "max-leaves", sn->max_leaves);
+  json_object_set_int_member(conf, "max-handshakes", sn->max_handshakes);
+  json_object_set_object_member(o, "config", conf);
   json_object_set_boolean_member(o, "done", TRUE);
   control_send(cl, o);
   control_finish(cl);
@@ -816,6 +829,8 @@ static gboolean on_hup(gpointer ud)
   sn_core_set_limits(sn->core, (unsigned)cfg_get_int(sn->conf, "degree"), max_leaves,
                      (uint64_t)cfg_get_int(sn->conf, "keepalive-ms"));
   set_budgets(sn, max_leaves, max_handshakes);
+  sn->max_leaves = max_leaves;
+  sn->max_handshakes = max_handshakes;
   CookieConfig cc = cookie_config(sn->conf);
   cookie_jar_set_config(sn->cookies, &cc);
   sn_core_set_query_rate(sn->core, (double)cfg_get_int(sn->conf, "query-rate"), clock_now_ms());
@@ -1320,13 +1335,16 @@ int main(int argc, char **argv)
   sn.plan_leaves = cfg.max_leaves;
   sn.plan_handshakes = (unsigned)cfg_get_int(conf, "max-handshakes");
   set_budgets(&sn, sn.plan_leaves, sn.plan_handshakes);
-  if (!sn_mem_plan((uint64_t)cfg_get_int(conf, "memory-limit"), sn.max_sessions,
+  sn.max_leaves = sn.plan_leaves;
+  sn.max_handshakes = sn.plan_handshakes;
+  if (!sn_mem_plan((uint64_t)cfg_get_int(conf, "memory-limit"), sn.max_sessions, sn.max_super_links,
                    (uint64_t)cfg_get_int(conf, "leaf-output-kib") << 10, cfg.max_entries_per_leaf,
                    &sn.mem, msg, sizeof msg)) {
     fprintf(stderr, "canopy-supernode: %s\n", msg);
     goto out;
   }
-  sn.output = budget_new(sn.mem.output_total, sn.mem.output_share);
+  sn.output = budget_new(sn.mem.leaves_output, sn.mem.output_share);
+  sn.link_output = budget_new(sn.mem.links_output, sn.mem.link_output);
   sn.output_stall_ms = (uint64_t)cfg_get_int(conf, "output-stall-ms");
   cfg.max_index_entries = sn.mem.index_entries;
   cfg.max_index_bytes = sn.mem.index_bytes;
@@ -1336,14 +1354,16 @@ int main(int argc, char **argv)
   cfg.max_bytes_per_source = sn.mem.source_bytes;
   cfg.publish_rate = (double)cfg_get_int(conf, "publish-rate");
   cfg.publish_burst = MAX((double)sn.mem.leaf_entries, cfg.publish_rate);
-  /* A link is cut at its own cap or at its address's share of the output
-   * budget, whichever comes first. */
-  cfg.link_queue_max = MIN(sn.mem.link_output, sn.mem.output_share);
+  /* A link is cut at its own cap (also its address's share of the links'
+   * budget). */
+  cfg.link_queue_max = sn.mem.link_output;
   g_info("memory: limit %" G_GUINT64_FORMAT " MiB = program %" G_GUINT64_FORMAT
          " + sessions %" G_GUINT64_FORMAT " + output 2 x %" G_GUINT64_FORMAT
-         " + index %" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT " entries) + slack (MiB)",
+         " (links %" G_GUINT64_FORMAT ", leaves %" G_GUINT64_FORMAT ") + index %" G_GUINT64_FORMAT
+         " (%" G_GUINT64_FORMAT " entries) + slack (MiB)",
          sn.mem.limit >> 20, sn.mem.fixed >> 20, sn.mem.sessions >> 20, sn.mem.output_total >> 20,
-         sn.mem.index_bytes >> 20, sn.mem.index_entries);
+         sn.mem.links_output >> 20, sn.mem.leaves_output >> 20, sn.mem.index_bytes >> 20,
+         sn.mem.index_entries);
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
   if (network_key)
     sn_core_set_cert(sn.core, sn.cert, sizeof sn.cert);
@@ -1391,6 +1411,7 @@ out:
   session_set_cookie_jar(NULL);
   cookie_jar_free(sn.cookies);
   budget_free(sn.output);
+  budget_free(sn.link_output);
   sn_core_free(sn.core);
   preauth_free(sn.preauth);
   g_clear_object(&sn.dialer);

@@ -14,8 +14,9 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
   return a < b ? a : b;
 }
 
-bool sn_mem_plan(uint64_t limit_mib, unsigned max_sessions, uint64_t leaf_output,
-                 uint64_t max_entries_per_leaf, SnMemPlan *p, char *err, size_t errlen)
+bool sn_mem_plan(uint64_t limit_mib, unsigned max_sessions, unsigned max_links,
+                 uint64_t leaf_output, uint64_t max_entries_per_leaf, SnMemPlan *p, char *err,
+                 size_t errlen)
 {
   memset(p, 0, sizeof *p);
   p->limit = limit_mib << 20;
@@ -35,9 +36,15 @@ bool sn_mem_plan(uint64_t limit_mib, unsigned max_sessions, uint64_t leaf_output
    * by doubling); half for the index; a quarter stays slack for the
    * allocator's fragmentation and what no budget counts. */
   p->output_total = p->spare / 8;
-  p->output_share = p->output_total / 4;
-  p->leaf_output = min_u64(leaf_output, p->output_share);
+  /* Links get a part of their own, as much as all of them at their cap
+   * need but at most half: leaves that do not read can then fill only
+   * theirs, and never get an honest link cut for the total. */
   p->link_output = min_u64(SN_LINK_OUTPUT_MAX, p->output_total / 2);
+  p->links_output =
+      min_u64((uint64_t)(max_links ? max_links : 1) * p->link_output, p->output_total / 2);
+  p->leaves_output = p->output_total - p->links_output;
+  p->output_share = p->leaves_output / 4;
+  p->leaf_output = min_u64(leaf_output, p->output_share);
   p->index_bytes = p->spare / 2;
   p->index_entries = p->index_bytes / MIN_ENTRY_COST;
   /* One leaf an eighth, one address a quarter: a Sybil behind one address

@@ -6,7 +6,9 @@
  * where fixed (SN_MEM_FIXED) is the program, its libraries and its
  * fixed-size tables, each possible session (leaves, links and handshakes
  * together) may hold SN_MEM_PER_SESSION in buffers, output is the queued
- * bytes of all sessions (counted twice: buffers grow by doubling), index
+ * bytes of all sessions (counted twice: buffers grow by doubling, and
+ * shrink back as they drain, buf_trim), up to half of it reserved for
+ * links (as much as max_links links at their cap need), index
  * is the index's own bound (index_entry_cost summed), and what is left
  * stays as slack. Sans I/O; the shell logs the plan at start.
  */
@@ -19,8 +21,10 @@
 
 #define SN_MEM_FIXED (32ull << 20)
 /* A session's input frame buffer (up to two wire frames, capacity 256 KiB),
- * its last plaintext (128 KiB), one message past its output cap before the
- * cut (2 x 64 KiB) and its bookkeeping. */
+ * its last plaintext (128 KiB), what its output buffer holds beyond the
+ * queue charged to the budget (at most CHANNEL_OUTPUT_KEEP, 128 KiB: it
+ * shrinks as it drains, buf_trim; also one message past the cap before
+ * the cut) and its bookkeeping. */
 #define SN_MEM_PER_SESSION (576ull << 10)
 /* What must be left for queues and index once the rest is paid. */
 #define SN_MEM_MIN_SPARE (16ull << 20)
@@ -33,8 +37,13 @@ typedef struct {
   uint64_t sessions; /* max_sessions x SN_MEM_PER_SESSION */
   uint64_t spare;    /* limit - fixed - sessions */
   /* Queued output (bytes queued in user space, charged as queued): all
-   * sessions together, and one address's share. */
+   * sessions together, split in two budgets so that leaves that do not
+   * read cannot crowd links out: links_output is reserved for links (a
+   * budget of its own, share link_output per address), leaves_output is
+   * for leaves and sessions not yet known, one address's share of it
+   * output_share. links_output + leaves_output = output_total. */
   uint64_t output_total, output_share;
+  uint64_t links_output, leaves_output;
   uint64_t leaf_output, link_output; /* per session */
   /* The index (entries; bytes as index_entry_cost counts them): in total,
    * per leaf and per source address. */
@@ -43,10 +52,12 @@ typedef struct {
   uint64_t source_entries, source_bytes;
 } SnMemPlan;
 
-/* Splits limit_mib among the budgets for max_sessions sessions, a leaf
- * output cap of leaf_output bytes and at most max_entries_per_leaf entries
- * per leaf. False, with a message in err, when the limit is too small. */
-bool sn_mem_plan(uint64_t limit_mib, unsigned max_sessions, uint64_t leaf_output,
-                 uint64_t max_entries_per_leaf, SnMemPlan *out, char *err, size_t errlen);
+/* Splits limit_mib among the budgets for max_sessions sessions of which
+ * up to max_links are links, a leaf output cap of leaf_output bytes and at
+ * most max_entries_per_leaf entries per leaf. False, with a message in
+ * err, when the limit is too small. */
+bool sn_mem_plan(uint64_t limit_mib, unsigned max_sessions, unsigned max_links,
+                 uint64_t leaf_output, uint64_t max_entries_per_leaf, SnMemPlan *out, char *err,
+                 size_t errlen);
 
 #endif

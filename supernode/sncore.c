@@ -93,6 +93,15 @@ static void release_shares(SnCore *c, Peer *p)
   p->held_entries = p->held_bytes = 0;
 }
 
+void sn_release_all_shares(SnCore *c)
+{
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, c->peers);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    release_shares(c, v);
+}
+
 static void forget(SnCore *c, Peer *p, uint64_t now)
 {
   release_shares(c, p);
@@ -111,6 +120,8 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
     }
     if (g_hash_table_lookup(c->leaves_by_id, p->id) == p)
       g_hash_table_remove(c->leaves_by_id, p->id);
+    if (c->cfg.publish_rate > 0) /* reconnecting must not refill it */
+      pubrates_keep(c->pubrates, p->id, &p->publishes, now);
     c->stats.leaves--;
   } else if (p->kind == PEER_SUPER) {
     group_link_down(c, p, now);
@@ -184,6 +195,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
                               cfg->max_entries_per_source);
   c->src_bytes = budget_new(cfg->max_index_bytes ? cfg->max_index_bytes : UINT64_MAX,
                             cfg->max_bytes_per_source);
+  c->pubrates = pubrates_new(SN_PUBRATE_KEEP_MAX);
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
@@ -222,6 +234,7 @@ void sn_core_free(SnCore *c)
   mesh_free(c->mesh);
   budget_free(c->src_entries);
   budget_free(c->src_bytes);
+  pubrates_free(c->pubrates);
   g_free(c);
 }
 
@@ -409,6 +422,8 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   group_link_up(c, p, now);
 }
 
+static void sync_shares(SnCore *c, Peer *p, const Record *rec);
+
 void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
 {
   /* A leaf that reconnects before its old session timed out: the new
@@ -422,9 +437,12 @@ void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
   ratelimit_init(&p->queries, c->cfg.leaf_query_rate, c->cfg.leaf_query_burst, now);
   ratelimit_init(&p->signals, c->cfg.leaf_signal_rate, c->cfg.leaf_signal_burst, now);
   ratelimit_init(&p->offers_in, SN_OFFERS_PER_LEAF_RATE, SN_OFFERS_PER_LEAF_BURST, now);
-  ratelimit_init(&p->publishes, c->cfg.publish_rate, c->cfg.publish_burst, now);
+  /* The bucket its last session left, if that was lately. */
+  pubrates_restore(c->pubrates, p->id, &p->publishes, c->cfg.publish_rate, c->cfg.publish_burst,
+                   now);
   Record *rec = roster_ensure(c->roster, p->id);
   rec->conn = p->conn;
+  sync_shares(c, p, rec); /* a replica's entries are its address's too */
   group_leaf_up(c, rec, now);
   /* What we hold of its entries (a replica, after a takeover): the leaf
    * publishes only if that is not its manifest. */
@@ -489,7 +507,12 @@ static size_t fit_source(SnCore *c, const Peer *p, bool reset, const WireEntry *
   return k;
 }
 
-/* Charges p's source with what its record holds now. */
+/* Charges p's source with what its record holds now. fit_source's room
+ * is an estimate (a reset re-publish is priced against the index still
+ * holding the old entries, whose keywords then cost nothing; a replica
+ * found at attach was never charged here), so the charge is forced: what
+ * is held is counted even over the share, and the address gets no more
+ * room until it gives some back. */
 static void sync_shares(SnCore *c, Peer *p, const Record *rec)
 {
   if (!p->source[0])
@@ -497,10 +520,9 @@ static void sync_shares(SnCore *c, Peer *p, const Record *rec)
   size_t klen = strlen(p->source);
   release_shares(c, p);
   size_t ne = rec->count, nb = index_owner_bytes(c->index, rec->owner);
-  /* fit_source left room for these: the takes cannot fail. */
-  if (budget_take(c->src_entries, p->source, klen, ne))
+  if (budget_force(c->src_entries, p->source, klen, ne))
     p->held_entries = ne;
-  if (budget_take(c->src_bytes, p->source, klen, nb))
+  if (budget_force(c->src_bytes, p->source, klen, nb))
     p->held_bytes = nb;
 }
 

@@ -11,6 +11,7 @@
 #include "index.h"
 #include "mesh.h"
 #include "ratelimit.h"
+#include "pubrate.h"
 #include "roster.h"
 #include "sncore.h"
 #include "wire.h"
@@ -132,6 +133,7 @@ struct SnCore {
   uint8_t cert[WIRE_MAX_CERT];
   uint16_t cert_len;
   Budget *src_entries, *src_bytes; /* index shares per source address */
+  PubRates *pubrates;              /* departed leaves' publish buckets */
 };
 
 /* sncore.c */
@@ -168,5 +170,8 @@ void sn_sched_forget(SnCore *c, uint64_t conn);
 /* Binds leaf session p (kind NEW or WATCH) as an attached leaf: record,
  * leaves_by_id, ATTACHED. */
 void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now);
+/* Gives back every leaf's index shares: the records they paid for are
+ * gone (we stopped leading and cleared the roster). */
+void sn_release_all_shares(SnCore *c);
 
 #endif

@@ -165,6 +165,40 @@ logged sn "$T/sn.conf:11: shaer: unknown key" || fail "second reload error not l
 kill -0 "$SN_PID" || fail "super node died on a bad reload"
 note "super node SIGHUP with a bad file: refused, errors logged, nothing changed"
 
+# max-leaves and max-handshakes cannot grow past the memory plan made at
+# start: a reload asking for more keeps the planned values, and status shows
+# the values in force, not the file's.
+plan_conf() { # plan_conf MAXLEAVES MAXHANDSHAKES
+  cat >"$T/plan.conf" <<CONF
+[supernode]
+listen = 127.0.0.1:$(port 4)
+state-dir = $T/plan
+stun = off
+no-discovery = true
+max-leaves = $1
+max-handshakes = $2
+CONF
+}
+planconf() { "$SN" status --state-dir "$T/plan" --json | jq -r ".config[\"$1\"]"; }
+plan_conf 20 64
+"$SN" --config "$T/plan.conf" >"$T/plan.log" 2>&1 &
+PIDS+=($!)
+PLAN_PID=$!
+wait_for 5 test -S "$T/plan/control.sock" || fail "plan super node did not start"
+plan_conf 40 128
+kill -HUP "$PLAN_PID"
+wait_for 5 logged plan "max-handshakes 128 needs a restart" || fail "max-handshakes over the plan not refused"
+logged plan "max-leaves 40 needs a restart (the memory plan was made for 20)" ||
+  fail "max-leaves over the plan not refused"
+[ "$(planconf max-leaves)" = 20 ] && [ "$(planconf max-handshakes)" = 64 ] ||
+  fail "status shows what is not in force: $("$SN" status --state-dir "$T/plan" --json | jq -c .config)"
+plan_conf 15 32 # lower: applied, and shown
+kill -HUP "$PLAN_PID"
+wait_for 5 sh -c "[ \"\$('$SN' status --state-dir '$T/plan' --json | jq -r '.config[\"max-leaves\"]')\" = 15 ]" ||
+  fail "max-leaves 15 not in force after the reload"
+[ "$(planconf max-handshakes)" = 32 ] || fail "max-handshakes 32 not in force: $(planconf max-handshakes)"
+note "super node SIGHUP past the memory plan: max-leaves 40 / max-handshakes 128 kept at 20 / 64, and status says so"
+
 # Without --config there is nothing to reload, and SIGHUP does not kill.
 start_sn plain 3 --stun off
 kill -HUP "$PID_plain"

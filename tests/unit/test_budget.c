@@ -141,6 +141,28 @@ static void test_long_keys_are_cut(void **state)
   budget_free(b);
 }
 
+/* A forced charge is counted over the caps: the source then has no room
+ * (nor the others, over the total) until enough is given back. */
+static void test_force_over_the_caps(void **state)
+{
+  (void)state;
+  Budget *b = budget_new(100, 40);
+  assert_true(budget_take(b, "a", 1, 30));
+  assert_false(budget_take(b, "a", 1, 20));
+  assert_true(budget_force(b, "a", 1, 20));
+  assert_int_equal(budget_used_by(b, "a", 1), 50);
+  assert_int_equal(budget_room(b, "a", 1), 0);
+  assert_false(budget_take(b, "a", 1, 1));
+  assert_true(budget_force(b, "b", 1, 60)); /* the total too */
+  assert_int_equal(budget_used(b), 110);
+  assert_int_equal(budget_room(b, "c", 1), 0);
+  assert_false(budget_take(b, "c", 1, 1));
+  budget_give(b, "a", 1, 50);
+  assert_int_equal(budget_room(b, "c", 1), 40);
+  assert_int_equal(budget_room(b, "a", 1), 40);
+  budget_free(b);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -151,6 +173,7 @@ int main(void)
       cmocka_unit_test(test_lower_limits_keep_holdings),
       cmocka_unit_test(test_churn),
       cmocka_unit_test(test_long_keys_are_cut),
+      cmocka_unit_test(test_force_over_the_caps),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #include "mesh.h"
 #include "netcert.h"
 #include "sncore.h"
+#include "sncore_int.h"
 #include "term.h"
 #include "wire.h"
 
@@ -600,12 +601,54 @@ static void test_watch_sessions_capped(void **state)
   assert_null(end_of(w4)->closed_why);
 }
 
+/* --- snfix: shares after a step-down ------------------------------------------ */
+
+/* A leader that steps down empties its index; its leaves' per-address
+ * charges must go with it, not stay until each leaf's session closes. */
+static void test_stepdown_releases_leaf_shares(void **state)
+{
+  group_of_two(0);
+  uint8_t id[32];
+  node_id(0x41, id);
+  uint64_t c = raw_open(A, id);
+  sn_core_set_source(net.core[A], c, "10.9.9.9");
+  raw_hello(c, ROLE_LEAF, "");
+  WireEntry e[3];
+  const char *names[] = {"alpha one", "beta two", "gamma three"};
+  for (int i = 0; i < 3; i++) {
+    e[i] = (WireEntry){.name = wire_str(names[i], strlen(names[i])), .size = 1};
+    memset(e[i].cid, 0x30 + i, sizeof e[i].cid);
+  }
+  WireMsg pub = {.type = MSG_PUBLISH};
+  pub.u.publish.reset = true;
+  pub.u.publish.count = 3;
+  pub.u.publish.entries = e;
+  raw_send(c, &pub);
+  SnCore *core = net.core[A];
+  assert_int_equal(budget_used_by(core->src_entries, "10.9.9.9", 8), 3);
+  assert_true(budget_used_by(core->src_bytes, "10.9.9.9", 8) > 0);
+  /* A member with the key and a newer term: A steps down. */
+  uint64_t m = raw_open(A, ATTACKER);
+  raw_hello(m, ROLE_SUPER, "127.0.0.1:7999");
+  claim(m, ATTACKER, ATTACKER, "127.0.0.1:7999", GROLE_LEADER, status(A).term + (1ull << 32), true,
+        false);
+  assert_int_equal(status(A).role, SN_ROLE_STANDBY);
+  assert_int_equal(status(A).records, 0);
+  assert_true(end_of(c)->open); /* the leaf is told to go, not yet gone */
+  assert_int_equal(budget_used(core->src_entries), 0);
+  assert_int_equal(budget_used(core->src_bytes), 0);
+  raw_close(c); /* and nothing is given back twice */
+  assert_int_equal(budget_used(core->src_entries), 0);
+  raw_close(m);
+}
+
 int main(void)
 {
   if (sodium_init() < 0)
     return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_non_member_cannot_move_the_group, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stepdown_releases_leaf_shares, setup, teardown),
       cmocka_unit_test_setup_teardown(test_member_with_huge_term_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_member_at_the_ceiling_then_gone_recovers, setup,
                                       teardown),

@@ -196,6 +196,30 @@ static void test_reader_never_cut(void **state)
   budget_free(b);
 }
 
+/* A leaf lets hundreds of KiB queue, then reads them all: the charge goes
+ * back to 0, and so must the memory (it stayed at the peak, uncharged, for
+ * the session's life). */
+static void test_drained_queue_gives_memory_back(void **state)
+{
+  (void)state;
+  Budget *b = budget_new(8 << 20, 8 << 20);
+  Pair p;
+  pair_open(&p);
+  SessionOutputLimits l = {.max_queue = 4 << 20, .budget = b, .source = "x"};
+  session_set_output_limits(p.s, &l);
+  while (session_queued(p.s) < 256 * 1024) /* the socket is full, then 256 KiB */
+    flood(&p, 1);
+  assert_false(p.closed);
+  assert_true(session_output_capacity(p.s) >= 256 * 1024);
+  iterate(500, &p, true);
+  assert_false(p.closed);
+  assert_int_equal(session_queued(p.s), 0);
+  assert_int_equal(budget_used(b), 0);
+  assert_true(session_output_capacity(p.s) <= CHANNEL_OUTPUT_KEEP);
+  pair_close(&p);
+  budget_free(b);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -203,6 +227,7 @@ int main(void)
       cmocka_unit_test(test_cut_when_stalled),
       cmocka_unit_test(test_cut_by_budget_and_given_back),
       cmocka_unit_test(test_reader_never_cut),
+      cmocka_unit_test(test_drained_queue_gives_memory_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

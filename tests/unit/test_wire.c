@@ -897,6 +897,40 @@ static void test_encode_refuses(void **state)
   buf_free(&b);
 }
 
+/* buf_trim: a drained peak is freed, a partly drained one halves down to
+ * at most twice what it holds, never below keep. */
+static void test_buf_trim(void **state)
+{
+  (void)state;
+  Buf b;
+  buf_init(&b);
+  static uint8_t big[512 * 1024];
+  wr_bytes(&b, big, sizeof big);
+  assert_int_equal(b.cap, 512 * 1024);
+  buf_consume(&b, sizeof big - 10000);
+  buf_trim(&b, 64 * 1024);
+  assert_int_equal(b.len, 10000);
+  assert_int_equal(b.cap, 64 * 1024); /* keep, not 16 KiB */
+  wr_bytes(&b, big, 200000);
+  assert_int_equal(b.cap, 256 * 1024);
+  buf_consume(&b, 70000);
+  buf_trim(&b, 64 * 1024);
+  assert_int_equal(b.cap, 256 * 1024); /* 140000 held: half would not fit */
+  buf_consume(&b, 40000);
+  buf_trim(&b, 64 * 1024);
+  assert_int_equal(b.cap, 128 * 1024);
+  assert_int_equal(b.len, 100000);
+  buf_consume(&b, b.len);
+  buf_trim(&b, 64 * 1024);
+  assert_int_equal(b.cap, 0);
+  assert_null(b.data);
+  wr_bytes(&b, big, 1000); /* usable again */
+  buf_consume(&b, 1000);
+  buf_trim(&b, 64 * 1024);
+  assert_int_equal(b.cap, 1024); /* small: kept */
+  buf_free(&b);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -911,6 +945,7 @@ int main(void)
       cmocka_unit_test(test_invalid_text),   cmocka_unit_test(test_invalid_fields),
       cmocka_unit_test(test_trailing_byte),  cmocka_unit_test(test_count_beyond_bytes),
       cmocka_unit_test(test_encode_refuses), cmocka_unit_test(test_group_messages),
+      cmocka_unit_test(test_buf_trim),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
