@@ -2,6 +2,7 @@
 #include "peers.h"
 
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
@@ -23,6 +24,20 @@
  * that never checks frees its slot after this, not after ICE's default
  * 15 s (issue 11, finding 8). */
 #define PEERS_INBOUND_ICE_MS 6000
+/* How long an open inbound (serving) link may go without a message from the
+ * downloader before we end it. A downloader asks for its tree at once and
+ * then for a chunk each time one arrives (up to DL_PIPELINE outstanding), so
+ * an honest one is silent this long only below about 4 KiB/s (a 256 KiB
+ * chunk a minute). A downloader that is gone (killed, its laptop asleep, a
+ * shutdown whose FIN never left) says nothing, and nothing else ends its
+ * link: Bulk retransmits to a silent peer for good, the session's stall
+ * check runs only while output is queued, and libnice runs without
+ * keepalive checks (nat/TRANSPORT.md). Without this each such link would
+ * keep one of that downloader's OFFERGATE_PER_PEER slots, so after a few it
+ * could no longer download from us at all. The environment variable
+ * CANOPY_UPLOAD_IDLE_MS (PEERS_IDLE_ENV) overrides it, for tests only. */
+#define PEERS_UPLOAD_IDLE_MS 60000
+#define PEERS_IDLE_ENV "CANOPY_UPLOAD_IDLE_MS"
 /* channel_export label of the secret Bulk's datagram tags are keyed from
  * once the channel is open. */
 #define PEERS_TAG_LABEL "canopy/ice/bulk-tag/v1"
@@ -39,6 +54,8 @@ struct PeerLink {
   bool closing;
   bool admitted;         /* inbound: holds a slot of the owner's OfferGate */
   GSource *answer_timer; /* outbound, until the answer arrives */
+  GSource *idle_timer;   /* inbound, once open: ends it when the peer is silent */
+  uint64_t heard;        /* inbound: when its last message came (monotonic ms) */
   uint64_t started;
   uint64_t setup_ms;
   char path_type[16];
@@ -54,6 +71,7 @@ struct Peers {
   OfferGate *gate;  /* inbound offers' budgets */
   uint64_t next_session;
   uint64_t offers_refused;
+  uint64_t idle_ms; /* PEERS_UPLOAD_IDLE_MS, or the test override */
   char *stun_host, *turn_host, *turn_user, *turn_pass;
   uint16_t stun_port, turn_port;
   char **local_addrs;
@@ -62,6 +80,7 @@ struct Peers {
 static void link_free(PeerLink *l)
 {
   timer_disarm(&l->answer_timer);
+  timer_disarm(&l->idle_timer);
   if (l->session) {
     Session *s = l->session;
     l->session = NULL;
@@ -85,6 +104,7 @@ static void link_end(PeerLink *l, const char *reason)
     return;
   l->closing = true;
   timer_disarm(&l->answer_timer);
+  timer_disarm(&l->idle_timer);
   Peers *p = l->owner;
   g_ptr_array_remove(p->links, l); /* the array does not free: see peers_new */
   if (l->admitted)
@@ -108,6 +128,10 @@ Peers *peers_new(GMainContext *ctx, const Identity *self, const PeersCallbacks *
   p->cb = *cb;
   p->ud = ud;
   p->links = g_ptr_array_new();
+  p->idle_ms = PEERS_UPLOAD_IDLE_MS;
+  const char *idle = getenv(PEERS_IDLE_ENV);
+  if (idle && g_ascii_strtoull(idle, NULL, 10) > 0)
+    p->idle_ms = g_ascii_strtoull(idle, NULL, 10);
   p->gate = offergate_new(PEERS_MAX_INBOUND, 0, 0, 0);
   if (!p->gate)
     g_error("out of memory"); /* as g_new0 would */
@@ -199,6 +223,29 @@ void peer_link_close(PeerLink *l, const char *reason)
 
 /* --- the secure session over the ICE stream --------------------------------- */
 
+static gboolean idle_check(gpointer ud);
+
+static void idle_arm(PeerLink *l)
+{
+  timer_arm(&l->idle_timer, l->owner->ctx, l->heard + l->owner->idle_ms, idle_check, l);
+}
+
+/* An inbound link whose downloader said nothing for idle_ms is over: it
+ * frees its offer-gate slot (link_end). */
+static gboolean idle_check(gpointer ud)
+{
+  PeerLink *l = ud;
+  if (clock_now_ms() - l->heard < l->owner->idle_ms) {
+    idle_arm(l);
+    return G_SOURCE_REMOVE;
+  }
+  char why[96];
+  g_snprintf(why, sizeof why, "the downloader sent nothing for %" G_GUINT64_FORMAT " ms",
+             l->owner->idle_ms);
+  link_end(l, why);
+  return G_SOURCE_REMOVE;
+}
+
 static void on_session_opened(Session *s, void *ud)
 {
   PeerLink *l = ud;
@@ -220,6 +267,10 @@ static void on_session_opened(Session *s, void *ud)
   l->setup_ms = clock_now_ms() - l->started;
   if (l->admitted)
     offergate_opened(l->owner->gate, l->peer);
+  if (!l->outbound) {
+    l->heard = clock_now_ms();
+    idle_arm(l);
+  }
   if (l->owner->cb.opened)
     l->owner->cb.opened(l, l->owner->ud);
 }
@@ -227,6 +278,8 @@ static void on_session_opened(Session *s, void *ud)
 static void on_session_message(Session *s, const uint8_t *msg, size_t len, void *ud)
 {
   PeerLink *l = ud;
+  if (!l->outbound)
+    l->heard = clock_now_ms(); /* the idle timer looks at it when it fires */
   if (l->owner->cb.message)
     l->owner->cb.message(l, msg, len, l->owner->ud);
 }
