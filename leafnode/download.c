@@ -300,7 +300,7 @@ static void update_rate(Download *d, uint64_t now)
 static void drop_overdue(Download *d, uint64_t now)
 {
   uint8_t peer[32];
-  while (!ended(d) && d->fetch && sources_overdue(d->srcs, now, peer)) {
+  while (!ended(d) && d->fetch && sources_overdue(d->srcs, d->size, now, peer)) {
     for (guint i = 0; i < d->links->len; i++) {
       PeerLink *l = g_ptr_array_index(d->links, i);
       if (memcmp(peer_link_peer(l), peer, 32) == 0) {
@@ -337,7 +337,7 @@ static void arm(Download *d)
   uint64_t t = clock_now_ms() + DL_PROGRESS_MS;
   if (d->fetch)
     t = MIN(t, fetch_next_deadline(d->fetch));
-  t = MIN(t, sources_next_deadline(d->srcs));
+  t = MIN(t, sources_next_deadline(d->srcs, d->size));
   timer_arm(&d->timer, d->lf->ctx, t, on_timer, d);
 }
 

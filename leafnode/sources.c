@@ -173,9 +173,12 @@ void sources_closed(Sources *s, const uint8_t peer[32])
     c->state = CAND_DONE;
 }
 
-bool sources_overdue(Sources *s, uint64_t now, uint8_t peer[32])
+bool sources_overdue(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32])
 {
-  if (count_new(s, false, 0) == 0)
+  /* Only a candidate of the size being tried can take the slot (the caller
+   * links no other): an untried one of another size, perhaps a liar's, must
+   * not push out a slow honest source. */
+  if (count_new(s, true, size) == 0)
     return false; /* nobody to give the slot to: the link's own deadline rules */
   for (guint i = 0; i < s->cands->len; i++) {
     Cand *c = &g_array_index(s->cands, Cand, i);
@@ -188,9 +191,9 @@ bool sources_overdue(Sources *s, uint64_t now, uint8_t peer[32])
   return false;
 }
 
-uint64_t sources_next_deadline(const Sources *s)
+uint64_t sources_next_deadline(const Sources *s, uint64_t size)
 {
-  if (count_new(s, false, 0) == 0)
+  if (count_new(s, true, size) == 0)
     return UINT64_MAX;
   uint64_t t = UINT64_MAX;
   for (guint i = 0; i < s->cands->len; i++) {

@@ -56,11 +56,12 @@ void sources_opened(Sources *s, const uint8_t peer[32]);
 void sources_closed(Sources *s, const uint8_t peer[32]);
 
 /* A candidate linking for open_wait_ms or longer while another candidate
- * (of any size) is still untried: it is marked bad and returned, and the
- * caller closes its link. False if there is none. */
-bool sources_overdue(Sources *s, uint64_t now, uint8_t peer[32]);
-/* When sources_overdue may next return one (UINT64_MAX: never as things
- * stand). */
-uint64_t sources_next_deadline(const Sources *s);
+ * of size (the size being tried: only those can take its slot) is still
+ * untried: it is marked bad and returned, and the caller closes its link.
+ * False if there is none. */
+bool sources_overdue(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32]);
+/* When sources_overdue(size) may next return one (UINT64_MAX: never as
+ * things stand). */
+uint64_t sources_next_deadline(const Sources *s, uint64_t size);
 
 #endif

@@ -98,21 +98,21 @@ static void test_overdue_rotates_and_stays_bad(void **state)
   /* Alone: the link's own deadline rules, nothing is overdue. */
   assert_true(sources_next(s, 100, T0, p));
   assert_memory_equal(p, liar, 32);
-  assert_true(sources_next_deadline(s) == UINT64_MAX);
-  assert_false(sources_overdue(s, T0 + 60000, p));
+  assert_true(sources_next_deadline(s, 100) == UINT64_MAX);
+  assert_false(sources_overdue(s, 100, T0 + 60000, p));
   /* Another candidate arrives: the liar's slot is due WAIT after its start. */
   sources_add(s, honest, 100);
-  assert_true(sources_next_deadline(s) == T0 + WAIT);
-  assert_false(sources_overdue(s, T0 + WAIT - 1, p));
-  assert_true(sources_overdue(s, T0 + WAIT, p));
+  assert_true(sources_next_deadline(s, 100) == T0 + WAIT);
+  assert_false(sources_overdue(s, 100, T0 + WAIT - 1, p));
+  assert_true(sources_overdue(s, 100, T0 + WAIT, p));
   assert_memory_equal(p, liar, 32);
   assert_int_equal(sources_bad(s), 1);
-  assert_false(sources_overdue(s, T0 + WAIT, p)); /* once */
-  sources_closed(s, liar);                        /* the caller closed its link */
+  assert_false(sources_overdue(s, 100, T0 + WAIT, p)); /* once */
+  sources_closed(s, liar);                             /* the caller closed its link */
   assert_true(sources_next(s, 100, T0 + WAIT, p));
   assert_memory_equal(p, honest, 32);
   sources_opened(s, honest);
-  assert_false(sources_overdue(s, T0 + 10 * WAIT, p)); /* open: off the clock */
+  assert_false(sources_overdue(s, 100, T0 + 10 * WAIT, p)); /* open: off the clock */
 
   /* A restart forgets the honest one (it will be found again) but not the liar. */
   sources_restart(s);
@@ -176,6 +176,32 @@ static void test_sizes(void **state)
   sources_free(s);
 }
 
+/* A slow candidate of the size being tried is not dropped as overdue for an
+ * untried one of another size (which the caller would not link anyway). */
+static void test_overdue_counts_the_size_tried(void **state)
+{
+  (void)state;
+  uint64_t seed = 9;
+  Sources *s = sources_new(8, WAIT, rng_xorshift, &seed);
+  uint8_t honest[32], liar[32], p[32];
+  peer(honest, 1);
+  peer(liar, 2);
+  sources_add(s, honest, 100);
+  sources_add(s, liar, 999);
+  assert_true(sources_next(s, 100, T0, p));
+  assert_memory_equal(p, honest, 32);
+  assert_true(sources_next_deadline(s, 100) == UINT64_MAX);
+  assert_false(sources_overdue(s, 100, T0 + 10 * WAIT, p));
+  assert_int_equal(sources_bad(s), 0);
+  /* One of the same size arriving puts the slow one on the clock. */
+  peer(p, 3);
+  sources_add(s, p, 100);
+  assert_true(sources_next_deadline(s, 100) == T0 + WAIT);
+  assert_true(sources_overdue(s, 100, T0 + 10 * WAIT, p));
+  assert_memory_equal(p, honest, 32);
+  sources_free(s);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -184,6 +210,7 @@ int main(void)
       cmocka_unit_test(test_overdue_rotates_and_stays_bad),
       cmocka_unit_test(test_closed_before_open_is_bad),
       cmocka_unit_test(test_sizes),
+      cmocka_unit_test(test_overdue_counts_the_size_tried),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
