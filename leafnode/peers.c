@@ -53,6 +53,7 @@ struct PeerLink {
   bool opened;
   bool closing;
   bool admitted;         /* inbound: holds a slot of the owner's OfferGate */
+  bool refused;          /* outbound: the peer refused our offer (busy) */
   GSource *answer_timer; /* outbound, until the answer arrives */
   GSource *idle_timer;   /* inbound, once open: ends it when the peer is silent */
   uint64_t heard;        /* inbound: when its last message came (monotonic ms) */
@@ -189,6 +190,10 @@ uint64_t peers_offers_refused(const Peers *p)
 uint64_t peer_link_tag(const PeerLink *l)
 {
   return l->tag;
+}
+bool peer_link_refused(const PeerLink *l)
+{
+  return l->refused;
 }
 bool peer_link_outbound(const PeerLink *l)
 {
@@ -429,6 +434,7 @@ void peers_on_signal(Peers *p, const uint8_t sid[16], uint8_t kind, const uint8_
   } else if (kind == SIGNAL_REJECT) {
     char why[160];
     g_snprintf(why, sizeof why, "the peer refused: %.100s", text);
+    l->refused = true;
     link_end(l, why);
     return;
   }
