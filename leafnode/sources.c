@@ -5,14 +5,13 @@
 #include <string.h>
 
 /* A refused link ("busy": the source's inbound budgets are spent for now)
- * is tried again after SOURCES_RETRY_MS, doubling with each refusal up to
- * SOURCES_RETRY_MAX_MS; after SOURCES_MAX_REFUSALS in a row the candidate
- * is given up for this run of the download (done, not bad: a resume asks
- * it again). 4 s is the source's offer refill time (OFFERGATE_REFILL_MS);
- * the six tries span about 2.5 minutes. */
+ * is tried again after SOURCES_RETRY_MS, doubling with each refusal in a
+ * row (4, 8, 16 s); at the SOURCES_MAX_REFUSALS-th the candidate is given
+ * up for this run of the download (done, not bad: a resume asks it again),
+ * about half a minute after the first. 4 s is the source's offer refill
+ * time (OFFERGATE_REFILL_MS). */
 #define SOURCES_RETRY_MS 4000
-#define SOURCES_RETRY_MAX_MS 60000
-#define SOURCES_MAX_REFUSALS 6
+#define SOURCES_MAX_REFUSALS 4
 
 typedef enum {
   CAND_NEW,     /* not linked yet, or refused and waiting for retry_at */
@@ -212,11 +211,8 @@ uint64_t sources_refused(Sources *s, const uint8_t peer[32], uint64_t now)
     c->state = CAND_DONE;
     return UINT64_MAX;
   }
-  uint64_t wait = SOURCES_RETRY_MS;
-  for (unsigned i = 1; i < c->refusals && wait < SOURCES_RETRY_MAX_MS; i++)
-    wait *= 2;
   c->state = CAND_NEW;
-  c->retry_at = now + MIN(wait, (uint64_t)SOURCES_RETRY_MAX_MS);
+  c->retry_at = now + ((uint64_t)SOURCES_RETRY_MS << (c->refusals - 1));
   return c->retry_at;
 }
 

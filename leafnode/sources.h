@@ -59,9 +59,9 @@ void sources_opened(Sources *s, const uint8_t peer[32]);
 void sources_closed(Sources *s, const uint8_t peer[32]);
 /* peer's link was refused (the source is busy), at now: untried again,
  * not to be linked before the returned time (4 s, doubling with each
- * refusal in a row, at most 60 s). After 6 refusals in a row it is given
- * up for this run, not marked bad, and UINT64_MAX is returned (also for a
- * peer not linking). */
+ * refusal in a row). At the 4th refusal in a row it is given up for this
+ * run, not marked bad, and UINT64_MAX is returned (also for a peer not
+ * linking). */
 uint64_t sources_refused(Sources *s, const uint8_t peer[32], uint64_t now);
 /* The caller did not link peer after all (sources_next picked it): untried
  * again, not to be linked before until. */
