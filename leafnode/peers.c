@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "ice.h"
 #include "offergate.h"
+#include "safename.h"
 #include "session.h"
 #include "wire.h"
 
@@ -38,6 +39,8 @@
  * CANOPY_UPLOAD_IDLE_MS (PEERS_IDLE_ENV) overrides it, for tests only. */
 #define PEERS_UPLOAD_IDLE_MS 60000
 #define PEERS_IDLE_ENV "CANOPY_UPLOAD_IDLE_MS"
+/* Bytes of a peer's refusal text kept in our reason for the link's end. */
+#define PEERS_REJECT_TEXT_MAX 100
 /* channel_export label of the secret Bulk's datagram tags are keyed from
  * once the channel is open. */
 #define PEERS_TAG_LABEL "canopy/ice/bulk-tag/v1"
@@ -432,8 +435,11 @@ void peers_on_signal(Peers *p, const uint8_t sid[16], uint8_t kind, const uint8_
   } else if (!l || !l->outbound || memcmp(l->peer, src, 32) != 0) {
     return; /* not for a link of ours, or from someone else */
   } else if (kind == SIGNAL_REJECT) {
+    /* The peer's words, cut on a character boundary: they go into the
+     * download's error, which goes out as JSON. */
     char why[160];
-    g_snprintf(why, sizeof why, "the peer refused: %.100s", text);
+    g_snprintf(why, sizeof why, "the peer refused: %.*s",
+               (int)safename_utf8_cut(text, strlen(text), PEERS_REJECT_TEXT_MAX), text);
     l->refused = true;
     link_end(l, why);
     return;
