@@ -500,7 +500,8 @@ static void dl_pump(Download *d)
 
 gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit)
 {
-  Download *d = g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search));
+  Download *d = lf->dl_searches ? g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search))
+                                : NULL; /* (none while shutting down) */
   if (!d)
     return FALSE;
   if (memcmp(hit->cid, d->cid, 32) != 0 || memcmp(hit->peer, lf->id.id, 32) == 0)
@@ -654,7 +655,8 @@ static void dl_link_more(Download *d)
 
 gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
 {
-  Download *d = g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search));
+  Download *d =
+      lf->dl_searches ? g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search)) : NULL;
   if (!d)
     return FALSE;
   g_hash_table_remove(lf->dl_searches, GUINT_TO_POINTER(search));

@@ -153,12 +153,17 @@ static void nat_clear(Peers *p)
   g_clear_pointer(&p->turn_pass, g_free);
 }
 
+void peers_close_all(Peers *p, const char *reason)
+{
+  while (p->links->len)
+    link_end(g_ptr_array_index(p->links, 0), reason);
+}
+
 void peers_free(Peers *p)
 {
   if (!p)
     return;
-  while (p->links->len)
-    link_end(g_ptr_array_index(p->links, 0), "shutting down");
+  peers_close_all(p, "shutting down");
   g_ptr_array_unref(p->links);
   offergate_free(p->gate);
   identity_clear(&p->self);

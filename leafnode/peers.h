@@ -35,6 +35,9 @@ typedef struct {
 
 Peers *peers_new(GMainContext *ctx, const Identity *self, const PeersCallbacks *cb, void *ud);
 void peers_free(Peers *p); /* closes every link */
+/* Closes every link now (their sessions send their FIN once the caller's
+ * context runs again; peers_free alone gives it no chance to). */
+void peers_close_all(Peers *p, const char *reason);
 
 /* Where STUN and TURN are (from the super node's NAT_INFO); NULLs allowed.
  * local_addrs: NULL-terminated host addresses to gather on, or NULL. */
