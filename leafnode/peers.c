@@ -25,11 +25,12 @@
  * that never checks frees its slot after this, not after ICE's default
  * 15 s (issue 11, finding 8). */
 #define PEERS_INBOUND_ICE_MS 6000
-/* How long an open inbound (serving) link may go without a message from the
- * downloader before we end it. A downloader asks for its tree at once and
- * then for a chunk each time one arrives (up to DL_PIPELINE outstanding), so
- * an honest one is silent this long only below about 4 KiB/s (a 256 KiB
- * chunk a minute). A downloader that is gone (killed, its laptop asleep, a
+/* How long an open inbound (serving) link may go without a message or any
+ * datagram from the downloader before we end it. A downloader asks for a
+ * chunk each time one arrives, and its stream acknowledges what we send
+ * while we send it, so an honest one is silent this long only if it has
+ * nothing more to ask and nothing on its way (or its path is dead). A
+ * downloader that is gone (killed, its laptop asleep, a
  * shutdown whose FIN never left) says nothing, and nothing else ends its
  * link: Bulk retransmits to a silent peer for good, the session's stall
  * check runs only while output is queued, and libnice runs without
@@ -59,7 +60,8 @@ struct PeerLink {
   bool refused;          /* outbound: the peer refused our offer (busy) */
   GSource *answer_timer; /* outbound, until the answer arrives */
   GSource *idle_timer;   /* inbound, once open: ends it when the peer is silent */
-  uint64_t heard;        /* inbound: when its last message came (monotonic ms) */
+  uint64_t heard;        /* inbound: when it was last heard from (monotonic ms) */
+  uint64_t datagrams;    /* inbound: ice_peer_datagrams_received then */
   uint64_t started;
   uint64_t setup_ms;
   char path_type[16];
@@ -238,17 +240,30 @@ void peer_link_close(PeerLink *l, const char *reason)
 
 static gboolean idle_check(gpointer ud);
 
+/* The datagram count is looked at every idle_ms / PEERS_IDLE_POLLS, so a
+ * silent link ends at most that much after idle_ms. */
+#define PEERS_IDLE_POLLS 4
+
 static void idle_arm(PeerLink *l)
 {
-  timer_arm(&l->idle_timer, l->owner->ctx, l->heard + l->owner->idle_ms, idle_check, l);
+  uint64_t idle = l->owner->idle_ms;
+  timer_arm(&l->idle_timer, l->owner->ctx,
+            MIN(l->heard + idle, clock_now_ms() + MAX(idle / PEERS_IDLE_POLLS, 1)), idle_check, l);
 }
 
-/* An inbound link whose downloader said nothing for idle_ms is over: it
- * frees its offer-gate slot (link_end). */
+/* An inbound link whose downloader sent nothing for idle_ms (no request,
+ * no datagram: not even an ACK of what we send) is over: it frees its
+ * offer-gate slot (link_end). */
 static gboolean idle_check(gpointer ud)
 {
   PeerLink *l = ud;
-  if (clock_now_ms() - l->heard < l->owner->idle_ms) {
+  uint64_t now = clock_now_ms();
+  uint64_t got = ice_peer_datagrams_received(l->ice);
+  if (got != l->datagrams) {
+    l->datagrams = got;
+    l->heard = MAX(l->heard, now);
+  }
+  if (now - l->heard < l->owner->idle_ms) {
     idle_arm(l);
     return G_SOURCE_REMOVE;
   }
@@ -282,6 +297,7 @@ static void on_session_opened(Session *s, void *ud)
     offergate_opened(l->owner->gate, l->peer);
   if (!l->outbound) {
     l->heard = clock_now_ms();
+    l->datagrams = ice_peer_datagrams_received(l->ice);
     idle_arm(l);
   }
   if (l->owner->cb.opened)

@@ -16,7 +16,7 @@
 # a time to one peer (its share on the source), so the fifth waits for a
 # free one instead of being refused.
 . "$(dirname "$0")/lib.sh"
-IDLE_MS=20000
+IDLE_MS=16000
 
 start_sn s1 1 --no-discovery --stun "127.0.0.1:$(port 51)"
 mkdir -p "$T/b-share"
