@@ -475,9 +475,9 @@ static void dl_pump(Download *d)
       return;
   }
   d->bytes_done = fetch_bytes_done(d->fetch);
+  /* (A candidate of this size that refused for now, sources_waiting, is
+   * linked by the timer when its back-off ends: nothing has failed yet.) */
   if (fetch_sources(d->fetch) == 0 && d->links->len == 0 && !sources_waiting(d->srcs, d->size)) {
-    /* (A candidate of this size that refused for now is tried again when
-     * its back-off ends: the timer links it.) */
     /* Every source of this size failed before one proved it: the size may
      * have been a lie; the sources that gave another one come next. */
     if (!fetch_tree_ok(d->fetch) && dl_pick_size(d)) {
