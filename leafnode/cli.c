@@ -117,7 +117,9 @@ static int cmd_parse(Cmd *c, int *argc, char ***argv)
 {
   GError *err = NULL;
   if (!g_option_context_parse(c->oc, argc, argv, &err)) {
-    fprintf(stderr, "%s: %s (see --help)\n", c->prog, err->message);
+    char *m = name_escape_for_terminal(err->message, strlen(err->message));
+    fprintf(stderr, "%s: %s (see --help)\n", c->prog, m ? m : "?");
+    free(m);
     g_error_free(err);
     return CLI_EXIT_USAGE;
   }
@@ -152,15 +154,19 @@ static int cmd_call(const Cmd *c, JsonObject *req, ControlLineFn fn, void *ud, g
   if (control_call(c->state_dir, req, fn, ud, timeout_s, &err))
     return CLI_EXIT_OK;
   int rc = CLI_EXIT_FAILED;
+  /* The daemon's error may hold a peer's words (a refusal's text, a
+   * name): escaped like every name from the network (safename.h). */
+  char *m = name_escape_for_terminal(err->message, strlen(err->message));
   if (g_error_matches(err, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED)) {
     rc = CLI_EXIT_NO_DAEMON;
     fprintf(stderr,
             "%s: %s\n  start it (systemctl --user start canopy-leaf, or canopy-leaf --config "
             "FILE), or name its state dir with --state-dir\n",
-            c->prog, err->message);
+            c->prog, m ? m : "?");
   } else {
-    fprintf(stderr, "%s: %s\n", c->prog, err->message);
+    fprintf(stderr, "%s: %s\n", c->prog, m ? m : "?");
   }
+  free(m);
   g_error_free(err);
   return rc;
 }

@@ -44,6 +44,7 @@
 #include "content.h"
 #include "daemon.h"
 #include "fetch.h"
+#include "offergate.h"
 #include "partfile.h"
 #include "safename.h"
 #include "sources.h"
@@ -71,6 +72,9 @@
  * reading): a transport with a small send buffer would need fewer. */
 #define DL_PIPELINE 32
 #define DL_PROGRESS_MS 500
+/* A candidate we already hold the source's per-peer share of links to
+ * (OFFERGATE_PER_PEER, for other downloads) is looked at again after this. */
+#define DL_SHARE_RETRY_MS 2000
 #define DL_HISTORY 32 /* ended downloads kept for the list */
 
 typedef enum {
@@ -300,7 +304,7 @@ static void update_rate(Download *d, uint64_t now)
 static void drop_overdue(Download *d, uint64_t now)
 {
   uint8_t peer[32];
-  while (!ended(d) && d->fetch && sources_overdue(d->srcs, now, peer)) {
+  while (!ended(d) && d->fetch && sources_overdue(d->srcs, d->size, now, peer)) {
     for (guint i = 0; i < d->links->len; i++) {
       PeerLink *l = g_ptr_array_index(d->links, i);
       if (memcmp(peer_link_peer(l), peer, 32) == 0) {
@@ -337,7 +341,7 @@ static void arm(Download *d)
   uint64_t t = clock_now_ms() + DL_PROGRESS_MS;
   if (d->fetch)
     t = MIN(t, fetch_next_deadline(d->fetch));
-  t = MIN(t, sources_next_deadline(d->srcs));
+  t = MIN(t, sources_next_deadline(d->srcs, d->size, clock_now_ms()));
   timer_arm(&d->timer, d->lf->ctx, t, on_timer, d);
 }
 
@@ -471,7 +475,9 @@ static void dl_pump(Download *d)
       return;
   }
   d->bytes_done = fetch_bytes_done(d->fetch);
-  if (fetch_sources(d->fetch) == 0 && d->links->len == 0) {
+  /* (A candidate of this size that refused for now, sources_waiting, is
+   * linked by the timer when its back-off ends: nothing has failed yet.) */
+  if (fetch_sources(d->fetch) == 0 && d->links->len == 0 && !sources_waiting(d->srcs, d->size)) {
     /* Every source of this size failed before one proved it: the size may
      * have been a lie; the sources that gave another one come next. */
     if (!fetch_tree_ok(d->fetch) && dl_pick_size(d)) {
@@ -494,7 +500,8 @@ static void dl_pump(Download *d)
 
 gboolean download_on_hit(Leaf *lf, uint32_t search, const LeafAction *hit)
 {
-  Download *d = g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search));
+  Download *d = lf->dl_searches ? g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search))
+                                : NULL; /* (none while shutting down) */
   if (!d)
     return FALSE;
   if (memcmp(hit->cid, d->cid, 32) != 0 || memcmp(hit->peer, lf->id.id, 32) == 0)
@@ -608,13 +615,36 @@ static gboolean dl_pick_size(Download *d)
   return FALSE;
 }
 
+/* Outbound links to peer over all downloads. */
+static guint links_to(Leaf *lf, const uint8_t peer[32])
+{
+  guint n = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, lf->downloads);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    const Download *o = v;
+    for (guint i = 0; i < o->links->len; i++)
+      n += memcmp(peer_link_peer(g_ptr_array_index(o->links, i)), peer, 32) == 0;
+  }
+  return n;
+}
+
 /* Links to candidates of the size being tried, chosen at random, up to
- * DL_MAX_SOURCES at a time. */
+ * DL_MAX_SOURCES at a time. A peer we already hold OFFERGATE_PER_PEER
+ * links to (for other downloads) would refuse another: it waits
+ * DL_SHARE_RETRY_MS instead. */
 static void dl_link_more(Download *d)
 {
   uint8_t peer[32];
-  while (d->fetch && d->links->len < DL_MAX_SOURCES &&
-         sources_next(d->srcs, d->size, clock_now_ms(), peer)) {
+  uint64_t now = clock_now_ms();
+  while (d->fetch && d->links->len < DL_MAX_SOURCES && sources_next(d->srcs, d->size, now, peer)) {
+    if (links_to(d->lf, peer) >= OFFERGATE_PER_PEER) {
+      g_debug("download %.16s…: %d links to %02x%02x%02x%02x… already (its share); later",
+              d->cid_hex, OFFERGATE_PER_PEER, peer[0], peer[1], peer[2], peer[3]);
+      sources_defer(d->srcs, peer, now + DL_SHARE_RETRY_MS);
+      continue;
+    }
     PeerLink *l = peers_connect(d->lf->peers, peer, d->id);
     if (l)
       g_ptr_array_add(d->links, l);
@@ -625,7 +655,8 @@ static void dl_link_more(Download *d)
 
 gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
 {
-  Download *d = g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search));
+  Download *d =
+      lf->dl_searches ? g_hash_table_lookup(lf->dl_searches, GUINT_TO_POINTER(search)) : NULL;
   if (!d)
     return FALSE;
   g_hash_table_remove(lf->dl_searches, GUINT_TO_POINTER(search));
@@ -645,6 +676,11 @@ gboolean download_on_search_done(Leaf *lf, uint32_t search, const char *error)
     dl_fail(d, "%s", error);
   else if (d->failures->len)
     dl_fail(d, "no source could deliver %.16s…: %s", d->cid_hex, d->failures->str);
+  else if (sources_bad(d->srcs))
+    dl_fail(d,
+            "no source left for %.16s…: the %zu leaf(s) known to have it failed earlier in this "
+            "download (no answer, no path or a wrong node id) and are not tried again by it",
+            d->cid_hex, sources_bad(d->srcs));
   else
     dl_fail(d, "no leaf shares this content id (searched %d super-node hops)", WIRE_MAX_TTL);
   return TRUE;
@@ -691,7 +727,11 @@ void download_link_closed(Leaf *lf, PeerLink *l, const char *reason)
   gboolean ours = g_ptr_array_remove(d->links, l);
   if (!d->fetch)
     return;
-  if (ours)
+  /* A refusal (the source is busy for now) is worth another try later; a
+   * link that failed (no answer, no path, another node id) is not. */
+  if (ours && peer_link_refused(l))
+    sources_refused(d->srcs, peer_link_peer(l), clock_now_ms());
+  else if (ours)
     sources_closed(d->srcs, peer_link_peer(l));
   note_failure(d, "%s", reason);
   fetch_source_lost(d->fetch, src_of(l), clock_now_ms());

@@ -351,6 +351,37 @@ void leaf_run_actions(Leaf *lf)
 
 /* --- links to other leaves ------------------------------------------------------ */
 
+/* How long the loop runs at shutdown for the links' FINs to go out. */
+#define LEAF_SHUTDOWN_FLUSH_MS 200
+
+static gboolean flush_over(gpointer ud)
+{
+  *(gboolean *)ud = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
+/* Best effort: ends every link to another leaf and runs the loop briefly,
+ * so their FINs go out and the peers end their side at once (a source
+ * would otherwise keep our upload links until its idle timeout, peers.c).
+ * No new command, rescan or download can start meanwhile: the control
+ * socket and the downloads are gone first. */
+static void shutdown_links(Leaf *lf)
+{
+  control_server_free(lf->ctl);
+  lf->ctl = NULL;
+  timer_disarm(&lf->rescan);
+  download_free_all(lf);
+  peers_close_all(lf->peers, "shutting down");
+  gboolean over = FALSE;
+  GSource *t = g_timeout_source_new(LEAF_SHUTDOWN_FLUSH_MS);
+  g_source_set_callback(t, flush_over, &over, NULL);
+  g_source_attach(t, lf->ctx);
+  while (!over)
+    g_main_context_iteration(lf->ctx, TRUE);
+  g_source_destroy(t);
+  g_source_unref(t);
+}
+
 static bool on_peer_signal(const uint8_t sid[16], uint8_t kind, const uint8_t dst[32],
                            const char *text, void *ud)
 {
@@ -875,6 +906,7 @@ static int run_daemon(int argc, char **argv)
   daemon_conf = conf;
   g_unix_signal_add(SIGHUP, on_hup, &lf);
   g_main_loop_run(lf.loop);
+  shutdown_links(&lf);
   rc = 0;
 out:
   /* The tree reader first: the scans' connection, closing last, then

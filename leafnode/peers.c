@@ -2,11 +2,13 @@
 #include "peers.h"
 
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "ice.h"
 #include "offergate.h"
+#include "safename.h"
 #include "session.h"
 #include "wire.h"
 
@@ -23,6 +25,23 @@
  * that never checks frees its slot after this, not after ICE's default
  * 15 s (issue 11, finding 8). */
 #define PEERS_INBOUND_ICE_MS 6000
+/* How long an open inbound (serving) link may go without a message or any
+ * datagram from the downloader before we end it. A downloader asks for a
+ * chunk each time one arrives, and its stream acknowledges what we send
+ * while we send it, so an honest one is silent this long only if it has
+ * nothing more to ask and nothing on its way (or its path is dead). A
+ * downloader that is gone (killed, its laptop asleep, a
+ * shutdown whose FIN never left) says nothing, and nothing else ends its
+ * link: Bulk retransmits to a silent peer for good, the session's stall
+ * check runs only while output is queued, and libnice runs without
+ * keepalive checks (nat/TRANSPORT.md). Without this each such link would
+ * keep one of that downloader's OFFERGATE_PER_PEER slots, so after a few it
+ * could no longer download from us at all. The environment variable
+ * CANOPY_UPLOAD_IDLE_MS (PEERS_IDLE_ENV) overrides it, for tests only. */
+#define PEERS_UPLOAD_IDLE_MS 60000
+#define PEERS_IDLE_ENV "CANOPY_UPLOAD_IDLE_MS"
+/* Bytes of a peer's refusal text kept in our reason for the link's end. */
+#define PEERS_REJECT_TEXT_MAX 100
 /* channel_export label of the secret Bulk's datagram tags are keyed from
  * once the channel is open. */
 #define PEERS_TAG_LABEL "canopy/ice/bulk-tag/v1"
@@ -38,7 +57,11 @@ struct PeerLink {
   bool opened;
   bool closing;
   bool admitted;         /* inbound: holds a slot of the owner's OfferGate */
+  bool refused;          /* outbound: the peer refused our offer (busy) */
   GSource *answer_timer; /* outbound, until the answer arrives */
+  GSource *idle_timer;   /* inbound, once open: ends it when the peer is silent */
+  uint64_t heard;        /* inbound: when it was last heard from (monotonic ms) */
+  uint64_t datagrams;    /* inbound: ice_peer_datagrams_received then */
   uint64_t started;
   uint64_t setup_ms;
   char path_type[16];
@@ -54,6 +77,7 @@ struct Peers {
   OfferGate *gate;  /* inbound offers' budgets */
   uint64_t next_session;
   uint64_t offers_refused;
+  uint64_t idle_ms; /* PEERS_UPLOAD_IDLE_MS, or the test override */
   char *stun_host, *turn_host, *turn_user, *turn_pass;
   uint16_t stun_port, turn_port;
   char **local_addrs;
@@ -62,6 +86,7 @@ struct Peers {
 static void link_free(PeerLink *l)
 {
   timer_disarm(&l->answer_timer);
+  timer_disarm(&l->idle_timer);
   if (l->session) {
     Session *s = l->session;
     l->session = NULL;
@@ -85,6 +110,7 @@ static void link_end(PeerLink *l, const char *reason)
     return;
   l->closing = true;
   timer_disarm(&l->answer_timer);
+  timer_disarm(&l->idle_timer);
   Peers *p = l->owner;
   g_ptr_array_remove(p->links, l); /* the array does not free: see peers_new */
   if (l->admitted)
@@ -108,6 +134,10 @@ Peers *peers_new(GMainContext *ctx, const Identity *self, const PeersCallbacks *
   p->cb = *cb;
   p->ud = ud;
   p->links = g_ptr_array_new();
+  p->idle_ms = PEERS_UPLOAD_IDLE_MS;
+  const char *idle = getenv(PEERS_IDLE_ENV);
+  if (idle && g_ascii_strtoull(idle, NULL, 10) > 0)
+    p->idle_ms = g_ascii_strtoull(idle, NULL, 10);
   p->gate = offergate_new(PEERS_MAX_INBOUND, 0, 0, 0);
   if (!p->gate)
     g_error("out of memory"); /* as g_new0 would */
@@ -125,12 +155,17 @@ static void nat_clear(Peers *p)
   g_clear_pointer(&p->turn_pass, g_free);
 }
 
+void peers_close_all(Peers *p, const char *reason)
+{
+  while (p->links->len)
+    link_end(g_ptr_array_index(p->links, 0), reason);
+}
+
 void peers_free(Peers *p)
 {
   if (!p)
     return;
-  while (p->links->len)
-    link_end(g_ptr_array_index(p->links, 0), "shutting down");
+  peers_close_all(p, "shutting down");
   g_ptr_array_unref(p->links);
   offergate_free(p->gate);
   identity_clear(&p->self);
@@ -166,6 +201,10 @@ uint64_t peer_link_tag(const PeerLink *l)
 {
   return l->tag;
 }
+bool peer_link_refused(const PeerLink *l)
+{
+  return l->refused;
+}
 bool peer_link_outbound(const PeerLink *l)
 {
   return l->outbound;
@@ -199,6 +238,42 @@ void peer_link_close(PeerLink *l, const char *reason)
 
 /* --- the secure session over the ICE stream --------------------------------- */
 
+static gboolean idle_check(gpointer ud);
+
+/* The datagram count is looked at every idle_ms / PEERS_IDLE_POLLS, so a
+ * silent link ends at most that much after idle_ms. */
+#define PEERS_IDLE_POLLS 4
+
+static void idle_arm(PeerLink *l)
+{
+  uint64_t idle = l->owner->idle_ms;
+  timer_arm(&l->idle_timer, l->owner->ctx,
+            MIN(l->heard + idle, clock_now_ms() + MAX(idle / PEERS_IDLE_POLLS, 1)), idle_check, l);
+}
+
+/* An inbound link whose downloader sent nothing for idle_ms (no request,
+ * no datagram: not even an ACK of what we send) is over: it frees its
+ * offer-gate slot (link_end). */
+static gboolean idle_check(gpointer ud)
+{
+  PeerLink *l = ud;
+  uint64_t now = clock_now_ms();
+  uint64_t got = ice_peer_datagrams_received(l->ice);
+  if (got != l->datagrams) {
+    l->datagrams = got;
+    l->heard = MAX(l->heard, now);
+  }
+  if (now - l->heard < l->owner->idle_ms) {
+    idle_arm(l);
+    return G_SOURCE_REMOVE;
+  }
+  char why[96];
+  g_snprintf(why, sizeof why, "the downloader sent nothing for %" G_GUINT64_FORMAT " ms",
+             l->owner->idle_ms);
+  link_end(l, why);
+  return G_SOURCE_REMOVE;
+}
+
 static void on_session_opened(Session *s, void *ud)
 {
   PeerLink *l = ud;
@@ -220,6 +295,11 @@ static void on_session_opened(Session *s, void *ud)
   l->setup_ms = clock_now_ms() - l->started;
   if (l->admitted)
     offergate_opened(l->owner->gate, l->peer);
+  if (!l->outbound) {
+    l->heard = clock_now_ms();
+    l->datagrams = ice_peer_datagrams_received(l->ice);
+    idle_arm(l);
+  }
   if (l->owner->cb.opened)
     l->owner->cb.opened(l, l->owner->ud);
 }
@@ -227,6 +307,8 @@ static void on_session_opened(Session *s, void *ud)
 static void on_session_message(Session *s, const uint8_t *msg, size_t len, void *ud)
 {
   PeerLink *l = ud;
+  if (!l->outbound)
+    l->heard = clock_now_ms(); /* the idle timer looks at it when it fires */
   if (l->owner->cb.message)
     l->owner->cb.message(l, msg, len, l->owner->ud);
 }
@@ -374,8 +456,12 @@ void peers_on_signal(Peers *p, const uint8_t sid[16], uint8_t kind, const uint8_
   } else if (!l || !l->outbound || memcmp(l->peer, src, 32) != 0) {
     return; /* not for a link of ours, or from someone else */
   } else if (kind == SIGNAL_REJECT) {
+    /* The peer's words, cut on a character boundary: they go into the
+     * download's error, which goes out as JSON. */
     char why[160];
-    g_snprintf(why, sizeof why, "the peer refused: %.100s", text);
+    g_snprintf(why, sizeof why, "the peer refused: %.*s",
+               (int)safename_utf8_cut(text, strlen(text), PEERS_REJECT_TEXT_MAX), text);
+    l->refused = true;
     link_end(l, why);
     return;
   }

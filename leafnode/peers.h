@@ -35,6 +35,9 @@ typedef struct {
 
 Peers *peers_new(GMainContext *ctx, const Identity *self, const PeersCallbacks *cb, void *ud);
 void peers_free(Peers *p); /* closes every link */
+/* Closes every link now (their sessions send their FIN once the caller's
+ * context runs again; peers_free alone gives it no chance to). */
+void peers_close_all(Peers *p, const char *reason);
 
 /* Where STUN and TURN are (from the super node's NAT_INFO); NULLs allowed.
  * local_addrs: NULL-terminated host addresses to gather on, or NULL. */
@@ -55,6 +58,9 @@ bool peer_link_send(PeerLink *l, const uint8_t *msg, size_t len);
 void peer_link_close(PeerLink *l, const char *reason);
 uint64_t peer_link_tag(const PeerLink *l);
 bool peer_link_outbound(const PeerLink *l);
+/* An outbound link the peer refused (its inbound budgets spent for now:
+ * worth trying again later), as opposed to one that failed. */
+bool peer_link_refused(const PeerLink *l);
 const uint8_t *peer_link_peer(const PeerLink *l);
 /* "direct" or "relayed", and a description of the selected pair ("srflx
  * 203.0.113.7:4242 -> srflx 198.51.100.3:5353"); "" before the path is up. */

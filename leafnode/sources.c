@@ -4,8 +4,17 @@
 #include <glib.h>
 #include <string.h>
 
+/* A refused link ("busy": the source's inbound budgets are spent for now)
+ * is tried again after SOURCES_RETRY_MS, doubling with each refusal in a
+ * row (4, 8, 16 s); at the SOURCES_MAX_REFUSALS-th the candidate is given
+ * up for this run of the download (done, not bad: a resume asks it again),
+ * about half a minute after the first. 4 s is the source's offer refill
+ * time (OFFERGATE_REFILL_MS). */
+#define SOURCES_RETRY_MS 4000
+#define SOURCES_MAX_REFUSALS 4
+
 typedef enum {
-  CAND_NEW,     /* not linked yet */
+  CAND_NEW,     /* not linked yet, or refused and waiting for retry_at */
   CAND_LINKING, /* link asked for at since, not open */
   CAND_OPEN,    /* link open: a source */
   CAND_DONE,    /* its link ended after opening, or its size was given up */
@@ -15,7 +24,9 @@ typedef enum {
 typedef struct {
   uint8_t peer[32];
   uint64_t size;
-  uint64_t since; /* LINKING */
+  uint64_t since;    /* LINKING */
+  uint64_t retry_at; /* NEW: not to be linked before (0: at once) */
+  unsigned refusals; /* in a row, since it last opened */
   CandState state;
 } Cand;
 
@@ -99,6 +110,12 @@ static size_t pick(Sources *s, size_t n)
   return (size_t)(r % n);
 }
 
+/* An untried candidate that may be linked at now. */
+static bool due(const Cand *c, uint64_t now)
+{
+  return c->state == CAND_NEW && c->retry_at <= now;
+}
+
 /* The k-th (0-based) untried candidate of size (any size if !by_size). */
 static Cand *nth_new(const Sources *s, bool by_size, uint64_t size, size_t k)
 {
@@ -108,6 +125,27 @@ static Cand *nth_new(const Sources *s, bool by_size, uint64_t size, size_t k)
       return c;
   }
   return NULL;
+}
+
+/* The k-th (0-based) candidate of size that may be linked at now. */
+static Cand *nth_due(const Sources *s, uint64_t size, uint64_t now, size_t k)
+{
+  for (guint i = 0; i < s->cands->len; i++) {
+    Cand *c = &g_array_index(s->cands, Cand, i);
+    if (due(c, now) && c->size == size && k-- == 0)
+      return c;
+  }
+  return NULL;
+}
+
+static size_t count_due(const Sources *s, uint64_t size, uint64_t now)
+{
+  size_t n = 0;
+  for (guint i = 0; i < s->cands->len; i++) {
+    const Cand *c = &g_array_index(s->cands, Cand, i);
+    n += due(c, now) && c->size == size;
+  }
+  return n;
 }
 
 static size_t count_new(const Sources *s, bool by_size, uint64_t size)
@@ -145,10 +183,10 @@ bool sources_waiting(const Sources *s, uint64_t size)
 
 bool sources_next(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32])
 {
-  size_t n = count_new(s, true, size);
+  size_t n = count_due(s, size, now);
   if (n == 0)
     return false;
-  Cand *c = nth_new(s, true, size, pick(s, n));
+  Cand *c = nth_due(s, size, now, pick(s, n));
   c->state = CAND_LINKING;
   c->since = now;
   memcpy(peer, c->peer, 32);
@@ -158,8 +196,33 @@ bool sources_next(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32])
 void sources_opened(Sources *s, const uint8_t peer[32])
 {
   Cand *c = find(s, peer);
-  if (c && c->state == CAND_LINKING)
+  if (c && c->state == CAND_LINKING) {
     c->state = CAND_OPEN;
+    c->refusals = 0;
+  }
+}
+
+uint64_t sources_refused(Sources *s, const uint8_t peer[32], uint64_t now)
+{
+  Cand *c = find(s, peer);
+  if (!c || c->state != CAND_LINKING)
+    return UINT64_MAX;
+  if (++c->refusals >= SOURCES_MAX_REFUSALS) {
+    c->state = CAND_DONE;
+    return UINT64_MAX;
+  }
+  c->state = CAND_NEW;
+  c->retry_at = now + ((uint64_t)SOURCES_RETRY_MS << (c->refusals - 1));
+  return c->retry_at;
+}
+
+void sources_defer(Sources *s, const uint8_t peer[32], uint64_t until)
+{
+  Cand *c = find(s, peer);
+  if (!c || c->state != CAND_LINKING)
+    return;
+  c->state = CAND_NEW;
+  c->retry_at = until;
 }
 
 void sources_closed(Sources *s, const uint8_t peer[32])
@@ -173,9 +236,12 @@ void sources_closed(Sources *s, const uint8_t peer[32])
     c->state = CAND_DONE;
 }
 
-bool sources_overdue(Sources *s, uint64_t now, uint8_t peer[32])
+bool sources_overdue(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32])
 {
-  if (count_new(s, false, 0) == 0)
+  /* Only a candidate of the size being tried can take the slot (the caller
+   * links no other): an untried one of another size, perhaps a liar's, must
+   * not push out a slow honest source. */
+  if (count_new(s, true, size) == 0)
     return false; /* nobody to give the slot to: the link's own deadline rules */
   for (guint i = 0; i < s->cands->len; i++) {
     Cand *c = &g_array_index(s->cands, Cand, i);
@@ -188,15 +254,19 @@ bool sources_overdue(Sources *s, uint64_t now, uint8_t peer[32])
   return false;
 }
 
-uint64_t sources_next_deadline(const Sources *s)
+uint64_t sources_next_deadline(const Sources *s, uint64_t size, uint64_t now)
 {
-  if (count_new(s, false, 0) == 0)
+  if (count_new(s, true, size) == 0)
     return UINT64_MAX;
   uint64_t t = UINT64_MAX;
   for (guint i = 0; i < s->cands->len; i++) {
     const Cand *c = &g_array_index(s->cands, Cand, i);
     if (c->state == CAND_LINKING)
       t = MIN(t, c->since + s->open_wait_ms);
+    /* A retry already due waits for a free slot (a link ending links the
+     * next), not for a timer that would fire at once again and again. */
+    else if (c->state == CAND_NEW && c->size == size && c->retry_at > now)
+      t = MIN(t, c->retry_at);
   }
   return t;
 }

@@ -7,7 +7,9 @@
  * whoever publishes them shapes). A candidate whose link does not open within
  * open_wait_ms gives up its slot while another candidate waits, and a
  * candidate that never opened is remembered as bad: not tried again by this
- * download, also after a pause and resume.
+ * download, also after a pause and resume. A candidate that refused (its
+ * inbound budgets spent for now: "busy") is not bad: it is tried again
+ * after a back-off (sources_refused).
  *
  * Sizes are only claims (the content id binds the size, a tree proves it):
  * the caller tries one claimed size at a time (sources_pick_size) and moves
@@ -44,23 +46,35 @@ size_t sources_bad(const Sources *s);
 bool sources_pick_size(Sources *s, uint64_t *size);
 /* Gives up a size: its untried candidates will not be linked. */
 void sources_drop_size(Sources *s, uint64_t size);
-/* True if an untried candidate of size is waiting. */
+/* True if an untried candidate of size is waiting (also one waiting for a
+ * retry). */
 bool sources_waiting(const Sources *s, uint64_t size);
 
-/* Picks an untried candidate of size at random and counts it linking from
- * now; false if none is left. */
+/* Picks an untried candidate of size at random (one not waiting for a
+ * retry after now) and counts it linking from now; false if none is left. */
 bool sources_next(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32]);
 /* peer's link opened: it is a source now, no longer on the clock. */
 void sources_opened(Sources *s, const uint8_t peer[32]);
 /* peer's link ended. One that never opened is bad from now on. */
 void sources_closed(Sources *s, const uint8_t peer[32]);
+/* peer's link was refused (the source is busy), at now: untried again,
+ * not to be linked before the returned time (4 s, doubling with each
+ * refusal in a row). At the 4th refusal in a row it is given up for this
+ * run, not marked bad, and UINT64_MAX is returned (also for a peer not
+ * linking). */
+uint64_t sources_refused(Sources *s, const uint8_t peer[32], uint64_t now);
+/* The caller did not link peer after all (sources_next picked it): untried
+ * again, not to be linked before until. */
+void sources_defer(Sources *s, const uint8_t peer[32], uint64_t until);
 
 /* A candidate linking for open_wait_ms or longer while another candidate
- * (of any size) is still untried: it is marked bad and returned, and the
- * caller closes its link. False if there is none. */
-bool sources_overdue(Sources *s, uint64_t now, uint8_t peer[32]);
-/* When sources_overdue may next return one (UINT64_MAX: never as things
+ * of size (the size being tried: only those can take its slot) is still
+ * untried: it is marked bad and returned, and the caller closes its link.
+ * False if there is none. */
+bool sources_overdue(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32]);
+/* When sources_overdue(size) may next return one, or a candidate of size
+ * waiting for a retry after now may be linked (UINT64_MAX: never as things
  * stand). */
-uint64_t sources_next_deadline(const Sources *s);
+uint64_t sources_next_deadline(const Sources *s, uint64_t size, uint64_t now);
 
 #endif

@@ -1081,6 +1081,15 @@ gboolean ice_peer_rekeyed(IcePeer *p)
   return p->io && bulk_stream_rekeyed(p->io);
 }
 
+guint64 ice_peer_datagrams_received(IcePeer *p)
+{
+  if (!p->io)
+    return 0;
+  BulkStats st;
+  bulk_stream_stats(p->io, &st);
+  return st.packets_received;
+}
+
 /* ---- TURN credentials ---- */
 
 void ice_turn_credentials(const char *secret, const char *name, guint64 expiry_unix, char **user,

@@ -149,6 +149,9 @@ gboolean ice_peer_set_remote(IcePeer *p, const char *description, GError **error
 void ice_peer_rekey(IcePeer *p, const guint8 secret[ICE_CHANNEL_SECRET_BYTES], gboolean initiator);
 /* Whether this side has switched to the keys ice_peer_rekey gave. */
 gboolean ice_peer_rekeyed(IcePeer *p);
+/* Datagrams of the peer's the stream accepted so far (data and ACKs alike;
+ * each one authenticated by its tag): whether the peer is still there. */
+guint64 ice_peer_datagrams_received(IcePeer *p);
 
 /* Stops everything; no callback fires afterwards. A TURN allocation is
  * released in the background on the peer's context. NULL is a no-op. */

@@ -17,7 +17,8 @@ struct ControlServer {
   ControlLimits lim;
   GList *clients; /* ControlClient*, those still connected */
   guint nclients;
-  gsize queued; /* reply bytes queued for all clients */
+  guint npending; /* of them, those that have not sent a whole request yet */
+  gsize queued;   /* reply bytes queued for all clients */
   guint64 refused, dropped;
 };
 
@@ -31,8 +32,18 @@ struct ControlClient {
   GByteArray *in;  /* the request line so far */
   GByteArray *out; /* queued reply bytes, from out_off */
   gsize out_off;
-  gboolean held; /* the handler holds its reference */
+  gboolean held;    /* the handler holds its reference */
+  gboolean pending; /* connected, no complete request yet */
 };
+
+/* The client's request is in (or it is going): it leaves the pending
+ * slots (CONTROL_MAX_PENDING). */
+static void client_unpend(ControlClient *cl)
+{
+  if (cl->pending && cl->srv)
+    cl->srv->npending--;
+  cl->pending = FALSE;
+}
 
 static void drop_source(GSource **slot)
 {
@@ -58,6 +69,7 @@ static void client_close(ControlClient *cl, const char *reason)
   g_io_stream_close(G_IO_STREAM(cl->conn), NULL, NULL);
   g_clear_object(&cl->conn);
   cl->sock = NULL;
+  client_unpend(cl);
   if (cl->srv) {
     cl->srv->clients = g_list_remove(cl->srv->clients, cl);
     cl->srv->nclients--;
@@ -209,6 +221,7 @@ gboolean control_client_gone(ControlClient *cl)
 /* A complete request line (or what came before EOF): hand it over. */
 static void dispatch(ControlClient *cl, gsize len)
 {
+  client_unpend(cl);
   drop_source(&cl->in_src);
   drop_source(&cl->timer);
   cl->held = TRUE;
@@ -258,6 +271,7 @@ static gboolean on_readable(GSocket *s, GIOCondition cond, gpointer ud)
     return G_SOURCE_REMOVE;
   }
   if (cl->in->len > CONTROL_MAX_LINE + 1) {
+    client_unpend(cl);
     drop_source(&cl->in_src);
     cl->held = TRUE;
     cl->srv->dropped++;
@@ -274,10 +288,12 @@ static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObjec
   ControlServer *srv = ud;
   GSocket *sock = g_socket_connection_get_socket(conn);
   g_socket_set_blocking(sock, FALSE);
-  if (srv->nclients >= srv->lim.max_clients) {
+  guint max_pending = srv->lim.max_pending ? srv->lim.max_pending : srv->lim.max_clients;
+  if (srv->nclients >= srv->lim.max_clients || srv->npending >= max_pending) {
     static const char busy[] = "{\"error\":\"too many control clients\"}\n";
     srv->refused++;
-    g_debug("control client refused: %u at once", srv->nclients);
+    g_debug("control client refused: %u at once, %u without a request", srv->nclients,
+            srv->npending);
     g_socket_send(sock, busy, sizeof busy - 1, NULL, NULL); /* best effort */
     g_io_stream_close(G_IO_STREAM(conn), NULL, NULL);
     return TRUE;
@@ -290,6 +306,8 @@ static gboolean on_incoming(GSocketService *svc, GSocketConnection *conn, GObjec
   cl->out = g_byte_array_new();
   srv->clients = g_list_prepend(srv->clients, cl);
   srv->nclients++;
+  cl->pending = TRUE;
+  srv->npending++;
   cl->in_src = g_socket_create_source(sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
   g_source_set_callback(cl->in_src, G_SOURCE_FUNC(on_readable), cl, NULL);
   g_source_attach(cl->in_src, srv->ctx);
@@ -338,6 +356,7 @@ ControlServer *control_server_new(const char *path, GMainContext *ctx, ControlHa
   srv->fn = fn;
   srv->ud = ud;
   srv->lim = (ControlLimits){.max_clients = CONTROL_MAX_CLIENTS,
+                             .max_pending = CONTROL_MAX_PENDING,
                              .max_output = CONTROL_MAX_OUTPUT,
                              .max_output_total = CONTROL_MAX_OUTPUT_TOTAL,
                              .request_ms = CONTROL_REQUEST_MS,

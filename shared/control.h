@@ -12,8 +12,12 @@
  * client whose queue overflows, or that reads nothing of a pending reply
  * for CONTROL_STALL_MS, is dropped. A request line longer than
  * CONTROL_MAX_LINE gets an error; a client that sends no complete line
- * within CONTROL_REQUEST_MS is dropped; past CONTROL_MAX_CLIENTS at once a
- * new client is told "too many control clients" and closed.
+ * within CONTROL_REQUEST_MS is dropped. Past CONTROL_MAX_PENDING clients
+ * that have not yet sent a complete request, or CONTROL_MAX_CLIENTS in all
+ * (those being answered included: a `canopy-leaf get` follows its download
+ * for as long as it runs), a new client is told "too many control clients"
+ * and closed. So long-lived followers do not lock `status` out, and silent
+ * connections still cannot take more than the pending slots.
  */
 #ifndef CANOPY_CONTROL_H
 #define CANOPY_CONTROL_H
@@ -24,7 +28,8 @@
 #include "control_request.h"
 
 #define CONTROL_SOCKET_NAME "control.sock"
-#define CONTROL_MAX_CLIENTS 32               /* control connections at once */
+#define CONTROL_MAX_PENDING 32               /* connections without a request yet */
+#define CONTROL_MAX_CLIENTS 256              /* control connections at once, in all */
 #define CONTROL_MAX_OUTPUT (4u << 20)        /* queued reply bytes per client */
 #define CONTROL_MAX_OUTPUT_TOTAL (16u << 20) /* ... and for all clients */
 #define CONTROL_REQUEST_MS 10000             /* to send the request line */
@@ -32,6 +37,7 @@
 
 typedef struct {
   guint max_clients;
+  guint max_pending; /* 0: max_clients */
   gsize max_output;
   gsize max_output_total;
   guint request_ms;

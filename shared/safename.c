@@ -123,3 +123,15 @@ char *name_clean_for_disk(const char *s, size_t len)
   }
   return out;
 }
+
+size_t safename_utf8_cut(const char *s, size_t len, size_t max)
+{
+  if (len <= max)
+    return len;
+  /* Back off over continuation bytes (10xxxxxx) to the start of the
+   * character that would be split; at most 3 of them in UTF-8. */
+  size_t cut = max;
+  for (int i = 0; i < 3 && cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80; i++)
+    cut--;
+  return cut;
+}

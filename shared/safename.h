@@ -36,4 +36,9 @@ char *name_escape_for_terminal(const char *s, size_t len);
  * of memory. */
 char *name_clean_for_disk(const char *s, size_t len);
 
+/* The length of s (len bytes, UTF-8) cut to at most max bytes without
+ * splitting a character: a peer's text shortened this way stays valid
+ * UTF-8 if it was (and may then go into JSON). */
+size_t safename_utf8_cut(const char *s, size_t len, size_t max);
+
 #endif

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Control socket and metrics endpoint under misbehaving local clients
 # (issue 11, finding 17): an endless request line is cut off while `stats`
-# keeps answering; past 32 control clients a new one is told so, and idle
-# ones are dropped after 10 s; the metrics endpoint refuses its 17th idle
+# keeps answering; past 32 control clients without a request (the pending
+# slots: clients being answered have 256 in all) a new one is told so, and
+# idle ones are dropped after 10 s; the metrics endpoint refuses its 17th idle
 # connection, yet curl gets /metrics once some close or time out.
 . "$(dirname "$0")/lib.sh"
 
@@ -22,7 +23,7 @@ wait_for 10 test -s "$T/endless.rc" || fail "the endless line was not cut off"
 [ "$(snstat s1 links)" = 0 ] || fail "stats wrong after the endless line"
 note "endless line: cut off"
 
-# 2. 32 silent clients fill the control slots; the 33rd is told so.
+# 2. 32 silent clients fill the pending control slots; the 33rd is told so.
 # (Each socat reads a FIFO we hold open and never write: no stray sleeps.)
 wfds=()
 for i in $(seq 32); do

@@ -70,6 +70,11 @@
  *               leaf publishing COUNT entries of 255-byte names of KEYWORDS
  *               (default 32) keywords no other entry has, then answering
  *               pings. Prints the entries sent.
+ * A source that refuses every download with words of its own (exit 0 after
+ * SECONDS):
+ *   rejecter    canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT:
+ *               publishes NAME as CID with SIZE bytes and answers every ICE
+ *               offer with a REJECT saying TEXT; prints the offers refused
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -1248,6 +1253,64 @@ static int sybil_mode(int fd, Channel *ch, int count, int seconds, int keywords)
   return idle(fd, ch, seconds * 1000) ? 0 : 1;
 }
 
+/* --- leaffix findings: a refusal's text (issue 11 review, finding 3) ------- */
+
+/* rejecter: publishes one entry, then answers every ICE offer with a REJECT
+ * carrying text (escape sequences, a character a 100-byte cut would split),
+ * as a source could; answers pings; for seconds. */
+static int rejecter(int fd, Channel *ch, char **argv)
+{
+  WireEntry e = {.name = wire_str(argv[3], strlen(argv[3])), .size = strtoull(argv[5], NULL, 10)};
+  if (!hex_decode(argv[4], e.cid, sizeof e.cid)) {
+    fprintf(stderr, "canopy-hostile: bad content id %s\n", argv[4]);
+    return 2;
+  }
+  const char *text = argv[7];
+  hello_leaf(fd, ch);
+  WireMsg pub = {.type = MSG_PUBLISH};
+  pub.u.publish.reset = true;
+  pub.u.publish.count = 1;
+  pub.u.publish.entries = &e;
+  send_msg(fd, ch, &pub);
+  long end = mono_ms() + atoi(argv[6]) * 1000L, refused = 0;
+  for (long now; (now = mono_ms()) < end;) {
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, (int)(end - now)) <= 0)
+      continue;
+    uint8_t buf[65536];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0 || !channel_feed(ch, buf, (size_t)n))
+      return 1;
+    const uint8_t *msg;
+    size_t len;
+    while (channel_read(ch, &msg, &len) == 1) {
+      WireMsg m;
+      if (wire_decode(msg, len, &m) != WIRE_OK)
+        continue;
+      if (m.type == MSG_PING) {
+        WireMsg pong = {.type = MSG_PONG};
+        pong.u.ping = m.u.ping;
+        send_msg(fd, ch, &pong);
+      } else if (m.type == MSG_SIGNAL && m.u.signal.kind == SIGNAL_OFFER) {
+        WireMsg r = {.type = MSG_SIGNAL};
+        memcpy(r.u.signal.sid, m.u.signal.sid, sizeof r.u.signal.sid);
+        r.u.signal.ttl = 3;
+        r.u.signal.kind = SIGNAL_REJECT;
+        memcpy(r.u.signal.dst, m.u.signal.src, 32);
+        r.u.signal.text = wire_str(text, strlen(text));
+        send_msg(fd, ch, &r);
+        refused++;
+      }
+      wire_msg_clear(&m);
+    }
+    flush_channel(fd, ch);
+  }
+  printf("refused %ld\n", refused);
+  return 0;
+}
+
+/* --- end of leaffix findings ------------------------------------------------ */
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -1265,7 +1328,8 @@ int main(int argc, char **argv)
             "       canopy-hostile gossip HOST:PORT COUNT CLAIM\n"
             "       canopy-hostile hijack|hijack-member HOST:PORT GROUP SECONDS [TERM [KEYFILE]]\n"
             "       canopy-hostile hold HOST:PORT SESSIONS RATE SECONDS WORD\n"
-            "       canopy-hostile sybilpub HOST:PORT COUNT SECONDS [KEYWORDS]\n");
+            "       canopy-hostile sybilpub HOST:PORT COUNT SECONDS [KEYWORDS]\n"
+            "       canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -1394,6 +1458,8 @@ int main(int argc, char **argv)
       rc = hijack(fd, ch, &id, argv[3], atoi(argv[4]), term, strcmp(mode, "hijack-member") == 0,
                   key);
     }
+  } else if (strcmp(mode, "rejecter") == 0 && argc == 8) {
+    rc = rejecter(fd, ch, argv);
   } else if (strcmp(mode, "sybilpub") == 0 && (argc == 5 || argc == 6)) {
     rc = sybil_mode(fd, ch, atoi(argv[3]), atoi(argv[4]), argc == 6 ? atoi(argv[5]) : 32);
   } else {

@@ -374,6 +374,62 @@ static void test_client_cap(void **state)
   close(fds[2]);
 }
 
+/* Clients being answered (a `get` following its download) do not count
+ * against the pending cap: with more of them than pending slots, `status`
+ * still gets in. Silent clients are capped by the pending slots, and all
+ * clients together by max_clients. */
+static void test_followers_do_not_lock_out(void **state)
+{
+  (void)state;
+  ControlLimits lim = {.max_clients = 8,
+                       .max_pending = 2,
+                       .max_output = CONTROL_MAX_OUTPUT,
+                       .max_output_total = CONTROL_MAX_OUTPUT_TOTAL,
+                       .request_ms = CONTROL_REQUEST_MS,
+                       .stall_ms = CONTROL_STALL_MS};
+  control_server_set_limits(fx.srv, &lim);
+  int fds[8];
+  for (int i = 0; i < 4; i++) {
+    fds[i] = client_connect();
+    client_write(fds[i], "{\"cmd\":\"hold\"}\n");
+  }
+  spin(50);
+  assert_int_equal(fx.nheld, 4);
+  assert_ping_answers(); /* 4 followers, more than the 2 pending slots */
+  assert_int_equal(control_server_refused(fx.srv), 0);
+  /* Two silent clients fill the pending slots; a third is refused. */
+  fds[4] = client_connect();
+  fds[5] = client_connect();
+  int extra = client_connect();
+  gboolean eof;
+  GString *got = client_read(extra, 1000, &eof);
+  assert_non_null(strstr(got->str, "too many control clients"));
+  g_string_free(got, TRUE);
+  close(extra);
+  assert_int_equal(control_server_refused(fx.srv), 1);
+  /* Once they send their request they are followers too: 8 in all, the cap. */
+  client_write(fds[4], "{\"cmd\":\"hold\"}\n");
+  client_write(fds[5], "{\"cmd\":\"hold\"}\n");
+  for (int i = 6; i < 8; i++) {
+    fds[i] = client_connect();
+    client_write(fds[i], "{\"cmd\":\"hold\"}\n");
+  }
+  spin(50);
+  assert_int_equal(fx.nheld, 8);
+  extra = client_connect();
+  got = client_read(extra, 1000, &eof);
+  assert_non_null(strstr(got->str, "too many control clients"));
+  g_string_free(got, TRUE);
+  close(extra);
+  assert_int_equal(control_server_refused(fx.srv), 2);
+  for (int i = 0; i < 8; i++)
+    control_finish(fx.held[i]);
+  for (int i = 0; i < 8; i++)
+    close(fds[i]);
+  spin(20);
+  assert_ping_answers();
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -384,6 +440,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_stalled_reader_dropped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_total_output_cap, setup, teardown),
       cmocka_unit_test_setup_teardown(test_client_cap, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_followers_do_not_lock_out, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

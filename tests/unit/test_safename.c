@@ -162,13 +162,34 @@ static void test_clean_length(void **state)
   free(got);
 }
 
+/* A peer's text cut short stays whole characters: never half of one. */
+static void test_utf8_cut(void **state)
+{
+  (void)state;
+  const char *ascii = "busy: you already hold your share";
+  assert_int_equal(safename_utf8_cut(ascii, strlen(ascii), 100), strlen(ascii));
+  assert_int_equal(safename_utf8_cut(ascii, strlen(ascii), 4), 4);
+  /* "a" then e-acute (2 bytes), euro (3), U+1F600 (4). */
+  const char *s = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+  size_t len = strlen(s);
+  size_t want[] = {0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10};
+  for (size_t max = 0; max <= len; max++)
+    assert_int_equal(safename_utf8_cut(s, len, max), want[max]);
+  /* 11 bytes of prefix, then 60 e-acutes: 100 falls inside one. */
+  char t[200] = "\x1b]0;pwned\x07\r";
+  for (int i = 0; i < 60; i++)
+    strcat(t, "\xc3\xa9");
+  size_t cut = safename_utf8_cut(t, strlen(t), 100);
+  assert_int_equal(cut, 99);
+  assert_true(((unsigned char)t[cut] & 0xC0) != 0x80);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_escape_terminal),
-      cmocka_unit_test(test_every_control_escaped),
-      cmocka_unit_test(test_clean_for_disk),
-      cmocka_unit_test(test_clean_length),
+      cmocka_unit_test(test_escape_terminal), cmocka_unit_test(test_every_control_escaped),
+      cmocka_unit_test(test_clean_for_disk),  cmocka_unit_test(test_clean_length),
+      cmocka_unit_test(test_utf8_cut),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,21 +98,21 @@ static void test_overdue_rotates_and_stays_bad(void **state)
   /* Alone: the link's own deadline rules, nothing is overdue. */
   assert_true(sources_next(s, 100, T0, p));
   assert_memory_equal(p, liar, 32);
-  assert_true(sources_next_deadline(s) == UINT64_MAX);
-  assert_false(sources_overdue(s, T0 + 60000, p));
+  assert_true(sources_next_deadline(s, 100, T0) == UINT64_MAX);
+  assert_false(sources_overdue(s, 100, T0 + 60000, p));
   /* Another candidate arrives: the liar's slot is due WAIT after its start. */
   sources_add(s, honest, 100);
-  assert_true(sources_next_deadline(s) == T0 + WAIT);
-  assert_false(sources_overdue(s, T0 + WAIT - 1, p));
-  assert_true(sources_overdue(s, T0 + WAIT, p));
+  assert_true(sources_next_deadline(s, 100, T0) == T0 + WAIT);
+  assert_false(sources_overdue(s, 100, T0 + WAIT - 1, p));
+  assert_true(sources_overdue(s, 100, T0 + WAIT, p));
   assert_memory_equal(p, liar, 32);
   assert_int_equal(sources_bad(s), 1);
-  assert_false(sources_overdue(s, T0 + WAIT, p)); /* once */
-  sources_closed(s, liar);                        /* the caller closed its link */
+  assert_false(sources_overdue(s, 100, T0 + WAIT, p)); /* once */
+  sources_closed(s, liar);                             /* the caller closed its link */
   assert_true(sources_next(s, 100, T0 + WAIT, p));
   assert_memory_equal(p, honest, 32);
   sources_opened(s, honest);
-  assert_false(sources_overdue(s, T0 + 10 * WAIT, p)); /* open: off the clock */
+  assert_false(sources_overdue(s, 100, T0 + 10 * WAIT, p)); /* open: off the clock */
 
   /* A restart forgets the honest one (it will be found again) but not the liar. */
   sources_restart(s);
@@ -176,6 +176,103 @@ static void test_sizes(void **state)
   sources_free(s);
 }
 
+/* A slow candidate of the size being tried is not dropped as overdue for an
+ * untried one of another size (which the caller would not link anyway). */
+static void test_overdue_counts_the_size_tried(void **state)
+{
+  (void)state;
+  uint64_t seed = 9;
+  Sources *s = sources_new(8, WAIT, rng_xorshift, &seed);
+  uint8_t honest[32], liar[32], p[32];
+  peer(honest, 1);
+  peer(liar, 2);
+  sources_add(s, honest, 100);
+  sources_add(s, liar, 999);
+  assert_true(sources_next(s, 100, T0, p));
+  assert_memory_equal(p, honest, 32);
+  assert_true(sources_next_deadline(s, 100, T0) == UINT64_MAX);
+  assert_false(sources_overdue(s, 100, T0 + 10 * WAIT, p));
+  assert_int_equal(sources_bad(s), 0);
+  /* One of the same size arriving puts the slow one on the clock. */
+  peer(p, 3);
+  sources_add(s, p, 100);
+  assert_true(sources_next_deadline(s, 100, T0) == T0 + WAIT);
+  assert_true(sources_overdue(s, 100, T0 + 10 * WAIT, p));
+  assert_memory_equal(p, honest, 32);
+  sources_free(s);
+}
+
+/* A refusal ("busy") is not a failure: the candidate is untried again after
+ * a back-off (4, 8, 16 s), not bad, and comes back after a restart (pause
+ * and resume); four in a row give it up for this run only. */
+static void test_refused_backs_off(void **state)
+{
+  (void)state;
+  uint64_t seed = 13;
+  Sources *s = sources_new(8, WAIT, rng_xorshift, &seed);
+  uint8_t a[32], p[32];
+  peer(a, 1);
+  sources_add(s, a, 100);
+  uint64_t now = T0;
+  uint64_t waits[] = {4000, 8000, 16000};
+  for (size_t i = 0; i < 3; i++) {
+    assert_true(sources_next(s, 100, now, p));
+    assert_memory_equal(p, a, 32);
+    uint64_t retry = sources_refused(s, a, now);
+    assert_true(retry == now + waits[i]);
+    assert_int_equal(sources_bad(s), 0);
+    assert_int_equal(sources_count(s), 1);
+    assert_true(sources_waiting(s, 100)); /* the download waits for it */
+    assert_false(sources_next(s, 100, retry - 1, p));
+    assert_true(sources_next_deadline(s, 100, now) == retry);
+    assert_true(sources_next_deadline(s, 100, retry) == UINT64_MAX); /* due: no timer spin */
+    now = retry;
+  }
+  assert_true(sources_next(s, 100, now, p));
+  assert_true(sources_refused(s, a, now) == UINT64_MAX); /* the fourth */
+  assert_false(sources_waiting(s, 100));
+  assert_false(sources_next(s, 100, now + 600000, p));
+  assert_int_equal(sources_bad(s), 0);
+  /* Resume: a new search finds it, and it is tried at once. */
+  sources_restart(s);
+  assert_true(sources_add(s, a, 100));
+  assert_true(sources_next(s, 100, now, p));
+  /* Opening resets the count; a failed link (no answer) is still bad. */
+  sources_opened(s, a);
+  sources_closed(s, a);
+  sources_restart(s);
+  assert_true(sources_add(s, a, 100));
+  assert_true(sources_next(s, 100, now, p));
+  assert_true(sources_refused(s, a, now) == now + 4000);
+  assert_true(sources_next(s, 100, now + 4000, p));
+  sources_closed(s, a);
+  assert_int_equal(sources_bad(s), 1);
+  sources_restart(s);
+  assert_false(sources_add(s, a, 100));
+  /* Only a linking candidate can be refused. */
+  assert_true(sources_refused(s, a, now) == UINT64_MAX);
+  sources_free(s);
+}
+
+/* A candidate the caller chose not to link (it holds the peer's share of
+ * links already) waits until the given time, and is not bad. */
+static void test_defer(void **state)
+{
+  (void)state;
+  uint64_t seed = 17;
+  Sources *s = sources_new(8, WAIT, rng_xorshift, &seed);
+  uint8_t a[32], p[32];
+  peer(a, 1);
+  sources_add(s, a, 100);
+  assert_true(sources_next(s, 100, T0, p));
+  sources_defer(s, a, T0 + 2000);
+  assert_false(sources_next(s, 100, T0 + 1999, p));
+  assert_true(sources_next_deadline(s, 100, T0) == T0 + 2000);
+  assert_true(sources_next(s, 100, T0 + 2000, p));
+  assert_int_equal(sources_bad(s), 0);
+  sources_free(s);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -184,6 +281,9 @@ int main(void)
       cmocka_unit_test(test_overdue_rotates_and_stays_bad),
       cmocka_unit_test(test_closed_before_open_is_bad),
       cmocka_unit_test(test_sizes),
+      cmocka_unit_test(test_overdue_counts_the_size_tried),
+      cmocka_unit_test(test_refused_backs_off),
+      cmocka_unit_test(test_defer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
