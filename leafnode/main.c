@@ -215,6 +215,8 @@ static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
     lf->sess[slot] = session_new(G_IO_STREAM(conn), ++lf->next_sid, &lf->id, CHANNEL_INITIATOR,
                                  lf->ctx, &session_cb, lf);
     g_object_unref(conn);
+    if (!lf->sess[slot]) /* out of memory: a failed dial, so the core redials later */
+      leaf_core_disconnected(lf->core, slot, clock_now_ms());
   }
   leaf_run_actions(lf);
 }

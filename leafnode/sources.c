@@ -12,13 +12,18 @@
  * time (OFFERGATE_REFILL_MS). */
 #define SOURCES_RETRY_MS 4000
 #define SOURCES_MAX_REFUSALS 4
+/* Links that did not open in time (and gave their slot to another) before
+ * the candidate is bad: a liar costs one slot twice open_wait_ms, a slow
+ * honest source is not lost to one unlucky first try. */
+#define SOURCES_MAX_SLOW 2
 
 typedef enum {
   CAND_NEW,     /* not linked yet, or refused and waiting for retry_at */
   CAND_LINKING, /* link asked for at since, not open */
   CAND_OPEN,    /* link open: a source */
   CAND_DONE,    /* its link ended after opening, or its size was given up */
-  CAND_BAD,     /* its link never opened: never again in this download */
+  CAND_BAD,     /* its link failed, or was slow SOURCES_MAX_SLOW times: never
+                   again in this download */
 } CandState;
 
 typedef struct {
@@ -27,6 +32,7 @@ typedef struct {
   uint64_t since;    /* LINKING */
   uint64_t retry_at; /* NEW: not to be linked before (0: at once) */
   unsigned refusals; /* in a row, since it last opened */
+  unsigned slow;     /* links that gave their slot up for not opening */
   CandState state;
 } Cand;
 
@@ -241,12 +247,17 @@ bool sources_overdue(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32])
   /* Only a candidate of the size being tried can take the slot (the caller
    * links no other): an untried one of another size, perhaps a liar's, must
    * not push out a slow honest source. */
-  if (count_new(s, true, size) == 0)
+  if (count_due(s, size, now) == 0)
     return false; /* nobody to give the slot to: the link's own deadline rules */
   for (guint i = 0; i < s->cands->len; i++) {
     Cand *c = &g_array_index(s->cands, Cand, i);
     if (c->state == CAND_LINKING && now - c->since >= s->open_wait_ms) {
-      c->state = CAND_BAD;
+      if (++c->slow >= SOURCES_MAX_SLOW) {
+        c->state = CAND_BAD;
+      } else {
+        c->state = CAND_NEW;
+        c->retry_at = now + s->open_wait_ms;
+      }
       memcpy(peer, c->peer, 32);
       return true;
     }
@@ -256,13 +267,20 @@ bool sources_overdue(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32])
 
 uint64_t sources_next_deadline(const Sources *s, uint64_t size, uint64_t now)
 {
-  if (count_new(s, true, size) == 0)
+  /* A slot is given up only to a candidate that may be linked by then. */
+  uint64_t first_due = UINT64_MAX;
+  for (guint i = 0; i < s->cands->len; i++) {
+    const Cand *c = &g_array_index(s->cands, Cand, i);
+    if (c->state == CAND_NEW && c->size == size)
+      first_due = MIN(first_due, MAX(c->retry_at, now));
+  }
+  if (first_due == UINT64_MAX)
     return UINT64_MAX;
   uint64_t t = UINT64_MAX;
   for (guint i = 0; i < s->cands->len; i++) {
     const Cand *c = &g_array_index(s->cands, Cand, i);
     if (c->state == CAND_LINKING)
-      t = MIN(t, c->since + s->open_wait_ms);
+      t = MIN(t, MAX(c->since + s->open_wait_ms, first_due));
     /* A retry already due waits for a free slot (a link ending links the
      * next), not for a timer that would fire at once again and again. */
     else if (c->state == CAND_NEW && c->size == size && c->retry_at > now)

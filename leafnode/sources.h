@@ -68,8 +68,11 @@ uint64_t sources_refused(Sources *s, const uint8_t peer[32], uint64_t now);
 void sources_defer(Sources *s, const uint8_t peer[32], uint64_t until);
 
 /* A candidate linking for open_wait_ms or longer while another candidate
- * of size (the size being tried: only those can take its slot) is still
- * untried: it is marked bad and returned, and the caller closes its link.
+ * of size (the size being tried: only those can take its slot) may be
+ * linked now: it is returned, and the caller closes its link. The first
+ * time it waits open_wait_ms to be tried again (a slow but honest source,
+ * or our own gathering slowed by a busy machine, gets a second chance
+ * after the others had theirs); the SOURCES_MAX_SLOW-th time it is bad.
  * False if there is none. */
 bool sources_overdue(Sources *s, uint64_t size, uint64_t now, uint8_t peer[32]);
 /* When sources_overdue(size) may next return one, or a candidate of size

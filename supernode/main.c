@@ -240,6 +240,8 @@ static void start_session(Sn *sn, GSocketConnection *conn, uint64_t id, const ch
   if (!e->s) {
     preauth_release(sn->preauth, id); /* a no-op for a dialed one */
     g_hash_table_remove(sn->sessions, &id);
+    if (dialed) /* else the address stays "dialing" and is never tried again */
+      sn_core_dial_failed(sn->core, dialed, clock_now_ms());
     return;
   }
   /* Whoever it is, it gets a leaf's small bounds until it proves to be a

@@ -99,6 +99,14 @@
 #include "identity.h"
 #include "wire.h"
 
+/* Monotonic milliseconds: every deadline in this tool. */
+static long now_ms(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 static int dial(const char *hostport)
 {
   char host[256];
@@ -142,12 +150,9 @@ static void flush_channel(int fd, Channel *ch)
  * peer hung up), 1 on timeout with the connection still open. */
 static int pump(int fd, Channel *ch, int ms, int *hits)
 {
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  long t0 = now_ms();
   for (;;) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+    long el = now_ms() - t0;
     if (el >= ms)
       return 1;
     struct pollfd pfd = {fd, POLLIN, 0};
@@ -187,27 +192,28 @@ static void send_msg(int fd, Channel *ch, const WireMsg *m)
   buf_free(&b);
 }
 
-/* Answers PINGs (and reads everything else) for ms milliseconds; false if
- * the peer hung up. */
-static bool idle(int fd, Channel *ch, int ms)
+/* Reads for ms milliseconds, answering PINGs; every other message goes to
+ * on_msg (if any), which returns true to stop. 1: stopped by on_msg, 0: the
+ * time ran out, -1: the peer hung up. */
+static int read_for(int fd, Channel *ch, int ms, bool (*on_msg)(const WireMsg *m, void *ctx),
+                    void *ctx)
 {
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  long t0 = now_ms();
   for (;;) {
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+    long el = now_ms() - t0;
     if (el >= ms)
-      return true;
+      return 0;
     struct pollfd pfd = {fd, POLLIN, 0};
     if (poll(&pfd, 1, (int)(ms - el)) <= 0)
       continue;
     uint8_t buf[65536];
     ssize_t n = recv(fd, buf, sizeof buf, 0);
     if (n <= 0 || !channel_feed(ch, buf, (size_t)n))
-      return false;
+      return -1;
     const uint8_t *msg;
     size_t len;
-    while (channel_read(ch, &msg, &len) == 1) {
+    bool stop = false;
+    while (!stop && channel_read(ch, &msg, &len) == 1) {
       WireMsg m;
       if (wire_decode(msg, len, &m) != WIRE_OK)
         continue;
@@ -219,11 +225,22 @@ static bool idle(int fd, Channel *ch, int ms)
         wire_encode(&pong, &b);
         channel_write(ch, b.data, b.len);
         buf_free(&b);
+      } else if (on_msg) {
+        stop = on_msg(&m, ctx);
       }
       wire_msg_clear(&m);
     }
     flush_channel(fd, ch);
+    if (stop)
+      return 1;
   }
+}
+
+/* Answers PINGs (and reads everything else) for ms milliseconds; false if
+ * the peer hung up. */
+static bool idle(int fd, Channel *ch, int ms)
+{
+  return read_for(fd, ch, ms, NULL, NULL) >= 0;
 }
 
 /* --- preauth findings (issue 11, finding 1) -------------------------------- */
@@ -250,13 +267,6 @@ typedef struct {
   long redial; /* fd < 0: when to dial again */
   char src[32];
 } Slot;
-
-static long now_ms(void)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static int slot_dial(const char *src, const struct sockaddr_in *to)
 {
@@ -396,13 +406,6 @@ static void hello_leaf(int fd, Channel *ch)
 
 /* --- cookie findings (issue 11, finding 10) ---------------------------------- */
 
-static double mono_s(void)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* One M1 frame: length, "CNPY", version 2, 32 random bytes as the
  * ephemeral key: all it costs us is the random bytes. */
 static void random_m1(uint8_t m1[41])
@@ -454,9 +457,9 @@ static int m1flood(const char *hostport, int seconds, int conns)
     conns = 64;
   for (int k = 0; k < conns; k++)
     pfd[k].fd = -1;
-  double end = mono_s() + seconds;
-  while (mono_s() < end) {
-    double now = mono_s();
+  long end = now_ms() + seconds * 1000L;
+  while (now_ms() < end) {
+    double now = (double)now_ms() / 1000.0;
     for (int k = 0; k < conns; k++) {
       if (pfd[k].fd >= 0 && now - since[k] > 2.0) { /* no answer: try anew */
         hang_up(pfd[k].fd);
@@ -569,13 +572,6 @@ typedef struct {
   uint32_t req;
 } Sybil;
 
-static long mono_ms(void)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Reads what arrived on one session: answers PINGs, counts SEARCH_HITS.
  * False if the super node hung up. */
 static bool sybil_read(Sybil *s, long *hits)
@@ -632,10 +628,10 @@ static int qidflood_main(int argc, char **argv)
   h.u.hello.listen = wire_str("", 0);
   h.u.hello.agent = wire_str("hostile", 7);
   send_msg(s.fd, s.ch, &h);
-  long start = mono_ms(), sent = 0, hits = 0;
+  long start = now_ms(), sent = 0, hits = 0;
   bool up = true;
   srand((unsigned)start);
-  for (long now = start; up && now < start + seconds * 1000; now = mono_ms()) {
+  for (long now = start; up && now < start + seconds * 1000; now = now_ms()) {
     long due = (long)((double)(now - start) * rate / 1000.0);
     for (; sent < due; sent++) {
       WireMsg q = {.type = MSG_QUERY};
@@ -700,13 +696,13 @@ static int sybil_main(int argc, char **argv)
   }
   if (up < count)
     fprintf(stderr, "canopy-hostile: only %d of %d sessions came up\n", up, count);
-  long start = mono_ms(), end = start + seconds * 1000;
+  long start = now_ms(), end = start + seconds * 1000;
   for (int i = 0; i < up; i++)
     ss[i].next_ms = start + period * i / up; /* spread the sessions' phases */
   long sent = 0, hits = 0;
   int alive = up;
   struct pollfd *pfd = calloc((size_t)count, sizeof *pfd);
-  for (long now = start; now < end && alive > 0; now = mono_ms()) {
+  for (long now = start; now < end && alive > 0; now = now_ms()) {
     long wake = end;
     for (int i = 0; i < up; i++) {
       Sybil *s = &ss[i];
@@ -734,7 +730,7 @@ static int sybil_main(int argc, char **argv)
     for (int i = 0; i < up; i++)
       if (ss[i].fd >= 0)
         pfd[n++] = (struct pollfd){ss[i].fd, POLLIN, 0};
-    long wait = wake - mono_ms();
+    long wait = wake - now_ms();
     if (poll(pfd, (nfds_t)n, wait > 0 ? (int)wait : 0) <= 0)
       continue;
     for (int i = 0; i < up; i++) {
@@ -763,13 +759,6 @@ static int sybil_main(int argc, char **argv)
 /* --- nat findings (issue 11: 8) --- */
 
 #define OFFER_SOCKETS 100
-
-static long ms_since(const struct timespec *t0)
-{
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
-}
 
 /* One OFFER with a candidate on each of our sockets: the addresses a victim
  * would check are all ours to count. */
@@ -816,9 +805,8 @@ static int offers_attack(int fd, Channel *ch, const char *victim_hex, int count,
   hello_leaf(fd, ch);
   long answered = 0, refused = 0, checks = 0;
   int sent = 0;
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (long el; (el = ms_since(&t0)) < seconds * 1000L;) {
+  long t0 = now_ms();
+  for (long el; (el = now_ms() - t0) < seconds * 1000L;) {
     /* 4 a second: under the super node's per-session signal limit. */
     if (sent < count && el >= sent * 250L)
       send_offer(fd, ch, victim, sent++, ports);
@@ -898,9 +886,8 @@ static int stun_flood(const char *hostport, const char *src, int seconds)
   }
   uint8_t req[20] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42};
   long flood_sent = 0, flood_got = 0, honest_sent = 0, honest_got = 0;
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (long el; (el = ms_since(&t0)) < seconds * 1000L;) {
+  long t0 = now_ms();
+  for (long el; (el = now_ms() - t0) < seconds * 1000L;) {
     while (flood_sent < el * 4) { /* 4 per millisecond */
       randombytes_buf(req + 8, 12);
       flood_sent += send(flood, req, sizeof req, 0) == (ssize_t)sizeof req;
@@ -948,45 +935,19 @@ static void hello_super(int fd, Channel *ch, const char *listen)
   send_msg(fd, ch, &h);
 }
 
+static bool print_peers_msg(const WireMsg *m, void *ctx)
+{
+  if (m->type != MSG_PEERS)
+    return false;
+  for (uint16_t i = 0; i < m->u.peers.count; i++)
+    printf("%.*s\n", (int)m->u.peers.peers[i].addr.len, m->u.peers.peers[i].addr.p);
+  return true;
+}
+
 /* Reads until a PEERS arrives (answering PINGs); prints its addresses. */
 static bool print_peers(int fd, Channel *ch, int ms)
 {
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (;;) {
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
-    if (el >= ms)
-      return false;
-    struct pollfd pfd = {fd, POLLIN, 0};
-    if (poll(&pfd, 1, (int)(ms - el)) <= 0)
-      continue;
-    uint8_t buf[65536];
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0 || !channel_feed(ch, buf, (size_t)n))
-      return false;
-    const uint8_t *msg;
-    size_t len;
-    bool done = false;
-    while (channel_read(ch, &msg, &len) == 1) {
-      WireMsg m;
-      if (wire_decode(msg, len, &m) != WIRE_OK)
-        continue;
-      if (m.type == MSG_PING) {
-        WireMsg pong = {.type = MSG_PONG};
-        pong.u.ping = m.u.ping;
-        send_msg(fd, ch, &pong);
-      } else if (m.type == MSG_PEERS && !done) {
-        for (uint16_t i = 0; i < m.u.peers.count; i++)
-          printf("%.*s\n", (int)m.u.peers.peers[i].addr.len, m.u.peers.peers[i].addr.p);
-        done = true;
-      }
-      wire_msg_clear(&m);
-    }
-    flush_channel(fd, ch);
-    if (done)
-      return true;
-  }
+  return read_for(fd, ch, ms, print_peers_msg, NULL) == 1;
 }
 
 static int mode_gossip(const char *target, int count, const char *claim)
@@ -1255,6 +1216,29 @@ static int sybil_mode(int fd, Channel *ch, int count, int seconds, int keywords)
 
 /* --- leaffix findings: a refusal's text (issue 11 review, finding 3) ------- */
 
+typedef struct {
+  int fd;
+  Channel *ch;
+  const char *text;
+  long refused;
+} Rejecter;
+
+static bool reject_offer(const WireMsg *m, void *ctx)
+{
+  Rejecter *rj = ctx;
+  if (m->type == MSG_SIGNAL && m->u.signal.kind == SIGNAL_OFFER) {
+    WireMsg r = {.type = MSG_SIGNAL};
+    memcpy(r.u.signal.sid, m->u.signal.sid, sizeof r.u.signal.sid);
+    r.u.signal.ttl = 3;
+    r.u.signal.kind = SIGNAL_REJECT;
+    memcpy(r.u.signal.dst, m->u.signal.src, 32);
+    r.u.signal.text = wire_str(rj->text, strlen(rj->text));
+    send_msg(rj->fd, rj->ch, &r);
+    rj->refused++;
+  }
+  return false;
+}
+
 /* rejecter: publishes one entry, then answers every ICE offer with a REJECT
  * carrying text (escape sequences, a character a 100-byte cut would split),
  * as a source could; answers pings; for seconds. */
@@ -1265,47 +1249,16 @@ static int rejecter(int fd, Channel *ch, char **argv)
     fprintf(stderr, "canopy-hostile: bad content id %s\n", argv[4]);
     return 2;
   }
-  const char *text = argv[7];
   hello_leaf(fd, ch);
   WireMsg pub = {.type = MSG_PUBLISH};
   pub.u.publish.reset = true;
   pub.u.publish.count = 1;
   pub.u.publish.entries = &e;
   send_msg(fd, ch, &pub);
-  long end = mono_ms() + atoi(argv[6]) * 1000L, refused = 0;
-  for (long now; (now = mono_ms()) < end;) {
-    struct pollfd pfd = {fd, POLLIN, 0};
-    if (poll(&pfd, 1, (int)(end - now)) <= 0)
-      continue;
-    uint8_t buf[65536];
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0 || !channel_feed(ch, buf, (size_t)n))
-      return 1;
-    const uint8_t *msg;
-    size_t len;
-    while (channel_read(ch, &msg, &len) == 1) {
-      WireMsg m;
-      if (wire_decode(msg, len, &m) != WIRE_OK)
-        continue;
-      if (m.type == MSG_PING) {
-        WireMsg pong = {.type = MSG_PONG};
-        pong.u.ping = m.u.ping;
-        send_msg(fd, ch, &pong);
-      } else if (m.type == MSG_SIGNAL && m.u.signal.kind == SIGNAL_OFFER) {
-        WireMsg r = {.type = MSG_SIGNAL};
-        memcpy(r.u.signal.sid, m.u.signal.sid, sizeof r.u.signal.sid);
-        r.u.signal.ttl = 3;
-        r.u.signal.kind = SIGNAL_REJECT;
-        memcpy(r.u.signal.dst, m.u.signal.src, 32);
-        r.u.signal.text = wire_str(text, strlen(text));
-        send_msg(fd, ch, &r);
-        refused++;
-      }
-      wire_msg_clear(&m);
-    }
-    flush_channel(fd, ch);
-  }
-  printf("refused %ld\n", refused);
+  Rejecter rj = {.fd = fd, .ch = ch, .text = argv[7]};
+  if (read_for(fd, ch, atoi(argv[6]) * 1000, reject_offer, &rj) < 0)
+    return 1;
+  printf("refused %ld\n", rj.refused);
   return 0;
 }
 

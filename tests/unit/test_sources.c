@@ -85,15 +85,17 @@ static void test_random_order(void **state)
 }
 
 /* A candidate that does not open in time gives up its slot while another
- * waits, and stays bad after a restart (pause and resume). */
+ * waits; it gets a second chance after open_wait_ms, is bad the second time,
+ * and stays bad after a restart (pause and resume). */
 static void test_overdue_rotates_and_stays_bad(void **state)
 {
   (void)state;
   uint64_t seed = 3;
   Sources *s = sources_new(8, WAIT, rng_xorshift, &seed);
-  uint8_t liar[32], honest[32], p[32];
+  uint8_t liar[32], honest[32], other[32], p[32];
   peer(liar, 0xBA);
   peer(honest, 0x60);
+  peer(other, 0x70);
   sources_add(s, liar, 100);
   /* Alone: the link's own deadline rules, nothing is overdue. */
   assert_true(sources_next(s, 100, T0, p));
@@ -106,15 +108,27 @@ static void test_overdue_rotates_and_stays_bad(void **state)
   assert_false(sources_overdue(s, 100, T0 + WAIT - 1, p));
   assert_true(sources_overdue(s, 100, T0 + WAIT, p));
   assert_memory_equal(p, liar, 32);
-  assert_int_equal(sources_bad(s), 1);
+  assert_int_equal(sources_bad(s), 0);                 /* slow once: a second chance later */
   assert_false(sources_overdue(s, 100, T0 + WAIT, p)); /* once */
   sources_closed(s, liar);                             /* the caller closed its link */
   assert_true(sources_next(s, 100, T0 + WAIT, p));
   assert_memory_equal(p, honest, 32);
+  assert_false(sources_next(s, 100, T0 + WAIT, p)); /* the liar waits its turn */
+  assert_true(sources_next_deadline(s, 100, T0 + WAIT) == T0 + 2 * WAIT);
   sources_opened(s, honest);
   assert_false(sources_overdue(s, 100, T0 + 10 * WAIT, p)); /* open: off the clock */
 
-  /* A restart forgets the honest one (it will be found again) but not the liar. */
+  /* Its second chance, with another candidate waiting: slow again, bad. */
+  assert_true(sources_next(s, 100, T0 + 2 * WAIT, p));
+  assert_memory_equal(p, liar, 32);
+  sources_add(s, other, 100);
+  assert_false(sources_overdue(s, 100, T0 + 3 * WAIT - 1, p));
+  assert_true(sources_overdue(s, 100, T0 + 3 * WAIT, p));
+  assert_memory_equal(p, liar, 32);
+  assert_int_equal(sources_bad(s), 1);
+  sources_closed(s, liar);
+
+  /* A restart forgets the others (they will be found again) but not the liar. */
   sources_restart(s);
   assert_int_equal(sources_count(s), 0);
   assert_int_equal(sources_bad(s), 1);
