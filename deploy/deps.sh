@@ -2,7 +2,7 @@
 # packages Canopy builds and tests with are installed. As root it installs
 # what is missing; otherwise it prints the one apt-get line to run.
 CANOPY_PKGS=(build-essential cmake pkg-config libglib2.0-dev libsodium-dev nettle-dev libjson-glib-dev
-             libnice-dev libcmocka-dev jq libsystemd-dev libsqlite3-dev
+             libnice-dev libcmocka-dev jq curl libsystemd-dev libsqlite3-dev
              libsoup-3.0-dev
              # packaging and unit checks (cpack -G DEB, systemd-analyze verify)
              dpkg-dev systemd
