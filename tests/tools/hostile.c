@@ -404,6 +404,29 @@ static void hello_leaf(int fd, Channel *ch)
   send_msg(fd, ch, &h);
 }
 
+/* Handshake as a fresh identity; NULL if the super node would not talk. */
+static Channel *open_channel(int fd, Identity *id)
+{
+  if (!identity_generate(id))
+    return NULL;
+  Channel *ch = channel_new(id, CHANNEL_INITIATOR);
+  flush_channel(fd, ch);
+  if (pump(fd, ch, 5000, NULL) == 0 || channel_state(ch) != CHANNEL_OPEN) {
+    channel_free(ch);
+    return NULL;
+  }
+  return ch;
+}
+
+static void hello_super(int fd, Channel *ch, const char *listen)
+{
+  WireMsg h = {.type = MSG_HELLO};
+  h.u.hello.role = ROLE_SUPER;
+  h.u.hello.listen = wire_str(listen, strlen(listen));
+  h.u.hello.agent = wire_str("hostile", 7);
+  send_msg(fd, ch, &h);
+}
+
 /* --- cookie findings (issue 11, finding 10) ---------------------------------- */
 
 /* One M1 frame: length, "CNPY", version 2, 32 random bytes as the
@@ -617,17 +640,9 @@ static int qidflood_main(int argc, char **argv)
   if (!(rate > 0) || rate > 100000 || seconds < 1 || !crypto_ready())
     return 2;
   Sybil s = {.fd = dial(argv[2])};
-  if (s.fd < 0 || !identity_generate(&s.id))
+  if (s.fd < 0 || !(s.ch = open_channel(s.fd, &s.id)))
     return 2;
-  s.ch = channel_new(&s.id, CHANNEL_INITIATOR);
-  flush_channel(s.fd, s.ch);
-  if (pump(s.fd, s.ch, 5000, NULL) == 0 || channel_state(s.ch) != CHANNEL_OPEN)
-    return 2;
-  WireMsg h = {.type = MSG_HELLO};
-  h.u.hello.role = ROLE_SUPER;
-  h.u.hello.listen = wire_str("", 0);
-  h.u.hello.agent = wire_str("hostile", 7);
-  send_msg(s.fd, s.ch, &h);
+  hello_super(s.fd, s.ch, "");
   long start = now_ms(), sent = 0, hits = 0;
   bool up = true;
   srand((unsigned)start);
@@ -685,11 +700,7 @@ static int sybil_main(int argc, char **argv)
   for (int i = 0; i < count; i++) {
     Sybil *s = &ss[i];
     s->fd = dial(argv[2]);
-    if (s->fd < 0 || !identity_generate(&s->id))
-      break;
-    s->ch = channel_new(&s->id, CHANNEL_INITIATOR);
-    flush_channel(s->fd, s->ch);
-    if (pump(s->fd, s->ch, 5000, NULL) == 0 || channel_state(s->ch) != CHANNEL_OPEN)
+    if (s->fd < 0 || !(s->ch = open_channel(s->fd, &s->id)))
       break;
     hello_leaf(s->fd, s->ch);
     up++;
@@ -912,29 +923,6 @@ static int stun_flood(const char *hostport, const char *src, int seconds)
 
 /* --- misc findings: the address book (finding 15) ------------------------- */
 
-/* Handshake as a fresh identity; NULL if the super node would not talk. */
-static Channel *open_channel(int fd, Identity *id)
-{
-  if (!identity_generate(id))
-    return NULL;
-  Channel *ch = channel_new(id, CHANNEL_INITIATOR);
-  flush_channel(fd, ch);
-  if (pump(fd, ch, 5000, NULL) == 0 || channel_state(ch) != CHANNEL_OPEN) {
-    channel_free(ch);
-    return NULL;
-  }
-  return ch;
-}
-
-static void hello_super(int fd, Channel *ch, const char *listen)
-{
-  WireMsg h = {.type = MSG_HELLO};
-  h.u.hello.role = ROLE_SUPER;
-  h.u.hello.listen = wire_str(listen, strlen(listen));
-  h.u.hello.agent = wire_str("hostile", 7);
-  send_msg(fd, ch, &h);
-}
-
 static bool print_peers_msg(const WireMsg *m, void *ctx)
 {
   if (m->type != MSG_PEERS)
@@ -1081,11 +1069,7 @@ typedef struct {
 static bool hold_open(HoldSession *h, const char *addr)
 {
   h->fd = dial(addr);
-  if (h->fd < 0 || !identity_generate(&h->id))
-    return false;
-  h->ch = channel_new(&h->id, CHANNEL_INITIATOR);
-  flush_channel(h->fd, h->ch);
-  if (pump(h->fd, h->ch, 5000, NULL) == 0 || channel_state(h->ch) != CHANNEL_OPEN)
+  if (h->fd < 0 || !(h->ch = open_channel(h->fd, &h->id)))
     return false;
   hello_leaf(h->fd, h->ch);
   return true;
