@@ -145,6 +145,22 @@ static void rd_hits(Reader *r, WireMsg *m, WireError *err)
   }
 }
 
+static WireHost *rd_hosts(Reader *r, uint16_t *count, WireError *err)
+{
+  *count = rd_u16(r);
+  WireHost *h = rd_array(r, *count, WIRE_MAX_HOSTS, WIRE_ID_LEN + 2 + 1 + 2, sizeof(WireHost), err);
+  for (uint16_t i = 0; h && i < *count; i++) {
+    rd_copy(r, h[i].id, WIRE_ID_LEN);
+    h[i].addr = rd_str(r, WIRE_MAX_ADDR, false, err);
+    h[i].leaf_load = rd_u8(r);
+    h[i].link_load = rd_u8(r);
+    if (rd_ok(r) && ((h[i].leaf_load > 100 && h[i].leaf_load != WIRE_LOAD_UNKNOWN) ||
+                     (h[i].link_load > 100 && h[i].link_load != WIRE_LOAD_UNKNOWN)))
+      *err = WIRE_EINVALID;
+  }
+  return h;
+}
+
 WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
 {
   WireError err = WIRE_OK;
@@ -331,6 +347,17 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
     m->u.attached.count = rd_u32(&r);
     rd_copy(&r, m->u.attached.digest, 32);
     break;
+  case MSG_REFUSE:
+    m->u.refuse.reason = rd_u8(&r);
+    m->u.refuse.retry_ms = rd_u32(&r);
+    if (rd_ok(&r) &&
+        (m->u.refuse.reason < REFUSE_LINKS_FULL || m->u.refuse.reason > REFUSE_SHUTDOWN))
+      err = WIRE_EINVALID;
+    m->u.refuse.hosts = rd_hosts(&r, &m->u.refuse.count, &err);
+    break;
+  case MSG_HOSTS:
+    m->u.hosts.hosts = rd_hosts(&r, &m->u.hosts.count, &err);
+    break;
   default:
     return WIRE_EUNKNOWN;
   }
@@ -362,6 +389,12 @@ void wire_msg_clear(WireMsg *m)
   case MSG_REPL:
     free(m->u.repl.entries);
     break;
+  case MSG_REFUSE:
+    free(m->u.refuse.hosts);
+    break;
+  case MSG_HOSTS:
+    free(m->u.hosts.hosts);
+    break;
   default:
     break;
   }
@@ -381,6 +414,25 @@ static bool wr_entries(Buf *b, bool reset, uint16_t count, const WireEntry *e)
       return false;
     wr_u64(b, e[i].size);
     wr_bytes(b, e[i].cid, WIRE_CID_LEN);
+  }
+  return true;
+}
+
+static bool wr_hosts(Buf *b, uint16_t count, const WireHost *h)
+{
+  if (count > WIRE_MAX_HOSTS)
+    return false;
+  wr_u16(b, count);
+  for (uint16_t i = 0; i < count; i++) {
+    wr_bytes(b, h[i].id, WIRE_ID_LEN);
+    if (h[i].addr.len == 0 || !wr_str(b, h[i].addr, WIRE_MAX_ADDR))
+      return false;
+    bool ok_leaf = h[i].leaf_load <= 100 || h[i].leaf_load == WIRE_LOAD_UNKNOWN;
+    bool ok_link = h[i].link_load <= 100 || h[i].link_load == WIRE_LOAD_UNKNOWN;
+    if (!ok_leaf || !ok_link)
+      return false;
+    wr_u8(b, h[i].leaf_load);
+    wr_u8(b, h[i].link_load);
   }
   return true;
 }
@@ -543,6 +595,15 @@ bool wire_encode(const WireMsg *m, Buf *b)
     wr_u32(b, m->u.attached.count);
     wr_bytes(b, m->u.attached.digest, 32);
     break;
+  case MSG_REFUSE:
+    ok = m->u.refuse.reason >= REFUSE_LINKS_FULL && m->u.refuse.reason <= REFUSE_SHUTDOWN;
+    wr_u8(b, m->u.refuse.reason);
+    wr_u32(b, m->u.refuse.retry_ms);
+    ok = ok && wr_hosts(b, m->u.refuse.count, m->u.refuse.hosts);
+    break;
+  case MSG_HOSTS:
+    ok = wr_hosts(b, m->u.hosts.count, m->u.hosts.hosts);
+    break;
   default:
     ok = false;
   }
@@ -593,9 +654,9 @@ void wire_digest_entry(uint8_t acc[32], const uint8_t cid[WIRE_CID_LEN], uint64_
 const char *wire_type_str(uint8_t type)
 {
   static const char *names[] = {
-      "?",           "HELLO",    "PING",       "PONG",      "PUBLISH", "SEARCH",
-      "SEARCH_HITS", "QUERY",    "QUERY_HITS", "PEERS_REQ", "PEERS",   "NAT_INFO",
-      "SIGNAL",      "GET_TREE", "TREE",       "GET_CHUNK", "CHUNK",   "XFER_ERROR",
-      "GROUP_STATE", "REPL",     "REPL_ACK",   "WATCH",     "ATTACHED"};
+      "?",     "HELLO",      "PING",      "PONG",       "PUBLISH",     "SEARCH", "SEARCH_HITS",
+      "QUERY", "QUERY_HITS", "PEERS_REQ", "PEERS",      "NAT_INFO",    "SIGNAL", "GET_TREE",
+      "TREE",  "GET_CHUNK",  "CHUNK",     "XFER_ERROR", "GROUP_STATE", "REPL",   "REPL_ACK",
+      "WATCH", "ATTACHED",   "REFUSE",    "HOSTS"};
   return type < sizeof names / sizeof names[0] ? names[type] : "?";
 }

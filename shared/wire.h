@@ -58,7 +58,22 @@ typedef enum {
   MSG_REPL_ACK = 20,    /* backup -> leader */
   MSG_WATCH = 21,       /* leaf -> backup: is my leader alive? */
   MSG_ATTACHED = 22,    /* leader -> leaf: you are attached; what I hold of yours */
+  MSG_REFUSE = 23,      /* super node -> dialer: not taken; try these instead */
+  MSG_HOSTS = 24,       /* super node -> leaf or super node: others and their load */
 } WireType;
+
+/* Hosts per HOSTS or REFUSE frame. */
+#define WIRE_MAX_HOSTS 32
+/* WireHost load: unknown. */
+#define WIRE_LOAD_UNKNOWN 255
+
+/* Why a super node refused a session (REFUSE). */
+typedef enum {
+  REFUSE_LINKS_FULL = 1,  /* super node: enough mesh links; dial the hosts given */
+  REFUSE_LEAVES_FULL = 2, /* leaf: max-leaves reached; attach to a host given */
+  REFUSE_BUSY = 3,        /* a budget is exhausted for now: come back after retry_ms */
+  REFUSE_SHUTDOWN = 4,    /* the node is stopping */
+} WireRefuseReason;
 
 #define WIRE_MAX_GROUP 64   /* bytes of a group name */
 #define WIRE_MAX_MEMBERS 32 /* members and mesh links per GROUP_STATE */
@@ -112,6 +127,18 @@ typedef struct {
   uint8_t id[WIRE_ID_LEN];
   WireStr addr;
 } WirePeer;
+
+/* A super node as HOSTS and REFUSE name it: its node id, the address it
+ * listens on, and its load in percent as the sender last knew it (0-100, or
+ * WIRE_LOAD_UNKNOWN): leaf_load = leaves / max-leaves, link_load = mesh
+ * links / max links. A claim like any other: the receiver dials it to
+ * learn the truth. */
+typedef struct {
+  uint8_t id[WIRE_ID_LEN];
+  WireStr addr;
+  uint8_t leaf_load;
+  uint8_t link_load;
+} WireHost;
 
 typedef struct {
   uint8_t type; /* WireType */
@@ -237,6 +264,16 @@ typedef struct {
       uint32_t count;
       uint8_t digest[32];
     } attached;
+    struct {
+      uint8_t reason;    /* WireRefuseReason */
+      uint32_t retry_ms; /* do not dial this node again before (0: no advice) */
+      uint16_t count;
+      WireHost *hosts; /* others to try instead, best first */
+    } refuse;
+    struct {
+      uint16_t count;
+      WireHost *hosts;
+    } hosts;
   } u;
 } WireMsg;
 

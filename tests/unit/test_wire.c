@@ -178,6 +178,26 @@ static void assert_msg_eq(const WireMsg *a, const WireMsg *b)
     assert_int_equal(a->u.attached.count, b->u.attached.count);
     assert_memory_equal(a->u.attached.digest, b->u.attached.digest, 32);
     break;
+  case MSG_REFUSE:
+  case MSG_HOSTS: {
+    const WireHost *ha = a->type == MSG_REFUSE ? a->u.refuse.hosts : a->u.hosts.hosts;
+    const WireHost *hb = b->type == MSG_REFUSE ? b->u.refuse.hosts : b->u.hosts.hosts;
+    uint16_t n = a->type == MSG_REFUSE ? a->u.refuse.count : a->u.hosts.count;
+    if (a->type == MSG_REFUSE) {
+      assert_int_equal(a->u.refuse.reason, b->u.refuse.reason);
+      assert_int_equal(a->u.refuse.retry_ms, b->u.refuse.retry_ms);
+      assert_int_equal(a->u.refuse.count, b->u.refuse.count);
+    } else {
+      assert_int_equal(a->u.hosts.count, b->u.hosts.count);
+    }
+    for (uint16_t i = 0; i < n; i++) {
+      assert_memory_equal(ha[i].id, hb[i].id, WIRE_ID_LEN);
+      assert_str_eq(ha[i].addr, hb[i].addr);
+      assert_int_equal(ha[i].leaf_load, hb[i].leaf_load);
+      assert_int_equal(ha[i].link_load, hb[i].link_load);
+    }
+    break;
+  }
   default:
     fail_msg("unexpected type %d", a->type);
   }
@@ -661,6 +681,73 @@ static void test_group_messages(void **state)
   assert_memory_not_equal(d1, d3, 32);
 }
 
+/* REFUSE and HOSTS (issue 12): every field survives, every prefix is
+ * refused, and a reason, a load or a count out of range is refused. */
+static void test_refuse_hosts(void **state)
+{
+  WireHost h[2];
+  fill(h[0].id, WIRE_ID_LEN, 1);
+  h[0].addr = wire_str("10.0.0.1:7400", 13);
+  h[0].leaf_load = 0;
+  h[0].link_load = 100;
+  fill(h[1].id, WIRE_ID_LEN, 2);
+  h[1].addr = wire_str("[2001:db8::1]:7400", 18);
+  h[1].leaf_load = WIRE_LOAD_UNKNOWN;
+  h[1].link_load = 37;
+  WireMsg r = {.type = MSG_REFUSE};
+  r.u.refuse.reason = REFUSE_LINKS_FULL;
+  r.u.refuse.retry_ms = 30000;
+  r.u.refuse.count = 2;
+  r.u.refuse.hosts = h;
+  roundtrip(&r);
+  WireMsg none = {.type = MSG_REFUSE};
+  none.u.refuse.reason = REFUSE_SHUTDOWN;
+  roundtrip(&none);
+  WireMsg hs = {.type = MSG_HOSTS};
+  hs.u.hosts.count = 2;
+  hs.u.hosts.hosts = h;
+  roundtrip(&hs);
+
+  Buf b;
+  buf_init(&b);
+  WireMsg bad = r;
+  bad.u.refuse.reason = 0;
+  assert_false(wire_encode(&bad, &b));
+  bad.u.refuse.reason = REFUSE_SHUTDOWN + 1;
+  assert_false(wire_encode(&bad, &b));
+  WireHost hbad = h[0];
+  hbad.leaf_load = 101;
+  bad = hs;
+  bad.u.hosts.count = 1;
+  bad.u.hosts.hosts = &hbad;
+  assert_false(wire_encode(&bad, &b));
+  hbad = h[0];
+  hbad.addr = wire_str("", 0);
+  assert_false(wire_encode(&bad, &b));
+  bad = hs;
+  bad.u.hosts.count = WIRE_MAX_HOSTS + 1;
+  assert_false(wire_encode(&bad, &b));
+  buf_free(&b);
+
+  b = header(MSG_REFUSE);
+  wr_u8(&b, 9);
+  wr_u32(&b, 0);
+  wr_u16(&b, 0);
+  assert_int_equal(decode_buf(&b), WIRE_EINVALID);
+  b = header(MSG_HOSTS);
+  wr_u16(&b, WIRE_MAX_HOSTS + 1);
+  assert_int_equal(decode_buf(&b), WIRE_ELIMIT);
+  b = header(MSG_HOSTS);
+  wr_u16(&b, 1);
+  uint8_t id[WIRE_ID_LEN] = {0};
+  wr_bytes(&b, id, sizeof id);
+  wr_u16(&b, 3);
+  wr_bytes(&b, (const uint8_t *)"a:1", 3);
+  wr_u8(&b, 200);
+  wr_u8(&b, 0);
+  assert_int_equal(decode_buf(&b), WIRE_EINVALID);
+}
+
 static void test_version(void **state)
 {
   static const uint8_t v2[] = {2, MSG_PING, 0, 0, 0, 0, 0, 0, 0, 1};
@@ -671,7 +758,7 @@ static void test_version(void **state)
 
 static void test_unknown_type(void **state)
 {
-  static const uint8_t types[] = {0, MSG_ATTACHED + 1, 0x7f, 0xff};
+  static const uint8_t types[] = {0, MSG_HOSTS + 1, 0x7f, 0xff};
   for (size_t i = 0; i < sizeof types; i++) {
     uint8_t msg[] = {WIRE_VERSION, types[i], 1, 2, 3};
     assert_int_equal(decode_bytes(msg, sizeof msg), WIRE_EUNKNOWN);
@@ -945,7 +1032,7 @@ int main(void)
       cmocka_unit_test(test_invalid_text),   cmocka_unit_test(test_invalid_fields),
       cmocka_unit_test(test_trailing_byte),  cmocka_unit_test(test_count_beyond_bytes),
       cmocka_unit_test(test_encode_refuses), cmocka_unit_test(test_group_messages),
-      cmocka_unit_test(test_buf_trim),
+      cmocka_unit_test(test_refuse_hosts),   cmocka_unit_test(test_buf_trim),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
