@@ -13,7 +13,9 @@ HOSTILE="$CANOPY_BIN/tests/canopy-hostile"
 T=$(mktemp -d "${TMPDIR:-/tmp}/canopy-it.XXXXXX")
 PIDS=()
 # A random port range per test run, so parallel or leftover runs do not clash.
-BASE=${CANOPY_PORT_BASE:-$((20000 + (RANDOM % 400) * 100))}
+# It stays below the kernel's ephemeral range (32768 up, by default), where
+# the outgoing connections of a large swarm would take our listen ports.
+BASE=${CANOPY_PORT_BASE:-$((20000 + (RANDOM % 120) * 100))}
 
 cleanup() {
   local rc=$?
