@@ -20,6 +20,7 @@
 #include "group.h"
 #include "identity.h"
 #include "index.h"
+#include "keepalive.h"
 #include "mesh.h"
 #include "netcert.h"
 #include "ratelimit.h"
@@ -131,6 +132,7 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
   }
   mesh_link_down(c->mesh, p->conn, now);
   sn_sched_forget(c, p->conn);
+  keepalive_forget(c, p);
   g_hash_table_remove(c->peers, &p->conn);
   c->stats.index_entries = index_size(c->index);
   c->stats.index_bytes = index_bytes(c->index);
@@ -268,8 +270,7 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
   p->outbound = dialed != NULL;
   if (dialed)
     g_strlcpy(p->addr, dialed, sizeof p->addr);
-  p->last_rx = now;
-  p->last_ping = now;
+  keepalive_open(c, p, now);
   g_hash_table_insert(c->peers, &p->conn, p);
   c->stats.sessions_opened++;
 
@@ -794,7 +795,7 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
   Peer *p = peer_get(c, conn);
   if (!p)
     return;
-  p->last_rx = now;
+  keepalive_heard(c, p, now);
   WireMsg m;
   WireError err = wire_decode(data, len, &m);
   if (err == WIRE_EUNKNOWN && p->kind != PEER_NEW)
@@ -880,48 +881,26 @@ static uint64_t sweep_period(const SnCore *c)
   return MAX(MIN(c->cfg.keepalive_ms / 4, 1000), 1);
 }
 
-typedef struct {
-  SnCore *c;
-  uint64_t now;
-  GPtrArray *expired;
-  bool peers_req;
-} Sweep;
-
-static void sweep_cb(gpointer k, gpointer v, gpointer ud)
+static void peers_req_cb(gpointer k, gpointer v, gpointer ud)
 {
-  Sweep *s = ud;
   Peer *p = v;
-  uint64_t ka = s->c->cfg.keepalive_ms;
-  /* Silent for 3 intervals, less one sweep period, so that with the sweep's
-   * own delay the peer is gone within 3 intervals of its last message. */
-  if (s->now - p->last_rx >= 3 * ka - sweep_period(s->c)) {
-    g_ptr_array_add(s->expired, p);
-    return;
-  }
-  if (p->kind != PEER_NEW && s->now - p->last_ping >= ka) {
-    WireMsg ping = {.type = MSG_PING};
-    ping.u.ping = s->now;
-    sn_send(s->c, p->conn, &ping);
-    p->last_ping = s->now;
-  }
-  if (s->peers_req && p->kind == PEER_SUPER) {
+  if (p->kind == PEER_SUPER) {
     WireMsg req = {.type = MSG_PEERS_REQ};
-    sn_send(s->c, p->conn, &req);
+    sn_send(ud, p->conn, &req);
   }
 }
 
 void sn_core_tick(SnCore *c, uint64_t now)
 {
   if (now >= c->next_housekeeping) {
-    Sweep s = {c, now, g_ptr_array_new(), false};
+    /* O(sessions due), not O(sessions): keepalive.h. */
+    keepalive_sweep(c, now, sweep_period(c));
     if (c->cfg.discovery && now >= c->next_peers_req) {
-      s.peers_req = c->stats.links < c->cfg.target_degree;
+      /* Every 10 s, and only while short of links. */
+      if (c->stats.links < c->cfg.target_degree)
+        g_hash_table_foreach(c->peers, peers_req_cb, c);
       c->next_peers_req = now + PEERS_REQ_INTERVAL_MS;
     }
-    g_hash_table_foreach(c->peers, sweep_cb, &s);
-    for (guint i = 0; i < s.expired->len; i++)
-      sn_close_peer(c, g_ptr_array_index(s.expired, i), "keepalive timeout", now);
-    g_ptr_array_unref(s.expired);
     flood_expire(c->flood, now);
     c->next_housekeeping = now + sweep_period(c);
   }
