@@ -56,6 +56,7 @@ typedef struct {
   size_t held_entries, held_bytes;
   /* keepalive.c: links in SnCore.by_rx and SnCore.by_ping (data: this). */
   GList rx_link, ping_link;
+  GList link_link; /* SUPER: in SnCore.links (data: this) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -137,6 +138,9 @@ struct SnCore {
   Budget *src_entries, *src_bytes; /* index shares per source address */
   PubRates *pubrates;              /* departed leaves' publish buckets */
   GQueue by_rx, by_ping;           /* every Peer, by silence (keepalive.c) */
+  /* The SUPER peers, so that forwarding a query or finding a link costs
+   * O(links), not O(leaves) (issue 12). */
+  GQueue links;
 };
 
 /* sncore.c */
