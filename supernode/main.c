@@ -1189,7 +1189,6 @@ int main(int argc, char **argv)
 
   sn.ctx = g_main_context_ref_thread_default();
   sn.loop = g_main_loop_new(sn.ctx, FALSE);
-  g_info("file descriptors: %" G_GUINT64_FORMAT, fdlimit_raise()); /* a session each */
   sn.sessions = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, entry_free);
   sn.dialer = g_socket_client_new();
   /* Peers are dialed directly: no proxy (and no desktop settings lookup). */
@@ -1352,6 +1351,13 @@ int main(int argc, char **argv)
   sn.output = budget_new(sn.mem.leaves_output, sn.mem.output_share);
   sn.link_output = budget_new(sn.mem.links_output, sn.mem.link_output);
   sn.input = budget_new(sn.mem.input_total, sn.mem.input_share);
+  /* A descriptor per session, and a few for ourselves: the leaves, links
+   * and handshakes at least (a group's backup adds watch sessions). */
+  uint64_t fds = fdlimit_raise(), need = (uint64_t)sn.max_leaves + 16 + sn.max_handshakes + 64;
+  if (fds < need)
+    g_warning("%" G_GUINT64_FORMAT " file descriptors, %" G_GUINT64_FORMAT
+              " needed for max-leaves: raise LimitNOFILE (ulimit -Hn) or lower max-leaves",
+              fds, need);
   sn.output_stall_ms = (uint64_t)cfg_get_int(conf, "output-stall-ms");
   cfg.max_index_entries = sn.mem.index_entries;
   cfg.max_index_bytes = sn.mem.index_bytes;
