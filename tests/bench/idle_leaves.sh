@@ -11,7 +11,8 @@
 # IDLE_SECONDS (default 30). Prints
 #   idle_leaves: N leaves, rss base B KiB, with leaves R KiB, per leaf P B
 #   idle_cpu: C % of one core over S s (keepalive K ms), attach A leaves/s
-# With PERF_OUT=FILE set, `perf record -g` profiles the super node during
+# SWARMS=K splits the leaves over K canopy-swarm processes (one holds at
+# most 5,000). With PERF_OUT=FILE set, `perf record -g` profiles the super node during
 # the idle window into FILE. A benchmark: exits 0 whatever the figures.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,11 +36,21 @@ KEEPALIVE=$KA start_sn s 1 --max-leaves "$N" --memory-limit 65536 --log-level wa
 sleep 1
 base=$(rss_kib "$PID_s")
 t0=$(date +%s.%N)
-"$SWARM" --supernode "127.0.0.1:$(port 1)" --leaves "$N" --state-dir "$T/swarm" \
-  --files-per-leaf 0 --keepalive-ms "$KA" --log-level warning >"$T/swarm.log" 2>&1 &
-PIDS+=($!)
-attached() { "$SWARM" status --state-dir "$T/swarm" --json 2>/dev/null | jq -r '.attached // 0'; }
-for _ in $(seq 1 600); do
+K=${SWARMS:-1}
+for k in $(seq 1 "$K"); do
+  "$SWARM" --supernode "127.0.0.1:$(port 1)" --leaves $(((N + K - k) / K)) --state-dir "$T/swarm$k" \
+    --files-per-leaf 0 --keepalive-ms "$KA" --log-level warning >"$T/swarm$k.log" 2>&1 &
+  PIDS+=($!)
+done
+attached() {
+  local sum=0 a
+  for k in $(seq 1 "$K"); do
+    a=$("$SWARM" status --state-dir "$T/swarm$k" --json 2>/dev/null | jq -r '.attached // 0')
+    sum=$((sum + ${a:-0}))
+  done
+  echo $sum
+}
+for _ in $(seq 1 1500); do
   a=$(attached || echo 0)
   [ "${a:-0}" -ge "$N" ] && break
   sleep 0.2
