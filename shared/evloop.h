@@ -12,7 +12,10 @@
  * shared/EVENTLOOP.md.
  *
  * Single-threaded: every call is made from the thread that iterates the
- * context. Watches are level-triggered, like GLib's.
+ * context. Watches are level-triggered, like GLib's. The source does not
+ * recurse: a callback that iterates the context itself (a nested loop)
+ * runs other GSources but no watch or timer of this loop until it
+ * returns.
  *
  * Callbacks never run while the loop iterates a collection it would
  * corrupt: a watch or timer callback may free any watch (freeing is

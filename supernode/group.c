@@ -1025,7 +1025,8 @@ void group_tick(SnCore *c, uint64_t now)
     return;
   if (g->role == SN_ROLE_JOINING && now >= g->join_deadline)
     become_leader(c, now, false); /* nobody leads: the first to start does */
-  if (now >= g->next_hb) {
+  bool beat = now >= g->next_hb;
+  if (beat) {
     g->next_hb = now + hb_ms(c);
     /* A member silent for a dead interval is hung or cut off: drop the
      * link (the mesh redials it), so its role moves on. */
@@ -1042,7 +1043,10 @@ void group_tick(SnCore *c, uint64_t now)
     elect_backup(c, now);
   }
   check_takeover(c, now);
-  if (g->role == SN_ROLE_LEADER) {
+  /* The walk over the roster once a heartbeat, not on every tick (a busy
+   * node ticks for each batch of queued queries): the grace is several
+   * dead intervals, a heartbeat late is nothing to it. */
+  if (g->role == SN_ROLE_LEADER && beat) {
     Expire e = {now, RECORD_GRACE_DEADS * dead_ms(c), g_ptr_array_new()};
     roster_foreach(c->roster, expire_cb, &e);
     for (guint i = 0; i < e.expired->len; i++) {
