@@ -208,9 +208,18 @@ static Peer *member_link(SnCore *c, const uint8_t id[32])
 
 typedef void (*PeerFn)(SnCore *c, Peer *p, void *ctx);
 
-/* Calls fn for every peer of one of the kinds; fn may send but not close. */
+/* Calls fn for every peer of one of the kinds; fn may send but not close.
+ * Members only: O(links), not O(sessions). */
 static void each_peer(SnCore *c, bool members, bool leaves, PeerFn fn, void *ctx)
 {
+  if (!leaves) {
+    for (GList *l = c->links.head; l; l = l->next) {
+      Peer *p = l->data;
+      if (members && p->member)
+        fn(c, p, ctx);
+    }
+    return;
+  }
   GHashTableIter it;
   gpointer v;
   g_hash_table_iter_init(&it, c->peers);
@@ -1016,17 +1025,15 @@ void group_tick(SnCore *c, uint64_t now)
     return;
   if (g->role == SN_ROLE_JOINING && now >= g->join_deadline)
     become_leader(c, now, false); /* nobody leads: the first to start does */
-  if (now >= g->next_hb) {
+  bool beat = now >= g->next_hb;
+  if (beat) {
     g->next_hb = now + hb_ms(c);
     /* A member silent for a dead interval is hung or cut off: drop the
      * link (the mesh redials it), so its role moves on. */
     GPtrArray *silent = g_ptr_array_new();
-    GHashTableIter it;
-    gpointer v;
-    g_hash_table_iter_init(&it, c->peers);
-    while (g_hash_table_iter_next(&it, NULL, &v)) {
-      Peer *p = v;
-      if (p->kind == PEER_SUPER && p->member && !alive(c, p, now))
+    for (GList *l = c->links.head; l; l = l->next) {
+      Peer *p = l->data;
+      if (p->member && !alive(c, p, now))
         g_ptr_array_add(silent, p);
     }
     for (guint i = 0; i < silent->len; i++)
@@ -1036,7 +1043,10 @@ void group_tick(SnCore *c, uint64_t now)
     elect_backup(c, now);
   }
   check_takeover(c, now);
-  if (g->role == SN_ROLE_LEADER) {
+  /* The walk over the roster once a heartbeat, not on every tick (a busy
+   * node ticks for each batch of queued queries): the grace is several
+   * dead intervals, a heartbeat late is nothing to it. */
+  if (g->role == SN_ROLE_LEADER && beat) {
     Expire e = {now, RECORD_GRACE_DEADS * dead_ms(c), g_ptr_array_new()};
     roster_foreach(c->roster, expire_cb, &e);
     for (guint i = 0; i < e.expired->len; i++) {
@@ -1072,10 +1082,7 @@ uint64_t group_deadline(const SnCore *c)
 static void count_cb(SnCore *c, Peer *p, void *ctx)
 {
   SnGroupStatus *st = ctx;
-  if (p->kind == PEER_WATCH)
-    st->watchers++;
-  else if (p->kind == PEER_SUPER && p->member)
-    st->members++;
+  st->members++;
 }
 
 void sn_core_group_status(const SnCore *cc, SnGroupStatus *st)
@@ -1092,7 +1099,14 @@ void sn_core_group_status(const SnCore *cc, SnGroupStatus *st)
   st->has_backup = g->has_backup;
   memcpy(st->backup, g->backup, 32);
   g_strlcpy(st->backup_addr, g->backup_addr, sizeof st->backup_addr);
-  each_peer(c, true, true, count_cb, st);
+  /* The shell asks after every batch of actions: O(links + watch
+   * sessions), not a walk over every leaf (issue 12). */
+  each_peer(c, true, false, count_cb, st);
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, g->watchers);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    st->watchers += ((const Peer *)v)->kind == PEER_WATCH;
   st->leaves = c->stats.leaves;
   st->records = (unsigned)roster_size(c->roster);
   /* Sent and not acknowledged, and what the snapshot has yet to send: a

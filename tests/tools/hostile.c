@@ -70,6 +70,12 @@
  *               leaf publishing COUNT entries of 255-byte names of KEYWORDS
  *               (default 32) keywords no other entry has, then answering
  *               pings. Prints the entries sent.
+ * Input held in partial frames (issue 12; exit 0 after SECONDS):
+ *   partial     canopy-hostile partial HOST:PORT SESSIONS SECONDS SRC: from
+ *               the IPv4 address SRC, SESSIONS leaf sessions (handshake and
+ *               HELLO) that each send most of a 60 KB frame and never the
+ *               rest; prints "opened N cut C", C being those the super node
+ *               hung up on by the end
  * A source that refuses every download with words of its own (exit 0 after
  * SECONDS):
  *   rejecter    canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT:
@@ -1057,6 +1063,83 @@ static int hijack(int fd, Channel *ch, const Identity *id, const char *group, in
   return 0;
 }
 
+/* --- partial ----------------------------------------------------------------- */
+
+/* A blocking TCP connection to hostport from the IPv4 address src. */
+static int dial_from(const char *hostport, const char *src)
+{
+  char host[64];
+  const char *colon = strrchr(hostport, ':');
+  if (!colon || (size_t)(colon - hostport) >= sizeof host)
+    return -1;
+  memcpy(host, hostport, (size_t)(colon - hostport));
+  host[colon - hostport] = '\0';
+  struct sockaddr_in from = {.sin_family = AF_INET}, to = {.sin_family = AF_INET};
+  to.sin_port = htons((uint16_t)atoi(colon + 1));
+  if (inet_pton(AF_INET, src, &from.sin_addr) != 1 || inet_pton(AF_INET, host, &to.sin_addr) != 1)
+    return -1;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd >= 0 && (bind(fd, (struct sockaddr *)&from, sizeof from) != 0 ||
+                  connect(fd, (struct sockaddr *)&to, sizeof to) != 0)) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+/* Whether the far end has hung up: EOF or an error once what it sent
+ * (pings) is read away. */
+static bool hung_up(int fd)
+{
+  uint8_t buf[4096];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0)
+      continue;
+    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+}
+
+static int partial_mode(const char *addr, int sessions, int seconds, const char *src)
+{
+  if (sessions < 1 || sessions > 4000)
+    return 2;
+  int *fds = calloc((size_t)sessions, sizeof *fds);
+  static uint8_t junk[60000];
+  int opened = 0;
+  for (int i = 0; i < sessions; i++) {
+    Identity id;
+    fds[i] = dial_from(addr, src);
+    Channel *ch = fds[i] >= 0 ? open_channel(fds[i], &id) : NULL;
+    if (!ch) {
+      if (fds[i] >= 0)
+        close(fds[i]);
+      fds[i] = -1;
+      continue;
+    }
+    hello_leaf(fds[i], ch);
+    channel_write(ch, junk, sizeof junk);
+    size_t n;
+    const uint8_t *out = channel_output(ch, &n);
+    send_all(fds[i], out, n - 10000); /* never the last 10 KB */
+    channel_free(ch);
+    identity_clear(&id);
+    opened++;
+  }
+  long end = now_ms() + (long)seconds * 1000;
+  while (now_ms() < end)
+    usleep(100000);
+  int cut = 0;
+  for (int i = 0; i < sessions; i++)
+    if (fds[i] >= 0) {
+      cut += hung_up(fds[i]);
+      close(fds[i]);
+    }
+  printf("opened %d cut %d\n", opened, cut);
+  free(fds);
+  return 0;
+}
+
 /* --- memory findings -------------------------------------------------------- */
 
 typedef struct {
@@ -1265,6 +1348,7 @@ int main(int argc, char **argv)
             "       canopy-hostile gossip HOST:PORT COUNT CLAIM\n"
             "       canopy-hostile hijack|hijack-member HOST:PORT GROUP SECONDS [TERM [KEYFILE]]\n"
             "       canopy-hostile hold HOST:PORT SESSIONS RATE SECONDS WORD\n"
+            "       canopy-hostile partial HOST:PORT SESSIONS SECONDS SRC\n"
             "       canopy-hostile sybilpub HOST:PORT COUNT SECONDS [KEYWORDS]\n"
             "       canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT\n");
     return 2;
@@ -1277,6 +1361,8 @@ int main(int argc, char **argv)
   if (strcmp(mode, "hold") == 0 && argc == 7)
     return crypto_ready() ? hold_mode(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]), argv[6])
                           : 2;
+  if (strcmp(mode, "partial") == 0 && argc == 6)
+    return crypto_ready() ? partial_mode(argv[2], atoi(argv[3]), atoi(argv[4]), argv[5]) : 2;
   if (strcmp(mode, "gossip") == 0 && argc == 5)
     return crypto_ready() ? mode_gossip(argv[2], atoi(argv[3]), argv[4]) : 2;
   if (strcmp(mode, "slots") == 0)
