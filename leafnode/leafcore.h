@@ -15,10 +15,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hostcache.h"
+
 typedef struct LeafCore LeafCore;
 
 typedef struct {
-  const char *supernode;   /* "host:port" dialed first (borrowed for leaf_core_new) */
+  const char *supernode; /* "host:port" dialed first (borrowed for leaf_core_new) */
+  /* Or several (NULL-terminated, borrowed for leaf_core_new), tried in
+   * order; then those the host cache learns (hostcache.h). */
+  const char *const *supernodes;
   uint64_t keepalive_ms;   /* PING interval; 3 silent intervals end the session */
   uint64_t backoff_min_ms; /* first redial delay */
   uint64_t backoff_max_ms;
@@ -145,5 +150,18 @@ void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out);
 
 /* SIGHUP: a new keepalive interval (0: 5000), used from the next tick. */
 void leaf_core_set_keepalive(LeafCore *c, uint64_t ms);
+
+/* The super nodes the leaf knows (borrowed): the shell loads it from the
+ * state dir before leaf_core_start and saves it when hostcache_dirty. */
+HostCache *leaf_core_hosts(LeafCore *c);
+
+#define LEAF_REFUSAL_TEXT 300
+typedef struct {
+  uint64_t refusals;    /* REFUSE messages from super nodes */
+  uint64_t hosts_heard; /* HOSTS messages */
+  /* "ADDR (leaves full) named N: ADDR ADDR", or "" */
+  char last_refusal[LEAF_REFUSAL_TEXT];
+} LeafHostStatus;
+void leaf_core_host_status(const LeafCore *c, LeafHostStatus *out);
 
 #endif
