@@ -17,7 +17,7 @@
 /* Failed dials in a row, beyond one per member, after which a leaf whose
  * whole group is unreachable turns to its host cache. */
 #define LEAF_GROUP_TRIES_EXTRA 2
-#define LEAF_GROUP_FALLBACK_MS 15000
+#define LEAF_GROUP_FALLBACK_MS 120000
 
 typedef enum { LS_IDLE, LS_WAIT, LS_DIALING, LS_OPEN } LeafState;
 

@@ -199,6 +199,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
+  c->hostsend = hostsend_new(now);
   g_queue_init(&c->actions);
   c->next_housekeeping = now;
   c->next_peers_req = now + PEERS_REQ_INTERVAL_MS;
@@ -235,6 +236,7 @@ void sn_core_free(SnCore *c)
   budget_free(c->src_entries);
   budget_free(c->src_bytes);
   pubrates_free(c->pubrates);
+  hostsend_free(c->hostsend);
   g_free(c);
 }
 
@@ -454,6 +456,7 @@ void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
   SnAction up = {.kind = SN_ACT_LEAF_UP, .conn = p->conn};
   memcpy(up.peer, p->id, 32);
   sn_push(c, up);
+  sn_hosts_leaf_attached(c, p, now);
 }
 
 static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -478,7 +481,7 @@ static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     return;
   }
   if (c->stats.leaves >= c->cfg.max_leaves) {
-    sn_close_peer(c, p, "too many leaves", now);
+    sn_hosts_refuse_leaf(c, p, now); /* names others, then closes */
     return;
   }
   group_leaf_hello(c, p, now);
@@ -926,6 +929,7 @@ void sn_core_tick(SnCore *c, uint64_t now)
     c->next_housekeeping = now + sweep_period(c);
   }
   sn_sched_drain(c, now);
+  sn_hosts_tick(c, now);
   group_tick(c, now);
   for (int i = 0; i < MAX_DIALS_PER_TICK; i++) {
     bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
@@ -942,6 +946,7 @@ uint64_t sn_core_next_deadline(const SnCore *c)
   bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
   uint64_t t = MIN(c->next_housekeeping, mesh_next_attempt(c->mesh, want_more));
   t = MIN(t, sn_sched_deadline(c));
+  t = MIN(t, sn_hosts_deadline(c));
   return MIN(t, group_deadline(c));
 }
 

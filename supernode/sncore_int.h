@@ -8,6 +8,7 @@
 #include "budget.h"
 #include "fairshare.h"
 #include "flood.h"
+#include "hostsend.h"
 #include "index.h"
 #include "mesh.h"
 #include "ratelimit.h"
@@ -134,6 +135,7 @@ struct SnCore {
   uint16_t cert_len;
   Budget *src_entries, *src_bytes; /* index shares per source address */
   PubRates *pubrates;              /* departed leaves' publish buckets */
+  HostSend *hostsend;              /* HOSTS to leaves, REFUSE when full */
 };
 
 /* sncore.c */
@@ -170,6 +172,13 @@ void sn_sched_forget(SnCore *c, uint64_t conn);
 /* Binds leaf session p (kind NEW or WATCH) as an attached leaf: record,
  * leaves_by_id, ATTACHED. */
 void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now);
+/* hostsend.c: a full super node's REFUSE (then closes p), the HOSTS queued
+ * for a leaf that attached, and the queue's drain and refresh rounds. */
+void sn_hosts_refuse_leaf(SnCore *c, Peer *p, uint64_t now);
+void sn_hosts_leaf_attached(SnCore *c, Peer *p, uint64_t now);
+void sn_hosts_tick(SnCore *c, uint64_t now);
+uint64_t sn_hosts_deadline(const SnCore *c);
+
 /* Gives back every leaf's index shares: the records they paid for are
  * gone (we stopped leading and cleared the roster). */
 void sn_release_all_shares(SnCore *c);
