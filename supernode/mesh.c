@@ -182,6 +182,7 @@ static MeshAddr *learn(Mesh *m, const char *addr, const uint8_t *id, bool config
     }
     a = g_new0(MeshAddr, 1);
     *a = probe;
+    a->leaf_load = a->link_load = WIRE_LOAD_UNKNOWN;
     g_strlcpy(a->addr, addr, sizeof a->addr);
     g_ptr_array_add(m->addrs, a);
   }
@@ -360,20 +361,74 @@ uint64_t mesh_next_attempt(const Mesh *m, bool want_more)
   return t;
 }
 
+/* Whether mesh_sample would pass a on. */
+static bool passable(const MeshAddr *a, const uint8_t *exclude_id)
+{
+  if (a->self || !a->verified || (exclude_id && memcmp(a->id, exclude_id, 32) == 0))
+    return false;
+  return a->linked_conn != 0 || a->failures == 0;
+}
+
 size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, size_t max)
 {
   size_t n = 0;
   for (guint i = 0; i < m->addrs->len && n < max; i++) {
     const MeshAddr *a = g_ptr_array_index(m->addrs, i);
-    if (a->self || !a->verified || (exclude_id && memcmp(a->id, exclude_id, 32) == 0))
-      continue;
     /* Verified once is not enough: a dial that failed since means the
      * address no longer answers (unless we are linked to it right now). */
-    if (a->linked_conn == 0 && a->failures > 0)
-      continue;
-    out[n++] = a;
+    if (passable(a, exclude_id))
+      out[n++] = a;
   }
   return n;
+}
+
+typedef struct {
+  const MeshAddr *a;
+  bool by_leaf;
+} HostKey;
+
+static int host_cmp(const void *x, const void *y)
+{
+  const HostKey *p = x, *q = y;
+  unsigned lp = p->by_leaf ? p->a->leaf_load : p->a->link_load;
+  unsigned lq = q->by_leaf ? q->a->leaf_load : q->a->link_load;
+  if (lp != lq) /* WIRE_LOAD_UNKNOWN (255) sorts after every known load */
+    return lp < lq ? -1 : 1;
+  if (p->a->failures != q->a->failures)
+    return p->a->failures < q->a->failures ? -1 : 1;
+  return p->a->seen < q->a->seen ? -1 : p->a->seen > q->a->seen;
+}
+
+size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max, bool by_leaf_load)
+{
+  HostKey *keys = g_new(HostKey, m->addrs->len ? m->addrs->len : 1);
+  size_t n = 0;
+  for (guint i = 0; i < m->addrs->len; i++) {
+    const MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    if (passable(a, exclude_id))
+      keys[n++] = (HostKey){a, by_leaf_load};
+  }
+  qsort(keys, n, sizeof *keys, host_cmp);
+  n = MIN(n, max);
+  for (size_t i = 0; i < n; i++) {
+    const MeshAddr *a = keys[i].a;
+    memcpy(out[i].id, a->id, 32);
+    out[i].addr = wire_str(a->addr, strlen(a->addr));
+    out[i].leaf_load = a->leaf_load;
+    out[i].link_load = a->link_load;
+  }
+  g_free(keys);
+  return n;
+}
+
+void mesh_set_load(Mesh *m, const char *addr, const uint8_t id[32], uint8_t leaf_load,
+                   uint8_t link_load)
+{
+  MeshAddr *a = mesh_find(m, addr);
+  if (!a || !a->id_known || memcmp(a->id, id, 32) != 0)
+    return;
+  a->leaf_load = leaf_load <= 100 ? leaf_load : WIRE_LOAD_UNKNOWN;
+  a->link_load = link_load <= 100 ? link_load : WIRE_LOAD_UNKNOWN;
 }
 
 void mesh_stats(const Mesh *m, MeshStats *out)

@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 #define MESH_MAX_ADDRS 256
 #define MESH_ADDR_MAX 128
 /* Learned addresses per IP prefix: /24 (IPv4) or /64 (IPv6) ... */
@@ -66,6 +68,9 @@ typedef struct {
   /* IP prefix, for the caps: family 4 or 6, 0 for a host name. */
   uint8_t family;
   uint8_t prefix[8];
+  /* Load in percent as HOSTS last said it (WIRE_LOAD_UNKNOWN: never):
+   * leaves / max-leaves and links / soft max of links. Claims too. */
+  uint8_t leaf_load, link_load;
 } MeshAddr;
 
 typedef struct {
@@ -119,6 +124,19 @@ uint64_t mesh_next_attempt(const Mesh *m, bool want_more);
 /* Fills out[] with up to max verified addresses of other super nodes (not
  * self, not exclude_id, not failing); returns how many. Borrowed records. */
 size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, size_t max);
+
+/* Fills out[] for HOSTS and REFUSE: up to max addresses mesh_sample would
+ * pass on (verified, not self, not exclude_id, not failing), least loaded
+ * first: by leaf_load (by_leaf_load) or by link_load, unknown loads last,
+ * ties by fewer failures then longer known. out[i].addr borrows the book's
+ * string: valid until the next call that changes the book. Returns how
+ * many. */
+size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max, bool by_leaf_load);
+/* Records the loads a HOSTS entry (or our own link to it) tells for the
+ * node id at addr; only for an address already in the book whose id is
+ * that id (loads never teach an address). */
+void mesh_set_load(Mesh *m, const char *addr, const uint8_t id[32], uint8_t leaf_load,
+                   uint8_t link_load);
 
 void mesh_stats(const Mesh *m, MeshStats *out);
 
