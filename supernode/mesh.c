@@ -6,6 +6,8 @@
  */
 #include "mesh.h"
 
+#include "degree.h"
+
 #include <gio/gio.h>
 #include <string.h>
 
@@ -306,13 +308,56 @@ void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now)
     MeshAddr *a = g_ptr_array_index(m->addrs, i);
     if (a->linked_conn == conn) {
       a->linked_conn = 0;
-      a->next_attempt = now + m->backoff_min;
+      /* A refusal that closed it asked for longer. */
+      a->next_attempt = MAX(a->next_attempt, now + m->backoff_min);
     }
     if (a->claim_conn == conn)
       a->claim_conn = 0;
     if (a->src_conn == conn)
       a->src_conn = 0; /* its cap no longer applies; it ages out */
   }
+}
+
+void mesh_dial_refused(Mesh *m, const char *addr, uint32_t retry_ms, uint32_t rnd, uint64_t now)
+{
+  MeshAddr *a = mesh_find(m, addr);
+  if (!a)
+    return;
+  a->dialing = false;
+  a->probing = false;
+  a->refusals++;
+  a->next_attempt = degree_retry_at(now, a->refusals, retry_ms, rnd);
+}
+
+void mesh_link_accepted(Mesh *m, uint64_t conn)
+{
+  for (guint i = 0; i < m->addrs->len; i++) {
+    MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    if (a->linked_conn == conn)
+      a->refusals = 0;
+  }
+}
+
+unsigned mesh_dialing(const Mesh *m)
+{
+  unsigned n = 0;
+  for (guint i = 0; i < m->addrs->len; i++) {
+    const MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    n += a->dialing && !a->probing && !a->configured && !a->pinned;
+  }
+  return n;
+}
+
+bool mesh_configured(Mesh *m, const char *addr)
+{
+  const MeshAddr *a = mesh_find(m, addr);
+  return a && (a->configured || pinned(a));
+}
+
+uint8_t mesh_link_load(Mesh *m, const char *addr)
+{
+  const MeshAddr *a = mesh_find(m, addr);
+  return a ? a->link_load : WIRE_LOAD_UNKNOWN;
 }
 
 static bool dialable(const MeshAddr *a, bool want_more)
@@ -338,7 +383,14 @@ MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx
       continue;
     }
     bool first = a->configured || probe;
-    if (!best || (first && !(best->configured || best_probe)) || a->failures < best->failures) {
+    bool best_first = best && (best->configured || best_probe);
+    /* Among learned ones: fewest failures, then the least linked (a
+     * REFUSE's hosts come with loads), unknown loads last. */
+    bool better =
+        !best || (first && !best_first) ||
+        (first == best_first && (a->failures < best->failures || (a->failures == best->failures &&
+                                                                  a->link_load < best->link_load)));
+    if (better) {
       best = a;
       best_probe = probe;
     }

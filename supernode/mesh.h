@@ -71,6 +71,7 @@ typedef struct {
   /* Load in percent as HOSTS last said it (WIRE_LOAD_UNKNOWN: never):
    * leaves / max-leaves and links / soft max of links. Claims too. */
   uint8_t leaf_load, link_load;
+  unsigned refusals; /* REFUSEs in a row (degree.h backoff) */
 } MeshAddr;
 
 typedef struct {
@@ -111,6 +112,20 @@ void mesh_dial_succeeded(Mesh *m, const char *addr, const uint8_t id[32], uint64
  * through link_conn, 0 if not) and returns true; the caller then closes that
  * session. False if it was an ordinary dial. */
 bool mesh_probe_done(Mesh *m, const char *addr, const uint8_t id[32], uint64_t link_conn);
+/* The node at addr refused us (REFUSE, or shed our link): no dial of it
+ * before degree_retry_at() for its refusals in a row, its retry_ms and the
+ * random rnd; a pending dial is over. */
+void mesh_dial_refused(Mesh *m, const char *addr, uint32_t retry_ms, uint32_t rnd, uint64_t now);
+/* The link conn was taken by the other side (it sent HOSTS): its address's
+ * refusals in a row are over. */
+void mesh_link_accepted(Mesh *m, uint64_t conn);
+/* Dials of learned addresses under way (not configured, pinned or probes):
+ * they count towards the target degree before they complete. */
+unsigned mesh_dialing(const Mesh *m);
+/* Whether addr is one of the operator's --peer addresses or pinned. */
+bool mesh_configured(Mesh *m, const char *addr);
+/* The link load HOSTS last told for addr (WIRE_LOAD_UNKNOWN if none). */
+uint8_t mesh_link_load(Mesh *m, const char *addr);
 /* A link closed: the address may be dialed again after backoff. */
 void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now);
 
