@@ -38,35 +38,16 @@ void hostsend_free(HostSend *h)
   g_free(h);
 }
 
-/* The one place that asks the address book for hosts: verified addresses,
- * load unknown, until the book knows loads and orders by them (colleague
- * work on mesh.h); then this is the only line to change. */
+/* The one place that asks the address book for hosts: the verified
+ * addresses it passes on, least leaf-loaded first (unknown loads last). */
 static size_t hosts_from_book(SnCore *c, const uint8_t *exclude_id, WireHost *out, size_t max)
 {
-  const MeshAddr *sample[WIRE_MAX_HOSTS];
-  size_t n = mesh_sample(c->mesh, exclude_id, sample, MIN(max, (size_t)WIRE_MAX_HOSTS));
-  for (size_t i = 0; i < n; i++) {
-    memcpy(out[i].id, sample[i]->id, 32);
-    out[i].addr = wire_str(sample[i]->addr, strlen(sample[i]->addr));
-    out[i].leaf_load = WIRE_LOAD_UNKNOWN;
-    out[i].link_load = WIRE_LOAD_UNKNOWN;
-  }
-  return n;
-}
-
-static gint by_leaf_load(gconstpointer a, gconstpointer b, gpointer ud)
-{
-  (void)ud;
-  /* Unknown (255) last; a stable sort keeps the book's order otherwise. */
-  const WireHost *x = a, *y = b;
-  return (int)x->leaf_load - (int)y->leaf_load;
+  return mesh_hosts(c->mesh, exclude_id, out, MIN(max, (size_t)WIRE_MAX_HOSTS), true);
 }
 
 size_t sn_hosts_fill(SnCore *c, const uint8_t *exclude_id, WireHost *out, size_t max)
 {
-  size_t n = hosts_from_book(c, exclude_id, out, max);
-  g_qsort_with_data(out, (gint)n, sizeof *out, by_leaf_load, NULL);
-  return n;
+  return hosts_from_book(c, exclude_id, out, max);
 }
 
 static uint8_t percent(unsigned have, unsigned max)

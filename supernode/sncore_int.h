@@ -55,6 +55,7 @@ typedef struct {
   char source[BUDGET_KEY_MAX + 1];
   RateLimit publishes;
   size_t held_entries, held_bytes;
+  uint64_t up_since; /* SUPER: when it became a link (degree.h shedding) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -133,9 +134,10 @@ struct SnCore {
   uint8_t network_pk[32];
   uint8_t cert[WIRE_MAX_CERT];
   uint16_t cert_len;
-  Budget *src_entries, *src_bytes; /* index shares per source address */
-  PubRates *pubrates;              /* departed leaves' publish buckets */
-  HostSend *hostsend;              /* HOSTS to leaves, REFUSE when full */
+  Budget *src_entries, *src_bytes;  /* index shares per source address */
+  PubRates *pubrates;               /* departed leaves' publish buckets */
+  uint64_t next_hosts, next_gossip; /* meshlink.c: shedding round, HOSTS to links */
+  HostSend *hostsend;               /* HOSTS to leaves, REFUSE when full */
 };
 
 /* sncore.c */
@@ -182,5 +184,18 @@ uint64_t sn_hosts_deadline(const SnCore *c);
 /* Gives back every leaf's index shares: the records they paid for are
  * gone (we stopped leading and cleared the roster). */
 void sn_release_all_shares(SnCore *c);
+
+/* meshlink.c: degree maintenance (degree.h) between super nodes. */
+/* REFUSE (REFUSE_LINKS_FULL, others to try) to p, then closes it. */
+void sn_link_refuse(SnCore *c, Peer *p, const char *reason, uint64_t now);
+/* A REFUSE from p: learn its hosts, back off from it, close. */
+void sn_on_refuse(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
+/* HOSTS from link p: addresses and loads. */
+void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
+/* p just became a link: HOSTS to it. */
+void sn_link_welcome(SnCore *c, Peer *p, uint64_t now);
+/* HOSTS gossip and shedding, when due; and when that is. */
+void sn_links_tick(SnCore *c, uint64_t now);
+uint64_t sn_links_deadline(const SnCore *c);
 
 #endif
