@@ -147,6 +147,8 @@ static gint cmp_entries(gconstpointer pa, gconstpointer pb)
   default:
     break;
   }
+  if (a->proven != b->proven)
+    return a->proven ? -1 : 1;
   if (a->failures != b->failures)
     return a->failures < b->failures ? -1 : 1;
   if (load_key(a) != load_key(b))
@@ -335,6 +337,7 @@ void hostcache_success(HostCache *h, const char *addr, const uint8_t id[32], uin
   memcpy(e->id, id, 32);
   e->id_known = true;
   e->worked = true;
+  e->proven = true;
   e->redirect = false;
   e->failures = 0;
   e->retry_at = 0;
@@ -419,7 +422,8 @@ static const char source_char[] = {'c', 'l', 'r'};
 char *hostcache_format(HostCache *h)
 {
   sort(h);
-  GString *s = g_string_new(FILE_MAGIC "\n# address id leaf_load source worked\n");
+  GString *s = g_string_new(FILE_MAGIC "\n# address id leaf_load source attached (0 never, 1 "
+                                       "once, 2 last)\n");
   for (guint i = 0; i < h->entries->len; i++) {
     const HostEntry *e = g_ptr_array_index(h->entries, i);
     char id[65] = "-";
@@ -427,7 +431,9 @@ char *hostcache_format(HostCache *h)
       for (int k = 0; k < 32; k++)
         snprintf(id + 2 * k, 3, "%02x", e->id[k]);
     g_string_append_printf(s, "%s %s %u %c %d\n", e->addr, id, e->leaf_load, source_char[e->source],
-                           e->worked ? 1 : 0);
+                           e->worked   ? 2
+                           : e->proven ? 1
+                                       : 0);
   }
   h->dirty = false;
   return g_string_free(s, FALSE);
@@ -475,7 +481,7 @@ bool hostcache_parse(HostCache *h, const char *text, size_t len, uint64_t now, c
     HostEntry e = {0};
     bool good = g_strv_length(f) == 5 && hostcache_addr_ok(f[0]) &&
                 (strcmp(f[1], "-") == 0 || parse_hex32(f[1], e.id)) && strlen(f[3]) == 1 &&
-                strchr("clr", f[3][0]) && (strcmp(f[4], "0") == 0 || strcmp(f[4], "1") == 0);
+                strchr("clr", f[3][0]) && strlen(f[4]) == 1 && strchr("012", f[4][0]);
     unsigned load = 0;
     if (good) {
       char *end;
@@ -487,11 +493,12 @@ bool hostcache_parse(HostCache *h, const char *text, size_t len, uint64_t now, c
       g_strlcpy(e.addr, f[0], sizeof e.addr);
       e.id_known = strcmp(f[1], "-") != 0;
       e.leaf_load = (uint8_t)load;
-      e.worked = f[4][0] == '1';
+      e.worked = f[4][0] == '2';
+      e.proven = f[4][0] != '0';
     }
     g_strfreev(f);
     if (!good) {
-      g_snprintf(err, errlen, "line %u: expected \"address id leaf_load source worked\"", lineno);
+      g_snprintf(err, errlen, "line %u: expected \"address id leaf_load source attached\"", lineno);
       goto out;
     }
     if (got->len >= HOSTCACHE_MAX) {
@@ -519,6 +526,7 @@ bool hostcache_parse(HostCache *h, const char *text, size_t len, uint64_t now, c
         ((HostEntry *)g_ptr_array_index(h->entries, k))->worked = false;
       x->worked = true;
     }
+    x->proven |= e->proven;
     if (e->id_known && !x->id_known) {
       memcpy(x->id, e->id, 32);
       x->id_known = true;

@@ -11,8 +11,11 @@
  *
  * The order of the next attempt (hostcache_next): hosts a refusal just named
  * (in its order, least loaded first); then the configured ones in their
- * order; then the last one that worked; then learned ones by leaf load (less
- * first, unknown as half full), then freshness. A host whose dial failed is
+ * order; then the last one that worked; then learned ones: those that took
+ * us at some time (proven) before those only named, then fewest failures,
+ * least leaf load (unknown as half full), freshest. A super node can name
+ * addresses that do not answer, each costing a dial timeout, and claim them
+ * empty: the ones that answered us once go first. A host whose dial failed is
  * skipped until its back-off ends: HOSTCACHE_BACKOFF_MIN_MS doubled per
  * failure in a row up to HOSTCACHE_BACKOFF_MAX_MS, with +-25 % jitter so
  * that a super node's leaves do not come back in the same millisecond.
@@ -70,6 +73,7 @@ typedef struct {
   bool redirect;       /* named by the last refusal, not tried since */
   unsigned redirect_n; /* its place in that refusal */
   bool worked;         /* the last one that worked (one entry at most) */
+  bool proven;         /* it took us at some time (persisted) */
   uint8_t src_id[32];  /* learned: the super node that named it */
 } HostEntry;
 

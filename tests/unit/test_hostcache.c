@@ -282,7 +282,7 @@ static void test_file_round_trip(void **state)
       "# canopy-leaf super nodes 1\n10.0.0.5 - 10 l 0\n",
       "# canopy-leaf super nodes 1\n10.0.0.5:1 abcd 10 l 0\n",
       "# canopy-leaf super nodes 1\n10.0.0.5:1 - 1x l 0\n",
-      "# canopy-leaf super nodes 1\n10.0.0.6:1 - 10 l 0\n10.0.0.5:1 - 10 l 2\n",
+      "# canopy-leaf super nodes 1\n10.0.0.6:1 - 10 l 0\n10.0.0.5:1 - 10 l 3\n",
   };
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
     err[0] = '\0';
@@ -310,6 +310,43 @@ static void test_file_round_trip(void **state)
   (void)state;
 }
 
+/* A super node names addresses that may never answer, each costing a
+ * dial timeout, and claims them empty: one that took us once goes first
+ * (after the one that worked last), however fresh and empty the others say
+ * they are; the file keeps that. */
+static void test_proven_before_claims(void **state)
+{
+  HostCache *h = cache();
+  hostcache_add_configured(h, "10.0.0.1:1");
+  hostcache_learn(h, "10.1.0.1:1", id_of(1), 90, SRC_A, false, 0, T0);
+  hostcache_success(h, "10.1.0.1:1", id_of(1), T0);
+  hostcache_learn(h, "10.2.0.1:1", id_of(2), 50, SRC_A, false, 0, T0);
+  hostcache_success(h, "10.2.0.1:1", id_of(2), T0 + 1); /* the last: 10.1 only proven */
+  char addr[32];
+  for (unsigned i = 0; i < 20; i++) {
+    g_snprintf(addr, sizeof addr, "10.66.%u.1:7400", i);
+    assert_true(hostcache_learn(h, addr, NULL, 0, SRC_B, false, 0, T0 + 100 + i));
+  }
+  hostcache_failure(h, "10.0.0.1:1", T0 + 200);
+  hostcache_failure(h, "10.2.0.1:1", T0 + 200);
+  assert_string_equal(hostcache_next(h, NULL, T0 + 200), "10.1.0.1:1");
+  char *text = hostcache_format(h);
+  assert_non_null(strstr(text, "10.1.0.1:1 "));
+  HostCache *g = cache();
+  char err[200];
+  assert_true(hostcache_parse(g, text, strlen(text), T0, err, sizeof err));
+  const HostEntry *e;
+  for (size_t i = 0; (e = hostcache_get(g, i)); i++)
+    if (strcmp(e->addr, "10.1.0.1:1") == 0)
+      assert_true(e->proven && !e->worked);
+  assert_string_equal(hostcache_get(g, 0)->addr, "10.2.0.1:1"); /* the last that worked */
+  assert_string_equal(hostcache_get(g, 1)->addr, "10.1.0.1:1"); /* before the claims */
+  g_free(text);
+  hostcache_free(g);
+  hostcache_free(h);
+  (void)state;
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -319,6 +356,7 @@ int main(void)
       cmocka_unit_test(test_redirect_first),
       cmocka_unit_test(test_caps),
       cmocka_unit_test(test_file_round_trip),
+      cmocka_unit_test(test_proven_before_claims),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
