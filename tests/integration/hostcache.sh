@@ -103,4 +103,32 @@ leaf filler "$(addr 1)"
 wait_for 10 attached_to filler "$(addr 1)" || fail "a corrupt host cache file kept the leaf from attaching"
 grep -q "supernodes is corrupt" "$T/filler.log" || fail "the corrupt file was not reported"
 note "corrupt host cache file reported and ignored"
+# A super node fills the host cache with made-up super nodes claiming no
+# load (canopy-hostile hostsflood: 20 HOSTS of 32). The caps hold (8 per /24,
+# 32 from one super node, 64 in all), and when it hangs up the leaf goes at
+# once to one that took it before, not through 32 dead addresses first.
+leaf victim "$(addr 2)"
+wait_for 10 attached_to victim "$(addr 2)" || fail "victim did not attach to s2"
+wait_for 10 grep -q "^$(addr 2) .* 2\$" "$T/victim/supernodes" || fail "s2 not saved as the last that worked"
+kill "$PID_victim"
+wait "$PID_victim" 2>/dev/null || true
+"$HOSTILE" hostsflood "$(addr 7)" 20 >"$T/hostile.log" 2>&1 &
+HPID=$!
+PIDS+=($HPID)
+sleep 0.5
+leaf victim "$(addr 7)"
+wait "$HPID" || fail "the hostile super node got no leaf: $(cat "$T/hostile.log")"
+grep -q "hosts sent 640" "$T/hostile.log" || fail "hostsflood: $(cat "$T/hostile.log")"
+t0=$(date +%s%N)
+wait_for 10 attached_to victim "$(addr 2)" || fail "victim did not go back to s2"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+hosts=$(status victim | jq -r '.hosts[].address')
+narrow=$(echo "$hosts" | grep -c '^10\.66\.0\.' || true)
+fake=$(echo "$hosts" | grep -c '^10\.' || true)
+total=$(echo "$hosts" | grep -c . || true)
+note "hostsflood: 640 made-up hosts; the cache kept $narrow of 10.66.0.0/24, $fake in all of them, $total entries; back on s2 after ${ms} ms"
+[ "$narrow" -ge 1 ] && [ "$narrow" -le 8 ] || fail "$narrow entries of one /24 (cap 8)"
+[ "$fake" -le 32 ] || fail "$fake entries named by one super node (cap 32)"
+[ "$total" -le 64 ] || fail "$total entries (cap 64)"
+[ $ms -le 3000 ] || fail "the leaf took ${ms} ms to reach a super node it knew (dead addresses first?)"
 echo "hostcache: ok"
