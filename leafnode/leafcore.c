@@ -724,6 +724,10 @@ static void on_refuse(LeafCore *c, const WireMsg *m, uint64_t now)
     copy_addr(addr, h->addr);
     if (strcmp(addr, p->addr) == 0 || memcmp(h->id, p->peer, 32) == 0)
       continue; /* itself */
+    /* Only well-formed addresses reach the log and status: the text is
+     * the super node's to choose. */
+    if (!hostcache_addr_ok(addr))
+      continue;
     if (hostcache_learn(c->hosts, addr, h->id, h->leaf_load, p->peer, true, taken, now))
       taken++;
     if (named->len < 200)

@@ -191,16 +191,17 @@ static void test_refusal_redirects(void **state)
   Fix *f = fix();
   leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, ID1, f->now);
   drain(f);
-  WireHost h[2] = {
+  WireHost h[3] = {
       {.addr = wire_str("127.0.0.1:7404", 14), .leaf_load = 20, .link_load = 1},
       {.addr = wire_str("127.0.0.1:7403", 14), .leaf_load = 40, .link_load = 1},
+      {.addr = wire_str("\x1b]0;owned\a:1", 12), .leaf_load = 0, .link_load = 0},
   };
   memcpy(h[0].id, ID4, 32);
   memcpy(h[1].id, ID3, 32);
   WireMsg m = {.type = MSG_REFUSE};
   m.u.refuse.reason = REFUSE_LEAVES_FULL;
   m.u.refuse.retry_ms = 60000;
-  m.u.refuse.count = 2;
+  m.u.refuse.count = 3;
   m.u.refuse.hosts = h;
   feed(f, &m);
   assert_int_equal(f->closes, 1);
@@ -210,6 +211,8 @@ static void test_refusal_redirects(void **state)
   assert_int_equal(hs.refusals, 1);
   assert_non_null(strstr(hs.last_refusal, "leaves full"));
   assert_non_null(strstr(hs.last_refusal, "127.0.0.1:7404 127.0.0.1:7403"));
+  assert_null(strchr(hs.last_refusal, '\x1b')); /* a malformed name is neither taken nor shown */
+  assert_int_equal(hostcache_size(leaf_core_hosts(f->core)), 4);
   assert_true(until_dial(f, 400) <= 320);
   assert_string_equal(f->last_dial, "127.0.0.1:7404");
   leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, f->now);
