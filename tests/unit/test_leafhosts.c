@@ -256,6 +256,58 @@ static void test_refusal_after_attach_is_a_close(void **state)
   (void)state;
 }
 
+/* In a group the group comes first: its leader, then its members; the
+ * host cache only once the whole group has failed for 2 minutes, and then
+ * the leaf forgets the group (its term too: a super node outside it says
+ * term 0). */
+static void test_group_first_then_cache(void **state)
+{
+  Fix *f = fix();
+  leaf_core_connected(f->core, LEAF_SLOT_PRIMARY, ID1, f->now);
+  drain(f);
+  WirePeer members[1] = {{.addr = wire_str("127.0.0.1:7401", 14)}};
+  memcpy(members[0].id, ID1, 32);
+  WireMsg g = {.type = MSG_GROUP_STATE};
+  g.u.group.role = GROLE_LEADER;
+  g.u.group.group = wire_str("g", 1);
+  g.u.group.term = 5ull << 32;
+  g.u.group.hb_ms = 250;
+  memcpy(g.u.group.leader, ID1, 32);
+  g.u.group.leader_addr = wire_str("127.0.0.1:7401", 14);
+  g.u.group.backup_addr = wire_str("", 0);
+  g.u.group.n_members = 1;
+  g.u.group.members = members;
+  feed(f, &g);
+  WireMsg att = {.type = MSG_ATTACHED};
+  att.u.attached.term = 5ull << 32;
+  feed(f, &att);
+  assert_true(leaf_core_is_connected(f->core));
+  LeafGroupStatus gs;
+  leaf_core_group_status(f->core, &gs);
+  assert_true(gs.term == 5ull << 32);
+  leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, f->now); /* the group's only member dies */
+  drain(f);
+  uint64_t lost = f->now;
+  unsigned away = 0;
+  while (f->now - lost < 125000) {
+    until_dial(f, 40000);
+    if (strcmp(f->last_dial, "127.0.0.1:7401") != 0) {
+      away++;
+      break;
+    }
+    leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, f->now);
+    drain(f);
+  }
+  assert_int_equal(away, 1);
+  assert_true(f->now - lost >= 120000); /* not before LEAF_GROUP_FALLBACK_MS */
+  assert_string_equal(f->last_dial, CONFIGURED[1]);
+  leaf_core_group_status(f->core, &gs);
+  assert_true(gs.term == 0 && gs.group[0] == '\0');
+  attach(f, ID2); /* term 0: taken */
+  fix_free(f);
+  (void)state;
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -263,6 +315,7 @@ int main(void)
       cmocka_unit_test(test_gone_then_learned_hosts),
       cmocka_unit_test(test_refusal_redirects),
       cmocka_unit_test(test_refusal_after_attach_is_a_close),
+      cmocka_unit_test(test_group_first_then_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
