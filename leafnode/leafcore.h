@@ -6,7 +6,11 @@
  * leader of the highest term it hears of, publishes the manifest when the
  * leader does not already hold it (ATTACHED), pings, tells the backup when
  * the leader is lost, and runs searches: a search collects hits until its
- * deadline, de-duplicated, and then completes. Time is passed in.
+ * deadline, de-duplicated, and then completes. Outside a group (and when
+ * the whole group has been unreachable for 2 minutes) the primary goes to
+ * the super nodes of its host cache (hostcache.h): a lost one is redialed
+ * once, then the next; a refusal's hosts are tried first. Time is passed
+ * in.
  */
 #ifndef CANOPY_LEAFCORE_H
 #define CANOPY_LEAFCORE_H
