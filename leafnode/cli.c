@@ -392,6 +392,21 @@ static void print_status(JsonObject *o)
     printf("%-13s %s\n", "members", s->str);
     g_string_free(s, TRUE);
   }
+  JsonArray *hosts =
+      json_object_has_member(o, "hosts") ? json_object_get_array_member(o, "hosts") : NULL;
+  if (hosts) {
+    /* Addresses the daemon took only in host:port form (hostcache.h). */
+    GString *s = g_string_new(NULL);
+    guint n = json_array_get_length(hosts);
+    for (guint i = 0; i < n && i < 3; i++)
+      g_string_append_printf(s, "%s%s", i ? ", " : "",
+                             member_str(json_array_get_object_element(hosts, i), "address", "?"));
+    printf("%-13s %u super node%s known%s%s%s%s\n", "host cache", n, n == 1 ? "" : "s",
+           n ? " (first " : "", s->str, n > 3 ? ", ..." : "", n ? ")" : "");
+    g_string_free(s, TRUE);
+  }
+  if (json_object_has_member(o, "last_refusal"))
+    printf("%-13s %s\n", "refused by", member_str(o, "last_refusal", ""));
   JsonArray *shares =
       json_object_has_member(o, "shares") ? json_object_get_array_member(o, "shares") : NULL;
   guint folders = shares ? json_array_get_length(shares) : 0;

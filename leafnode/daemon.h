@@ -22,7 +22,8 @@ typedef struct {
   char id_hex[IDENTITY_HEX_LEN];
   LeafCore *core;
   ShareSet *shares;
-  char *sn_addr; /* configured (--supernode) */
+  char *sn_addr;         /* configured (--supernode), ", "-separated */
+  const char *state_dir; /* borrowed from the settings; the host cache's file */
   GSocketClient *dialer;
   /* One session per LeafSlot: PRIMARY to the group's leader, WATCH to its
    * backup. dial_gen[slot] tells a stale dial's completion from the

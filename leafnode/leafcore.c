@@ -4,6 +4,7 @@
 #include <glib.h>
 #include <string.h>
 
+#include "hostcache.h"
 #include "netcert.h"
 #include "term.h"
 #include "wire.h"
@@ -13,6 +14,10 @@
  * (its leader never materialised) is forgotten: back to the term of the
  * last ATTACHED and to the configured super node. */
 #define LEAF_CLAIM_MS 10000
+/* Failed dials in a row, beyond one per member, after which a leaf whose
+ * whole group is unreachable turns to its host cache. */
+#define LEAF_GROUP_TRIES_EXTRA 2
+#define LEAF_GROUP_FALLBACK_MS 120000
 
 typedef enum { LS_IDLE, LS_WAIT, LS_DIALING, LS_OPEN } LeafState;
 
@@ -40,7 +45,16 @@ struct LeafCore {
   LeafConfig cfg;
   bool networked;
   uint8_t network_pk[32];
-  char home[ADDR_MAX + 1]; /* the configured super node */
+  char home[ADDR_MAX + 1]; /* the first configured super node */
+  /* Super nodes to attach to outside a group (hostcache.h). current: the
+   * one we were last attached to; retry_same: it was lost while attached,
+   * so it gets one redial before the next from the cache. */
+  HostCache *hosts;
+  char current[ADDR_MAX + 1];
+  bool retry_same;
+  uint64_t failing_since; /* the primary's first failure in a row */
+  uint64_t refusals, hosts_heard;
+  char last_refusal[LEAF_REFUSAL_TEXT];
   LeafRandomFn rng;
   void *rng_ctx;
   Slot slot[2];
@@ -112,6 +126,16 @@ LeafCore *leaf_core_new(const LeafConfig *cfg, LeafRandomFn rng, void *rng_ctx)
   }
   c->cfg.network_pk = NULL;
   g_strlcpy(c->home, cfg->supernode ? cfg->supernode : "", sizeof c->home);
+  c->hosts = hostcache_new(rng, rng_ctx);
+  for (const char *const *a = cfg->supernodes; a && *a; a++) {
+    if (!hostcache_add_configured(c->hosts, *a))
+      g_warning("super node address '%s' not taken: malformed, or too many", *a);
+    if (!c->home[0])
+      g_strlcpy(c->home, *a, sizeof c->home);
+  }
+  if (!cfg->supernodes && c->home[0])
+    hostcache_add_configured(c->hosts, c->home);
+  c->cfg.supernodes = NULL;
   if (c->cfg.keepalive_ms == 0)
     c->cfg.keepalive_ms = 5000;
   c->rng = rng;
@@ -139,6 +163,7 @@ void leaf_core_free(LeafCore *c)
   g_ptr_array_unref(c->members);
   g_ptr_array_unref(c->attached_members);
   g_hash_table_destroy(c->searches);
+  hostcache_free(c->hosts);
   g_free(c);
 }
 
@@ -235,6 +260,8 @@ static void slot_close(LeafCore *c, LeafSlot slot, const char *reason)
  * by all its leaves in the same millisecond. */
 static void slot_backoff(LeafCore *c, Slot *s, uint64_t now)
 {
+  if (s->failures == 0 && s == &c->slot[LEAF_SLOT_PRIMARY])
+    c->failing_since = now;
   s->failures++;
   uint64_t delay = c->cfg.backoff_min_ms;
   for (unsigned i = 1; i < s->failures && delay < c->cfg.backoff_max_ms; i++)
@@ -247,17 +274,56 @@ static void slot_backoff(LeafCore *c, Slot *s, uint64_t now)
   s->redial_at = now + delay;
 }
 
+/* The next super node from the host cache: the one just lost once more
+ * (retry_same), else the best ready entry, else the configured one. */
+static const char *host_target(LeafCore *c, uint64_t now)
+{
+  if (c->retry_same && c->current[0]) {
+    c->retry_same = false;
+    return c->current;
+  }
+  const char *a = hostcache_next(c->hosts, NULL, now);
+  return a ? a : c->home;
+}
+
+static bool in_group(const LeafCore *c)
+{
+  return (c->has_leader && c->leader_addr[0]) || c->members->len > 0;
+}
+
+static bool claim_pending(const LeafCore *c);
+
+/* The group is unreachable: its leader and then every member failed in a
+ * row (LEAF_GROUP_TRIES_EXTRA more), for LEAF_GROUP_FALLBACK_MS at least
+ * (a takeover takes a second or two), and no claim of a new term is
+ * waiting to expire (LEAF_CLAIM_MS). */
+static bool group_exhausted(const LeafCore *c, uint64_t now)
+{
+  return c->slot[LEAF_SLOT_PRIMARY].failures >= LEAF_GROUP_TRIES_EXTRA + c->members->len &&
+         now - c->failing_since >= LEAF_GROUP_FALLBACK_MS && !claim_pending(c);
+}
+
+static void forget_group(LeafCore *c);
+
 /* Where the primary goes next: the leader when one is known; after two
  * failures in a row the group's other members in turn (one of them leads
- * by now, or redirects to who does); the configured address otherwise. */
-static const char *primary_target(LeafCore *c)
+ * by now, or redirects to who does); when the whole group failed, or
+ * without a group, the host cache. */
+static const char *primary_target(LeafCore *c, uint64_t now)
 {
   unsigned f = c->slot[LEAF_SLOT_PRIMARY].failures;
-  if (c->has_leader && c->leader_addr[0] && (f < 2 || c->members->len == 0))
-    return c->leader_addr;
-  if (f >= 2 && c->members->len > 0)
-    return g_ptr_array_index(c->members, c->next_member++ % c->members->len);
-  return c->home;
+  if (in_group(c) && !group_exhausted(c, now)) {
+    if (c->has_leader && c->leader_addr[0] && (f < 2 || c->members->len == 0))
+      return c->leader_addr;
+    if (f >= 2 && c->members->len > 0)
+      return g_ptr_array_index(c->members, c->next_member++ % c->members->len);
+  }
+  if (in_group(c)) {
+    g_message("no member of group '%s' answers: trying the super nodes of the host cache",
+              c->group);
+    forget_group(c);
+  }
+  return host_target(c, now);
 }
 
 static uint64_t primary_ping_ms(const LeafCore *c)
@@ -338,7 +404,7 @@ static void reconcile(LeafCore *c, uint64_t now)
 void leaf_core_start(LeafCore *c, uint64_t now)
 {
   if (c->slot[LEAF_SLOT_PRIMARY].state == LS_IDLE)
-    slot_dial(c, LEAF_SLOT_PRIMARY, c->home);
+    slot_dial(c, LEAF_SLOT_PRIMARY, host_target(c, now));
 }
 
 bool leaf_core_is_connected(const LeafCore *c)
@@ -442,17 +508,55 @@ void leaf_core_connected(LeafCore *c, LeafSlot slot, const uint8_t peer[32], uin
   }
 }
 
-void leaf_core_disconnected(LeafCore *c, LeafSlot slot, uint64_t now)
+/* Outside a group, the primary's wait follows the host cache: another
+ * super node ready to try is dialed after the shortest back-off, whatever
+ * the slot's failures in a row; with none ready, the wait lasts until the
+ * first is. A lost session's own redial keeps the slot's back-off. */
+static void host_wait(LeafCore *c, uint64_t now)
+{
+  Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
+  if ((in_group(c) && !group_exhausted(c, now)) || c->retry_same)
+    return;
+  if (hostcache_next(c->hosts, NULL, now)) {
+    uint16_t r;
+    c->rng((uint8_t *)&r, sizeof r, c->rng_ctx);
+    uint64_t d = c->cfg.backoff_min_ms;
+    p->redial_at = MIN(p->redial_at, now + d * 3 / 4 + (d / 2) * r / 65535);
+  } else {
+    uint64_t ready = hostcache_next_ready(c->hosts);
+    if (ready != UINT64_MAX)
+      p->redial_at = MAX(p->redial_at, ready);
+  }
+}
+
+/* slot's dial failed or its session ended; count_host: the host cache
+ * counts it as a failure of that address (a refusal was counted already). */
+static void slot_down(LeafCore *c, LeafSlot slot, uint64_t now, bool count_host)
 {
   Slot *s = &c->slot[slot];
   if (!slot_live(s))
     return;
+  if (slot == LEAF_SLOT_PRIMARY) {
+    /* A session that took us and then ended gets one redial (a restart, a
+     * blip); a dial that failed, or a session that ended before ATTACHED,
+     * is a failure of that super node. */
+    if (s->state == LS_OPEN && c->attached)
+      c->retry_same = true;
+    else if (count_host)
+      hostcache_failure(c->hosts, s->addr, now);
+  }
   slot_backoff(c, s, now);
   if (slot == LEAF_SLOT_PRIMARY) {
+    host_wait(c, now);
     c->attached = false;
     fail_all_searches(c, "lost the super node during the search");
     tell_backup(c, now);
   }
+}
+
+void leaf_core_disconnected(LeafCore *c, LeafSlot slot, uint64_t now)
+{
+  slot_down(c, slot, now, true);
 }
 
 /* Keys of Search.seen: a peer id and a content id, both chosen by peers,
@@ -587,11 +691,82 @@ static void on_group(LeafCore *c, LeafSlot slot, const WireMsg *m, uint64_t now)
   (void)slot;
 }
 
+/* The whole group is unreachable and the leaf goes to a super node of its
+ * host cache, which may lead no group (term 0) or another one: the old
+ * view, its term included, would refuse what that one says. */
+static void forget_group(LeafCore *c)
+{
+  c->term = c->attached_term = 0;
+  c->group[0] = '\0';
+  c->hb_ms = 0;
+  c->has_leader = c->has_backup = c->has_view = false;
+  c->leader_addr[0] = c->backup_addr[0] = '\0';
+  g_ptr_array_set_size(c->members, 0);
+  g_ptr_array_set_size(c->attached_members, 0);
+  c->n_member_ids = 0;
+  slot_close(c, LEAF_SLOT_WATCH, "the group is unreachable");
+}
+
+/* A full super node (or a busy one) refused us and named others: those are
+ * tried first, least loaded first; the refusing one waits retry_ms. */
+static void on_refuse(LeafCore *c, const WireMsg *m, uint64_t now)
+{
+  Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
+  static const char *why[] = {"?", "links full", "leaves full", "busy", "shutting down"};
+  uint8_t r = m->u.refuse.reason;
+  const char *reason = r < G_N_ELEMENTS(why) ? why[r] : "?";
+  c->refusals++;
+  GString *named = g_string_new(NULL);
+  unsigned taken = 0;
+  for (uint16_t i = 0; i < m->u.refuse.count; i++) {
+    const WireHost *h = &m->u.refuse.hosts[i];
+    char addr[ADDR_MAX + 1];
+    copy_addr(addr, h->addr);
+    if (strcmp(addr, p->addr) == 0 || memcmp(h->id, p->peer, 32) == 0)
+      continue; /* itself */
+    /* Only well-formed addresses reach the log and status: the text is
+     * the super node's to choose. */
+    if (!hostcache_addr_ok(addr))
+      continue;
+    if (hostcache_learn(c->hosts, addr, h->id, h->leaf_load, p->peer, true, taken, now))
+      taken++;
+    if (named->len < 200)
+      g_string_append_printf(named, "%s%s", named->len ? " " : "", addr);
+  }
+  g_snprintf(c->last_refusal, sizeof c->last_refusal, "%s (%s) named %u: %s", p->addr, reason,
+             (unsigned)m->u.refuse.count, named->len ? named->str : "-");
+  g_message("refused by %s (%s, retry in %u ms); it named %u other super node%s: %s", p->addr,
+            reason, m->u.refuse.retry_ms, (unsigned)m->u.refuse.count,
+            m->u.refuse.count == 1 ? "" : "s", named->len ? named->str : "none");
+  g_string_free(named, TRUE);
+  hostcache_refused(c->hosts, p->addr, m->u.refuse.retry_ms, now);
+  LeafAction a = {.kind = LEAF_ACT_CLOSE, .slot = LEAF_SLOT_PRIMARY, .reason = "refused"};
+  push(c, a);
+  c->attached = false; /* not a lost session: no redial of the same */
+  slot_down(c, LEAF_SLOT_PRIMARY, now, false);
+}
+
+/* HOSTS from our super node: others to go to when it is gone. */
+static void on_hosts(LeafCore *c, const WireMsg *m, uint64_t now)
+{
+  Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
+  c->hosts_heard++;
+  for (uint16_t i = 0; i < m->u.hosts.count; i++) {
+    const WireHost *h = &m->u.hosts.hosts[i];
+    char addr[ADDR_MAX + 1];
+    copy_addr(addr, h->addr);
+    hostcache_learn(c->hosts, addr, h->id, h->leaf_load, p->peer, false, 0, now);
+  }
+}
+
 static void on_attached(LeafCore *c, const WireMsg *m, uint64_t now)
 {
   Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
   if (m->u.attached.term < c->term)
     return;
+  hostcache_success(c->hosts, p->addr, p->peer, now);
+  g_strlcpy(c->current, p->addr, sizeof c->current);
+  c->retry_same = false;
   if (c->ever_attached && memcmp(c->attached_to, p->peer, 32) != 0)
     c->leader_changes++;
   c->term = m->u.attached.term;
@@ -664,6 +839,19 @@ void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *data, size_t len,
     if (slot == LEAF_SLOT_PRIMARY)
       on_hits(c, &m);
     break;
+  case MSG_REFUSE:
+    if (slot == LEAF_SLOT_PRIMARY && !c->attached) {
+      on_refuse(c, &m, now);
+    } else {
+      LeafAction a = {.kind = LEAF_ACT_CLOSE, .slot = slot, .reason = "refused"};
+      push(c, a);
+      slot_down(c, slot, now, true);
+    }
+    break;
+  case MSG_HOSTS:
+    if (slot == LEAF_SLOT_PRIMARY)
+      on_hosts(c, &m, now);
+    break;
   case MSG_NAT_INFO: {
     if (slot != LEAF_SLOT_PRIMARY)
       break;
@@ -719,7 +907,7 @@ static void expire_claim(LeafCore *c, uint64_t now)
   Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
   if (p->state == LS_OPEN || p->state == LS_DIALING) {
     slot_close(c, LEAF_SLOT_PRIMARY, "its leader never took us");
-    slot_dial(c, LEAF_SLOT_PRIMARY, c->home);
+    slot_dial(c, LEAF_SLOT_PRIMARY, host_target(c, now));
   }
 }
 
@@ -728,7 +916,7 @@ void leaf_core_tick(LeafCore *c, uint64_t now)
   Slot *p = &c->slot[LEAF_SLOT_PRIMARY], *w = &c->slot[LEAF_SLOT_WATCH];
   expire_claim(c, now);
   if (p->state == LS_WAIT && now >= p->redial_at)
-    slot_dial(c, LEAF_SLOT_PRIMARY, primary_target(c));
+    slot_dial(c, LEAF_SLOT_PRIMARY, primary_target(c, now));
   if (p->state == LS_OPEN) {
     if (now - p->last_rx >= primary_dead_ms(c)) {
       LeafAction a = {.kind = LEAF_ACT_CLOSE,
@@ -835,4 +1023,17 @@ uint32_t leaf_core_search(LeafCore *c, uint8_t kind, const char *text, uint8_t t
 void leaf_core_set_keepalive(LeafCore *c, uint64_t ms)
 {
   c->cfg.keepalive_ms = ms ? ms : 5000;
+}
+
+HostCache *leaf_core_hosts(LeafCore *c)
+{
+  return c->hosts;
+}
+
+void leaf_core_host_status(const LeafCore *c, LeafHostStatus *out)
+{
+  memset(out, 0, sizeof *out);
+  out->refusals = c->refusals;
+  out->hosts_heard = c->hosts_heard;
+  g_strlcpy(out->last_refusal, c->last_refusal, sizeof out->last_refusal);
 }

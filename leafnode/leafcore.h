@@ -6,7 +6,11 @@
  * leader of the highest term it hears of, publishes the manifest when the
  * leader does not already hold it (ATTACHED), pings, tells the backup when
  * the leader is lost, and runs searches: a search collects hits until its
- * deadline, de-duplicated, and then completes. Time is passed in.
+ * deadline, de-duplicated, and then completes. Outside a group (and when
+ * the whole group has been unreachable for 2 minutes) the primary goes to
+ * the super nodes of its host cache (hostcache.h): a lost one is redialed
+ * once, then the next; a refusal's hosts are tried first. Time is passed
+ * in.
  */
 #ifndef CANOPY_LEAFCORE_H
 #define CANOPY_LEAFCORE_H
@@ -15,10 +19,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hostcache.h"
+
 typedef struct LeafCore LeafCore;
 
 typedef struct {
-  const char *supernode;   /* "host:port" dialed first (borrowed for leaf_core_new) */
+  const char *supernode; /* "host:port" dialed first (borrowed for leaf_core_new) */
+  /* Or several (NULL-terminated, borrowed for leaf_core_new), tried in
+   * order; then those the host cache learns (hostcache.h). */
+  const char *const *supernodes;
   uint64_t keepalive_ms;   /* PING interval; 3 silent intervals end the session */
   uint64_t backoff_min_ms; /* first redial delay */
   uint64_t backoff_max_ms;
@@ -145,5 +154,18 @@ void leaf_core_group_status(const LeafCore *c, LeafGroupStatus *out);
 
 /* SIGHUP: a new keepalive interval (0: 5000), used from the next tick. */
 void leaf_core_set_keepalive(LeafCore *c, uint64_t ms);
+
+/* The super nodes the leaf knows (borrowed): the shell loads it from the
+ * state dir before leaf_core_start and saves it when hostcache_dirty. */
+HostCache *leaf_core_hosts(LeafCore *c);
+
+#define LEAF_REFUSAL_TEXT 300
+typedef struct {
+  uint64_t refusals;    /* REFUSE messages from super nodes */
+  uint64_t hosts_heard; /* HOSTS messages */
+  /* "ADDR (leaves full) named N: ADDR ADDR", or "" */
+  char last_refusal[LEAF_REFUSAL_TEXT];
+} LeafHostStatus;
+void leaf_core_host_status(const LeafCore *c, LeafHostStatus *out);
 
 #endif

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "config.h"
 #include "control.h"
+#include "hostfile.h"
 #include "identity.h"
 #include "leafcore.h"
 #include "session.h"
@@ -348,6 +349,8 @@ void leaf_run_actions(Leaf *lf)
     leaf_action_clear(&a);
   }
   lf->running_actions = FALSE;
+  if (lf->state_dir)
+    hostfile_save(leaf_core_hosts(lf->core), lf->state_dir);
   timer_arm(&lf->tick, lf->ctx, leaf_core_next_deadline(lf->core), on_tick, lf);
 }
 
@@ -586,6 +589,32 @@ static void control_share(Leaf *lf, ControlClient *cl, const char *cmd, JsonObje
   }
 }
 
+/* The host cache, best first: where the leaf goes when its super node is
+ * gone. */
+static JsonArray *hosts_json(Leaf *lf)
+{
+  static const char *sources[] = {"configured", "learned", "redirect"};
+  JsonArray *arr = json_array_new();
+  HostCache *h = leaf_core_hosts(lf->core);
+  const HostEntry *e;
+  for (size_t i = 0; (e = hostcache_get(h, i)); i++) {
+    JsonObject *o = json_object_new();
+    json_object_set_string_member(o, "address", e->addr);
+    if (e->id_known) {
+      char hex[IDENTITY_HEX_LEN];
+      hex_encode(e->id, 32, hex);
+      json_object_set_string_member(o, "id", hex);
+    }
+    if (e->leaf_load <= 100)
+      json_object_set_int_member(o, "leaf_load", e->leaf_load);
+    json_object_set_string_member(o, "source", sources[e->source]);
+    json_object_set_int_member(o, "failures", e->failures);
+    json_object_set_boolean_member(o, "worked", e->worked);
+    json_array_add_object_element(arr, o);
+  }
+  return arr;
+}
+
 static void control_status(Leaf *lf, ControlClient *cl)
 {
   LeafGroupStatus g;
@@ -642,6 +671,12 @@ static void control_status(Leaf *lf, ControlClient *cl)
     json_array_add_object_element(tried, m);
   }
   json_object_set_array_member(o, "tried", tried);
+  json_object_set_array_member(o, "hosts", hosts_json(lf));
+  LeafHostStatus hs;
+  leaf_core_host_status(lf->core, &hs);
+  json_object_set_int_member(o, "refusals", (gint64)hs.refusals);
+  if (hs.last_refusal[0])
+    json_object_set_string_member(o, "last_refusal", hs.last_refusal);
   json_object_set_int_member(o, "publishes", (gint64)g.publishes);
   json_object_set_int_member(o, "leader_changes", (gint64)g.leader_changes);
   json_object_set_int_member(o, "group_claims_refused", (gint64)g.claims_refused);
@@ -729,8 +764,9 @@ static gboolean on_hup(gpointer ud)
 static const CfgDef leaf_settings[] = {
     {.key = "supernode",
      .type = CFG_HOSTPORT,
+     .flags = CFG_LIST,
      .arg = "HOST:PORT",
-     .help = "Super node to attach to (required)"},
+     .help = "Super node to attach to (required; repeat for more, tried in order)"},
     {.key = "share",
      .type = CFG_PATH,
      .arg = "DIR",
@@ -801,7 +837,8 @@ static int run_daemon(int argc, char **argv)
     rc = parsed;
     goto out;
   }
-  const char *sn_addr = cfg_get_str(conf, "supernode"), *share = cfg_get_str(conf, "share");
+  const char *const *sn_list = cfg_get_list(conf, "supernode");
+  const char *share = cfg_get_str(conf, "share");
   const char *state_dir = cfg_get_str(conf, "state-dir");
   const char *download_dir = cfg_get_str(conf, "download-dir");
   const char *const *ice_local = cfg_get_list(conf, "ice-local");
@@ -810,7 +847,7 @@ static int run_daemon(int argc, char **argv)
     rc = CLI_EXIT_USAGE;
     goto out;
   }
-  if (!sn_addr || !state_dir) {
+  if (!sn_list || !sn_list[0] || !state_dir) {
     fprintf(stderr, "canopy-leaf: --supernode and --state-dir are required (see --help)\n");
     goto out;
   }
@@ -824,7 +861,7 @@ static int run_daemon(int argc, char **argv)
     goto out;
   }
   hex_encode(lf.id.id, IDENTITY_ID_LEN, lf.id_hex);
-  lf.sn_addr = g_strdup(sn_addr);
+  lf.sn_addr = g_strjoinv(", ", (gchar **)sn_list);
   lf.ctx = g_main_context_ref_thread_default();
   lf.loop = g_main_loop_new(lf.ctx, FALSE);
   lf.dialer = g_socket_client_new();
@@ -879,11 +916,13 @@ static int run_daemon(int argc, char **argv)
   LeafConfig cfg;
   leaf_config_defaults(&cfg);
   cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
-  cfg.supernode = lf.sn_addr;
+  cfg.supernodes = sn_list;
   if (network_key)
     cfg.network_pk = network_pk;
   cfg.unix_now = clock_unix_s; /* certificates, and believable group terms */
   lf.core = leaf_core_new(&cfg, rng_fill, NULL);
+  hostfile_load(leaf_core_hosts(lf.core), state_dir, clock_now_ms());
+  lf.state_dir = state_dir;
   size_t n;
   const LeafEntry *e = shareset_entries(lf.shares, &n);
   leaf_core_set_manifest(lf.core, e, n, clock_now_ms());

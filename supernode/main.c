@@ -22,6 +22,7 @@
 #include "identity.h"
 #include "session.h"
 #include "memplan.h"
+#include "degree.h"
 #include "sncore.h"
 #include "metrics.h"
 #include "network.h"
@@ -692,6 +693,9 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "signals_delivered", (gint64)st->signals_delivered);
   json_object_set_int_member(o, "signals_dropped", (gint64)st->signals_dropped);
   json_object_set_int_member(o, "links_refused", (gint64)st->links_refused);
+  json_object_set_int_member(o, "link_refusals_sent", (gint64)st->refusals_sent);
+  json_object_set_int_member(o, "link_refusals_received", (gint64)st->refusals_received);
+  json_object_set_int_member(o, "links_shed", (gint64)st->links_shed);
   json_object_set_int_member(o, "stun_requests",
                              sn->stun ? (gint64)stun_service_requests(sn->stun) : 0);
   json_object_set_int_member(o, "stun_dropped",
@@ -1272,6 +1276,9 @@ int main(int argc, char **argv)
   cfg.advertise = advertise ? advertise : listen;
   cfg.discovery = !no_discovery;
   cfg.target_degree = (unsigned)cfg_get_int(conf, "degree");
+  /* Session and memory bounds plan for the most links degree.h allows
+   * (what a SIGHUP raises --degree to is planned for at the next start). */
+  cfg.max_super_links = degree_hard_max(cfg.target_degree, cfg.max_super_links);
   cfg.keepalive_ms = (uint64_t)cfg_get_int(conf, "keepalive-ms");
   cfg.max_leaves = (unsigned)cfg_get_int(conf, "max-leaves");
   cfg.query_rate = cfg.query_burst = (double)cfg_get_int(conf, "query-rate");

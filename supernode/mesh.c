@@ -6,6 +6,8 @@
  */
 #include "mesh.h"
 
+#include "degree.h"
+
 #include <gio/gio.h>
 #include <string.h>
 
@@ -182,6 +184,7 @@ static MeshAddr *learn(Mesh *m, const char *addr, const uint8_t *id, bool config
     }
     a = g_new0(MeshAddr, 1);
     *a = probe;
+    a->leaf_load = a->link_load = WIRE_LOAD_UNKNOWN;
     g_strlcpy(a->addr, addr, sizeof a->addr);
     g_ptr_array_add(m->addrs, a);
   }
@@ -305,13 +308,56 @@ void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now)
     MeshAddr *a = g_ptr_array_index(m->addrs, i);
     if (a->linked_conn == conn) {
       a->linked_conn = 0;
-      a->next_attempt = now + m->backoff_min;
+      /* A refusal that closed it asked for longer. */
+      a->next_attempt = MAX(a->next_attempt, now + m->backoff_min);
     }
     if (a->claim_conn == conn)
       a->claim_conn = 0;
     if (a->src_conn == conn)
       a->src_conn = 0; /* its cap no longer applies; it ages out */
   }
+}
+
+void mesh_dial_refused(Mesh *m, const char *addr, uint32_t retry_ms, uint32_t rnd, uint64_t now)
+{
+  MeshAddr *a = mesh_find(m, addr);
+  if (!a)
+    return;
+  a->dialing = false;
+  a->probing = false;
+  a->refusals++;
+  a->next_attempt = degree_retry_at(now, a->refusals, retry_ms, rnd);
+}
+
+void mesh_link_accepted(Mesh *m, uint64_t conn)
+{
+  for (guint i = 0; i < m->addrs->len; i++) {
+    MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    if (a->linked_conn == conn)
+      a->refusals = 0;
+  }
+}
+
+unsigned mesh_dialing(const Mesh *m)
+{
+  unsigned n = 0;
+  for (guint i = 0; i < m->addrs->len; i++) {
+    const MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    n += a->dialing && !a->probing && !a->configured && !a->pinned;
+  }
+  return n;
+}
+
+bool mesh_configured(Mesh *m, const char *addr)
+{
+  const MeshAddr *a = mesh_find(m, addr);
+  return a && (a->configured || pinned(a));
+}
+
+uint8_t mesh_link_load(Mesh *m, const char *addr)
+{
+  const MeshAddr *a = mesh_find(m, addr);
+  return a ? a->link_load : WIRE_LOAD_UNKNOWN;
 }
 
 static bool dialable(const MeshAddr *a, bool want_more)
@@ -337,7 +383,14 @@ MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx
       continue;
     }
     bool first = a->configured || probe;
-    if (!best || (first && !(best->configured || best_probe)) || a->failures < best->failures) {
+    bool best_first = best && (best->configured || best_probe);
+    /* Among learned ones: fewest failures, then the least linked (a
+     * REFUSE's hosts come with loads), unknown loads last. */
+    bool better =
+        !best || (first && !best_first) ||
+        (first == best_first && (a->failures < best->failures || (a->failures == best->failures &&
+                                                                  a->link_load < best->link_load)));
+    if (better) {
       best = a;
       best_probe = probe;
     }
@@ -360,20 +413,74 @@ uint64_t mesh_next_attempt(const Mesh *m, bool want_more)
   return t;
 }
 
+/* Whether mesh_sample would pass a on. */
+static bool passable(const MeshAddr *a, const uint8_t *exclude_id)
+{
+  if (a->self || !a->verified || (exclude_id && memcmp(a->id, exclude_id, 32) == 0))
+    return false;
+  return a->linked_conn != 0 || a->failures == 0;
+}
+
 size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, size_t max)
 {
   size_t n = 0;
   for (guint i = 0; i < m->addrs->len && n < max; i++) {
     const MeshAddr *a = g_ptr_array_index(m->addrs, i);
-    if (a->self || !a->verified || (exclude_id && memcmp(a->id, exclude_id, 32) == 0))
-      continue;
     /* Verified once is not enough: a dial that failed since means the
      * address no longer answers (unless we are linked to it right now). */
-    if (a->linked_conn == 0 && a->failures > 0)
-      continue;
-    out[n++] = a;
+    if (passable(a, exclude_id))
+      out[n++] = a;
   }
   return n;
+}
+
+typedef struct {
+  const MeshAddr *a;
+  bool by_leaf;
+} HostKey;
+
+static int host_cmp(const void *x, const void *y)
+{
+  const HostKey *p = x, *q = y;
+  unsigned lp = p->by_leaf ? p->a->leaf_load : p->a->link_load;
+  unsigned lq = q->by_leaf ? q->a->leaf_load : q->a->link_load;
+  if (lp != lq) /* WIRE_LOAD_UNKNOWN (255) sorts after every known load */
+    return lp < lq ? -1 : 1;
+  if (p->a->failures != q->a->failures)
+    return p->a->failures < q->a->failures ? -1 : 1;
+  return p->a->seen < q->a->seen ? -1 : p->a->seen > q->a->seen;
+}
+
+size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max, bool by_leaf_load)
+{
+  HostKey *keys = g_new(HostKey, m->addrs->len ? m->addrs->len : 1);
+  size_t n = 0;
+  for (guint i = 0; i < m->addrs->len; i++) {
+    const MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    if (passable(a, exclude_id))
+      keys[n++] = (HostKey){a, by_leaf_load};
+  }
+  qsort(keys, n, sizeof *keys, host_cmp);
+  n = MIN(n, max);
+  for (size_t i = 0; i < n; i++) {
+    const MeshAddr *a = keys[i].a;
+    memcpy(out[i].id, a->id, 32);
+    out[i].addr = wire_str(a->addr, strlen(a->addr));
+    out[i].leaf_load = a->leaf_load;
+    out[i].link_load = a->link_load;
+  }
+  g_free(keys);
+  return n;
+}
+
+void mesh_set_load(Mesh *m, const char *addr, const uint8_t id[32], uint8_t leaf_load,
+                   uint8_t link_load)
+{
+  MeshAddr *a = mesh_find(m, addr);
+  if (!a || !a->id_known || memcmp(a->id, id, 32) != 0)
+    return;
+  a->leaf_load = leaf_load <= 100 ? leaf_load : WIRE_LOAD_UNKNOWN;
+  a->link_load = link_load <= 100 ? link_load : WIRE_LOAD_UNKNOWN;
 }
 
 void mesh_stats(const Mesh *m, MeshStats *out)

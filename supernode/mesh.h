@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 #define MESH_MAX_ADDRS 256
 #define MESH_ADDR_MAX 128
 /* Learned addresses per IP prefix: /24 (IPv4) or /64 (IPv6) ... */
@@ -66,6 +68,10 @@ typedef struct {
   /* IP prefix, for the caps: family 4 or 6, 0 for a host name. */
   uint8_t family;
   uint8_t prefix[8];
+  /* Load in percent as HOSTS last said it (WIRE_LOAD_UNKNOWN: never):
+   * leaves / max-leaves and links / soft max of links. Claims too. */
+  uint8_t leaf_load, link_load;
+  unsigned refusals; /* REFUSEs in a row (degree.h backoff) */
 } MeshAddr;
 
 typedef struct {
@@ -106,6 +112,20 @@ void mesh_dial_succeeded(Mesh *m, const char *addr, const uint8_t id[32], uint64
  * through link_conn, 0 if not) and returns true; the caller then closes that
  * session. False if it was an ordinary dial. */
 bool mesh_probe_done(Mesh *m, const char *addr, const uint8_t id[32], uint64_t link_conn);
+/* The node at addr refused us (REFUSE, or shed our link): no dial of it
+ * before degree_retry_at() for its refusals in a row, its retry_ms and the
+ * random rnd; a pending dial is over. */
+void mesh_dial_refused(Mesh *m, const char *addr, uint32_t retry_ms, uint32_t rnd, uint64_t now);
+/* The link conn was taken by the other side (it sent HOSTS): its address's
+ * refusals in a row are over. */
+void mesh_link_accepted(Mesh *m, uint64_t conn);
+/* Dials of learned addresses under way (not configured, pinned or probes):
+ * they count towards the target degree before they complete. */
+unsigned mesh_dialing(const Mesh *m);
+/* Whether addr is one of the operator's --peer addresses or pinned. */
+bool mesh_configured(Mesh *m, const char *addr);
+/* The link load HOSTS last told for addr (WIRE_LOAD_UNKNOWN if none). */
+uint8_t mesh_link_load(Mesh *m, const char *addr);
 /* A link closed: the address may be dialed again after backoff. */
 void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now);
 
@@ -119,6 +139,19 @@ uint64_t mesh_next_attempt(const Mesh *m, bool want_more);
 /* Fills out[] with up to max verified addresses of other super nodes (not
  * self, not exclude_id, not failing); returns how many. Borrowed records. */
 size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, size_t max);
+
+/* Fills out[] for HOSTS and REFUSE: up to max addresses mesh_sample would
+ * pass on (verified, not self, not exclude_id, not failing), least loaded
+ * first: by leaf_load (by_leaf_load) or by link_load, unknown loads last,
+ * ties by fewer failures then longer known. out[i].addr borrows the book's
+ * string: valid until the next call that changes the book. Returns how
+ * many. */
+size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max, bool by_leaf_load);
+/* Records the loads a HOSTS entry (or our own link to it) tells for the
+ * node id at addr; only for an address already in the book whose id is
+ * that id (loads never teach an address). */
+void mesh_set_load(Mesh *m, const char *addr, const uint8_t id[32], uint8_t leaf_load,
+                   uint8_t link_load);
 
 void mesh_stats(const Mesh *m, MeshStats *out);
 

@@ -15,6 +15,7 @@
 #include <glib.h>
 #include <string.h>
 
+#include "degree.h"
 #include "fairshare.h"
 #include "flood.h"
 #include "group.h"
@@ -202,9 +203,11 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
+  c->hostsend = hostsend_new(now);
   g_queue_init(&c->actions);
   c->next_housekeeping = now;
   c->next_peers_req = now + PEERS_REQ_INTERVAL_MS;
+  c->next_hosts = c->next_gossip = now;
   if (cfg->network_pk) {
     c->networked = true;
     memcpy(c->network_pk, cfg->network_pk, 32);
@@ -238,6 +241,7 @@ void sn_core_free(SnCore *c)
   budget_free(c->src_entries);
   budget_free(c->src_bytes);
   pubrates_free(c->pubrates);
+  hostsend_free(c->hostsend);
   g_free(c);
 }
 
@@ -261,6 +265,17 @@ void sn_core_add_peer(SnCore *c, const char *addr, uint64_t now)
 }
 
 /* --- sessions ------------------------------------------------------------- */
+
+static void send_hello(SnCore *c, Peer *p)
+{
+  WireMsg hello = {.type = MSG_HELLO};
+  hello.u.hello.role = ROLE_SUPER;
+  hello.u.hello.listen = wire_str(c->advertise, strlen(c->advertise));
+  hello.u.hello.agent = wire_str(SN_AGENT, strlen(SN_AGENT));
+  hello.u.hello.cert = c->cert;
+  hello.u.hello.cert_len = c->cert_len;
+  sn_send(c, p->conn, &hello);
+}
 
 void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const char *dialed,
                   uint64_t now)
@@ -291,13 +306,11 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
       return;
     }
   }
-  WireMsg hello = {.type = MSG_HELLO};
-  hello.u.hello.role = ROLE_SUPER;
-  hello.u.hello.listen = wire_str(c->advertise, strlen(c->advertise));
-  hello.u.hello.agent = wire_str(SN_AGENT, strlen(SN_AGENT));
-  hello.u.hello.cert = c->cert;
-  hello.u.hello.cert_len = c->cert_len;
-  sn_send(c, conn, &hello);
+  /* Inbound, our HELLO waits for theirs: a super node we have no room for
+   * gets a REFUSE instead, and nothing of theirs is left unread when we
+   * close (unread input would make the close a reset that loses it). */
+  if (dialed)
+    send_hello(c, p);
 }
 
 void sn_core_set_source(SnCore *c, uint64_t conn, const char *source)
@@ -363,6 +376,8 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
                                     c->cfg.unix_now ? c->cfg.unix_now() : 0);
     if (r != NETCERT_OK) {
       c->stats.links_refused++;
+      if (!p->outbound)
+        send_hello(c, p); /* ours, so that it refuses us in turn and says why */
       sn_close_peer(c, p, netcert_result_str(r), now);
       return;
     }
@@ -382,10 +397,22 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     if (loser == p)
       return;
   }
-  if (c->stats.links >= c->cfg.max_super_links) {
-    sn_close_peer(c, p, "too many super-node links", now);
+  char listen[MESH_ADDR_MAX + 1] = "";
+  memcpy(listen, m->u.hello.listen.p ? m->u.hello.listen.p : "", m->u.hello.listen.len);
+  /* Room (degree.h): a dial of ours up to the hard max; an inbound link
+   * under the soft max (the hard max for our own --peer addresses), or
+   * with --no-discovery up to the hard max. The refused learn others. */
+  unsigned hard = degree_hard_max(c->cfg.target_degree, c->cfg.max_super_links);
+  bool room = p->outbound || !c->cfg.discovery
+                  ? c->stats.links < hard
+                  : degree_accept(c->cfg.target_degree, c->cfg.max_super_links, c->stats.links,
+                                  listen[0] && mesh_configured(c->mesh, listen));
+  if (!room) {
+    sn_link_refuse(c, p, "too many super-node links", now);
     return;
   }
+  if (!p->outbound)
+    send_hello(c, p);
   p->kind = PEER_SUPER;
   p->link_link = (GList){.data = p};
   g_queue_push_tail_link(&c->links, &p->link_link);
@@ -393,8 +420,6 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   sn_push(c, (SnAction){.kind = SN_ACT_LINK_UP, .conn = p->conn});
   ratelimit_init(&p->queries, c->cfg.super_query_rate, c->cfg.super_query_burst, now);
   ratelimit_init(&p->signals, c->cfg.super_query_rate, c->cfg.super_query_burst, now);
-  char listen[MESH_ADDR_MAX + 1] = "";
-  memcpy(listen, m->u.hello.listen.p ? m->u.hello.listen.p : "", m->u.hello.listen.len);
   if (p->outbound) {
     mesh_dial_succeeded(c->mesh, p->addr, p->id, p->conn);
   } else if (listen[0]) {
@@ -412,6 +437,7 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     WireMsg req = {.type = MSG_PEERS_REQ};
     sn_send(c, p->conn, &req);
   }
+  sn_link_welcome(c, p, now);
   group_link_up(c, p, now);
 }
 
@@ -447,6 +473,7 @@ void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
   SnAction up = {.kind = SN_ACT_LEAF_UP, .conn = p->conn};
   memcpy(up.peer, p->id, 32);
   sn_push(c, up);
+  sn_hosts_leaf_attached(c, p, now);
 }
 
 static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -462,6 +489,8 @@ static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     hello_super(c, p, m, now);
     return;
   }
+  if (p->kind == PEER_NEW && !p->outbound)
+    send_hello(c, p); /* held back until their HELLO (sn_core_open) */
   if (p->outbound) {
     protocol_error(c, p, "dialed a super node but a leaf answered", now);
     return;
@@ -471,7 +500,7 @@ static void on_hello(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     return;
   }
   if (c->stats.leaves >= c->cfg.max_leaves) {
-    sn_close_peer(c, p, "too many leaves", now);
+    sn_hosts_refuse_leaf(c, p, now); /* names others, then closes */
     return;
   }
   group_leaf_hello(c, p, now);
@@ -785,7 +814,8 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
     protocol_error(c, p, wire_error_str(err), now);
     return;
   }
-  if (p->kind == PEER_NEW && m.type != MSG_HELLO) {
+  /* A node we dialed may refuse us instead of its HELLO. */
+  if (p->kind == PEER_NEW && m.type != MSG_HELLO && !(m.type == MSG_REFUSE && p->outbound)) {
     protocol_error(c, p, "expected HELLO", now);
     wire_msg_clear(&m);
     return;
@@ -847,6 +877,12 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
   case MSG_WATCH:
     group_on_watch(c, p, &m, now);
     break;
+  case MSG_REFUSE:
+    sn_on_refuse(c, p, &m, now);
+    break;
+  case MSG_HOSTS:
+    sn_on_hosts(c, p, &m, now);
+    break;
   default: /* SEARCH_HITS: only super nodes send it */
     protocol_error(c, p, "message type not allowed here", now);
     break;
@@ -878,9 +914,13 @@ void sn_core_tick(SnCore *c, uint64_t now)
     c->next_housekeeping = now + sweep_period(c);
   }
   sn_sched_drain(c, now);
+  sn_hosts_tick(c, now);
   group_tick(c, now);
+  sn_links_tick(c, now);
   for (int i = 0; i < MAX_DIALS_PER_TICK; i++) {
-    bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
+    /* Dials under way count: a node with no link dials D, not 8, at once. */
+    bool want_more = c->cfg.discovery &&
+                     degree_want_dial(c->cfg.target_degree, c->stats.links, mesh_dialing(c->mesh));
     MeshAddr *a = mesh_next_dial(c->mesh, want_more, linked_cb, c, now);
     if (!a)
       break;
@@ -891,9 +931,12 @@ void sn_core_tick(SnCore *c, uint64_t now)
 
 uint64_t sn_core_next_deadline(const SnCore *c)
 {
-  bool want_more = c->cfg.discovery && c->stats.links < c->cfg.target_degree;
+  bool want_more = c->cfg.discovery &&
+                   degree_want_dial(c->cfg.target_degree, c->stats.links, mesh_dialing(c->mesh));
   uint64_t t = MIN(c->next_housekeeping, mesh_next_attempt(c->mesh, want_more));
+  t = MIN(t, sn_links_deadline(c));
   t = MIN(t, sn_sched_deadline(c));
+  t = MIN(t, sn_hosts_deadline(c));
   return MIN(t, group_deadline(c));
 }
 

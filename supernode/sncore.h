@@ -101,6 +101,9 @@ typedef struct {
   size_t index_bytes;          /* index memory held, as capped (index_entry_cost) */
   uint64_t entries_over_share; /* refused: over the publishing address's share */
   uint64_t publish_throttled;  /* entries dropped: over the per-leaf publish rate */
+  uint64_t refusals_sent;      /* super nodes sent REFUSE: no room for their link */
+  uint64_t refusals_received;  /* REFUSEs from super nodes we dialed or linked */
+  uint64_t links_shed;         /* links closed: over the soft max (degree.h) */
 } SnStats;
 
 typedef enum { SN_ROLE_JOINING, SN_ROLE_LEADER, SN_ROLE_BACKUP, SN_ROLE_STANDBY } SnRole;

@@ -8,6 +8,7 @@
 #include "budget.h"
 #include "fairshare.h"
 #include "flood.h"
+#include "hostsend.h"
 #include "index.h"
 #include "mesh.h"
 #include "ratelimit.h"
@@ -56,7 +57,8 @@ typedef struct {
   size_t held_entries, held_bytes;
   /* keepalive.c: links in SnCore.by_rx and SnCore.by_ping (data: this). */
   GList rx_link, ping_link;
-  GList link_link; /* SUPER: in SnCore.links (data: this) */
+  GList link_link;   /* SUPER: in SnCore.links (data: this) */
+  uint64_t up_since; /* SUPER: when it became a link (degree.h shedding) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -141,6 +143,8 @@ struct SnCore {
   /* The SUPER peers, so that forwarding a query or finding a link costs
    * O(links), not O(leaves) (issue 12). */
   GQueue links;
+  uint64_t next_hosts, next_gossip; /* meshlink.c: shedding round, HOSTS to links */
+  HostSend *hostsend;               /* HOSTS to leaves, REFUSE when full */
 };
 
 /* sncore.c */
@@ -177,8 +181,28 @@ void sn_sched_forget(SnCore *c, uint64_t conn);
 /* Binds leaf session p (kind NEW or WATCH) as an attached leaf: record,
  * leaves_by_id, ATTACHED. */
 void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now);
+/* hostsend.c: a full super node's REFUSE (then closes p), the HOSTS queued
+ * for a leaf that attached, and the queue's drain and refresh rounds. */
+void sn_hosts_refuse_leaf(SnCore *c, Peer *p, uint64_t now);
+void sn_hosts_leaf_attached(SnCore *c, Peer *p, uint64_t now);
+void sn_hosts_tick(SnCore *c, uint64_t now);
+uint64_t sn_hosts_deadline(const SnCore *c);
+
 /* Gives back every leaf's index shares: the records they paid for are
  * gone (we stopped leading and cleared the roster). */
 void sn_release_all_shares(SnCore *c);
+
+/* meshlink.c: degree maintenance (degree.h) between super nodes. */
+/* REFUSE (REFUSE_LINKS_FULL, others to try) to p, then closes it. */
+void sn_link_refuse(SnCore *c, Peer *p, const char *reason, uint64_t now);
+/* A REFUSE from p: learn its hosts, back off from it, close. */
+void sn_on_refuse(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
+/* HOSTS from link p: addresses and loads. */
+void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
+/* p just became a link: HOSTS to it. */
+void sn_link_welcome(SnCore *c, Peer *p, uint64_t now);
+/* HOSTS gossip and shedding, when due; and when that is. */
+void sn_links_tick(SnCore *c, uint64_t now);
+uint64_t sn_links_deadline(const SnCore *c);
 
 #endif

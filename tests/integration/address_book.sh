@@ -6,10 +6,11 @@
 # across the honest link still finds the file.
 . "$(dirname "$0")/lib.sh"
 
-# --degree 1: s1 has its one link (s2), so it dials none of the gossip and
-# the made-up addresses stay in its book untried: only verification keeps
-# them from being passed on.
-start_sn s1 1 --degree 1
+# --degree 2: s1 has its two links (s2 and the liar), so it dials none of
+# the gossip and the made-up addresses stay in its book untried: only
+# verification keeps them from being passed on. (Its soft max of 4 links
+# leaves room for the asker, which a full node would REFUSE.)
+start_sn s1 1 --degree 2
 start_sn s2 2 --peer "127.0.0.1:$(port 1)"
 wait_for 10 links_at_least s1 1 || fail "no link"
 book() { "$SN" stats --state-dir "$T/$1" --json | jq -r ".address_book.$2"; }

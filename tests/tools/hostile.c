@@ -81,6 +81,13 @@
  *   rejecter    canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT:
  *               publishes NAME as CID with SIZE bytes and answers every ICE
  *               offer with a REJECT saying TEXT; prints the offers refused
+ * A super node that fills its leaves' host caches (issue 12, hosts; exit 0
+ * once it has hung up on the leaf, 1 if no leaf came within 20 s):
+ *   hostsflood  canopy-hostile hostsflood LISTEN_HOST:PORT FRAMES: listens,
+ *               takes one leaf (HELLO, ATTACHED), sends FRAMES HOSTS of 32
+ *               made-up super nodes each claiming no load (the first frame
+ *               all in 10.66.0.0/24, the others one per /24), answers pings
+ *               for a second, hangs up and exits; prints "hosts sent N"
  * Blocking sockets and the real channel and codec: the point is to send
  * exactly the bytes a hostile peer would.
  */
@@ -1331,6 +1338,73 @@ static int rejecter(int fd, Channel *ch, char **argv)
 
 /* --- end of leaffix findings ------------------------------------------------ */
 
+/* --- hosts findings: a super node filling a leaf's host cache (issue 12) --- */
+
+static int hostsflood(const char *listen_addr, int frames)
+{
+  char host[64];
+  const char *colon = strrchr(listen_addr, ':');
+  if (!colon || (size_t)(colon - listen_addr) >= sizeof host)
+    return 2;
+  memcpy(host, listen_addr, (size_t)(colon - listen_addr));
+  host[colon - listen_addr] = '\0';
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+  int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1 || bind(ls, (void *)&sa, sizeof sa) != 0 ||
+      listen(ls, 4) != 0) {
+    fprintf(stderr, "canopy-hostile: cannot listen on %s\n", listen_addr);
+    return 2;
+  }
+  struct pollfd pfd = {ls, POLLIN, 0};
+  int fd = poll(&pfd, 1, 20000) == 1 ? accept(ls, NULL, NULL) : -1;
+  close(ls); /* one leaf; afterwards nobody answers here */
+  if (fd < 0)
+    return 1;
+  Identity id;
+  memset(&id, 0, sizeof id);
+  Channel *ch = identity_generate(&id) ? channel_new(&id, CHANNEL_RESPONDER) : NULL;
+  int rc = 1;
+  /* The leaf's HELLO may come with the handshake's last message (pump
+   * reads it): ours follows without waiting for it. */
+  if (!ch || pump(fd, ch, 5000, NULL) == 0 || channel_state(ch) != CHANNEL_OPEN)
+    goto out;
+  hello_super(fd, ch, listen_addr);
+  WireMsg att = {.type = MSG_ATTACHED};
+  send_msg(fd, ch, &att);
+  int sent = 0;
+  for (int k = 0; k < frames; k++) {
+    WireHost h[WIRE_MAX_HOSTS];
+    char addrs[WIRE_MAX_HOSTS][32];
+    for (int j = 0; j < WIRE_MAX_HOSTS; j++) {
+      if (k == 0)
+        snprintf(addrs[j], sizeof addrs[j], "10.66.0.%d:7400", j + 1);
+      else
+        snprintf(addrs[j], sizeof addrs[j], "10.%d.%d.1:7400", 66 + k % 100, j + 32 * (k / 100));
+      memset(h[j].id, 0, 32);
+      randombytes_buf(h[j].id, 32);
+      h[j].addr = wire_str(addrs[j], strlen(addrs[j]));
+      h[j].leaf_load = 0;
+      h[j].link_load = 0;
+    }
+    WireMsg m = {.type = MSG_HOSTS};
+    m.u.hosts.count = WIRE_MAX_HOSTS;
+    m.u.hosts.hosts = h;
+    send_msg(fd, ch, &m);
+    sent += WIRE_MAX_HOSTS;
+  }
+  idle(fd, ch, 1000);
+  printf("hosts sent %d\n", sent);
+  rc = 0;
+out:
+  channel_free(ch);
+  identity_clear(&id);
+  close(fd);
+  return rc;
+}
+
+/* --- end of hosts findings ---------------------------------------------------- */
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -1350,7 +1424,8 @@ int main(int argc, char **argv)
             "       canopy-hostile hold HOST:PORT SESSIONS RATE SECONDS WORD\n"
             "       canopy-hostile partial HOST:PORT SESSIONS SECONDS SRC\n"
             "       canopy-hostile sybilpub HOST:PORT COUNT SECONDS [KEYWORDS]\n"
-            "       canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT\n");
+            "       canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT\n"
+            "       canopy-hostile hostsflood LISTEN_HOST:PORT FRAMES\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -1367,6 +1442,8 @@ int main(int argc, char **argv)
     return crypto_ready() ? mode_gossip(argv[2], atoi(argv[3]), argv[4]) : 2;
   if (strcmp(mode, "slots") == 0)
     return slots_mode(argc, argv);
+  if (strcmp(mode, "hostsflood") == 0 && argc == 4)
+    return crypto_ready() ? hostsflood(argv[2], atoi(argv[3])) : 2;
   if (strcmp(mode, "sybil") == 0)
     return sybil_main(argc, argv);
   if (strcmp(mode, "qidflood") == 0)

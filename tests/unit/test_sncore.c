@@ -469,7 +469,7 @@ static size_t leaf_hits(Net *net, int li, uint32_t req, Hit *out, size_t max)
     WireMsg m;
     assert_int_equal(wire_decode(p, len, &m), WIRE_OK);
     assert_true(m.type == MSG_HELLO || m.type == MSG_PING || m.type == MSG_PONG ||
-                m.type == MSG_SEARCH_HITS || m.type == MSG_ATTACHED);
+                m.type == MSG_SEARCH_HITS || m.type == MSG_ATTACHED || m.type == MSG_HOSTS);
     if (m.type == MSG_SEARCH_HITS && (req == 0 || m.u.hits.req == req)) {
       for (uint16_t k = 0; k < m.u.hits.count; k++, n++) {
         if (n >= max)

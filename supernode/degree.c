@@ -1,0 +1,70 @@
+/* degree.c - the degree rules of degree.h. */
+#include "degree.h"
+
+#include "wire.h"
+
+unsigned degree_soft_max(unsigned target)
+{
+  return DEGREE_SOFT_MUL * (target ? target : 1);
+}
+
+unsigned degree_hard_max(unsigned target, unsigned max_links)
+{
+  unsigned hard = degree_soft_max(target) + DEGREE_HARD_SLACK;
+  return hard > max_links ? hard : max_links;
+}
+
+bool degree_accept(unsigned target, unsigned max_links, unsigned links, bool configured)
+{
+  if (links >= degree_hard_max(target, max_links))
+    return false;
+  return configured || links < degree_soft_max(target);
+}
+
+bool degree_want_dial(unsigned target, unsigned links, unsigned dialing)
+{
+  return links + dialing < target;
+}
+
+uint8_t degree_link_load(unsigned target, unsigned links)
+{
+  unsigned soft = degree_soft_max(target);
+  return (uint8_t)(links >= soft ? 100 : links * 100 / soft);
+}
+
+uint64_t degree_retry_at(uint64_t now, unsigned refusals, uint32_t retry_ms, uint32_t rnd)
+{
+  uint64_t delay = DEGREE_BACKOFF_MIN_MS;
+  for (unsigned i = 1; i < refusals && delay < DEGREE_BACKOFF_MAX_MS; i++)
+    delay *= 2;
+  /* Jitter, so that the dialers one full node refused together do not all
+   * come back in the same millisecond. */
+  delay += rnd % (delay / 2 + 1);
+  if (delay > DEGREE_BACKOFF_MAX_MS)
+    delay = DEGREE_BACKOFF_MAX_MS;
+  uint64_t asked = retry_ms < DEGREE_RETRY_CAP_MS ? retry_ms : DEGREE_RETRY_CAP_MS;
+  return now + (delay > asked ? delay : asked);
+}
+
+/* Orders shedding candidates: true if a should go before b. */
+static bool sheds_first(const DegreeLink *a, const DegreeLink *b)
+{
+  unsigned la = a->peer_load == WIRE_LOAD_UNKNOWN ? 0 : a->peer_load;
+  unsigned lb = b->peer_load == WIRE_LOAD_UNKNOWN ? 0 : b->peer_load;
+  if (la != lb)
+    return la > lb;
+  if (a->inbound != b->inbound)
+    return a->inbound;
+  return a->up_since > b->up_since;
+}
+
+const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, size_t n)
+{
+  if (n <= degree_soft_max(target))
+    return NULL;
+  const DegreeLink *best = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (!links[i].keep && (!best || sheds_first(&links[i], best)))
+      best = &links[i];
+  return best;
+}

@@ -1,0 +1,78 @@
+/* degree.h - how many super-node links to keep, and whom to refuse or shed.
+ *
+ * Sans I/O and stateless: the core (sncore.c) asks with what it holds and
+ * the time, and does what the answer says. The address book (mesh.h) keeps
+ * the per-address times these rules compute.
+ *
+ * With a target degree D (--degree):
+ * - a node dials learned addresses while links + dials under way < D;
+ * - it takes an inbound link while links < the soft max 2D (DEGREE_SOFT_MUL),
+ *   and from an address of its own --peer list (or a group's pinned one) up
+ *   to the hard max; anybody else gets REFUSE (REFUSE_LINKS_FULL) with the
+ *   addresses of others, least linked first, and a retry_ms;
+ * - above the soft max it sheds links, one at a time, preferring the link
+ *   whose peer has the most other links (so nobody falls below D because of
+ *   it), never a link it dialed as --peer nor a group member's;
+ * - a refused dialer waits max(retry_ms, an exponential backoff with random
+ *   jitter), capped, before that address again, and dials the hosts given.
+ * So every node of a mesh bigger than D ends with D..2D links (documented in
+ * canopy-supernode(8)), and the node everybody joined through holds no more
+ * than anybody else: newcomers it refuses link to the least linked.
+ */
+#ifndef CANOPY_DEGREE_H
+#define CANOPY_DEGREE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Soft max = DEGREE_SOFT_MUL * D: room for inbound newcomers. */
+#define DEGREE_SOFT_MUL 2
+/* Links over the soft max that --peer dialers and group members may add. */
+#define DEGREE_HARD_SLACK 8
+/* What a full node asks a refused dialer to wait (REFUSE retry_ms). */
+#define DEGREE_REFUSE_RETRY_MS 15000
+/* Backoff after a refusal: DEGREE_BACKOFF_MIN_MS doubled per refusal in a
+ * row, plus up to half of it again at random, capped at
+ * DEGREE_BACKOFF_MAX_MS; never before retry_ms, but a retry_ms over
+ * DEGREE_RETRY_CAP_MS is believed only up to it. */
+#define DEGREE_BACKOFF_MIN_MS 2000
+#define DEGREE_BACKOFF_MAX_MS 120000
+#define DEGREE_RETRY_CAP_MS 600000
+/* HOSTS (addresses and loads) to each link: on link-up and this often. */
+#define DEGREE_HOSTS_INTERVAL_MS 5000
+
+/* The soft and hard maxima for target degree D (hard never under
+ * max_links, the configured cap). */
+unsigned degree_soft_max(unsigned target);
+unsigned degree_hard_max(unsigned target, unsigned max_links);
+
+/* May an inbound super node become a link? configured: its advertised
+ * address is one of our --peer (or pinned) addresses. */
+bool degree_accept(unsigned target, unsigned max_links, unsigned links, bool configured);
+
+/* Should one more learned address be dialed? dialing: dials under way. */
+bool degree_want_dial(unsigned target, unsigned links, unsigned dialing);
+
+/* Our link load for HOSTS, in percent of the soft max (0..100). */
+uint8_t degree_link_load(unsigned target, unsigned links);
+
+/* When a dialer refused refusals times in a row (1 the first time) may
+ * dial that node again; retry_ms is what it asked (0: no advice); rnd is a
+ * random number for the jitter. */
+uint64_t degree_retry_at(uint64_t now, unsigned refusals, uint32_t retry_ms, uint32_t rnd);
+
+typedef struct {
+  uint64_t conn;
+  bool keep;         /* dialed as --peer, or a group member: never shed */
+  bool inbound;      /* they dialed us */
+  uint8_t peer_load; /* its link_load as it last said (WIRE_LOAD_UNKNOWN: never) */
+  uint64_t up_since; /* when it became a link */
+} DegreeLink;
+
+/* The link to shed now, or NULL: only while links > the soft max, never a
+ * kept one; the one whose peer is the most loaded (unknown loads count as
+ * least), then inbound before outbound, then the youngest. */
+const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, size_t n);
+
+#endif

@@ -1,0 +1,191 @@
+/* meshlink.c - the core's side of degree maintenance (degree.h): REFUSE to
+ * a super node we have no room for, what a refusal teaches the refused,
+ * HOSTS gossip between links, and shedding links over the soft max.
+ *
+ * A full node still helps a newcomer: its REFUSE names up to WIRE_MAX_HOSTS
+ * verified others, least linked first (Gnutella's X-Try and pong cache). The
+ * refused node learns them as claims (mesh.h caps them per source; they are
+ * passed on only once a dial of them proves them) and backs off from the
+ * refusing node (degree_retry_at). HOSTS between links carry the sender
+ * first with its own loads, then what it knows of others, so that every node
+ * knows who has room.
+ */
+#include <glib.h>
+#include <string.h>
+
+#include "degree.h"
+#include "mesh.h"
+#include "sncore_int.h"
+#include "wire.h"
+
+static uint32_t rnd32(SnCore *c)
+{
+  uint32_t r = 0;
+  c->rng((uint8_t *)&r, sizeof r, c->rng_ctx);
+  return r;
+}
+
+static uint8_t leaf_load(const SnCore *c)
+{
+  if (c->cfg.max_leaves == 0)
+    return 100;
+  unsigned n = c->stats.leaves;
+  return (uint8_t)(n >= c->cfg.max_leaves ? 100 : (uint64_t)n * 100 / c->cfg.max_leaves);
+}
+
+/* A host string from the wire, as the book takes it; false if unusable. */
+static bool host_addr(const WireHost *h, char out[MESH_ADDR_MAX + 1])
+{
+  if (h->addr.len == 0 || h->addr.len > MESH_ADDR_MAX)
+    return false;
+  memcpy(out, h->addr.p, h->addr.len);
+  out[h->addr.len] = '\0';
+  return true;
+}
+
+void sn_link_refuse(SnCore *c, Peer *p, const char *reason, uint64_t now)
+{
+  WireHost hosts[WIRE_MAX_HOSTS];
+  WireMsg m = {.type = MSG_REFUSE};
+  m.u.refuse.reason = REFUSE_LINKS_FULL;
+  m.u.refuse.retry_ms = DEGREE_REFUSE_RETRY_MS;
+  m.u.refuse.count = (uint16_t)mesh_hosts(c->mesh, p->id, hosts, WIRE_MAX_HOSTS, false);
+  m.u.refuse.hosts = hosts;
+  sn_send(c, p->conn, &m);
+  c->stats.refusals_sent++;
+  g_debug("session %" G_GUINT64_FORMAT ": REFUSE with %u hosts (%s)", p->conn,
+          (unsigned)m.u.refuse.count, reason);
+  sn_close_peer(c, p, reason, now);
+}
+
+void sn_on_refuse(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  /* Only a node we dialed, or a link shedding us, has anything to refuse. */
+  if (!(p->outbound || p->kind == PEER_SUPER)) {
+    c->stats.malformed++;
+    sn_close_peer(c, p, "REFUSE on a session it did not dial", now);
+    return;
+  }
+  c->stats.refusals_received++;
+  if (c->cfg.discovery) {
+    for (uint16_t i = 0; i < m->u.refuse.count; i++) {
+      const WireHost *h = &m->u.refuse.hosts[i];
+      char addr[MESH_ADDR_MAX + 1];
+      if (!host_addr(h, addr) || memcmp(h->id, p->id, 32) == 0)
+        continue;
+      if (mesh_learn_from(c->mesh, addr, h->id, p->conn))
+        mesh_set_load(c->mesh, addr, h->id, h->leaf_load, h->link_load);
+    }
+  }
+  if (p->addr[0]) {
+    if (p->kind == PEER_NEW) /* the handshake proved who answers there */
+      mesh_dial_succeeded(c->mesh, p->addr, p->id, 0);
+    mesh_dial_refused(c->mesh, p->addr, m->u.refuse.retry_ms, rnd32(c), now);
+    mesh_set_load(c->mesh, p->addr, p->id, WIRE_LOAD_UNKNOWN, 100);
+    p->addr[0] = '\0'; /* refused, not failed: no dial_failed on close */
+  }
+  sn_close_peer(c, p, "refused by the super node", now);
+}
+
+static void send_hosts(SnCore *c, Peer *p)
+{
+  WireHost hosts[WIRE_MAX_HOSTS];
+  size_t n = 0;
+  if (c->advertise[0]) {
+    memcpy(hosts[0].id, c->self, 32);
+    hosts[0].addr = wire_str(c->advertise, strlen(c->advertise));
+    hosts[0].leaf_load = leaf_load(c);
+    hosts[0].link_load = degree_link_load(c->cfg.target_degree, c->stats.links);
+    n = 1;
+  }
+  n += mesh_hosts(c->mesh, p->id, hosts + n, WIRE_MAX_HOSTS - n, false);
+  WireMsg m = {.type = MSG_HOSTS};
+  m.u.hosts.count = (uint16_t)n;
+  m.u.hosts.hosts = hosts;
+  sn_send(c, p->conn, &m);
+}
+
+void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
+{
+  p->up_since = now;
+  send_hosts(c, p);
+}
+
+void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
+{
+  if (p->kind != PEER_SUPER) {
+    c->stats.malformed++;
+    sn_close_peer(c, p, "HOSTS from a leaf", now);
+    return;
+  }
+  mesh_link_accepted(c->mesh, p->conn);
+  for (uint16_t i = 0; i < m->u.hosts.count; i++) {
+    const WireHost *h = &m->u.hosts.hosts[i];
+    char addr[MESH_ADDR_MAX + 1];
+    if (!host_addr(h, addr) || memcmp(h->id, c->self, 32) == 0)
+      continue;
+    /* The sender itself (its HELLO claimed the address), or another it
+     * names: a claim the per-source cap holds. */
+    if (memcmp(h->id, p->id, 32) != 0 && c->cfg.discovery &&
+        !mesh_learn_from(c->mesh, addr, h->id, p->conn))
+      continue;
+    mesh_set_load(c->mesh, addr, h->id, h->leaf_load, h->link_load);
+  }
+}
+
+typedef struct {
+  SnCore *c;
+  GArray *links; /* DegreeLink */
+  GPtrArray *peers;
+} Collect;
+
+static void collect_cb(gpointer k, gpointer v, gpointer ud)
+{
+  Collect *s = ud;
+  Peer *p = v;
+  if (p->kind != PEER_SUPER)
+    return;
+  DegreeLink l = {
+      .conn = p->conn,
+      .keep = p->member || (p->outbound && mesh_configured(s->c->mesh, p->addr)),
+      .inbound = !p->outbound,
+      .peer_load = p->addr[0] ? mesh_link_load(s->c->mesh, p->addr) : WIRE_LOAD_UNKNOWN,
+      .up_since = p->up_since,
+  };
+  g_array_append_val(s->links, l);
+  g_ptr_array_add(s->peers, p);
+}
+
+void sn_links_tick(SnCore *c, uint64_t now)
+{
+  if (now < c->next_hosts)
+    return;
+  c->next_hosts = now + DEGREE_HOSTS_INTERVAL_MS / 5;
+  bool gossip = now >= c->next_gossip;
+  if (gossip)
+    c->next_gossip = now + DEGREE_HOSTS_INTERVAL_MS;
+  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new()};
+  g_hash_table_foreach(c->peers, collect_cb, &s);
+  if (gossip)
+    for (guint i = 0; i < s.peers->len; i++)
+      send_hosts(c, g_ptr_array_index(s.peers, i));
+  /* One link a round over the soft max: the peer's gossip then tells the
+   * next round who has room. Only with discovery: --no-discovery keeps
+   * exactly what the operator set up. */
+  const DegreeLink *shed =
+      c->cfg.discovery
+          ? degree_pick_shed(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len)
+          : NULL;
+  if (shed) {
+    Peer *p = g_ptr_array_index(s.peers, (guint)(shed - (const DegreeLink *)s.links->data));
+    c->stats.links_shed++;
+    sn_link_refuse(c, p, "shed: over the soft max of links", now);
+  }
+  g_array_unref(s.links);
+  g_ptr_array_unref(s.peers);
+}
+
+uint64_t sn_links_deadline(const SnCore *c)
+{
+  return c->next_hosts;
+}
