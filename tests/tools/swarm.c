@@ -6,6 +6,7 @@
  *                [--search-rate R] [--search-wait-ms MS] [--log-level LEVEL]
  *   canopy-swarm status --state-dir DIR [--json]
  *   canopy-swarm wait-moved --state-dir DIR --from NODE_ID --timeout-ms MS
+ *   canopy-swarm search-rate --state-dir DIR --rate R
  *
  * The daemon runs N (up to SWARM_MAX_LEAVES) leaf cores (leafnode/leafcore.h),
  * each with its own in-memory Ed25519 identity and its own real TCP sessions
@@ -38,6 +39,9 @@
  *                     attach_rate is N over it (or attached over the time
  *                     so far); p50/p99 are nearest-rank over the last
  *                     SWARM_MAX_SAMPLES hits, in milliseconds.
+ *   {"cmd":"search_rate","rate":R}
+ *                     searches at R a second from now on (0: none), with the
+ *                     search counters and latencies reset; {"search_rate":R}
  *   {"cmd":"wait_moved","from":"<node id hex>","timeout_ms":T}
  *                     first {"waiting":N}, as soon as the request is armed (so a
  *                     caller can start the failure after reading it), then
@@ -631,6 +635,32 @@ static void send_status(Swarm *sw, ControlClient *cl)
   control_finish(cl);
 }
 
+/* A new search rate from now on (0 stops); the counters and latencies start
+ * afresh, so status shows this phase alone. Searches already in flight
+ * finish uncounted. */
+static void search_rate_set(Swarm *sw, ControlClient *cl, JsonObject *req)
+{
+  gdouble rate = json_object_get_double_member_with_default(req, "rate", -1);
+  if (rate < 0 || rate > SWARM_MAX_RATE || (rate > 0 && sw->files + sw->entries == 0)) {
+    control_fail(cl, "bad search_rate: rate 0..100000, and the leaves publish entries");
+    return;
+  }
+  for (unsigned i = 0; i < sw->n; i++)
+    sw->leaves[i].search = 0;
+  sw->search_rate = rate;
+  sw->search_t0 = 0;
+  sw->searches_sent = sw->searches_hit = sw->searches_missed = sw->searches_skipped = 0;
+  sw->n_samples = 0;
+  timer_disarm(&sw->search_timer);
+  if (rate > 0 && sw->attach_all_us >= 0)
+    timer_arm(&sw->search_timer, sw->ctx, clock_now_ms(), on_search_timer, sw);
+  JsonObject *o = json_object_new();
+  json_object_set_double_member(o, "search_rate", rate);
+  json_object_set_boolean_member(o, "done", TRUE);
+  control_send(cl, o);
+  control_finish(cl);
+}
+
 static void on_control(ControlClient *cl, JsonObject *req, void *ud)
 {
   Swarm *sw = ud;
@@ -639,8 +669,10 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
     send_status(sw, cl);
   else if (strcmp(cmd, "wait_moved") == 0)
     wait_moved_start(sw, cl, req);
+  else if (strcmp(cmd, "search_rate") == 0)
+    search_rate_set(sw, cl, req);
   else
-    control_fail(cl, "unknown command (status, wait_moved)");
+    control_fail(cl, "unknown command (status, wait_moved, search_rate)");
 }
 
 /* --- the daemon ------------------------------------------------------------------- */
@@ -709,7 +741,7 @@ static int run_swarm(int argc, char **argv)
   gint leaves = 0, files = 10, n_entries = 0, keepalive_ms = 5000, stagger_ms = 5;
   gint max_pending = 1000, search_wait_ms = 2000;
   gint64 first = 0;
-  gdouble start_rate = 0, search_rate = 0;
+  gdouble start_rate = -1, search_rate = 0;
   GOptionEntry entries[] = {
       {"supernode", 0, 0, G_OPTION_ARG_STRING, &sn_addr, "Super node every leaf dials first",
        "HOST:PORT"},
@@ -726,7 +758,7 @@ static int run_swarm(int argc, char **argv)
       {"stagger-ms", 0, 0, G_OPTION_ARG_INT, &stagger_ms,
        "Delay between two leaves' first dials (default 5; 0: all at once)", "MS"},
       {"start-rate", 0, 0, G_OPTION_ARG_DOUBLE, &start_rate,
-       "Leaves started a second (instead of --stagger-ms)", "R"},
+       "Leaves started a second, 0: all at once (instead of --stagger-ms)", "R"},
       {"max-pending", 0, 0, G_OPTION_ARG_INT, &max_pending,
        "Leaves started but not attached, at most (default 1000)", "P"},
       {"search-rate", 0, 0, G_OPTION_ARG_DOUBLE, &search_rate,
@@ -747,8 +779,8 @@ static int run_swarm(int argc, char **argv)
   }
   if (!sn_addr || !state_dir || leaves < 1 || leaves > SWARM_MAX_LEAVES || files < 0 ||
       n_entries < 0 || files + n_entries > SWARM_MAX_FILES || first < 0 || keepalive_ms < 100 ||
-      stagger_ms < 0 || start_rate < 0 || start_rate > SWARM_MAX_RATE || max_pending < 1 ||
-      search_rate < 0 || search_rate > SWARM_MAX_RATE || search_wait_ms < 1 ||
+      stagger_ms < 0 || start_rate > SWARM_MAX_RATE || max_pending < 1 || search_rate < 0 ||
+      search_rate > SWARM_MAX_RATE || search_wait_ms < 1 ||
       (search_rate > 0 && files + n_entries == 0)) {
     fprintf(stderr,
             "canopy-swarm: --supernode, --state-dir and --leaves 1..%d are required; "
@@ -778,7 +810,7 @@ static int run_swarm(int argc, char **argv)
   sw.first = (uint64_t)first;
   sw.files = (unsigned)files;
   sw.entries = (unsigned)n_entries;
-  sw.start_rate = start_rate > 0 ? start_rate : stagger_ms > 0 ? 1000.0 / stagger_ms : 0;
+  sw.start_rate = start_rate >= 0 ? start_rate : stagger_ms > 0 ? 1000.0 / stagger_ms : 0;
   sw.max_pending = (unsigned)max_pending;
   sw.attach_all_us = -1;
   sw.search_rate = search_rate;
@@ -813,7 +845,8 @@ static int run_swarm(int argc, char **argv)
     leaf_manifest(lf, now);
   }
   timer_arm(&sw.start_timer, sw.ctx, now, on_start_timer, &sw);
-  g_message("swarm of %u leaves (%d + %d entries each) dialing %s", sw.n, files, n_entries, sn_addr);
+  g_message("swarm of %u leaves (%d + %d entries each) dialing %s", sw.n, files, n_entries,
+            sn_addr);
 
   g_unix_signal_add(SIGINT, on_signal, sw.loop);
   g_unix_signal_add(SIGTERM, on_signal, sw.loop);
@@ -900,8 +933,42 @@ out:
   return rc;
 }
 
+static int cli_search_rate(int argc, char **argv)
+{
+  gchar *state_dir = NULL;
+  gdouble rate = -1;
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the swarm", "DIR"},
+      {"rate", 0, 0, G_OPTION_ARG_DOUBLE, &rate, "Searches a second (0: stop)", "R"},
+      {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  GOptionContext *oc = g_option_context_new("- search at a new rate, with fresh counters");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 2;
+  if (!g_option_context_parse(oc, &argc, &argv, &err) || !state_dir || rate < 0) {
+    fprintf(stderr, "canopy-swarm search-rate: %s\n",
+            err ? err->message : "--state-dir and --rate >= 0 are required");
+    goto out;
+  }
+  JsonObject *req = json_object_new();
+  json_object_set_string_member(req, "cmd", "search_rate");
+  json_object_set_double_member(req, "rate", rate);
+  gboolean ok = control_call(state_dir, req, print_line, NULL, 10, &err);
+  json_object_unref(req);
+  rc = ok ? 0 : 1;
+  if (!ok)
+    fprintf(stderr, "canopy-swarm search-rate: %s\n", err->message);
+out:
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(state_dir);
+  return rc;
+}
+
 int main(int argc, char **argv)
 {
+  if (argc > 1 && strcmp(argv[1], "search-rate") == 0)
+    return cli_search_rate(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "status") == 0)
     return control_show("canopy-swarm", "status", "- show the swarm's leaves", argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "wait-moved") == 0)
