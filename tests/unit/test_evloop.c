@@ -1,0 +1,351 @@
+/* test_evloop.c - the epoll GSource and timer heap (shared/evloop.c), with a
+ * fake clock driven through evloop_dispatch(), and once through GLib. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "evloop.h"
+
+static uint64_t fake_now;
+static uint64_t fake_clock(void *ud)
+{
+  (void)ud;
+  return fake_now;
+}
+
+#define MAXLOG 4096
+static int fired[MAXLOG];
+static int nfired;
+
+typedef struct {
+  EvTimer t;
+  int id;
+  EvTimer *victim; /* disarmed by this timer's callback */
+  uint64_t rearm;  /* re-armed to this (0: not) once */
+} Tm;
+
+static void on_timer(EvTimer *t, void *ud)
+{
+  Tm *m = ud;
+  assert_ptr_equal(t, &m->t);
+  assert_false(evtimer_armed(t)); /* disarmed before the callback */
+  if (nfired < MAXLOG)
+    fired[nfired++] = m->id;
+  if (m->victim)
+    evtimer_disarm(m->victim);
+  if (m->rearm) {
+    evtimer_arm(t, m->rearm);
+    m->rearm = 0;
+  }
+}
+
+static EvLoop *fresh(void)
+{
+  fake_now = 1000;
+  nfired = 0;
+  GMainContext *ctx = g_main_context_new();
+  EvLoop *l = evloop_new(ctx, fake_clock, NULL);
+  g_main_context_unref(ctx); /* the loop holds its own reference */
+  assert_non_null(l);
+  return l;
+}
+
+static void test_timer_order(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  Tm m[5];
+  uint64_t due[5] = {1500, 1100, 1300, 1100, 1200};
+  for (int i = 0; i < 5; i++) {
+    m[i] = (Tm){.id = i};
+    evtimer_init(&m[i].t, l, on_timer, &m[i]);
+    evtimer_arm(&m[i].t, due[i]);
+  }
+  assert_int_equal(evloop_timer_count(l), 5);
+  assert_int_equal(evloop_next_deadline(l), 1100);
+  fake_now = 1099;
+  evloop_dispatch(l);
+  assert_int_equal(nfired, 0);
+  fake_now = 1250;
+  evloop_dispatch(l);
+  /* equal deadlines fire in arm order */
+  assert_int_equal(nfired, 3);
+  assert_int_equal(fired[0], 1);
+  assert_int_equal(fired[1], 3);
+  assert_int_equal(fired[2], 4);
+  fake_now = 5000;
+  evloop_dispatch(l);
+  assert_int_equal(nfired, 5);
+  assert_int_equal(fired[3], 2);
+  assert_int_equal(fired[4], 0);
+  assert_int_equal(evloop_timer_count(l), 0);
+  assert_int_equal(evloop_next_deadline(l), UINT64_MAX);
+  evloop_free(l);
+}
+
+static void test_rearm(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  Tm a = {.id = 7};
+  evtimer_init(&a.t, l, on_timer, &a);
+  evtimer_arm(&a.t, 1100);
+  evtimer_arm(&a.t, 1050); /* earlier */
+  evtimer_arm(&a.t, 1300); /* later: only the last arm counts */
+  assert_int_equal(evloop_timer_count(l), 1);
+  fake_now = 1200;
+  evloop_dispatch(l);
+  assert_int_equal(nfired, 0);
+  fake_now = 1300;
+  evloop_dispatch(l);
+  assert_int_equal(nfired, 1);
+  /* re-armed by its own callback for a past time: next pass, not this one */
+  a.rearm = 1;
+  evtimer_arm(&a.t, 1300);
+  evloop_dispatch(l);
+  assert_int_equal(nfired, 2);
+  assert_true(evtimer_armed(&a.t));
+  evloop_dispatch(l);
+  assert_int_equal(nfired, 3);
+  assert_false(evtimer_armed(&a.t));
+  evloop_free(l);
+}
+
+static void test_disarm_in_callback(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  Tm a = {.id = 1}, b = {.id = 2}, c = {.id = 3};
+  evtimer_init(&a.t, l, on_timer, &a);
+  evtimer_init(&b.t, l, on_timer, &b);
+  evtimer_init(&c.t, l, on_timer, &c);
+  a.victim = &b.t;
+  evtimer_arm(&a.t, 1100);
+  evtimer_arm(&b.t, 1100); /* same deadline, after a */
+  evtimer_arm(&c.t, 1100);
+  evtimer_disarm(&c.t);
+  evtimer_disarm(&c.t); /* twice: a no-op */
+  fake_now = 2000;
+  evloop_dispatch(l);
+  assert_int_equal(nfired, 1);
+  assert_int_equal(fired[0], 1);
+  assert_int_equal(evloop_timer_count(l), 0);
+  evloop_free(l);
+}
+
+/* Many timers armed, moved and disarmed at random fire exactly once each,
+ * in deadline order: the heap invariant holds through every operation. */
+static void test_heap_random(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  enum { N = 3000 };
+  Tm *m = g_new0(Tm, N);
+  uint64_t *due = g_new0(uint64_t, N);
+  GRand *r = g_rand_new_with_seed(12);
+  for (int i = 0; i < N; i++) {
+    m[i].id = i;
+    evtimer_init(&m[i].t, l, on_timer, &m[i]);
+    due[i] = 2000 + (uint64_t)g_rand_int_range(r, 0, 100000);
+    evtimer_arm(&m[i].t, due[i]);
+  }
+  int live = N;
+  for (int k = 0; k < N; k++) {
+    int i = g_rand_int_range(r, 0, N);
+    if (g_rand_boolean(r)) {
+      due[i] = 2000 + (uint64_t)g_rand_int_range(r, 0, 100000);
+      if (!evtimer_armed(&m[i].t))
+        live++;
+      evtimer_arm(&m[i].t, due[i]);
+    } else if (evtimer_armed(&m[i].t)) {
+      evtimer_disarm(&m[i].t);
+      due[i] = 0;
+      live--;
+    }
+  }
+  assert_int_equal(evloop_timer_count(l), live);
+  uint64_t last = 0;
+  int total = 0;
+  nfired = 0;
+  for (fake_now = 2000; fake_now <= 102000; fake_now += 997) {
+    int before = nfired;
+    evloop_dispatch(l);
+    for (int j = before; j < nfired; j++) {
+      uint64_t d = due[fired[j] % N];
+      assert_true(d <= fake_now);
+      assert_true(d >= last);
+      last = d;
+    }
+    total += nfired - before;
+    nfired = 0;
+  }
+  fake_now = 200000;
+  evloop_dispatch(l);
+  total += nfired;
+  assert_int_equal(total, live);
+  assert_int_equal(evloop_timer_count(l), 0);
+  g_rand_free(r);
+  g_free(m);
+  g_free(due);
+  evloop_free(l);
+}
+
+typedef struct {
+  EvWatch *w;
+  int fd;
+  int calls;
+  unsigned last;
+  bool free_self;
+  EvWatch **victim; /* freed (and cleared) by this callback */
+} Wt;
+
+static void on_watch(EvWatch *w, unsigned ev, void *ud)
+{
+  Wt *t = ud;
+  assert_ptr_equal(w, t->w);
+  t->calls++;
+  t->last = ev;
+  if (ev & EV_IN) {
+    char buf[64];
+    (void)!read(t->fd, buf, sizeof buf);
+  }
+  if (t->victim && *t->victim) {
+    evwatch_free(*t->victim);
+    *t->victim = NULL;
+  }
+  if (t->free_self) {
+    evwatch_free(w);
+    t->w = NULL;
+  }
+}
+
+static void test_fd_ready(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Wt t = {.fd = sv[0]};
+  t.w = evwatch_new(l, sv[0], EV_IN, on_watch, &t);
+  assert_non_null(t.w);
+  assert_int_equal(evloop_watch_count(l), 1);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 0); /* nothing to read yet */
+  assert_int_equal(write(sv[1], "x", 1), 1);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 1);
+  assert_true(t.last & EV_IN);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 1); /* drained: level-triggered, quiet again */
+  evwatch_set(t.w, EV_OUT);
+  assert_int_equal(evwatch_events(t.w), EV_OUT);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 2);
+  assert_true(t.last & EV_OUT);
+  evwatch_set(t.w, 0);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 2);
+  /* peer gone: reported as readable (EOF) with EV_ERR */
+  evwatch_set(t.w, EV_IN);
+  close(sv[1]);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 3);
+  assert_true(t.last & EV_IN);
+  evwatch_free(t.w);
+  assert_int_equal(evloop_watch_count(l), 0);
+  close(sv[0]);
+  evloop_free(l);
+}
+
+static void test_watch_freed_in_callback(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  int a[2], b[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+  Wt ta = {.fd = a[0], .free_self = true};
+  Wt tb = {.fd = b[0], .free_self = true};
+  ta.w = evwatch_new(l, a[0], EV_IN, on_watch, &ta);
+  tb.w = evwatch_new(l, b[0], EV_IN, on_watch, &tb);
+  /* whichever runs first frees the other too: the other's event, already
+   * collected in this pass, must not reach it */
+  ta.victim = &tb.w;
+  tb.victim = &ta.w;
+  assert_int_equal(write(a[1], "x", 1), 1);
+  assert_int_equal(write(b[1], "x", 1), 1);
+  evloop_dispatch(l);
+  assert_int_equal(ta.calls + tb.calls, 1);
+  assert_int_equal(evloop_watch_count(l), 0);
+  /* the numbers may come back for new sockets at once */
+  close(a[0]);
+  close(b[0]);
+  int c[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c), 0);
+  Wt tc = {.fd = c[0]};
+  tc.w = evwatch_new(l, c[0], EV_IN, on_watch, &tc);
+  assert_int_equal(write(c[1], "y", 1), 1);
+  evloop_dispatch(l);
+  assert_int_equal(tc.calls, 1);
+  evwatch_free(tc.w);
+  evwatch_free(NULL);
+  close(a[1]);
+  close(b[1]);
+  close(c[0]);
+  close(c[1]);
+  evloop_free(l);
+}
+
+/* Through GLib with the real clock: the one GSource wakes the context for a
+ * ready fd and for a timer's deadline. */
+static void test_glib(void **st)
+{
+  (void)st;
+  nfired = 0;
+  GMainContext *ctx = g_main_context_new();
+  EvLoop *l = evloop_for_context(ctx);
+  assert_non_null(l);
+  assert_ptr_equal(evloop_for_context(ctx), l);
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Wt t = {.fd = sv[0]};
+  t.w = evwatch_new(l, sv[0], EV_IN, on_watch, &t);
+  assert_int_equal(write(sv[1], "x", 1), 1);
+  uint64_t end = clock_now_ms() + 2000;
+  while (t.calls == 0 && clock_now_ms() < end)
+    g_main_context_iteration(ctx, TRUE);
+  assert_int_equal(t.calls, 1);
+  Tm a = {.id = 1};
+  evtimer_init(&a.t, l, on_timer, &a);
+  uint64_t start = clock_now_ms();
+  evtimer_arm(&a.t, start + 50);
+  while (nfired == 0 && clock_now_ms() < end)
+    g_main_context_iteration(ctx, TRUE);
+  assert_int_equal(nfired, 1);
+  assert_true(clock_now_ms() >= start + 50);
+  evwatch_free(t.w);
+  close(sv[0]);
+  close(sv[1]);
+  g_main_context_unref(ctx); /* the loop keeps it for the process */
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_timer_order),
+      cmocka_unit_test(test_rearm),
+      cmocka_unit_test(test_disarm_in_callback),
+      cmocka_unit_test(test_heap_random),
+      cmocka_unit_test(test_fd_ready),
+      cmocka_unit_test(test_watch_freed_in_callback),
+      cmocka_unit_test(test_glib),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
