@@ -5,8 +5,10 @@
 #
 # For each N in SIZES (default "1000 5000 10000 19000") and each E in ENTRIES
 # (default "10 100"): one fresh canopy-supernode on 127.0.0.1 (default
-# keepalive, --max-leaves N plus a margin, the pre-auth caps per address and
-# prefix opened because every leaf comes from 127.0.0.1), and a canopy-swarm
+# keepalive, --max-leaves N plus a margin, --memory-limit raised so that the
+# memory plan admits that many sessions (a ceiling, not an allocation), the
+# pre-auth caps per address and prefix opened because every leaf comes from
+# 127.0.0.1), and a canopy-swarm
 # of N leaves (split over SWARM_PROCS processes, default one per 10,000
 # leaves) publishing E entries each with realistic names
 # (tests/tools/swarmnames.c). Measured:
@@ -68,7 +70,8 @@ run_one() {
   sw=sw$k
   rm -f "$T/$sn/control.sock"
   "$SN" --listen "127.0.0.1:$(port "$k")" --state-dir "$T/$sn" --stun off \
-    --max-leaves $((n + 100)) --max-handshakes-per-address 100000 \
+    --max-leaves $((n + 100)) --memory-limit $((4096 + 2 * n)) \
+    --max-handshakes-per-address 100000 \
     --max-handshakes-per-prefix 100000 --log-level warning ${SN_ARGS:-} >"$T/$sn.log" 2>&1 &
   pid=$!
   PIDS+=($pid)

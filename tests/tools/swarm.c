@@ -61,6 +61,7 @@
 #include "clock.h"
 #include "config.h"
 #include "control.h"
+#include "evloop.h"
 #include "identity.h"
 #include "leafcore.h"
 #include "session.h"
@@ -84,7 +85,7 @@ typedef struct {
   LeafCore *core;
   Session *session[2];      /* by LeafSlot; owned reference */
   GCancellable *dialing[2]; /* by LeafSlot; a dial under way */
-  GSource *tick;
+  EvTimer tick;             /* the core's next deadline, in the swarm's one timer heap */
   gboolean running_actions;
   gboolean attached; /* as last counted in Swarm.attached */
   uint32_t search;   /* the search in flight (0: none) */
@@ -110,20 +111,21 @@ struct Swarm {
   unsigned n;
   ControlServer *ctl;
   GPtrArray *waiters; /* Waiter*, owned */
-  GSource *wait_timer;
+  EvLoop *ev;         /* the context's epoll set and timer heap (shared/evloop.h) */
+  EvTimer wait_timer;
   uint64_t next_sid;
   uint64_t first;   /* --first-index */
   unsigned files;   /* --files-per-leaf */
   unsigned entries; /* --entries-per-leaf */
   /* Starting. */
-  GSource *start_timer;
+  EvTimer start_timer;
   double start_rate; /* leaves a second; 0: all at once */
   unsigned max_pending;
   unsigned started, attached;
   int64_t t_start;       /* monotonic us of the first start */
   int64_t attach_all_us; /* -1 until every leaf was attached once */
   /* Searching. */
-  GSource *search_timer;
+  EvTimer search_timer;
   double search_rate;
   unsigned search_wait_ms;
   unsigned search_cursor;
@@ -144,7 +146,7 @@ static void swarm_run_actions(SwarmLeaf *lf);
 static void waiters_update(Swarm *sw, SwarmLeaf *lf, uint64_t now);
 static void attached_update(Swarm *sw, SwarmLeaf *lf);
 static void sample_add(Swarm *sw, int64_t us);
-static gboolean on_search_timer(gpointer ud);
+static void on_search_timer(EvTimer *t, void *ud);
 
 static void rng_fill(uint8_t *out, size_t n, void *ctx)
 {
@@ -260,12 +262,20 @@ static void slot_dial(SwarmLeaf *lf, LeafSlot slot, const char *addr)
 
 /* --- the core's actions ---------------------------------------------------------- */
 
-static gboolean on_tick(gpointer ud)
+/* Arms t for deadline; UINT64_MAX (nothing due) disarms it. */
+static void ev_arm(EvTimer *t, uint64_t deadline)
+{
+  if (deadline == UINT64_MAX)
+    evtimer_disarm(t);
+  else
+    evtimer_arm(t, deadline);
+}
+
+static void on_tick(EvTimer *t, void *ud)
 {
   SwarmLeaf *lf = ud;
   leaf_core_tick(lf->core, clock_now_ms());
   swarm_run_actions(lf);
-  return G_SOURCE_REMOVE;
 }
 
 static void swarm_run_actions(SwarmLeaf *lf)
@@ -325,7 +335,7 @@ static void swarm_run_actions(SwarmLeaf *lf)
     leaf_action_clear(&a);
   }
   lf->running_actions = FALSE;
-  timer_arm(&lf->tick, lf->sw->ctx, leaf_core_next_deadline(lf->core), on_tick, lf);
+  ev_arm(&lf->tick, leaf_core_next_deadline(lf->core));
   attached_update(lf->sw, lf);
   waiters_update(lf->sw, lf, clock_now_ms());
 }
@@ -349,14 +359,14 @@ static void attached_update(Swarm *sw, SwarmLeaf *lf)
     /* Searches run on a settled swarm, so their latency is the index's and
      * the loop's, not the attach storm's. */
     if (sw->search_rate > 0)
-      timer_arm(&sw->search_timer, sw->ctx, clock_now_ms(), on_search_timer, sw);
+      evtimer_arm(&sw->search_timer, clock_now_ms());
   }
 }
 
 /* Starts leaves at start_rate a second, keeping at most max_pending
  * started but not attached: an attach rate measured this way is what the
  * super node sustains, not how many handshakes it can be made to shed. */
-static gboolean on_start_timer(gpointer ud)
+static void on_start_timer(EvTimer *t, void *ud)
 {
   Swarm *sw = ud;
   int64_t now = g_get_monotonic_time();
@@ -371,8 +381,7 @@ static gboolean on_start_timer(gpointer ud)
     swarm_run_actions(lf);
   }
   if (sw->started < sw->n)
-    timer_arm(&sw->start_timer, sw->ctx, clock_now_ms() + SWARM_TICK_MS, on_start_timer, sw);
-  return G_SOURCE_REMOVE;
+    evtimer_arm(&sw->start_timer, clock_now_ms() + SWARM_TICK_MS);
 }
 
 /* --- searching ------------------------------------------------------------------ */
@@ -428,7 +437,7 @@ static void search_one(Swarm *sw, SwarmLeaf *lf)
 /* Sends the searches owed at search_rate since the first one, each from the
  * next attached leaf with none in flight; owed searches that find no such
  * leaf are skipped (counted), not queued. */
-static gboolean on_search_timer(gpointer ud)
+static void on_search_timer(EvTimer *t, void *ud)
 {
   Swarm *sw = ud;
   int64_t now = g_get_monotonic_time();
@@ -448,8 +457,7 @@ static gboolean on_search_timer(gpointer ud)
     }
     search_one(sw, lf);
   }
-  timer_arm(&sw->search_timer, sw->ctx, clock_now_ms() + SWARM_TICK_MS, on_search_timer, sw);
-  return G_SOURCE_REMOVE;
+  evtimer_arm(&sw->search_timer, clock_now_ms() + SWARM_TICK_MS);
 }
 
 /* --- wait_moved ------------------------------------------------------------------ */
@@ -470,7 +478,7 @@ static void waiter_free(Waiter *w)
   g_free(w);
 }
 
-static gboolean on_wait_timer(gpointer ud);
+static void on_wait_timer(EvTimer *t, void *ud);
 
 static void wait_timer_arm(Swarm *sw)
 {
@@ -482,7 +490,7 @@ static void wait_timer_arm(Swarm *sw)
   /* Also wake every second to notice callers that gave up. */
   if (next != UINT64_MAX)
     next = MIN(next, clock_now_ms() + 1000);
-  timer_arm(&sw->wait_timer, sw->ctx, next, on_wait_timer, sw);
+  ev_arm(&sw->wait_timer, next);
 }
 
 /* Answers and removes waiter i (the caller iterates backwards). */
@@ -523,7 +531,7 @@ static void waiters_update(Swarm *sw, SwarmLeaf *lf, uint64_t now)
     wait_timer_arm(sw);
 }
 
-static gboolean on_wait_timer(gpointer ud)
+static void on_wait_timer(EvTimer *t, void *ud)
 {
   Swarm *sw = ud;
   uint64_t now = clock_now_ms();
@@ -541,7 +549,6 @@ static gboolean on_wait_timer(gpointer ud)
     }
   }
   wait_timer_arm(sw);
-  return G_SOURCE_REMOVE;
 }
 
 static void wait_moved_start(Swarm *sw, ControlClient *cl, JsonObject *req)
@@ -651,9 +658,9 @@ static void search_rate_set(Swarm *sw, ControlClient *cl, JsonObject *req)
   sw->search_t0 = 0;
   sw->searches_sent = sw->searches_hit = sw->searches_missed = sw->searches_skipped = 0;
   sw->n_samples = 0;
-  timer_disarm(&sw->search_timer);
+  evtimer_disarm(&sw->search_timer);
   if (rate > 0 && sw->attach_all_us >= 0)
-    timer_arm(&sw->search_timer, sw->ctx, clock_now_ms(), on_search_timer, sw);
+    evtimer_arm(&sw->search_timer, clock_now_ms());
   JsonObject *o = json_object_new();
   json_object_set_double_member(o, "search_rate", rate);
   json_object_set_boolean_member(o, "done", TRUE);
@@ -816,6 +823,17 @@ static int run_swarm(int argc, char **argv)
   sw.search_rate = search_rate;
   sw.search_wait_ms = (unsigned)search_wait_ms;
   sw.samples = g_new0(uint32_t, SWARM_MAX_SAMPLES);
+  /* The sessions (shared/session.c) watch their sockets in this context's
+   * evloop; the leaves' timers share its heap, so an idle swarm costs
+   * O(log n) per keepalive, not O(leaves) per wakeup. */
+  sw.ev = evloop_for_context(sw.ctx);
+  if (!sw.ev) {
+    fprintf(stderr, "canopy-swarm: no epoll\n");
+    goto out;
+  }
+  evtimer_init(&sw.wait_timer, sw.ev, on_wait_timer, &sw);
+  evtimer_init(&sw.start_timer, sw.ev, on_start_timer, &sw);
+  evtimer_init(&sw.search_timer, sw.ev, on_search_timer, &sw);
 
   gchar *ctl_path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
   sw.ctl = control_server_new(ctl_path, sw.ctx, on_control, &sw, &err);
@@ -829,6 +847,7 @@ static int run_swarm(int argc, char **argv)
     SwarmLeaf *lf = &sw.leaves[i];
     lf->sw = &sw;
     lf->idx = i;
+    evtimer_init(&lf->tick, sw.ev, on_tick, lf);
     if (!identity_generate(&lf->id)) {
       fprintf(stderr, "canopy-swarm: cannot make an identity\n");
       goto out;
@@ -844,7 +863,7 @@ static int run_swarm(int argc, char **argv)
     }
     leaf_manifest(lf, now);
   }
-  timer_arm(&sw.start_timer, sw.ctx, now, on_start_timer, &sw);
+  evtimer_arm(&sw.start_timer, now);
   g_message("swarm of %u leaves (%d + %d entries each) dialing %s", sw.n, files, n_entries,
             sn_addr);
 
@@ -859,12 +878,12 @@ out:
       waiter_finish(&sw, i, clock_now_ms(), "shutting down");
     g_ptr_array_free(sw.waiters, TRUE);
   }
-  timer_disarm(&sw.wait_timer);
-  timer_disarm(&sw.start_timer);
-  timer_disarm(&sw.search_timer);
+  evtimer_disarm(&sw.wait_timer);
+  evtimer_disarm(&sw.start_timer);
+  evtimer_disarm(&sw.search_timer);
   for (unsigned i = 0; sw.leaves && i < sw.n; i++) {
     SwarmLeaf *lf = &sw.leaves[i];
-    timer_disarm(&lf->tick);
+    evtimer_disarm(&lf->tick);
     slot_drop(lf, LEAF_SLOT_PRIMARY, "shutting down");
     slot_drop(lf, LEAF_SLOT_WATCH, "shutting down");
     leaf_core_free(lf->core);

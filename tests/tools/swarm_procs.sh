@@ -13,7 +13,8 @@
 #       one JSON object merging every process's status: sums (leaves,
 #       attached, started, watching, publishes, leader_changes, pings_sent,
 #       searches_*), by_supernode summed, max_term the largest, attach_all_ms
-#       the slowest (-1 while one is still attaching), search_p50_ms/p99_ms
+#       the slowest (-1 while one is still attaching), attach_rate the
+#       leaves over it (sessions/s, null until then), search_p50_ms/p99_ms
 #       from process 0 (the one that searches).
 #   swarm_wait_moved NAME FROM TIMEOUT_MS OUT
 #       runs wait-moved on every process at once; writes {"waiting":N} to OUT
@@ -55,6 +56,8 @@ swarm_status() {
       searches_skipped: (map(.searches_skipped) | add),
       max_term: (map(.max_term) | max),
       attach_all_ms: (if any(.[]; .attach_all_ms < 0) then -1 else (map(.attach_all_ms) | max) end),
+      attach_rate: (if any(.[]; .attach_all_ms < 0) then null
+                    else (map(.leaves) | add) * 1000 / ([map(.attach_all_ms) | max, 1] | max) end),
       by_supernode: (map(.by_supernode | to_entries) | add | group_by(.key)
                      | map({key: .[0].key, value: (map(.value) | add)}) | from_entries),
       search_p50_ms: .[0].search_p50_ms, search_p99_ms: .[0].search_p99_ms }'
