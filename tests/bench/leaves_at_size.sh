@@ -24,7 +24,8 @@
 #   search           p50/p99 from sending a search to its first hit, at
 #                    SEARCH_RATE (default 100) searches/s for SEARCH_S s
 #                    (default 20), two keywords of another leaf's entry each
-# One line per figure ("at_size N=.. E=.. figure: value"). PERF=1 also
+# One line per figure ("at_size N=.. E=.. figure: value"). E=0 gives the
+# bare session cost (no index, no searches). PERF=1 also
 # records `perf record -g` of the super node over the idle window and writes
 # the top of `perf report` to $RESULTS/perf_N_E.txt.
 #
@@ -124,7 +125,11 @@ run_one() {
         tag, (rss - rss0) * 1024 / n, (rss - rss0) / 1024, ((rss - rss0) * 1024 - ib) / n
       printf "at_size %s index_per_entry: %.0f B (%d entries, %d B)\n", tag, ie ? ib / ie : 0, ie, ib
     }'
-  # Searches at SEARCH_RATE, from swarm process 0.
+  # Searches at SEARCH_RATE, from swarm process 0 (E=0: nothing to find).
+  if [ "$e" -eq 0 ]; then
+    stop_one
+    return 0
+  fi
   "$SWARM" search-rate --state-dir "$T/$sw.0" --rate "$SEARCH_RATE" >/dev/null
   sleep "$SEARCH_S"
   st=$("$SWARM" status --state-dir "$T/$sw.0" --json)
