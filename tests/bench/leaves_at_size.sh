@@ -4,7 +4,7 @@
 #   tests/bench/leaves_at_size.sh [BUILD_DIR]
 #
 # For each N in SIZES (default "1000 5000 10000 19000") and each E in ENTRIES
-# (default "10 100"): one fresh canopy-supernode on 127.0.0.1 (default
+# (default "0 10 100"): one fresh canopy-supernode on 127.0.0.1 (default
 # keepalive, --max-leaves N plus a margin, --memory-limit raised so that the
 # memory plan admits that many sessions (a ceiling, not an allocation), the
 # pre-auth caps per address and prefix opened because every leaf comes from
@@ -25,7 +25,9 @@
 #                    SEARCH_RATE (default 100) searches/s for SEARCH_S s
 #                    (default 20), two keywords of another leaf's entry each
 # One line per figure ("at_size N=.. E=.. figure: value"). E=0 gives the
-# bare session cost (no index, no searches). PERF=1 also
+# bare session cost (no index, no searches); after it, rss_per_entry is what
+# an entry really costs, since the index bytes the super node reports are
+# what it charges against its budget, not its heap. PERF=1 also
 # records `perf record -g` of the super node over the idle window and writes
 # the top of `perf report` to $RESULTS/perf_N_E.txt.
 #
@@ -36,7 +38,8 @@ cd "$(dirname "$0")/../.."
 BUILD=${1:-$PWD/build}
 export CANOPY_BIN=$BUILD
 SIZES=${SIZES:-"1000 5000 10000 19000"}
-ENTRIES=${ENTRIES:-"10 100"}
+ENTRIES=${ENTRIES:-"0 10 100"}
+declare -A BARE=() # N -> RSS growth per leaf with E=0, the session alone
 IDLE_S=${IDLE_S:-60}
 SEARCH_S=${SEARCH_S:-20}
 SEARCH_RATE=${SEARCH_RATE:-100}
@@ -113,10 +116,11 @@ run_one() {
   fi
   local rss s
   rss=$(rss_kib $pid)
+  [ "$e" -ne 0 ] || BARE[$n]=$(((rss - rss0) * 1024 / n))
   s=$(snj "$sn")
   awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v p0="$p0" -v p1="$p1" \
     -v tag="$tag" -v n="$n" -v rss="$rss" -v rss0="$rss0" \
-    -v ib="$(jq .index_bytes <<<"$s")" -v ie="$(jq .index_entries <<<"$s")" 'BEGIN {
+    -v ib="$(jq .index_bytes <<<"$s")" -v ie="$(jq .index_entries <<<"$s")" -v bare="${BARE[$n]:-}" 'BEGIN {
       cpu = (c1 - c0) / hz; wall = (t1 - t0) / 1e9
       printf "at_size %s idle_cpu: %.1f %% of one core over %.0f s\n", tag, 100 * cpu / wall, wall
       printf "at_size %s cpu_per_keepalive: %.1f us (%d keepalives)\n", tag, \
@@ -124,6 +128,9 @@ run_one() {
       printf "at_size %s rss_per_leaf: %.0f B (%.1f MiB over the empty daemon), beyond entries %.0f B\n", \
         tag, (rss - rss0) * 1024 / n, (rss - rss0) / 1024, ((rss - rss0) * 1024 - ib) / n
       printf "at_size %s index_per_entry: %.0f B (%d entries, %d B)\n", tag, ie ? ib / ie : 0, ie, ib
+      if (bare != "" && ie > 0)
+        printf "at_size %s rss_per_entry: %.0f B (RSS per leaf minus E=0 RSS per leaf, over E)\n", \
+          tag, ((rss - rss0) * 1024 / n - bare) / (ie / n)
     }'
   # Searches at SEARCH_RATE, from swarm process 0 (E=0: nothing to find).
   if [ "$e" -eq 0 ]; then
