@@ -17,7 +17,7 @@
  * --files-per-leaf entries named "swarm-<i>-<k>" and --entries-per-leaf
  * entries with realistic names (tests/tools/swarmnames.h), all with random
  * content ids; it serves nothing. A process holds at most its fd limit's
- * worth of sessions (two per leaf in a group): tests/tools/swarm-procs.sh
+ * worth of sessions (two per leaf in a group): tests/tools/swarm_procs.sh
  * splits a larger swarm over several processes.
  *
  * Leaves start at --start-rate per second (or one per --stagger-ms), with at
