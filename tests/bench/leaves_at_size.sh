@@ -72,14 +72,20 @@ run_one() {
   procs=${SWARM_PROCS:-$(((n + 9999) / 10000))}
   sn=sn$k
   sw=sw$k
-  rm -f "$T/$sn/control.sock"
-  "$SN" --listen "127.0.0.1:$(port "$k")" --state-dir "$T/$sn" --stun off \
-    --max-leaves $((n + 100)) --memory-limit $((4096 + 2 * n)) \
-    --max-handshakes-per-address 100000 \
-    --max-handshakes-per-prefix 100000 --log-level warning ${SN_ARGS:-} >"$T/$sn.log" 2>&1 &
-  pid=$!
-  PIDS+=($pid)
-  wait_for 5 test -S "$T/$sn/control.sock" || fail "super node did not start"
+  # Other tests on this machine take ports too: a few tries.
+  local try
+  for try in 0 1 2 3; do
+    rm -f "$T/$sn/control.sock"
+    "$SN" --listen "127.0.0.1:$(port $((k + 20 * try)))" --state-dir "$T/$sn" --stun off \
+      --max-leaves $((n + 100)) --memory-limit $((4096 + 2 * n)) \
+      --max-handshakes-per-address 100000 \
+      --max-handshakes-per-prefix 100000 --log-level warning ${SN_ARGS:-} >"$T/$sn.log" 2>&1 &
+    pid=$!
+    PIDS+=($pid)
+    if wait_for 5 test -S "$T/$sn/control.sock"; then break; fi
+    [ $try -lt 3 ] || fail "super node did not start: $(cat "$T/$sn.log")"
+  done
+  k=$((k + 20 * try))
   sleep 1
   local rss0
   rss0=$(rss_kib $pid)
