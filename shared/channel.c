@@ -668,6 +668,26 @@ void channel_output_consume(Channel *ch, size_t n)
   buf_trim(&ch->out, CHANNEL_OUTPUT_KEEP);
 }
 
+void channel_release_input(Channel *ch)
+{
+  if (ch->in.len == 0)
+    buf_free(&ch->in);
+  if (ch->plain.data)
+    sodium_memzero(ch->plain.data, ch->plain.cap);
+  buf_free(&ch->plain);
+}
+
+size_t channel_input_capacity(const Channel *ch)
+{
+  return ch->in.cap + ch->plain.cap;
+}
+
+void channel_release_output(Channel *ch)
+{
+  if (ch->out.len == 0)
+    buf_free(&ch->out);
+}
+
 size_t channel_output_capacity(const Channel *ch)
 {
   return ch->out.cap;

@@ -45,7 +45,9 @@ struct Session {
   uint64_t stall_ms;
   Budget *budget;
   char source[BUDGET_KEY_MAX + 1];
-  size_t charged;       /* bytes held in budget under source */
+  size_t charged; /* bytes held in budget under source */
+  Budget *in_budget;
+  size_t in_charged;    /* bytes held in in_budget under source */
   size_t queued;        /* output left after the last flush */
   uint64_t progress_at; /* last write, or when the queue last filled from empty */
   EvTimer stall_timer;
@@ -117,12 +119,27 @@ static bool charge(Session *s, size_t len)
   return true;
 }
 
+/* The same for the input buffers and in_budget. */
+static bool charge_input(Session *s, size_t len)
+{
+  if (!s->in_budget || len == s->in_charged)
+    return true;
+  if (len < s->in_charged) {
+    budget_give(s->in_budget, s->source, strlen(s->source), s->in_charged - len);
+  } else if (!budget_take(s->in_budget, s->source, strlen(s->source), len - s->in_charged)) {
+    return false;
+  }
+  s->in_charged = len;
+  return true;
+}
+
 void session_unref(Session *s)
 {
   if (!s || !g_atomic_int_dec_and_test(&s->refs))
     return;
   drop_sources(s);
   charge(s, 0);
+  charge_input(s, 0);
   channel_free(s->ch);
   if (s->conn) {
     g_io_stream_close(s->conn, NULL, NULL);
@@ -160,6 +177,7 @@ void session_close(Session *s, const char *reason)
   g_strlcpy(s->reason, reason ? reason : "closed", sizeof s->reason);
   drop_sources(s);
   charge(s, 0); /* the queue is never sent now */
+  charge_input(s, 0);
   /* Closing now (not at the last unref) tells the peer at once. */
   g_io_stream_close(s->conn, NULL, NULL);
   session_ref(s);
@@ -203,11 +221,15 @@ static bool flush(Session *s)
     out = channel_output(s->ch, &len);
   }
   s->queued = len;
+  if (len == 0)
+    channel_release_output(s->ch); /* an idle session holds no buffer */
   if (len > s->max_queue) {
     overrun(s, "peer is not reading (output queue full)");
     return false;
   }
-  if (!charge(s, len)) {
+  /* The memory the queue holds, not only its bytes: the buffer grows by
+   * doubling and keeps up to CHANNEL_OUTPUT_KEEP while not empty. */
+  if (!charge(s, len ? channel_output_capacity(s->ch) : 0)) {
     overrun(s, "peer is not reading (output budget exhausted)");
     return false;
   }
@@ -313,6 +335,12 @@ static void read_once(Session *s)
     deliver(s);
     if (!s->closed)
       flush(s); /* handshake replies */
+    /* Every message is handled: no plaintext is lent out any more. */
+    if (!s->closed) {
+      channel_release_input(s->ch);
+      if (!charge_input(s, channel_input_capacity(s->ch)))
+        overrun(s, "peer's partial frames exceed the input budget");
+    }
   }
 }
 
@@ -437,15 +465,21 @@ uint64_t session_bytes_out(const Session *s)
 
 void session_set_output_limits(Session *s, const SessionOutputLimits *l)
 {
-  charge(s, 0); /* what the old budget held goes back to it */
+  charge(s, 0); /* what the old budgets held goes back to them */
+  charge_input(s, 0);
   s->max_queue = l->max_queue ? l->max_queue : SESSION_MAX_OUTPUT;
   s->stall_ms = l->stall_ms;
   s->budget = l->budget;
+  s->in_budget = l->input_budget;
   g_strlcpy(s->source, l->source ? l->source : "", sizeof s->source);
-  if (s->closed)
+  if (s->closed) {
     s->budget = NULL;
-  else if (s->queued > 0)
+    s->in_budget = NULL;
+  } else if (!charge_input(s, channel_input_capacity(s->ch))) {
+    overrun(s, "peer's partial frames exceed the input budget");
+  } else if (s->queued > 0) {
     flush(s); /* applies the new bounds to what is queued */
+  }
 }
 
 size_t session_queued(const Session *s)

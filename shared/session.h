@@ -66,15 +66,25 @@ void session_close(Session *s, const char *reason);
  * - stall_ms: output queued with not one byte written for this long cuts
  *   it off too (0: no limit);
  * - budget (borrowed, may be NULL): a Budget shared by sessions, charged
- *   with the bytes queued under the key `source` (copied: the peer's
- *   address), so that many slow readers together stay under its total and
- *   one address under its share; a refused charge cuts the session off.
- * Applies from the next send on; what is queued is charged then. */
+ *   under the key `source` (copied: the peer's address) with the memory
+ *   its output queue holds (the buffer's capacity while anything is
+ *   queued: at most max(CHANNEL_OUTPUT_KEEP, twice the queue); nothing
+ *   once drained, when the buffer is freed), so that many slow readers
+ *   together stay under its total and one address under its share; a
+ *   refused charge cuts the session off;
+ * - input_budget (borrowed, may be NULL): the same for what the session
+ *   holds of its peer's input between reads (a partial frame, the last
+ *   plaintext; nothing when idle), charged after each read, so that peers
+ *   sending frames piece by piece cannot hold more than its total
+ *   together, or one address more than its share; a refused charge ends
+ *   the session ("input budget exhausted").
+ * Applies from the next send (input: the next read) on. */
 typedef struct {
   size_t max_queue;
   uint64_t stall_ms;
   Budget *budget;
   const char *source;
+  Budget *input_budget;
 } SessionOutputLimits;
 void session_set_output_limits(Session *s, const SessionOutputLimits *l);
 /* Bytes of output queued in user space (not yet taken by the socket). */
@@ -83,7 +93,7 @@ size_t session_queued(const Session *s);
  * the queue), so a drained peak does not stay allocated. */
 size_t session_output_capacity(const Session *s);
 /* Whether the session was cut off for not reading its output (cap, stall
- * or budget): the owner counts those. */
+ * or budget) or by its input budget: the owner counts those. */
 bool session_output_overrun(const Session *s);
 
 /* Bytes read from and written to the socket so far (ciphertext and

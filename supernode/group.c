@@ -208,9 +208,18 @@ static Peer *member_link(SnCore *c, const uint8_t id[32])
 
 typedef void (*PeerFn)(SnCore *c, Peer *p, void *ctx);
 
-/* Calls fn for every peer of one of the kinds; fn may send but not close. */
+/* Calls fn for every peer of one of the kinds; fn may send but not close.
+ * Members only: O(links), not O(sessions). */
 static void each_peer(SnCore *c, bool members, bool leaves, PeerFn fn, void *ctx)
 {
+  if (!leaves) {
+    for (GList *l = c->links.head; l; l = l->next) {
+      Peer *p = l->data;
+      if (members && p->member)
+        fn(c, p, ctx);
+    }
+    return;
+  }
   GHashTableIter it;
   gpointer v;
   g_hash_table_iter_init(&it, c->peers);
@@ -1021,12 +1030,9 @@ void group_tick(SnCore *c, uint64_t now)
     /* A member silent for a dead interval is hung or cut off: drop the
      * link (the mesh redials it), so its role moves on. */
     GPtrArray *silent = g_ptr_array_new();
-    GHashTableIter it;
-    gpointer v;
-    g_hash_table_iter_init(&it, c->peers);
-    while (g_hash_table_iter_next(&it, NULL, &v)) {
-      Peer *p = v;
-      if (p->kind == PEER_SUPER && p->member && !alive(c, p, now))
+    for (GList *l = c->links.head; l; l = l->next) {
+      Peer *p = l->data;
+      if (p->member && !alive(c, p, now))
         g_ptr_array_add(silent, p);
     }
     for (guint i = 0; i < silent->len; i++)
@@ -1072,10 +1078,7 @@ uint64_t group_deadline(const SnCore *c)
 static void count_cb(SnCore *c, Peer *p, void *ctx)
 {
   SnGroupStatus *st = ctx;
-  if (p->kind == PEER_WATCH)
-    st->watchers++;
-  else if (p->kind == PEER_SUPER && p->member)
-    st->members++;
+  st->members++;
 }
 
 void sn_core_group_status(const SnCore *cc, SnGroupStatus *st)
@@ -1092,7 +1095,14 @@ void sn_core_group_status(const SnCore *cc, SnGroupStatus *st)
   st->has_backup = g->has_backup;
   memcpy(st->backup, g->backup, 32);
   g_strlcpy(st->backup_addr, g->backup_addr, sizeof st->backup_addr);
-  each_peer(c, true, true, count_cb, st);
+  /* The shell asks after every batch of actions: O(links + watch
+   * sessions), not a walk over every leaf (issue 12). */
+  each_peer(c, true, false, count_cb, st);
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, g->watchers);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    st->watchers += ((const Peer *)v)->kind == PEER_WATCH;
   st->leaves = c->stats.leaves;
   st->records = (unsigned)roster_size(c->roster);
   /* Sent and not acknowledged, and what the snapshot has yet to send: a

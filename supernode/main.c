@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "fdlimit.h"
 #include "control.h"
 #include "cookie.h"
 #include "ice.h"
@@ -79,6 +80,7 @@ typedef struct {
   SnMemPlan mem;
   Budget *output;      /* leaves and sessions not yet known */
   Budget *link_output; /* super-node links: a part kept for them */
+  Budget *input;       /* input buffers of leaves and sessions not yet known */
   uint64_t output_stall_ms;
   uint64_t output_overruns;
   unsigned plan_leaves, plan_handshakes; /* what the plan was made for */
@@ -218,6 +220,7 @@ static void set_output_limits(Sn *sn, Session *s, bool link)
       .stall_ms = sn->output_stall_ms,
       .budget = link ? sn->link_output : sn->output,
       .source = key,
+      .input_budget = link ? NULL : sn->input,
   };
   session_set_output_limits(s, &l);
 }
@@ -920,9 +923,9 @@ static const CfgDef sn_settings[] = {
      .flags = CFG_RELOAD,
      .min = 1,
      .max = G_MAXINT,
-     .def = "2000",
+     .def = "19000",
      .arg = "N",
-     .help = "Leaf sessions accepted"},
+     .help = "Leaf sessions accepted (each needs a file descriptor)"},
     /* The pre-auth budget (preauth.h): connections that are not yet a
      * leaf, a watch or a link. */
     {.key = "max-handshakes",
@@ -1347,6 +1350,14 @@ int main(int argc, char **argv)
   }
   sn.output = budget_new(sn.mem.leaves_output, sn.mem.output_share);
   sn.link_output = budget_new(sn.mem.links_output, sn.mem.link_output);
+  sn.input = budget_new(sn.mem.input_total, sn.mem.input_share);
+  /* A descriptor per session, and a few for ourselves: the leaves, links
+   * and handshakes at least (a group's backup adds watch sessions). */
+  uint64_t fds = fdlimit_raise(), need = (uint64_t)sn.max_leaves + 16 + sn.max_handshakes + 64;
+  if (fds < need)
+    g_warning("%" G_GUINT64_FORMAT " file descriptors, %" G_GUINT64_FORMAT
+              " needed for max-leaves: raise LimitNOFILE (ulimit -Hn) or lower max-leaves",
+              fds, need);
   sn.output_stall_ms = (uint64_t)cfg_get_int(conf, "output-stall-ms");
   cfg.max_index_entries = sn.mem.index_entries;
   cfg.max_index_bytes = sn.mem.index_bytes;
@@ -1360,12 +1371,12 @@ int main(int argc, char **argv)
    * budget). */
   cfg.link_queue_max = sn.mem.link_output;
   g_info("memory: limit %" G_GUINT64_FORMAT " MiB = program %" G_GUINT64_FORMAT
-         " + sessions %" G_GUINT64_FORMAT " + output 2 x %" G_GUINT64_FORMAT
-         " (links %" G_GUINT64_FORMAT ", leaves %" G_GUINT64_FORMAT ") + index %" G_GUINT64_FORMAT
-         " (%" G_GUINT64_FORMAT " entries) + slack (MiB)",
+         " + sessions %" G_GUINT64_FORMAT " + output %" G_GUINT64_FORMAT
+         " (links %" G_GUINT64_FORMAT ", leaves %" G_GUINT64_FORMAT ") + input %" G_GUINT64_FORMAT
+         " + index %" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT " entries) + slack (MiB)",
          sn.mem.limit >> 20, sn.mem.fixed >> 20, sn.mem.sessions >> 20, sn.mem.output_total >> 20,
-         sn.mem.links_output >> 20, sn.mem.leaves_output >> 20, sn.mem.index_bytes >> 20,
-         sn.mem.index_entries);
+         sn.mem.links_output >> 20, sn.mem.leaves_output >> 20, sn.mem.input_total >> 20,
+         sn.mem.index_bytes >> 20, sn.mem.index_entries);
   sn.core = sn_core_new(&cfg, sn.id.id, rng_fill, NULL, clock_now_ms());
   if (network_key)
     sn_core_set_cert(sn.core, sn.cert, sizeof sn.cert);
@@ -1414,6 +1425,7 @@ out:
   cookie_jar_free(sn.cookies);
   budget_free(sn.output);
   budget_free(sn.link_output);
+  budget_free(sn.input);
   sn_core_free(sn.core);
   preauth_free(sn.preauth);
   g_clear_object(&sn.dialer);

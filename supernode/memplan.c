@@ -32,10 +32,12 @@ bool sn_mem_plan(uint64_t limit_mib, unsigned max_sessions, unsigned max_links,
     return false;
   }
   p->spare = p->limit - p->fixed - p->sessions;
-  /* An eighth as queued bytes is at most a quarter in buffers (they grow
-   * by doubling); half for the index; a quarter stays slack for the
+  /* An eighth for output buffers (charged as their capacity), an eighth
+   * for input buffers, half for the index; a quarter stays slack for the
    * allocator's fragmentation and what no budget counts. */
   p->output_total = p->spare / 8;
+  p->input_total = p->spare / 8;
+  p->input_share = p->input_total / 4;
   /* Links get a part of their own, as much as all of them at their cap
    * need but at most half: leaves that do not read can then fill only
    * theirs, and never get an honest link cut for the total. */

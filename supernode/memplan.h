@@ -1,16 +1,18 @@
 /* memplan.h - from one memory ceiling (--memory-limit) to every budget of
  * the super node. supernode/MEMORY.md explains the arithmetic; in short:
  *
- *   limit = fixed + sessions x per-session + 2 x output + index + slack
+ *   limit = fixed + sessions x per-session + output + input + index + slack
  *
  * where fixed (SN_MEM_FIXED) is the program, its libraries and its
  * fixed-size tables, each possible session (leaves, links and handshakes
- * together) may hold SN_MEM_PER_SESSION in buffers, output is the queued
- * bytes of all sessions (counted twice: buffers grow by doubling, and
- * shrink back as they drain, buf_trim), up to half of it reserved for
- * links (as much as max_links links at their cap need), index
- * is the index's own bound (index_entry_cost summed), and what is left
- * stays as slack. Sans I/O; the shell logs the plan at start.
+ * together) costs SN_MEM_PER_SESSION while idle (an idle session holds no
+ * buffer: issue 12), output is the memory of all output queues (charged
+ * as buffer capacity while anything is queued), up to half of it reserved
+ * for links (as much as max_links links at their cap need), input is the
+ * memory of the partial frames and last plaintexts of leaves and sessions
+ * not yet known, index is the index's own bound (index_entry_cost summed),
+ * and what is left stays as slack. Sans I/O; the shell logs the plan at
+ * start.
  */
 #ifndef CANOPY_MEMPLAN_H
 #define CANOPY_MEMPLAN_H
@@ -20,12 +22,14 @@
 #include <stdint.h>
 
 #define SN_MEM_FIXED (32ull << 20)
-/* A session's input frame buffer (up to two wire frames, capacity 256 KiB),
- * its last plaintext (128 KiB), what its output buffer holds beyond the
- * queue charged to the budget (at most CHANNEL_OUTPUT_KEEP, 128 KiB: it
- * shrinks as it drains, buf_trim; also one message past the cap before
- * the cut) and its bookkeeping. */
-#define SN_MEM_PER_SESSION (576ull << 10)
+/* What one idle session costs: its Session, Channel (keys, no buffers),
+ * GSocketConnection and GSocket with their streams, epoll watch, Peer with
+ * its rate limiters, roster record and the slots of the tables that find
+ * it. Measured 3.1 KiB of RSS per idle leaf at 2,000 leaves
+ * (tests/bench/idle_leaves.sh). Its buffers, when it has any, are charged
+ * to the output and input budgets. Links' input buffers (16 x at most two
+ * frames and a plaintext, 6 MiB) are inside SN_MEM_FIXED. */
+#define SN_MEM_PER_SESSION (4ull << 10)
 /* What must be left for queues and index once the rest is paid. */
 #define SN_MEM_MIN_SPARE (16ull << 20)
 /* A link's output cap: a snapshot is sent in pieces below it (group.c). */
@@ -45,6 +49,10 @@ typedef struct {
   uint64_t output_total, output_share;
   uint64_t links_output, leaves_output;
   uint64_t leaf_output, link_output; /* per session */
+  /* Input buffers held between reads (partial frames, the last
+   * plaintext) of leaves and sessions not yet known: in total, and one
+   * address's share. */
+  uint64_t input_total, input_share;
   /* The index (entries; bytes as index_entry_cost counts them): in total,
    * per leaf and per source address. */
   uint64_t index_entries, index_bytes;

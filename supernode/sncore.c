@@ -20,6 +20,7 @@
 #include "group.h"
 #include "identity.h"
 #include "index.h"
+#include "keepalive.h"
 #include "mesh.h"
 #include "netcert.h"
 #include "ratelimit.h"
@@ -125,12 +126,14 @@ static void forget(SnCore *c, Peer *p, uint64_t now)
     c->stats.leaves--;
   } else if (p->kind == PEER_SUPER) {
     group_link_down(c, p, now);
+    g_queue_unlink(&c->links, &p->link_link);
     c->stats.links--;
   } else if (p->kind == PEER_WATCH) {
     group_watch_down(c, p);
   }
   mesh_link_down(c->mesh, p->conn, now);
   sn_sched_forget(c, p->conn);
+  keepalive_forget(c, p);
   g_hash_table_remove(c->peers, &p->conn);
   c->stats.index_entries = index_size(c->index);
   c->stats.index_bytes = index_bytes(c->index);
@@ -268,8 +271,7 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
   p->outbound = dialed != NULL;
   if (dialed)
     g_strlcpy(p->addr, dialed, sizeof p->addr);
-  p->last_rx = now;
-  p->last_ping = now;
+  keepalive_open(c, p, now);
   g_hash_table_insert(c->peers, &p->conn, p);
   c->stats.sessions_opened++;
 
@@ -337,25 +339,14 @@ static const uint8_t *initiator_of(const SnCore *c, const Peer *p)
   return p->outbound ? c->self : p->id;
 }
 
-typedef struct {
-  const uint8_t *id;
-  Peer *found;
-  uint64_t skip;
-} FindLink;
-
-static void find_link_cb(gpointer k, gpointer v, gpointer ud)
-{
-  FindLink *f = ud;
-  Peer *p = v;
-  if (p->kind == PEER_SUPER && p->conn != f->skip && memcmp(p->id, f->id, 32) == 0)
-    f->found = p;
-}
-
 Peer *sn_find_link(SnCore *c, const uint8_t id[32], uint64_t skip)
 {
-  FindLink f = {id, NULL, skip};
-  g_hash_table_foreach(c->peers, find_link_cb, &f);
-  return f.found;
+  for (GList *l = c->links.head; l; l = l->next) {
+    Peer *p = l->data;
+    if (p->conn != skip && memcmp(p->id, id, 32) == 0)
+      return p;
+  }
+  return NULL;
 }
 
 static bool linked_cb(const uint8_t id[32], void *ctx)
@@ -396,6 +387,8 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     return;
   }
   p->kind = PEER_SUPER;
+  p->link_link = (GList){.data = p};
+  g_queue_push_tail_link(&c->links, &p->link_link);
   c->stats.links++;
   sn_push(c, (SnAction){.kind = SN_ACT_LINK_UP, .conn = p->conn});
   ratelimit_init(&p->queries, c->cfg.super_query_rate, c->cfg.super_query_burst, now);
@@ -597,27 +590,16 @@ static void answer_local(SnCore *c, uint8_t kind, WireStr text, bool to_leaf, ui
   g_free(found);
 }
 
-typedef struct {
-  SnCore *c;
-  uint64_t except;
-  const WireMsg *m;
-} Forward;
-
-static void forward_cb(gpointer k, gpointer v, gpointer ud)
-{
-  Forward *f = ud;
-  Peer *p = v;
-  if (p->kind != PEER_SUPER || p->conn == f->except)
-    return;
-  sn_send(f->c, p->conn, f->m);
-  if (f->m->type == MSG_QUERY)
-    f->c->stats.queries_forwarded++;
-}
-
 void sn_forward(SnCore *c, uint64_t except, const WireMsg *m)
 {
-  Forward f = {c, except, m};
-  g_hash_table_foreach(c->peers, forward_cb, &f);
+  for (GList *l = c->links.head; l; l = l->next) {
+    Peer *p = l->data;
+    if (p->conn == except)
+      continue;
+    sn_send(c, p->conn, m);
+    if (m->type == MSG_QUERY)
+      c->stats.queries_forwarded++;
+  }
 }
 
 /* Handles a query id for the first time: route, answer, forward. */
@@ -639,8 +621,7 @@ void sn_handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN], uin
   fwd.u.query.ttl = ttl - 1;
   fwd.u.query.kind = kind;
   fwd.u.query.text = text;
-  Forward f = {c, from->conn, &fwd};
-  g_hash_table_foreach(c->peers, forward_cb, &f);
+  sn_forward(c, from->conn, &fwd);
 }
 
 static void on_search(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -794,7 +775,7 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
   Peer *p = peer_get(c, conn);
   if (!p)
     return;
-  p->last_rx = now;
+  keepalive_heard(c, p, now);
   WireMsg m;
   WireError err = wire_decode(data, len, &m);
   if (err == WIRE_EUNKNOWN && p->kind != PEER_NEW)
@@ -880,48 +861,19 @@ static uint64_t sweep_period(const SnCore *c)
   return MAX(MIN(c->cfg.keepalive_ms / 4, 1000), 1);
 }
 
-typedef struct {
-  SnCore *c;
-  uint64_t now;
-  GPtrArray *expired;
-  bool peers_req;
-} Sweep;
-
-static void sweep_cb(gpointer k, gpointer v, gpointer ud)
-{
-  Sweep *s = ud;
-  Peer *p = v;
-  uint64_t ka = s->c->cfg.keepalive_ms;
-  /* Silent for 3 intervals, less one sweep period, so that with the sweep's
-   * own delay the peer is gone within 3 intervals of its last message. */
-  if (s->now - p->last_rx >= 3 * ka - sweep_period(s->c)) {
-    g_ptr_array_add(s->expired, p);
-    return;
-  }
-  if (p->kind != PEER_NEW && s->now - p->last_ping >= ka) {
-    WireMsg ping = {.type = MSG_PING};
-    ping.u.ping = s->now;
-    sn_send(s->c, p->conn, &ping);
-    p->last_ping = s->now;
-  }
-  if (s->peers_req && p->kind == PEER_SUPER) {
-    WireMsg req = {.type = MSG_PEERS_REQ};
-    sn_send(s->c, p->conn, &req);
-  }
-}
-
 void sn_core_tick(SnCore *c, uint64_t now)
 {
   if (now >= c->next_housekeeping) {
-    Sweep s = {c, now, g_ptr_array_new(), false};
+    /* O(sessions due), not O(sessions): keepalive.h. */
+    keepalive_sweep(c, now, sweep_period(c));
     if (c->cfg.discovery && now >= c->next_peers_req) {
-      s.peers_req = c->stats.links < c->cfg.target_degree;
+      /* Every 10 s, and only while short of links. */
+      if (c->stats.links < c->cfg.target_degree) {
+        WireMsg req = {.type = MSG_PEERS_REQ};
+        sn_forward(c, 0, &req);
+      }
       c->next_peers_req = now + PEERS_REQ_INTERVAL_MS;
     }
-    g_hash_table_foreach(c->peers, sweep_cb, &s);
-    for (guint i = 0; i < s.expired->len; i++)
-      sn_close_peer(c, g_ptr_array_index(s.expired, i), "keepalive timeout", now);
-    g_ptr_array_unref(s.expired);
     flood_expire(c->flood, now);
     c->next_housekeeping = now + sweep_period(c);
   }

@@ -54,6 +54,9 @@ typedef struct {
   char source[BUDGET_KEY_MAX + 1];
   RateLimit publishes;
   size_t held_entries, held_bytes;
+  /* keepalive.c: links in SnCore.by_rx and SnCore.by_ping (data: this). */
+  GList rx_link, ping_link;
+  GList link_link; /* SUPER: in SnCore.links (data: this) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -134,6 +137,10 @@ struct SnCore {
   uint16_t cert_len;
   Budget *src_entries, *src_bytes; /* index shares per source address */
   PubRates *pubrates;              /* departed leaves' publish buckets */
+  GQueue by_rx, by_ping;           /* every Peer, by silence (keepalive.c) */
+  /* The SUPER peers, so that forwarding a query or finding a link costs
+   * O(links), not O(leaves) (issue 12). */
+  GQueue links;
 };
 
 /* sncore.c */

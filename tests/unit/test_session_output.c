@@ -220,12 +220,66 @@ static void test_drained_queue_gives_memory_back(void **state)
   budget_free(b);
 }
 
+/* Issue 12: an idle session holds no buffer. After messages both ways it
+ * charges nothing to either budget and its output buffer is freed; a peer
+ * that sends half of a large frame and stops holds it only up to the input
+ * budget's share, then is cut off. */
+static void test_idle_holds_nothing(void **state)
+{
+  (void)state;
+  Pair p;
+  pair_open(&p);
+  Budget *out = budget_new(1 << 20, 1 << 20), *in = budget_new(1 << 20, 1 << 20);
+  SessionOutputLimits l = {.budget = out, .input_budget = in, .source = "peer"};
+  session_set_output_limits(p.s, &l);
+  static uint8_t msg[20000];
+  for (int i = 0; i < 5; i++) {
+    assert_true(session_send(p.s, msg, sizeof msg));
+    assert_true(channel_write(p.peer, msg, sizeof msg));
+    iterate(30, &p, true);
+  }
+  assert_false(p.closed);
+  assert_int_equal(session_queued(p.s), 0);
+  assert_int_equal(session_output_capacity(p.s), 0);
+  assert_int_equal(budget_used(out), 0);
+  assert_int_equal(budget_used(in), 0);
+  pair_close(&p);
+  budget_free(out);
+  budget_free(in);
+}
+
+static void test_cut_by_input_budget(void **state)
+{
+  (void)state;
+  Pair p;
+  pair_open(&p);
+  Budget *in = budget_new(1 << 20, 16 * 1024); /* one address: 16 KiB */
+  SessionOutputLimits l = {.input_budget = in, .source = "peer"};
+  session_set_output_limits(p.s, &l);
+  static uint8_t msg[60000];
+  assert_true(channel_write(p.peer, msg, sizeof msg));
+  size_t len;
+  const uint8_t *wire = channel_output(p.peer, &len);
+  /* Most of the frame, never the end of it. */
+  assert_int_equal(send(p.peer_fd, wire, 50000, 0), 50000);
+  iterate(300, &p, false);
+  assert_true(p.closed);
+  assert_true(session_output_overrun(p.s));
+  assert_non_null(strstr(p.reason, "input budget"));
+  assert_int_equal(budget_used(in), 0); /* given back with the session */
+  assert_true(budget_refused(in) >= 1);
+  pair_close(&p);
+  budget_free(in);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cut_at_queue_cap),
       cmocka_unit_test(test_cut_when_stalled),
       cmocka_unit_test(test_cut_by_budget_and_given_back),
+      cmocka_unit_test(test_idle_holds_nothing),
+      cmocka_unit_test(test_cut_by_input_budget),
       cmocka_unit_test(test_reader_never_cut),
       cmocka_unit_test(test_drained_queue_gives_memory_back),
   };

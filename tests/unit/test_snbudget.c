@@ -345,16 +345,23 @@ static void test_memory_plan(void **state)
   assert_true(sn_mem_plan(2048, 2144, 16, 256 << 10, 100000, &p, err, sizeof err));
   assert_int_equal(p.limit, 2048ull << 20);
   assert_int_equal(p.sessions, 2144ull * SN_MEM_PER_SESSION);
-  assert_true(p.fixed + p.sessions + 2 * p.output_total + p.index_bytes <= p.limit);
+  assert_true(p.fixed + p.sessions + p.output_total + p.input_total + p.index_bytes <= p.limit);
+  assert_true(p.input_share * 4 <= p.input_total && p.input_share >= 1 << 20);
   assert_int_equal(p.leaf_output, 256 << 10);
   assert_true(p.leaf_bytes * 8 <= p.index_bytes && p.source_bytes * 4 <= p.index_bytes);
   assert_true(p.leaf_entries <= 100000);
   /* Too small for the sessions: refused, and the message says why. */
-  assert_false(sn_mem_plan(64, 2144, 16, 256 << 10, 100000, &p, err, sizeof err));
+  assert_false(sn_mem_plan(64, 20000, 16, 256 << 10, 100000, &p, err, sizeof err));
   assert_non_null(strstr(err, "max-leaves"));
   /* A small limit shrinks a leaf's queue below its setting. */
   assert_true(sn_mem_plan(200, 244, 16, 8 << 20, 100000, &p, err, sizeof err));
   assert_true(p.leaf_output <= p.output_share);
+  /* Issue 12: the defaults (memory-limit 4096, max-leaves 19,000, each with
+   * a backup's watch session, 16 links, 512 handshakes) leave most of the
+   * memory to queues and the index: idle sessions cost 4 KiB each. */
+  assert_true(sn_mem_plan(4096, 2 * 19000 + 16 + 512, 16, 256 << 10, 100000, &p, err, sizeof err));
+  assert_true(p.sessions <= 160ull << 20);
+  assert_true(p.index_bytes >= 1900ull << 20);
 }
 
 /* Leaves that do not read, from as many addresses as it takes, fill the

@@ -965,6 +965,76 @@ static void test_silent_leaf_timeout_on_deadlines(void **state)
   net_free(net);
 }
 
+/* keepalive.c: a leaf the super node hears from is never pinged (it pings
+ * us), a silent one once per keepalive interval, not once per sweep. */
+static void test_keepalive_pings_only_the_silent(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  Net *net = net_new(1, &cfg, false);
+  uint64_t ka = cfg.keepalive_ms;
+  int pinger, silent = two_leaves(net, &pinger);
+  uint64_t t0 = net->now;
+  for (uint64_t t = t0 + 100; t <= t0 + 5 * ka / 2; t += 100) {
+    if ((t - t0) % (ka / 2) == 0) {
+      net->now = t;
+      leaf_ping(net, pinger, t);
+    }
+    net_tick(net, t);
+  }
+  assert_int_equal(inbox_count(net, pinger, MSG_PING, 0), 0);
+  assert_int_equal(inbox_count(net, silent, MSG_PING, 0), 2);
+  assert_false(net->leaves[silent].closed);
+  net_free(net);
+}
+
+/* Leaves falling silent one after another are closed one after another, each
+ * within 3 keepalive intervals of its own last message (and not before 3
+ * less one sweep period): the order of the list is the order of silence,
+ * also after a leaf that talked moved from the head to the tail. */
+static void test_keepalive_closes_in_order_of_silence(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  Net *net = net_new(1, &cfg, false);
+  uint64_t ka = cfg.keepalive_ms, sweep = ka / 4 < 1000 ? ka / 4 : 1000;
+  enum { N = 8 };
+  int li[N];
+  uint64_t last[N], closed_at[N] = {0};
+  for (int i = 0; i < N; i++)
+    li[i] = leaf_add(net, S1);
+  uint64_t t0 = net->now;
+  /* Leaf i talks every ka/2 until t0 + i * ka/2, then falls silent; the
+   * first to open is the last to talk. */
+  for (int i = 0; i < N; i++)
+    last[i] = t0;
+  for (uint64_t t = t0 + 100; t <= t0 + 12 * ka; t += 100) {
+    net->now = t;
+    for (int i = 0; i < N; i++) {
+      int k = N - 1 - i; /* reverse: opened first, silent last */
+      if ((t - t0) % (ka / 2) == 0 && t <= t0 + (uint64_t)(i + 1) * (ka / 2) &&
+          !net->leaves[li[k]].closed) {
+        leaf_ping(net, li[k], t);
+        last[k] = t;
+      }
+    }
+    net_tick(net, t);
+    for (int i = 0; i < N; i++)
+      if (!closed_at[i] && net->leaves[li[i]].closed)
+        closed_at[i] = t;
+  }
+  for (int i = 0; i < N; i++) {
+    assert_true(closed_at[i] != 0);
+    assert_true(closed_at[i] >= last[i] + 3 * ka - sweep);
+    assert_true(closed_at[i] <= last[i] + 3 * ka);
+    assert_string_equal(net->leaves[li[i]].reason, "keepalive timeout");
+    if (i > 0)
+      assert_true(closed_at[i] <= closed_at[i - 1]);
+  }
+  assert_int_equal(stats(net, S1)->leaves, 0);
+  net_free(net);
+}
+
 /* --- (e) protocol errors close only the offender --------------------------------- */
 
 static void test_protocol_errors(void **state)
@@ -1684,6 +1754,8 @@ int main(void)
       cmocka_unit_test(test_closed_leaf_entries_vanish),
       cmocka_unit_test(test_silent_leaf_times_out),
       cmocka_unit_test(test_silent_leaf_timeout_on_deadlines),
+      cmocka_unit_test(test_keepalive_pings_only_the_silent),
+      cmocka_unit_test(test_keepalive_closes_in_order_of_silence),
       cmocka_unit_test(test_protocol_errors),
       cmocka_unit_test(test_unknown_type_before_hello_closes),
       cmocka_unit_test(test_settled_after_hello),

@@ -1,0 +1,35 @@
+/* keepalive.h - who is silent, in O(1) per event (issue 12).
+ *
+ * The super node used to walk every session each second to find the silent
+ * ones and ping them: 19,000 idle leaves cost 19,000 visits a second.
+ * Instead every session sits in two intrusive lists of the core (SnCore):
+ * by_rx, ordered by the time it was last heard from, and by_ping, ordered by
+ * the time it was last heard from or pinged. A receive moves the session to
+ * the tail of both (its time is the newest), a ping to the tail of by_ping,
+ * so both stay sorted and a sweep looks only at their heads: O(1) per
+ * session that is due, nothing for the others.
+ *
+ * Rules (unchanged from the per-session sweep, except that a session we
+ * hear from is not pinged: leaves ping us every keepalive, and a PING or
+ * PONG from the far end proves it alive as well as our own would):
+ * - silent for 3 keepalive intervals less one sweep period: closed;
+ * - silent (neither heard from nor pinged) for a keepalive interval: pinged
+ *   (sessions past HELLO only). */
+#ifndef CANOPY_KEEPALIVE_H
+#define CANOPY_KEEPALIVE_H
+
+#include "sncore_int.h"
+
+/* A new session, heard from now. */
+void keepalive_open(SnCore *c, Peer *p, uint64_t now);
+/* p sent us something now. */
+void keepalive_heard(SnCore *c, Peer *p, uint64_t now);
+/* p is being forgotten. */
+void keepalive_forget(SnCore *c, Peer *p);
+/* Closes the sessions silent too long and pings those silent a keepalive
+ * interval; period is the sweep's own period (the closing rule's slack). */
+void keepalive_sweep(SnCore *c, uint64_t now, uint64_t period);
+/* When keepalive_sweep next has work (UINT64_MAX: no sessions). */
+uint64_t keepalive_deadline(const SnCore *c, uint64_t period);
+
+#endif
