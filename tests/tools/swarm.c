@@ -1,21 +1,47 @@
-/* swarm.c - canopy-swarm: many leaves in one process, for failover benchmarks.
+/* swarm.c - canopy-swarm: many leaves in one process, the load generator.
  *
  *   canopy-swarm --supernode HOST:PORT --leaves N --state-dir DIR [--files-per-leaf K]
- *                [--keepalive-ms MS] [--stagger-ms MS] [--log-level LEVEL]
+ *                [--entries-per-leaf K] [--first-index I] [--keepalive-ms MS]
+ *                [--stagger-ms MS | --start-rate R] [--max-pending P]
+ *                [--search-rate R] [--search-wait-ms MS] [--log-level LEVEL]
  *   canopy-swarm status --state-dir DIR [--json]
  *   canopy-swarm wait-moved --state-dir DIR --from NODE_ID --timeout-ms MS
+ *   canopy-swarm search-rate --state-dir DIR --rate R
  *
- * The daemon runs N leaf cores (leafnode/leafcore.h), each with its own
- * in-memory Ed25519 identity and its own real TCP sessions (shared/session.h),
- * driven the way leafnode/main.c drives its core: a PRIMARY and a WATCH slot,
- * SWAP moving the watch session into the primary slot. Leaf i publishes K
- * synthetic entries named "swarm-<i>-<k>" with random content ids; it
- * searches nothing and serves nothing.
+ * The daemon runs N (up to SWARM_MAX_LEAVES) leaf cores (leafnode/leafcore.h),
+ * each with its own in-memory Ed25519 identity and its own real TCP sessions
+ * (shared/session.h: handshakes, encryption, keepalives), driven the way
+ * leafnode/main.c drives its core: a PRIMARY and a WATCH slot, SWAP moving
+ * the watch session into the primary slot. Leaf i (numbered from
+ * --first-index, so that several processes can share one numbering) publishes
+ * --files-per-leaf entries named "swarm-<i>-<k>" and --entries-per-leaf
+ * entries with realistic names (tests/tools/swarmnames.h), all with random
+ * content ids; it serves nothing. A process holds at most its fd limit's
+ * worth of sessions (two per leaf in a group): tests/tools/swarm_procs.sh
+ * splits a larger swarm over several processes.
+ *
+ * Leaves start at --start-rate per second (or one per --stagger-ms), with at
+ * most --max-pending started but not yet attached. With --search-rate R the
+ * swarm sends R searches a second, each from the next attached leaf without
+ * a search in flight, for two keywords of another of its leaves' entries (so
+ * every search should hit), and records the time from sending to the first
+ * hit.
  *
  * Its control socket (DIR/control.sock, shared/control.h) answers
  *   {"cmd":"status"}  {"leaves":N,"attached":n,"by_supernode":{"<id>":count,...},
  *                      "max_term":t,"publishes":total,"leader_changes":total,
- *                      "watching":n}
+ *                      "watching":n,"started":n,"attach_all_ms":ms or -1,
+ *                      "attach_rate":sessions/s,"pings_sent":n,
+ *                      "searches_sent":n,"searches_hit":n,"searches_missed":n,
+ *                      "search_p50_ms":x,"search_p99_ms":y}
+ *                     attach_all_ms is the time from the first start until
+ *                     every leaf was attached (the first time);
+ *                     attach_rate is N over it (or attached over the time
+ *                     so far); p50/p99 are nearest-rank over the last
+ *                     SWARM_MAX_SAMPLES hits, in milliseconds.
+ *   {"cmd":"search_rate","rate":R}
+ *                     searches at R a second from now on (0: none), with the
+ *                     search counters and latencies reset; {"search_rate":R}
  *   {"cmd":"wait_moved","from":"<node id hex>","timeout_ms":T}
  *                     first {"waiting":N}, as soon as the request is armed (so a
  *                     caller can start the failure after reading it), then
@@ -35,12 +61,20 @@
 #include "clock.h"
 #include "config.h"
 #include "control.h"
+#include "evloop.h"
 #include "identity.h"
 #include "leafcore.h"
 #include "session.h"
+#include "swarmnames.h"
+#include "wire.h"
 
-#define SWARM_MAX_LEAVES 5000
+/* A super node holds 19,000 leaves within the 20,000 fd limit here; one
+ * process of the swarm holds as many (one session each, outside a group). */
+#define SWARM_MAX_LEAVES 19000
 #define SWARM_MAX_FILES 10000
+#define SWARM_MAX_SAMPLES 100000 /* search latencies kept for p50/p99 */
+#define SWARM_TICK_MS 10         /* the starter's and the searcher's period */
+#define SWARM_MAX_RATE 100000    /* searches or starts a second */
 
 typedef struct Swarm Swarm;
 
@@ -51,9 +85,12 @@ typedef struct {
   LeafCore *core;
   Session *session[2];      /* by LeafSlot; owned reference */
   GCancellable *dialing[2]; /* by LeafSlot; a dial under way */
-  GSource *tick;
-  GSource *start;
+  EvTimer tick;             /* the core's next deadline, in the swarm's one timer heap */
   gboolean running_actions;
+  gboolean attached; /* as last counted in Swarm.attached */
+  uint32_t search;   /* the search in flight (0: none) */
+  gboolean search_hit;
+  int64_t search_t0; /* monotonic microseconds at sending */
 } SwarmLeaf;
 
 /* One pending wait_moved request. */
@@ -74,8 +111,29 @@ struct Swarm {
   unsigned n;
   ControlServer *ctl;
   GPtrArray *waiters; /* Waiter*, owned */
-  GSource *wait_timer;
+  EvLoop *ev;         /* the context's epoll set and timer heap (shared/evloop.h) */
+  EvTimer wait_timer;
   uint64_t next_sid;
+  uint64_t first;   /* --first-index */
+  unsigned files;   /* --files-per-leaf */
+  unsigned entries; /* --entries-per-leaf */
+  /* Starting. */
+  EvTimer start_timer;
+  double start_rate; /* leaves a second; 0: all at once */
+  unsigned max_pending;
+  unsigned started, attached;
+  int64_t t_start;       /* monotonic us of the first start */
+  int64_t attach_all_us; /* -1 until every leaf was attached once */
+  /* Searching. */
+  EvTimer search_timer;
+  double search_rate;
+  unsigned search_wait_ms;
+  unsigned search_cursor;
+  int64_t search_t0;
+  uint64_t searches_sent, searches_hit, searches_missed, searches_skipped;
+  uint32_t *samples; /* microseconds, a ring of SWARM_MAX_SAMPLES */
+  uint64_t n_samples;
+  uint64_t pings_sent;
 };
 
 typedef struct {
@@ -86,6 +144,9 @@ typedef struct {
 
 static void swarm_run_actions(SwarmLeaf *lf);
 static void waiters_update(Swarm *sw, SwarmLeaf *lf, uint64_t now);
+static void attached_update(Swarm *sw, SwarmLeaf *lf);
+static void sample_add(Swarm *sw, int64_t us);
+static void on_search_timer(EvTimer *t, void *ud);
 
 static void rng_fill(uint8_t *out, size_t n, void *ctx)
 {
@@ -201,12 +262,20 @@ static void slot_dial(SwarmLeaf *lf, LeafSlot slot, const char *addr)
 
 /* --- the core's actions ---------------------------------------------------------- */
 
-static gboolean on_tick(gpointer ud)
+/* Arms t for deadline; UINT64_MAX (nothing due) disarms it. */
+static void ev_arm(EvTimer *t, uint64_t deadline)
+{
+  if (deadline == UINT64_MAX)
+    evtimer_disarm(t);
+  else
+    evtimer_arm(t, deadline);
+}
+
+static void on_tick(EvTimer *t, void *ud)
 {
   SwarmLeaf *lf = ud;
   leaf_core_tick(lf->core, clock_now_ms());
   swarm_run_actions(lf);
-  return G_SOURCE_REMOVE;
 }
 
 static void swarm_run_actions(SwarmLeaf *lf)
@@ -223,8 +292,12 @@ static void swarm_run_actions(SwarmLeaf *lf)
       slot_dial(lf, a.slot, a.addr);
       break;
     case LEAF_ACT_SEND:
-      if (lf->session[a.slot])
+      if (lf->session[a.slot]) {
+        /* u8 version | u8 type: the super node's keepalive load. */
+        if (a.len >= 2 && a.data[1] == MSG_PING)
+          lf->sw->pings_sent++;
         session_send(lf->session[a.slot], a.data, a.len);
+      }
       break;
     case LEAF_ACT_CLOSE:
       slot_drop(lf, a.slot, a.reason ? a.reason : "closed");
@@ -241,24 +314,150 @@ static void swarm_run_actions(SwarmLeaf *lf)
       lf->session[LEAF_SLOT_WATCH] = NULL;
       break;
     case LEAF_ACT_HIT:
+      if (a.search == lf->search && lf->search && !lf->search_hit) {
+        lf->search_hit = TRUE;
+        sample_add(lf->sw, g_get_monotonic_time() - lf->search_t0);
+      }
+      break;
     case LEAF_ACT_SEARCH_DONE:
+      if (a.search == lf->search && lf->search) {
+        if (lf->search_hit)
+          lf->sw->searches_hit++;
+        else
+          lf->sw->searches_missed++;
+        lf->search = 0;
+      }
+      break;
     case LEAF_ACT_NAT_INFO:
     case LEAF_ACT_SIGNAL:
-      break; /* the swarm searches nothing and links to no leaf */
+      break; /* the swarm links to no leaf */
     }
     leaf_action_clear(&a);
   }
   lf->running_actions = FALSE;
-  timer_arm(&lf->tick, lf->sw->ctx, leaf_core_next_deadline(lf->core), on_tick, lf);
+  ev_arm(&lf->tick, leaf_core_next_deadline(lf->core));
+  attached_update(lf->sw, lf);
   waiters_update(lf->sw, lf, clock_now_ms());
 }
 
-static gboolean on_start(gpointer ud)
+/* --- starting ------------------------------------------------------------------ */
+
+static void attached_update(Swarm *sw, SwarmLeaf *lf)
 {
-  SwarmLeaf *lf = ud;
-  leaf_core_start(lf->core, clock_now_ms());
+  gboolean now_attached = leaf_core_is_connected(lf->core);
+  if (now_attached == lf->attached)
+    return;
+  lf->attached = now_attached;
+  if (now_attached)
+    sw->attached++;
+  else
+    sw->attached--;
+  if (sw->attached == sw->n && sw->attach_all_us < 0) {
+    sw->attach_all_us = g_get_monotonic_time() - sw->t_start;
+    g_message("all %u leaves attached in %.0f ms (%.0f sessions/s)", sw->n,
+              (double)sw->attach_all_us / 1000, sw->n * 1e6 / (double)MAX(sw->attach_all_us, 1));
+    /* Searches run on a settled swarm, so their latency is the index's and
+     * the loop's, not the attach storm's. */
+    if (sw->search_rate > 0)
+      evtimer_arm(&sw->search_timer, clock_now_ms());
+  }
+}
+
+/* Starts leaves at start_rate a second, keeping at most max_pending
+ * started but not attached: an attach rate measured this way is what the
+ * super node sustains, not how many handshakes it can be made to shed. */
+static void on_start_timer(EvTimer *t, void *ud)
+{
+  Swarm *sw = ud;
+  int64_t now = g_get_monotonic_time();
+  if (sw->started == 0)
+    sw->t_start = now;
+  uint64_t allowed = sw->n;
+  if (sw->start_rate > 0)
+    allowed = MIN(allowed, (uint64_t)((double)(now - sw->t_start) * sw->start_rate / 1e6) + 1);
+  while (sw->started < allowed && sw->started - MIN(sw->attached, sw->started) < sw->max_pending) {
+    SwarmLeaf *lf = &sw->leaves[sw->started++];
+    leaf_core_start(lf->core, clock_now_ms());
+    swarm_run_actions(lf);
+  }
+  if (sw->started < sw->n)
+    evtimer_arm(&sw->start_timer, clock_now_ms() + SWARM_TICK_MS);
+}
+
+/* --- searching ------------------------------------------------------------------ */
+
+static void sample_add(Swarm *sw, int64_t us)
+{
+  sw->samples[sw->n_samples++ % SWARM_MAX_SAMPLES] = (uint32_t)CLAMP(us, 0, G_MAXUINT32);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* p50 and p99 (nearest rank) of the kept samples, in ms; -1 if none. */
+static void sample_percentiles(const Swarm *sw, double *p50, double *p99)
+{
+  size_t n = (size_t)MIN(sw->n_samples, SWARM_MAX_SAMPLES);
+  *p50 = *p99 = -1;
+  if (n == 0)
+    return;
+  uint32_t *v = g_memdup2(sw->samples, n * sizeof *v);
+  qsort(v, n, sizeof *v, cmp_u32);
+  size_t r50 = (n * 50 + 99) / 100, r99 = (n * 99 + 99) / 100;
+  *p50 = v[MAX(r50, 1) - 1] / 1000.0;
+  *p99 = v[MAX(r99, 1) - 1] / 1000.0;
+  g_free(v);
+}
+
+/* One search from lf for an entry of another leaf of this process. */
+static void search_one(Swarm *sw, SwarmLeaf *lf)
+{
+  unsigned j = sw->n > 1 ? (lf->idx + 1 + (unsigned)g_random_int_range(0, (gint)sw->n - 1)) % sw->n
+                         : lf->idx;
+  char name[SWARMNAME_MAX + 1], query[128];
+  if (sw->entries > 0) {
+    unsigned k = (unsigned)g_random_int_range(0, (gint)sw->entries);
+    swarmname_make(sw->first + j, k, name, sizeof name, query, sizeof query);
+  } else {
+    unsigned k = (unsigned)g_random_int_range(0, (gint)sw->files);
+    g_snprintf(query, sizeof query, "swarm %" G_GUINT64_FORMAT " %u", sw->first + j, k);
+  }
+  lf->search_hit = FALSE;
+  lf->search_t0 = g_get_monotonic_time();
+  lf->search =
+      leaf_core_search(lf->core, QUERY_KEYWORDS, query, 1, sw->search_wait_ms, clock_now_ms());
+  leaf_core_search_limit(lf->core, lf->search, 1);
+  sw->searches_sent++;
   swarm_run_actions(lf);
-  return G_SOURCE_REMOVE;
+}
+
+/* Sends the searches owed at search_rate since the first one, each from the
+ * next attached leaf with none in flight; owed searches that find no such
+ * leaf are skipped (counted), not queued. */
+static void on_search_timer(EvTimer *t, void *ud)
+{
+  Swarm *sw = ud;
+  int64_t now = g_get_monotonic_time();
+  if (sw->search_t0 == 0)
+    sw->search_t0 = now;
+  uint64_t owed = (uint64_t)((double)(now - sw->search_t0) * sw->search_rate / 1e6);
+  while (sw->searches_sent + sw->searches_skipped < owed) {
+    SwarmLeaf *lf = NULL;
+    for (unsigned tries = 0; tries < sw->n && !lf; tries++) {
+      SwarmLeaf *c = &sw->leaves[sw->search_cursor++ % sw->n];
+      if (c->attached && c->search == 0)
+        lf = c;
+    }
+    if (!lf) {
+      sw->searches_skipped++;
+      continue;
+    }
+    search_one(sw, lf);
+  }
+  evtimer_arm(&sw->search_timer, clock_now_ms() + SWARM_TICK_MS);
 }
 
 /* --- wait_moved ------------------------------------------------------------------ */
@@ -279,7 +478,7 @@ static void waiter_free(Waiter *w)
   g_free(w);
 }
 
-static gboolean on_wait_timer(gpointer ud);
+static void on_wait_timer(EvTimer *t, void *ud);
 
 static void wait_timer_arm(Swarm *sw)
 {
@@ -291,7 +490,7 @@ static void wait_timer_arm(Swarm *sw)
   /* Also wake every second to notice callers that gave up. */
   if (next != UINT64_MAX)
     next = MIN(next, clock_now_ms() + 1000);
-  timer_arm(&sw->wait_timer, sw->ctx, next, on_wait_timer, sw);
+  ev_arm(&sw->wait_timer, next);
 }
 
 /* Answers and removes waiter i (the caller iterates backwards). */
@@ -332,7 +531,7 @@ static void waiters_update(Swarm *sw, SwarmLeaf *lf, uint64_t now)
     wait_timer_arm(sw);
 }
 
-static gboolean on_wait_timer(gpointer ud)
+static void on_wait_timer(EvTimer *t, void *ud)
 {
   Swarm *sw = ud;
   uint64_t now = clock_now_ms();
@@ -350,7 +549,6 @@ static gboolean on_wait_timer(gpointer ud)
     }
   }
   wait_timer_arm(sw);
-  return G_SOURCE_REMOVE;
 }
 
 static void wait_moved_start(Swarm *sw, ControlClient *cl, JsonObject *req)
@@ -384,6 +582,33 @@ static void wait_moved_start(Swarm *sw, ControlClient *cl, JsonObject *req)
 
 /* --- control socket -------------------------------------------------------------- */
 
+static double attach_rate(const Swarm *sw)
+{
+  if (sw->started == 0)
+    return 0;
+  int64_t us = sw->attach_all_us >= 0 ? sw->attach_all_us : g_get_monotonic_time() - sw->t_start;
+  unsigned n = sw->attach_all_us >= 0 ? sw->n : sw->attached;
+  return n * 1e6 / (double)MAX(us, 1);
+}
+
+/* The load figures, for status and for the summary at exit. */
+static void swarm_figures(const Swarm *sw, JsonObject *o)
+{
+  double p50, p99;
+  sample_percentiles(sw, &p50, &p99);
+  json_object_set_int_member(o, "started", sw->started);
+  json_object_set_int_member(o, "attach_all_ms",
+                             sw->attach_all_us >= 0 ? sw->attach_all_us / 1000 : -1);
+  json_object_set_double_member(o, "attach_rate", attach_rate(sw));
+  json_object_set_int_member(o, "pings_sent", (gint64)sw->pings_sent);
+  json_object_set_int_member(o, "searches_sent", (gint64)sw->searches_sent);
+  json_object_set_int_member(o, "searches_hit", (gint64)sw->searches_hit);
+  json_object_set_int_member(o, "searches_missed", (gint64)sw->searches_missed);
+  json_object_set_int_member(o, "searches_skipped", (gint64)sw->searches_skipped);
+  json_object_set_double_member(o, "search_p50_ms", p50);
+  json_object_set_double_member(o, "search_p99_ms", p99);
+}
+
 static void send_status(Swarm *sw, ControlClient *cl)
 {
   JsonObject *by = json_object_new();
@@ -411,6 +636,33 @@ static void send_status(Swarm *sw, ControlClient *cl)
   json_object_set_int_member(o, "publishes", (gint64)publishes);
   json_object_set_int_member(o, "leader_changes", (gint64)changes);
   json_object_set_int_member(o, "watching", watching);
+  swarm_figures(sw, o);
+  json_object_set_boolean_member(o, "done", TRUE);
+  control_send(cl, o);
+  control_finish(cl);
+}
+
+/* A new search rate from now on (0 stops); the counters and latencies start
+ * afresh, so status shows this phase alone. Searches already in flight
+ * finish uncounted. */
+static void search_rate_set(Swarm *sw, ControlClient *cl, JsonObject *req)
+{
+  gdouble rate = json_object_get_double_member_with_default(req, "rate", -1);
+  if (rate < 0 || rate > SWARM_MAX_RATE || (rate > 0 && sw->files + sw->entries == 0)) {
+    control_fail(cl, "bad search_rate: rate 0..100000, and the leaves publish entries");
+    return;
+  }
+  for (unsigned i = 0; i < sw->n; i++)
+    sw->leaves[i].search = 0;
+  sw->search_rate = rate;
+  sw->search_t0 = 0;
+  sw->searches_sent = sw->searches_hit = sw->searches_missed = sw->searches_skipped = 0;
+  sw->n_samples = 0;
+  evtimer_disarm(&sw->search_timer);
+  if (rate > 0 && sw->attach_all_us >= 0)
+    evtimer_arm(&sw->search_timer, clock_now_ms());
+  JsonObject *o = json_object_new();
+  json_object_set_double_member(o, "search_rate", rate);
   json_object_set_boolean_member(o, "done", TRUE);
   control_send(cl, o);
   control_finish(cl);
@@ -424,8 +676,10 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
     send_status(sw, cl);
   else if (strcmp(cmd, "wait_moved") == 0)
     wait_moved_start(sw, cl, req);
+  else if (strcmp(cmd, "search_rate") == 0)
+    search_rate_set(sw, cl, req);
   else
-    control_fail(cl, "unknown command (status, wait_moved)");
+    control_fail(cl, "unknown command (status, wait_moved, search_rate)");
 }
 
 /* --- the daemon ------------------------------------------------------------------- */
@@ -446,24 +700,55 @@ static void raise_fd_limit(void)
   }
 }
 
-static void leaf_manifest(SwarmLeaf *lf, unsigned files, uint64_t now)
+/* "swarm-<i>-<k>" (failover.sh searches for those), then realistic names. */
+static void leaf_manifest(SwarmLeaf *lf, uint64_t now)
 {
-  LeafEntry *e = g_new0(LeafEntry, files ? files : 1);
-  for (unsigned k = 0; k < files; k++) {
-    e[k].name = g_strdup_printf("swarm-%u-%u", lf->idx, k);
+  const Swarm *sw = lf->sw;
+  unsigned n = sw->files + sw->entries;
+  uint64_t i = sw->first + lf->idx;
+  LeafEntry *e = g_new0(LeafEntry, n ? n : 1);
+  for (unsigned k = 0; k < n; k++) {
+    if (k < sw->files) {
+      e[k].name = g_strdup_printf("swarm-%" G_GUINT64_FORMAT "-%u", i, k);
+    } else {
+      char name[SWARMNAME_MAX + 1];
+      swarmname_make(i, k - sw->files, name, sizeof name, NULL, 0);
+      e[k].name = g_strdup(name);
+    }
     e[k].size = 1000 + (uint64_t)g_random_int_range(0, 1000000);
     rng_fill(e[k].cid, sizeof e[k].cid, NULL);
   }
-  leaf_core_set_manifest(lf->core, e, files, now);
-  for (unsigned k = 0; k < files; k++)
+  leaf_core_set_manifest(lf->core, e, n, now);
+  for (unsigned k = 0; k < n; k++)
     g_free(e[k].name);
   g_free(e);
+}
+
+/* The figures on stdout at exit, one "key: value" a line, for scripts. */
+static void print_summary(const Swarm *sw)
+{
+  double p50, p99;
+  sample_percentiles(sw, &p50, &p99);
+  printf("swarm_leaves: %u\n", sw->n);
+  printf("swarm_attached: %u\n", sw->attached);
+  printf("swarm_attach_all_ms: %" G_GINT64_FORMAT "\n",
+         sw->attach_all_us >= 0 ? sw->attach_all_us / 1000 : -1);
+  printf("swarm_attach_rate: %.0f sessions/s\n", attach_rate(sw));
+  printf("swarm_pings_sent: %" G_GUINT64_FORMAT "\n", sw->pings_sent);
+  printf("swarm_searches: %" G_GUINT64_FORMAT " sent, %" G_GUINT64_FORMAT " hit, %" G_GUINT64_FORMAT
+         " missed, %" G_GUINT64_FORMAT " skipped\n",
+         sw->searches_sent, sw->searches_hit, sw->searches_missed, sw->searches_skipped);
+  printf("swarm_search_latency: p50 %.2f ms, p99 %.2f ms\n", p50, p99);
+  fflush(stdout);
 }
 
 static int run_swarm(int argc, char **argv)
 {
   gchar *sn_addr = NULL, *state_dir = NULL, *log_level = NULL;
-  gint leaves = 0, files = 10, keepalive_ms = 5000, stagger_ms = 5;
+  gint leaves = 0, files = 10, n_entries = 0, keepalive_ms = 5000, stagger_ms = 5;
+  gint max_pending = 1000, search_wait_ms = 2000;
+  gint64 first = 0;
+  gdouble start_rate = -1, search_rate = 0;
   GOptionEntry entries[] = {
       {"supernode", 0, 0, G_OPTION_ARG_STRING, &sn_addr, "Super node every leaf dials first",
        "HOST:PORT"},
@@ -473,8 +758,20 @@ static int run_swarm(int argc, char **argv)
        "K"},
       {"keepalive-ms", 0, 0, G_OPTION_ARG_INT, &keepalive_ms, "Keepalive interval (default 5000)",
        "MS"},
+      {"entries-per-leaf", 0, 0, G_OPTION_ARG_INT, &n_entries,
+       "Entries with realistic names each leaf publishes as well (default 0)", "K"},
+      {"first-index", 0, 0, G_OPTION_ARG_INT64, &first,
+       "Number of the first leaf, in names (default 0)", "I"},
       {"stagger-ms", 0, 0, G_OPTION_ARG_INT, &stagger_ms,
-       "Delay between two leaves' first dials (default 5)", "MS"},
+       "Delay between two leaves' first dials (default 5; 0: all at once)", "MS"},
+      {"start-rate", 0, 0, G_OPTION_ARG_DOUBLE, &start_rate,
+       "Leaves started a second, 0: all at once (instead of --stagger-ms)", "R"},
+      {"max-pending", 0, 0, G_OPTION_ARG_INT, &max_pending,
+       "Leaves started but not attached, at most (default 1000)", "P"},
+      {"search-rate", 0, 0, G_OPTION_ARG_DOUBLE, &search_rate,
+       "Searches a second once every leaf attached (default 0)", "R"},
+      {"search-wait-ms", 0, 0, G_OPTION_ARG_INT, &search_wait_ms,
+       "A search without a hit by then is missed (default 2000)", "MS"},
       {"log-level", 0, 0, G_OPTION_ARG_STRING, &log_level, "error, warning, info (default), debug",
        "LEVEL"},
       {NULL, 0, 0, 0, NULL, NULL, NULL}};
@@ -488,11 +785,16 @@ static int run_swarm(int argc, char **argv)
     goto out;
   }
   if (!sn_addr || !state_dir || leaves < 1 || leaves > SWARM_MAX_LEAVES || files < 0 ||
-      files > SWARM_MAX_FILES || keepalive_ms < 100 || stagger_ms < 0) {
+      n_entries < 0 || files + n_entries > SWARM_MAX_FILES || first < 0 || keepalive_ms < 100 ||
+      stagger_ms < 0 || start_rate > SWARM_MAX_RATE || max_pending < 1 || search_rate < 0 ||
+      search_rate > SWARM_MAX_RATE || search_wait_ms < 1 ||
+      (search_rate > 0 && files + n_entries == 0)) {
     fprintf(stderr,
             "canopy-swarm: --supernode, --state-dir and --leaves 1..%d are required; "
-            "--files-per-leaf 0..%d, --keepalive-ms >= 100, --stagger-ms >= 0\n",
-            SWARM_MAX_LEAVES, SWARM_MAX_FILES);
+            "--files-per-leaf + --entries-per-leaf 0..%d (1 or more to search), "
+            "--first-index >= 0, --keepalive-ms >= 100, --stagger-ms >= 0, "
+            "--start-rate and --search-rate 0..%d, --max-pending >= 1, --search-wait-ms >= 1\n",
+            SWARM_MAX_LEAVES, SWARM_MAX_FILES, SWARM_MAX_RATE);
     goto out;
   }
   if (!log_setup(log_level, &err) || !statedir_prepare(state_dir, &err)) {
@@ -512,6 +814,26 @@ static int run_swarm(int argc, char **argv)
   sw.waiters = g_ptr_array_new();
   sw.n = (unsigned)leaves;
   sw.leaves = g_new0(SwarmLeaf, sw.n);
+  sw.first = (uint64_t)first;
+  sw.files = (unsigned)files;
+  sw.entries = (unsigned)n_entries;
+  sw.start_rate = start_rate >= 0 ? start_rate : stagger_ms > 0 ? 1000.0 / stagger_ms : 0;
+  sw.max_pending = (unsigned)max_pending;
+  sw.attach_all_us = -1;
+  sw.search_rate = search_rate;
+  sw.search_wait_ms = (unsigned)search_wait_ms;
+  sw.samples = g_new0(uint32_t, SWARM_MAX_SAMPLES);
+  /* The sessions (shared/session.c) watch their sockets in this context's
+   * evloop; the leaves' timers share its heap, so an idle swarm costs
+   * O(log n) per keepalive, not O(leaves) per wakeup. */
+  sw.ev = evloop_for_context(sw.ctx);
+  if (!sw.ev) {
+    fprintf(stderr, "canopy-swarm: no epoll\n");
+    goto out;
+  }
+  evtimer_init(&sw.wait_timer, sw.ev, on_wait_timer, &sw);
+  evtimer_init(&sw.start_timer, sw.ev, on_start_timer, &sw);
+  evtimer_init(&sw.search_timer, sw.ev, on_search_timer, &sw);
 
   gchar *ctl_path = g_build_filename(state_dir, CONTROL_SOCKET_NAME, NULL);
   sw.ctl = control_server_new(ctl_path, sw.ctx, on_control, &sw, &err);
@@ -525,6 +847,7 @@ static int run_swarm(int argc, char **argv)
     SwarmLeaf *lf = &sw.leaves[i];
     lf->sw = &sw;
     lf->idx = i;
+    evtimer_init(&lf->tick, sw.ev, on_tick, lf);
     if (!identity_generate(&lf->id)) {
       fprintf(stderr, "canopy-swarm: cannot make an identity\n");
       goto out;
@@ -538,14 +861,16 @@ static int run_swarm(int argc, char **argv)
       fprintf(stderr, "canopy-swarm: cannot make a leaf core\n");
       goto out;
     }
-    leaf_manifest(lf, (unsigned)files, now);
-    timer_arm(&lf->start, sw.ctx, now + (uint64_t)stagger_ms * i, on_start, lf);
+    leaf_manifest(lf, now);
   }
-  g_message("swarm of %u leaves (%d entries each) dialing %s", sw.n, files, sn_addr);
+  evtimer_arm(&sw.start_timer, now);
+  g_message("swarm of %u leaves (%d + %d entries each) dialing %s", sw.n, files, n_entries,
+            sn_addr);
 
   g_unix_signal_add(SIGINT, on_signal, sw.loop);
   g_unix_signal_add(SIGTERM, on_signal, sw.loop);
   g_main_loop_run(sw.loop);
+  print_summary(&sw);
   rc = 0;
 out:
   if (sw.waiters) {
@@ -553,11 +878,12 @@ out:
       waiter_finish(&sw, i, clock_now_ms(), "shutting down");
     g_ptr_array_free(sw.waiters, TRUE);
   }
-  timer_disarm(&sw.wait_timer);
+  evtimer_disarm(&sw.wait_timer);
+  evtimer_disarm(&sw.start_timer);
+  evtimer_disarm(&sw.search_timer);
   for (unsigned i = 0; sw.leaves && i < sw.n; i++) {
     SwarmLeaf *lf = &sw.leaves[i];
-    timer_disarm(&lf->tick);
-    timer_disarm(&lf->start);
+    evtimer_disarm(&lf->tick);
     slot_drop(lf, LEAF_SLOT_PRIMARY, "shutting down");
     slot_drop(lf, LEAF_SLOT_WATCH, "shutting down");
     leaf_core_free(lf->core);
@@ -567,6 +893,7 @@ out:
   while (sw.ctx && g_main_context_iteration(sw.ctx, FALSE))
     ;
   g_free(sw.leaves);
+  g_free(sw.samples);
   control_server_free(sw.ctl);
   g_clear_object(&sw.dialer);
   if (sw.loop)
@@ -625,8 +952,42 @@ out:
   return rc;
 }
 
+static int cli_search_rate(int argc, char **argv)
+{
+  gchar *state_dir = NULL;
+  gdouble rate = -1;
+  GOptionEntry entries[] = {
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir, "State directory of the swarm", "DIR"},
+      {"rate", 0, 0, G_OPTION_ARG_DOUBLE, &rate, "Searches a second (0: stop)", "R"},
+      {NULL, 0, 0, 0, NULL, NULL, NULL}};
+  GOptionContext *oc = g_option_context_new("- search at a new rate, with fresh counters");
+  g_option_context_add_main_entries(oc, entries, NULL);
+  GError *err = NULL;
+  int rc = 2;
+  if (!g_option_context_parse(oc, &argc, &argv, &err) || !state_dir || rate < 0) {
+    fprintf(stderr, "canopy-swarm search-rate: %s\n",
+            err ? err->message : "--state-dir and --rate >= 0 are required");
+    goto out;
+  }
+  JsonObject *req = json_object_new();
+  json_object_set_string_member(req, "cmd", "search_rate");
+  json_object_set_double_member(req, "rate", rate);
+  gboolean ok = control_call(state_dir, req, print_line, NULL, 10, &err);
+  json_object_unref(req);
+  rc = ok ? 0 : 1;
+  if (!ok)
+    fprintf(stderr, "canopy-swarm search-rate: %s\n", err->message);
+out:
+  g_clear_error(&err);
+  g_option_context_free(oc);
+  g_free(state_dir);
+  return rc;
+}
+
 int main(int argc, char **argv)
 {
+  if (argc > 1 && strcmp(argv[1], "search-rate") == 0)
+    return cli_search_rate(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "status") == 0)
     return control_show("canopy-swarm", "status", "- show the swarm's leaves", argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "wait-moved") == 0)
