@@ -47,14 +47,14 @@
 /* One unverified address learned from others is probed this often, so
  * that what a node passes on (verified addresses only) reaches beyond its
  * neighbours: newcomers then link across the mesh, not into one corner. */
-#define DEGREE_EXPLORE_MS 1000
+#define DEGREE_EXPLORE_MS 500
 /* Besides its D links, a node keeps DEGREE_SHORTCUTS long-range links to
  * addresses drawn at random from what it verified (Kleinberg's small
  * world): links made through a direction node stay near it, and a mesh of
  * only those grows long and narrow, with bridges; a random link or two per
  * node makes its diameter logarithmic. One is looked for every
  * DEGREE_SHORTCUT_MS while fewer are up (and links < the soft max). */
-#define DEGREE_SHORTCUTS 1
+#define DEGREE_SHORTCUTS 2
 #define DEGREE_SHORTCUT_MS 5000
 /* HOSTS (addresses and loads) to each link: on link-up and this often. */
 #define DEGREE_HOSTS_INTERVAL_MS 5000
