@@ -493,9 +493,18 @@ size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, siz
   return n;
 }
 
+/* Known loads with room by MESH_LOAD_BUCKET, then unknown ones (an address
+ * learned second hand may well have room), then the full. */
+static unsigned load_bucket(unsigned load)
+{
+  if (load == WIRE_LOAD_UNKNOWN)
+    return 100 / MESH_LOAD_BUCKET;
+  return load >= 100 ? 100 / MESH_LOAD_BUCKET + 1 : load / MESH_LOAD_BUCKET;
+}
+
 typedef struct {
   const MeshAddr *a;
-  unsigned bucket; /* load / MESH_LOAD_BUCKET; unknown loads after all */
+  unsigned bucket; /* load_bucket() */
   uint32_t shuffle;
 } HostKey;
 
@@ -521,7 +530,7 @@ size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max,
     /* Within a bucket a new order every call: the hosts one node names are
      * a fresh sample of the least loaded each time, not always the same
      * few (which would pile newcomers onto them and cluster the mesh). */
-    keys[n++] = (HostKey){a, load / MESH_LOAD_BUCKET, addr_hash(m, a->addr, m->calls)};
+    keys[n++] = (HostKey){a, load_bucket(load), addr_hash(m, a->addr, m->calls)};
   }
   m->calls++;
   qsort(keys, n, sizeof *keys, host_cmp);

@@ -156,8 +156,8 @@ size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, siz
 /* Fills out[] for HOSTS and REFUSE: up to max addresses mesh_sample would
  * pass on (verified, not self, not exclude_id, not failing), least loaded
  * first: by leaf_load (by_leaf_load) or by link_load in MESH_LOAD_BUCKET
- * steps, unknown loads last, then fewer failures, then a new random order
- * each call. out[i].addr borrows the book's
+ * steps, then unknown loads, then full ones (100); then fewer failures,
+ * then a new random order each call. out[i].addr borrows the book's
  * string: valid until the next call that changes the book. Returns how
  * many. */
 size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max, bool by_leaf_load);

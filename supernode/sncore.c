@@ -414,7 +414,13 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
                   ? c->stats.links < hard
                   : degree_accept(c->cfg.target_degree, c->cfg.max_super_links, c->stats.links,
                                   listen[0] && mesh_configured(c->mesh, listen));
-  if (!room && !p->outbound && c->cfg.discovery && c->stats.links < hard &&
+  /* Room is made only for a node that needs links: one its gossip said
+   * has D or more (a long-range dial, degree.h) just gets the REFUSE, or
+   * long-range links would evict each other without end. */
+  uint8_t load = listen[0] ? mesh_link_load(c->mesh, listen) : WIRE_LOAD_UNKNOWN;
+  bool needy = load == WIRE_LOAD_UNKNOWN ||
+               load < degree_link_load(c->cfg.target_degree, c->cfg.target_degree);
+  if (!room && needy && !p->outbound && c->cfg.discovery && c->stats.links < hard &&
       sn_link_make_room(c, now))
     room = true;
   if (!room) {
