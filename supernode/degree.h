@@ -92,6 +92,15 @@ typedef struct {
  * least), then inbound before outbound, then the youngest. */
 const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, size_t n);
 
+/* Above DEGREE_TRIM links (D + D/2), one link a round whose peer is above
+ * it too, and at least DEGREE_EVICT_MIN_AGE_MS old, is dropped: both ends
+ * keep more than D. Dialing until D and taking inbound up to 2D would
+ * otherwise fill every node to 2D, leaving no room for newcomers and
+ * long-range links. NULL if none qualifies (kept links never). */
+const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, size_t n,
+                                   uint64_t now);
+unsigned degree_trim(unsigned target);
+
 /* A full node makes room for an inbound newcomer by dropping a link whose
  * peer has more than D links (its load, as it last said, tells): the peer
  * keeps at least D, the newcomer gets a link, and our count stays. NULL if

@@ -156,7 +156,7 @@ static void collect_cb(gpointer k, gpointer v, gpointer ud)
     return;
   DegreeLink l = {
       .conn = p->conn,
-      .keep = p->member || (p->outbound && mesh_configured(s->c->mesh, p->addr)),
+      .keep = p->member || p->shortcut || (p->outbound && mesh_configured(s->c->mesh, p->addr)),
       .inbound = !p->outbound,
       .peer_load = p->addr[0] ? mesh_link_load(s->c->mesh, p->addr) : WIRE_LOAD_UNKNOWN,
       .up_since = p->up_since,
@@ -219,6 +219,9 @@ void sn_links_tick(SnCore *c, uint64_t now)
       c->cfg.discovery
           ? degree_pick_shed(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len)
           : NULL;
+  if (!shed && c->cfg.discovery)
+    shed = degree_pick_trim(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len,
+                            now);
   if (shed) {
     Peer *p = g_ptr_array_index(s.peers, (guint)(shed - (const DegreeLink *)s.links->data));
     c->stats.links_shed++;
