@@ -16,6 +16,9 @@
  * - above the soft max it sheds links, one at a time, preferring the link
  *   whose peer has the most other links (so nobody falls below D because of
  *   it), never a link it dialed as --peer nor a group member's;
+ * - above D + ceil(D/2) links it trims a link whose peer is above that too
+ *   (degree_pick_trim), so that nodes do not all fill to 2D;
+ * - it keeps DEGREE_SHORTCUTS long-range links to random verified addresses;
  * - a refused dialer waits max(retry_ms, an exponential backoff with random
  *   jitter), capped, before that address again, and dials the hosts given.
  * So every node of a mesh bigger than D ends with D..2D links (documented in
