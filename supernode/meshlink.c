@@ -219,13 +219,16 @@ void sn_links_tick(SnCore *c, uint64_t now)
       c->cfg.discovery
           ? degree_pick_shed(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len)
           : NULL;
-  if (!shed && c->cfg.discovery)
+  const char *why = "shed: over the soft max of links";
+  if (!shed && c->cfg.discovery) {
     shed = degree_pick_trim(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len,
                             now);
+    why = "trimmed: both ends have links to spare";
+  }
   if (shed) {
     Peer *p = g_ptr_array_index(s.peers, (guint)(shed - (const DegreeLink *)s.links->data));
     c->stats.links_shed++;
-    sn_link_refuse(c, p, "shed: over the soft max of links", now);
+    sn_link_refuse(c, p, why, now);
   }
   g_array_unref(s.links);
   g_ptr_array_unref(s.peers);

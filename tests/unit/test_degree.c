@@ -94,13 +94,34 @@ static void test_evict(void **state)
   assert_ptr_equal(degree_pick_evict(4, l, 3, now), &l[0]);
 }
 
+static void test_trim(void **state)
+{
+  (void)state;
+  uint64_t now = 100000;
+  DegreeLink l[7];
+  for (int i = 0; i < 7; i++)
+    l[i] = (DegreeLink){.conn = (uint64_t)i + 1, .peer_load = 50, .up_since = 0};
+  /* D 4: trimmed above 6 links only, and only a link whose peer has more
+   * than 6 too (both keep more than D). */
+  assert_int_equal(degree_trim(4), 6);
+  assert_null(degree_pick_trim(4, l, 6, now));
+  assert_null(degree_pick_trim(4, l, 7, now));
+  l[5].peer_load = degree_link_load(4, 7);
+  assert_ptr_equal(degree_pick_trim(4, l, 7, now), &l[5]);
+  /* Never a young link, nor a kept one (a --peer, a member, a long-range). */
+  l[5].up_since = now - 1;
+  assert_null(degree_pick_trim(4, l, 7, now));
+  l[5].up_since = 0;
+  l[5].keep = true;
+  assert_null(degree_pick_trim(4, l, 7, now));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_bounds),
-      cmocka_unit_test(test_retry_backoff),
-      cmocka_unit_test(test_shed),
-      cmocka_unit_test(test_evict),
+      cmocka_unit_test(test_bounds), cmocka_unit_test(test_retry_backoff),
+      cmocka_unit_test(test_shed),   cmocka_unit_test(test_evict),
+      cmocka_unit_test(test_trim),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
