@@ -57,8 +57,8 @@
  * only those grows long and narrow, with bridges; a random link or two per
  * node makes its diameter logarithmic. One is looked for every
  * DEGREE_SHORTCUT_MS while fewer are up (and links < the soft max). */
-#define DEGREE_SHORTCUTS 2
-#define DEGREE_SHORTCUT_MS 5000
+#define DEGREE_SHORTCUTS 3
+#define DEGREE_SHORTCUT_MS 2000
 /* HOSTS (addresses and loads) to each link: on link-up and this often. */
 #define DEGREE_HOSTS_INTERVAL_MS 5000
 

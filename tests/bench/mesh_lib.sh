@@ -102,9 +102,12 @@ mesh_sum() {
   echo "$sum"
 }
 
-# mesh_recall LEAF: distinct unique files it finds at the default TTL.
+# mesh_recall LEAF [TTL]: distinct unique files it finds (at the leaf's
+# default TTL unless given).
 mesh_recall() {
-  "$LEAF" search --state-dir "$T/$1" --json --wait "${MESH_WAIT:-4000}" meshfile |
+  local ttl=()
+  [ -z "${2:-}" ] || ttl=(--ttl "$2")
+  "$LEAF" search --state-dir "$T/$1" --json --wait "${MESH_WAIT:-4000}" "${ttl[@]}" meshfile |
     jq -r .name | sort -u | grep -c '^meshfile ' || true
 }
 
