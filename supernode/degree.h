@@ -8,11 +8,17 @@
  * - a node dials learned addresses while links + dials under way < D;
  * - it takes an inbound link while links < the soft max 2D (DEGREE_SOFT_MUL),
  *   and from an address of its own --peer list (or a group's pinned one) up
- *   to the hard max; anybody else gets REFUSE (REFUSE_LINKS_FULL) with the
- *   addresses of others, least linked first, and a retry_ms;
+ *   to the hard max; when full, it makes room by dropping a link whose peer
+ *   has more than D links (that peer keeps D or more: edge splitting, which
+ *   also pulls the mean degree towards D); else the newcomer gets REFUSE
+ *   (REFUSE_LINKS_FULL) with the addresses of others, least linked first,
+ *   and a retry_ms;
  * - above the soft max it sheds links, one at a time, preferring the link
  *   whose peer has the most other links (so nobody falls below D because of
  *   it), never a link it dialed as --peer nor a group member's;
+ * - above D + ceil(D/2) links it trims a link whose peer is above that too
+ *   (degree_pick_trim), so that nodes do not all fill to 2D;
+ * - it keeps DEGREE_SHORTCUTS long-range links to random verified addresses;
  * - a refused dialer waits max(retry_ms, an exponential backoff with random
  *   jitter), capped, before that address again, and dials the hosts given.
  * So every node of a mesh bigger than D ends with D..2D links (documented in
@@ -39,6 +45,20 @@
 #define DEGREE_BACKOFF_MIN_MS 2000
 #define DEGREE_BACKOFF_MAX_MS 120000
 #define DEGREE_RETRY_CAP_MS 600000
+/* A link this young is never evicted for a newcomer (degree_pick_evict). */
+#define DEGREE_EVICT_MIN_AGE_MS 10000
+/* One unverified address learned from others is probed this often, so
+ * that what a node passes on (verified addresses only) reaches beyond its
+ * neighbours: newcomers then link across the mesh, not into one corner. */
+#define DEGREE_EXPLORE_MS 500
+/* Besides its D links, a node keeps DEGREE_SHORTCUTS long-range links to
+ * addresses drawn at random from what it verified (Kleinberg's small
+ * world): links made through a direction node stay near it, and a mesh of
+ * only those grows long and narrow, with bridges; a random link or two per
+ * node makes its diameter logarithmic. One is looked for every
+ * DEGREE_SHORTCUT_MS while fewer are up (and links < the soft max). */
+#define DEGREE_SHORTCUTS 3
+#define DEGREE_SHORTCUT_MS 2000
 /* HOSTS (addresses and loads) to each link: on link-up and this often. */
 #define DEGREE_HOSTS_INTERVAL_MS 5000
 
@@ -74,5 +94,23 @@ typedef struct {
  * kept one; the one whose peer is the most loaded (unknown loads count as
  * least), then inbound before outbound, then the youngest. */
 const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, size_t n);
+
+/* Above DEGREE_TRIM links (D + D/2), one link a round whose peer is above
+ * it too, and at least DEGREE_EVICT_MIN_AGE_MS old, is dropped: both ends
+ * keep more than D. Dialing until D and taking inbound up to 2D would
+ * otherwise fill every node to 2D, leaving no room for newcomers and
+ * long-range links. NULL if none qualifies (kept links never). */
+const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, size_t n,
+                                   uint64_t now);
+unsigned degree_trim(unsigned target);
+
+/* A full node makes room for an inbound newcomer by dropping a link whose
+ * peer has more than D links (its load, as it last said, tells): the peer
+ * keeps at least D, the newcomer gets a link, and our count stays. NULL if
+ * no link qualifies: not kept, known load over D's, at least
+ * DEGREE_EVICT_MIN_AGE_MS old; the most loaded peer first, then the
+ * youngest link. */
+const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, size_t n,
+                                    uint64_t now);
 
 #endif

@@ -3,6 +3,11 @@
  * Gnutella's rule: a super node handles each query id once. The first copy of
  * a query id records where it came from (a leaf's search or a neighbour);
  * later copies are duplicates. Hits for that id travel back to that origin.
+ * One exception (sncore.c): a later copy with more hops left than any
+ * before came by a shorter path, and is forwarded again (never answered
+ * again), so that the copy that happened to arrive first over a long path
+ * does not cut the flood short; ttl only grows, so that is at most
+ * WIRE_MAX_TTL times per id.
  * Entries expire after a fixed lifetime and the table is capped (oldest
  * forgotten first), so memory stays bounded whatever peers send.
  */
@@ -22,6 +27,7 @@ typedef struct {
   bool from_leaf; /* origin is a leaf's SEARCH (then req is its request id) */
   uint32_t req;
   uint32_t hits_sent; /* hits already passed back, to cap amplification */
+  uint8_t ttl;        /* the most hops left any copy of it brought */
 } FloodRoute;
 
 Flood *flood_new(size_t max_entries, uint64_t lifetime_ms);

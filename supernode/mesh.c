@@ -17,6 +17,7 @@ struct Mesh {
   uint64_t backoff_min, backoff_max;
   uint64_t seq; /* learn order */
   uint64_t evicted, refused, probes_ok, probes_bad;
+  uint64_t calls; /* mesh_hosts calls: its shuffle's salt */
 };
 
 Mesh *mesh_new(const uint8_t self_id[32], uint64_t backoff_min_ms, uint64_t backoff_max_ms)
@@ -111,6 +112,22 @@ static bool evictable(const MeshAddr *a)
 }
 
 typedef enum { SCOPE_ALL, SCOPE_NARROW, SCOPE_WIDE, SCOPE_SOURCE } Scope;
+
+/* FNV-1a over our id, salt and the address: an order of addresses that
+ * differs per node (and per salt) and that nobody else can steer. */
+static uint32_t addr_hash(const Mesh *m, const char *addr, uint64_t salt)
+{
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < 8; i++)
+    h = (h ^ m->self_id[i]) * 16777619u;
+  for (size_t i = 0; i < 8; i++)
+    h = (h ^ (uint8_t)(salt >> (8 * i))) * 16777619u;
+  for (const char *p = addr; *p; p++)
+    h = (h ^ (uint8_t)*p) * 16777619u;
+  return h;
+}
+
+static bool passable(const MeshAddr *a, const uint8_t *exclude_id);
 
 static bool in_scope(const MeshAddr *a, const MeshAddr *like, Scope s)
 {
@@ -384,12 +401,18 @@ MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx
     }
     bool first = a->configured || probe;
     bool best_first = best && (best->configured || best_probe);
-    /* Among learned ones: fewest failures, then the least linked (a
-     * REFUSE's hosts come with loads), unknown loads last. */
+    /* Among learned ones: fewest failures, then one not known to be full,
+     * then at random (per node). Not the least linked: newcomers have the
+     * fewest links, and newcomers linking to newcomers stretch the mesh
+     * into a long band whose diameter outgrows a search's TTL. */
+    bool full = a->link_load == 100, best_full = best && best->link_load == 100;
     bool better =
         !best || (first && !best_first) ||
-        (first == best_first && (a->failures < best->failures || (a->failures == best->failures &&
-                                                                  a->link_load < best->link_load)));
+        (first == best_first &&
+         (a->failures < best->failures ||
+          (a->failures == best->failures &&
+           (best_full > full ||
+            (best_full == full && addr_hash(m, a->addr, 0) < addr_hash(m, best->addr, 0))))));
     if (better) {
       best = a;
       best_probe = probe;
@@ -399,6 +422,42 @@ MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx
     best->dialing = true;
     best->probing = best_probe;
   }
+  return best;
+}
+
+MeshAddr *mesh_next_explore(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t now)
+{
+  MeshAddr *best = NULL;
+  for (guint i = 0; i < m->addrs->len; i++) {
+    MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    if (a->self || a->verified || a->dialing || a->linked_conn != 0 || a->next_attempt > now ||
+        a->failures >= MESH_PROBE_MAX_FAILURES || (a->id_known && linked(a->id, ctx)))
+      continue;
+    if (!best || a->failures < best->failures ||
+        (a->failures == best->failures &&
+         addr_hash(m, a->addr, m->calls) < addr_hash(m, best->addr, m->calls)))
+      best = a;
+  }
+  m->calls++;
+  if (best)
+    best->dialing = best->probing = true;
+  return best;
+}
+
+MeshAddr *mesh_next_shortcut(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t now)
+{
+  MeshAddr *best = NULL;
+  for (guint i = 0; i < m->addrs->len; i++) {
+    MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    if (!passable(a, NULL) || a->dialing || a->linked_conn != 0 || a->next_attempt > now ||
+        a->link_load == 100 || linked(a->id, ctx))
+      continue;
+    if (!best || addr_hash(m, a->addr, m->calls) < addr_hash(m, best->addr, m->calls))
+      best = a;
+  }
+  m->calls++;
+  if (best)
+    best->dialing = true;
   return best;
 }
 
@@ -434,21 +493,29 @@ size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, siz
   return n;
 }
 
+/* Known loads with room by MESH_LOAD_BUCKET, then unknown ones (an address
+ * learned second hand may well have room), then the full. */
+static unsigned load_bucket(unsigned load)
+{
+  if (load == WIRE_LOAD_UNKNOWN)
+    return 100 / MESH_LOAD_BUCKET;
+  return load >= 100 ? 100 / MESH_LOAD_BUCKET + 1 : load / MESH_LOAD_BUCKET;
+}
+
 typedef struct {
   const MeshAddr *a;
-  bool by_leaf;
+  unsigned bucket; /* load_bucket() */
+  uint32_t shuffle;
 } HostKey;
 
 static int host_cmp(const void *x, const void *y)
 {
   const HostKey *p = x, *q = y;
-  unsigned lp = p->by_leaf ? p->a->leaf_load : p->a->link_load;
-  unsigned lq = q->by_leaf ? q->a->leaf_load : q->a->link_load;
-  if (lp != lq) /* WIRE_LOAD_UNKNOWN (255) sorts after every known load */
-    return lp < lq ? -1 : 1;
+  if (p->bucket != q->bucket)
+    return p->bucket < q->bucket ? -1 : 1;
   if (p->a->failures != q->a->failures)
     return p->a->failures < q->a->failures ? -1 : 1;
-  return p->a->seen < q->a->seen ? -1 : p->a->seen > q->a->seen;
+  return p->shuffle < q->shuffle ? -1 : p->shuffle > q->shuffle;
 }
 
 size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max, bool by_leaf_load)
@@ -457,9 +524,15 @@ size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max,
   size_t n = 0;
   for (guint i = 0; i < m->addrs->len; i++) {
     const MeshAddr *a = g_ptr_array_index(m->addrs, i);
-    if (passable(a, exclude_id))
-      keys[n++] = (HostKey){a, by_leaf_load};
+    if (!passable(a, exclude_id))
+      continue;
+    unsigned load = by_leaf_load ? a->leaf_load : a->link_load;
+    /* Within a bucket a new order every call: the hosts one node names are
+     * a fresh sample of the least loaded each time, not always the same
+     * few (which would pile newcomers onto them and cluster the mesh). */
+    keys[n++] = (HostKey){a, load_bucket(load), addr_hash(m, a->addr, m->calls)};
   }
+  m->calls++;
   qsort(keys, n, sizeof *keys, host_cmp);
   n = MIN(n, max);
   for (size_t i = 0; i < n; i++) {

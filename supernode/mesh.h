@@ -41,6 +41,10 @@
 /* A HELLO claim is probed at most this many times in a row without success. */
 #define MESH_PROBE_MAX_FAILURES 3
 
+/* Loads (percent) are compared in buckets this wide: the least loaded
+ * first, in a random order within a bucket. */
+#define MESH_LOAD_BUCKET 25
+
 /* Longest wait between dials of a configured address. */
 #define MESH_CONFIGURED_MAX_MS 4000
 /* Failed dials in a row after which a pinned address is an ordinary
@@ -133,6 +137,15 @@ void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now);
  * first; learned ones only when want_more (discovery on and below the target
  * degree). Marks the returned record as dialing (and probing for a probe). */
 MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx, uint64_t now);
+/* An unverified address to probe (one dial, closed once the handshake
+ * names the node) so that it may be passed on: fewest failures first, then
+ * at random; not one MESH_PROBE_MAX_FAILURES probes failed. Marks it as
+ * dialing and probing; NULL if none is due. The caller paces the calls. */
+MeshAddr *mesh_next_explore(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t now);
+/* A verified address picked at random (not linked, not known to be full,
+ * not backed off) for a long-range link (degree.h); marks it as dialing.
+ * NULL if none. */
+MeshAddr *mesh_next_shortcut(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t now);
 /* Earliest time a backed-off address becomes dialable (UINT64_MAX if none). */
 uint64_t mesh_next_attempt(const Mesh *m, bool want_more);
 
@@ -142,8 +155,9 @@ size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, siz
 
 /* Fills out[] for HOSTS and REFUSE: up to max addresses mesh_sample would
  * pass on (verified, not self, not exclude_id, not failing), least loaded
- * first: by leaf_load (by_leaf_load) or by link_load, unknown loads last,
- * ties by fewer failures then longer known. out[i].addr borrows the book's
+ * first: by leaf_load (by_leaf_load) or by link_load in MESH_LOAD_BUCKET
+ * steps, then unknown loads, then full ones (100); then fewer failures,
+ * then a new random order each call. out[i].addr borrows the book's
  * string: valid until the next call that changes the book. Returns how
  * many. */
 size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max, bool by_leaf_load);

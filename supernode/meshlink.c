@@ -43,6 +43,11 @@ static bool host_addr(const WireHost *h, char out[MESH_ADDR_MAX + 1])
   return true;
 }
 
+static bool linked_cb(const uint8_t id[32], void *ctx)
+{
+  return sn_find_link(ctx, id, 0) != NULL;
+}
+
 void sn_link_refuse(SnCore *c, Peer *p, const char *reason, uint64_t now)
 {
   WireHost hosts[WIRE_MAX_HOSTS];
@@ -108,6 +113,10 @@ static void send_hosts(SnCore *c, Peer *p)
 void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
 {
   p->up_since = now;
+  if (p->outbound && c->shortcut_dial[0] && strcmp(p->addr, c->shortcut_dial) == 0) {
+    p->shortcut = true;
+    c->shortcut_dial[0] = '\0';
+  }
   send_hosts(c, p);
 }
 
@@ -139,15 +148,11 @@ typedef struct {
   GPtrArray *peers;
 } Collect;
 
-static void collect_cb(gpointer k, gpointer v, gpointer ud)
+static void collect_one(Collect *s, Peer *p)
 {
-  Collect *s = ud;
-  Peer *p = v;
-  if (p->kind != PEER_SUPER)
-    return;
   DegreeLink l = {
       .conn = p->conn,
-      .keep = p->member || (p->outbound && mesh_configured(s->c->mesh, p->addr)),
+      .keep = p->member || p->shortcut || (p->outbound && mesh_configured(s->c->mesh, p->addr)),
       .inbound = !p->outbound,
       .peer_load = p->addr[0] ? mesh_link_load(s->c->mesh, p->addr) : WIRE_LOAD_UNKNOWN,
       .up_since = p->up_since,
@@ -156,19 +161,60 @@ static void collect_cb(gpointer k, gpointer v, gpointer ud)
   g_ptr_array_add(s->peers, p);
 }
 
+/* Walks SnCore.links: O(links), never every leaf session (issue 12). */
+static void collect_links(Collect *s)
+{
+  for (GList *l = s->c->links.head; l; l = l->next)
+    collect_one(s, l->data);
+}
+
+bool sn_link_make_room(SnCore *c, uint64_t now)
+{
+  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new()};
+  collect_links(&s);
+  const DegreeLink *l =
+      degree_pick_evict(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len, now);
+  if (l) {
+    Peer *p = g_ptr_array_index(s.peers, (guint)(l - (const DegreeLink *)s.links->data));
+    c->stats.links_shed++;
+    sn_link_refuse(c, p, "evicted: room for a newcomer (the peer has other links)", now);
+  }
+  g_array_unref(s.links);
+  g_ptr_array_unref(s.peers);
+  return l != NULL;
+}
+
 void sn_links_tick(SnCore *c, uint64_t now)
 {
   if (now < c->next_hosts)
     return;
-  c->next_hosts = now + DEGREE_HOSTS_INTERVAL_MS / 5;
+  c->next_hosts = now + DEGREE_EXPLORE_MS;
+  MeshAddr *probe = c->cfg.discovery ? mesh_next_explore(c->mesh, linked_cb, c, now) : NULL;
+  if (probe)
+    sn_push(c, (SnAction){.kind = SN_ACT_DIAL, .addr = g_strdup(probe->addr)});
   bool gossip = now >= c->next_gossip;
   if (gossip)
     c->next_gossip = now + DEGREE_HOSTS_INTERVAL_MS;
   Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new()};
-  g_hash_table_foreach(c->peers, collect_cb, &s);
-  if (gossip)
-    for (guint i = 0; i < s.peers->len; i++)
-      send_hosts(c, g_ptr_array_index(s.peers, i));
+  collect_links(&s);
+  unsigned shortcuts = 0;
+  for (guint i = 0; i < s.peers->len; i++) {
+    Peer *p = g_ptr_array_index(s.peers, i);
+    shortcuts += p->shortcut;
+    if (gossip)
+      send_hosts(c, p);
+  }
+  /* Long-range links once the D near ones are up (degree.h); a dial of
+   * it that came to nothing is forgotten when the next look is due. */
+  if (c->cfg.discovery && shortcuts < DEGREE_SHORTCUTS && now >= c->next_shortcut &&
+      c->stats.links >= c->cfg.target_degree &&
+      c->stats.links < degree_soft_max(c->cfg.target_degree)) {
+    c->next_shortcut = now + DEGREE_SHORTCUT_MS;
+    MeshAddr *a = mesh_next_shortcut(c->mesh, linked_cb, c, now);
+    g_strlcpy(c->shortcut_dial, a ? a->addr : "", sizeof c->shortcut_dial);
+    if (a)
+      sn_push(c, (SnAction){.kind = SN_ACT_DIAL, .addr = g_strdup(a->addr)});
+  }
   /* One link a round over the soft max: the peer's gossip then tells the
    * next round who has room. Only with discovery: --no-discovery keeps
    * exactly what the operator set up. */
@@ -176,10 +222,16 @@ void sn_links_tick(SnCore *c, uint64_t now)
       c->cfg.discovery
           ? degree_pick_shed(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len)
           : NULL;
+  const char *why = "shed: over the soft max of links";
+  if (!shed && c->cfg.discovery) {
+    shed = degree_pick_trim(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len,
+                            now);
+    why = "trimmed: both ends have links to spare";
+  }
   if (shed) {
     Peer *p = g_ptr_array_index(s.peers, (guint)(shed - (const DegreeLink *)s.links->data));
     c->stats.links_shed++;
-    sn_link_refuse(c, p, "shed: over the soft max of links", now);
+    sn_link_refuse(c, p, why, now);
   }
   g_array_unref(s.links);
   g_ptr_array_unref(s.peers);

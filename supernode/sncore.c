@@ -407,6 +407,15 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
                   ? c->stats.links < hard
                   : degree_accept(c->cfg.target_degree, c->cfg.max_super_links, c->stats.links,
                                   listen[0] && mesh_configured(c->mesh, listen));
+  /* Room is made only for a node that needs links: one its gossip said
+   * has D or more (a long-range dial, degree.h) just gets the REFUSE, or
+   * long-range links would evict each other without end. */
+  uint8_t load = listen[0] ? mesh_link_load(c->mesh, listen) : WIRE_LOAD_UNKNOWN;
+  bool needy = load == WIRE_LOAD_UNKNOWN ||
+               load < degree_link_load(c->cfg.target_degree, c->cfg.target_degree);
+  if (!room && needy && !p->outbound && c->cfg.discovery && c->stats.links < hard &&
+      sn_link_make_room(c, now))
+    room = true;
   if (!room) {
     sn_link_refuse(c, p, "too many super-node links", now);
     return;
@@ -635,14 +644,22 @@ void sn_forward(SnCore *c, uint64_t except, const WireMsg *m)
 void sn_handle_query(SnCore *c, Peer *from, const uint8_t qid[WIRE_QID_LEN], uint8_t ttl,
                      uint8_t kind, WireStr text, uint32_t req, uint64_t now)
 {
-  FloodRoute route = {.conn = from->conn, .from_leaf = from->kind == PEER_LEAF, .req = req};
+  FloodRoute route = {
+      .conn = from->conn, .from_leaf = from->kind == PEER_LEAF, .req = req, .ttl = ttl};
   if (!flood_first_seen(c->flood, qid, &route, now)) {
-    c->stats.queries_duplicate++;
-    return;
+    FloodRoute *r = flood_route(c->flood, qid, now);
+    if (!r || ttl <= r->ttl) {
+      c->stats.queries_duplicate++;
+      return;
+    }
+    /* A shorter path brought more hops left (flood.h): forward again. */
+    r->ttl = ttl;
+    c->stats.queries_reforwarded++;
+  } else {
+    c->stats.queries_handled++;
+    if (group_answers(c))
+      answer_local(c, kind, text, route.from_leaf, from->conn, req, qid);
   }
-  c->stats.queries_handled++;
-  if (group_answers(c))
-    answer_local(c, kind, text, route.from_leaf, from->conn, req, qid);
   if (ttl == 0)
     return;
   WireMsg fwd = {.type = MSG_QUERY};
@@ -680,7 +697,8 @@ static void on_query(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     c->stats.queries_throttled++;
     return;
   }
-  if (flood_route(c->flood, m->u.query.qid, now)) {
+  FloodRoute *seen = flood_route(c->flood, m->u.query.qid, now);
+  if (seen && m->u.query.ttl <= seen->ttl) {
     c->stats.queries_duplicate++; /* not worth a place in the queue */
     return;
   }
@@ -980,7 +998,8 @@ void sn_core_foreach_leaf(const SnCore *c, SnLeafFn fn, void *ctx)
 void sn_core_foreach_link(const SnCore *c, SnLinkFn fn, void *ctx)
 {
   LinkIter it = {fn, ctx};
-  g_hash_table_foreach(c->peers, link_iter_cb, &it);
+  for (GList *l = c->links.head; l; l = l->next)
+    link_iter_cb(NULL, l->data, &it);
 }
 
 void sn_core_set_limits(SnCore *c, unsigned target_degree, unsigned max_leaves,

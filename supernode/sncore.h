@@ -80,15 +80,16 @@ typedef struct {
 void sn_config_defaults(SnConfig *c);
 
 typedef struct {
-  uint64_t queries_received;  /* SEARCH from leaves + QUERY from links */
-  uint64_t queries_handled;   /* distinct query ids answered */
-  uint64_t queries_forwarded; /* QUERY messages sent to links */
-  uint64_t queries_duplicate; /* dropped: id already handled */
-  uint64_t queries_throttled; /* dropped: over the per-session rate or their fair share */
-  uint64_t hits_sent;         /* hits from our own index */
-  uint64_t hits_relayed;      /* hits passed back along the reverse path */
-  uint64_t hits_dropped;      /* no route, or over the relay cap */
-  uint64_t malformed;         /* messages that failed to decode or were out of place */
+  uint64_t queries_received;    /* SEARCH from leaves + QUERY from links */
+  uint64_t queries_handled;     /* distinct query ids answered */
+  uint64_t queries_forwarded;   /* QUERY messages sent to links */
+  uint64_t queries_duplicate;   /* dropped: id already handled */
+  uint64_t queries_reforwarded; /* handled ids forwarded again: more hops left (flood.h) */
+  uint64_t queries_throttled;   /* dropped: over the per-session rate or their fair share */
+  uint64_t hits_sent;           /* hits from our own index */
+  uint64_t hits_relayed;        /* hits passed back along the reverse path */
+  uint64_t hits_dropped;        /* no route, or over the relay cap */
+  uint64_t malformed;           /* messages that failed to decode or were out of place */
   uint64_t sessions_opened;
   uint64_t entries_rejected;  /* over the per-leaf cap */
   uint64_t signals_relayed;   /* ICE offers/answers passed on */

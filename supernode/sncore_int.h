@@ -59,6 +59,7 @@ typedef struct {
   GList rx_link, ping_link;
   GList link_link;   /* SUPER: in SnCore.links (data: this) */
   uint64_t up_since; /* SUPER: when it became a link (degree.h shedding) */
+  bool shortcut;     /* SUPER: our long-range link (degree.h) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -143,8 +144,10 @@ struct SnCore {
   /* The SUPER peers, so that forwarding a query or finding a link costs
    * O(links), not O(leaves) (issue 12). */
   GQueue links;
-  uint64_t next_hosts, next_gossip; /* meshlink.c: shedding round, HOSTS to links */
-  HostSend *hostsend;               /* HOSTS to leaves, REFUSE when full */
+  uint64_t next_hosts, next_gossip;      /* meshlink.c: shedding round, HOSTS to links */
+  HostSend *hostsend;                    /* HOSTS to leaves, REFUSE when full */
+  uint64_t next_shortcut;                /* ... when to look for a long-range link */
+  char shortcut_dial[MESH_ADDR_MAX + 1]; /* ... its dial under way, or "" */
 };
 
 /* sncore.c */
@@ -199,6 +202,9 @@ void sn_link_refuse(SnCore *c, Peer *p, const char *reason, uint64_t now);
 void sn_on_refuse(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
 /* HOSTS from link p: addresses and loads. */
 void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
+/* Full: drops one link whose peer has others (degree_pick_evict), with a
+ * REFUSE to it. False if none qualifies. */
+bool sn_link_make_room(SnCore *c, uint64_t now);
 /* p just became a link: HOSTS to it. */
 void sn_link_welcome(SnCore *c, Peer *p, uint64_t now);
 /* HOSTS gossip and shedding, when due; and when that is. */

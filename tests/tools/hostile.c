@@ -96,6 +96,7 @@
 #include <sodium.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -136,6 +137,11 @@ static int dial(const char *hostport)
     close(fd);
     fd = -1;
   }
+  /* As the daemons' sessions do: a super node answers a HELLO only after
+   * it arrived, so Nagle would hold our HELLO for the peer's delayed ACK. */
+  int one = 1;
+  if (fd >= 0)
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   freeaddrinfo(res);
   return fd;
 }

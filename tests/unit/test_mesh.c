@@ -299,6 +299,98 @@ static void test_source_cap(void **state)
   mesh_free(m);
 }
 
+/* Makes addr verified as node n: learned, dialled, and proven. */
+static void verified(Mesh *m, const char *addr, int n)
+{
+  uint8_t id[32];
+  id_of(n, id);
+  assert_non_null(mesh_learn_from(m, addr, id, 3));
+  mesh_dial_succeeded(m, addr, id, 0);
+}
+
+/* HOSTS and REFUSE name verified addresses only, least loaded first (in
+ * MESH_LOAD_BUCKET steps), then unknown loads, then full ones; by leaf or
+ * link load as asked; exclude_id left out. */
+static void test_hosts_order(void **state)
+{
+  (void)state;
+  Mesh *m = mesh_new(SELF, 500, 30000);
+  uint8_t id[32];
+  verified(m, "10.0.1.1:4000", 1); /* link 100 (full), leaf 0 */
+  verified(m, "10.0.1.2:4000", 2); /* link 10, leaf 90 */
+  verified(m, "10.0.1.3:4000", 3); /* unknown */
+  verified(m, "10.0.1.4:4000", 4); /* link 60, leaf 50 */
+  id_of(5, id);
+  assert_non_null(mesh_learn_from(m, "10.0.1.5:4000", id, 3)); /* a claim: never named */
+  id_of(1, id);
+  mesh_set_load(m, "10.0.1.1:4000", id, 0, 100);
+  id_of(2, id);
+  mesh_set_load(m, "10.0.1.2:4000", id, 90, 10);
+  id_of(4, id);
+  mesh_set_load(m, "10.0.1.4:4000", id, 50, 60);
+  id_of(5, id);
+  mesh_set_load(m, "10.0.1.5:4000", id, 0, 0);
+  /* A load for an address under another id is not taken. */
+  id_of(9, id);
+  mesh_set_load(m, "10.0.1.3:4000", id, 0, 0);
+
+  WireHost h[8];
+  size_t n = mesh_hosts(m, NULL, h, 8, false);
+  assert_int_equal(n, 4);
+  const char *by_link[] = {"10.0.1.2:4000", "10.0.1.4:4000", "10.0.1.3:4000", "10.0.1.1:4000"};
+  for (size_t i = 0; i < n; i++)
+    assert_memory_equal(h[i].addr.p, by_link[i], h[i].addr.len);
+  assert_int_equal(h[0].link_load, 10);
+  assert_int_equal(h[2].link_load, WIRE_LOAD_UNKNOWN);
+  n = mesh_hosts(m, NULL, h, 8, true);
+  const char *by_leaf[] = {"10.0.1.1:4000", "10.0.1.4:4000", "10.0.1.2:4000", "10.0.1.3:4000"};
+  for (size_t i = 0; i < n; i++)
+    assert_memory_equal(h[i].addr.p, by_leaf[i], h[i].addr.len);
+  id_of(2, id);
+  assert_int_equal(mesh_hosts(m, id, h, 8, false), 3);
+  assert_memory_equal(h[0].addr.p, "10.0.1.4:4000", h[0].addr.len);
+  assert_int_equal(mesh_hosts(m, NULL, h, 2, false), 2);
+  mesh_free(m);
+}
+
+/* A refusal holds the address back for retry_ms at least, and for longer
+ * with every refusal in a row; a link taken (HOSTS heard) ends the row. */
+static void test_refusal_backoff(void **state)
+{
+  (void)state;
+  Mesh *m = mesh_new(SELF, 500, 30000);
+  uint8_t id[32];
+  id_of(1, id);
+  uint64_t now = 100000;
+  assert_non_null(mesh_learn(m, "10.0.2.1:4000", NULL, true));
+  MeshAddr *a = mesh_next_dial(m, false, never_linked, NULL, now);
+  assert_non_null(a);
+  mesh_dial_succeeded(m, "10.0.2.1:4000", id, 0);
+  mesh_dial_refused(m, "10.0.2.1:4000", 15000, 7, now);
+  assert_null(mesh_next_dial(m, false, never_linked, NULL, now + 14999));
+  uint64_t first = mesh_next_attempt(m, false);
+  assert_true(first >= now + 15000);
+  assert_non_null(mesh_next_dial(m, false, never_linked, NULL, first));
+  /* Refused again and again: the waits grow past retry_ms, up to the cap. */
+  uint64_t t = first, last_wait = 0;
+  for (int i = 0; i < 8; i++) {
+    mesh_dial_refused(m, "10.0.2.1:4000", 0, 0, t);
+    uint64_t wait = mesh_next_attempt(m, false) - t;
+    assert_true(wait >= last_wait);
+    last_wait = wait;
+    t += wait;
+    assert_non_null(mesh_next_dial(m, false, never_linked, NULL, t));
+  }
+  assert_int_equal(last_wait, 120000); /* DEGREE_BACKOFF_MAX_MS */
+  /* Linked, and the peer gossiped: the next refusal starts the row anew. */
+  mesh_dial_succeeded(m, "10.0.2.1:4000", id, 42);
+  mesh_link_accepted(m, 42);
+  mesh_link_down(m, 42, t);
+  mesh_dial_refused(m, "10.0.2.1:4000", 0, 0, t);
+  assert_true(mesh_next_attempt(m, false) - t <= 3000);
+  mesh_free(m);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -309,6 +401,8 @@ int main(void)
       cmocka_unit_test(test_full_of_verified_refuses),
       cmocka_unit_test(test_prefix_caps),
       cmocka_unit_test(test_source_cap),
+      cmocka_unit_test(test_hosts_order),
+      cmocka_unit_test(test_refusal_backoff),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <glib.h>
 
+#include "degree.h"
 #include "identity.h"
 #include "mesh.h"
 #include "netcert.h"
@@ -51,7 +52,7 @@ typedef struct {
   uint8_t id[32];
   char addr[32];
   uint64_t rng;
-  unsigned sent[16]; /* SEND actions by message type */
+  unsigned sent[32]; /* SEND actions by message type */
   GArray *closes;    /* CloseRec: CLOSE actions */
   unsigned leaf_ups; /* LEAF_UP actions (the shell then sends NAT_INFO) */
   GPtrArray *dials;  /* char*: DIAL actions */
@@ -234,7 +235,7 @@ static void handle_action(Net *net, int i, SnAction *a)
   }
   if (a->kind == SN_ACT_SEND) {
     assert_true(a->len >= 2);
-    if (a->data[1] < 16)
+    if (a->data[1] < 32)
       nd->sent[a->data[1]]++;
     GBytes *data = g_bytes_new(a->data, a->len);
     if (e->kind == END_SUPER)
@@ -1595,6 +1596,93 @@ static void test_configured_peer_redialed_with_backoff(void **state)
   net_free(net);
 }
 
+/* --- (k) degree maintenance (degree.h) ---------------------------------------------- */
+
+static SnConfig degree_config(unsigned target)
+{
+  SnConfig cfg;
+  sn_config_defaults(&cfg);
+  cfg.discovery = true;
+  cfg.target_degree = target;
+  return cfg;
+}
+
+static void net_run(Net *net, uint64_t until)
+{
+  for (uint64_t t = net->now + 100; t <= until; t += 100)
+    net_tick(net, t);
+}
+
+/* S1 (--degree 1: soft max 2) is full with S2 and S3; S4 joins through it.
+ * S1 answers with REFUSE naming S2 and S3 instead of a bare close; S4 links
+ * to one of them, and does not dial S1 again before the retry_ms it was
+ * given; then it does (its --peer), with backoff. */
+static void test_full_node_refuses_with_hosts(void **state)
+{
+  (void)state;
+  SnConfig cfg = degree_config(1);
+  Net *net = net_new(4, &cfg, false);
+  net->auto_dial = true;
+  const char *s1 = net->node[S1].addr;
+  sn_core_add_peer(net->node[S2].core, s1, net->now);
+  sn_core_add_peer(net->node[S3].core, s1, net->now);
+  pump(net);
+  net_run(net, net->now + 2000); /* S1 verifies their addresses by probes */
+  assert_int_equal(stats(net, S1)->links, 2);
+  MeshStats ms;
+  sn_core_mesh_stats(net->node[S1].core, &ms);
+  assert_true(ms.verified >= 2);
+
+  uint64_t t0 = net->now;
+  sn_core_add_peer(net->node[S4].core, s1, net->now);
+  pump(net);
+  assert_int_equal(stats(net, S1)->refusals_sent, 1);
+  assert_int_equal(stats(net, S4)->refusals_received, 1);
+  assert_int_equal(net->node[S1].sent[MSG_REFUSE], 1);
+  assert_int_equal(links_to(net, S4, S1, NULL), 0);
+  assert_int_equal(stats(net, S1)->links, 2); /* young links: nobody evicted */
+
+  /* The hosts it named: S4 links to S2 or S3 at once. */
+  net_run(net, t0 + 1000);
+  assert_int_equal(links_to(net, S4, S2, NULL) + links_to(net, S4, S3, NULL) >= 1, 1);
+  /* Not S1 again before retry_ms (DEGREE_REFUSE_RETRY_MS) ... */
+  net_run(net, t0 + DEGREE_REFUSE_RETRY_MS - 100);
+  assert_int_equal(dials_to(net, S4, s1), 1);
+  /* ... but within the backoff's jitter after it. */
+  net_run(net, t0 + DEGREE_REFUSE_RETRY_MS + DEGREE_BACKOFF_MIN_MS);
+  assert_true(dials_to(net, S4, s1) >= 2);
+  net_free(net);
+}
+
+/* A full node with an old link to a peer that has other links drops that
+ * link for a newcomer (the peer keeps its others), instead of refusing. */
+static void test_full_node_makes_room(void **state)
+{
+  (void)state;
+  SnConfig cfg = degree_config(1);
+  Net *net = net_new(4, &cfg, false);
+  net->auto_dial = true;
+  const char *s1 = net->node[S1].addr;
+  sn_core_add_peer(net->node[S2].core, s1, net->now);
+  sn_core_add_peer(net->node[S3].core, s1, net->now);
+  pump(net);
+  net_link(net, S2, S3); /* S2 and S3: two links each, over D */
+  /* Old enough, and their HOSTS told S1 their loads. */
+  net_run(net, net->now + DEGREE_EVICT_MIN_AGE_MS + DEGREE_HOSTS_INTERVAL_MS + 100);
+  assert_int_equal(stats(net, S1)->links, 2);
+  assert_int_equal(stats(net, S2)->links, 2);
+
+  sn_core_add_peer(net->node[S4].core, s1, net->now);
+  pump(net);
+  assert_int_equal(links_to(net, S4, S1, NULL), 1);
+  assert_int_equal(stats(net, S1)->links, 2);
+  assert_int_equal(stats(net, S1)->links_shed, 1);
+  assert_int_equal(stats(net, S1)->refusals_sent, 1); /* to the evicted */
+  /* The evicted one still has its other link. */
+  assert_true(stats(net, S2)->links >= 1 && stats(net, S3)->links >= 1);
+  net_free(net);
+}
+
 /* --- (j) deadlines ---------------------------------------------------------------- */
 
 static void test_next_deadline_drives_keepalive(void **state)
@@ -1770,6 +1858,8 @@ int main(void)
       cmocka_unit_test(test_discovery_links_neighbours),
       cmocka_unit_test(test_discovery_one_way_reachable),
       cmocka_unit_test(test_configured_peer_redialed_with_backoff),
+      cmocka_unit_test(test_full_node_refuses_with_hosts),
+      cmocka_unit_test(test_full_node_makes_room),
       cmocka_unit_test(test_next_deadline_drives_keepalive),
       cmocka_unit_test(test_next_deadline_with_aliased_address),
       cmocka_unit_test(test_network_admits_certified_only),
