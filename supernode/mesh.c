@@ -18,6 +18,7 @@ struct Mesh {
   uint64_t seq; /* learn order */
   uint64_t evicted, refused, probes_ok, probes_bad;
   uint64_t calls; /* mesh_hosts calls: its shuffle's salt */
+  bool direction; /* mesh_set_direction */
 };
 
 Mesh *mesh_new(const uint8_t self_id[32], uint64_t backoff_min_ms, uint64_t backoff_max_ms)
@@ -377,10 +378,16 @@ uint8_t mesh_link_load(Mesh *m, const char *addr)
   return a ? a->link_load : WIRE_LOAD_UNKNOWN;
 }
 
-static bool dialable(const MeshAddr *a, bool want_more)
+static bool dialable(const Mesh *m, const MeshAddr *a, bool want_more)
 {
+  bool configured = a->configured && (!m->direction || want_more);
   return !a->self && !a->dialing && a->linked_conn == 0 &&
-         (a->configured || pinned(a) || want_more || wants_probe(a));
+         (configured || pinned(a) || want_more || wants_probe(a));
+}
+
+void mesh_set_direction(Mesh *m, bool on)
+{
+  m->direction = on;
 }
 
 MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx, uint64_t now)
@@ -389,7 +396,7 @@ MeshAddr *mesh_next_dial(Mesh *m, bool want_more, MeshLinkedFn linked, void *ctx
   bool best_probe = false;
   for (guint i = 0; i < m->addrs->len; i++) {
     MeshAddr *a = g_ptr_array_index(m->addrs, i);
-    if (!dialable(a, want_more) || a->next_attempt > now)
+    if (!dialable(m, a, want_more) || a->next_attempt > now)
       continue;
     bool probe = wants_probe(a);
     if (!probe && a->id_known && linked(a->id, ctx)) {
@@ -466,7 +473,7 @@ uint64_t mesh_next_attempt(const Mesh *m, bool want_more)
   uint64_t t = UINT64_MAX;
   for (guint i = 0; i < m->addrs->len; i++) {
     const MeshAddr *a = g_ptr_array_index(m->addrs, i);
-    if (dialable(a, want_more) && a->next_attempt < t)
+    if (dialable(m, a, want_more) && a->next_attempt < t)
       t = a->next_attempt;
   }
   return t;

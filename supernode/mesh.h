@@ -109,6 +109,13 @@ MeshAddr *mesh_find(Mesh *m, const char *addr);
  * MESH_PIN_MAX_FAILURES dials in a row failed. NULL if refused. */
 MeshAddr *mesh_pin(Mesh *m, const char *addr);
 
+/* With discovery on, configured addresses are direction nodes (issue 12):
+ * where a newcomer learns the mesh, dialed first, but only while it wants
+ * more links; kept linked at any cost, every newcomer's direction node
+ * would carry a link to each of them, and refuse and be redialed forever
+ * once full. Off (the default): configured addresses are always dialed. */
+void mesh_set_direction(Mesh *m, bool on);
+
 /* Outcome of a dial of addr. */
 void mesh_dial_failed(Mesh *m, const char *addr, uint64_t now);
 void mesh_dial_succeeded(Mesh *m, const char *addr, const uint8_t id[32], uint64_t conn);

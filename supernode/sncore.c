@@ -203,6 +203,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
+  mesh_set_direction(c->mesh, c->cfg.discovery);
   c->hostsend = hostsend_new(now);
   g_queue_init(&c->actions);
   c->next_housekeeping = now;
@@ -407,6 +408,17 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
                   ? c->stats.links < hard
                   : degree_accept(c->cfg.target_degree, c->cfg.max_super_links, c->stats.links,
                                   listen[0] && mesh_configured(c->mesh, listen));
+  /* A learned address we dialed (a long-range link, most often) that
+   * completes when inbound newcomers have filled us to the soft max is not
+   * taken: it would put us over the bound every node keeps (D..2D). The
+   * node stays verified, and is dialed again when we want links. */
+  if (p->outbound && c->cfg.discovery && !mesh_configured(c->mesh, p->addr) &&
+      c->stats.links >= degree_soft_max(c->cfg.target_degree)) {
+    mesh_dial_succeeded(c->mesh, p->addr, p->id, 0);
+    p->addr[0] = '\0';
+    sn_close_peer(c, p, "enough super-node links", now);
+    return;
+  }
   /* Room is made only for a node that needs links: one its gossip said
    * has D or more (a long-range dial, degree.h) just gets the REFUSE, or
    * long-range links would evict each other without end. */

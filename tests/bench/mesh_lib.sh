@@ -3,11 +3,20 @@
 # tests/integration/lib.sh by tests/integration/mesh_at_size.sh and
 # tests/bench/mesh_at_size.sh.
 #
-# Node i listens on 127.0.0.1:BASE+i and is started with one --peer: a
-# random earlier node (MESH_SEED makes the choice repeatable; $T/peer.i
-# holds it). Leaf li shares "meshfile i.txt".
+# Node i listens on 127.i.0.1:BASE+i (mesh_ip) and is started with one
+# --peer: a random earlier node (MESH_SEED makes the choice repeatable;
+# $T/peer.i holds it). Leaf li shares "meshfile i.txt". Each node has an IP
+# address of its own, in a /16 of its own, as super nodes on the internet
+# have: on one address, the address book's caps per prefix (16 per /24,
+# 64 per /16, supernode/mesh.h) and the pre-auth share per address would
+# let each node learn only 16 others, which is a test artefact.
 
 MESH_SEED=${MESH_SEED:-$RANDOM}
+
+# mesh_ip I: node I's address (a /16 each up to 254 nodes, then a /24 each).
+mesh_ip() {
+  if [ "$1" -le 254 ]; then echo "127.$1.0.1"; else echo "127.$(($1 % 254 + 1)).$(($1 / 254)).1"; fi
+}
 
 # mesh_start N [extra super-node args...]
 mesh_start() {
@@ -20,9 +29,9 @@ mesh_start() {
     if [ "$i" -gt 1 ]; then
       p=$((1 + RANDOM % (i - 1)))
       echo "$p" >"$T/peer.$i"
-      args=(--peer "127.0.0.1:$(port "$p")")
+      args=(--peer "$(mesh_ip "$p"):$(port "$p")")
     fi
-    "$SN" --listen "127.0.0.1:$(port "$i")" --state-dir "$T/s$i" --keepalive-ms "${KEEPALIVE:-2000}" \
+    "$SN" --listen "$(mesh_ip "$i"):$(port "$i")" --state-dir "$T/s$i" --keepalive-ms "${KEEPALIVE:-2000}" \
       --log-level "${MESH_LOG:-info}" "${args[@]}" "$@" >"$T/s$i.log" 2>&1 &
     PIDS+=($!)
     eval "PID_s$i=$!"
@@ -33,7 +42,7 @@ mesh_start() {
   for i in $(seq 1 "$n"); do
     mkdir -p "$T/l$i-share"
     echo "unique file of node $i" >"$T/l$i-share/meshfile $i.txt"
-    "$LEAF" --supernode "127.0.0.1:$(port "$i")" --share "$T/l$i-share" --state-dir "$T/l$i" \
+    "$LEAF" --supernode "$(mesh_ip "$i"):$(port "$i")" --share "$T/l$i-share" --state-dir "$T/l$i" \
       --keepalive-ms "${KEEPALIVE:-2000}" --log-level info >"$T/l$i.log" 2>&1 &
     PIDS+=($!)
     eval "PID_l$i=$!"

@@ -7,13 +7,11 @@
 # the unique file of every node's leaf within MESH_TTL hops. Then the node
 # most others joined through is killed: still one component, every
 # survivor within bounds, and the leaf still finds every file but the dead
-# node's. Before the fix the first 17 nodes formed a clique and refused the
-# rest.
+# node's (and that one too once its leaf has moved on from its host cache).
+# Before the fix the first 17 nodes formed a clique and refused the rest.
 #
-# MESH_TTL is 6, not the leaf's default 4: measured on 100 nodes (README),
-# TTL 4 from the last node reaches 54-100 % of them depending on the seed,
-# TTL 6 all of them; the leaf's default TTL should be 6. The recall at the
-# default TTL is printed, not asserted.
+# Each node has an address of its own (mesh_lib.sh); searches run at the
+# leaf's default TTL (4) unless MESH_TTL says otherwise.
 # Ports below the kernel's ephemeral range (32768 up), which 100 nodes'
 # dials would otherwise collide with.
 CANOPY_PORT_BASE=${CANOPY_PORT_BASE:-$((20000 + (RANDOM % 120) * 100))}
@@ -45,11 +43,11 @@ note "refusals sent: $(mesh_sum "$N" link_refusals_sent), links shed: $(mesh_sum
 # The long-range links (degree.h) keep forming after the mesh is whole:
 # up to 40 s for them.
 searcher=l$N
-TTL=${MESH_TTL:-6}
-recall_is() { found=$(mesh_recall "$1" "$TTL"); [ "$found" -eq "$2" ]; }
+TTL=${MESH_TTL:-}
+recall_is() { found=$(mesh_recall "$1" "$TTL"); [ "$found" -ge "$2" ]; }
 wait_for 40 recall_is "$searcher" "$N" ||
-  fail "a leaf on s$N found $found of $N unique files at TTL $TTL: $(mesh_graph "$N"; cat "$T/graph.txt")"
-note "recall at TTL $TTL: $found of $N; at the default TTL: $(mesh_recall "$searcher") of $N"
+  fail "a leaf on s$N found $found of $N unique files at TTL ${TTL:-default}: $(mesh_graph "$N"; cat "$T/graph.txt")"
+note "recall at TTL ${TTL:-default}: $found of $N"
 
 # The node most others joined through, killed.
 dir=$(mesh_direction_node "$N")
@@ -61,5 +59,5 @@ note "one component again after $(( ($(date +%s%N) - t0) / 1000000 )) ms: $(cat 
 [ "$dir" -ne "$N" ] || searcher=l1
 wait_for 40 recall_is "$searcher" $((N - 1)) ||
   fail "after s$dir died a leaf found $found of $((N - 1)) files"
-note "recall after the kill at TTL $TTL: $found of $((N - 1))"
+note "recall after the kill at TTL ${TTL:-default}: $found of $((N - 1)) (the dead node's leaf moved on)"
 echo "mesh_at_size: ok"
