@@ -152,8 +152,9 @@ static void collect_one(Collect *s, Peer *p)
 {
   DegreeLink l = {
       .conn = p->conn,
-      .keep = p->member || p->shortcut ||
-              (!s->c->cfg.discovery && p->outbound && mesh_configured(s->c->mesh, p->addr)),
+      .keep =
+          p->member || p->shortcut ||
+          (!sn_peers_are_direction(s->c) && p->outbound && mesh_configured(s->c->mesh, p->addr)),
       .inbound = !p->outbound,
       .peer_load = p->addr[0] ? mesh_link_load(s->c->mesh, p->addr) : WIRE_LOAD_UNKNOWN,
       .up_since = p->up_since,

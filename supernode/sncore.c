@@ -203,7 +203,6 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   c->flood = flood_new(FLOOD_MAX_IDS, FLOOD_LIFETIME_MS);
   bool sched = sn_sched_init(c, now);
   c->mesh = mesh_new(self_id, 500, 30000);
-  mesh_set_direction(c->mesh, c->cfg.discovery);
   c->hostsend = hostsend_new(now);
   g_queue_init(&c->actions);
   c->next_housekeeping = now;
@@ -215,6 +214,9 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   }
   c->cfg.network_pk = NULL; /* borrowed for sn_core_new only */
   group_init(c, now);
+  /* A grouped node's --peer addresses are its fellow members, which the
+   * group needs linked: those stay configured links (GROUPS.md). */
+  mesh_set_direction(c->mesh, sn_peers_are_direction(c));
   if (!c->index || !c->roster || !c->src_entries || !c->src_bytes || !sched) {
     sn_core_free(c);
     return NULL;

@@ -150,6 +150,13 @@ struct SnCore {
   char shortcut_dial[MESH_ADDR_MAX + 1]; /* ... its dial under way, or "" */
 };
 
+/* Whether --peer addresses are direction nodes (mesh_set_direction):
+ * discovery on and no group. */
+static inline bool sn_peers_are_direction(const SnCore *c)
+{
+  return c->cfg.discovery && !c->group.on;
+}
+
 /* sncore.c */
 void sn_push(SnCore *c, SnAction a);
 void sn_send(SnCore *c, uint64_t conn, const WireMsg *m);
