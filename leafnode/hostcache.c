@@ -222,7 +222,13 @@ static int victim(const HostCache *h, PickFn pick, const void *ctx, bool only_fa
     if (only_failed && e->failures == 0)
       continue;
     const HostEntry *b = best >= 0 ? g_ptr_array_index(h->entries, best) : NULL;
-    if (!b || e->failures > b->failures || (e->failures == b->failures && e->learned < b->learned))
+    /* Proven hosts (they took us once) go last: a super node refreshing
+     * its own claims must not push them out. */
+    bool worse =
+        !b || (e->proven < b->proven) ||
+        (e->proven == b->proven &&
+         (e->failures > b->failures || (e->failures == b->failures && e->learned < b->learned)));
+    if (worse)
       best = (int)i;
   }
   return best;
@@ -297,7 +303,9 @@ bool hostcache_learn(HostCache *h, const char *addr, const uint8_t *id, uint8_t 
     memcpy(e->id, id, 32);
     e->id_known = true;
   }
-  if (e->leaf_load != leaf_load || e->learned == 0)
+  /* Loads are volatile and are not worth a write (an fsync) each: only a
+   * new entry is. */
+  if (e->learned == 0)
     h->dirty = true;
   e->leaf_load = leaf_load;
   e->learned = now ? now : 1;

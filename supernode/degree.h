@@ -61,6 +61,8 @@
 #define DEGREE_SHORTCUT_MS 2000
 /* HOSTS (addresses and loads) to each link: on link-up and this often. */
 #define DEGREE_HOSTS_INTERVAL_MS 5000
+/* HOSTS from one link closer together than this are ignored. */
+#define DEGREE_HOSTS_MIN_GAP_MS 1000
 
 /* The soft and hard maxima for target degree D (hard never under
  * max_links, the configured cap). */

@@ -108,19 +108,12 @@ void sn_hosts_refuse_leaf(SnCore *c, Peer *p, uint64_t now)
   sn_close_peer(c, p, "too many leaves", now);
 }
 
-/* Order-free: the same set in any order gives the same value. */
+/* Order-free, over the whole set mesh_hosts draws from: a digest of the
+ * (shuffled, capped) list itself would change at every look once more than
+ * WIRE_MAX_HOSTS are known, and every leaf would be told again each round. */
 static uint64_t set_fingerprint(SnCore *c)
 {
-  WireHost h[WIRE_MAX_HOSTS];
-  size_t n = hosts_from_book(c, NULL, h, WIRE_MAX_HOSTS);
-  uint64_t sum = n;
-  for (size_t i = 0; i < n; i++) {
-    uint64_t x = 1469598103934665603ull;
-    for (int k = 0; k < 32; k++)
-      x = (x ^ h[i].id[k]) * 1099511628211ull;
-    sum += x;
-  }
-  return sum;
+  return mesh_passable_fingerprint(c->mesh);
 }
 
 static void start_round(SnCore *c, uint64_t now)
@@ -146,10 +139,15 @@ void sn_hosts_tick(SnCore *c, uint64_t now)
       start_round(c, now);
     }
   }
-  while (!g_queue_is_empty(&h->queue) && ratelimit_take(&h->rate, now)) {
-    uint64_t *k = g_queue_pop_head(&h->queue);
+  while (!g_queue_is_empty(&h->queue)) {
+    /* Leaves gone since they were queued cost no token. */
+    uint64_t *k = g_queue_peek_head(&h->queue);
     Peer *p = g_hash_table_lookup(c->peers, k);
-    if (p && p->kind == PEER_LEAF)
+    bool live = p && p->kind == PEER_LEAF;
+    if (live && !ratelimit_take(&h->rate, now))
+      break;
+    g_queue_pop_head(&h->queue);
+    if (live)
       send_hosts(c, p);
     g_hash_table_remove(h->in_q, k);
   }

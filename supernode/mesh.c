@@ -487,6 +487,21 @@ static bool passable(const MeshAddr *a, const uint8_t *exclude_id)
   return a->linked_conn != 0 || a->failures == 0;
 }
 
+uint64_t mesh_passable_fingerprint(const Mesh *m)
+{
+  uint64_t sum = 0;
+  for (guint i = 0; i < m->addrs->len; i++) {
+    const MeshAddr *a = g_ptr_array_index(m->addrs, i);
+    if (!passable(a, NULL))
+      continue;
+    uint64_t x = 1469598103934665603ull; /* FNV-1a of the id */
+    for (int k = 0; k < 32; k++)
+      x = (x ^ a->id[k]) * 1099511628211ull;
+    sum += x + 1;
+  }
+  return sum;
+}
+
 size_t mesh_sample(Mesh *m, const uint8_t *exclude_id, const MeshAddr **out, size_t max)
 {
   size_t n = 0;

@@ -174,6 +174,10 @@ size_t mesh_hosts(Mesh *m, const uint8_t *exclude_id, WireHost *out, size_t max,
 void mesh_set_load(Mesh *m, const char *addr, const uint8_t id[32], uint8_t leaf_load,
                    uint8_t link_load);
 
+/* An order-free digest of every address mesh_sample may pass on (all of
+ * them, not a sample): it changes only when that set does. */
+uint64_t mesh_passable_fingerprint(const Mesh *m);
+
 void mesh_stats(const Mesh *m, MeshStats *out);
 
 #endif

@@ -82,7 +82,10 @@ void sn_on_refuse(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
         mesh_set_load(c->mesh, addr, h->id, h->leaf_load, h->link_load);
     }
   }
-  if (p->addr[0]) {
+  /* Only an address we dialed is known to be the refuser's: an inbound
+   * link's address is its HELLO's claim, and believing it would let anyone
+   * claim an honest node's address and make us back off from that node. */
+  if (p->addr[0] && p->outbound) {
     if (p->kind == PEER_NEW) /* the handshake proved who answers there */
       mesh_dial_succeeded(c->mesh, p->addr, p->id, 0);
     mesh_dial_refused(c->mesh, p->addr, m->u.refuse.retry_ms, rnd32(c), now);
@@ -127,6 +130,13 @@ void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     sn_close_peer(c, p, "HOSTS from a leaf", now);
     return;
   }
+  /* A link gossips every DEGREE_HOSTS_INTERVAL_MS; one that sends faster
+   * would make us walk the book at its pace. */
+  if (p->hosts_at && now - p->hosts_at < DEGREE_HOSTS_MIN_GAP_MS) {
+    c->stats.hosts_ignored++;
+    return;
+  }
+  p->hosts_at = now;
   mesh_link_accepted(c->mesh, p->conn);
   for (uint16_t i = 0; i < m->u.hosts.count; i++) {
     const WireHost *h = &m->u.hosts.hosts[i];
@@ -172,6 +182,10 @@ static void collect_links(Collect *s)
 
 bool sn_link_make_room(SnCore *c, uint64_t now)
 {
+  /* One eviction per DEGREE_EVICT_MIN_AGE_MS: what a newcomer says of its
+   * need is a claim, and a stream of them must not replace every link. */
+  if (now < c->next_evict)
+    return false;
   Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new()};
   collect_links(&s);
   const DegreeLink *l =
@@ -179,6 +193,7 @@ bool sn_link_make_room(SnCore *c, uint64_t now)
   if (l) {
     Peer *p = g_ptr_array_index(s.peers, (guint)(l - (const DegreeLink *)s.links->data));
     c->stats.links_shed++;
+    c->next_evict = now + DEGREE_EVICT_MIN_AGE_MS;
     sn_link_refuse(c, p, "evicted: room for a newcomer (the peer has other links)", now);
   }
   g_array_unref(s.links);

@@ -425,8 +425,8 @@ static void hello_super(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
    * has D or more (a long-range dial, degree.h) just gets the REFUSE, or
    * long-range links would evict each other without end. */
   uint8_t load = listen[0] ? mesh_link_load(c->mesh, listen) : WIRE_LOAD_UNKNOWN;
-  bool needy = load == WIRE_LOAD_UNKNOWN ||
-               load < degree_link_load(c->cfg.target_degree, c->cfg.target_degree);
+  bool needy = listen[0] && (load == WIRE_LOAD_UNKNOWN ||
+                             load < degree_link_load(c->cfg.target_degree, c->cfg.target_degree));
   if (!room && needy && !p->outbound && c->cfg.discovery && c->stats.links < hard &&
       sn_link_make_room(c, now))
     room = true;

@@ -104,6 +104,7 @@ typedef struct {
   uint64_t publish_throttled;  /* entries dropped: over the per-leaf publish rate */
   uint64_t refusals_sent;      /* super nodes sent REFUSE: no room for their link */
   uint64_t refusals_received;  /* REFUSEs from super nodes we dialed or linked */
+  uint64_t hosts_ignored;      /* HOSTS from a link sooner than DEGREE_HOSTS_MIN_GAP_MS */
   uint64_t links_shed;         /* links closed: over the soft max (degree.h) */
 } SnStats;
 

@@ -60,6 +60,7 @@ typedef struct {
   GList link_link;   /* SUPER: in SnCore.links (data: this) */
   uint64_t up_since; /* SUPER: when it became a link (degree.h shedding) */
   bool shortcut;     /* SUPER: our long-range link (degree.h) */
+  uint64_t hosts_at; /* SUPER: when its last HOSTS was taken (meshlink.c) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -146,6 +147,7 @@ struct SnCore {
   GQueue links;
   uint64_t next_hosts, next_gossip;      /* meshlink.c: shedding round, HOSTS to links */
   HostSend *hostsend;                    /* HOSTS to leaves, REFUSE when full */
+  uint64_t next_evict;                   /* meshlink.c: no link evicted for a newcomer before */
   uint64_t next_shortcut;                /* ... when to look for a long-range link */
   char shortcut_dial[MESH_ADDR_MAX + 1]; /* ... its dial under way, or "" */
 };
