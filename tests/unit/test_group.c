@@ -39,6 +39,7 @@ typedef struct {
   bool open;
   const char *closed_why; /* the core closed it, with this reason */
   unsigned got_state;     /* raw end: GROUP_STATEs the core sent it */
+  unsigned got_watch;     /* raw end: WATCHes (a backup's question) */
 } End;
 
 typedef struct {
@@ -143,6 +144,8 @@ static void pump(void)
             if (wire_decode(a.data, a.len, &m) == WIRE_OK) {
               if (m.type == MSG_GROUP_STATE)
                 e->got_state++;
+              if (m.type == MSG_WATCH)
+                e->got_watch++;
               wire_msg_clear(&m);
             }
           }
@@ -601,6 +604,64 @@ static void test_watch_sessions_capped(void **state)
   assert_null(end_of(w4)->closed_why);
 }
 
+/* --- issue 12: at size ---------------------------------------------------------- */
+
+/* The leader tells its leaves the group's view when it changes, not every
+ * heartbeat (at 10,000 leaves that was 40,000 GROUP_STATEs a second). */
+static void test_state_to_leaves_on_change_only(void **state)
+{
+  group_of_two(0);
+  uint64_t l = attach_leaf(0x41);
+  advance(500);
+  unsigned got = end_of(l)->got_state;
+  assert_true(got >= 1);
+  advance(5000); /* 20 heartbeats, nothing changes */
+  assert_int_equal(end_of(l)->got_state, got);
+  cut(A, B); /* the backup is gone: the leaf must hear it */
+  advance(500);
+  assert_true(end_of(l)->got_state > got);
+  assert_false(status(A).has_backup);
+  got = end_of(l)->got_state;
+  advance(5000);
+  assert_int_equal(end_of(l)->got_state, got);
+}
+
+/* A backup that loses the leader asks its watchers whether they still see
+ * it (leaves no longer ping at heartbeat rate): once at the loss, again
+ * only every PROBE_AGAIN dead intervals; never while the leader is heard. */
+static void test_backup_asks_watchers(void **state)
+{
+  group_of_two(0);
+  attach_leaf(0x41);
+  attach_leaf(0x42);
+  attach_leaf(0x43);
+  advance(300);
+  uint64_t w[3] = {watch(0x41, true), watch(0x42, true), watch(0x43, true)};
+  advance(5000);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(end_of(w[i])->got_watch, 0);
+  cut(A, B);
+  advance(STEP_MS);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(end_of(w[i])->got_watch, 1);
+  advance(1500); /* under two dead intervals (2 s): not again */
+  assert_int_equal(end_of(w[0])->got_watch, 1);
+  advance(1000);
+  assert_int_equal(end_of(w[0])->got_watch, 2);
+  assert_int_equal(status(B).role, SN_ROLE_BACKUP); /* nobody said it is lost */
+  assert_int_equal(status(B).probes, 2);
+  /* Two of three answer "lost": a strict majority, the backup takes over. */
+  WireMsg m = {.type = MSG_WATCH};
+  m.u.watch.term = status(B).term;
+  m.u.watch.leader_ok = false;
+  raw_send(w[0], &m);
+  advance(STEP_MS);
+  assert_int_equal(status(B).role, SN_ROLE_BACKUP);
+  raw_send(w[1], &m);
+  advance(STEP_MS);
+  assert_int_equal(status(B).role, SN_ROLE_LEADER);
+}
+
 /* --- snfix: shares after a step-down ------------------------------------------ */
 
 /* A leader that steps down empties its index; its leaves' per-address
@@ -659,6 +720,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_network_certificates_prove_membership, setup, teardown),
       cmocka_unit_test_setup_teardown(test_vote_counts_distinct_leaves, setup, teardown),
       cmocka_unit_test_setup_teardown(test_watch_sessions_capped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_to_leaves_on_change_only, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backup_asks_watchers, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
