@@ -78,6 +78,8 @@ typedef struct {
   uint64_t pieces;    /* REPL ops the snapshots sent (tests, status) */
   size_t max_unacked; /* the most unacknowledged at once */
   uint64_t resyncs;   /* snapshots resent because changes outran the backup */
+  uint64_t planned;   /* ops this snapshot was to send when it began, about */
+  uint64_t sent;      /* ops it sent */
 } Snapshot;
 
 typedef struct {
