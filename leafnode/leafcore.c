@@ -20,6 +20,13 @@
 /* The backup asked (WATCH from it): a leader that sends nothing within
  * this many of the group's heartbeats after our PING is lost to us. */
 #define LEAF_PROBE_HBS 2
+/* A leaf opens its watch session to a (new) backup only once attached,
+ * after LEAF_WATCH_DELAY_MS plus a random share of LEAF_WATCH_SPREAD_MS:
+ * after a takeover 10,000 leaves otherwise dialled the new backup at once,
+ * and those handshakes (theirs and the backup's) delayed their move to
+ * the new leader, which is what a user waits for. */
+#define LEAF_WATCH_DELAY_MS 250
+#define LEAF_WATCH_SPREAD_MS 2000
 #define LEAF_GROUP_FALLBACK_MS 120000
 
 typedef enum { LS_IDLE, LS_WAIT, LS_DIALING, LS_OPEN } LeafState;
@@ -87,8 +94,9 @@ struct LeafCore {
   unsigned next_member;
   bool told_ok; /* last leader_ok said to the backup */
   uint64_t last_watch;
-  uint64_t probe_at; /* the backup asked about our leader then (0: no question open) */
-  uint64_t probes;   /* questions from the backup */
+  uint64_t probe_at;  /* the backup asked about our leader then (0: no question open) */
+  uint64_t probes;    /* questions from the backup */
+  uint64_t watch_due; /* when to dial the backup (0: not yet planned) */
 
   uint64_t publishes, leader_changes;
   GArray *manifest; /* LeafEntry, owned names */
@@ -410,9 +418,16 @@ static void reconcile(LeafCore *c, uint64_t now)
                                                             : strcmp(w->addr, c->backup_addr) == 0);
   if (slot_live(w) && !watch_on_backup)
     slot_close(c, LEAF_SLOT_WATCH, "the backup changed");
-  if (want_watch && w->state == LS_IDLE)
+  if (!want_watch || w->state != LS_IDLE || !c->attached) {
+    c->watch_due = 0; /* planned again once attached and wanted */
+  } else if (!c->watch_due) {
+    uint16_t r;
+    c->rng((uint8_t *)&r, sizeof r, c->rng_ctx);
+    c->watch_due = now + LEAF_WATCH_DELAY_MS + (uint64_t)LEAF_WATCH_SPREAD_MS * r / 65536;
+  } else if (now >= c->watch_due) {
+    c->watch_due = 0;
     slot_dial(c, LEAF_SLOT_WATCH, c->backup_addr);
-  (void)now;
+  }
 }
 
 void leaf_core_start(LeafCore *c, uint64_t now)
@@ -671,6 +686,12 @@ static void on_group(LeafCore *c, LeafSlot slot, const WireMsg *m, uint64_t now)
 {
   if (m->u.group.term < c->term)
     return; /* stale: from a leader that has been replaced */
+  /* At our term a view that names no leader (a member still joining, a
+   * restarted one) does not replace ours that names one: it would leave
+   * our leader unvouched for, and the leaf deaf to it for good (the
+   * simulator, --claims seed 57, once leaves dialled the backup later). */
+  if (m->u.group.term == c->term && c->has_leader && zero_id(m->u.group.leader))
+    return;
   if (!vouched(c, c->slot[slot].peer) ||
       (c->cfg.unix_now && !term_believable(m->u.group.term, c->cfg.unix_now()))) {
     c->claims_refused++;
@@ -816,6 +837,7 @@ static void on_attached(LeafCore *c, const WireMsg *m, uint64_t now)
   if (m->u.attached.count != c->manifest->len || memcmp(m->u.attached.digest, c->digest, 32) != 0)
     publish(c);
   tell_backup(c, now);
+  reconcile(c, now); /* plans the watch session */
 }
 
 void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *data, size_t len, uint64_t now)
@@ -986,6 +1008,8 @@ void leaf_core_tick(LeafCore *c, uint64_t now)
     w->state = LS_IDLE;
     reconcile(c, now);
   }
+  if (c->watch_due && now >= c->watch_due)
+    reconcile(c, now);
   if (w->state == LS_OPEN) {
     if (now - w->last_rx >= 3 * c->cfg.keepalive_ms) {
       LeafAction a = {.kind = LEAF_ACT_CLOSE,
@@ -1036,6 +1060,8 @@ uint64_t leaf_core_next_deadline(const LeafCore *c)
   }
   if (c->probe_at)
     t = MIN(t, c->probe_at + probe_ms(c));
+  if (c->watch_due)
+    t = MIN(t, c->watch_due);
   if (claim_pending(c))
     t = MIN(t, c->term_since + LEAF_CLAIM_MS);
   g_hash_table_foreach(c->searches, min_deadline, &t);

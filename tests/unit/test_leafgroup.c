@@ -137,6 +137,16 @@ static Fix *attached(void)
   att.u.attached.term = TERM1;
   feed(f, LEAF_SLOT_PRIMARY, &att);
   assert_true(leaf_core_is_connected(f->core));
+  /* The watch session follows, 250 ms to 2.25 s later (spread: after a
+   * takeover every leaf dials the new backup). */
+  assert_int_equal(f->dials[LEAF_SLOT_WATCH], 0);
+  uint64_t t = now_ms;
+  while (f->dials[LEAF_SLOT_WATCH] == 0 && now_ms - t <= 2250) {
+    now_ms = MAX(now_ms + 1, MIN(leaf_core_next_deadline(f->core), t + 2300));
+    leaf_core_tick(f->core, now_ms);
+    drain(f);
+  }
+  assert_true(now_ms - t >= 250 && now_ms - t <= 2250);
   assert_string_equal(f->last_dial[LEAF_SLOT_WATCH], B_ADDR);
   return f;
 }
@@ -342,6 +352,33 @@ static void test_question_only_from_backup(void **state_)
   done(f);
 }
 
+/* A member at our term that names no leader (it restarted and is still
+ * joining: the leaf reached it on the watch session) does not make the
+ * leaf forget its leader; the leader is still heard. */
+static void test_leaderless_view_ignored(void **state_)
+{
+  Fix *f = attached();
+  leaf_core_connected(f->core, LEAF_SLOT_WATCH, B_ID, now_ms);
+  drain(f);
+  WireMsg m = {.type = MSG_GROUP_STATE};
+  m.u.group.role = GROLE_JOINING;
+  m.u.group.group = wire_str("g1", 2);
+  m.u.group.term = TERM1;
+  m.u.group.hb_ms = 250;
+  WirePeer self = {.addr = wire_str(B_ADDR, strlen(B_ADDR))};
+  memcpy(self.id, B_ID, 32);
+  m.u.group.n_members = 1;
+  m.u.group.members = &self;
+  feed(f, LEAF_SLOT_WATCH, &m);
+  assert_int_equal(gstatus(f).n_members, 2); /* the view stands */
+  /* Our leader, at a higher term, is still followed. */
+  unsigned refused = gstatus(f).claims_refused;
+  state(f, LEAF_SLOT_PRIMARY, TERM1 + (1ull << 32), L_ID, HOME);
+  assert_true(gstatus(f).term == TERM1 + (1ull << 32));
+  assert_int_equal(gstatus(f).claims_refused, refused);
+  done(f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -352,6 +389,7 @@ int main(void)
       cmocka_unit_test(test_keepalive_not_heartbeat),
       cmocka_unit_test(test_backup_question),
       cmocka_unit_test(test_question_only_from_backup),
+      cmocka_unit_test(test_leaderless_view_ignored),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
