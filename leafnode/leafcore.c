@@ -395,8 +395,15 @@ static void reconcile(LeafCore *c, uint64_t now)
     bool primary_on_leader = p->state == LS_OPEN      ? memcmp(p->peer, c->leader, 32) == 0
                              : p->state == LS_DIALING ? strcmp(p->addr, c->leader_addr) == 0
                                                       : false;
+    /* A primary that only dials the leader, or reached it and was not
+     * taken (it dialled a member before the takeover and is being turned
+     * away), loses to a watch session already open on the new leader:
+     * waiting for it cost seconds of back-off at 5,000 leaves. */
+    bool watch_on_leader = w->state == LS_OPEN && memcmp(w->peer, c->leader, 32) == 0;
+    if (watch_on_leader && !(p->state == LS_OPEN && c->attached))
+      primary_on_leader = false;
     if (!primary_on_leader) {
-      if (w->state == LS_OPEN && memcmp(w->peer, c->leader, 32) == 0) {
+      if (watch_on_leader) {
         /* The backup took over: its session becomes the primary, bound on
          * its side to what it replicated. */
         slot_close(c, LEAF_SLOT_PRIMARY, "following the new leader");
