@@ -742,7 +742,8 @@ static void on_probe(LeafCore *c, uint64_t now)
   Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
   c->probes++;
   if (!leader_ok(c)) {
-    tell_backup(c, now);
+    if (c->told_ok)
+      tell_backup(c, now); /* else it has our word already */
     return;
   }
   if (c->probe_at)
