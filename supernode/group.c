@@ -700,8 +700,11 @@ static void adopt(SnCore *c, const WireMsg *m, uint64_t now)
     g_message("group %s: %s, term %" G_GUINT64_FORMAT ", leader %s… at %s", g->name,
               role_str(after), g->term, id, g->leader_addr);
   }
-  if (before == SN_ROLE_LEADER)
-    each_peer(c, false, true, state_cb, NULL); /* our leaves: go there */
+  /* Our leaves: go there. Our watchers too: leaves no longer hear their
+   * leader every heartbeat, and one watching us while its hung leader was
+   * replaced by another member (not us) would hear of it from nobody. */
+  if (before == SN_ROLE_LEADER || ((new_leader || new_term) && g_hash_table_size(g->watchers) > 0))
+    each_peer(c, false, true, state_cb, NULL);
   /* Members keep a link to the leader (its heartbeats): a learned address
    * (mesh_pin), not a configured one. */
   if (g->leader_addr[0] && !member_link(c, g->leader))

@@ -665,6 +665,27 @@ static void test_backup_asks_watchers(void **state)
   assert_int_equal(status(B).role, SN_ROLE_LEADER);
 }
 
+/* A backup whose group got another leader (here a member that leads a
+ * higher term, with the key: say the old leader hung and a third member
+ * took over) tells its watchers at once: their leaves no longer hear a
+ * leader every heartbeat, and nobody else would tell them. */
+static void test_backup_tells_watchers_of_new_leader(void **state)
+{
+  group_of_two(0);
+  attach_leaf(0x41);
+  advance(300);
+  uint64_t w = watch(0x41, true);
+  advance(1000);
+  unsigned got = end_of(w)->got_state;
+  uint8_t m3[32];
+  node_id(0x33, m3);
+  uint64_t c = raw_open(B, m3);
+  raw_hello(c, ROLE_SUPER, "127.0.0.1:7999");
+  claim(c, m3, m3, "127.0.0.1:7999", GROLE_LEADER, status(B).term + (1ull << 32), true, false);
+  assert_true(memcmp(status(B).leader, m3, 32) == 0);
+  assert_true(end_of(w)->got_state > got);
+}
+
 /* --- snfix: shares after a step-down ------------------------------------------ */
 
 /* A leader that steps down empties its index; its leaves' per-address
@@ -725,6 +746,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_watch_sessions_capped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_state_to_leaves_on_change_only, setup, teardown),
       cmocka_unit_test_setup_teardown(test_backup_asks_watchers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backup_tells_watchers_of_new_leader, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
