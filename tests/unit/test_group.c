@@ -686,6 +686,33 @@ static void test_backup_tells_watchers_of_new_leader(void **state)
   assert_true(end_of(w)->got_state > got);
 }
 
+/* A leaf's second session at its leader (it dialled the new leader and
+ * also promoted its watch session there) replaces the first but keeps the
+ * leaf's record and entries: ATTACHED then matches its manifest and it
+ * does not re-publish. */
+static void test_second_session_keeps_entries(void **state)
+{
+  group_of_two(0);
+  uint8_t id[32];
+  node_id(0x41, id);
+  uint64_t c1 = raw_open(A, id);
+  raw_hello(c1, ROLE_LEAF, "");
+  WireEntry e = {.name = wire_str("alpha one", 9), .size = 1};
+  memset(e.cid, 0x30, sizeof e.cid);
+  WireMsg pub = {.type = MSG_PUBLISH};
+  pub.u.publish.reset = true;
+  pub.u.publish.count = 1;
+  pub.u.publish.entries = &e;
+  raw_send(c1, &pub);
+  assert_int_equal(sn_core_leaf_entries(net.core[A], id), 1);
+  uint64_t c2 = raw_open(A, id);
+  raw_hello(c2, ROLE_LEAF, "");
+  assert_false(end_of(c1)->open); /* replaced */
+  assert_true(end_of(c2)->open);
+  assert_int_equal(sn_core_leaf_entries(net.core[A], id), 1);
+  assert_int_equal(status(A).records, 1);
+}
+
 /* --- snfix: shares after a step-down ------------------------------------------ */
 
 /* A leader that steps down empties its index; its leaves' per-address
@@ -747,6 +774,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_state_to_leaves_on_change_only, setup, teardown),
       cmocka_unit_test_setup_teardown(test_backup_asks_watchers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_backup_tells_watchers_of_new_leader, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_second_session_keeps_entries, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
