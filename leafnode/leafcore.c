@@ -17,6 +17,16 @@
 /* Failed dials in a row, beyond one per member, after which a leaf whose
  * whole group is unreachable turns to its host cache. */
 #define LEAF_GROUP_TRIES_EXTRA 2
+/* The backup asked (WATCH from it): a leader that sends nothing within
+ * this many of the group's heartbeats after our PING is lost to us. */
+#define LEAF_PROBE_HBS 2
+/* A leaf opens its watch session to a (new) backup only once attached,
+ * after LEAF_WATCH_DELAY_MS plus a random share of LEAF_WATCH_SPREAD_MS:
+ * after a takeover 10,000 leaves otherwise dialled the new backup at once,
+ * and those handshakes (theirs and the backup's) delayed their move to
+ * the new leader, which is what a user waits for. */
+#define LEAF_WATCH_DELAY_MS 250
+#define LEAF_WATCH_SPREAD_MS 2000
 #define LEAF_GROUP_FALLBACK_MS 120000
 
 typedef enum { LS_IDLE, LS_WAIT, LS_DIALING, LS_OPEN } LeafState;
@@ -84,6 +94,9 @@ struct LeafCore {
   unsigned next_member;
   bool told_ok; /* last leader_ok said to the backup */
   uint64_t last_watch;
+  uint64_t probe_at;  /* the backup asked about our leader then (0: no question open) */
+  uint64_t probes;    /* questions from the backup */
+  uint64_t watch_due; /* when to dial the backup (0: not yet planned) */
 
   uint64_t publishes, leader_changes;
   GArray *manifest; /* LeafEntry, owned names */
@@ -326,14 +339,23 @@ static const char *primary_target(LeafCore *c, uint64_t now)
   return host_target(c, now);
 }
 
+/* In a group too the leaf keeps the ordinary keepalive to its leader, not
+ * the group's heartbeat: 10,000 leaves pinging every 250 ms were 40,000
+ * PINGs a second. A dead leader closes the session; a hung one is found
+ * when the backup asks (on_probe). */
 static uint64_t primary_ping_ms(const LeafCore *c)
 {
-  return c->hb_ms ? c->hb_ms : c->cfg.keepalive_ms;
+  return c->cfg.keepalive_ms;
 }
 
 static uint64_t primary_dead_ms(const LeafCore *c)
 {
-  return c->hb_ms ? 4 * (uint64_t)c->hb_ms : 3 * c->cfg.keepalive_ms;
+  return 3 * c->cfg.keepalive_ms;
+}
+
+static uint64_t probe_ms(const LeafCore *c)
+{
+  return LEAF_PROBE_HBS * (uint64_t)(c->hb_ms ? c->hb_ms : 250);
 }
 
 static bool leader_ok(const LeafCore *c)
@@ -373,8 +395,15 @@ static void reconcile(LeafCore *c, uint64_t now)
     bool primary_on_leader = p->state == LS_OPEN      ? memcmp(p->peer, c->leader, 32) == 0
                              : p->state == LS_DIALING ? strcmp(p->addr, c->leader_addr) == 0
                                                       : false;
+    /* A primary that only dials the leader, or reached it and was not
+     * taken (it dialled a member before the takeover and is being turned
+     * away), loses to a watch session already open on the new leader:
+     * waiting for it cost seconds of back-off at 5,000 leaves. */
+    bool watch_on_leader = w->state == LS_OPEN && memcmp(w->peer, c->leader, 32) == 0;
+    if (watch_on_leader && !(p->state == LS_OPEN && c->attached))
+      primary_on_leader = false;
     if (!primary_on_leader) {
-      if (w->state == LS_OPEN && memcmp(w->peer, c->leader, 32) == 0) {
+      if (watch_on_leader) {
         /* The backup took over: its session becomes the primary, bound on
          * its side to what it replicated. */
         slot_close(c, LEAF_SLOT_PRIMARY, "following the new leader");
@@ -396,9 +425,16 @@ static void reconcile(LeafCore *c, uint64_t now)
                                                             : strcmp(w->addr, c->backup_addr) == 0);
   if (slot_live(w) && !watch_on_backup)
     slot_close(c, LEAF_SLOT_WATCH, "the backup changed");
-  if (want_watch && w->state == LS_IDLE)
+  if (!want_watch || w->state != LS_IDLE || !c->attached) {
+    c->watch_due = 0; /* planned again once attached and wanted */
+  } else if (!c->watch_due) {
+    uint16_t r;
+    c->rng((uint8_t *)&r, sizeof r, c->rng_ctx);
+    c->watch_due = now + LEAF_WATCH_DELAY_MS + (uint64_t)LEAF_WATCH_SPREAD_MS * r / 65536;
+  } else if (now >= c->watch_due) {
+    c->watch_due = 0;
     slot_dial(c, LEAF_SLOT_WATCH, c->backup_addr);
-  (void)now;
+  }
 }
 
 void leaf_core_start(LeafCore *c, uint64_t now)
@@ -657,6 +693,12 @@ static void on_group(LeafCore *c, LeafSlot slot, const WireMsg *m, uint64_t now)
 {
   if (m->u.group.term < c->term)
     return; /* stale: from a leader that has been replaced */
+  /* At our term a view that names no leader (a member still joining, a
+   * restarted one) does not replace ours that names one: it would leave
+   * our leader unvouched for, and the leaf deaf to it for good (the
+   * simulator, --claims seed 57, once leaves dialled the backup later). */
+  if (m->u.group.term == c->term && c->has_leader && zero_id(m->u.group.leader))
+    return;
   if (!vouched(c, c->slot[slot].peer) ||
       (c->cfg.unix_now && !term_believable(m->u.group.term, c->cfg.unix_now()))) {
     c->claims_refused++;
@@ -689,6 +731,28 @@ static void on_group(LeafCore *c, LeafSlot slot, const WireMsg *m, uint64_t now)
   c->has_view = true;
   reconcile(c, now);
   (void)slot;
+}
+
+/* The backup lost the leader and asks whether we still reach it: a PING
+ * now, and the leader is lost to us unless something comes back within
+ * probe_ms (leaf_core_tick). No primary: we have said so already, say it
+ * again. */
+static void on_probe(LeafCore *c, uint64_t now)
+{
+  Slot *p = &c->slot[LEAF_SLOT_PRIMARY];
+  c->probes++;
+  if (!leader_ok(c)) {
+    if (c->told_ok)
+      tell_backup(c, now); /* else it has our word already */
+    return;
+  }
+  if (c->probe_at)
+    return; /* one question open is enough */
+  c->probe_at = now;
+  WireMsg ping = {.type = MSG_PING};
+  ping.u.ping = now;
+  send_msg(c, LEAF_SLOT_PRIMARY, &ping);
+  p->last_ping = now;
 }
 
 /* The whole group is unreachable and the leaf goes to a super node of its
@@ -781,6 +845,7 @@ static void on_attached(LeafCore *c, const WireMsg *m, uint64_t now)
   if (m->u.attached.count != c->manifest->len || memcmp(m->u.attached.digest, c->digest, 32) != 0)
     publish(c);
   tell_backup(c, now);
+  reconcile(c, now); /* plans the watch session */
 }
 
 void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *data, size_t len, uint64_t now)
@@ -830,6 +895,10 @@ void leaf_core_recv(LeafCore *c, LeafSlot slot, const uint8_t *data, size_t len,
   }
   case MSG_GROUP_STATE:
     on_group(c, slot, &m, now);
+    break;
+  case MSG_WATCH:
+    if (slot == LEAF_SLOT_WATCH)
+      on_probe(c, now);
     break;
   case MSG_ATTACHED:
     if (slot == LEAF_SLOT_PRIMARY)
@@ -917,6 +986,18 @@ void leaf_core_tick(LeafCore *c, uint64_t now)
   expire_claim(c, now);
   if (p->state == LS_WAIT && now >= p->redial_at)
     slot_dial(c, LEAF_SLOT_PRIMARY, primary_target(c, now));
+  if (c->probe_at && p->state == LS_OPEN && p->last_rx >= c->probe_at)
+    c->probe_at = 0; /* the leader answered the backup's question */
+  if (c->probe_at && now - c->probe_at >= probe_ms(c)) {
+    c->probe_at = 0;
+    if (p->state == LS_OPEN) {
+      LeafAction a = {.kind = LEAF_ACT_CLOSE,
+                      .slot = LEAF_SLOT_PRIMARY,
+                      .reason = "the leader did not answer when the backup asked"};
+      push(c, a);
+      leaf_core_disconnected(c, LEAF_SLOT_PRIMARY, now); /* tells the backup */
+    }
+  }
   if (p->state == LS_OPEN) {
     if (now - p->last_rx >= primary_dead_ms(c)) {
       LeafAction a = {.kind = LEAF_ACT_CLOSE,
@@ -935,6 +1016,8 @@ void leaf_core_tick(LeafCore *c, uint64_t now)
     w->state = LS_IDLE;
     reconcile(c, now);
   }
+  if (c->watch_due && now >= c->watch_due)
+    reconcile(c, now);
   if (w->state == LS_OPEN) {
     if (now - w->last_rx >= 3 * c->cfg.keepalive_ms) {
       LeafAction a = {.kind = LEAF_ACT_CLOSE,
@@ -949,7 +1032,7 @@ void leaf_core_tick(LeafCore *c, uint64_t now)
         send_msg(c, LEAF_SLOT_WATCH, &ping);
         w->last_ping = now;
       }
-      if (c->hb_ms && (now - c->last_watch >= c->hb_ms || c->told_ok != leader_ok(c)))
+      if (w->admitted && c->told_ok != leader_ok(c))
         tell_backup(c, now);
     }
   }
@@ -980,9 +1063,13 @@ uint64_t leaf_core_next_deadline(const LeafCore *c)
     t = MIN(t, w->redial_at);
   if (w->state == LS_OPEN) {
     t = MIN(t, MIN(w->last_ping + c->cfg.keepalive_ms, w->last_rx + 3 * c->cfg.keepalive_ms));
-    if (c->hb_ms)
-      t = MIN(t, c->last_watch + c->hb_ms);
+    if (w->admitted && c->told_ok != leader_ok(c))
+      t = 0; /* tell the backup now */
   }
+  if (c->probe_at)
+    t = MIN(t, c->probe_at + probe_ms(c));
+  if (c->watch_due)
+    t = MIN(t, c->watch_due);
   if (claim_pending(c))
     t = MIN(t, c->term_since + LEAF_CLAIM_MS);
   g_hash_table_foreach(c->searches, min_deadline, &t);

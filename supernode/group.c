@@ -30,6 +30,9 @@
  * to it yet) waits up to this many join intervals for the link before it
  * leads on its own; hearsay cannot keep it joining for longer. */
 #define JOIN_WAIT_MAX 4
+/* A backup that lost the leader asks its watchers once, and again every
+ * this many dead intervals while the loss lasts. */
+#define PROBE_AGAIN 2
 /* A snapshot's next piece goes out only while less than this (or a
  * quarter of the link's queue cap, if smaller) is sent to the backup and
  * not acknowledged: the link's queue stays far below its cap however large
@@ -281,11 +284,10 @@ static void send_state(SnCore *c, Peer *to)
   memcpy(l.members[0].id, c->self, 32);
   l.members[0].addr = wire_str(c->advertise, strlen(c->advertise));
   l.n_members = 1;
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, c->peers);
-  while (g_hash_table_iter_next(&it, NULL, &v))
-    lists_cb(c, v, &l);
+  /* The links only: sent to every leaf on a change of view, a walk over
+   * every session here was O(leaves) per message, O(leaves^2) a change. */
+  for (GList *k = c->links.head; k; k = k->next)
+    lists_cb(c, k->data, &l);
   WireMsg m = {.type = MSG_GROUP_STATE};
   m.u.group.role = wire_role(g->role);
   m.u.group.group = wire_str(g->name, strlen(g->name));
@@ -316,10 +318,47 @@ static void state_cb(SnCore *c, Peer *p, void *ctx)
   send_state(c, p);
 }
 
-/* Our view to the members, and (leader) to every leaf session. */
+/* What a leaf takes from GROUP_STATE that can change: term, leader,
+ * backup and the members (ids and addresses). FNV-1a: it only tells a
+ * change from none. */
+static uint64_t leaf_view_hash(const SnCore *c)
+{
+  const Group *g = &c->group;
+  uint64_t h = 1469598103934665603ULL;
+#define MIX(p, n)                                                                                  \
+  for (size_t i_ = 0; i_ < (n); i_++)                                                              \
+    h = (h ^ ((const uint8_t *)(p))[i_]) * 1099511628211ULL;
+  MIX(&g->term, sizeof g->term);
+  MIX(&g->role, sizeof g->role);
+  MIX(g->leader, 32);
+  MIX(g->backup, 32);
+  MIX(g->backup_addr, strlen(g->backup_addr));
+  for (GList *k = c->links.head; k; k = k->next) {
+    const Peer *p = k->data;
+    if (p->member && p->addr[0]) {
+      MIX(p->id, 32);
+      MIX(p->addr, strlen(p->addr));
+    }
+  }
+#undef MIX
+  return h;
+}
+
+/* Our view to the members every heartbeat (their failure detector), and
+ * (leader) to every leaf session only when it changed: at 10,000 leaves a
+ * heartbeat to each was 40,000 messages a second (GROUPS.md, "At size").
+ * A leaf detects a dead leader by its closed session and a hung one when
+ * the backup asks (group_probe). */
 static void broadcast_state(SnCore *c)
 {
-  each_peer(c, true, c->group.role == SN_ROLE_LEADER, state_cb, NULL);
+  Group *g = &c->group;
+  bool leaves = false;
+  if (g->role == SN_ROLE_LEADER) {
+    uint64_t h = leaf_view_hash(c);
+    leaves = h != g->leaf_view;
+    g->leaf_view = h;
+  }
+  each_peer(c, true, leaves, state_cb, NULL);
 }
 
 /* --- replication (leader side) --------------------------------------------------- */
@@ -392,6 +431,7 @@ static void snapshot_pump(SnCore *c, Peer *to)
     if (sp->next == sp->ids->len) {
       repl_send(c, to, REPL_SNAPSHOT_END, NULL, false, NULL, 0);
       sp->pieces++;
+      sp->sent++;
       g_array_unref(sp->ids);
       sp->ids = NULL;
       break;
@@ -405,6 +445,7 @@ static void snapshot_pump(SnCore *c, Peer *to)
     if (sp->off == 0) {
       repl_send(c, to, REPL_LEAF_UP, rec->id, false, NULL, 0);
       sp->pieces++;
+      sp->sent++;
     }
     size_t k = MIN(rec->count - sp->off, (size_t)WIRE_MAX_ENTRIES);
     WireEntry e[WIRE_MAX_ENTRIES];
@@ -416,6 +457,7 @@ static void snapshot_pump(SnCore *c, Peer *to)
     }
     repl_send(c, to, REPL_PUBLISH, rec->id, sp->off == 0, e, k);
     sp->pieces++;
+    sp->sent++;
     sp->off += k;
     if (sp->off >= rec->count) {
       sp->next++;
@@ -426,7 +468,10 @@ static void snapshot_pump(SnCore *c, Peer *to)
 
 static void collect_id_cb(Record *rec, void *ctx)
 {
-  g_array_append_vals(ctx, rec->id, 1); /* elements are 32-byte ids */
+  Snapshot *sp = ctx;
+  g_array_append_vals(sp->ids, rec->id, 1); /* elements are 32-byte ids */
+  /* LEAF_UP and the PUBLISH batches (one at least). */
+  sp->planned += 1 + MAX((rec->count + WIRE_MAX_ENTRIES - 1) / WIRE_MAX_ENTRIES, (size_t)1);
 }
 
 /* Starts a snapshot to `to`, the new backup: the pieces follow as its
@@ -440,29 +485,26 @@ static void send_snapshot(SnCore *c, Peer *to)
     g_array_unref(g->snap.ids);
   repl_send(c, to, REPL_SNAPSHOT_BEGIN, NULL, false, NULL, 0);
   g->snap.ids = g_array_new(FALSE, FALSE, 32);
-  roster_foreach(c->roster, collect_id_cb, g->snap.ids);
+  g->snap.planned = 1; /* SNAPSHOT_END */
+  g->snap.sent = 0;
+  roster_foreach(c->roster, collect_id_cb, &g->snap);
   g->snap.next = 0;
   g->snap.off = 0;
   g->backup_synced = true;
   snapshot_pump(c, to);
 }
 
-/* Ops the running snapshot has still to send (for the lag figure). */
+/* Ops the running snapshot has still to send (for the lag figure): those
+ * planned when it began less those sent. About: a record that changed
+ * meanwhile sends more or fewer. O(1): the shell reads the status after
+ * every tick, and a walk over the snapshot's records (a hash lookup each)
+ * was most of a new leader's time at 5,000 leaves (issue 12). */
 static uint64_t snapshot_left(const SnCore *c)
 {
   const Snapshot *sp = &c->group.snap;
   if (!sp->ids)
     return 0;
-  uint64_t ops = 1; /* SNAPSHOT_END */
-  for (guint i = sp->next; i < sp->ids->len; i++) {
-    const Record *rec = roster_get(c->roster, snap_id(sp, i));
-    if (!rec)
-      continue;
-    size_t off = i == sp->next ? sp->off : 0;
-    size_t left = rec->count > off ? rec->count - off : 0;
-    ops += (off == 0) + MAX((left + WIRE_MAX_ENTRIES - 1) / WIRE_MAX_ENTRIES, (size_t)(off == 0));
-  }
-  return ops;
+  return sp->planned > sp->sent ? sp->planned - sp->sent : 1; /* 1: SNAPSHOT_END */
 }
 
 static Peer *synced_backup(SnCore *c)
@@ -524,11 +566,8 @@ static void elect_backup(SnCore *c, uint64_t now)
     return;
   }
   Peer *best = NULL;
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, c->peers);
-  while (g_hash_table_iter_next(&it, NULL, &v)) {
-    Peer *p = v;
+  for (GList *k = c->links.head; k; k = k->next) { /* O(links), not O(leaves) */
+    Peer *p = k->data;
     if (p->kind != PEER_SUPER || !p->member || !alive(c, p, now) || !p->addr[0] ||
         p->member_role == GROLE_LEADER)
       continue;
@@ -654,14 +693,18 @@ static void adopt(SnCore *c, const WireMsg *m, uint64_t now)
   }
   g->role = after;
   g->leader_seen = now;
+  g->probed_at = 0;
   if (before != after || new_leader || new_term) {
     char id[17];
     short_id(g->leader, id);
     g_message("group %s: %s, term %" G_GUINT64_FORMAT ", leader %s… at %s", g->name,
               role_str(after), g->term, id, g->leader_addr);
   }
-  if (before == SN_ROLE_LEADER)
-    each_peer(c, false, true, state_cb, NULL); /* our leaves: go there */
+  /* Our leaves: go there. Our watchers too: leaves no longer hear their
+   * leader every heartbeat, and one watching us while its hung leader was
+   * replaced by another member (not us) would hear of it from nobody. */
+  if (before == SN_ROLE_LEADER || ((new_leader || new_term) && g_hash_table_size(g->watchers) > 0))
+    each_peer(c, false, true, state_cb, NULL);
   /* Members keep a link to the leader (its heartbeats): a learned address
    * (mesh_pin), not a configured one. */
   if (g->leader_addr[0] && !member_link(c, g->leader))
@@ -772,8 +815,10 @@ void group_on_state(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
    * a claim made in its name) does not keep it ours, so a standby takes
    * over above the claim rather than wait forever. */
   if (g->has_leader && memcmp(g->leader, p->id, 32) == 0 && from_leader &&
-      m->u.group.term == g->term)
+      m->u.group.term == g->term) {
     g->leader_seen = now;
+    g->probed_at = 0; /* the next loss asks the watchers again */
+  }
   if (g->role == SN_ROLE_LEADER && !was_member)
     elect_backup(c, now);
 }
@@ -844,12 +889,52 @@ static bool leader_lost(SnCore *c, uint64_t now)
   return !l || now - g->leader_seen >= dead_ms(c);
 }
 
+/* A watcher's vote changed (or it came or went): g->watch_lost counts the
+ * watch sessions that report the leader lost, so a WATCH costs O(1) and
+ * not a walk over every watcher (10,000 WATCHes after a leader dies were
+ * 10^8 steps). */
+static void watch_vote(Group *g, Peer *p, bool leader_ok)
+{
+  if (p->watch_leader_ok && !leader_ok)
+    g->watch_lost++;
+  else if (!p->watch_leader_ok && leader_ok && g->watch_lost > 0)
+    g->watch_lost--;
+  p->watch_leader_ok = leader_ok;
+}
+
+static void probe_cb(SnCore *c, Peer *p, void *ctx)
+{
+  if (p->kind != PEER_WATCH)
+    return;
+  WireMsg m = {.type = MSG_WATCH};
+  m.u.watch.term = c->group.term;
+  m.u.watch.leader_ok = false;
+  sn_send(c, p->conn, &m);
+}
+
+/* The backup lost the leader: it asks every watcher (WATCH, leader_ok
+ * false) to check its own session to the leader now. Leaves do not ping
+ * their leader at heartbeat rate (GROUPS.md, "At size"), so without the
+ * question a hung leader would reach their vote only after their
+ * keepalive timeout. Once per loss, again every PROBE_AGAIN dead
+ * intervals while it lasts (leaves that came meanwhile). */
+static void group_probe(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  if (g->probed_at && now - g->probed_at < PROBE_AGAIN * dead_ms(c))
+    return;
+  g->probed_at = now;
+  g->probes++;
+  each_peer(c, false, true, probe_cb, NULL);
+}
+
 typedef struct {
   size_t lost, reporting;
 } Reports;
 
 /* The vote: one per distinct leaf of the replicated roster (watchers holds
- * one session per leaf id, group_watch_hello sees to it). */
+ * one session per leaf id, group_watch_hello sees to it). O(watchers):
+ * check_takeover calls it only when g->watch_lost could be a majority. */
 static void count_reports(SnCore *c, Reports *r)
 {
   GHashTableIter it;
@@ -886,11 +971,8 @@ static void check_standby_takeover(SnCore *c, uint64_t now)
   Peer *b = g->has_backup ? member_link(c, g->backup) : NULL;
   if (will_elect(c, b, now))
     return;
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, c->peers);
-  while (g_hash_table_iter_next(&it, NULL, &v)) {
-    Peer *p = v;
+  for (GList *k = c->links.head; k; k = k->next) {
+    Peer *p = k->data;
     if (p->kind == PEER_SUPER && p->member && will_elect(c, p, now) &&
         !(g->has_leader && memcmp(p->id, g->leader, 32) == 0) && memcmp(p->id, c->self, 32) < 0)
       return;
@@ -907,9 +989,19 @@ static void check_takeover(SnCore *c, uint64_t now)
   }
   if (g->role != SN_ROLE_BACKUP || !leader_lost(c, now))
     return;
+  size_t roster = roster_size(c->roster);
+  /* Ask only once the leader has been silent a whole dead interval: a
+   * crashed one closed the leaves' sessions too, and they report without
+   * being asked (10,000 questions and answers for nothing); a hung one or
+   * a cut link is silent that long before anyone may act on it anyway. */
+  if (now - g->leader_seen >= dead_ms(c))
+    group_probe(c, now);
+  /* Watchers outside the roster may count in watch_lost, never in the
+   * vote: a count below a majority is final, one above is checked. */
+  if (g->replica_whole && roster > 0 && 2 * g->watch_lost <= roster)
+    return;
   Reports r = {0};
   count_reports(c, &r);
-  size_t roster = roster_size(c->roster);
   if (!g->replica_whole) {
     /* No whole copy yet: an empty roster proves nothing. Wait as long as
      * a standby would, then lead without one (the leaves re-publish). */
@@ -925,7 +1017,7 @@ static void check_takeover(SnCore *c, uint64_t now)
 void group_on_watch(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   c->group.now = now;
-  p->watch_leader_ok = m->u.watch.leader_ok;
+  watch_vote(&c->group, p, m->u.watch.leader_ok);
   p->watch_term = m->u.watch.term;
   check_takeover(c, now);
 }
@@ -961,8 +1053,12 @@ bool group_leaf_hello(SnCore *c, Peer *p, uint64_t now)
     return true;
   }
   if (g->role == SN_ROLE_LEADER) {
-    group_watch_down(c, p); /* a watch session promoted to the primary */
-    send_state(c, p);       /* the leaf learns the group before ATTACHED */
+    /* The leaf learns the group before ATTACHED; a watch session promoted
+     * to the primary has it already (every change of view went to the
+     * watchers too): 10,000 fewer messages in a takeover. */
+    if (p->kind != PEER_WATCH)
+      send_state(c, p);
+    group_watch_down(c, p);
     sn_attach_leaf(c, p, now);
     return true;
   }
@@ -993,13 +1089,18 @@ bool group_watch_hello(SnCore *c, Peer *p, uint64_t now)
   p->watch_leader_ok = true;
   g_hash_table_replace(g->watchers, p->id, p);
   send_state(c, p);
+  /* One that comes while we ask (the leader lost) is asked too. */
+  if (g->role == SN_ROLE_BACKUP && g->probed_at)
+    probe_cb(c, p, NULL);
   return true;
 }
 
 void group_watch_down(SnCore *c, Peer *p)
 {
-  if (p->kind == PEER_WATCH && g_hash_table_lookup(c->group.watchers, p->id) == p)
+  if (p->kind == PEER_WATCH && g_hash_table_lookup(c->group.watchers, p->id) == p) {
+    watch_vote(&c->group, p, true); /* its vote goes with it */
     g_hash_table_remove(c->group.watchers, p->id);
+  }
 }
 
 /* --- time ------------------------------------------------------------------------------- */
@@ -1099,14 +1200,13 @@ void sn_core_group_status(const SnCore *cc, SnGroupStatus *st)
   st->has_backup = g->has_backup;
   memcpy(st->backup, g->backup, 32);
   g_strlcpy(st->backup_addr, g->backup_addr, sizeof st->backup_addr);
-  /* The shell asks after every batch of actions: O(links + watch
-   * sessions), not a walk over every leaf (issue 12). */
+  /* The shell asks after every tick: O(links), not a walk over every
+   * leaf or watcher (issue 12). */
   each_peer(c, true, false, count_cb, st);
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, g->watchers);
-  while (g_hash_table_iter_next(&it, NULL, &v))
-    st->watchers += ((const Peer *)v)->kind == PEER_WATCH;
+  /* watchers holds PEER_WATCH sessions only (group_watch_down takes each
+   * out before it changes kind or closes): its size, not a walk. */
+  st->watchers = g_hash_table_size(g->watchers);
+  st->probes = g->probes;
   st->leaves = c->stats.leaves;
   st->records = (unsigned)roster_size(c->roster);
   /* Sent and not acknowledged, and what the snapshot has yet to send: a

@@ -727,6 +727,7 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "stepdowns", (gint64)g.stepdowns);
   json_object_set_int_member(o, "group_claims_refused", (gint64)g.claims_refused);
   json_object_set_int_member(o, "watchers_refused", (gint64)g.watchers_refused);
+  json_object_set_int_member(o, "watcher_probes", (gint64)g.probes);
   /* The reloadable settings in force, so that a reload can be seen. */
   JsonObject *conf = cfg_to_json(sn->conf, TRUE);
   /* A reload cannot raise these past the memory plan: the values in force

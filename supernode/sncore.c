@@ -471,8 +471,17 @@ void sn_attach_leaf(SnCore *c, Peer *p, uint64_t now)
   /* A leaf that reconnects before its old session timed out: the new
    * session is the one that can reach it. */
   Peer *old = g_hash_table_lookup(c->leaves_by_id, p->id);
-  if (old && old != p)
+  if (old && old != p) {
+    /* Its record (and entries) go to the new session first, so closing
+     * the old one does not drop them: after a takeover a leaf that had
+     * dialled the new leader and then promoted its watch session there
+     * too lost its replicated entries and re-published them all. Outside
+     * a group a replaced session's entries go with it, as before. */
+    Record *prev = c->group.on ? roster_get(c->roster, p->id) : NULL;
+    if (prev && prev->conn == old->conn)
+      prev->conn = p->conn;
     sn_close_peer(c, old, "replaced by a newer session of the same leaf", now);
+  }
   p->kind = PEER_LEAF;
   c->stats.leaves++;
   g_hash_table_insert(c->leaves_by_id, p->id, p);

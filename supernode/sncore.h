@@ -134,6 +134,7 @@ typedef struct {
    * sessions over the cap (max_leaves). */
   uint64_t claims_refused;
   uint64_t watchers_refused;
+  uint64_t probes; /* backup: times it asked its watchers whether the leader lives */
 } SnGroupStatus;
 
 typedef enum {

@@ -80,6 +80,8 @@ typedef struct {
   uint64_t pieces;    /* REPL ops the snapshots sent (tests, status) */
   size_t max_unacked; /* the most unacknowledged at once */
   uint64_t resyncs;   /* snapshots resent because changes outran the backup */
+  uint64_t planned;   /* ops this snapshot was to send when it began, about */
+  uint64_t sent;      /* ops it sent */
 } Snapshot;
 
 typedef struct {
@@ -100,6 +102,11 @@ typedef struct {
   GHashTable *watchers;      /* leaf id -> its one WATCH Peer* (borrowed) */
   uint64_t claims_refused;   /* GROUP_STATEs without proof or beyond belief */
   uint64_t watchers_refused; /* WATCH sessions over the cap */
+  size_t watch_lost;         /* watchers whose last WATCH said the leader is lost */
+  uint64_t probed_at;        /* backup: when it last asked its watchers (0: not since
+                                the leader was last heard) */
+  uint64_t probes;           /* watcher probes sent (status, tests) */
+  uint64_t leaf_view;        /* hash of the view the leaves last heard */
   uint64_t next_hb;
   GPtrArray *leader_links; /* the leader's other mesh neighbours (owned strings) */
   /* leader */

@@ -39,6 +39,7 @@ typedef struct {
   bool open;
   const char *closed_why; /* the core closed it, with this reason */
   unsigned got_state;     /* raw end: GROUP_STATEs the core sent it */
+  unsigned got_watch;     /* raw end: WATCHes (a backup's question) */
 } End;
 
 typedef struct {
@@ -143,6 +144,8 @@ static void pump(void)
             if (wire_decode(a.data, a.len, &m) == WIRE_OK) {
               if (m.type == MSG_GROUP_STATE)
                 e->got_state++;
+              if (m.type == MSG_WATCH)
+                e->got_watch++;
               wire_msg_clear(&m);
             }
           }
@@ -601,6 +604,115 @@ static void test_watch_sessions_capped(void **state)
   assert_null(end_of(w4)->closed_why);
 }
 
+/* --- issue 12: at size ---------------------------------------------------------- */
+
+/* The leader tells its leaves the group's view when it changes, not every
+ * heartbeat (at 10,000 leaves that was 40,000 GROUP_STATEs a second). */
+static void test_state_to_leaves_on_change_only(void **state)
+{
+  group_of_two(0);
+  uint64_t l = attach_leaf(0x41);
+  advance(500);
+  unsigned got = end_of(l)->got_state;
+  assert_true(got >= 1);
+  advance(5000); /* 20 heartbeats, nothing changes */
+  assert_int_equal(end_of(l)->got_state, got);
+  cut(A, B); /* the backup is gone: the leaf must hear it */
+  advance(500);
+  assert_true(end_of(l)->got_state > got);
+  assert_false(status(A).has_backup);
+  got = end_of(l)->got_state;
+  advance(5000);
+  assert_int_equal(end_of(l)->got_state, got);
+}
+
+/* A backup that loses the leader asks its watchers whether they still see
+ * it (leaves no longer ping at heartbeat rate): once the leader has been
+ * silent a dead interval (a crash makes the leaves report unasked), again
+ * only every PROBE_AGAIN dead intervals; never while the leader is heard. */
+static void test_backup_asks_watchers(void **state)
+{
+  group_of_two(0);
+  attach_leaf(0x41);
+  attach_leaf(0x42);
+  attach_leaf(0x43);
+  advance(300);
+  uint64_t w[3] = {watch(0x41, true), watch(0x42, true), watch(0x43, true)};
+  advance(5000);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(end_of(w[i])->got_watch, 0);
+  cut(A, B);
+  advance(STEP_MS); /* a crash closes the leaves' sessions too: no question yet */
+  assert_int_equal(end_of(w[0])->got_watch, 0);
+  advance(1000); /* the leader silent for a dead interval (1 s): asked */
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(end_of(w[i])->got_watch, 1);
+  advance(1500); /* under two dead intervals (2 s): not again */
+  assert_int_equal(end_of(w[0])->got_watch, 1);
+  advance(600);
+  assert_int_equal(end_of(w[0])->got_watch, 2);
+  assert_int_equal(status(B).role, SN_ROLE_BACKUP); /* nobody said it is lost */
+  assert_int_equal(status(B).probes, 2);
+  /* Two of three answer "lost": a strict majority, the backup takes over. */
+  WireMsg m = {.type = MSG_WATCH};
+  m.u.watch.term = status(B).term;
+  m.u.watch.leader_ok = false;
+  raw_send(w[0], &m);
+  advance(STEP_MS);
+  assert_int_equal(status(B).role, SN_ROLE_BACKUP);
+  raw_send(w[1], &m);
+  advance(STEP_MS);
+  assert_int_equal(status(B).role, SN_ROLE_LEADER);
+}
+
+/* A backup whose group got another leader (here a member that leads a
+ * higher term, with the key: say the old leader hung and a third member
+ * took over) tells its watchers at once: their leaves no longer hear a
+ * leader every heartbeat, and nobody else would tell them. */
+static void test_backup_tells_watchers_of_new_leader(void **state)
+{
+  group_of_two(0);
+  attach_leaf(0x41);
+  advance(300);
+  uint64_t w = watch(0x41, true);
+  advance(1000);
+  unsigned got = end_of(w)->got_state;
+  uint8_t m3[32];
+  node_id(0x33, m3);
+  uint64_t c = raw_open(B, m3);
+  raw_hello(c, ROLE_SUPER, "127.0.0.1:7999");
+  claim(c, m3, m3, "127.0.0.1:7999", GROLE_LEADER, status(B).term + (1ull << 32), true, false);
+  assert_true(memcmp(status(B).leader, m3, 32) == 0);
+  assert_true(end_of(w)->got_state > got);
+}
+
+/* A leaf's second session at its leader (it dialled the new leader and
+ * also promoted its watch session there) replaces the first but keeps the
+ * leaf's record and entries: ATTACHED then matches its manifest and it
+ * does not re-publish. */
+static void test_second_session_keeps_entries(void **state)
+{
+  group_of_two(0);
+  uint8_t id[32];
+  node_id(0x41, id);
+  uint64_t c1 = raw_open(A, id);
+  raw_hello(c1, ROLE_LEAF, "");
+  WireEntry e = {.name = wire_str("alpha one", 9), .size = 1};
+  memset(e.cid, 0x30, sizeof e.cid);
+  WireMsg pub = {.type = MSG_PUBLISH};
+  pub.u.publish.reset = true;
+  pub.u.publish.count = 1;
+  pub.u.publish.entries = &e;
+  raw_send(c1, &pub);
+  assert_int_equal(sn_core_leaf_entries(net.core[A], id), 1);
+  uint64_t c2 = raw_open(A, id);
+  raw_hello(c2, ROLE_LEAF, "");
+  assert_false(end_of(c1)->open); /* replaced */
+  assert_true(end_of(c2)->open);
+  assert_int_equal(sn_core_leaf_entries(net.core[A], id), 1);
+  assert_int_equal(status(A).records, 1);
+}
+
 /* --- snfix: shares after a step-down ------------------------------------------ */
 
 /* A leader that steps down empties its index; its leaves' per-address
@@ -659,6 +771,10 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_network_certificates_prove_membership, setup, teardown),
       cmocka_unit_test_setup_teardown(test_vote_counts_distinct_leaves, setup, teardown),
       cmocka_unit_test_setup_teardown(test_watch_sessions_capped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_state_to_leaves_on_change_only, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backup_asks_watchers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backup_tells_watchers_of_new_leader, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_second_session_keeps_entries, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
