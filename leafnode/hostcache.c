@@ -523,10 +523,14 @@ bool hostcache_parse(HostCache *h, const char *text, size_t len, uint64_t now, c
    * freshness follows it. */
   for (guint i = 0; i < got->len; i++) {
     const HostEntry *e = g_ptr_array_index(got, i);
-    static const uint8_t nobody[32];
+    /* Each entry passed the per-source cap when it was learned; the file
+     * does not say from whom, so each is its own source here (one shared
+     * "nobody" would keep only HOSTCACHE_PER_SOURCE of them). */
+    uint8_t src[32] = {0xff};
+    memcpy(src + 1, &i, sizeof i);
     uint64_t t = now > got->len ? now - i : 1;
     if (!find(h, e->addr) &&
-        !hostcache_learn(h, e->addr, e->id_known ? e->id : NULL, e->leaf_load, nobody, false, 0, t))
+        !hostcache_learn(h, e->addr, e->id_known ? e->id : NULL, e->leaf_load, src, false, 0, t))
       continue;
     HostEntry *x = find(h, e->addr);
     if (e->worked) {

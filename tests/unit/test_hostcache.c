@@ -241,6 +241,28 @@ static void test_caps(void **state)
   (void)state;
 }
 
+/* A full cache learned from many super nodes (60 entries, 30 from each of
+ * two) comes back whole from its file: the per-source cap, which each
+ * entry passed when learned, does not cut it to HOSTCACHE_PER_SOURCE. */
+static void test_file_keeps_many_sources(void **state)
+{
+  HostCache *h = cache();
+  char addr[32];
+  for (unsigned i = 0; i < 60; i++) {
+    g_snprintf(addr, sizeof addr, "10.%u.0.1:7400", i);
+    assert_true(hostcache_learn(h, addr, id_of(i), 10, i < 30 ? SRC_A : SRC_B, false, 0, T0 + i));
+  }
+  char *text = hostcache_format(h);
+  HostCache *g = cache();
+  char err[200];
+  assert_true(hostcache_parse(g, text, strlen(text), T0 + 100, err, sizeof err));
+  assert_int_equal(hostcache_size(g), 60);
+  g_free(text);
+  hostcache_free(g);
+  hostcache_free(h);
+  (void)state;
+}
+
 /* The file: a round trip keeps the order, the ids, the loads and which one
  * worked; a corrupt file changes nothing. */
 static void test_file_round_trip(void **state)
@@ -357,6 +379,7 @@ int main(void)
       cmocka_unit_test(test_caps),
       cmocka_unit_test(test_file_round_trip),
       cmocka_unit_test(test_proven_before_claims),
+      cmocka_unit_test(test_file_keeps_many_sources),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
