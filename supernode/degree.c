@@ -69,15 +69,14 @@ const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, siz
   return best;
 }
 
-const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, size_t n,
-                                    uint64_t now)
+/* The link, not kept and at least DEGREE_EVICT_MIN_AGE_MS old, whose peer
+ * said a load over `over`: the most loaded, then the youngest. */
+static const DegreeLink *pick_loaded(const DegreeLink *links, size_t n, unsigned over, uint64_t now)
 {
-  /* A peer's load says more than D links when it is over D's own load. */
-  unsigned at_target = degree_link_load(target, target);
   const DegreeLink *best = NULL;
   for (size_t i = 0; i < n; i++) {
     const DegreeLink *l = &links[i];
-    if (l->keep || l->peer_load == WIRE_LOAD_UNKNOWN || l->peer_load <= at_target ||
+    if (l->keep || l->peer_load == WIRE_LOAD_UNKNOWN || l->peer_load <= over ||
         l->up_since + DEGREE_EVICT_MIN_AGE_MS > now)
       continue;
     if (!best || l->peer_load > best->peer_load ||
@@ -85,6 +84,13 @@ const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, si
       best = l;
   }
   return best;
+}
+
+const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, size_t n,
+                                    uint64_t now)
+{
+  /* A peer's load says more than D links when it is over D's own load. */
+  return pick_loaded(links, n, degree_link_load(target, target), now);
 }
 
 unsigned degree_trim(unsigned target)
@@ -97,16 +103,5 @@ const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, siz
   unsigned trim = degree_trim(target);
   if (n <= trim)
     return NULL;
-  unsigned over = degree_link_load(target, trim);
-  const DegreeLink *best = NULL;
-  for (size_t i = 0; i < n; i++) {
-    const DegreeLink *l = &links[i];
-    if (l->keep || l->peer_load == WIRE_LOAD_UNKNOWN || l->peer_load <= over ||
-        l->up_since + DEGREE_EVICT_MIN_AGE_MS > now)
-      continue;
-    if (!best || l->peer_load > best->peer_load ||
-        (l->peer_load == best->peer_load && l->up_since > best->up_since))
-      best = l;
-  }
-  return best;
+  return pick_loaded(links, n, degree_link_load(target, trim), now);
 }
