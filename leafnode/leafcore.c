@@ -1006,8 +1006,10 @@ void leaf_core_tick(LeafCore *c, uint64_t now)
       push(c, a);
       leaf_core_disconnected(c, LEAF_SLOT_PRIMARY, now);
     } else if (now - p->last_ping >= primary_ping_ms(c)) {
+      /* Spare: the super node may answer every other one (wire.h), which
+       * our 3-interval silence bound allows with an interval to spare. */
       WireMsg ping = {.type = MSG_PING};
-      ping.u.ping = now;
+      ping.u.ping = now | WIRE_PING_SPARE;
       send_msg(c, LEAF_SLOT_PRIMARY, &ping);
       p->last_ping = now;
     }
@@ -1028,7 +1030,7 @@ void leaf_core_tick(LeafCore *c, uint64_t now)
     } else {
       if (now - w->last_ping >= c->cfg.keepalive_ms) {
         WireMsg ping = {.type = MSG_PING};
-        ping.u.ping = now;
+        ping.u.ping = now | WIRE_PING_SPARE; /* as the primary's */
         send_msg(c, LEAF_SLOT_WATCH, &ping);
         w->last_ping = now;
       }

@@ -93,11 +93,16 @@ struct Channel {
   Buf plain; /* the last decrypted message; channel_read lends it out */
 };
 
-/* R: this handshake no longer counts as in progress. */
-static void pending_done(Channel *ch)
+/* R: this handshake no longer counts as in progress; finished or not
+ * (the jar counts abandoned ones as a sign of a flood). */
+static void pending_done(Channel *ch, bool finished)
 {
-  if (ch->pending)
-    cookie_pending_done(ch->jar);
+  if (ch->pending) {
+    if (finished)
+      cookie_pending_done(ch->jar);
+    else
+      cookie_pending_abandoned(ch->jar);
+  }
   ch->pending = false;
 }
 
@@ -107,7 +112,7 @@ static void channel_fail(Channel *ch, const char *why)
 {
   if (ch->state == CHANNEL_FAILED)
     return;
-  pending_done(ch);
+  pending_done(ch, false);
   ch->state = CHANNEL_FAILED;
   ch->error = why;
   sodium_memzero(ch->self.sk, sizeof ch->self.sk);
@@ -448,7 +453,7 @@ static bool on_m3(Channel *ch, const uint8_t *p, size_t len)
   }
   if (!recv_identity(ch, c, ctx_i, ch->peer_eph, ch->eph_pk, ch->self.pk))
     return false;
-  pending_done(ch);
+  pending_done(ch, true);
   ch->step = HS_DONE;
   ch->state = CHANNEL_OPEN;
   return true;
@@ -530,7 +535,7 @@ void channel_free(Channel *ch)
 {
   if (!ch)
     return;
-  pending_done(ch);
+  pending_done(ch, false);
   if (ch->plain.data)
     sodium_memzero(ch->plain.data, ch->plain.cap);
   buf_free(&ch->in);

@@ -25,6 +25,10 @@ struct CookieJar {
    * before it. */
   uint64_t win_start;
   unsigned win_count, prev_count;
+  /* Handshakes abandoned in the 1-second window starting at ab_start. */
+  uint64_t ab_start;
+  unsigned ab_count;
+  uint64_t hold_until;                  /* engaged until then (seconds), by abandonment */
   uint64_t replay[COOKIE_REPLAY_SLOTS]; /* MAC tags of spent cookies; 0 = empty */
   CookieStats st;
 };
@@ -110,7 +114,8 @@ static unsigned rate_at(const CookieJar *jar, uint64_t now)
 
 static bool loaded_at(const CookieJar *jar, uint64_t now)
 {
-  return jar->st.pending >= jar->cfg.max_pending || rate_at(jar, now) >= jar->cfg.max_rate;
+  return jar->st.pending >= jar->cfg.max_pending || rate_at(jar, now) >= jar->cfg.max_rate ||
+         now < jar->hold_until;
 }
 
 void cookie_jar_stats(const CookieJar *jar, CookieStats *out)
@@ -246,6 +251,21 @@ void cookie_pending_done(CookieJar *jar)
 {
   if (jar->st.pending > 0)
     jar->st.pending--;
+}
+
+void cookie_pending_abandoned(CookieJar *jar)
+{
+  cookie_pending_done(jar);
+  jar->st.abandoned++;
+  if (!jar->cfg.max_abandoned)
+    return;
+  uint64_t now = now_s(jar);
+  if (now != jar->ab_start) {
+    jar->ab_start = now;
+    jar->ab_count = 0;
+  }
+  if (++jar->ab_count >= jar->cfg.max_abandoned)
+    jar->hold_until = now + COOKIE_HOLD_S;
 }
 
 bool cookie_solve(const uint8_t challenge[COOKIE_CHALLENGE_LEN], uint8_t resp[COOKIE_RESPONSE_LEN])

@@ -57,12 +57,36 @@
  * not bounded by the puzzle but by the per-address budgets: the cookie is
  * bound to the address that solved it.
  *
- * The thresholds: an honest super node sees a few handshakes per second
- * (2,000 leaves reconnecting after a restart make a burst, which is when a
- * puzzle costs them a millisecond each, not a failure). */
-#define COOKIE_DEFAULT_PENDING 32
-#define COOKIE_DEFAULT_RATE 200
+ * The thresholds (issue 12) are set by what the handshakes cost us, not by
+ * how many an honest super node usually sees: an honest full handshake
+ * costs the responder about COOKIE_HANDSHAKE_US, and up to COOKIE_CPU_PCT
+ * of one core may go to handshakes before anyone is asked to work for one.
+ * So 19,000 leaves reconnecting after a restart (2,000-3,500 a second)
+ * come in at once, where the old threshold (200 a second) made each of
+ * them solve a puzzle; and a flood is still cut off, because what marks a
+ * flood is not its rate but handshakes that never finish:
+ * - rate: COOKIE_CPU_PCT of a core / COOKIE_HANDSHAKE_US = 3,571, rounded
+ *   down to 3,500 M1s a second;
+ * - pending: a burst of honest leaves keeps as many handshakes in flight as
+ *   the round trip and our own queue hold (hundreds while we are busy), so
+ *   the threshold is the pre-auth budget's default (PREAUTH_MAX_TOTAL,
+ *   512): it engages only when that budget is full of half-done handshakes.
+ *   Handshakes held open cost CPU once each (the rate rule) and memory
+ *   (the pre-auth budget); when they time out they count as abandoned;
+ * - abandoned: a handshake that ended before its M3 (the peer hung up, or
+ *   it timed out) was public-key work for nothing. COOKIE_DEFAULT_ABANDONED
+ *   of them in a second (0.7 % of a core) is not a crowd of flaky honest
+ *   leaves but an M1 flood (tests/integration/handshake_flood.sh): the step
+ *   engages and stays engaged for COOKIE_HOLD_S after the last such second,
+ *   since once it is engaged the flood's M1s get challenges and stop
+ *   abandoning anything. */
+#define COOKIE_HANDSHAKE_US 70
+#define COOKIE_CPU_PCT 25
+#define COOKIE_DEFAULT_PENDING 512
+#define COOKIE_DEFAULT_RATE 3500
+#define COOKIE_DEFAULT_ABANDONED 100
 #define COOKIE_DEFAULT_DIFFICULTY 12
+#define COOKIE_HOLD_S 10
 
 typedef struct {
   /* The cookie step engages while at least this many handshakes are past
@@ -73,6 +97,9 @@ typedef struct {
   unsigned max_rate;
   /* Puzzle bits asked for under load (0: an address round trip, no puzzle). */
   unsigned difficulty;
+  /* ... or for COOKIE_HOLD_S after a second in which this many handshakes
+   * ended unfinished (0: this rule is off). */
+  unsigned max_abandoned;
 } CookieConfig;
 
 typedef struct {
@@ -80,6 +107,7 @@ typedef struct {
   uint64_t challenges_sent;  /* M1s answered with a challenge */
   uint64_t cookies_accepted; /* cookies that opened a handshake */
   uint64_t cookies_refused;  /* forged, expired, unsolved or replayed cookies */
+  uint64_t abandoned;        /* handshakes past M1 that ended unfinished */
   unsigned pending;          /* handshakes past M1, not finished */
   bool loaded;               /* the cookie step is engaged now */
 } CookieStats;
@@ -113,9 +141,11 @@ bool cookie_on_m1(CookieJar *jar, const uint8_t *addr, size_t addr_len, const ui
 /* An M1 with a response (challenge | nonce) arrived. */
 CookieVerdict cookie_check(CookieJar *jar, const uint8_t *addr, size_t addr_len,
                            const uint8_t eph[32], const uint8_t resp[COOKIE_RESPONSE_LEN]);
-/* A handshake went past M1 (public-key work begins) / ended either way. */
+/* A handshake went past M1 (public-key work begins) / finished (M3 checked)
+ * / ended unfinished (failed, or dropped before M3). */
 void cookie_pending_add(CookieJar *jar);
 void cookie_pending_done(CookieJar *jar);
+void cookie_pending_abandoned(CookieJar *jar);
 
 /* Initiator: finds the nonce for a challenge; false if its difficulty is
  * above COOKIE_MAX_DIFFICULTY. */

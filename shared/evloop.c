@@ -143,6 +143,11 @@ bool evtimer_armed(const EvTimer *t)
   return t->slot != 0;
 }
 
+uint64_t evtimer_due(const EvTimer *t)
+{
+  return t->due;
+}
+
 void evtimer_arm(EvTimer *t, uint64_t due_ms)
 {
   EvLoop *l = t->loop;

@@ -112,5 +112,7 @@ void evtimer_arm(EvTimer *t, uint64_t due_ms);
 /* Disarms t; a no-op when it is not armed. */
 void evtimer_disarm(EvTimer *t);
 bool evtimer_armed(const EvTimer *t);
+/* When an armed t fires (the loop's clock); meaningless when disarmed. */
+uint64_t evtimer_due(const EvTimer *t);
 
 #endif

@@ -34,9 +34,18 @@
 #define WIRE_PIECE 32768     /* bytes of chunk data per CHUNK frame */
 #define WIRE_MAX_CERT 256    /* bytes of a super node's network certificate */
 
+/* A PING whose nonce has this bit set is a keepalive that the far end may
+ * leave unanswered, as long as it answered the sender's previous PING
+ * (supernode/keepalive.h): the sender pings every interval and gives up
+ * after 3 intervals of silence, so hearing every other interval leaves it
+ * one interval of margin. A leaf's keepalives set it; a PING that asks a
+ * question (the backup's probe, a super node's ping of a silent session)
+ * does not. Older peers echo it like any nonce. */
+#define WIRE_PING_SPARE (UINT64_C(1) << 63)
+
 typedef enum {
   MSG_HELLO = 1, /* first message on every session */
-  MSG_PING = 2,
+  MSG_PING = 2,  /* answered by PONG (but see WIRE_PING_SPARE) */
   MSG_PONG = 3,
   MSG_PUBLISH = 4,     /* leaf -> super node: a batch of its manifest */
   MSG_SEARCH = 5,      /* leaf -> super node */
@@ -153,7 +162,7 @@ typedef struct {
       const uint8_t *cert; /* borrowed */
       uint16_t cert_len;
     } hello;
-    uint64_t ping; /* PING and PONG nonce */
+    uint64_t ping; /* PING and PONG nonce (WIRE_PING_SPARE) */
     struct {
       bool reset; /* first batch of a manifest: replace what was published */
       uint16_t count;

@@ -14,6 +14,7 @@ void keepalive_open(SnCore *c, Peer *p, uint64_t now)
 {
   p->last_rx = now;
   p->last_ping = now;
+  p->ponged = false;
   p->rx_link = (GList){.data = p};
   p->ping_link = (GList){.data = p};
   g_queue_push_tail_link(&c->by_rx, &p->rx_link);
@@ -27,6 +28,14 @@ void keepalive_heard(SnCore *c, Peer *p, uint64_t now)
     p->last_rx = now;
   to_tail(&c->by_rx, &p->rx_link);
   to_tail(&c->by_ping, &p->ping_link);
+}
+
+bool keepalive_answer_ping(Peer *p, uint64_t nonce)
+{
+  /* Never two spare PINGs in a row unanswered: the sender's silence bound
+   * is 3 of its intervals (wire.h). */
+  p->ponged = !(nonce & WIRE_PING_SPARE) || !p->ponged;
+  return p->ponged;
 }
 
 void keepalive_forget(SnCore *c, Peer *p)

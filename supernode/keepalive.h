@@ -9,6 +9,12 @@
  * so both stay sorted and a sweep looks only at their heads: O(1) per
  * session that is due, nothing for the others.
  *
+ * PONGs: a leaf pings every one of its keepalive intervals and gives us up
+ * after 3 silent ones; its keepalives are marked spare (WIRE_PING_SPARE),
+ * and we answer every other one. Whatever the leaf's interval, it hears us
+ * at least every 2 of its intervals (plus a round trip), a full interval
+ * inside its bound, while we hear it every interval as before.
+ *
  * Rules (unchanged from the per-session sweep, except that a session we
  * hear from is not pinged: leaves ping us every keepalive, and a PING or
  * PONG from the far end proves it alive as well as our own would):
@@ -24,6 +30,12 @@
 void keepalive_open(SnCore *c, Peer *p, uint64_t now);
 /* p sent us something now. */
 void keepalive_heard(SnCore *c, Peer *p, uint64_t now);
+/* p sent a PING with this nonce: whether to answer it with a PONG. A spare
+ * keepalive (WIRE_PING_SPARE) goes unanswered when the one before it was
+ * answered, so an idle leaf costs us one PONG every other interval instead
+ * of every interval (half the sends: on loopback most of an idle super
+ * node's CPU); every other PING is answered. */
+bool keepalive_answer_ping(Peer *p, uint64_t nonce);
 /* p is being forgotten. */
 void keepalive_forget(SnCore *c, Peer *p);
 /* Closes the sessions silent too long and pings those silent a keepalive

@@ -18,6 +18,7 @@
 #include "fdlimit.h"
 #include "control.h"
 #include "cookie.h"
+#include "evloop.h"
 #include "ice.h"
 #include "identity.h"
 #include "session.h"
@@ -45,7 +46,9 @@ typedef struct {
   SnCore *core;
   GHashTable *sessions; /* conn id -> Session* (one ref) */
   uint64_t next_conn;
-  GSource *tick;
+  /* The core's next deadline: a slot in the context's timer heap, moved
+   * only when the deadline moves (run_actions runs after every message). */
+  EvTimer tick;
   GSocketService *listener;
   GSocketClient *dialer;
   ControlServer *ctl;
@@ -118,13 +121,25 @@ static void note_leader(Sn *sn)
   sn->had_leader = true;
 }
 
-static gboolean on_tick(gpointer ud)
+static void on_tick(EvTimer *t, void *ud)
 {
   Sn *sn = ud;
+  (void)t;
   sn_core_tick(sn->core, clock_now_ms());
   run_actions(sn);
   note_leader(sn); /* per tick, not per message: it walks the peer table */
-  return G_SOURCE_REMOVE;
+}
+
+/* Follows the core's deadline. Per message the deadline rarely moves, and
+ * then this is one comparison: a GLib timeout source re-made after every
+ * PING was an allocation, a context lock and a list insertion each. */
+static void tick_arm(Sn *sn)
+{
+  uint64_t due = sn_core_next_deadline(sn->core);
+  if (due == UINT64_MAX)
+    evtimer_disarm(&sn->tick);
+  else if (!evtimer_armed(&sn->tick) || evtimer_due(&sn->tick) != due)
+    evtimer_arm(&sn->tick, due);
 }
 
 /* The peer's address without the port: the key of its shares. */
@@ -505,7 +520,7 @@ static void run_actions(Sn *sn)
     sn_action_clear(&a);
   }
   save_term(sn);
-  timer_arm(&sn->tick, sn->ctx, sn_core_next_deadline(sn->core), on_tick, sn);
+  tick_arm(sn);
 }
 
 /* --- control socket -------------------------------------------------------- */
@@ -558,6 +573,7 @@ static CookieConfig cookie_config(Cfg *conf)
   return (CookieConfig){
       .max_pending = (unsigned)cfg_get_int(conf, "handshake-cookie-pending"),
       .max_rate = (unsigned)cfg_get_int(conf, "handshake-cookie-rate"),
+      .max_abandoned = (unsigned)cfg_get_int(conf, "handshake-cookie-abandoned"),
       .difficulty = (unsigned)cfg_get_int(conf, "handshake-puzzle-bits"),
   };
 }
@@ -688,6 +704,7 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "handshake_cookies_accepted", (gint64)cs.cookies_accepted);
   json_object_set_int_member(o, "handshake_cookies_refused", (gint64)cs.cookies_refused);
   json_object_set_int_member(o, "handshakes_pending", cs.pending);
+  json_object_set_int_member(o, "handshakes_abandoned", (gint64)cs.abandoned);
   json_object_set_boolean_member(o, "handshake_cookie_step", cs.loaded);
   json_object_set_int_member(o, "signals_relayed", (gint64)st->signals_relayed);
   json_object_set_int_member(o, "signals_delivered", (gint64)st->signals_delivered);
@@ -1077,6 +1094,15 @@ static const CfgDef sn_settings[] = {
      .def = G_STRINGIFY(COOKIE_DEFAULT_RATE),
      .arg = "N",
      .help = "Handshakes per second from which new ones must solve a cookie first (0: always)"},
+    {.key = "handshake-cookie-abandoned",
+     .type = CFG_INT,
+     .flags = CFG_RELOAD,
+     .min = 0,
+     .max = 1000000,
+     .def = G_STRINGIFY(COOKIE_DEFAULT_ABANDONED),
+     .arg = "N",
+     .help = "Unfinished handshakes in a second after which new ones must solve a cookie "
+             "first, for 10 s (0: off)"},
     {.key = "handshake-puzzle-bits",
      .type = CFG_INT,
      .flags = CFG_RELOAD,
@@ -1195,6 +1221,12 @@ int main(int argc, char **argv)
 
   sn.ctx = g_main_context_ref_thread_default();
   sn.loop = g_main_loop_new(sn.ctx, FALSE);
+  EvLoop *ev = evloop_for_context(sn.ctx);
+  if (!ev) {
+    fprintf(stderr, "canopy-supernode: no event loop (epoll)\n");
+    goto out;
+  }
+  evtimer_init(&sn.tick, ev, on_tick, &sn);
   sn.sessions = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, entry_free);
   sn.dialer = g_socket_client_new();
   /* Peers are dialed directly: no proxy (and no desktop settings lookup). */
@@ -1418,7 +1450,7 @@ int main(int argc, char **argv)
 
 out:
   metrics_free(sn.metrics);
-  timer_disarm(&sn.tick);
+  evtimer_disarm(&sn.tick);
   timer_disarm(&sn.preauth_timer);
   timer_disarm(&sn.turn_refresh);
   stun_service_free(sn.stun);

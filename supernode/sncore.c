@@ -878,6 +878,8 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
     on_hello(c, p, &m, now);
     break;
   case MSG_PING: {
+    if (!keepalive_answer_ping(p, m.u.ping))
+      break;
     WireMsg pong = {.type = MSG_PONG};
     pong.u.ping = m.u.ping;
     sn_send(c, conn, &pong);

@@ -39,6 +39,7 @@ typedef struct {
   char addr[MESH_ADDR_MAX + 1]; /* dialed, or advertised in HELLO; may be "" */
   uint64_t last_rx;
   uint64_t last_ping;
+  bool ponged; /* its last PING was answered (keepalive_answer_ping) */
   RateLimit queries;
   RateLimit signals;
   RateLimit offers_in; /* LEAF: offers delivered to it, from all sources */

@@ -119,6 +119,9 @@ run_one() {
   if [ -n "$perfpid" ]; then
     wait $perfpid || true
     perf report -i "$T/perf.data" --stdio 2>/dev/null | head -60 >"$RESULTS/perf_${n}_${e}.txt" || true
+    # Self time per symbol: where the cycles go, without the call chains.
+    perf report -i "$T/perf.data" --stdio --no-children -g none --percent-limit 0.5 2>/dev/null |
+      grep -v '^$' | head -80 >"$RESULTS/perf_${n}_${e}_self.txt" || true
   fi
   local rss s
   rss=$(rss_kib $pid)

@@ -24,6 +24,7 @@ cat >"$T/sn.conf" <<CONF
 [supernode]
 handshake-cookie-pending = 1000000
 handshake-cookie-rate = 1000000
+handshake-cookie-abandoned = 0
 $PREAUTH
 CONF
 start_sn s1 1 --config "$T/sn.conf" --stun off
@@ -54,7 +55,7 @@ note "cookie step off: $off_line, super node $((off_ticks * 10)) ms CPU"
 # --- with the defaults: engaged by the flood ------------------------------------
 printf '[supernode]\n%s\n' "$PREAUTH" >"$T/sn.conf"
 kill -HUP "$PID_s1"
-wait_for 5 logged s1 "handshake-cookie-rate: 1000000 -> 200" || fail "reload not applied"
+wait_for 5 logged s1 "handshake-cookie-rate: 1000000 -> 3500" || fail "reload not applied"
 
 ( flood 10 >"$T/flood.out" ) &
 flooder=$!

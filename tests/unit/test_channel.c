@@ -994,6 +994,93 @@ static void test_cookie_load(void **state)
   cookie_jar_free(jar);
 }
 
+/* Plain M1 to a fresh responder of jar: true if it was challenged. */
+static bool m1_challenged(Pair *p, CookieJar *jar, Channel **i, Channel **r)
+{
+  size_t n;
+  *i = channel_new(&p->id_i, CHANNEL_INITIATOR);
+  *r = gated_responder(&p->id_r, jar, addr_a);
+  uint8_t *m1 = take_output(*i, &n);
+  assert_true(channel_feed(*r, m1, n));
+  free(m1);
+  free(take_output(*r, &n));
+  return n == CHAL_FRAME;
+}
+
+/* A plain M1 whose handshake is then dropped before M3: true if it was
+ * challenged (then it held no public-key work). */
+static bool m1_dropped(Pair *p, CookieJar *jar)
+{
+  Channel *i, *r;
+  bool c = m1_challenged(p, jar, &i, &r);
+  channel_free(r);
+  channel_free(i);
+  return c;
+}
+
+/* The abandonment rule with the fake clock: handshakes that end before M3
+ * (an M1 flood hangs up once answered) engage the step for COOKIE_HOLD_S
+ * after the second they reached max_abandoned in; finished ones never
+ * count, and neither do challenged M1s. */
+static void test_cookie_abandoned(void **state)
+{
+  Pair *p = *state;
+  CookieConfig cfg = {.max_pending = 1000, .max_rate = 1000, .difficulty = 4, .max_abandoned = 3};
+  fake_ms = 30000000;
+  CookieJar *jar = cookie_jar_new(&cfg, fake_clock, NULL);
+  CookieStats st;
+  /* Ten honest handshakes that finish: no load. */
+  for (int k = 0; k < 10; k++) {
+    Channel *hi = channel_new(&p->id_i, CHANNEL_INITIATOR);
+    Channel *hr = gated_responder(&p->id_r, jar, addr_a);
+    Inbox a = {0}, b = {0};
+    pump(hi, hr, 0, &a, &b);
+    assert_int_equal(channel_state(hr), CHANNEL_OPEN);
+    channel_free(hi);
+    channel_free(hr);
+  }
+  cookie_jar_stats(jar, &st);
+  assert_false(st.loaded);
+  assert_int_equal(st.abandoned, 0);
+  /* Two abandoned in one second: under the threshold. */
+  assert_false(m1_dropped(p, jar));
+  assert_false(m1_dropped(p, jar));
+  cookie_jar_stats(jar, &st);
+  assert_false(st.loaded);
+  /* A second later the count starts over: two more do not engage it. */
+  fake_ms += 1000;
+  assert_false(m1_dropped(p, jar));
+  assert_false(m1_dropped(p, jar));
+  cookie_jar_stats(jar, &st);
+  assert_false(st.loaded);
+  /* The third in that second does. */
+  assert_false(m1_dropped(p, jar));
+  cookie_jar_stats(jar, &st);
+  assert_true(st.loaded);
+  assert_int_equal(st.abandoned, 5);
+  assert_int_equal(st.pending, 0);
+  /* Held: challenged M1s dropped unanswered abandon nothing, and the step
+   * stays on to the end of the hold. */
+  for (int s = 0; s < COOKIE_HOLD_S; s++) {
+    assert_true(m1_dropped(p, jar));
+    fake_ms += 1000;
+    cookie_jar_stats(jar, &st);
+    assert_true(st.loaded == (s + 1 < COOKIE_HOLD_S));
+  }
+  assert_int_equal(st.abandoned, 5);
+  assert_false(m1_dropped(p, jar));
+  /* Off (0): any number abandoned engages nothing. */
+  cfg.max_abandoned = 0;
+  cookie_jar_set_config(jar, &cfg);
+  fake_ms += 1000;
+  for (int k = 0; k < 10; k++)
+    assert_false(m1_dropped(p, jar));
+  cookie_jar_stats(jar, &st);
+  assert_false(st.loaded);
+  assert_int_equal(st.abandoned, 16);
+  cookie_jar_free(jar);
+}
+
 /* Every prefix of the challenge and of the solved M1 waits for more; every
  * other declared length is refused at once. */
 static void test_cookie_truncation_sweep(void **state)
@@ -1326,6 +1413,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_cookie_wrong_solution, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_cookie_replayed, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_cookie_load, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_abandoned, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_cookie_truncation_sweep, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_cookie_initiator_limits, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_final_closes, pair_setup, pair_teardown),

@@ -763,6 +763,47 @@ static void test_answering_super_node_kept(void **state)
   fixture_free(f);
 }
 
+/* A super node answers only every other keepalive (WIRE_PING_SPARE, which
+ * the leaf's keepalives carry): the leaf, silent-bound at 3 intervals,
+ * keeps it, with an interval to spare. One that answers every fourth is
+ * silent for 4 intervals and is given up. */
+static void run_sparse_answers(unsigned every, bool kept)
+{
+  Fixture *f = connected_fixture(T0);
+  uint64_t ka = f->cfg.keepalive_ms;
+  unsigned pings = 0, closes = 0;
+  for (uint64_t now = T0; now < T0 + 20 * ka && !closes;) {
+    now = leaf_core_next_deadline(f->core);
+    leaf_core_tick(f->core, now);
+    GArray *a = actions(f->core);
+    closes += count_kind(a, LEAF_ACT_CLOSE);
+    for (guint i = 0; i < a->len && !closes; i++) {
+      WireMsg m;
+      sent(act(a, i), &m, MSG_PING);
+      assert_true(m.u.ping & WIRE_PING_SPARE);
+      if (pings++ % every == 0) {
+        WireMsg pong = {.type = MSG_PONG};
+        pong.u.ping = m.u.ping;
+        feed(f->core, &pong, now + 20);
+      }
+      wire_msg_clear(&m);
+    }
+    actions_free(a);
+  }
+  assert_int_equal(closes, kept ? 0 : 1);
+  assert_true(leaf_core_is_connected(f->core) == kept);
+  if (kept)
+    assert_true(pings >= 19);
+  fixture_free(f);
+}
+
+static void test_every_other_pong_kept(void **state)
+{
+  (void)state;
+  run_sparse_answers(2, true);
+  run_sparse_answers(4, false);
+}
+
 static void test_ping_answered_with_same_nonce(void **state)
 {
   (void)state;
@@ -923,6 +964,7 @@ int main(void)
       cmocka_unit_test(test_disconnect_fails_pending_search),
       cmocka_unit_test(test_silent_super_node_closed_and_redialed),
       cmocka_unit_test(test_answering_super_node_kept),
+      cmocka_unit_test(test_every_other_pong_kept),
       cmocka_unit_test(test_ping_answered_with_same_nonce),
       cmocka_unit_test(test_malformed_message_closes),
       cmocka_unit_test(test_free_null),

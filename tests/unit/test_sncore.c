@@ -989,6 +989,46 @@ static void test_keepalive_pings_only_the_silent(void **state)
   net_free(net);
 }
 
+/* keepalive_answer_ping: a leaf's spare keepalives (WIRE_PING_SPARE) are
+ * answered every other one, never two in a row unanswered; a PING without
+ * the bit (a question) is always answered, and resets the alternation. */
+static void test_spare_pings_answered_every_other(void **state)
+{
+  (void)state;
+  SnConfig cfg = base_config();
+  Net *net = net_new(1, &cfg, false);
+  uint64_t ka = cfg.keepalive_ms;
+  int pinger, silent = two_leaves(net, &pinger);
+  (void)silent;
+  uint64_t t0 = net->now;
+  bool answered[8];
+  for (int k = 0; k < 8; k++) {
+    uint64_t t = t0 + (uint64_t)(k + 1) * ka, nonce = t | WIRE_PING_SPARE;
+    net->now = t;
+    leaf_ping(net, pinger, nonce);
+    net_tick(net, t);
+    answered[k] = inbox_count(net, pinger, MSG_PONG, nonce) == 1;
+  }
+  for (int k = 0; k < 8; k++)
+    assert_true(answered[k] == (k % 2 == 0));
+  /* Questions: each answered, twice in a row too. */
+  uint64_t t = t0 + 9 * ka;
+  net->now = t;
+  leaf_ping(net, pinger, t);
+  leaf_ping(net, pinger, t + 1);
+  net_tick(net, t);
+  assert_int_equal(inbox_count(net, pinger, MSG_PONG, t), 1);
+  assert_int_equal(inbox_count(net, pinger, MSG_PONG, t + 1), 1);
+  /* Right after an answered question, a spare ping may go unanswered. */
+  leaf_ping(net, pinger, (t + 2) | WIRE_PING_SPARE);
+  leaf_ping(net, pinger, (t + 3) | WIRE_PING_SPARE);
+  assert_int_equal(inbox_count(net, pinger, MSG_PONG, (t + 2) | WIRE_PING_SPARE), 0);
+  assert_int_equal(inbox_count(net, pinger, MSG_PONG, (t + 3) | WIRE_PING_SPARE), 1);
+  /* The leaf pinging every interval stays, however few PONGs it gets. */
+  assert_false(net->leaves[pinger].closed);
+  net_free(net);
+}
+
 /* Leaves falling silent one after another are closed one after another, each
  * within 3 keepalive intervals of its own last message (and not before 3
  * less one sweep period): the order of the list is the order of silence,
@@ -1845,6 +1885,7 @@ int main(void)
       cmocka_unit_test(test_silent_leaf_times_out),
       cmocka_unit_test(test_silent_leaf_timeout_on_deadlines),
       cmocka_unit_test(test_keepalive_pings_only_the_silent),
+      cmocka_unit_test(test_spare_pings_answered_every_other),
       cmocka_unit_test(test_keepalive_closes_in_order_of_silence),
       cmocka_unit_test(test_protocol_errors),
       cmocka_unit_test(test_unknown_type_before_hello_closes),
