@@ -44,6 +44,12 @@ struct EvLoop {
   uint64_t seq;
   int depth;          /* > 0 while a pass runs: frees are deferred */
   EvWatch *graveyard; /* watches freed during the pass */
+  /* Coalescing (evloop_set_coalesce): after a pass that found ready fds,
+   * the epoll fd is left out of GLib's poll until resume_at (GLib's
+   * monotonic clock, microseconds). */
+  unsigned coalesce_us;
+  bool resting;
+  gint64 resume_at;
 };
 
 static uint64_t real_clock(void *ud)
@@ -120,15 +126,15 @@ static void update_ready_time(EvLoop *l)
 {
   if (!l->src)
     return;
-  if (l->n == 0) {
-    g_source_set_ready_time(&l->src->base, -1);
-    return;
+  gint64 at = l->resting ? l->resume_at : -1;
+  if (l->n > 0) {
+    /* The ready time is on GLib's monotonic clock; the loop's clock may be
+     * another (tests), so convert through "how long from now". */
+    uint64_t now = evloop_now(l), due = l->heap[0]->due;
+    gint64 in_us = due > now ? (gint64)MIN(due - now, (uint64_t)G_MAXINT64 / 1000) * 1000 : 0;
+    gint64 t = g_get_monotonic_time() + in_us;
+    at = at < 0 ? t : MIN(at, t);
   }
-  /* The ready time is on GLib's monotonic clock; the loop's clock may be
-   * another (tests), so convert through "how long from now". */
-  uint64_t now = evloop_now(l), due = l->heap[0]->due;
-  gint64 in_us = due > now ? (gint64)MIN(due - now, (uint64_t)G_MAXINT64 / 1000) * 1000 : 0;
-  gint64 at = g_get_monotonic_time() + in_us;
   if (g_source_get_ready_time(&l->src->base) != at)
     g_source_set_ready_time(&l->src->base, at);
 }
@@ -264,7 +270,7 @@ size_t evloop_watch_count(const EvLoop *l)
 
 /* ---- one pass ---- */
 
-static void run_watches(EvLoop *l)
+static int run_watches(EvLoop *l)
 {
   struct epoll_event evs[EVLOOP_MAX_EVENTS];
   int n;
@@ -283,6 +289,7 @@ static void run_watches(EvLoop *l)
       got |= EV_IN;
     w->fn(w, got, w->ud);
   }
+  return n;
 }
 
 static void run_timers(EvLoop *l)
@@ -300,11 +307,13 @@ static void run_timers(EvLoop *l)
   }
 }
 
-static void pass(EvLoop *l, bool fds)
+/* Returns how many fds were ready. */
+static int pass(EvLoop *l, bool fds)
 {
+  int ready = 0;
   l->depth++;
   if (fds)
-    run_watches(l);
+    ready = run_watches(l);
   run_timers(l);
   l->depth--;
   if (l->depth == 0) {
@@ -315,11 +324,28 @@ static void pass(EvLoop *l, bool fds)
     }
   }
   update_ready_time(l);
+  return ready;
 }
 
 void evloop_dispatch(EvLoop *l)
 {
   pass(l, true);
+}
+
+static void set_resting(EvLoop *l, bool rest)
+{
+  l->resting = rest;
+  if (l->src)
+    g_source_modify_unix_fd(&l->src->base, l->tag, rest ? 0 : G_IO_IN);
+}
+
+void evloop_set_coalesce(EvLoop *l, unsigned us)
+{
+  l->coalesce_us = us;
+  if (!us && l->resting) {
+    set_resting(l, false);
+    update_ready_time(l);
+  }
 }
 
 /* ---- the GSource ---- */
@@ -329,8 +355,22 @@ static gboolean src_dispatch(GSource *base, GSourceFunc cb, gpointer ud)
   (void)cb;
   (void)ud;
   EvSource *s = (EvSource *)base;
-  /* Woken only by the ready time: skip the epoll_wait. */
-  pass(s->loop, (g_source_query_unix_fd(base, s->loop->tag) & G_IO_IN) != 0);
+  EvLoop *l = s->loop;
+  /* Woken only by the ready time: skip the epoll_wait, unless a rest is
+   * over (then whatever came in meanwhile is ready). */
+  bool fds = (g_source_query_unix_fd(base, l->tag) & G_IO_IN) != 0;
+  if (l->resting && g_get_monotonic_time() >= l->resume_at) {
+    set_resting(l, false);
+    fds = true;
+  }
+  /* Something was ready: rest, so that what arrives next is taken in one
+   * pass a little later rather than one wakeup each. An idle loop never
+   * rests (nothing was ready), so it still sleeps until the next event. */
+  if (pass(l, fds) > 0 && l->coalesce_us && !l->resting) {
+    set_resting(l, true);
+    l->resume_at = g_get_monotonic_time() + l->coalesce_us;
+    update_ready_time(l);
+  }
   return G_SOURCE_CONTINUE;
 }
 

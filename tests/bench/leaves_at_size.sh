@@ -87,8 +87,9 @@ run_one() {
   done
   k=$((k + 20 * try))
   sleep 1
-  local rss0
+  local rss0 snc0
   rss0=$(rss_kib $pid)
+  snc0=$(cpu_ticks $pid)
   swarm_start "$sw" "$n" "$procs" --supernode "127.0.0.1:$(port "$k")" --files-per-leaf 0 \
     --entries-per-leaf "$e" --start-rate 0 --max-pending $((MAX_PENDING / procs)) \
     --log-level warning
@@ -97,9 +98,17 @@ run_one() {
     stop_one
     return 0
   fi
-  local st
+  local st i swc=0 snc1
+  snc1=$(cpu_ticks $pid)
+  for ((i = 0; i < procs; i++)); do
+    swc=$((swc + $(eval cpu_ticks "\$SWARM_PID_${sw}_$i")))
+  done
   st=$(swarm_status "$sw")
   echo "at_size $tag attach_rate: $(jq -r --argjson n "$n" '($n * 1000 / .attach_all_ms | floor | tostring) + " sessions/s (all attached in " + (.attach_all_ms | tostring) + " ms)"' <<<"$st")"
+  # CPU per attach, the generator's (all its CPU from start, identities
+  # included) and the super node's: both share this machine's cores.
+  awk -v sw="$swc" -v sn="$((snc1 - snc0))" -v hz="$HZ" -v n="$n" -v tag="$tag" 'BEGIN {
+    printf "at_size %s cpu_per_attach: swarm %.0f us, super node %.0f us\n", tag, 1e6 * sw / hz / n, 1e6 * sn / hz / n }'
   wait_for 120 all_published "$sn" $((n * e)) || echo "at_size $tag: not every entry indexed after 120 s"
   sleep 2
   # Idle: every leaf attached and published, nothing but keepalives.
