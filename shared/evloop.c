@@ -44,12 +44,8 @@ struct EvLoop {
   uint64_t seq;
   int depth;          /* > 0 while a pass runs: frees are deferred */
   EvWatch *graveyard; /* watches freed during the pass */
-  /* Coalescing (evloop_set_coalesce): after a pass that found ready fds,
-   * the epoll fd is left out of GLib's poll until resume_at (GLib's
-   * monotonic clock, microseconds). */
-  unsigned coalesce_us;
-  bool resting;
-  gint64 resume_at;
+  uint64_t ready_due; /* the heap top's deadline the ready time was set for */
+  bool nested;        /* a nested dispatch left the fd out of GLib's poll */
 };
 
 static uint64_t real_clock(void *ud)
@@ -126,15 +122,22 @@ static void update_ready_time(EvLoop *l)
 {
   if (!l->src)
     return;
-  gint64 at = l->resting ? l->resume_at : -1;
-  if (l->n > 0) {
-    /* The ready time is on GLib's monotonic clock; the loop's clock may be
-     * another (tests), so convert through "how long from now". */
-    uint64_t now = evloop_now(l), due = l->heap[0]->due;
-    gint64 in_us = due > now ? (gint64)MIN(due - now, (uint64_t)G_MAXINT64 / 1000) * 1000 : 0;
-    gint64 t = g_get_monotonic_time() + in_us;
-    at = at < 0 ? t : MIN(at, t);
+  /* Only when the deadline moved: setting a ready time signals the
+   * context's wakeup fd (a write, then a poll and a read to take it back),
+   * and the conversion below gives another value each time. */
+  uint64_t due = l->n ? l->heap[0]->due : UINT64_MAX;
+  if (due == l->ready_due)
+    return;
+  l->ready_due = due;
+  if (l->n == 0) {
+    g_source_set_ready_time(&l->src->base, -1);
+    return;
   }
+  /* The ready time is on GLib's monotonic clock; the loop's clock may be
+   * another (tests), so convert through "how long from now". */
+  uint64_t now = evloop_now(l);
+  gint64 in_us = due > now ? (gint64)MIN(due - now, (uint64_t)G_MAXINT64 / 1000) * 1000 : 0;
+  gint64 at = g_get_monotonic_time() + in_us;
   if (g_source_get_ready_time(&l->src->base) != at)
     g_source_set_ready_time(&l->src->base, at);
 }
@@ -270,7 +273,7 @@ size_t evloop_watch_count(const EvLoop *l)
 
 /* ---- one pass ---- */
 
-static int run_watches(EvLoop *l)
+static void run_watches(EvLoop *l)
 {
   struct epoll_event evs[EVLOOP_MAX_EVENTS];
   int n;
@@ -289,7 +292,6 @@ static int run_watches(EvLoop *l)
       got |= EV_IN;
     w->fn(w, got, w->ud);
   }
-  return n;
 }
 
 static void run_timers(EvLoop *l)
@@ -307,13 +309,11 @@ static void run_timers(EvLoop *l)
   }
 }
 
-/* Returns how many fds were ready. */
-static int pass(EvLoop *l, bool fds)
+static void pass(EvLoop *l, bool fds)
 {
-  int ready = 0;
   l->depth++;
   if (fds)
-    ready = run_watches(l);
+    run_watches(l);
   run_timers(l);
   l->depth--;
   if (l->depth == 0) {
@@ -324,28 +324,11 @@ static int pass(EvLoop *l, bool fds)
     }
   }
   update_ready_time(l);
-  return ready;
 }
 
 void evloop_dispatch(EvLoop *l)
 {
   pass(l, true);
-}
-
-static void set_resting(EvLoop *l, bool rest)
-{
-  l->resting = rest;
-  if (l->src)
-    g_source_modify_unix_fd(&l->src->base, l->tag, rest ? 0 : G_IO_IN);
-}
-
-void evloop_set_coalesce(EvLoop *l, unsigned us)
-{
-  l->coalesce_us = us;
-  if (!us && l->resting) {
-    set_resting(l, false);
-    update_ready_time(l);
-  }
 }
 
 /* ---- the GSource ---- */
@@ -356,20 +339,26 @@ static gboolean src_dispatch(GSource *base, GSourceFunc cb, gpointer ud)
   (void)ud;
   EvSource *s = (EvSource *)base;
   EvLoop *l = s->loop;
-  /* Woken only by the ready time: skip the epoll_wait, unless a rest is
-   * over (then whatever came in meanwhile is ready). */
-  bool fds = (g_source_query_unix_fd(base, l->tag) & G_IO_IN) != 0;
-  if (l->resting && g_get_monotonic_time() >= l->resume_at) {
-    set_resting(l, false);
-    fds = true;
+  /* A callback of ours iterating the context (a nested loop): not again
+   * until it returns. The fd leaves GLib's poll meanwhile, or the nested
+   * loop would spin on it (evloop.h: the source does not recurse). */
+  if (l->depth > 0) {
+    l->nested = true;
+    g_source_modify_unix_fd(base, l->tag, 0);
+    g_source_set_ready_time(base, -1);
+    l->ready_due = UINT64_MAX;
+    return G_SOURCE_CONTINUE;
   }
-  /* Something was ready: rest, so that what arrives next is taken in one
-   * pass a little later rather than one wakeup each. An idle loop never
-   * rests (nothing was ready), so it still sleeps until the next event. */
-  if (pass(l, fds) > 0 && l->coalesce_us && !l->resting) {
-    set_resting(l, true);
-    l->resume_at = g_get_monotonic_time() + l->coalesce_us;
-    update_ready_time(l);
+  /* GLib dispatches a source whose ready time has passed until the time is
+   * set again: then the pass must set it, even to the same deadline. */
+  gint64 rt = g_source_get_ready_time(base);
+  if (rt >= 0 && rt <= g_source_get_time(base))
+    l->ready_due = 0;
+  /* Woken only by the ready time: skip the epoll_wait. */
+  pass(l, (g_source_query_unix_fd(base, l->tag) & G_IO_IN) != 0);
+  if (l->nested) {
+    l->nested = false;
+    g_source_modify_unix_fd(base, l->tag, G_IO_IN);
   }
   return G_SOURCE_CONTINUE;
 }
@@ -393,8 +382,15 @@ EvLoop *evloop_new(GMainContext *ctx, EvClockFn clock, void *clock_ud)
   l->src = (EvSource *)g_source_new(&src_funcs, sizeof(EvSource));
   l->src->loop = l;
   g_source_set_name(&l->src->base, "canopy-evloop");
+  /* GLib takes a source that may not recurse out of its poll set while it
+   * dispatches and puts it back after, and each of the two signals the
+   * context's wakeup fd: two write()s per pass, and an extra iteration
+   * (a poll and a read) to take the wakeup back, for every message (issue
+   * 12). src_dispatch guards against recursion itself. */
+  g_source_set_can_recurse(&l->src->base, TRUE);
   l->tag = g_source_add_unix_fd(&l->src->base, epfd, G_IO_IN);
   g_source_set_ready_time(&l->src->base, -1);
+  l->ready_due = UINT64_MAX;
   g_source_attach(&l->src->base, l->ctx);
   return l;
 }

@@ -59,13 +59,6 @@ uint64_t evloop_now(const EvLoop *l);
  * timers due at evloop_now(). The GSource calls this; unit tests with a fake
  * clock call it directly. */
 void evloop_dispatch(EvLoop *l);
-/* Coalescing: after a pass that found ready fds, the loop leaves its fds
- * unpolled for us microseconds (0, the default: never), then takes all
- * that came in meanwhile in one pass. A busy loop wakes at most once per
- * us for its sockets instead of once per message (each wakeup costs a
- * poll, an epoll_wait and two context switches); each message waits up to
- * us longer. Timers and GLib's other sources are not delayed. */
-void evloop_set_coalesce(EvLoop *l, unsigned us);
 /* The earliest armed timer's deadline, or UINT64_MAX. */
 uint64_t evloop_next_deadline(const EvLoop *l);
 /* How many watches and armed timers the loop holds (metrics, tests). */

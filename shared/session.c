@@ -333,8 +333,10 @@ static void read_once(Session *s)
     session_close(s, reason);
   } else {
     deliver(s);
-    if (!s->closed)
-      flush(s); /* handshake replies */
+    size_t pending;
+    channel_output(s->ch, &pending);
+    if (!s->closed && (pending > 0 || s->queued > 0))
+      flush(s); /* handshake replies (messages' replies were flushed as sent) */
     /* Every message is handled: no plaintext is lent out any more. */
     if (!s->closed) {
       channel_release_input(s->ch);

@@ -39,15 +39,6 @@
 #define TURN_CRED_TTL_S (6 * 3600)
 #include "stun_service.h"
 
-/* After a pass that found ready sockets the loop rests this long, then
- * takes all that came in meanwhile in one pass (evloop_set_coalesce). At
- * 19,000 idle leaves 3,800 PINGs arrive a second, nearly one wakeup each
- * (a poll, an epoll_wait and two context switches) without it; resting
- * 1 ms makes that at most 1,000 wakeups a second, and adds at most 1 ms to
- * a message that arrives while the loop rests (a search's p99 target is
- * 10 ms). An idle loop does not rest. */
-#define SN_LOOP_COALESCE_US 1000
-
 typedef struct {
   GMainContext *ctx;
   GMainLoop *loop;
@@ -1236,7 +1227,6 @@ int main(int argc, char **argv)
     goto out;
   }
   evtimer_init(&sn.tick, ev, on_tick, &sn);
-  evloop_set_coalesce(ev, SN_LOOP_COALESCE_US);
   sn.sessions = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, entry_free);
   sn.dialer = g_socket_client_new();
   /* Peers are dialed directly: no proxy (and no desktop settings lookup). */

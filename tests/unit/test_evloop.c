@@ -336,61 +336,50 @@ static void test_glib(void **st)
   g_main_context_unref(ctx); /* the loop keeps it for the process */
 }
 
-/* Coalescing through GLib (real clock): after a pass with a ready fd the
- * loop rests for the coalescing time, then takes everything that came in
- * meanwhile in one callback; an idle loop does not rest, so the first
- * message after a quiet spell is taken at once. Timers are not delayed. */
-static void test_coalesce(void **st)
+/* Polls that found something ready (the context's poll function). */
+static int polls_ready;
+static gint count_poll(GPollFD *fds, guint n, gint timeout)
+{
+  gint r = g_poll(fds, n, timeout);
+  if (r > 0)
+    polls_ready++;
+  return r;
+}
+
+/* A pass leaves nothing behind for GLib: no signal on the context's wakeup
+ * fd (GLib's block/unblock of a non-recursive source, or a ready time set
+ * again to the same deadline, each wrote one, and the next poll woke for
+ * it: an extra iteration per message, issue 12). After the watch ran, with
+ * a timer armed far away, a poll finds nothing ready. */
+static void test_no_wakeup_per_pass(void **st)
 {
   (void)st;
   nfired = 0;
   GMainContext *ctx = g_main_context_new();
+  g_main_context_set_poll_func(ctx, count_poll);
   EvLoop *l = evloop_new(ctx, NULL, NULL);
   assert_non_null(l);
-  evloop_set_coalesce(l, 100000); /* 100 ms */
+  Tm a = {.id = 1};
+  evtimer_init(&a.t, l, on_timer, &a);
+  evtimer_arm(&a.t, clock_now_ms() + 60000);
   int sv[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   Wt t = {.fd = sv[0]};
   t.w = evwatch_new(l, sv[0], EV_IN, on_watch, &t);
-  /* Quiet until now: the first byte is taken at once. */
-  assert_int_equal(write(sv[1], "a", 1), 1);
-  gint64 t0 = g_get_monotonic_time();
-  while (t.calls == 0 && g_get_monotonic_time() < t0 + 2000000)
-    g_main_context_iteration(ctx, TRUE);
-  assert_int_equal(t.calls, 1);
-  assert_true(g_get_monotonic_time() < t0 + 90000);
-  /* Resting now: three more bytes wait, and a timer is not held up. */
-  gint64 t1 = g_get_monotonic_time();
-  for (int k = 0; k < 3; k++)
-    assert_int_equal(write(sv[1], "b", 1), 1);
-  Tm a = {.id = 1};
-  evtimer_init(&a.t, l, on_timer, &a);
-  evtimer_arm(&a.t, clock_now_ms() + 10);
-  while (nfired == 0 && g_get_monotonic_time() < t1 + 2000000)
-    g_main_context_iteration(ctx, TRUE);
-  assert_int_equal(nfired, 1);
-  assert_int_equal(t.calls, 1);
-  while (t.calls == 1 && g_get_monotonic_time() < t1 + 2000000)
-    g_main_context_iteration(ctx, TRUE);
-  /* One callback for all three, once the rest was over. */
-  assert_int_equal(t.calls, 2);
-  assert_true(g_get_monotonic_time() >= t1 + 100000);
-  char buf[8];
-  assert_int_equal(recv(sv[0], buf, sizeof buf, MSG_DONTWAIT), -1);
-  /* That pass found bytes, so it rested again; the one after that rest
-   * finds nothing and does not rest: after a quiet spell the next byte is
-   * taken at once again. */
   while (g_main_context_iteration(ctx, FALSE))
     ;
-  g_usleep(150000);
-  while (g_main_context_iteration(ctx, FALSE))
-    ;
-  gint64 t2 = g_get_monotonic_time();
-  assert_int_equal(write(sv[1], "c", 1), 1);
-  while (t.calls == 2 && g_get_monotonic_time() < t2 + 2000000)
-    g_main_context_iteration(ctx, TRUE);
-  assert_int_equal(t.calls, 3);
-  assert_true(g_get_monotonic_time() < t2 + 90000);
+  for (int k = 1; k <= 3; k++) {
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    gint64 end = g_get_monotonic_time() + 2000000;
+    while (t.calls < k && g_get_monotonic_time() < end)
+      g_main_context_iteration(ctx, TRUE);
+    assert_int_equal(t.calls, k);
+    polls_ready = 0;
+    g_main_context_iteration(ctx, FALSE);
+    assert_int_equal(polls_ready, 0);
+  }
+  assert_int_equal(nfired, 0);
+  evtimer_disarm(&a.t);
   evwatch_free(t.w);
   close(sv[0]);
   close(sv[1]);
@@ -408,7 +397,7 @@ int main(void)
       cmocka_unit_test(test_fd_ready),
       cmocka_unit_test(test_watch_freed_in_callback),
       cmocka_unit_test(test_glib),
-      cmocka_unit_test(test_coalesce),
+      cmocka_unit_test(test_no_wakeup_per_pass),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
