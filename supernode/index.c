@@ -103,6 +103,7 @@ struct Index {
   uint32_t slots_cap;
   uint32_t free_head;
   uint32_t next_stamp;
+  uint32_t stamp_epoch; /* one more at each renumbering (IndexCursor) */
   size_t live;
 
   uint8_t **blocks; /* name arena; a name never straddles two blocks */
@@ -578,6 +579,7 @@ static bool stamps_renumber(Index *ix)
       p->refs[i].stamp = ix->slots[p->refs[i].slot].stamp;
   }
   ix->next_stamp = (uint32_t)(n + 1);
+  ix->stamp_epoch++;
   free(order);
   return true;
 }
@@ -964,4 +966,35 @@ size_t index_owner_entries(const Index *ix, uint64_t owner)
 {
   const Owner *o = owner_lookup(ix, owner);
   return o ? o->count : 0;
+}
+
+IndexWalk index_owner_walk(const Index *ix, uint64_t owner, IndexCursor *cur, IndexHit *out,
+                           size_t max, size_t *n)
+{
+  *n = 0;
+  if (cur->done)
+    return INDEX_WALK_OK;
+  const Owner *o = owner_lookup(ix, owner);
+  uint32_t s;
+  if (cur->stamp == 0 || cur->epoch != ix->stamp_epoch) {
+    /* Not started, or renumbered: stamps no longer name entries. */
+    s = o ? o->head : NIL;
+  } else if (cur->slot < ix->nslots && ix->slots[cur->slot].stamp == cur->stamp) {
+    /* Stamps are never reused, so the entry is the one the cursor took,
+     * and with it every older entry of its owner. */
+    s = cur->slot;
+  } else {
+    cur->done = true;
+    return INDEX_WALK_CHANGED;
+  }
+  for (; s != NIL && *n < max; s = ix->slots[s].next_owned)
+    fill_hit(ix, &ix->slots[s], &out[(*n)++]);
+  if (s == NIL) {
+    cur->done = true;
+  } else {
+    cur->slot = s;
+    cur->stamp = ix->slots[s].stamp;
+    cur->epoch = ix->stamp_epoch;
+  }
+  return INDEX_WALK_OK;
 }
