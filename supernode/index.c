@@ -9,10 +9,14 @@
  *   - Names live length-prefixed in 1 MiB arena blocks, not one malloc each;
  *     removals leave holes that are squeezed out once they outweigh the live
  *     bytes.
- *   - Each keyword has a posting list of references. Lists are only ever
- *     appended to with a fresh stamp, so they stay sorted by stamp, and a
+ *   - Each keyword has a posting list of references: an entry's stamp, 4
+ *     bytes, most of an entry's cost being a reference per keyword. Lists are
+ *     only ever appended to with a fresh stamp, so they stay sorted, and a
  *     multi-keyword search is a leapfrog intersection with galloping search:
- *     it reads the lists sequentially and touches entries only for hits.
+ *     it reads the lists sequentially and touches entries only for hits. A
+ *     stamp table (open addressing, stamp -> slot) finds a hit's slot; a
+ *     stamp not in it is a removed entry. (A (slot, stamp) pair per
+ *     reference cost 4 bytes more per keyword, 36 per realistic entry.)
  *   - Removal does not search a list: it only counts one more dead reference,
  *     and the list is compacted when dead > live. Each compaction's cost is
  *     paid for by the removals since the last one, so removing an owner is
@@ -42,6 +46,7 @@
 #define ARENA_BLOCK ((size_t)1 << ARENA_SHIFT)
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
 #define CID_TAB_MIN 1024
+#define ST_TAB_MIN 1024
 /* Chain entries one content-id lookup looks at, at most; with at most
  * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
  * owners. */
@@ -69,10 +74,7 @@ typedef struct {
 } Entry;
 G_STATIC_ASSERT(sizeof(Entry) == 64); /* one cache line; the bulk of the index */
 
-typedef struct {
-  uint32_t slot;
-  uint32_t stamp;
-} Ref;
+typedef uint32_t Ref; /* an entry's stamp */
 
 typedef struct {
   Ref *refs;    /* ascending stamps */
@@ -111,6 +113,11 @@ struct Index {
   size_t blocks_cap;
   size_t arena_len;  /* next write offset; <= nblocks * ARENA_BLOCK */
   size_t arena_dead; /* bytes below arena_len holding no live name */
+
+  uint32_t *st_tab; /* live slots by stamp; NIL = empty bucket */
+  size_t st_cap;    /* power of two */
+  unsigned st_bits;
+  size_t st_used;
 
   uint32_t *cid_tab; /* chain-head slots; NIL = empty bucket */
   size_t cid_cap;    /* power of two */
@@ -329,6 +336,86 @@ static void cid_unlink(Index *ix, uint32_t slot)
     cid_delete(ix, pos);
 }
 
+/* ---- stamp table ------------------------------------------------------ */
+
+/* Stamps are ours, handed out in sequence, so a multiplicative (Fibonacci)
+ * hash spreads them evenly and no peer can aim them at one bucket run. */
+static size_t st_bucket(const Index *ix, uint32_t stamp)
+{
+  return (size_t)((stamp * UINT32_C(0x9E3779B1)) >> (32 - ix->st_bits));
+}
+
+/* The bucket holding stamp's slot, or SIZE_MAX when no live entry has it. */
+static size_t st_find(const Index *ix, uint32_t stamp)
+{
+  size_t mask = ix->st_cap - 1;
+  for (size_t i = st_bucket(ix, stamp);; i = (i + 1) & mask) {
+    uint32_t s = ix->st_tab[i];
+    if (s == NIL)
+      return SIZE_MAX;
+    if (ix->slots[s].stamp == stamp)
+      return i;
+  }
+}
+
+/* The slot of the live entry with this stamp, or NIL. */
+static uint32_t st_slot(const Index *ix, uint32_t stamp)
+{
+  size_t pos = st_find(ix, stamp);
+  return pos == SIZE_MAX ? NIL : ix->st_tab[pos];
+}
+
+static void st_place(Index *ix, uint32_t slot)
+{
+  size_t mask = ix->st_cap - 1;
+  size_t i = st_bucket(ix, ix->slots[slot].stamp);
+  while (ix->st_tab[i] != NIL)
+    i = (i + 1) & mask;
+  ix->st_tab[i] = slot;
+}
+
+/* Refills the table from the slots' stamps (after a renumbering). */
+static void st_rebuild(Index *ix)
+{
+  memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
+  for (uint32_t s = 0; s < ix->nslots; s++)
+    if (ix->slots[s].stamp != 0)
+      st_place(ix, s);
+}
+
+/* Room for one more, at a load of at most 3/4 (short probe runs for the
+ * stamps of removed entries, which a search and a compaction look up). */
+static bool st_reserve(Index *ix)
+{
+  if ((ix->st_used + 1) * 4 <= ix->st_cap * 3)
+    return true;
+  uint32_t *t = malloc(ix->st_cap * 2 * sizeof *t);
+  if (!t)
+    return false;
+  free(ix->st_tab);
+  ix->st_tab = t;
+  ix->st_cap *= 2;
+  ix->st_bits++;
+  st_rebuild(ix);
+  return true;
+}
+
+/* Backward-shift deletion, as cid_delete. */
+static void st_delete(Index *ix, size_t pos)
+{
+  size_t mask = ix->st_cap - 1;
+  size_t hole = pos;
+  for (size_t j = (pos + 1) & mask; ix->st_tab[j] != NIL; j = (j + 1) & mask) {
+    size_t home = st_bucket(ix, ix->slots[ix->st_tab[j]].stamp);
+    if (((j - home) & mask) >= ((j - hole) & mask)) {
+      ix->st_tab[hole] = ix->st_tab[j];
+      hole = j;
+    }
+  }
+  ix->st_tab[hole] = NIL;
+  ix->st_used--;
+}
+
 /* ---- postings --------------------------------------------------------- */
 
 static Posting *posting_new(const char *word)
@@ -357,11 +444,11 @@ static bool posting_reserve(Posting *p)
     return true;
   if (p->cap >= UINT32_MAX / 2)
     return false;
-  /* Three refs fill malloc's smallest chunk, and most keywords are rare.
+  /* Six refs fill malloc's smallest chunk, and most keywords are rare.
    * Long lists grow by 1/8 only: they hold most refs, so their slack is
    * most of the index's, and geometric growth keeps appends amortised O(1)
    * whatever the factor. */
-  uint32_t cap = p->cap < 3 ? 3 : p->cap + (p->cap < 1024 ? p->cap / 2 : p->cap / 8);
+  uint32_t cap = p->cap < 6 ? 6 : p->cap + (p->cap < 1024 ? p->cap / 2 : p->cap / 8);
   Ref *r = realloc(p->refs, cap * sizeof *r);
   if (!r)
     return false;
@@ -375,7 +462,7 @@ static void posting_compact(Index *ix, Posting *p)
   uint32_t n = 0;
   for (uint32_t i = 0; i < p->len; i++) {
     Ref r = p->refs[i];
-    if (ix->slots[r.slot].stamp == r.stamp)
+    if (st_find(ix, r) != SIZE_MAX)
       p->refs[n++] = r;
   }
   p->len = n;
@@ -521,6 +608,7 @@ static void entry_remove(Index *ix, uint32_t slot)
   size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
 
   uint32_t owner_id = e->owner;
+  st_delete(ix, st_find(ix, e->stamp));
   e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
@@ -570,14 +658,23 @@ static bool stamps_renumber(Index *ix)
     if (ix->slots[s].stamp != 0)
       order[n++] = (uint64_t)ix->slots[s].stamp << 32 | s;
   qsort(order, n, sizeof *order, cmp_u64);
+  /* Every ref is live now: turn each into its slot while the table still
+   * knows the old stamps, renumber, then back into (new) stamps. */
+  g_hash_table_iter_init(&it, ix->words);
+  while (g_hash_table_iter_next(&it, &key, &val)) {
+    Posting *p = val;
+    for (uint32_t i = 0; i < p->len; i++)
+      p->refs[i] = st_slot(ix, p->refs[i]);
+  }
   for (size_t i = 0; i < n; i++)
     ix->slots[(uint32_t)order[i]].stamp = (uint32_t)(i + 1);
   g_hash_table_iter_init(&it, ix->words);
   while (g_hash_table_iter_next(&it, &key, &val)) {
     Posting *p = val;
     for (uint32_t i = 0; i < p->len; i++)
-      p->refs[i].stamp = ix->slots[p->refs[i].slot].stamp;
+      p->refs[i] = ix->slots[p->refs[i]].stamp;
   }
+  st_rebuild(ix);
   ix->next_stamp = (uint32_t)(n + 1);
   ix->stamp_epoch++;
   free(order);
@@ -610,6 +707,15 @@ Index *index_new(size_t max_per_owner)
     return NULL;
   }
   memset(ix->cid_tab, 0xff, ix->cid_cap * sizeof *ix->cid_tab);
+  ix->st_cap = ST_TAB_MIN;
+  ix->st_bits = 10;
+  ix->st_tab = malloc(ix->st_cap * sizeof *ix->st_tab);
+  if (!ix->st_tab) {
+    free(ix->cid_tab);
+    free(ix);
+    return NULL;
+  }
+  memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
   ix->words = g_hash_table_new(word_hash, g_str_equal);
   ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
   ix->owners = g_ptr_array_new();
@@ -633,6 +739,7 @@ void index_free(Index *ix)
   g_ptr_array_free(ix->owners, TRUE);
   g_array_free(ix->free_owner_ids, TRUE);
   free(ix->cid_tab);
+  free(ix->st_tab);
   blocks_free(ix->blocks, ix->nblocks);
   free(ix->slots);
   free(ix);
@@ -679,7 +786,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   /* Reserve everything that can fail before changing anything, so a failed
    * add leaves the index as it was. */
   size_t np = 0;
-  if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) ||
+  if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) || !st_reserve(ix) ||
       (pos == SIZE_MAX && !cid_reserve(ix)))
     return INDEX_NOMEM;
   for (; np < nt; np++) {
@@ -709,6 +816,8 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   memcpy(dst + 1, name, name_len);
   ix->arena_len += 1 + name_len;
   e->stamp = ix->next_stamp++;
+  st_place(ix, slot);
+  ix->st_used++;
   e->owner = o->id;
   e->next_owned = o->head;
   o->head = slot;
@@ -717,7 +826,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   ix->bytes += cost;
   cid_link(ix, slot);
   for (size_t k = 0; k < nt; k++)
-    post[k]->refs[post[k]->len++] = (Ref){slot, e->stamp};
+    post[k]->refs[post[k]->len++] = e->stamp;
   ix->live++;
   return INDEX_OK;
 
@@ -760,25 +869,30 @@ static void fill_hit(const Index *ix, const Entry *e, IndexHit *h)
 }
 
 /* Turns candidate refs into hits, skipping stale ones; returns how many.
- * Entries, names and owners lie scattered in memory: touching a batch in
- * three passes lets their cache misses overlap instead of queueing. */
+ * Table buckets, entries, names and owners lie scattered in memory:
+ * touching a batch in passes lets their cache misses overlap instead of
+ * queueing. */
 static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *out)
 {
+  uint32_t slot[HIT_BATCH];
   size_t n = 0;
   for (size_t i = 0; i < nc; i++)
-    __builtin_prefetch(&ix->slots[cand[i].slot]);
+    __builtin_prefetch(&ix->st_tab[st_bucket(ix, cand[i])]);
   for (size_t i = 0; i < nc; i++) {
-    const Entry *e = &ix->slots[cand[i].slot];
-    if (e->stamp == cand[i].stamp) {
-      __builtin_prefetch(arena_at(ix, e->name_off));
-      __builtin_prefetch(g_ptr_array_index(ix->owners, e->owner));
-    }
+    slot[i] = st_slot(ix, cand[i]);
+    if (slot[i] != NIL)
+      __builtin_prefetch(&ix->slots[slot[i]]);
   }
   for (size_t i = 0; i < nc; i++) {
-    const Entry *e = &ix->slots[cand[i].slot];
-    if (e->stamp == cand[i].stamp)
-      fill_hit(ix, e, &out[n++]);
+    if (slot[i] == NIL)
+      continue;
+    const Entry *e = &ix->slots[slot[i]];
+    __builtin_prefetch(arena_at(ix, e->name_off));
+    __builtin_prefetch(g_ptr_array_index(ix->owners, e->owner));
   }
+  for (size_t i = 0; i < nc; i++)
+    if (slot[i] != NIL)
+      fill_hit(ix, &ix->slots[slot[i]], &out[n++]);
   return n;
 }
 
@@ -787,11 +901,11 @@ static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *o
 static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
 {
   size_t len = p->len;
-  if (from >= len || p->refs[from].stamp >= target)
+  if (from >= len || p->refs[from] >= target)
     return from;
-  size_t below = from, step = 1; /* refs[below].stamp < target */
+  size_t below = from, step = 1; /* refs[below] < target */
   size_t hi = from + 1;
-  while (hi < len && p->refs[hi].stamp < target) {
+  while (hi < len && p->refs[hi] < target) {
     below = hi;
     step *= 2;
     hi = below + step;
@@ -801,7 +915,7 @@ static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
   size_t lo = below + 1;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (p->refs[mid].stamp < target)
+    if (p->refs[mid] < target)
       lo = mid + 1;
     else
       hi = mid;
@@ -851,15 +965,15 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
   size_t nc = 0;
   bool done = false;
   while (!done && at[0] < pl[0]->len) {
-    uint32_t target = pl[0]->refs[at[0]].stamp;
+    uint32_t target = pl[0]->refs[at[0]];
     bool all = true;
     for (size_t k = 1; k < nt && all; k++) {
       at[k] = posting_seek(pl[k], at[k], target);
       if (at[k] == pl[k]->len) {
         done = true; /* list k has nothing at or after target */
         all = false;
-      } else if (pl[k]->refs[at[k]].stamp != target) {
-        at[0] = posting_seek(pl[0], at[0] + 1, pl[k]->refs[at[k]].stamp);
+      } else if (pl[k]->refs[at[k]] != target) {
+        at[0] = posting_seek(pl[0], at[0] + 1, pl[k]->refs[at[k]]);
         all = false;
       }
     }
