@@ -51,8 +51,8 @@
  * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
  * owners. */
 #define INDEX_CID_SCAN 4096
-#define INDEX_ENTRY_COST 256 /* see entry_cost */
-#define INDEX_REF_COST 32
+#define INDEX_ENTRY_COST 128 /* see entry_cost */
+#define INDEX_REF_COST 16
 #define INDEX_WORD_COST 160 /* see word_cost */
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
@@ -556,16 +556,17 @@ static uint32_t slot_take(Index *ix)
 }
 
 /* What an entry costs in memory at most, over everything that holds it
- * (supernode/MEMORY.md): its slot and content-id bucket with the arrays'
- * slack, and its roster record (INDEX_ENTRY_COST); its name in the arena
- * (which may hold as much again in holes before compacting) and in the
- * roster's copy (3 x the name); and per keyword a ref in the keyword's
- * list, with the list's growth and its dead refs before compaction
- * (INDEX_REF_COST). An upper bound, so that budgets in these bytes bound
- * memory. */
+ * (supernode/MEMORY.md): its slot (64 bytes, up to half as much again in
+ * the array's slack) and its buckets in the stamp and content-id tables (4
+ * bytes each at a load of 3/8 or more): INDEX_ENTRY_COST; its name in the
+ * arena, which may hold as much again in holes before compacting (2 x the
+ * name); and per keyword a 4-byte ref in the keyword's list, with the
+ * list's growth (half as much again) and its dead refs before compaction
+ * (as many as live ones): INDEX_REF_COST. The roster keeps no copy (issue
+ * 12). An upper bound, so that budgets in these bytes bound memory. */
 static size_t entry_cost(size_t name_len, size_t ntokens)
 {
-  return INDEX_ENTRY_COST + 3 * name_len + ntokens * INDEX_REF_COST;
+  return INDEX_ENTRY_COST + 2 * name_len + ntokens * INDEX_REF_COST;
 }
 
 /* What a keyword's list costs while it lives: the Posting and its word,

@@ -67,7 +67,7 @@ void index_set_limits(Index *ix, size_t max_entries, size_t max_bytes, size_t ma
 size_t index_size(const Index *ix);  /* live entries */
 size_t index_bytes(const Index *ix); /* index_entry_cost of the live entries */
 /* An upper bound on the memory one entry of this name would cost if added
- * now (the index, the roster's copy, keyword lists; keyword tables for
+ * now (its slot, name and table buckets, keyword lists; keyword tables for
  * keywords the index does not hold yet): what byte caps count. */
 size_t index_entry_cost(const Index *ix, const char *name, size_t name_len);
 size_t index_owner_count(const Index *ix); /* owners with >= 1 entry */
