@@ -47,6 +47,7 @@
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
 #define CID_TAB_MIN 1024
 #define ST_TAB_MIN 1024
+#define W_TAB_MIN 1024
 /* Chain entries one content-id lookup looks at, at most; with at most
  * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
  * owners. */
@@ -81,6 +82,7 @@ typedef struct {
   uint32_t len; /* refs in use, live and dead */
   uint32_t cap;
   uint32_t dead; /* refs whose entry is gone; invariant: len - dead >= 1 */
+  uint32_t hash; /* word_hash(word), for the keyword table */
   char word[];   /* NUL-terminated; the keyword table's key */
 } Posting;
 
@@ -124,7 +126,10 @@ struct Index {
   unsigned cid_bits;
   size_t cid_used;
 
-  GHashTable *words;            /* keyword (Posting.word) -> Posting* */
+  Posting **w_tab; /* keyword table: open addressing on Posting.hash; NULL = empty */
+  size_t w_cap;    /* power of two */
+  unsigned w_bits;
+  size_t w_used;
   GHashTable *owners_by_handle; /* &Owner.handle -> Owner* */
   GPtrArray *owners;            /* id -> Owner*, NULL when the id is free */
   GArray *free_owner_ids;       /* uint32_t */
@@ -416,6 +421,99 @@ static void st_delete(Index *ix, size_t pos)
   ix->st_used--;
 }
 
+/* ---- keyword table ---------------------------------------------------- */
+
+/* Most keywords of a real share are rare (dates, numbers: 31,157 distinct
+ * ones in 100,000 realistic names), so what a keyword costs besides its
+ * refs matters: a bucket here is one pointer, against three arrays of a
+ * GHashTable (key, value, hash: 20 bytes a bucket). */
+
+/* Keywords come from peers: a keyed hash keeps them from choosing
+ * colliding ones. */
+static uint32_t word_hash(const char *w, size_t len)
+{
+  return (uint32_t)(shorthash(w, len) >> 32);
+}
+
+static size_t w_bucket(const Index *ix, uint32_t hash)
+{
+  return (size_t)(hash >> (32 - ix->w_bits));
+}
+
+/* The bucket holding word's list, or SIZE_MAX. */
+static size_t w_find(const Index *ix, const char *word)
+{
+  size_t len = strlen(word);
+  uint32_t h = word_hash(word, len);
+  size_t mask = ix->w_cap - 1;
+  for (size_t i = w_bucket(ix, h);; i = (i + 1) & mask) {
+    const Posting *p = ix->w_tab[i];
+    if (!p)
+      return SIZE_MAX;
+    if (p->hash == h && strcmp(p->word, word) == 0)
+      return i;
+  }
+}
+
+static Posting *w_get(const Index *ix, const char *word)
+{
+  size_t pos = w_find(ix, word);
+  return pos == SIZE_MAX ? NULL : ix->w_tab[pos];
+}
+
+static void w_place(Index *ix, Posting *p)
+{
+  size_t mask = ix->w_cap - 1;
+  size_t i = w_bucket(ix, p->hash);
+  while (ix->w_tab[i])
+    i = (i + 1) & mask;
+  ix->w_tab[i] = p;
+}
+
+/* Room for one more list, at a load of at most 3/4. */
+static bool w_reserve(Index *ix)
+{
+  if ((ix->w_used + 1) * 4 <= ix->w_cap * 3)
+    return true;
+  Posting **old = ix->w_tab;
+  size_t old_cap = ix->w_cap;
+  Posting **t = calloc(old_cap * 2, sizeof *t);
+  if (!t)
+    return false;
+  ix->w_tab = t;
+  ix->w_cap = old_cap * 2;
+  ix->w_bits++;
+  for (size_t i = 0; i < old_cap; i++)
+    if (old[i])
+      w_place(ix, old[i]);
+  free(old);
+  return true;
+}
+
+/* Adds p (after w_reserve); its word must not be there yet. */
+static void w_add(Index *ix, Posting *p)
+{
+  w_place(ix, p);
+  ix->w_used++;
+}
+
+/* Takes p's list out of the table (backward-shift deletion, as cid_delete). */
+static void w_remove(Index *ix, const Posting *p)
+{
+  size_t mask = ix->w_cap - 1;
+  size_t hole = w_find(ix, p->word);
+  g_assert(hole != SIZE_MAX && ix->w_tab[hole] == p);
+  for (size_t j = (hole + 1) & mask; ix->w_tab[j]; j = (j + 1) & mask) {
+    size_t home = w_bucket(ix, ix->w_tab[j]->hash);
+    if (((j - home) & mask) >= ((j - hole) & mask)) {
+      ix->w_tab[hole] = ix->w_tab[j];
+      hole = j;
+    }
+  }
+  ix->w_tab[hole] = NULL;
+  ix->w_used--;
+}
+
 /* ---- postings --------------------------------------------------------- */
 
 static Posting *posting_new(const char *word)
@@ -426,6 +524,7 @@ static Posting *posting_new(const char *word)
     return NULL;
   p->refs = NULL;
   p->len = p->cap = p->dead = 0;
+  p->hash = word_hash(word, n);
   memcpy(p->word, word, n + 1);
   return p;
 }
@@ -487,7 +586,7 @@ static void posting_note_dead(Index *ix, Posting *p)
   uint32_t live = p->len - p->dead;
   if (live == 0) {
     ix->bytes -= word_cost(strlen(p->word));
-    g_hash_table_remove(ix->words, p->word);
+    w_remove(ix, p);
     posting_free(p);
   } else if (p->dead > live) {
     posting_compact(ix, p);
@@ -583,7 +682,7 @@ static size_t add_cost(const Index *ix, size_t name_len, const char *const *tok,
 {
   size_t cost = entry_cost(name_len, nt);
   for (size_t k = 0; k < nt; k++)
-    if (!g_hash_table_contains(ix->words, tok[k]))
+    if (!w_get(ix, tok[k]))
       cost += word_cost(strlen(tok[k]));
   return cost;
 }
@@ -613,7 +712,7 @@ static void entry_remove(Index *ix, uint32_t slot)
   e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
-    Posting *p = g_hash_table_lookup(ix->words, tok[k]);
+    Posting *p = w_get(ix, tok[k]);
     g_assert(p);
     posting_note_dead(ix, p);
   }
@@ -648,12 +747,10 @@ static bool stamps_renumber(Index *ix)
   uint64_t *order = malloc((ix->live + 1) * sizeof *order);
   if (!order)
     return false;
-  GHashTableIter it;
-  gpointer key, val;
   /* Drop dead refs while the old stamps still tell them apart. */
-  g_hash_table_iter_init(&it, ix->words);
-  while (g_hash_table_iter_next(&it, &key, &val))
-    posting_compact(ix, val);
+  for (size_t w = 0; w < ix->w_cap; w++)
+    if (ix->w_tab[w])
+      posting_compact(ix, ix->w_tab[w]);
   size_t n = 0;
   for (uint32_t s = 0; s < ix->nslots; s++)
     if (ix->slots[s].stamp != 0)
@@ -661,18 +758,16 @@ static bool stamps_renumber(Index *ix)
   qsort(order, n, sizeof *order, cmp_u64);
   /* Every ref is live now: turn each into its slot while the table still
    * knows the old stamps, renumber, then back into (new) stamps. */
-  g_hash_table_iter_init(&it, ix->words);
-  while (g_hash_table_iter_next(&it, &key, &val)) {
-    Posting *p = val;
-    for (uint32_t i = 0; i < p->len; i++)
+  for (size_t w = 0; w < ix->w_cap; w++) {
+    Posting *p = ix->w_tab[w];
+    for (uint32_t i = 0; p && i < p->len; i++)
       p->refs[i] = st_slot(ix, p->refs[i]);
   }
   for (size_t i = 0; i < n; i++)
     ix->slots[(uint32_t)order[i]].stamp = (uint32_t)(i + 1);
-  g_hash_table_iter_init(&it, ix->words);
-  while (g_hash_table_iter_next(&it, &key, &val)) {
-    Posting *p = val;
-    for (uint32_t i = 0; i < p->len; i++)
+  for (size_t w = 0; w < ix->w_cap; w++) {
+    Posting *p = ix->w_tab[w];
+    for (uint32_t i = 0; p && i < p->len; i++)
       p->refs[i] = ix->slots[p->refs[i]].stamp;
   }
   st_rebuild(ix);
@@ -683,13 +778,6 @@ static bool stamps_renumber(Index *ix)
 }
 
 /* ---- API -------------------------------------------------------------- */
-
-/* Keywords come from peers: a keyed hash keeps them from choosing
- * colliding ones. */
-static guint word_hash(gconstpointer key)
-{
-  return (guint)shorthash(key, strlen(key));
-}
 
 Index *index_new(size_t max_per_owner)
 {
@@ -717,7 +805,15 @@ Index *index_new(size_t max_per_owner)
     return NULL;
   }
   memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
-  ix->words = g_hash_table_new(word_hash, g_str_equal);
+  ix->w_cap = W_TAB_MIN;
+  ix->w_bits = 10;
+  ix->w_tab = calloc(ix->w_cap, sizeof *ix->w_tab);
+  if (!ix->w_tab) {
+    free(ix->st_tab);
+    free(ix->cid_tab);
+    free(ix);
+    return NULL;
+  }
   ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
   ix->owners = g_ptr_array_new();
   ix->free_owner_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
@@ -728,12 +824,9 @@ void index_free(Index *ix)
 {
   if (!ix)
     return;
-  GHashTableIter it;
-  gpointer key, val;
-  g_hash_table_iter_init(&it, ix->words);
-  while (g_hash_table_iter_next(&it, &key, &val))
-    posting_free(val);
-  g_hash_table_destroy(ix->words);
+  for (size_t w = 0; w < ix->w_cap; w++)
+    posting_free(ix->w_tab[w]);
+  free(ix->w_tab);
   g_hash_table_destroy(ix->owners_by_handle);
   for (guint i = 0; i < ix->owners->len; i++)
     g_free(g_ptr_array_index(ix->owners, i));
@@ -791,12 +884,12 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
       (pos == SIZE_MAX && !cid_reserve(ix)))
     return INDEX_NOMEM;
   for (; np < nt; np++) {
-    Posting *p = g_hash_table_lookup(ix->words, tok[np]);
+    Posting *p = w_get(ix, tok[np]);
     if (!p) {
-      p = posting_new(tok[np]);
+      p = w_reserve(ix) ? posting_new(tok[np]) : NULL;
       if (!p)
         goto nomem;
-      g_hash_table_insert(ix->words, p->word, p);
+      w_add(ix, p);
     }
     post[np] = p;
     if (!posting_reserve(p)) {
@@ -835,7 +928,7 @@ nomem:
   /* Only lists created above can be empty; drop them again. */
   for (size_t k = 0; k < np; k++) {
     if (post[k]->len == 0) {
-      g_hash_table_remove(ix->words, post[k]->word);
+      w_remove(ix, post[k]);
       posting_free(post[k]);
     }
   }
@@ -952,7 +1045,7 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
   if (nt == 0)
     goto out;
   for (size_t k = 0; k < nt; k++) {
-    pl[k] = g_hash_table_lookup(ix->words, tok[k]);
+    pl[k] = w_get(ix, tok[k]);
     if (!pl[k])
       goto out; /* some keyword is in no name at all */
     at[k] = 0;
