@@ -417,13 +417,25 @@ static const uint8_t *snap_id(const Snapshot *sp, guint i)
   return (const uint8_t *)sp->ids->data + (gsize)i * 32;
 }
 
+/* Moves the snapshot on to its next record. */
+static void snapshot_next_record(Snapshot *sp)
+{
+  sp->next++;
+  sp->started = false;
+  memset(&sp->cur, 0, sizeof sp->cur);
+}
+
 /* Sends the snapshot's next pieces while the window has room; SNAPSHOT_END
  * once every record that existed at SNAPSHOT_BEGIN went. Each record is
- * read as it is now, not as it was when the snapshot began: changes made
- * meanwhile flow to the backup as they happen (backup_synced), a record
- * not reached yet is sent whole with reset when its turn comes, and one
- * changed halfway only sends again what the backup already has (a
- * duplicate, refused harmlessly). */
+ * read from the index as it is now, not as it was when the snapshot began
+ * (the roster keeps no copy of the entries): changes made meanwhile flow to
+ * the backup as they happen (backup_synced), so a record not reached yet is
+ * sent whole with reset when its turn comes; one that gains entries halfway
+ * has had them live, and its cursor goes on through the older ones; one
+ * reset or removed and added again halfway has had all of its new state
+ * live, so the rest of its old one is not sent (index_owner_walk says
+ * INDEX_WALK_CHANGED). A snapshot stopped because the backup fell behind
+ * (synced_backup) starts again from the beginning. */
 static void snapshot_pump(SnCore *c, Peer *to)
 {
   Snapshot *sp = &c->group.snap;
@@ -437,32 +449,37 @@ static void snapshot_pump(SnCore *c, Peer *to)
       break;
     }
     Record *rec = roster_get(c->roster, snap_id(sp, sp->next));
-    if (!rec || (sp->off > 0 && sp->off >= rec->count)) {
-      sp->next++; /* gone (its LEAF_DOWN went live), or done */
-      sp->off = 0;
+    if (!rec) {
+      snapshot_next_record(sp); /* gone: its LEAF_DOWN went live */
       continue;
     }
-    if (sp->off == 0) {
+    bool first = !sp->started;
+    IndexHit h[WIRE_MAX_ENTRIES];
+    size_t k;
+    if (index_owner_walk(c->index, rec->owner, &sp->cur, h, WIRE_MAX_ENTRIES, &k) ==
+            INDEX_WALK_CHANGED ||
+        (k == 0 && !first)) {
+      snapshot_next_record(sp); /* changed (went live), or done */
+      continue;
+    }
+    if (first) {
       repl_send(c, to, REPL_LEAF_UP, rec->id, false, NULL, 0);
       sp->pieces++;
       sp->sent++;
+      sp->started = true;
     }
-    size_t k = MIN(rec->count - sp->off, (size_t)WIRE_MAX_ENTRIES);
     WireEntry e[WIRE_MAX_ENTRIES];
     for (size_t i = 0; i < k; i++) {
-      const RosterEntry *re = &rec->entries[sp->off + i];
-      e[i].name = wire_str(re->name, strlen(re->name));
-      e[i].size = re->size;
-      memcpy(e[i].cid, re->cid, 32);
+      e[i].name = wire_str(h[i].name, h[i].name_len);
+      e[i].size = h[i].size;
+      memcpy(e[i].cid, h[i].cid, 32);
     }
-    repl_send(c, to, REPL_PUBLISH, rec->id, sp->off == 0, e, k);
+    /* The first batch resets (one, empty, for a record with no entries). */
+    repl_send(c, to, REPL_PUBLISH, rec->id, first, e, k);
     sp->pieces++;
     sp->sent++;
-    sp->off += k;
-    if (sp->off >= rec->count) {
-      sp->next++;
-      sp->off = 0;
-    }
+    if (sp->cur.done)
+      snapshot_next_record(sp);
   }
 }
 
@@ -489,7 +506,8 @@ static void send_snapshot(SnCore *c, Peer *to)
   g->snap.sent = 0;
   roster_foreach(c->roster, collect_id_cb, &g->snap);
   g->snap.next = 0;
-  g->snap.off = 0;
+  g->snap.started = false;
+  memset(&g->snap.cur, 0, sizeof g->snap.cur);
   g->backup_synced = true;
   snapshot_pump(c, to);
 }

@@ -9,10 +9,14 @@
  *   - Names live length-prefixed in 1 MiB arena blocks, not one malloc each;
  *     removals leave holes that are squeezed out once they outweigh the live
  *     bytes.
- *   - Each keyword has a posting list of references. Lists are only ever
- *     appended to with a fresh stamp, so they stay sorted by stamp, and a
+ *   - Each keyword has a posting list of references: an entry's stamp, 4
+ *     bytes, most of an entry's cost being a reference per keyword. Lists are
+ *     only ever appended to with a fresh stamp, so they stay sorted, and a
  *     multi-keyword search is a leapfrog intersection with galloping search:
- *     it reads the lists sequentially and touches entries only for hits.
+ *     it reads the lists sequentially and touches entries only for hits. A
+ *     stamp table (open addressing, stamp -> slot) finds a hit's slot; a
+ *     stamp not in it is a removed entry. (A (slot, stamp) pair per
+ *     reference cost 4 bytes more per keyword, 36 per realistic entry.)
  *   - Removal does not search a list: it only counts one more dead reference,
  *     and the list is compacted when dead > live. Each compaction's cost is
  *     paid for by the removals since the last one, so removing an owner is
@@ -42,12 +46,14 @@
 #define ARENA_BLOCK ((size_t)1 << ARENA_SHIFT)
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
 #define CID_TAB_MIN 1024
+#define ST_TAB_MIN 1024
+#define W_TAB_MIN 1024
 /* Chain entries one content-id lookup looks at, at most; with at most
  * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
  * owners. */
 #define INDEX_CID_SCAN 4096
-#define INDEX_ENTRY_COST 256 /* see entry_cost */
-#define INDEX_REF_COST 32
+#define INDEX_ENTRY_COST 128 /* see entry_cost */
+#define INDEX_REF_COST 16
 #define INDEX_WORD_COST 160 /* see word_cost */
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
@@ -69,16 +75,14 @@ typedef struct {
 } Entry;
 G_STATIC_ASSERT(sizeof(Entry) == 64); /* one cache line; the bulk of the index */
 
-typedef struct {
-  uint32_t slot;
-  uint32_t stamp;
-} Ref;
+typedef uint32_t Ref; /* an entry's stamp */
 
 typedef struct {
   Ref *refs;    /* ascending stamps */
   uint32_t len; /* refs in use, live and dead */
   uint32_t cap;
   uint32_t dead; /* refs whose entry is gone; invariant: len - dead >= 1 */
+  uint32_t hash; /* word_hash(word), for the keyword table */
   char word[];   /* NUL-terminated; the keyword table's key */
 } Posting;
 
@@ -103,6 +107,7 @@ struct Index {
   uint32_t slots_cap;
   uint32_t free_head;
   uint32_t next_stamp;
+  uint32_t stamp_epoch; /* one more at each renumbering (IndexCursor) */
   size_t live;
 
   uint8_t **blocks; /* name arena; a name never straddles two blocks */
@@ -111,12 +116,20 @@ struct Index {
   size_t arena_len;  /* next write offset; <= nblocks * ARENA_BLOCK */
   size_t arena_dead; /* bytes below arena_len holding no live name */
 
+  uint32_t *st_tab; /* live slots by stamp; NIL = empty bucket */
+  size_t st_cap;    /* power of two */
+  unsigned st_bits;
+  size_t st_used;
+
   uint32_t *cid_tab; /* chain-head slots; NIL = empty bucket */
   size_t cid_cap;    /* power of two */
   unsigned cid_bits;
   size_t cid_used;
 
-  GHashTable *words;            /* keyword (Posting.word) -> Posting* */
+  Posting **w_tab; /* keyword table: open addressing on Posting.hash; NULL = empty */
+  size_t w_cap;    /* power of two */
+  unsigned w_bits;
+  size_t w_used;
   GHashTable *owners_by_handle; /* &Owner.handle -> Owner* */
   GPtrArray *owners;            /* id -> Owner*, NULL when the id is free */
   GArray *free_owner_ids;       /* uint32_t */
@@ -328,6 +341,179 @@ static void cid_unlink(Index *ix, uint32_t slot)
     cid_delete(ix, pos);
 }
 
+/* ---- stamp table ------------------------------------------------------ */
+
+/* Stamps are ours, handed out in sequence, so a multiplicative (Fibonacci)
+ * hash spreads them evenly and no peer can aim them at one bucket run. */
+static size_t st_bucket(const Index *ix, uint32_t stamp)
+{
+  return (size_t)((stamp * UINT32_C(0x9E3779B1)) >> (32 - ix->st_bits));
+}
+
+/* The bucket holding stamp's slot, or SIZE_MAX when no live entry has it. */
+static size_t st_find(const Index *ix, uint32_t stamp)
+{
+  size_t mask = ix->st_cap - 1;
+  for (size_t i = st_bucket(ix, stamp);; i = (i + 1) & mask) {
+    uint32_t s = ix->st_tab[i];
+    if (s == NIL)
+      return SIZE_MAX;
+    if (ix->slots[s].stamp == stamp)
+      return i;
+  }
+}
+
+/* The slot of the live entry with this stamp, or NIL. */
+static uint32_t st_slot(const Index *ix, uint32_t stamp)
+{
+  size_t pos = st_find(ix, stamp);
+  return pos == SIZE_MAX ? NIL : ix->st_tab[pos];
+}
+
+static void st_place(Index *ix, uint32_t slot)
+{
+  size_t mask = ix->st_cap - 1;
+  size_t i = st_bucket(ix, ix->slots[slot].stamp);
+  while (ix->st_tab[i] != NIL)
+    i = (i + 1) & mask;
+  ix->st_tab[i] = slot;
+}
+
+/* Refills the table from the slots' stamps (after a renumbering). */
+static void st_rebuild(Index *ix)
+{
+  memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
+  for (uint32_t s = 0; s < ix->nslots; s++)
+    if (ix->slots[s].stamp != 0)
+      st_place(ix, s);
+}
+
+/* Room for one more, at a load of at most 3/4 (short probe runs for the
+ * stamps of removed entries, which a search and a compaction look up). */
+static bool st_reserve(Index *ix)
+{
+  if ((ix->st_used + 1) * 4 <= ix->st_cap * 3)
+    return true;
+  uint32_t *t = malloc(ix->st_cap * 2 * sizeof *t);
+  if (!t)
+    return false;
+  free(ix->st_tab);
+  ix->st_tab = t;
+  ix->st_cap *= 2;
+  ix->st_bits++;
+  st_rebuild(ix);
+  return true;
+}
+
+/* Backward-shift deletion, as cid_delete. */
+static void st_delete(Index *ix, size_t pos)
+{
+  size_t mask = ix->st_cap - 1;
+  size_t hole = pos;
+  for (size_t j = (pos + 1) & mask; ix->st_tab[j] != NIL; j = (j + 1) & mask) {
+    size_t home = st_bucket(ix, ix->slots[ix->st_tab[j]].stamp);
+    if (((j - home) & mask) >= ((j - hole) & mask)) {
+      ix->st_tab[hole] = ix->st_tab[j];
+      hole = j;
+    }
+  }
+  ix->st_tab[hole] = NIL;
+  ix->st_used--;
+}
+
+/* ---- keyword table ---------------------------------------------------- */
+
+/* Most keywords of a real share are rare (dates, numbers: 31,157 distinct
+ * ones in 100,000 realistic names), so what a keyword costs besides its
+ * refs matters: a bucket here is one pointer, against three arrays of a
+ * GHashTable (key, value, hash: 20 bytes a bucket). */
+
+/* Keywords come from peers: a keyed hash keeps them from choosing
+ * colliding ones. */
+static uint32_t word_hash(const char *w, size_t len)
+{
+  return (uint32_t)(shorthash(w, len) >> 32);
+}
+
+static size_t w_bucket(const Index *ix, uint32_t hash)
+{
+  return (size_t)(hash >> (32 - ix->w_bits));
+}
+
+/* The bucket holding word's list, or SIZE_MAX. */
+static size_t w_find(const Index *ix, const char *word)
+{
+  size_t len = strlen(word);
+  uint32_t h = word_hash(word, len);
+  size_t mask = ix->w_cap - 1;
+  for (size_t i = w_bucket(ix, h);; i = (i + 1) & mask) {
+    const Posting *p = ix->w_tab[i];
+    if (!p)
+      return SIZE_MAX;
+    if (p->hash == h && strcmp(p->word, word) == 0)
+      return i;
+  }
+}
+
+static Posting *w_get(const Index *ix, const char *word)
+{
+  size_t pos = w_find(ix, word);
+  return pos == SIZE_MAX ? NULL : ix->w_tab[pos];
+}
+
+static void w_place(Index *ix, Posting *p)
+{
+  size_t mask = ix->w_cap - 1;
+  size_t i = w_bucket(ix, p->hash);
+  while (ix->w_tab[i])
+    i = (i + 1) & mask;
+  ix->w_tab[i] = p;
+}
+
+/* Room for one more list, at a load of at most 3/4. */
+static bool w_reserve(Index *ix)
+{
+  if ((ix->w_used + 1) * 4 <= ix->w_cap * 3)
+    return true;
+  Posting **old = ix->w_tab;
+  size_t old_cap = ix->w_cap;
+  Posting **t = calloc(old_cap * 2, sizeof *t);
+  if (!t)
+    return false;
+  ix->w_tab = t;
+  ix->w_cap = old_cap * 2;
+  ix->w_bits++;
+  for (size_t i = 0; i < old_cap; i++)
+    if (old[i])
+      w_place(ix, old[i]);
+  free(old);
+  return true;
+}
+
+/* Adds p (after w_reserve); its word must not be there yet. */
+static void w_add(Index *ix, Posting *p)
+{
+  w_place(ix, p);
+  ix->w_used++;
+}
+
+/* Takes p's list out of the table (backward-shift deletion, as cid_delete). */
+static void w_remove(Index *ix, const Posting *p)
+{
+  size_t mask = ix->w_cap - 1;
+  size_t hole = w_find(ix, p->word);
+  g_assert(hole != SIZE_MAX && ix->w_tab[hole] == p);
+  for (size_t j = (hole + 1) & mask; ix->w_tab[j]; j = (j + 1) & mask) {
+    size_t home = w_bucket(ix, ix->w_tab[j]->hash);
+    if (((j - home) & mask) >= ((j - hole) & mask)) {
+      ix->w_tab[hole] = ix->w_tab[j];
+      hole = j;
+    }
+  }
+  ix->w_tab[hole] = NULL;
+  ix->w_used--;
+}
+
 /* ---- postings --------------------------------------------------------- */
 
 static Posting *posting_new(const char *word)
@@ -338,6 +524,7 @@ static Posting *posting_new(const char *word)
     return NULL;
   p->refs = NULL;
   p->len = p->cap = p->dead = 0;
+  p->hash = word_hash(word, n);
   memcpy(p->word, word, n + 1);
   return p;
 }
@@ -356,11 +543,11 @@ static bool posting_reserve(Posting *p)
     return true;
   if (p->cap >= UINT32_MAX / 2)
     return false;
-  /* Three refs fill malloc's smallest chunk, and most keywords are rare.
+  /* Six refs fill malloc's smallest chunk, and most keywords are rare.
    * Long lists grow by 1/8 only: they hold most refs, so their slack is
    * most of the index's, and geometric growth keeps appends amortised O(1)
    * whatever the factor. */
-  uint32_t cap = p->cap < 3 ? 3 : p->cap + (p->cap < 1024 ? p->cap / 2 : p->cap / 8);
+  uint32_t cap = p->cap < 6 ? 6 : p->cap + (p->cap < 1024 ? p->cap / 2 : p->cap / 8);
   Ref *r = realloc(p->refs, cap * sizeof *r);
   if (!r)
     return false;
@@ -374,7 +561,7 @@ static void posting_compact(Index *ix, Posting *p)
   uint32_t n = 0;
   for (uint32_t i = 0; i < p->len; i++) {
     Ref r = p->refs[i];
-    if (ix->slots[r.slot].stamp == r.stamp)
+    if (st_find(ix, r) != SIZE_MAX)
       p->refs[n++] = r;
   }
   p->len = n;
@@ -399,7 +586,7 @@ static void posting_note_dead(Index *ix, Posting *p)
   uint32_t live = p->len - p->dead;
   if (live == 0) {
     ix->bytes -= word_cost(strlen(p->word));
-    g_hash_table_remove(ix->words, p->word);
+    w_remove(ix, p);
     posting_free(p);
   } else if (p->dead > live) {
     posting_compact(ix, p);
@@ -468,16 +655,17 @@ static uint32_t slot_take(Index *ix)
 }
 
 /* What an entry costs in memory at most, over everything that holds it
- * (supernode/MEMORY.md): its slot and content-id bucket with the arrays'
- * slack, and its roster record (INDEX_ENTRY_COST); its name in the arena
- * (which may hold as much again in holes before compacting) and in the
- * roster's copy (3 x the name); and per keyword a ref in the keyword's
- * list, with the list's growth and its dead refs before compaction
- * (INDEX_REF_COST). An upper bound, so that budgets in these bytes bound
- * memory. */
+ * (supernode/MEMORY.md): its slot (64 bytes, up to half as much again in
+ * the array's slack) and its buckets in the stamp and content-id tables (4
+ * bytes each at a load of 3/8 or more): INDEX_ENTRY_COST; its name in the
+ * arena, which may hold as much again in holes before compacting (2 x the
+ * name); and per keyword a 4-byte ref in the keyword's list, with the
+ * list's growth (half as much again) and its dead refs before compaction
+ * (as many as live ones): INDEX_REF_COST. The roster keeps no copy (issue
+ * 12). An upper bound, so that budgets in these bytes bound memory. */
 static size_t entry_cost(size_t name_len, size_t ntokens)
 {
-  return INDEX_ENTRY_COST + 3 * name_len + ntokens * INDEX_REF_COST;
+  return INDEX_ENTRY_COST + 2 * name_len + ntokens * INDEX_REF_COST;
 }
 
 /* What a keyword's list costs while it lives: the Posting and its word,
@@ -494,7 +682,7 @@ static size_t add_cost(const Index *ix, size_t name_len, const char *const *tok,
 {
   size_t cost = entry_cost(name_len, nt);
   for (size_t k = 0; k < nt; k++)
-    if (!g_hash_table_contains(ix->words, tok[k]))
+    if (!w_get(ix, tok[k]))
       cost += word_cost(strlen(tok[k]));
   return cost;
 }
@@ -520,10 +708,11 @@ static void entry_remove(Index *ix, uint32_t slot)
   size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
 
   uint32_t owner_id = e->owner;
+  st_delete(ix, st_find(ix, e->stamp));
   e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
-    Posting *p = g_hash_table_lookup(ix->words, tok[k]);
+    Posting *p = w_get(ix, tok[k]);
     g_assert(p);
     posting_note_dead(ix, p);
   }
@@ -558,38 +747,37 @@ static bool stamps_renumber(Index *ix)
   uint64_t *order = malloc((ix->live + 1) * sizeof *order);
   if (!order)
     return false;
-  GHashTableIter it;
-  gpointer key, val;
   /* Drop dead refs while the old stamps still tell them apart. */
-  g_hash_table_iter_init(&it, ix->words);
-  while (g_hash_table_iter_next(&it, &key, &val))
-    posting_compact(ix, val);
+  for (size_t w = 0; w < ix->w_cap; w++)
+    if (ix->w_tab[w])
+      posting_compact(ix, ix->w_tab[w]);
   size_t n = 0;
   for (uint32_t s = 0; s < ix->nslots; s++)
     if (ix->slots[s].stamp != 0)
       order[n++] = (uint64_t)ix->slots[s].stamp << 32 | s;
   qsort(order, n, sizeof *order, cmp_u64);
+  /* Every ref is live now: turn each into its slot while the table still
+   * knows the old stamps, renumber, then back into (new) stamps. */
+  for (size_t w = 0; w < ix->w_cap; w++) {
+    Posting *p = ix->w_tab[w];
+    for (uint32_t i = 0; p && i < p->len; i++)
+      p->refs[i] = st_slot(ix, p->refs[i]);
+  }
   for (size_t i = 0; i < n; i++)
     ix->slots[(uint32_t)order[i]].stamp = (uint32_t)(i + 1);
-  g_hash_table_iter_init(&it, ix->words);
-  while (g_hash_table_iter_next(&it, &key, &val)) {
-    Posting *p = val;
-    for (uint32_t i = 0; i < p->len; i++)
-      p->refs[i].stamp = ix->slots[p->refs[i].slot].stamp;
+  for (size_t w = 0; w < ix->w_cap; w++) {
+    Posting *p = ix->w_tab[w];
+    for (uint32_t i = 0; p && i < p->len; i++)
+      p->refs[i] = ix->slots[p->refs[i]].stamp;
   }
+  st_rebuild(ix);
   ix->next_stamp = (uint32_t)(n + 1);
+  ix->stamp_epoch++;
   free(order);
   return true;
 }
 
 /* ---- API -------------------------------------------------------------- */
-
-/* Keywords come from peers: a keyed hash keeps them from choosing
- * colliding ones. */
-static guint word_hash(gconstpointer key)
-{
-  return (guint)shorthash(key, strlen(key));
-}
 
 Index *index_new(size_t max_per_owner)
 {
@@ -608,7 +796,24 @@ Index *index_new(size_t max_per_owner)
     return NULL;
   }
   memset(ix->cid_tab, 0xff, ix->cid_cap * sizeof *ix->cid_tab);
-  ix->words = g_hash_table_new(word_hash, g_str_equal);
+  ix->st_cap = ST_TAB_MIN;
+  ix->st_bits = 10;
+  ix->st_tab = malloc(ix->st_cap * sizeof *ix->st_tab);
+  if (!ix->st_tab) {
+    free(ix->cid_tab);
+    free(ix);
+    return NULL;
+  }
+  memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
+  ix->w_cap = W_TAB_MIN;
+  ix->w_bits = 10;
+  ix->w_tab = calloc(ix->w_cap, sizeof *ix->w_tab);
+  if (!ix->w_tab) {
+    free(ix->st_tab);
+    free(ix->cid_tab);
+    free(ix);
+    return NULL;
+  }
   ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
   ix->owners = g_ptr_array_new();
   ix->free_owner_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
@@ -619,18 +824,16 @@ void index_free(Index *ix)
 {
   if (!ix)
     return;
-  GHashTableIter it;
-  gpointer key, val;
-  g_hash_table_iter_init(&it, ix->words);
-  while (g_hash_table_iter_next(&it, &key, &val))
-    posting_free(val);
-  g_hash_table_destroy(ix->words);
+  for (size_t w = 0; w < ix->w_cap; w++)
+    posting_free(ix->w_tab[w]);
+  free(ix->w_tab);
   g_hash_table_destroy(ix->owners_by_handle);
   for (guint i = 0; i < ix->owners->len; i++)
     g_free(g_ptr_array_index(ix->owners, i));
   g_ptr_array_free(ix->owners, TRUE);
   g_array_free(ix->free_owner_ids, TRUE);
   free(ix->cid_tab);
+  free(ix->st_tab);
   blocks_free(ix->blocks, ix->nblocks);
   free(ix->slots);
   free(ix);
@@ -677,16 +880,16 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   /* Reserve everything that can fail before changing anything, so a failed
    * add leaves the index as it was. */
   size_t np = 0;
-  if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) ||
+  if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) || !st_reserve(ix) ||
       (pos == SIZE_MAX && !cid_reserve(ix)))
     return INDEX_NOMEM;
   for (; np < nt; np++) {
-    Posting *p = g_hash_table_lookup(ix->words, tok[np]);
+    Posting *p = w_get(ix, tok[np]);
     if (!p) {
-      p = posting_new(tok[np]);
+      p = w_reserve(ix) ? posting_new(tok[np]) : NULL;
       if (!p)
         goto nomem;
-      g_hash_table_insert(ix->words, p->word, p);
+      w_add(ix, p);
     }
     post[np] = p;
     if (!posting_reserve(p)) {
@@ -707,6 +910,8 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   memcpy(dst + 1, name, name_len);
   ix->arena_len += 1 + name_len;
   e->stamp = ix->next_stamp++;
+  st_place(ix, slot);
+  ix->st_used++;
   e->owner = o->id;
   e->next_owned = o->head;
   o->head = slot;
@@ -715,7 +920,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   ix->bytes += cost;
   cid_link(ix, slot);
   for (size_t k = 0; k < nt; k++)
-    post[k]->refs[post[k]->len++] = (Ref){slot, e->stamp};
+    post[k]->refs[post[k]->len++] = e->stamp;
   ix->live++;
   return INDEX_OK;
 
@@ -723,7 +928,7 @@ nomem:
   /* Only lists created above can be empty; drop them again. */
   for (size_t k = 0; k < np; k++) {
     if (post[k]->len == 0) {
-      g_hash_table_remove(ix->words, post[k]->word);
+      w_remove(ix, post[k]);
       posting_free(post[k]);
     }
   }
@@ -758,25 +963,30 @@ static void fill_hit(const Index *ix, const Entry *e, IndexHit *h)
 }
 
 /* Turns candidate refs into hits, skipping stale ones; returns how many.
- * Entries, names and owners lie scattered in memory: touching a batch in
- * three passes lets their cache misses overlap instead of queueing. */
+ * Table buckets, entries, names and owners lie scattered in memory:
+ * touching a batch in passes lets their cache misses overlap instead of
+ * queueing. */
 static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *out)
 {
+  uint32_t slot[HIT_BATCH];
   size_t n = 0;
   for (size_t i = 0; i < nc; i++)
-    __builtin_prefetch(&ix->slots[cand[i].slot]);
+    __builtin_prefetch(&ix->st_tab[st_bucket(ix, cand[i])]);
   for (size_t i = 0; i < nc; i++) {
-    const Entry *e = &ix->slots[cand[i].slot];
-    if (e->stamp == cand[i].stamp) {
-      __builtin_prefetch(arena_at(ix, e->name_off));
-      __builtin_prefetch(g_ptr_array_index(ix->owners, e->owner));
-    }
+    slot[i] = st_slot(ix, cand[i]);
+    if (slot[i] != NIL)
+      __builtin_prefetch(&ix->slots[slot[i]]);
   }
   for (size_t i = 0; i < nc; i++) {
-    const Entry *e = &ix->slots[cand[i].slot];
-    if (e->stamp == cand[i].stamp)
-      fill_hit(ix, e, &out[n++]);
+    if (slot[i] == NIL)
+      continue;
+    const Entry *e = &ix->slots[slot[i]];
+    __builtin_prefetch(arena_at(ix, e->name_off));
+    __builtin_prefetch(g_ptr_array_index(ix->owners, e->owner));
   }
+  for (size_t i = 0; i < nc; i++)
+    if (slot[i] != NIL)
+      fill_hit(ix, &ix->slots[slot[i]], &out[n++]);
   return n;
 }
 
@@ -785,11 +995,11 @@ static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *o
 static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
 {
   size_t len = p->len;
-  if (from >= len || p->refs[from].stamp >= target)
+  if (from >= len || p->refs[from] >= target)
     return from;
-  size_t below = from, step = 1; /* refs[below].stamp < target */
+  size_t below = from, step = 1; /* refs[below] < target */
   size_t hi = from + 1;
-  while (hi < len && p->refs[hi].stamp < target) {
+  while (hi < len && p->refs[hi] < target) {
     below = hi;
     step *= 2;
     hi = below + step;
@@ -799,7 +1009,7 @@ static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
   size_t lo = below + 1;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (p->refs[mid].stamp < target)
+    if (p->refs[mid] < target)
       lo = mid + 1;
     else
       hi = mid;
@@ -835,7 +1045,7 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
   if (nt == 0)
     goto out;
   for (size_t k = 0; k < nt; k++) {
-    pl[k] = g_hash_table_lookup(ix->words, tok[k]);
+    pl[k] = w_get(ix, tok[k]);
     if (!pl[k])
       goto out; /* some keyword is in no name at all */
     at[k] = 0;
@@ -849,15 +1059,15 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
   size_t nc = 0;
   bool done = false;
   while (!done && at[0] < pl[0]->len) {
-    uint32_t target = pl[0]->refs[at[0]].stamp;
+    uint32_t target = pl[0]->refs[at[0]];
     bool all = true;
     for (size_t k = 1; k < nt && all; k++) {
       at[k] = posting_seek(pl[k], at[k], target);
       if (at[k] == pl[k]->len) {
         done = true; /* list k has nothing at or after target */
         all = false;
-      } else if (pl[k]->refs[at[k]].stamp != target) {
-        at[0] = posting_seek(pl[0], at[0] + 1, pl[k]->refs[at[k]].stamp);
+      } else if (pl[k]->refs[at[k]] != target) {
+        at[0] = posting_seek(pl[0], at[0] + 1, pl[k]->refs[at[k]]);
         all = false;
       }
     }
@@ -964,4 +1174,35 @@ size_t index_owner_entries(const Index *ix, uint64_t owner)
 {
   const Owner *o = owner_lookup(ix, owner);
   return o ? o->count : 0;
+}
+
+IndexWalk index_owner_walk(const Index *ix, uint64_t owner, IndexCursor *cur, IndexHit *out,
+                           size_t max, size_t *n)
+{
+  *n = 0;
+  if (cur->done)
+    return INDEX_WALK_OK;
+  const Owner *o = owner_lookup(ix, owner);
+  uint32_t s;
+  if (cur->stamp == 0 || cur->epoch != ix->stamp_epoch) {
+    /* Not started, or renumbered: stamps no longer name entries. */
+    s = o ? o->head : NIL;
+  } else if (cur->slot < ix->nslots && ix->slots[cur->slot].stamp == cur->stamp) {
+    /* Stamps are never reused, so the entry is the one the cursor took,
+     * and with it every older entry of its owner. */
+    s = cur->slot;
+  } else {
+    cur->done = true;
+    return INDEX_WALK_CHANGED;
+  }
+  for (; s != NIL && *n < max; s = ix->slots[s].next_owned)
+    fill_hit(ix, &ix->slots[s], &out[(*n)++]);
+  if (s == NIL) {
+    cur->done = true;
+  } else {
+    cur->slot = s;
+    cur->stamp = ix->slots[s].stamp;
+    cur->epoch = ix->stamp_epoch;
+  }
+  return INDEX_WALK_OK;
 }

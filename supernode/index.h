@@ -67,11 +67,38 @@ void index_set_limits(Index *ix, size_t max_entries, size_t max_bytes, size_t ma
 size_t index_size(const Index *ix);  /* live entries */
 size_t index_bytes(const Index *ix); /* index_entry_cost of the live entries */
 /* An upper bound on the memory one entry of this name would cost if added
- * now (the index, the roster's copy, keyword lists; keyword tables for
+ * now (its slot, name and table buckets, keyword lists; keyword tables for
  * keywords the index does not hold yet): what byte caps count. */
 size_t index_entry_cost(const Index *ix, const char *name, size_t name_len);
 size_t index_owner_count(const Index *ix); /* owners with >= 1 entry */
 size_t index_owner_entries(const Index *ix, uint64_t owner);
 size_t index_owner_bytes(const Index *ix, uint64_t owner); /* as capped */
+
+/* A place in one owner's entries, for reading them in batches while the
+ * index changes in between (a group's snapshot, supernode/group.c). Zero it
+ * to start at the owner's newest entry; the caller owns it, the index
+ * keeps nothing of it. */
+typedef struct {
+  uint32_t slot;  /* the next entry to read */
+  uint32_t stamp; /* its stamp; 0: not started */
+  uint32_t epoch; /* the index's stamp epoch when slot and stamp were read */
+  bool done;      /* every entry was read */
+} IndexCursor;
+
+typedef enum {
+  INDEX_WALK_OK,      /* out holds the next entries (none once cur->done) */
+  INDEX_WALK_CHANGED, /* all of owner's entries left since cur was taken (a
+                       * removal, a reset): nothing read, cur->done set */
+} IndexWalk;
+
+/* Reads up to max of owner's entries from cur, newest first, into out
+ * (names borrowed until the index next changes), sets *n and moves cur on.
+ * An owner's entries only ever leave all together, so a cursor whose entry
+ * is still there sees every older entry exactly once; entries added since
+ * it started are not read (a caller that wants them has had them as they
+ * came). When the index renumbered its stamps in between, the walk starts
+ * again from the newest entry (entries are read twice, never missed). */
+IndexWalk index_owner_walk(const Index *ix, uint64_t owner, IndexCursor *cur, IndexHit *out,
+                           size_t max, size_t *n);
 
 #endif

@@ -2,9 +2,10 @@
  *
  * A record outlives the session it came in on: a backup holds records for
  * leaves attached to its leader (replicated), and a new leader keeps them
- * until the leaves come over. Each record is one index owner; it keeps its
- * own copy of the entries (to replicate them to a new backup) and the
- * digest ATTACHED reports (wire_digest_entry). Sans I/O.
+ * until the leaves come over. Each record is one index owner; its entries
+ * live in the index alone (a snapshot to a new backup reads them there,
+ * index_owner_walk), the record keeps their count and the digest ATTACHED
+ * reports (wire_digest_entry). Sans I/O.
  */
 #ifndef CANOPY_ROSTER_H
 #define CANOPY_ROSTER_H
@@ -25,19 +26,12 @@ guint node_id_hash(gconstpointer id);
 gboolean node_id_equal(gconstpointer a, gconstpointer b);
 
 typedef struct {
-  char *name; /* owned, NUL-terminated */
-  uint64_t size;
-  uint8_t cid[32];
-} RosterEntry;
-
-typedef struct {
   uint8_t id[32];
   uint64_t owner;         /* index owner handle */
   uint64_t conn;          /* the leaf's session, 0 when none */
   uint64_t unbound_since; /* when conn became 0 */
-  uint8_t digest[32];
-  size_t count; /* entries the index took */
-  RosterEntry *entries;
+  uint8_t digest[32];     /* of the entries the index took, in any order */
+  size_t count;           /* entries the index took */
 } Record;
 
 Roster *roster_new(Index *ix); /* ix borrowed */

@@ -76,7 +76,8 @@ typedef struct {
 typedef struct {
   GArray *ids;        /* 32-byte record ids (element size 32); NULL when none runs */
   guint next;         /* the record being sent */
-  size_t off;         /* its entries sent so far */
+  bool started;       /* its LEAF_UP went */
+  IndexCursor cur;    /* its next entries in the index */
   size_t unacked;     /* REPL bytes sent to the backup, not acknowledged */
   uint64_t pieces;    /* REPL ops the snapshots sent (tests, status) */
   size_t max_unacked; /* the most unacknowledged at once */

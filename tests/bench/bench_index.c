@@ -1,11 +1,20 @@
 /* bench_index.c - how big and how fast one super node's index is.
  *
- * Publishes N entries (default 1,000,000; argv[1] overrides) from 10,000
- * owners, each publishing its whole manifest at once as a joining leaf does.
- * Names look like "Kolara Venu - Tisame Rodu - 07 Lami Soreta (1999).mp3":
- * artist, album and title words are drawn from synthetic vocabularies with a
- * Zipf distribution, so a few keywords are in a large share of all names and
+ *   bench_index [N] [synthetic|swarm] [index|roster]
+ *
+ * Publishes N entries (default 1,000,000) from 10,000 owners, each
+ * publishing its whole manifest at once as a joining leaf does.
+ * Names ("synthetic", the default) look like
+ * "Kolara Venu - Tisame Rodu - 07 Lami Soreta (1999).mp3": artist, album
+ * and title words are drawn from synthetic vocabularies with a Zipf
+ * distribution, so a few keywords are in a large share of all names and
  * most are rare, and track numbers, years and extensions are very common.
+ * "swarm" takes canopy-swarm's realistic names instead (tests/tools/
+ * swarmnames.c: 20-120 bytes, music, films, photos, documents), the ones
+ * leaves_at_size.sh publishes. "index" (the default) adds to the index
+ * alone; "roster" publishes through the roster (supernode/roster.c, in
+ * batches of WIRE_MAX_ENTRIES) as a super node does, so the memory figure
+ * is all that a super node holds per entry.
  *
  * Reports, as "name: value unit" lines:
  *   memory per entry, from mallinfo2() (heap bytes in use, including mmapped
@@ -18,6 +27,7 @@
  *   time to remove 1,000 owners.
  */
 #include <malloc.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +36,8 @@
 #include <unistd.h>
 
 #include "index.h"
+#include "roster.h"
+#include "swarmnames.h"
 #include "tokenize.h"
 
 #define OWNERS 10000
@@ -186,8 +198,13 @@ static double median(double *v, size_t n)
 int main(int argc, char **argv)
 {
   size_t n_entries = 1000000;
+  bool swarm = false, via_roster = false;
   if (argc > 1)
     n_entries = strtoull(argv[1], NULL, 10);
+  if (argc > 2)
+    swarm = strcmp(argv[2], "swarm") == 0;
+  if (argc > 3)
+    via_roster = strcmp(argv[3], "roster") == 0;
   if (n_entries < OWNERS) {
     fprintf(stderr, "need at least %d entries\n", OWNERS);
     return 1;
@@ -206,7 +223,13 @@ int main(int argc, char **argv)
       names = realloc(names, names_cap);
     }
     name_off[i] = names_len;
-    names_len += make_name(names + names_len, NAME_CAP);
+    if (swarm) {
+      size_t per = n_entries / OWNERS;
+      uint64_t leaf = i / per < OWNERS ? i / per : OWNERS - 1;
+      names_len += swarmname_make(leaf, i - leaf * per, names + names_len, NAME_CAP, NULL, 0);
+    } else {
+      names_len += make_name(names + names_len, NAME_CAP);
+    }
     for (int b = 0; b < 32; b += 8) {
       uint64_t r = rng_next();
       memcpy(cids[i] + b, &r, 8);
@@ -235,9 +258,31 @@ int main(int argc, char **argv)
   Index *ix = index_new(n_entries);
   if (!ix)
     return 1;
+  Roster *roster = via_roster ? roster_new(ix) : NULL;
   double t0 = now_s();
   size_t per_owner = n_entries / OWNERS, failed = 0;
-  for (size_t i = 0; i < n_entries; i++) {
+  if (roster) {
+    /* Leaf by leaf, in PUBLISH-sized batches, the first one resetting. */
+    for (size_t i = 0; i < n_entries;) {
+      uint64_t owner = i / per_owner < OWNERS ? i / per_owner : OWNERS - 1;
+      size_t end = owner == OWNERS - 1 ? n_entries : (owner + 1) * per_owner;
+      uint8_t peer[32];
+      memset(peer, 0, sizeof peer);
+      memcpy(peer, &owner, sizeof owner);
+      Record *rec = roster_ensure(roster, peer);
+      for (bool first = true; i < end; first = false) {
+        WireEntry e[WIRE_MAX_ENTRIES];
+        size_t k = 0;
+        for (; k < WIRE_MAX_ENTRIES && i < end; k++, i++) {
+          e[k].name = wire_str(names + name_off[i], name_off[i + 1] - name_off[i]);
+          e[k].size = i;
+          memcpy(e[k].cid, cids[i], 32);
+        }
+        failed += roster_publish(roster, rec, first, e, k);
+      }
+    }
+  }
+  for (size_t i = 0; !roster && i < n_entries; i++) {
     /* Owner by owner, as leaves publish whole manifests on joining. */
     uint64_t owner = i / per_owner < OWNERS ? i / per_owner : OWNERS - 1;
     uint8_t peer[32];
@@ -251,6 +296,8 @@ int main(int argc, char **argv)
   size_t heap1 = heap_in_use(), rss1 = rss_bytes();
   size_t live = index_size(ix);
 
+  printf("names: %s, %s\n", swarm ? "swarm (realistic)" : "synthetic",
+         roster ? "published through the roster" : "index alone");
   printf("entries: %zu entries\n", live);
   printf("owners: %zu owners\n", index_owner_count(ix));
   printf("add_failures: %zu entries\n", failed);
@@ -306,7 +353,18 @@ int main(int argc, char **argv)
   double t_remove = 0;
   for (size_t k = 0; k < REMOVE_OWNERS; k++) {
     t0 = now_s();
-    removed += index_remove_owner(ix, k * (OWNERS / REMOVE_OWNERS));
+    uint64_t owner = k * (OWNERS / REMOVE_OWNERS);
+    if (roster) {
+      uint8_t peer[32];
+      memset(peer, 0, sizeof peer);
+      memcpy(peer, &owner, sizeof owner);
+      Record *rec = roster_get(roster, peer);
+      removed += rec ? index_owner_entries(ix, rec->owner) : 0;
+      if (rec)
+        roster_remove(roster, rec);
+    } else {
+      removed += index_remove_owner(ix, owner);
+    }
     per[k] = now_s() - t0;
     t_remove += per[k];
   }
@@ -314,6 +372,7 @@ int main(int argc, char **argv)
   printf("remove_owner_median: %.1f us\n", median(per, REMOVE_OWNERS) * 1e6);
   printf("entries_after_remove: %zu entries\n", index_size(ix));
 
+  roster_free(roster);
   index_free(ix);
   free(per);
   free(hits);

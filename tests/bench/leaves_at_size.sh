@@ -16,7 +16,9 @@
 #                    attached (sessions/s; the swarm keeps at most
 #                    MAX_PENDING handshakes in flight)
 #   rss_per_leaf     (super node RSS - the empty daemon's) / N, and the same
-#                    minus the index bytes its stats report ("beyond entries")
+#                    minus the index bytes its stats report ("beyond the
+#                    charged index": those bytes are an upper bound, so this
+#                    is often negative; rss_per_entry is the real figure)
 #   index_per_entry  index bytes / entries, as the super node accounts them
 #   idle_cpu         utime+stime of the super node over IDLE_S s (default 60)
 #                    with every leaf attached and published, % of one core
@@ -143,7 +145,7 @@ run_one() {
       printf "at_size %s idle_cpu: %.1f %% of one core over %.0f s\n", tag, 100 * cpu / wall, wall
       printf "at_size %s cpu_per_keepalive: %.1f us (%d keepalives)\n", tag, \
         (p1 > p0 ? 1e6 * cpu / (p1 - p0) : 0), p1 - p0
-      printf "at_size %s rss_per_leaf: %.0f B (%.1f MiB over the empty daemon), beyond entries %.0f B\n", \
+      printf "at_size %s rss_per_leaf: %.0f B (%.1f MiB over the empty daemon), beyond the charged index %.0f B\n", \
         tag, (rss - rss0) * 1024 / n, (rss - rss0) / 1024, ((rss - rss0) * 1024 - ib) / n
       printf "at_size %s index_per_entry: %.0f B (%d entries, %d B)\n", tag, ie ? ib / ie : 0, ie, ib
       if (bare != "" && ie > 0)

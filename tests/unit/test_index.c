@@ -127,7 +127,8 @@ static void test_remove_owner(void **state)
   index_remove_owner(ix, 2);
   assert_int_equal(index_size(ix), 0);
   assert_int_equal(index_owner_count(ix), 0);
-  assert_int_equal(g_hash_table_size(ix->words), 0);
+  assert_int_equal(ix->w_used, 0);
+  assert_int_equal(ix->st_used, 0);
   assert_int_equal(ix->cid_used, 0);
   assert_int_equal(ix->arena_len - ix->arena_dead, 0); /* no live name bytes */
   index_free(ix);
@@ -350,6 +351,28 @@ static void test_churn(void **state)
   mk_id(cid, 7 * 1000 + 499, 0xCC);
   /* Every round used the same content ids; only round 3's remain. */
   assert_int_equal(index_lookup_cid(ix, cid, h, 10), 1);
+  /* The keyword and stamp tables hold exactly the live lists and entries,
+   * each where a lookup finds it, after all the removals' shifting. */
+  size_t lists = 0;
+  for (size_t w = 0; w < ix->w_cap; w++) {
+    Posting *p = ix->w_tab[w];
+    if (!p)
+      continue;
+    lists++;
+    assert_ptr_equal(w_get(ix, p->word), p);
+    assert_true(p->len > p->dead);
+  }
+  assert_int_equal(lists, ix->w_used);
+  size_t stamped = 0;
+  for (size_t b = 0; b < ix->st_cap; b++) {
+    uint32_t sl = ix->st_tab[b];
+    if (sl == NIL)
+      continue;
+    stamped++;
+    assert_int_equal(st_slot(ix, ix->slots[sl].stamp), sl);
+  }
+  assert_int_equal(stamped, index_size(ix));
+  assert_int_equal(ix->st_used, index_size(ix));
   index_free(ix);
 }
 
@@ -547,6 +570,110 @@ static void test_against_model(void **state)
   index_free(ix);
 }
 
+/* Reads owner's entries with a cursor in batches of batch; marks each name
+ * read in seen (names "<prefix><i>"), counts every read in *reads. */
+static IndexWalk walk_batch(Index *ix, uint64_t owner, IndexCursor *cur, size_t batch,
+                            const char *prefix, int *seen, size_t nseen, size_t *reads)
+{
+  IndexHit h[16];
+  size_t n;
+  IndexWalk w = index_owner_walk(ix, owner, cur, h, batch, &n);
+  for (size_t i = 0; i < n; i++) {
+    size_t pl = strlen(prefix);
+    assert_true(h[i].name_len > pl && memcmp(h[i].name, prefix, pl) == 0);
+    char num[16];
+    memcpy(num, h[i].name + pl, h[i].name_len - pl);
+    num[h[i].name_len - pl] = '\0';
+    size_t k = strtoul(num, NULL, 10);
+    assert_true(k < nseen);
+    seen[k]++;
+    (*reads)++;
+  }
+  return w;
+}
+
+/* The snapshot cursor (issue 12): a group's leader reads an owner's
+ * entries back from the index in batches, and other owners, or this one,
+ * change in between. */
+static void test_owner_walk(void **state)
+{
+  (void)state;
+  Index *ix = index_new(1000);
+  char name[32];
+  for (int i = 0; i < 10; i++) {
+    snprintf(name, sizeof name, "a%d", i);
+    assert_int_equal(add(ix, 1, name, (uint32_t)i), INDEX_OK);
+  }
+  for (int i = 0; i < 5; i++) {
+    snprintf(name, sizeof name, "b%d", i);
+    assert_int_equal(add(ix, 2, name, (uint32_t)(100 + i)), INDEX_OK);
+  }
+
+  /* Other owners come and go and this one gains an entry between batches:
+   * every entry it had when the walk began is read exactly once. */
+  IndexCursor cur = {0};
+  int seen[16] = {0};
+  size_t reads = 0;
+  assert_int_equal(walk_batch(ix, 1, &cur, 3, "a", seen, 16, &reads), INDEX_WALK_OK);
+  assert_int_equal(reads, 3);
+  assert_false(cur.done);
+  assert_int_equal(index_remove_owner(ix, 2), 5); /* frees slots ... */
+  for (int i = 0; i < 5; i++) {                   /* ... that others take */
+    snprintf(name, sizeof name, "c%d", i);
+    assert_int_equal(add(ix, 3, name, (uint32_t)(200 + i)), INDEX_OK);
+  }
+  assert_int_equal(add(ix, 1, "a10", 10), INDEX_OK); /* newer than the walk */
+  while (!cur.done)
+    assert_int_equal(walk_batch(ix, 1, &cur, 3, "a", seen, 16, &reads), INDEX_WALK_OK);
+  assert_int_equal(reads, 10);
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(seen[i], 1);
+  assert_int_equal(seen[10], 0);
+  /* Done stays done. */
+  assert_int_equal(walk_batch(ix, 1, &cur, 3, "a", seen, 16, &reads), INDEX_WALK_OK);
+  assert_int_equal(reads, 10);
+
+  /* The owner is removed and publishes again (a reset) between batches:
+   * the rest of the old state is gone, and the walk says so. */
+  memset(&cur, 0, sizeof cur);
+  memset(seen, 0, sizeof seen);
+  reads = 0;
+  assert_int_equal(walk_batch(ix, 3, &cur, 2, "c", seen, 16, &reads), INDEX_WALK_OK);
+  assert_int_equal(reads, 2);
+  index_remove_owner(ix, 3);
+  for (int i = 0; i < 5; i++) {
+    snprintf(name, sizeof name, "c%d", i); /* the same names, other slots */
+    assert_int_equal(add(ix, 3, name, (uint32_t)(300 + i)), INDEX_OK);
+  }
+  assert_int_equal(walk_batch(ix, 3, &cur, 2, "c", seen, 16, &reads), INDEX_WALK_CHANGED);
+  assert_true(cur.done);
+  assert_int_equal(reads, 2);
+  /* Removed for good between batches: the same. */
+  memset(&cur, 0, sizeof cur);
+  assert_int_equal(walk_batch(ix, 3, &cur, 2, "c", seen, 16, &reads), INDEX_WALK_OK);
+  index_remove_owner(ix, 3);
+  assert_int_equal(walk_batch(ix, 3, &cur, 2, "c", seen, 16, &reads), INDEX_WALK_CHANGED);
+
+  /* The index renumbers its stamps between batches: the walk starts over,
+   * so entries may be read twice but none is missed. */
+  memset(&cur, 0, sizeof cur);
+  memset(seen, 0, sizeof seen);
+  reads = 0;
+  assert_int_equal(walk_batch(ix, 1, &cur, 4, "a", seen, 16, &reads), INDEX_WALK_OK);
+  assert_true(stamps_renumber(ix));
+  while (!cur.done)
+    assert_int_equal(walk_batch(ix, 1, &cur, 4, "a", seen, 16, &reads), INDEX_WALK_OK);
+  for (int i = 0; i <= 10; i++)
+    assert_true(seen[i] >= 1);
+  assert_int_equal(reads, 4 + 11);
+
+  /* An owner with no entries: nothing, and done. */
+  memset(&cur, 0, sizeof cur);
+  assert_int_equal(walk_batch(ix, 99, &cur, 4, "a", seen, 16, &reads), INDEX_WALK_OK);
+  assert_true(cur.done);
+  index_free(ix);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -562,6 +689,7 @@ int main(void)
       cmocka_unit_test(test_churn),
       cmocka_unit_test(test_remove_large_owner_fast),
       cmocka_unit_test(test_against_model),
+      cmocka_unit_test(test_owner_walk),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
