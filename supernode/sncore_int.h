@@ -117,7 +117,11 @@ typedef struct {
   /* backup */
   uint64_t repl_applied;
   uint64_t repl_last_seq;
-  bool replica_whole; /* backup: SNAPSHOT_END applied from this leader and term */
+  bool replica_whole;    /* backup: SNAPSHOT_END applied from this leader and term */
+  bool leader_closed;    /* backup: the leader's link closed (not just fell silent) since we
+                            last heard it */
+  uint64_t settle_until; /* leader after a takeover: no backup before this unless every
+                            replicated record has its leaf again (GROUPS.md) */
   uint64_t takeovers, stepdowns;
   uint64_t now; /* the latest time an event brought (for status) */
 } Group;

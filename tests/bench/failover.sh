@@ -30,6 +30,11 @@
 # not all move within MOVE_MS (default 10 s, plus 1 s per 1,000 leaves) is
 # counted as timed out, not timed.
 #
+# TRACE_DIR=DIR: every super node's log lines get a millisecond timestamp,
+# the drills' swarm progress (leaves on the new leader every 50 ms) is
+# logged, the backup is profiled (perf record -g) through the first kill -9
+# drill, and the logs are copied to DIR at the end.
+#
 # A benchmark: exits 0, also when drills time out; prints SKIP (and exits 0)
 # when a binary or jq is missing; exits 1 only when the group cannot be set up.
 set -euo pipefail
@@ -95,6 +100,10 @@ not_leader() {
 }
 swarm_json() { swarm_status swarm 2>/dev/null; }
 pid_of() { eval "echo \$PID_$1"; }
+TRACE_DIR=${TRACE_DIR:-}
+LOG_LEVEL=${LOG_LEVEL:-info}
+# One timestamp (ms, wall clock) per log line.
+stamp() { while IFS= read -r l; do echo "${EPOCHREALTIME/[.,]/} $l"; done; }
 
 # Every swarm leaf comes from 127.0.0.1: the pre-auth caps per address and
 # prefix (meant for one home address each) are opened for the bench.
@@ -109,7 +118,8 @@ start_gsn() {
     --group-key-file "$T/${GROUP[$n]}.key" --no-discovery \
     --max-leaves $((NLEAVES + 100)) --memory-limit $((4096 + 4 * NLEAVES)) \
     --max-handshakes-per-address 100000 --max-handshakes-per-prefix 100000 \
-    --stun off --keepalive-ms "$KEEPALIVE" --log-level info "${args[@]}" >>"$T/$n.log" 2>&1 &
+    --stun off --keepalive-ms "$KEEPALIVE" --log-level "$LOG_LEVEL" "${args[@]}" \
+    >>"$T/$n.log" 2> >(if [ -n "$TRACE_DIR" ]; then stamp; else cat; fi >>"$T/$n.log") &
   PIDS+=($!)
   eval "PID_$n=$!"
   wait_for 5 sn_json "$n" >/dev/null || fail "super node $n did not start"
@@ -195,9 +205,26 @@ awk '$3 == "ok" { f = 1 } END { exit !f }' "$T/searches.log" || fail "searches f
 drill() {
   local kind=$1 L K w0 rc elapsed s0
   L=$(current_leader) || fail "no leader before a $kind drill"
+  local B tpid="" ppid=""
+  if [ -n "$TRACE_DIR" ]; then
+    B=${NAME_OF[$(snq "$L" '.backup.id // empty')]:-}
+    if [ "$kind" = kill9 ] && [ "$i" -eq 0 ] && [ -n "$B" ] && command -v perf >/dev/null; then
+      perf record -g -o "$T/perf-$B.data" -p "$(pid_of "$B")" >/dev/null 2>&1 &
+      ppid=$!
+      sleep 0.5
+    fi
+  fi
   swarm_wait_moved swarm "${NODE_ID[$L]}" "$MOVE_MS" "$T/wait.out" &
   local wpid=$!
   wait_ms 12000 grep -q waiting "$T/wait.out" || fail "wait_moved not armed: $(cat "$T/wait.out")"
+  if [ -n "$TRACE_DIR" ]; then
+    echo "${EPOCHREALTIME/[.,]/} drill $kind $((i + 1)): $L fails, backup ${B:-none}" >>"$T/trace.log"
+    (while :; do
+      echo "${EPOCHREALTIME/[.,]/} $(swarm_json | jq -c '[.attached, .by_supernode]')"
+      sleep 0.05
+    done >>"$T/trace.log") &
+    tpid=$!
+  fi
   s0=$(now_ms)
   if [ "$kind" = kill9 ]; then
     kill -9 "$(pid_of $L)"
@@ -207,6 +234,11 @@ drill() {
   fi
   rc=0
   wait $wpid || rc=$?
+  [ -z "$tpid" ] || kill "$tpid" 2>/dev/null || true
+  if [ -n "$ppid" ]; then
+    kill -INT "$ppid" 2>/dev/null || true
+    wait "$ppid" 2>/dev/null || true
+  fi
   if [ $rc -eq 0 ]; then
     elapsed=$(jq -r 'select(.elapsed_ms != null) | .elapsed_ms' "$T/wait.out")
     echo "$elapsed" >>"$T/$kind.ms"
@@ -256,5 +288,12 @@ for kind in kill9 sigstop; do
   echo "failover_searches_${kind}: $(searches $kind) searches from g2 failed (one every 100 ms," \
     "from each failure to the group being whole again)"
 done
+if [ -n "$TRACE_DIR" ]; then
+  mkdir -p "$TRACE_DIR"
+  cp "$T"/*.log "$TRACE_DIR"/ 2>/dev/null || true
+  for f in "$T"/perf-*.data; do
+    [ -f "$f" ] && perf report -i "$f" --no-children --stdio 2>/dev/null | head -n 150 >"$TRACE_DIR/$(basename "$f" .data).txt"
+  done
+fi
 publishes1=$(swarm_json | jq .publishes)
 echo "failover_republishes: $((publishes1 - publishes0)) manifest uploads by the swarm during the drills"
