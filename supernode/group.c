@@ -374,6 +374,23 @@ static void broadcast_state(SnCore *c)
     g->leaf_view = h;
   }
   each_peer(c, true, leaves, state_cb, NULL);
+  g->members_told = g->now;
+}
+
+/* The heartbeat between super nodes goes out from the busy paths too (a
+ * WATCH, a REPL or its ack, a leaf's or a watcher's HELLO): a node that
+ * handles 10,000 of them in a burst (a takeover, a snapshot, the watch
+ * handshakes after one) can go for over a dead interval without a timer
+ * running, and its members took it for dead (the leader dropped its new
+ * backup, a standby took over from a new leader). O(links), and only
+ * when a heartbeat is due. */
+static void beat_if_due(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  if (!g->on || now - g->members_told < hb_ms(c))
+    return;
+  g->members_told = now;
+  each_peer(c, true, false, state_cb, NULL);
 }
 
 /* --- replication (leader side) --------------------------------------------------- */
@@ -851,6 +868,7 @@ void group_on_repl(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   Group *g = &c->group;
   g->now = now;
+  beat_if_due(c, now);
   if (g->role != SN_ROLE_BACKUP || !g->has_leader || memcmp(p->id, g->leader, 32) != 0 ||
       m->u.repl.term != g->term)
     return; /* from a former leader, or before we knew our role */
@@ -891,6 +909,7 @@ void group_on_repl_ack(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   Group *g = &c->group;
   g->now = now;
+  beat_if_due(c, now);
   if (g->role != SN_ROLE_LEADER || !g->has_backup || memcmp(p->id, g->backup, 32) != 0 ||
       m->u.repl_ack.term != g->term)
     return;
@@ -1057,6 +1076,7 @@ static void check_takeover(SnCore *c, uint64_t now)
 void group_on_watch(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   c->group.now = now;
+  beat_if_due(c, now);
   watch_vote(&c->group, p, m->u.watch.leader_ok);
   p->watch_term = m->u.watch.term;
   check_takeover(c, now);
@@ -1095,6 +1115,7 @@ bool group_leaf_hello(SnCore *c, Peer *p, uint64_t now)
 {
   Group *g = &c->group;
   g->now = now;
+  beat_if_due(c, now);
   if (!g->on) {
     sn_attach_leaf(c, p, now);
     return true;
@@ -1118,6 +1139,7 @@ bool group_watch_hello(SnCore *c, Peer *p, uint64_t now)
 {
   Group *g = &c->group;
   g->now = now;
+  beat_if_due(c, now);
   if (!g->on) {
     sn_close_peer(c, p, "not in a group", now);
     return false;
@@ -1174,12 +1196,17 @@ void group_tick(SnCore *c, uint64_t now)
   if (g->role == SN_ROLE_JOINING && now >= g->join_deadline)
     become_leader(c, now, false); /* nobody leads: the first to start does */
   bool beat = now >= g->next_hb;
+  /* A tick over two heartbeats late: we were stalled (a burst of work,
+   * a loaded machine), and what our members sent meanwhile may still
+   * wait unread in our sockets. We do not judge their silence this beat. */
+  bool stalled = g->last_tick && now - g->last_tick > 2 * hb_ms(c);
+  g->last_tick = now;
   if (beat) {
     g->next_hb = now + hb_ms(c);
     /* A member silent for a dead interval is hung or cut off: drop the
      * link (the mesh redials it), so its role moves on. */
     GPtrArray *silent = g_ptr_array_new();
-    for (GList *l = c->links.head; l; l = l->next) {
+    for (GList *l = c->links.head; l && !stalled; l = l->next) {
       Peer *p = l->data;
       if (p->member && !alive(c, p, now))
         g_ptr_array_add(silent, p);

@@ -108,6 +108,8 @@ typedef struct {
   uint64_t probes;           /* watcher probes sent (status, tests) */
   uint64_t leaf_view;        /* hash of the view the leaves last heard */
   uint64_t next_hb;
+  uint64_t members_told;   /* when our view last went to every member (a heartbeat) */
+  uint64_t last_tick;      /* the previous group_tick: a late one means we were stalled */
   GPtrArray *leader_links; /* the leader's other mesh neighbours (owned strings) */
   /* leader */
   uint64_t repl_seq;

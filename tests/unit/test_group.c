@@ -873,6 +873,68 @@ static void test_takeover_backup_after_settle(void **state)
   assert_memory_equal(status(B).backup, net.id[C], 32);
 }
 
+/* Time passes for all but `busy`, whose timers do not run (a node handling
+ * a burst of messages in one loop iteration). */
+static void advance_except(int busy, uint64_t ms)
+{
+  for (uint64_t t = 0; t < ms; t += STEP_MS) {
+    net.now += STEP_MS;
+    for (int n = 0; n < MAX_NODES; n++)
+      if (net.core[n] && !net.hung[n] && n != busy)
+        sn_core_tick(net.core[n], net.now);
+    pump();
+  }
+}
+
+/* A backup busy with its watchers (no timer runs for 2 s, but it handles
+ * a WATCH every 50 ms) still sends its heartbeat: the leader keeps it. */
+static void test_busy_node_keeps_beating(void **state)
+{
+  group_of_two(0);
+  attach_leaf(0x41);
+  advance(300);
+  uint64_t w = watch(0x41, true);
+  WireMsg m = {.type = MSG_WATCH};
+  m.u.watch.term = status(B).term;
+  m.u.watch.leader_ok = true;
+  for (int i = 0; i < 40; i++) {
+    advance_except(B, STEP_MS);
+    raw_send(w, &m);
+  }
+  assert_int_equal(status(A).members, 1);
+  assert_true(status(A).has_backup);
+  assert_memory_equal(status(A).backup, net.id[B], 32);
+}
+
+/* A node whose own tick comes late (it was stalled) does not judge its
+ * members' silence on that tick: what they sent may wait unread in its
+ * sockets. Silence seen on time is still judged. */
+static void test_stalled_node_does_not_judge(void **state)
+{
+  start(A, true, 0, 0);
+  advance(1200);
+  assert_int_equal(status(A).role, SN_ROLE_LEADER);
+  uint8_t mid[32];
+  node_id(0x66, mid);
+  uint64_t c = raw_open(A, mid);
+  raw_hello(c, ROLE_SUPER, "127.0.0.1:7999");
+  for (int i = 0; i < 4; i++) {
+    claim(c, mid, net.id[A], net.addr[A], GROLE_STANDBY, status(A).term, true, false);
+    advance(200);
+  }
+  assert_int_equal(status(A).members, 1);
+  net.now += 1200; /* A stalled: no tick, nothing read */
+  sn_core_tick(net.core[A], net.now);
+  pump();
+  assert_null(end_of(c)->closed_why);
+  assert_int_equal(status(A).members, 1);
+  claim(c, mid, net.id[A], net.addr[A], GROLE_STANDBY, status(A).term, true, false);
+  advance(500);
+  assert_null(end_of(c)->closed_why);
+  advance(1500); /* the member falls silent while A runs on time */
+  assert_string_equal(end_of(c)->closed_why, "group member silent");
+}
+
 int main(void)
 {
   if (sodium_init() < 0)
@@ -898,6 +960,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_silent_leader_needs_majority, setup, teardown),
       cmocka_unit_test_setup_teardown(test_takeover_backup_after_leaves, setup, teardown),
       cmocka_unit_test_setup_teardown(test_takeover_backup_after_settle, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_busy_node_keeps_beating, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stalled_node_does_not_judge, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
