@@ -35,8 +35,8 @@
 #
 # TRACE_DIR=DIR: every super node's log line gets a timestamp (µs, wall
 # clock), the kill is logged in DIR/trace.log, and the logs are copied to
-# DIR at the end; TRACE_PERF=1 also profiles the backup (perf record -g)
-# through the first kill -9 drill, TRACE_POLL=1 logs the swarm's progress
+# DIR at the end; TRACE_PERF=1 also profiles the machine (perf record -a
+# -g: the backup, the swarm, the kernel) through the first kill -9 drill, TRACE_POLL=1 logs the swarm's progress
 # every 50 ms (both slow the drill: not for figures).
 #
 # A benchmark: exits 0, also when drills time out; prints SKIP (and exits 0)
@@ -220,7 +220,7 @@ drill() {
     B=${NAME_OF[$(snq "$L" '.backup.id // empty')]:-}
     if [ -n "${TRACE_PERF:-}" ] && [ "$kind" = kill9 ] && [ "$i" -eq 0 ] && [ -n "$B" ] &&
       command -v perf >/dev/null; then
-      perf record -g -o "$T/perf-$B.data" -p "$(pid_of "$B")" >/dev/null 2>&1 &
+      perf record -a -g -o "$T/perf-$B.data" >/dev/null 2>&1 &
       ppid=$!
       sleep 0.5
     fi
@@ -310,7 +310,11 @@ if [ -n "$TRACE_DIR" ]; then
   mkdir -p "$TRACE_DIR"
   cp "$T"/*.log "$TRACE_DIR"/ 2>/dev/null || true
   for f in "$T"/perf-*.data; do
-    [ -f "$f" ] && perf report -i "$f" --no-children --stdio 2>/dev/null | head -n 150 >"$TRACE_DIR/$(basename "$f" .data).txt"
+    [ -f "$f" ] || continue
+    perf report -i "$f" --sort comm --stdio -g none 2>/dev/null | head -n 40 >"$TRACE_DIR/$(basename "$f" .data).txt"
+    perf report -i "$f" --sort comm,dso,sym --no-children --stdio -g none --percent-limit 0.5 2>/dev/null |
+      head -n 150 >>"$TRACE_DIR/$(basename "$f" .data).txt"
+    cp "$f" "$TRACE_DIR"/
   done
 fi
 publishes1=$(swarm_json | jq .publishes)
