@@ -21,13 +21,15 @@
  * this many of the group's heartbeats after our PING is lost to us. */
 #define LEAF_PROBE_HBS 2
 /* A leaf that lost its leader while its watch session to the backup is
- * open waits this many heartbeats (one dead interval, 1 s) for the
+ * open waits this many heartbeats (two dead intervals, 2 s) for the
  * group's verdict before it redials the leader: the backup takes over
  * within that when the leader is gone, and the leaf follows it on the
  * session it has. 10,000 leaves redialling a dead leader every 250 ms
  * and up (or opening sessions to a hung one, whose kernel still accepts)
- * slowed the takeover they were waiting for. */
-#define LEAF_VERDICT_HBS 4
+ * slowed the takeover they were waiting for; with one dead interval a
+ * loaded machine still saw them start. A leaf that alone lost a live
+ * leader is back 2 s later. */
+#define LEAF_VERDICT_HBS 8
 /* A leaf opens its watch session to a (new) backup only once attached,
  * after LEAF_WATCH_DELAY_MS plus a random share of LEAF_WATCH_SPREAD_MS:
  * after a takeover 10,000 leaves otherwise dialled the new backup at once,

@@ -379,9 +379,10 @@ static void test_leaderless_view_ignored(void **state_)
   done(f);
 }
 
-/* A leaf that loses its leader while it watches the backup waits a dead
- * interval (4 heartbeats, 1 s) for the group's verdict before redialling
- * the leader; the backup's takeover comes on the session it has. */
+/* A leaf that loses its leader while it watches the backup waits two
+ * dead intervals (8 heartbeats, 2 s) for the group's verdict before
+ * redialling the leader; the backup's takeover comes on the session it
+ * has. */
 static void test_lost_leader_waits_for_verdict(void **state_)
 {
   Fix *f = attached();
@@ -392,9 +393,9 @@ static void test_lost_leader_waits_for_verdict(void **state_)
   leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, now_ms); /* the leader was killed */
   drain(f);
   assert_false(f->last_watch_ok); /* the backup heard it at once */
-  run_until(f, lost + 990);
+  run_until(f, lost + 1990);
   assert_int_equal(f->dials[LEAF_SLOT_PRIMARY], dials);
-  run_until(f, lost + 1400);
+  run_until(f, lost + 2400);
   assert_int_equal(f->dials[LEAF_SLOT_PRIMARY], dials + 1);
   assert_string_equal(f->last_dial[LEAF_SLOT_PRIMARY], HOME);
   done(f);
