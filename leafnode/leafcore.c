@@ -20,6 +20,16 @@
 /* The backup asked (WATCH from it): a leader that sends nothing within
  * this many of the group's heartbeats after our PING is lost to us. */
 #define LEAF_PROBE_HBS 2
+/* A leaf that lost its leader while its watch session to the backup is
+ * open waits this many heartbeats (two dead intervals, 2 s) for the
+ * group's verdict before it redials the leader: the backup takes over
+ * within that when the leader is gone, and the leaf follows it on the
+ * session it has. 10,000 leaves redialling a dead leader every 250 ms
+ * and up (or opening sessions to a hung one, whose kernel still accepts)
+ * slowed the takeover they were waiting for; with one dead interval a
+ * loaded machine still saw them start. A leaf that alone lost a live
+ * leader is back 2 s later. */
+#define LEAF_VERDICT_HBS 8
 /* A leaf opens its watch session to a (new) backup only once attached,
  * after LEAF_WATCH_DELAY_MS plus a random share of LEAF_WATCH_SPREAD_MS:
  * after a takeover 10,000 leaves otherwise dialled the new backup at once,
@@ -584,6 +594,10 @@ static void slot_down(LeafCore *c, LeafSlot slot, uint64_t now, bool count_host)
   slot_backoff(c, s, now);
   if (slot == LEAF_SLOT_PRIMARY) {
     host_wait(c, now);
+    const Slot *w = &c->slot[LEAF_SLOT_WATCH];
+    if (in_group(c) && w->state == LS_OPEN && w->admitted && c->attached)
+      s->redial_at =
+          MAX(s->redial_at, now + LEAF_VERDICT_HBS * (uint64_t)(c->hb_ms ? c->hb_ms : 250));
     c->attached = false;
     fail_all_searches(c, "lost the super node during the search");
     tell_backup(c, now);

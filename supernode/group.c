@@ -26,6 +26,21 @@
 /* Unacknowledged ops kept for the lag figure; older ones are forgotten
  * (the lag then reads at least this many). */
 #define MAX_PENDING 100000
+/* A backup whose link to the leader closed (a dead process resets it; a
+ * hung one or a cut link only falls silent) takes over once this share
+ * of its roster (1/N) reports the leader's session closed too, not only
+ * a majority: the leaves' sessions of a killed leader close over the
+ * hundreds of milliseconds the kernel takes to tear 10,000 of them down. */
+#define CLOSED_QUORUM_DIV 4
+/* ...but never fewer leaves than this (a small group needs its majority)
+ * and never more than a majority. */
+#define CLOSED_QUORUM_MIN 8
+/* After a takeover the new leader names no backup for this many dead
+ * intervals, or until every replicated record has its leaf again: the
+ * leaves open watch sessions to a backup at once (10,000 handshakes,
+ * each with a cookie puzzle under that load), and on a busy machine those
+ * slowed the move of the leaves still on their way. */
+#define SETTLE_DEADS 2
 /* A joining node that hears of a leader only second hand (it is not linked
  * to it yet) waits up to this many join intervals for the link before it
  * leads on its own; hearsay cannot keep it joining for longer. */
@@ -359,6 +374,23 @@ static void broadcast_state(SnCore *c)
     g->leaf_view = h;
   }
   each_peer(c, true, leaves, state_cb, NULL);
+  g->members_told = g->now;
+}
+
+/* The heartbeat between super nodes goes out from the busy paths too (a
+ * WATCH, a REPL or its ack, a leaf's or a watcher's HELLO): a node that
+ * handles 10,000 of them in a burst (a takeover, a snapshot, the watch
+ * handshakes after one) can go for over a dead interval without a timer
+ * running, and its members took it for dead (the leader dropped its new
+ * backup, a standby took over from a new leader). O(links), and only
+ * when a heartbeat is due. */
+static void beat_if_due(SnCore *c, uint64_t now)
+{
+  Group *g = &c->group;
+  if (!g->on || now - g->members_told < hb_ms(c))
+    return;
+  g->members_told = now;
+  each_peer(c, true, false, state_cb, NULL);
 }
 
 /* --- replication (leader side) --------------------------------------------------- */
@@ -577,6 +609,9 @@ static void elect_backup(SnCore *c, uint64_t now)
   Group *g = &c->group;
   if (!g->on || g->role != SN_ROLE_LEADER)
     return;
+  /* Just took over: the leaves move first (SETTLE_DEADS). */
+  if (!g->has_backup && now < g->settle_until && c->stats.leaves < roster_size(c->roster))
+    return;
   Peer *cur = g->has_backup ? member_link(c, g->backup) : NULL;
   if (cur && alive(c, cur, now)) {
     if (!g->backup_synced)
@@ -651,6 +686,9 @@ static void become_leader(SnCore *c, uint64_t now, bool takeover)
       mesh_pin(c->mesh, g_ptr_array_index(g->leader_links, i));
     /* Replicated records wait a grace period for their leaves. */
     roster_foreach(c->roster, unbound_since_cb, &now);
+    g->settle_until = now + SETTLE_DEADS * dead_ms(c);
+  } else {
+    g->settle_until = 0;
   }
   g_message("group %s: leading, term %" G_GUINT64_FORMAT "%s", g->name, g->term,
             takeover ? " (took over)" : "");
@@ -712,6 +750,7 @@ static void adopt(SnCore *c, const WireMsg *m, uint64_t now)
   g->role = after;
   g->leader_seen = now;
   g->probed_at = 0;
+  g->leader_closed = false;
   if (before != after || new_leader || new_term) {
     char id[17];
     short_id(g->leader, id);
@@ -847,6 +886,7 @@ void group_on_repl(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   Group *g = &c->group;
   g->now = now;
+  beat_if_due(c, now);
   if (g->role != SN_ROLE_BACKUP || !g->has_leader || memcmp(p->id, g->leader, 32) != 0 ||
       m->u.repl.term != g->term)
     return; /* from a former leader, or before we knew our role */
@@ -887,6 +927,7 @@ void group_on_repl_ack(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   Group *g = &c->group;
   g->now = now;
+  beat_if_due(c, now);
   if (g->role != SN_ROLE_LEADER || !g->has_backup || memcmp(p->id, g->backup, 32) != 0 ||
       m->u.repl_ack.term != g->term)
     return;
@@ -998,6 +1039,18 @@ static void check_standby_takeover(SnCore *c, uint64_t now)
   become_leader(c, now, false);
 }
 
+/* The votes (leaves that lost the leader) a backup needs of a roster:
+ * a strict majority; or, once the leader's link closed under us (a dead
+ * process), a quorum of CLOSED_QUORUM_DIV, at least CLOSED_QUORUM_MIN. */
+static size_t vote_needed(const SnCore *c, size_t roster)
+{
+  size_t majority = roster / 2 + 1;
+  if (!c->group.leader_closed)
+    return majority;
+  size_t q = MAX((roster + CLOSED_QUORUM_DIV - 1) / CLOSED_QUORUM_DIV, (size_t)CLOSED_QUORUM_MIN);
+  return MIN(q, majority);
+}
+
 static void check_takeover(SnCore *c, uint64_t now)
 {
   Group *g = &c->group;
@@ -1015,8 +1068,9 @@ static void check_takeover(SnCore *c, uint64_t now)
   if (now - g->leader_seen >= dead_ms(c))
     group_probe(c, now);
   /* Watchers outside the roster may count in watch_lost, never in the
-   * vote: a count below a majority is final, one above is checked. */
-  if (g->replica_whole && roster > 0 && 2 * g->watch_lost <= roster)
+   * vote: a count below what the vote needs is final, one above is checked. */
+  size_t need = vote_needed(c, roster);
+  if (g->replica_whole && roster > 0 && g->watch_lost < need)
     return;
   Reports r = {0};
   count_reports(c, &r);
@@ -1027,14 +1081,20 @@ static void check_takeover(SnCore *c, uint64_t now)
       become_leader(c, now, false);
     return;
   }
-  if (roster > 0 && 2 * r.lost <= roster)
+  /* A majority of the leaves lost the leader; or its link to us closed
+   * (a dead process, CLOSED_QUORUM_DIV) and a quorum saw theirs close. */
+  if (roster > 0 && r.lost < need)
     return; /* the leaves still see the leader: only our link to it is gone */
+  g_message("group %s: %zu of %zu leaves lost the leader too, %" G_GUINT64_FORMAT
+            " ms after we last heard it: taking over",
+            g->name, r.lost, roster, now - g->leader_seen);
   become_leader(c, now, true);
 }
 
 void group_on_watch(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
 {
   c->group.now = now;
+  beat_if_due(c, now);
   watch_vote(&c->group, p, m->u.watch.leader_ok);
   p->watch_term = m->u.watch.term;
   check_takeover(c, now);
@@ -1058,14 +1118,22 @@ void group_link_down(SnCore *c, Peer *p, uint64_t now)
   p->member = false; /* member_link() must not find it any more */
   if (g->role == SN_ROLE_LEADER && g->has_backup && memcmp(p->id, g->backup, 32) == 0)
     elect_backup(c, now);
-  else if (g->role == SN_ROLE_BACKUP && g->has_leader && memcmp(p->id, g->leader, 32) == 0)
+  else if (g->role == SN_ROLE_BACKUP && g->has_leader && memcmp(p->id, g->leader, 32) == 0) {
+    /* Closed while the leader was still heard within the dead interval:
+     * the far end closed it (a killed process), not our silence rule
+     * (group_tick), which closes only a link silent that long. */
+    g->leader_closed = now - g->leader_seen < dead_ms(c);
+    g_message("group %s: the link to the leader closed%s", g->name,
+              g->leader_closed ? "" : " (silent)");
     check_takeover(c, now);
+  }
 }
 
 bool group_leaf_hello(SnCore *c, Peer *p, uint64_t now)
 {
   Group *g = &c->group;
   g->now = now;
+  beat_if_due(c, now);
   if (!g->on) {
     sn_attach_leaf(c, p, now);
     return true;
@@ -1089,6 +1157,7 @@ bool group_watch_hello(SnCore *c, Peer *p, uint64_t now)
 {
   Group *g = &c->group;
   g->now = now;
+  beat_if_due(c, now);
   if (!g->on) {
     sn_close_peer(c, p, "not in a group", now);
     return false;
@@ -1145,12 +1214,17 @@ void group_tick(SnCore *c, uint64_t now)
   if (g->role == SN_ROLE_JOINING && now >= g->join_deadline)
     become_leader(c, now, false); /* nobody leads: the first to start does */
   bool beat = now >= g->next_hb;
+  /* A tick over two heartbeats late: we were stalled (a burst of work,
+   * a loaded machine), and what our members sent meanwhile may still
+   * wait unread in our sockets. We do not judge their silence this beat. */
+  bool stalled = g->last_tick && now - g->last_tick > 2 * hb_ms(c);
+  g->last_tick = now;
   if (beat) {
     g->next_hb = now + hb_ms(c);
     /* A member silent for a dead interval is hung or cut off: drop the
      * link (the mesh redials it), so its role moves on. */
     GPtrArray *silent = g_ptr_array_new();
-    for (GList *l = c->links.head; l; l = l->next) {
+    for (GList *l = c->links.head; l && !stalled; l = l->next) {
       Peer *p = l->data;
       if (p->member && !alive(c, p, now))
         g_ptr_array_add(silent, p);

@@ -91,6 +91,11 @@ typedef struct {
   /* What is in force: the file's values, kept under the plan on reload.
    * status prints these, not the file's. */
   unsigned max_leaves, max_handshakes;
+  /* run_actions is draining the core's actions: a CLOSE among them calls
+   * on_closed, which must not drain them again (one nested call per
+   * closed session overflowed the stack when a leader of 10,000 leaves
+   * closed 19,000 sessions on one keepalive tick). */
+  bool in_actions;
 } Sn;
 
 typedef struct {
@@ -487,6 +492,9 @@ static void save_term(Sn *sn)
 static void run_actions(Sn *sn)
 {
   SnAction a;
+  if (sn->in_actions)
+    return; /* the outer call drains what this one would */
+  sn->in_actions = true;
   while (sn_core_next_action(sn->core, &a)) {
     Session *s = a.kind == SN_ACT_DIAL ? NULL : find_session(sn, a.conn);
     switch (a.kind) {
@@ -519,6 +527,7 @@ static void run_actions(Sn *sn)
     }
     sn_action_clear(&a);
   }
+  sn->in_actions = false;
   save_term(sn);
   tick_arm(sn);
 }

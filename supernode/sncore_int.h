@@ -110,6 +110,8 @@ typedef struct {
   uint64_t probes;           /* watcher probes sent (status, tests) */
   uint64_t leaf_view;        /* hash of the view the leaves last heard */
   uint64_t next_hb;
+  uint64_t members_told;   /* when our view last went to every member (a heartbeat) */
+  uint64_t last_tick;      /* the previous group_tick: a late one means we were stalled */
   GPtrArray *leader_links; /* the leader's other mesh neighbours (owned strings) */
   /* leader */
   uint64_t repl_seq;
@@ -119,7 +121,11 @@ typedef struct {
   /* backup */
   uint64_t repl_applied;
   uint64_t repl_last_seq;
-  bool replica_whole; /* backup: SNAPSHOT_END applied from this leader and term */
+  bool replica_whole;    /* backup: SNAPSHOT_END applied from this leader and term */
+  bool leader_closed;    /* backup: the leader's link closed (not just fell silent) since we
+                            last heard it */
+  uint64_t settle_until; /* leader after a takeover: no backup before this unless every
+                            replicated record has its leaf again (GROUPS.md) */
   uint64_t takeovers, stepdowns;
   uint64_t now; /* the latest time an event brought (for status) */
 } Group;

@@ -30,6 +30,15 @@
 # not all move within MOVE_MS (default 10 s, plus 1 s per 1,000 leaves) is
 # counted as timed out, not timed.
 #
+# Also, per kind: the time by which half the leaves had moved (the median
+# leaf; of each swarm process, the slower), median and p99 over the drills.
+#
+# TRACE_DIR=DIR: every super node's log line gets a timestamp (µs, wall
+# clock), the kill is logged in DIR/trace.log, and the logs are copied to
+# DIR at the end; TRACE_PERF=1 also profiles the machine (perf record -a
+# -g: the backup, the swarm, the kernel) through the first kill -9 drill, TRACE_POLL=1 logs the swarm's progress
+# every 50 ms (both slow the drill: not for figures).
+#
 # A benchmark: exits 0, also when drills time out; prints SKIP (and exits 0)
 # when a binary or jq is missing; exits 1 only when the group cannot be set up.
 set -euo pipefail
@@ -95,6 +104,16 @@ not_leader() {
 }
 swarm_json() { swarm_status swarm 2>/dev/null; }
 pid_of() { eval "echo \$PID_$1"; }
+TRACE_DIR=${TRACE_DIR:-}
+LOG_LEVEL=${LOG_LEVEL:-info}
+# One timestamp (ms, wall clock) per log line.
+stamp() {
+  if command -v perl >/dev/null; then
+    perl -MTime::HiRes=time -ne 'BEGIN { $| = 1 } printf "%d %s", time * 1e6, $_'
+  else
+    while IFS= read -r l; do echo "${EPOCHREALTIME/[.,]/} $l"; done
+  fi
+}
 
 # Every swarm leaf comes from 127.0.0.1: the pre-auth caps per address and
 # prefix (meant for one home address each) are opened for the bench.
@@ -109,7 +128,8 @@ start_gsn() {
     --group-key-file "$T/${GROUP[$n]}.key" --no-discovery \
     --max-leaves $((NLEAVES + 100)) --memory-limit $((4096 + 4 * NLEAVES)) \
     --max-handshakes-per-address 100000 --max-handshakes-per-prefix 100000 \
-    --stun off --keepalive-ms "$KEEPALIVE" --log-level info "${args[@]}" >>"$T/$n.log" 2>&1 &
+    --stun off --keepalive-ms "$KEEPALIVE" --log-level "$LOG_LEVEL" "${args[@]}" \
+    >>"$T/$n.log" 2> >(if [ -n "$TRACE_DIR" ]; then stamp; else cat; fi >>"$T/$n.log") &
   PIDS+=($!)
   eval "PID_$n=$!"
   wait_for 5 sn_json "$n" >/dev/null || fail "super node $n did not start"
@@ -193,12 +213,33 @@ awk '$3 == "ok" { f = 1 } END { exit !f }' "$T/searches.log" || fail "searches f
 # drill KIND: one failure of the current leader; appends the time to $T/KIND.ms
 # and the search window to $T/KIND.win.
 drill() {
-  local kind=$1 L K w0 rc elapsed s0
+  local kind=$1 L K w0 rc elapsed half s0
   L=$(current_leader) || fail "no leader before a $kind drill"
+  local B tpid="" ppid=""
+  if [ -n "$TRACE_DIR" ]; then
+    B=${NAME_OF[$(snq "$L" '.backup.id // empty')]:-}
+    if [ -n "${TRACE_PERF:-}" ] && [ "$kind" = kill9 ] && [ "$i" -eq 0 ] && [ -n "$B" ] &&
+      command -v perf >/dev/null; then
+      perf record -a -g -o "$T/perf-$B.data" >/dev/null 2>&1 &
+      ppid=$!
+      sleep 0.5
+    fi
+  fi
   swarm_wait_moved swarm "${NODE_ID[$L]}" "$MOVE_MS" "$T/wait.out" &
   local wpid=$!
   wait_ms 12000 grep -q waiting "$T/wait.out" || fail "wait_moved not armed: $(cat "$T/wait.out")"
+  if [ -n "$TRACE_DIR" ]; then
+    echo "${EPOCHREALTIME/[.,]/} drill $kind $((i + 1)): $L fails, backup ${B:-none}" >>"$T/trace.log"
+    if [ -n "${TRACE_POLL:-}" ]; then
+      (while :; do
+        echo "${EPOCHREALTIME/[.,]/} $(swarm_json | jq -c '[.attached, .by_supernode]')"
+        sleep 0.05
+      done >>"$T/trace.log") &
+      tpid=$!
+    fi
+  fi
   s0=$(now_ms)
+  [ -z "$TRACE_DIR" ] || echo "${EPOCHREALTIME/[.,]/} kill $kind $L" >>"$T/trace.log"
   if [ "$kind" = kill9 ]; then
     kill -9 "$(pid_of $L)"
     wait "$(pid_of $L)" 2>/dev/null || true
@@ -207,10 +248,17 @@ drill() {
   fi
   rc=0
   wait $wpid || rc=$?
+  [ -z "$tpid" ] || kill "$tpid" 2>/dev/null || true
+  if [ -n "$ppid" ]; then
+    kill -INT "$ppid" 2>/dev/null || true
+    wait "$ppid" 2>/dev/null || true
+  fi
   if [ $rc -eq 0 ]; then
     elapsed=$(jq -r 'select(.elapsed_ms != null) | .elapsed_ms' "$T/wait.out")
+    half=$(jq -r 'select(.half_ms != null) | .half_ms' "$T/wait.out")
     echo "$elapsed" >>"$T/$kind.ms"
-    echo "  $kind drill $((i + 1)): $elapsed ms ($L failed)"
+    echo "$half" >>"$T/$kind.half"
+    echo "  $kind drill $((i + 1)): $elapsed ms, half the leaves in $half ms ($L failed)"
   else
     echo "  $kind drill: timed out ($(tail -n 1 "$T/wait.out"))"
     TIMEOUTS[$kind]=$((${TIMEOUTS[$kind]} + 1))
@@ -230,13 +278,14 @@ drill() {
 declare -A TIMEOUTS=([kill9]=0 [sigstop]=0)
 for kind in kill9 sigstop; do
   : >"$T/$kind.ms"
+  : >"$T/$kind.half"
   : >"$T/$kind.win"
   for ((i = 0; i < DRILLS; i++)); do drill $kind; done
 done
 
 # --- figures ------------------------------------------------------------------------
 stats() { # stats FILE: "median X ms, p99 Y ms" (p99 nearest-rank)
-  sort -n "$1" | awk '{ v[NR] = $1 } END {
+  grep -E '^[0-9]+$' "$1" | sort -n | awk '{ v[NR] = $1 } END {
     if (NR == 0) { printf "no completed drill"; exit }
     med = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
     r = int(0.99 * NR); if (r < 0.99 * NR) r++
@@ -251,10 +300,22 @@ for kind in kill9 sigstop; do
   extra=""
   [ "${TIMEOUTS[$kind]}" -eq 0 ] || extra=", ${TIMEOUTS[$kind]} timed out"
   echo "failover_${kind}_${NLEAVES}leaves: $(stats "$T/$kind.ms") ($DRILLS drills$extra)"
+  echo "failover_${kind}_${NLEAVES}leaves_half: $(stats "$T/$kind.half") (half the leaves moved)"
 done
 for kind in kill9 sigstop; do
   echo "failover_searches_${kind}: $(searches $kind) searches from g2 failed (one every 100 ms," \
     "from each failure to the group being whole again)"
 done
+if [ -n "$TRACE_DIR" ]; then
+  mkdir -p "$TRACE_DIR"
+  cp "$T"/*.log "$TRACE_DIR"/ 2>/dev/null || true
+  for f in "$T"/perf-*.data; do
+    [ -f "$f" ] || continue
+    perf report -i "$f" --sort comm --stdio -g none 2>/dev/null | head -n 40 >"$TRACE_DIR/$(basename "$f" .data).txt"
+    perf report -i "$f" --sort comm,dso,sym --no-children --stdio -g none --percent-limit 0.5 2>/dev/null |
+      head -n 150 >>"$TRACE_DIR/$(basename "$f" .data).txt"
+    cp "$f" "$TRACE_DIR"/
+  done
+fi
 publishes1=$(swarm_json | jq .publishes)
 echo "failover_republishes: $((publishes1 - publishes0)) manifest uploads by the swarm during the drills"

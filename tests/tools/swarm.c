@@ -101,6 +101,7 @@ typedef struct {
   uint64_t *term0; /* per leaf: its term when the request arrived */
   gboolean *moved; /* per leaf: the condition holds now */
   unsigned moved_count;
+  int64_t half_ms; /* when half the leaves had moved (-1: not yet): the median leaf */
 } Waiter;
 
 struct Swarm {
@@ -503,6 +504,7 @@ static void waiter_finish(Swarm *sw, guint i, uint64_t now, const char *error)
   } else {
     JsonObject *o = json_object_new();
     json_object_set_int_member(o, "elapsed_ms", (gint64)(now - w->t0));
+    json_object_set_int_member(o, "half_ms", w->half_ms);
     json_object_set_int_member(o, "leaves", sw->n);
     json_object_set_boolean_member(o, "done", TRUE);
     control_send(w->cl, o);
@@ -521,6 +523,8 @@ static void waiters_update(Swarm *sw, SwarmLeaf *lf, uint64_t now)
     if (m != w->moved[lf->idx]) {
       w->moved[lf->idx] = m;
       w->moved_count = m ? w->moved_count + 1 : w->moved_count - 1;
+      if (w->half_ms < 0 && 2 * w->moved_count >= sw->n)
+        w->half_ms = (int64_t)(now - w->t0);
     }
     if (w->moved_count == sw->n) {
       waiter_finish(sw, i, now, NULL);
@@ -564,6 +568,7 @@ static void wait_moved_start(Swarm *sw, ControlClient *cl, JsonObject *req)
   }
   w->cl = cl;
   w->t0 = now;
+  w->half_ms = -1;
   w->deadline = now + (uint64_t)timeout;
   w->term0 = g_new0(uint64_t, sw->n);
   w->moved = g_new0(gboolean, sw->n);

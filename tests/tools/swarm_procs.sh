@@ -18,7 +18,7 @@
 #       from process 0 (the one that searches).
 #   swarm_wait_moved NAME FROM TIMEOUT_MS OUT
 #       runs wait-moved on every process at once; writes {"waiting":N} to OUT
-#       once all are armed, then {"elapsed_ms":E} with the slowest process's
+#       once all are armed, then {"elapsed_ms":E,"half_ms":H} with the slowest process's
 #       time (or the first error) and returns its status.
 SWARM=${SWARM:-$CANOPY_BIN/tests/canopy-swarm}
 declare -A SWARM_NPROCS=()
@@ -80,7 +80,8 @@ swarm_wait_moved() {
   echo '{"waiting":true}' >>"$out"
   for i in "${!wp[@]}"; do wait "${wp[$i]}" || rc=$?; done
   if [ $rc -eq 0 ]; then
-    cat "$out".* | jq -s -c '{elapsed_ms: (map(select(.elapsed_ms != null) | .elapsed_ms) | max)}' >>"$out"
+    cat "$out".* | jq -s -c '{elapsed_ms: (map(select(.elapsed_ms != null) | .elapsed_ms) | max),
+      half_ms: (map(select(.half_ms != null) | .half_ms) | max)}' >>"$out"
   else
     cat "$out".* | grep -v '"waiting"' | tail -n 1 >>"$out"
   fi

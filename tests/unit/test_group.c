@@ -58,6 +58,7 @@ static struct {
   GQueue evs;
   GPtrArray *dials[MAX_NODES];
   uint8_t key[32];
+  bool hung[MAX_NODES]; /* hang(): no ticks, nothing sent or received */
 } net;
 
 static uint64_t fake_unix(void)
@@ -130,7 +131,7 @@ static void pump(void)
     busy = false;
     for (int n = 0; n < MAX_NODES; n++) {
       SnAction a;
-      while (net.core[n] && sn_core_next_action(net.core[n], &a)) {
+      while (net.core[n] && !net.hung[n] && sn_core_next_action(net.core[n], &a)) {
         busy = true;
         End *e = a.kind == SN_ACT_SEND || a.kind == SN_ACT_CLOSE ? end_of(a.conn) : NULL;
         if (a.kind == SN_ACT_SEND && e->open) {
@@ -167,7 +168,7 @@ static void pump(void)
     while ((ev = g_queue_pop_head(&net.evs))) {
       busy = true;
       End *e = end_of(ev->conn);
-      if (e->open) {
+      if (e->open && !net.hung[e->node]) {
         if (ev->data) {
           gsize len;
           const uint8_t *p = g_bytes_get_data(ev->data, &len);
@@ -189,7 +190,7 @@ static void advance(uint64_t ms)
   for (uint64_t t = 0; t < ms; t += STEP_MS) {
     net.now += STEP_MS;
     for (int n = 0; n < MAX_NODES; n++)
-      if (net.core[n])
+      if (net.core[n] && !net.hung[n])
         sn_core_tick(net.core[n], net.now);
     pump();
   }
@@ -754,6 +755,186 @@ static void test_stepdown_releases_leaf_shares(void **state)
   raw_close(m);
 }
 
+/* --- issue 12: failover at size --------------------------------------------------- */
+
+#define MANY 40 /* leaves: a quarter (10) is above CLOSED_QUORUM_MIN, a majority is 21 */
+
+static uint64_t many_watchers[MANY];
+
+/* MANY leaves on A, each watching B. */
+static void group_with_many(void)
+{
+  group_of_two(0);
+  for (int i = 0; i < MANY; i++)
+    attach_leaf((uint8_t)(0x80 + i));
+  advance(300);
+  assert_int_equal(status(B).records, MANY);
+  for (int i = 0; i < MANY; i++)
+    many_watchers[i] = watch((uint8_t)(0x80 + i), true);
+  assert_int_equal(status(B).watchers, MANY);
+}
+
+static void report_lost(int from, int to)
+{
+  WireMsg m = {.type = MSG_WATCH};
+  m.u.watch.term = status(B).term;
+  m.u.watch.leader_ok = false;
+  for (int i = from; i < to; i++)
+    raw_send(many_watchers[i], &m);
+}
+
+/* The leader's link to the backup closes while the leader was heard (a
+ * killed process resets it): a quarter of the roster reporting their own
+ * sessions closed is enough; a few are not. */
+static void test_closed_link_quorum(void **state)
+{
+  group_with_many();
+  cut(A, B);
+  report_lost(0, MANY / 4 - 1);
+  advance(3000);
+  assert_int_equal(status(B).role, SN_ROLE_BACKUP);
+  assert_int_equal(status(B).takeovers, 0);
+  report_lost(MANY / 4 - 1, MANY / 4);
+  advance(STEP_MS);
+  assert_int_equal(status(B).role, SN_ROLE_LEADER);
+  assert_int_equal(status(B).takeovers, 1);
+}
+
+/* A hung leader only falls silent; the backup closes the link itself
+ * after the dead interval, which is no evidence of a dead process: the
+ * vote needs a strict majority, as before. */
+static void test_silent_leader_needs_majority(void **state)
+{
+  group_with_many();
+  net.hung[A] = true;
+  advance(1500); /* the backup dropped the silent link and asked its watchers */
+  assert_true(end_of(many_watchers[0])->got_watch >= 1);
+  report_lost(0, MANY / 2);
+  advance(3000);
+  assert_int_equal(status(B).role, SN_ROLE_BACKUP);
+  report_lost(MANY / 2, MANY / 2 + 1);
+  advance(STEP_MS);
+  assert_int_equal(status(B).role, SN_ROLE_LEADER);
+}
+
+/* A, B, C: A leads, B is its backup, C stands by; two leaves. */
+static void group_of_three(uint64_t w[2])
+{
+  group_of_two(0);
+  start(C, true, 0, 0);
+  link_nodes(C, A);
+  link_nodes(C, B);
+  advance(600);
+  assert_int_equal(status(C).role, SN_ROLE_STANDBY);
+  attach_leaf(0x41);
+  attach_leaf(0x42);
+  advance(300);
+  w[0] = watch(0x41, true);
+  w[1] = watch(0x42, true);
+  cut(A, B); /* A is killed: every link closes */
+  cut(A, C);
+  WireMsg m = {.type = MSG_WATCH};
+  m.u.watch.term = status(B).term;
+  m.u.watch.leader_ok = false;
+  raw_send(w[0], &m);
+  raw_send(w[1], &m);
+  assert_int_equal(status(B).role, SN_ROLE_LEADER);
+}
+
+/* After a takeover the new leader names a backup only once its leaves
+ * are back (their watch sessions promoted), so their watch handshakes do
+ * not slow the move. */
+static void test_takeover_backup_after_leaves(void **state)
+{
+  uint64_t w[2];
+  group_of_three(w);
+  advance(300);
+  assert_false(status(B).has_backup);
+  raw_hello(w[0], ROLE_LEAF, ""); /* the first leaf follows */
+  advance(500);
+  assert_false(status(B).has_backup);
+  raw_hello(w[1], ROLE_LEAF, ""); /* and the second: every record has its leaf */
+  advance(300);
+  assert_true(status(B).has_backup);
+  assert_memory_equal(status(B).backup, net.id[C], 32);
+}
+
+/* A leaf that never comes back holds the backup off only SETTLE_DEADS
+ * dead intervals (2 s). */
+static void test_takeover_backup_after_settle(void **state)
+{
+  uint64_t w[2];
+  group_of_three(w);
+  raw_hello(w[0], ROLE_LEAF, "");
+  advance(1500);
+  assert_false(status(B).has_backup);
+  advance(800);
+  assert_true(status(B).has_backup);
+  assert_memory_equal(status(B).backup, net.id[C], 32);
+}
+
+/* Time passes for all but `busy`, whose timers do not run (a node handling
+ * a burst of messages in one loop iteration). */
+static void advance_except(int busy, uint64_t ms)
+{
+  for (uint64_t t = 0; t < ms; t += STEP_MS) {
+    net.now += STEP_MS;
+    for (int n = 0; n < MAX_NODES; n++)
+      if (net.core[n] && !net.hung[n] && n != busy)
+        sn_core_tick(net.core[n], net.now);
+    pump();
+  }
+}
+
+/* A backup busy with its watchers (no timer runs for 2 s, but it handles
+ * a WATCH every 50 ms) still sends its heartbeat: the leader keeps it. */
+static void test_busy_node_keeps_beating(void **state)
+{
+  group_of_two(0);
+  attach_leaf(0x41);
+  advance(300);
+  uint64_t w = watch(0x41, true);
+  WireMsg m = {.type = MSG_WATCH};
+  m.u.watch.term = status(B).term;
+  m.u.watch.leader_ok = true;
+  for (int i = 0; i < 40; i++) {
+    advance_except(B, STEP_MS);
+    raw_send(w, &m);
+  }
+  assert_int_equal(status(A).members, 1);
+  assert_true(status(A).has_backup);
+  assert_memory_equal(status(A).backup, net.id[B], 32);
+}
+
+/* A node whose own tick comes late (it was stalled) does not judge its
+ * members' silence on that tick: what they sent may wait unread in its
+ * sockets. Silence seen on time is still judged. */
+static void test_stalled_node_does_not_judge(void **state)
+{
+  start(A, true, 0, 0);
+  advance(1200);
+  assert_int_equal(status(A).role, SN_ROLE_LEADER);
+  uint8_t mid[32];
+  node_id(0x66, mid);
+  uint64_t c = raw_open(A, mid);
+  raw_hello(c, ROLE_SUPER, "127.0.0.1:7999");
+  for (int i = 0; i < 4; i++) {
+    claim(c, mid, net.id[A], net.addr[A], GROLE_STANDBY, status(A).term, true, false);
+    advance(200);
+  }
+  assert_int_equal(status(A).members, 1);
+  net.now += 1200; /* A stalled: no tick, nothing read */
+  sn_core_tick(net.core[A], net.now);
+  pump();
+  assert_null(end_of(c)->closed_why);
+  assert_int_equal(status(A).members, 1);
+  claim(c, mid, net.id[A], net.addr[A], GROLE_STANDBY, status(A).term, true, false);
+  advance(500);
+  assert_null(end_of(c)->closed_why);
+  advance(1500); /* the member falls silent while A runs on time */
+  assert_string_equal(end_of(c)->closed_why, "group member silent");
+}
+
 int main(void)
 {
   if (sodium_init() < 0)
@@ -775,6 +956,12 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_backup_asks_watchers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_backup_tells_watchers_of_new_leader, setup, teardown),
       cmocka_unit_test_setup_teardown(test_second_session_keeps_entries, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_closed_link_quorum, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_silent_leader_needs_majority, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_takeover_backup_after_leaves, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_takeover_backup_after_settle, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_busy_node_keeps_beating, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stalled_node_does_not_judge, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

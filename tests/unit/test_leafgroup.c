@@ -379,6 +379,42 @@ static void test_leaderless_view_ignored(void **state_)
   done(f);
 }
 
+/* A leaf that loses its leader while it watches the backup waits two
+ * dead intervals (8 heartbeats, 2 s) for the group's verdict before
+ * redialling the leader; the backup's takeover comes on the session it
+ * has. */
+static void test_lost_leader_waits_for_verdict(void **state_)
+{
+  Fix *f = attached();
+  leaf_core_connected(f->core, LEAF_SLOT_WATCH, B_ID, now_ms);
+  drain(f);
+  unsigned dials = f->dials[LEAF_SLOT_PRIMARY];
+  uint64_t lost = now_ms;
+  leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, now_ms); /* the leader was killed */
+  drain(f);
+  assert_false(f->last_watch_ok); /* the backup heard it at once */
+  run_until(f, lost + 1990);
+  assert_int_equal(f->dials[LEAF_SLOT_PRIMARY], dials);
+  run_until(f, lost + 2400);
+  assert_int_equal(f->dials[LEAF_SLOT_PRIMARY], dials + 1);
+  assert_string_equal(f->last_dial[LEAF_SLOT_PRIMARY], HOME);
+  done(f);
+}
+
+/* Without a watch session there is nobody to wait for: the ordinary
+ * back-off (250 ms, +-25%). */
+static void test_lost_leader_unwatched_redials(void **state_)
+{
+  Fix *f = attached();
+  unsigned dials = f->dials[LEAF_SLOT_PRIMARY];
+  uint64_t lost = now_ms;
+  leaf_core_disconnected(f->core, LEAF_SLOT_PRIMARY, now_ms);
+  drain(f);
+  run_until(f, lost + 400);
+  assert_int_equal(f->dials[LEAF_SLOT_PRIMARY], dials + 1);
+  done(f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -390,6 +426,8 @@ int main(void)
       cmocka_unit_test(test_backup_question),
       cmocka_unit_test(test_question_only_from_backup),
       cmocka_unit_test(test_leaderless_view_ignored),
+      cmocka_unit_test(test_lost_leader_waits_for_verdict),
+      cmocka_unit_test(test_lost_leader_unwatched_redials),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
