@@ -101,7 +101,7 @@ static void pending_done(Channel *ch, bool finished)
     if (finished)
       cookie_pending_done(ch->jar);
     else
-      cookie_pending_abandoned(ch->jar);
+      cookie_pending_abandoned(ch->jar, ch->addr, ch->addr_len);
   }
   ch->pending = false;
 }

@@ -12,6 +12,14 @@
 
 #define SECRET_LEN crypto_generichash_KEYBYTES
 
+/* One address prefix that abandoned handshakes lately (cookie.h). */
+typedef struct {
+  uint64_t key;        /* prefix_key(); 0: slot free */
+  uint64_t win;        /* the second `count` belongs to */
+  uint64_t hold_until; /* on the step alone until then (seconds) */
+  unsigned count;
+} PrefixSlot;
+
 struct CookieJar {
   CookieConfig cfg;
   CookieClockFn clock;
@@ -30,6 +38,10 @@ struct CookieJar {
   unsigned ab_count;
   uint64_t hold_until;                  /* engaged until then (seconds), by abandonment */
   uint64_t replay[COOKIE_REPLAY_SLOTS]; /* MAC tags of spent cookies; 0 = empty */
+  /* Prefixes that abandoned handshakes, placed by a keyed hash so that no
+   * one can aim a prefix at another's slots. */
+  PrefixSlot prefix[COOKIE_PREFIX_SLOTS];
+  uint8_t prefix_hash_key[crypto_shorthash_KEYBYTES];
   CookieStats st;
 };
 
@@ -76,6 +88,7 @@ CookieJar *cookie_jar_new(const CookieConfig *cfg, CookieClockFn clock, void *cl
   uint64_t now = now_s(jar);
   jar->epoch = now / COOKIE_ROTATE_S;
   randombytes_buf(jar->secret[0], SECRET_LEN);
+  randombytes_buf(jar->prefix_hash_key, sizeof jar->prefix_hash_key);
   jar->win_start = now;
   return jar;
 }
@@ -112,6 +125,54 @@ static unsigned rate_at(const CookieJar *jar, uint64_t now)
   return now == jar->win_start + 1 ? jar->win_count : 0;
 }
 
+/* The source a handshake is charged to: an IPv4 /24 (also when mapped into
+ * IPv6) or an IPv6 /48, tagged with its family; 0 when there is no address. */
+static uint64_t prefix_key(const uint8_t *addr, size_t addr_len)
+{
+  static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (addr_len == 16 && memcmp(addr, v4mapped, sizeof v4mapped) == 0) {
+    addr += 12;
+    addr_len = 4;
+  }
+  if (addr_len == 4)
+    return 4ull << 56 | (uint64_t)addr[0] << 16 | (uint64_t)addr[1] << 8 | addr[2];
+  if (addr_len == 16)
+    return 6ull << 56 | load64(addr) >> 16;
+  return 0;
+}
+
+/* The slot of a prefix among its probes; with claim, a free or spent slot
+ * is taken for it when it has none. NULL: untracked (every probe busy
+ * with another prefix still counting or held): it counts for everyone. */
+static PrefixSlot *prefix_slot(CookieJar *jar, uint64_t key, uint64_t now, bool claim)
+{
+  if (!key)
+    return NULL;
+  uint8_t kb[8], h[crypto_shorthash_BYTES];
+  for (int i = 0; i < 8; i++)
+    kb[i] = (uint8_t)(key >> (8 * i));
+  crypto_shorthash(h, kb, sizeof kb, jar->prefix_hash_key);
+  size_t at = (size_t)load64(h) % COOKIE_PREFIX_SLOTS;
+  PrefixSlot *spare = NULL;
+  for (size_t i = 0; i < COOKIE_PREFIX_PROBES; i++) {
+    PrefixSlot *p = &jar->prefix[(at + i) % COOKIE_PREFIX_SLOTS];
+    if (p->key == key)
+      return p;
+    if (!spare && (p->key == 0 || (p->hold_until <= now && p->win < now)))
+      spare = p;
+  }
+  if (!claim || !spare)
+    return NULL;
+  *spare = (PrefixSlot){.key = key, .win = now};
+  return spare;
+}
+
+static bool prefix_held(CookieJar *jar, const uint8_t *addr, size_t addr_len, uint64_t now)
+{
+  PrefixSlot *p = prefix_slot(jar, prefix_key(addr, addr_len), now, false);
+  return p && now < p->hold_until;
+}
+
 static bool loaded_at(const CookieJar *jar, uint64_t now)
 {
   return jar->st.pending >= jar->cfg.max_pending || rate_at(jar, now) >= jar->cfg.max_rate ||
@@ -120,8 +181,13 @@ static bool loaded_at(const CookieJar *jar, uint64_t now)
 
 void cookie_jar_stats(const CookieJar *jar, CookieStats *out)
 {
+  uint64_t now = now_s(jar);
   *out = jar->st;
-  out->loaded = loaded_at(jar, now_s(jar));
+  out->loaded = loaded_at(jar, now);
+  out->prefixes_held = 0;
+  for (size_t i = 0; i < COOKIE_PREFIX_SLOTS; i++)
+    if (jar->prefix[i].key && now < jar->prefix[i].hold_until)
+      out->prefixes_held++;
 }
 
 static void make_mac(const uint8_t secret[SECRET_LEN], const uint8_t *addr, size_t addr_len,
@@ -150,7 +216,7 @@ bool cookie_on_m1(CookieJar *jar, const uint8_t *addr, size_t addr_len, const ui
 {
   uint64_t now = now_s(jar);
   advance_window(jar, now);
-  bool busy = loaded_at(jar, now);
+  bool busy = loaded_at(jar, now) || prefix_held(jar, addr, addr_len, now);
   jar->win_count++;
   jar->st.m1_seen++;
   if (!busy)
@@ -253,13 +319,30 @@ void cookie_pending_done(CookieJar *jar)
     jar->st.pending--;
 }
 
-void cookie_pending_abandoned(CookieJar *jar)
+void cookie_pending_abandoned(CookieJar *jar, const uint8_t *addr, size_t addr_len)
 {
   cookie_pending_done(jar);
   jar->st.abandoned++;
   if (!jar->cfg.max_abandoned)
     return;
   uint64_t now = now_s(jar);
+  PrefixSlot *p = prefix_slot(jar, prefix_key(addr, addr_len), now, true);
+  if (p) {
+    if (p->win != now) {
+      p->win = now;
+      p->count = 0;
+    }
+    unsigned limit = jar->cfg.max_abandoned < COOKIE_PREFIX_ABANDONED ? jar->cfg.max_abandoned
+                                                                      : COOKIE_PREFIX_ABANDONED;
+    if (++p->count >= limit) {
+      if (p->hold_until <= now)
+        jar->st.prefix_holds++;
+      p->hold_until = now + COOKIE_HOLD_S;
+    }
+    /* Charged to its own prefix, which alone pays for it now. */
+    if (now < p->hold_until)
+      return;
+  }
   if (now != jar->ab_start) {
     jar->ab_start = now;
     jar->ab_count = 0;

@@ -79,7 +79,16 @@
  *   leaves but an M1 flood (tests/integration/handshake_flood.sh): the step
  *   engages and stays engaged for COOKIE_HOLD_S after the last such second,
  *   since once it is engaged the flood's M1s get challenges and stop
- *   abandoning anything. */
+ *   abandoning anything;
+ * - abandoned, per source: one address prefix (an IPv4 /24, an IPv6 /48)
+ *   that abandons COOKIE_PREFIX_ABANDONED handshakes in a second is put on
+ *   the step alone, for COOKIE_HOLD_S, and what it abandons while held does
+ *   not count toward the rule for everyone. Without this, 100 hung-up M1s
+ *   every 10 s from one address (10 a second, nothing solved) kept every
+ *   honest leaf solving puzzles; now it takes floods from at least
+ *   max_abandoned / COOKIE_PREFIX_ABANDONED prefixes at once. An honest
+ *   /24 (a campus behind one NAT) does not hang up 20 handshakes in one
+ *   second; if it does, it pays ~1 ms a handshake for 10 s, no more. */
 #define COOKIE_HANDSHAKE_US 70
 #define COOKIE_CPU_PCT 25
 #define COOKIE_DEFAULT_PENDING 512
@@ -87,6 +96,9 @@
 #define COOKIE_DEFAULT_ABANDONED 100
 #define COOKIE_DEFAULT_DIFFICULTY 12
 #define COOKIE_HOLD_S 10
+#define COOKIE_PREFIX_ABANDONED 20 /* per prefix and second (at most max_abandoned) */
+#define COOKIE_PREFIX_SLOTS 256    /* prefixes tracked at once (24 bytes each) */
+#define COOKIE_PREFIX_PROBES 8     /* slots looked at per prefix */
 
 typedef struct {
   /* The cookie step engages while at least this many handshakes are past
@@ -108,8 +120,10 @@ typedef struct {
   uint64_t cookies_accepted; /* cookies that opened a handshake */
   uint64_t cookies_refused;  /* forged, expired, unsolved or replayed cookies */
   uint64_t abandoned;        /* handshakes past M1 that ended unfinished */
+  uint64_t prefix_holds;     /* times one prefix was put on the step alone */
   unsigned pending;          /* handshakes past M1, not finished */
-  bool loaded;               /* the cookie step is engaged now */
+  unsigned prefixes_held;    /* prefixes on the step alone now */
+  bool loaded;               /* the cookie step is engaged now, for everyone */
 } CookieStats;
 
 typedef struct CookieJar CookieJar;
@@ -142,10 +156,11 @@ bool cookie_on_m1(CookieJar *jar, const uint8_t *addr, size_t addr_len, const ui
 CookieVerdict cookie_check(CookieJar *jar, const uint8_t *addr, size_t addr_len,
                            const uint8_t eph[32], const uint8_t resp[COOKIE_RESPONSE_LEN]);
 /* A handshake went past M1 (public-key work begins) / finished (M3 checked)
- * / ended unfinished (failed, or dropped before M3). */
+ * / ended unfinished (failed, or dropped before M3); addr is the peer's IP
+ * address as for cookie_on_m1 (addr_len 0: none known). */
 void cookie_pending_add(CookieJar *jar);
 void cookie_pending_done(CookieJar *jar);
-void cookie_pending_abandoned(CookieJar *jar);
+void cookie_pending_abandoned(CookieJar *jar, const uint8_t *addr, size_t addr_len);
 
 /* Initiator: finds the nonce for a challenge; false if its difficulty is
  * above COOKIE_MAX_DIFFICULTY. */

@@ -612,6 +612,7 @@ static void fill_metrics(MetricsWriter *w, void *ud)
       .handshake_cookies_refused = cs.cookies_refused,
       .handshakes_pending = cs.pending,
       .handshake_cookie_step = cs.loaded,
+      .handshake_cookie_prefixes = cs.prefixes_held,
       .output_queued = budget_used(sn->output) + budget_used(sn->link_output),
       .output_refused = budget_refused(sn->output) + budget_refused(sn->link_output),
       .output_overruns = sn->output_overruns,
@@ -715,6 +716,8 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "handshakes_pending", cs.pending);
   json_object_set_int_member(o, "handshakes_abandoned", (gint64)cs.abandoned);
   json_object_set_boolean_member(o, "handshake_cookie_step", cs.loaded);
+  json_object_set_int_member(o, "handshake_cookie_prefixes", cs.prefixes_held);
+  json_object_set_int_member(o, "handshake_cookie_prefix_holds", (gint64)cs.prefix_holds);
   json_object_set_int_member(o, "signals_relayed", (gint64)st->signals_relayed);
   json_object_set_int_member(o, "signals_delivered", (gint64)st->signals_delivered);
   json_object_set_int_member(o, "signals_dropped", (gint64)st->signals_dropped);

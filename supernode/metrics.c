@@ -231,6 +231,9 @@ void metrics_fill_supernode(MetricsWriter *w, const SnStats *st, const SnGroupSt
                 (double)x->handshakes_pending);
   metrics_gauge(w, "handshake_cookie_step", "1 while handshakes must solve a cookie first.",
                 x->handshake_cookie_step ? 1 : 0);
+  metrics_gauge(w, "handshake_cookie_prefixes",
+                "Address prefixes that must solve a cookie first (they abandoned handshakes).",
+                (double)x->handshake_cookie_prefixes);
   metrics_gauge(w, "leaves", "Leaf sessions.", st->leaves);
   metrics_gauge(w, "links", "Links to other super nodes.", st->links);
   metrics_counter(w, "links_refused", "Super nodes refused: not admitted to our network.",

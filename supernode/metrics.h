@@ -73,7 +73,8 @@ typedef struct {
   uint64_t handshake_cookies_accepted; /* solved cookies that opened a handshake */
   uint64_t handshake_cookies_refused;  /* forged, expired, unsolved or replayed */
   uint64_t handshakes_pending;         /* handshakes past M1, not finished */
-  bool handshake_cookie_step;          /* engaged now (under load) */
+  bool handshake_cookie_step;          /* engaged now (under load), for everyone */
+  uint64_t handshake_cookie_prefixes;  /* address prefixes on the step alone now */
   uint64_t output_queued;              /* bytes queued for sessions, all of them, now */
   uint64_t output_refused;             /* charges refused by the queued-output budget */
   uint64_t output_overruns;            /* sessions cut off for not reading their output */

@@ -25,7 +25,9 @@ SN_ARGS=(--stun off --max-leaves $((N + 100)) --memory-limit $((4096 + 2 * N))
   --max-handshakes-per-address 100000 --max-handshakes-per-prefix 100000 --log-level warning)
 attached() { [ "$(swarm_status sw | jq .attached)" -eq "$N" ] 2>/dev/null; }
 sn_has_all() { [ "$(snstat sn leaves)" -eq "$N" ] 2>/dev/null; }
-step_on() { [ "$(snstat sn handshake_cookie_step)" = true ]; }
+# Engaged for everyone, or for the flood's own prefix (it abandons its
+# handshakes, shared/cookie.h): either way the flood must solve puzzles.
+step_on() { [ "$(snstat sn handshake_cookie_step)" = true ] || [ "$(snstat sn handshake_cookie_prefixes)" -ge 1 ]; }
 
 KEEPALIVE=5000 start_sn sn 1 "${SN_ARGS[@]}"
 t0=$(date +%s%N)

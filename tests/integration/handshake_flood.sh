@@ -12,7 +12,9 @@
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 logged() { grep -qF -- "$2" "$T/$1.log"; }
 published() { [ "$(snstat s1 index_entries)" -ge 1 ]; }
-step_on() { [ "$(snstat s1 handshake_cookie_step)" = true ]; }
+# Engaged for everyone, or for the flood's own prefix (it abandons its
+# handshakes, shared/cookie.h): either way the flood must solve puzzles.
+step_on() { [ "$(snstat s1 handshake_cookie_step)" = true ] || [ "$(snstat s1 handshake_cookie_prefixes)" -ge 1 ]; }
 
 # The file sets the thresholds, so SIGHUP can turn the cookie step on later.
 # The flood and the honest leaf share 127.0.0.1, so the pre-auth budget per

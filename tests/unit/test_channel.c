@@ -994,12 +994,15 @@ static void test_cookie_load(void **state)
   cookie_jar_free(jar);
 }
 
-/* Plain M1 to a fresh responder of jar: true if it was challenged. */
-static bool m1_challenged(Pair *p, CookieJar *jar, Channel **i, Channel **r)
+/* Plain M1 from addr (4 or 16 bytes) to a fresh responder of jar: true if
+ * it was challenged. */
+static bool m1_challenged_from(Pair *p, CookieJar *jar, const uint8_t *addr, size_t addr_len,
+                               Channel **i, Channel **r)
 {
   size_t n;
   *i = channel_new(&p->id_i, CHANNEL_INITIATOR);
-  *r = gated_responder(&p->id_r, jar, addr_a);
+  *r = channel_new(&p->id_r, CHANNEL_RESPONDER);
+  assert_true(channel_set_cookie_jar(*r, jar, addr, addr_len));
   uint8_t *m1 = take_output(*i, &n);
   assert_true(channel_feed(*r, m1, n));
   free(m1);
@@ -1007,15 +1010,27 @@ static bool m1_challenged(Pair *p, CookieJar *jar, Channel **i, Channel **r)
   return n == CHAL_FRAME;
 }
 
-/* A plain M1 whose handshake is then dropped before M3: true if it was
- * challenged (then it held no public-key work). */
-static bool m1_dropped(Pair *p, CookieJar *jar)
+/* A plain M1 from addr whose handshake is then dropped before M3: true if
+ * it was challenged (then it held no public-key work). */
+static bool m1_dropped_from(Pair *p, CookieJar *jar, const uint8_t *addr, size_t addr_len)
 {
   Channel *i, *r;
-  bool c = m1_challenged(p, jar, &i, &r);
+  bool c = m1_challenged_from(p, jar, addr, addr_len, &i, &r);
   channel_free(r);
   channel_free(i);
   return c;
+}
+
+/* The same from addr_a, or from the /24 number k (192.0.k.1). */
+static bool m1_dropped(Pair *p, CookieJar *jar)
+{
+  return m1_dropped_from(p, jar, addr_a, sizeof addr_a);
+}
+
+static bool m1_dropped_net(Pair *p, CookieJar *jar, int k)
+{
+  const uint8_t a[4] = {192, 0, (uint8_t)k, 1};
+  return m1_dropped_from(p, jar, a, sizeof a);
 }
 
 /* The abandonment rule with the fake clock: handshakes that end before M3
@@ -1042,21 +1057,24 @@ static void test_cookie_abandoned(void **state)
   cookie_jar_stats(jar, &st);
   assert_false(st.loaded);
   assert_int_equal(st.abandoned, 0);
-  /* Two abandoned in one second: under the threshold. */
-  assert_false(m1_dropped(p, jar));
-  assert_false(m1_dropped(p, jar));
+  /* Two abandoned in one second (from two prefixes: one prefix alone is
+   * put on the step alone, test_cookie_abandoned_prefix): under the
+   * threshold. */
+  assert_false(m1_dropped_net(p, jar, 10));
+  assert_false(m1_dropped_net(p, jar, 11));
   cookie_jar_stats(jar, &st);
   assert_false(st.loaded);
   /* A second later the count starts over: two more do not engage it. */
   fake_ms += 1000;
-  assert_false(m1_dropped(p, jar));
-  assert_false(m1_dropped(p, jar));
+  assert_false(m1_dropped_net(p, jar, 12));
+  assert_false(m1_dropped_net(p, jar, 13));
   cookie_jar_stats(jar, &st);
   assert_false(st.loaded);
   /* The third in that second does. */
-  assert_false(m1_dropped(p, jar));
+  assert_false(m1_dropped_net(p, jar, 14));
   cookie_jar_stats(jar, &st);
   assert_true(st.loaded);
+  assert_int_equal(st.prefixes_held, 0);
   assert_int_equal(st.abandoned, 5);
   assert_int_equal(st.pending, 0);
   /* Held: challenged M1s dropped unanswered abandon nothing, and the step
@@ -1077,7 +1095,64 @@ static void test_cookie_abandoned(void **state)
     assert_false(m1_dropped(p, jar));
   cookie_jar_stats(jar, &st);
   assert_false(st.loaded);
+  assert_int_equal(st.prefixes_held, 0);
   assert_int_equal(st.abandoned, 16);
+  cookie_jar_free(jar);
+}
+
+/* One source that abandons handshakes is put on the step alone: its M1s
+ * are challenged, everyone else's are not, and what it abandons does not
+ * engage the step for everyone (the review's attack: 100 hung-up M1s every
+ * 10 s from one address kept every honest leaf solving puzzles). */
+static void test_cookie_abandoned_prefix(void **state)
+{
+  Pair *p = *state;
+  CookieConfig cfg = {.max_pending = 1000, .max_rate = 1000, .difficulty = 4, .max_abandoned = 100};
+  fake_ms = 40000000;
+  CookieJar *jar = cookie_jar_new(&cfg, fake_clock, NULL);
+  CookieStats st;
+  const uint8_t same24[4] = {192, 0, 2, 77}, other[4] = {198, 51, 100, 1};
+  /* Bursts of 100 a second from one /24, one burst every hold period. */
+  for (int burst = 0; burst < 3; burst++) {
+    int answered = 0;
+    for (int k = 0; k < 100; k++)
+      answered += !m1_dropped(p, jar);
+    /* Only the first COOKIE_PREFIX_ABANDONED cost public-key work. */
+    assert_int_equal(answered, COOKIE_PREFIX_ABANDONED);
+    cookie_jar_stats(jar, &st);
+    assert_false(st.loaded);
+    assert_int_equal(st.prefixes_held, 1);
+    assert_int_equal(st.prefix_holds, (uint64_t)burst + 1);
+    /* Its neighbours in the /24 are challenged, another source is not. */
+    assert_true(m1_dropped_from(p, jar, same24, sizeof same24));
+    assert_false(m1_dropped_from(p, jar, other, sizeof other));
+    fake_ms += 1000 * COOKIE_HOLD_S;
+    cookie_jar_stats(jar, &st);
+    assert_int_equal(st.prefixes_held, 0);
+  }
+  /* IPv6: a /48 is one source, and an IPv4-mapped address is its /24. */
+  uint8_t v6a[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  uint8_t v6b[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 9};
+  uint8_t v6c[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 203, 0, 113, 5};
+  const uint8_t mapped4[4] = {203, 0, 113, 200};
+  for (int k = 0; k < COOKIE_PREFIX_ABANDONED; k++) {
+    assert_false(m1_dropped_from(p, jar, v6a, sizeof v6a));
+    assert_false(m1_dropped_from(p, jar, mapped, sizeof mapped));
+  }
+  assert_true(m1_dropped_from(p, jar, v6b, sizeof v6b));
+  assert_false(m1_dropped_from(p, jar, v6c, sizeof v6c));
+  assert_true(m1_dropped_from(p, jar, mapped4, sizeof mapped4));
+  cookie_jar_stats(jar, &st);
+  assert_int_equal(st.prefixes_held, 2);
+  assert_false(st.loaded);
+  /* Many sources at once still engage the step for everyone. */
+  fake_ms += 1000 * COOKIE_HOLD_S;
+  for (int k = 0; k < 100; k++)
+    assert_false(m1_dropped_net(p, jar, k));
+  cookie_jar_stats(jar, &st);
+  assert_true(st.loaded);
+  assert_true(m1_dropped_from(p, jar, other, sizeof other));
   cookie_jar_free(jar);
 }
 
@@ -1414,6 +1489,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_cookie_replayed, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_cookie_load, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_cookie_abandoned, pair_setup, pair_teardown),
+      cmocka_unit_test_setup_teardown(test_cookie_abandoned_prefix, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_cookie_truncation_sweep, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_cookie_initiator_limits, pair_setup, pair_teardown),
       cmocka_unit_test_setup_teardown(test_final_closes, pair_setup, pair_teardown),
