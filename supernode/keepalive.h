@@ -13,7 +13,11 @@
  * after 3 silent ones; its keepalives are marked spare (WIRE_PING_SPARE),
  * and we answer every other one. Whatever the leaf's interval, it hears us
  * at least every 2 of its intervals (plus a round trip), a full interval
- * inside its bound, while we hear it every interval as before.
+ * inside its bound, while we hear it every interval as before. The price
+ * is margin, not detection: a leaf used to give up a super node stalled
+ * for more than 2 intervals, now for more than 1 (5 s by default; our loop
+ * stalls for milliseconds). Keeping 2 would mean a 4-interval bound, and
+ * a hung super node outside a group found 5 s later.
  *
  * Rules (unchanged from the per-session sweep, except that a session we
  * hear from is not pinged: leaves ping us every keepalive, and a PING or
