@@ -26,6 +26,16 @@ bool degree_want_dial(unsigned target, unsigned links, unsigned dialing)
   return links + dialing < target;
 }
 
+bool degree_want_shortcut(unsigned target, unsigned links, unsigned shortcuts)
+{
+  return shortcuts < DEGREE_SHORTCUTS && links >= target && links < degree_soft_max(target);
+}
+
+bool degree_long_range_dial(unsigned target, uint8_t dialer_load)
+{
+  return dialer_load != WIRE_LOAD_UNKNOWN && dialer_load >= degree_link_load(target, target);
+}
+
 uint8_t degree_link_load(unsigned target, unsigned links)
 {
   unsigned soft = degree_soft_max(target);

@@ -18,7 +18,9 @@
  *   it), never a link it dialed as --peer nor a group member's;
  * - above D + ceil(D/2) links it trims a link whose peer is above that too
  *   (degree_pick_trim), so that nodes do not all fill to 2D;
- * - it keeps DEGREE_SHORTCUTS long-range links to random verified addresses;
+ * - it keeps DEGREE_SHORTCUTS long-range links to random verified
+ *   addresses (degree_want_shortcut); neither end trims, sheds or evicts
+ *   one (the dialed end knows it by degree_long_range_dial);
  * - a refused dialer waits max(retry_ms, an exponential backoff with random
  *   jitter), capped, before that address again, and dials the hosts given.
  * So every node of a mesh bigger than D ends with D..2D links (documented in
@@ -59,10 +61,30 @@
  * DEGREE_SHORTCUT_MS while fewer are up (and links < the soft max). */
 #define DEGREE_SHORTCUTS 3
 #define DEGREE_SHORTCUT_MS 2000
+/* Why long-range links are kept at both ends (issue 12, "links keep
+ * changing"): kept only by the dialer, a long-range link was what the
+ * dialed node trimmed first once over D + D/2 (its near links were
+ * younger than DEGREE_EVICT_MIN_AGE_MS or to nodes at D), the dialer
+ * looked for another DEGREE_SHORTCUT_MS later, pushed that node over the
+ * line in turn, and so on: 2,129 links shed over a 200-node run, without
+ * end. Kept at both ends, long-range links only ever accumulate (one each
+ * a DEGREE_SHORTCUT_MS, until DEGREE_SHORTCUTS or the soft max), trims and
+ * evictions take near links only, and a trimmed node below D takes a near
+ * link again: every step ends, so the links stay put once every node is
+ * within bounds. Looking for them only below the trim line instead
+ * starved them, and 40 nodes settled in 3 components of near links. */
 /* HOSTS (addresses and loads) to each link: on link-up and this often. */
 #define DEGREE_HOSTS_INTERVAL_MS 5000
 /* HOSTS from one link closer together than this are ignored. */
 #define DEGREE_HOSTS_MIN_GAP_MS 1000
+
+/* Should a node with links links, shortcuts of them its own long-range
+ * ones, look for one more? Only once it has D, and below the soft max. */
+bool degree_want_shortcut(unsigned target, unsigned links, unsigned shortcuts);
+/* Is an inbound link a long-range one (kept, degree.h)? Its dialer's link
+ * load as gossiped when it came (WIRE_LOAD_UNKNOWN: no) said it had D
+ * links already: a node dials near links only below D. */
+bool degree_long_range_dial(unsigned target, uint8_t dialer_load);
 
 /* The soft and hard maxima for target degree D (hard never under
  * max_links, the configured cap). */
@@ -86,7 +108,7 @@ uint64_t degree_retry_at(uint64_t now, unsigned refusals, uint32_t retry_ms, uin
 
 typedef struct {
   uint64_t conn;
-  bool keep;         /* dialed as --peer, or a group member: never shed */
+  bool keep;         /* dialed as --peer, a group member, or long-range: never shed */
   bool inbound;      /* they dialed us */
   uint8_t peer_load; /* its link_load as it last said (WIRE_LOAD_UNKNOWN: never) */
   uint64_t up_since; /* when it became a link */
