@@ -19,8 +19,9 @@
  * - above D + ceil(D/2) links it trims a link whose peer is above that too
  *   (degree_pick_trim), so that nodes do not all fill to 2D;
  * - it keeps DEGREE_SHORTCUTS long-range links to random verified
- *   addresses (degree_want_shortcut); neither end trims, sheds or evicts
- *   one (the dialed end knows it by degree_long_range_dial);
+ *   addresses (degree_want_shortcut); neither end trims or sheds one, and
+ *   evicts one only when no near link can make room for a newcomer (the
+ *   dialed end knows one by degree_long_range_dial);
  * - a refused dialer waits max(retry_ms, an exponential backoff with random
  *   jitter), capped, before that address again, and dials the hosts given.
  * So every node of a mesh bigger than D ends with D..2D links (documented in
@@ -68,10 +69,12 @@
  * looked for another DEGREE_SHORTCUT_MS later, pushed that node over the
  * line in turn, and so on: 2,129 links shed over a 200-node run, without
  * end. Kept at both ends, long-range links only ever accumulate (one each
- * a DEGREE_SHORTCUT_MS, until DEGREE_SHORTCUTS or the soft max), trims and
- * evictions take near links only, and a trimmed node below D takes a near
- * link again: every step ends, so the links stay put once every node is
- * within bounds. Looking for them only below the trim line instead
+ * a DEGREE_SHORTCUT_MS, until DEGREE_SHORTCUTS or the soft max), trims
+ * take near links only, and a trimmed node below D takes a near link
+ * again: every step ends, so the links stay put once every node is within
+ * bounds. Only a newcomer that finds no near link to replace takes a
+ * long-range one (degree_pick_evict), and its dialer looks for another
+ * once. Looking for long-range links only below the trim line instead
  * starved them, and 40 nodes settled in 3 components of near links. */
 /* HOSTS (addresses and loads) to each link: on link-up and this often. */
 #define DEGREE_HOSTS_INTERVAL_MS 5000
@@ -108,7 +111,9 @@ uint64_t degree_retry_at(uint64_t now, unsigned refusals, uint32_t retry_ms, uin
 
 typedef struct {
   uint64_t conn;
-  bool keep;         /* dialed as --peer, a group member, or long-range: never shed */
+  bool keep;         /* dialed as --peer, or a group member: never shed */
+  bool long_range;   /* ours or the dialer's long-range link: never shed nor
+                      * trimmed, evicted only if no near link can be */
   bool inbound;      /* they dialed us */
   uint8_t peer_load; /* its link_load as it last said (WIRE_LOAD_UNKNOWN: never) */
   uint64_t up_since; /* when it became a link */
@@ -123,7 +128,8 @@ const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, siz
  * it too, and at least DEGREE_EVICT_MIN_AGE_MS old, is dropped: both ends
  * keep more than D. Dialing until D and taking inbound up to 2D would
  * otherwise fill every node to 2D, leaving no room for newcomers and
- * long-range links. NULL if none qualifies (kept links never). */
+ * long-range links. NULL if none qualifies (kept and long-range links
+ * never). */
 const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, size_t n,
                                    uint64_t now);
 unsigned degree_trim(unsigned target);
@@ -132,8 +138,8 @@ unsigned degree_trim(unsigned target);
  * peer has more than D links (its load, as it last said, tells): the peer
  * keeps at least D, the newcomer gets a link, and our count stays. NULL if
  * no link qualifies: not kept, known load over D's, at least
- * DEGREE_EVICT_MIN_AGE_MS old; the most loaded peer first, then the
- * youngest link. */
+ * DEGREE_EVICT_MIN_AGE_MS old; a near link before a long-range one, then
+ * the most loaded peer first, then the youngest link. */
 const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, size_t n,
                                     uint64_t now);
 

@@ -168,9 +168,9 @@ static void collect_one(Collect *s, Peer *p)
 {
   DegreeLink l = {
       .conn = p->conn,
-      .keep =
-          p->member || p->shortcut || p->their_shortcut ||
-          (!sn_peers_are_direction(s->c) && p->outbound && mesh_configured(s->c->mesh, p->addr)),
+      .keep = p->member || (!sn_peers_are_direction(s->c) && p->outbound &&
+                            mesh_configured(s->c->mesh, p->addr)),
+      .long_range = p->shortcut || p->their_shortcut,
       .inbound = !p->outbound,
       .peer_load = p->addr[0] ? mesh_link_load(s->c->mesh, p->addr) : WIRE_LOAD_UNKNOWN,
       .up_since = p->up_since,
