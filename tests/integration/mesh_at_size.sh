@@ -50,17 +50,17 @@ wait_for 40 recall_is "$searcher" "$N" ||
   fail "a leaf on s$N found $found of $N unique files at TTL ${TTL:-default}: $(mesh_graph "$N"; cat "$T/graph.txt")"
 note "recall at TTL ${TTL:-default}: $found of $N"
 
-# Once whole, the links stay put (degree.h: long-range links are kept at
-# both ends): over CHURN_S seconds at most one link in ten may go, and the
+# Once whole, the links stay put (degree.h: no trims, long-range links
+# kept at both ends): over CHURN_S seconds at most one link in ten may go, and the
 # nodes shed at most N/10 links. Before, 100 nodes shed 2.5 links per node
 # per minute and half their links were replaced within a minute.
 CHURN_S=${CHURN_S:-20}
 MESH_LO=0 MESH_HI=999 mesh_graph "$N" >/dev/null
-read -r shed0 _ _ made0 < <(mesh_counts)
+read -r shed0 _ made0 < <(mesh_counts)
 mesh_edges "$T/edges0"
 sleep "$CHURN_S"
 MESH_LO=0 MESH_HI=999 mesh_graph "$N" >/dev/null
-read -r shed1 _ _ made1 < <(mesh_counts)
+read -r shed1 _ made1 < <(mesh_counts)
 mesh_edges "$T/edges1"
 gone=$(comm -23 "$T/edges0" "$T/edges1" | wc -l)
 total=$(wc -l <"$T/edges0")
