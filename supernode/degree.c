@@ -33,7 +33,7 @@ bool degree_want_shortcut(unsigned target, unsigned links, unsigned shortcuts)
 
 bool degree_long_range_dial(unsigned target, uint8_t dialer_load)
 {
-  return dialer_load != WIRE_LOAD_UNKNOWN && dialer_load > degree_link_load(target, target);
+  return dialer_load != WIRE_LOAD_UNKNOWN && dialer_load >= degree_link_load(target, target);
 }
 
 uint8_t degree_link_load(unsigned target, unsigned links)
@@ -108,4 +108,17 @@ const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, si
   unsigned over = degree_link_load(target, target);
   const DegreeLink *l = pick_loaded(links, n, over, now, false);
   return l ? l : pick_loaded(links, n, over, now, true);
+}
+
+unsigned degree_trim(unsigned target)
+{
+  return target + (target + 1) / 2;
+}
+
+const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, size_t n, uint64_t now)
+{
+  unsigned trim = degree_trim(target);
+  if (n <= trim)
+    return NULL;
+  return pick_loaded(links, n, degree_link_load(target, trim), now, false);
 }

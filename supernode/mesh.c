@@ -456,8 +456,6 @@ MeshAddr *mesh_next_shortcut(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t n
   MeshAddr *best = NULL;
   for (guint i = 0; i < m->addrs->len; i++) {
     MeshAddr *a = g_ptr_array_index(m->addrs, i);
-    /* Unknown loads too: we know the loads of nodes our gossip reaches,
-     * and dialing only those, 30 nodes settled in 3 components. */
     if (!passable(a, NULL) || a->dialing || a->linked_conn != 0 || a->next_attempt > now ||
         a->link_load == 100 || linked(a->id, ctx))
       continue;

@@ -72,11 +72,6 @@ void sn_on_refuse(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     return;
   }
   c->stats.refusals_received++;
-  /* Our long-range link dropped by the other end (evicted for a newcomer):
-   * the next one is looked for later, so that a node that keeps dropping
-   * them cannot keep us dialing. */
-  if (p->kind == PEER_SUPER && p->shortcut && c->next_shortcut < now + DEGREE_SHORTCUT_LOST_MS)
-    c->next_shortcut = now + DEGREE_SHORTCUT_LOST_MS;
   if (c->cfg.discovery) {
     for (uint16_t i = 0; i < m->u.refuse.count; i++) {
       const WireHost *h = &m->u.refuse.hosts[i];
@@ -126,6 +121,11 @@ void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
     p->shortcut = true;
     c->shortcut_dial[0] = '\0';
   }
+  /* Someone else's long-range link: kept at our end too (degree.h), or
+   * trimming it would send its dialer looking for another, without end. */
+  if (!p->outbound && p->addr[0] && c->cfg.discovery)
+    p->their_shortcut =
+        degree_long_range_dial(c->cfg.target_degree, mesh_link_load(c->mesh, p->addr));
   send_hosts(c, p);
 }
 
@@ -142,7 +142,6 @@ void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     c->stats.hosts_ignored++;
     return;
   }
-  bool first = p->hosts_at == 0;
   p->hosts_at = now;
   mesh_link_accepted(c->mesh, p->conn);
   for (uint16_t i = 0; i < m->u.hosts.count; i++) {
@@ -150,13 +149,6 @@ void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     char addr[MESH_ADDR_MAX + 1];
     if (!host_addr(h, addr) || memcmp(h->id, c->self, 32) == 0)
       continue;
-    /* Its first HOSTS (sent as the link came up) says how many links the
-     * dialer has with ours: someone else's long-range link is kept at our
-     * end too (degree.h), or evicting it would send its dialer looking for
-     * another. Gossip of its load from before the dial is
-     * often missing for a node across the mesh, or stale. */
-    if (first && !p->outbound && c->cfg.discovery && memcmp(h->id, p->id, 32) == 0)
-      p->their_shortcut = degree_long_range_dial(c->cfg.target_degree, h->link_load);
     /* The sender itself (its HELLO claimed the address), or another it
      * names: a claim the per-source cap holds. */
     if (memcmp(h->id, p->id, 32) != 0 && c->cfg.discovery &&
@@ -253,11 +245,19 @@ void sn_links_tick(SnCore *c, uint64_t now)
       c->cfg.discovery
           ? degree_pick_shed(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len)
           : NULL;
-  /* No trim below the soft max (degree.h): links stay put once whole. */
+  const char *why = "shed: over the soft max of links";
+  bool trim = false;
+  if (!shed && c->cfg.discovery) {
+    shed = degree_pick_trim(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len,
+                            now);
+    why = "trimmed: both ends have links to spare";
+    trim = true;
+  }
   if (shed) {
     Peer *p = g_ptr_array_index(s.peers, (guint)(shed - (const DegreeLink *)s.links->data));
     c->stats.links_shed++;
-    sn_link_refuse(c, p, "shed: over the soft max of links", now);
+    c->stats.links_trimmed += trim;
+    sn_link_refuse(c, p, why, now);
   }
   g_array_unref(s.links);
   g_ptr_array_unref(s.peers);

@@ -6,7 +6,7 @@
 # --degree..2x--degree links (from the first node's start and from the
 # last's), links per node (min/median/max), the hop distances from the last
 # node, the churn in the CHURN_S (60) seconds after that (links shed,
-# evicted and made; sheds per node per minute), and recall at
+# trimmed, evicted and made; sheds per node per minute), and recall at
 # TTL 4 (the default) from a leaf on the last node, then the same after the
 # node most others joined through is killed.
 #
@@ -53,7 +53,7 @@ for N in "${@:-100}"; do
   fi
   tc=$(date +%s%N)
   echo "graph: $(cat "$T/graph.txt")"
-  read -r shed0 evict0 made0 < <(mesh_counts)
+  read -r shed0 trim0 evict0 made0 < <(mesh_counts)
   mesh_edges "$T/edges0"
   echo "hops from s$N: $(distances "s$N")"
   for k in 1 2 3; do
@@ -61,14 +61,14 @@ for N in "${@:-100}"; do
     sleep 5
   done
   # Churn once the mesh is whole: links closed by their own node's rules
-  # (shed over the soft max, evicted) and links made, over CHURN_S seconds.
+  # (shed, trimmed, evicted) and links made, over CHURN_S seconds.
   CHURN_S=${CHURN_S:-60}
   sleep $(( CHURN_S - $(ms "$tc") / 1000 > 0 ? CHURN_S - $(ms "$tc") / 1000 : 0 ))
   MESH_LO=0 MESH_HI=999 mesh_graph "$N" >/dev/null
   el=$(ms "$tc")
-  read -r shed1 evict1 made1 < <(mesh_counts)
+  read -r shed1 trim1 evict1 made1 < <(mesh_counts)
   mesh_edges "$T/edges1"
-  echo "in the $el ms after one component: shed $((shed1 - shed0)) (evicted $((evict1 - evict0))), links made $((made1 - made0)); links gone $(comm -23 "$T/edges0" "$T/edges1" | wc -l), new $(comm -13 "$T/edges0" "$T/edges1" | wc -l) of $(wc -l <"$T/edges0")"
+  echo "in the $el ms after one component: shed $((shed1 - shed0)) (trimmed $((trim1 - trim0)), evicted $((evict1 - evict0))), links made $((made1 - made0)); links gone $(comm -23 "$T/edges0" "$T/edges1" | wc -l), new $(comm -13 "$T/edges0" "$T/edges1" | wc -l) of $(wc -l <"$T/edges0")"
   echo "sheds per node per minute after convergence: $(python3 -c "print(f'{($shed1 - $shed0) / $N / ($el / 60000):.3f}')")"
   echo "recall at TTL 4 from l$N (+$(ms "$t0") ms): $(mesh_recall "l$N") of $N"
   echo "graph after: $(cat "$T/graph.txt")"

@@ -64,7 +64,7 @@ mesh_graph() {
     [ "$i" = "$dead" ] && continue
     "$SN" stats --state-dir "$T/s$i" --json 2>/dev/null |
       jq -c --arg n "s$i" '{n: $n, id: .id, links: .links, nb: [.neighbours[].id],
-        shed: .links_shed, evicted: .links_evicted, made: .links_made}' \
+        shed: .links_shed, trimmed: .links_trimmed, evicted: .links_evicted, made: .links_made}' \
         >>"$T/graph.jsonl" || echo "{\"n\":\"s$i\",\"id\":\"?$i\",\"links\":0,\"nb\":[]}" >>"$T/graph.jsonl"
   done
   python3 - "$T/graph.jsonl" "${MESH_LO:-0}" "${MESH_HI:-999}" >"$T/graph.txt" <<'EOF'
@@ -115,9 +115,9 @@ mesh_sum() {
   echo "$sum"
 }
 
-# mesh_counts: "shed evicted made" summed over the last mesh_graph.
+# mesh_counts: "shed trimmed evicted made" summed over the last mesh_graph.
 mesh_counts() {
-  jq -s -r '[map(.shed // 0), map(.evicted // 0), map(.made // 0)]
+  jq -s -r '[map(.shed // 0), map(.trimmed // 0), map(.evicted // 0), map(.made // 0)]
     | map(add) | map(tostring) | join(" ")' "$T/graph.jsonl"
 }
 
