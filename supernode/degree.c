@@ -26,6 +26,16 @@ bool degree_want_dial(unsigned target, unsigned links, unsigned dialing)
   return links + dialing < target;
 }
 
+bool degree_want_shortcut(unsigned target, unsigned links, unsigned shortcuts)
+{
+  return shortcuts < DEGREE_SHORTCUTS && links >= target && links < degree_soft_max(target);
+}
+
+bool degree_long_range_dial(unsigned target, uint8_t dialer_load)
+{
+  return dialer_load != WIRE_LOAD_UNKNOWN && dialer_load >= degree_link_load(target, target);
+}
+
 uint8_t degree_link_load(unsigned target, unsigned links)
 {
   unsigned soft = degree_soft_max(target);
@@ -64,20 +74,22 @@ const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, siz
     return NULL;
   const DegreeLink *best = NULL;
   for (size_t i = 0; i < n; i++)
-    if (!links[i].keep && (!best || sheds_first(&links[i], best)))
+    if (!links[i].keep && !links[i].long_range && (!best || sheds_first(&links[i], best)))
       best = &links[i];
   return best;
 }
 
-/* The link, not kept and at least DEGREE_EVICT_MIN_AGE_MS old, whose peer
- * said a load over `over`: the most loaded, then the youngest. */
-static const DegreeLink *pick_loaded(const DegreeLink *links, size_t n, unsigned over, uint64_t now)
+/* The link, not kept (nor long-range unless long_range) and at least
+ * DEGREE_EVICT_MIN_AGE_MS old, whose peer said a load over `over`: the
+ * most loaded, then the youngest. */
+static const DegreeLink *pick_loaded(const DegreeLink *links, size_t n, unsigned over, uint64_t now,
+                                     bool long_range)
 {
   const DegreeLink *best = NULL;
   for (size_t i = 0; i < n; i++) {
     const DegreeLink *l = &links[i];
-    if (l->keep || l->peer_load == WIRE_LOAD_UNKNOWN || l->peer_load <= over ||
-        l->up_since + DEGREE_EVICT_MIN_AGE_MS > now)
+    if (l->keep || (l->long_range && !long_range) || l->peer_load == WIRE_LOAD_UNKNOWN ||
+        l->peer_load <= over || l->up_since + DEGREE_EVICT_MIN_AGE_MS > now)
       continue;
     if (!best || l->peer_load > best->peer_load ||
         (l->peer_load == best->peer_load && l->up_since > best->up_since))
@@ -89,8 +101,13 @@ static const DegreeLink *pick_loaded(const DegreeLink *links, size_t n, unsigned
 const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, size_t n,
                                     uint64_t now)
 {
-  /* A peer's load says more than D links when it is over D's own load. */
-  return pick_loaded(links, n, degree_link_load(target, target), now);
+  /* A peer's load says more than D links when it is over D's own load. A
+   * near link first; a long-range one only if there is none: a node full
+   * of them must still let a newcomer in (its dialer then looks for
+   * another once: one step, not a cycle). */
+  unsigned over = degree_link_load(target, target);
+  const DegreeLink *l = pick_loaded(links, n, over, now, false);
+  return l ? l : pick_loaded(links, n, over, now, true);
 }
 
 unsigned degree_trim(unsigned target)
@@ -103,5 +120,5 @@ const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, siz
   unsigned trim = degree_trim(target);
   if (n <= trim)
     return NULL;
-  return pick_loaded(links, n, degree_link_load(target, trim), now);
+  return pick_loaded(links, n, degree_link_load(target, trim), now, false);
 }

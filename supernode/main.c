@@ -725,6 +725,9 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "link_refusals_sent", (gint64)st->refusals_sent);
   json_object_set_int_member(o, "link_refusals_received", (gint64)st->refusals_received);
   json_object_set_int_member(o, "links_shed", (gint64)st->links_shed);
+  json_object_set_int_member(o, "links_trimmed", (gint64)st->links_trimmed);
+  json_object_set_int_member(o, "links_evicted", (gint64)st->links_evicted);
+  json_object_set_int_member(o, "links_made", (gint64)st->links_made);
   json_object_set_int_member(o, "queries_reforwarded", (gint64)st->queries_reforwarded);
   json_object_set_int_member(o, "stun_requests",
                              sn->stun ? (gint64)stun_service_requests(sn->stun) : 0);

@@ -116,10 +116,16 @@ static void send_hosts(SnCore *c, Peer *p)
 void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
 {
   p->up_since = now;
+  c->stats.links_made++;
   if (p->outbound && c->shortcut_dial[0] && strcmp(p->addr, c->shortcut_dial) == 0) {
     p->shortcut = true;
     c->shortcut_dial[0] = '\0';
   }
+  /* Someone else's long-range link: kept at our end too (degree.h), or
+   * trimming it would send its dialer looking for another, without end. */
+  if (!p->outbound && p->addr[0] && c->cfg.discovery)
+    p->their_shortcut =
+        degree_long_range_dial(c->cfg.target_degree, mesh_link_load(c->mesh, p->addr));
   send_hosts(c, p);
 }
 
@@ -162,9 +168,9 @@ static void collect_one(Collect *s, Peer *p)
 {
   DegreeLink l = {
       .conn = p->conn,
-      .keep =
-          p->member || p->shortcut ||
-          (!sn_peers_are_direction(s->c) && p->outbound && mesh_configured(s->c->mesh, p->addr)),
+      .keep = p->member || (!sn_peers_are_direction(s->c) && p->outbound &&
+                            mesh_configured(s->c->mesh, p->addr)),
+      .long_range = p->shortcut || p->their_shortcut,
       .inbound = !p->outbound,
       .peer_load = p->addr[0] ? mesh_link_load(s->c->mesh, p->addr) : WIRE_LOAD_UNKNOWN,
       .up_since = p->up_since,
@@ -193,6 +199,7 @@ bool sn_link_make_room(SnCore *c, uint64_t now)
   if (l) {
     Peer *p = g_ptr_array_index(s.peers, (guint)(l - (const DegreeLink *)s.links->data));
     c->stats.links_shed++;
+    c->stats.links_evicted++;
     c->next_evict = now + DEGREE_EVICT_MIN_AGE_MS;
     sn_link_refuse(c, p, "evicted: room for a newcomer (the peer has other links)", now);
   }
@@ -223,9 +230,8 @@ void sn_links_tick(SnCore *c, uint64_t now)
   }
   /* Long-range links once the D near ones are up (degree.h); a dial of
    * it that came to nothing is forgotten when the next look is due. */
-  if (c->cfg.discovery && shortcuts < DEGREE_SHORTCUTS && now >= c->next_shortcut &&
-      c->stats.links >= c->cfg.target_degree &&
-      c->stats.links < degree_soft_max(c->cfg.target_degree)) {
+  if (c->cfg.discovery && now >= c->next_shortcut &&
+      degree_want_shortcut(c->cfg.target_degree, c->stats.links, shortcuts)) {
     c->next_shortcut = now + DEGREE_SHORTCUT_MS;
     MeshAddr *a = mesh_next_shortcut(c->mesh, linked_cb, c, now);
     g_strlcpy(c->shortcut_dial, a ? a->addr : "", sizeof c->shortcut_dial);
@@ -240,14 +246,17 @@ void sn_links_tick(SnCore *c, uint64_t now)
           ? degree_pick_shed(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len)
           : NULL;
   const char *why = "shed: over the soft max of links";
+  bool trim = false;
   if (!shed && c->cfg.discovery) {
     shed = degree_pick_trim(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len,
                             now);
     why = "trimmed: both ends have links to spare";
+    trim = true;
   }
   if (shed) {
     Peer *p = g_ptr_array_index(s.peers, (guint)(shed - (const DegreeLink *)s.links->data));
     c->stats.links_shed++;
+    c->stats.links_trimmed += trim;
     sn_link_refuse(c, p, why, now);
   }
   g_array_unref(s.links);

@@ -58,10 +58,11 @@ typedef struct {
   size_t held_entries, held_bytes;
   /* keepalive.c: links in SnCore.by_rx and SnCore.by_ping (data: this). */
   GList rx_link, ping_link;
-  GList link_link;   /* SUPER: in SnCore.links (data: this) */
-  uint64_t up_since; /* SUPER: when it became a link (degree.h shedding) */
-  bool shortcut;     /* SUPER: our long-range link (degree.h) */
-  uint64_t hosts_at; /* SUPER: when its last HOSTS was taken (meshlink.c) */
+  GList link_link;     /* SUPER: in SnCore.links (data: this) */
+  uint64_t up_since;   /* SUPER: when it became a link (degree.h shedding) */
+  bool shortcut;       /* SUPER: our long-range link (degree.h) */
+  bool their_shortcut; /* SUPER: the dialer's long-range link (degree.h) */
+  uint64_t hosts_at;   /* SUPER: when its last HOSTS was taken (meshlink.c) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */

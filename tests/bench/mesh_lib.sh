@@ -36,6 +36,9 @@ mesh_start() {
     PIDS+=($!)
     eval "PID_s$i=$!"
   done
+  # When the last super node was started (date +%s%N): the start-up pacing
+  # of the loop above is not the mesh's time.
+  MESH_LAST_START=$(date +%s%N)
   for i in $(seq 1 "$n"); do
     wait_for 20 test -S "$T/s$i/control.sock" || fail "super node s$i did not start"
   done
@@ -60,7 +63,8 @@ mesh_graph() {
   for i in $(seq 1 "$n"); do
     [ "$i" = "$dead" ] && continue
     "$SN" stats --state-dir "$T/s$i" --json 2>/dev/null |
-      jq -c --arg n "s$i" '{n: $n, id: .id, links: .links, nb: [.neighbours[].id]}' \
+      jq -c --arg n "s$i" '{n: $n, id: .id, links: .links, nb: [.neighbours[].id],
+        shed: .links_shed, trimmed: .links_trimmed, evicted: .links_evicted, made: .links_made}' \
         >>"$T/graph.jsonl" || echo "{\"n\":\"s$i\",\"id\":\"?$i\",\"links\":0,\"nb\":[]}" >>"$T/graph.jsonl"
   done
   python3 - "$T/graph.jsonl" "${MESH_LO:-0}" "${MESH_HI:-999}" >"$T/graph.txt" <<'EOF'
@@ -109,6 +113,19 @@ mesh_sum() {
     sum=$((sum + ${v:-0}))
   done
   echo "$sum"
+}
+
+# mesh_counts: "shed trimmed evicted made" summed over the last mesh_graph.
+mesh_counts() {
+  jq -s -r '[map(.shed // 0), map(.trimmed // 0), map(.evicted // 0), map(.made // 0)]
+    | map(add) | map(tostring) | join(" ")' "$T/graph.jsonl"
+}
+
+# mesh_edges FILE: writes the graph's links (one "idA idB" per line, sorted)
+# from the last mesh_graph, so that two readings can be compared.
+mesh_edges() {
+  jq -r '.id as $a | .nb[] | if $a < . then "\($a) \(.)" else "\(.) \($a)" end' "$T/graph.jsonl" |
+    sort -u >"$1"
 }
 
 # mesh_recall LEAF [TTL]: distinct unique files it finds (at the leaf's

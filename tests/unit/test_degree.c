@@ -116,12 +116,46 @@ static void test_trim(void **state)
   assert_null(degree_pick_trim(4, l, 7, now));
 }
 
+/* Long-range links: looked for once D links are up and below the soft
+ * max; a dialed node knows one by its dialer's load (D or more), and keeps
+ * it like the dialer does: trims and evictions take near links only, or
+ * links never settle (degree.h). */
+static void test_long_range(void **state)
+{
+  (void)state;
+  assert_false(degree_want_shortcut(4, 3, 0)); /* near links first */
+  assert_true(degree_want_shortcut(4, 4, 0));
+  assert_true(degree_want_shortcut(4, 7, DEGREE_SHORTCUTS - 1));
+  assert_false(degree_want_shortcut(4, 8, 0)); /* at the soft max */
+  assert_false(degree_want_shortcut(4, 5, DEGREE_SHORTCUTS));
+  assert_false(degree_long_range_dial(4, WIRE_LOAD_UNKNOWN));
+  assert_false(degree_long_range_dial(4, degree_link_load(4, 3))); /* a near dial */
+  assert_true(degree_long_range_dial(4, degree_link_load(4, 4)));
+  assert_true(degree_long_range_dial(4, degree_link_load(4, 6)));
+
+  /* Never trimmed nor shed; evicted for a newcomer only when no near link
+   * can be. */
+  uint64_t now = 100000;
+  DegreeLink l[9];
+  for (int i = 0; i < 9; i++)
+    l[i] = (DegreeLink){
+        .conn = (uint64_t)i + 1, .peer_load = degree_link_load(4, 8), .long_range = true};
+  assert_null(degree_pick_trim(4, l, 7, now));
+  assert_null(degree_pick_shed(4, l, 9));
+  assert_non_null(degree_pick_evict(4, l, 8, now));
+  l[3].long_range = false;
+  l[3].peer_load = degree_link_load(4, 5);                /* less loaded, but near */
+  assert_ptr_equal(degree_pick_trim(4, l, 7, now), NULL); /* at 5: not over the line */
+  assert_ptr_equal(degree_pick_evict(4, l, 8, now), &l[3]);
+  assert_ptr_equal(degree_pick_shed(4, l, 9), &l[3]);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bounds), cmocka_unit_test(test_retry_backoff),
       cmocka_unit_test(test_shed),   cmocka_unit_test(test_evict),
-      cmocka_unit_test(test_trim),
+      cmocka_unit_test(test_trim),   cmocka_unit_test(test_long_range),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
