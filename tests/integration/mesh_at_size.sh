@@ -65,6 +65,7 @@ note "in ${CHURN_S} s once whole: $(comm -23 "$T/edges0" "$T/edges1" | wc -l) of
 # The node most others joined through, killed.
 dir=$(mesh_direction_node "$N")
 note "killing s$dir (the --peer of $(mesh_joined_through "$N" "$dir") nodes)"
+t0=$(date +%s%N)
 kill "$(eval echo "\$PID_s$dir")"
 wait_for 60 mesh_ok "$N" "$lo" "$hi" "$dir" ||
   fail "after s$dir died: $(cat "$T/graph.txt")"
