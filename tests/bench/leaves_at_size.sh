@@ -134,6 +134,17 @@ run_one() {
     perf report -i "$T/perf.data" --stdio --no-children -g none --percent-limit 0.5 2>/dev/null |
       grep -v '^$' | head -80 >"$RESULTS/perf_${n}_${e}_self.txt" || true
   fi
+  # STRACE_S=10: the super node's syscalls over that many idle seconds,
+  # after the CPU window (strace itself slows the traced process), per
+  # keepalive the swarm sent meanwhile, to $RESULTS/strace_N_E.txt.
+  if [ "${STRACE_S:-0}" -gt 0 ] && command -v strace >/dev/null; then
+    mkdir -p "$RESULTS"
+    local sp0 sp1
+    sp0=$(swarm_status "$sw" | jq .pings_sent)
+    timeout -s INT "$STRACE_S" strace -c -f -p $pid -o "$RESULTS/strace_${n}_${e}.txt" 2>/dev/null || true
+    sp1=$(swarm_status "$sw" | jq .pings_sent)
+    echo "at_size $tag strace: $((sp1 - sp0)) keepalives in ${STRACE_S} s, $(awk '/total/ { print $4 }' "$RESULTS/strace_${n}_${e}.txt") syscalls"
+  fi
   local rss s
   rss=$(rss_kib $pid)
   [ "$e" -ne 0 ] || BARE[$n]=$(((rss - rss0) * 1024 / n))

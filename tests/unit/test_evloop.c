@@ -387,6 +387,144 @@ static void test_no_wakeup_per_pass(void **st)
   g_main_context_unref(ctx);
 }
 
+/* The rest rule on the fake clock: a pass that found ready fds rests once
+ * the loop saw min_rate of them in the rate window (this second or the one
+ * before), a pass that finds nothing ends the rest, and a loop that stays
+ * under the rate never rests. */
+static void test_rest_rule(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Wt t = {.fd = sv[0]};
+  t.w = evwatch_new(l, sv[0], EV_IN, on_watch, &t);
+  /* No rest asked for: never, however busy. */
+  for (int i = 0; i < 50; i++) {
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    evloop_dispatch(l);
+  }
+  assert_int_equal(t.calls, 50);
+  assert_false(evloop_resting(l));
+  assert_int_equal(evloop_rest_count(l), 0);
+  /* An idle loop: 10 ready fds a second against a rate of 20. */
+  fake_now += 5000;
+  evloop_set_rest(l, EVLOOP_REST_US, 20);
+  for (int i = 0; i < 100; i++) {
+    fake_now += 100;
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    evloop_dispatch(l);
+    assert_false(evloop_resting(l));
+  }
+  assert_int_equal(evloop_rest_count(l), 0);
+  /* Busy: the 20th ready fd within a second starts the rest. */
+  fake_now += 5000;
+  for (int i = 1; i <= 20; i++) {
+    fake_now += 10;
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    evloop_dispatch(l);
+    assert_int_equal(evloop_resting(l), i == 20);
+  }
+  assert_int_equal(evloop_rest_count(l), 1);
+  /* A pass that finds nothing ends it. */
+  evloop_dispatch(l);
+  assert_false(evloop_resting(l));
+  /* The window before still counts: the next second rests at once... */
+  fake_now += 1000;
+  assert_int_equal(write(sv[1], "x", 1), 1);
+  evloop_dispatch(l);
+  assert_true(evloop_resting(l));
+  /* ...but not a second after a quiet one. */
+  fake_now += 2500;
+  assert_int_equal(write(sv[1], "x", 1), 1);
+  evloop_dispatch(l);
+  assert_false(evloop_resting(l));
+  /* Switched off: a rest under way ends. */
+  for (int i = 0; i < 20; i++) {
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    evloop_dispatch(l);
+  }
+  assert_true(evloop_resting(l));
+  evloop_set_rest(l, 0, 20);
+  assert_false(evloop_resting(l));
+  evwatch_free(t.w);
+  close(sv[0]);
+  close(sv[1]);
+  evloop_free(l);
+}
+
+static bool wait_calls(GMainContext *ctx, Wt *t, int calls, gint64 max_us)
+{
+  gint64 end = g_get_monotonic_time() + max_us;
+  while (t->calls < calls && g_get_monotonic_time() < end)
+    g_main_context_iteration(ctx, TRUE);
+  return t->calls >= calls;
+}
+
+/* The rest through GLib with the real clock: an fd that becomes ready
+ * during a rest wakes nobody (not even GLib's wakeup fd) and is handled
+ * when the rest ends; a timer due during the rest fires on time; a rest
+ * that finds nothing ends, and the loop wakes per event again. */
+static void test_rest_glib(void **st)
+{
+  (void)st;
+  nfired = 0;
+  const unsigned rest_us = 100000;
+  GMainContext *ctx = g_main_context_new();
+  g_main_context_set_poll_func(ctx, count_poll);
+  EvLoop *l = evloop_new(ctx, NULL, NULL);
+  assert_non_null(l);
+  evloop_set_rest(l, rest_us, 1);
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Wt t = {.fd = sv[0]};
+  t.w = evwatch_new(l, sv[0], EV_IN, on_watch, &t);
+  assert_int_equal(write(sv[1], "x", 1), 1);
+  assert_true(wait_calls(ctx, &t, 1, 2000000));
+  gint64 rest_start = g_get_monotonic_time();
+  assert_true(evloop_resting(l));
+  /* An event during the rest: nothing wakes up for it. */
+  assert_int_equal(write(sv[1], "x", 1), 1);
+  polls_ready = 0;
+  for (int i = 0; i < 5; i++)
+    g_main_context_iteration(ctx, FALSE);
+  gint64 early = g_get_monotonic_time();
+  if (early - rest_start < (gint64)rest_us / 2) {
+    assert_int_equal(t.calls, 1);
+    assert_int_equal(polls_ready, 0);
+  }
+  /* A timer due during the rest fires on time, before the rest ends. */
+  Tm a = {.id = 7};
+  evtimer_init(&a.t, l, on_timer, &a);
+  evtimer_arm(&a.t, clock_now_ms() + 10);
+  gint64 armed = g_get_monotonic_time();
+  gint64 end = armed + 2000000;
+  while (nfired == 0 && g_get_monotonic_time() < end)
+    g_main_context_iteration(ctx, TRUE);
+  assert_int_equal(nfired, 1);
+  if (g_get_monotonic_time() - rest_start < (gint64)rest_us / 2)
+    assert_int_equal(t.calls, 1); /* the fd still waits for the rest's end */
+  /* The event is handled when the rest ends, not before. */
+  assert_true(wait_calls(ctx, &t, 2, 2000000));
+  assert_true(g_get_monotonic_time() - rest_start >= (gint64)rest_us - 2000);
+  /* That pass found an fd: still busy, another rest. Nothing more comes:
+   * the next pass finds nothing and the loop wakes per event again. */
+  assert_true(evloop_resting(l));
+  end = g_get_monotonic_time() + 2000000;
+  while (evloop_resting(l) && g_get_monotonic_time() < end)
+    g_main_context_iteration(ctx, TRUE);
+  assert_false(evloop_resting(l));
+  assert_int_equal(write(sv[1], "x", 1), 1);
+  g_main_context_iteration(ctx, FALSE);
+  assert_int_equal(t.calls, 3);
+  evloop_set_rest(l, 0, 1);
+  evwatch_free(t.w);
+  close(sv[0]);
+  close(sv[1]);
+  evloop_free(l);
+  g_main_context_unref(ctx);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -398,6 +536,8 @@ int main(void)
       cmocka_unit_test(test_watch_freed_in_callback),
       cmocka_unit_test(test_glib),
       cmocka_unit_test(test_no_wakeup_per_pass),
+      cmocka_unit_test(test_rest_rule),
+      cmocka_unit_test(test_rest_glib),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
