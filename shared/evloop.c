@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -33,9 +32,7 @@ typedef struct {
 } EvSource;
 
 struct EvLoop {
-  int epfd;   /* the watches */
-  int outer;  /* what GLib polls: epfd, or while resting the rest timer */
-  int restfd; /* timerfd that ends a rest (in outer, edge-triggered) */
+  int epfd;
   GMainContext *ctx;
   EvSource *src;
   gpointer tag; /* the epoll fd's tag in src */
@@ -49,14 +46,6 @@ struct EvLoop {
   EvWatch *graveyard; /* watches freed during the pass */
   uint64_t ready_due; /* the heap top's deadline the ready time was set for */
   bool nested;        /* a nested dispatch left the fd out of GLib's poll */
-  /* Rest (coalescing), see evloop_set_rest(). */
-  unsigned rest_us;    /* 0: never rest */
-  unsigned rest_rate;  /* ready fds per second from which a pass rests */
-  bool resting;        /* epfd out of outer, restfd armed */
-  uint64_t rate_start; /* the loop clock when the rate window began */
-  unsigned rate_count; /* ready fds seen in this window */
-  unsigned rate_last;  /* and in the window before (0 if it was longer ago) */
-  uint64_t rests;      /* rests started or continued */
 };
 
 static uint64_t real_clock(void *ud)
@@ -282,110 +271,9 @@ size_t evloop_watch_count(const EvLoop *l)
   return l->watches;
 }
 
-/* ---- rest: interrupt coalescing ----
- *
- * With thousands of leaves each pinging on its own schedule, messages
- * arrive spread out and the loop woke up for nearly every one: a poll(), a
- * context switch and an epoll_wait per message (issue 12; EVENTLOOP.md).
- * A busy loop instead rests for rest_us after a pass that found ready fds,
- * and takes everything that arrived meanwhile in one pass, the way a NIC
- * driver moves from interrupts to polling under load (Linux NAPI).
- *
- * GLib must not notice: changing a source's fds or ready time signals the
- * context's wakeup fd, which costs more than the rest saves. So GLib polls
- * an outer epoll fd that never changes; it holds the watches' epoll fd, or,
- * while resting, a timerfd. Starting a rest takes the watches' set out of
- * the outer one (events 0) and arms the timer; a rest that ends with ready
- * fds while the loop is still busy just re-arms the timer (one
- * timerfd_settime a pass); the loop goes back to waking per event when a
- * pass after a rest finds nothing, or the rate falls. Timers are not
- * delayed: they drive the ready time, which the rest does not touch. */
-
-/* Counts n ready fds into the one-second rate window. */
-static void rate_account(EvLoop *l, int n)
-{
-  uint64_t now = evloop_now(l);
-  if (now - l->rate_start >= 1000) {
-    l->rate_last = now - l->rate_start < 2000 ? l->rate_count : 0;
-    l->rate_count = 0;
-    l->rate_start = now;
-  }
-  if (n > 0)
-    l->rate_count += (unsigned)n;
-}
-
-static bool outer_set(EvLoop *l, uint32_t events)
-{
-  struct epoll_event ev = {.events = events, .data.fd = l->epfd};
-  if (epoll_ctl(l->outer, EPOLL_CTL_MOD, l->epfd, &ev) != 0) {
-    g_debug("evloop: epoll_ctl MOD outer: %s", g_strerror(errno));
-    return false;
-  }
-  return true;
-}
-
-static void rest_timer(EvLoop *l, unsigned us)
-{
-  /* Setting the timer also clears an expiry not read yet, so the outer
-   * set stops being readable without a read(). 0 disarms. */
-  struct itimerspec its = {
-      .it_value = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000}};
-  if (timerfd_settime(l->restfd, 0, &its, NULL) != 0)
-    g_debug("evloop: timerfd_settime: %s", g_strerror(errno));
-}
-
-static void rest_stop(EvLoop *l)
-{
-  if (!l->resting)
-    return;
-  l->resting = false;
-  outer_set(l, EPOLLIN);
-  rest_timer(l, 0);
-}
-
-/* After a pass that looked at the fds and found n ready. */
-static void rest_decide(EvLoop *l, int n)
-{
-  rate_account(l, n);
-  if (l->restfd < 0 || l->rest_us == 0)
-    return;
-  /* Nothing came during the rest (or a spurious wakeup): wake per event
-   * again. A full pass leaves more ready: go round at once. */
-  bool busy = MAX(l->rate_count, l->rate_last) >= l->rest_rate;
-  if (n <= 0 || n >= EVLOOP_MAX_EVENTS || !busy) {
-    rest_stop(l);
-    return;
-  }
-  if (!l->resting) {
-    if (!outer_set(l, 0))
-      return;
-    l->resting = true;
-  }
-  rest_timer(l, l->rest_us);
-  l->rests++;
-}
-
-void evloop_set_rest(EvLoop *l, unsigned rest_us, unsigned min_rate)
-{
-  l->rest_us = MIN(rest_us, (unsigned)EVLOOP_REST_MAX_US);
-  l->rest_rate = MAX(min_rate, 1u);
-  if (l->rest_us == 0)
-    rest_stop(l);
-}
-
-bool evloop_resting(const EvLoop *l)
-{
-  return l->resting;
-}
-
-uint64_t evloop_rest_count(const EvLoop *l)
-{
-  return l->rests;
-}
-
 /* ---- one pass ---- */
 
-static int run_watches(EvLoop *l)
+static void run_watches(EvLoop *l)
 {
   struct epoll_event evs[EVLOOP_MAX_EVENTS];
   int n;
@@ -404,7 +292,6 @@ static int run_watches(EvLoop *l)
       got |= EV_IN;
     w->fn(w, got, w->ud);
   }
-  return n;
 }
 
 static void run_timers(EvLoop *l)
@@ -425,7 +312,8 @@ static void run_timers(EvLoop *l)
 static void pass(EvLoop *l, bool fds)
 {
   l->depth++;
-  int n = fds ? run_watches(l) : 0;
+  if (fds)
+    run_watches(l);
   run_timers(l);
   l->depth--;
   if (l->depth == 0) {
@@ -436,9 +324,6 @@ static void pass(EvLoop *l, bool fds)
     }
   }
   update_ready_time(l);
-  /* After the callbacks: the rest starts once this pass's work is done. */
-  if (fds && l->depth == 0)
-    rest_decide(l, n);
 }
 
 void evloop_dispatch(EvLoop *l)
@@ -489,30 +374,8 @@ EvLoop *evloop_new(GMainContext *ctx, EvClockFn clock, void *clock_ud)
     g_warning("evloop: epoll_create1: %s", g_strerror(errno));
     return NULL;
   }
-  /* GLib polls the outer set; the watches' set sits inside it (see the
-   * rest above). */
-  int outer = epoll_create1(EPOLL_CLOEXEC);
-  int restfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  struct epoll_event in = {.events = EPOLLIN, .data.fd = epfd};
-  struct epoll_event tick = {.events = EPOLLIN | EPOLLET, .data.fd = restfd};
-  if (outer < 0 || epoll_ctl(outer, EPOLL_CTL_ADD, epfd, &in) != 0) {
-    g_warning("evloop: outer epoll set: %s", g_strerror(errno));
-    if (outer >= 0)
-      close(outer);
-    if (restfd >= 0)
-      close(restfd);
-    close(epfd);
-    return NULL;
-  }
-  /* No timerfd: the loop works, it just never rests. */
-  if (restfd >= 0 && epoll_ctl(outer, EPOLL_CTL_ADD, restfd, &tick) != 0) {
-    close(restfd);
-    restfd = -1;
-  }
   EvLoop *l = g_new0(EvLoop, 1);
   l->epfd = epfd;
-  l->outer = outer;
-  l->restfd = restfd;
   l->clock = clock ? clock : real_clock;
   l->clock_ud = clock_ud;
   l->ctx = ctx ? g_main_context_ref(ctx) : g_main_context_ref(g_main_context_default());
@@ -525,7 +388,7 @@ EvLoop *evloop_new(GMainContext *ctx, EvClockFn clock, void *clock_ud)
    * (a poll and a read) to take the wakeup back, for every message (issue
    * 12). src_dispatch guards against recursion itself. */
   g_source_set_can_recurse(&l->src->base, TRUE);
-  l->tag = g_source_add_unix_fd(&l->src->base, outer, G_IO_IN);
+  l->tag = g_source_add_unix_fd(&l->src->base, epfd, G_IO_IN);
   g_source_set_ready_time(&l->src->base, -1);
   l->ready_due = UINT64_MAX;
   g_source_attach(&l->src->base, l->ctx);
@@ -548,9 +411,6 @@ void evloop_free(EvLoop *l)
     g_free(w);
   }
   g_free(l->heap);
-  if (l->restfd >= 0)
-    close(l->restfd);
-  close(l->outer);
   close(l->epfd);
   g_main_context_unref(l->ctx);
   g_free(l);

@@ -33,16 +33,6 @@
  * ready (level-triggered) and run on the next pass, so one pass is bounded. */
 #define EVLOOP_MAX_EVENTS 512
 
-/* Rest (interrupt coalescing, evloop_set_rest): how long a busy loop rests
- * after a pass that found ready fds before it looks again, and from how
- * many ready fds a second it is busy. A rest of 1 ms adds at most 1 ms to
- * any message's latency (a search answers in 0.2-2 ms; a heartbeat is
- * 250 ms); one ready fd per rest on average is where it starts to save
- * wakeups. */
-#define EVLOOP_REST_US 1000
-#define EVLOOP_REST_MIN_RATE 1000
-#define EVLOOP_REST_MAX_US 100000 /* evloop_set_rest's ceiling */
-
 typedef struct EvLoop EvLoop;
 typedef struct EvWatch EvWatch;
 typedef struct EvTimer EvTimer;
@@ -71,19 +61,6 @@ uint64_t evloop_now(const EvLoop *l);
 void evloop_dispatch(EvLoop *l);
 /* The earliest armed timer's deadline, or UINT64_MAX. */
 uint64_t evloop_next_deadline(const EvLoop *l);
-/* Rest: after a pass that found ready fds, while the loop handles at least
- * min_rate ready fds a second (this one-second window of the loop's clock
- * or the one before), GLib stops waking us for each fd until rest_us
- * (at most EVLOOP_REST_MAX_US) has passed, then one pass takes whatever
- * arrived meanwhile. Timers are never delayed by a rest, and a pass that
- * finds nothing ready ends it. GLib is not told (no wakeup-fd write): the
- * loop swaps what sits in the epoll fd GLib polls. rest_us 0 (the
- * default of a new loop) never rests; the super node sets EVLOOP_REST_US
- * and EVLOOP_REST_MIN_RATE. */
-void evloop_set_rest(EvLoop *l, unsigned rest_us, unsigned min_rate);
-/* Whether the loop is resting now, and how many rests it took (tests). */
-bool evloop_resting(const EvLoop *l);
-uint64_t evloop_rest_count(const EvLoop *l);
 /* How many watches and armed timers the loop holds (metrics, tests). */
 size_t evloop_watch_count(const EvLoop *l);
 size_t evloop_timer_count(const EvLoop *l);

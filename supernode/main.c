@@ -1235,9 +1235,6 @@ int main(int argc, char **argv)
     fprintf(stderr, "canopy-supernode: no event loop (epoll)\n");
     goto out;
   }
-  /* Thousands of leaves ping on their own schedules: a busy super node
-   * takes them in batches rather than waking for each (evloop.h). */
-  evloop_set_rest(ev, EVLOOP_REST_US, EVLOOP_REST_MIN_RATE);
   evtimer_init(&sn.tick, ev, on_tick, &sn);
   sn.sessions = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, entry_free);
   sn.dialer = g_socket_client_new();
