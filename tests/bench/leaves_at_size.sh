@@ -23,13 +23,17 @@
 #   idle_cpu         utime+stime of the super node over IDLE_S s (default 60)
 #                    with every leaf attached and published, % of one core
 #   cpu_per_keepalive the same CPU seconds / PINGs the swarm sent meanwhile
+#   wakeups          the super node's voluntary context switches a second
+#                    over that window (each one a sleep in poll)
 #   search           p50/p99 from sending a search to its first hit, at
 #                    SEARCH_RATE (default 100) searches/s for SEARCH_S s
 #                    (default 20), two keywords of another leaf's entry each
 # One line per figure ("at_size N=.. E=.. figure: value"). E=0 gives the
 # bare session cost (no index, no searches); after it, rss_per_entry is what
 # an entry really costs, since the index bytes the super node reports are
-# what it charges against its budget, not its heap. PERF=1 also
+# what it charges against its budget, not its heap. STRACE_S=10 counts its
+# syscalls (strace -c -f) over that many seconds after the idle window (to
+# $RESULTS/strace_N_E.txt; strace slows it, so calls batch). PERF=1 also
 # records `perf record -g` of the super node over the idle window and writes
 # the top of `perf report` to $RESULTS/perf_N_E.txt.
 #
@@ -65,6 +69,9 @@ HZ=$(getconf CLK_TCK)
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Times the process went to sleep (voluntary context switches, all its
+# threads): one per wakeup of its loop.
+sleeps() { cat /proc/$1/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
 snj() { "$SN" stats --state-dir "$T/$1" --json 2>/dev/null; }
 all_attached() { [ "$(swarm_status "$1" | jq .attach_all_ms)" -ge 0 ] 2>/dev/null; }
 all_published() { [ "$(snj "$1" | jq .index_entries)" -ge "$2" ] 2>/dev/null; }
@@ -114,7 +121,7 @@ run_one() {
   wait_for 120 all_published "$sn" $((n * e)) || echo "at_size $tag: not every entry indexed after 120 s"
   sleep 2
   # Idle: every leaf attached and published, nothing but keepalives.
-  local c0 c1 p0 p1 t0 t1 perfpid=""
+  local c0 c1 p0 p1 t0 t1 w0 w1 perfpid=""
   if [ "${PERF:-0}" = 1 ]; then
     mkdir -p "$RESULTS"
     perf record -g -o "$T/perf.data" -p $pid -- sleep "$IDLE_S" >/dev/null 2>&1 &
@@ -122,9 +129,11 @@ run_one() {
   fi
   p0=$(swarm_status "$sw" | jq .pings_sent)
   c0=$(cpu_ticks $pid)
+  w0=$(sleeps $pid)
   t0=$(date +%s%N)
   sleep "$IDLE_S"
   c1=$(cpu_ticks $pid)
+  w1=$(sleeps $pid)
   t1=$(date +%s%N)
   p1=$(swarm_status "$sw" | jq .pings_sent)
   if [ -n "$perfpid" ]; then
@@ -134,17 +143,30 @@ run_one() {
     perf report -i "$T/perf.data" --stdio --no-children -g none --percent-limit 0.5 2>/dev/null |
       grep -v '^$' | head -80 >"$RESULTS/perf_${n}_${e}_self.txt" || true
   fi
+  # STRACE_S=10: the super node's syscalls over that many idle seconds,
+  # after the CPU window (strace itself slows the traced process), per
+  # keepalive the swarm sent meanwhile, to $RESULTS/strace_N_E.txt.
+  if [ "${STRACE_S:-0}" -gt 0 ] && command -v strace >/dev/null; then
+    mkdir -p "$RESULTS"
+    local sp0 sp1
+    sp0=$(swarm_status "$sw" | jq .pings_sent)
+    timeout -s INT "$STRACE_S" strace -c -f -p $pid -o "$RESULTS/strace_${n}_${e}.txt" 2>/dev/null || true
+    sp1=$(swarm_status "$sw" | jq .pings_sent)
+    echo "at_size $tag strace: $((sp1 - sp0)) keepalives in ${STRACE_S} s, $(awk '/total/ { print $4 }' "$RESULTS/strace_${n}_${e}.txt") syscalls"
+  fi
   local rss s
   rss=$(rss_kib $pid)
   [ "$e" -ne 0 ] || BARE[$n]=$(((rss - rss0) * 1024 / n))
   s=$(snj "$sn")
   awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v p0="$p0" -v p1="$p1" \
-    -v tag="$tag" -v n="$n" -v rss="$rss" -v rss0="$rss0" \
+    -v tag="$tag" -v n="$n" -v rss="$rss" -v rss0="$rss0" -v w0="$w0" -v w1="$w1" \
     -v ib="$(jq .index_bytes <<<"$s")" -v ie="$(jq .index_entries <<<"$s")" -v bare="${BARE[$n]:-}" 'BEGIN {
       cpu = (c1 - c0) / hz; wall = (t1 - t0) / 1e9
       printf "at_size %s idle_cpu: %.1f %% of one core over %.0f s\n", tag, 100 * cpu / wall, wall
       printf "at_size %s cpu_per_keepalive: %.1f us (%d keepalives)\n", tag, \
         (p1 > p0 ? 1e6 * cpu / (p1 - p0) : 0), p1 - p0
+      printf "at_size %s wakeups: %.0f /s (%.2f per keepalive)\n", tag, (w1 - w0) / wall, \
+        (p1 > p0 ? (w1 - w0) / (p1 - p0) : 0)
       printf "at_size %s rss_per_leaf: %.0f B (%.1f MiB over the empty daemon), beyond the charged index %.0f B\n", \
         tag, (rss - rss0) * 1024 / n, (rss - rss0) / 1024, ((rss - rss0) * 1024 - ib) / n
       printf "at_size %s index_per_entry: %.0f B (%d entries, %d B)\n", tag, ie ? ib / ie : 0, ie, ib
