@@ -455,6 +455,12 @@ bool session_send(Session *s, const uint8_t *msg, size_t len)
   return flush(s);
 }
 
+void session_set_priority(Session *s, bool prio)
+{
+  if (s->watch && !evwatch_set_priority(s->watch, prio))
+    g_debug("session %" G_GUINT64_FORMAT ": priority not set", s->id);
+}
+
 uint64_t session_bytes_in(const Session *s)
 {
   return s->bytes_in;
