@@ -22,6 +22,7 @@ struct EvWatch {
   unsigned events;
   EvWatchFn fn;
   void *ud;
+  bool prio;     /* in the priority set (prio_epfd), not epfd */
   bool dead;     /* freed inside a pass: waits on the loop's graveyard */
   EvWatch *next; /* graveyard link */
 };
@@ -46,7 +47,15 @@ struct EvLoop {
   EvWatch *graveyard; /* watches freed during the pass */
   uint64_t ready_due; /* the heap top's deadline the ready time was set for */
   bool nested;        /* a nested dispatch left the fd out of GLib's poll */
+  /* Priority watches: an epoll set of their own, itself a member of epfd
+   * (so a ready priority fd wakes the loop), made on first use. */
+  bool prio_open;
+  int prio_epfd; /* valid when prio_open */
+  size_t prio_watches;
 };
+
+/* epfd's data for the nested priority set: not a watch. */
+static char prio_mark;
 
 static uint64_t real_clock(void *ud)
 {
@@ -216,6 +225,12 @@ static uint32_t to_epoll(unsigned events)
          ((events & EV_OUT) ? (uint32_t)EPOLLOUT : 0u);
 }
 
+/* The epoll set w belongs to. */
+static int set_of(const EvWatch *w)
+{
+  return w->prio ? w->loop->prio_epfd : w->loop->epfd;
+}
+
 EvWatch *evwatch_new(EvLoop *l, int fd, unsigned events, EvWatchFn fn, void *ud)
 {
   EvWatch *w = g_new0(EvWatch, 1);
@@ -236,7 +251,7 @@ void evwatch_set(EvWatch *w, unsigned events)
   if (w->dead || events == w->events)
     return;
   struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
-  if (epoll_ctl(w->loop->epfd, EPOLL_CTL_MOD, w->fd, &ev) != 0) {
+  if (epoll_ctl(set_of(w), EPOLL_CTL_MOD, w->fd, &ev) != 0) {
     g_debug("evloop: epoll_ctl MOD fd %d: %s", w->fd, g_strerror(errno));
     return;
   }
@@ -248,6 +263,55 @@ unsigned evwatch_events(const EvWatch *w)
   return w->events;
 }
 
+/* Makes the priority set and nests it in epfd; false if epoll refused. */
+static bool prio_set_open(EvLoop *l)
+{
+  if (l->prio_open)
+    return true;
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) {
+    g_debug("evloop: epoll_create1 (priority set): %s", g_strerror(errno));
+    return false;
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &prio_mark};
+  if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    g_debug("evloop: epoll_ctl ADD priority set: %s", g_strerror(errno));
+    close(fd);
+    return false;
+  }
+  l->prio_epfd = fd;
+  l->prio_open = true;
+  return true;
+}
+
+bool evwatch_set_priority(EvWatch *w, bool prio)
+{
+  if (w->dead || w->prio == prio)
+    return !w->dead;
+  EvLoop *l = w->loop;
+  if (prio && !prio_set_open(l))
+    return false;
+  int from = set_of(w), to = prio ? l->prio_epfd : l->epfd;
+  struct epoll_event ev = {.events = to_epoll(w->events), .data.ptr = w};
+  /* Into the new set first: a watch is never in neither. */
+  if (epoll_ctl(to, EPOLL_CTL_ADD, w->fd, &ev) != 0) {
+    g_debug("evloop: epoll_ctl ADD fd %d (priority %d): %s", w->fd, prio, g_strerror(errno));
+    return false;
+  }
+  epoll_ctl(from, EPOLL_CTL_DEL, w->fd, NULL);
+  w->prio = prio;
+  if (prio)
+    l->prio_watches++;
+  else
+    l->prio_watches--;
+  return true;
+}
+
+bool evwatch_priority(const EvWatch *w)
+{
+  return w->prio;
+}
+
 void evwatch_free(EvWatch *w)
 {
   if (!w || w->dead)
@@ -255,9 +319,11 @@ void evwatch_free(EvWatch *w)
   EvLoop *l = w->loop;
   /* Out of the set now: the owner may close the fd and the number may come
    * back for another socket before this pass ends. */
-  epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+  epoll_ctl(set_of(w), EPOLL_CTL_DEL, w->fd, NULL);
   w->dead = true;
   l->watches--;
+  if (w->prio)
+    l->prio_watches--;
   if (l->depth > 0) {
     w->next = l->graveyard;
     l->graveyard = w;
@@ -273,17 +339,40 @@ size_t evloop_watch_count(const EvLoop *l)
 
 /* ---- one pass ---- */
 
-static void run_watches(EvLoop *l)
+/* Hands each collected event to its watch; skips the nested priority set's
+ * mark and watches freed by an earlier callback of this pass. With `every`
+ * > 0, looks at the priority set after each `every` callbacks. */
+static void run_events(EvLoop *l, const struct epoll_event *evs, int n, int every);
+
+/* The priority watches ready now: all of them, before anything else. */
+static void run_prio(EvLoop *l)
 {
+  if (l->prio_watches == 0)
+    return;
   struct epoll_event evs[EVLOOP_MAX_EVENTS];
   int n;
   do
-    n = epoll_wait(l->epfd, evs, EVLOOP_MAX_EVENTS, 0);
+    n = epoll_wait(l->prio_epfd, evs, EVLOOP_MAX_EVENTS, 0);
   while (n < 0 && errno == EINTR);
+  run_events(l, evs, n, 0);
+}
+
+static void run_events(EvLoop *l, const struct epoll_event *evs, int n, int every)
+{
+  int since = 0;
   for (int i = 0; i < n; i++) {
     EvWatch *w = evs[i].data.ptr;
-    if (w->dead) /* freed by an earlier callback of this pass */
+    if ((void *)w == &prio_mark || w->dead)
       continue;
+    /* Level-triggered, so a priority fd that became ready while ordinary
+     * callbacks ran is found by this epoll_wait: it waits for at most
+     * `every` of them, whatever the burst. */
+    if (every > 0 && ++since > every) {
+      since = 1;
+      run_prio(l);
+      if (w->dead)
+        continue;
+    }
     uint32_t e = evs[i].events;
     unsigned got = ((e & EPOLLIN) ? EV_IN : 0u) | ((e & EPOLLOUT) ? EV_OUT : 0u) |
                    ((e & (EPOLLERR | EPOLLHUP)) ? EV_ERR : 0u);
@@ -292,6 +381,19 @@ static void run_watches(EvLoop *l)
       got |= EV_IN;
     w->fn(w, got, w->ud);
   }
+}
+
+static void run_watches(EvLoop *l)
+{
+  /* Priority first: the main set's snapshot below may hold thousands of
+   * leaf messages that became ready before a link's close. */
+  run_prio(l);
+  struct epoll_event evs[EVLOOP_MAX_EVENTS];
+  int n;
+  do
+    n = epoll_wait(l->epfd, evs, EVLOOP_MAX_EVENTS, 0);
+  while (n < 0 && errno == EINTR);
+  run_events(l, evs, n, EVLOOP_PRIO_EVERY);
 }
 
 static void run_timers(EvLoop *l)
@@ -411,6 +513,8 @@ void evloop_free(EvLoop *l)
     g_free(w);
   }
   g_free(l->heap);
+  if (l->prio_open)
+    close(l->prio_epfd);
   close(l->epfd);
   g_main_context_unref(l->ctx);
   g_free(l);

@@ -33,6 +33,12 @@
  * ready (level-triggered) and run on the next pass, so one pass is bounded. */
 #define EVLOOP_MAX_EVENTS 512
 
+/* Ordinary (non-priority) ready events a pass handles between two looks at
+ * the priority watches (evwatch_set_priority): a herd of leaf messages
+ * holds a super-node link's close or heartbeat back by at most this many
+ * callbacks, not by a whole pass or several. */
+#define EVLOOP_PRIO_EVERY 32
+
 typedef struct EvLoop EvLoop;
 typedef struct EvWatch EvWatch;
 typedef struct EvTimer EvTimer;
@@ -81,6 +87,15 @@ EvWatch *evwatch_new(EvLoop *l, int fd, unsigned events, EvWatchFn fn, void *ud)
 /* Changes what the watch asks for; a no-op when unchanged. */
 void evwatch_set(EvWatch *w, unsigned events);
 unsigned evwatch_events(const EvWatch *w);
+/* A priority watch runs before every ordinary one ready in the same pass,
+ * and again after each EVLOOP_PRIO_EVERY ordinary callbacks if it became
+ * ready meanwhile (the links that decide a group's fate, not its leaves).
+ * Priority watches sit in a second epoll set nested in the loop's; the
+ * first call makes it. A watch moved while a pass runs may run twice in
+ * that pass (level-triggered: the second finds nothing to do). Returns
+ * false (and the watch stays as it was) if epoll refused. */
+bool evwatch_set_priority(EvWatch *w, bool prio);
+bool evwatch_priority(const EvWatch *w);
 /* Stops watching at once (no callback after this returns, even for events
  * already collected in this pass); the memory goes when the pass ends, so
  * a callback may free its own watch. NULL is a no-op. */

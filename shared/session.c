@@ -11,14 +11,23 @@
  * its own and keeps GLib's pollable sources (a leaf holds a few). */
 #include "session.h"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "evloop.h"
 
 #define READ_CHUNK 65536
+/* The top of the fd limit kept for priority sessions' second descriptors
+ * (session_set_priority): a super node has a few dozen links at most, and
+ * leaves take the lowest free numbers, so they reach these slots only at
+ * the limit itself. */
+#define SESSION_LATE_FD_SLOTS 256
 
 struct Session {
   gint refs;
@@ -32,6 +41,8 @@ struct Session {
   SessionCallbacks cb;
   void *ud;
   EvWatch *watch;   /* TCP: the socket in the loop's epoll set */
+  bool has_late;    /* late_fd holds a second descriptor of the socket */
+  int late_fd;      /* priority sessions: see session_set_priority */
   GSource *in_src;  /* ICE: GLib's pollable sources */
   GSource *out_src; /* ICE */
   EvTimer hs_timer;
@@ -87,6 +98,14 @@ Session *session_ref(Session *s)
   return s;
 }
 
+static void late_fd_drop(Session *s)
+{
+  if (s->has_late) {
+    close(s->late_fd);
+    s->has_late = false;
+  }
+}
+
 static void drop_sources(Session *s)
 {
   if (s->in_src) {
@@ -101,6 +120,7 @@ static void drop_sources(Session *s)
   }
   evwatch_free(s->watch);
   s->watch = NULL;
+  late_fd_drop(s);
   evtimer_disarm(&s->hs_timer);
   evtimer_disarm(&s->stall_timer);
 }
@@ -453,6 +473,41 @@ bool session_send(Session *s, const uint8_t *msg, size_t len)
   if (!session_is_open(s) || !channel_write(s->ch, msg, len))
     return false;
   return flush(s);
+}
+
+/* A killed process's sockets are released last fd first (Linux runs the
+ * deferred releases of exit_files() in reverse), so a link accepted before
+ * 10,000 leaves was reset after all of theirs: the backup read the link's
+ * close 160-320 ms after a kill -9, once the leaves' reports had come in
+ * (issue 12). A second descriptor near the top of the fd limit holds the
+ * socket until the end of the walk, so it is released first. Costs one fd
+ * per priority session; none if no slot is free up there. */
+static void late_fd_take(Session *s, int fd)
+{
+  struct rlimit rl;
+  if (s->has_late || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+      rl.rlim_cur > INT_MAX || rl.rlim_cur <= SESSION_LATE_FD_SLOTS)
+    return;
+  int floor = (int)rl.rlim_cur - SESSION_LATE_FD_SLOTS;
+  if (fd >= floor)
+    return;
+  int late = fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  if (late < 0)
+    return; /* the slots are taken: the priority still holds */
+  s->late_fd = late;
+  s->has_late = true;
+}
+
+void session_set_priority(Session *s, bool prio)
+{
+  if (!s->watch || s->closed)
+    return;
+  if (!evwatch_set_priority(s->watch, prio))
+    g_debug("session %" G_GUINT64_FORMAT ": priority not set", s->id);
+  if (!prio)
+    late_fd_drop(s);
+  else if (G_IS_SOCKET_CONNECTION(s->conn))
+    late_fd_take(s, g_socket_get_fd(g_socket_connection_get_socket(G_SOCKET_CONNECTION(s->conn))));
 }
 
 uint64_t session_bytes_in(const Session *s)

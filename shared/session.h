@@ -96,6 +96,15 @@ size_t session_output_capacity(const Session *s);
  * or budget) or by its input budget: the owner counts those. */
 bool session_output_overrun(const Session *s);
 
+/* Gives s's socket priority in the event loop (evwatch_set_priority): its
+ * input runs before ordinary sessions' in the same pass. For the few links
+ * that decide a group's fate (super-node links), never for leaves. A no-op
+ * for a session without a socket watch (ICE). With priority the socket also
+ * gets a second descriptor near the top of the fd limit (closed with the
+ * session), so if this process is killed the kernel resets it before the
+ * leaves' sockets, not after them (session.c, late_fd_take). */
+void session_set_priority(Session *s, bool prio);
+
 /* Bytes read from and written to the socket so far (ciphertext and
  * framing): the metrics' traffic per direction. */
 uint64_t session_bytes_in(const Session *s);

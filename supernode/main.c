@@ -271,6 +271,10 @@ static void start_session(Sn *sn, GSocketConnection *conn, uint64_t id, const ch
   /* Whoever it is, it gets a leaf's small bounds until it proves to be a
    * super node (SN_ACT_LINK_UP); what we dial is one already. */
   set_output_limits(sn, e->s, dialed != NULL);
+  /* What we dial is a super node (a group member or a mesh link): its
+   * close or heartbeat must not queue behind thousands of leaves' input. */
+  if (dialed)
+    session_set_priority(e->s, true);
 }
 
 /* The remote IP address of conn as bytes (4 or 16); 0 if it has none. */
@@ -521,8 +525,10 @@ static void run_actions(Sn *sn)
       send_nat_info(sn, a.conn, a.peer);
       break;
     case SN_ACT_LINK_UP:
-      if (s)
+      if (s) {
         set_output_limits(sn, s, true);
+        session_set_priority(s, true);
+      }
       break;
     }
     sn_action_clear(&a);

@@ -14,7 +14,9 @@
 # three; leaf s on d searches every 100 ms for one swarm entry (a different
 # one each time) and counts a search failed unless that entry comes back.
 #
-# DRILLS (default 20) times each:
+# DRILLS (default 20) times each (from the signal: the kill(2) is sent by a
+# perl one-liner that first reads CLOCK_MONOTONIC, the swarm's clock, and the
+# swarm reports the moment the last leaf moved on that clock):
 #   kill9:   arm the swarm's wait_moved (every leaf attached to a node other
 #            than the leader, with a higher term), kill -9 the leader, read
 #            the elapsed time; restart the killed node (same state dir, it
@@ -93,6 +95,18 @@ wait_ms() {
     [ "$(now_ms)" -lt "$end" ] || return 1
     sleep 0.05
   done
+}
+# signal_ms SIG PID: sends SIG to PID and prints the CLOCK_MONOTONIC time (ms)
+# taken just before; prints nothing (the drill is then timed from the arming
+# of wait_moved, up to a poll earlier) when perl is missing.
+signal_ms() {
+  if command -v perl >/dev/null; then
+    perl -MTime::HiRes=clock_gettime,CLOCK_MONOTONIC -e \
+      'my $t = clock_gettime(CLOCK_MONOTONIC); kill($ARGV[0], $ARGV[1]) or exit 1; printf "%d\n", $t * 1000' \
+      "$1" "$2"
+  else
+    kill -"$1" "$2"
+  fi
 }
 addr() { echo "${IP[$1]}:$(port "${IDX[$1]}")"; }
 sn_json() { "$SN" status --state-dir "$T/$1" --json 2>/dev/null; }
@@ -213,7 +227,7 @@ awk '$3 == "ok" { f = 1 } END { exit !f }' "$T/searches.log" || fail "searches f
 # drill KIND: one failure of the current leader; appends the time to $T/KIND.ms
 # and the search window to $T/KIND.win.
 drill() {
-  local kind=$1 L K w0 rc elapsed half s0
+  local kind=$1 L K w0 rc elapsed half s0 m0
   L=$(current_leader) || fail "no leader before a $kind drill"
   local B tpid="" ppid=""
   if [ -n "$TRACE_DIR" ]; then
@@ -240,11 +254,13 @@ drill() {
   fi
   s0=$(now_ms)
   [ -z "$TRACE_DIR" ] || echo "${EPOCHREALTIME/[.,]/} kill $kind $L" >>"$T/trace.log"
+  # Time zero is the signal itself, stamped on the swarm's clock
+  # (CLOCK_MONOTONIC) just before the kill(2) by the process that sends it.
   if [ "$kind" = kill9 ]; then
-    kill -9 "$(pid_of $L)"
+    m0=$(signal_ms KILL "$(pid_of $L)")
     wait "$(pid_of $L)" 2>/dev/null || true
   else
-    kill -STOP "$(pid_of $L)"
+    m0=$(signal_ms STOP "$(pid_of $L)")
   fi
   rc=0
   wait $wpid || rc=$?
@@ -256,6 +272,15 @@ drill() {
   if [ $rc -eq 0 ]; then
     elapsed=$(jq -r 'select(.elapsed_ms != null) | .elapsed_ms' "$T/wait.out")
     half=$(jq -r 'select(.half_ms != null) | .half_ms' "$T/wait.out")
+    # From the signal: the slowest swarm process's moments on the same clock.
+    if [ -n "$m0" ]; then
+      local armed=$elapsed
+      elapsed=$(cat "$T"/wait.out.* | jq -s --argjson m0 "$m0" \
+        'map(select(.done_at_ms != null) | .done_at_ms) | max - $m0')
+      half=$(cat "$T"/wait.out.* | jq -s --argjson m0 "$m0" \
+        'map(select(.half_at_ms != null) | .half_at_ms) | max - $m0')
+      echo "$((armed - elapsed))" >>"$T/$kind.gap"
+    fi
     echo "$elapsed" >>"$T/$kind.ms"
     echo "$half" >>"$T/$kind.half"
     echo "  $kind drill $((i + 1)): $elapsed ms, half the leaves in $half ms ($L failed)"
@@ -280,6 +305,7 @@ for kind in kill9 sigstop; do
   : >"$T/$kind.ms"
   : >"$T/$kind.half"
   : >"$T/$kind.win"
+  : >"$T/$kind.gap"
   for ((i = 0; i < DRILLS; i++)); do drill $kind; done
 done
 
@@ -301,6 +327,8 @@ for kind in kill9 sigstop; do
   [ "${TIMEOUTS[$kind]}" -eq 0 ] || extra=", ${TIMEOUTS[$kind]} timed out"
   echo "failover_${kind}_${NLEAVES}leaves: $(stats "$T/$kind.ms") ($DRILLS drills$extra)"
   echo "failover_${kind}_${NLEAVES}leaves_half: $(stats "$T/$kind.half") (half the leaves moved)"
+  [ ! -s "$T/$kind.gap" ] || echo "failover_${kind}_armed_before_signal: $(stats "$T/$kind.gap")" \
+    "(wait_moved armed before the signal; the figures above start at the signal)"
 done
 for kind in kill9 sigstop; do
   echo "failover_searches_${kind}: $(searches $kind) searches from g2 failed (one every 100 ms," \

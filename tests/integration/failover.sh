@@ -149,6 +149,7 @@ settled() {
   local bid k l
   leaves_on "$1" || return 1
   bid=$(snq "$1" '.backup.id // empty')
+  [ -n "$bid" ] || return 1 # no backup named yet (an empty subscript is an error)
   k=${NAME_OF[$bid]:-}
   [ -n "$k" ] && role_is "$k" backup || return 1
   for l in $LEAVES; do

@@ -48,7 +48,10 @@
  *                     {"elapsed_ms":E} once every leaf is attached to a super
  *                     node other than `from` with a term higher than the one
  *                     it had when the request arrived; E is monotonic time from
- *                     the request's arrival. {"error":...} after T ms.
+ *                     the request's arrival ("half_ms": the median leaf's);
+ *                     "done_at_ms"/"half_at_ms" are those two moments on the
+ *                     monotonic clock (CLOCK_MONOTONIC, ms), for a caller
+ *                     that stamps its own event on it. {"error":...} after T ms.
  */
 #include <glib-unix.h>
 #include <gio/gio.h>
@@ -505,6 +508,11 @@ static void waiter_finish(Swarm *sw, guint i, uint64_t now, const char *error)
     JsonObject *o = json_object_new();
     json_object_set_int_member(o, "elapsed_ms", (gint64)(now - w->t0));
     json_object_set_int_member(o, "half_ms", w->half_ms);
+    /* The same moments on the monotonic clock itself, so a caller that
+     * stamped its signal on that clock times from the failure, not from
+     * the arming (which comes up to a poll earlier). */
+    json_object_set_int_member(o, "done_at_ms", (gint64)now);
+    json_object_set_int_member(o, "half_at_ms", w->half_ms < 0 ? -1 : (gint64)w->t0 + w->half_ms);
     json_object_set_int_member(o, "leaves", sw->n);
     json_object_set_boolean_member(o, "done", TRUE);
     control_send(w->cl, o);

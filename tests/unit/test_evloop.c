@@ -303,6 +303,152 @@ static void test_watch_freed_in_callback(void **st)
   evloop_free(l);
 }
 
+/* --- priority watches --- */
+
+#define HERD 100
+
+typedef struct {
+  EvWatch *w;
+  int fd;   /* ours, read to drain */
+  int id;   /* logged in fired[] */
+  int poke; /* >= 0: write to this fd when called (a link closing mid-burst) */
+} Pw;
+
+static void on_pw(EvWatch *w, unsigned events, void *ud)
+{
+  (void)w;
+  (void)events;
+  Pw *p = ud;
+  char buf[64];
+  while (read(p->fd, buf, sizeof buf) == (ssize_t)sizeof buf) {
+  }
+  if (nfired < MAXLOG)
+    fired[nfired++] = p->id;
+  if (p->poke >= 0) {
+    assert_int_equal(write(p->poke, "!", 1), 1);
+    p->poke = -1;
+  }
+}
+
+/* HERD ordinary watches plus one priority watch (id -1) on socketpairs. */
+static void herd_open(EvLoop *l, Pw *pw, int (*sv)[2], Pw *pri, int psv[2])
+{
+  for (int i = 0; i < HERD; i++) {
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv[i]), 0);
+    pw[i] = (Pw){.fd = sv[i][0], .id = i, .poke = -1};
+    pw[i].w = evwatch_new(l, sv[i][0], EV_IN, on_pw, &pw[i]);
+    assert_non_null(pw[i].w);
+  }
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, psv), 0);
+  *pri = (Pw){.fd = psv[0], .id = -1, .poke = -1};
+  pri->w = evwatch_new(l, psv[0], EV_IN, on_pw, pri);
+  assert_non_null(pri->w);
+  assert_false(evwatch_priority(pri->w));
+  assert_true(evwatch_set_priority(pri->w, true));
+  assert_true(evwatch_priority(pri->w));
+}
+
+static void herd_close(EvLoop *l, Pw *pw, int (*sv)[2], Pw *pri, int psv[2])
+{
+  for (int i = 0; i < HERD; i++) {
+    evwatch_free(pw[i].w);
+    close(sv[i][0]);
+    close(sv[i][1]);
+  }
+  evwatch_free(pri->w);
+  close(psv[0]);
+  close(psv[1]);
+  assert_int_equal(evloop_watch_count(l), 0);
+  evloop_free(l);
+}
+
+static int position_of(int id)
+{
+  for (int i = 0; i < nfired; i++)
+    if (fired[i] == id)
+      return i;
+  return -1;
+}
+
+/* A priority fd that became ready after a herd of ordinary ones runs first
+ * in the pass; moved back, it takes its turn in readiness order again. */
+static void test_priority_first(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  static Pw pw[HERD];
+  static int sv[HERD][2];
+  Pw pri;
+  int psv[2];
+  herd_open(l, pw, sv, &pri, psv);
+  for (int i = 0; i < HERD; i++)
+    assert_int_equal(write(sv[i][1], "x", 1), 1);
+  assert_int_equal(write(psv[1], "p", 1), 1); /* ready last */
+  evloop_dispatch(l);
+  assert_int_equal(nfired, HERD + 1);
+  assert_int_equal(fired[0], -1);
+  /* Ordinary again: the same burst runs it in readiness order, last. */
+  assert_true(evwatch_set_priority(pri.w, false));
+  assert_false(evwatch_priority(pri.w));
+  nfired = 0;
+  for (int i = 0; i < HERD; i++)
+    assert_int_equal(write(sv[i][1], "x", 1), 1);
+  assert_int_equal(write(psv[1], "p", 1), 1);
+  evloop_dispatch(l);
+  assert_int_equal(nfired, HERD + 1);
+  assert_int_equal(position_of(-1), HERD);
+  /* A closed peer (the link's FIN) is a priority event too. */
+  assert_true(evwatch_set_priority(pri.w, true));
+  nfired = 0;
+  for (int i = 0; i < HERD; i++)
+    assert_int_equal(write(sv[i][1], "x", 1), 1);
+  close(psv[1]);
+  psv[1] = socket(AF_UNIX, SOCK_STREAM, 0); /* for herd_close */
+  evloop_dispatch(l);
+  assert_int_equal(fired[0], -1);
+  evwatch_set(pri.w, 0); /* quiet, or EOF stays ready */
+  herd_close(l, pw, sv, &pri, psv);
+}
+
+/* A priority fd that becomes ready while the herd's callbacks run waits for
+ * at most EVLOOP_PRIO_EVERY of them, not for the rest of the pass. */
+static void test_priority_cap(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  static Pw pw[HERD];
+  static int sv[HERD][2];
+  Pw pri;
+  int psv[2];
+  herd_open(l, pw, sv, &pri, psv);
+  assert_true(HERD > 2 * EVLOOP_PRIO_EVERY + 10);
+  for (int i = 0; i < HERD; i++)
+    assert_int_equal(write(sv[i][1], "x", 1), 1);
+  evloop_dispatch(l);
+  assert_int_equal(nfired, HERD);
+  /* Now the burst again, and whichever ordinary callback runs 5th makes the
+   * priority fd ready (every watch pokes; only the first poke counts). */
+  nfired = 0;
+  for (int i = 0; i < HERD; i++) {
+    pw[i].poke = -1;
+    assert_int_equal(write(sv[i][1], "x", 1), 1);
+  }
+  evloop_dispatch(l);
+  int fifth = fired[4];
+  nfired = 0;
+  pw[fifth].poke = psv[1];
+  for (int i = 0; i < HERD; i++)
+    assert_int_equal(write(sv[i][1], "x", 1), 1);
+  evloop_dispatch(l);
+  assert_int_equal(nfired, HERD + 1);
+  int at = position_of(fifth), p = position_of(-1);
+  assert_true(at >= 0 && p > at);
+  /* At most EVLOOP_PRIO_EVERY ordinary callbacks between the poke and it. */
+  assert_true(p - at - 1 <= EVLOOP_PRIO_EVERY);
+  assert_true(p < HERD); /* not at the end of the pass */
+  herd_close(l, pw, sv, &pri, psv);
+}
+
 /* Through GLib with the real clock: the one GSource wakes the context for a
  * ready fd and for a timer's deadline. */
 static void test_glib(void **st)
@@ -398,6 +544,8 @@ int main(void)
       cmocka_unit_test(test_watch_freed_in_callback),
       cmocka_unit_test(test_glib),
       cmocka_unit_test(test_no_wakeup_per_pass),
+      cmocka_unit_test(test_priority_first),
+      cmocka_unit_test(test_priority_cap),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,13 +9,16 @@
  * send() fails with EPIPE (GSocket sends with MSG_NOSIGNAL; SIGPIPE is
  * ignored here anyway).
  */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -202,6 +205,56 @@ static void test_handshake_over_socketpair(void **state)
   identity_clear(&b);
 }
 
+/* Descriptors open in the top 256 of the fd limit (session.c's slots). */
+static int top_fds(void)
+{
+  struct rlimit rl;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  int lim = rl.rlim_cur > 1u << 20 ? 1 << 20 : (int)rl.rlim_cur, n = 0;
+  for (int fd = lim - 256; fd < lim; fd++)
+    n += fcntl(fd, F_GETFD) >= 0;
+  return n;
+}
+
+/* A priority session holds a second descriptor up there (a killed process
+ * resets it first); closing the session closes both, so the peer sees EOF
+ * at once, and a priority dropped gives it back. */
+static void test_priority_late_fd(void **state)
+{
+  (void)state;
+  Identity a;
+  assert_true(identity_generate(&a));
+  GMainContext *ctx = g_main_context_new();
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  GIOStream *ca = conn_of(sv[0]);
+  Seen sa = {.returned = true};
+  Session *s = session_new(ca, 1, &a, CHANNEL_INITIATOR, ctx, &cb, &sa);
+  assert_non_null(s);
+  int before = top_fds();
+  session_set_priority(s, true);
+  assert_int_equal(top_fds(), before + 1);
+  session_set_priority(s, false);
+  assert_int_equal(top_fds(), before);
+  session_set_priority(s, true);
+  assert_int_equal(top_fds(), before + 1);
+  session_close(s, "done");
+  assert_int_equal(top_fds(), before);
+  /* The peer sees the end (after the handshake bytes, if any went out). */
+  char buf[4096];
+  ssize_t n;
+  struct timeval tv = {.tv_sec = 2};
+  setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  while ((n = read(sv[1], buf, sizeof buf)) > 0) {
+  }
+  assert_int_equal(n, 0);
+  session_unref(s);
+  close(sv[1]);
+  g_object_unref(ca);
+  g_main_context_unref(ctx);
+  identity_clear(&a);
+}
+
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
@@ -211,6 +264,7 @@ int main(void)
       cmocka_unit_test(test_first_write_fails_closed_later_once),
       cmocka_unit_test(test_first_write_fails_shell_entry),
       cmocka_unit_test(test_handshake_over_socketpair),
+      cmocka_unit_test(test_priority_late_fd),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
