@@ -30,6 +30,8 @@
  * loaded machine still saw them start. A leaf that alone lost a live
  * leader is back 2 s later. */
 #define LEAF_VERDICT_HBS 8
+/* The largest group heartbeat a leaf believes (GROUP_STATE's hb_ms). */
+#define LEAF_MAX_HB_MS 10000
 /* A leaf opens its watch session to a (new) backup only once attached,
  * after LEAF_WATCH_DELAY_MS plus a random share of LEAF_WATCH_SPREAD_MS:
  * after a takeover 10,000 leaves otherwise dialled the new backup at once,
@@ -727,7 +729,8 @@ static void on_group(LeafCore *c, LeafSlot slot, const WireMsg *m, uint64_t now)
   size_t gl = MIN((size_t)m->u.group.group.len, sizeof c->group - 1);
   memcpy(c->group, m->u.group.group.p, gl);
   c->group[gl] = '\0';
-  c->hb_ms = m->u.group.hb_ms;
+  /* From the wire: bounded, so a member cannot stretch our waits. */
+  c->hb_ms = MIN(m->u.group.hb_ms, LEAF_MAX_HB_MS);
   c->has_leader = !zero_id(m->u.group.leader);
   memcpy(c->leader, m->u.group.leader, 32);
   copy_addr(c->leader_addr, m->u.group.leader_addr);

@@ -28,6 +28,7 @@
  * leaves take the lowest free numbers, so they reach these slots only at
  * the limit itself. */
 #define SESSION_LATE_FD_SLOTS 256
+#define SESSION_LATE_FD_TOP 65536 /* ... below this, whatever the limit (512 KiB of fd table) */
 
 struct Session {
   gint refs;
@@ -485,10 +486,14 @@ bool session_send(Session *s, const uint8_t *msg, size_t len)
 static void late_fd_take(Session *s, int fd)
 {
   struct rlimit rl;
-  if (s->has_late || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
-      rl.rlim_cur > INT_MAX || rl.rlim_cur <= SESSION_LATE_FD_SLOTS)
+  if (s->has_late || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur <= SESSION_LATE_FD_SLOTS)
     return;
-  int floor = (int)rl.rlim_cur - SESSION_LATE_FD_SLOTS;
+  /* Not the limit itself when it is huge (containers set ~10^9): the
+   * kernel would grow our fd table to it, 8 bytes a slot. */
+  rlim_t top = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > SESSION_LATE_FD_TOP
+                   ? SESSION_LATE_FD_TOP
+                   : rl.rlim_cur;
+  int floor = (int)top - SESSION_LATE_FD_SLOTS;
   if (fd >= floor)
     return;
   int late = fcntl(fd, F_DUPFD_CLOEXEC, floor);

@@ -21,7 +21,9 @@
  * - it keeps DEGREE_SHORTCUTS long-range links to random verified
  *   addresses (degree_want_shortcut); neither end trims or sheds one, and
  *   evicts one only when no near link can make room for a newcomer (the
- *   dialed end knows one by degree_long_range_dial);
+ *   dialed end knows one by degree_long_range_dial, and keeps at most
+ *   DEGREE_SHORTCUTS of them: the load it goes by is gossip about the
+ *   address the dialer claims, so a liar must not pin our slots);
  * - a refused dialer waits max(retry_ms, an exponential backoff with random
  *   jitter), capped, before that address again, and dials the hosts given.
  * So every node of a mesh bigger than D ends with D..2D links (documented in

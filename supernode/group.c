@@ -1045,7 +1045,12 @@ static void check_standby_takeover(SnCore *c, uint64_t now)
 static size_t vote_needed(const SnCore *c, size_t roster)
 {
   size_t majority = roster / 2 + 1;
-  if (!c->group.leader_closed)
+  /* Only within a dead interval of the close: a killed leader's leaves
+   * report on their own by then. Later the close says no more than
+   * silence, and standing reports (a Sybil's, a leaf that missed one
+   * probe of a loaded leader) must not move a live group on a quarter. */
+  const Group *g = &c->group;
+  if (!g->leader_closed || g->now - g->leader_closed_at >= dead_ms(c))
     return majority;
   size_t q = MAX((roster + CLOSED_QUORUM_DIV - 1) / CLOSED_QUORUM_DIV, (size_t)CLOSED_QUORUM_MIN);
   return MIN(q, majority);
@@ -1121,8 +1126,12 @@ void group_link_down(SnCore *c, Peer *p, uint64_t now)
   else if (g->role == SN_ROLE_BACKUP && g->has_leader && memcmp(p->id, g->leader, 32) == 0) {
     /* Closed while the leader was still heard within the dead interval:
      * the far end closed it (a killed process), not our silence rule
-     * (group_tick), which closes only a link silent that long. */
-    g->leader_closed = now - g->leader_seen < dead_ms(c);
+     * (group_tick), which closes only a link silent that long, nor any
+     * other close of ours (sn_close_peer: a duplicate link, a protocol
+     * error). A close by our shell (output stalled or overrun) still
+     * counts; the window of vote_needed bounds it. */
+    g->leader_closed = !p->closed_by_us && now - g->leader_seen < dead_ms(c);
+    g->leader_closed_at = now;
     g_message("group %s: the link to the leader closed%s", g->name,
               g->leader_closed ? "" : " (silent)");
     check_takeover(c, now);
@@ -1233,9 +1242,15 @@ void group_tick(SnCore *c, uint64_t now)
       sn_close_peer(c, g_ptr_array_index(silent, i), "group member silent", now);
     g_ptr_array_unref(silent);
     broadcast_state(c);
-    elect_backup(c, now);
+    /* Not on a stalled tick either: the backup's silence may be ours. */
+    if (!stalled)
+      elect_backup(c, now);
   }
-  check_takeover(c, now);
+  /* Nor a standby's takeover, which goes on silence alone; a backup's
+   * rests on the leaves' reports, and a node that is always late must
+   * still ask them. */
+  if (!stalled || g->role != SN_ROLE_STANDBY)
+    check_takeover(c, now);
   /* The walk over the roster once a heartbeat, not on every tick (a busy
    * node ticks for each batch of queued queries): the grace is several
    * dead intervals, a heartbeat late is nothing to it. */

@@ -271,10 +271,9 @@ static void start_session(Sn *sn, GSocketConnection *conn, uint64_t id, const ch
   /* Whoever it is, it gets a leaf's small bounds until it proves to be a
    * super node (SN_ACT_LINK_UP); what we dial is one already. */
   set_output_limits(sn, e->s, dialed != NULL);
-  /* What we dial is a super node (a group member or a mesh link): its
-   * close or heartbeat must not queue behind thousands of leaves' input. */
-  if (dialed)
-    session_set_priority(e->s, true);
+  /* Priority (a link's close or heartbeat must not queue behind thousands
+   * of leaves' input) waits for SN_ACT_LINK_UP: an address anyone can
+   * gossip gets none before it proved to be a super node. */
 }
 
 /* The remote IP address of conn as bytes (4 or 16); 0 if it has none. */

@@ -123,9 +123,16 @@ void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
   }
   /* Someone else's long-range link: kept at our end too (degree.h), or
    * trimming it would send its dialer looking for another, without end. */
-  if (!p->outbound && p->addr[0] && c->cfg.discovery)
-    p->their_shortcut =
-        degree_long_range_dial(c->cfg.target_degree, mesh_link_load(c->mesh, p->addr));
+  /* At most DEGREE_SHORTCUTS of them: the load is what gossip said of the
+   * address it claims, and a node that lies about it must not pin our
+   * slots with links we never trim (review). */
+  if (!p->outbound && p->addr[0] && c->cfg.discovery &&
+      degree_long_range_dial(c->cfg.target_degree, mesh_link_load(c->mesh, p->addr))) {
+    unsigned theirs = 0;
+    for (GList *l = c->links.head; l; l = l->next)
+      theirs += ((Peer *)l->data)->their_shortcut;
+    p->their_shortcut = theirs < DEGREE_SHORTCUTS;
+  }
   send_hosts(c, p);
 }
 

@@ -147,6 +147,7 @@ void sn_close_peer(SnCore *c, Peer *p, const char *reason, uint64_t now)
   if (p->kind == PEER_NEW && p->addr[0])
     mesh_dial_failed(c->mesh, p->addr, now);
   sn_push(c, a);
+  p->closed_by_us = true;
   forget(c, p, now);
 }
 

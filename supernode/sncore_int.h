@@ -45,6 +45,7 @@ typedef struct {
   RateLimit offers_in; /* LEAF: offers delivered to it, from all sources */
   /* SUPER links of our group (they sent a GROUP_STATE with our name) */
   bool member;
+  bool closed_by_us;   /* sn_close_peer closed it (group_link_down: not the far end) */
   uint8_t member_role; /* WireGroupRole it last said */
   uint64_t member_term;
   /* WATCH sessions: what the leaf last said of its leader */
@@ -122,11 +123,12 @@ typedef struct {
   /* backup */
   uint64_t repl_applied;
   uint64_t repl_last_seq;
-  bool replica_whole;    /* backup: SNAPSHOT_END applied from this leader and term */
-  bool leader_closed;    /* backup: the leader's link closed (not just fell silent) since we
-                            last heard it */
-  uint64_t settle_until; /* leader after a takeover: no backup before this unless every
-                            replicated record has its leaf again (GROUPS.md) */
+  bool replica_whole;        /* backup: SNAPSHOT_END applied from this leader and term */
+  bool leader_closed;        /* backup: the leader's link closed (not just fell silent) since we
+                                last heard it */
+  uint64_t leader_closed_at; /* when (vote_needed: a smaller quorum only soon after) */
+  uint64_t settle_until;     /* leader after a takeover: no backup before this unless every
+                                replicated record has its leaf again (GROUPS.md) */
   uint64_t takeovers, stepdowns;
   uint64_t now; /* the latest time an event brought (for status) */
 } Group;
