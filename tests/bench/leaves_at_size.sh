@@ -14,7 +14,8 @@
 # (tests/tools/swarmnames.c). Measured:
 #   attach_rate      N / the time from the first leaf started until all N
 #                    attached (sessions/s; the swarm keeps at most
-#                    MAX_PENDING handshakes in flight)
+#                    MAX_PENDING handshakes in flight, from SWARM_SOURCES
+#                    loopback addresses, default 16: tests/tools/swarm_dial.h)
 #   rss_per_leaf     (super node RSS - the empty daemon's) / N, and the same
 #                    minus the index bytes its stats report ("beyond the
 #                    charged index": those bytes are an upper bound, so this
@@ -35,7 +36,11 @@
 # syscalls (strace -c -f) over that many seconds after the idle window (to
 # $RESULTS/strace_N_E.txt; strace slows it, so calls batch). PERF=1 also
 # records `perf record -g` of the super node over the idle window and writes
-# the top of `perf report` to $RESULTS/perf_N_E.txt.
+# the top of `perf report` to $RESULTS/perf_N_E.txt. PERF_ATTACH=1 records
+# the swarm's processes and the super node (`perf record -g`, one each) from
+# the swarm's start until every leaf attached, to
+# $RESULTS/attach_{swarm,sn}_N_E.txt (self time per symbol). ATTACH_ONLY=1
+# stops after the attach figures (no idle window, no searches).
 #
 # A benchmark: exits 0 (a size that does not attach within ATTACH_S, default
 # 300, is reported and skipped); SKIP when a binary or jq is missing.
@@ -67,6 +72,14 @@ command -v jq >/dev/null || {
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 HZ=$(getconf CLK_TCK)
 
+wait_slow() {
+  local end=$(($(date +%s) + $1))
+  shift
+  until "$@"; do
+    [ "$(date +%s)" -lt $end ] || return 1
+    sleep 1
+  done
+}
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # Times the process went to sleep (voluntary context switches, all its
@@ -101,8 +114,22 @@ run_one() {
   snc0=$(cpu_ticks $pid)
   swarm_start "$sw" "$n" "$procs" --supernode "127.0.0.1:$(port "$k")" --files-per-leaf 0 \
     --entries-per-leaf "$e" --start-rate 0 --max-pending $((MAX_PENDING / procs)) \
-    --log-level warning
-  if ! wait_for "$ATTACH_S" all_attached "$sw"; then
+    --source-addresses "${SWARM_SOURCES:-16}" --log-level warning
+  local aperf=()
+  if [ "${PERF_ATTACH:-0}" = 1 ]; then
+    local swpids=() j
+    for ((j = 0; j < procs; j++)); do swpids+=("$(eval echo "\$SWARM_PID_${sw}_$j")"); done
+    perf record -g -o "$T/attach_swarm.data" -p "$(
+      IFS=,
+      echo "${swpids[*]}"
+    )" >/dev/null 2>&1 &
+    aperf+=($!)
+    perf record -g -o "$T/attach_sn.data" -p "$pid" >/dev/null 2>&1 &
+    aperf+=($!)
+  fi
+  # The swarm times the attach itself: polling its status (a walk of every
+  # leaf, and jq) once a second keeps that off the two cores it measures on.
+  if ! wait_slow "$ATTACH_S" all_attached "$sw"; then
     echo "at_size $tag attach: only $(swarm_status "$sw" | jq .attached) of $n attached after ${ATTACH_S} s (skipped)"
     stop_one
     return 0
@@ -112,12 +139,26 @@ run_one() {
   for ((i = 0; i < procs; i++)); do
     swc=$((swc + $(eval cpu_ticks "\$SWARM_PID_${sw}_$i")))
   done
+  if [ ${#aperf[@]} -gt 0 ]; then
+    kill -INT "${aperf[@]}" 2>/dev/null || true
+    wait "${aperf[@]}" 2>/dev/null || true
+    mkdir -p "$RESULTS"
+    local what
+    for what in swarm sn; do
+      perf report -i "$T/attach_$what.data" --stdio --no-children -g none --percent-limit 0.3 \
+        2>/dev/null | grep -v '^$' | head -100 >"$RESULTS/attach_${what}_${n}_${e}.txt" || true
+    done
+  fi
   st=$(swarm_status "$sw")
   echo "at_size $tag attach_rate: $(jq -r --argjson n "$n" '($n * 1000 / .attach_all_ms | floor | tostring) + " sessions/s (all attached in " + (.attach_all_ms | tostring) + " ms)"' <<<"$st")"
   # CPU per attach, the generator's (all its CPU from start, identities
   # included) and the super node's: both share this machine's cores.
   awk -v sw="$swc" -v sn="$((snc1 - snc0))" -v hz="$HZ" -v n="$n" -v tag="$tag" 'BEGIN {
     printf "at_size %s cpu_per_attach: swarm %.0f us, super node %.0f us\n", tag, 1e6 * sw / hz / n, 1e6 * sn / hz / n }'
+  if [ "${ATTACH_ONLY:-0}" = 1 ]; then
+    stop_one
+    return 0
+  fi
   wait_for 120 all_published "$sn" $((n * e)) || echo "at_size $tag: not every entry indexed after 120 s"
   sleep 2
   # Idle: every leaf attached and published, nothing but keepalives.

@@ -3,7 +3,8 @@
  *   canopy-swarm --supernode HOST:PORT --leaves N --state-dir DIR [--files-per-leaf K]
  *                [--entries-per-leaf K] [--first-index I] [--keepalive-ms MS]
  *                [--stagger-ms MS | --start-rate R] [--max-pending P]
- *                [--search-rate R] [--search-wait-ms MS] [--log-level LEVEL]
+ *                [--search-rate R] [--search-wait-ms MS] [--source-addresses K]
+ *                [--log-level LEVEL]
  *   canopy-swarm status --state-dir DIR [--json]
  *   canopy-swarm wait-moved --state-dir DIR --from NODE_ID --timeout-ms MS
  *   canopy-swarm search-rate --state-dir DIR --rate R
@@ -27,11 +28,18 @@
  * every search should hit), and records the time from sending to the first
  * hit.
  *
+ * With --source-addresses K the leaves dial from K loopback addresses,
+ * 127.0.0.1 up, leaf i from the (i mod K)-th (tests/tools/swarm_dial.h: past
+ * about 14,000 connections from one address to one super node, the kernel's
+ * search for a source port costs more than the handshake).
+ *
  * Its control socket (DIR/control.sock, shared/control.h) answers
  *   {"cmd":"status"}  {"leaves":N,"attached":n,"by_supernode":{"<id>":count,...},
  *                      "max_term":t,"publishes":total,"leader_changes":total,
  *                      "watching":n,"started":n,"attach_all_ms":ms or -1,
  *                      "attach_rate":sessions/s,"pings_sent":n,
+ *                      "source_bind_failures":n (binds to a source that
+ *                      failed; such a leaf dials from the kernel's choice),
  *                      "searches_sent":n,"searches_hit":n,"searches_missed":n,
  *                      "search_p50_ms":x,"search_p99_ms":y}
  *                     attach_all_ms is the time from the first start until
@@ -68,6 +76,7 @@
 #include "identity.h"
 #include "leafcore.h"
 #include "session.h"
+#include "swarm_dial.h"
 #include "swarmnames.h"
 #include "wire.h"
 
@@ -110,7 +119,7 @@ typedef struct {
 struct Swarm {
   GMainContext *ctx;
   GMainLoop *loop;
-  GSocketClient *dialer;
+  SwarmDialers *dialers; /* leaf i dials from source (first + i) mod K */
   SwarmLeaf *leaves;
   unsigned n;
   ControlServer *ctl;
@@ -261,7 +270,8 @@ static void slot_dial(SwarmLeaf *lf, LeafSlot slot, const char *addr)
   d->slot = slot;
   d->cancel = g_cancellable_new();
   lf->dialing[slot] = g_object_ref(d->cancel);
-  g_socket_client_connect_to_host_async(lf->sw->dialer, addr, 0, d->cancel, on_dialed, d);
+  GSocketClient *c = swarm_dialers_for(lf->sw->dialers, lf->sw->first + lf->idx);
+  g_socket_client_connect_to_host_async(c, addr, 0, d->cancel, on_dialed, d);
 }
 
 /* --- the core's actions ---------------------------------------------------------- */
@@ -614,6 +624,8 @@ static void swarm_figures(const Swarm *sw, JsonObject *o)
                              sw->attach_all_us >= 0 ? sw->attach_all_us / 1000 : -1);
   json_object_set_double_member(o, "attach_rate", attach_rate(sw));
   json_object_set_int_member(o, "pings_sent", (gint64)sw->pings_sent);
+  json_object_set_int_member(o, "source_bind_failures",
+                             (gint64)swarm_dialers_bind_failures(sw->dialers));
   json_object_set_int_member(o, "searches_sent", (gint64)sw->searches_sent);
   json_object_set_int_member(o, "searches_hit", (gint64)sw->searches_hit);
   json_object_set_int_member(o, "searches_missed", (gint64)sw->searches_missed);
@@ -759,7 +771,7 @@ static int run_swarm(int argc, char **argv)
 {
   gchar *sn_addr = NULL, *state_dir = NULL, *log_level = NULL;
   gint leaves = 0, files = 10, n_entries = 0, keepalive_ms = 5000, stagger_ms = 5;
-  gint max_pending = 1000, search_wait_ms = 2000;
+  gint max_pending = 1000, search_wait_ms = 2000, sources = 1;
   gint64 first = 0;
   gdouble start_rate = -1, search_rate = 0;
   GOptionEntry entries[] = {
@@ -781,6 +793,9 @@ static int run_swarm(int argc, char **argv)
        "Leaves started a second, 0: all at once (instead of --stagger-ms)", "R"},
       {"max-pending", 0, 0, G_OPTION_ARG_INT, &max_pending,
        "Leaves started but not attached, at most (default 1000)", "P"},
+      {"source-addresses", 0, 0, G_OPTION_ARG_INT, &sources,
+       "Spread the leaves over K loopback sources 127.0.0.1.. (default 1: the kernel's choice)",
+       "K"},
       {"search-rate", 0, 0, G_OPTION_ARG_DOUBLE, &search_rate,
        "Searches a second once every leaf attached (default 0)", "R"},
       {"search-wait-ms", 0, 0, G_OPTION_ARG_INT, &search_wait_ms,
@@ -800,14 +815,15 @@ static int run_swarm(int argc, char **argv)
   if (!sn_addr || !state_dir || leaves < 1 || leaves > SWARM_MAX_LEAVES || files < 0 ||
       n_entries < 0 || files + n_entries > SWARM_MAX_FILES || first < 0 || keepalive_ms < 100 ||
       stagger_ms < 0 || start_rate > SWARM_MAX_RATE || max_pending < 1 || search_rate < 0 ||
-      search_rate > SWARM_MAX_RATE || search_wait_ms < 1 ||
-      (search_rate > 0 && files + n_entries == 0)) {
+      search_rate > SWARM_MAX_RATE || search_wait_ms < 1 || sources < 1 ||
+      sources > SWARM_MAX_SOURCES || (search_rate > 0 && files + n_entries == 0)) {
     fprintf(stderr,
             "canopy-swarm: --supernode, --state-dir and --leaves 1..%d are required; "
             "--files-per-leaf + --entries-per-leaf 0..%d (1 or more to search), "
             "--first-index >= 0, --keepalive-ms >= 100, --stagger-ms >= 0, "
-            "--start-rate and --search-rate 0..%d, --max-pending >= 1, --search-wait-ms >= 1\n",
-            SWARM_MAX_LEAVES, SWARM_MAX_FILES, SWARM_MAX_RATE);
+            "--start-rate and --search-rate 0..%d, --max-pending >= 1, --search-wait-ms >= 1, "
+            "--source-addresses 1..%d\n",
+            SWARM_MAX_LEAVES, SWARM_MAX_FILES, SWARM_MAX_RATE, SWARM_MAX_SOURCES);
     goto out;
   }
   if (!log_setup(log_level, &err) || !statedir_prepare(state_dir, &err)) {
@@ -821,9 +837,7 @@ static int run_swarm(int argc, char **argv)
   raise_fd_limit();
   sw.ctx = g_main_context_ref_thread_default();
   sw.loop = g_main_loop_new(sw.ctx, FALSE);
-  sw.dialer = g_socket_client_new();
-  g_socket_client_set_enable_proxy(sw.dialer, FALSE);
-  g_socket_client_set_timeout(sw.dialer, 5);
+  sw.dialers = swarm_dialers_new((unsigned)sources, 5);
   sw.waiters = g_ptr_array_new();
   sw.n = (unsigned)leaves;
   sw.leaves = g_new0(SwarmLeaf, sw.n);
@@ -908,7 +922,7 @@ out:
   g_free(sw.leaves);
   g_free(sw.samples);
   control_server_free(sw.ctl);
-  g_clear_object(&sw.dialer);
+  swarm_dialers_free(sw.dialers);
   if (sw.loop)
     g_main_loop_unref(sw.loop);
   if (sw.ctx)
