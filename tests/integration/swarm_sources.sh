@@ -7,8 +7,10 @@
 # One canopy-supernode and a swarm of 400 leaves (200 under ASan) dialing
 # from 4 sources. What the operator sees: every leaf attaches, the super
 # node's established connections come from exactly 127.0.0.1 .. 127.0.0.4
-# with a quarter of the leaves each, and no bind failed. Then a swarm
-# without the option still dials from 127.0.0.1 alone.
+# with a quarter of the leaves each, no bind failed and no dial is left
+# pending. Then a swarm without the option, naming the super node by host
+# name (GSocketClient's path rather than the direct connect), still dials
+# from 127.0.0.1 alone.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/../tools/swarm_procs.sh"
 command -v jq >/dev/null || { echo "SKIP: needs jq"; exit 0; }
@@ -32,6 +34,8 @@ wait_for 60 attached sw "$N" || fail "only $(swarm_status sw | jq .attached) of 
 [ "$(snstat sn leaves)" -eq "$N" ] || fail "the super node holds $(snstat sn leaves) leaves, not $N"
 failures=$("$SWARM" status --state-dir "$T/sw.0" --json | jq .source_bind_failures)
 [ "$failures" = 0 ] || fail "$failures binds to a source failed"
+pending=$("$SWARM" status --state-dir "$T/sw.0" --json | jq .dials_pending)
+[ "$pending" = 0 ] || fail "$pending dials left pending with every leaf attached"
 got=$(by_source)
 note "connections by source: $got"
 want=""
@@ -39,7 +43,7 @@ for ((i = 1; i <= K; i++)); do want+="127.0.0.$i=$((N / K)) "; done
 [ "$got" = "$want" ] || fail "connections by source: $got, want $want"
 
 # Without the option: the kernel's choice, 127.0.0.1 alone.
-swarm_start plain 50 1 --supernode "127.0.0.1:$(port 1)" --files-per-leaf 1 \
+swarm_start plain 50 1 --supernode "localhost:$(port 1)" --files-per-leaf 1 \
   --start-rate 0 --log-level warning
 wait_for 60 attached plain 50 || fail "only $(swarm_status plain | jq .attached) of 50 plain leaves attached"
 got=$(by_source)

@@ -40,6 +40,7 @@
  *                      "attach_rate":sessions/s,"pings_sent":n,
  *                      "source_bind_failures":n (binds to a source that
  *                      failed; such a leaf dials from the kernel's choice),
+ *                      "dials_pending":n (connects under way),
  *                      "searches_sent":n,"searches_hit":n,"searches_missed":n,
  *                      "search_p50_ms":x,"search_p99_ms":y}
  *                     attach_all_ms is the time from the first start until
@@ -90,14 +91,18 @@
 
 typedef struct Swarm Swarm;
 
-typedef struct {
+typedef struct SwarmLeaf_ {
   Swarm *sw;
   unsigned idx;
   Identity id;
   LeafCore *core;
-  Session *session[2];      /* by LeafSlot; owned reference */
-  GCancellable *dialing[2]; /* by LeafSlot; a dial under way */
-  EvTimer tick;             /* the core's next deadline, in the swarm's one timer heap */
+  Session *session[2];   /* by LeafSlot; owned reference */
+  SwarmDial *dialing[2]; /* by LeafSlot; a dial under way */
+  struct DialSlot {
+    struct SwarmLeaf_ *lf;
+    LeafSlot slot;
+  } dial_ud[2]; /* what a dial's callback is handed, by LeafSlot */
+  EvTimer tick; /* the core's next deadline, in the swarm's one timer heap */
   gboolean running_actions;
   gboolean attached; /* as last counted in Swarm.attached */
   uint32_t search;   /* the search in flight (0: none) */
@@ -148,12 +153,6 @@ struct Swarm {
   uint64_t n_samples;
   uint64_t pings_sent;
 };
-
-typedef struct {
-  SwarmLeaf *lf;
-  LeafSlot slot;
-  GCancellable *cancel; /* owned reference */
-} Dial;
 
 static void swarm_run_actions(SwarmLeaf *lf);
 static void waiters_update(Swarm *sw, SwarmLeaf *lf, uint64_t now);
@@ -219,10 +218,8 @@ static const SessionCallbacks session_cb = {on_opened, on_message, on_closed};
 /* Ends whatever slot holds (a session or a dial) without telling the core. */
 static void slot_drop(SwarmLeaf *lf, LeafSlot slot, const char *reason)
 {
-  if (lf->dialing[slot]) {
-    g_cancellable_cancel(lf->dialing[slot]);
-    g_clear_object(&lf->dialing[slot]);
-  }
+  swarm_dial_cancel(lf->dialing[slot]);
+  lf->dialing[slot] = NULL;
   Session *s = lf->session[slot];
   if (s) {
     lf->session[slot] = NULL;
@@ -231,47 +228,34 @@ static void slot_drop(SwarmLeaf *lf, LeafSlot slot, const char *reason)
   }
 }
 
-static void on_dialed(GObject *src, GAsyncResult *res, gpointer ud)
+/* A dial ended (a cancelled one never calls back: swarm_dial.h). */
+static void on_dialed(GSocketConnection *conn, const char *error, void *ud)
 {
-  Dial *d = ud;
-  SwarmLeaf *lf = d->lf;
-  GError *err = NULL;
-  GSocketConnection *conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(src), res, &err);
-  if (g_cancellable_is_cancelled(d->cancel)) {
-    /* Superseded by a later DIAL, CLOSE or SWAP of this slot. */
-    g_clear_object(&conn);
-    goto out;
-  }
-  g_clear_object(&lf->dialing[d->slot]);
+  struct DialSlot *ds = ud;
+  SwarmLeaf *lf = ds->lf;
+  lf->dialing[ds->slot] = NULL;
   Session *s = NULL;
   if (conn) {
     s = session_new(G_IO_STREAM(conn), ++lf->sw->next_sid, &lf->id, CHANNEL_INITIATOR, lf->sw->ctx,
                     &session_cb, lf);
     g_object_unref(conn);
   } else {
-    g_debug("leaf %u: dial failed: %s", lf->idx, err->message);
+    g_debug("leaf %u: dial failed: %s", lf->idx, error);
   }
   if (s)
-    lf->session[d->slot] = s;
+    lf->session[ds->slot] = s;
   else
-    leaf_core_disconnected(lf->core, d->slot, clock_now_ms());
+    leaf_core_disconnected(lf->core, ds->slot, clock_now_ms());
   swarm_run_actions(lf);
-out:
-  g_clear_error(&err);
-  g_object_unref(d->cancel);
-  g_free(d);
 }
 
 static void slot_dial(SwarmLeaf *lf, LeafSlot slot, const char *addr)
 {
   slot_drop(lf, slot, "redialing");
-  Dial *d = g_new0(Dial, 1);
-  d->lf = lf;
-  d->slot = slot;
-  d->cancel = g_cancellable_new();
-  lf->dialing[slot] = g_object_ref(d->cancel);
-  GSocketClient *c = swarm_dialers_for(lf->sw->dialers, lf->sw->first + lf->idx);
-  g_socket_client_connect_to_host_async(c, addr, 0, d->cancel, on_dialed, d);
+  lf->dial_ud[slot].lf = lf;
+  lf->dial_ud[slot].slot = slot;
+  lf->dialing[slot] = swarm_dial_start(lf->sw->dialers, lf->sw->first + lf->idx, addr, on_dialed,
+                                       &lf->dial_ud[slot]);
 }
 
 /* --- the core's actions ---------------------------------------------------------- */
@@ -320,10 +304,8 @@ static void swarm_run_actions(SwarmLeaf *lf)
       /* The core closed the primary just before; whatever is left there
        * (a dial still under way) is superseded by the watch session. */
       slot_drop(lf, LEAF_SLOT_PRIMARY, "replaced by the watch session");
-      if (lf->dialing[LEAF_SLOT_WATCH]) {
-        g_cancellable_cancel(lf->dialing[LEAF_SLOT_WATCH]);
-        g_clear_object(&lf->dialing[LEAF_SLOT_WATCH]);
-      }
+      swarm_dial_cancel(lf->dialing[LEAF_SLOT_WATCH]);
+      lf->dialing[LEAF_SLOT_WATCH] = NULL;
       lf->session[LEAF_SLOT_PRIMARY] = lf->session[LEAF_SLOT_WATCH];
       lf->session[LEAF_SLOT_WATCH] = NULL;
       break;
@@ -626,6 +608,7 @@ static void swarm_figures(const Swarm *sw, JsonObject *o)
   json_object_set_int_member(o, "pings_sent", (gint64)sw->pings_sent);
   json_object_set_int_member(o, "source_bind_failures",
                              (gint64)swarm_dialers_bind_failures(sw->dialers));
+  json_object_set_int_member(o, "dials_pending", swarm_dials_pending(sw->dialers));
   json_object_set_int_member(o, "searches_sent", (gint64)sw->searches_sent);
   json_object_set_int_member(o, "searches_hit", (gint64)sw->searches_hit);
   json_object_set_int_member(o, "searches_missed", (gint64)sw->searches_missed);
@@ -837,7 +820,6 @@ static int run_swarm(int argc, char **argv)
   raise_fd_limit();
   sw.ctx = g_main_context_ref_thread_default();
   sw.loop = g_main_loop_new(sw.ctx, FALSE);
-  sw.dialers = swarm_dialers_new((unsigned)sources, 5);
   sw.waiters = g_ptr_array_new();
   sw.n = (unsigned)leaves;
   sw.leaves = g_new0(SwarmLeaf, sw.n);
@@ -858,6 +840,7 @@ static int run_swarm(int argc, char **argv)
     fprintf(stderr, "canopy-swarm: no epoll\n");
     goto out;
   }
+  sw.dialers = swarm_dialers_new((unsigned)sources, sw.ev);
   evtimer_init(&sw.wait_timer, sw.ev, on_wait_timer, &sw);
   evtimer_init(&sw.start_timer, sw.ev, on_start_timer, &sw);
   evtimer_init(&sw.search_timer, sw.ev, on_search_timer, &sw);
