@@ -14,8 +14,11 @@
 # (tests/tools/swarmnames.c). Measured:
 #   attach_rate      N / the time from the first leaf started until all N
 #                    attached (sessions/s; the swarm keeps at most
-#                    MAX_PENDING handshakes in flight, from SWARM_SOURCES
-#                    loopback addresses, default 16: tests/tools/swarm_dial.h)
+#                    MAX_PENDING handshakes in flight, default 400, starting
+#                    START_RATE leaves a second, default 3000, from
+#                    SWARM_SOURCES loopback addresses, default 16:
+#                    tests/tools/swarm_dial.h); attach_cookies says whether
+#                    the super node's cookie step asked for puzzles meanwhile
 #   rss_per_leaf     (super node RSS - the empty daemon's) / N, and the same
 #                    minus the index bytes its stats report ("beyond the
 #                    charged index": those bytes are an upper bound, so this
@@ -56,7 +59,15 @@ SEARCH_S=${SEARCH_S:-20}
 SEARCH_RATE=${SEARCH_RATE:-100}
 ATTACH_S=${ATTACH_S:-300}
 MAX_PENDING=${MAX_PENDING:-400}
-START_RATE=${START_RATE:-0}
+# Leaves started a second over all swarm processes: under the super node's
+# handshake budget (shared/cookie.h, 3,500 M1s a second by default), above
+# which its cookie step asks every leaf for a puzzle (0 starts all at once).
+START_RATE=${START_RATE:-3000}
+# Loopback sources the swarm spreads its leaves over (0: no such option, for
+# a canopy-swarm from before it; SWARM=path picks the binary).
+SWARM_SOURCES=${SWARM_SOURCES:-16}
+SOURCES_ARG=()
+[ "$SWARM_SOURCES" = 0 ] || SOURCES_ARG=(--source-addresses "$SWARM_SOURCES")
 RESULTS=${RESULTS:-$PWD/tests/bench/results}
 for b in "$BUILD/supernode/canopy-supernode" "$BUILD/tests/canopy-swarm"; do
   [ -x "$b" ] || {
@@ -115,7 +126,7 @@ run_one() {
   snc0=$(cpu_ticks $pid)
   swarm_start "$sw" "$n" "$procs" --supernode "127.0.0.1:$(port "$k")" --files-per-leaf 0 \
     --entries-per-leaf "$e" --start-rate "$(awk -v r="$START_RATE" -v p="$procs" 'BEGIN { print r / p }')" --max-pending $((MAX_PENDING / procs)) \
-    --source-addresses "${SWARM_SOURCES:-16}" --log-level warning
+    ${SOURCES_ARG[@]+"${SOURCES_ARG[@]}"} --log-level warning
   local aperf=()
   if [ "${PERF_ATTACH:-0}" = 1 ]; then
     local swpids=() j
@@ -146,8 +157,13 @@ run_one() {
     mkdir -p "$RESULTS"
     local what
     for what in swarm sn; do
-      perf report -i "$T/attach_$what.data" --stdio --no-children -g none --percent-limit 0.3 \
-        2>/dev/null | grep -v '^$' | head -100 >"$RESULTS/attach_${what}_${n}_${e}.txt" || true
+      # By library first (libsodium: the handshakes' crypto), then by symbol.
+      {
+        perf report -i "$T/attach_$what.data" --stdio --no-children -g none --sort dso \
+          2>/dev/null | grep -v '^$' | grep -v '^#' | head -12
+        perf report -i "$T/attach_$what.data" --stdio --no-children -g none --percent-limit 0.3 \
+          2>/dev/null | grep -v '^$' | head -100
+      } >"$RESULTS/attach_${what}_${n}_${e}.txt" || true
     done
   fi
   st=$(swarm_status "$sw")

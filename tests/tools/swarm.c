@@ -65,6 +65,7 @@
 #include <glib-unix.h>
 #include <gio/gio.h>
 #include <json-glib/json-glib.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,10 +161,12 @@ static void attached_update(Swarm *sw, SwarmLeaf *lf);
 static void sample_add(Swarm *sw, int64_t us);
 static void on_search_timer(EvTimer *t, void *ud);
 
+/* Content ids and the cores' randomness: libsodium's generator fills a
+ * buffer at once, where g_random_int_range() took GLib's global lock per
+ * byte (3,200 times per leaf with 100 entries). */
 static void rng_fill(uint8_t *out, size_t n, void *ctx)
 {
-  for (size_t i = 0; i < n; i++)
-    out[i] = (uint8_t)g_random_int_range(0, 256);
+  randombytes_buf(out, n);
 }
 
 /* --- sessions ------------------------------------------------------------------ */
