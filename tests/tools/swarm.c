@@ -718,6 +718,10 @@ static void leaf_manifest(SwarmLeaf *lf, uint64_t now)
   unsigned n = sw->files + sw->entries;
   uint64_t i = sw->first + lf->idx;
   LeafEntry *e = g_new0(LeafEntry, n ? n : 1);
+  /* One draw for every content id and size of the leaf: libsodium's
+   * generator makes a getrandom() call per draw. */
+  uint8_t *rnd = g_malloc((n ? n : 1) * (sizeof e->cid + 4));
+  rng_fill(rnd, n * (sizeof e->cid + 4), NULL);
   for (unsigned k = 0; k < n; k++) {
     if (k < sw->files) {
       e[k].name = g_strdup_printf("swarm-%" G_GUINT64_FORMAT "-%u", i, k);
@@ -726,9 +730,13 @@ static void leaf_manifest(SwarmLeaf *lf, uint64_t now)
       swarmname_make(i, k - sw->files, name, sizeof name, NULL, 0);
       e[k].name = g_strdup(name);
     }
-    e[k].size = 1000 + (uint64_t)g_random_int_range(0, 1000000);
-    rng_fill(e[k].cid, sizeof e[k].cid, NULL);
+    const uint8_t *r = rnd + k * (sizeof e->cid + 4);
+    memcpy(e[k].cid, r, sizeof e[k].cid);
+    uint32_t v;
+    memcpy(&v, r + sizeof e[k].cid, sizeof v);
+    e[k].size = 1000 + v % 1000000;
   }
+  g_free(rnd);
   leaf_core_set_manifest(lf->core, e, n, now);
   for (unsigned k = 0; k < n; k++)
     g_free(e[k].name);
