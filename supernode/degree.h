@@ -62,8 +62,16 @@
  * only those grows long and narrow, with bridges; a random link or two per
  * node makes its diameter logarithmic. One is looked for every
  * DEGREE_SHORTCUT_MS while fewer are up (and links < the soft max). */
-#define DEGREE_SHORTCUTS 3
+#define DEGREE_SHORTCUTS 1
 #define DEGREE_SHORTCUT_MS 2000
+/* Inbound long-range links a node keeps as such (never trimmed) at most:
+ * walks end on a node at random, so some are the end of two or three; one
+ * that lies about being one must not pin more of our slots than this. */
+#define DEGREE_THEIR_SHORTCUTS 3
+/* A link this young is never trimmed (degree_pick_trim): hysteresis, so
+ * that a link that just came up, and pushed both ends over the trim line
+ * for a moment, is not dropped before gossip tells who else has room. */
+#define DEGREE_TRIM_MIN_AGE_MS 30000
 /* Why long-range links are kept at both ends (issue 12, "links keep
  * changing"): kept only by the dialer, a long-range link was what the
  * dialed node trimmed first once over D + D/2, the dialer looked for
@@ -91,8 +99,15 @@
 #define DEGREE_HOSTS_MIN_GAP_MS 1000
 
 /* Should a node with links links, shortcuts of them its own long-range
- * ones, look for one more? Only once it has D, and below the soft max. */
+ * ones, look for one more? Only once it has D, and with two slots or more
+ * below the soft max (the last is a newcomer's). */
 bool degree_want_shortcut(unsigned target, unsigned links, unsigned shortcuts);
+/* Is an inbound link kept as the dialer's long-range link? Yes if a walk
+ * of that dialer ended here a moment ago (walk_ended_here, walk.h) or its
+ * gossiped load says so (degree_long_range_dial), and we keep fewer than
+ * DEGREE_THEIR_SHORTCUTS (theirs) so far. */
+bool degree_keep_their_shortcut(unsigned target, uint8_t dialer_load, bool walk_ended_here,
+                                unsigned theirs);
 /* Is an inbound link a long-range one (kept, degree.h)? Its dialer's link
  * load as gossiped when it came (WIRE_LOAD_UNKNOWN: no) said it had D
  * links already: a node dials near links only below D. */
@@ -134,7 +149,7 @@ typedef struct {
 const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, size_t n);
 
 /* Above DEGREE_TRIM links (D + D/2), one link a round whose peer is above
- * it too, and at least DEGREE_EVICT_MIN_AGE_MS old, is dropped: both ends
+ * it too, and at least DEGREE_TRIM_MIN_AGE_MS old, is dropped: both ends
  * keep more than D. Dialing until D and taking inbound up to 2D would
  * otherwise fill every node to 2D, leaving no room for newcomers and
  * long-range links. NULL if none qualifies (kept and long-range links

@@ -468,6 +468,16 @@ MeshAddr *mesh_next_shortcut(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t n
   return best;
 }
 
+MeshAddr *mesh_walk_target(Mesh *m, const char *addr, const uint8_t id[32], uint64_t src_conn,
+                           uint64_t now)
+{
+  MeshAddr *a = learn(m, addr, id, false, src_conn);
+  if (!a || a->self || a->dialing || a->linked_conn != 0 || a->next_attempt > now)
+    return NULL;
+  a->dialing = true;
+  return a;
+}
+
 uint64_t mesh_next_attempt(const Mesh *m, bool want_more)
 {
   uint64_t t = UINT64_MAX;

@@ -153,6 +153,12 @@ MeshAddr *mesh_next_explore(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t no
  * not backed off) for a long-range link (degree.h); marks it as dialing.
  * NULL if none. */
 MeshAddr *mesh_next_shortcut(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t now);
+/* The node a random walk ended on (walk.h), as its reply from link
+ * src_conn names it (a claim, held by that link's cap): learned and marked
+ * as dialing, unless it is ourselves, linked, being dialed or backed off
+ * (NULL then). The dial proves who answers there. */
+MeshAddr *mesh_walk_target(Mesh *m, const char *addr, const uint8_t id[32], uint64_t src_conn,
+                           uint64_t now);
 /* Earliest time a backed-off address becomes dialable (UINT64_MAX if none). */
 uint64_t mesh_next_attempt(const Mesh *m, bool want_more);
 

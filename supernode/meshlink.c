@@ -123,15 +123,16 @@ void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
   }
   /* Someone else's long-range link: kept at our end too (degree.h), or
    * trimming it would send its dialer looking for another, without end. */
-  /* At most DEGREE_SHORTCUTS of them: the load is what gossip said of the
+  /* At most DEGREE_THEIR_SHORTCUTS of them: the load is what gossip said of the
    * address it claims, and a node that lies about it must not pin our
    * slots with links we never trim (review). */
-  if (!p->outbound && p->addr[0] && c->cfg.discovery &&
-      degree_long_range_dial(c->cfg.target_degree, mesh_link_load(c->mesh, p->addr))) {
+  if (!p->outbound && p->addr[0] && c->cfg.discovery) {
     unsigned theirs = 0;
     for (GList *l = c->links.head; l; l = l->next)
       theirs += ((Peer *)l->data)->their_shortcut;
-    p->their_shortcut = theirs < DEGREE_SHORTCUTS;
+    bool walked = walk_ends_take(&c->walk_ends, p->id, now);
+    p->their_shortcut = degree_keep_their_shortcut(
+        c->cfg.target_degree, mesh_link_load(c->mesh, p->addr), walked, theirs);
   }
   send_hosts(c, p);
 }
@@ -239,11 +240,11 @@ void sn_links_tick(SnCore *c, uint64_t now)
    * it that came to nothing is forgotten when the next look is due. */
   if (c->cfg.discovery && now >= c->next_shortcut &&
       degree_want_shortcut(c->cfg.target_degree, c->stats.links, shortcuts)) {
+    /* The target is where a random walk ends (walk.h), not one of the
+     * addresses we verified: those are mostly near us. */
     c->next_shortcut = now + DEGREE_SHORTCUT_MS;
-    MeshAddr *a = mesh_next_shortcut(c->mesh, linked_cb, c, now);
-    g_strlcpy(c->shortcut_dial, a ? a->addr : "", sizeof c->shortcut_dial);
-    if (a)
-      sn_push(c, (SnAction){.kind = SN_ACT_DIAL, .addr = g_strdup(a->addr)});
+    c->shortcut_dial[0] = '\0';
+    sn_walk_start(c, now);
   }
   /* One link a round over the soft max: the peer's gossip then tells the
    * next round who has room. Only with discovery: --no-discovery keeps

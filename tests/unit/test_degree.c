@@ -125,8 +125,10 @@ static void test_long_range(void **state)
   (void)state;
   assert_false(degree_want_shortcut(4, 3, 0)); /* near links first */
   assert_true(degree_want_shortcut(4, 4, 0));
-  assert_true(degree_want_shortcut(4, 7, DEGREE_SHORTCUTS - 1));
+  assert_true(degree_want_shortcut(4, 6, DEGREE_SHORTCUTS - 1));
+  assert_false(degree_want_shortcut(4, 7, 0)); /* the last slot is a newcomer's */
   assert_false(degree_want_shortcut(4, 8, 0)); /* at the soft max */
+  assert_false(degree_want_shortcut(1, 1, 0)); /* D 1: no room for one */
   assert_false(degree_want_shortcut(4, 5, DEGREE_SHORTCUTS));
   assert_false(degree_long_range_dial(4, WIRE_LOAD_UNKNOWN));
   assert_false(degree_long_range_dial(4, degree_link_load(4, 3))); /* a near dial */
@@ -150,12 +152,51 @@ static void test_long_range(void **state)
   assert_ptr_equal(degree_pick_shed(4, l, 9), &l[3]);
 }
 
+/* Hysteresis: a link old enough to be evicted for a newcomer is still too
+ * young to trim (DEGREE_TRIM_MIN_AGE_MS > DEGREE_EVICT_MIN_AGE_MS), so a
+ * link that just came up is not dropped before gossip settles. */
+static void test_trim_min_age(void **state)
+{
+  (void)state;
+  uint64_t now = 1000000;
+  DegreeLink l[7];
+  for (int i = 0; i < 7; i++)
+    l[i] = (DegreeLink){.conn = (uint64_t)i + 1, .peer_load = 50, .up_since = 0};
+  l[2].peer_load = degree_link_load(4, 8);
+  l[2].up_since = now - DEGREE_EVICT_MIN_AGE_MS;
+  assert_ptr_equal(degree_pick_evict(4, l, 7, now), &l[2]);
+  assert_null(degree_pick_trim(4, l, 7, now));
+  now = l[2].up_since + DEGREE_TRIM_MIN_AGE_MS - 1;
+  assert_null(degree_pick_trim(4, l, 7, now));
+  now++;
+  assert_ptr_equal(degree_pick_trim(4, l, 7, now), &l[2]);
+}
+
+/* The cap on inbound long-range links: whatever the dialer's gossip or a
+ * walk says, at most DEGREE_THEIR_SHORTCUTS are kept as such (a liar must
+ * not pin our slots with links we never trim). */
+static void test_their_shortcut_cap(void **state)
+{
+  (void)state;
+  uint8_t far = degree_link_load(4, 5), near = degree_link_load(4, 2);
+  assert_true(degree_keep_their_shortcut(4, far, false, 0));
+  assert_true(degree_keep_their_shortcut(4, near, true, 0)); /* a walk ended here */
+  assert_true(degree_keep_their_shortcut(4, WIRE_LOAD_UNKNOWN, true, 0));
+  assert_false(degree_keep_their_shortcut(4, near, false, 0)); /* a near dial */
+  assert_false(degree_keep_their_shortcut(4, WIRE_LOAD_UNKNOWN, false, 0));
+  assert_true(degree_keep_their_shortcut(4, far, true, DEGREE_THEIR_SHORTCUTS - 1));
+  assert_false(degree_keep_their_shortcut(4, far, false, DEGREE_THEIR_SHORTCUTS));
+  assert_false(degree_keep_their_shortcut(4, far, true, DEGREE_THEIR_SHORTCUTS));
+  assert_false(degree_keep_their_shortcut(4, far, true, DEGREE_THEIR_SHORTCUTS + 5));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_bounds), cmocka_unit_test(test_retry_backoff),
-      cmocka_unit_test(test_shed),   cmocka_unit_test(test_evict),
-      cmocka_unit_test(test_trim),   cmocka_unit_test(test_long_range),
+      cmocka_unit_test(test_bounds),       cmocka_unit_test(test_retry_backoff),
+      cmocka_unit_test(test_shed),         cmocka_unit_test(test_evict),
+      cmocka_unit_test(test_trim),         cmocka_unit_test(test_long_range),
+      cmocka_unit_test(test_trim_min_age), cmocka_unit_test(test_their_shortcut_cap),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,7 +52,7 @@ typedef struct {
   uint8_t id[32];
   char addr[32];
   uint64_t rng;
-  unsigned sent[32]; /* SEND actions by message type */
+  unsigned sent[64]; /* SEND actions by message type */
   GArray *closes;    /* CloseRec: CLOSE actions */
   unsigned leaf_ups; /* LEAF_UP actions (the shell then sends NAT_INFO) */
   GPtrArray *dials;  /* char*: DIAL actions */
@@ -1708,6 +1708,10 @@ static void test_full_node_makes_room(void **state)
   sn_core_add_peer(net->node[S2].core, s1, net->now);
   sn_core_add_peer(net->node[S3].core, s1, net->now);
   pump(net);
+  /* Their links to S1 up first (a first dial may only verify S1's address;
+   * with D 1 they look for no long-range link that would bring them back). */
+  net_run(net, net->now + 2000);
+  assert_int_equal(stats(net, S1)->links, 2);
   net_link(net, S2, S3); /* S2 and S3: two links each, over D */
   /* Old enough, and their HOSTS told S1 their loads. */
   net_run(net, net->now + DEGREE_EVICT_MIN_AGE_MS + DEGREE_HOSTS_INTERVAL_MS + 100);
