@@ -127,8 +127,14 @@ unsigned degree_trim(unsigned target)
 
 const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, size_t n, uint64_t now)
 {
+  /* Near links only count: a long-range link that comes on top of them
+   * pushes nobody over the line, or each one made would cost a near link
+   * somewhere, whose ends then look for long-range links in turn. */
   unsigned trim = degree_trim(target);
-  if (n <= trim)
+  size_t near = 0;
+  for (size_t i = 0; i < n; i++)
+    near += !links[i].long_range;
+  if (near <= trim)
     return NULL;
   return pick_loaded(links, n, degree_link_load(target, trim), now, false, DEGREE_TRIM_MIN_AGE_MS);
 }

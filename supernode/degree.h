@@ -62,7 +62,7 @@
  * only those grows long and narrow, with bridges; a random link or two per
  * node makes its diameter logarithmic. One is looked for every
  * DEGREE_SHORTCUT_MS while fewer are up (and links < the soft max). */
-#define DEGREE_SHORTCUTS 1
+#define DEGREE_SHORTCUTS 2
 #define DEGREE_SHORTCUT_MS 2000
 /* Inbound long-range links a node keeps as such (never trimmed) at most:
  * walks end on a node at random, so some are the end of two or three; one
@@ -71,7 +71,7 @@
 /* A link this young is never trimmed (degree_pick_trim): hysteresis, so
  * that a link that just came up, and pushed both ends over the trim line
  * for a moment, is not dropped before gossip tells who else has room. */
-#define DEGREE_TRIM_MIN_AGE_MS 30000
+#define DEGREE_TRIM_MIN_AGE_MS 10000
 /* Why long-range links are kept at both ends (issue 12, "links keep
  * changing"): kept only by the dialer, a long-range link was what the
  * dialed node trimmed first once over D + D/2, the dialer looked for
@@ -148,7 +148,8 @@ typedef struct {
  * least), then inbound before outbound, then the youngest. */
 const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, size_t n);
 
-/* Above DEGREE_TRIM links (D + D/2), one link a round whose peer is above
+/* Above DEGREE_TRIM near links (D + D/2; long-range ones do not count),
+ * one link a round whose peer is above
  * it too, and at least DEGREE_TRIM_MIN_AGE_MS old, is dropped: both ends
  * keep more than D. Dialing until D and taking inbound up to 2D would
  * otherwise fill every node to 2D, leaving no room for newcomers and

@@ -240,11 +240,21 @@ void sn_links_tick(SnCore *c, uint64_t now)
    * it that came to nothing is forgotten when the next look is due. */
   if (c->cfg.discovery && now >= c->next_shortcut &&
       degree_want_shortcut(c->cfg.target_degree, c->stats.links, shortcuts)) {
-    /* The target is where a random walk ends (walk.h), not one of the
-     * addresses we verified: those are mostly near us. */
+    /* Every other look, the target is where a random walk ends (walk.h):
+     * a node drawn near-uniformly from our component. The others draw
+     * from the addresses we verified (mostly near us), because a walk
+     * never leaves its component: those are what joins two (degree.h). */
     c->next_shortcut = now + DEGREE_SHORTCUT_MS;
     c->shortcut_dial[0] = '\0';
-    sn_walk_start(c, now);
+    if (c->shortcut_looks++ % 2 == 0) {
+      sn_walk_start(c, now);
+    } else {
+      MeshAddr *a = mesh_next_shortcut(c->mesh, linked_cb, c, now);
+      if (a) {
+        g_strlcpy(c->shortcut_dial, a->addr, sizeof c->shortcut_dial);
+        sn_push(c, (SnAction){.kind = SN_ACT_DIAL, .addr = g_strdup(a->addr)});
+      }
+    }
   }
   /* One link a round over the soft max: the peer's gossip then tells the
    * next round who has room. Only with discovery: --no-discovery keeps

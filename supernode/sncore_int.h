@@ -173,6 +173,7 @@ struct SnCore {
   /* walklink.c: our walk under way (id, given up at walk_until), all
    * links' walk frames, and the origins of walks that ended here. */
   uint64_t walk_id, walk_until;
+  unsigned shortcut_looks; /* meshlink.c: even ones walk, odd ones use the book */
   WalkBudget walks;
   WalkEnds walk_ends;
 };

@@ -150,11 +150,17 @@ static void test_long_range(void **state)
   assert_ptr_equal(degree_pick_trim(4, l, 7, now), NULL); /* at 5: not over the line */
   assert_ptr_equal(degree_pick_evict(4, l, 8, now), &l[3]);
   assert_ptr_equal(degree_pick_shed(4, l, 9), &l[3]);
+  /* Long-range links do not count towards the line: 6 near + 1 far stays. */
+  for (int i = 0; i < 9; i++)
+    l[i] = (DegreeLink){.conn = (uint64_t)i + 1, .peer_load = degree_link_load(4, 8)};
+  l[6].long_range = true;
+  assert_null(degree_pick_trim(4, l, 7, now));
+  l[6].long_range = false;
+  assert_non_null(degree_pick_trim(4, l, 7, now));
 }
 
-/* Hysteresis: a link old enough to be evicted for a newcomer is still too
- * young to trim (DEGREE_TRIM_MIN_AGE_MS > DEGREE_EVICT_MIN_AGE_MS), so a
- * link that just came up is not dropped before gossip settles. */
+/* A link younger than DEGREE_TRIM_MIN_AGE_MS is not trimmed: it may have
+ * pushed both ends over the line only until gossip tells who has room. */
 static void test_trim_min_age(void **state)
 {
   (void)state;
