@@ -28,9 +28,12 @@ bool degree_want_dial(unsigned target, unsigned links, unsigned dialing)
 
 bool degree_want_shortcut(unsigned target, unsigned links, unsigned shortcuts)
 {
-  /* links + 1 < soft max: our long-range link never takes the last slot a
-   * newcomer could have. */
-  return shortcuts < DEGREE_SHORTCUTS && links >= target && links + 1 < degree_soft_max(target);
+  /* The first may take the last slot below the soft max (a needy newcomer
+   * still gets in by eviction), the second only leaves one free. With D 1
+   * (soft max 2) none: it would leave no room at all. */
+  unsigned spare = shortcuts ? 1 : 0;
+  return target >= 2 && shortcuts < DEGREE_SHORTCUTS && links >= target &&
+         links + spare < degree_soft_max(target);
 }
 
 bool degree_long_range_dial(unsigned target, uint8_t dialer_load)

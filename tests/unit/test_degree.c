@@ -126,7 +126,8 @@ static void test_long_range(void **state)
   assert_false(degree_want_shortcut(4, 3, 0)); /* near links first */
   assert_true(degree_want_shortcut(4, 4, 0));
   assert_true(degree_want_shortcut(4, 6, DEGREE_SHORTCUTS - 1));
-  assert_false(degree_want_shortcut(4, 7, 0)); /* the last slot is a newcomer's */
+  assert_true(degree_want_shortcut(4, 7, 0));  /* the first may take the last slot */
+  assert_false(degree_want_shortcut(4, 7, 1)); /* the second leaves it free */
   assert_false(degree_want_shortcut(4, 8, 0)); /* at the soft max */
   assert_false(degree_want_shortcut(1, 1, 0)); /* D 1: no room for one */
   assert_false(degree_want_shortcut(4, 5, DEGREE_SHORTCUTS));
