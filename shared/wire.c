@@ -412,6 +412,13 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
   case MSG_WALK_REPLY:
     rd_walk(&r, m, &err);
     break;
+  case MSG_LINKS:
+    m->u.nbrs.count = rd_u8(&r);
+    if (rd_ok(&r) && m->u.nbrs.count > WIRE_MAX_LINKS)
+      err = WIRE_ELIMIT;
+    else
+      m->u.nbrs.ids = rd_bytes(&r, (size_t)m->u.nbrs.count * WIRE_ID_LEN);
+    break;
   default:
     return WIRE_EUNKNOWN;
   }
@@ -662,6 +669,12 @@ bool wire_encode(const WireMsg *m, Buf *b)
   case MSG_WALK_REPLY:
     ok = wr_walk(b, m);
     break;
+  case MSG_LINKS:
+    ok = m->u.nbrs.count <= WIRE_MAX_LINKS;
+    wr_u8(b, m->u.nbrs.count);
+    if (m->u.nbrs.count)
+      wr_bytes(b, m->u.nbrs.ids, (size_t)m->u.nbrs.count * WIRE_ID_LEN);
+    break;
   default:
     ok = false;
   }
@@ -720,5 +733,7 @@ const char *wire_type_str(uint8_t type)
     return "WALK";
   if (type == MSG_WALK_REPLY)
     return "WALK_REPLY";
+  if (type == MSG_LINKS)
+    return "LINKS";
   return type < sizeof names / sizeof names[0] ? names[type] : "?";
 }

@@ -72,7 +72,11 @@ typedef enum {
   /* --- mesh random walks (supernode/walk.h) --- */
   MSG_WALK = 40,       /* super node -> super node: forwarded hops_left more hops */
   MSG_WALK_REPLY = 41, /* the walk's end, back along its path */
+  MSG_LINKS = 43,      /* super node -> its links: the node ids it is linked to */
 } WireType;
+
+/* Node ids per LINKS frame (a node's links, up to the hard max). */
+#define WIRE_MAX_LINKS 32
 
 /* Node ids in a WALK's path (origin first), and so its longest walk. */
 #define WIRE_MAX_WALK 8
@@ -301,6 +305,10 @@ typedef struct {
       const uint8_t *path; /* path_len * WIRE_ID_LEN bytes, borrowed */
       WireHost end;        /* WALK_REPLY only */
     } walk;
+    struct {
+      uint8_t count;      /* 0..WIRE_MAX_LINKS */
+      const uint8_t *ids; /* count * WIRE_ID_LEN bytes, borrowed */
+    } nbrs;               /* LINKS */
   } u;
 } WireMsg;
 

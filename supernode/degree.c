@@ -101,8 +101,11 @@ static const DegreeLink *pick_loaded(const DegreeLink *links, size_t n, unsigned
   const DegreeLink *best = NULL;
   for (size_t i = 0; i < n; i++) {
     const DegreeLink *l = &links[i];
-    if (l->keep || (l->long_range && !long_range) || l->peer_load == WIRE_LOAD_UNKNOWN ||
-        l->peer_load <= over || l->up_since + min_age > now)
+    /* Only a link in a triangle: its peer and we stay connected through
+     * the third node, so trims and evictions never split the mesh (they
+     * did: 100 nodes once settled in two halves, which no walk can join). */
+    if (l->keep || !l->triangle || (l->long_range && !long_range) ||
+        l->peer_load == WIRE_LOAD_UNKNOWN || l->peer_load <= over || l->up_since + min_age > now)
       continue;
     if (!best || l->peer_load > best->peer_load ||
         (l->peer_load == best->peer_load && l->up_since > best->up_since))

@@ -136,6 +136,8 @@ typedef struct {
   bool inbound;      /* they dialed us */
   uint8_t peer_load; /* its link_load as it last said (WIRE_LOAD_UNKNOWN: never) */
   uint64_t up_since; /* when it became a link */
+  bool triangle;     /* its peer is linked to another of our peers (LINKS):
+                      * dropping this link cannot cut the mesh */
 } DegreeLink;
 
 /* The link to shed now, or NULL: only while links > the soft max, never a
@@ -144,7 +146,8 @@ typedef struct {
 const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, size_t n);
 
 /* Above DEGREE_TRIM near links (D + D/2; long-range ones do not count),
- * one link a round whose peer is above
+ * one link a round in a triangle (so that no trim can cut the mesh in
+ * two), whose peer is above
  * it too, and at least DEGREE_TRIM_MIN_AGE_MS old, is dropped: both ends
  * keep more than D. Dialing until D and taking inbound up to 2D would
  * otherwise fill every node to 2D, leaving no room for newcomers and
@@ -157,7 +160,7 @@ unsigned degree_trim(unsigned target);
 /* A full node makes room for an inbound newcomer by dropping a link whose
  * peer has more than D links (its load, as it last said, tells): the peer
  * keeps at least D, the newcomer gets a link, and our count stays. NULL if
- * no link qualifies: not kept, known load over D's, at least
+ * no link qualifies: not kept, in a triangle, known load over D's, at least
  * DEGREE_EVICT_MIN_AGE_MS old; a near link before a long-range one, then
  * the most loaded peer first, then the youngest link. */
 const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, size_t n,

@@ -248,6 +248,8 @@ uint64_t sn_links_deadline(const SnCore *c);
 
 /* walklink.c: random walks for long-range links (walk.h). */
 void sn_on_walk(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
+/* meshlink.c: a link's LINKS (the triangle rule, degree.h). */
+void sn_on_links(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
 void sn_on_walk_reply(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
 /* Starts a walk from us (one under way is dropped); false if no link. */
 bool sn_walk_start(SnCore *c, uint64_t now);

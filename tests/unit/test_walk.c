@@ -89,6 +89,33 @@ static void test_codec(void **state)
   assert_false(wire_encode(&r, &b));
   assert_int_equal(b.len, 0);
 
+  /* LINKS: up to WIRE_MAX_LINKS ids, none at all too. */
+  uint8_t ids[(WIRE_MAX_LINKS + 1) * WIRE_ID_LEN];
+  memset(ids, 7, sizeof ids);
+  WireMsg l = {.type = MSG_LINKS};
+  for (unsigned n = 0; n <= WIRE_MAX_LINKS; n += WIRE_MAX_LINKS / 4) {
+    l.u.nbrs.count = (uint8_t)n;
+    l.u.nbrs.ids = ids;
+    Buf lb;
+    buf_init(&lb);
+    assert_true(wire_encode(&l, &lb));
+    WireMsg d2;
+    assert_int_equal(wire_decode(lb.data, lb.len, &d2), WIRE_OK);
+    assert_int_equal(d2.u.nbrs.count, n);
+    if (n)
+      assert_memory_equal(d2.u.nbrs.ids, ids, n * WIRE_ID_LEN);
+    wire_msg_clear(&d2);
+    for (size_t len = 0; len < lb.len; len++)
+      assert_int_not_equal(wire_decode(lb.data, len, &d2), WIRE_OK);
+    buf_free(&lb);
+  }
+  l.u.nbrs.count = WIRE_MAX_LINKS + 1;
+  assert_false(wire_encode(&l, &b));
+  uint8_t over[3 + (WIRE_MAX_LINKS + 1) * WIRE_ID_LEN] = {WIRE_VERSION, MSG_LINKS,
+                                                          WIRE_MAX_LINKS + 1};
+  WireMsg d3;
+  assert_int_equal(wire_decode(over, sizeof over, &d3), WIRE_ELIMIT);
+
   /* The same from hand-made bytes. */
   uint8_t raw[2 + 8 + 1 + 1 + 32] = {WIRE_VERSION, MSG_WALK};
   raw[10] = 3; /* hops_left */
