@@ -135,6 +135,7 @@ static void test_codec(void **state)
   memcpy(longer, raw, sizeof raw);
   longer[sizeof raw] = 0; /* trailing byte */
   assert_int_equal(wire_decode(longer, sizeof longer, &d), WIRE_ETRUNC);
+  buf_free(&b);
 }
 
 /* Per-link and total budgets: a window of 1,000 ms on the fake clock. */
