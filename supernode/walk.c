@@ -56,23 +56,29 @@ void walk_extend(const WireMsg *m, const uint8_t self[WIRE_ID_LEN], uint8_t *pat
   out->u.walk.path = path_buf;
 }
 
+static bool fits(const WireMsg *m, const uint8_t id[WIRE_ID_LEN], const uint8_t from[WIRE_ID_LEN],
+                 int pass)
+{
+  if (pass == 0)
+    return !on_path(m, id);
+  return memcmp(id, from, WIRE_ID_LEN) != 0 && memcmp(id, path_id(m, 0), WIRE_ID_LEN) != 0;
+}
+
 size_t walk_pick(const WireMsg *m, const uint8_t (*ids)[WIRE_ID_LEN], size_t n,
                  const uint8_t from[WIRE_ID_LEN], uint32_t rnd)
 {
   /* Two passes: off the path first (a walk that steps back mixes slower),
-   * else anything but the sender. */
+   * else anything but the sender and the origin (which would drop it). */
   for (int pass = 0; pass < 2; pass++) {
     size_t fit = 0;
     for (size_t i = 0; i < n; i++)
-      fit += pass ? memcmp(ids[i], from, WIRE_ID_LEN) != 0 : !on_path(m, ids[i]);
+      fit += fits(m, ids[i], from, pass);
     if (fit == 0)
       continue;
     size_t k = rnd % fit;
-    for (size_t i = 0; i < n; i++) {
-      bool ok = pass ? memcmp(ids[i], from, WIRE_ID_LEN) != 0 : !on_path(m, ids[i]);
-      if (ok && k-- == 0)
+    for (size_t i = 0; i < n; i++)
+      if (fits(m, ids[i], from, pass) && k-- == 0)
         return i;
-    }
   }
   return n;
 }

@@ -76,8 +76,8 @@ void walk_extend(const WireMsg *m, const uint8_t self[WIRE_ID_LEN], uint8_t *pat
                  WireMsg *out);
 
 /* Which of n candidate links (their node ids) takes the walk next: at
- * random (rnd) among those not on its path, else among all but `from`.
- * Returns n if none (then the walk ends here). */
+ * random (rnd) among those not on its path, else among all but `from` and
+ * the origin. Returns n if none (then the walk ends here). */
 size_t walk_pick(const WireMsg *m, const uint8_t (*ids)[WIRE_ID_LEN], size_t n,
                  const uint8_t from[WIRE_ID_LEN], uint32_t rnd);
 

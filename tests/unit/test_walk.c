@@ -205,8 +205,19 @@ static void test_pick(void **state)
   assert_int_equal(seen[0], 0);
   assert_int_equal(seen[1], 0);
   assert_true(seen[2] > 0 && seen[3] > 0);
-  /* Only path nodes left: anything but the sender. */
-  assert_int_equal(walk_pick(&m, (const uint8_t(*)[WIRE_ID_LEN])ids, 2, from, 0), 1);
+  /* Only the sender and the origin left: none (the walk ends here). */
+  assert_int_equal(walk_pick(&m, (const uint8_t(*)[WIRE_ID_LEN])ids, 2, from, 0), 2);
+  /* Only path nodes left: anything but the sender and the origin. */
+  uint8_t path3[3 * WIRE_ID_LEN];
+  WireMsg m3 = walk_msg(path3, 3, 2); /* path: ids 1, 2, 3 */
+  uint8_t from3[32];
+  id_of(from3, 3);
+  uint8_t ids3[3][WIRE_ID_LEN];
+  id_of(ids3[0], 3);
+  id_of(ids3[1], 1);
+  id_of(ids3[2], 2);
+  for (uint32_t r = 0; r < 8; r++)
+    assert_int_equal(walk_pick(&m3, (const uint8_t(*)[WIRE_ID_LEN])ids3, 3, from3, r), 2);
   /* Only the sender: none (the walk ends here). */
   assert_int_equal(walk_pick(&m, (const uint8_t(*)[WIRE_ID_LEN])ids, 1, from, 0), 1);
 }
