@@ -45,6 +45,7 @@ struct Session {
   void *ud;
   EvWatch *watch;   /* TCP: the socket in the loop's epoll set (edge-triggered) */
   int fd;           /* TCP: the socket, read and written directly; -1 for ICE */
+  bool delay_acks;  /* TCP initiator: see write_some */
   bool has_late;    /* late_fd holds a second descriptor of the socket */
   int late_fd;      /* priority sessions: see session_set_priority */
   GSource *in_src;  /* ICE: GLib's pollable sources */
@@ -232,6 +233,17 @@ static gssize write_some(Session *s, const uint8_t *out, size_t len)
     do
       n = send(s->fd, out, len, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
+    if (n > 0 && s->delay_acks) {
+      /* The dialing side (a leaf) writes after seconds of silence (its
+       * keepalive), and the reply (a PONG) then arrives in TCP's quick-ACK
+       * mode: acknowledged at once, in the sender's context on loopback,
+       * which doubled what each PONG cost the super node (issue 12). A
+       * reply we send is acknowledged by our next message or by the
+       * delayed-ACK timer instead. Linux only: one setsockopt per write,
+       * and the mode lasts until that timer fires (tcp(7)). */
+      static const int off = 0;
+      setsockopt(s->fd, IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off);
+    }
     if (n >= 0)
       return (gssize)n;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -514,6 +526,7 @@ Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, Channel
       return NULL;
     }
     s->fd = g_socket_get_fd(sock);
+    s->delay_acks = role == CHANNEL_INITIATOR && g_socket_get_family(sock) != G_SOCKET_FAMILY_UNIX;
   } else {
     g_strlcpy(s->remote, "ice", sizeof s->remote);
     s->in_src = g_pollable_input_stream_create_source(s->in, NULL);
