@@ -30,6 +30,10 @@
  * leaves take the lowest free numbers, so they reach these slots only at
  * the limit itself. */
 #define SESSION_LATE_FD_SLOTS 256
+/* A dialing TCP session's write after this much quiet leaves quick-ACK
+ * mode (write_some): TCP's minimum RTO, the silence after which Linux
+ * acknowledges the next segment received at once. */
+#define SESSION_DELAY_ACK_AFTER_MS 200
 #define SESSION_LATE_FD_TOP 65536 /* ... below this, whatever the limit (512 KiB of fd table) */
 
 struct Session {
@@ -43,13 +47,14 @@ struct Session {
   Channel *ch;
   SessionCallbacks cb;
   void *ud;
-  EvWatch *watch;   /* TCP: the socket in the loop's epoll set (edge-triggered) */
-  int fd;           /* TCP: the socket, read and written directly; -1 for ICE */
-  bool delay_acks;  /* TCP initiator: see write_some */
-  bool has_late;    /* late_fd holds a second descriptor of the socket */
-  int late_fd;      /* priority sessions: see session_set_priority */
-  GSource *in_src;  /* ICE: GLib's pollable sources */
-  GSource *out_src; /* ICE */
+  EvWatch *watch;      /* TCP: the socket in the loop's epoll set (edge-triggered) */
+  int fd;              /* TCP: the socket, read and written directly; -1 for ICE */
+  bool delay_acks;     /* TCP initiator: see write_some */
+  uint64_t last_write; /* when write_some last sent bytes (delay_acks) */
+  bool has_late;       /* late_fd holds a second descriptor of the socket */
+  int late_fd;         /* priority sessions: see session_set_priority */
+  GSource *in_src;     /* ICE: GLib's pollable sources */
+  GSource *out_src;    /* ICE */
   EvTimer hs_timer;
   char remote[80];
   bool opened;
@@ -225,7 +230,7 @@ static void overrun(Session *s, const char *reason)
  * session calls send() itself: GIO's layers (type checks, a GError per
  * EAGAIN, a condition check) cost more than the syscall's own work on the
  * per-message path of a super node with 19,000 leaves (issue 12). */
-static gssize write_some(Session *s, const uint8_t *out, size_t len)
+static gssize write_some(Session *s, const uint8_t *out, size_t len, uint64_t now)
 {
   char reason[160];
   if (s->fd >= 0) {
@@ -233,17 +238,20 @@ static gssize write_some(Session *s, const uint8_t *out, size_t len)
     do
       n = send(s->fd, out, len, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
-    if (n > 0 && s->delay_acks) {
+    if (n > 0 && s->delay_acks && now - s->last_write >= SESSION_DELAY_ACK_AFTER_MS) {
       /* The dialing side (a leaf) writes after seconds of silence (its
        * keepalive), and the reply (a PONG) then arrives in TCP's quick-ACK
        * mode: acknowledged at once, in the sender's context on loopback,
        * which doubled what each PONG cost the super node (issue 12). A
        * reply we send is acknowledged by our next message or by the
-       * delayed-ACK timer instead. Linux only: one setsockopt per write,
-       * and the mode lasts until that timer fires (tcp(7)). */
+       * delayed-ACK timer instead. Linux only, and the mode lasts until
+       * that timer fires (tcp(7)); only after a quiet spell, so a busy
+       * dialer (a super-node link) pays no syscall per write. */
       static const int off = 0;
       setsockopt(s->fd, IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off);
     }
+    if (n > 0)
+      s->last_write = now;
     if (n >= 0)
       return (gssize)n;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -275,7 +283,7 @@ static bool flush(Session *s)
   if (s->queued == 0)
     s->progress_at = now;
   while (len > 0) {
-    gssize n = write_some(s, out, len);
+    gssize n = write_some(s, out, len, now);
     if (n == -2)
       return false; /* closed */
     if (n < 0)
