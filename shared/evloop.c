@@ -23,6 +23,7 @@ struct EvWatch {
   EvWatchFn fn;
   void *ud;
   bool prio;     /* in the priority set (prio_epfd), not epfd */
+  bool edge;     /* EV_EDGE: EPOLLET */
   bool dead;     /* freed inside a pass: waits on the loop's graveyard */
   EvWatch *next; /* graveyard link */
 };
@@ -219,10 +220,10 @@ size_t evloop_timer_count(const EvLoop *l)
 
 /* ---- watches ---- */
 
-static uint32_t to_epoll(unsigned events)
+static uint32_t to_epoll(const EvWatch *w, unsigned events)
 {
   return ((events & EV_IN) ? (uint32_t)EPOLLIN : 0u) |
-         ((events & EV_OUT) ? (uint32_t)EPOLLOUT : 0u);
+         ((events & EV_OUT) ? (uint32_t)EPOLLOUT : 0u) | (w->edge ? (uint32_t)EPOLLET : 0u);
 }
 
 /* The epoll set w belongs to. */
@@ -234,8 +235,13 @@ static int set_of(const EvWatch *w)
 EvWatch *evwatch_new(EvLoop *l, int fd, unsigned events, EvWatchFn fn, void *ud)
 {
   EvWatch *w = g_new0(EvWatch, 1);
-  *w = (EvWatch){.loop = l, .fd = fd, .events = events & (EV_IN | EV_OUT), .fn = fn, .ud = ud};
-  struct epoll_event ev = {.events = to_epoll(w->events), .data.ptr = w};
+  *w = (EvWatch){.loop = l,
+                 .fd = fd,
+                 .events = events & (EV_IN | EV_OUT),
+                 .edge = (events & EV_EDGE) != 0,
+                 .fn = fn,
+                 .ud = ud};
+  struct epoll_event ev = {.events = to_epoll(w, w->events), .data.ptr = w};
   if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
     g_debug("evloop: epoll_ctl ADD fd %d: %s", fd, g_strerror(errno));
     g_free(w);
@@ -250,12 +256,22 @@ void evwatch_set(EvWatch *w, unsigned events)
   events &= EV_IN | EV_OUT;
   if (w->dead || events == w->events)
     return;
-  struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
+  struct epoll_event ev = {.events = to_epoll(w, events), .data.ptr = w};
   if (epoll_ctl(set_of(w), EPOLL_CTL_MOD, w->fd, &ev) != 0) {
     g_debug("evloop: epoll_ctl MOD fd %d: %s", w->fd, g_strerror(errno));
     return;
   }
   w->events = events;
+}
+
+void evwatch_kick(EvWatch *w)
+{
+  if (w->dead || !w->edge)
+    return;
+  /* A MOD looks at the fd's readiness again and queues it if ready. */
+  struct epoll_event ev = {.events = to_epoll(w, w->events), .data.ptr = w};
+  if (epoll_ctl(set_of(w), EPOLL_CTL_MOD, w->fd, &ev) != 0)
+    g_debug("evloop: epoll_ctl MOD (kick) fd %d: %s", w->fd, g_strerror(errno));
 }
 
 unsigned evwatch_events(const EvWatch *w)
@@ -292,7 +308,7 @@ bool evwatch_set_priority(EvWatch *w, bool prio)
   if (prio && !prio_set_open(l))
     return false;
   int from = set_of(w), to = prio ? l->prio_epfd : l->epfd;
-  struct epoll_event ev = {.events = to_epoll(w->events), .data.ptr = w};
+  struct epoll_event ev = {.events = to_epoll(w, w->events), .data.ptr = w};
   /* Into the new set first: a watch is never in neither. */
   if (epoll_ctl(to, EPOLL_CTL_ADD, w->fd, &ev) != 0) {
     g_debug("evloop: epoll_ctl ADD fd %d (priority %d): %s", w->fd, prio, g_strerror(errno));

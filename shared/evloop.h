@@ -76,6 +76,12 @@ size_t evloop_timer_count(const EvLoop *l);
 #define EV_IN 0x1u  /* readable (or peer hung up: read sees EOF) */
 #define EV_OUT 0x2u /* writable */
 #define EV_ERR 0x4u /* error or hang-up; always reported, never asked for */
+/* For evwatch_new only: edge-triggered (EPOLLET). The watch is reported
+ * once per new readiness, not again at every pass while it stays ready:
+ * its owner reads until the fd is drained (a short read of a stream
+ * socket is enough) or calls evwatch_kick() when it stops early. Saves
+ * the kernel a second readiness check of every fd a pass handled. */
+#define EV_EDGE 0x8u
 
 /* events: what is ready (EV_IN | EV_OUT | EV_ERR). */
 typedef void (*EvWatchFn)(EvWatch *w, unsigned events, void *ud);
@@ -84,8 +90,12 @@ typedef void (*EvWatchFn)(EvWatch *w, unsigned events, void *ud);
  * (EV_IN and/or EV_OUT; 0 keeps it registered but quiet). NULL on failure
  * (epoll_ctl refused the fd). One watch per fd. */
 EvWatch *evwatch_new(EvLoop *l, int fd, unsigned events, EvWatchFn fn, void *ud);
-/* Changes what the watch asks for; a no-op when unchanged. */
+/* Changes what the watch asks for; a no-op when unchanged. An edge watch
+ * stays one (EV_EDGE here is ignored). */
 void evwatch_set(EvWatch *w, unsigned events);
+/* An edge watch whose owner left input unread: report it again on the
+ * next pass if it is still ready (one epoll_ctl). A no-op otherwise. */
+void evwatch_kick(EvWatch *w);
 unsigned evwatch_events(const EvWatch *w);
 /* A priority watch runs before every ordinary one ready in the same pass,
  * and again after each EVLOOP_PRIO_EVERY ordinary callbacks if it became

@@ -11,12 +11,14 @@
  * its own and keeps GLib's pollable sources (a leaf holds a few). */
 #include "session.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -28,6 +30,10 @@
  * leaves take the lowest free numbers, so they reach these slots only at
  * the limit itself. */
 #define SESSION_LATE_FD_SLOTS 256
+/* A dialing TCP session's write after this much quiet leaves quick-ACK
+ * mode (write_some): TCP's minimum RTO, the silence after which Linux
+ * acknowledges the next segment received at once. */
+#define SESSION_DELAY_ACK_AFTER_MS 200
 #define SESSION_LATE_FD_TOP 65536 /* ... below this, whatever the limit (512 KiB of fd table) */
 
 struct Session {
@@ -41,11 +47,14 @@ struct Session {
   Channel *ch;
   SessionCallbacks cb;
   void *ud;
-  EvWatch *watch;   /* TCP: the socket in the loop's epoll set */
-  bool has_late;    /* late_fd holds a second descriptor of the socket */
-  int late_fd;      /* priority sessions: see session_set_priority */
-  GSource *in_src;  /* ICE: GLib's pollable sources */
-  GSource *out_src; /* ICE */
+  EvWatch *watch;      /* TCP: the socket in the loop's epoll set (edge-triggered) */
+  int fd;              /* TCP: the socket, read and written directly; -1 for ICE */
+  bool delay_acks;     /* TCP initiator: see write_some */
+  uint64_t last_write; /* when write_some last sent bytes (delay_acks) */
+  bool has_late;       /* late_fd holds a second descriptor of the socket */
+  int late_fd;         /* priority sessions: see session_set_priority */
+  GSource *in_src;     /* ICE: GLib's pollable sources */
+  GSource *out_src;    /* ICE */
   EvTimer hs_timer;
   char remote[80];
   bool opened;
@@ -199,8 +208,10 @@ void session_close(Session *s, const char *reason)
   drop_sources(s);
   charge(s, 0); /* the queue is never sent now */
   charge_input(s, 0);
-  /* Closing now (not at the last unref) tells the peer at once. */
+  /* Closing now (not at the last unref) tells the peer at once. The fd
+   * number may soon be another socket's: never write to it again. */
   g_io_stream_close(s->conn, NULL, NULL);
+  s->fd = -1;
   session_ref(s);
   if (s->cb.closed)
     s->cb.closed(s, s->reason, s->ud);
@@ -215,30 +226,72 @@ static void overrun(Session *s, const char *reason)
   session_close(s, reason);
 }
 
+/* One write: bytes taken, -1 would block, -2 failed (s is closed). A TCP
+ * session calls send() itself: GIO's layers (type checks, a GError per
+ * EAGAIN, a condition check) cost more than the syscall's own work on the
+ * per-message path of a super node with 19,000 leaves (issue 12). */
+static gssize write_some(Session *s, const uint8_t *out, size_t len, uint64_t now)
+{
+  char reason[160];
+  if (s->fd >= 0) {
+    ssize_t n;
+    do
+      n = send(s->fd, out, len, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n > 0 && s->delay_acks && now - s->last_write >= SESSION_DELAY_ACK_AFTER_MS) {
+      /* The dialing side (a leaf) writes after seconds of silence (its
+       * keepalive), and the reply (a PONG) then arrives in TCP's quick-ACK
+       * mode: acknowledged at once, in the sender's context on loopback,
+       * which doubled what each PONG cost the super node (issue 12). A
+       * reply we send is acknowledged by our next message or by the
+       * delayed-ACK timer instead. Linux only, and the mode lasts until
+       * that timer fires (tcp(7)); only after a quiet spell, so a busy
+       * dialer (a super-node link) pays no syscall per write. */
+      static const int off = 0;
+      setsockopt(s->fd, IPPROTO_TCP, TCP_QUICKACK, &off, sizeof off);
+    }
+    if (n > 0)
+      s->last_write = now;
+    if (n >= 0)
+      return (gssize)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return -1;
+    g_snprintf(reason, sizeof reason, "send failed: %s", g_strerror(errno));
+  } else {
+    GError *err = NULL;
+    gssize n = g_pollable_output_stream_write_nonblocking(s->out, out, len, NULL, &err);
+    if (n >= 0)
+      return n;
+    bool again = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+    g_snprintf(reason, sizeof reason, "send failed: %s", err->message);
+    g_error_free(err);
+    if (again)
+      return -1;
+  }
+  session_close(s, reason);
+  return -2;
+}
+
 /* Writes as much queued output as the socket takes. */
 static bool flush(Session *s)
 {
   size_t len;
   const uint8_t *out = channel_output(s->ch, &len);
+  /* One clock read per flush: the stall clock starts now if the queue was
+   * empty, and a write is progress. */
+  uint64_t now = evloop_now(s->loop);
   if (s->queued == 0)
-    s->progress_at = evloop_now(s->loop); /* the stall clock starts now */
+    s->progress_at = now;
   while (len > 0) {
-    GError *err = NULL;
-    gssize n = g_pollable_output_stream_write_nonblocking(s->out, out, len, NULL, &err);
-    if (n < 0) {
-      bool again = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
-      char reason[160];
-      g_snprintf(reason, sizeof reason, "send failed: %s", err->message);
-      g_error_free(err);
-      if (again)
-        break;
-      session_close(s, reason);
-      return false;
-    }
+    gssize n = write_some(s, out, len, now);
+    if (n == -2)
+      return false; /* closed */
+    if (n < 0)
+      break; /* would block */
     channel_output_consume(s->ch, (size_t)n);
     s->bytes_out += (uint64_t)n;
     if (n > 0)
-      s->progress_at = evloop_now(s->loop);
+      s->progress_at = now;
     out = channel_output(s->ch, &len);
   }
   s->queued = len;
@@ -330,26 +383,52 @@ static void deliver(Session *s)
     session_close(s, "peer ended the session");
 }
 
-/* Reads once (the loops are level-triggered: more comes next pass). The
+/* One read: bytes read (0 at EOF), -1 nothing there, -2 failed (reason
+ * filled). TCP: recv() directly, as write_some sends. */
+static gssize read_some(Session *s, uint8_t *buf, size_t cap, char *reason, size_t rcap)
+{
+  if (s->fd >= 0) {
+    ssize_t n;
+    do
+      n = recv(s->fd, buf, cap, 0);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0)
+      return (gssize)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return -1;
+    g_snprintf(reason, rcap, "receive failed: %s", g_strerror(errno));
+    return -2;
+  }
+  GError *err = NULL;
+  gssize n = g_pollable_input_stream_read_nonblocking(s->in, buf, cap, NULL, &err);
+  if (n >= 0)
+    return n;
+  bool again = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+  g_snprintf(reason, rcap, "receive failed: %s", err->message);
+  g_error_free(err);
+  return again ? -1 : -2;
+}
+
+/* Reads once: a TCP watch is edge-triggered, and a read shorter than the
+ * buffer drained the socket (TCP hands all it holds; a segment arriving
+ * after it raises a new edge). A full buffer may have left more: the
+ * watch is kicked so the next pass reads again, as a level-triggered one
+ * would, rather than this session reading on while others wait. The
  * caller holds a reference. */
 static void read_once(Session *s)
 {
   uint8_t buf[READ_CHUNK];
-  GError *err = NULL;
-  gssize n = g_pollable_input_stream_read_nonblocking(s->in, buf, sizeof buf, NULL, &err);
+  char reason[160];
+  gssize n = read_some(s, buf, sizeof buf, reason, sizeof reason);
   if (n > 0)
     s->bytes_in += (uint64_t)n;
-  if (n < 0) {
-    if (!g_error_matches(err, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
-      char reason[160];
-      g_snprintf(reason, sizeof reason, "receive failed: %s", err->message);
-      session_close(s, reason);
-    }
-    g_error_free(err);
+  if (n == -2) {
+    session_close(s, reason);
+  } else if (n == -1) {
+    /* spurious: nothing there */
   } else if (n == 0) {
     session_close(s, "connection closed by peer");
   } else if (!channel_feed(s->ch, buf, (size_t)n)) {
-    char reason[160];
     g_snprintf(reason, sizeof reason, "secure channel: %s", channel_error(s->ch));
     session_close(s, reason);
   } else {
@@ -364,6 +443,8 @@ static void read_once(Session *s)
       if (!charge_input(s, channel_input_capacity(s->ch)))
         overrun(s, "peer's partial frames exceed the input budget");
     }
+    if (!s->closed && s->watch && (size_t)n == sizeof buf)
+      evwatch_kick(s->watch);
   }
 }
 
@@ -434,6 +515,7 @@ Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, Channel
   s->cb = *cb;
   s->ud = ud;
   s->max_queue = SESSION_MAX_OUTPUT;
+  s->fd = -1;
   s->ch = channel_new(self, role);
   if (!s->loop || !s->ch) {
     session_unref(s);
@@ -446,11 +528,13 @@ Session *session_new(GIOStream *conn, uint64_t id, const Identity *self, Channel
     tcp_setup(s, sock);
     if (role == CHANNEL_RESPONDER && responder_jar)
       use_cookie_jar(s, sock);
-    s->watch = evwatch_new(s->loop, g_socket_get_fd(sock), EV_IN, on_fd, s);
+    s->watch = evwatch_new(s->loop, g_socket_get_fd(sock), EV_IN | EV_EDGE, on_fd, s);
     if (!s->watch) {
       session_unref(s);
       return NULL;
     }
+    s->fd = g_socket_get_fd(sock);
+    s->delay_acks = role == CHANNEL_INITIATOR && g_socket_get_family(sock) != G_SOCKET_FAMILY_UNIX;
   } else {
     g_strlcpy(s->remote, "ice", sizeof s->remote);
     s->in_src = g_pollable_input_stream_create_source(s->in, NULL);

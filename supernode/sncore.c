@@ -340,6 +340,11 @@ void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now)
   forget(c, p, now);
 }
 
+uint64_t sn_core_group_term(const SnCore *c)
+{
+  return c->group.term;
+}
+
 bool sn_core_settled(const SnCore *c, uint64_t conn)
 {
   const Peer *p = g_hash_table_lookup(c->peers, &conn);

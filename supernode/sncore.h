@@ -202,6 +202,9 @@ const SnStats *sn_core_stats(const SnCore *c);
 void sn_core_mesh_stats(const SnCore *c, MeshStats *out);
 
 void sn_core_group_status(const SnCore *c, SnGroupStatus *out);
+/* The highest group term seen (status.term): what the shell persists after
+ * every batch of actions, without filling a whole SnGroupStatus. */
+uint64_t sn_core_group_term(const SnCore *c);
 /* Entries held for leaf id (attached or replicated); 0 if none. */
 size_t sn_core_leaf_entries(const SnCore *c, const uint8_t leaf[32]);
 

@@ -226,6 +226,59 @@ static void on_watch(EvWatch *w, unsigned ev, void *ud)
   }
 }
 
+/* Reads at most one byte per call: leaves input behind, as a session that
+ * stops after a full buffer does. */
+static void on_edge(EvWatch *w, unsigned ev, void *ud)
+{
+  Wt *t = ud;
+  t->calls++;
+  t->last = ev;
+  char c;
+  if (ev & EV_IN)
+    (void)!read(t->fd, &c, 1);
+  if (t->free_self)
+    evwatch_kick(w);
+}
+
+/* An edge watch is reported once per new arrival, not at every pass while
+ * input is left; a kick reports it again while it is still ready. */
+static void test_edge(void **st)
+{
+  (void)st;
+  EvLoop *l = fresh();
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Wt t = {.fd = sv[0]};
+  t.w = evwatch_new(l, sv[0], EV_IN | EV_EDGE, on_edge, &t);
+  assert_non_null(t.w);
+  assert_int_equal(evwatch_events(t.w), EV_IN);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 0);
+  assert_int_equal(write(sv[1], "abc", 3), 3);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 1);
+  /* Two bytes left, no new arrival: quiet (level-triggered would call). */
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 1);
+  /* A new arrival is a new edge. */
+  assert_int_equal(write(sv[1], "d", 1), 1);
+  evloop_dispatch(l);
+  assert_int_equal(t.calls, 2);
+  /* Kicked after each read: called at each pass while bytes are left
+   * (c and d: two more reads), then quiet once drained. */
+  t.free_self = true;
+  evwatch_kick(t.w);
+  for (int i = 0; i < 6; i++)
+    evloop_dispatch(l);
+  assert_int_equal(t.calls, 4);
+  char c;
+  assert_int_equal(recv(sv[0], &c, 1, MSG_DONTWAIT), -1);
+  evwatch_free(t.w);
+  close(sv[1]);
+  close(sv[0]);
+  evloop_free(l);
+}
+
 static void test_fd_ready(void **st)
 {
   (void)st;
@@ -541,6 +594,7 @@ int main(void)
       cmocka_unit_test(test_disarm_in_callback),
       cmocka_unit_test(test_heap_random),
       cmocka_unit_test(test_fd_ready),
+      cmocka_unit_test(test_edge),
       cmocka_unit_test(test_watch_freed_in_callback),
       cmocka_unit_test(test_glib),
       cmocka_unit_test(test_no_wakeup_per_pass),

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -205,6 +207,130 @@ static void test_handshake_over_socketpair(void **state)
   identity_clear(&b);
 }
 
+typedef struct {
+  int opened, msgs;
+  size_t bytes;
+} Count;
+
+static void count_opened(Session *s, void *ud)
+{
+  ((Count *)ud)->opened++;
+}
+
+static void count_message(Session *s, const uint8_t *msg, size_t len, void *ud)
+{
+  Count *c = ud;
+  c->msgs++;
+  c->bytes += len;
+}
+
+static void count_closed(Session *s, const char *reason, void *ud) {}
+
+static const SessionCallbacks count_cb = {count_opened, count_message, count_closed};
+
+/* The socket is edge-triggered and read once per pass (session.c): two
+ * large messages already in the socket make the first read fill its
+ * buffer and leave the rest with no new arrival to raise another edge.
+ * The session must read it anyway (it kicks its watch). */
+static void test_full_read_continues(void **state)
+{
+  (void)state;
+  Identity a, b;
+  assert_true(identity_generate(&a) && identity_generate(&b));
+  GMainContext *ctx = g_main_context_new();
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  int big = 1 << 20;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  GIOStream *ca = conn_of(sv[0]), *cb2 = conn_of(sv[1]);
+  Count sa = {0}, sb = {0};
+  Session *ia = session_new(ca, 1, &a, CHANNEL_INITIATOR, ctx, &count_cb, &sa);
+  Session *rb = session_new(cb2, 2, &b, CHANNEL_RESPONDER, ctx, &count_cb, &sb);
+  run_until(ctx, &sa.opened, 1);
+  run_until(ctx, &sb.opened, 1);
+  assert_int_equal(sa.opened + sb.opened, 2);
+  static uint8_t msg[60000];
+  memset(msg, 7, sizeof msg);
+  assert_true(session_send(ia, msg, sizeof msg));
+  assert_true(session_send(ia, msg, sizeof msg));
+  assert_int_equal(session_queued(ia), 0); /* both in the socket already */
+  run_until(ctx, &sb.msgs, 2);
+  assert_int_equal(sb.msgs, 2);
+  assert_int_equal(sb.bytes, 2 * sizeof msg);
+  session_close(ia, "done");
+  session_close(rb, "done");
+  session_unref(ia);
+  session_unref(rb);
+  g_object_unref(ca);
+  g_object_unref(cb2);
+  g_main_context_unref(ctx);
+  identity_clear(&a);
+  identity_clear(&b);
+}
+
+/* A connected TCP pair on 127.0.0.1. */
+static void tcp_pair(int *dialer, int *acceptor)
+{
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t alen = sizeof a;
+  assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(l, 1), 0);
+  assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+  *dialer = socket(AF_INET, SOCK_STREAM, 0);
+  assert_int_equal(connect(*dialer, (struct sockaddr *)&a, sizeof a), 0);
+  *acceptor = accept(l, NULL, NULL);
+  assert_true(*acceptor >= 0);
+  close(l);
+}
+
+/* A dialing session's write after a quiet spell leaves TCP's quick-ACK
+ * mode, so the reply it asks for (a PONG) is not acknowledged at once in
+ * the replier's context (session.c, write_some). */
+static void test_dialer_delays_acks(void **state)
+{
+  (void)state;
+  Identity a, b;
+  assert_true(identity_generate(&a) && identity_generate(&b));
+  GMainContext *ctx = g_main_context_new();
+  int fa, fb;
+  tcp_pair(&fa, &fb);
+  GIOStream *ca = conn_of(fa), *cb2 = conn_of(fb);
+  Count sa = {0}, sb = {0};
+  Session *ia = session_new(ca, 1, &a, CHANNEL_INITIATOR, ctx, &count_cb, &sa);
+  Session *rb = session_new(cb2, 2, &b, CHANNEL_RESPONDER, ctx, &count_cb, &sb);
+  run_until(ctx, &sa.opened, 1);
+  run_until(ctx, &sb.opened, 1);
+  assert_int_equal(sa.opened + sb.opened, 2);
+  int on = 1, v = -1;
+  socklen_t vlen = sizeof v;
+  for (int i = 0; i < 2; i++) {
+    /* Quick-ACK on, then a write after the quiet spell: off again. */
+    assert_int_equal(setsockopt(fa, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on), 0);
+    g_usleep(300 * 1000);
+    assert_true(session_send(ia, (const uint8_t *)"ping", 4));
+    assert_int_equal(getsockopt(fa, IPPROTO_TCP, TCP_QUICKACK, &v, &vlen), 0);
+    assert_int_equal(v, 0);
+    run_until(ctx, &sb.msgs, i + 1);
+    assert_int_equal(sb.msgs, i + 1);
+  }
+  /* A write soon after another leaves the socket alone. */
+  assert_int_equal(setsockopt(fa, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on), 0);
+  assert_true(session_send(ia, (const uint8_t *)"ping", 4));
+  assert_int_equal(getsockopt(fa, IPPROTO_TCP, TCP_QUICKACK, &v, &vlen), 0);
+  assert_int_equal(v, 1);
+  session_close(ia, "done");
+  session_close(rb, "done");
+  session_unref(ia);
+  session_unref(rb);
+  g_object_unref(ca);
+  g_object_unref(cb2);
+  g_main_context_unref(ctx);
+  identity_clear(&a);
+  identity_clear(&b);
+}
+
 /* Descriptors open in the top 256 of the fd limit (session.c's slots). */
 static int top_fds(void)
 {
@@ -264,6 +390,8 @@ int main(void)
       cmocka_unit_test(test_first_write_fails_closed_later_once),
       cmocka_unit_test(test_first_write_fails_shell_entry),
       cmocka_unit_test(test_handshake_over_socketpair),
+      cmocka_unit_test(test_full_read_continues),
+      cmocka_unit_test(test_dialer_delays_acks),
       cmocka_unit_test(test_priority_late_fd),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
