@@ -59,6 +59,7 @@ struct Session {
   char remote[80];
   bool opened;
   bool closed;
+  bool by_peer; /* the far end (or its kernel) ended it: EOF, reset, BYE */
   char reason[160];
   uint64_t bytes_in, bytes_out; /* on the socket: ciphertext and framing */
   /* Output bounds (session_set_output_limits). */
@@ -268,6 +269,7 @@ static gssize write_some(Session *s, const uint8_t *out, size_t len, uint64_t no
     if (again)
       return -1;
   }
+  s->by_peer = true; /* a reset or a closed pipe: the far end is gone */
   session_close(s, reason);
   return -2;
 }
@@ -379,8 +381,10 @@ static void deliver(Session *s)
     if (s->cb.message)
       s->cb.message(s, msg, len, s->ud);
   }
-  if (!s->closed && channel_state(s->ch) == CHANNEL_CLOSED)
+  if (!s->closed && channel_state(s->ch) == CHANNEL_CLOSED) {
+    s->by_peer = true;
     session_close(s, "peer ended the session");
+  }
 }
 
 /* One read: bytes read (0 at EOF), -1 nothing there, -2 failed (reason
@@ -423,10 +427,12 @@ static void read_once(Session *s)
   if (n > 0)
     s->bytes_in += (uint64_t)n;
   if (n == -2) {
+    s->by_peer = true;
     session_close(s, reason);
   } else if (n == -1) {
     /* spurious: nothing there */
   } else if (n == 0) {
+    s->by_peer = true;
     session_close(s, "connection closed by peer");
   } else if (!channel_feed(s->ch, buf, (size_t)n)) {
     g_snprintf(reason, sizeof reason, "secure channel: %s", channel_error(s->ch));
@@ -636,6 +642,11 @@ size_t session_queued(const Session *s)
 size_t session_output_capacity(const Session *s)
 {
   return channel_output_capacity(s->ch);
+}
+
+bool session_closed_by_peer(const Session *s)
+{
+  return s->by_peer;
 }
 
 bool session_output_overrun(const Session *s)

@@ -94,6 +94,10 @@ size_t session_queued(const Session *s);
 size_t session_output_capacity(const Session *s);
 /* Whether the session was cut off for not reading its output (cap, stall
  * or budget) or by its input budget: the owner counts those. */
+/* Whether the far end ended the session (end of stream, a reset, its BYE)
+ * rather than we (a stall, an overrun, a protocol error, a timeout, our own
+ * close): a group's closed-link evidence is only the former. */
+bool session_closed_by_peer(const Session *s);
 bool session_output_overrun(const Session *s);
 
 /* Gives s's socket priority in the event loop (evwatch_set_priority): its

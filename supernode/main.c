@@ -192,8 +192,10 @@ static void on_closed(Session *s, const char *reason, void *ud)
   Sn *sn = sc->sn;
   uint64_t id = session_id(s);
   g_info("session %" G_GUINT64_FORMAT " (%s) closed: %s", id, session_remote(s), reason);
-  if (sc->opened)
+  if (sc->opened && session_closed_by_peer(s))
     sn_core_closed(sn->core, id, clock_now_ms());
+  else if (sc->opened)
+    sn_core_closed_here(sn->core, id, clock_now_ms());
   else if (sc->dialed)
     sn_core_dial_failed(sn->core, sc->dialed, clock_now_ms());
   sn->bytes_in_closed += session_bytes_in(s);

@@ -340,6 +340,14 @@ void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now)
   forget(c, p, now);
 }
 
+void sn_core_closed_here(SnCore *c, uint64_t conn, uint64_t now)
+{
+  Peer *p = peer_get(c, conn);
+  if (p)
+    p->closed_by_us = true;
+  sn_core_closed(c, conn, now);
+}
+
 uint64_t sn_core_group_term(const SnCore *c)
 {
   return c->group.term;

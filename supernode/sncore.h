@@ -181,6 +181,10 @@ void sn_core_open(SnCore *c, uint64_t conn, const uint8_t peer_id[32], const cha
 void sn_core_set_source(SnCore *c, uint64_t conn, const char *source);
 /* A session ended, for any reason. */
 void sn_core_closed(SnCore *c, uint64_t conn, uint64_t now);
+/* The same when the shell ended it on its own (stalled output, an overrun,
+ * a secure-channel error, a timeout), not the far end: a group does not
+ * count such a close as its leader's link closing. */
+void sn_core_closed_here(SnCore *c, uint64_t conn, uint64_t now);
 /* True once conn's HELLO made it a leaf, a watch or a link: it has a place
  * under those caps and leaves the shell's pre-auth budget (preauth.h). */
 bool sn_core_settled(const SnCore *c, uint64_t conn);

@@ -208,7 +208,9 @@ static void link_nodes(int a, int b)
 }
 
 /* Cuts every link between a and b (both see it close). */
-static void cut(int a, int b)
+/* Closes every session between a and b. `b_here`: b's shell closed its
+ * end on its own (stalled output, a channel error), not the far end. */
+static void cut_how(int a, int b, bool b_here)
 {
   for (uint64_t c = 1; c <= net.next_conn; c++) {
     End *e = &net.ends[c];
@@ -216,10 +218,18 @@ static void cut(int a, int b)
       End *f = end_of(e->peer);
       e->open = f->open = false;
       sn_core_closed(net.core[a], c, net.now);
-      sn_core_closed(net.core[b], e->peer, net.now);
+      if (b_here)
+        sn_core_closed_here(net.core[b], e->peer, net.now);
+      else
+        sn_core_closed(net.core[b], e->peer, net.now);
     }
   }
   pump();
+}
+
+static void cut(int a, int b)
+{
+  cut_how(a, b, false);
 }
 
 /* A raw session to node n from a peer with id `id`. */
@@ -800,6 +810,22 @@ static void test_closed_link_quorum(void **state)
   assert_int_equal(status(B).takeovers, 1);
 }
 
+/* The backup's own shell closed the link (the leader's output stalled, or
+ * its bytes failed the channel): no evidence that the leader's process is
+ * gone, so the quarter is not enough; a majority still is. */
+static void test_closed_here_needs_majority(void **state)
+{
+  group_with_many();
+  cut_how(A, B, true);
+  report_lost(0, MANY / 2);
+  advance(STEP_MS);
+  assert_int_equal(status(B).role, SN_ROLE_BACKUP);
+  assert_int_equal(status(B).takeovers, 0);
+  report_lost(MANY / 2, MANY / 2 + 1);
+  advance(STEP_MS);
+  assert_int_equal(status(B).role, SN_ROLE_LEADER);
+}
+
 /* The smaller quorum holds only for a dead interval after the close (a
  * killed leader's leaves report at once): later reports, or reports that
  * stood from before (a Sybil's, a leaf that missed one probe), need the
@@ -978,6 +1004,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_backup_tells_watchers_of_new_leader, setup, teardown),
       cmocka_unit_test_setup_teardown(test_second_session_keeps_entries, setup, teardown),
       cmocka_unit_test_setup_teardown(test_closed_link_quorum, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_closed_here_needs_majority, setup, teardown),
       cmocka_unit_test_setup_teardown(test_closed_link_quorum_expires, setup, teardown),
       cmocka_unit_test_setup_teardown(test_silent_leader_needs_majority, setup, teardown),
       cmocka_unit_test_setup_teardown(test_takeover_backup_after_leaves, setup, teardown),
