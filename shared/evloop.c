@@ -222,8 +222,12 @@ size_t evloop_timer_count(const EvLoop *l)
 
 static uint32_t to_epoll(const EvWatch *w, unsigned events)
 {
+  /* An edge watch also asks for EPOLLRDHUP: a peer's FIN queued behind its
+   * last data is consumed by the read that returns the data, and its EOF
+   * shows only on a further read, which no new edge would prompt. */
   return ((events & EV_IN) ? (uint32_t)EPOLLIN : 0u) |
-         ((events & EV_OUT) ? (uint32_t)EPOLLOUT : 0u) | (w->edge ? (uint32_t)EPOLLET : 0u);
+         ((events & EV_OUT) ? (uint32_t)EPOLLOUT : 0u) |
+         (w->edge ? (uint32_t)(EPOLLET | EPOLLRDHUP) : 0u);
 }
 
 /* The epoll set w belongs to. */
@@ -391,9 +395,9 @@ static void run_events(EvLoop *l, const struct epoll_event *evs, int n, int ever
     }
     uint32_t e = evs[i].events;
     unsigned got = ((e & EPOLLIN) ? EV_IN : 0u) | ((e & EPOLLOUT) ? EV_OUT : 0u) |
-                   ((e & (EPOLLERR | EPOLLHUP)) ? EV_ERR : 0u);
+                   ((e & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) ? EV_ERR : 0u);
     /* A hang-up reads as EOF: report it as readable too if asked for. */
-    if ((e & EPOLLHUP) && (w->events & EV_IN))
+    if ((e & (EPOLLHUP | EPOLLRDHUP)) && (w->events & EV_IN))
       got |= EV_IN;
     w->fn(w, got, w->ud);
   }

@@ -79,8 +79,13 @@ size_t evloop_timer_count(const EvLoop *l);
 /* For evwatch_new only: edge-triggered (EPOLLET). The watch is reported
  * once per new readiness, not again at every pass while it stays ready:
  * its owner reads until the fd is drained (a short read of a stream
- * socket is enough) or calls evwatch_kick() when it stops early. Saves
- * the kernel a second readiness check of every fd a pass handled. */
+ * socket is enough while EV_ERR is not set) or calls evwatch_kick() when
+ * it stops early. With EV_ERR (an error, a reset, or the peer's FIN: an
+ * edge watch also gets EPOLLRDHUP) it reads until EOF, an error or
+ * EAGAIN: the close may sit behind the data a short read returned, and
+ * no new edge comes for it. Urgent data (MSG_OOB) also stops a read
+ * short; none of our protocols send it. Saves the kernel a second
+ * readiness check of every fd a pass handled. */
 #define EV_EDGE 0x8u
 
 /* events: what is ready (EV_IN | EV_OUT | EV_ERR). */

@@ -419,7 +419,7 @@ static gssize read_some(Session *s, uint8_t *buf, size_t cap, char *reason, size
  * watch is kicked so the next pass reads again, as a level-triggered one
  * would, rather than this session reading on while others wait. The
  * caller holds a reference. */
-static void read_once(Session *s)
+static gssize read_once(Session *s)
 {
   uint8_t buf[READ_CHUNK];
   char reason[160];
@@ -452,6 +452,7 @@ static void read_once(Session *s)
     if (!s->closed && s->watch && (size_t)n == sizeof buf)
       evwatch_kick(s->watch);
   }
+  return n;
 }
 
 static gboolean on_readable(GObject *stream, gpointer ud)
@@ -469,8 +470,14 @@ static void on_fd(EvWatch *w, unsigned events, void *ud)
 {
   Session *s = ud;
   session_ref(s);
-  if (events & (EV_IN | EV_ERR))
+  if (events & EV_ERR) {
+    /* A reset or the peer's FIN: its EOF or error may sit behind the data
+     * one read returns, and an edge watch is not told again (evloop.h). */
+    while (!s->closed && read_once(s) > 0)
+      ;
+  } else if (events & EV_IN) {
     read_once(s);
+  }
   if (!s->closed && (events & EV_OUT)) {
     evwatch_set(w, EV_IN);
     flush(s); /* re-asks for EV_OUT while output remains */
