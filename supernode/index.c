@@ -30,6 +30,7 @@
 #include "index.h"
 
 #include "shorthash.h"
+#include "slots.h"
 
 #include <glib.h>
 #include <stdlib.h>
@@ -45,9 +46,6 @@
 #define ARENA_SHIFT 20
 #define ARENA_BLOCK ((size_t)1 << ARENA_SHIFT)
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
-#define CID_TAB_MIN 1024
-#define ST_TAB_MIN 1024
-#define W_TAB_MIN 1024
 /* Chain entries one content-id lookup looks at, at most; with at most
  * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
  * owners. */
@@ -116,20 +114,14 @@ struct Index {
   size_t arena_len;  /* next write offset; <= nblocks * ARENA_BLOCK */
   size_t arena_dead; /* bytes below arena_len holding no live name */
 
-  uint32_t *st_tab; /* live slots by stamp; NIL = empty bucket */
-  size_t st_cap;    /* power of two */
-  unsigned st_bits;
-  size_t st_used;
+  Slots st;  /* live slots by stamp */
+  Slots cid; /* chain-head slots by content id */
 
-  uint32_t *cid_tab; /* chain-head slots; NIL = empty bucket */
-  size_t cid_cap;    /* power of two */
-  unsigned cid_bits;
-  size_t cid_used;
-
-  Posting **w_tab; /* keyword table: open addressing on Posting.hash; NULL = empty */
-  size_t w_cap;    /* power of two */
-  unsigned w_bits;
-  size_t w_used;
+  Slots w_tab;     /* keyword ids by Posting.hash */
+  Posting **words; /* id -> list; NULL when the id is free */
+  uint32_t nwords; /* ids ever used */
+  uint32_t words_cap;
+  GArray *free_word_ids;        /* uint32_t */
   GHashTable *owners_by_handle; /* &Owner.handle -> Owner* */
   GPtrArray *owners;            /* id -> Owner*, NULL when the id is free */
   GArray *free_owner_ids;       /* uint32_t */
@@ -239,72 +231,28 @@ static void arena_compact(Index *ix)
  * top bits: a peer that picks content ids cannot aim them at one bucket run.
  * (A seeded multiply-xor mix is not a PRF; its collisions can be found
  * without the seed. Chains and results never depend on buckets.) */
-static size_t cid_bucket(const Index *ix, const uint8_t cid[32])
+static uint64_t cid_hash(const void *ctx, uint32_t slot)
 {
-  return (size_t)(shorthash(cid, 32) >> (64 - ix->cid_bits));
+  const Index *ix = ctx;
+  return shorthash(ix->slots[slot].cid, 32);
+}
+
+static bool cid_eq(const void *ctx, uint32_t slot, const void *cid)
+{
+  const Index *ix = ctx;
+  return memcmp(ix->slots[slot].cid, cid, 32) == 0;
 }
 
 /* Bucket holding the chain for cid, or SIZE_MAX. */
 static size_t cid_find(const Index *ix, const uint8_t cid[32])
 {
-  size_t mask = ix->cid_cap - 1;
-  for (size_t i = cid_bucket(ix, cid);; i = (i + 1) & mask) {
-    uint32_t s = ix->cid_tab[i];
-    if (s == NIL)
-      return SIZE_MAX;
-    if (memcmp(ix->slots[s].cid, cid, 32) == 0)
-      return i;
-  }
+  return slots_find(&ix->cid, shorthash(cid, 32), cid_eq, ix, cid);
 }
 
-/* Puts slot's chain into the table; its cid must not be there yet. */
-static void cid_place(Index *ix, uint32_t slot)
-{
-  size_t mask = ix->cid_cap - 1;
-  size_t i = cid_bucket(ix, ix->slots[slot].cid);
-  while (ix->cid_tab[i] != NIL)
-    i = (i + 1) & mask;
-  ix->cid_tab[i] = slot;
-}
-
-/* Makes room for one more chain, keeping the load at most 3/4 so linear
- * probing stays short. */
+/* Makes room for one more chain. */
 static bool cid_reserve(Index *ix)
 {
-  if ((ix->cid_used + 1) * 4 <= ix->cid_cap * 3)
-    return true;
-  uint32_t *old = ix->cid_tab;
-  size_t old_cap = ix->cid_cap;
-  uint32_t *t = malloc(old_cap * 2 * sizeof *t);
-  if (!t)
-    return false;
-  memset(t, 0xff, old_cap * 2 * sizeof *t); /* all NIL */
-  ix->cid_tab = t;
-  ix->cid_cap = old_cap * 2;
-  ix->cid_bits++;
-  for (size_t i = 0; i < old_cap; i++)
-    if (old[i] != NIL)
-      cid_place(ix, old[i]);
-  free(old);
-  return true;
-}
-
-/* Empties bucket pos by backward-shift deletion (no tombstones): every later
- * member of the probe run that may legally sit earlier moves up. */
-static void cid_delete(Index *ix, size_t pos)
-{
-  size_t mask = ix->cid_cap - 1;
-  size_t hole = pos;
-  for (size_t j = (pos + 1) & mask; ix->cid_tab[j] != NIL; j = (j + 1) & mask) {
-    size_t home = cid_bucket(ix, ix->slots[ix->cid_tab[j]].cid);
-    /* It may fill the hole if the hole is no further from home than j. */
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
-      ix->cid_tab[hole] = ix->cid_tab[j];
-      hole = j;
-    }
-  }
-  ix->cid_tab[hole] = NIL;
-  ix->cid_used--;
+  return slots_reserve(&ix->cid, cid_hash, ix);
 }
 
 static void cid_link(Index *ix, uint32_t slot)
@@ -314,14 +262,13 @@ static void cid_link(Index *ix, uint32_t slot)
   e->cid_prev = NIL;
   if (pos == SIZE_MAX) {
     e->cid_next = NIL;
-    cid_place(ix, slot);
-    ix->cid_used++;
+    slots_insert(&ix->cid, slot, cid_hash(ix, slot));
     return;
   }
   /* New entries go first: the table holds the head, so retarget it. */
-  e->cid_next = ix->cid_tab[pos];
+  e->cid_next = ix->cid.tab[pos];
   ix->slots[e->cid_next].cid_prev = slot;
-  ix->cid_tab[pos] = slot;
+  ix->cid.tab[pos] = slot;
 }
 
 static void cid_unlink(Index *ix, uint32_t slot)
@@ -334,91 +281,61 @@ static void cid_unlink(Index *ix, uint32_t slot)
     return;
   }
   size_t pos = cid_find(ix, e->cid);
-  g_assert(pos != SIZE_MAX && ix->cid_tab[pos] == slot);
+  g_assert(pos != SIZE_MAX && ix->cid.tab[pos] == slot);
   if (e->cid_next != NIL)
-    ix->cid_tab[pos] = e->cid_next;
+    ix->cid.tab[pos] = e->cid_next;
   else
-    cid_delete(ix, pos);
+    slots_delete(&ix->cid, pos, cid_hash, ix);
 }
 
 /* ---- stamp table ------------------------------------------------------ */
 
 /* Stamps are ours, handed out in sequence, so a multiplicative (Fibonacci)
  * hash spreads them evenly and no peer can aim them at one bucket run. */
-static size_t st_bucket(const Index *ix, uint32_t stamp)
+static uint64_t st_hash_stamp(uint32_t stamp)
 {
-  return (size_t)((stamp * UINT32_C(0x9E3779B1)) >> (32 - ix->st_bits));
+  return (uint64_t)(uint32_t)(stamp * UINT32_C(0x9E3779B1)) << 32;
+}
+
+static uint64_t st_hash(const void *ctx, uint32_t slot)
+{
+  const Index *ix = ctx;
+  return st_hash_stamp(ix->slots[slot].stamp);
+}
+
+static bool st_eq(const void *ctx, uint32_t slot, const void *stamp)
+{
+  const Index *ix = ctx;
+  return ix->slots[slot].stamp == *(const uint32_t *)stamp;
 }
 
 /* The bucket holding stamp's slot, or SIZE_MAX when no live entry has it. */
 static size_t st_find(const Index *ix, uint32_t stamp)
 {
-  size_t mask = ix->st_cap - 1;
-  for (size_t i = st_bucket(ix, stamp);; i = (i + 1) & mask) {
-    uint32_t s = ix->st_tab[i];
-    if (s == NIL)
-      return SIZE_MAX;
-    if (ix->slots[s].stamp == stamp)
-      return i;
-  }
+  return slots_find(&ix->st, st_hash_stamp(stamp), st_eq, ix, &stamp);
 }
 
 /* The slot of the live entry with this stamp, or NIL. */
 static uint32_t st_slot(const Index *ix, uint32_t stamp)
 {
   size_t pos = st_find(ix, stamp);
-  return pos == SIZE_MAX ? NIL : ix->st_tab[pos];
-}
-
-static void st_place(Index *ix, uint32_t slot)
-{
-  size_t mask = ix->st_cap - 1;
-  size_t i = st_bucket(ix, ix->slots[slot].stamp);
-  while (ix->st_tab[i] != NIL)
-    i = (i + 1) & mask;
-  ix->st_tab[i] = slot;
+  return pos == SIZE_MAX ? NIL : ix->st.tab[pos];
 }
 
 /* Refills the table from the slots' stamps (after a renumbering). */
 static void st_rebuild(Index *ix)
 {
-  memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
+  slots_reset(&ix->st);
   for (uint32_t s = 0; s < ix->nslots; s++)
     if (ix->slots[s].stamp != 0)
-      st_place(ix, s);
+      slots_insert(&ix->st, s, st_hash(ix, s));
 }
 
-/* Room for one more, at a load of at most 3/4 (short probe runs for the
- * stamps of removed entries, which a search and a compaction look up). */
+/* Room for one more (short probe runs for the stamps of removed entries,
+ * which a search and a compaction look up). */
 static bool st_reserve(Index *ix)
 {
-  if ((ix->st_used + 1) * 4 <= ix->st_cap * 3)
-    return true;
-  uint32_t *t = malloc(ix->st_cap * 2 * sizeof *t);
-  if (!t)
-    return false;
-  free(ix->st_tab);
-  ix->st_tab = t;
-  ix->st_cap *= 2;
-  ix->st_bits++;
-  st_rebuild(ix);
-  return true;
-}
-
-/* Backward-shift deletion, as cid_delete. */
-static void st_delete(Index *ix, size_t pos)
-{
-  size_t mask = ix->st_cap - 1;
-  size_t hole = pos;
-  for (size_t j = (pos + 1) & mask; ix->st_tab[j] != NIL; j = (j + 1) & mask) {
-    size_t home = st_bucket(ix, ix->slots[ix->st_tab[j]].stamp);
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
-      ix->st_tab[hole] = ix->st_tab[j];
-      hole = j;
-    }
-  }
-  ix->st_tab[hole] = NIL;
-  ix->st_used--;
+  return slots_reserve(&ix->st, st_hash, ix);
 }
 
 /* ---- keyword table ---------------------------------------------------- */
@@ -435,83 +352,77 @@ static uint32_t word_hash(const char *w, size_t len)
   return (uint32_t)(shorthash(w, len) >> 32);
 }
 
-static size_t w_bucket(const Index *ix, uint32_t hash)
+static uint64_t w_hash(const void *ctx, uint32_t id)
 {
-  return (size_t)(hash >> (32 - ix->w_bits));
+  const Index *ix = ctx;
+  return (uint64_t)ix->words[id]->hash << 32;
 }
 
-/* The bucket holding word's list, or SIZE_MAX. */
+typedef struct {
+  const char *word;
+  uint32_t hash;
+} WordKey;
+
+static bool w_eq(const void *ctx, uint32_t id, const void *key)
+{
+  const Index *ix = ctx;
+  const WordKey *k = key;
+  const Posting *p = ix->words[id];
+  return p->hash == k->hash && strcmp(p->word, k->word) == 0;
+}
+
+/* The bucket holding word's list id, or SIZE_MAX. */
 static size_t w_find(const Index *ix, const char *word)
 {
-  size_t len = strlen(word);
-  uint32_t h = word_hash(word, len);
-  size_t mask = ix->w_cap - 1;
-  for (size_t i = w_bucket(ix, h);; i = (i + 1) & mask) {
-    const Posting *p = ix->w_tab[i];
-    if (!p)
-      return SIZE_MAX;
-    if (p->hash == h && strcmp(p->word, word) == 0)
-      return i;
-  }
+  WordKey k = {word, word_hash(word, strlen(word))};
+  return slots_find(&ix->w_tab, (uint64_t)k.hash << 32, w_eq, ix, &k);
 }
 
 static Posting *w_get(const Index *ix, const char *word)
 {
   size_t pos = w_find(ix, word);
-  return pos == SIZE_MAX ? NULL : ix->w_tab[pos];
+  return pos == SIZE_MAX ? NULL : ix->words[ix->w_tab.tab[pos]];
 }
 
-static void w_place(Index *ix, Posting *p)
-{
-  size_t mask = ix->w_cap - 1;
-  size_t i = w_bucket(ix, p->hash);
-  while (ix->w_tab[i])
-    i = (i + 1) & mask;
-  ix->w_tab[i] = p;
-}
-
-/* Room for one more list, at a load of at most 3/4. */
+/* Room for one more list: a bucket and an id. */
 static bool w_reserve(Index *ix)
 {
-  if ((ix->w_used + 1) * 4 <= ix->w_cap * 3)
-    return true;
-  Posting **old = ix->w_tab;
-  size_t old_cap = ix->w_cap;
-  Posting **t = calloc(old_cap * 2, sizeof *t);
-  if (!t)
-    return false;
-  ix->w_tab = t;
-  ix->w_cap = old_cap * 2;
-  ix->w_bits++;
-  for (size_t i = 0; i < old_cap; i++)
-    if (old[i])
-      w_place(ix, old[i]);
-  free(old);
-  return true;
+  if (ix->free_word_ids->len == 0 && ix->nwords == ix->words_cap) {
+    if (ix->words_cap >= NIL / 2)
+      return false;
+    uint32_t cap = ix->words_cap ? ix->words_cap + ix->words_cap / 2 : 1024;
+    Posting **w = realloc(ix->words, (size_t)cap * sizeof *w);
+    if (!w)
+      return false;
+    ix->words = w;
+    ix->words_cap = cap;
+  }
+  return slots_reserve(&ix->w_tab, w_hash, ix);
 }
 
 /* Adds p (after w_reserve); its word must not be there yet. */
 static void w_add(Index *ix, Posting *p)
 {
-  w_place(ix, p);
-  ix->w_used++;
+  uint32_t id;
+  if (ix->free_word_ids->len > 0) {
+    id = g_array_index(ix->free_word_ids, uint32_t, ix->free_word_ids->len - 1);
+    g_array_set_size(ix->free_word_ids, ix->free_word_ids->len - 1);
+  } else {
+    id = ix->nwords++;
+  }
+  ix->words[id] = p;
+  slots_insert(&ix->w_tab, id, (uint64_t)p->hash << 32);
 }
 
-/* Takes p's list out of the table (backward-shift deletion, as cid_delete). */
+/* Takes p's list out of the table. */
 static void w_remove(Index *ix, const Posting *p)
 {
-  size_t mask = ix->w_cap - 1;
-  size_t hole = w_find(ix, p->word);
-  g_assert(hole != SIZE_MAX && ix->w_tab[hole] == p);
-  for (size_t j = (hole + 1) & mask; ix->w_tab[j]; j = (j + 1) & mask) {
-    size_t home = w_bucket(ix, ix->w_tab[j]->hash);
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
-      ix->w_tab[hole] = ix->w_tab[j];
-      hole = j;
-    }
-  }
-  ix->w_tab[hole] = NULL;
-  ix->w_used--;
+  size_t pos = w_find(ix, p->word);
+  g_assert(pos != SIZE_MAX && ix->words[ix->w_tab.tab[pos]] == p);
+  uint32_t id = ix->w_tab.tab[pos];
+  slots_delete(&ix->w_tab, pos, w_hash, ix);
+  ix->words[id] = NULL;
+  g_array_append_val(ix->free_word_ids, id);
 }
 
 /* ---- postings --------------------------------------------------------- */
@@ -708,7 +619,7 @@ static void entry_remove(Index *ix, uint32_t slot)
   size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
 
   uint32_t owner_id = e->owner;
-  st_delete(ix, st_find(ix, e->stamp));
+  slots_delete(&ix->st, st_find(ix, e->stamp), st_hash, ix);
   e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
@@ -748,9 +659,9 @@ static bool stamps_renumber(Index *ix)
   if (!order)
     return false;
   /* Drop dead refs while the old stamps still tell them apart. */
-  for (size_t w = 0; w < ix->w_cap; w++)
-    if (ix->w_tab[w])
-      posting_compact(ix, ix->w_tab[w]);
+  for (uint32_t w = 0; w < ix->nwords; w++)
+    if (ix->words[w])
+      posting_compact(ix, ix->words[w]);
   size_t n = 0;
   for (uint32_t s = 0; s < ix->nslots; s++)
     if (ix->slots[s].stamp != 0)
@@ -758,15 +669,15 @@ static bool stamps_renumber(Index *ix)
   qsort(order, n, sizeof *order, cmp_u64);
   /* Every ref is live now: turn each into its slot while the table still
    * knows the old stamps, renumber, then back into (new) stamps. */
-  for (size_t w = 0; w < ix->w_cap; w++) {
-    Posting *p = ix->w_tab[w];
+  for (uint32_t w = 0; w < ix->nwords; w++) {
+    Posting *p = ix->words[w];
     for (uint32_t i = 0; p && i < p->len; i++)
       p->refs[i] = st_slot(ix, p->refs[i]);
   }
   for (size_t i = 0; i < n; i++)
     ix->slots[(uint32_t)order[i]].stamp = (uint32_t)(i + 1);
-  for (size_t w = 0; w < ix->w_cap; w++) {
-    Posting *p = ix->w_tab[w];
+  for (uint32_t w = 0; w < ix->nwords; w++) {
+    Posting *p = ix->words[w];
     for (uint32_t i = 0; p && i < p->len; i++)
       p->refs[i] = ix->slots[p->refs[i]].stamp;
   }
@@ -788,32 +699,14 @@ Index *index_new(size_t max_per_owner)
   ix->max_entries = ix->max_bytes = ix->max_bytes_per_owner = SIZE_MAX;
   ix->free_head = NIL;
   ix->next_stamp = 1;
-  ix->cid_cap = CID_TAB_MIN;
-  ix->cid_bits = 10;
-  ix->cid_tab = malloc(ix->cid_cap * sizeof *ix->cid_tab);
-  if (!ix->cid_tab) {
+  if (!slots_init(&ix->cid) || !slots_init(&ix->st) || !slots_init(&ix->w_tab)) {
+    slots_free(&ix->cid);
+    slots_free(&ix->st);
+    slots_free(&ix->w_tab);
     free(ix);
     return NULL;
   }
-  memset(ix->cid_tab, 0xff, ix->cid_cap * sizeof *ix->cid_tab);
-  ix->st_cap = ST_TAB_MIN;
-  ix->st_bits = 10;
-  ix->st_tab = malloc(ix->st_cap * sizeof *ix->st_tab);
-  if (!ix->st_tab) {
-    free(ix->cid_tab);
-    free(ix);
-    return NULL;
-  }
-  memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
-  ix->w_cap = W_TAB_MIN;
-  ix->w_bits = 10;
-  ix->w_tab = calloc(ix->w_cap, sizeof *ix->w_tab);
-  if (!ix->w_tab) {
-    free(ix->st_tab);
-    free(ix->cid_tab);
-    free(ix);
-    return NULL;
-  }
+  ix->free_word_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
   ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
   ix->owners = g_ptr_array_new();
   ix->free_owner_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
@@ -824,16 +717,18 @@ void index_free(Index *ix)
 {
   if (!ix)
     return;
-  for (size_t w = 0; w < ix->w_cap; w++)
-    posting_free(ix->w_tab[w]);
-  free(ix->w_tab);
+  for (uint32_t w = 0; w < ix->nwords; w++)
+    posting_free(ix->words[w]);
+  free(ix->words);
+  g_array_free(ix->free_word_ids, TRUE);
+  slots_free(&ix->w_tab);
   g_hash_table_destroy(ix->owners_by_handle);
   for (guint i = 0; i < ix->owners->len; i++)
     g_free(g_ptr_array_index(ix->owners, i));
   g_ptr_array_free(ix->owners, TRUE);
   g_array_free(ix->free_owner_ids, TRUE);
-  free(ix->cid_tab);
-  free(ix->st_tab);
+  slots_free(&ix->cid);
+  slots_free(&ix->st);
   blocks_free(ix->blocks, ix->nblocks);
   free(ix->slots);
   free(ix);
@@ -850,7 +745,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
    * harmless, and the leaf should hear so even at its cap. */
   size_t names = 0; /* o's entries with this content id */
   if (o && pos != SIZE_MAX) {
-    for (uint32_t s = ix->cid_tab[pos]; s != NIL; s = ix->slots[s].cid_next) {
+    for (uint32_t s = ix->cid.tab[pos]; s != NIL; s = ix->slots[s].cid_next) {
       if (ix->slots[s].owner != o->id)
         continue;
       if (name_equal(ix, &ix->slots[s], name, name_len))
@@ -910,8 +805,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   memcpy(dst + 1, name, name_len);
   ix->arena_len += 1 + name_len;
   e->stamp = ix->next_stamp++;
-  st_place(ix, slot);
-  ix->st_used++;
+  slots_insert(&ix->st, slot, st_hash(ix, slot));
   e->owner = o->id;
   e->next_owned = o->head;
   o->head = slot;
@@ -971,7 +865,7 @@ static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *o
   uint32_t slot[HIT_BATCH];
   size_t n = 0;
   for (size_t i = 0; i < nc; i++)
-    __builtin_prefetch(&ix->st_tab[st_bucket(ix, cand[i])]);
+    __builtin_prefetch(&ix->st.tab[slots_home(&ix->st, st_hash_stamp(cand[i]))]);
   for (size_t i = 0; i < nc; i++) {
     slot[i] = st_slot(ix, cand[i]);
     if (slot[i] != NIL)
@@ -1103,7 +997,7 @@ size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t 
   uint32_t few[32];
   GHashTable *many = NULL;
   size_t owners = 0, n = 0, scanned = 0;
-  for (uint32_t s = ix->cid_tab[pos]; s != NIL && scanned < INDEX_CID_SCAN;
+  for (uint32_t s = ix->cid.tab[pos]; s != NIL && scanned < INDEX_CID_SCAN;
        s = ix->slots[s].cid_next, scanned++) {
     uint32_t owner = ix->slots[s].owner;
     bool dup = false;

@@ -127,9 +127,9 @@ static void test_remove_owner(void **state)
   index_remove_owner(ix, 2);
   assert_int_equal(index_size(ix), 0);
   assert_int_equal(index_owner_count(ix), 0);
-  assert_int_equal(ix->w_used, 0);
-  assert_int_equal(ix->st_used, 0);
-  assert_int_equal(ix->cid_used, 0);
+  assert_int_equal(ix->w_tab.used, 0);
+  assert_int_equal(ix->st.used, 0);
+  assert_int_equal(ix->cid.used, 0);
   assert_int_equal(ix->arena_len - ix->arena_dead, 0); /* no live name bytes */
   index_free(ix);
 }
@@ -354,25 +354,26 @@ static void test_churn(void **state)
   /* The keyword and stamp tables hold exactly the live lists and entries,
    * each where a lookup finds it, after all the removals' shifting. */
   size_t lists = 0;
-  for (size_t w = 0; w < ix->w_cap; w++) {
-    Posting *p = ix->w_tab[w];
-    if (!p)
+  for (size_t w = 0; w < ix->w_tab.cap; w++) {
+    uint32_t id = ix->w_tab.tab[w];
+    if (id == SLOTS_EMPTY)
       continue;
+    Posting *p = ix->words[id];
     lists++;
     assert_ptr_equal(w_get(ix, p->word), p);
     assert_true(p->len > p->dead);
   }
-  assert_int_equal(lists, ix->w_used);
+  assert_int_equal(lists, ix->w_tab.used);
   size_t stamped = 0;
-  for (size_t b = 0; b < ix->st_cap; b++) {
-    uint32_t sl = ix->st_tab[b];
+  for (size_t b = 0; b < ix->st.cap; b++) {
+    uint32_t sl = ix->st.tab[b];
     if (sl == NIL)
       continue;
     stamped++;
     assert_int_equal(st_slot(ix, ix->slots[sl].stamp), sl);
   }
   assert_int_equal(stamped, index_size(ix));
-  assert_int_equal(ix->st_used, index_size(ix));
+  assert_int_equal(ix->st.used, index_size(ix));
   index_free(ix);
 }
 
