@@ -33,6 +33,7 @@
 #include "slots.h"
 
 #include <glib.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,7 +53,9 @@
 #define INDEX_CID_SCAN 4096
 #define INDEX_ENTRY_COST 128 /* see entry_cost */
 #define INDEX_REF_COST 16
-#define INDEX_WORD_COST 160 /* see word_cost */
+#define INDEX_WORD_COST 72 /* see word_cost */
+/* glibc's smallest chunk holds 24 bytes; bigger ones 16 more a step. */
+#define POSTING_CHUNK_MIN 24
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
  * the index renumber the live entries 1..n, which keeps list order. Tests
@@ -75,17 +78,22 @@ G_STATIC_ASSERT(sizeof(Entry) == 64); /* one cache line; the bulk of the index *
 
 typedef uint32_t Ref; /* an entry's stamp */
 
+/* A keyword's list: one allocation holding the header, the keyword and
+ * the refs, so a rare keyword (most of them) costs one small malloc chunk
+ * (32 bytes for a keyword of up to 7 bytes and its first ref) instead of a
+ * header, a string and an array. Growing moves the block: the list's id
+ * (Index.words) stays. */
 typedef struct {
-  Ref *refs;    /* ascending stamps */
-  uint32_t len; /* refs in use, live and dead */
-  uint32_t cap;
+  uint32_t len;  /* refs in use, live and dead */
+  uint32_t cap;  /* refs the block has room for */
   uint32_t dead; /* refs whose entry is gone; invariant: len - dead >= 1 */
-  uint32_t hash; /* word_hash(word), for the keyword table */
-  char word[];   /* NUL-terminated; the keyword table's key */
+  uint8_t wlen;  /* keyword bytes (a keyword is at most INDEX_NAME_MAX) */
+  char word[];   /* wlen bytes, no NUL; the refs follow at posting_refs() */
 } Posting;
+G_STATIC_ASSERT(offsetof(Posting, word) == 13);
 
 typedef struct {
-  uint64_t handle; /* the key of owners_by_handle */
+  uint64_t handle; /* the key of owner_tab */
   uint8_t peer[32];
   uint32_t id;   /* index into Index.owners */
   uint32_t head; /* first entry slot */
@@ -117,14 +125,18 @@ struct Index {
   Slots st;  /* live slots by stamp */
   Slots cid; /* chain-head slots by content id */
 
-  Slots w_tab;     /* keyword ids by Posting.hash */
+  Slots w_tab;     /* keyword ids by the keyword's hash */
   Posting **words; /* id -> list; NULL when the id is free */
   uint32_t nwords; /* ids ever used */
   uint32_t words_cap;
-  GArray *free_word_ids;        /* uint32_t */
-  GHashTable *owners_by_handle; /* &Owner.handle -> Owner* */
-  GPtrArray *owners;            /* id -> Owner*, NULL when the id is free */
-  GArray *free_owner_ids;       /* uint32_t */
+  GArray *free_word_ids; /* uint32_t */
+  /* Owners in one array (an Owner is 64 bytes; a GHashTable and an
+   * allocation each cost 130 a leaf, 13 per entry of a leaf with 10). */
+  Slots owner_tab;  /* owner ids by handle */
+  Owner *owners;    /* id -> Owner; ids not in owner_tab are free */
+  uint32_t nowners; /* ids ever used */
+  uint32_t owners_cap;
+  GArray *free_owner_ids; /* uint32_t */
 };
 
 /* ---- names ------------------------------------------------------------ */
@@ -346,21 +358,22 @@ static bool st_reserve(Index *ix)
  * GHashTable (key, value, hash: 20 bytes a bucket). */
 
 /* Keywords come from peers: a keyed hash keeps them from choosing
- * colliding ones. */
-static uint32_t word_hash(const char *w, size_t len)
+ * colliding ones. Not stored: growing the table and deleting from it hash
+ * the keywords again, which costs less than 4 bytes a keyword would. */
+static uint64_t word_hash(const char *w, size_t len)
 {
-  return (uint32_t)(shorthash(w, len) >> 32);
+  return shorthash(w, len);
 }
 
 static uint64_t w_hash(const void *ctx, uint32_t id)
 {
   const Index *ix = ctx;
-  return (uint64_t)ix->words[id]->hash << 32;
+  return word_hash(ix->words[id]->word, ix->words[id]->wlen);
 }
 
 typedef struct {
   const char *word;
-  uint32_t hash;
+  size_t len;
 } WordKey;
 
 static bool w_eq(const void *ctx, uint32_t id, const void *key)
@@ -368,20 +381,23 @@ static bool w_eq(const void *ctx, uint32_t id, const void *key)
   const Index *ix = ctx;
   const WordKey *k = key;
   const Posting *p = ix->words[id];
-  return p->hash == k->hash && strcmp(p->word, k->word) == 0;
+  return p->wlen == k->len && memcmp(p->word, k->word, k->len) == 0;
 }
 
-/* The bucket holding word's list id, or SIZE_MAX. */
-static size_t w_find(const Index *ix, const char *word)
+/* The id of word's list, or NIL. */
+static uint32_t w_id(const Index *ix, const char *word)
 {
-  WordKey k = {word, word_hash(word, strlen(word))};
-  return slots_find(&ix->w_tab, (uint64_t)k.hash << 32, w_eq, ix, &k);
+  WordKey k = {word, strlen(word)};
+  if (k.len > INDEX_NAME_MAX)
+    return NIL; /* a query's: no name has it */
+  size_t pos = slots_find(&ix->w_tab, word_hash(k.word, k.len), w_eq, ix, &k);
+  return pos == SIZE_MAX ? NIL : ix->w_tab.tab[pos];
 }
 
 static Posting *w_get(const Index *ix, const char *word)
 {
-  size_t pos = w_find(ix, word);
-  return pos == SIZE_MAX ? NULL : ix->words[ix->w_tab.tab[pos]];
+  uint32_t id = w_id(ix, word);
+  return id == NIL ? NULL : ix->words[id];
 }
 
 /* Room for one more list: a bucket and an id. */
@@ -400,8 +416,8 @@ static bool w_reserve(Index *ix)
   return slots_reserve(&ix->w_tab, w_hash, ix);
 }
 
-/* Adds p (after w_reserve); its word must not be there yet. */
-static void w_add(Index *ix, Posting *p)
+/* Adds p (after w_reserve); its word must not be there yet. Returns its id. */
+static uint32_t w_add(Index *ix, Posting *p)
 {
   uint32_t id;
   if (ix->free_word_ids->len > 0) {
@@ -411,79 +427,105 @@ static void w_add(Index *ix, Posting *p)
     id = ix->nwords++;
   }
   ix->words[id] = p;
-  slots_insert(&ix->w_tab, id, (uint64_t)p->hash << 32);
+  slots_insert(&ix->w_tab, id, word_hash(p->word, p->wlen));
+  return id;
 }
 
-/* Takes p's list out of the table. */
-static void w_remove(Index *ix, const Posting *p)
+/* Takes list id out of the table and frees it. */
+static void w_remove(Index *ix, uint32_t id)
 {
-  size_t pos = w_find(ix, p->word);
-  g_assert(pos != SIZE_MAX && ix->words[ix->w_tab.tab[pos]] == p);
-  uint32_t id = ix->w_tab.tab[pos];
+  const Posting *p = ix->words[id];
+  WordKey k = {p->word, p->wlen};
+  size_t pos = slots_find(&ix->w_tab, word_hash(k.word, k.len), w_eq, ix, &k);
+  g_assert(pos != SIZE_MAX && ix->w_tab.tab[pos] == id);
   slots_delete(&ix->w_tab, pos, w_hash, ix);
+  free(ix->words[id]);
   ix->words[id] = NULL;
   g_array_append_val(ix->free_word_ids, id);
 }
 
 /* ---- postings --------------------------------------------------------- */
 
+/* Where the refs start in a list of a wlen-byte keyword: 4-byte aligned. */
+static size_t refs_off(size_t wlen)
+{
+  return (offsetof(Posting, word) + wlen + 3) & ~(size_t)3;
+}
+
+static Ref *posting_refs(const Posting *p)
+{
+  return (Ref *)((char *)p + refs_off(p->wlen));
+}
+
+/* The refs a block for at least min of them holds once its size is
+ * rounded up to what glibc's malloc gives anyway (chunks of 32 bytes, then
+ * steps of 16, 8 of them its header): room that would otherwise be lost. */
+static size_t posting_fit(size_t wlen, size_t min)
+{
+  size_t bytes = refs_off(wlen) + min * sizeof(Ref);
+  bytes = bytes <= POSTING_CHUNK_MIN
+              ? POSTING_CHUNK_MIN
+              : POSTING_CHUNK_MIN + ((bytes - POSTING_CHUNK_MIN + 15) & ~(size_t)15);
+  return (bytes - refs_off(wlen)) / sizeof(Ref);
+}
+
 static Posting *posting_new(const char *word)
 {
   size_t n = strlen(word);
-  Posting *p = malloc(sizeof *p + n + 1);
+  size_t cap = posting_fit(n, 1);
+  Posting *p = malloc(refs_off(n) + cap * sizeof(Ref));
   if (!p)
     return NULL;
-  p->refs = NULL;
-  p->len = p->cap = p->dead = 0;
-  p->hash = word_hash(word, n);
-  memcpy(p->word, word, n + 1);
+  p->len = p->dead = 0;
+  p->cap = (uint32_t)cap;
+  p->wlen = (uint8_t)n;
+  memcpy(p->word, word, n);
   return p;
 }
 
-static void posting_free(Posting *p)
+/* Room for one more ref in list id; may move it (Index.words follows). */
+static bool posting_reserve(Index *ix, uint32_t id)
 {
-  if (!p)
-    return;
-  free(p->refs);
-  free(p);
-}
-
-static bool posting_reserve(Posting *p)
-{
+  Posting *p = ix->words[id];
   if (p->len < p->cap)
     return true;
-  if (p->cap >= UINT32_MAX / 2)
+  if (p->cap >= UINT32_MAX / 4)
     return false;
-  /* Six refs fill malloc's smallest chunk, and most keywords are rare.
-   * Long lists grow by 1/8 only: they hold most refs, so their slack is
-   * most of the index's, and geometric growth keeps appends amortised O(1)
-   * whatever the factor. */
-  uint32_t cap = p->cap < 6 ? 6 : p->cap + (p->cap < 1024 ? p->cap / 2 : p->cap / 8);
-  Ref *r = realloc(p->refs, cap * sizeof *r);
-  if (!r)
+  /* Doubling. Slower growth (by 1/8 past 1,024 refs) held less on the
+   * heap but more in RSS: every move leaves a freed block behind, and
+   * thousands of lists growing in turn leave the heap full of holes
+   * (realistic names, bench_index and leaves_at_size.sh: 20 bytes of
+   * free heap per entry at 1/8, 2 at doubling; 205 against 187 bytes of
+   * RSS per entry at a million). A list past malloc's mmap threshold moves
+   * by mremap, and its unwritten tail takes no RAM at all. */
+  size_t cap = posting_fit(p->wlen, (size_t)p->cap * 2);
+  Posting *q = realloc(p, refs_off(p->wlen) + cap * sizeof(Ref));
+  if (!q)
     return false;
-  p->refs = r;
-  p->cap = cap;
+  q->cap = (uint32_t)cap;
+  ix->words[id] = q;
   return true;
 }
 
-static void posting_compact(Index *ix, Posting *p)
+static void posting_compact(Index *ix, uint32_t id)
 {
+  Posting *p = ix->words[id];
+  Ref *refs = posting_refs(p);
   uint32_t n = 0;
   for (uint32_t i = 0; i < p->len; i++) {
-    Ref r = p->refs[i];
+    Ref r = refs[i];
     if (st_find(ix, r) != SIZE_MAX)
-      p->refs[n++] = r;
+      refs[n++] = r;
   }
   p->len = n;
   p->dead = 0;
   /* Give memory back after mass removals; keep the old block on failure. */
   if (p->cap > 8 && p->cap / 4 > n) {
-    uint32_t cap = n + n / 2 + 1;
-    Ref *r = realloc(p->refs, cap * sizeof *r);
-    if (r) {
-      p->refs = r;
-      p->cap = cap;
+    size_t cap = posting_fit(p->wlen, n + n / 2 + 1);
+    Posting *q = realloc(p, refs_off(p->wlen) + cap * sizeof(Ref));
+    if (q) {
+      q->cap = (uint32_t)cap;
+      ix->words[id] = q;
     }
   }
 }
@@ -491,50 +533,89 @@ static void posting_compact(Index *ix, Posting *p)
 /* The entry a Ref named has gone: count it, and compact or drop the list. */
 static size_t word_cost(size_t word_len);
 
-static void posting_note_dead(Index *ix, Posting *p)
+static void posting_note_dead(Index *ix, uint32_t id)
 {
+  Posting *p = ix->words[id];
   p->dead++;
   uint32_t live = p->len - p->dead;
   if (live == 0) {
-    ix->bytes -= word_cost(strlen(p->word));
-    w_remove(ix, p);
-    posting_free(p);
+    ix->bytes -= word_cost(p->wlen);
+    w_remove(ix, id);
   } else if (p->dead > live) {
-    posting_compact(ix, p);
+    posting_compact(ix, id);
   }
 }
 
 /* ---- owners ----------------------------------------------------------- */
 
-static Owner *owner_lookup(const Index *ix, uint64_t handle)
+/* Handles are the caller's (connection ids), but a keyed hash costs
+ * little here and takes no trust. */
+static uint64_t owner_hash_handle(uint64_t handle)
 {
-  return g_hash_table_lookup(ix->owners_by_handle, &handle);
+  return shorthash(&handle, sizeof handle);
 }
 
+static uint64_t owner_hash(const void *ctx, uint32_t id)
+{
+  const Index *ix = ctx;
+  return owner_hash_handle(ix->owners[id].handle);
+}
+
+static bool owner_eq(const void *ctx, uint32_t id, const void *handle)
+{
+  const Index *ix = ctx;
+  return ix->owners[id].handle == *(const uint64_t *)handle;
+}
+
+/* The owner with this handle, or NULL; valid until an owner registers. */
+static Owner *owner_lookup(const Index *ix, uint64_t handle)
+{
+  size_t pos = slots_find(&ix->owner_tab, owner_hash_handle(handle), owner_eq, ix, &handle);
+  return pos == SIZE_MAX ? NULL : &ix->owners[ix->owner_tab.tab[pos]];
+}
+
+/* Room for one more owner (an id and a bucket). */
+static bool owner_reserve(Index *ix)
+{
+  if (ix->free_owner_ids->len == 0 && ix->nowners == ix->owners_cap) {
+    if (ix->owners_cap >= NIL / 2)
+      return false;
+    uint32_t cap = ix->owners_cap ? ix->owners_cap + ix->owners_cap / 2 : 64;
+    Owner *o = realloc(ix->owners, (size_t)cap * sizeof *o);
+    if (!o)
+      return false;
+    ix->owners = o;
+    ix->owners_cap = cap;
+  }
+  return slots_reserve(&ix->owner_tab, owner_hash, ix);
+}
+
+/* After owner_reserve. Moves the owners: earlier Owner pointers are stale. */
 static Owner *owner_register(Index *ix, uint64_t handle, const uint8_t peer[32])
 {
-  Owner *o = g_new0(Owner, 1);
+  uint32_t id;
+  if (ix->free_owner_ids->len > 0) {
+    id = g_array_index(ix->free_owner_ids, uint32_t, ix->free_owner_ids->len - 1);
+    g_array_set_size(ix->free_owner_ids, ix->free_owner_ids->len - 1);
+  } else {
+    id = ix->nowners++;
+  }
+  Owner *o = &ix->owners[id];
+  memset(o, 0, sizeof *o);
   o->handle = handle;
   memcpy(o->peer, peer, 32);
+  o->id = id;
   o->head = NIL;
-  if (ix->free_owner_ids->len > 0) {
-    o->id = g_array_index(ix->free_owner_ids, uint32_t, ix->free_owner_ids->len - 1);
-    g_array_set_size(ix->free_owner_ids, ix->free_owner_ids->len - 1);
-    g_ptr_array_index(ix->owners, o->id) = o;
-  } else {
-    o->id = ix->owners->len;
-    g_ptr_array_add(ix->owners, o);
-  }
-  g_hash_table_insert(ix->owners_by_handle, &o->handle, o);
+  slots_insert(&ix->owner_tab, id, owner_hash_handle(handle));
   return o;
 }
 
 static void owner_unregister(Index *ix, Owner *o)
 {
-  g_hash_table_remove(ix->owners_by_handle, &o->handle);
-  g_ptr_array_index(ix->owners, o->id) = NULL;
+  size_t pos = slots_find(&ix->owner_tab, owner_hash_handle(o->handle), owner_eq, ix, &o->handle);
+  g_assert(pos != SIZE_MAX && ix->owner_tab.tab[pos] == o->id);
+  slots_delete(&ix->owner_tab, pos, owner_hash, ix);
   g_array_append_val(ix->free_owner_ids, o->id);
-  g_free(o);
 }
 
 /* ---- entries ---------------------------------------------------------- */
@@ -571,17 +652,22 @@ static uint32_t slot_take(Index *ix)
  * bytes each at a load of 3/8 or more): INDEX_ENTRY_COST; its name in the
  * arena, which may hold as much again in holes before compacting (2 x the
  * name); and per keyword a 4-byte ref in the keyword's list, with the
- * list's growth (half as much again) and its dead refs before compaction
- * (as many as live ones): INDEX_REF_COST. The roster keeps no copy (issue
+ * list's growth (lists double: as much again) and its dead refs before
+ * compaction (as many as live ones): INDEX_REF_COST. The roster keeps no copy (issue
  * 12). An upper bound, so that budgets in these bytes bound memory. */
 static size_t entry_cost(size_t name_len, size_t ntokens)
 {
   return INDEX_ENTRY_COST + 2 * name_len + ntokens * INDEX_REF_COST;
 }
 
-/* What a keyword's list costs while it lives: the Posting and its word,
- * its first refs, and its slot in the keyword table (which may be four
- * times its size). Counted in the index's total from the list's creation
+/* What a keyword's list costs while it lives besides its refs: its block's
+ * header (13 bytes), the keyword, the refs' alignment (3) and the rounding
+ * up to malloc's chunk with its header (15 + 8); its pointer in
+ * Index.words (8, and half as much again in the array's slack) and a
+ * free-id record once it goes (4, twice in the GArray's slack); its bucket
+ * in the keyword table (4 bytes at a load of 3/8 or more: 11). 70 + the
+ * keyword, INDEX_WORD_COST with a margin; a list of one ref and a keyword
+ * of up to 7 bytes takes one 32-byte chunk. Counted in the index's total from the list's creation
  * to its end, and in the share of the owner whose entry created it. */
 static size_t word_cost(size_t word_len)
 {
@@ -623,15 +709,15 @@ static void entry_remove(Index *ix, uint32_t slot)
   e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
-    Posting *p = w_get(ix, tok[k]);
-    g_assert(p);
-    posting_note_dead(ix, p);
+    uint32_t id = w_id(ix, tok[k]);
+    g_assert(id != NIL);
+    posting_note_dead(ix, id);
   }
   cid_unlink(ix, slot);
   ix->arena_dead += 1 + nlen;
   size_t cost = entry_cost(nlen, nt);
   ix->bytes -= cost;
-  ((Owner *)g_ptr_array_index(ix->owners, owner_id))->bytes -= cost;
+  ix->owners[owner_id].bytes -= cost;
   e->next_owned = ix->free_head;
   ix->free_head = slot;
   ix->live--;
@@ -661,7 +747,7 @@ static bool stamps_renumber(Index *ix)
   /* Drop dead refs while the old stamps still tell them apart. */
   for (uint32_t w = 0; w < ix->nwords; w++)
     if (ix->words[w])
-      posting_compact(ix, ix->words[w]);
+      posting_compact(ix, w);
   size_t n = 0;
   for (uint32_t s = 0; s < ix->nslots; s++)
     if (ix->slots[s].stamp != 0)
@@ -671,15 +757,17 @@ static bool stamps_renumber(Index *ix)
    * knows the old stamps, renumber, then back into (new) stamps. */
   for (uint32_t w = 0; w < ix->nwords; w++) {
     Posting *p = ix->words[w];
+    Ref *refs = p ? posting_refs(p) : NULL;
     for (uint32_t i = 0; p && i < p->len; i++)
-      p->refs[i] = st_slot(ix, p->refs[i]);
+      refs[i] = st_slot(ix, refs[i]);
   }
   for (size_t i = 0; i < n; i++)
     ix->slots[(uint32_t)order[i]].stamp = (uint32_t)(i + 1);
   for (uint32_t w = 0; w < ix->nwords; w++) {
     Posting *p = ix->words[w];
+    Ref *refs = p ? posting_refs(p) : NULL;
     for (uint32_t i = 0; p && i < p->len; i++)
-      p->refs[i] = ix->slots[p->refs[i]].stamp;
+      refs[i] = ix->slots[refs[i]].stamp;
   }
   st_rebuild(ix);
   ix->next_stamp = (uint32_t)(n + 1);
@@ -699,16 +787,16 @@ Index *index_new(size_t max_per_owner)
   ix->max_entries = ix->max_bytes = ix->max_bytes_per_owner = SIZE_MAX;
   ix->free_head = NIL;
   ix->next_stamp = 1;
-  if (!slots_init(&ix->cid) || !slots_init(&ix->st) || !slots_init(&ix->w_tab)) {
+  if (!slots_init(&ix->cid) || !slots_init(&ix->st) || !slots_init(&ix->w_tab) ||
+      !slots_init(&ix->owner_tab)) {
     slots_free(&ix->cid);
     slots_free(&ix->st);
     slots_free(&ix->w_tab);
+    slots_free(&ix->owner_tab);
     free(ix);
     return NULL;
   }
   ix->free_word_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
-  ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
-  ix->owners = g_ptr_array_new();
   ix->free_owner_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
   return ix;
 }
@@ -718,14 +806,12 @@ void index_free(Index *ix)
   if (!ix)
     return;
   for (uint32_t w = 0; w < ix->nwords; w++)
-    posting_free(ix->words[w]);
+    free(ix->words[w]);
   free(ix->words);
   g_array_free(ix->free_word_ids, TRUE);
   slots_free(&ix->w_tab);
-  g_hash_table_destroy(ix->owners_by_handle);
-  for (guint i = 0; i < ix->owners->len; i++)
-    g_free(g_ptr_array_index(ix->owners, i));
-  g_ptr_array_free(ix->owners, TRUE);
+  slots_free(&ix->owner_tab);
+  free(ix->owners);
   g_array_free(ix->free_owner_ids, TRUE);
   slots_free(&ix->cid);
   slots_free(&ix->st);
@@ -759,7 +845,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
     return INDEX_CID_FULL;
   char buf[KEYWORD_BUF];
   const char *tok[TOKENIZE_MAX_TOKENS];
-  Posting *post[TOKENIZE_MAX_TOKENS];
+  uint32_t post[TOKENIZE_MAX_TOKENS]; /* list ids */
   size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
   size_t cost = add_cost(ix, name_len, tok, nt);
   if ((o ? o->count : 0) >= ix->max_per_owner ||
@@ -776,18 +862,18 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
    * add leaves the index as it was. */
   size_t np = 0;
   if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) || !st_reserve(ix) ||
-      (pos == SIZE_MAX && !cid_reserve(ix)))
+      (!o && !owner_reserve(ix)) || (pos == SIZE_MAX && !cid_reserve(ix)))
     return INDEX_NOMEM;
   for (; np < nt; np++) {
-    Posting *p = w_get(ix, tok[np]);
-    if (!p) {
-      p = w_reserve(ix) ? posting_new(tok[np]) : NULL;
+    uint32_t id = w_id(ix, tok[np]);
+    if (id == NIL) {
+      Posting *p = w_reserve(ix) ? posting_new(tok[np]) : NULL;
       if (!p)
         goto nomem;
-      w_add(ix, p);
+      id = w_add(ix, p);
     }
-    post[np] = p;
-    if (!posting_reserve(p)) {
+    post[np] = id;
+    if (!posting_reserve(ix, id)) {
       np++;
       goto nomem;
     }
@@ -813,18 +899,18 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   o->bytes += cost;
   ix->bytes += cost;
   cid_link(ix, slot);
-  for (size_t k = 0; k < nt; k++)
-    post[k]->refs[post[k]->len++] = e->stamp;
+  for (size_t k = 0; k < nt; k++) {
+    Posting *p = ix->words[post[k]];
+    posting_refs(p)[p->len++] = e->stamp;
+  }
   ix->live++;
   return INDEX_OK;
 
 nomem:
   /* Only lists created above can be empty; drop them again. */
   for (size_t k = 0; k < np; k++) {
-    if (post[k]->len == 0) {
+    if (ix->words[post[k]]->len == 0)
       w_remove(ix, post[k]);
-      posting_free(post[k]);
-    }
   }
   return INDEX_NOMEM;
 }
@@ -849,7 +935,7 @@ size_t index_remove_owner(Index *ix, uint64_t owner)
 
 static void fill_hit(const Index *ix, const Entry *e, IndexHit *h)
 {
-  const Owner *o = g_ptr_array_index(ix->owners, e->owner);
+  const Owner *o = &ix->owners[e->owner];
   h->name = entry_name(ix, e, &h->name_len);
   h->size = e->size;
   memcpy(h->cid, e->cid, 32);
@@ -876,7 +962,7 @@ static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *o
       continue;
     const Entry *e = &ix->slots[slot[i]];
     __builtin_prefetch(arena_at(ix, e->name_off));
-    __builtin_prefetch(g_ptr_array_index(ix->owners, e->owner));
+    __builtin_prefetch(&ix->owners[e->owner]);
   }
   for (size_t i = 0; i < nc; i++)
     if (slot[i] != NIL)
@@ -888,12 +974,13 @@ static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *o
  * steps, then binary search, so skipping k refs costs O(log k). */
 static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
 {
+  const Ref *refs = posting_refs(p);
   size_t len = p->len;
-  if (from >= len || p->refs[from] >= target)
+  if (from >= len || refs[from] >= target)
     return from;
   size_t below = from, step = 1; /* refs[below] < target */
   size_t hi = from + 1;
-  while (hi < len && p->refs[hi] < target) {
+  while (hi < len && refs[hi] < target) {
     below = hi;
     step *= 2;
     hi = below + step;
@@ -903,7 +990,7 @@ static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
   size_t lo = below + 1;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (p->refs[mid] < target)
+    if (refs[mid] < target)
       lo = mid + 1;
     else
       hi = mid;
@@ -953,21 +1040,21 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
   size_t nc = 0;
   bool done = false;
   while (!done && at[0] < pl[0]->len) {
-    uint32_t target = pl[0]->refs[at[0]];
+    uint32_t target = posting_refs(pl[0])[at[0]];
     bool all = true;
     for (size_t k = 1; k < nt && all; k++) {
       at[k] = posting_seek(pl[k], at[k], target);
       if (at[k] == pl[k]->len) {
         done = true; /* list k has nothing at or after target */
         all = false;
-      } else if (pl[k]->refs[at[k]] != target) {
-        at[0] = posting_seek(pl[0], at[0] + 1, pl[k]->refs[at[k]]);
+      } else if (posting_refs(pl[k])[at[k]] != target) {
+        at[0] = posting_seek(pl[0], at[0] + 1, posting_refs(pl[k])[at[k]]);
         all = false;
       }
     }
     if (!all)
       continue;
-    cand[nc++] = pl[0]->refs[at[0]++];
+    cand[nc++] = posting_refs(pl[0])[at[0]++];
     if (nc == HIT_BATCH || nc == max - n) {
       n += fill_hits(ix, cand, nc, out + n);
       nc = 0;
@@ -1055,7 +1142,7 @@ void index_set_limits(Index *ix, size_t max_entries, size_t max_bytes, size_t ma
 
 size_t index_owner_count(const Index *ix)
 {
-  return g_hash_table_size(ix->owners_by_handle);
+  return ix->owner_tab.used;
 }
 
 size_t index_owner_bytes(const Index *ix, uint64_t owner)
