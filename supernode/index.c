@@ -54,8 +54,9 @@
 #define INDEX_ENTRY_COST 128 /* see entry_cost */
 #define INDEX_REF_COST 16
 #define INDEX_WORD_COST 72 /* see word_cost */
-/* glibc's smallest chunk holds 24 bytes; bigger ones 16 more a step. */
-#define POSTING_CHUNK_MIN 24
+/* Size classes of keyword lists (posting_bytes): the largest, 8 GiB,
+ * holds 2^31 refs, so a capacity fits a u32. */
+#define POSTING_CLASS_MAX 29
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
  * the index renumber the live entries 1..n, which keeps list order. Tests
@@ -80,17 +81,20 @@ typedef uint32_t Ref; /* an entry's stamp */
 
 /* A keyword's list: one allocation holding the header, the keyword and
  * the refs, so a rare keyword (most of them) costs one small malloc chunk
- * (32 bytes for a keyword of up to 7 bytes and its first ref) instead of a
- * header, a string and an array. Growing moves the block: the list's id
- * (Index.words) stays. */
+ * (32 bytes for a keyword of up to 10 bytes and its first ref) instead of
+ * a header, a string and an array. Blocks come in size classes that fill
+ * glibc's chunks exactly (posting_bytes); growing moves the block to the
+ * next class, and the list's id (Index.words) stays. */
 typedef struct {
   uint32_t len;  /* refs in use, live and dead */
-  uint32_t cap;  /* refs the block has room for */
   uint32_t dead; /* refs whose entry is gone; invariant: len - dead >= 1 */
   uint8_t wlen;  /* keyword bytes (a keyword is at most INDEX_NAME_MAX) */
+  uint8_t cls;   /* size class: the block is posting_bytes(cls) */
   char word[];   /* wlen bytes, no NUL; the refs follow at posting_refs() */
 } Posting;
-G_STATIC_ASSERT(offsetof(Posting, word) == 13);
+/* A 10-byte header: 4 bytes fewer (a u32 capacity) would put half of the
+ * rare realistic keywords (8 bytes: dates) in a 48-byte chunk. */
+G_STATIC_ASSERT(offsetof(Posting, word) == 10);
 
 typedef struct {
   uint64_t handle; /* the key of owner_tab */
@@ -457,27 +461,39 @@ static Ref *posting_refs(const Posting *p)
   return (Ref *)((char *)p + refs_off(p->wlen));
 }
 
-/* The refs a block for at least min of them holds once its size is
- * rounded up to what glibc's malloc gives anyway (chunks of 32 bytes, then
- * steps of 16, 8 of them its header): room that would otherwise be lost. */
-static size_t posting_fit(size_t wlen, size_t min)
+/* Bytes of a block of class cls: 24, 40, 72, 136, ... (16 << cls) + 8,
+ * what glibc's malloc gives a request anyway (chunks of 32 bytes, then of
+ * powers of two past it, 8 bytes of each its header), so no room is lost
+ * to rounding and a class up is twice the bytes. */
+static size_t posting_bytes(unsigned cls)
 {
-  size_t bytes = refs_off(wlen) + min * sizeof(Ref);
-  bytes = bytes <= POSTING_CHUNK_MIN
-              ? POSTING_CHUNK_MIN
-              : POSTING_CHUNK_MIN + ((bytes - POSTING_CHUNK_MIN + 15) & ~(size_t)15);
-  return (bytes - refs_off(wlen)) / sizeof(Ref);
+  return ((size_t)16 << cls) + 8;
+}
+
+static uint32_t posting_cap(const Posting *p)
+{
+  return (uint32_t)((posting_bytes(p->cls) - refs_off(p->wlen)) / sizeof(Ref));
+}
+
+/* The smallest class whose block holds min refs after a wlen-byte
+ * keyword, or POSTING_CLASS_MAX + 1 past the largest. */
+static unsigned posting_class(size_t wlen, size_t min)
+{
+  unsigned cls = 0;
+  while (cls <= POSTING_CLASS_MAX && posting_bytes(cls) < refs_off(wlen) + min * sizeof(Ref))
+    cls++;
+  return cls;
 }
 
 static Posting *posting_new(const char *word)
 {
   size_t n = strlen(word);
-  size_t cap = posting_fit(n, 1);
-  Posting *p = malloc(refs_off(n) + cap * sizeof(Ref));
+  unsigned cls = posting_class(n, 1);
+  Posting *p = malloc(posting_bytes(cls));
   if (!p)
     return NULL;
   p->len = p->dead = 0;
-  p->cap = (uint32_t)cap;
+  p->cls = (uint8_t)cls;
   p->wlen = (uint8_t)n;
   memcpy(p->word, word, n);
   return p;
@@ -487,9 +503,9 @@ static Posting *posting_new(const char *word)
 static bool posting_reserve(Index *ix, uint32_t id)
 {
   Posting *p = ix->words[id];
-  if (p->len < p->cap)
+  if (p->len < posting_cap(p))
     return true;
-  if (p->cap >= UINT32_MAX / 4)
+  if (p->cls >= POSTING_CLASS_MAX)
     return false;
   /* Doubling. Slower growth (by 1/8 past 1,024 refs) held less on the
    * heap but more in RSS: every move leaves a freed block behind, and
@@ -498,11 +514,10 @@ static bool posting_reserve(Index *ix, uint32_t id)
    * free heap per entry at 1/8, 2 at doubling; 205 against 187 bytes of
    * RSS per entry at a million). A list past malloc's mmap threshold moves
    * by mremap, and its unwritten tail takes no RAM at all. */
-  size_t cap = posting_fit(p->wlen, (size_t)p->cap * 2);
-  Posting *q = realloc(p, refs_off(p->wlen) + cap * sizeof(Ref));
+  Posting *q = realloc(p, posting_bytes(p->cls + 1u));
   if (!q)
     return false;
-  q->cap = (uint32_t)cap;
+  q->cls++;
   ix->words[id] = q;
   return true;
 }
@@ -520,11 +535,11 @@ static void posting_compact(Index *ix, uint32_t id)
   p->len = n;
   p->dead = 0;
   /* Give memory back after mass removals; keep the old block on failure. */
-  if (p->cap > 8 && p->cap / 4 > n) {
-    size_t cap = posting_fit(p->wlen, n + n / 2 + 1);
-    Posting *q = realloc(p, refs_off(p->wlen) + cap * sizeof(Ref));
+  unsigned cls = posting_class(p->wlen, n + n / 2 + 1);
+  if (posting_cap(p) > 8 && posting_cap(p) / 4 > n && cls < p->cls) {
+    Posting *q = realloc(p, posting_bytes(cls));
     if (q) {
-      q->cap = (uint32_t)cap;
+      q->cls = (uint8_t)cls;
       ix->words[id] = q;
     }
   }
@@ -660,18 +675,21 @@ static size_t entry_cost(size_t name_len, size_t ntokens)
   return INDEX_ENTRY_COST + 2 * name_len + ntokens * INDEX_REF_COST;
 }
 
-/* What a keyword's list costs while it lives besides its refs: its block's
- * header (13 bytes), the keyword, the refs' alignment (3) and the rounding
- * up to malloc's chunk with its header (15 + 8); its pointer in
- * Index.words (8, and half as much again in the array's slack) and a
- * free-id record once it goes (4, twice in the GArray's slack); its bucket
- * in the keyword table (4 bytes at a load of 3/8 or more: 11). 70 + the
- * keyword, INDEX_WORD_COST with a margin; a list of one ref and a keyword
- * of up to 7 bytes takes one 32-byte chunk. Counted in the index's total from the list's creation
- * to its end, and in the share of the owner whose entry created it. */
+/* What a keyword's list costs while it lives besides its refs: its block
+ * is a size class of twice the one before (posting_bytes), chosen when the
+ * smaller one was full, so it holds at most twice the header (10 bytes),
+ * the keyword and the refs' alignment (3), the refs' half of that being in
+ * INDEX_REF_COST; with malloc's 8-byte chunk header, 34 + 2 x the keyword.
+ * Then its pointer in Index.words (8, and half as much again in the
+ * array's slack), a free-id record once it goes (4, twice in the GArray's
+ * slack) and its bucket in the keyword table (4 bytes at a load of 3/8 or
+ * more: 11). 65 + 2 x the keyword: INDEX_WORD_COST with a margin. (A list
+ * of one ref and a keyword of up to 10 bytes takes one 32-byte chunk.)
+ * Counted in the index's total from the list's creation to its end, and in
+ * the share of the owner whose entry created it. */
 static size_t word_cost(size_t word_len)
 {
-  return INDEX_WORD_COST + word_len;
+  return INDEX_WORD_COST + 2 * word_len;
 }
 
 /* entry_cost plus word_cost of the keywords the index does not hold yet. */
