@@ -17,6 +17,8 @@
  *     stamp table (open addressing, stamp -> slot) finds a hit's slot; a
  *     stamp not in it is a removed entry. (A (slot, stamp) pair per
  *     reference cost 4 bytes more per keyword, 36 per realistic entry.)
+ *     A list is one block with its keyword (see Posting): most keywords
+ *     are rare, so what a keyword costs besides its refs counts.
  *   - Removal does not search a list: it only counts one more dead reference,
  *     and the list is compacted when dead > live. Each compaction's cost is
  *     paid for by the removals since the last one, so removing an owner is
@@ -26,6 +28,9 @@
  *     is O(1) however many leaves share a popular file.
  *   - An owner's entries form a singly linked list: they only ever leave all
  *     together.
+ *   - The stamp, content-id, keyword and owner tables are one kind of table
+ *     (slots.h: u32 values, open addressing), keyed through callbacks.
+ * supernode/MEMORY.md ("What an entry holds") has the bytes.
  */
 #include "index.h"
 
@@ -358,8 +363,9 @@ static bool st_reserve(Index *ix)
 
 /* Most keywords of a real share are rare (dates, numbers: 31,157 distinct
  * ones in 100,000 realistic names), so what a keyword costs besides its
- * refs matters: a bucket here is one pointer, against three arrays of a
- * GHashTable (key, value, hash: 20 bytes a bucket). */
+ * refs matters: a bucket here is a u32 id (the list's pointer is in
+ * Index.words), against three arrays of a GHashTable (key, value, hash: 20
+ * bytes a bucket). */
 
 /* Keywords come from peers: a keyed hash keeps them from choosing
  * colliding ones. Not stored: growing the table and deleting from it hash
