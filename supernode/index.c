@@ -101,14 +101,15 @@ typedef struct {
  * rare realistic keywords (8 bytes: dates) in a 48-byte chunk. */
 G_STATIC_ASSERT(offsetof(Posting, word) == 10);
 
+/* Its id is its place in Index.owners (owner_id). */
 typedef struct {
   uint64_t handle; /* the key of owner_tab */
   uint8_t peer[32];
-  uint32_t id;   /* index into Index.owners */
-  uint32_t head; /* first entry slot */
-  size_t count;  /* >= 1 while the owner is registered */
-  size_t bytes;  /* entry_cost of its entries, word_cost of the keywords it added */
+  size_t bytes;   /* entry_cost of its entries, word_cost of the keywords it added */
+  uint32_t head;  /* first entry slot */
+  uint32_t count; /* >= 1 while the owner is registered; entries are slots */
 } Owner;
+G_STATIC_ASSERT(sizeof(Owner) == 56); /* 6 bytes an entry of a leaf with 10 */
 
 struct Index {
   size_t max_per_owner;
@@ -588,6 +589,11 @@ static bool owner_eq(const void *ctx, uint32_t id, const void *handle)
   return ix->owners[id].handle == *(const uint64_t *)handle;
 }
 
+static uint32_t owner_id(const Index *ix, const Owner *o)
+{
+  return (uint32_t)(o - ix->owners);
+}
+
 /* The owner with this handle, or NULL; valid until an owner registers. */
 static Owner *owner_lookup(const Index *ix, uint64_t handle)
 {
@@ -625,7 +631,6 @@ static Owner *owner_register(Index *ix, uint64_t handle, const uint8_t peer[32])
   memset(o, 0, sizeof *o);
   o->handle = handle;
   memcpy(o->peer, peer, 32);
-  o->id = id;
   o->head = NIL;
   slots_insert(&ix->owner_tab, id, owner_hash_handle(handle));
   return o;
@@ -634,9 +639,10 @@ static Owner *owner_register(Index *ix, uint64_t handle, const uint8_t peer[32])
 static void owner_unregister(Index *ix, Owner *o)
 {
   size_t pos = slots_find(&ix->owner_tab, owner_hash_handle(o->handle), owner_eq, ix, &o->handle);
-  g_assert(pos != SIZE_MAX && ix->owner_tab.tab[pos] == o->id);
+  g_assert(pos != SIZE_MAX && ix->owner_tab.tab[pos] == owner_id(ix, o));
   slots_delete(&ix->owner_tab, pos, owner_hash, ix);
-  g_array_append_val(ix->free_owner_ids, o->id);
+  uint32_t id = owner_id(ix, o);
+  g_array_append_val(ix->free_owner_ids, id);
 }
 
 /* ---- entries ---------------------------------------------------------- */
@@ -856,7 +862,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   size_t names = 0; /* o's entries with this content id */
   if (o && pos != SIZE_MAX) {
     for (uint32_t s = ix->cid.tab[pos]; s != NIL; s = ix->slots[s].cid_next) {
-      if (ix->slots[s].owner != o->id)
+      if (ix->slots[s].owner != owner_id(ix, o))
         continue;
       if (name_equal(ix, &ix->slots[s], name, name_len))
         return INDEX_DUPLICATE;
@@ -916,7 +922,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   ix->arena_len += 1 + name_len;
   e->stamp = ix->next_stamp++;
   slots_insert(&ix->st, slot, st_hash(ix, slot));
-  e->owner = o->id;
+  e->owner = owner_id(ix, o);
   e->next_owned = o->head;
   o->head = slot;
   o->count++;
