@@ -468,10 +468,10 @@ static Ref *posting_refs(const Posting *p)
   return (Ref *)((char *)p + refs_off(p->wlen));
 }
 
-/* Bytes of a block of class cls: 24, 40, 72, 136, ... (16 << cls) + 8,
- * what glibc's malloc gives a request anyway (chunks of 32 bytes, then of
- * powers of two past it, 8 bytes of each its header), so no room is lost
- * to rounding and a class up is twice the bytes. */
+/* Bytes of a block of class cls: 24, 40, 72, 136, ... (16 << cls) + 8. A
+ * request of that size fills a glibc chunk of (16 << cls) + 16 exactly
+ * (8 bytes of it the chunk's header; chunks go in steps of 16), so no room
+ * is lost to rounding, and each class is about twice the one before. */
 static size_t posting_bytes(unsigned cls)
 {
   return ((size_t)16 << cls) + 8;
@@ -517,9 +517,9 @@ static bool posting_reserve(Index *ix, uint32_t id)
   /* Doubling. Slower growth (by 1/8 past 1,024 refs) held less on the
    * heap but more in RSS: every move leaves a freed block behind, and
    * thousands of lists growing in turn leave the heap full of holes
-   * (realistic names, bench_index and leaves_at_size.sh: 20 bytes of
-   * free heap per entry at 1/8, 2 at doubling; 205 against 187 bytes of
-   * RSS per entry at a million). A list past malloc's mmap threshold moves
+   * (realistic names: 20 bytes of free heap per entry at 1/8, 2 at
+   * doubling; bench_index, 206 against 188 bytes of RSS per entry at a
+   * million). A list past malloc's mmap threshold moves
    * by mremap, and its unwritten tail takes no RAM at all. */
   Posting *q = realloc(p, posting_bytes(p->cls + 1u));
   if (!q)
