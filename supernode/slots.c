@@ -40,9 +40,10 @@ static void place(Slots *t, uint32_t v, uint64_t hash)
 
 bool slots_reserve(Slots *t, SlotsHashFn hash, const void *ctx)
 {
-  /* At 3/4 the expected probe run of a miss is 8.5 buckets (Knuth); a miss
-   * is common here (a removed entry's stamp, a new keyword). */
-  if ((t->used + 1) * 4 <= t->cap * 3)
+  /* A miss is common here (a removed entry's stamp, a new keyword), and
+   * its expected probe run is 0.5 (1 + 1 / (1 - load)^2) buckets (Knuth):
+   * 32.5 at 7/8, just before the doubling that brings it to 2.5 (slots.h). */
+  if ((t->used + 1) * SLOTS_LOAD_DEN <= t->cap * SLOTS_LOAD_NUM)
     return true;
   uint32_t *old = t->tab;
   size_t old_cap = t->cap;

@@ -3,7 +3,8 @@
  * A table of u32 values (an entry's slot, a keyword's id) whose keys live
  * elsewhere: the caller hashes a key to 64 bits and tells the table how to
  * compare a value with a key and how to hash a stored value again (for
- * growing and for deletion). Linear probing, a load of at most 3/4, and
+ * growing and for deletion). Linear probing, a load of at most
+ * SLOTS_LOAD_NUM / SLOTS_LOAD_DEN (7/8), and
  * backward-shift deletion (no tombstones), so a lookup of an absent key ends
  * at the first empty bucket however many removals came before.
  *
@@ -21,6 +22,17 @@
 #define SLOTS_EMPTY UINT32_MAX /* never a value */
 #define SLOTS_NONE SIZE_MAX    /* "no bucket" from slots_find */
 #define SLOTS_MIN_BITS 10      /* 1024 buckets (4 KiB) at least */
+/* The most a table is filled before it doubles. 7/8, not the usual 3/4:
+ * the stamp and content-id tables are 2 x 4 bytes / load of every entry,
+ * and at 3/4 an index of 100,000 entries had just doubled to 21 bytes an
+ * entry of buckets; at 7/8 it still fits the table before (10.5). Every
+ * key here is hashed well (stamps by a Fibonacci multiply of a sequence,
+ * content ids are hashes, keywords and handles by a keyed hash), so the
+ * runs stay short: a miss probes 0.5 (1 + 1 / (1 - a)^2) buckets, 32 only
+ * in the last eighth before a doubling and 2.5-8.5 after it (test_slots
+ * measures the runs; bench_index the searches). */
+#define SLOTS_LOAD_NUM 7
+#define SLOTS_LOAD_DEN 8
 
 typedef struct {
   uint32_t *tab; /* SLOTS_EMPTY = empty bucket */
@@ -58,7 +70,7 @@ static inline size_t slots_find(const Slots *t, uint64_t hash, SlotsEqFn eq, con
   }
 }
 
-/* Room for one more value at a load of at most 3/4, doubling (and
+/* Room for one more value at a load of at most 7/8, doubling (and
  * rehashing every value with hash) when needed; false on no memory, the
  * table unchanged. */
 bool slots_reserve(Slots *t, SlotsHashFn hash, const void *ctx);
