@@ -676,7 +676,7 @@ static uint32_t slot_take(Index *ix)
 /* What an entry costs in memory at most, over everything that holds it
  * (supernode/MEMORY.md): its slot (64 bytes, up to half as much again in
  * the array's slack) and its buckets in the stamp and content-id tables (4
- * bytes each at a load of 3/8 or more): INDEX_ENTRY_COST; its name in the
+ * bytes each at a load of 7/16 or more, slots.h): INDEX_ENTRY_COST; its name in the
  * arena, which may hold as much again in holes before compacting (2 x the
  * name); and per keyword a 4-byte ref in the keyword's list, with the
  * list's growth (lists double: as much again) and its dead refs before
@@ -694,7 +694,7 @@ static size_t entry_cost(size_t name_len, size_t ntokens)
  * INDEX_REF_COST; with malloc's 8-byte chunk header, 34 + 2 x the keyword.
  * Then its pointer in Index.words (8, and half as much again in the
  * array's slack), a free-id record once it goes (4, twice in the GArray's
- * slack) and its bucket in the keyword table (4 bytes at a load of 3/8 or
+ * slack) and its bucket in the keyword table (4 bytes at a load of 7/16 or
  * more: 11). 65 + 2 x the keyword: INDEX_WORD_COST with a margin. (A list
  * of one ref and a keyword of up to 10 bytes takes one 32-byte chunk.)
  * Counted in the index's total from the list's creation to its end, and in
