@@ -17,6 +17,8 @@
  *     stamp table (open addressing, stamp -> slot) finds a hit's slot; a
  *     stamp not in it is a removed entry. (A (slot, stamp) pair per
  *     reference cost 4 bytes more per keyword, 36 per realistic entry.)
+ *     A list is one block with its keyword (see Posting): most keywords
+ *     are rare, so what a keyword costs besides its refs counts.
  *   - Removal does not search a list: it only counts one more dead reference,
  *     and the list is compacted when dead > live. Each compaction's cost is
  *     paid for by the removals since the last one, so removing an owner is
@@ -26,12 +28,17 @@
  *     is O(1) however many leaves share a popular file.
  *   - An owner's entries form a singly linked list: they only ever leave all
  *     together.
+ *   - The stamp, content-id, keyword and owner tables are one kind of table
+ *     (slots.h: u32 values, open addressing), keyed through callbacks.
+ * supernode/MEMORY.md ("What an entry holds") has the bytes.
  */
 #include "index.h"
 
 #include "shorthash.h"
+#include "slots.h"
 
 #include <glib.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,16 +52,16 @@
 #define ARENA_SHIFT 20
 #define ARENA_BLOCK ((size_t)1 << ARENA_SHIFT)
 #define ARENA_MAX_BLOCKS ((size_t)1 << (32 - ARENA_SHIFT)) /* offsets fit 32 bits */
-#define CID_TAB_MIN 1024
-#define ST_TAB_MIN 1024
-#define W_TAB_MIN 1024
 /* Chain entries one content-id lookup looks at, at most; with at most
  * INDEX_NAMES_PER_CID entries per owner in a chain, that is at least 64
  * owners. */
 #define INDEX_CID_SCAN 4096
 #define INDEX_ENTRY_COST 128 /* see entry_cost */
 #define INDEX_REF_COST 16
-#define INDEX_WORD_COST 160 /* see word_cost */
+#define INDEX_WORD_COST 72 /* see word_cost */
+/* Size classes of keyword lists (posting_bytes): the largest, 8 GiB,
+ * holds 2^31 refs, so a capacity fits a u32. */
+#define POSTING_CLASS_MAX 29
 
 /* Stamps run from 1 (0 marks a free slot) to below this; reaching it makes
  * the index renumber the live entries 1..n, which keeps list order. Tests
@@ -77,23 +84,32 @@ G_STATIC_ASSERT(sizeof(Entry) == 64); /* one cache line; the bulk of the index *
 
 typedef uint32_t Ref; /* an entry's stamp */
 
+/* A keyword's list: one allocation holding the header, the keyword and
+ * the refs, so a rare keyword (most of them) costs one small malloc chunk
+ * (32 bytes for a keyword of up to 10 bytes and its first ref) instead of
+ * a header, a string and an array. Blocks come in size classes that fill
+ * glibc's chunks exactly (posting_bytes); growing moves the block to the
+ * next class, and the list's id (Index.words) stays. */
 typedef struct {
-  Ref *refs;    /* ascending stamps */
-  uint32_t len; /* refs in use, live and dead */
-  uint32_t cap;
+  uint32_t len;  /* refs in use, live and dead */
   uint32_t dead; /* refs whose entry is gone; invariant: len - dead >= 1 */
-  uint32_t hash; /* word_hash(word), for the keyword table */
-  char word[];   /* NUL-terminated; the keyword table's key */
+  uint8_t wlen;  /* keyword bytes (a keyword is at most INDEX_NAME_MAX) */
+  uint8_t cls;   /* size class: the block is posting_bytes(cls) */
+  char word[];   /* wlen bytes, no NUL; the refs follow at posting_refs() */
 } Posting;
+/* A 10-byte header: 4 bytes fewer (a u32 capacity) would put half of the
+ * rare realistic keywords (8 bytes: dates) in a 48-byte chunk. */
+G_STATIC_ASSERT(offsetof(Posting, word) == 10);
 
+/* Its id is its place in Index.owners (owner_id). */
 typedef struct {
-  uint64_t handle; /* the key of owners_by_handle */
+  uint64_t handle; /* the key of owner_tab */
   uint8_t peer[32];
-  uint32_t id;   /* index into Index.owners */
-  uint32_t head; /* first entry slot */
-  size_t count;  /* >= 1 while the owner is registered */
-  size_t bytes;  /* entry_cost of its entries, word_cost of the keywords it added */
+  size_t bytes;   /* entry_cost of its entries, word_cost of the keywords it added */
+  uint32_t head;  /* first entry slot */
+  uint32_t count; /* >= 1 while the owner is registered; entries are slots */
 } Owner;
+G_STATIC_ASSERT(sizeof(Owner) == 56); /* 6 bytes an entry of a leaf with 10 */
 
 struct Index {
   size_t max_per_owner;
@@ -116,23 +132,21 @@ struct Index {
   size_t arena_len;  /* next write offset; <= nblocks * ARENA_BLOCK */
   size_t arena_dead; /* bytes below arena_len holding no live name */
 
-  uint32_t *st_tab; /* live slots by stamp; NIL = empty bucket */
-  size_t st_cap;    /* power of two */
-  unsigned st_bits;
-  size_t st_used;
+  Slots st;  /* live slots by stamp */
+  Slots cid; /* chain-head slots by content id */
 
-  uint32_t *cid_tab; /* chain-head slots; NIL = empty bucket */
-  size_t cid_cap;    /* power of two */
-  unsigned cid_bits;
-  size_t cid_used;
-
-  Posting **w_tab; /* keyword table: open addressing on Posting.hash; NULL = empty */
-  size_t w_cap;    /* power of two */
-  unsigned w_bits;
-  size_t w_used;
-  GHashTable *owners_by_handle; /* &Owner.handle -> Owner* */
-  GPtrArray *owners;            /* id -> Owner*, NULL when the id is free */
-  GArray *free_owner_ids;       /* uint32_t */
+  Slots w_tab;     /* keyword ids by the keyword's hash */
+  Posting **words; /* id -> list; NULL when the id is free */
+  uint32_t nwords; /* ids ever used */
+  uint32_t words_cap;
+  GArray *free_word_ids; /* uint32_t */
+  /* Owners in one array (an Owner is 64 bytes; a GHashTable and an
+   * allocation each cost 130 a leaf, 13 per entry of a leaf with 10). */
+  Slots owner_tab;  /* owner ids by handle */
+  Owner *owners;    /* id -> Owner; ids not in owner_tab are free */
+  uint32_t nowners; /* ids ever used */
+  uint32_t owners_cap;
+  GArray *free_owner_ids; /* uint32_t */
 };
 
 /* ---- names ------------------------------------------------------------ */
@@ -239,72 +253,28 @@ static void arena_compact(Index *ix)
  * top bits: a peer that picks content ids cannot aim them at one bucket run.
  * (A seeded multiply-xor mix is not a PRF; its collisions can be found
  * without the seed. Chains and results never depend on buckets.) */
-static size_t cid_bucket(const Index *ix, const uint8_t cid[32])
+static uint64_t cid_hash(const void *ctx, uint32_t slot)
 {
-  return (size_t)(shorthash(cid, 32) >> (64 - ix->cid_bits));
+  const Index *ix = ctx;
+  return shorthash(ix->slots[slot].cid, 32);
+}
+
+static bool cid_eq(const void *ctx, uint32_t slot, const void *cid)
+{
+  const Index *ix = ctx;
+  return memcmp(ix->slots[slot].cid, cid, 32) == 0;
 }
 
 /* Bucket holding the chain for cid, or SIZE_MAX. */
 static size_t cid_find(const Index *ix, const uint8_t cid[32])
 {
-  size_t mask = ix->cid_cap - 1;
-  for (size_t i = cid_bucket(ix, cid);; i = (i + 1) & mask) {
-    uint32_t s = ix->cid_tab[i];
-    if (s == NIL)
-      return SIZE_MAX;
-    if (memcmp(ix->slots[s].cid, cid, 32) == 0)
-      return i;
-  }
+  return slots_find(&ix->cid, shorthash(cid, 32), cid_eq, ix, cid);
 }
 
-/* Puts slot's chain into the table; its cid must not be there yet. */
-static void cid_place(Index *ix, uint32_t slot)
-{
-  size_t mask = ix->cid_cap - 1;
-  size_t i = cid_bucket(ix, ix->slots[slot].cid);
-  while (ix->cid_tab[i] != NIL)
-    i = (i + 1) & mask;
-  ix->cid_tab[i] = slot;
-}
-
-/* Makes room for one more chain, keeping the load at most 3/4 so linear
- * probing stays short. */
+/* Makes room for one more chain. */
 static bool cid_reserve(Index *ix)
 {
-  if ((ix->cid_used + 1) * 4 <= ix->cid_cap * 3)
-    return true;
-  uint32_t *old = ix->cid_tab;
-  size_t old_cap = ix->cid_cap;
-  uint32_t *t = malloc(old_cap * 2 * sizeof *t);
-  if (!t)
-    return false;
-  memset(t, 0xff, old_cap * 2 * sizeof *t); /* all NIL */
-  ix->cid_tab = t;
-  ix->cid_cap = old_cap * 2;
-  ix->cid_bits++;
-  for (size_t i = 0; i < old_cap; i++)
-    if (old[i] != NIL)
-      cid_place(ix, old[i]);
-  free(old);
-  return true;
-}
-
-/* Empties bucket pos by backward-shift deletion (no tombstones): every later
- * member of the probe run that may legally sit earlier moves up. */
-static void cid_delete(Index *ix, size_t pos)
-{
-  size_t mask = ix->cid_cap - 1;
-  size_t hole = pos;
-  for (size_t j = (pos + 1) & mask; ix->cid_tab[j] != NIL; j = (j + 1) & mask) {
-    size_t home = cid_bucket(ix, ix->slots[ix->cid_tab[j]].cid);
-    /* It may fill the hole if the hole is no further from home than j. */
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
-      ix->cid_tab[hole] = ix->cid_tab[j];
-      hole = j;
-    }
-  }
-  ix->cid_tab[hole] = NIL;
-  ix->cid_used--;
+  return slots_reserve(&ix->cid, cid_hash, ix);
 }
 
 static void cid_link(Index *ix, uint32_t slot)
@@ -314,14 +284,13 @@ static void cid_link(Index *ix, uint32_t slot)
   e->cid_prev = NIL;
   if (pos == SIZE_MAX) {
     e->cid_next = NIL;
-    cid_place(ix, slot);
-    ix->cid_used++;
+    slots_insert(&ix->cid, slot, cid_hash(ix, slot));
     return;
   }
   /* New entries go first: the table holds the head, so retarget it. */
-  e->cid_next = ix->cid_tab[pos];
+  e->cid_next = ix->cid.tab[pos];
   ix->slots[e->cid_next].cid_prev = slot;
-  ix->cid_tab[pos] = slot;
+  ix->cid.tab[pos] = slot;
 }
 
 static void cid_unlink(Index *ix, uint32_t slot)
@@ -334,245 +303,251 @@ static void cid_unlink(Index *ix, uint32_t slot)
     return;
   }
   size_t pos = cid_find(ix, e->cid);
-  g_assert(pos != SIZE_MAX && ix->cid_tab[pos] == slot);
+  g_assert(pos != SIZE_MAX && ix->cid.tab[pos] == slot);
   if (e->cid_next != NIL)
-    ix->cid_tab[pos] = e->cid_next;
+    ix->cid.tab[pos] = e->cid_next;
   else
-    cid_delete(ix, pos);
+    slots_delete(&ix->cid, pos, cid_hash, ix);
 }
 
 /* ---- stamp table ------------------------------------------------------ */
 
 /* Stamps are ours, handed out in sequence, so a multiplicative (Fibonacci)
  * hash spreads them evenly and no peer can aim them at one bucket run. */
-static size_t st_bucket(const Index *ix, uint32_t stamp)
+static uint64_t st_hash_stamp(uint32_t stamp)
 {
-  return (size_t)((stamp * UINT32_C(0x9E3779B1)) >> (32 - ix->st_bits));
+  return (uint64_t)(uint32_t)(stamp * UINT32_C(0x9E3779B1)) << 32;
+}
+
+static uint64_t st_hash(const void *ctx, uint32_t slot)
+{
+  const Index *ix = ctx;
+  return st_hash_stamp(ix->slots[slot].stamp);
+}
+
+static bool st_eq(const void *ctx, uint32_t slot, const void *stamp)
+{
+  const Index *ix = ctx;
+  return ix->slots[slot].stamp == *(const uint32_t *)stamp;
 }
 
 /* The bucket holding stamp's slot, or SIZE_MAX when no live entry has it. */
 static size_t st_find(const Index *ix, uint32_t stamp)
 {
-  size_t mask = ix->st_cap - 1;
-  for (size_t i = st_bucket(ix, stamp);; i = (i + 1) & mask) {
-    uint32_t s = ix->st_tab[i];
-    if (s == NIL)
-      return SIZE_MAX;
-    if (ix->slots[s].stamp == stamp)
-      return i;
-  }
+  return slots_find(&ix->st, st_hash_stamp(stamp), st_eq, ix, &stamp);
 }
 
 /* The slot of the live entry with this stamp, or NIL. */
 static uint32_t st_slot(const Index *ix, uint32_t stamp)
 {
   size_t pos = st_find(ix, stamp);
-  return pos == SIZE_MAX ? NIL : ix->st_tab[pos];
-}
-
-static void st_place(Index *ix, uint32_t slot)
-{
-  size_t mask = ix->st_cap - 1;
-  size_t i = st_bucket(ix, ix->slots[slot].stamp);
-  while (ix->st_tab[i] != NIL)
-    i = (i + 1) & mask;
-  ix->st_tab[i] = slot;
+  return pos == SIZE_MAX ? NIL : ix->st.tab[pos];
 }
 
 /* Refills the table from the slots' stamps (after a renumbering). */
 static void st_rebuild(Index *ix)
 {
-  memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
+  slots_reset(&ix->st);
   for (uint32_t s = 0; s < ix->nslots; s++)
     if (ix->slots[s].stamp != 0)
-      st_place(ix, s);
+      slots_insert(&ix->st, s, st_hash(ix, s));
 }
 
-/* Room for one more, at a load of at most 3/4 (short probe runs for the
- * stamps of removed entries, which a search and a compaction look up). */
+/* Room for one more (short probe runs for the stamps of removed entries,
+ * which a search and a compaction look up). */
 static bool st_reserve(Index *ix)
 {
-  if ((ix->st_used + 1) * 4 <= ix->st_cap * 3)
-    return true;
-  uint32_t *t = malloc(ix->st_cap * 2 * sizeof *t);
-  if (!t)
-    return false;
-  free(ix->st_tab);
-  ix->st_tab = t;
-  ix->st_cap *= 2;
-  ix->st_bits++;
-  st_rebuild(ix);
-  return true;
-}
-
-/* Backward-shift deletion, as cid_delete. */
-static void st_delete(Index *ix, size_t pos)
-{
-  size_t mask = ix->st_cap - 1;
-  size_t hole = pos;
-  for (size_t j = (pos + 1) & mask; ix->st_tab[j] != NIL; j = (j + 1) & mask) {
-    size_t home = st_bucket(ix, ix->slots[ix->st_tab[j]].stamp);
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
-      ix->st_tab[hole] = ix->st_tab[j];
-      hole = j;
-    }
-  }
-  ix->st_tab[hole] = NIL;
-  ix->st_used--;
+  return slots_reserve(&ix->st, st_hash, ix);
 }
 
 /* ---- keyword table ---------------------------------------------------- */
 
 /* Most keywords of a real share are rare (dates, numbers: 31,157 distinct
  * ones in 100,000 realistic names), so what a keyword costs besides its
- * refs matters: a bucket here is one pointer, against three arrays of a
- * GHashTable (key, value, hash: 20 bytes a bucket). */
+ * refs matters: a bucket here is a u32 id (the list's pointer is in
+ * Index.words), against three arrays of a GHashTable (key, value, hash: 20
+ * bytes a bucket). */
 
 /* Keywords come from peers: a keyed hash keeps them from choosing
- * colliding ones. */
-static uint32_t word_hash(const char *w, size_t len)
+ * colliding ones. Not stored: growing the table and deleting from it hash
+ * the keywords again, which costs less than 4 bytes a keyword would. */
+static uint64_t word_hash(const char *w, size_t len)
 {
-  return (uint32_t)(shorthash(w, len) >> 32);
+  return shorthash(w, len);
 }
 
-static size_t w_bucket(const Index *ix, uint32_t hash)
+static uint64_t w_hash(const void *ctx, uint32_t id)
 {
-  return (size_t)(hash >> (32 - ix->w_bits));
+  const Index *ix = ctx;
+  return word_hash(ix->words[id]->word, ix->words[id]->wlen);
 }
 
-/* The bucket holding word's list, or SIZE_MAX. */
-static size_t w_find(const Index *ix, const char *word)
+typedef struct {
+  const char *word;
+  size_t len;
+} WordKey;
+
+static bool w_eq(const void *ctx, uint32_t id, const void *key)
 {
-  size_t len = strlen(word);
-  uint32_t h = word_hash(word, len);
-  size_t mask = ix->w_cap - 1;
-  for (size_t i = w_bucket(ix, h);; i = (i + 1) & mask) {
-    const Posting *p = ix->w_tab[i];
-    if (!p)
-      return SIZE_MAX;
-    if (p->hash == h && strcmp(p->word, word) == 0)
-      return i;
-  }
+  const Index *ix = ctx;
+  const WordKey *k = key;
+  const Posting *p = ix->words[id];
+  return p->wlen == k->len && memcmp(p->word, k->word, k->len) == 0;
+}
+
+/* The id of word's list, or NIL. */
+static uint32_t w_id(const Index *ix, const char *word)
+{
+  WordKey k = {word, strlen(word)};
+  if (k.len > INDEX_NAME_MAX)
+    return NIL; /* a query's: no name has it */
+  size_t pos = slots_find(&ix->w_tab, word_hash(k.word, k.len), w_eq, ix, &k);
+  return pos == SIZE_MAX ? NIL : ix->w_tab.tab[pos];
 }
 
 static Posting *w_get(const Index *ix, const char *word)
 {
-  size_t pos = w_find(ix, word);
-  return pos == SIZE_MAX ? NULL : ix->w_tab[pos];
+  uint32_t id = w_id(ix, word);
+  return id == NIL ? NULL : ix->words[id];
 }
 
-static void w_place(Index *ix, Posting *p)
-{
-  size_t mask = ix->w_cap - 1;
-  size_t i = w_bucket(ix, p->hash);
-  while (ix->w_tab[i])
-    i = (i + 1) & mask;
-  ix->w_tab[i] = p;
-}
-
-/* Room for one more list, at a load of at most 3/4. */
+/* Room for one more list: a bucket and an id. */
 static bool w_reserve(Index *ix)
 {
-  if ((ix->w_used + 1) * 4 <= ix->w_cap * 3)
-    return true;
-  Posting **old = ix->w_tab;
-  size_t old_cap = ix->w_cap;
-  Posting **t = calloc(old_cap * 2, sizeof *t);
-  if (!t)
-    return false;
-  ix->w_tab = t;
-  ix->w_cap = old_cap * 2;
-  ix->w_bits++;
-  for (size_t i = 0; i < old_cap; i++)
-    if (old[i])
-      w_place(ix, old[i]);
-  free(old);
-  return true;
-}
-
-/* Adds p (after w_reserve); its word must not be there yet. */
-static void w_add(Index *ix, Posting *p)
-{
-  w_place(ix, p);
-  ix->w_used++;
-}
-
-/* Takes p's list out of the table (backward-shift deletion, as cid_delete). */
-static void w_remove(Index *ix, const Posting *p)
-{
-  size_t mask = ix->w_cap - 1;
-  size_t hole = w_find(ix, p->word);
-  g_assert(hole != SIZE_MAX && ix->w_tab[hole] == p);
-  for (size_t j = (hole + 1) & mask; ix->w_tab[j]; j = (j + 1) & mask) {
-    size_t home = w_bucket(ix, ix->w_tab[j]->hash);
-    if (((j - home) & mask) >= ((j - hole) & mask)) {
-      ix->w_tab[hole] = ix->w_tab[j];
-      hole = j;
-    }
+  if (ix->free_word_ids->len == 0 && ix->nwords == ix->words_cap) {
+    if (ix->words_cap >= NIL / 2)
+      return false;
+    uint32_t cap = ix->words_cap ? ix->words_cap + ix->words_cap / 2 : 1024;
+    Posting **w = realloc(ix->words, (size_t)cap * sizeof *w);
+    if (!w)
+      return false;
+    ix->words = w;
+    ix->words_cap = cap;
   }
-  ix->w_tab[hole] = NULL;
-  ix->w_used--;
+  return slots_reserve(&ix->w_tab, w_hash, ix);
+}
+
+/* Adds p (after w_reserve); its word must not be there yet. Returns its id. */
+static uint32_t w_add(Index *ix, Posting *p)
+{
+  uint32_t id;
+  if (ix->free_word_ids->len > 0) {
+    id = g_array_index(ix->free_word_ids, uint32_t, ix->free_word_ids->len - 1);
+    g_array_set_size(ix->free_word_ids, ix->free_word_ids->len - 1);
+  } else {
+    id = ix->nwords++;
+  }
+  ix->words[id] = p;
+  slots_insert(&ix->w_tab, id, word_hash(p->word, p->wlen));
+  return id;
+}
+
+/* Takes list id out of the table and frees it. */
+static void w_remove(Index *ix, uint32_t id)
+{
+  const Posting *p = ix->words[id];
+  WordKey k = {p->word, p->wlen};
+  size_t pos = slots_find(&ix->w_tab, word_hash(k.word, k.len), w_eq, ix, &k);
+  g_assert(pos != SIZE_MAX && ix->w_tab.tab[pos] == id);
+  slots_delete(&ix->w_tab, pos, w_hash, ix);
+  free(ix->words[id]);
+  ix->words[id] = NULL;
+  g_array_append_val(ix->free_word_ids, id);
 }
 
 /* ---- postings --------------------------------------------------------- */
 
+/* Where the refs start in a list of a wlen-byte keyword: 4-byte aligned. */
+static size_t refs_off(size_t wlen)
+{
+  return (offsetof(Posting, word) + wlen + 3) & ~(size_t)3;
+}
+
+static Ref *posting_refs(const Posting *p)
+{
+  return (Ref *)((char *)p + refs_off(p->wlen));
+}
+
+/* Bytes of a block of class cls: 24, 40, 72, 136, ... (16 << cls) + 8. A
+ * request of that size fills a glibc chunk of (16 << cls) + 16 exactly
+ * (8 bytes of it the chunk's header; chunks go in steps of 16), so no room
+ * is lost to rounding, and each class is about twice the one before. */
+static size_t posting_bytes(unsigned cls)
+{
+  return ((size_t)16 << cls) + 8;
+}
+
+static uint32_t posting_cap(const Posting *p)
+{
+  return (uint32_t)((posting_bytes(p->cls) - refs_off(p->wlen)) / sizeof(Ref));
+}
+
+/* The smallest class whose block holds min refs after a wlen-byte
+ * keyword, or POSTING_CLASS_MAX + 1 past the largest. */
+static unsigned posting_class(size_t wlen, size_t min)
+{
+  unsigned cls = 0;
+  while (cls <= POSTING_CLASS_MAX && posting_bytes(cls) < refs_off(wlen) + min * sizeof(Ref))
+    cls++;
+  return cls;
+}
+
 static Posting *posting_new(const char *word)
 {
   size_t n = strlen(word);
-  Posting *p = malloc(sizeof *p + n + 1);
+  unsigned cls = posting_class(n, 1);
+  Posting *p = malloc(posting_bytes(cls));
   if (!p)
     return NULL;
-  p->refs = NULL;
-  p->len = p->cap = p->dead = 0;
-  p->hash = word_hash(word, n);
-  memcpy(p->word, word, n + 1);
+  p->len = p->dead = 0;
+  p->cls = (uint8_t)cls;
+  p->wlen = (uint8_t)n;
+  memcpy(p->word, word, n);
   return p;
 }
 
-static void posting_free(Posting *p)
+/* Room for one more ref in list id; may move it (Index.words follows). */
+static bool posting_reserve(Index *ix, uint32_t id)
 {
-  if (!p)
-    return;
-  free(p->refs);
-  free(p);
-}
-
-static bool posting_reserve(Posting *p)
-{
-  if (p->len < p->cap)
+  Posting *p = ix->words[id];
+  if (p->len < posting_cap(p))
     return true;
-  if (p->cap >= UINT32_MAX / 2)
+  if (p->cls >= POSTING_CLASS_MAX)
     return false;
-  /* Six refs fill malloc's smallest chunk, and most keywords are rare.
-   * Long lists grow by 1/8 only: they hold most refs, so their slack is
-   * most of the index's, and geometric growth keeps appends amortised O(1)
-   * whatever the factor. */
-  uint32_t cap = p->cap < 6 ? 6 : p->cap + (p->cap < 1024 ? p->cap / 2 : p->cap / 8);
-  Ref *r = realloc(p->refs, cap * sizeof *r);
-  if (!r)
+  /* Doubling. Slower growth (by 1/8 past 1,024 refs) held less on the
+   * heap but more in RSS: every move leaves a freed block behind, and
+   * thousands of lists growing in turn leave the heap full of holes
+   * (realistic names: 20 bytes of free heap per entry at 1/8, 2 at
+   * doubling; bench_index, 206 against 188 bytes of RSS per entry at a
+   * million). A list past malloc's mmap threshold moves
+   * by mremap, and its unwritten tail takes no RAM at all. */
+  Posting *q = realloc(p, posting_bytes(p->cls + 1u));
+  if (!q)
     return false;
-  p->refs = r;
-  p->cap = cap;
+  q->cls++;
+  ix->words[id] = q;
   return true;
 }
 
-static void posting_compact(Index *ix, Posting *p)
+static void posting_compact(Index *ix, uint32_t id)
 {
+  Posting *p = ix->words[id];
+  Ref *refs = posting_refs(p);
   uint32_t n = 0;
   for (uint32_t i = 0; i < p->len; i++) {
-    Ref r = p->refs[i];
+    Ref r = refs[i];
     if (st_find(ix, r) != SIZE_MAX)
-      p->refs[n++] = r;
+      refs[n++] = r;
   }
   p->len = n;
   p->dead = 0;
   /* Give memory back after mass removals; keep the old block on failure. */
-  if (p->cap > 8 && p->cap / 4 > n) {
-    uint32_t cap = n + n / 2 + 1;
-    Ref *r = realloc(p->refs, cap * sizeof *r);
-    if (r) {
-      p->refs = r;
-      p->cap = cap;
+  unsigned cls = posting_class(p->wlen, n + n / 2 + 1);
+  if (posting_cap(p) > 8 && posting_cap(p) / 4 > n && cls < p->cls) {
+    Posting *q = realloc(p, posting_bytes(cls));
+    if (q) {
+      q->cls = (uint8_t)cls;
+      ix->words[id] = q;
     }
   }
 }
@@ -580,50 +555,94 @@ static void posting_compact(Index *ix, Posting *p)
 /* The entry a Ref named has gone: count it, and compact or drop the list. */
 static size_t word_cost(size_t word_len);
 
-static void posting_note_dead(Index *ix, Posting *p)
+static void posting_note_dead(Index *ix, uint32_t id)
 {
+  Posting *p = ix->words[id];
   p->dead++;
   uint32_t live = p->len - p->dead;
   if (live == 0) {
-    ix->bytes -= word_cost(strlen(p->word));
-    w_remove(ix, p);
-    posting_free(p);
+    ix->bytes -= word_cost(p->wlen);
+    w_remove(ix, id);
   } else if (p->dead > live) {
-    posting_compact(ix, p);
+    posting_compact(ix, id);
   }
 }
 
 /* ---- owners ----------------------------------------------------------- */
 
-static Owner *owner_lookup(const Index *ix, uint64_t handle)
+/* Handles are the caller's (connection ids), but a keyed hash costs
+ * little here and takes no trust. */
+static uint64_t owner_hash_handle(uint64_t handle)
 {
-  return g_hash_table_lookup(ix->owners_by_handle, &handle);
+  return shorthash(&handle, sizeof handle);
 }
 
+static uint64_t owner_hash(const void *ctx, uint32_t id)
+{
+  const Index *ix = ctx;
+  return owner_hash_handle(ix->owners[id].handle);
+}
+
+static bool owner_eq(const void *ctx, uint32_t id, const void *handle)
+{
+  const Index *ix = ctx;
+  return ix->owners[id].handle == *(const uint64_t *)handle;
+}
+
+static uint32_t owner_id(const Index *ix, const Owner *o)
+{
+  return (uint32_t)(o - ix->owners);
+}
+
+/* The owner with this handle, or NULL; valid until an owner registers. */
+static Owner *owner_lookup(const Index *ix, uint64_t handle)
+{
+  size_t pos = slots_find(&ix->owner_tab, owner_hash_handle(handle), owner_eq, ix, &handle);
+  return pos == SIZE_MAX ? NULL : &ix->owners[ix->owner_tab.tab[pos]];
+}
+
+/* Room for one more owner (an id and a bucket). */
+static bool owner_reserve(Index *ix)
+{
+  if (ix->free_owner_ids->len == 0 && ix->nowners == ix->owners_cap) {
+    if (ix->owners_cap >= NIL / 2)
+      return false;
+    uint32_t cap = ix->owners_cap ? ix->owners_cap + ix->owners_cap / 2 : 64;
+    Owner *o = realloc(ix->owners, (size_t)cap * sizeof *o);
+    if (!o)
+      return false;
+    ix->owners = o;
+    ix->owners_cap = cap;
+  }
+  return slots_reserve(&ix->owner_tab, owner_hash, ix);
+}
+
+/* After owner_reserve. Moves the owners: earlier Owner pointers are stale. */
 static Owner *owner_register(Index *ix, uint64_t handle, const uint8_t peer[32])
 {
-  Owner *o = g_new0(Owner, 1);
+  uint32_t id;
+  if (ix->free_owner_ids->len > 0) {
+    id = g_array_index(ix->free_owner_ids, uint32_t, ix->free_owner_ids->len - 1);
+    g_array_set_size(ix->free_owner_ids, ix->free_owner_ids->len - 1);
+  } else {
+    id = ix->nowners++;
+  }
+  Owner *o = &ix->owners[id];
+  memset(o, 0, sizeof *o);
   o->handle = handle;
   memcpy(o->peer, peer, 32);
   o->head = NIL;
-  if (ix->free_owner_ids->len > 0) {
-    o->id = g_array_index(ix->free_owner_ids, uint32_t, ix->free_owner_ids->len - 1);
-    g_array_set_size(ix->free_owner_ids, ix->free_owner_ids->len - 1);
-    g_ptr_array_index(ix->owners, o->id) = o;
-  } else {
-    o->id = ix->owners->len;
-    g_ptr_array_add(ix->owners, o);
-  }
-  g_hash_table_insert(ix->owners_by_handle, &o->handle, o);
+  slots_insert(&ix->owner_tab, id, owner_hash_handle(handle));
   return o;
 }
 
 static void owner_unregister(Index *ix, Owner *o)
 {
-  g_hash_table_remove(ix->owners_by_handle, &o->handle);
-  g_ptr_array_index(ix->owners, o->id) = NULL;
-  g_array_append_val(ix->free_owner_ids, o->id);
-  g_free(o);
+  size_t pos = slots_find(&ix->owner_tab, owner_hash_handle(o->handle), owner_eq, ix, &o->handle);
+  g_assert(pos != SIZE_MAX && ix->owner_tab.tab[pos] == owner_id(ix, o));
+  slots_delete(&ix->owner_tab, pos, owner_hash, ix);
+  uint32_t id = owner_id(ix, o);
+  g_array_append_val(ix->free_owner_ids, id);
 }
 
 /* ---- entries ---------------------------------------------------------- */
@@ -657,24 +676,32 @@ static uint32_t slot_take(Index *ix)
 /* What an entry costs in memory at most, over everything that holds it
  * (supernode/MEMORY.md): its slot (64 bytes, up to half as much again in
  * the array's slack) and its buckets in the stamp and content-id tables (4
- * bytes each at a load of 3/8 or more): INDEX_ENTRY_COST; its name in the
+ * bytes each at a load of 7/16 or more, slots.h): INDEX_ENTRY_COST; its name in the
  * arena, which may hold as much again in holes before compacting (2 x the
  * name); and per keyword a 4-byte ref in the keyword's list, with the
- * list's growth (half as much again) and its dead refs before compaction
- * (as many as live ones): INDEX_REF_COST. The roster keeps no copy (issue
+ * list's growth (lists double: as much again) and its dead refs before
+ * compaction (as many as live ones): INDEX_REF_COST. The roster keeps no copy (issue
  * 12). An upper bound, so that budgets in these bytes bound memory. */
 static size_t entry_cost(size_t name_len, size_t ntokens)
 {
   return INDEX_ENTRY_COST + 2 * name_len + ntokens * INDEX_REF_COST;
 }
 
-/* What a keyword's list costs while it lives: the Posting and its word,
- * its first refs, and its slot in the keyword table (which may be four
- * times its size). Counted in the index's total from the list's creation
- * to its end, and in the share of the owner whose entry created it. */
+/* What a keyword's list costs while it lives besides its refs: its block
+ * is a size class of twice the one before (posting_bytes), chosen when the
+ * smaller one was full, so it holds at most twice the header (10 bytes),
+ * the keyword and the refs' alignment (3), the refs' half of that being in
+ * INDEX_REF_COST; with malloc's 8-byte chunk header, 34 + 2 x the keyword.
+ * Then its pointer in Index.words (8, and half as much again in the
+ * array's slack), a free-id record once it goes (4, twice in the GArray's
+ * slack) and its bucket in the keyword table (4 bytes at a load of 7/16 or
+ * more: 11). 65 + 2 x the keyword: INDEX_WORD_COST with a margin. (A list
+ * of one ref and a keyword of up to 10 bytes takes one 32-byte chunk.)
+ * Counted in the index's total from the list's creation to its end, and in
+ * the share of the owner whose entry created it. */
 static size_t word_cost(size_t word_len)
 {
-  return INDEX_WORD_COST + word_len;
+  return INDEX_WORD_COST + 2 * word_len;
 }
 
 /* entry_cost plus word_cost of the keywords the index does not hold yet. */
@@ -708,19 +735,19 @@ static void entry_remove(Index *ix, uint32_t slot)
   size_t nt = tokenize(name, nlen, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
 
   uint32_t owner_id = e->owner;
-  st_delete(ix, st_find(ix, e->stamp));
+  slots_delete(&ix->st, st_find(ix, e->stamp), st_hash, ix);
   e->stamp = 0; /* from here on, its Refs are dead */
   e->owner = NIL;
   for (size_t k = 0; k < nt; k++) {
-    Posting *p = w_get(ix, tok[k]);
-    g_assert(p);
-    posting_note_dead(ix, p);
+    uint32_t id = w_id(ix, tok[k]);
+    g_assert(id != NIL);
+    posting_note_dead(ix, id);
   }
   cid_unlink(ix, slot);
   ix->arena_dead += 1 + nlen;
   size_t cost = entry_cost(nlen, nt);
   ix->bytes -= cost;
-  ((Owner *)g_ptr_array_index(ix->owners, owner_id))->bytes -= cost;
+  ix->owners[owner_id].bytes -= cost;
   e->next_owned = ix->free_head;
   ix->free_head = slot;
   ix->live--;
@@ -748,9 +775,9 @@ static bool stamps_renumber(Index *ix)
   if (!order)
     return false;
   /* Drop dead refs while the old stamps still tell them apart. */
-  for (size_t w = 0; w < ix->w_cap; w++)
-    if (ix->w_tab[w])
-      posting_compact(ix, ix->w_tab[w]);
+  for (uint32_t w = 0; w < ix->nwords; w++)
+    if (ix->words[w])
+      posting_compact(ix, w);
   size_t n = 0;
   for (uint32_t s = 0; s < ix->nslots; s++)
     if (ix->slots[s].stamp != 0)
@@ -758,17 +785,19 @@ static bool stamps_renumber(Index *ix)
   qsort(order, n, sizeof *order, cmp_u64);
   /* Every ref is live now: turn each into its slot while the table still
    * knows the old stamps, renumber, then back into (new) stamps. */
-  for (size_t w = 0; w < ix->w_cap; w++) {
-    Posting *p = ix->w_tab[w];
+  for (uint32_t w = 0; w < ix->nwords; w++) {
+    Posting *p = ix->words[w];
+    Ref *refs = p ? posting_refs(p) : NULL;
     for (uint32_t i = 0; p && i < p->len; i++)
-      p->refs[i] = st_slot(ix, p->refs[i]);
+      refs[i] = st_slot(ix, refs[i]);
   }
   for (size_t i = 0; i < n; i++)
     ix->slots[(uint32_t)order[i]].stamp = (uint32_t)(i + 1);
-  for (size_t w = 0; w < ix->w_cap; w++) {
-    Posting *p = ix->w_tab[w];
+  for (uint32_t w = 0; w < ix->nwords; w++) {
+    Posting *p = ix->words[w];
+    Ref *refs = p ? posting_refs(p) : NULL;
     for (uint32_t i = 0; p && i < p->len; i++)
-      p->refs[i] = ix->slots[p->refs[i]].stamp;
+      refs[i] = ix->slots[refs[i]].stamp;
   }
   st_rebuild(ix);
   ix->next_stamp = (uint32_t)(n + 1);
@@ -788,34 +817,16 @@ Index *index_new(size_t max_per_owner)
   ix->max_entries = ix->max_bytes = ix->max_bytes_per_owner = SIZE_MAX;
   ix->free_head = NIL;
   ix->next_stamp = 1;
-  ix->cid_cap = CID_TAB_MIN;
-  ix->cid_bits = 10;
-  ix->cid_tab = malloc(ix->cid_cap * sizeof *ix->cid_tab);
-  if (!ix->cid_tab) {
+  if (!slots_init(&ix->cid) || !slots_init(&ix->st) || !slots_init(&ix->w_tab) ||
+      !slots_init(&ix->owner_tab)) {
+    slots_free(&ix->cid);
+    slots_free(&ix->st);
+    slots_free(&ix->w_tab);
+    slots_free(&ix->owner_tab);
     free(ix);
     return NULL;
   }
-  memset(ix->cid_tab, 0xff, ix->cid_cap * sizeof *ix->cid_tab);
-  ix->st_cap = ST_TAB_MIN;
-  ix->st_bits = 10;
-  ix->st_tab = malloc(ix->st_cap * sizeof *ix->st_tab);
-  if (!ix->st_tab) {
-    free(ix->cid_tab);
-    free(ix);
-    return NULL;
-  }
-  memset(ix->st_tab, 0xff, ix->st_cap * sizeof *ix->st_tab);
-  ix->w_cap = W_TAB_MIN;
-  ix->w_bits = 10;
-  ix->w_tab = calloc(ix->w_cap, sizeof *ix->w_tab);
-  if (!ix->w_tab) {
-    free(ix->st_tab);
-    free(ix->cid_tab);
-    free(ix);
-    return NULL;
-  }
-  ix->owners_by_handle = g_hash_table_new(g_int64_hash, g_int64_equal);
-  ix->owners = g_ptr_array_new();
+  ix->free_word_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
   ix->free_owner_ids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
   return ix;
 }
@@ -824,16 +835,16 @@ void index_free(Index *ix)
 {
   if (!ix)
     return;
-  for (size_t w = 0; w < ix->w_cap; w++)
-    posting_free(ix->w_tab[w]);
-  free(ix->w_tab);
-  g_hash_table_destroy(ix->owners_by_handle);
-  for (guint i = 0; i < ix->owners->len; i++)
-    g_free(g_ptr_array_index(ix->owners, i));
-  g_ptr_array_free(ix->owners, TRUE);
+  for (uint32_t w = 0; w < ix->nwords; w++)
+    free(ix->words[w]);
+  free(ix->words);
+  g_array_free(ix->free_word_ids, TRUE);
+  slots_free(&ix->w_tab);
+  slots_free(&ix->owner_tab);
+  free(ix->owners);
   g_array_free(ix->free_owner_ids, TRUE);
-  free(ix->cid_tab);
-  free(ix->st_tab);
+  slots_free(&ix->cid);
+  slots_free(&ix->st);
   blocks_free(ix->blocks, ix->nblocks);
   free(ix->slots);
   free(ix);
@@ -850,8 +861,8 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
    * harmless, and the leaf should hear so even at its cap. */
   size_t names = 0; /* o's entries with this content id */
   if (o && pos != SIZE_MAX) {
-    for (uint32_t s = ix->cid_tab[pos]; s != NIL; s = ix->slots[s].cid_next) {
-      if (ix->slots[s].owner != o->id)
+    for (uint32_t s = ix->cid.tab[pos]; s != NIL; s = ix->slots[s].cid_next) {
+      if (ix->slots[s].owner != owner_id(ix, o))
         continue;
       if (name_equal(ix, &ix->slots[s], name, name_len))
         return INDEX_DUPLICATE;
@@ -864,7 +875,7 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
     return INDEX_CID_FULL;
   char buf[KEYWORD_BUF];
   const char *tok[TOKENIZE_MAX_TOKENS];
-  Posting *post[TOKENIZE_MAX_TOKENS];
+  uint32_t post[TOKENIZE_MAX_TOKENS]; /* list ids */
   size_t nt = tokenize(name, name_len, buf, sizeof buf, tok, TOKENIZE_MAX_TOKENS);
   size_t cost = add_cost(ix, name_len, tok, nt);
   if ((o ? o->count : 0) >= ix->max_per_owner ||
@@ -881,18 +892,18 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
    * add leaves the index as it was. */
   size_t np = 0;
   if (!slot_reserve(ix) || !arena_reserve(ix, 1 + name_len) || !st_reserve(ix) ||
-      (pos == SIZE_MAX && !cid_reserve(ix)))
+      (!o && !owner_reserve(ix)) || (pos == SIZE_MAX && !cid_reserve(ix)))
     return INDEX_NOMEM;
   for (; np < nt; np++) {
-    Posting *p = w_get(ix, tok[np]);
-    if (!p) {
-      p = w_reserve(ix) ? posting_new(tok[np]) : NULL;
+    uint32_t id = w_id(ix, tok[np]);
+    if (id == NIL) {
+      Posting *p = w_reserve(ix) ? posting_new(tok[np]) : NULL;
       if (!p)
         goto nomem;
-      w_add(ix, p);
+      id = w_add(ix, p);
     }
-    post[np] = p;
-    if (!posting_reserve(p)) {
+    post[np] = id;
+    if (!posting_reserve(ix, id)) {
       np++;
       goto nomem;
     }
@@ -910,27 +921,26 @@ IndexResult index_add(Index *ix, uint64_t owner, const uint8_t peer[32], const c
   memcpy(dst + 1, name, name_len);
   ix->arena_len += 1 + name_len;
   e->stamp = ix->next_stamp++;
-  st_place(ix, slot);
-  ix->st_used++;
-  e->owner = o->id;
+  slots_insert(&ix->st, slot, st_hash(ix, slot));
+  e->owner = owner_id(ix, o);
   e->next_owned = o->head;
   o->head = slot;
   o->count++;
   o->bytes += cost;
   ix->bytes += cost;
   cid_link(ix, slot);
-  for (size_t k = 0; k < nt; k++)
-    post[k]->refs[post[k]->len++] = e->stamp;
+  for (size_t k = 0; k < nt; k++) {
+    Posting *p = ix->words[post[k]];
+    posting_refs(p)[p->len++] = e->stamp;
+  }
   ix->live++;
   return INDEX_OK;
 
 nomem:
   /* Only lists created above can be empty; drop them again. */
   for (size_t k = 0; k < np; k++) {
-    if (post[k]->len == 0) {
+    if (ix->words[post[k]]->len == 0)
       w_remove(ix, post[k]);
-      posting_free(post[k]);
-    }
   }
   return INDEX_NOMEM;
 }
@@ -955,7 +965,7 @@ size_t index_remove_owner(Index *ix, uint64_t owner)
 
 static void fill_hit(const Index *ix, const Entry *e, IndexHit *h)
 {
-  const Owner *o = g_ptr_array_index(ix->owners, e->owner);
+  const Owner *o = &ix->owners[e->owner];
   h->name = entry_name(ix, e, &h->name_len);
   h->size = e->size;
   memcpy(h->cid, e->cid, 32);
@@ -971,7 +981,7 @@ static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *o
   uint32_t slot[HIT_BATCH];
   size_t n = 0;
   for (size_t i = 0; i < nc; i++)
-    __builtin_prefetch(&ix->st_tab[st_bucket(ix, cand[i])]);
+    __builtin_prefetch(&ix->st.tab[slots_home(&ix->st, st_hash_stamp(cand[i]))]);
   for (size_t i = 0; i < nc; i++) {
     slot[i] = st_slot(ix, cand[i]);
     if (slot[i] != NIL)
@@ -982,7 +992,7 @@ static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *o
       continue;
     const Entry *e = &ix->slots[slot[i]];
     __builtin_prefetch(arena_at(ix, e->name_off));
-    __builtin_prefetch(g_ptr_array_index(ix->owners, e->owner));
+    __builtin_prefetch(&ix->owners[e->owner]);
   }
   for (size_t i = 0; i < nc; i++)
     if (slot[i] != NIL)
@@ -994,12 +1004,13 @@ static size_t fill_hits(const Index *ix, const Ref *cand, size_t nc, IndexHit *o
  * steps, then binary search, so skipping k refs costs O(log k). */
 static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
 {
+  const Ref *refs = posting_refs(p);
   size_t len = p->len;
-  if (from >= len || p->refs[from] >= target)
+  if (from >= len || refs[from] >= target)
     return from;
   size_t below = from, step = 1; /* refs[below] < target */
   size_t hi = from + 1;
-  while (hi < len && p->refs[hi] < target) {
+  while (hi < len && refs[hi] < target) {
     below = hi;
     step *= 2;
     hi = below + step;
@@ -1009,7 +1020,7 @@ static uint32_t posting_seek(const Posting *p, uint32_t from, uint32_t target)
   size_t lo = below + 1;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (p->refs[mid] < target)
+    if (refs[mid] < target)
       lo = mid + 1;
     else
       hi = mid;
@@ -1059,21 +1070,21 @@ size_t index_search(Index *ix, const char *query, size_t query_len, IndexHit *ou
   size_t nc = 0;
   bool done = false;
   while (!done && at[0] < pl[0]->len) {
-    uint32_t target = pl[0]->refs[at[0]];
+    uint32_t target = posting_refs(pl[0])[at[0]];
     bool all = true;
     for (size_t k = 1; k < nt && all; k++) {
       at[k] = posting_seek(pl[k], at[k], target);
       if (at[k] == pl[k]->len) {
         done = true; /* list k has nothing at or after target */
         all = false;
-      } else if (pl[k]->refs[at[k]] != target) {
-        at[0] = posting_seek(pl[0], at[0] + 1, pl[k]->refs[at[k]]);
+      } else if (posting_refs(pl[k])[at[k]] != target) {
+        at[0] = posting_seek(pl[0], at[0] + 1, posting_refs(pl[k])[at[k]]);
         all = false;
       }
     }
     if (!all)
       continue;
-    cand[nc++] = pl[0]->refs[at[0]++];
+    cand[nc++] = posting_refs(pl[0])[at[0]++];
     if (nc == HIT_BATCH || nc == max - n) {
       n += fill_hits(ix, cand, nc, out + n);
       nc = 0;
@@ -1103,7 +1114,7 @@ size_t index_lookup_cid(Index *ix, const uint8_t cid[32], IndexHit *out, size_t 
   uint32_t few[32];
   GHashTable *many = NULL;
   size_t owners = 0, n = 0, scanned = 0;
-  for (uint32_t s = ix->cid_tab[pos]; s != NIL && scanned < INDEX_CID_SCAN;
+  for (uint32_t s = ix->cid.tab[pos]; s != NIL && scanned < INDEX_CID_SCAN;
        s = ix->slots[s].cid_next, scanned++) {
     uint32_t owner = ix->slots[s].owner;
     bool dup = false;
@@ -1161,7 +1172,7 @@ void index_set_limits(Index *ix, size_t max_entries, size_t max_bytes, size_t ma
 
 size_t index_owner_count(const Index *ix)
 {
-  return g_hash_table_size(ix->owners_by_handle);
+  return ix->owner_tab.used;
 }
 
 size_t index_owner_bytes(const Index *ix, uint64_t owner)

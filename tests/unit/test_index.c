@@ -127,9 +127,9 @@ static void test_remove_owner(void **state)
   index_remove_owner(ix, 2);
   assert_int_equal(index_size(ix), 0);
   assert_int_equal(index_owner_count(ix), 0);
-  assert_int_equal(ix->w_used, 0);
-  assert_int_equal(ix->st_used, 0);
-  assert_int_equal(ix->cid_used, 0);
+  assert_int_equal(ix->w_tab.used, 0);
+  assert_int_equal(ix->st.used, 0);
+  assert_int_equal(ix->cid.used, 0);
   assert_int_equal(ix->arena_len - ix->arena_dead, 0); /* no live name bytes */
   index_free(ix);
 }
@@ -312,6 +312,62 @@ static void test_slot_reuse_no_resurrection(void **state)
 /* Adds and removals in bulk, checked against what a user could see, so
  * that list compaction, name-arena compaction (names are long, so the live
  * ones span several arena blocks) and table growth are exercised. */
+/* A rare keyword (most are) costs one malloc chunk of 32 bytes: header,
+ * keyword and its first ref in one block. Lists that grow move, and stay
+ * found; a list of the longest keyword works the same. */
+static void test_keyword_lists_inline(void **state)
+{
+  (void)state;
+  Index *ix = index_new(100000);
+  IndexHit h[8];
+  assert_int_equal(add(ix, 1, "common rare1.mp3", 1), INDEX_OK);
+  Posting *p = w_get(ix, "rare1");
+  assert_non_null(p);
+  assert_int_equal(p->len, 1);
+  assert_int_equal(p->cls, 0);
+  assert_int_equal(posting_bytes(p->cls), 24); /* malloc's smallest chunk */
+  assert_true(posting_cap(p) >= 1);
+  /* Half of the rare realistic keywords have 8 bytes (dates). */
+  assert_int_equal(add(ix, 1, "common 20190712.jpg", 2), INDEX_OK);
+  assert_int_equal(w_get(ix, "20190712")->cls, 0);
+  /* Growth: "common" moves many times; every ref stays in order. */
+  char name[64];
+  for (uint32_t i = 3; i <= 3001; i++) {
+    snprintf(name, sizeof name, "common rare%u.mp3", i);
+    assert_int_equal(add(ix, 1 + i % 7, name, i), INDEX_OK);
+  }
+  p = w_get(ix, "common");
+  assert_int_equal(p->len, 3001);
+  assert_true(posting_cap(p) >= p->len && posting_cap(p) <= 2 * p->len + 8);
+  const Ref *r = posting_refs(p);
+  for (uint32_t i = 1; i < p->len; i++)
+    assert_true(r[i - 1] < r[i]);
+  assert_int_equal(search(ix, "common rare2999", h, 8), 1);
+  assert_int_equal(search(ix, "rare1 common", h, 8), 1);
+  /* Removals compact and shrink the moved list; the rest is still found. */
+  for (uint64_t o = 1; o <= 6; o++)
+    index_remove_owner(ix, o);
+  p = w_get(ix, "common");
+  assert_non_null(p);
+  assert_true(posting_cap(p) < 3000);                    /* shrunk */
+  assert_int_equal(search(ix, "common rare6", h, 8), 1); /* owner 7's */
+  assert_int_equal(search(ix, "common rare8", h, 8), 0);
+  /* A keyword of 255 bytes (the most a name holds). */
+  char longname[INDEX_NAME_MAX + 1];
+  memset(longname, 'k', INDEX_NAME_MAX);
+  longname[INDEX_NAME_MAX] = '\0';
+  assert_int_equal(add(ix, 9, longname, 9999), INDEX_OK);
+  assert_int_equal(search(ix, longname, h, 8), 1);
+  p = w_get(ix, longname);
+  assert_int_equal(p->wlen, INDEX_NAME_MAX);
+  /* A query keyword longer than any name's matches nothing. */
+  char longq[INDEX_NAME_MAX + 2];
+  memset(longq, 'k', INDEX_NAME_MAX + 1);
+  longq[INDEX_NAME_MAX + 1] = '\0';
+  assert_int_equal(search(ix, longq, h, 8), 0);
+  index_free(ix);
+}
+
 #define CHURN_NAME "round%d owner%u file%u shared %0150u.bin"
 
 static void test_churn(void **state)
@@ -354,25 +410,30 @@ static void test_churn(void **state)
   /* The keyword and stamp tables hold exactly the live lists and entries,
    * each where a lookup finds it, after all the removals' shifting. */
   size_t lists = 0;
-  for (size_t w = 0; w < ix->w_cap; w++) {
-    Posting *p = ix->w_tab[w];
-    if (!p)
+  for (size_t w = 0; w < ix->w_tab.cap; w++) {
+    uint32_t id = ix->w_tab.tab[w];
+    if (id == SLOTS_EMPTY)
       continue;
+    Posting *p = ix->words[id];
+    char word[INDEX_NAME_MAX + 1];
+    memcpy(word, p->word, p->wlen);
+    word[p->wlen] = '\0';
     lists++;
-    assert_ptr_equal(w_get(ix, p->word), p);
+    assert_int_equal(w_id(ix, word), id);
+    assert_true(p->len <= posting_cap(p));
     assert_true(p->len > p->dead);
   }
-  assert_int_equal(lists, ix->w_used);
+  assert_int_equal(lists, ix->w_tab.used);
   size_t stamped = 0;
-  for (size_t b = 0; b < ix->st_cap; b++) {
-    uint32_t sl = ix->st_tab[b];
+  for (size_t b = 0; b < ix->st.cap; b++) {
+    uint32_t sl = ix->st.tab[b];
     if (sl == NIL)
       continue;
     stamped++;
     assert_int_equal(st_slot(ix, ix->slots[sl].stamp), sl);
   }
   assert_int_equal(stamped, index_size(ix));
-  assert_int_equal(ix->st_used, index_size(ix));
+  assert_int_equal(ix->st.used, index_size(ix));
   index_free(ix);
 }
 
@@ -686,6 +747,7 @@ int main(void)
       cmocka_unit_test(test_duplicate_and_badname),
       cmocka_unit_test(test_max_results),
       cmocka_unit_test(test_slot_reuse_no_resurrection),
+      cmocka_unit_test(test_keyword_lists_inline),
       cmocka_unit_test(test_churn),
       cmocka_unit_test(test_remove_large_owner_fast),
       cmocka_unit_test(test_against_model),
