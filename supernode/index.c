@@ -58,7 +58,7 @@
 #define INDEX_CID_SCAN 4096
 #define INDEX_ENTRY_COST 128 /* see entry_cost */
 #define INDEX_REF_COST 16
-#define INDEX_WORD_COST 72 /* see word_cost */
+#define INDEX_WORD_COST 40 /* see word_cost; the id's part: INDEX_WORD_ID_COST */
 /* Size classes of keyword lists (posting_bytes): the largest, 8 GiB,
  * holds 2^31 refs, so a capacity fits a u32. */
 #define POSTING_CLASS_MAX 29
@@ -137,11 +137,14 @@ struct Index {
 
   Slots w_tab;     /* keyword ids by the keyword's hash */
   Posting **words; /* id -> list; NULL when the id is free */
-  uint32_t nwords; /* ids ever used */
+  uint32_t nwords; /* ids ever used (each INDEX_WORD_ID_COST in index_bytes, for good) */
   uint32_t words_cap;
   GArray *free_word_ids; /* uint32_t */
-  /* Owners in one array (an Owner is 64 bytes; a GHashTable and an
-   * allocation each cost 130 a leaf, 13 per entry of a leaf with 10). */
+  /* Owners in one array (an Owner is 56 bytes; a GHashTable and an
+   * allocation each cost 130 a leaf, 13 per entry of a leaf with 10). The
+   * array never shrinks: at most 84 bytes per leaf a node ever held at
+   * once, its own (max-leaves) or its leader's as a backup, and the memory
+   * plan's per-session share (576 KiB, memplan.c) covers it. */
   Slots owner_tab;  /* owner ids by handle */
   Owner *owners;    /* id -> Owner; ids not in owner_tab are free */
   uint32_t nowners; /* ids ever used */
@@ -541,9 +544,14 @@ static void posting_compact(Index *ix, uint32_t id)
   }
   p->len = n;
   p->dead = 0;
-  /* Give memory back after mass removals; keep the old block on failure. */
-  unsigned cls = posting_class(p->wlen, n + n / 2 + 1);
-  if (posting_cap(p) > 8 && posting_cap(p) / 4 > n && cls < p->cls) {
+  /* Give memory back whenever more than twice the live refs fit: until the
+   * next compaction (dead refs outnumber live ones) live refs stay at
+   * least half of n, so the block holds at most 4 slots per live ref, the
+   * 16 bytes INDEX_REF_COST charges. (Shrinking only below a quarter let
+   * a list hold 8 per live ref after two compactions.) A shrink follows n/2
+   * removals at least: amortised O(1). Keep the old block on failure. */
+  unsigned cls = posting_class(p->wlen, n + 1);
+  if (posting_cap(p) > 2 * n && cls < p->cls) {
     Posting *q = realloc(p, posting_bytes(cls));
     if (q) {
       q->cls = (uint8_t)cls;
@@ -691,27 +699,33 @@ static size_t entry_cost(size_t name_len, size_t ntokens)
  * is a size class of twice the one before (posting_bytes), chosen when the
  * smaller one was full, so it holds at most twice the header (10 bytes),
  * the keyword and the refs' alignment (3), the refs' half of that being in
- * INDEX_REF_COST; with malloc's 8-byte chunk header, 34 + 2 x the keyword.
- * Then its pointer in Index.words (8, and half as much again in the
- * array's slack), a free-id record once it goes (4, twice in the GArray's
- * slack) and its bucket in the keyword table (4 bytes at a load of 7/16 or
- * more: 11). 65 + 2 x the keyword: INDEX_WORD_COST with a margin. (A list
- * of one ref and a keyword of up to 10 bytes takes one 32-byte chunk.)
- * Counted in the index's total from the list's creation to its end, and in
- * the share of the owner whose entry created it. */
+ * INDEX_REF_COST; with malloc's 8-byte chunk header, 34 + 2 x the keyword:
+ * INDEX_WORD_COST with a margin. (A list of one ref and a keyword of up to
+ * 10 bytes takes one 32-byte chunk.) Counted in the index's total from the
+ * list's creation to its end, and in the share of the owner whose entry
+ * created it. Its id costs INDEX_WORD_ID_COST more, in the total for good
+ * (index.h), and in that owner's share when the list took a new id. */
 static size_t word_cost(size_t word_len)
 {
   return INDEX_WORD_COST + 2 * word_len;
 }
 
-/* entry_cost plus word_cost of the keywords the index does not hold yet. */
+/* entry_cost plus word_cost of the keywords the index does not hold yet,
+ * and INDEX_WORD_ID_COST for each new id among them once the free ids are
+ * used up (it stays in ix->bytes after the list goes: index.h). */
 static size_t add_cost(const Index *ix, size_t name_len, const char *const *tok, size_t nt)
 {
-  size_t cost = entry_cost(name_len, nt);
-  for (size_t k = 0; k < nt; k++)
-    if (!w_get(ix, tok[k]))
+  size_t cost = entry_cost(name_len, nt), fresh = 0, reuse = ix->free_word_ids->len;
+  for (size_t k = 0; k < nt; k++) {
+    if (!w_get(ix, tok[k])) {
       cost += word_cost(strlen(tok[k]));
-  return cost;
+      if (reuse > 0)
+        reuse--;
+      else
+        fresh++;
+    }
+  }
+  return cost + fresh * INDEX_WORD_ID_COST;
 }
 
 size_t index_entry_cost(const Index *ix, const char *name, size_t name_len)

@@ -37,6 +37,14 @@ typedef enum {
  * folders are honest (and every empty file has one id), a liar's hundreds
  * of names are not. */
 #define INDEX_NAMES_PER_CID 64
+/* What a keyword list's id costs once made, for good: its pointer in the
+ * id array (8, and half as much again in its slack), a free-id record when
+ * the list goes (4, twice in the array's slack) and its bucket in the
+ * keyword table (4 at a load of 7/16 or more: 9.2). Neither the array nor
+ * the table shrinks, so index_bytes() keeps these bytes after the lists
+ * are gone; ids are reused first, so they are bounded by the most lists
+ * the budget ever let live at once. */
+#define INDEX_WORD_ID_COST 32
 
 /* max_per_owner caps the entries one leaf may publish. NULL on failure. */
 Index *index_new(size_t max_per_owner);
