@@ -105,6 +105,7 @@ typedef struct {
   uint64_t refusals_sent;      /* super nodes sent REFUSE: no room for their link */
   uint64_t refusals_received;  /* REFUSEs from super nodes we dialed or linked */
   uint64_t hosts_ignored;      /* HOSTS from a link sooner than DEGREE_HOSTS_MIN_GAP_MS */
+  uint64_t links_ignored;      /* LINKS from a link sooner than DEGREE_LINKS_MIN_GAP_MS */
   uint64_t links_shed;         /* links we closed: shed, trimmed or evicted (degree.h) */
   uint64_t links_trimmed;      /* ... of which trimmed: above D + D/2 (degree_pick_trim) */
   uint64_t links_evicted;      /* ... of which evicted for a newcomer (degree_pick_evict) */
