@@ -113,6 +113,7 @@ typedef struct {
   uint64_t walks_started;      /* random walks for a long-range link (walk.h) */
   uint64_t walks_ended;        /* ... that ended here (we answered WALK_REPLY) */
   uint64_t walks_dropped;      /* WALK/WALK_REPLY dropped: over budget, bad path, stale */
+  uint64_t walks_passed_back;  /* WALK_REPLYs passed back along a walk we passed on */
 } SnStats;
 
 typedef enum { SN_ROLE_JOINING, SN_ROLE_LEADER, SN_ROLE_BACKUP, SN_ROLE_STANDBY } SnRole;

@@ -165,6 +165,7 @@ void sn_on_walk_reply(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     Peer *to = from ? sn_find_link(c, next, 0) : NULL;
     if (to && to->conn == from) {
       sn_send(c, to->conn, &out);
+      c->stats.walks_passed_back++;
       return;
     }
     break; /* not ours to pass, or that link is gone (the walk times out) */
