@@ -671,8 +671,6 @@ bool wire_encode(const WireMsg *m, Buf *b)
     break;
   case MSG_LINKS:
     ok = m->u.nbrs.count <= WIRE_MAX_LINKS;
-    if (!ok)
-      break; /* nothing written: count * 32 bytes past the cap */
     wr_u8(b, m->u.nbrs.count);
     if (m->u.nbrs.count)
       wr_bytes(b, m->u.nbrs.ids, (size_t)m->u.nbrs.count * WIRE_ID_LEN);

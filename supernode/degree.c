@@ -1,8 +1,6 @@
 /* degree.c - the degree rules of degree.h. */
 #include "degree.h"
 
-#include <string.h>
-
 #include "wire.h"
 
 unsigned degree_soft_max(unsigned target)
@@ -145,25 +143,4 @@ const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, siz
   if (near <= trim)
     return NULL;
   return pick_loaded(links, n, degree_link_load(target, trim), now, false, DEGREE_TRIM_MIN_AGE_MS);
-}
-
-static bool names(const uint8_t *ids, size_t n, const uint8_t id[32])
-{
-  for (size_t i = 0; i < n; i++)
-    if (memcmp(ids + i * 32, id, 32) == 0)
-      return true;
-  return false;
-}
-
-static bool fresh(uint64_t at, uint64_t now)
-{
-  return at != 0 && now >= at && now - at <= DEGREE_LINKS_FRESH_MS;
-}
-
-bool degree_triangle(const uint8_t u_id[32], const uint8_t *u_nbrs, size_t u_n, uint64_t u_at,
-                     const uint8_t w_id[32], const uint8_t *w_nbrs, size_t w_n, uint64_t w_at,
-                     uint64_t now)
-{
-  return fresh(u_at, now) && fresh(w_at, now) && names(u_nbrs, u_n, w_id) &&
-         names(w_nbrs, w_n, u_id);
 }

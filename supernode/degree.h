@@ -92,25 +92,6 @@
 #define DEGREE_HOSTS_INTERVAL_MS 5000
 /* HOSTS from one link closer together than this are ignored. */
 #define DEGREE_HOSTS_MIN_GAP_MS 1000
-/* LINKS (our links' node ids) go to every link with HOSTS and, when the
- * link set changed, at most this often: the triangle rule must not act on
- * a list that names a link gone since (review of f-mesh2). */
-#define DEGREE_LINKS_DEBOUNCE_MS 1000
-/* LINKS from one link closer together than this are ignored (and counted,
- * links_ignored): half the sender's gap, for timer jitter. Its own gate,
- * not the walk budget, so that walks cannot starve it. */
-#define DEGREE_LINKS_MIN_GAP_MS 500
-/* A LINKS list older than this says nothing (no triangle): 1.5 gossip
- * rounds, so one lost or dropped list does not freeze a stale one. */
-#define DEGREE_LINKS_FRESH_MS (DEGREE_HOSTS_INTERVAL_MS * 3 / 2)
-
-/* Is the link to u in a triangle through our link to w? Only if both
- * lists are fresh (at most DEGREE_LINKS_FRESH_MS old at now; at == 0: none
- * yet) and each names the other: u's list names w AND w's names u, so that
- * one liar cannot vouch for an edge alone. Lists are n ids of 32 bytes. */
-bool degree_triangle(const uint8_t u_id[32], const uint8_t *u_nbrs, size_t u_n, uint64_t u_at,
-                     const uint8_t w_id[32], const uint8_t *w_nbrs, size_t w_n, uint64_t w_at,
-                     uint64_t now);
 
 /* Should a node with links links, shortcuts of them its own long-range
  * ones, look for one more? Only once it has D (D >= 2), below the soft max

@@ -114,7 +114,7 @@ static void send_hosts(SnCore *c, Peer *p)
 }
 
 /* LINKS: the node ids of our links, so that each neighbour knows which of
- * its links are in a triangle (degree_pick_trim, degree_triangle). */
+ * its links are in a triangle (degree_pick_trim). */
 static void send_links(SnCore *c, Peer *p)
 {
   uint8_t ids[WIRE_MAX_LINKS * WIRE_ID_LEN];
@@ -137,33 +137,14 @@ void sn_on_links(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     sn_close_peer(c, p, "LINKS from a session that is no mesh link", now);
     return;
   }
-  /* Sent with HOSTS and on a change of the sender's links, at most once
-   * a DEGREE_LINKS_DEBOUNCE_MS: a faster sender is ignored. */
-  if (p->links_at && now - p->links_at < DEGREE_LINKS_MIN_GAP_MS) {
-    c->stats.links_ignored++;
-    g_debug("session %" G_GUINT64_FORMAT ": LINKS too soon, ignored", p->conn);
+  /* Sent with HOSTS every DEGREE_HOSTS_INTERVAL_MS: the walk budget (8 a
+   * second a link) holds a faster sender. */
+  if (!walk_budget_take(&p->walks, WALK_LINK_BURST, now)) {
+    c->stats.hosts_ignored++;
     return;
   }
-  /* Kept with this connection, never with the address its HELLO claimed:
-   * a link claiming an honest node's address must not plant a list read
-   * for that node's own link. */
-  g_free(p->nbrs);
-  p->nbrs = m->u.nbrs.count ? g_memdup2(m->u.nbrs.ids, (gsize)m->u.nbrs.count * WIRE_ID_LEN) : NULL;
-  p->n_nbrs = m->u.nbrs.count;
-  p->links_at = now;
-}
-
-/* An order-free digest of our link set: LINKS go out when it changes. A
- * collision only delays the news to the next gossip round. */
-static uint64_t links_sig(const SnCore *c)
-{
-  uint64_t sig = c->links.length;
-  for (GList *l = c->links.head; l; l = l->next) {
-    uint64_t h;
-    memcpy(&h, ((const Peer *)l->data)->id, sizeof h);
-    sig ^= h * 0x9E3779B97F4A7C15ULL;
-  }
-  return sig;
+  if (p->addr[0])
+    mesh_set_nbrs(c->mesh, p->addr, p->id, m->u.nbrs.ids, m->u.nbrs.count);
 }
 
 void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
@@ -173,13 +154,6 @@ void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
   if (p->outbound && c->shortcut_dial[0] && strcmp(p->addr, c->shortcut_dial) == 0) {
     p->shortcut = true;
     c->shortcut_dial[0] = '\0';
-  }
-  /* Our walk's dial keeps its own deadline: the reply may come up to
-   * WALK_TIMEOUT_MS after the walk started, later than the next look. */
-  if (p->outbound && c->walk_dial[0] && now < c->walk_dial_until &&
-      strcmp(p->addr, c->walk_dial) == 0) {
-    p->shortcut = true;
-    c->walk_dial[0] = '\0';
   }
   /* Someone else's long-range link: kept at our end too (degree.h), or
    * trimming it would send its dialer looking for another, without end. */
@@ -195,7 +169,7 @@ void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
         c->cfg.target_degree, mesh_link_load(c->mesh, p->addr), walked, theirs);
   }
   send_hosts(c, p);
-  /* Our LINKS follow on the next round (sn_links_tick: the set changed). */
+  send_links(c, p);
 }
 
 void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -231,22 +205,11 @@ typedef struct {
   SnCore *c;
   GArray *links; /* DegreeLink */
   GPtrArray *peers;
+  uint8_t (*ids)[32]; /* our links' node ids */
+  size_t n_ids;
 } Collect;
 
-/* Is p's link in a triangle: another link of ours that p's fresh list
- * names and whose fresh list names p (degree_triangle)? */
-static bool in_triangle(const SnCore *c, const Peer *p, uint64_t now)
-{
-  for (GList *l = c->links.head; l; l = l->next) {
-    const Peer *w = l->data;
-    if (w != p && degree_triangle(p->id, p->nbrs, p->n_nbrs, p->links_at, w->id, w->nbrs, w->n_nbrs,
-                                  w->links_at, now))
-      return true;
-  }
-  return false;
-}
-
-static void collect_one(Collect *s, Peer *p, uint64_t now)
+static void collect_one(Collect *s, Peer *p)
 {
   DegreeLink l = {
       .conn = p->conn,
@@ -256,18 +219,23 @@ static void collect_one(Collect *s, Peer *p, uint64_t now)
       .inbound = !p->outbound,
       .peer_load = p->addr[0] ? mesh_link_load(s->c->mesh, p->addr) : WIRE_LOAD_UNKNOWN,
       .up_since = p->up_since,
-      .triangle = in_triangle(s->c, p, now),
+      .triangle = p->addr[0] &&
+                  mesh_shares_nbr(s->c->mesh, p->addr, (const uint8_t(*)[32])s->ids, s->n_ids),
   };
   g_array_append_val(s->links, l);
   g_ptr_array_add(s->peers, p);
 }
 
-/* Walks SnCore.links: O(links^2 * WIRE_MAX_LINKS) for the triangles, never
- * every leaf session (issue 12). */
-static void collect_links(Collect *s, uint64_t now)
+/* Walks SnCore.links: O(links), never every leaf session (issue 12). */
+static void collect_links(Collect *s)
 {
+  s->ids = g_malloc((gsize)s->c->links.length * 32 + 32);
+  s->n_ids = 0;
   for (GList *l = s->c->links.head; l; l = l->next)
-    collect_one(s, l->data, now);
+    memcpy(s->ids[s->n_ids++], ((Peer *)l->data)->id, 32);
+  for (GList *l = s->c->links.head; l; l = l->next)
+    collect_one(s, l->data);
+  g_clear_pointer(&s->ids, g_free);
 }
 
 bool sn_link_make_room(SnCore *c, uint64_t now)
@@ -276,8 +244,8 @@ bool sn_link_make_room(SnCore *c, uint64_t now)
    * need is a claim, and a stream of them must not replace every link. */
   if (now < c->next_evict)
     return false;
-  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new()};
-  collect_links(&s, now);
+  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new(), NULL, 0};
+  collect_links(&s);
   const DegreeLink *l =
       degree_pick_evict(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len, now);
   if (l) {
@@ -303,24 +271,16 @@ void sn_links_tick(SnCore *c, uint64_t now)
   bool gossip = now >= c->next_gossip;
   if (gossip)
     c->next_gossip = now + DEGREE_HOSTS_INTERVAL_MS;
-  /* LINKS with every gossip round, and as soon as the link set changed
-   * (debounced): a neighbour's triangle rule reads them. */
-  uint64_t sig = links_sig(c);
-  bool tell = (gossip || sig != c->links_sig) && now >= c->links_sent_at + DEGREE_LINKS_DEBOUNCE_MS;
-  if (tell) {
-    c->links_sig = sig;
-    c->links_sent_at = now;
-  }
-  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new()};
-  collect_links(&s, now);
+  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new(), NULL, 0};
+  collect_links(&s);
   unsigned shortcuts = 0;
   for (guint i = 0; i < s.peers->len; i++) {
     Peer *p = g_ptr_array_index(s.peers, i);
     shortcuts += p->shortcut;
-    if (gossip)
+    if (gossip) {
       send_hosts(c, p);
-    if (tell)
       send_links(c, p);
+    }
   }
   /* Long-range links once the D near ones are up (degree.h); a dial of
    * it that came to nothing is forgotten when the next look is due. */

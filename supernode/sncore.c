@@ -176,15 +176,6 @@ void sn_action_clear(SnAction *a)
 
 /* --- life cycle ----------------------------------------------------------- */
 
-/* Removing a Peer from c->peers (forget, sn_core_free) frees it and its
- * LINKS list. */
-static void peer_free(gpointer v)
-{
-  Peer *p = v;
-  g_free(p->nbrs);
-  g_free(p);
-}
-
 SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn rng, void *rng_ctx,
                     uint64_t now)
 {
@@ -197,7 +188,7 @@ SnCore *sn_core_new(const SnConfig *cfg, const uint8_t self_id[32], SnRandomFn r
   memcpy(c->self, self_id, 32);
   c->rng = rng;
   c->rng_ctx = rng_ctx;
-  c->peers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, peer_free);
+  c->peers = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
   c->leaves_by_id = g_hash_table_new(node_id_hash, node_id_equal);
   c->index = index_new(cfg->max_entries_per_leaf);
   if (c->index)

@@ -105,7 +105,6 @@ typedef struct {
   uint64_t refusals_sent;      /* super nodes sent REFUSE: no room for their link */
   uint64_t refusals_received;  /* REFUSEs from super nodes we dialed or linked */
   uint64_t hosts_ignored;      /* HOSTS from a link sooner than DEGREE_HOSTS_MIN_GAP_MS */
-  uint64_t links_ignored;      /* LINKS from a link sooner than DEGREE_LINKS_MIN_GAP_MS */
   uint64_t links_shed;         /* links we closed: shed, trimmed or evicted (degree.h) */
   uint64_t links_trimmed;      /* ... of which trimmed: above D + D/2 (degree_pick_trim) */
   uint64_t links_evicted;      /* ... of which evicted for a newcomer (degree_pick_evict) */
@@ -113,7 +112,6 @@ typedef struct {
   uint64_t walks_started;      /* random walks for a long-range link (walk.h) */
   uint64_t walks_ended;        /* ... that ended here (we answered WALK_REPLY) */
   uint64_t walks_dropped;      /* WALK/WALK_REPLY dropped: over budget, bad path, stale */
-  uint64_t walks_passed_back;  /* WALK_REPLYs passed back along a walk we passed on */
 } SnStats;
 
 typedef enum { SN_ROLE_JOINING, SN_ROLE_LEADER, SN_ROLE_BACKUP, SN_ROLE_STANDBY } SnRole;

@@ -66,11 +66,6 @@ typedef struct {
   bool their_shortcut; /* SUPER: the dialer's long-range link (degree.h) */
   uint64_t hosts_at;   /* SUPER: when its last HOSTS was taken (meshlink.c) */
   WalkBudget walks;    /* SUPER: its WALK and WALK_REPLY frames (walklink.c) */
-  /* SUPER: the node ids its last LINKS named (n_nbrs * 32 bytes), when that
-   * arrived, held per connection (never per claimed address: meshlink.c). */
-  uint8_t *nbrs;
-  unsigned n_nbrs;
-  uint64_t links_at;
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -181,13 +176,6 @@ struct SnCore {
   unsigned shortcut_looks; /* meshlink.c: even ones walk, odd ones use the book */
   WalkBudget walks;
   WalkEnds walk_ends;
-  WalkRoutes walk_routes; /* walks we passed on: where their replies go */
-  /* The node our walk's reply named, dialed: a link to it up before
-   * walk_dial_until is our long-range link (WALK_DIAL_MS). */
-  char walk_dial[MESH_ADDR_MAX + 1];
-  uint64_t walk_dial_until;
-  uint64_t links_sig;     /* meshlink.c: the link set our LINKS last told ... */
-  uint64_t links_sent_at; /* ... and when (DEGREE_LINKS_DEBOUNCE_MS) */
 };
 
 /* Whether --peer addresses are direction nodes (mesh_set_direction):

@@ -28,28 +28,6 @@ static bool on_path(const WireMsg *m, const uint8_t id[WIRE_ID_LEN])
   return false;
 }
 
-/* No id twice: a path that names a node twice would send the way back
- * round a loop (a made-up [V,X,V,X,...] bounces between two honest nodes,
- * each frame spending both links' walk budgets). O(n^2), n <= WIRE_MAX_WALK. */
-static bool path_simple(const WireMsg *m)
-{
-  size_t n = m->u.walk.path_len;
-  for (size_t i = 1; i < n; i++)
-    for (size_t k = 0; k < i; k++)
-      if (memcmp(path_id(m, i), path_id(m, k), WIRE_ID_LEN) == 0)
-        return false;
-  return true;
-}
-
-size_t walk_self_at(const WireMsg *m, const uint8_t self[WIRE_ID_LEN])
-{
-  size_t n = m->u.walk.path_len;
-  for (size_t i = 0; i < n; i++)
-    if (memcmp(path_id(m, i), self, WIRE_ID_LEN) == 0)
-      return i;
-  return n;
-}
-
 WalkStep walk_step(const WireMsg *m, const uint8_t self[WIRE_ID_LEN],
                    const uint8_t from[WIRE_ID_LEN])
 {
@@ -58,7 +36,7 @@ WalkStep walk_step(const WireMsg *m, const uint8_t self[WIRE_ID_LEN],
    * up, and replies along it would go where the sender chose. Our own walk
    * coming back to us would end on ourselves: nothing to link to. */
   if (n == 0 || memcmp(path_id(m, n - 1), from, WIRE_ID_LEN) != 0 ||
-      memcmp(path_id(m, 0), self, WIRE_ID_LEN) == 0 || !path_simple(m))
+      memcmp(path_id(m, 0), self, WIRE_ID_LEN) == 0)
     return WALK_BAD;
   if (m->u.walk.hops_left == 0 || n >= WIRE_MAX_WALK)
     return WALK_END;
@@ -67,7 +45,7 @@ WalkStep walk_step(const WireMsg *m, const uint8_t self[WIRE_ID_LEN],
 
 void walk_extend(const WireMsg *m, const uint8_t self[WIRE_ID_LEN], uint8_t *path_buf, WireMsg *out)
 {
-  size_t n = walk_self_at(m, self); /* the loop after our visit is erased */
+  size_t n = m->u.walk.path_len;
   memcpy(path_buf, m->u.walk.path, n * WIRE_ID_LEN);
   memcpy(path_buf + n * WIRE_ID_LEN, self, WIRE_ID_LEN);
   memset(out, 0, sizeof *out);
@@ -110,7 +88,7 @@ void walk_reply(const WireMsg *m, const WireHost *self_host, WireMsg *out)
   memset(out, 0, sizeof *out);
   out->type = MSG_WALK_REPLY;
   out->u.walk.id = m->u.walk.id;
-  out->u.walk.path_len = (uint8_t)walk_self_at(m, self_host->id);
+  out->u.walk.path_len = m->u.walk.path_len;
   out->u.walk.path = m->u.walk.path;
   out->u.walk.end = *self_host;
 }
@@ -119,7 +97,7 @@ WalkReplyStep walk_on_reply(const WireMsg *m, const uint8_t self[WIRE_ID_LEN], W
                             const uint8_t **next)
 {
   size_t n = m->u.walk.path_len;
-  if (n == 0 || memcmp(path_id(m, n - 1), self, WIRE_ID_LEN) != 0 || !path_simple(m))
+  if (n == 0 || memcmp(path_id(m, n - 1), self, WIRE_ID_LEN) != 0)
     return WALK_REPLY_BAD;
   if (n == 1)
     return WALK_REPLY_ORIGIN;
@@ -129,27 +107,11 @@ WalkReplyStep walk_on_reply(const WireMsg *m, const uint8_t self[WIRE_ID_LEN], W
   return WALK_REPLY_BACK;
 }
 
-void walk_ends_add(WalkEnds *e, const uint8_t origin[WIRE_ID_LEN], uint64_t src, uint64_t now)
+void walk_ends_add(WalkEnds *e, const uint8_t origin[WIRE_ID_LEN], uint64_t now)
 {
-  WalkEnd *oldest = NULL;
-  unsigned mine = 0;
-  for (size_t i = 0; i < WALK_ENDS; i++) {
-    WalkEnd *w = &e->ends[i];
-    if (w->until > now && w->src == src) {
-      mine++;
-      if (!oldest || w->until < oldest->until)
-        oldest = w;
-    }
-  }
-  WalkEnd *slot;
-  if (mine >= WALK_ENDS_PER_LINK) {
-    slot = oldest; /* src's own oldest, not someone else's */
-  } else {
-    slot = &e->ends[e->next];
-    e->next = (e->next + 1) % WALK_ENDS;
-  }
+  WalkEnd *slot = &e->ends[e->next];
+  e->next = (e->next + 1) % WALK_ENDS;
   memcpy(slot->id, origin, WIRE_ID_LEN);
-  slot->src = src;
   slot->until = now + WALK_END_MEMORY_MS;
 }
 
@@ -163,25 +125,4 @@ bool walk_ends_take(WalkEnds *e, const uint8_t id[WIRE_ID_LEN], uint64_t now)
     }
   }
   return false;
-}
-
-void walk_routes_add(WalkRoutes *r, uint64_t id, uint64_t from, uint64_t to, uint64_t now)
-{
-  /* The ring holds what the total budget admits in WALK_TIMEOUT_MS, so the
-   * slot overwritten has timed out already (but for a clock step). */
-  WalkFwd *f = &r->fwd[r->next];
-  r->next = (r->next + 1) % WALK_FORWARDED;
-  *f = (WalkFwd){.id = id, .from = from, .to = to, .until = now + WALK_TIMEOUT_MS};
-}
-
-uint64_t walk_routes_take(WalkRoutes *r, uint64_t id, uint64_t via, uint64_t now)
-{
-  for (size_t i = 0; i < WALK_FORWARDED; i++) {
-    WalkFwd *f = &r->fwd[i];
-    if (f->until > now && f->id == id && f->to == via) {
-      f->until = 0;
-      return f->from;
-    }
-  }
-  return 0;
 }

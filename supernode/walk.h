@@ -47,20 +47,8 @@
 /* The end of a walk remembers its origin this long: a link the origin dials
  * in that time is its long-range link (kept at both ends, degree.h). */
 #define WALK_END_MEMORY_MS 10000
-/* Origins remembered so at once (the oldest is forgotten first) ... */
+/* Origins remembered so at once (the oldest is forgotten first). */
 #define WALK_ENDS 8
-/* ... and at most this many delivered by one link: a link makes up the
- * origins of the walks it sends, and must not fill the memory alone. */
-#define WALK_ENDS_PER_LINK 2
-/* Walks we passed on, remembered WALK_TIMEOUT_MS each so that a reply goes
- * back only to the link the walk came from, and only from the link we
- * passed it to (a reply made up off the walk's way is dropped): the most
- * walks the total budget admits in that time. */
-#define WALK_FORWARDED (WALK_TOTAL_BURST * (WALK_TIMEOUT_MS / 1000))
-/* After our walk's reply, the node it named is dialed: a link to it that
- * comes up within this long is our long-range link (the dial and its
- * handshake; its own deadline, not the next look's). */
-#define WALK_DIAL_MS 5000
 
 /* A rate window: at most `burst` frames per 1,000 ms window. */
 typedef struct {
@@ -72,8 +60,7 @@ typedef struct {
 bool walk_budget_take(WalkBudget *b, unsigned burst, uint64_t now);
 
 typedef enum {
-  WALK_BAD,     /* the path does not end with the sender, names a node twice,
-                 * or we are its origin */
+  WALK_BAD,     /* the path does not end with the sender, or we are its origin */
   WALK_FORWARD, /* pass it on (walk_extend) */
   WALK_END,     /* it ends here: answer with our address */
 } WalkStep;
@@ -82,15 +69,9 @@ typedef enum {
 WalkStep walk_step(const WireMsg *m, const uint8_t self[WIRE_ID_LEN],
                    const uint8_t from[WIRE_ID_LEN]);
 
-/* Where self is on m's path (a walk that stepped back onto us), or
- * path_len if it is not. */
-size_t walk_self_at(const WireMsg *m, const uint8_t self[WIRE_ID_LEN]);
-
 /* Fills out (and path_buf, which out borrows; WIRE_MAX_WALK * 32 bytes)
- * with m forwarded by self: self appended, one hop less. A walk back on a
- * node it went through has its loop erased (the path is cut after our
- * first visit), so that no path names a node twice and the way back never
- * bounces. Only for WALK_FORWARD. */
+ * with m forwarded by self: self appended, one hop less. Only for
+ * WALK_FORWARD. */
 void walk_extend(const WireMsg *m, const uint8_t self[WIRE_ID_LEN], uint8_t *path_buf,
                  WireMsg *out);
 
@@ -101,12 +82,11 @@ size_t walk_pick(const WireMsg *m, const uint8_t (*ids)[WIRE_ID_LEN], size_t n,
                  const uint8_t from[WIRE_ID_LEN], uint32_t rnd);
 
 /* The reply of self at the end of walk m, with our host entry: path is the
- * walk's path before self (the way back, loop erased; its last id is the
- * node to send it to: the sender, or the one before our first visit). */
+ * walk's path (the way back; its last id is the sender). */
 void walk_reply(const WireMsg *m, const WireHost *self_host, WireMsg *out);
 
 typedef enum {
-  WALK_REPLY_BAD,    /* the path does not end with us, or names a node twice */
+  WALK_REPLY_BAD,    /* the path does not end with us */
   WALK_REPLY_ORIGIN, /* we started it: m->u.walk.end is our answer */
   WALK_REPLY_BACK,   /* pass it to the node *next (walk_reply_pop done) */
 } WalkReplyStep;
@@ -120,7 +100,6 @@ WalkReplyStep walk_on_reply(const WireMsg *m, const uint8_t self[WIRE_ID_LEN], W
 /* The endpoint's memory of recent origins (walk ends). */
 typedef struct {
   uint8_t id[WIRE_ID_LEN];
-  uint64_t src; /* the link that delivered the walk */
   uint64_t until;
 } WalkEnd;
 
@@ -129,29 +108,10 @@ typedef struct {
   size_t next; /* ring position */
 } WalkEnds;
 
-/* Remembers that a walk of origin, delivered by link src, ended here at
- * now (replacing src's oldest if it has WALK_ENDS_PER_LINK already). */
-void walk_ends_add(WalkEnds *e, const uint8_t origin[WIRE_ID_LEN], uint64_t src, uint64_t now);
+/* Remembers that a walk of origin ended here at now. */
+void walk_ends_add(WalkEnds *e, const uint8_t origin[WIRE_ID_LEN], uint64_t now);
 /* Did a walk of id end here within WALK_END_MEMORY_MS? Forgets it (one
  * link per walk). */
 bool walk_ends_take(WalkEnds *e, const uint8_t id[WIRE_ID_LEN], uint64_t now);
-
-/* Walks we passed on: (walk id, the link it came from, the link it went
- * to), WALK_TIMEOUT_MS each. */
-typedef struct {
-  uint64_t id, from, to, until;
-} WalkFwd;
-
-typedef struct {
-  WalkFwd fwd[WALK_FORWARDED];
-  size_t next; /* ring position */
-} WalkRoutes;
-
-/* Remembers that walk id came from link `from` and went to link `to`. */
-void walk_routes_add(WalkRoutes *r, uint64_t id, uint64_t from, uint64_t to, uint64_t now);
-/* The link a reply to walk id, arriving from link `via`, goes back to (and
- * forgets it: one reply a walk), or 0 if we passed no such walk to `via`
- * within WALK_TIMEOUT_MS. */
-uint64_t walk_routes_take(WalkRoutes *r, uint64_t id, uint64_t via, uint64_t now);
 
 #endif

@@ -18,12 +18,12 @@ static uint32_t rnd32(SnCore *c)
   return r;
 }
 
-/* Sends m to a random link (walk_pick): that link, or NULL if none. */
-static Peer *send_on(SnCore *c, const WireMsg *m, const uint8_t from[WIRE_ID_LEN])
+/* Sends m to a random link (walk_pick); false if there is none. */
+static bool send_on(SnCore *c, const WireMsg *m, const uint8_t from[WIRE_ID_LEN])
 {
   guint n = c->links.length;
   if (n == 0)
-    return NULL;
+    return false;
   uint8_t(*ids)[WIRE_ID_LEN] = g_malloc((gsize)n * WIRE_ID_LEN);
   Peer **peers = g_new(Peer *, n);
   guint k = 0;
@@ -33,12 +33,11 @@ static Peer *send_on(SnCore *c, const WireMsg *m, const uint8_t from[WIRE_ID_LEN
     k++;
   }
   size_t i = walk_pick(m, (const uint8_t(*)[WIRE_ID_LEN])ids, k, from, rnd32(c));
-  Peer *to = i < k ? peers[i] : NULL;
-  if (to)
-    sn_send(c, to->conn, m);
+  if (i < k)
+    sn_send(c, peers[i]->conn, m);
   g_free(ids);
   g_free(peers);
-  return to;
+  return i < k;
 }
 
 bool sn_walk_start(SnCore *c, uint64_t now)
@@ -95,23 +94,12 @@ void sn_on_walk(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
     g_debug("session %" G_GUINT64_FORMAT ": WALK with a bad path, dropped", p->conn);
     return;
   }
-  /* The way back starts at the node before our first visit: the sender,
-   * unless the walk came back onto us (walk_extend erases the loop). */
-  size_t at = walk_self_at(m, c->self);
-  Peer *back = at == m->u.walk.path_len ? p : sn_find_link(c, m->u.walk.path + (at - 1) * 32, 0);
-  if (!back) {
-    c->stats.walks_dropped++;
-    return;
-  }
   if (step == WALK_FORWARD) {
     uint8_t path[WIRE_MAX_WALK * WIRE_ID_LEN];
     WireMsg out;
     walk_extend(m, c->self, path, &out);
-    Peer *to = send_on(c, &out, p->id);
-    if (to) {
-      walk_routes_add(&c->walk_routes, m->u.walk.id, back->conn, to->conn, now);
+    if (send_on(c, &out, p->id))
       return;
-    }
   }
   /* It ends here (or we have no other link): our address, if we have one
    * to give and take links at all. */
@@ -127,8 +115,8 @@ void sn_on_walk(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   memcpy(self.id, c->self, WIRE_ID_LEN);
   WireMsg reply;
   walk_reply(m, &self, &reply);
-  sn_send(c, back->conn, &reply);
-  walk_ends_add(&c->walk_ends, m->u.walk.path, p->conn, now);
+  sn_send(c, p->conn, &reply);
+  walk_ends_add(&c->walk_ends, m->u.walk.path, now);
   c->stats.walks_ended++;
 }
 
@@ -145,8 +133,7 @@ static void walk_done(SnCore *c, Peer *p, const WireHost *e, uint64_t now)
   MeshAddr *a = mesh_walk_target(c->mesh, addr, e->id, p->conn, now);
   if (!a)
     return;
-  g_strlcpy(c->walk_dial, a->addr, sizeof c->walk_dial);
-  c->walk_dial_until = now + WALK_DIAL_MS;
+  g_strlcpy(c->shortcut_dial, a->addr, sizeof c->shortcut_dial);
   sn_push(c, (SnAction){.kind = SN_ACT_DIAL, .addr = g_strdup(a->addr)});
 }
 
@@ -158,17 +145,12 @@ void sn_on_walk_reply(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
   const uint8_t *next = NULL;
   switch (walk_on_reply(m, c->self, &out, &next)) {
   case WALK_REPLY_BACK: {
-    /* Only back the way a walk we passed on came, and only from the link
-     * we passed it to: a reply made up by a node off the walk's way (or
-     * for a walk we never saw) goes nowhere. */
-    uint64_t from = walk_routes_take(&c->walk_routes, m->u.walk.id, p->conn, now);
-    Peer *to = from ? sn_find_link(c, next, 0) : NULL;
-    if (to && to->conn == from) {
+    Peer *to = sn_find_link(c, next, 0);
+    if (to) {
       sn_send(c, to->conn, &out);
-      c->stats.walks_passed_back++;
       return;
     }
-    break; /* not ours to pass, or that link is gone (the walk times out) */
+    break; /* that link is gone: the origin's walk times out */
   }
   case WALK_REPLY_ORIGIN:
     /* Only the reply to the walk under way: an old one, or one a link

