@@ -161,56 +161,6 @@ static WireHost *rd_hosts(Reader *r, uint16_t *count, WireError *err)
   return h;
 }
 
-/* --- mesh random walks --- */
-static void rd_walk(Reader *r, WireMsg *m, WireError *err)
-{
-  m->u.walk.id = rd_u64(r);
-  if (m->type == MSG_WALK)
-    m->u.walk.hops_left = rd_u8(r);
-  m->u.walk.path_len = rd_u8(r);
-  if (!rd_ok(r))
-    return;
-  if (m->u.walk.path_len == 0 || m->u.walk.path_len + m->u.walk.hops_left > WIRE_MAX_WALK) {
-    *err = WIRE_ELIMIT;
-    return;
-  }
-  m->u.walk.path = rd_bytes(r, (size_t)m->u.walk.path_len * WIRE_ID_LEN);
-  if (m->type == MSG_WALK_REPLY) {
-    WireHost *h = &m->u.walk.end;
-    rd_copy(r, h->id, WIRE_ID_LEN);
-    h->addr = rd_str(r, WIRE_MAX_ADDR, false, err);
-    h->leaf_load = rd_u8(r);
-    h->link_load = rd_u8(r);
-    if (rd_ok(r) && ((h->leaf_load > 100 && h->leaf_load != WIRE_LOAD_UNKNOWN) ||
-                     (h->link_load > 100 && h->link_load != WIRE_LOAD_UNKNOWN)))
-      *err = WIRE_EINVALID;
-  }
-}
-
-static bool wr_walk(Buf *b, const WireMsg *m)
-{
-  const WireHost *h = &m->u.walk.end;
-  if (m->u.walk.path_len == 0 || m->u.walk.path_len + m->u.walk.hops_left > WIRE_MAX_WALK ||
-      (m->type == MSG_WALK_REPLY && m->u.walk.hops_left != 0))
-    return false;
-  wr_u64(b, m->u.walk.id);
-  if (m->type == MSG_WALK)
-    wr_u8(b, m->u.walk.hops_left);
-  wr_u8(b, m->u.walk.path_len);
-  wr_bytes(b, m->u.walk.path, (size_t)m->u.walk.path_len * WIRE_ID_LEN);
-  if (m->type == MSG_WALK)
-    return true;
-  wr_bytes(b, h->id, WIRE_ID_LEN);
-  if (h->addr.len == 0 || !wr_str(b, h->addr, WIRE_MAX_ADDR))
-    return false;
-  if ((h->leaf_load > 100 && h->leaf_load != WIRE_LOAD_UNKNOWN) ||
-      (h->link_load > 100 && h->link_load != WIRE_LOAD_UNKNOWN))
-    return false;
-  wr_u8(b, h->leaf_load);
-  wr_u8(b, h->link_load);
-  return true;
-}
-
 WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
 {
   WireError err = WIRE_OK;
@@ -407,17 +357,6 @@ WireError wire_decode(const uint8_t *p, size_t len, WireMsg *m)
     break;
   case MSG_HOSTS:
     m->u.hosts.hosts = rd_hosts(&r, &m->u.hosts.count, &err);
-    break;
-  case MSG_WALK:
-  case MSG_WALK_REPLY:
-    rd_walk(&r, m, &err);
-    break;
-  case MSG_LINKS:
-    m->u.nbrs.count = rd_u8(&r);
-    if (rd_ok(&r) && m->u.nbrs.count > WIRE_MAX_LINKS)
-      err = WIRE_ELIMIT;
-    else
-      m->u.nbrs.ids = rd_bytes(&r, (size_t)m->u.nbrs.count * WIRE_ID_LEN);
     break;
   default:
     return WIRE_EUNKNOWN;
@@ -665,16 +604,6 @@ bool wire_encode(const WireMsg *m, Buf *b)
   case MSG_HOSTS:
     ok = wr_hosts(b, m->u.hosts.count, m->u.hosts.hosts);
     break;
-  case MSG_WALK:
-  case MSG_WALK_REPLY:
-    ok = wr_walk(b, m);
-    break;
-  case MSG_LINKS:
-    ok = m->u.nbrs.count <= WIRE_MAX_LINKS;
-    wr_u8(b, m->u.nbrs.count);
-    if (m->u.nbrs.count)
-      wr_bytes(b, m->u.nbrs.ids, (size_t)m->u.nbrs.count * WIRE_ID_LEN);
-    break;
   default:
     ok = false;
   }
@@ -729,11 +658,5 @@ const char *wire_type_str(uint8_t type)
       "QUERY", "QUERY_HITS", "PEERS_REQ", "PEERS",      "NAT_INFO",    "SIGNAL", "GET_TREE",
       "TREE",  "GET_CHUNK",  "CHUNK",     "XFER_ERROR", "GROUP_STATE", "REPL",   "REPL_ACK",
       "WATCH", "ATTACHED",   "REFUSE",    "HOSTS"};
-  if (type == MSG_WALK)
-    return "WALK";
-  if (type == MSG_WALK_REPLY)
-    return "WALK_REPLY";
-  if (type == MSG_LINKS)
-    return "LINKS";
   return type < sizeof names / sizeof names[0] ? names[type] : "?";
 }

@@ -69,17 +69,7 @@ typedef enum {
   MSG_ATTACHED = 22,    /* leader -> leaf: you are attached; what I hold of yours */
   MSG_REFUSE = 23,      /* super node -> dialer: not taken; try these instead */
   MSG_HOSTS = 24,       /* super node -> leaf or super node: others and their load */
-  /* --- mesh random walks (supernode/walk.h) --- */
-  MSG_WALK = 40,       /* super node -> super node: forwarded hops_left more hops */
-  MSG_WALK_REPLY = 41, /* the walk's end, back along its path */
-  MSG_LINKS = 43,      /* super node -> its links: the node ids it is linked to */
 } WireType;
-
-/* Node ids per LINKS frame (a node's links, up to the hard max). */
-#define WIRE_MAX_LINKS 32
-
-/* Node ids in a WALK's path (origin first), and so its longest walk. */
-#define WIRE_MAX_WALK 8
 
 /* Hosts per HOSTS or REFUSE frame. */
 #define WIRE_MAX_HOSTS 32
@@ -293,22 +283,6 @@ typedef struct {
       uint16_t count;
       WireHost *hosts;
     } hosts;
-    /* WALK: path = the nodes it went through, origin first, the sender
-     * last (1..WIRE_MAX_WALK ids); hops_left more after the receiver, and
-     * path_len + hops_left <= WIRE_MAX_WALK. WALK_REPLY: path = the way
-     * back still to go, the receiver last; end = the node the walk ended
-     * on (a claim: the origin dials it to learn the truth). */
-    struct {
-      uint64_t id;
-      uint8_t hops_left;
-      uint8_t path_len;
-      const uint8_t *path; /* path_len * WIRE_ID_LEN bytes, borrowed */
-      WireHost end;        /* WALK_REPLY only */
-    } walk;
-    struct {
-      uint8_t count;      /* 0..WIRE_MAX_LINKS */
-      const uint8_t *ids; /* count * WIRE_ID_LEN bytes, borrowed */
-    } nbrs;               /* LINKS */
   } u;
 } WireMsg;
 

@@ -28,25 +28,12 @@ bool degree_want_dial(unsigned target, unsigned links, unsigned dialing)
 
 bool degree_want_shortcut(unsigned target, unsigned links, unsigned shortcuts)
 {
-  /* The first may take the last slot below the soft max (a needy newcomer
-   * still gets in by eviction), the second only leaves one free. With D 1
-   * (soft max 2) none: it would leave no room at all. */
-  unsigned spare = shortcuts ? 1 : 0;
-  return target >= 2 && shortcuts < DEGREE_SHORTCUTS && links >= target &&
-         links + spare < degree_soft_max(target);
+  return shortcuts < DEGREE_SHORTCUTS && links >= target && links < degree_soft_max(target);
 }
 
 bool degree_long_range_dial(unsigned target, uint8_t dialer_load)
 {
   return dialer_load != WIRE_LOAD_UNKNOWN && dialer_load >= degree_link_load(target, target);
-}
-
-bool degree_keep_their_shortcut(unsigned target, uint8_t dialer_load, bool walk_ended_here,
-                                unsigned theirs)
-{
-  if (theirs >= DEGREE_THEIR_SHORTCUTS)
-    return false;
-  return walk_ended_here || degree_long_range_dial(target, dialer_load);
 }
 
 uint8_t degree_link_load(unsigned target, unsigned links)
@@ -93,19 +80,16 @@ const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, siz
 }
 
 /* The link, not kept (nor long-range unless long_range) and at least
- * min_age old, whose peer said a load over `over`: the
+ * DEGREE_EVICT_MIN_AGE_MS old, whose peer said a load over `over`: the
  * most loaded, then the youngest. */
 static const DegreeLink *pick_loaded(const DegreeLink *links, size_t n, unsigned over, uint64_t now,
-                                     bool long_range, uint64_t min_age)
+                                     bool long_range)
 {
   const DegreeLink *best = NULL;
   for (size_t i = 0; i < n; i++) {
     const DegreeLink *l = &links[i];
-    /* Only a link in a triangle: its peer and we stay connected through
-     * the third node, so trims and evictions never split the mesh (they
-     * did: 100 nodes once settled in two halves, which no walk can join). */
-    if (l->keep || !l->triangle || (l->long_range && !long_range) ||
-        l->peer_load == WIRE_LOAD_UNKNOWN || l->peer_load <= over || l->up_since + min_age > now)
+    if (l->keep || (l->long_range && !long_range) || l->peer_load == WIRE_LOAD_UNKNOWN ||
+        l->peer_load <= over || l->up_since + DEGREE_EVICT_MIN_AGE_MS > now)
       continue;
     if (!best || l->peer_load > best->peer_load ||
         (l->peer_load == best->peer_load && l->up_since > best->up_since))
@@ -122,8 +106,8 @@ const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, si
    * of them must still let a newcomer in (its dialer then looks for
    * another once: one step, not a cycle). */
   unsigned over = degree_link_load(target, target);
-  const DegreeLink *l = pick_loaded(links, n, over, now, false, DEGREE_EVICT_MIN_AGE_MS);
-  return l ? l : pick_loaded(links, n, over, now, true, DEGREE_EVICT_MIN_AGE_MS);
+  const DegreeLink *l = pick_loaded(links, n, over, now, false);
+  return l ? l : pick_loaded(links, n, over, now, true);
 }
 
 unsigned degree_trim(unsigned target)
@@ -133,14 +117,8 @@ unsigned degree_trim(unsigned target)
 
 const DegreeLink *degree_pick_trim(unsigned target, const DegreeLink *links, size_t n, uint64_t now)
 {
-  /* Near links only count: a long-range link that comes on top of them
-   * pushes nobody over the line, or each one made would cost a near link
-   * somewhere, whose ends then look for long-range links in turn. */
   unsigned trim = degree_trim(target);
-  size_t near = 0;
-  for (size_t i = 0; i < n; i++)
-    near += !links[i].long_range;
-  if (near <= trim)
+  if (n <= trim)
     return NULL;
-  return pick_loaded(links, n, degree_link_load(target, trim), now, false, DEGREE_TRIM_MIN_AGE_MS);
+  return pick_loaded(links, n, degree_link_load(target, trim), now, false);
 }

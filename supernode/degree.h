@@ -16,13 +16,14 @@
  * - above the soft max it sheds links, one at a time, preferring the link
  *   whose peer has the most other links (so nobody falls below D because of
  *   it), never a link it dialed as --peer nor a group member's;
- * - above D + ceil(D/2) near links it trims a link whose peer is above
- *   that too (degree_pick_trim), so that nodes do not all fill to 2D;
- * - it keeps DEGREE_SHORTCUTS long-range links, found by random walk or
- *   drawn from the book (degree_want_shortcut); neither end trims or sheds
- *   one, and evicts one only when no near link can make room for a newcomer (the
- *   dialed end knows one by degree_keep_their_shortcut, and keeps at most
- *   DEGREE_THEIR_SHORTCUTS of them: a liar must not pin our slots);
+ * - above D + ceil(D/2) links it trims a link whose peer is above that too
+ *   (degree_pick_trim), so that nodes do not all fill to 2D;
+ * - it keeps DEGREE_SHORTCUTS long-range links to random verified
+ *   addresses (degree_want_shortcut); neither end trims or sheds one, and
+ *   evicts one only when no near link can make room for a newcomer (the
+ *   dialed end knows one by degree_long_range_dial, and keeps at most
+ *   DEGREE_SHORTCUTS of them: the load it goes by is gossip about the
+ *   address the dialer claims, so a liar must not pin our slots);
  * - a refused dialer waits max(retry_ms, an exponential backoff with random
  *   jitter), capped, before that address again, and dials the hosts given.
  * So every node of a mesh bigger than D ends with D..2D links (documented in
@@ -55,54 +56,43 @@
  * that what a node passes on (verified addresses only) reaches beyond its
  * neighbours: newcomers then link across the mesh, not into one corner. */
 #define DEGREE_EXPLORE_MS 500
-/* Besides its D links, a node keeps DEGREE_SHORTCUTS long-range links
- * (Kleinberg's small world): links made through a direction node stay near
- * it, and a mesh of only those grows long and narrow, with bridges; a
- * random link or two per node makes its diameter logarithmic. One is looked
- * for every DEGREE_SHORTCUT_MS while fewer are up and links < the soft max
- * (degree_want_shortcut). Every other look is a random walk (walk.h: its end is near-uniform
- * over the mesh; drawn from the addresses a node verified, targets were
- * mostly near it, and one a node left 100 nodes 8 hops across); the others
- * draw from the book, because a walk never leaves its component and the
- * book is what joins two. supernode/MESH.md has the rules and the figures. */
-#define DEGREE_SHORTCUTS 2
+/* Besides its D links, a node keeps DEGREE_SHORTCUTS long-range links to
+ * addresses drawn at random from what it verified (Kleinberg's small
+ * world): links made through a direction node stay near it, and a mesh of
+ * only those grows long and narrow, with bridges; a random link or two per
+ * node makes its diameter logarithmic. One is looked for every
+ * DEGREE_SHORTCUT_MS while fewer are up (and links < the soft max). */
+#define DEGREE_SHORTCUTS 3
 #define DEGREE_SHORTCUT_MS 2000
-/* Inbound long-range links a node keeps as such (never trimmed) at most:
- * walks end on a node at random, so some are the end of two or three; one
- * that lies about being one must not pin more of our slots than this. */
-#define DEGREE_THEIR_SHORTCUTS 3
-/* A link this young is never trimmed (degree_pick_trim): a link that just
- * came up may push both ends over the line only until gossip tells who
- * else has room. */
-#define DEGREE_TRIM_MIN_AGE_MS 10000
-/* Why links stay put once the mesh is whole (issue 12, "links keep
- * changing"): the churn was a cycle. A node with a free slot made a
- * long-range link, which pushed its far end over the trim line; that end
- * trimmed a near link, whose peer then had a free slot and looked for a
- * long-range link in turn (2.2 links shed per node per minute at 100
- * nodes). Now trims count near links only (a long-range link pushes nobody
- * over the line), a node stops at DEGREE_SHORTCUTS, and long-range links
- * are kept at both ends (the dialed end knows one because the dialer's walk
- * ended there, or by its gossiped load). Tried and dropped before: no trim
- * at all (no room left for long-range links: TTL-4 recall 96 %); long-range
- * links looked for only below the trim line (40 nodes settled in 3
- * components); one long-range link from the book (8 hops across 100 nodes,
- * TTL-4 recall 36 %); walks only (30 nodes stayed 2 components). */
+/* Why long-range links are kept at both ends (issue 12, "links keep
+ * changing"): kept only by the dialer, a long-range link was what the
+ * dialed node trimmed first once over D + D/2, the dialer looked for
+ * another DEGREE_SHORTCUT_MS later, pushed that node over the line in turn,
+ * and so on. Kept at both ends, trims take near links only. That is not
+ * enough (measured, 100 nodes: 2.2 links shed per node per minute once
+ * whole, against 2.5 before): the dialed end often does not know its
+ * dialer's load when the link comes up (then it counts as near), and
+ * every trim frees a slot that a long-range dial fills, over the line
+ * again. Tried and dropped: long-range links looked for only below the
+ * trim line (40 nodes settled in 3 components of near links); no trim at
+ * all (no churn, but nodes full of near links had no room for long-range
+ * ones: TTL-4 recall 96 % at 100 nodes, and 2 components in one run);
+ * trimming at one end only, one each 5 s (30 nodes: 36 of 106 links gone
+ * in 20 s); one long-range link a node (DEGREE_SHORTCUTS 1: 0.24 sheds per
+ * node per minute, but 8 hops across 100 nodes, TTL-4 recall 36 %, and two
+ * components after the direction node's death). The last says what to fix
+ * next: a long-range target is drawn from what the node verified, which is
+ * mostly near it, so the links are not random over the mesh; a random walk
+ * to pick it (as Gnutella's and Kleinberg's constructions assume) would let
+ * fewer of them do, and fewer leave the degree rules room. */
 /* HOSTS (addresses and loads) to each link: on link-up and this often. */
 #define DEGREE_HOSTS_INTERVAL_MS 5000
 /* HOSTS from one link closer together than this are ignored. */
 #define DEGREE_HOSTS_MIN_GAP_MS 1000
 
 /* Should a node with links links, shortcuts of them its own long-range
- * ones, look for one more? Only once it has D (D >= 2), below the soft max
- * for the first, with two slots free for the second. */
+ * ones, look for one more? Only once it has D, and below the soft max. */
 bool degree_want_shortcut(unsigned target, unsigned links, unsigned shortcuts);
-/* Is an inbound link kept as the dialer's long-range link? Yes if a walk
- * of that dialer ended here a moment ago (walk_ended_here, walk.h) or its
- * gossiped load says so (degree_long_range_dial), and we keep fewer than
- * DEGREE_THEIR_SHORTCUTS (theirs) so far. */
-bool degree_keep_their_shortcut(unsigned target, uint8_t dialer_load, bool walk_ended_here,
-                                unsigned theirs);
 /* Is an inbound link a long-range one (kept, degree.h)? Its dialer's link
  * load as gossiped when it came (WIRE_LOAD_UNKNOWN: no) said it had D
  * links already: a node dials near links only below D. */
@@ -136,8 +126,6 @@ typedef struct {
   bool inbound;      /* they dialed us */
   uint8_t peer_load; /* its link_load as it last said (WIRE_LOAD_UNKNOWN: never) */
   uint64_t up_since; /* when it became a link */
-  bool triangle;     /* its peer is linked to another of our peers (LINKS):
-                      * dropping this link cannot cut the mesh */
 } DegreeLink;
 
 /* The link to shed now, or NULL: only while links > the soft max, never a
@@ -145,10 +133,8 @@ typedef struct {
  * least), then inbound before outbound, then the youngest. */
 const DegreeLink *degree_pick_shed(unsigned target, const DegreeLink *links, size_t n);
 
-/* Above DEGREE_TRIM near links (D + D/2; long-range ones do not count),
- * one link a round in a triangle (so that no trim can cut the mesh in
- * two), whose peer is above
- * it too, and at least DEGREE_TRIM_MIN_AGE_MS old, is dropped: both ends
+/* Above DEGREE_TRIM links (D + D/2), one link a round whose peer is above
+ * it too, and at least DEGREE_EVICT_MIN_AGE_MS old, is dropped: both ends
  * keep more than D. Dialing until D and taking inbound up to 2D would
  * otherwise fill every node to 2D, leaving no room for newcomers and
  * long-range links. NULL if none qualifies (kept and long-range links
@@ -160,7 +146,7 @@ unsigned degree_trim(unsigned target);
 /* A full node makes room for an inbound newcomer by dropping a link whose
  * peer has more than D links (its load, as it last said, tells): the peer
  * keeps at least D, the newcomer gets a link, and our count stays. NULL if
- * no link qualifies: not kept, in a triangle, known load over D's, at least
+ * no link qualifies: not kept, known load over D's, at least
  * DEGREE_EVICT_MIN_AGE_MS old; a near link before a long-range one, then
  * the most loaded peer first, then the youngest link. */
 const DegreeLink *degree_pick_evict(unsigned target, const DegreeLink *links, size_t n,

@@ -740,9 +740,6 @@ static void on_control(ControlClient *cl, JsonObject *req, void *ud)
   json_object_set_int_member(o, "links_trimmed", (gint64)st->links_trimmed);
   json_object_set_int_member(o, "links_evicted", (gint64)st->links_evicted);
   json_object_set_int_member(o, "links_made", (gint64)st->links_made);
-  json_object_set_int_member(o, "walks_started", (gint64)st->walks_started);
-  json_object_set_int_member(o, "walks_ended", (gint64)st->walks_ended);
-  json_object_set_int_member(o, "walks_dropped", (gint64)st->walks_dropped);
   json_object_set_int_member(o, "queries_reforwarded", (gint64)st->queries_reforwarded);
   json_object_set_int_member(o, "stun_requests",
                              sn->stun ? (gint64)stun_service_requests(sn->stun) : 0);

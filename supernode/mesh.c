@@ -21,18 +21,11 @@ struct Mesh {
   bool direction; /* mesh_set_direction */
 };
 
-static void addr_free(gpointer p)
-{
-  MeshAddr *a = p;
-  g_free(a->nbrs);
-  g_free(a);
-}
-
 Mesh *mesh_new(const uint8_t self_id[32], uint64_t backoff_min_ms, uint64_t backoff_max_ms)
 {
   Mesh *m = g_new0(Mesh, 1);
   memcpy(m->self_id, self_id, 32);
-  m->addrs = g_ptr_array_new_with_free_func(addr_free);
+  m->addrs = g_ptr_array_new_with_free_func(g_free);
   m->backoff_min = backoff_min_ms;
   m->backoff_max = backoff_max_ms;
   return m;
@@ -333,16 +326,11 @@ void mesh_link_down(Mesh *m, uint64_t conn, uint64_t now)
     MeshAddr *a = g_ptr_array_index(m->addrs, i);
     if (a->linked_conn == conn) {
       a->linked_conn = 0;
-      g_clear_pointer(&a->nbrs, g_free);
-      a->n_nbrs = 0;
       /* A refusal that closed it asked for longer. */
       a->next_attempt = MAX(a->next_attempt, now + m->backoff_min);
     }
-    if (a->claim_conn == conn) {
+    if (a->claim_conn == conn)
       a->claim_conn = 0;
-      g_clear_pointer(&a->nbrs, g_free);
-      a->n_nbrs = 0;
-    }
     if (a->src_conn == conn)
       a->src_conn = 0; /* its cap no longer applies; it ages out */
   }
@@ -478,39 +466,6 @@ MeshAddr *mesh_next_shortcut(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t n
   if (best)
     best->dialing = true;
   return best;
-}
-
-MeshAddr *mesh_walk_target(Mesh *m, const char *addr, const uint8_t id[32], uint64_t src_conn,
-                           uint64_t now)
-{
-  MeshAddr *a = learn(m, addr, id, false, src_conn);
-  if (!a || a->self || a->dialing || a->linked_conn != 0 || a->next_attempt > now)
-    return NULL;
-  a->dialing = true;
-  return a;
-}
-
-void mesh_set_nbrs(Mesh *m, const char *addr, const uint8_t id[32], const uint8_t *ids, size_t n)
-{
-  MeshAddr *a = mesh_find(m, addr);
-  if (!a || (a->linked_conn == 0 && a->claim_conn == 0) || memcmp(a->id, id, 32) != 0 ||
-      n > WIRE_MAX_LINKS)
-    return;
-  g_free(a->nbrs);
-  a->nbrs = n ? g_memdup2(ids, n * 32) : NULL;
-  a->n_nbrs = (unsigned)n;
-}
-
-bool mesh_shares_nbr(Mesh *m, const char *addr, const uint8_t (*ids)[32], size_t n)
-{
-  MeshAddr *a = mesh_find(m, addr);
-  if (!a)
-    return false;
-  for (unsigned i = 0; i < a->n_nbrs; i++)
-    for (size_t k = 0; k < n; k++)
-      if (memcmp(a->nbrs + (size_t)i * 32, ids[k], 32) == 0)
-        return true;
-  return false;
 }
 
 uint64_t mesh_next_attempt(const Mesh *m, bool want_more)

@@ -76,9 +76,6 @@ typedef struct {
    * leaves / max-leaves and links / soft max of links. Claims too. */
   uint8_t leaf_load, link_load;
   unsigned refusals; /* REFUSEs in a row (degree.h backoff) */
-  /* While linked: the node ids its last LINKS named (n_nbrs * 32 bytes). */
-  uint8_t *nbrs;
-  unsigned n_nbrs;
 } MeshAddr;
 
 typedef struct {
@@ -156,18 +153,6 @@ MeshAddr *mesh_next_explore(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t no
  * not backed off) for a long-range link (degree.h); marks it as dialing.
  * NULL if none. */
 MeshAddr *mesh_next_shortcut(Mesh *m, MeshLinkedFn linked, void *ctx, uint64_t now);
-/* The node a random walk ended on (walk.h), as its reply from link
- * src_conn names it (a claim, held by that link's cap): learned and marked
- * as dialing, unless it is ourselves, linked, being dialed or backed off
- * (NULL then). The dial proves who answers there. */
-MeshAddr *mesh_walk_target(Mesh *m, const char *addr, const uint8_t id[32], uint64_t src_conn,
-                           uint64_t now);
-/* Records the node ids a link's LINKS named (the link to addr, node id
- * id; up to WIRE_MAX_LINKS); forgotten when that link goes down. */
-void mesh_set_nbrs(Mesh *m, const char *addr, const uint8_t id[32], const uint8_t *ids, size_t n);
-/* Is the node at addr, by its last LINKS, linked to one of ids[0..n)?
- * Then dropping our link to it cannot cut the mesh (a triangle). */
-bool mesh_shares_nbr(Mesh *m, const char *addr, const uint8_t (*ids)[32], size_t n);
 /* Earliest time a backed-off address becomes dialable (UINT64_MAX if none). */
 uint64_t mesh_next_attempt(const Mesh *m, bool want_more);
 

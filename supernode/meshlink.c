@@ -113,40 +113,6 @@ static void send_hosts(SnCore *c, Peer *p)
   sn_send(c, p->conn, &m);
 }
 
-/* LINKS: the node ids of our links, so that each neighbour knows which of
- * its links are in a triangle (degree_pick_trim). */
-static void send_links(SnCore *c, Peer *p)
-{
-  uint8_t ids[WIRE_MAX_LINKS * WIRE_ID_LEN];
-  uint8_t n = 0;
-  for (GList *l = c->links.head; l && n < WIRE_MAX_LINKS; l = l->next) {
-    const Peer *q = l->data;
-    if (q != p)
-      memcpy(ids + (size_t)n++ * WIRE_ID_LEN, q->id, WIRE_ID_LEN);
-  }
-  WireMsg m = {.type = MSG_LINKS};
-  m.u.nbrs.count = n;
-  m.u.nbrs.ids = ids;
-  sn_send(c, p->conn, &m);
-}
-
-void sn_on_links(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
-{
-  if (p->kind != PEER_SUPER) {
-    c->stats.malformed++;
-    sn_close_peer(c, p, "LINKS from a session that is no mesh link", now);
-    return;
-  }
-  /* Sent with HOSTS every DEGREE_HOSTS_INTERVAL_MS: the walk budget (8 a
-   * second a link) holds a faster sender. */
-  if (!walk_budget_take(&p->walks, WALK_LINK_BURST, now)) {
-    c->stats.hosts_ignored++;
-    return;
-  }
-  if (p->addr[0])
-    mesh_set_nbrs(c->mesh, p->addr, p->id, m->u.nbrs.ids, m->u.nbrs.count);
-}
-
 void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
 {
   p->up_since = now;
@@ -157,19 +123,17 @@ void sn_link_welcome(SnCore *c, Peer *p, uint64_t now)
   }
   /* Someone else's long-range link: kept at our end too (degree.h), or
    * trimming it would send its dialer looking for another, without end. */
-  /* At most DEGREE_THEIR_SHORTCUTS of them: the load is what gossip said of the
+  /* At most DEGREE_SHORTCUTS of them: the load is what gossip said of the
    * address it claims, and a node that lies about it must not pin our
    * slots with links we never trim (review). */
-  if (!p->outbound && p->addr[0] && c->cfg.discovery) {
+  if (!p->outbound && p->addr[0] && c->cfg.discovery &&
+      degree_long_range_dial(c->cfg.target_degree, mesh_link_load(c->mesh, p->addr))) {
     unsigned theirs = 0;
     for (GList *l = c->links.head; l; l = l->next)
       theirs += ((Peer *)l->data)->their_shortcut;
-    bool walked = walk_ends_take(&c->walk_ends, p->id, now);
-    p->their_shortcut = degree_keep_their_shortcut(
-        c->cfg.target_degree, mesh_link_load(c->mesh, p->addr), walked, theirs);
+    p->their_shortcut = theirs < DEGREE_SHORTCUTS;
   }
   send_hosts(c, p);
-  send_links(c, p);
 }
 
 void sn_on_hosts(SnCore *c, Peer *p, const WireMsg *m, uint64_t now)
@@ -205,8 +169,6 @@ typedef struct {
   SnCore *c;
   GArray *links; /* DegreeLink */
   GPtrArray *peers;
-  uint8_t (*ids)[32]; /* our links' node ids */
-  size_t n_ids;
 } Collect;
 
 static void collect_one(Collect *s, Peer *p)
@@ -219,8 +181,6 @@ static void collect_one(Collect *s, Peer *p)
       .inbound = !p->outbound,
       .peer_load = p->addr[0] ? mesh_link_load(s->c->mesh, p->addr) : WIRE_LOAD_UNKNOWN,
       .up_since = p->up_since,
-      .triangle = p->addr[0] &&
-                  mesh_shares_nbr(s->c->mesh, p->addr, (const uint8_t(*)[32])s->ids, s->n_ids),
   };
   g_array_append_val(s->links, l);
   g_ptr_array_add(s->peers, p);
@@ -229,13 +189,8 @@ static void collect_one(Collect *s, Peer *p)
 /* Walks SnCore.links: O(links), never every leaf session (issue 12). */
 static void collect_links(Collect *s)
 {
-  s->ids = g_malloc((gsize)s->c->links.length * 32 + 32);
-  s->n_ids = 0;
-  for (GList *l = s->c->links.head; l; l = l->next)
-    memcpy(s->ids[s->n_ids++], ((Peer *)l->data)->id, 32);
   for (GList *l = s->c->links.head; l; l = l->next)
     collect_one(s, l->data);
-  g_clear_pointer(&s->ids, g_free);
 }
 
 bool sn_link_make_room(SnCore *c, uint64_t now)
@@ -244,7 +199,7 @@ bool sn_link_make_room(SnCore *c, uint64_t now)
    * need is a claim, and a stream of them must not replace every link. */
   if (now < c->next_evict)
     return false;
-  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new(), NULL, 0};
+  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new()};
   collect_links(&s);
   const DegreeLink *l =
       degree_pick_evict(c->cfg.target_degree, (const DegreeLink *)s.links->data, s.links->len, now);
@@ -271,36 +226,24 @@ void sn_links_tick(SnCore *c, uint64_t now)
   bool gossip = now >= c->next_gossip;
   if (gossip)
     c->next_gossip = now + DEGREE_HOSTS_INTERVAL_MS;
-  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new(), NULL, 0};
+  Collect s = {c, g_array_new(FALSE, FALSE, sizeof(DegreeLink)), g_ptr_array_new()};
   collect_links(&s);
   unsigned shortcuts = 0;
   for (guint i = 0; i < s.peers->len; i++) {
     Peer *p = g_ptr_array_index(s.peers, i);
     shortcuts += p->shortcut;
-    if (gossip) {
+    if (gossip)
       send_hosts(c, p);
-      send_links(c, p);
-    }
   }
   /* Long-range links once the D near ones are up (degree.h); a dial of
    * it that came to nothing is forgotten when the next look is due. */
   if (c->cfg.discovery && now >= c->next_shortcut &&
       degree_want_shortcut(c->cfg.target_degree, c->stats.links, shortcuts)) {
-    /* Every other look, the target is where a random walk ends (walk.h):
-     * a node drawn near-uniformly from our component. The others draw
-     * from the addresses we verified (mostly near us), because a walk
-     * never leaves its component: those are what joins two (degree.h). */
     c->next_shortcut = now + DEGREE_SHORTCUT_MS;
-    c->shortcut_dial[0] = '\0';
-    if (c->shortcut_looks++ % 2 == 0) {
-      sn_walk_start(c, now);
-    } else {
-      MeshAddr *a = mesh_next_shortcut(c->mesh, linked_cb, c, now);
-      if (a) {
-        g_strlcpy(c->shortcut_dial, a->addr, sizeof c->shortcut_dial);
-        sn_push(c, (SnAction){.kind = SN_ACT_DIAL, .addr = g_strdup(a->addr)});
-      }
-    }
+    MeshAddr *a = mesh_next_shortcut(c->mesh, linked_cb, c, now);
+    g_strlcpy(c->shortcut_dial, a ? a->addr : "", sizeof c->shortcut_dial);
+    if (a)
+      sn_push(c, (SnAction){.kind = SN_ACT_DIAL, .addr = g_strdup(a->addr)});
   }
   /* One link a round over the soft max: the peer's gossip then tells the
    * next round who has room. Only with discovery: --no-discovery keeps

@@ -940,15 +940,6 @@ void sn_core_recv(SnCore *c, uint64_t conn, const uint8_t *data, size_t len, uin
   case MSG_HOSTS:
     sn_on_hosts(c, p, &m, now);
     break;
-  case MSG_WALK:
-    sn_on_walk(c, p, &m, now);
-    break;
-  case MSG_WALK_REPLY:
-    sn_on_walk_reply(c, p, &m, now);
-    break;
-  case MSG_LINKS:
-    sn_on_links(c, p, &m, now);
-    break;
   default: /* SEARCH_HITS: only super nodes send it */
     protocol_error(c, p, "message type not allowed here", now);
     break;

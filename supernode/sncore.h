@@ -109,9 +109,6 @@ typedef struct {
   uint64_t links_trimmed;      /* ... of which trimmed: above D + D/2 (degree_pick_trim) */
   uint64_t links_evicted;      /* ... of which evicted for a newcomer (degree_pick_evict) */
   uint64_t links_made;         /* super-node links that came up */
-  uint64_t walks_started;      /* random walks for a long-range link (walk.h) */
-  uint64_t walks_ended;        /* ... that ended here (we answered WALK_REPLY) */
-  uint64_t walks_dropped;      /* WALK/WALK_REPLY dropped: over budget, bad path, stale */
 } SnStats;
 
 typedef enum { SN_ROLE_JOINING, SN_ROLE_LEADER, SN_ROLE_BACKUP, SN_ROLE_STANDBY } SnRole;

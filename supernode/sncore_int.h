@@ -15,7 +15,6 @@
 #include "pubrate.h"
 #include "roster.h"
 #include "sncore.h"
-#include "walk.h"
 #include "wire.h"
 
 #define SN_AGENT "canopy-supernode/0.1"
@@ -65,7 +64,6 @@ typedef struct {
   bool shortcut;       /* SUPER: our long-range link (degree.h) */
   bool their_shortcut; /* SUPER: the dialer's long-range link (degree.h) */
   uint64_t hosts_at;   /* SUPER: when its last HOSTS was taken (meshlink.c) */
-  WalkBudget walks;    /* SUPER: its WALK and WALK_REPLY frames (walklink.c) */
 } Peer;
 
 /* Replication, leader side: ops sent to the backup, not yet acknowledged. */
@@ -170,12 +168,6 @@ struct SnCore {
   uint64_t next_evict;                   /* meshlink.c: no link evicted for a newcomer before */
   uint64_t next_shortcut;                /* ... when to look for a long-range link */
   char shortcut_dial[MESH_ADDR_MAX + 1]; /* ... its dial under way, or "" */
-  /* walklink.c: our walk under way (id, given up at walk_until), all
-   * links' walk frames, and the origins of walks that ended here. */
-  uint64_t walk_id, walk_until;
-  unsigned shortcut_looks; /* meshlink.c: even ones walk, odd ones use the book */
-  WalkBudget walks;
-  WalkEnds walk_ends;
 };
 
 /* Whether --peer addresses are direction nodes (mesh_set_direction):
@@ -245,13 +237,5 @@ void sn_link_welcome(SnCore *c, Peer *p, uint64_t now);
 /* HOSTS gossip and shedding, when due; and when that is. */
 void sn_links_tick(SnCore *c, uint64_t now);
 uint64_t sn_links_deadline(const SnCore *c);
-
-/* walklink.c: random walks for long-range links (walk.h). */
-void sn_on_walk(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
-/* meshlink.c: a link's LINKS (the triangle rule, degree.h). */
-void sn_on_links(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
-void sn_on_walk_reply(SnCore *c, Peer *p, const WireMsg *m, uint64_t now);
-/* Starts a walk from us (one under way is dropped); false if no link. */
-bool sn_walk_start(SnCore *c, uint64_t now);
 
 #endif

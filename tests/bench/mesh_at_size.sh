@@ -6,8 +6,7 @@
 # --degree..2x--degree links (from the first node's start and from the
 # last's), links per node (min/median/max), the hop distances from the last
 # node, the churn in the CHURN_S (60) seconds after that (links shed,
-# trimmed, evicted and made; sheds per node per minute) and in the SETTLE_S
-# (30) seconds after that, the random walks, and recall at
+# trimmed, evicted and made; sheds per node per minute), and recall at
 # TTL 4 (the default) from a leaf on the last node, then the same after the
 # node most others joined through is killed.
 #
@@ -73,17 +72,6 @@ for N in "${@:-100}"; do
   echo "sheds per node per minute after convergence: $(python3 -c "print(f'{($shed1 - $shed0) / $N / ($el / 60000):.3f}')")"
   echo "recall at TTL 4 from l$N (+$(ms "$t0") ms): $(mesh_recall "l$N") of $N"
   echo "graph after: $(cat "$T/graph.txt")"
-  # And in the SETTLE_S (30) s after that window: what is left once the
-  # links made while the mesh formed have been trimmed.
-  SETTLE_S=${SETTLE_S:-30}
-  ts=$(date +%s%N)
-  sleep "$SETTLE_S"
-  MESH_LO=0 MESH_HI=999 mesh_graph "$N" >/dev/null
-  el2=$(ms "$ts")
-  read -r shed2 trim2 evict2 made2 < <(mesh_counts)
-  echo "in the next $el2 ms: shed $((shed2 - shed1)) (trimmed $((trim2 - trim1)), evicted $((evict2 - evict1))), links made $((made2 - made1)); sheds per node per minute $(python3 -c "print(f'{($shed2 - $shed1) / $N / ($el2 / 60000):.3f}')")"
-  echo "hops from s$N: $(distances "s$N")"
-  echo "walks started $(mesh_sum "$N" walks_started), ended $(mesh_sum "$N" walks_ended), dropped $(mesh_sum "$N" walks_dropped)"
   echo "refusals sent $(mesh_sum "$N" link_refusals_sent), links shed $(mesh_sum "$N" links_shed), queries re-forwarded $(mesh_sum "$N" queries_reforwarded)"
   # MESH_LOGS=DIR keeps the super nodes' logs up to here (close reasons).
   [ -z "${MESH_LOGS:-}" ] || { mkdir -p "$MESH_LOGS/$N" && cp "$T"/s*.log "$MESH_LOGS/$N/"; }

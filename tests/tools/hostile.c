@@ -33,10 +33,6 @@
  *   sybil       canopy-hostile sybil HOST:PORT SESSIONS RATE SECONDS: SESSIONS
  *               leaf sessions, each sending RATE searches a second, evenly
  *               paced, for SECONDS; prints "sent N hits M"
- * A super-node link flooding random walks (exit 0 after SECONDS):
- *   walkflood   canopy-hostile walkflood HOST:PORT RATE SECONDS: HELLO as a
- *               super node, then RATE WALKs a second, each ending at the
- *               victim; prints "sent N replies R link up|closed"
  * A super-node link whose query ids collide (exit 0 after SECONDS):
  *   qidflood    canopy-hostile qidflood HOST:PORT RATE SECONDS same|random:
  *               HELLO as a super node, then RATE QUERYs a second (ttl 0),
@@ -1415,66 +1411,6 @@ out:
 
 /* --- end of hosts findings ---------------------------------------------------- */
 
-/* --- mesh2 findings: a super-node link flooding random walks (issue 12) --- */
-
-/* HELLO as a super node, then RATE WALKs a second for SECONDS, each ending
- * at the victim (hops_left 0, our id as the path): the costliest kind, as
- * each asks for a WALK_REPLY. Prints "sent N replies R link up|closed". */
-static int walkflood_main(int argc, char **argv)
-{
-  double rate = atof(argv[3]);
-  long seconds = atol(argv[4]);
-  if (!(rate > 0) || rate > 100000 || seconds < 1 || !crypto_ready())
-    return 2;
-  Sybil s = {.fd = dial(argv[2])};
-  if (s.fd < 0 || !(s.ch = open_channel(s.fd, &s.id)))
-    return 2;
-  hello_super(s.fd, s.ch, "");
-  long start = now_ms(), sent = 0, replies = 0;
-  bool up = true;
-  for (long now = start; up && now < start + seconds * 1000; now = now_ms()) {
-    long due = (long)((double)(now - start) * rate / 1000.0);
-    for (; sent < due; sent++) {
-      WireMsg w = {.type = MSG_WALK};
-      w.u.walk.id = (uint64_t)sent;
-      w.u.walk.path_len = 1;
-      w.u.walk.path = s.id.id;
-      send_msg(s.fd, s.ch, &w);
-    }
-    struct pollfd pfd = {s.fd, POLLIN, 0};
-    if (poll(&pfd, 1, 5) <= 0)
-      continue;
-    uint8_t buf[65536];
-    ssize_t n = recv(s.fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN) || (n > 0 && !channel_feed(s.ch, buf, (size_t)n))) {
-      up = false;
-      break;
-    }
-    const uint8_t *msg;
-    size_t len;
-    while (channel_read(s.ch, &msg, &len) == 1) {
-      WireMsg m;
-      if (wire_decode(msg, len, &m) != WIRE_OK)
-        continue;
-      if (m.type == MSG_PING) {
-        WireMsg pong = {.type = MSG_PONG};
-        pong.u.ping = m.u.ping;
-        send_msg(s.fd, s.ch, &pong);
-      }
-      replies += m.type == MSG_WALK_REPLY;
-      wire_msg_clear(&m);
-    }
-    flush_channel(s.fd, s.ch);
-  }
-  printf("sent %ld replies %ld link %s\n", sent, replies, up ? "up" : "closed");
-  channel_free(s.ch);
-  identity_clear(&s.id);
-  close(s.fd);
-  return up ? 0 : 1;
-}
-
-/* --- end of mesh2 findings --------------------------------------------------- */
-
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -1495,8 +1431,7 @@ int main(int argc, char **argv)
             "       canopy-hostile partial HOST:PORT SESSIONS SECONDS SRC\n"
             "       canopy-hostile sybilpub HOST:PORT COUNT SECONDS [KEYWORDS]\n"
             "       canopy-hostile rejecter HOST:PORT NAME CID SIZE SECONDS TEXT\n"
-            "       canopy-hostile hostsflood LISTEN_HOST:PORT FRAMES\n"
-            "       canopy-hostile walkflood HOST:PORT RATE SECONDS\n");
+            "       canopy-hostile hostsflood LISTEN_HOST:PORT FRAMES\n");
     return 2;
   }
   if (strcmp(argv[1], "m1flood") == 0 && argc >= 4)
@@ -1519,8 +1454,6 @@ int main(int argc, char **argv)
     return sybil_main(argc, argv);
   if (strcmp(mode, "qidflood") == 0)
     return qidflood_main(argc, argv);
-  if (strcmp(mode, "walkflood") == 0 && argc == 5)
-    return walkflood_main(argc, argv);
   int fd = dial(argv[2]);
   if (fd < 0) {
     fprintf(stderr, "canopy-hostile: cannot connect to %s\n", argv[2]);

@@ -80,9 +80,9 @@ static void test_evict(void **state)
   (void)state;
   uint64_t now = 100000;
   DegreeLink l[3] = {
-      {.conn = 1, .triangle = true, .peer_load = 50, .up_since = 0}, /* exactly D links */
-      {.conn = 2, .triangle = true, .peer_load = WIRE_LOAD_UNKNOWN, .up_since = 0}, /* never told */
-      {.conn = 3, .triangle = true, .peer_load = 75, .up_since = now - 1000},       /* too young */
+      {.conn = 1, .peer_load = 50, .up_since = 0},                /* exactly D links */
+      {.conn = 2, .peer_load = WIRE_LOAD_UNKNOWN, .up_since = 0}, /* never told */
+      {.conn = 3, .peer_load = 75, .up_since = now - 1000},       /* too young */
   };
   assert_null(degree_pick_evict(4, l, 3, now));
   /* Old enough now: its peer keeps D or more without us. */
@@ -100,7 +100,7 @@ static void test_trim(void **state)
   uint64_t now = 100000;
   DegreeLink l[7];
   for (int i = 0; i < 7; i++)
-    l[i] = (DegreeLink){.conn = (uint64_t)i + 1, .triangle = true, .peer_load = 50, .up_since = 0};
+    l[i] = (DegreeLink){.conn = (uint64_t)i + 1, .peer_load = 50, .up_since = 0};
   /* D 4: trimmed above 6 links only, and only a link whose peer has more
    * than 6 too (both keep more than D). */
   assert_int_equal(degree_trim(4), 6);
@@ -125,11 +125,8 @@ static void test_long_range(void **state)
   (void)state;
   assert_false(degree_want_shortcut(4, 3, 0)); /* near links first */
   assert_true(degree_want_shortcut(4, 4, 0));
-  assert_true(degree_want_shortcut(4, 6, DEGREE_SHORTCUTS - 1));
-  assert_true(degree_want_shortcut(4, 7, 0));  /* the first may take the last slot */
-  assert_false(degree_want_shortcut(4, 7, 1)); /* the second leaves it free */
+  assert_true(degree_want_shortcut(4, 7, DEGREE_SHORTCUTS - 1));
   assert_false(degree_want_shortcut(4, 8, 0)); /* at the soft max */
-  assert_false(degree_want_shortcut(1, 1, 0)); /* D 1: no room for one */
   assert_false(degree_want_shortcut(4, 5, DEGREE_SHORTCUTS));
   assert_false(degree_long_range_dial(4, WIRE_LOAD_UNKNOWN));
   assert_false(degree_long_range_dial(4, degree_link_load(4, 3))); /* a near dial */
@@ -141,10 +138,8 @@ static void test_long_range(void **state)
   uint64_t now = 100000;
   DegreeLink l[9];
   for (int i = 0; i < 9; i++)
-    l[i] = (DegreeLink){.conn = (uint64_t)i + 1,
-                        .peer_load = degree_link_load(4, 8),
-                        .long_range = true,
-                        .triangle = true};
+    l[i] = (DegreeLink){
+        .conn = (uint64_t)i + 1, .peer_load = degree_link_load(4, 8), .long_range = true};
   assert_null(degree_pick_trim(4, l, 7, now));
   assert_null(degree_pick_shed(4, l, 9));
   assert_non_null(degree_pick_evict(4, l, 8, now));
@@ -153,76 +148,14 @@ static void test_long_range(void **state)
   assert_ptr_equal(degree_pick_trim(4, l, 7, now), NULL); /* at 5: not over the line */
   assert_ptr_equal(degree_pick_evict(4, l, 8, now), &l[3]);
   assert_ptr_equal(degree_pick_shed(4, l, 9), &l[3]);
-  /* Long-range links do not count towards the line: 6 near + 1 far stays. */
-  for (int i = 0; i < 9; i++)
-    l[i] = (DegreeLink){
-        .conn = (uint64_t)i + 1, .triangle = true, .peer_load = degree_link_load(4, 8)};
-  l[6].long_range = true;
-  assert_null(degree_pick_trim(4, l, 7, now));
-  l[6].long_range = false;
-  assert_non_null(degree_pick_trim(4, l, 7, now));
-}
-
-/* A link younger than DEGREE_TRIM_MIN_AGE_MS is not trimmed: it may have
- * pushed both ends over the line only until gossip tells who has room. */
-static void test_trim_min_age(void **state)
-{
-  (void)state;
-  uint64_t now = 1000000;
-  DegreeLink l[7];
-  for (int i = 0; i < 7; i++)
-    l[i] = (DegreeLink){.conn = (uint64_t)i + 1, .triangle = true, .peer_load = 50, .up_since = 0};
-  l[2].peer_load = degree_link_load(4, 8);
-  l[2].up_since = now;
-  assert_null(degree_pick_trim(4, l, 7, now));
-  now = l[2].up_since + DEGREE_TRIM_MIN_AGE_MS - 1;
-  assert_null(degree_pick_trim(4, l, 7, now));
-  now++;
-  assert_ptr_equal(degree_pick_trim(4, l, 7, now), &l[2]);
-}
-
-/* The cap on inbound long-range links: whatever the dialer's gossip or a
- * walk says, at most DEGREE_THEIR_SHORTCUTS are kept as such (a liar must
- * not pin our slots with links we never trim). */
-static void test_their_shortcut_cap(void **state)
-{
-  (void)state;
-  uint8_t far = degree_link_load(4, 5), near = degree_link_load(4, 2);
-  assert_true(degree_keep_their_shortcut(4, far, false, 0));
-  assert_true(degree_keep_their_shortcut(4, near, true, 0)); /* a walk ended here */
-  assert_true(degree_keep_their_shortcut(4, WIRE_LOAD_UNKNOWN, true, 0));
-  assert_false(degree_keep_their_shortcut(4, near, false, 0)); /* a near dial */
-  assert_false(degree_keep_their_shortcut(4, WIRE_LOAD_UNKNOWN, false, 0));
-  assert_true(degree_keep_their_shortcut(4, far, true, DEGREE_THEIR_SHORTCUTS - 1));
-  assert_false(degree_keep_their_shortcut(4, far, false, DEGREE_THEIR_SHORTCUTS));
-  assert_false(degree_keep_their_shortcut(4, far, true, DEGREE_THEIR_SHORTCUTS));
-  assert_false(degree_keep_their_shortcut(4, far, true, DEGREE_THEIR_SHORTCUTS + 5));
-}
-
-/* Trims and evictions take only a link in a triangle (its peer is linked
- * to another of our peers, by its LINKS): dropping it cannot cut the mesh. */
-static void test_triangle_only(void **state)
-{
-  (void)state;
-  uint64_t now = 1000000;
-  DegreeLink l[7];
-  for (int i = 0; i < 7; i++)
-    l[i] = (DegreeLink){.conn = (uint64_t)i + 1, .peer_load = degree_link_load(4, 8)};
-  assert_null(degree_pick_trim(4, l, 7, now));
-  assert_null(degree_pick_evict(4, l, 7, now));
-  l[4].triangle = true;
-  assert_ptr_equal(degree_pick_trim(4, l, 7, now), &l[4]);
-  assert_ptr_equal(degree_pick_evict(4, l, 7, now), &l[4]);
 }
 
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_bounds),        cmocka_unit_test(test_retry_backoff),
-      cmocka_unit_test(test_shed),          cmocka_unit_test(test_evict),
-      cmocka_unit_test(test_trim),          cmocka_unit_test(test_long_range),
-      cmocka_unit_test(test_trim_min_age),  cmocka_unit_test(test_their_shortcut_cap),
-      cmocka_unit_test(test_triangle_only),
+      cmocka_unit_test(test_bounds), cmocka_unit_test(test_retry_backoff),
+      cmocka_unit_test(test_shed),   cmocka_unit_test(test_evict),
+      cmocka_unit_test(test_trim),   cmocka_unit_test(test_long_range),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
