@@ -30,11 +30,11 @@
  * leaves take the lowest free numbers, so they reach these slots only at
  * the limit itself. */
 #define SESSION_LATE_FD_SLOTS 256
+#define SESSION_LATE_FD_TOP 65536 /* ... below this, whatever the limit (512 KiB of fd table) */
 /* A dialing TCP session's write after this much quiet leaves quick-ACK
  * mode (write_some): TCP's minimum RTO, the silence after which Linux
  * acknowledges the next segment received at once. */
 #define SESSION_DELAY_ACK_AFTER_MS 200
-#define SESSION_LATE_FD_TOP 65536 /* ... below this, whatever the limit (512 KiB of fd table) */
 
 struct Session {
   gint refs;
