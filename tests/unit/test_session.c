@@ -234,6 +234,42 @@ static void count_closed(Session *s, const char *reason, void *ud)
 
 static const SessionCallbacks count_cb = {count_opened, count_message, count_closed};
 
+/* Two sessions over a connected pair of sockets, opened on one context. */
+typedef struct {
+  Identity a, b;
+  GMainContext *ctx;
+  GIOStream *ca, *cb;
+  Count sa, sb;
+  Session *ia, *rb;
+} Pair;
+
+static void pair_open(Pair *p, int fa, int fb)
+{
+  memset(p, 0, sizeof *p);
+  assert_true(identity_generate(&p->a) && identity_generate(&p->b));
+  p->ctx = g_main_context_new();
+  p->ca = conn_of(fa);
+  p->cb = conn_of(fb);
+  p->ia = session_new(p->ca, 1, &p->a, CHANNEL_INITIATOR, p->ctx, &count_cb, &p->sa);
+  p->rb = session_new(p->cb, 2, &p->b, CHANNEL_RESPONDER, p->ctx, &count_cb, &p->sb);
+  run_until(p->ctx, &p->sa.opened, 1);
+  run_until(p->ctx, &p->sb.opened, 1);
+  assert_int_equal(p->sa.opened + p->sb.opened, 2);
+}
+
+static void pair_close(Pair *p)
+{
+  session_close(p->ia, "done");
+  session_close(p->rb, "done");
+  session_unref(p->ia);
+  session_unref(p->rb);
+  g_object_unref(p->ca);
+  g_object_unref(p->cb);
+  g_main_context_unref(p->ctx);
+  identity_clear(&p->a);
+  identity_clear(&p->b);
+}
+
 /* The socket is edge-triggered and read once per pass (session.c): two
  * large messages already in the socket make the first read fill its
  * buffer and leave the rest with no new arrival to raise another edge.
@@ -241,38 +277,22 @@ static const SessionCallbacks count_cb = {count_opened, count_message, count_clo
 static void test_full_read_continues(void **state)
 {
   (void)state;
-  Identity a, b;
-  assert_true(identity_generate(&a) && identity_generate(&b));
-  GMainContext *ctx = g_main_context_new();
   int sv[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   int big = 1 << 20;
   setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
   setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-  GIOStream *ca = conn_of(sv[0]), *cb2 = conn_of(sv[1]);
-  Count sa = {0}, sb = {0};
-  Session *ia = session_new(ca, 1, &a, CHANNEL_INITIATOR, ctx, &count_cb, &sa);
-  Session *rb = session_new(cb2, 2, &b, CHANNEL_RESPONDER, ctx, &count_cb, &sb);
-  run_until(ctx, &sa.opened, 1);
-  run_until(ctx, &sb.opened, 1);
-  assert_int_equal(sa.opened + sb.opened, 2);
+  Pair p;
+  pair_open(&p, sv[0], sv[1]);
   static uint8_t msg[60000];
   memset(msg, 7, sizeof msg);
-  assert_true(session_send(ia, msg, sizeof msg));
-  assert_true(session_send(ia, msg, sizeof msg));
-  assert_int_equal(session_queued(ia), 0); /* both in the socket already */
-  run_until(ctx, &sb.msgs, 2);
-  assert_int_equal(sb.msgs, 2);
-  assert_int_equal(sb.bytes, 2 * sizeof msg);
-  session_close(ia, "done");
-  session_close(rb, "done");
-  session_unref(ia);
-  session_unref(rb);
-  g_object_unref(ca);
-  g_object_unref(cb2);
-  g_main_context_unref(ctx);
-  identity_clear(&a);
-  identity_clear(&b);
+  assert_true(session_send(p.ia, msg, sizeof msg));
+  assert_true(session_send(p.ia, msg, sizeof msg));
+  assert_int_equal(session_queued(p.ia), 0); /* both in the socket already */
+  run_until(p.ctx, &p.sb.msgs, 2);
+  assert_int_equal(p.sb.msgs, 2);
+  assert_int_equal(p.sb.bytes, 2 * sizeof msg);
+  pair_close(&p);
 }
 
 /* A connected TCP pair on 127.0.0.1. */
@@ -298,35 +318,20 @@ static void tcp_pair(int *dialer, int *acceptor)
 static void test_close_behind_data(void **state)
 {
   (void)state;
-  Identity a, b;
-  assert_true(identity_generate(&a) && identity_generate(&b));
-  GMainContext *ctx = g_main_context_new();
   int fa, fb;
   tcp_pair(&fa, &fb);
-  GIOStream *ca = conn_of(fa), *cb2 = conn_of(fb);
-  Count sa = {0}, sb = {0};
-  Session *ia = session_new(ca, 1, &a, CHANNEL_INITIATOR, ctx, &count_cb, &sa);
-  Session *rb = session_new(cb2, 2, &b, CHANNEL_RESPONDER, ctx, &count_cb, &sb);
-  run_until(ctx, &sa.opened, 1);
-  run_until(ctx, &sb.opened, 1);
-  assert_int_equal(sa.opened + sb.opened, 2);
-  assert_true(session_send(ia, (const uint8_t *)"last words", 10));
-  assert_int_equal(session_queued(ia), 0);
+  Pair p;
+  pair_open(&p, fa, fb);
+  assert_true(session_send(p.ia, (const uint8_t *)"last words", 10));
+  assert_int_equal(session_queued(p.ia), 0);
   /* The FIN without the channel's own BYE (a process that died). */
   assert_int_equal(shutdown(fa, SHUT_WR), 0);
   g_usleep(50 * 1000); /* both in rb's socket before it is polled */
-  run_until(ctx, &sb.closed, 1);
-  assert_int_equal(sb.msgs, 1);
-  assert_int_equal(sb.closed, 1);
-  assert_true(sb.by_peer);
-  session_close(ia, "done");
-  session_unref(ia);
-  session_unref(rb);
-  g_object_unref(ca);
-  g_object_unref(cb2);
-  g_main_context_unref(ctx);
-  identity_clear(&a);
-  identity_clear(&b);
+  run_until(p.ctx, &p.sb.closed, 1);
+  assert_int_equal(p.sb.msgs, 1);
+  assert_int_equal(p.sb.closed, 1);
+  assert_true(p.sb.by_peer);
+  pair_close(&p); /* rb is closed already: a no-op for it */
 }
 
 /* A dialing session's write after a quiet spell leaves TCP's quick-ACK
@@ -335,44 +340,28 @@ static void test_close_behind_data(void **state)
 static void test_dialer_delays_acks(void **state)
 {
   (void)state;
-  Identity a, b;
-  assert_true(identity_generate(&a) && identity_generate(&b));
-  GMainContext *ctx = g_main_context_new();
   int fa, fb;
   tcp_pair(&fa, &fb);
-  GIOStream *ca = conn_of(fa), *cb2 = conn_of(fb);
-  Count sa = {0}, sb = {0};
-  Session *ia = session_new(ca, 1, &a, CHANNEL_INITIATOR, ctx, &count_cb, &sa);
-  Session *rb = session_new(cb2, 2, &b, CHANNEL_RESPONDER, ctx, &count_cb, &sb);
-  run_until(ctx, &sa.opened, 1);
-  run_until(ctx, &sb.opened, 1);
-  assert_int_equal(sa.opened + sb.opened, 2);
+  Pair p;
+  pair_open(&p, fa, fb);
   int on = 1, v = -1;
   socklen_t vlen = sizeof v;
   for (int i = 0; i < 2; i++) {
     /* Quick-ACK on, then a write after the quiet spell: off again. */
     assert_int_equal(setsockopt(fa, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on), 0);
     g_usleep(300 * 1000);
-    assert_true(session_send(ia, (const uint8_t *)"ping", 4));
+    assert_true(session_send(p.ia, (const uint8_t *)"ping", 4));
     assert_int_equal(getsockopt(fa, IPPROTO_TCP, TCP_QUICKACK, &v, &vlen), 0);
     assert_int_equal(v, 0);
-    run_until(ctx, &sb.msgs, i + 1);
-    assert_int_equal(sb.msgs, i + 1);
+    run_until(p.ctx, &p.sb.msgs, i + 1);
+    assert_int_equal(p.sb.msgs, i + 1);
   }
   /* A write soon after another leaves the socket alone. */
   assert_int_equal(setsockopt(fa, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on), 0);
-  assert_true(session_send(ia, (const uint8_t *)"ping", 4));
+  assert_true(session_send(p.ia, (const uint8_t *)"ping", 4));
   assert_int_equal(getsockopt(fa, IPPROTO_TCP, TCP_QUICKACK, &v, &vlen), 0);
   assert_int_equal(v, 1);
-  session_close(ia, "done");
-  session_close(rb, "done");
-  session_unref(ia);
-  session_unref(rb);
-  g_object_unref(ca);
-  g_object_unref(cb2);
-  g_main_context_unref(ctx);
-  identity_clear(&a);
-  identity_clear(&b);
+  pair_close(&p);
 }
 
 /* Descriptors open in the top 256 of the fd limit (session.c's slots). */
